@@ -1,0 +1,31 @@
+# pepnet: STAR-PEPNet multi-domain CTR models inside PostgreSQL (PGXS build)
+EXTENSION = pepnet
+EXTVERSION = 0.1.0
+
+MODULE_big = pepnet
+CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o
+OBJS = src/pepnet.o src/models.o src/cache.o src/score.o $(CORE_OBJS)
+DATA = sql/pepnet--$(EXTVERSION).sql
+PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
+
+REGRESS = models score errors
+REGRESS_OPTS = --outputdir=test/results
+
+PG_CPPFLAGS = -Isrc/core
+PG_CFLAGS = -std=gnu99 -Wno-declaration-after-statement
+SHLIB_LINK = -lopenblas -lm
+EXTRA_CLEAN = test/unit/test_core test/results
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# C unit tests of the numeric core: no PostgreSQL involved
+CORE_SRC = $(CORE_OBJS:.o=.c)
+test/unit/test_core: test/unit/test_core.c $(CORE_SRC) src/core/pncore.h
+	$(CC) -std=gnu99 -O2 -g -Wall -Wextra -Wno-unused-parameter -Isrc/core -o $@ test/unit/test_core.c $(CORE_SRC) -lopenblas -lm
+
+unittest: test/unit/test_core
+	./test/unit/test_core
+
+.PHONY: unittest

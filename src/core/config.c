@@ -1,0 +1,534 @@
+/*
+ * config.c
+ *		The model configuration: parsing with MODEL.md's defaults, validation
+ *		and size limits checked before anything large is allocated.
+ */
+#include "pncore.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const config_keys[] = {
+	"domains", "features", "persona", "dense", "emb_dim", "tasks", "hidden",
+	"gamma", "epnet", "epnet_hidden", "ppnet", "pn", "star", "aux",
+	"aux_hidden", "l2", NULL
+};
+
+/* Read an integer member within [lo, hi]; absent keeps *out */
+static int
+get_int(const PnJson *obj, const char *key, int64_t lo, int64_t hi, int64_t *out, PnError *err)
+{
+	const PnJson *v = pn_json_get(obj, key);
+
+	if (v == NULL)
+		return PN_OK;
+	if (v->type != PNJ_NUMBER || !v->is_int)
+		return pn_seterr(err, PN_ECONFIG, "config \"%s\" must be an integer", key);
+	if (v->ival < lo || v->ival > hi)
+	{
+		pn_seterr(err, PN_ECONFIG, "config \"%s\" is %lld, out of range", key, (long long) v->ival);
+		pn_setdetail(err, "\"%s\" must be between %lld and %lld.", key, (long long) lo, (long long) hi);
+		return PN_ECONFIG;
+	}
+	*out = v->ival;
+	return PN_OK;
+}
+
+/* Read a boolean member; absent keeps *out */
+static int
+get_bool(const PnJson *obj, const char *key, bool *out, PnError *err)
+{
+	const PnJson *v = pn_json_get(obj, key);
+
+	if (v == NULL)
+		return PN_OK;
+	if (v->type != PNJ_BOOL)
+		return pn_seterr(err, PN_ECONFIG, "config \"%s\" must be true or false", key);
+	*out = v->boolean;
+	return PN_OK;
+}
+
+/* Read a finite number member within [lo, hi]; absent keeps *out */
+static int
+get_num(const PnJson *obj, const char *key, double lo, double hi, float *out, PnError *err)
+{
+	const PnJson *v = pn_json_get(obj, key);
+
+	if (v == NULL)
+		return PN_OK;
+	if (v->type != PNJ_NUMBER || !(v->num >= lo && v->num <= hi))
+	{
+		pn_seterr(err, PN_ECONFIG, "config \"%s\" must be a number between %g and %g", key, lo, hi);
+		return PN_ECONFIG;
+	}
+	*out = (float) v->num;
+	return PN_OK;
+}
+
+/* Copy a name, checking it is a non-empty string that fits */
+static int
+get_name(const PnJson *v, const char *what, char *out, PnError *err)
+{
+	size_t		n;
+
+	if (v == NULL || v->type != PNJ_STRING)
+		return pn_seterr(err, PN_ECONFIG, "config %s must be a string", what);
+	n = strlen(v->str);
+	if (n == 0 || n >= PN_MAX_NAME)
+	{
+		pn_seterr(err, PN_ECONFIG, "config %s \"%.40s\" must have 1 to %d characters", what, v->str, PN_MAX_NAME - 1);
+		return PN_ECONFIG;
+	}
+	memcpy(out, v->str, n + 1);
+	return PN_OK;
+}
+
+/* Parse an array of field objects {"name", "buckets", "hash"} */
+static int
+get_fields(const PnJson *obj, const char *key, bool required, PnField **out, int *nout, PnError *err)
+{
+	const PnJson *arr = pn_json_get(obj, key);
+	PnField    *f;
+	int			i,
+				j;
+
+	*out = NULL;
+	*nout = 0;
+	if (arr == NULL)
+	{
+		if (required)
+			return pn_seterr(err, PN_ECONFIG, "config needs \"%s\": an array of {\"name\": ..., \"buckets\": N}", key);
+		return PN_OK;
+	}
+	if (arr->type != PNJ_ARRAY)
+		return pn_seterr(err, PN_ECONFIG, "config \"%s\" must be an array of {\"name\": ..., \"buckets\": N}", key);
+	if (arr->n > PN_MAX_FIELDS)
+		return pn_seterr(err, PN_ETOOBIG, "config \"%s\" has %d fields, more than the limit of %d", key, arr->n, PN_MAX_FIELDS);
+	f = pn_alloc0(sizeof(PnField) * (arr->n ? arr->n : 1));
+	if (!f)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	for (i = 0; i < arr->n; i++)
+	{
+		const PnJson *e = arr->items[i];
+		char		what[96];
+		int64_t		b = 0;
+		int			rc;
+
+		snprintf(what, sizeof(what), "\"%s\"[%d]", key, i);
+		if (e->type != PNJ_OBJECT)
+		{
+			pn_free(f);
+			return pn_seterr(err, PN_ECONFIG, "config %s must be an object {\"name\": ..., \"buckets\": N}", what);
+		}
+		for (j = 0; j < e->n; j++)
+			if (strcmp(e->items[j]->key, "name") && strcmp(e->items[j]->key, "buckets") &&
+				strcmp(e->items[j]->key, "hash"))
+			{
+				pn_free(f);
+				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.40s\"", what, e->items[j]->key);
+				pn_setdetail(err, "A field takes \"name\", \"buckets\" and \"hash\".");
+				return PN_ECONFIG;
+			}
+		strcat(what, ".name");
+		if ((rc = get_name(pn_json_get(e, "name"), what, f[i].name, err)) != PN_OK)
+		{
+			pn_free(f);
+			return rc;
+		}
+		if (pn_json_get(e, "buckets") == NULL)
+		{
+			pn_free(f);
+			return pn_seterr(err, PN_ECONFIG, "config field \"%s\" needs \"buckets\"", f[i].name);
+		}
+		if ((rc = get_int(e, "buckets", 1, PN_MAX_BUCKETS, &b, err)) != PN_OK)
+		{
+			pn_free(f);
+			return rc;
+		}
+		f[i].buckets = b;
+		f[i].hash = true;
+		if ((rc = get_bool(e, "hash", &f[i].hash, err)) != PN_OK)
+		{
+			pn_free(f);
+			return rc;
+		}
+		for (j = 0; j < i; j++)
+			if (strcmp(f[j].name, f[i].name) == 0)
+			{
+				pn_free(f);
+				return pn_seterr(err, PN_ECONFIG, "config \"%s\" names field \"%s\" twice", key, f[i].name);
+			}
+	}
+	*out = f;
+	*nout = arr->n;
+	return PN_OK;
+}
+
+/* Release what pn_config_parse allocated */
+void
+pn_config_free(PnConfig *cfg)
+{
+	pn_free(cfg->feat);
+	pn_free(cfg->pers);
+	cfg->feat = cfg->pers = NULL;
+}
+
+/* Saturating helpers for size arithmetic */
+static int64_t
+sat_mul(int64_t a, int64_t b)
+{
+	if (a < 0 || b < 0)
+		return -1;
+	if (a != 0 && b > INT64_MAX / a)
+		return -1;
+	return a * b;
+}
+
+static int64_t
+sat_add(int64_t a, int64_t b)
+{
+	if (a < 0 || b < 0 || a > INT64_MAX - b)
+		return -1;
+	return a + b;
+}
+
+/* Number of floats every tensor of cfg needs together; -1 on overflow */
+int64_t
+pn_config_numel(const PnConfig *c)
+{
+	int64_t		k = c->emb_dim,
+				n0 = c->n0,
+				D = c->domains,
+				T = c->ntasks,
+				tot = 0;
+	int			i,
+				t,
+				l;
+
+	for (i = 0; i < c->nfeat; i++)
+		tot = sat_add(tot, sat_mul(c->feat[i].buckets, k));
+	for (i = 0; i < c->npers; i++)
+		tot = sat_add(tot, sat_mul(c->pers[i].buckets, k));
+	tot = sat_add(tot, D * k);
+	if (c->epnet)
+	{
+		int64_t		he = c->epnet_hidden;
+
+		tot = sat_add(tot, sat_mul(he, k + n0) + he + n0 * he + n0);
+	}
+	if (c->pn)
+		tot = sat_add(tot, 2 * n0 + 4 * D * n0);
+	for (t = 0; t < T; t++)
+	{
+		int64_t		prev = n0;
+
+		for (l = 1; l <= c->nhidden + 1; l++)
+		{
+			int64_t		h = l <= c->nhidden ? c->hidden[l - 1] : 1;
+			int64_t		wl = sat_mul(h, prev);
+
+			tot = sat_add(tot, sat_add(wl, h));
+			if (c->star)
+				tot = sat_add(tot, sat_mul(D, sat_add(wl, h)));
+			prev = h;
+		}
+	}
+	if (c->ppnet)
+		for (l = 0; l < c->nhidden; l++)
+		{
+			int64_t		g = T * c->hidden[l];
+
+			tot = sat_add(tot, sat_add(sat_mul(g, c->pk + n0), sat_mul(g, g)) + 2 * g);
+		}
+	if (c->aux)
+	{
+		int64_t		ha = c->aux_hidden;
+
+		tot = sat_add(tot, sat_mul(ha, k + n0) + ha + T * ha + T);
+	}
+	return tot;
+}
+
+/* Parse and validate a configuration; refuses models above max_bytes */
+int
+pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, PnError *err)
+{
+	PnJson	   *root = NULL;
+	const PnJson *v;
+	int64_t		iv;
+	int			rc,
+				i;
+
+	memset(cfg, 0, sizeof(*cfg));
+	if ((rc = pn_json_parse(text, len, &root, err)) != PN_OK)
+	{
+		err->code = PN_ECONFIG;
+		return rc == PN_ENOMEM ? rc : PN_ECONFIG;
+	}
+	if (root->type != PNJ_OBJECT)
+	{
+		pn_json_free(root);
+		return pn_seterr(err, PN_ECONFIG, "config must be a JSON object");
+	}
+	for (i = 0; i < root->n; i++)
+	{
+		int			j;
+		bool		known = false;
+
+		for (j = 0; config_keys[j]; j++)
+			known |= strcmp(config_keys[j], root->items[i]->key) == 0;
+		if (!known)
+		{
+			pn_seterr(err, PN_ECONFIG, "config has unknown key \"%.60s\"", root->items[i]->key);
+			pn_setdetail(err, "Known keys: domains, features, persona, dense, emb_dim, tasks, hidden, gamma, epnet, epnet_hidden, ppnet, pn, star, aux, aux_hidden, l2.");
+			pn_json_free(root);
+			return PN_ECONFIG;
+		}
+	}
+
+	/* defaults of MODEL.md */
+	cfg->emb_dim = 16;
+	cfg->ntasks = 1;
+	strcpy(cfg->tasks[0], "click");
+	cfg->nhidden = 2;
+	cfg->hidden[0] = 256;
+	cfg->hidden[1] = 128;
+	cfg->gamma = 2.0f;
+	cfg->epnet = cfg->ppnet = cfg->pn = cfg->star = cfg->aux = true;
+	cfg->aux_hidden = 32;
+	cfg->l2 = 0.0f;
+
+#define TRY(x) do { if ((rc = (x)) != PN_OK) goto fail; } while (0)
+	if (pn_json_get(root, "domains") == NULL)
+	{
+		rc = pn_seterr(err, PN_ECONFIG, "config needs \"domains\": the number of domains");
+		goto fail;
+	}
+	iv = 0;
+	TRY(get_int(root, "domains", 1, PN_MAX_DOMAINS, &iv, err));
+	cfg->domains = (int) iv;
+	TRY(get_fields(root, "features", true, &cfg->feat, &cfg->nfeat, err));
+	TRY(get_fields(root, "persona", false, &cfg->pers, &cfg->npers, err));
+	iv = 0;
+	TRY(get_int(root, "dense", 0, PN_MAX_DENSE, &iv, err));
+	cfg->dense = (int) iv;
+	iv = cfg->emb_dim;
+	TRY(get_int(root, "emb_dim", 1, PN_MAX_EMB_DIM, &iv, err));
+	cfg->emb_dim = (int) iv;
+
+	if ((v = pn_json_get(root, "tasks")) != NULL)
+	{
+		if (v->type != PNJ_ARRAY || v->n < 1 || v->n > PN_MAX_TASKS)
+		{
+			rc = pn_seterr(err, PN_ECONFIG, "config \"tasks\" must be an array of 1 to %d task names", PN_MAX_TASKS);
+			goto fail;
+		}
+		cfg->ntasks = v->n;
+		for (i = 0; i < v->n; i++)
+		{
+			int			j;
+
+			TRY(get_name(v->items[i], "task name", cfg->tasks[i], err));
+			for (j = 0; j < i; j++)
+				if (strcmp(cfg->tasks[j], cfg->tasks[i]) == 0)
+				{
+					rc = pn_seterr(err, PN_ECONFIG, "config \"tasks\" names \"%s\" twice", cfg->tasks[i]);
+					goto fail;
+				}
+		}
+	}
+	if ((v = pn_json_get(root, "hidden")) != NULL)
+	{
+		if (v->type != PNJ_ARRAY || v->n < 1 || v->n > PN_MAX_LAYERS)
+		{
+			rc = pn_seterr(err, PN_ECONFIG, "config \"hidden\" must be an array of 1 to %d layer widths", PN_MAX_LAYERS);
+			goto fail;
+		}
+		cfg->nhidden = v->n;
+		for (i = 0; i < v->n; i++)
+		{
+			if (v->items[i]->type != PNJ_NUMBER || !v->items[i]->is_int ||
+				v->items[i]->ival < 1 || v->items[i]->ival > PN_MAX_WIDTH)
+			{
+				rc = pn_seterr(err, PN_ECONFIG, "config \"hidden\"[%d] must be an integer between 1 and %d", i, PN_MAX_WIDTH);
+				goto fail;
+			}
+			cfg->hidden[i] = (int) v->items[i]->ival;
+		}
+	}
+	TRY(get_num(root, "gamma", 1e-6, 1e6, &cfg->gamma, err));
+	TRY(get_bool(root, "epnet", &cfg->epnet, err));
+	TRY(get_bool(root, "ppnet", &cfg->ppnet, err));
+	TRY(get_bool(root, "pn", &cfg->pn, err));
+	TRY(get_bool(root, "star", &cfg->star, err));
+	TRY(get_bool(root, "aux", &cfg->aux, err));
+	iv = cfg->aux_hidden;
+	TRY(get_int(root, "aux_hidden", 1, PN_MAX_WIDTH, &iv, err));
+	cfg->aux_hidden = (int) iv;
+	TRY(get_num(root, "l2", 0.0, 1e6, &cfg->l2, err));
+
+	cfg->n0 = cfg->nfeat * cfg->emb_dim + cfg->dense;
+	cfg->pk = cfg->npers * cfg->emb_dim;
+	if (cfg->n0 < 1)
+	{
+		rc = pn_seterr(err, PN_ECONFIG, "config has no input: give at least one feature or dense > 0");
+		goto fail;
+	}
+	if ((int64_t) cfg->n0 > PN_MAX_WIDTH * 4)
+	{
+		rc = pn_seterr(err, PN_ETOOBIG, "config input width %d (features * emb_dim + dense) exceeds the limit of %d", cfg->n0, PN_MAX_WIDTH * 4);
+		goto fail;
+	}
+	cfg->epnet_hidden = cfg->n0;
+	v = pn_json_get(root, "epnet_hidden");
+	if (v != NULL && v->type != PNJ_NULL)
+	{
+		iv = 0;
+		TRY(get_int(root, "epnet_hidden", 1, PN_MAX_WIDTH, &iv, err));
+		cfg->epnet_hidden = (int) iv;
+	}
+	{
+		int64_t		numel = pn_config_numel(cfg);
+
+		if (numel < 0 || (max_bytes > 0 && numel > max_bytes / 4))
+		{
+			pn_seterr(err, PN_ETOOBIG, "config needs %.0f MB of weights, more than the limit of %lld MB",
+					  numel < 0 ? 1e18 : (double) numel * 4 / (1024.0 * 1024.0),
+					  (long long) (max_bytes / (1024 * 1024)));
+			pn_setdetail(err, "Lower buckets, emb_dim, hidden or domains, or raise pepnet.max_model_size.");
+			rc = PN_ETOOBIG;
+			goto fail;
+		}
+	}
+	pn_json_free(root);
+	return PN_OK;
+
+fail:
+	pn_json_free(root);
+	pn_config_free(cfg);
+	return rc;
+#undef TRY
+}
+
+/* Append to a growing string; returns false when out of memory */
+typedef struct Sbuf
+{
+	char	   *s;
+	size_t		len,
+				cap;
+	bool		oom;
+} Sbuf;
+
+static void
+sb_add(Sbuf *b, const char *fmt,...)
+{
+	va_list		ap;
+	int			n;
+
+	if (b->oom)
+		return;
+	for (;;)
+	{
+		va_start(ap, fmt);
+		n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+		{
+			b->oom = true;
+			return;
+		}
+		if (b->len + n < b->cap)
+		{
+			b->len += n;
+			return;
+		}
+		{
+			size_t		ncap = (b->cap + n + 1) * 2;
+			char	   *ns = pn_alloc(ncap);
+
+			if (!ns)
+			{
+				b->oom = true;
+				return;
+			}
+			memcpy(ns, b->s, b->len + 1);
+			pn_free(b->s);
+			b->s = ns;
+			b->cap = ncap;
+		}
+	}
+}
+
+/* Write a JSON string literal (names are checked printable) */
+static void
+sb_str(Sbuf *b, const char *s)
+{
+	sb_add(b, "\"");
+	for (; *s; s++)
+	{
+		if (*s == '"' || *s == '\\')
+			sb_add(b, "\\%c", *s);
+		else if ((unsigned char) *s < 0x20)
+			sb_add(b, "\\u%04x", (unsigned char) *s);
+		else
+			sb_add(b, "%c", *s);
+	}
+	sb_add(b, "\"");
+}
+
+/* Write an array of fields */
+static void
+sb_fields(Sbuf *b, const PnField *f, int n)
+{
+	int			i;
+
+	sb_add(b, "[");
+	for (i = 0; i < n; i++)
+	{
+		sb_add(b, "%s{\"name\": ", i ? ", " : "");
+		sb_str(b, f[i].name);
+		sb_add(b, ", \"buckets\": %lld, \"hash\": %s}", (long long) f[i].buckets, f[i].hash ? "true" : "false");
+	}
+	sb_add(b, "]");
+}
+
+/* The config with every default filled in, as JSON text */
+char *
+pn_config_to_json(const PnConfig *c)
+{
+	Sbuf		b = {NULL, 0, 0, false};
+	int			i;
+
+	b.cap = 256;
+	b.s = pn_alloc(b.cap);
+	if (!b.s)
+		return NULL;
+	b.s[0] = '\0';
+	sb_add(&b, "{\"domains\": %d, \"features\": ", c->domains);
+	sb_fields(&b, c->feat, c->nfeat);
+	sb_add(&b, ", \"persona\": ");
+	sb_fields(&b, c->pers, c->npers);
+	sb_add(&b, ", \"dense\": %d, \"emb_dim\": %d, \"tasks\": [", c->dense, c->emb_dim);
+	for (i = 0; i < c->ntasks; i++)
+	{
+		sb_add(&b, i ? ", " : "");
+		sb_str(&b, c->tasks[i]);
+	}
+	sb_add(&b, "], \"hidden\": [");
+	for (i = 0; i < c->nhidden; i++)
+		sb_add(&b, "%s%d", i ? ", " : "", c->hidden[i]);
+	sb_add(&b, "], \"gamma\": %.9g, \"epnet\": %s, \"epnet_hidden\": %d, \"ppnet\": %s, \"pn\": %s, "
+		   "\"star\": %s, \"aux\": %s, \"aux_hidden\": %d, \"l2\": %.9g}",
+		   c->gamma, c->epnet ? "true" : "false", c->epnet_hidden, c->ppnet ? "true" : "false",
+		   c->pn ? "true" : "false", c->star ? "true" : "false", c->aux ? "true" : "false",
+		   c->aux_hidden, c->l2);
+	if (b.oom)
+	{
+		pn_free(b.s);
+		return NULL;
+	}
+	return b.s;
+}

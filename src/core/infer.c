@@ -1,0 +1,792 @@
+/*
+ * infer.c
+ *		Inference of STAR-PEPNet: per-domain fused matrices (STAR fusion, PN
+ *		folded into the first tower layer, domain parts of the first EPNet and
+ *		aux layers as biases), per-request persona parts of the PPNet gates,
+ *		and a vectorized forward pass where each layer is one GEMM over the
+ *		candidates.  Also an unfused double-precision reference forward,
+ *		written literally from MODEL.md, that the tests compare against.
+ *
+ * Shapes: n candidates, n0 input width, k emb_dim, T tasks, h_l hidden
+ * widths, he EPNet hidden, ha aux hidden.  Matrices are row-major [out, in].
+ */
+#include "pncore.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PN_PN_EPS 1e-5
+
+struct PnWork
+{
+	int			nmax;
+	float	   *x0;				/* [n, n0] embeddings and dense */
+	float	   *x;				/* [n, n0] EPNet output */
+	float	   *eh;				/* [n, he] EPNet hidden */
+	float	   *a;				/* [n, T*hmax] tower activations */
+	float	   *b;				/* [n, T*hmax] next layer */
+	float	   *gh;				/* [n, T*hmax] gate hidden */
+	float	   *g;				/* [n, T*hmax] gate */
+	float	   *ah;				/* [n, ha] aux hidden */
+	float	   *logit;			/* [n, T] */
+	float	   *tmp;			/* [n] */
+};
+
+/* Numerically safe logistic function */
+static inline float
+sigmoidf(float v)
+{
+	if (v >= 0)
+		return 1.0f / (1.0f + expf(-v));
+	else
+	{
+		float		e = expf(v);
+
+		return e / (1.0f + e);
+	}
+}
+
+/* Numerically safe logistic function, double */
+static inline double
+sigmoidd(double v)
+{
+	if (v >= 0)
+		return 1.0 / (1.0 + exp(-v));
+	else
+	{
+		double		e = exp(v);
+
+		return e / (1.0 + e);
+	}
+}
+
+/* Widest tower layer */
+static int
+max_hidden(const PnConfig *c)
+{
+	int			i,
+				h = 1;
+
+	for (i = 0; i < c->nhidden; i++)
+		if (c->hidden[i] > h)
+			h = c->hidden[i];
+	return h;
+}
+
+/* Release a domain cache */
+void
+pn_domain_free(PnDomainCache *dc)
+{
+	int			i;
+
+	if (dc == NULL)
+		return;
+	pn_free(dc->ep_bias);
+	pn_free(dc->aux_bias);
+	pn_free(dc->w1);
+	pn_free(dc->b1);
+	if (dc->w && dc->b)
+		for (i = 0; i < dc->nw; i++)
+		{
+			pn_free(dc->w[i]);
+			pn_free(dc->b[i]);
+		}
+	pn_free(dc->w);
+	pn_free(dc->b);
+	pn_free(dc);
+}
+
+/* y[r] = b[r] + sum_c W[r, coloff + c] v[c] for r < rows, W with leading dimension ld */
+static void
+partial_bias(const float *W, int ld, int coloff, int rows, int cols, const float *v,
+			 const float *b, float *y)
+{
+	int			r,
+				c;
+
+	for (r = 0; r < rows; r++)
+	{
+		double		s = b ? b[r] : 0.0;
+		const float *w = W + (size_t) r * ld + coloff;
+
+		for (c = 0; c < cols; c++)
+			s += (double) w[c] * v[c];
+		y[r] = (float) s;
+	}
+}
+
+/*
+ * Build the per-domain cache: fused W* = W ⊙ W_d and b* = b + b_d of every
+ * tower layer, PN (running statistics) folded into each task's first layer,
+ * and the dv parts of the first EPNet and aux layers as biases.
+ */
+int
+pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
+{
+	const PnConfig *c = &m->cfg;
+	int			k = c->emb_dim,
+				n0 = c->n0,
+				T = c->ntasks,
+				L = c->nhidden,
+				h1 = c->hidden[0],
+				t,
+				l,
+				i,
+				j;
+	PnDomainCache *dc;
+	const float *dv;
+	double	   *scale = NULL,
+			   *shift = NULL;
+
+	*out = NULL;
+	if (d < 0 || d >= c->domains)
+		return pn_seterr(err, PN_EINPUT, "domain %d is out of range for a model of %d domains", d, c->domains);
+	dc = pn_alloc0(sizeof(PnDomainCache));
+	if (!dc)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	dc->domain = d;
+	dc->nw = T * (L + 1);
+	dc->w = pn_alloc0(sizeof(float *) * dc->nw);
+	dc->b = pn_alloc0(sizeof(float *) * dc->nw);
+	dc->w1 = pn_alloc(sizeof(float) * (size_t) T * h1 * n0);
+	dc->b1 = pn_alloc(sizeof(float) * (size_t) T * h1);
+	scale = pn_alloc(sizeof(double) * n0);
+	shift = pn_alloc(sizeof(double) * n0);
+	if (!dc->w || !dc->b || !dc->w1 || !dc->b1 || !scale || !shift)
+		goto oom;
+	dc->bytes = sizeof(float) * ((size_t) T * h1 * n0 + (size_t) T * h1);
+	dv = PN_T(m, m->t_emb_dom) + (size_t) d * k;
+
+	if (c->epnet)
+	{
+		dc->ep_bias = pn_alloc(sizeof(float) * c->epnet_hidden);
+		if (!dc->ep_bias)
+			goto oom;
+		partial_bias(PN_T(m, m->t_ep_w1), k + n0, 0, c->epnet_hidden, k, dv, PN_T(m, m->t_ep_b1), dc->ep_bias);
+		dc->bytes += sizeof(float) * c->epnet_hidden;
+	}
+	if (c->aux)
+	{
+		dc->aux_bias = pn_alloc(sizeof(float) * c->aux_hidden);
+		if (!dc->aux_bias)
+			goto oom;
+		partial_bias(PN_T(m, m->t_aux_w1), k + n0, 0, c->aux_hidden, k, dv, PN_T(m, m->t_aux_b1), dc->aux_bias);
+		dc->bytes += sizeof(float) * c->aux_hidden;
+	}
+
+	/* PN at inference: xn = scale ⊙ x + shift */
+	for (i = 0; i < n0; i++)
+	{
+		if (c->pn)
+		{
+			double		g = (double) PN_T(m, m->t_pn_gamma)[i] * PN_T(m, m->t_pn_dgamma)[(size_t) d * n0 + i];
+			double		bt = (double) PN_T(m, m->t_pn_beta)[i] + PN_T(m, m->t_pn_dbeta)[(size_t) d * n0 + i];
+			double		var = PN_T(m, m->t_pn_rvar)[(size_t) d * n0 + i];
+			double		mu = PN_T(m, m->t_pn_rmean)[(size_t) d * n0 + i];
+
+			if (var < 0)
+				var = 0;
+			scale[i] = g / sqrt(var + PN_PN_EPS);
+			shift[i] = bt - scale[i] * mu;
+		}
+		else
+		{
+			scale[i] = 1.0;
+			shift[i] = 0.0;
+		}
+	}
+
+	for (t = 0; t < T; t++)
+	{
+		int			prev = n0;
+
+		for (l = 1; l <= L + 1; l++)
+		{
+			int			h = l <= L ? c->hidden[l - 1] : 1;
+			int			x = PN_TW(c, t, l);
+			const float *W = PN_T(m, m->t_tw_w[x]);
+			const float *B = PN_T(m, m->t_tw_b[x]);
+			const float *Wd = c->star ? PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * prev : NULL;
+			const float *Bd = c->star ? PN_T(m, m->t_tw_db[x]) + (size_t) d * h : NULL;
+
+			if (l == 1)
+			{
+				for (j = 0; j < h; j++)
+				{
+					double		bias = (double) B[j] + (Bd ? Bd[j] : 0.0);
+					float	   *row = dc->w1 + ((size_t) t * h1 + j) * n0;
+
+					for (i = 0; i < n0; i++)
+					{
+						double		wf = (double) W[(size_t) j * n0 + i] * (Wd ? Wd[(size_t) j * n0 + i] : 1.0);
+
+						row[i] = (float) (wf * scale[i]);
+						bias += wf * shift[i];
+					}
+					dc->b1[t * h1 + j] = (float) bias;
+				}
+			}
+			else
+			{
+				float	   *fw = pn_alloc(sizeof(float) * (size_t) h * prev);
+				float	   *fb = pn_alloc(sizeof(float) * h);
+
+				dc->w[x] = fw;
+				dc->b[x] = fb;
+				if (!fw || !fb)
+					goto oom;
+				for (j = 0; j < h * prev; j++)
+					fw[j] = Wd ? W[j] * Wd[j] : W[j];
+				for (j = 0; j < h; j++)
+					fb[j] = Bd ? B[j] + Bd[j] : B[j];
+				dc->bytes += sizeof(float) * ((size_t) h * prev + h);
+			}
+			prev = h;
+		}
+	}
+	pn_free(scale);
+	pn_free(shift);
+	*out = dc;
+	return PN_OK;
+
+oom:
+	pn_free(scale);
+	pn_free(shift);
+	pn_domain_free(dc);
+	return pn_seterr(err, PN_ENOMEM, "out of memory building the cache of domain %d", d);
+}
+
+/* Release a persona */
+void
+pn_persona_free(PnPersona *p)
+{
+	int			l;
+
+	if (p == NULL)
+		return;
+	pn_free(p->pv);
+	for (l = 0; l < PN_MAX_LAYERS; l++)
+		pn_free(p->gbias[l]);
+	pn_free(p);
+}
+
+/*
+ * Look up the persona embeddings pv [P*k] and, with PPNet, the persona part
+ * of every gate's first layer: gbias_l = W1_l[:, :P*k] pv + b1_l.
+ */
+int
+pn_persona_build(const PnModel *m, const int64_t *persona, PnPersona **out, PnError *err)
+{
+	const PnConfig *c = &m->cfg;
+	int			k = c->emb_dim,
+				i,
+				l;
+	PnPersona  *p;
+
+	*out = NULL;
+	p = pn_alloc0(sizeof(PnPersona));
+	if (!p)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	p->pv = pn_alloc(sizeof(float) * (c->pk + 1));
+	if (!p->pv)
+		goto oom;
+	for (i = 0; i < c->npers; i++)
+	{
+		int64_t		s = pn_slot(&c->pers[i], i, persona[i]);
+
+		if (s < 0)
+		{
+			pn_persona_free(p);
+			pn_seterr(err, PN_EINPUT, "persona id %lld of field \"%s\" is out of range", (long long) persona[i], c->pers[i].name);
+			pn_setdetail(err, "Field \"%s\" is not hashed: ids must be in [0, %lld).", c->pers[i].name, (long long) c->pers[i].buckets);
+			return PN_EINPUT;
+		}
+		memcpy(p->pv + i * k, PN_T(m, m->t_emb_pers[i]) + s * k, sizeof(float) * k);
+	}
+	if (c->ppnet)
+		for (l = 0; l < c->nhidden; l++)
+		{
+			int			g = c->ntasks * c->hidden[l];
+
+			p->gbias[l] = pn_alloc(sizeof(float) * g);
+			if (!p->gbias[l])
+				goto oom;
+			partial_bias(PN_T(m, m->t_pp_w1[l]), c->pk + c->n0, 0, g, c->pk, p->pv,
+						 PN_T(m, m->t_pp_b1[l]), p->gbias[l]);
+		}
+	*out = p;
+	return PN_OK;
+oom:
+	pn_persona_free(p);
+	return pn_seterr(err, PN_ENOMEM, "out of memory");
+}
+
+/* Release a workspace */
+void
+pn_work_free(PnWork *w)
+{
+	if (w == NULL)
+		return;
+	pn_free(w->x0);
+	pn_free(w->x);
+	pn_free(w->eh);
+	pn_free(w->a);
+	pn_free(w->b);
+	pn_free(w->gh);
+	pn_free(w->g);
+	pn_free(w->ah);
+	pn_free(w->logit);
+	pn_free(w->tmp);
+	pn_free(w);
+}
+
+/* Workspace for blocks of up to nmax candidates; NULL when out of memory */
+PnWork *
+pn_work_new(const PnModel *m, int nmax)
+{
+	const PnConfig *c = &m->cfg;
+	size_t		n = nmax,
+				wide = (size_t) c->ntasks * max_hidden(c);
+	PnWork	   *w = pn_alloc0(sizeof(PnWork));
+
+	if (!w)
+		return NULL;
+	w->nmax = nmax;
+	w->x0 = pn_alloc(sizeof(float) * n * c->n0);
+	w->x = pn_alloc(sizeof(float) * n * c->n0);
+	w->eh = pn_alloc(sizeof(float) * n * c->epnet_hidden);
+	w->a = pn_alloc(sizeof(float) * n * wide);
+	w->b = pn_alloc(sizeof(float) * n * wide);
+	w->gh = pn_alloc(sizeof(float) * n * wide);
+	w->g = pn_alloc(sizeof(float) * n * wide);
+	w->ah = pn_alloc(sizeof(float) * n * c->aux_hidden);
+	w->logit = pn_alloc(sizeof(float) * n * c->ntasks);
+	w->tmp = pn_alloc(sizeof(float) * n);
+	if (!w->x0 || !w->x || !w->eh || !w->a || !w->b || !w->gh || !w->g || !w->ah || !w->logit || !w->tmp)
+	{
+		pn_work_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* Y [n, cols] = bias broadcast over rows */
+static void
+fill_rows(float *Y, int n, int cols, const float *bias)
+{
+	int			r;
+
+	for (r = 0; r < n; r++)
+		memcpy(Y + (size_t) r * cols, bias, sizeof(float) * cols);
+}
+
+/* In place relu */
+static void
+relu(float *y, size_t n)
+{
+	size_t		i;
+
+	for (i = 0; i < n; i++)
+		y[i] = y[i] > 0 ? y[i] : 0;
+}
+
+/*
+ * Gather x0 [n, n0]: the embedding rows of each feature field, then dense.
+ * Fails on an out-of-range id of a non-hashed field.
+ */
+static int
+gather_x0(const PnModel *m, int n, const int64_t *features, const float *dense, float *x0, PnError *err)
+{
+	const PnConfig *c = &m->cfg;
+	int			k = c->emb_dim,
+				F = c->nfeat,
+				r,
+				i;
+
+	for (r = 0; r < n; r++)
+	{
+		float	   *row = x0 + (size_t) r * c->n0;
+
+		for (i = 0; i < F; i++)
+		{
+			int64_t		id = features[(size_t) r * F + i];
+			int64_t		s = pn_slot(&c->feat[i], i, id);
+
+			if (s < 0)
+			{
+				pn_seterr(err, PN_EINPUT, "feature id %lld of field \"%s\" is out of range", (long long) id, c->feat[i].name);
+				pn_setdetail(err, "Field \"%s\" is not hashed: ids must be in [0, %lld).", c->feat[i].name, (long long) c->feat[i].buckets);
+				return PN_EINPUT;
+			}
+			memcpy(row + i * k, PN_T(m, m->t_emb_feat[i]) + s * k, sizeof(float) * k);
+		}
+		if (c->dense)
+			memcpy(row + F * k, dense + (size_t) r * c->dense, sizeof(float) * c->dense);
+	}
+	return PN_OK;
+}
+
+/* gate [n, g] = gamma * sigmoid(W2 relu(W1x x + gbias) + b2) of PPNet layer l (0-based) */
+static void
+ppnet_gate(const PnModel *m, const PnPersona *pp, PnWork *w, int n, int l)
+{
+	const PnConfig *c = &m->cfg;
+	int			g = c->ntasks * c->hidden[l],
+				ld = c->pk + c->n0;
+	size_t		i;
+
+	fill_rows(w->gh, n, g, pp->gbias[l]);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g, c->n0, 1.0f,
+				w->x, c->n0, PN_T(m, m->t_pp_w1[l]) + c->pk, ld, 1.0f, w->gh, g);
+	relu(w->gh, (size_t) n * g);
+	fill_rows(w->g, n, g, PN_T(m, m->t_pp_b2[l]));
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g, g, 1.0f,
+				w->gh, g, PN_T(m, m->t_pp_w2[l]), g, 1.0f, w->g, g);
+	for (i = 0; i < (size_t) n * g; i++)
+		w->g[i] = c->gamma * sigmoidf(w->g[i]);
+}
+
+/*
+ * Vectorized forward pass of n candidates of one request (one domain, one
+ * persona).  features [n, F], dense [n, Nd], out [n, T] probabilities.
+ */
+int
+pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork *w,
+		 int n, const int64_t *features, const float *dense, double *out, PnError *err)
+{
+	const PnConfig *c = &m->cfg;
+	int			n0 = c->n0,
+				k = c->emb_dim,
+				T = c->ntasks,
+				L = c->nhidden,
+				t,
+				l,
+				rc;
+	size_t		i;
+	float	   *a,
+			   *b;
+
+	if (n <= 0)
+		return PN_OK;
+	if (n > w->nmax)
+		return pn_seterr(err, PN_EINPUT, "block of %d candidates exceeds the workspace of %d", n, w->nmax);
+	if ((rc = gather_x0(m, n, features, dense, w->x0, err)) != PN_OK)
+		return rc;
+
+	/* EPNet: x = gamma * sigmoid(W2 relu(W1 [dv; x0] + b1) + b2) ⊙ x0 */
+	if (c->epnet)
+	{
+		int			he = c->epnet_hidden;
+
+		fill_rows(w->eh, n, he, dc->ep_bias);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, he, n0, 1.0f,
+					w->x0, n0, PN_T(m, m->t_ep_w1) + k, k + n0, 1.0f, w->eh, he);
+		relu(w->eh, (size_t) n * he);
+		fill_rows(w->x, n, n0, PN_T(m, m->t_ep_b2));
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n0, he, 1.0f,
+					w->eh, he, PN_T(m, m->t_ep_w2), he, 1.0f, w->x, n0);
+		for (i = 0; i < (size_t) n * n0; i++)
+			w->x[i] = c->gamma * sigmoidf(w->x[i]) * w->x0[i];
+	}
+	else
+		memcpy(w->x, w->x0, sizeof(float) * (size_t) n * n0);
+
+	/* first layer of every task at once, PN folded in: a [n, T*h1] */
+	a = w->a;
+	b = w->b;
+	{
+		int			g = T * c->hidden[0];
+
+		fill_rows(a, n, g, dc->b1);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g, n0, 1.0f,
+					w->x, n0, dc->w1, n0, 1.0f, a, g);
+		relu(a, (size_t) n * g);
+		if (c->ppnet)
+		{
+			ppnet_gate(m, pp, w, n, 0);
+			for (i = 0; i < (size_t) n * g; i++)
+				a[i] *= w->g[i];
+		}
+	}
+	/* hidden layers 2..L, per task on its column block */
+	for (l = 2; l <= L; l++)
+	{
+		int			hp = c->hidden[l - 2],
+					h = c->hidden[l - 1];
+
+		for (t = 0; t < T; t++)
+		{
+			int			x = PN_TW(c, t, l);
+			int			r;
+
+			for (r = 0; r < n; r++)
+				memcpy(b + (size_t) r * T * h + t * h, dc->b[x], sizeof(float) * h);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, h, hp, 1.0f,
+						a + t * hp, T * hp, dc->w[x], hp, 1.0f, b + t * h, T * h);
+		}
+		relu(b, (size_t) n * T * h);
+		if (c->ppnet)
+		{
+			ppnet_gate(m, pp, w, n, l - 1);
+			for (i = 0; i < (size_t) n * T * h; i++)
+				b[i] *= w->g[i];
+		}
+		{
+			float	   *s = a;
+
+			a = b;
+			b = s;
+		}
+	}
+	/* output layer: logit_t = w*_t . a_L + c*_t */
+	{
+		int			hL = c->hidden[L - 1];
+
+		for (t = 0; t < T; t++)
+		{
+			int			x = PN_TW(c, t, L + 1);
+			int			r;
+
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hL, 1.0f, a + t * hL, T * hL,
+						dc->w[x], 1, 0.0f, w->tmp, 1);
+			for (r = 0; r < n; r++)
+				w->logit[(size_t) r * T + t] = w->tmp[r] + dc->b[x][0];
+		}
+	}
+	/* aux: logit += V2 relu(V1 [dv; x0] + e1) + e2 */
+	if (c->aux)
+	{
+		int			ha = c->aux_hidden;
+		int			r;
+
+		fill_rows(w->ah, n, ha, dc->aux_bias);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, ha, n0, 1.0f,
+					w->x0, n0, PN_T(m, m->t_aux_w1) + k, k + n0, 1.0f, w->ah, ha);
+		relu(w->ah, (size_t) n * ha);
+		for (r = 0; r < n; r++)
+			for (t = 0; t < T; t++)
+				w->logit[(size_t) r * T + t] += PN_T(m, m->t_aux_b2)[t];
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, T, ha, 1.0f,
+					w->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, w->logit, T);
+	}
+	for (i = 0; i < (size_t) n * T; i++)
+		out[i] = sigmoidd(w->logit[i]);
+	return PN_OK;
+}
+
+/* y[r] = b[r] + sum_c W[r, coloff + c] v[c], double precision */
+static void
+linear_d(const float *W, int ld, int coloff, int rows, int cols, const double *v,
+		 const float *b, double *y)
+{
+	int			r,
+				c;
+
+	for (r = 0; r < rows; r++)
+	{
+		double		s = b ? b[r] : 0.0;
+
+		for (c = 0; c < cols; c++)
+			s += (double) W[(size_t) r * ld + coloff + c] * v[c];
+		y[r] = s;
+	}
+}
+
+/*
+ * Reference forward of one example, unfused and in double precision,
+ * following MODEL.md step by step (PN with running statistics).
+ */
+int
+pn_forward_ref(const PnModel *m, int d, const int64_t *persona, const int64_t *features,
+			   const float *dense, double *logits, PnError *err)
+{
+	const PnConfig *c = &m->cfg;
+	int			k = c->emb_dim,
+				n0 = c->n0,
+				T = c->ntasks,
+				L = c->nhidden,
+				hmax = max_hidden(c),
+				he = c->epnet_hidden,
+				ha = c->aux_hidden,
+				i,
+				j,
+				t,
+				l;
+	size_t		wide = (size_t) T * hmax + k + n0 + c->pk + he + ha + 16;
+	double	   *dv,
+			   *x0,
+			   *pv,
+			   *x,
+			   *xn,
+			   *in,
+			   *h1,
+			   *gate,
+			   *act,
+			   *nxt;
+	double	   *buf;
+	double	  **gates;
+	int			rc = PN_OK;
+
+	if (d < 0 || d >= c->domains)
+		return pn_seterr(err, PN_EINPUT, "domain %d is out of range for a model of %d domains", d, c->domains);
+	buf = pn_alloc(sizeof(double) * (k + 4 * (size_t) n0 + c->pk + 6 * wide + (size_t) L * T * hmax));
+	gates = pn_alloc(sizeof(double *) * (L + 1));
+	if (!buf || !gates)
+	{
+		pn_free(buf);
+		pn_free(gates);
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	}
+	dv = buf;
+	x0 = dv + k;
+	x = x0 + n0;
+	xn = x + n0;
+	pv = xn + n0;
+	in = pv + c->pk;
+	h1 = in + wide;
+	gate = h1 + wide;
+	act = gate + wide;
+	nxt = act + wide;
+	for (l = 0; l < L; l++)
+		gates[l] = nxt + wide + (size_t) l * T * hmax;
+
+	/* 1. inputs */
+	for (i = 0; i < k; i++)
+		dv[i] = PN_T(m, m->t_emb_dom)[(size_t) d * k + i];
+	for (j = 0; j < c->nfeat; j++)
+	{
+		int64_t		s = pn_slot(&c->feat[j], j, features[j]);
+
+		if (s < 0)
+		{
+			rc = pn_seterr(err, PN_EINPUT, "feature id %lld of field \"%s\" is out of range", (long long) features[j], c->feat[j].name);
+			goto done;
+		}
+		for (i = 0; i < k; i++)
+			x0[j * k + i] = PN_T(m, m->t_emb_feat[j])[s * k + i];
+	}
+	for (i = 0; i < c->dense; i++)
+		x0[c->nfeat * k + i] = dense[i];
+	for (j = 0; j < c->npers; j++)
+	{
+		int64_t		s = pn_slot(&c->pers[j], j, persona[j]);
+
+		if (s < 0)
+		{
+			rc = pn_seterr(err, PN_EINPUT, "persona id %lld of field \"%s\" is out of range", (long long) persona[j], c->pers[j].name);
+			goto done;
+		}
+		for (i = 0; i < k; i++)
+			pv[j * k + i] = PN_T(m, m->t_emb_pers[j])[s * k + i];
+	}
+
+	/* 3. EPNet */
+	if (c->epnet)
+	{
+		memcpy(in, dv, sizeof(double) * k);
+		memcpy(in + k, x0, sizeof(double) * n0);
+		linear_d(PN_T(m, m->t_ep_w1), k + n0, 0, he, k + n0, in, PN_T(m, m->t_ep_b1), h1);
+		for (i = 0; i < he; i++)
+			h1[i] = h1[i] > 0 ? h1[i] : 0;
+		linear_d(PN_T(m, m->t_ep_w2), he, 0, n0, he, h1, PN_T(m, m->t_ep_b2), gate);
+		for (i = 0; i < n0; i++)
+			x[i] = c->gamma * sigmoidd(gate[i]) * x0[i];
+	}
+	else
+		memcpy(x, x0, sizeof(double) * n0);
+
+	/* 4. PN with running statistics */
+	for (i = 0; i < n0; i++)
+	{
+		if (c->pn)
+		{
+			size_t		di = (size_t) d * n0 + i;
+			double		g = (double) PN_T(m, m->t_pn_gamma)[i] * PN_T(m, m->t_pn_dgamma)[di];
+			double		bt = (double) PN_T(m, m->t_pn_beta)[i] + PN_T(m, m->t_pn_dbeta)[di];
+
+			xn[i] = g * (x[i] - PN_T(m, m->t_pn_rmean)[di]) / sqrt(PN_T(m, m->t_pn_rvar)[di] + PN_PN_EPS) + bt;
+		}
+		else
+			xn[i] = x[i];
+	}
+
+	/* 6. PPNet gates from [pv ; x] */
+	if (c->ppnet)
+	{
+		memcpy(in, pv, sizeof(double) * c->pk);
+		memcpy(in + c->pk, x, sizeof(double) * n0);
+		for (l = 0; l < L; l++)
+		{
+			int			g = T * c->hidden[l];
+
+			linear_d(PN_T(m, m->t_pp_w1[l]), c->pk + n0, 0, g, c->pk + n0, in, PN_T(m, m->t_pp_b1[l]), h1);
+			for (i = 0; i < g; i++)
+				h1[i] = h1[i] > 0 ? h1[i] : 0;
+			linear_d(PN_T(m, m->t_pp_w2[l]), g, 0, g, g, h1, PN_T(m, m->t_pp_b2[l]), gates[l]);
+			for (i = 0; i < g; i++)
+				gates[l][i] = c->gamma * sigmoidd(gates[l][i]);
+		}
+	}
+
+	/* 5, 7. towers with STAR fusion */
+	for (t = 0; t < T; t++)
+	{
+		int			prev = n0;
+
+		memcpy(act, xn, sizeof(double) * n0);
+		for (l = 1; l <= L + 1; l++)
+		{
+			int			h = l <= L ? c->hidden[l - 1] : 1;
+			int			xi = PN_TW(c, t, l);
+			const float *W = PN_T(m, m->t_tw_w[xi]);
+			const float *B = PN_T(m, m->t_tw_b[xi]);
+
+			for (j = 0; j < h; j++)
+			{
+				double		s = B[j];
+
+				if (c->star)
+					s += PN_T(m, m->t_tw_db[xi])[(size_t) d * h + j];
+				for (i = 0; i < prev; i++)
+				{
+					double		wf = W[(size_t) j * prev + i];
+
+					if (c->star)
+						wf *= PN_T(m, m->t_tw_dw[xi])[((size_t) d * h + j) * prev + i];
+					s += wf * act[i];
+				}
+				if (l <= L)
+				{
+					s = s > 0 ? s : 0;
+					if (c->ppnet)
+						s *= gates[l - 1][t * h + j];
+				}
+				nxt[j] = s;
+			}
+			memcpy(act, nxt, sizeof(double) * h);
+			prev = h;
+		}
+		logits[t] = act[0];
+	}
+
+	/* 8. aux network on [dv ; x0] */
+	if (c->aux)
+	{
+		double		o[PN_MAX_TASKS];
+
+		memcpy(in, dv, sizeof(double) * k);
+		memcpy(in + k, x0, sizeof(double) * n0);
+		linear_d(PN_T(m, m->t_aux_w1), k + n0, 0, ha, k + n0, in, PN_T(m, m->t_aux_b1), h1);
+		for (i = 0; i < ha; i++)
+			h1[i] = h1[i] > 0 ? h1[i] : 0;
+		linear_d(PN_T(m, m->t_aux_w2), ha, 0, T, ha, h1, PN_T(m, m->t_aux_b2), o);
+		for (t = 0; t < T; t++)
+			logits[t] += o[t];
+	}
+done:
+	pn_free(buf);
+	pn_free(gates);
+	return rc;
+}

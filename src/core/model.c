@@ -1,0 +1,553 @@
+/*
+ * model.c
+ *		Hashing of ids, the tensor layout of a configuration (MODEL.md's
+ *		names and shapes), seeded initialisation, and the safetensors format.
+ */
+#include "pncore.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PN_ALIGN 16				/* floats: tensors start on 64-byte lines */
+#define PN_MAX_HEADER (64 * 1024 * 1024)
+
+/* splitmix64 finaliser of MODEL.md */
+uint64_t
+pn_splitmix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+	return z ^ (z >> 31);
+}
+
+/* Embedding row of id in field i; -1 when a non-hashed id is out of range */
+int64_t
+pn_slot(const PnField *f, int field_index, int64_t id)
+{
+	if (!f->hash)
+		return (id >= 0 && id < f->buckets) ? id : -1;
+	return (int64_t) (pn_splitmix64((uint64_t) id + UINT64_C(0x9E3779B97F4A7C15) * (uint64_t) (field_index + 1))
+					  % (uint64_t) f->buckets);
+}
+
+/* Append a tensor to the layout being built */
+static int
+add_tensor(PnModel *m, PnKind kind, bool trainable, int ndim, int64_t a, int64_t b, int64_t c,
+		   const char *fmt, int i, int j)
+{
+	PnTensor   *t = &m->tensors[m->ntensors];
+
+	snprintf(t->name, sizeof(t->name), fmt, i, j);
+	t->ndim = ndim;
+	t->shape[0] = a;
+	t->shape[1] = b;
+	t->shape[2] = c;
+	t->numel = a * (ndim > 1 ? b : 1) * (ndim > 2 ? c : 1);
+	t->kind = kind;
+	t->trainable = trainable;
+	t->offset = m->total;
+	m->total += (t->numel + PN_ALIGN - 1) / PN_ALIGN * PN_ALIGN;
+	return m->ntensors++;
+}
+
+/* Free a model and everything it owns */
+void
+pn_model_free(PnModel *m)
+{
+	if (m == NULL)
+		return;
+	pn_free(m->data);
+	pn_free(m->tensors);
+	pn_free(m->t_emb_feat);
+	pn_free(m->t_emb_pers);
+	pn_free(m->t_tw_w);
+	pn_free(m->t_tw_b);
+	pn_free(m->t_tw_dw);
+	pn_free(m->t_tw_db);
+	pn_config_free(&m->cfg);
+	pn_free(m);
+}
+
+/* Lay out the tensors of a configuration and allocate zeroed storage */
+int
+pn_model_new(const PnConfig *cfg, PnModel **out, PnError *err)
+{
+	PnModel    *m;
+	const PnConfig *c;
+	int64_t		k = cfg->emb_dim,
+				n0 = cfg->n0,
+				D = cfg->domains;
+	int			i,
+				t,
+				l,
+				ntw = cfg->ntasks * (cfg->nhidden + 1);
+
+	*out = NULL;
+	m = pn_alloc0(sizeof(PnModel));
+	if (!m)
+		return pn_seterr(err, PN_ENOMEM, "out of memory building the model");
+	m->cfg = *cfg;
+	m->cfg.feat = pn_alloc(sizeof(PnField) * (cfg->nfeat ? cfg->nfeat : 1));
+	m->cfg.pers = pn_alloc(sizeof(PnField) * (cfg->npers ? cfg->npers : 1));
+	m->tensors = pn_alloc0(sizeof(PnTensor) * (8 + cfg->nfeat + cfg->npers + 4 * ntw + 4 * cfg->nhidden + 16));
+	m->t_emb_feat = pn_alloc(sizeof(int) * (cfg->nfeat + 1));
+	m->t_emb_pers = pn_alloc(sizeof(int) * (cfg->npers + 1));
+	m->t_tw_w = pn_alloc(sizeof(int) * ntw);
+	m->t_tw_b = pn_alloc(sizeof(int) * ntw);
+	m->t_tw_dw = pn_alloc(sizeof(int) * ntw);
+	m->t_tw_db = pn_alloc(sizeof(int) * ntw);
+	if (!m->cfg.feat || !m->cfg.pers || !m->tensors || !m->t_emb_feat || !m->t_emb_pers ||
+		!m->t_tw_w || !m->t_tw_b || !m->t_tw_dw || !m->t_tw_db)
+	{
+		pn_model_free(m);
+		return pn_seterr(err, PN_ENOMEM, "out of memory building the model");
+	}
+	memcpy(m->cfg.feat, cfg->feat, sizeof(PnField) * cfg->nfeat);
+	memcpy(m->cfg.pers, cfg->pers, sizeof(PnField) * cfg->npers);
+	c = &m->cfg;
+
+	for (i = 0; i < c->nfeat; i++)
+		m->t_emb_feat[i] = add_tensor(m, PNT_EMBED, true, 2, c->feat[i].buckets, k, 0, "emb.feature.%d", i, 0);
+	for (i = 0; i < c->npers; i++)
+		m->t_emb_pers[i] = add_tensor(m, PNT_EMBED, true, 2, c->pers[i].buckets, k, 0, "emb.persona.%d", i, 0);
+	m->t_emb_dom = add_tensor(m, PNT_EMBED, true, 2, D, k, 0, "emb.domain", 0, 0);
+	m->t_ep_w1 = m->t_ep_b1 = m->t_ep_w2 = m->t_ep_b2 = -1;
+	if (c->epnet)
+	{
+		int64_t		he = c->epnet_hidden;
+
+		m->t_ep_w1 = add_tensor(m, PNT_WEIGHT, true, 2, he, k + n0, 0, "epnet.w1", 0, 0);
+		m->t_ep_b1 = add_tensor(m, PNT_OTHER, true, 1, he, 0, 0, "epnet.b1", 0, 0);
+		m->t_ep_w2 = add_tensor(m, PNT_WEIGHT, true, 2, n0, he, 0, "epnet.w2", 0, 0);
+		m->t_ep_b2 = add_tensor(m, PNT_OTHER, true, 1, n0, 0, 0, "epnet.b2", 0, 0);
+	}
+	m->t_pn_gamma = m->t_pn_beta = m->t_pn_dgamma = m->t_pn_dbeta = m->t_pn_rmean = m->t_pn_rvar = -1;
+	if (c->pn)
+	{
+		m->t_pn_gamma = add_tensor(m, PNT_OTHER, true, 1, n0, 0, 0, "pn.gamma", 0, 0);
+		m->t_pn_beta = add_tensor(m, PNT_OTHER, true, 1, n0, 0, 0, "pn.beta", 0, 0);
+		m->t_pn_dgamma = add_tensor(m, PNT_OTHER, true, 2, D, n0, 0, "pn.domain_gamma", 0, 0);
+		m->t_pn_dbeta = add_tensor(m, PNT_OTHER, true, 2, D, n0, 0, "pn.domain_beta", 0, 0);
+		m->t_pn_rmean = add_tensor(m, PNT_OTHER, false, 2, D, n0, 0, "pn.running_mean", 0, 0);
+		m->t_pn_rvar = add_tensor(m, PNT_OTHER, false, 2, D, n0, 0, "pn.running_var", 0, 0);
+	}
+	for (t = 0; t < c->ntasks; t++)
+	{
+		int64_t		prev = n0;
+
+		for (l = 1; l <= c->nhidden + 1; l++)
+		{
+			int64_t		h = l <= c->nhidden ? c->hidden[l - 1] : 1;
+			int			x = PN_TW(c, t, l);
+
+			m->t_tw_w[x] = add_tensor(m, PNT_WEIGHT, true, 2, h, prev, 0, "tower.%d.%d.w", t, l);
+			m->t_tw_b[x] = add_tensor(m, PNT_OTHER, true, 1, h, 0, 0, "tower.%d.%d.b", t, l);
+			m->t_tw_dw[x] = m->t_tw_db[x] = -1;
+			if (c->star)
+			{
+				m->t_tw_dw[x] = add_tensor(m, PNT_OTHER, true, 3, D, h, prev, "tower.%d.%d.domain_w", t, l);
+				m->t_tw_db[x] = add_tensor(m, PNT_OTHER, true, 2, D, h, 0, "tower.%d.%d.domain_b", t, l);
+			}
+			prev = h;
+		}
+	}
+	for (l = 0; l < PN_MAX_LAYERS; l++)
+		m->t_pp_w1[l] = m->t_pp_b1[l] = m->t_pp_w2[l] = m->t_pp_b2[l] = -1;
+	if (c->ppnet)
+		for (l = 1; l <= c->nhidden; l++)
+		{
+			int64_t		g = (int64_t) c->ntasks * c->hidden[l - 1];
+
+			m->t_pp_w1[l - 1] = add_tensor(m, PNT_WEIGHT, true, 2, g, c->pk + n0, 0, "ppnet.%d.w1", l, 0);
+			m->t_pp_b1[l - 1] = add_tensor(m, PNT_OTHER, true, 1, g, 0, 0, "ppnet.%d.b1", l, 0);
+			m->t_pp_w2[l - 1] = add_tensor(m, PNT_WEIGHT, true, 2, g, g, 0, "ppnet.%d.w2", l, 0);
+			m->t_pp_b2[l - 1] = add_tensor(m, PNT_OTHER, true, 1, g, 0, 0, "ppnet.%d.b2", l, 0);
+		}
+	m->t_aux_w1 = m->t_aux_b1 = m->t_aux_w2 = m->t_aux_b2 = -1;
+	if (c->aux)
+	{
+		int64_t		ha = c->aux_hidden;
+
+		m->t_aux_w1 = add_tensor(m, PNT_WEIGHT, true, 2, ha, k + n0, 0, "aux.w1", 0, 0);
+		m->t_aux_b1 = add_tensor(m, PNT_OTHER, true, 1, ha, 0, 0, "aux.b1", 0, 0);
+		m->t_aux_w2 = add_tensor(m, PNT_WEIGHT, true, 2, c->ntasks, ha, 0, "aux.w2", 0, 0);
+		m->t_aux_b2 = add_tensor(m, PNT_OTHER, true, 1, c->ntasks, 0, 0, "aux.b2", 0, 0);
+	}
+	m->data = pn_alloc0(sizeof(float) * (size_t) m->total);
+	if (!m->data)
+	{
+		int64_t		total = m->total;
+
+		pn_model_free(m);
+		return pn_seterr(err, PN_ENOMEM, "out of memory allocating %.1f MB of weights",
+						 (double) total * 4 / (1024.0 * 1024.0));
+	}
+	*out = m;
+	return PN_OK;
+}
+
+/* Index of a tensor by name, -1 if the layout has none */
+int
+pn_model_find(const PnModel *m, const char *name)
+{
+	int			i;
+
+	for (i = 0; i < m->ntensors; i++)
+		if (strcmp(m->tensors[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* Next uniform double in [0, 1) from a splitmix64 stream */
+static double
+rng_uniform(uint64_t *state)
+{
+	*state += UINT64_C(0x9E3779B97F4A7C15);
+	return (double) (pn_splitmix64(*state) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Fill a tensor with a constant */
+static void
+fill(PnModel *m, int idx, float v)
+{
+	int64_t		i;
+	float	   *p;
+
+	if (idx < 0)
+		return;
+	p = PN_T(m, idx);
+	for (i = 0; i < m->tensors[idx].numel; i++)
+		p[i] = v;
+}
+
+/*
+ * Seeded initialisation.  Each tensor draws from its own splitmix64 stream
+ * (seed mixed with a hash of the tensor name), so switching one part off
+ * leaves the others' values unchanged.  Embeddings U(-0.05, 0.05); shared
+ * matrices [out, in] U(-1/sqrt(in), 1/sqrt(in)); biases 0; domain weights 1,
+ * domain biases 0; PN gamma 1, beta 0, running mean 0, running variance 1.
+ */
+void
+pn_model_init(PnModel *m, uint64_t seed)
+{
+	int			i;
+
+	memset(m->data, 0, sizeof(float) * (size_t) m->total);
+	for (i = 0; i < m->ntensors; i++)
+	{
+		PnTensor   *t = &m->tensors[i];
+		float	   *p = m->data + t->offset;
+		uint64_t	state = seed * UINT64_C(0xD1B54A32D192ED03);
+		const char *s;
+		double		bound = 0.0;
+		int64_t		j;
+
+		for (s = t->name; *s; s++)
+			state = pn_splitmix64(state ^ (uint64_t) (unsigned char) *s);
+		if (t->kind == PNT_EMBED)
+			bound = 0.05;
+		else if (t->kind == PNT_WEIGHT)
+			bound = 1.0 / sqrt((double) t->shape[1]);
+		if (bound > 0.0)
+			for (j = 0; j < t->numel; j++)
+				p[j] = (float) ((2.0 * rng_uniform(&state) - 1.0) * bound);
+	}
+	for (i = 0; i < m->cfg.ntasks * (m->cfg.nhidden + 1); i++)
+		fill(m, m->t_tw_dw[i], 1.0f);
+	fill(m, m->t_pn_gamma, 1.0f);
+	fill(m, m->t_pn_dgamma, 1.0f);
+	fill(m, m->t_pn_rvar, 1.0f);
+}
+
+/* Read a little-endian uint64 */
+static uint64_t
+read_u64le(const uint8_t *p)
+{
+	uint64_t	v = 0;
+	int			i;
+
+	for (i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+typedef struct Span
+{
+	uint64_t	begin,
+				end;
+	int			tensor;
+} Span;
+
+/* qsort comparator by begin offset */
+static int
+span_cmp(const void *a, const void *b)
+{
+	const Span *x = a,
+			   *y = b;
+
+	return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+/* Format a shape for messages */
+static void
+shape_str(char *buf, size_t n, const int64_t *shape, int ndim)
+{
+	int			i;
+	size_t		len = 0;
+
+	len += snprintf(buf + len, n - len, "[");
+	for (i = 0; i < ndim && len < n; i++)
+		len += snprintf(buf + len, n - len, "%s%lld", i ? ", " : "", (long long) shape[i]);
+	if (len < n)
+		snprintf(buf + len, n - len, "]");
+}
+
+/*
+ * Validate a safetensors blob against the model's layout and copy its
+ * tensors in.  Checks: header length, JSON, dtype F32, shapes, offsets
+ * inside the data, no overlaps or holes, every tensor present, no unknown
+ * tensor, finite values.
+ */
+int
+pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
+{
+	uint64_t	hlen,
+				dlen;
+	PnJson	   *root = NULL;
+	Span	   *spans = NULL;
+	bool	   *seen = NULL;
+	int			nspans = 0,
+				rc = PN_OK,
+				i;
+	uint64_t	covered = 0;
+	const uint8_t *data;
+
+	if (len < 8)
+		return pn_seterr(err, PN_EFORMAT, "weights are not safetensors: %zu bytes, too short for a header", len);
+	hlen = read_u64le(blob);
+	if (hlen < 2 || hlen > len - 8 || hlen > PN_MAX_HEADER)
+	{
+		pn_seterr(err, PN_EFORMAT, "weights are not safetensors: header length %llu does not fit in %zu bytes",
+				  (unsigned long long) hlen, len);
+		return PN_EFORMAT;
+	}
+	dlen = len - 8 - hlen;
+	data = blob + 8 + hlen;
+	if ((rc = pn_json_parse((const char *) blob + 8, hlen, &root, err)) != PN_OK)
+	{
+		pn_setdetail(err, "The safetensors header is not valid JSON.");
+		return rc == PN_ENOMEM ? rc : (err->code = PN_EFORMAT);
+	}
+	if (root->type != PNJ_OBJECT)
+	{
+		pn_json_free(root);
+		return pn_seterr(err, PN_EFORMAT, "safetensors header is not a JSON object");
+	}
+	spans = pn_alloc(sizeof(Span) * (root->n + 1));
+	seen = pn_alloc0(sizeof(bool) * (m->ntensors + 1));
+	if (!spans || !seen)
+	{
+		rc = pn_seterr(err, PN_ENOMEM, "out of memory reading weights");
+		goto done;
+	}
+	for (i = 0; i < root->n; i++)
+	{
+		const PnJson *e = root->items[i];
+		const PnJson *dt,
+				   *sh,
+				   *off;
+		PnTensor   *t;
+		int			idx,
+					d;
+		char		want[96],
+					got[96];
+
+		if (strcmp(e->key, "__metadata__") == 0)
+			continue;
+		idx = pn_model_find(m, e->key);
+		if (idx < 0)
+		{
+			rc = pn_seterr(err, PN_EFORMAT, "weights have a tensor \"%.60s\" that the config does not use", e->key);
+			pn_setdetail(err, "Check the tensor names of MODEL.md and the parts switched on in the config.");
+			goto done;
+		}
+		t = &m->tensors[idx];
+		if (e->type != PNJ_OBJECT)
+		{
+			rc = pn_seterr(err, PN_EFORMAT, "safetensors entry \"%s\" is not an object", t->name);
+			goto done;
+		}
+		dt = pn_json_get(e, "dtype");
+		if (dt == NULL || dt->type != PNJ_STRING || strcmp(dt->str, "F32") != 0)
+		{
+			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has dtype %.20s, expected F32", t->name,
+						   (dt && dt->type == PNJ_STRING) ? dt->str : "(missing)");
+			goto done;
+		}
+		sh = pn_json_get(e, "shape");
+		shape_str(want, sizeof(want), t->shape, t->ndim);
+		if (sh == NULL || sh->type != PNJ_ARRAY)
+		{
+			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has no shape, expected %s", t->name, want);
+			goto done;
+		}
+		{
+			int64_t		gs[8] = {0};
+			bool		ok = sh->n == t->ndim;
+
+			for (d = 0; d < sh->n && d < 8; d++)
+			{
+				if (sh->items[d]->type != PNJ_NUMBER || !sh->items[d]->is_int)
+					ok = false;
+				else
+				{
+					gs[d] = sh->items[d]->ival;
+					if (d < t->ndim && gs[d] != t->shape[d])
+						ok = false;
+				}
+			}
+			if (!ok)
+			{
+				shape_str(got, sizeof(got), gs, sh->n < 8 ? sh->n : 8);
+				rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has shape %s, the config needs %s", t->name, got, want);
+				goto done;
+			}
+		}
+		off = pn_json_get(e, "data_offsets");
+		if (off == NULL || off->type != PNJ_ARRAY || off->n != 2 ||
+			off->items[0]->type != PNJ_NUMBER || !off->items[0]->is_int ||
+			off->items[1]->type != PNJ_NUMBER || !off->items[1]->is_int ||
+			off->items[0]->ival < 0 || off->items[1]->ival < off->items[0]->ival ||
+			(uint64_t) off->items[1]->ival > dlen)
+		{
+			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has data_offsets outside the %llu bytes of data",
+						   t->name, (unsigned long long) dlen);
+			goto done;
+		}
+		if ((uint64_t) (off->items[1]->ival - off->items[0]->ival) != (uint64_t) t->numel * 4)
+		{
+			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has %lld bytes of data, its shape needs %lld",
+						   t->name, (long long) (off->items[1]->ival - off->items[0]->ival),
+						   (long long) t->numel * 4);
+			goto done;
+		}
+		spans[nspans].begin = (uint64_t) off->items[0]->ival;
+		spans[nspans].end = (uint64_t) off->items[1]->ival;
+		spans[nspans].tensor = idx;
+		nspans++;
+		seen[idx] = true;
+	}
+	for (i = 0; i < m->ntensors; i++)
+		if (!seen[i])
+		{
+			rc = pn_seterr(err, PN_EFORMAT, "weights lack tensor \"%s\" that the config needs", m->tensors[i].name);
+			goto done;
+		}
+	qsort(spans, nspans, sizeof(Span), span_cmp);
+	for (i = 0; i < nspans; i++)
+	{
+		if (i > 0 && spans[i].begin < spans[i - 1].end)
+		{
+			rc = pn_seterr(err, PN_EFORMAT, "tensors \"%s\" and \"%s\" overlap in the data",
+						   m->tensors[spans[i - 1].tensor].name, m->tensors[spans[i].tensor].name);
+			goto done;
+		}
+		covered += spans[i].end - spans[i].begin;
+	}
+	if (covered != dlen)
+	{
+		rc = pn_seterr(err, PN_EFORMAT, "safetensors data has %llu bytes that no tensor uses",
+					   (unsigned long long) (dlen - covered));
+		goto done;
+	}
+	for (i = 0; i < nspans; i++)
+	{
+		PnTensor   *t = &m->tensors[spans[i].tensor];
+		float	   *dst = m->data + t->offset;
+		int64_t		j;
+
+		memcpy(dst, data + spans[i].begin, (size_t) t->numel * 4);
+		for (j = 0; j < t->numel; j++)
+			if (!isfinite(dst[j]))
+			{
+				rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" holds a non-finite value at element %lld",
+							   t->name, (long long) j);
+				goto done;
+			}
+	}
+done:
+	pn_free(spans);
+	pn_free(seen);
+	pn_json_free(root);
+	return rc;
+}
+
+/* Write the JSON header into buf (or only measure with buf NULL); returns length */
+static size_t
+header_write(const PnModel *m, char *buf)
+{
+	size_t		len = 0,
+				pad;
+	uint64_t	off = 0;
+	int			i,
+				d;
+	char		tmp[256];
+
+#define PUT(s) do { size_t n_ = strlen(s); if (buf) memcpy(buf + len, s, n_); len += n_; } while (0)
+	PUT("{\"__metadata__\":{\"format\":\"pt\"}");
+	for (i = 0; i < m->ntensors; i++)
+	{
+		const PnTensor *t = &m->tensors[i];
+
+		snprintf(tmp, sizeof(tmp), ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t->name);
+		PUT(tmp);
+		for (d = 0; d < t->ndim; d++)
+		{
+			snprintf(tmp, sizeof(tmp), "%s%lld", d ? "," : "", (long long) t->shape[d]);
+			PUT(tmp);
+		}
+		snprintf(tmp, sizeof(tmp), "],\"data_offsets\":[%llu,%llu]}", (unsigned long long) off,
+				 (unsigned long long) (off + (uint64_t) t->numel * 4));
+		PUT(tmp);
+		off += (uint64_t) t->numel * 4;
+	}
+	PUT("}");
+	/* pad with spaces so the data starts 8-byte aligned */
+	pad = (8 - len % 8) % 8;
+	if (buf)
+		memset(buf + len, ' ', pad);
+	return len + pad;
+#undef PUT
+}
+
+/* Bytes of the safetensors blob of m */
+size_t
+pn_safetensors_size(const PnModel *m)
+{
+	size_t		n = 8 + header_write(m, NULL);
+	int			i;
+
+	for (i = 0; i < m->ntensors; i++)
+		n += (size_t) m->tensors[i].numel * 4;
+	return n;
+}
+
+/* Write the safetensors blob of m into out (pn_safetensors_size bytes) */
+void
+pn_safetensors_write(const PnModel *m, uint8_t *out)
+{
+	size_t		hlen = header_write(m, (char *) out + 8),
+				pos;
+	int			i;
+
+	for (i = 0; i < 8; i++)
+		out[i] = (uint8_t) (((uint64_t) hlen >> (8 * i)) & 0xFF);
+	pos = 8 + hlen;
+	for (i = 0; i < m->ntensors; i++)
+	{
+		memcpy(out + pos, m->data + m->tensors[i].offset, (size_t) m->tensors[i].numel * 4);
+		pos += (size_t) m->tensors[i].numel * 4;
+	}
+}

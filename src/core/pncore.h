@@ -1,0 +1,238 @@
+/*
+ * pncore.h
+ *		The numeric core of pepnet: configuration, hashing, weight format,
+ *		inference and training of the STAR-PEPNet model (../shared/MODEL.md).
+ *
+ * Plain C99 without PostgreSQL headers, so that it can be unit-tested,
+ * fuzzed and benchmarked alone.  Every allocation goes through pn_alloc /
+ * pn_free, which the PostgreSQL glue points at palloc in a memory context.
+ * Every function that can fail returns 0 on success or a PN_E* code and
+ * fills a PnError; the glue turns that into ereport(ERROR).
+ */
+#ifndef PNCORE_H
+#define PNCORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* limits checked before anything is allocated */
+#define PN_MAX_NAME 64
+#define PN_MAX_FIELDS 1024
+#define PN_MAX_TASKS 64
+#define PN_MAX_LAYERS 8
+#define PN_MAX_DOMAINS 100000
+#define PN_MAX_WIDTH 65536
+#define PN_MAX_EMB_DIM 1024
+#define PN_MAX_DENSE 65536
+#define PN_MAX_BUCKETS ((int64_t) 1 << 31)
+#define PN_MAX_TENSORS (4 + 2 * PN_MAX_FIELDS + 8 * PN_MAX_TASKS * (PN_MAX_LAYERS + 1) + 8 * PN_MAX_LAYERS + 16)
+
+/* error classes; the glue maps each to a SQLSTATE */
+#define PN_OK 0
+#define PN_ECONFIG 1			/* invalid configuration */
+#define PN_EINPUT 2				/* invalid scoring / training input */
+#define PN_EFORMAT 3			/* malformed or mismatched weights */
+#define PN_ETOOBIG 4			/* exceeds a size limit */
+#define PN_ENOMEM 5				/* allocation failed */
+
+typedef struct PnError
+{
+	int			code;
+	char		msg[256];
+	char		detail[256];
+} PnError;
+
+int			pn_seterr(PnError *err, int code, const char *fmt,...)
+#if defined(__GNUC__)
+			__attribute__((format(printf, 3, 4)))
+#endif
+			;
+void		pn_setdetail(PnError *err, const char *fmt,...)
+#if defined(__GNUC__)
+			__attribute__((format(printf, 2, 3)))
+#endif
+			;
+
+/* allocation hooks: return NULL on failure (never longjmp) */
+extern void *(*pn_alloc_hook) (size_t size);
+extern void (*pn_free_hook) (void *ptr);
+void	   *pn_alloc(size_t size);
+void	   *pn_alloc0(size_t size);
+void		pn_free(void *ptr);
+
+/* ---- JSON (config text, safetensors header) ---- */
+typedef enum PnJsonType
+{
+	PNJ_NULL, PNJ_BOOL, PNJ_NUMBER, PNJ_STRING, PNJ_ARRAY, PNJ_OBJECT
+} PnJsonType;
+
+typedef struct PnJson
+{
+	PnJsonType	type;
+	bool		boolean;
+	bool		is_int;			/* number written without fraction/exponent, fits int64 */
+	int64_t		ival;
+	double		num;
+	char	   *str;			/* STRING: value; members: key */
+	char	   *key;
+	int			n;				/* ARRAY/OBJECT: number of children */
+	struct PnJson **items;
+} PnJson;
+
+int			pn_json_parse(const char *text, size_t len, PnJson **out, PnError *err);
+void		pn_json_free(PnJson *j);
+const PnJson *pn_json_get(const PnJson *obj, const char *key);
+
+/* ---- configuration ---- */
+typedef struct PnField
+{
+	char		name[PN_MAX_NAME];
+	int64_t		buckets;
+	bool		hash;
+} PnField;
+
+typedef struct PnConfig
+{
+	int			domains;
+	int			nfeat;
+	PnField    *feat;
+	int			npers;
+	PnField    *pers;
+	int			dense;
+	int			emb_dim;
+	int			ntasks;
+	char		tasks[PN_MAX_TASKS][PN_MAX_NAME];
+	int			nhidden;
+	int			hidden[PN_MAX_LAYERS];
+	float		gamma;
+	bool		epnet;
+	int			epnet_hidden;	/* resolved: n0 when null */
+	bool		ppnet;
+	bool		pn;
+	bool		star;
+	bool		aux;
+	int			aux_hidden;
+	float		l2;
+	/* derived */
+	int			n0;				/* nfeat * emb_dim + dense */
+	int			pk;				/* npers * emb_dim */
+} PnConfig;
+
+int			pn_config_parse(const char *text, size_t len, int64_t max_bytes,
+							PnConfig *cfg, PnError *err);
+void		pn_config_free(PnConfig *cfg);
+/* canonical JSON of a config with every default filled in (pn_alloc'd) */
+char	   *pn_config_to_json(const PnConfig *cfg);
+
+/* ---- hashing ---- */
+uint64_t	pn_splitmix64(uint64_t z);
+/* slot of an id in field i; -1 when a non-hashed id is out of range */
+int64_t		pn_slot(const PnField *f, int field_index, int64_t id);
+
+/* ---- model: every tensor in one float array, MODEL.md's names ---- */
+typedef enum PnKind
+{
+	PNT_EMBED,					/* embedding table: sparse (lazy) updates */
+	PNT_WEIGHT,					/* shared matrix: takes L2 */
+	PNT_OTHER					/* biases, domain weights, PN parameters */
+} PnKind;
+
+typedef struct PnTensor
+{
+	char		name[48];
+	int			ndim;
+	int64_t		shape[3];
+	int64_t		offset;			/* in floats, into PnModel.data */
+	int64_t		numel;
+	PnKind		kind;
+	bool		trainable;		/* false for PN running statistics */
+} PnTensor;
+
+/* index of tower tensors: task t (0-based), layer l (1..L+1) */
+#define PN_TW(cfg, t, l) ((t) * ((cfg)->nhidden + 1) + (l) - 1)
+
+typedef struct PnModel
+{
+	PnConfig	cfg;
+	int			ntensors;
+	PnTensor   *tensors;
+	int64_t		total;			/* floats */
+	float	   *data;
+	/* tensor indices, -1 when the part is off */
+	int		   *t_emb_feat;
+	int		   *t_emb_pers;
+	int			t_emb_dom;
+	int			t_ep_w1, t_ep_b1, t_ep_w2, t_ep_b2;
+	int			t_pn_gamma, t_pn_beta, t_pn_dgamma, t_pn_dbeta, t_pn_rmean, t_pn_rvar;
+	int		   *t_tw_w, *t_tw_b, *t_tw_dw, *t_tw_db;	/* [T*(L+1)] */
+	int			t_pp_w1[PN_MAX_LAYERS], t_pp_b1[PN_MAX_LAYERS],
+				t_pp_w2[PN_MAX_LAYERS], t_pp_b2[PN_MAX_LAYERS];
+	int			t_aux_w1, t_aux_b1, t_aux_w2, t_aux_b2;
+} PnModel;
+
+#define PN_T(m, idx) ((m)->data + (m)->tensors[idx].offset)
+
+/* number of float parameters the config needs; -1 on overflow */
+int64_t		pn_config_numel(const PnConfig *cfg);
+/* lay out the tensors of cfg (copied) and allocate data (zeroed) */
+int			pn_model_new(const PnConfig *cfg, PnModel **out, PnError *err);
+void		pn_model_free(PnModel *m);
+int			pn_model_find(const PnModel *m, const char *name);
+/* deterministic initialisation from a seed (scheme in README.md) */
+void		pn_model_init(PnModel *m, uint64_t seed);
+
+/* ---- weights as safetensors ---- */
+/* check blob against m's layout and copy every tensor into m->data */
+int			pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err);
+/* size of the blob pn_safetensors_write produces */
+size_t		pn_safetensors_size(const PnModel *m);
+void		pn_safetensors_write(const PnModel *m, uint8_t *out);
+
+/* ---- inference ---- */
+
+/* per (version, domain): fused STAR matrices, PN folded, domain biases */
+typedef struct PnDomainCache
+{
+	int			domain;
+	float	   *ep_bias;		/* [he] W1[:, :k] dv + b1 */
+	float	   *aux_bias;		/* [ha] V1[:, :k] dv + e1 */
+	float	   *w1;				/* [T*h1, n0] first layer of every task, PN folded */
+	float	   *b1;				/* [T*h1] */
+	int			nw;				/* T*(L+1) */
+	float	  **w;				/* [nw] fused W of layer l >= 2 (NULL for l = 1) */
+	float	  **b;
+	size_t		bytes;
+} PnDomainCache;
+
+/* per request: embeddings of the persona and the PPNet gate biases */
+typedef struct PnPersona
+{
+	float	   *pv;				/* [P*k] */
+	float	   *gbias[PN_MAX_LAYERS];	/* [T*h_l] W1[:, :Pk] pv + b1 */
+} PnPersona;
+
+int			pn_domain_build(const PnModel *m, int domain, PnDomainCache **out, PnError *err);
+void		pn_domain_free(PnDomainCache *dc);
+int			pn_persona_build(const PnModel *m, const int64_t *persona, PnPersona **out, PnError *err);
+void		pn_persona_free(PnPersona *p);
+
+/* workspace for scoring up to nmax candidates at a time */
+typedef struct PnWork PnWork;
+PnWork	   *pn_work_new(const PnModel *m, int nmax);
+void		pn_work_free(PnWork *w);
+
+/*
+ * Score n <= nmax candidates: features [n, F] ids, dense [n, Nd] (NULL when
+ * Nd = 0), probabilities out [n, T].
+ */
+int			pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,
+					 PnWork *w, int n, const int64_t *features, const float *dense,
+					 double *out, PnError *err);
+
+/* unfused reference forward of one example (double precision), logits [T] */
+int			pn_forward_ref(const PnModel *m, int domain, const int64_t *persona,
+						   const int64_t *features, const float *dense,
+						   double *logits, PnError *err);
+
+#endif							/* PNCORE_H */

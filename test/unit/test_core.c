@@ -1,0 +1,448 @@
+/*
+ * test_core.c
+ *		Unit tests of pepnet's numeric core, without PostgreSQL: hashing,
+ *		configuration, the safetensors reader (accept and reject), the fused
+ *		vectorized forward against the unfused reference, and a tiny model
+ *		whose output is computed by hand.
+ *
+ * Prints "ok - name" / "not ok - name" per check and "N passed, M failed".
+ */
+#include "pncore.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int	npass,
+			nfail;
+
+#define CHECK(cond, ...) check((cond), __VA_ARGS__)
+
+/* Record one check */
+static void
+check(int ok, const char *fmt,...)
+{
+	va_list		ap;
+
+	printf(ok ? "ok - " : "not ok - ");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	if (ok)
+		npass++;
+	else
+		nfail++;
+}
+
+/* Parse a config or die */
+static PnConfig
+parse(const char *json)
+{
+	PnConfig	c;
+	PnError		e = {0};
+
+	if (pn_config_parse(json, strlen(json), (int64_t) 1 << 32, &c, &e) != PN_OK)
+	{
+		fprintf(stderr, "config failed: %s\n", e.msg);
+		exit(2);
+	}
+	return c;
+}
+
+/* Expect a config to be rejected with a message containing substr */
+static void
+config_rejects(const char *json, int code, const char *substr)
+{
+	PnConfig	c;
+	PnError		e = {0};
+	int			rc = pn_config_parse(json, strlen(json), (int64_t) 64 << 20, &c, &e);
+
+	CHECK(rc == code && strstr(e.msg, substr) != NULL, "config rejects %s (%s)", json, e.msg);
+	if (rc == PN_OK)
+		pn_config_free(&c);
+}
+
+/* Hash test vectors of MODEL.md */
+static void
+test_hash(void)
+{
+	PnField		f = {"f", 1000, true};
+	PnField		nh = {"age", 8, false};
+
+	CHECK(pn_slot(&f, 0, 0) == 535, "hash id 0 -> 535 (got %lld)", (long long) pn_slot(&f, 0, 0));
+	CHECK(pn_slot(&f, 0, 1) == 465, "hash id 1 -> 465");
+	CHECK(pn_slot(&f, 0, -1) == 936, "hash id -1 -> 936");
+	CHECK(pn_slot(&f, 0, INT64_MAX) == 39, "hash id INT64_MAX -> 39");
+	CHECK(pn_slot(&f, 0, INT64_MIN) >= 0 && pn_slot(&f, 0, INT64_MIN) < 1000, "hash id INT64_MIN in range");
+	CHECK(pn_slot(&nh, 0, 7) == 7 && pn_slot(&nh, 0, 8) == -1 && pn_slot(&nh, 0, -1) == -1,
+		  "non-hashed field: slot = id, out of range is -1");
+}
+
+/* Configuration defaults and rejections */
+static void
+test_config(void)
+{
+	PnConfig	c = parse("{\"domains\": 3, \"features\": [{\"name\": \"item\", \"buckets\": 100}]}");
+	char	   *js;
+	PnConfig	c2;
+	PnError		e = {0};
+
+	CHECK(c.emb_dim == 16 && c.nhidden == 2 && c.hidden[0] == 256 && c.hidden[1] == 128 &&
+		  c.ntasks == 1 && strcmp(c.tasks[0], "click") == 0 && c.gamma == 2.0f &&
+		  c.epnet && c.ppnet && c.pn && c.star && c.aux && c.aux_hidden == 32 &&
+		  c.n0 == 16 && c.epnet_hidden == 16 && c.feat[0].hash, "config defaults of MODEL.md");
+	js = pn_config_to_json(&c);
+	CHECK(js && pn_config_parse(js, strlen(js), 0, &c2, &e) == PN_OK && c2.n0 == c.n0 &&
+		  c2.hidden[1] == 128, "canonical config JSON parses back");
+	pn_free(js);
+	pn_config_free(&c2);
+	pn_config_free(&c);
+
+	config_rejects("[1]", PN_ECONFIG, "JSON object");
+	config_rejects("{\"domains\": 2", PN_ECONFIG, "invalid JSON");
+	config_rejects("{\"features\": [{\"name\": \"a\", \"buckets\": 10}]}", PN_ECONFIG, "domains");
+	config_rejects("{\"domains\": 0, \"features\": [{\"name\": \"a\", \"buckets\": 10}]}", PN_ECONFIG, "out of range");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"hiden\": [4]}", PN_ECONFIG, "unknown key");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 0}]}", PN_ECONFIG, "buckets");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}, {\"name\": \"a\", \"buckets\": 10}]}", PN_ECONFIG, "twice");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"hidden\": []}", PN_ECONFIG, "hidden");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"emb_dim\": 1.5}", PN_ECONFIG, "integer");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"star\": 1}", PN_ECONFIG, "true or false");
+	config_rejects("{\"domains\": 2, \"features\": [], \"dense\": 0}", PN_ECONFIG, "no input");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 2000000000}], \"emb_dim\": 1024}", PN_ETOOBIG, "MB");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"hidden\": [65536, 65536, 65536]}", PN_ETOOBIG, "MB");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"tasks\": [\"a\", \"a\"]}", PN_ECONFIG, "twice");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"gamma\": \"x\"}", PN_ECONFIG, "gamma");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"\", \"buckets\": 10}]}", PN_ECONFIG, "characters");
+}
+
+/* Random weights everywhere, domain weights around 1, PN statistics non-trivial */
+static void
+randomize(PnModel *m, unsigned seed)
+{
+	int			i;
+	int64_t		j;
+
+	srand(seed);
+	for (i = 0; i < m->ntensors; i++)
+	{
+		PnTensor   *t = &m->tensors[i];
+		float	   *p = PN_T(m, i);
+
+		for (j = 0; j < t->numel; j++)
+		{
+			float		u = (float) rand() / RAND_MAX * 2 - 1;
+
+			if (strstr(t->name, "domain_w") || strstr(t->name, "gamma"))
+				p[j] = 1.0f + 0.3f * u;
+			else if (strstr(t->name, "running_var"))
+				p[j] = 1.0f + 0.5f * u;
+			else if (t->kind == PNT_WEIGHT)
+				p[j] = u / sqrtf((float) t->shape[1]) * 1.5f;
+			else
+				p[j] = 0.3f * u;
+		}
+	}
+}
+
+/* Fused vectorized scoring equals the unfused double reference */
+static void
+test_score_vs_ref(const char *json, const char *label)
+{
+	PnConfig	c = parse(json);
+	PnModel    *m;
+	PnError		e = {0};
+	int			n = 37,
+				d,
+				i,
+				t;
+
+	if (pn_model_new(&c, &m, &e) != PN_OK)
+	{
+		CHECK(0, "model_new %s: %s", label, e.msg);
+		return;
+	}
+	randomize(m, 7);
+	for (d = 0; d < c.domains; d++)
+	{
+		PnDomainCache *dc;
+		PnPersona  *pp;
+		PnWork	   *w = pn_work_new(m, 64);
+		int64_t    *feat = malloc(sizeof(int64_t) * n * (c.nfeat + 1));
+		int64_t		pers[8];
+		float	   *dense = malloc(sizeof(float) * n * (c.dense + 1));
+		double	   *out = malloc(sizeof(double) * n * c.ntasks);
+		double		maxerr = 0;
+		int			rc;
+
+		for (i = 0; i < c.npers; i++)
+			pers[i] = c.pers[i].hash ? (int64_t) rand() * 7919 - 5 : rand() % c.pers[i].buckets;
+		for (i = 0; i < n * c.nfeat; i++)
+			feat[i] = c.feat[i % c.nfeat].hash ? ((int64_t) rand() << 33) ^ rand() : rand() % c.feat[i % c.nfeat].buckets;
+		for (i = 0; i < n * c.dense; i++)
+			dense[i] = (float) rand() / RAND_MAX * 4 - 2;
+		rc = pn_domain_build(m, d, &dc, &e);
+		rc = rc ? rc : pn_persona_build(m, pers, &pp, &e);
+		rc = rc ? rc : pn_score(m, dc, pp, w, n, feat, dense, out, &e);
+		if (rc != PN_OK)
+		{
+			CHECK(0, "score %s domain %d: %s", label, d, e.msg);
+			continue;
+		}
+		for (i = 0; i < n; i++)
+		{
+			double		lg[PN_MAX_TASKS];
+
+			pn_forward_ref(m, d, pers, feat + (size_t) i * c.nfeat, dense + (size_t) i * c.dense, lg, &e);
+			for (t = 0; t < c.ntasks; t++)
+			{
+				double		p = 1.0 / (1.0 + exp(-lg[t]));
+
+				if (fabs(p - out[i * c.ntasks + t]) > maxerr)
+					maxerr = fabs(p - out[i * c.ntasks + t]);
+			}
+		}
+		CHECK(maxerr < 2e-5, "fused score = reference, %s, domain %d (max |dp| %.2e)", label, d, maxerr);
+		/* one candidate at a time gives the same as the block */
+		{
+			double		one[PN_MAX_TASKS];
+
+			pn_score(m, dc, pp, w, 1, feat + (size_t) 5 * c.nfeat, dense + (size_t) 5 * c.dense, one, &e);
+			CHECK(fabs(one[0] - out[5 * c.ntasks]) < 1e-6, "single candidate = block row, %s, domain %d", label, d);
+		}
+		pn_domain_free(dc);
+		pn_persona_free(pp);
+		pn_work_free(w);
+		free(feat);
+		free(dense);
+		free(out);
+	}
+	pn_model_free(m);
+	pn_config_free(&c);
+}
+
+/*
+ * A tiny model computed by hand: 1 domain, 1 feature of 1 bucket, emb_dim 1,
+ * hidden [1], everything off but the tower.  x0 = e, a = relu(w1 e + b1),
+ * logit = w2 a + b2.
+ */
+static void
+test_by_hand(void)
+{
+	PnConfig	c = parse("{\"domains\": 2, \"features\": [{\"name\": \"f\", \"buckets\": 1}], \"emb_dim\": 1, "
+						  "\"hidden\": [1], \"epnet\": false, \"ppnet\": false, \"pn\": true, \"star\": true, \"aux\": false}");
+	PnModel    *m;
+	PnError		e = {0};
+	PnDomainCache *dc;
+	PnPersona  *pp;
+	PnWork	   *w;
+	int64_t		f = 12345;
+	double		out,
+				expect;
+
+	pn_model_new(&c, &m, &e);
+	pn_model_init(m, 1);
+	PN_T(m, m->t_emb_feat[0])[0] = 0.5f;
+	/* PN of domain 1: gamma 2 * 1.5, beta 0.25 + 0.25, mean 0.1, var 3.99999 */
+	PN_T(m, m->t_pn_gamma)[0] = 2.0f;
+	PN_T(m, m->t_pn_dgamma)[1] = 1.5f;
+	PN_T(m, m->t_pn_beta)[0] = 0.25f;
+	PN_T(m, m->t_pn_dbeta)[1] = 0.25f;
+	PN_T(m, m->t_pn_rmean)[1] = 0.1f;
+	PN_T(m, m->t_pn_rvar)[1] = 4.0f - 1e-5f;
+	/* tower layer 1: w 0.8 * domain 0.5, b 0.1 + domain 0.2; output: w -1 * 2, b 0.3 + 0 */
+	PN_T(m, m->t_tw_w[PN_TW(&c, 0, 1)])[0] = 0.8f;
+	PN_T(m, m->t_tw_dw[PN_TW(&c, 0, 1)])[1] = 0.5f;
+	PN_T(m, m->t_tw_b[PN_TW(&c, 0, 1)])[0] = 0.1f;
+	PN_T(m, m->t_tw_db[PN_TW(&c, 0, 1)])[1] = 0.2f;
+	PN_T(m, m->t_tw_w[PN_TW(&c, 0, 2)])[0] = -1.0f;
+	PN_T(m, m->t_tw_dw[PN_TW(&c, 0, 2)])[1] = 2.0f;
+	PN_T(m, m->t_tw_b[PN_TW(&c, 0, 2)])[0] = 0.3f;
+	/* xn = 3 * (0.5 - 0.1) / 2 + 0.5 = 1.1; a = relu(0.4 * 1.1 + 0.3) = 0.74; logit = -2 * 0.74 + 0.3 = -1.18 */
+	expect = 1.0 / (1.0 + exp(1.18));
+	pn_domain_build(m, 1, &dc, &e);
+	pn_persona_build(m, NULL, &pp, &e);
+	w = pn_work_new(m, 4);
+	pn_score(m, dc, pp, w, 1, &f, NULL, &out, &e);
+	CHECK(fabs(out - expect) < 1e-6, "tiny model by hand: p = %.7f, expected %.7f", out, expect);
+	pn_domain_free(dc);
+	pn_persona_free(pp);
+	pn_work_free(w);
+	pn_model_free(m);
+	pn_config_free(&c);
+}
+
+/* Overwrite the header of a valid blob with a given JSON, keeping data */
+static uint8_t *
+with_header(const uint8_t *blob, size_t len, const char *hdr, size_t *outlen)
+{
+	uint64_t	oldh = 0,
+				newh = strlen(hdr);
+	size_t		dlen;
+	uint8_t    *b;
+	int			i;
+
+	for (i = 7; i >= 0; i--)
+		oldh = (oldh << 8) | blob[i];
+	dlen = len - 8 - oldh;
+	*outlen = 8 + newh + dlen;
+	b = malloc(*outlen);
+	for (i = 0; i < 8; i++)
+		b[i] = (uint8_t) (newh >> (8 * i));
+	memcpy(b + 8, hdr, newh);
+	memcpy(b + 8 + newh, blob + 8 + oldh, dlen);
+	return b;
+}
+
+/* Expect the reader to refuse a blob with a message containing substr */
+static void
+st_rejects(PnModel *m, const uint8_t *b, size_t len, const char *substr, const char *label)
+{
+	PnError		e = {0};
+	int			rc = pn_safetensors_read(m, b, len, &e);
+
+	CHECK(rc == PN_EFORMAT && strstr(e.msg, substr) != NULL, "safetensors rejects %s (%s)", label, e.msg);
+}
+
+/* Round trip and every rejection of the weight reader */
+static void
+test_safetensors(void)
+{
+	PnConfig	c = parse("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 3}], \"emb_dim\": 2, "
+						  "\"hidden\": [2], \"epnet\": false, \"ppnet\": false, \"pn\": false, \"star\": false, \"aux\": false}");
+	PnModel    *m,
+			   *m2;
+	PnError		e = {0};
+	size_t		len,
+				l2;
+	uint8_t    *blob,
+			   *b;
+	int			i,
+				same = 1;
+
+	pn_model_new(&c, &m, &e);
+	pn_model_new(&c, &m2, &e);
+	pn_model_init(m, 42);
+	len = pn_safetensors_size(m);
+	blob = malloc(len);
+	pn_safetensors_write(m, blob);
+	CHECK(pn_safetensors_read(m2, blob, len, &e) == PN_OK, "safetensors round trip reads (%s)", e.msg);
+	for (i = 0; i < m->ntensors; i++)
+		same &= memcmp(PN_T(m, i), PN_T(m2, i), m->tensors[i].numel * 4) == 0;
+	CHECK(same, "safetensors round trip is bit for bit");
+	/* the seeded init is deterministic and seed-dependent */
+	pn_model_init(m2, 42);
+	CHECK(memcmp(m->data, m2->data, m->total * 4) == 0, "init with the same seed is identical");
+	pn_model_init(m2, 43);
+	CHECK(memcmp(m->data, m2->data, m->total * 4) != 0, "init with another seed differs");
+
+	st_rejects(m2, blob, 5, "too short", "5 bytes");
+	st_rejects(m2, blob, len - 1, "", "truncated data");
+	b = malloc(len);
+	memcpy(b, blob, len);
+	b[7] = 0x7f;
+	st_rejects(m2, b, len, "header length", "huge header length");
+	free(b);
+	/* the layout: emb.feature.0 [3,2], emb.domain [2,2], tower.0.1.w [2,2], .b [2], tower.0.2.w [1,2], .b [1]: 15 floats */
+#define T_OK "\"emb.domain\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[24,40]}," \
+	"\"tower.0.1.w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[40,56]}," \
+	"\"tower.0.1.b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[56,64]}," \
+	"\"tower.0.2.w\":{\"dtype\":\"F32\",\"shape\":[1,2],\"data_offsets\":[64,72]}," \
+	"\"tower.0.2.b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[72,76]}"
+	b = with_header(blob, len, "{\"emb.feature.0\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]}," T_OK "}", &l2);
+	CHECK(pn_safetensors_read(m2, b, l2, &e) == PN_OK, "hand-written header accepted (%s)", e.msg);
+	free(b);
+	b = with_header(blob, len, "{\"emb.feature.0\":{\"dtype\":\"F16\",\"shape\":[3,2],\"data_offsets\":[0,24]}," T_OK "}", &l2);
+	st_rejects(m2, b, l2, "dtype", "F16");
+	free(b);
+	b = with_header(blob, len, "{\"emb.feature.0\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}," T_OK "}", &l2);
+	st_rejects(m2, b, l2, "shape", "transposed shape");
+	free(b);
+	b = with_header(blob, len, "{\"emb.feature.0\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[16,40]}," T_OK "}", &l2);
+	st_rejects(m2, b, l2, "overlap", "overlapping tensors");
+	free(b);
+	b = with_header(blob, len, "{\"emb.feature.0\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]}}", &l2);
+	st_rejects(m2, b, l2, "lack", "missing tensor");
+	free(b);
+	b = with_header(blob, len, "{\"emb.feature.0\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]}," T_OK ",\"epnet.w1\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", &l2);
+	st_rejects(m2, b, l2, "does not use", "unknown tensor");
+	free(b);
+	b = with_header(blob, len, "{\"emb.feature.0\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,2400]}," T_OK "}", &l2);
+	st_rejects(m2, b, l2, "outside", "offsets past the end");
+	free(b);
+	b = with_header(blob, len, "{\"emb.feature.0\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]," T_OK "}", &l2);
+	st_rejects(m2, b, l2, "JSON", "broken JSON");
+	free(b);
+	/* a NaN in the data */
+	b = malloc(len);
+	memcpy(b, blob, len);
+	{
+		float		nan = NAN;
+
+		memcpy(b + len - 4, &nan, 4);
+	}
+	st_rejects(m2, b, len, "non-finite", "NaN weight");
+	free(b);
+	free(blob);
+	pn_model_free(m);
+	pn_model_free(m2);
+	pn_config_free(&c);
+}
+
+/* Out-of-range ids of non-hashed fields are errors, not clamps */
+static void
+test_bad_ids(void)
+{
+	PnConfig	c = parse("{\"domains\": 2, \"features\": [{\"name\": \"hour\", \"buckets\": 24, \"hash\": false}], "
+						  "\"persona\": [{\"name\": \"age\", \"buckets\": 8, \"hash\": false}], \"emb_dim\": 2, \"hidden\": [4]}");
+	PnModel    *m;
+	PnError		e = {0};
+	PnDomainCache *dc = NULL;
+	PnPersona  *pp = NULL;
+	PnWork	   *w;
+	int64_t		f = 24,
+				p = 8;
+	double		out;
+
+	pn_model_new(&c, &m, &e);
+	pn_model_init(m, 3);
+	CHECK(pn_domain_build(m, 2, &dc, &e) == PN_EINPUT && strstr(e.msg, "out of range"), "domain 2 of 2 rejected");
+	CHECK(pn_persona_build(m, &p, &pp, &e) == PN_EINPUT && strstr(e.msg, "age"), "persona id 8 of 8 buckets rejected (%s)", e.msg);
+	p = 7;
+	pn_persona_build(m, &p, &pp, &e);
+	pn_domain_build(m, 1, &dc, &e);
+	w = pn_work_new(m, 2);
+	CHECK(pn_score(m, dc, pp, w, 1, &f, NULL, &out, &e) == PN_EINPUT && strstr(e.msg, "hour"), "feature id 24 of 24 buckets rejected (%s)", e.msg);
+	f = 23;
+	CHECK(pn_score(m, dc, pp, w, 1, &f, NULL, &out, &e) == PN_OK && out > 0 && out < 1, "feature id 23 scores");
+	pn_domain_free(dc);
+	pn_persona_free(pp);
+	pn_work_free(w);
+	pn_model_free(m);
+	pn_config_free(&c);
+}
+
+int
+main(void)
+{
+	test_hash();
+	test_config();
+	test_by_hand();
+	test_safetensors();
+	test_bad_ids();
+	test_score_vs_ref("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
+					  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}, {\"name\": \"g\", \"buckets\": 3, \"hash\": false}], "
+					  "\"dense\": 3, \"emb_dim\": 4, \"tasks\": [\"click\", \"buy\"], \"hidden\": [8, 6, 5], \"epnet_hidden\": 7, \"aux_hidden\": 5}",
+					  "all parts on");
+	test_score_vs_ref("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"emb_dim\": 4, \"hidden\": [8, 4], "
+					  "\"epnet\": false, \"ppnet\": false, \"pn\": false, \"star\": false, \"aux\": false}", "shared MLP");
+	test_score_vs_ref("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"persona\": [{\"name\": \"u\", \"buckets\": 9}], "
+					  "\"emb_dim\": 3, \"hidden\": [8], \"tasks\": [\"a\", \"b\", \"c\"], \"pn\": false, \"star\": false, \"aux\": false}", "PEPNet");
+	test_score_vs_ref("{\"domains\": 4, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 2, \"emb_dim\": 3, \"hidden\": [8, 8], "
+					  "\"epnet\": false, \"ppnet\": false}", "STAR");
+	printf("%d passed, %d failed\n", npass, nfail);
+	return nfail ? 1 : 0;
+}
