@@ -413,7 +413,7 @@ fail:
 #undef TRY
 }
 
-/* Append to a growing string; returns false when out of memory */
+/* A growing string; oom is set when an allocation fails */
 typedef struct Sbuf
 {
 	char	   *s;
@@ -422,6 +422,13 @@ typedef struct Sbuf
 	bool		oom;
 } Sbuf;
 
+static void sb_add(Sbuf *b, const char *fmt,...)
+#if defined(__GNUC__)
+			__attribute__((format(printf, 2, 3)))
+#endif
+			;
+
+/* Append formatted text to a growing string */
 static void
 sb_add(Sbuf *b, const char *fmt,...)
 {

@@ -171,9 +171,10 @@ def run_config(cur, name, cfg, seed):
             note("predict", close([cur.fetchone()[0]], want[i:i + 1, 0]), 1)
 
     check("%s: pepnet_score idx 1..N in input order" % name, errs["idx"][0])
-    for key, label in (("2d", "pepnet_score 2-D"), ("1d", "pepnet_score 1-D"), ("predict", "pepnet_predict")):
+    for key, label, tasks in (("2d", "pepnet_score 2-D", c.T), ("1d", "pepnet_score 1-D", c.T),
+                              ("predict", "pepnet_predict", 1)):
         ok, err, count = errs[key]
-        check("%s: %s, %d candidates x %d tasks" % (name, label, count, c.T), ok, "max err %.3g" % err)
+        check("%s: %s, %d candidates x %d task(s)" % (name, label, count, tasks), ok, "max err %.3g" % err)
 
     # model from the setting pepnet.model, and an unversioned reference (latest version, none deployed)
     persona = random_ids(rng, c.persona, 1)[0]

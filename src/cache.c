@@ -1,0 +1,346 @@
+/*
+ * cache.c
+ *		The backend cache of model versions (after postgres_fdw/shippable.c):
+ *		model references resolved to version ids, and per version the
+ *		tensors, a scoring workspace and, built on first use per domain, the
+ *		fused STAR matrices.  Bounded by pepnet.cache_size, least recently
+ *		used out first.
+ *
+ * Versions are immutable, so a version's entry never goes stale.  What a
+ * reference ('ctr', 'ctr@7') means can change: a statement trigger on
+ * pepnet.models and pepnet.deployments sends a relcache invalidation of the
+ * table at commit, and the callback here forgets every resolved reference.
+ */
+#include "pepnet.h"
+
+#include "catalog/namespace.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/sinval.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define REF_KEY_LEN (NAMEDATALEN + 16)
+
+typedef struct RefEntry
+{
+	char		key[REF_KEY_LEN];
+	PepnetRef	ref;
+} RefEntry;
+
+static HTAB *entries = NULL;	/* int64 id -> PepnetEntry */
+static HTAB *refs = NULL;		/* reference text -> PepnetRef */
+static bool refs_valid = false;
+static Oid	models_relid = InvalidOid;
+static Oid	deploy_relid = InvalidOid;
+static uint64 lru_clock = 0;
+static MemoryContext cache_cxt = NULL;
+
+PG_FUNCTION_INFO_V1(pepnet_cache);
+PG_FUNCTION_INFO_V1(pepnet_cache_clear);
+
+/* Relcache callback: a change to our tables (or a full reset) forgets references */
+static void
+pepnet_relcache_cb(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == models_relid || relid == deploy_relid)
+		refs_valid = false;
+}
+
+/* Forget resolved references now (used by the invalidation trigger) */
+void
+pepnet_invalidate_refs(void)
+{
+	refs_valid = false;
+}
+
+/* Register the callback; the hash tables are made on first use */
+void
+pepnet_cache_init(void)
+{
+	CacheRegisterRelcacheCallback(pepnet_relcache_cb, (Datum) 0);
+}
+
+/* Drop one entry and its memory */
+static void
+entry_drop(PepnetEntry *e)
+{
+	MemoryContext cxt = e->cxt;
+
+	hash_search(entries, &e->id, HASH_REMOVE, NULL);
+	if (cxt)
+		MemoryContextDelete(cxt);
+}
+
+/* Drop every entry */
+static void
+entries_clear(void)
+{
+	HASH_SEQ_STATUS st;
+	PepnetEntry *e;
+
+	if (entries == NULL)
+		return;
+	hash_seq_init(&st, entries);
+	while ((e = hash_seq_search(&st)) != NULL)
+	{
+		if (e->cxt)
+			MemoryContextDelete(e->cxt);
+		hash_search(entries, &e->id, HASH_REMOVE, NULL);
+	}
+}
+
+/* Make the hash tables once per backend */
+static void
+ensure_tables(void)
+{
+	HASHCTL		ctl;
+
+	if (cache_cxt == NULL)
+		cache_cxt = AllocSetContextCreate(TopMemoryContext, "pepnet cache", ALLOCSET_DEFAULT_SIZES);
+	if (entries == NULL)
+	{
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(PepnetEntry);
+		ctl.hcxt = cache_cxt;
+		entries = hash_create("pepnet versions", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	if (refs == NULL || !refs_valid)
+	{
+		Oid			nsp = get_namespace_oid("pepnet", true);
+		Oid			mrel = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
+
+		if (!OidIsValid(mrel))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("table pepnet.models does not exist"),
+					 errhint("Run CREATE EXTENSION pepnet.")));
+		/* the extension was dropped and created again: ids start over */
+		if (OidIsValid(models_relid) && mrel != models_relid)
+			entries_clear();
+		models_relid = mrel;
+		deploy_relid = get_relname_relid("deployments", nsp);
+		if (refs)
+			hash_destroy(refs);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = REF_KEY_LEN;
+		ctl.entrysize = sizeof(RefEntry);
+		ctl.hcxt = cache_cxt;
+		refs = hash_create("pepnet references", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		refs_valid = true;
+	}
+}
+
+/*
+ * Resolve a model reference, 'name' (deployed, else latest version) or
+ * 'name@N', to a version.  Invalidations from other sessions are taken in
+ * first, so a deployment committed before this statement is seen.
+ */
+void
+pepnet_resolve(const char *ref, PepnetRef *out)
+{
+	const char *at = strchr(ref, '@');
+	char		name[NAMEDATALEN];
+	char		key[REF_KEY_LEN];
+	int32		version = 0;
+	RefEntry   *re;
+	bool		found;
+	size_t		nlen = at ? (size_t) (at - ref) : strlen(ref);
+
+	if (nlen == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("malformed model reference \"%s\": the name is empty", ref),
+				 errhint("Use 'name' for the deployed version or 'name@version', as in 'ctr@7'.")));
+	if (nlen >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("model name in reference \"%.40s...\" is longer than %d characters", ref, NAMEDATALEN - 1)));
+	memcpy(name, ref, nlen);
+	name[nlen] = '\0';
+	if (at)
+	{
+		const char *p = at + 1;
+		int64		v = 0;
+
+		if (*p == '\0')
+			goto malformed;
+		for (; *p; p++)
+		{
+			if (*p < '0' || *p > '9')
+				goto malformed;
+			v = v * 10 + (*p - '0');
+			if (v > PG_INT32_MAX)
+				goto malformed;
+		}
+		if (v < 1)
+			goto malformed;
+		version = (int32) v;
+	}
+
+	AcceptInvalidationMessages();
+	ensure_tables();
+	snprintf(key, sizeof(key), "%s@%d", name, version);
+	re = hash_search(refs, key, HASH_FIND, NULL);
+	if (re)
+	{
+		*out = re->ref;
+		return;
+	}
+	pepnet_lookup_ref(name, version, out);
+	/* the lookup may have processed invalidations that replaced the table */
+	ensure_tables();
+	re = hash_search(refs, key, HASH_ENTER, &found);
+	re->ref = *out;
+	return;
+
+malformed:
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("malformed model reference \"%s\"", ref),
+			 errhint("Use 'name' for the deployed version or 'name@version' with a version from 1, as in 'ctr@7'.")));
+}
+
+/* Evict least recently used entries, other than keep, until within the budget */
+static void
+evict(PepnetEntry *keep)
+{
+	Size		budget = (Size) pepnet_cache_size_mb * 1024 * 1024;
+
+	for (;;)
+	{
+		HASH_SEQ_STATUS st;
+		PepnetEntry *e,
+				   *oldest = NULL;
+		Size		total = 0;
+
+		hash_seq_init(&st, entries);
+		while ((e = hash_seq_search(&st)) != NULL)
+		{
+			total += e->bytes;
+			if (e != keep && (oldest == NULL || e->lru < oldest->lru))
+				oldest = e;
+		}
+		if (total <= budget || oldest == NULL)
+			return;
+		entry_drop(oldest);
+	}
+}
+
+/* The cached version with this id, loading it on a miss */
+PepnetEntry *
+pepnet_cache_get(int64 id)
+{
+	PepnetEntry *e;
+	bool		found;
+	MemoryContext cxt,
+				old;
+	PnModel    *m;
+	char		name[NAMEDATALEN];
+	int32		version;
+
+	ensure_tables();
+	e = hash_search(entries, &id, HASH_FIND, NULL);
+	if (e)
+	{
+		e->hits++;
+		e->lru = ++lru_clock;
+		return e;
+	}
+
+	/* build under the statement's context: an error frees everything */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "pepnet model", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	m = pepnet_load_model(id, name, &version);
+	{
+		PnDomainCache **domains = palloc0(sizeof(PnDomainCache *) * m->cfg.domains);
+		PnWork	   *work = pn_work_new(m, PEPNET_BLOCK);
+
+		if (work == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory for the scoring workspace")));
+		MemoryContextSwitchTo(old);
+		MemoryContextSetParent(cxt, cache_cxt);
+
+		e = hash_search(entries, &id, HASH_ENTER, &found);
+		e->cxt = cxt;
+		e->model = m;
+		e->domains = domains;
+		e->ndomains = 0;
+		e->work = work;
+		strlcpy(e->name, name, NAMEDATALEN);
+		e->version = version;
+		e->hits = 1;
+		e->built_at = GetCurrentTimestamp();
+		e->lru = ++lru_clock;
+		e->bytes = MemoryContextMemAllocated(cxt, true);
+	}
+	evict(e);
+	return e;
+}
+
+/* The fused matrices of one domain of a cached version, built on first use */
+PnDomainCache *
+pepnet_cache_domain(PepnetEntry *e, int domain)
+{
+	if (e->domains[domain] == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(e->cxt);
+		PnError		err = {0};
+		PnDomainCache *dc;
+
+		if (pn_domain_build(e->model, domain, &dc, &err) != PN_OK)
+		{
+			MemoryContextSwitchTo(old);
+			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+		}
+		MemoryContextSwitchTo(old);
+		e->domains[domain] = dc;
+		e->ndomains++;
+		e->bytes = MemoryContextMemAllocated(e->cxt, true);
+		evict(e);
+	}
+	return e->domains[domain];
+}
+
+/* pepnet_cache(): what this backend holds */
+Datum
+pepnet_cache(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS st;
+	PepnetEntry *e;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (entries == NULL)
+		return (Datum) 0;
+	hash_seq_init(&st, entries);
+	while ((e = hash_seq_search(&st)) != NULL)
+	{
+		Datum		values[6];
+		bool		nulls[6] = {0};
+
+		values[0] = CStringGetTextDatum(e->name);
+		values[1] = Int32GetDatum(e->version);
+		values[2] = Int64GetDatum((int64) e->bytes);
+		values[3] = Int32GetDatum(e->ndomains);
+		values[4] = Int64GetDatum(e->hits);
+		values[5] = TimestampTzGetDatum(e->built_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* pepnet_cache_clear(): drop every cached version of this backend */
+Datum
+pepnet_cache_clear(PG_FUNCTION_ARGS)
+{
+	entries_clear();
+	refs_valid = false;
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,142 @@
+/*
+ * pepnet.c
+ *		Module entry: settings, allocation hooks of the core, error
+ *		reporting, and the trigger that invalidates cached model references.
+ */
+#include "pepnet.h"
+
+#include <cblas.h>
+
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+PG_MODULE_MAGIC;
+
+char	   *pepnet_default_model = NULL;
+int			pepnet_cache_size_mb = 256;
+int			pepnet_max_model_size_mb = 1024;
+
+/* Core allocations land in the current memory context; NULL on failure */
+static void *
+pepnet_core_alloc(size_t size)
+{
+	return MemoryContextAllocExtended(CurrentMemoryContext, size,
+									  MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+}
+
+/* Core frees are pfree */
+static void
+pepnet_core_free(void *ptr)
+{
+	pfree(ptr);
+}
+
+void		_PG_init(void);
+
+/* Define settings, point the core at palloc, pin OpenBLAS to one thread */
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("pepnet.model",
+							   "Model reference used by the pepnet functions that take no model argument.",
+							   "A model name ('ctr': its deployed version) or name@version ('ctr@7').",
+							   &pepnet_default_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pepnet.cache_size",
+							"Memory a backend may use to cache model versions (least recently used out first).",
+							NULL, &pepnet_cache_size_mb, 256, 1, INT_MAX / 2,
+							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
+	DefineCustomIntVariable("pepnet.max_model_size",
+							"Largest model (weights) that may be created, imported or loaded.",
+							"Configurations whose weights would exceed it are refused before allocating.",
+							&pepnet_max_model_size_mb, 1024, 1, INT_MAX / 2,
+							PGC_SUSET, GUC_UNIT_MB, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("pepnet");
+
+	pn_alloc_hook = pepnet_core_alloc;
+	pn_free_hook = pepnet_core_free;
+	openblas_set_num_threads(1);
+	pepnet_cache_init();
+}
+
+/* pepnet.max_model_size in bytes */
+int64
+pepnet_max_model_bytes(void)
+{
+	return (int64) pepnet_max_model_size_mb * 1024 * 1024;
+}
+
+/*
+ * Raise a core error as an ERROR with a fitting SQLSTATE.  format_code is
+ * the SQLSTATE for malformed weights (22P03 for input, XX001 for stored).
+ */
+void
+pepnet_report(PnError *err, int format_code)
+{
+	int			code;
+
+	switch (err->code)
+	{
+		case PN_ECONFIG:
+		case PN_EINPUT:
+			code = ERRCODE_INVALID_PARAMETER_VALUE;
+			break;
+		case PN_EFORMAT:
+			code = format_code;
+			break;
+		case PN_ETOOBIG:
+			code = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+			break;
+		case PN_ENOMEM:
+			code = ERRCODE_OUT_OF_MEMORY;
+			break;
+		default:
+			code = ERRCODE_INTERNAL_ERROR;
+	}
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("%s", err->msg),
+			 err->detail[0] ? errdetail("%s", err->detail) : 0));
+}
+
+/* A model name: 1 to 63 characters, no '@' */
+void
+pepnet_check_name(const char *name)
+{
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name must not be empty")));
+	if (strchr(name, '@') != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name \"%s\" must not contain \"@\"", name),
+				 errhint("\"@\" separates a name from a version in a model reference, as in 'ctr@7'.")));
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("model name \"%.20s...\" is longer than %d characters", name, NAMEDATALEN - 1)));
+}
+
+PG_FUNCTION_INFO_V1(pepnet_invalidate);
+
+/* Statement trigger on pepnet.models and pepnet.deployments: tell every backend at commit */
+Datum
+pepnet_invalidate(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("pepnet_invalidate must be called as a trigger")));
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	pepnet_invalidate_refs();
+	PG_RETURN_POINTER(NULL);
+}

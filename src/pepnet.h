@@ -1,0 +1,65 @@
+/*
+ * pepnet.h
+ *		PostgreSQL glue of pepnet: settings, the backend cache of model
+ *		versions, model references and error reporting for the core.
+ */
+#ifndef PEPNET_H
+#define PEPNET_H
+
+#include "postgres.h"
+
+#include "pncore.h"
+#include "utils/timestamp.h"
+
+/* settings */
+extern char *pepnet_default_model;
+extern int	pepnet_cache_size_mb;
+extern int	pepnet_max_model_size_mb;
+
+/* block of candidates scored at once */
+#define PEPNET_BLOCK 256
+
+/* one model version held by this backend */
+typedef struct PepnetEntry
+{
+	int64		id;				/* hash key: pepnet.models.id */
+	char		name[NAMEDATALEN];
+	int32		version;
+	MemoryContext cxt;			/* owns everything below */
+	PnModel    *model;
+	PnDomainCache **domains;	/* [D], built on first use */
+	int			ndomains;
+	PnWork	   *work;			/* PEPNET_BLOCK candidates */
+	Size		bytes;
+	int64		hits;
+	TimestampTz built_at;
+	uint64		lru;
+} PepnetEntry;
+
+/* a resolved model reference */
+typedef struct PepnetRef
+{
+	int64		id;
+	char		name[NAMEDATALEN];
+	int32		version;
+} PepnetRef;
+
+/* pepnet.c */
+extern void pepnet_report(PnError *err, int sqlstate_format);
+extern int64 pepnet_max_model_bytes(void);
+extern void pepnet_check_name(const char *name);
+
+/* models.c */
+extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
+extern PnModel *pepnet_load_model(int64 id, char *name, int32 *version);
+extern int32 pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
+								   const char *metrics_json, int32 parent);
+
+/* cache.c */
+extern void pepnet_resolve(const char *ref, PepnetRef *out);
+extern PepnetEntry *pepnet_cache_get(int64 id);
+extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
+extern void pepnet_cache_init(void);
+extern void pepnet_invalidate_refs(void);
+
+#endif							/* PEPNET_H */

@@ -1,0 +1,388 @@
+/*
+ * score.c
+ *		pepnet_score (set-returning, vectorized over the candidates of one
+ *		request) and pepnet_predict (scalar, row by row: the model is
+ *		resolved once per statement and the persona part of the PPNet gates
+ *		is reused across consecutive rows with the same persona).
+ */
+#include "pepnet.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+PG_FUNCTION_INFO_V1(pepnet_score);
+PG_FUNCTION_INFO_V1(pepnet_score_default);
+PG_FUNCTION_INFO_V1(pepnet_predict);
+
+/* Validated inputs of one request */
+typedef struct Request
+{
+	int			domain;
+	int64	   *persona;		/* [P] */
+	int			n;				/* candidates */
+	int64	   *features;		/* [n, F] */
+	float	   *dense;			/* [n, Nd] or NULL */
+} Request;
+
+/* The model text of the short overloads, from pepnet.model */
+static const char *
+default_model(void)
+{
+	if (pepnet_default_model == NULL || pepnet_default_model[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("no model given and pepnet.model is not set"),
+				 errhint("SET pepnet.model = 'ctr' (or 'ctr@7'), or pass the model as the first argument.")));
+	return pepnet_default_model;
+}
+
+/* Error for a NULL argument */
+static void
+null_arg(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+			 errmsg("%s must not be NULL", what)));
+}
+
+/* Shape of an array argument, refusing NULL elements */
+static void
+array_shape(ArrayType *a, const char *what, int *ndim, int *dims)
+{
+	*ndim = ARR_NDIM(a);
+	if (*ndim > 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s has %d dimensions, expected 1 (one candidate) or 2 (candidates x fields)", what, *ndim)));
+	dims[0] = *ndim > 0 ? ARR_DIMS(a)[0] : 0;
+	dims[1] = *ndim > 1 ? ARR_DIMS(a)[1] : 0;
+	if (array_contains_nulls(a))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not contain NULL elements", what)));
+}
+
+/*
+ * Check the arguments of a request against the model's config.  Errors
+ * name the model version, what was given and what it needs.
+ */
+static void
+check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType *features,
+			  ArrayType *dense, Request *r)
+{
+	const PnConfig *c = &e->model->cfg;
+	int			nd,
+				dims[2];
+	int			fnd,
+				fdims[2];
+	int32		d = DatumGetInt32(domain);
+
+	if (d < 0 || d >= c->domains)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("domain %d is out of range for model \"%s\" version %d", d, e->name, e->version),
+				 errdetail("The model has %d domains: 0 to %d.", c->domains, c->domains - 1)));
+	r->domain = d;
+
+	array_shape(persona, "persona", &nd, dims);
+	if (!((nd == 1 && dims[0] == c->npers) || (nd == 0 && c->npers == 0)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("persona has %d elements, model \"%s\" version %d has %d persona fields",
+						nd == 1 ? dims[0] : nd == 0 ? 0 : dims[0] * dims[1], e->name, e->version, c->npers),
+				 errhint("Pass one id per persona field, in config order, as a 1-D bigint[].")));
+	r->persona = nd ? (int64 *) ARR_DATA_PTR(persona) : NULL;
+
+	array_shape(features, "features", &fnd, fdims);
+	if (c->nfeat > 0)
+	{
+		if (fnd == 0)
+			r->n = 0;
+		else if (fnd == 1 && fdims[0] == c->nfeat)
+			r->n = 1;
+		else if (fnd == 2 && fdims[1] == c->nfeat)
+			r->n = fdims[0];
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("features has %d %s, model \"%s\" version %d has %d feature fields",
+							fnd == 1 ? fdims[0] : fdims[1], fnd == 1 ? "elements" : "columns",
+							e->name, e->version, c->nfeat),
+					 errhint("Pass one candidate as a 1-D bigint[] of %d ids, or N candidates as an N x %d bigint[][].",
+							 c->nfeat, c->nfeat)));
+		r->features = r->n ? (int64 *) ARR_DATA_PTR(features) : NULL;
+	}
+	else
+	{
+		if (fnd != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("features must be empty: model \"%s\" version %d has no feature fields", e->name, e->version)));
+		r->features = NULL;
+		r->n = -1;				/* from dense */
+	}
+
+	r->dense = NULL;
+	if (c->dense == 0)
+	{
+		if (dense != NULL && ARR_NDIM(dense) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("dense given, but model \"%s\" version %d has no dense features", e->name, e->version)));
+		if (r->n < 0)
+			r->n = 0;
+	}
+	else
+	{
+		int			dn;
+		size_t		i,
+					total;
+
+		if (dense == NULL)
+		{
+			if (r->n == 0)
+				return;
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("dense must not be NULL: model \"%s\" version %d has %d dense features", e->name, e->version, c->dense)));
+		}
+		array_shape(dense, "dense", &nd, dims);
+		if (r->n < 0)
+			r->n = nd == 0 ? 0 : nd == 1 ? 1 : dims[0];
+		if (r->n == 0 && nd == 0)
+			return;
+		dn = nd == 1 ? 1 : nd == 2 ? dims[0] : 0;
+		if (!((nd == 1 && dims[0] == c->dense && r->n == 1 && (fnd <= 1)) ||
+			  (nd == 2 && dims[1] == c->dense && dn == r->n && fnd != 1)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("dense has shape %s%d%s, expected %s%d for %d candidate%s of model \"%s\" version %d",
+							nd == 2 ? "" : "[", nd == 2 ? dims[0] : dims[0], nd == 2 ? psprintf(" x %d", dims[1]) : "]",
+							r->n == 1 && fnd <= 1 ? "[" : psprintf("%d x ", r->n), c->dense,
+							r->n, r->n == 1 ? "" : "s", e->name, e->version),
+					 errhint("Pass dense like features: 1-D for one candidate, N x %d for N candidates.", c->dense)));
+		r->dense = (float *) ARR_DATA_PTR(dense);
+		total = (size_t) r->n * c->dense;
+		for (i = 0; i < total; i++)
+			if (!isfinite(r->dense[i]))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_EXCEPTION),
+						 errmsg("dense value %s of candidate %zu, feature %zu is not allowed",
+								isnan(r->dense[i]) ? "NaN" : "infinity", i / c->dense + 1, i % c->dense + 1),
+						 errhint("Replace missing or infinite dense values before scoring.")));
+	}
+}
+
+/* Persona embeddings and gate biases of one request, raising on error */
+static PnPersona *
+build_persona(PepnetEntry *e, const int64 *persona)
+{
+	PnPersona  *pp;
+	PnError		err = {0};
+
+	if (pn_persona_build(e->model, persona, &pp, &err) != PN_OK)
+		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+	return pp;
+}
+
+/* Score every candidate of a request in blocks; out [n, T] */
+static void
+score_blocks(PepnetEntry *e, PnDomainCache *dc, PnPersona *pp, const Request *r, double *out)
+{
+	const PnConfig *c = &e->model->cfg;
+	int			done;
+	PnError		err = {0};
+
+	for (done = 0; done < r->n; done += PEPNET_BLOCK)
+	{
+		int			nb = Min(PEPNET_BLOCK, r->n - done);
+
+		CHECK_FOR_INTERRUPTS();
+		if (pn_score(e->model, dc, pp, e->work, nb,
+					 r->features ? r->features + (size_t) done * c->nfeat : NULL,
+					 r->dense ? r->dense + (size_t) done * c->dense : NULL,
+					 out + (size_t) done * c->ntasks, &err) != PN_OK)
+		{
+			if (err.code == PN_EINPUT)
+				pn_setdetail(&err, "In candidate %d of the request.", done + 1);
+			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+		}
+	}
+}
+
+/* Shared body of both pepnet_score overloads; args start at argoff */
+static Datum
+score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PepnetRef	pr;
+	PepnetEntry *e;
+	PnDomainCache *dc;
+	PnPersona  *pp;
+	Request		r;
+	double	   *out;
+	int			T,
+				i;
+	MemoryContext tmp,
+				old;
+
+	if (PG_ARGISNULL(argoff))
+		null_arg("domain");
+	if (PG_ARGISNULL(argoff + 1))
+		null_arg("persona");
+	if (PG_ARGISNULL(argoff + 2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("features must not be NULL"),
+				 errhint("Pass '{}' for a request without candidates (array_agg over no rows gives NULL: wrap it in COALESCE).")));
+
+	pepnet_resolve(ref, &pr);
+	e = pepnet_cache_get(pr.id);
+	check_request(e, PG_GETARG_DATUM(argoff), PG_GETARG_ARRAYTYPE_P(argoff + 1),
+				  PG_GETARG_ARRAYTYPE_P(argoff + 2),
+				  PG_ARGISNULL(argoff + 3) ? NULL : PG_GETARG_ARRAYTYPE_P(argoff + 3), &r);
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (r.n == 0)
+		return (Datum) 0;
+
+	T = e->model->cfg.ntasks;
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "pepnet score", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(tmp);
+	dc = pepnet_cache_domain(e, r.domain);
+	pp = build_persona(e, r.persona);
+	out = palloc_extended(sizeof(double) * (size_t) r.n * T, MCXT_ALLOC_HUGE);
+	score_blocks(e, dc, pp, &r, out);
+	MemoryContextSwitchTo(old);
+
+	for (i = 0; i < r.n; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+		Datum	   *sd = (Datum *) palloc(sizeof(Datum) * T);
+		int			t;
+		ArrayType  *arr;
+
+		for (t = 0; t < T; t++)
+			sd[t] = Float8GetDatum(out[(size_t) i * T + t]);
+		arr = construct_array(sd, T, FLOAT8OID, sizeof(float8), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		values[0] = Int32GetDatum(i + 1);
+		values[1] = Float8GetDatum(out[(size_t) i * T]);
+		values[2] = PointerGetDatum(arr);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		pfree(arr);
+		pfree(sd);
+		if ((i & 4095) == 4095)
+			CHECK_FOR_INTERRUPTS();
+	}
+	MemoryContextDelete(tmp);
+	return (Datum) 0;
+}
+
+/* pepnet_score(model, domain, persona, features, dense) */
+Datum
+pepnet_score(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		null_arg("model reference");
+	return score_common(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)), 1);
+}
+
+/* pepnet_score(domain, persona, features, dense): model from pepnet.model */
+Datum
+pepnet_score_default(PG_FUNCTION_ARGS)
+{
+	return score_common(fcinfo, default_model(), 0);
+}
+
+/* What pepnet_predict keeps across the rows of one statement */
+typedef struct PredictState
+{
+	char	   *ref;			/* reference text resolved */
+	int64		id;				/* its version */
+	MemoryContext cxt;			/* persona of the previous row */
+	PnPersona  *pp;
+	int			npers;
+	int64	   *persona;
+	bool		have_persona;
+} PredictState;
+
+/* pepnet_predict(model, domain, persona, features, dense): first task's probability */
+Datum
+pepnet_predict(PG_FUNCTION_ARGS)
+{
+	PredictState *st = (PredictState *) fcinfo->flinfo->fn_extra;
+	char	   *ref;
+	PepnetEntry *e;
+	PnDomainCache *dc;
+	Request		r;
+	double		out[PN_MAX_TASKS];
+
+	if (PG_ARGISNULL(0))
+		null_arg("model reference");
+	if (PG_ARGISNULL(1))
+		null_arg("domain");
+	if (PG_ARGISNULL(2))
+		null_arg("persona");
+	if (PG_ARGISNULL(3))
+		null_arg("features");
+	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (st == NULL)
+	{
+		st = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(PredictState));
+		st->cxt = AllocSetContextCreate(fcinfo->flinfo->fn_mcxt, "pepnet predict", ALLOCSET_SMALL_SIZES);
+		fcinfo->flinfo->fn_extra = st;
+	}
+	/* resolve once per statement (again only if the reference changes) */
+	if (st->ref == NULL || strcmp(st->ref, ref) != 0)
+	{
+		PepnetRef	pr;
+
+		pepnet_resolve(ref, &pr);
+		MemoryContextReset(st->cxt);
+		st->ref = MemoryContextStrdup(st->cxt, ref);
+		st->id = pr.id;
+		st->pp = NULL;
+		st->have_persona = false;
+	}
+	e = pepnet_cache_get(st->id);
+	check_request(e, PG_GETARG_DATUM(1), PG_GETARG_ARRAYTYPE_P(2), PG_GETARG_ARRAYTYPE_P(3),
+				  PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4), &r);
+	if (r.n != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pepnet_predict scores one candidate, got %d", r.n),
+				 errhint("Pass features as a 1-D bigint[]; use pepnet_score for many candidates.")));
+
+	/* the persona part of the gates is reused while the persona repeats */
+	if (!st->have_persona || e->model->cfg.npers != st->npers ||
+		memcmp(st->persona, r.persona, sizeof(int64) * st->npers) != 0)
+	{
+		MemoryContext old;
+		char	   *keep = pstrdup(st->ref);
+
+		MemoryContextReset(st->cxt);
+		old = MemoryContextSwitchTo(st->cxt);
+		st->ref = pstrdup(keep);
+		st->have_persona = false;
+		st->npers = e->model->cfg.npers;
+		st->persona = palloc(sizeof(int64) * (st->npers + 1));
+		if (st->npers)
+			memcpy(st->persona, r.persona, sizeof(int64) * st->npers);
+		st->pp = build_persona(e, r.persona);
+		st->have_persona = true;
+		MemoryContextSwitchTo(old);
+	}
+	dc = pepnet_cache_domain(e, r.domain);
+	score_blocks(e, dc, st->pp, &r, out);
+	PG_RETURN_FLOAT8(out[0]);
+}
