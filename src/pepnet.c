@@ -102,7 +102,8 @@ pepnet_report(PnError *err, int format_code)
 	ereport(ERROR,
 			(errcode(code),
 			 errmsg("%s", err->msg),
-			 err->detail[0] ? errdetail("%s", err->detail) : 0));
+			 err->detail[0] ? errdetail("%s", err->detail) : 0,
+			 err->row >= 0 ? errcontext("candidate %lld of the request", (long long) err->row + 1) : 0));
 }
 
 /* A model name: 1 to 63 characters, no '@' */

@@ -93,11 +93,16 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 	r->domain = d;
 
 	array_shape(persona, "persona", &nd, dims);
+	if (nd == 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("persona must be a 1-D array, got %d x %d", dims[0], dims[1]),
+				 errhint("Pass one id per persona field, in config order, as a 1-D bigint[].")));
 	if (!((nd == 1 && dims[0] == c->npers) || (nd == 0 && c->npers == 0)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("persona has %d elements, model \"%s\" version %d has %d persona fields",
-						nd == 1 ? dims[0] : nd == 0 ? 0 : dims[0] * dims[1], e->name, e->version, c->npers),
+						dims[0], e->name, e->version, c->npers),
 				 errhint("Pass one id per persona field, in config order, as a 1-D bigint[].")));
 	r->persona = nd ? (int64 *) ARR_DATA_PTR(persona) : NULL;
 
@@ -142,7 +147,6 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 	}
 	else
 	{
-		int			dn;
 		size_t		i,
 					total;
 
@@ -159,16 +163,17 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 			r->n = nd == 0 ? 0 : nd == 1 ? 1 : dims[0];
 		if (r->n == 0 && nd == 0)
 			return;
-		dn = nd == 1 ? 1 : nd == 2 ? dims[0] : 0;
-		if (!((nd == 1 && dims[0] == c->dense && r->n == 1 && (fnd <= 1)) ||
-			  (nd == 2 && dims[1] == c->dense && dn == r->n && fnd != 1)))
+		if (!((nd == 1 && fnd <= 1 && r->n == 1 && dims[0] == c->dense) ||
+			  (nd == 2 && fnd != 1 && dims[0] == r->n && dims[1] == c->dense)))
+		{
+			char	   *got = nd == 2 ? psprintf("%d x %d", dims[0], dims[1]) : psprintf("[%d]", dims[0]);
+			char	   *want = fnd <= 1 && r->n == 1 ? psprintf("[%d]", c->dense) : psprintf("%d x %d", r->n, c->dense);
+
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("dense has shape %s%d%s, expected %s%d for %d candidate%s of model \"%s\" version %d",
-							nd == 2 ? "" : "[", nd == 2 ? dims[0] : dims[0], nd == 2 ? psprintf(" x %d", dims[1]) : "]",
-							r->n == 1 && fnd <= 1 ? "[" : psprintf("%d x ", r->n), c->dense,
-							r->n, r->n == 1 ? "" : "s", e->name, e->version),
+					 errmsg("dense has shape %s, expected %s for model \"%s\" version %d", got, want, e->name, e->version),
 					 errhint("Pass dense like features: 1-D for one candidate, N x %d for N candidates.", c->dense)));
+		}
 		r->dense = (float *) ARR_DATA_PTR(dense);
 		total = (size_t) r->n * c->dense;
 		for (i = 0; i < total; i++)
@@ -211,8 +216,8 @@ score_blocks(PepnetEntry *e, PnDomainCache *dc, PnPersona *pp, const Request *r,
 					 r->dense ? r->dense + (size_t) done * c->dense : NULL,
 					 out + (size_t) done * c->ntasks, &err) != PN_OK)
 		{
-			if (err.code == PN_EINPUT)
-				pn_setdetail(&err, "In candidate %d of the request.", done + 1);
+			if (err.row >= 0)
+				err.row += done;
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 		}
 	}

@@ -418,6 +418,7 @@ gather_x0(const PnModel *m, int n, const int64_t *features, const float *dense, 
 			{
 				pn_seterr(err, PN_EINPUT, "feature id %lld of field \"%s\" is out of range", (long long) id, c->feat[i].name);
 				pn_setdetail(err, "Field \"%s\" is not hashed: ids must be in [0, %lld).", c->feat[i].name, (long long) c->feat[i].buckets);
+				err->row = r;
 				return PN_EINPUT;
 			}
 			memcpy(row + i * k, PN_T(m, m->t_emb_feat[i]) + s * k, sizeof(float) * k);
@@ -572,7 +573,16 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 					w->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, w->logit, T);
 	}
 	for (i = 0; i < (size_t) n * T; i++)
+	{
+		if (isnan(w->logit[i]))
+		{
+			pn_seterr(err, PN_EINPUT, "score overflowed float32");
+			pn_setdetail(err, "The dense values are too large in magnitude; scale dense features to a sensible range.");
+			err->row = (int64_t) (i / T);
+			return PN_EINPUT;
+		}
 		out[i] = sigmoidd(w->logit[i]);
+	}
 	return PN_OK;
 }
 

@@ -27,6 +27,7 @@ pn_seterr(PnError *err, int code, const char *fmt,...)
 		return code;
 	err->code = code;
 	err->detail[0] = '\0';
+	err->row = -1;
 	va_start(ap, fmt);
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);

@@ -41,6 +41,7 @@ typedef struct PnError
 	int			code;
 	char		msg[256];
 	char		detail[256];
+	int64_t		row;			/* 0-based row of a block the error is about, or -1 */
 } PnError;
 
 int			pn_seterr(PnError *err, int code, const char *fmt,...)

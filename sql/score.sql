@@ -1,0 +1,66 @@
+-- Scoring: vectorized pepnet_score, row-by-row pepnet_predict, shapes, extremes
+\set cfg '{"domains": 4, "features": [{"name": "item", "buckets": 5000}, {"name": "cat", "buckets": 30}, {"name": "hour", "buckets": 24, "hash": false}], "persona": [{"name": "user", "buckets": 1000}, {"name": "seg", "buckets": 10}], "dense": 2, "emb_dim": 4, "tasks": ["click", "buy", "like"], "hidden": [12, 6], "aux_hidden": 5}'
+SELECT pepnet_create('s', :'cfg', 5) AS v;
+
+-- one row per candidate, idx in input order, score = first task, scores = all tasks
+SELECT idx, score = scores[1] AS first_task, array_length(scores, 1) AS tasks,
+       bool_and(p > 0 AND p < 1) AS probabilities
+FROM pepnet_score('s', 2, '{10, 3}', '{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}',
+                  '{{0.5, 1}, {0, 0}, {-1, 2}}') , unnest(scores) p
+GROUP BY idx, score, scores ORDER BY idx;
+
+-- a 1-D candidate equals the same row of a 2-D call
+SELECT a.scores = b.scores AS one_equals_row
+FROM pepnet_score('s', 2, '{10, 3}', '{4, 5, 6}', '{0, 0}') a,
+     pepnet_score('s', 2, '{10, 3}', '{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}', '{{0.5, 1}, {0, 0}, {-1, 2}}') b
+WHERE b.idx = 2;
+
+-- domains and personas change the score
+SELECT count(DISTINCT round(score::numeric, 9)) AS distinct_over_domains
+FROM generate_series(0, 3) d, pepnet_score('s', d, '{10, 3}', '{4, 5, 6}', '{0, 0}');
+SELECT count(DISTINCT round(score::numeric, 9)) AS distinct_over_personas
+FROM generate_series(1, 5) u, pepnet_score('s', 1, ARRAY[u, 3]::bigint[], '{4, 5, 6}', '{0, 0}');
+
+-- extreme valid ids: hashing is total over int8; large dense values saturate
+SELECT count(*) AS scored, bool_and(score >= 0 AND score <= 1) AS valid
+FROM pepnet_score('s', 0, ARRAY[-9223372036854775808, 9223372036854775807]::bigint[],
+                  ARRAY[[-9223372036854775808, 0, 23], [9223372036854775807, -1, 0]]::bigint[],
+                  '{{1e30, -1e30}, {0, 0}}');
+
+-- pepnet_predict equals pepnet_score, with personas repeating and changing row by row
+CREATE TABLE cands AS
+SELECT i, (i % 4) AS domain, ARRAY[(i / 7), i % 10]::bigint[] AS persona,
+       ARRAY[i * 7919, i % 30, i % 24]::bigint[] AS features, ARRAY[i / 100.0, -i / 50.0]::real[] AS dense
+FROM generate_series(1, 300) i;
+SELECT count(*) AS rows,
+       max(abs(pepnet_predict('s', c.domain, c.persona, c.features, c.dense) - s.score)) < 1e-12 AS predict_equals_score
+FROM cands c, LATERAL pepnet_score('s', c.domain, c.persona, c.features, c.dense) s;
+
+-- the setting pepnet.model serves the short overload
+SET pepnet.model = 's@1';
+SELECT a.scores = b.scores AS setting_used
+FROM pepnet_score(1, '{10, 3}', '{4, 5, 6}', '{0, 0}') a, pepnet_score('s@1', 1, '{10, 3}', '{4, 5, 6}', '{0, 0}') b;
+RESET pepnet.model;
+
+-- a request with no candidates returns no rows
+SELECT count(*) AS no_candidates FROM pepnet_score('s', 1, '{10, 3}', '{}', NULL);
+
+-- 50,000 candidates in one call
+SELECT count(*) AS scored, count(DISTINCT idx) AS distinct_idx, min(idx), max(idx),
+       bool_and(score > 0 AND score < 1) AS valid
+FROM pepnet_score('s', 3, '{10, 3}',
+                  (SELECT array_agg(ARRAY[i, i % 30, i % 24]::bigint[] ORDER BY i) FROM generate_series(1, 50000) i),
+                  (SELECT array_agg(ARRAY[0.1, 0.2]::real[]) FROM generate_series(1, 50000) i));
+
+-- ranking in SQL: top candidates of a request
+SELECT count(*) AS top FROM (
+  SELECT c.i, s.score
+  FROM pepnet_score('s', 2, '{10, 3}', (SELECT array_agg(features ORDER BY i) FROM cands),
+                    (SELECT array_agg(dense ORDER BY i) FROM cands)) s
+  JOIN cands c ON c.i = s.idx
+  ORDER BY s.score DESC LIMIT 20) t;
+
+-- a model without dense features or persona
+SELECT pepnet_create('plain', '{"domains": 2, "features": [{"name": "a", "buckets": 100}], "emb_dim": 2, "hidden": [4], "epnet": false, "ppnet": false, "pn": false, "star": false, "aux": false}') AS v;
+SELECT count(*) FROM pepnet_score('plain', 1, '{}', '{{1}, {2}}');
+SELECT pepnet_predict('plain', 1, '{}', '{1}') = (SELECT score FROM pepnet_score('plain', 1, '{}', '{{1}, {2}}') WHERE idx = 1) AS same;
