@@ -133,11 +133,9 @@ FROM s_dom dm JOIN (SELECT domain, avg(zc) m, var_pop(zc) v FROM s_ev GROUP BY d
 UPDATE s_cal cl SET ac = cl.ac + (cl.ctr - q.mp) / q.mv FROM
   (SELECT e.domain, avg(1 / (1 + exp(-(c.ac + e.zc)))) mp, avg(1 / (1 + exp(-(c.ac + e.zc))) * (1 - 1 / (1 + exp(-(c.ac + e.zc))))) mv
    FROM s_ev e JOIN s_cal c ON c.d = e.domain GROUP BY e.domain) q WHERE q.domain = cl.d;
--- then three Newton steps on the exact mean: a += (target - mean p) / mean p(1 - p)
 UPDATE s_cal cl SET ac = cl.ac + (cl.ctr - q.mp) / q.mv FROM
   (SELECT e.domain, avg(1 / (1 + exp(-(c.ac + e.zc)))) mp, avg(1 / (1 + exp(-(c.ac + e.zc))) * (1 - 1 / (1 + exp(-(c.ac + e.zc))))) mv
    FROM s_ev e JOIN s_cal c ON c.d = e.domain GROUP BY e.domain) q WHERE q.domain = cl.d;
--- then three Newton steps on the exact mean: a += (target - mean p) / mean p(1 - p)
 UPDATE s_cal cl SET ac = cl.ac + (cl.ctr - q.mp) / q.mv FROM
   (SELECT e.domain, avg(1 / (1 + exp(-(c.ac + e.zc)))) mp, avg(1 / (1 + exp(-(c.ac + e.zc))) * (1 - 1 / (1 + exp(-(c.ac + e.zc))))) mv
    FROM s_ev e JOIN s_cal c ON c.d = e.domain GROUP BY e.domain) q WHERE q.domain = cl.d;
@@ -150,7 +148,7 @@ CREATE TEMP TABLE s_cal2 ON COMMIT DROP AS
 SELECT cl.d, ln(cl.cvr / (1 - cl.cvr)) * sqrt(1 + pi() * z.v / 8) - z.m AS ab
 FROM s_cal cl JOIN (SELECT domain, avg(zb) m, var_pop(zb) v FROM s_click WHERE click = 1 GROUP BY domain) z
   ON z.domain = cl.d;
-
+-- same for buy, on the clicked rows
 UPDATE s_cal2 cl SET ab = cl.ab + (c1.cvr - q.mp) / q.mv FROM s_cal c1,
   (SELECT e.domain, avg(1 / (1 + exp(-(c.ab + e.zb)))) mp, avg(1 / (1 + exp(-(c.ab + e.zb))) * (1 - 1 / (1 + exp(-(c.ab + e.zb))))) mv
    FROM s_click e JOIN s_cal2 c ON c.d = e.domain WHERE e.click = 1 GROUP BY e.domain) q WHERE q.domain = cl.d AND c1.d = cl.d;

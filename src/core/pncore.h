@@ -236,4 +236,33 @@ int			pn_forward_ref(const PnModel *m, int domain, const int64_t *persona,
 						   const int64_t *features, const float *dense,
 						   double *logits, PnError *err);
 
+/* ---- training ---- */
+
+/* one batch of rows; labels [n, T] with NaN = no label for that task */
+typedef struct PnBatch
+{
+	int			n;
+	const int32_t *domain;		/* [n] */
+	const int64_t *persona;		/* [n, P] */
+	const int64_t *features;	/* [n, F] */
+	const float *dense;			/* [n, Nd] or NULL when Nd = 0 */
+	const float *labels;		/* [n, T] */
+} PnBatch;
+
+typedef struct PnTrainer PnTrainer;
+
+int			pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err);
+void		pn_trainer_free(PnTrainer *tr);
+int64_t		pn_trainer_steps(const PnTrainer *tr);
+float	   *pn_trainer_grad(PnTrainer *tr);
+int			pn_trainer_freeze_sg(PnTrainer *tr, bool on);
+/* loss and gradients of a batch, no optimiser step */
+int			pn_train_grad(PnTrainer *tr, const PnBatch *b, bool update_stats, double *loss, PnError *err);
+/* the optimiser step for the gradients of the last pn_train_grad */
+void		pn_train_apply(PnTrainer *tr);
+/* forward, backward and optimiser step */
+int			pn_train_step(PnTrainer *tr, const PnBatch *b, double *loss, PnError *err);
+/* logits [n, T] in input order, inference mode */
+int			pn_train_predict(PnTrainer *tr, const PnBatch *b, float *logits, PnError *err);
+
 #endif							/* PNCORE_H */
