@@ -22,6 +22,13 @@ Labels: a config with one task reads column `label` (else labels[1]); with T tas
 values, NULL = masked). The last batch of an epoch may be short. Initialisation: the reference's
 init_default(seed); the shuffling order comes from numpy's default_rng(seed).
 
+--test-each-epoch adds test metrics to every epoch's log (CTR models often overfit after one epoch).
+--pn-refresh (a diagnostic, NOT MODEL.md) replaces PN's running statistics after each epoch by their
+exact per-domain values over the training data: with MODEL.md's r = 0.99 r + 0.01 batch, started
+at var 1, an epoch of a few hundred steps leaves about 0.99^steps of the initial 1 in the running
+variance, far above the variance of x when embeddings start at N(0, 0.01), so inference
+normalises with much too large a variance.
+
 --impl fast (default) runs the same model with two exact rewrites that do not change the function
 or its gradients, only the speed: ids are hashed to embedding rows once at load time, and the STAR
 layers multiply the rows of each domain by that domain's fused W* (instead of materialising a
@@ -224,6 +231,37 @@ def predict_logits(model, data, fast, chunk=4096):
     return np.concatenate(out) if out else np.zeros((0, model.cfg.T))
 
 
+@torch.no_grad()
+def refresh_pn(model, data, chunk=8192):
+    """NOT MODEL.md: set PN's running statistics to the exact per-domain mean / biased variance of x
+    over the training data (diagnostic for the slow 0.99 running average, see --pn-refresh)."""
+    c = model.cfg
+    D, n0 = c.domains, c.n0
+    s1 = torch.zeros(D, n0, dtype=torch.float64)
+    s2 = torch.zeros(D, n0, dtype=torch.float64)
+    cnt = torch.zeros(D, dtype=torch.float64)
+    for s in range(0, data.n, chunk):
+        idx = torch.arange(s, min(s + chunk, data.n))
+        d, p, f, x, _ = data.batch(idx, slots=isinstance(model, FastStarPepNet))
+        d = torch.as_tensor(np.asarray(d), dtype=torch.long)
+        if not isinstance(model, FastStarPepNet):
+            f = torch.stack([torch.from_numpy(ref.slots_np(np.asarray(f)[:, i], i, fl["buckets"], fl["hash"]))
+                             for i, fl in enumerate(c.features)], dim=1)
+        x0 = torch.cat([FastStarPepNet._lookup(model, "emb.feature", f, c.features),
+                        torch.as_tensor(np.asarray(x, dtype=np.float32)).reshape(len(d), c.dense)], dim=1)
+        if c.epnet:
+            x0 = model.gate("epnet", torch.cat([model.t("emb.domain")[d], x0], dim=1)) * x0
+        x0 = x0.double()
+        s1.index_add_(0, d, x0)
+        s2.index_add_(0, d, x0 * x0)
+        cnt.index_add_(0, d, torch.ones(len(d), dtype=torch.float64))
+    for dd in range(D):
+        if cnt[dd] >= 2:
+            mu = s1[dd] / cnt[dd]
+            model.t("pn.running_mean")[dd] = mu.float()
+            model.t("pn.running_var")[dd] = (s2[dd] / cnt[dd] - mu * mu).clamp_min(0).float()
+
+
 def run(cfg_dict, train, valid, test, args, variant):
     """Train one configuration; return its result dict."""
     cfg = ref.Config(cfg_dict)
@@ -233,8 +271,8 @@ def run(cfg_dict, train, valid, test, args, variant):
     model.init_default(args.seed)
     opt = ref.RefOptimizer(model, lr=args.lr)
     rng = np.random.default_rng(args.seed)
-    result = {"variant": variant, "config": cfg_dict, "impl": args.impl, "epochs": args.epochs,
-              "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "threads": torch.get_num_threads(),
+    result = {"variant": variant, "config": cfg_dict, "impl": args.impl, "pn_refresh": bool(args.pn_refresh),
+              "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "threads": torch.get_num_threads(),
               "train_rows": train.n, "valid_rows": valid.n if valid else 0, "test_rows": test.n,
               "parameters": int(sum(p.numel() for p in model.parameters())), "epoch_log": []}
     train_seconds = 0.0
@@ -247,7 +285,7 @@ def run(cfg_dict, train, valid, test, args, variant):
             idx = perm[s:s + args.batch_size]
             d, p, f, x, y = train.batch(idx, slots=fast)
             logits = model(d, p, f, x, train=True)
-            loss = model.loss(logits, y if not fast else y.numpy())
+            loss = model.loss(logits, y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -256,9 +294,14 @@ def run(cfg_dict, train, valid, test, args, variant):
         train_seconds += dt
         log = {"epoch": epoch, "seconds": round(dt, 3), "samples_per_s": round(train.n / dt, 1),
                "train_loss": float(np.mean(losses))}
+        if args.pn_refresh and cfg.pn:
+            refresh_pn(model, train)
         if valid is not None and valid.n:
             m = metrics(valid.domain, valid.labels, predict_logits(model, valid, fast), cfg.tasks)
             log["valid"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"]} for t, v in m.items()}
+        if args.test_each_epoch:
+            m = metrics(test.domain, test.labels, predict_logits(model, test, fast), cfg.tasks)
+            log["test"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"]} for t, v in m.items()}
         result["epoch_log"].append(log)
         print("[%s] epoch %d: %.1f s, %.0f samples/s, train loss %.5f%s" % (
             variant, epoch, dt, train.n / dt, log["train_loss"],
@@ -297,6 +340,10 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--impl", choices=["fast", "ref"], default="fast")
+    ap.add_argument("--test-each-epoch", action="store_true", help="also report test AUC/logloss after every epoch")
+    ap.add_argument("--pn-refresh", action="store_true",
+                    help="NOT MODEL.md (diagnostic): after each epoch, recompute PN running statistics exactly "
+                         "over the training data before evaluating")
     ap.add_argument("--dsn", default="", help="libpq connection string (default: the PG* environment)")
     args = ap.parse_args()
 

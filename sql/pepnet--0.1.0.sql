@@ -130,3 +130,98 @@ CREATE FUNCTION pepnet_cache()
 -- Drop every model version from this backend's cache.
 CREATE FUNCTION pepnet_cache_clear() RETURNS void
 	AS 'MODULE_PATHNAME', 'pepnet_cache_clear' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+-- Training internals, driven by pepnet_train below (one trainer per session).
+CREATE FUNCTION pepnet._train_begin(name text, config jsonb, seed int, lr float8, batch_size int) RETURNS int
+	AS 'MODULE_PATHNAME', 'pepnet_train_begin' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION pepnet._train_epoch(data text, epoch int, shuffle_buffer int, seed int, progress_interval float8) RETURNS jsonb
+	AS 'MODULE_PATHNAME', 'pepnet_train_epoch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION pepnet._train_eval(data text) RETURNS jsonb
+	AS 'MODULE_PATHNAME', 'pepnet_train_eval' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION pepnet._train_save(metrics jsonb) RETURNS int
+	AS 'MODULE_PATHNAME', 'pepnet_train_save' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION pepnet._train_end() RETURNS void
+	AS 'MODULE_PATHNAME', 'pepnet_train_end' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Train a model from a query; each epoch commits a new version with its metrics.
+-- No SET search_path here: a procedure with SET cannot COMMIT, so every name is qualified.
+CREATE PROCEDURE pepnet_train(name text, data text, config jsonb DEFAULT NULL, validation text DEFAULT NULL,
+	epochs int DEFAULT 1, batch_size int DEFAULT 512, lr float8 DEFAULT 1e-3, seed int DEFAULT 0,
+	shuffle_buffer int DEFAULT 100000, deploy boolean DEFAULT false, patience int DEFAULT NULL,
+	progress_interval float8 DEFAULT 10)
+LANGUAGE plpgsql AS $$
+DECLARE
+	ep int;
+	stats jsonb;
+	val jsonb;
+	v int;
+	best_v int;
+	best_loss float8;
+	since_best int := 0;
+	vloss float8;
+BEGIN
+	IF name IS NULL OR data IS NULL THEN
+		RAISE EXCEPTION 'pepnet_train needs a model name and a data query, not NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF epochs IS NULL OR epochs OPERATOR(pg_catalog.<) 1 OR epochs OPERATOR(pg_catalog.>) 100000 THEN
+		RAISE EXCEPTION 'epochs must be between 1 and 100000, got %', epochs USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 OR batch_size OPERATOR(pg_catalog.>) 65536 THEN
+		RAISE EXCEPTION 'batch_size must be between 1 and 65536, got %', batch_size USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF lr IS NULL OR NOT (lr OPERATOR(pg_catalog.>) 0 AND lr OPERATOR(pg_catalog.<=) 10) THEN
+		RAISE EXCEPTION 'lr must be a number in (0, 10], got %', lr USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF seed IS NULL THEN
+		RAISE EXCEPTION 'seed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF shuffle_buffer IS NULL OR shuffle_buffer OPERATOR(pg_catalog.<) 1 OR shuffle_buffer OPERATOR(pg_catalog.>) 10000000 THEN
+		RAISE EXCEPTION 'shuffle_buffer must be between 1 (no shuffling) and 10000000 rows, got %', shuffle_buffer
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF patience IS NOT NULL AND (patience OPERATOR(pg_catalog.<) 1 OR validation IS NULL) THEN
+		RAISE EXCEPTION 'patience must be at least 1 and needs a validation query'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+
+	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size);
+	FOR ep IN 1 .. epochs LOOP
+		stats := pepnet._train_epoch(data, ep, shuffle_buffer, seed, COALESCE(progress_interval, 0));
+		stats := stats OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('lr', lr, 'batch_size', batch_size, 'seed', seed);
+		IF validation IS NOT NULL THEN
+			val := pepnet._train_eval(validation);
+			stats := stats OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('validation', val);
+			vloss := (val OPERATOR(pg_catalog.->>) 'logloss')::float8;
+		END IF;
+		v := pepnet._train_save(stats);
+		RAISE NOTICE 'pepnet_train "%" epoch %: version %, % rows, train loss %, validation logloss %, auc %',
+			name, ep, v, stats OPERATOR(pg_catalog.->>) 'rows',
+			pg_catalog.round((stats OPERATOR(pg_catalog.->>) 'train_loss')::numeric, 5),
+			COALESCE(pg_catalog.round(vloss::numeric, 5)::text, '-'),
+			COALESCE(pg_catalog.round((val OPERATOR(pg_catalog.->>) 'auc')::numeric, 5)::text, '-');
+		COMMIT;
+		IF best_v IS NULL OR vloss IS NULL OR vloss OPERATOR(pg_catalog.<) best_loss THEN
+			best_v := v;
+			best_loss := vloss;
+			since_best := 0;
+		ELSE
+			since_best := since_best OPERATOR(pg_catalog.+) 1;
+			IF patience IS NOT NULL AND since_best OPERATOR(pg_catalog.>=) patience THEN
+				RAISE NOTICE 'pepnet_train "%": validation logloss has not improved for % epochs, stopping', name, patience;
+				EXIT;
+			END IF;
+		END IF;
+	END LOOP;
+	PERFORM pepnet._train_end();
+	IF deploy THEN
+		PERFORM @extschema@.pepnet_deploy(pepnet_train.name, best_v);
+		RAISE NOTICE 'pepnet_train "%": deployed version %', name, best_v;
+		COMMIT;
+	END IF;
+END $$;
+
+-- AUC and logloss of a model on a query, per domain and task; domain NULL = all domains.
+CREATE FUNCTION pepnet_evaluate(model text, data text)
+	RETURNS TABLE (domain int, task text, rows bigint, auc float8, logloss float8)
+	AS 'MODULE_PATHNAME', 'pepnet_evaluate' LANGUAGE C VOLATILE PARALLEL UNSAFE;

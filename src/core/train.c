@@ -257,7 +257,10 @@ fa(size_t n, bool *ok)
 	return p;
 }
 
-/* A trainer for m with batches of up to bmax rows, learning rate lr */
+/*
+ * A trainer for m with batches of up to bmax rows and learning rate lr;
+ * lr = 0 makes an evaluator (no gradient or optimiser state).
+ */
 int
 pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err)
 {
@@ -287,9 +290,12 @@ pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err)
 	if (c->aux_hidden > wide)
 		wide = c->aux_hidden;
 
-	tr->grad = fa(m->total, &ok);
-	tr->adam_m = fa(m->total, &ok);
-	tr->adam_v = fa(m->total, &ok);
+	if (lr > 0)
+	{
+		tr->grad = fa(m->total, &ok);
+		tr->adam_m = fa(m->total, &ok);
+		tr->adam_v = fa(m->total, &ok);
+	}
 	tr->order = pn_alloc(sizeof(int) * n);
 	tr->dcount = pn_alloc(sizeof(int) * (c->domains + 1));
 	tr->segs = pn_alloc(sizeof(Seg) * (n + 1));
@@ -1162,6 +1168,8 @@ pn_train_grad(PnTrainer *tr, const PnBatch *b, bool update_stats, double *loss, 
 {
 	int			rc;
 
+	if (tr->grad == NULL)
+		return pn_seterr(err, PN_EINPUT, "this trainer was made for evaluation only");
 	zero_grads(tr);
 	if ((rc = prepare(tr, b, err)) != PN_OK)
 		return rc;

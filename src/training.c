@@ -1,0 +1,1016 @@
+/*
+ * training.c
+ *		The C side of CALL pepnet_train and pepnet_evaluate: data queries
+ *		streamed through SPI cursors (with the caller's rights, read-only),
+ *		a seeded shuffle buffer, batches into the core's trainer, progress
+ *		NOTICEs, exact AUC and logloss per domain and task.
+ *
+ * The plpgsql procedure pepnet_train drives these functions epoch by epoch
+ * and COMMITs a version after each.  The trainer lives in a memory context
+ * of its own under TopMemoryContext, so it survives those COMMITs; a backend
+ * holds at most one, released by _train_end or the next _train_begin.
+ */
+#include "pepnet.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <time.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+PG_FUNCTION_INFO_V1(pepnet_train_begin);
+PG_FUNCTION_INFO_V1(pepnet_train_epoch);
+PG_FUNCTION_INFO_V1(pepnet_train_eval);
+PG_FUNCTION_INFO_V1(pepnet_train_save);
+PG_FUNCTION_INFO_V1(pepnet_train_end);
+PG_FUNCTION_INFO_V1(pepnet_evaluate);
+
+#define FETCH_ROWS 1000
+#define EVAL_BATCH 1024
+
+/* the backend's trainer */
+typedef struct TrainState
+{
+	MemoryContext cxt;
+	PnModel    *model;
+	PnTrainer  *trainer;
+	char		name[NAMEDATALEN];
+	int32		parent;			/* version trained from, 0 for none */
+	int			batch_size;
+	int			epochs_done;
+} TrainState;
+
+static TrainState *train = NULL;
+
+/* rows in columnar arrays */
+typedef struct Rows
+{
+	int			cap;
+	int			n;
+	int32	   *domain;
+	int64	   *persona;
+	int64	   *features;
+	float	   *dense;
+	float	   *labels;
+} Rows;
+
+/* a data query opened as a cursor, columns located by name */
+typedef struct Reader
+{
+	Portal		portal;
+	const PnConfig *cfg;
+	const char *what;			/* "data", "validation" */
+	int			c_domain,
+				c_persona,
+				c_features,
+				c_dense,
+				c_label,
+				c_labels;
+	Oid			label_type;
+	Oid			domain_type;
+	int64		rowno;
+} Reader;
+
+/* Seconds since some fixed point */
+static double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Allocate row arrays for cap rows */
+static void
+rows_init(Rows *r, const PnConfig *c, int cap)
+{
+	r->cap = cap;
+	r->n = 0;
+	r->domain = palloc_extended(sizeof(int32) * cap, MCXT_ALLOC_HUGE);
+	r->persona = palloc_extended(sizeof(int64) * ((size_t) cap * c->npers + 1), MCXT_ALLOC_HUGE);
+	r->features = palloc_extended(sizeof(int64) * ((size_t) cap * c->nfeat + 1), MCXT_ALLOC_HUGE);
+	r->dense = palloc_extended(sizeof(float) * ((size_t) cap * c->dense + 1), MCXT_ALLOC_HUGE);
+	r->labels = palloc_extended(sizeof(float) * (size_t) cap * c->ntasks, MCXT_ALLOC_HUGE);
+}
+
+/* Copy row si of src to row di of dst */
+static void
+rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig *c)
+{
+	dst->domain[di] = src->domain[si];
+	memcpy(dst->persona + (size_t) di * c->npers, src->persona + (size_t) si * c->npers, sizeof(int64) * c->npers);
+	memcpy(dst->features + (size_t) di * c->nfeat, src->features + (size_t) si * c->nfeat, sizeof(int64) * c->nfeat);
+	memcpy(dst->dense + (size_t) di * c->dense, src->dense + (size_t) si * c->dense, sizeof(float) * c->dense);
+	memcpy(dst->labels + (size_t) di * c->ntasks, src->labels + (size_t) si * c->ntasks, sizeof(float) * c->ntasks);
+}
+
+/* Column number by name, 0 when absent */
+static int
+column(TupleDesc td, const char *name)
+{
+	int			i;
+
+	for (i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(td, i);
+
+		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
+			return i + 1;
+	}
+	return 0;
+}
+
+/* Refuse a column of the wrong type */
+static void
+expect_type(Reader *r, TupleDesc td, int col, const char *name, Oid want, const char *wantname)
+{
+	Oid			got = SPI_gettypeid(td, col);
+
+	if (got != want)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s query column \"%s\" has type %s, expected %s", r->what, name,
+						format_type_be(got), wantname),
+				 errhint("Cast it in the query, e.g. %s::%s.", name, wantname)));
+}
+
+/*
+ * Open a data query as a read-only cursor (the caller's rights) and check
+ * its columns: domain int, persona bigint[], features bigint[], optional
+ * dense real[], and label (real, float8, int, bool) or labels real[].
+ */
+static void
+reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool need_labels)
+{
+	TupleDesc	td;
+	SPIPlanPtr	plan;
+
+	memset(r, 0, sizeof(*r));
+	r->cfg = cfg;
+	r->what = what;
+	plan = SPI_prepare(query, 0, NULL);
+	if (plan == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("%s query could not be prepared: %s", what, SPI_result_code_string(SPI_result))));
+	if (!SPI_is_cursor_plan(plan))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s query must be a single SELECT that returns rows", what)));
+	r->portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	td = r->portal->tupDesc;
+	r->c_domain = column(td, "domain");
+	r->c_persona = column(td, "persona");
+	r->c_features = column(td, "features");
+	r->c_dense = column(td, "dense");
+	r->c_label = column(td, "label");
+	r->c_labels = column(td, "labels");
+	if (!r->c_domain || !r->c_persona || !r->c_features)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s query lacks column \"%s\"", what,
+						!r->c_domain ? "domain" : !r->c_persona ? "persona" : "features"),
+				 errhint("The query must return columns named domain int, persona bigint[], features bigint[], "
+						 "optionally dense real[], and label or labels real[].")));
+	r->domain_type = SPI_gettypeid(td, r->c_domain);
+	if (r->domain_type != INT4OID && r->domain_type != INT2OID && r->domain_type != INT8OID)
+		expect_type(r, td, r->c_domain, "domain", INT4OID, "int");
+	expect_type(r, td, r->c_persona, "persona", INT8ARRAYOID, "bigint[]");
+	expect_type(r, td, r->c_features, "features", INT8ARRAYOID, "bigint[]");
+	if (r->c_dense)
+		expect_type(r, td, r->c_dense, "dense", FLOAT4ARRAYOID, "real[]");
+	else if (cfg->dense > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s query lacks column \"dense\": the model has %d dense features", what, cfg->dense)));
+	if (r->c_label && r->c_labels)
+		ereport(ERROR,
+				(errcode(ERRCODE_AMBIGUOUS_COLUMN),
+				 errmsg("%s query has both \"label\" and \"labels\"; keep one", what)));
+	if (r->c_label)
+	{
+		r->label_type = SPI_gettypeid(td, r->c_label);
+		if (r->label_type != FLOAT4OID && r->label_type != FLOAT8OID && r->label_type != INT2OID &&
+			r->label_type != INT4OID && r->label_type != INT8OID && r->label_type != BOOLOID &&
+			r->label_type != NUMERICOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("%s query column \"label\" has type %s, expected real, float8, int or bool",
+							what, format_type_be(r->label_type))));
+		if (cfg->ntasks != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s query has one \"label\" but the model has %d tasks", what, cfg->ntasks),
+					 errhint("Return \"labels\" real[] with one label per task, in config order (NULL = unknown).")));
+	}
+	else if (r->c_labels)
+		expect_type(r, td, r->c_labels, "labels", FLOAT4ARRAYOID, "real[]");
+	else if (need_labels)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s query lacks column \"label\" or \"labels\"", what)));
+}
+
+/* Error about a value of the current row */
+static void row_error(Reader *r, const char *fmt,...) pg_attribute_printf(2, 3);
+
+static void
+row_error(Reader *r, const char *fmt,...)
+{
+	char		buf[256];
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("%s query row %lld: %s", r->what, (long long) r->rowno, buf)));
+}
+
+/* Copy a 1-D array column of n elements (no NULLs) into dst */
+static void
+get_array(Reader *r, HeapTuple tup, TupleDesc td, int col, const char *name, int n, size_t elsize, void *dst)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, td, col, &isnull);
+	ArrayType  *a;
+	int			len;
+
+	if (isnull)
+	{
+		if (n == 0)
+			return;
+		row_error(r, "%s is NULL", name);
+	}
+	a = DatumGetArrayTypeP(d);
+	len = ARR_NDIM(a) == 0 ? 0 : ARR_NDIM(a) == 1 ? ARR_DIMS(a)[0] : -1;
+	if (len != n)
+	{
+		if (len < 0)
+			row_error(r, "%s must be a 1-D array", name);
+		row_error(r, "%s has %d elements, the model needs %d", name, len, n);
+	}
+	if (array_contains_nulls(a))
+		row_error(r, "%s contains NULL elements", name);
+	if (n)
+		memcpy(dst, ARR_DATA_PTR(a), elsize * n);
+	if ((Pointer) a != DatumGetPointer(d))
+		pfree(a);
+}
+
+/* Decode one tuple into row i of dst */
+static void
+decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
+{
+	const PnConfig *c = r->cfg;
+	bool		isnull;
+	Datum		d;
+	int			t;
+	float	   *lab = dst->labels + (size_t) i * c->ntasks;
+
+	r->rowno++;
+	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
+	if (isnull)
+		row_error(r, "domain is NULL");
+	{
+		Oid			dt = r->domain_type;
+		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
+
+		if (v < 0 || v >= c->domains)
+			row_error(r, "domain %lld is out of range: the model has %d domains", (long long) v, c->domains);
+		dst->domain[i] = (int32) v;
+	}
+	get_array(r, tup, td, r->c_persona, "persona", c->npers, sizeof(int64), dst->persona + (size_t) i * c->npers);
+	get_array(r, tup, td, r->c_features, "features", c->nfeat, sizeof(int64), dst->features + (size_t) i * c->nfeat);
+	if (c->dense)
+	{
+		float	   *dv = dst->dense + (size_t) i * c->dense;
+
+		get_array(r, tup, td, r->c_dense, "dense", c->dense, sizeof(float), dv);
+		for (t = 0; t < c->dense; t++)
+			if (!isfinite(dv[t]))
+				row_error(r, "dense value %d is NaN or infinite", t + 1);
+	}
+	for (t = 0; t < c->ntasks; t++)
+		lab[t] = NAN;
+	if (r->c_label)
+	{
+		d = SPI_getbinval(tup, td, r->c_label, &isnull);
+		if (!isnull)
+		{
+			double		y;
+
+			switch (r->label_type)
+			{
+				case FLOAT4OID:
+					y = DatumGetFloat4(d);
+					break;
+				case FLOAT8OID:
+					y = DatumGetFloat8(d);
+					break;
+				case INT2OID:
+					y = DatumGetInt16(d);
+					break;
+				case INT4OID:
+					y = DatumGetInt32(d);
+					break;
+				case INT8OID:
+					y = (double) DatumGetInt64(d);
+					break;
+				case BOOLOID:
+					y = DatumGetBool(d) ? 1.0 : 0.0;
+					break;
+				default:
+					y = DatumGetFloat8(DirectFunctionCall1(numeric_float8, d));
+					break;
+			}
+			if (!(y >= 0.0 && y <= 1.0))
+				row_error(r, "label %g is outside [0, 1]", y);
+			lab[0] = (float) y;
+		}
+	}
+	else if (r->c_labels)
+	{
+		d = SPI_getbinval(tup, td, r->c_labels, &isnull);
+		if (!isnull)
+		{
+			ArrayType  *a = DatumGetArrayTypeP(d);
+			Datum	   *el;
+			bool	   *nulls;
+			int			n;
+
+			if (ARR_NDIM(a) > 1)
+				row_error(r, "labels must be a 1-D array");
+			deconstruct_array(a, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT, &el, &nulls, &n);
+			if (n != c->ntasks)
+				row_error(r, "labels has %d elements, the model has %d tasks", n, c->ntasks);
+			for (t = 0; t < n; t++)
+				if (!nulls[t])
+				{
+					float		y = DatumGetFloat4(el[t]);
+
+					if (!(y >= 0.0f && y <= 1.0f))
+						row_error(r, "labels[%d] = %g is outside [0, 1]", t + 1, y);
+					lab[t] = y;
+				}
+			pfree(el);
+			pfree(nulls);
+		}
+	}
+}
+
+/* Fetch up to FETCH_ROWS tuples into dst (appending); returns rows fetched */
+static int
+reader_fetch(Reader *r, Rows *dst, int max)
+{
+	int			i,
+				got;
+
+	SPI_cursor_fetch(r->portal, true, Min(FETCH_ROWS, max));
+	got = (int) SPI_processed;
+	for (i = 0; i < got; i++)
+		decode(r, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, dst, dst->n + i);
+	dst->n += got;
+	SPI_freetuptable(SPI_tuptable);
+	return got;
+}
+
+/* Raise a core error */
+static void
+core_error(PnError *err)
+{
+	pepnet_report(err, ERRCODE_DATA_CORRUPTED);
+}
+
+/* Free the backend's trainer */
+static void
+train_free(void)
+{
+	if (train)
+	{
+		MemoryContextDelete(train->cxt);
+		train = NULL;
+	}
+}
+
+/* The trainer, or an error when none is active */
+static TrainState *
+train_get(void)
+{
+	if (train == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no training in progress in this session"),
+				 errhint("Use CALL pepnet_train(...).")));
+	return train;
+}
+
+/*
+ * pepnet._train_begin(name, config, seed, lr, batch_size): a model with
+ * fresh weights from config, or (config NULL) the deployed / latest /
+ * given version of name to continue from.
+ */
+Datum
+pepnet_train_begin(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int32		seed = PG_GETARG_INT32(2);
+	double		lr = PG_GETARG_FLOAT8(3);
+	int32		bs = PG_GETARG_INT32(4);
+	MemoryContext cxt,
+				old;
+	TrainState *st;
+	PnError		err = {0};
+	char	   *at;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model name must not be NULL")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	train_free();
+	cxt = AllocSetContextCreate(TopMemoryContext, "pepnet trainer", ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	st = palloc0(sizeof(TrainState));
+	st->cxt = cxt;
+	st->batch_size = bs;
+	PG_TRY();
+	{
+		if (!PG_ARGISNULL(1))
+		{
+			Jsonb	   *jb = PG_GETARG_JSONB_P(1);
+			char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+			PnConfig	cfg;
+
+			pepnet_check_name(name);
+			if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
+				pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
+			if (pn_model_new(&cfg, &st->model, &err) != PN_OK)
+				core_error(&err);
+			pn_config_free(&cfg);
+			pn_model_init(st->model, (uint64) (int64) seed);
+			strlcpy(st->name, name, NAMEDATALEN);
+		}
+		else
+		{
+			PepnetRef	ref;
+			char		lname[NAMEDATALEN];
+			int32		v;
+
+			pepnet_resolve(name, &ref);
+			st->model = pepnet_load_model(ref.id, lname, &v);
+			strlcpy(st->name, ref.name, NAMEDATALEN);
+			st->parent = ref.version;
+		}
+		at = strchr(st->name, '@');
+		if (at)
+			*at = '\0';
+		if (pn_trainer_new(st->model, bs, (float) lr, &st->trainer, &err) != PN_OK)
+			core_error(&err);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	train = st;
+	PG_RETURN_INT32(st->parent);
+}
+
+/* what one epoch carries from batch to batch */
+typedef struct Epoch
+{
+	TrainState *st;
+	Rows		batch;
+	int32		epoch;
+	double		t0,
+				last,
+				progress,
+				loss_sum,
+				run_loss;
+	int64		rows,
+				steps,
+				run_rows;
+} Epoch;
+
+/* Train on the rows collected in the batch, with a progress NOTICE now and then */
+static void
+epoch_step(Epoch *ep)
+{
+	const PnConfig *c = &ep->st->model->cfg;
+	PnBatch		b;
+	PnError		err = {0};
+	double		loss;
+
+	if (ep->batch.n == 0)
+		return;
+	b.n = ep->batch.n;
+	b.domain = ep->batch.domain;
+	b.persona = ep->batch.persona;
+	b.features = ep->batch.features;
+	b.dense = c->dense ? ep->batch.dense : NULL;
+	b.labels = ep->batch.labels;
+	CHECK_FOR_INTERRUPTS();
+	if (pn_train_step(ep->st->trainer, &b, &loss, &err) != PN_OK)
+		core_error(&err);
+	ep->loss_sum += loss * b.n;
+	ep->run_loss += loss * b.n;
+	ep->run_rows += b.n;
+	ep->rows += b.n;
+	ep->steps++;
+	ep->batch.n = 0;
+	if (ep->progress > 0 && now_seconds() - ep->last >= ep->progress)
+	{
+		double		t = now_seconds();
+
+		ereport(NOTICE,
+				(errmsg("pepnet_train \"%s\" epoch %d: %lld rows, %.0f rows/s, loss %.5f",
+						ep->st->name, ep->epoch, (long long) ep->rows, ep->rows / (t - ep->t0),
+						ep->run_loss / ep->run_rows)));
+		ep->last = t;
+		ep->run_loss = 0;
+		ep->run_rows = 0;
+	}
+}
+
+/* Append row i of src to the batch, training when it is full */
+static void
+epoch_emit(Epoch *ep, const Rows *src, int i)
+{
+	rows_copy(&ep->batch, ep->batch.n++, src, i, &ep->st->model->cfg);
+	if (ep->batch.n == ep->st->batch_size)
+		epoch_step(ep);
+}
+
+/*
+ * pepnet._train_epoch(data, epoch, shuffle_buffer, seed, progress_seconds):
+ * one pass over the data query through a seeded shuffle buffer (rows leave
+ * it in random order; 1 keeps the query's order); returns jsonb {epoch,
+ * rows, steps, seconds, rows_per_s, train_loss}.
+ */
+Datum
+pepnet_train_epoch(PG_FUNCTION_ARGS)
+{
+	TrainState *st = train_get();
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int32		sbuf = Max(PG_GETARG_INT32(2), 1);
+	int32		seed = PG_GETARG_INT32(3);
+	const PnConfig *c = &st->model->cfg;
+	Reader		r;
+	Rows		in,
+				buf;
+	Epoch		ep;
+	uint64		rng;
+	StringInfoData out;
+	MemoryContext tmp = AllocSetContextCreate(CurrentMemoryContext, "pepnet epoch", ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old;
+	double		secs;
+
+	memset(&ep, 0, sizeof(ep));
+	ep.st = st;
+	ep.epoch = PG_GETARG_INT32(1);
+	ep.progress = PG_GETARG_FLOAT8(4);
+	ep.t0 = ep.last = now_seconds();
+	rng = (uint64) (int64) seed * UINT64CONST(0xD1B54A32D192ED03) + (uint64) ep.epoch;
+
+	SPI_connect();
+	old = MemoryContextSwitchTo(tmp);
+	rows_init(&in, c, FETCH_ROWS);
+	rows_init(&buf, c, sbuf);
+	rows_init(&ep.batch, c, st->batch_size);
+	reader_open(&r, query, c, "data", true);
+	for (;;)
+	{
+		int			i;
+
+		CHECK_FOR_INTERRUPTS();
+		in.n = 0;
+		if (reader_fetch(&r, &in, FETCH_ROWS) == 0)
+			break;
+		for (i = 0; i < in.n; i++)
+		{
+			int			j;
+
+			if (buf.n < sbuf)
+			{
+				rows_copy(&buf, buf.n++, &in, i, c);
+				continue;
+			}
+			/* a random row leaves the buffer; the incoming row takes its place */
+			rng += UINT64CONST(0x9E3779B97F4A7C15);
+			j = (int) (pn_splitmix64(rng) % (uint64) buf.n);
+			epoch_emit(&ep, &buf, j);
+			rows_copy(&buf, j, &in, i, c);
+		}
+	}
+	/* drain the buffer in random order */
+	while (buf.n > 0)
+	{
+		int			j;
+
+		rng += UINT64CONST(0x9E3779B97F4A7C15);
+		j = sbuf == 1 ? 0 : (int) (pn_splitmix64(rng) % (uint64) buf.n);
+		epoch_emit(&ep, &buf, j);
+		rows_copy(&buf, j, &buf, buf.n - 1, c);
+		buf.n--;
+	}
+	epoch_step(&ep);
+	SPI_cursor_close(r.portal);
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	MemoryContextDelete(tmp);
+	if (ep.rows == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("data query returned no rows")));
+	st->epochs_done = ep.epoch;
+	secs = now_seconds() - ep.t0;
+	initStringInfo(&out);
+	appendStringInfo(&out, "{\"epoch\": %d, \"rows\": %lld, \"steps\": %lld, \"seconds\": %.3f, "
+					 "\"rows_per_s\": %.1f, \"train_loss\": %.6f}",
+					 ep.epoch, (long long) ep.rows, (long long) ep.steps, secs, ep.rows / Max(secs, 1e-9),
+					 ep.loss_sum / ep.rows);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
+}
+
+/* one labeled prediction */
+typedef struct Pred
+{
+	int32		domain;
+	int32		task;
+	float		logit;
+	float		label;
+} Pred;
+
+/* order by task, domain, logit */
+static int
+pred_cmp_domain(const void *a, const void *b)
+{
+	const Pred *x = a,
+			   *y = b;
+
+	if (x->task != y->task)
+		return x->task < y->task ? -1 : 1;
+	if (x->domain != y->domain)
+		return x->domain < y->domain ? -1 : 1;
+	return x->logit < y->logit ? -1 : x->logit > y->logit;
+}
+
+/* order by task, logit */
+static int
+pred_cmp_task(const void *a, const void *b)
+{
+	const Pred *x = a,
+			   *y = b;
+
+	if (x->task != y->task)
+		return x->task < y->task ? -1 : 1;
+	return x->logit < y->logit ? -1 : x->logit > y->logit;
+}
+
+/* Exact AUC (ties count half) and logloss of p[0..n) sorted by logit; auc NaN if one class */
+static void
+group_metrics(const Pred *p, int64 n, double *auc, double *logloss)
+{
+	int64		i = 0,
+				npos = 0;
+	double		rank_pos = 0,
+				ll = 0,
+				pos_w = 0;
+
+	while (i < n)
+	{
+		int64		j = i;
+		int64		pos_here = 0;
+
+		while (j < n && p[j].logit == p[i].logit)
+		{
+			if (p[j].label >= 0.5f)
+				pos_here++;
+			j++;
+		}
+		/* ranks i+1 .. j share the average (i + 1 + j) / 2 */
+		rank_pos += pos_here * (i + 1 + j) / 2.0;
+		npos += pos_here;
+		i = j;
+	}
+	for (i = 0; i < n; i++)
+	{
+		double		z = p[i].logit,
+					y = p[i].label;
+
+		ll += (z > 0 ? z + log1p(exp(-z)) : log1p(exp(z))) - y * z;
+		pos_w += y;
+	}
+	*logloss = n ? ll / n : NAN;
+	if (npos == 0 || npos == n)
+		*auc = NAN;
+	else
+		*auc = (rank_pos - npos * (npos + 1) / 2.0) / ((double) npos * (n - npos));
+}
+
+/* one (domain, task) result; domain -1 = all domains */
+typedef struct Metric
+{
+	int32		domain;
+	int32		task;
+	int64		rows;
+	double		auc;
+	double		logloss;
+} Metric;
+
+/*
+ * Score every row of a query with the model in batches (inference mode)
+ * and compute the metrics per domain and task, and per task overall.
+ */
+static Metric *
+evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
+{
+	const PnConfig *c = &m->cfg;
+	PnTrainer  *ev;
+	PnError		err = {0};
+	Reader		r;
+	Rows		rows;
+	Pred	   *preds;
+	int64		npred = 0,
+				cap = 1 << 16,
+				i;
+	float	   *logits;
+	Metric	   *ms;
+	int			nm = 0,
+				mcap = 64;
+	bool		more = true;
+
+	if (pn_trainer_new(m, EVAL_BATCH, 0.0f, &ev, &err) != PN_OK)
+		core_error(&err);
+	rows_init(&rows, c, EVAL_BATCH);
+	logits = palloc(sizeof(float) * EVAL_BATCH * c->ntasks);
+	preds = palloc_extended(sizeof(Pred) * cap, MCXT_ALLOC_HUGE);
+	reader_open(&r, query, c, what, true);
+	while (more)
+	{
+		PnBatch		b;
+
+		CHECK_FOR_INTERRUPTS();
+		rows.n = 0;
+		while (rows.n < EVAL_BATCH)
+			if (reader_fetch(&r, &rows, EVAL_BATCH - rows.n) == 0)
+			{
+				more = false;
+				break;
+			}
+		if (rows.n == 0)
+			break;
+		b.n = rows.n;
+		b.domain = rows.domain;
+		b.persona = rows.persona;
+		b.features = rows.features;
+		b.dense = c->dense ? rows.dense : NULL;
+		b.labels = NULL;
+		if (pn_train_predict(ev, &b, logits, &err) != PN_OK)
+			core_error(&err);
+		for (i = 0; i < (int64) rows.n * c->ntasks; i++)
+		{
+			float		y = rows.labels[i];
+
+			if (isnan(y))
+				continue;
+			if (npred == cap)
+			{
+				cap *= 2;
+				preds = repalloc_huge(preds, sizeof(Pred) * cap);
+			}
+			preds[npred].domain = rows.domain[i / c->ntasks];
+			preds[npred].task = (int32) (i % c->ntasks);
+			preds[npred].logit = logits[i];
+			preds[npred].label = y;
+			npred++;
+		}
+	}
+	SPI_cursor_close(r.portal);
+	pn_trainer_free(ev);
+
+	ms = palloc(sizeof(Metric) * mcap);
+	qsort(preds, npred, sizeof(Pred), pred_cmp_domain);
+	for (i = 0; i < npred;)
+	{
+		int64		j = i;
+
+		while (j < npred && preds[j].task == preds[i].task && preds[j].domain == preds[i].domain)
+			j++;
+		if (nm == mcap)
+		{
+			mcap *= 2;
+			ms = repalloc(ms, sizeof(Metric) * mcap);
+		}
+		ms[nm].domain = preds[i].domain;
+		ms[nm].task = preds[i].task;
+		ms[nm].rows = j - i;
+		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss);
+		nm++;
+		i = j;
+	}
+	qsort(preds, npred, sizeof(Pred), pred_cmp_task);
+	for (i = 0; i < npred;)
+	{
+		int64		j = i;
+
+		while (j < npred && preds[j].task == preds[i].task)
+			j++;
+		if (nm == mcap)
+		{
+			mcap *= 2;
+			ms = repalloc(ms, sizeof(Metric) * mcap);
+		}
+		ms[nm].domain = -1;
+		ms[nm].task = preds[i].task;
+		ms[nm].rows = j - i;
+		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss);
+		nm++;
+		i = j;
+	}
+	pfree(preds);
+	*nmetrics = nm;
+	return ms;
+}
+
+/* Append a double as JSON (null for NaN) */
+static void
+json_num(StringInfo s, double v)
+{
+	if (isnan(v) || isinf(v))
+		appendStringInfoString(s, "null");
+	else
+		appendStringInfo(s, "%.6f", v);
+}
+
+/* Append a JSON string literal */
+static void
+json_str(StringInfo s, const char *v)
+{
+	escape_json(s, v);
+}
+
+/*
+ * pepnet._train_eval(query): validation metrics of the trainer's model as
+ * jsonb {rows, logloss, auc (first task), tasks: {name: {rows, logloss,
+ * auc, domains: {d: {rows, logloss, auc}}}}}.
+ */
+Datum
+pepnet_train_eval(PG_FUNCTION_ARGS)
+{
+	TrainState *st = train_get();
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const PnConfig *c = &st->model->cfg;
+	Metric	   *ms;
+	int			nm,
+				t,
+				i;
+	StringInfoData s;
+	MemoryContext caller = CurrentMemoryContext;
+	char	   *json;
+
+	SPI_connect();
+	ms = evaluate(st->model, query, "validation", &nm);
+	initStringInfo(&s);
+	appendStringInfoChar(&s, '{');
+	for (i = 0; i < nm; i++)
+		if (ms[i].domain < 0 && ms[i].task == 0)
+		{
+			appendStringInfo(&s, "\"rows\": %lld, \"logloss\": ", (long long) ms[i].rows);
+			json_num(&s, ms[i].logloss);
+			appendStringInfoString(&s, ", \"auc\": ");
+			json_num(&s, ms[i].auc);
+			appendStringInfoString(&s, ", ");
+		}
+	appendStringInfoString(&s, "\"tasks\": {");
+	for (t = 0; t < c->ntasks; t++)
+	{
+		bool		first = true;
+
+		appendStringInfoString(&s, t ? ", " : "");
+		json_str(&s, c->tasks[t]);
+		appendStringInfoString(&s, ": {");
+		for (i = 0; i < nm; i++)
+			if (ms[i].domain < 0 && ms[i].task == t)
+			{
+				appendStringInfo(&s, "\"rows\": %lld, \"logloss\": ", (long long) ms[i].rows);
+				json_num(&s, ms[i].logloss);
+				appendStringInfoString(&s, ", \"auc\": ");
+				json_num(&s, ms[i].auc);
+				appendStringInfoString(&s, ", ");
+			}
+		appendStringInfoString(&s, "\"domains\": {");
+		for (i = 0; i < nm; i++)
+			if (ms[i].domain >= 0 && ms[i].task == t)
+			{
+				appendStringInfo(&s, "%s\"%d\": {\"rows\": %lld, \"logloss\": ", first ? "" : ", ",
+								 ms[i].domain, (long long) ms[i].rows);
+				json_num(&s, ms[i].logloss);
+				appendStringInfoString(&s, ", \"auc\": ");
+				json_num(&s, ms[i].auc);
+				appendStringInfoChar(&s, '}');
+				first = false;
+			}
+		appendStringInfoString(&s, "}}");
+	}
+	appendStringInfoString(&s, "}}");
+	json = MemoryContextStrdup(caller, s.data);
+	SPI_finish();
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+/* pepnet._train_save(metrics): store the trainer's weights as a new version */
+Datum
+pepnet_train_save(PG_FUNCTION_ARGS)
+{
+	TrainState *st = train_get();
+	Jsonb	   *metrics = PG_GETARG_JSONB_P(0);
+	char	   *mj = JsonbToCString(NULL, &metrics->root, VARSIZE(metrics));
+	char	   *cj;
+	size_t		n = pn_safetensors_size(st->model);
+	bytea	   *blob;
+	int32		version;
+
+	if (n > MaxAllocSize - VARHDRSZ)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("model weights of %zu bytes exceed the 1 GB limit of a bytea value", n)));
+	blob = (bytea *) palloc(n + VARHDRSZ);
+	SET_VARSIZE(blob, n + VARHDRSZ);
+	pn_safetensors_write(st->model, (uint8_t *) VARDATA(blob));
+	cj = pn_config_to_json(&st->model->cfg);
+	if (cj == NULL)
+		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	version = pepnet_insert_version(st->name, cj, blob, mj, st->parent);
+	st->parent = version;
+	PG_RETURN_INT32(version);
+}
+
+/* pepnet._train_end(): release the trainer */
+Datum
+pepnet_train_end(PG_FUNCTION_ARGS)
+{
+	train_free();
+	PG_RETURN_VOID();
+}
+
+/* pepnet_evaluate(model, data): AUC and logloss per domain and task, and overall */
+Datum
+pepnet_evaluate(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PepnetRef	ref;
+	PnModel    *model;
+	char		name[NAMEDATALEN];
+	int32		version;
+	char	   *query;
+	Metric	   *ms;
+	int			nm,
+				i;
+	MemoryContext caller;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model reference must not be NULL")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("data query must not be NULL")));
+	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
+	/* a private copy: the data query may itself use the backend cache */
+	model = pepnet_load_model(ref.id, name, &version);
+	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	InitMaterializedSRF(fcinfo, 0);
+	caller = CurrentMemoryContext;
+	SPI_connect();
+	ms = evaluate(model, query, "data", &nm);
+	MemoryContextSwitchTo(caller);
+	for (i = 0; i < nm; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+
+		values[0] = Int32GetDatum(ms[i].domain);
+		nulls[0] = ms[i].domain < 0;
+		values[1] = CStringGetTextDatum(model->cfg.tasks[ms[i].task]);
+		values[2] = Int64GetDatum(ms[i].rows);
+		values[3] = Float8GetDatum(ms[i].auc);
+		nulls[3] = isnan(ms[i].auc);
+		values[4] = Float8GetDatum(ms[i].logloss);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
