@@ -159,6 +159,7 @@ DECLARE
 	best_loss float8;
 	since_best int := 0;
 	vloss float8;
+	base text := pg_catalog.split_part(name, '@', 1);
 BEGIN
 	IF name IS NULL OR data IS NULL THEN
 		RAISE EXCEPTION 'pepnet_train needs a model name and a data query, not NULL'
@@ -196,7 +197,7 @@ BEGIN
 		END IF;
 		v := pepnet._train_save(stats);
 		RAISE NOTICE 'pepnet_train "%" epoch %: version %, % rows, train loss %, validation logloss %, auc %',
-			name, ep, v, stats OPERATOR(pg_catalog.->>) 'rows',
+			base, ep, v, stats OPERATOR(pg_catalog.->>) 'rows',
 			pg_catalog.round((stats OPERATOR(pg_catalog.->>) 'train_loss')::numeric, 5),
 			COALESCE(pg_catalog.round(vloss::numeric, 5)::text, '-'),
 			COALESCE(pg_catalog.round((val OPERATOR(pg_catalog.->>) 'auc')::numeric, 5)::text, '-');
@@ -208,15 +209,15 @@ BEGIN
 		ELSE
 			since_best := since_best OPERATOR(pg_catalog.+) 1;
 			IF patience IS NOT NULL AND since_best OPERATOR(pg_catalog.>=) patience THEN
-				RAISE NOTICE 'pepnet_train "%": validation logloss has not improved for % epochs, stopping', name, patience;
+				RAISE NOTICE 'pepnet_train "%": validation logloss has not improved for % epochs, stopping', base, patience;
 				EXIT;
 			END IF;
 		END IF;
 	END LOOP;
 	PERFORM pepnet._train_end();
 	IF deploy THEN
-		PERFORM @extschema@.pepnet_deploy(pepnet_train.name, best_v);
-		RAISE NOTICE 'pepnet_train "%": deployed version %', name, best_v;
+		PERFORM @extschema@.pepnet_deploy(base, best_v);
+		RAISE NOTICE 'pepnet_train "%": deployed version %', base, best_v;
 		COMMIT;
 	END IF;
 END $$;

@@ -28,6 +28,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
 
 PG_FUNCTION_INFO_V1(pepnet_train_begin);
 PG_FUNCTION_INFO_V1(pepnet_train_epoch);
@@ -165,10 +166,21 @@ reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what,
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
 				 errmsg("%s query could not be prepared: %s", what, SPI_result_code_string(SPI_result))));
-	if (!SPI_is_cursor_plan(plan))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s query must be a single SELECT that returns rows", what)));
+	{
+		List	   *srcs = SPI_plan_get_plan_sources(plan);
+		CachedPlanSource *src = list_length(srcs) == 1 ? (CachedPlanSource *) linitial(srcs) : NULL;
+		bool		readonly = src != NULL && src->commandTag == CMDTAG_SELECT;
+		ListCell   *lc;
+
+		if (src)
+			foreach(lc, src->query_list)
+				readonly &= !((Query *) lfirst(lc))->hasModifyingCTE;
+		if (!readonly || !SPI_is_cursor_plan(plan))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s query must be a single read-only SELECT", what),
+					 errhint("pepnet reads training and evaluation data; it never runs statements that write.")));
+	}
 	r->portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	td = r->portal->tupDesc;
 	r->c_domain = column(td, "domain");
@@ -295,6 +307,22 @@ decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 	}
 	get_array(r, tup, td, r->c_persona, "persona", c->npers, sizeof(int64), dst->persona + (size_t) i * c->npers);
 	get_array(r, tup, td, r->c_features, "features", c->nfeat, sizeof(int64), dst->features + (size_t) i * c->nfeat);
+	for (t = 0; t < c->nfeat; t++)
+	{
+		int64		id = dst->features[(size_t) i * c->nfeat + t];
+
+		if (pn_slot(&c->feat[t], t, id) < 0)
+			row_error(r, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+					  id, c->feat[t].name, (int64) c->feat[t].buckets);
+	}
+	for (t = 0; t < c->npers; t++)
+	{
+		int64		id = dst->persona[(size_t) i * c->npers + t];
+
+		if (pn_slot(&c->pers[t], t, id) < 0)
+			row_error(r, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+					  id, c->pers[t].name, (int64) c->pers[t].buckets);
+	}
 	if (c->dense)
 	{
 		float	   *dv = dst->dense + (size_t) i * c->dense;
