@@ -14,6 +14,7 @@
 #include "pepnet.h"
 
 #include "catalog/namespace.h"
+#include "utils/acl.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -138,6 +139,29 @@ ensure_tables(void)
 }
 
 /*
+ * The current role must be able to read the models (and, for a bare name,
+ * the deployments) even when this backend serves them from its cache.
+ */
+static void
+check_read_access(bool deployments)
+{
+	Oid			user = GetUserId();
+	Oid			nsp = get_rel_namespace(models_relid);
+
+	if (pg_namespace_aclcheck(nsp, user, ACL_USAGE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for schema pepnet"),
+				 errhint("GRANT USAGE ON SCHEMA pepnet and SELECT ON pepnet.models, pepnet.deployments to roles that score.")));
+	if (pg_class_aclcheck(models_relid, user, ACL_SELECT) != ACLCHECK_OK ||
+		(deployments && OidIsValid(deploy_relid) && pg_class_aclcheck(deploy_relid, user, ACL_SELECT) != ACLCHECK_OK))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", deployments ? "pepnet.models or pepnet.deployments" : "pepnet.models"),
+				 errhint("GRANT SELECT ON pepnet.models, pepnet.deployments to roles that score.")));
+}
+
+/*
  * Resolve a model reference, 'name' (deployed, else latest version) or
  * 'name@N', to a version.  Invalidations from other sessions are taken in
  * first, so a deployment committed before this statement is seen.
@@ -186,6 +210,7 @@ pepnet_resolve(const char *ref, PepnetRef *out)
 
 	AcceptInvalidationMessages();
 	ensure_tables();
+	check_read_access(version == 0);
 	snprintf(key, sizeof(key), "%s@%d", name, version);
 	re = hash_search(refs, key, HASH_FIND, NULL);
 	if (re)
