@@ -32,6 +32,31 @@ SELECT * FROM pepnet_evaluate('sec', 'SELECT * FROM private_events');
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
+-- the documented grants for roles that train and that deploy
+DROP ROLE IF EXISTS regress_pepnet_trainer;
+DROP ROLE IF EXISTS regress_pepnet_deployer;
+CREATE ROLE regress_pepnet_trainer;
+CREATE ROLE regress_pepnet_deployer;
+GRANT USAGE ON SCHEMA pepnet TO regress_pepnet_trainer, regress_pepnet_deployer;
+GRANT SELECT, INSERT ON pepnet.models TO regress_pepnet_trainer;
+GRANT SELECT ON pepnet.deployments TO regress_pepnet_trainer;
+GRANT SELECT ON pepnet.models TO regress_pepnet_deployer;
+GRANT SELECT, INSERT, UPDATE ON pepnet.deployments TO regress_pepnet_deployer;
+SET ROLE regress_pepnet_trainer;
+SELECT pepnet_create('sec', '{"domains": 2, "features": [{"name": "item", "buckets": 100}], "persona": [{"name": "u", "buckets": 10}], "emb_dim": 4, "hidden": [8]}', 4) AS trainer_created;
+CALL pepnet_train('sec', 'SELECT 0 AS domain, ARRAY[1]::bigint[] AS persona, ARRAY[i]::bigint[] AS features, (i % 2) AS label FROM generate_series(1, 50) i', progress_interval => 0);
+SELECT max(version) AS trained FROM pepnet.models WHERE name = 'sec';
+SELECT pepnet_deploy('sec', 2);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SET ROLE regress_pepnet_deployer;
+SELECT pepnet_deploy('sec', 2);
+SELECT pepnet_deploy('sec', 1);
+SELECT version AS deployed FROM pepnet.deployments WHERE name = 'sec';
+SELECT pepnet_create('sec', '{"domains": 1, "features": [{"name": "a", "buckets": 2}]}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
 -- a role without the grants cannot score, even when this backend has the model cached
 DROP ROLE IF EXISTS regress_pepnet_nobody;
 CREATE ROLE regress_pepnet_nobody;
@@ -67,3 +92,7 @@ DROP TABLE private_events;
 DROP OWNED BY regress_pepnet_scorer;
 DROP ROLE regress_pepnet_scorer;
 DROP ROLE regress_pepnet_nobody;
+DROP OWNED BY regress_pepnet_trainer;
+DROP OWNED BY regress_pepnet_deployer;
+DROP ROLE regress_pepnet_trainer;
+DROP ROLE regress_pepnet_deployer;
