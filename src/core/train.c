@@ -74,6 +74,14 @@ struct PnTrainer
 	float	   *ah;				/* [n, ha] aux hidden */
 	float	   *logit;			/* [n, T] */
 	float	   *fw;				/* fused weights of one (task, layer, domain) */
+	double	   *pn_a,
+			   *pn_b,
+			   *pn_c,
+			   *pn_d;			/* [n0] PN scratch */
+	float	   *pn_mu,
+			   *pn_is,
+			   *pn_g,
+			   *pn_bt;			/* [n0] PN scratch */
 	/* gradient checks: stop-gradient inputs held at the values of one forward */
 	bool		sg_frozen;
 	float	   *sg_in_e;		/* [n, k+n0]: EPNet gate input, x0 part frozen */
@@ -230,6 +238,14 @@ pn_trainer_free(PnTrainer *tr)
 	pn_free(tr->logit);
 	pn_free(tr->fw);
 	pn_free(tr->fb);
+	pn_free(tr->pn_a);
+	pn_free(tr->pn_b);
+	pn_free(tr->pn_c);
+	pn_free(tr->pn_d);
+	pn_free(tr->pn_mu);
+	pn_free(tr->pn_is);
+	pn_free(tr->pn_g);
+	pn_free(tr->pn_bt);
 	pn_free(tr->sg_in_e);
 	pn_free(tr->sg_x);
 	pn_free(tr->dlogit);
@@ -348,6 +364,16 @@ pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err)
 	tr->logit = fa(n * T, &ok);
 	tr->fw = fa((size_t) hmax * (n0 > hmax ? n0 : hmax), &ok);
 	tr->fb = fa(hmax, &ok);
+	tr->pn_a = pn_alloc(sizeof(double) * n0);
+	tr->pn_b = pn_alloc(sizeof(double) * n0);
+	tr->pn_c = pn_alloc(sizeof(double) * n0);
+	tr->pn_d = pn_alloc(sizeof(double) * n0);
+	if (!tr->pn_a || !tr->pn_b || !tr->pn_c || !tr->pn_d)
+		ok = false;
+	tr->pn_mu = fa(n0, &ok);
+	tr->pn_is = fa(n0, &ok);
+	tr->pn_g = fa(n0, &ok);
+	tr->pn_bt = fa(n0, &ok);
 	tr->dlogit = fa(n * T, &ok);
 	tr->da = fa(n * hmax, &ok);
 	tr->dz = fa(n * hmax, &ok);
@@ -612,63 +638,89 @@ forward(PnTrainer *tr, bool train, bool update_stats)
 		for (i = 0; i < n; i++)
 			memcpy(tr->x + (size_t) i * n0, tr->in_e + (size_t) i * ke + k, sizeof(float) * n0);
 
-	/* Partitioned Normalization, per domain segment */
+	/* Partitioned Normalization, per domain segment (row-major passes) */
 	if (c->pn)
 	{
 		const float *gs = PN_T(m, m->t_pn_gamma),
 				   *bs = PN_T(m, m->t_pn_beta);
+		double	   *sum = tr->pn_a,
+				   *sq = tr->pn_b;
+		float	   *mu = tr->pn_mu,
+				   *is = tr->pn_is,
+				   *G = tr->pn_g,
+				   *B = tr->pn_bt;
 
 		for (s = 0; s < tr->nseg; s++)
 		{
 			Seg		   *sg = &tr->segs[s];
-			int			d = sg->domain;
+			int			d = sg->domain,
+						end = sg->start + sg->count;
 			float	   *rm = PN_T(m, m->t_pn_rmean) + (size_t) d * n0;
 			float	   *rv = PN_T(m, m->t_pn_rvar) + (size_t) d * n0;
 			const float *gd = PN_T(m, m->t_pn_dgamma) + (size_t) d * n0;
 			const float *bd = PN_T(m, m->t_pn_dbeta) + (size_t) d * n0;
 
 			sg->batch_stats = train && sg->count >= 2;
+			if (sg->batch_stats)
+			{
+				memset(sum, 0, sizeof(double) * n0);
+				memset(sq, 0, sizeof(double) * n0);
+				for (i = sg->start; i < end; i++)
+				{
+					const float *xr = tr->x + (size_t) i * n0;
+
+					for (j = 0; j < n0; j++)
+						sum[j] += xr[j];
+				}
+				for (j = 0; j < n0; j++)
+					sum[j] /= sg->count;
+				for (i = sg->start; i < end; i++)
+				{
+					const float *xr = tr->x + (size_t) i * n0;
+
+					for (j = 0; j < n0; j++)
+					{
+						double		dd = xr[j] - sum[j];
+
+						sq[j] += dd * dd;
+					}
+				}
+			}
 			for (j = 0; j < n0; j++)
 			{
-				double		mu,
-							var;
-				float		is,
-							G = gs[j] * gd[j],
-							B = bs[j] + bd[j];
+				double		var;
 
 				if (sg->batch_stats)
 				{
-					double		sum = 0,
-								sq = 0;
-
-					for (i = sg->start; i < sg->start + sg->count; i++)
-						sum += tr->x[(size_t) i * n0 + j];
-					mu = sum / sg->count;
-					for (i = sg->start; i < sg->start + sg->count; i++)
-					{
-						double		dd = tr->x[(size_t) i * n0 + j] - mu;
-
-						sq += dd * dd;
-					}
-					var = sq / sg->count;
+					var = sq[j] / sg->count;
+					mu[j] = (float) sum[j];
 					if (update_stats)
 					{
-						rm[j] = (1 - PN_MOMENTUM) * rm[j] + PN_MOMENTUM * (float) mu;
+						rm[j] = (1 - PN_MOMENTUM) * rm[j] + PN_MOMENTUM * (float) sum[j];
 						rv[j] = (1 - PN_MOMENTUM) * rv[j] + PN_MOMENTUM * (float) var;
 					}
 				}
 				else
 				{
-					mu = rm[j];
+					mu[j] = rm[j];
 					var = rv[j] > 0 ? rv[j] : 0;
 				}
-				is = (float) (1.0 / sqrt(var + PN_EPS));
-				for (i = sg->start; i < sg->start + sg->count; i++)
+				is[j] = (float) (1.0 / sqrt(var + PN_EPS));
+				G[j] = gs[j] * gd[j];
+				B[j] = bs[j] + bd[j];
+			}
+			for (i = sg->start; i < end; i++)
+			{
+				const float *xr = tr->x + (size_t) i * n0;
+				float	   *xh = tr->xhat + (size_t) i * n0,
+						   *xo = tr->xn + (size_t) i * n0,
+						   *ir = tr->istd + (size_t) i * n0;
+
+				for (j = 0; j < n0; j++)
 				{
-					q = (size_t) i * n0 + j;
-					tr->xhat[q] = (float) ((tr->x[q] - mu) * is);
-					tr->istd[q] = is;
-					tr->xn[q] = G * tr->xhat[q] + B;
+					xh[j] = (xr[j] - mu[j]) * is[j];
+					ir[j] = is[j];
+					xo[j] = G[j] * xh[j] + B[j];
 				}
 			}
 		}
@@ -1008,57 +1060,66 @@ backward(PnTrainer *tr)
 		}
 	}
 
-	/* PN backward: dxn -> dx, gamma/beta gradients */
+	/* PN backward: dxn -> dx, gamma/beta gradients (row-major passes) */
 	if (c->pn)
 	{
 		const float *gs = PN_T(m, m->t_pn_gamma);
 		float	   *ggs = G(tr, m->t_pn_gamma),
 				   *gbs = G(tr, m->t_pn_beta);
+		double	   *dG = tr->pn_a,
+				   *dB = tr->pn_b,
+				   *mdh = tr->pn_c,
+				   *mdhx = tr->pn_d;
+		float	   *Gm = tr->pn_g;
 
 		for (s = 0; s < tr->nseg; s++)
 		{
 			Seg		   *sg = &tr->segs[s];
-			int			d = sg->domain;
+			int			d = sg->domain,
+						end = sg->start + sg->count;
 			const float *gd = PN_T(m, m->t_pn_dgamma) + (size_t) d * n0;
 			float	   *ggd = G(tr, m->t_pn_dgamma) + (size_t) d * n0;
 			float	   *gbd = G(tr, m->t_pn_dbeta) + (size_t) d * n0;
 
 			for (j = 0; j < n0; j++)
 			{
-				double		dG = 0,
-							dB = 0,
-							mdh = 0,
-							mdhx = 0;
-				float		Gm = gs[j] * gd[j];
+				Gm[j] = gs[j] * gd[j];
+				dG[j] = dB[j] = mdh[j] = mdhx[j] = 0;
+			}
+			for (i = sg->start; i < end; i++)
+			{
+				const float *g = tr->dxn + (size_t) i * n0,
+						   *xh = tr->xhat + (size_t) i * n0;
 
-				for (i = sg->start; i < sg->start + sg->count; i++)
+				for (j = 0; j < n0; j++)
 				{
-					double		dh;
-
-					q = (size_t) i * n0 + j;
-					dh = (double) tr->dxn[q] * Gm;
-					dG += (double) tr->dxn[q] * tr->xhat[q];
-					dB += tr->dxn[q];
-					mdh += dh;
-					mdhx += dh * tr->xhat[q];
+					dG[j] += (double) g[j] * xh[j];
+					dB[j] += g[j];
 				}
-				ggs[j] += (float) (dG * gd[j]);
-				ggd[j] += (float) (dG * gs[j]);
-				gbs[j] += (float) dB;
-				gbd[j] += (float) dB;
-				mdh /= sg->count;
-				mdhx /= sg->count;
-				for (i = sg->start; i < sg->start + sg->count; i++)
-				{
-					double		dh;
+			}
+			for (j = 0; j < n0; j++)
+			{
+				ggs[j] += (float) (dG[j] * gd[j]);
+				ggd[j] += (float) (dG[j] * gs[j]);
+				gbs[j] += (float) dB[j];
+				gbd[j] += (float) dB[j];
+				/* with dh = dxn * G: mean(dh) = G mean(dxn), mean(dh xhat) = G mean(dxn xhat) */
+				mdh[j] = Gm[j] * dB[j] / sg->count;
+				mdhx[j] = Gm[j] * dG[j] / sg->count;
+			}
+			for (i = sg->start; i < end; i++)
+			{
+				const float *g = tr->dxn + (size_t) i * n0,
+						   *xh = tr->xhat + (size_t) i * n0,
+						   *ir = tr->istd + (size_t) i * n0;
+				float	   *dxr = tr->dx + (size_t) i * n0;
 
-					q = (size_t) i * n0 + j;
-					dh = (double) tr->dxn[q] * Gm;
-					if (sg->batch_stats)
-						tr->dx[q] = (float) (tr->istd[q] * (dh - mdh - tr->xhat[q] * mdhx));
-					else
-						tr->dx[q] = (float) (tr->istd[q] * dh);
-				}
+				if (sg->batch_stats)
+					for (j = 0; j < n0; j++)
+						dxr[j] = (float) (ir[j] * (g[j] * Gm[j] - mdh[j] - xh[j] * mdhx[j]));
+				else
+					for (j = 0; j < n0; j++)
+						dxr[j] = ir[j] * g[j] * Gm[j];
 			}
 		}
 	}
