@@ -86,6 +86,22 @@ SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"n
 SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1000000000, "features": [{"name": "a", "buckets": 2}]}')$$);
 SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2000000000}], "emb_dim": 1024}')$$);
 SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "hidden": [65536, 65536]}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [1, 2]}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": 5, "buckets": 2}]}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "persona": {}}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "tasks": [1]}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "hidden": "256"}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "hidden": [1, 2, 3, 4, 5, 6, 7, 8, 9]}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "dense": -1}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "emb_dim": 0}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1e100, "features": [{"name": "a", "buckets": 2}]}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 99999999999999999999}]}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "l2": -0.1}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "epnet_hidden": 0}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "aux_hidden": 100000}')$$);
+SELECT expect_error($$SELECT pepnet_create('c', ('{"domains": 1, "features": [{"name": "a", "buckets": 2}], "tasks": ["' || repeat('t', 80) || '"]}')::jsonb)$$);
+SELECT expect_error($$SELECT pepnet_create('c', (SELECT ('{"domains": 1, "features": [' || string_agg('{"name": "f' || i || '", "buckets": 2}', ',') || ']}')::jsonb FROM generate_series(1, 1025) i))$$);
+SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 2}]}', NULL)$$);
 SET pepnet.max_model_size = '1MB';
 SELECT expect_error($$SELECT pepnet_create('c', '{"domains": 1, "features": [{"name": "a", "buckets": 100000}]}')$$);
 RESET pepnet.max_model_size;
@@ -111,6 +127,19 @@ SELECT expect_error($$SELECT pepnet_import('w', (SELECT config FROM pepnet.model
                      overlay(pepnet_export('e') placing '\x0000c07f'::bytea from length(pepnet_export('e')) - 3))$$);
 SELECT count(*) AS nothing_imported FROM pepnet.models WHERE name = 'w';
 
+-- export, evaluate and predict arguments
+SELECT expect_error($$SELECT pepnet_export(NULL)$$);
+SELECT expect_error($$SELECT pepnet_export('')$$);
+SELECT expect_error($$SELECT pepnet_export('e@1@2')$$);
+SELECT expect_error($$SELECT pepnet_export(repeat('x', 100))$$);
+SELECT expect_error($$SELECT * FROM pepnet_evaluate(NULL, 'SELECT 1')$$);
+SELECT expect_error($$SELECT * FROM pepnet_evaluate('e', NULL)$$);
+SELECT expect_error($$SELECT * FROM pepnet_evaluate('e', 'SELECT 1 AS x')$$);
+SELECT expect_error($$SELECT pepnet_predict('e@-1', 0, '{1}', '{1, 2}', '{0}')$$);
+SELECT expect_error($$SELECT pepnet_predict('e', NULL, '{1}', '{1, 2}', '{0}')$$);
+SELECT expect_error($$SELECT pepnet_predict('e', 0, '{1}', '{}', '{0}')$$);
+
 -- deployments
+SELECT expect_error($$SELECT pepnet_deploy(NULL, 1)$$);
 SELECT expect_error($$SELECT pepnet_deploy('nope', 1)$$);
 SELECT expect_error($$SELECT pepnet_deploy('e', 5)$$);

@@ -163,6 +163,10 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 			r->n = nd == 0 ? 0 : nd == 1 ? 1 : dims[0];
 		if (r->n == 0 && nd == 0)
 			return;
+		if (r->n == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("dense has values but features has no candidates")));
 		if (!((nd == 1 && fnd <= 1 && r->n == 1 && dims[0] == c->dense) ||
 			  (nd == 2 && fnd != 1 && dims[0] == r->n && dims[1] == c->dense)))
 		{

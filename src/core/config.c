@@ -25,11 +25,11 @@ get_int(const PnJson *obj, const char *key, int64_t lo, int64_t hi, int64_t *out
 
 	if (v == NULL)
 		return PN_OK;
-	if (v->type != PNJ_NUMBER || !v->is_int)
+	if (v->type != PNJ_NUMBER || (!v->is_int && v->num != floor(v->num)))
 		return pn_seterr(err, PN_ECONFIG, "config \"%s\" must be an integer", key);
-	if (v->ival < lo || v->ival > hi)
+	if (!v->is_int || v->ival < lo || v->ival > hi)
 	{
-		pn_seterr(err, PN_ECONFIG, "config \"%s\" is %lld, out of range", key, (long long) v->ival);
+		pn_seterr(err, PN_ECONFIG, "config \"%s\" is %.15g, out of range", key, v->is_int ? (double) v->ival : v->num);
 		pn_setdetail(err, "\"%s\" must be between %lld and %lld.", key, (long long) lo, (long long) hi);
 		return PN_ECONFIG;
 	}

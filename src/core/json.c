@@ -250,7 +250,7 @@ json_number(JsonParser *p, PnJson *j)
 {
 	size_t		start = p->pos;
 	bool		integral = true;
-	char		tmp[64];
+	char		tmp[512];
 	size_t		n;
 	char	   *end;
 
