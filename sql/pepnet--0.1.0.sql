@@ -61,15 +61,6 @@ END $$;
 CREATE TRIGGER models_guard BEFORE UPDATE OR DELETE ON pepnet.models
 	FOR EACH ROW EXECUTE FUNCTION pepnet._models_guard();
 
--- Any change to versions or deployments reaches every backend's cache at commit.
-CREATE FUNCTION pepnet._invalidate() RETURNS trigger
-	AS 'MODULE_PATHNAME', 'pepnet_invalidate' LANGUAGE C;
-
-CREATE TRIGGER models_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pepnet.models
-	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._invalidate();
-CREATE TRIGGER deployments_invalidate AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pepnet.deployments
-	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._invalidate();
-
 -- A new version with weights initialised from seed.
 CREATE FUNCTION pepnet_create(name text, config jsonb, seed int DEFAULT 0) RETURNS int
 	AS 'MODULE_PATHNAME', 'pepnet_create' LANGUAGE C VOLATILE PARALLEL UNSAFE;

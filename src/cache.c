@@ -6,19 +6,24 @@
  *		fused STAR matrices.  Bounded by pepnet.cache_size, least recently
  *		used out first.
  *
- * Versions are immutable, so a version's entry never goes stale.  What a
- * reference ('ctr', 'ctr@7') means can change: a statement trigger on
- * pepnet.models and pepnet.deployments sends a relcache invalidation of the
- * table at commit, and the callback here forgets every resolved reference.
+ * Versions are immutable, so a version's entry, keyed by the row's id and
+ * checked against the row's xmin (ids could restart after TRUNCATE ...
+ * RESTART IDENTITY or a re-created extension), never goes stale.  What a
+ * reference ('ctr', 'ctr@7') means can change at any commit, so it is
+ * looked up once per statement with the statement's snapshot (a kept plan,
+ * a few microseconds) and remembered for the rest of that statement: every
+ * call of one statement uses the same version, the one deployed when the
+ * statement's snapshot was taken.
  */
 #include "pepnet.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "utils/acl.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "storage/sinval.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -32,11 +37,12 @@ typedef struct RefEntry
 {
 	char		key[REF_KEY_LEN];
 	PepnetRef	ref;
+	LocalTransactionId lxid;	/* the statement it was looked up in */
+	TimestampTz stmt_start;
 } RefEntry;
 
 static HTAB *entries = NULL;	/* int64 id -> PepnetEntry */
-static HTAB *refs = NULL;		/* reference text -> PepnetRef */
-static bool refs_valid = false;
+static HTAB *refs = NULL;		/* reference text -> PepnetRef, per statement */
 static Oid	models_relid = InvalidOid;
 static Oid	deploy_relid = InvalidOid;
 static uint64 lru_clock = 0;
@@ -44,28 +50,6 @@ static MemoryContext cache_cxt = NULL;
 
 PG_FUNCTION_INFO_V1(pepnet_cache);
 PG_FUNCTION_INFO_V1(pepnet_cache_clear);
-
-/* Relcache callback: a change to our tables (or a full reset) forgets references */
-static void
-pepnet_relcache_cb(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == models_relid || relid == deploy_relid)
-		refs_valid = false;
-}
-
-/* Forget resolved references now (used by the invalidation trigger) */
-void
-pepnet_invalidate_refs(void)
-{
-	refs_valid = false;
-}
-
-/* Register the callback; the hash tables are made on first use */
-void
-pepnet_cache_init(void)
-{
-	CacheRegisterRelcacheCallback(pepnet_relcache_cb, (Datum) 0);
-}
 
 /* Drop one entry and its memory */
 static void
@@ -96,12 +80,22 @@ entries_clear(void)
 	}
 }
 
-/* Make the hash tables once per backend */
+/*
+ * Make the hash tables once per backend, and find pepnet's tables.  If the
+ * extension was dropped and created again, ids start over: forget all.
+ */
 static void
 ensure_tables(void)
 {
 	HASHCTL		ctl;
+	Oid			nsp = get_namespace_oid("pepnet", true);
+	Oid			mrel = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
 
+	if (!OidIsValid(mrel))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table pepnet.models does not exist"),
+				 errhint("Run CREATE EXTENSION pepnet.")));
 	if (cache_cxt == NULL)
 		cache_cxt = AllocSetContextCreate(TopMemoryContext, "pepnet cache", ALLOCSET_DEFAULT_SIZES);
 	if (entries == NULL)
@@ -112,21 +106,10 @@ ensure_tables(void)
 		ctl.hcxt = cache_cxt;
 		entries = hash_create("pepnet versions", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	if (refs == NULL || !refs_valid)
+	if (refs == NULL || mrel != models_relid)
 	{
-		Oid			nsp = get_namespace_oid("pepnet", true);
-		Oid			mrel = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
-
-		if (!OidIsValid(mrel))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_TABLE),
-					 errmsg("table pepnet.models does not exist"),
-					 errhint("Run CREATE EXTENSION pepnet.")));
-		/* the extension was dropped and created again: ids start over */
 		if (OidIsValid(models_relid) && mrel != models_relid)
 			entries_clear();
-		models_relid = mrel;
-		deploy_relid = get_relname_relid("deployments", nsp);
 		if (refs)
 			hash_destroy(refs);
 		memset(&ctl, 0, sizeof(ctl));
@@ -134,7 +117,8 @@ ensure_tables(void)
 		ctl.entrysize = sizeof(RefEntry);
 		ctl.hcxt = cache_cxt;
 		refs = hash_create("pepnet references", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		refs_valid = true;
+		models_relid = mrel;
+		deploy_relid = get_relname_relid("deployments", nsp);
 	}
 }
 
@@ -163,8 +147,9 @@ check_read_access(bool deployments)
 
 /*
  * Resolve a model reference, 'name' (deployed, else latest version) or
- * 'name@N', to a version.  Invalidations from other sessions are taken in
- * first, so a deployment committed before this statement is seen.
+ * 'name@N', to a version: looked up once per statement, so that every call
+ * of a statement uses the same version, and each new statement sees the
+ * deployments committed before its snapshot.
  */
 void
 pepnet_resolve(const char *ref, PepnetRef *out)
@@ -208,21 +193,20 @@ pepnet_resolve(const char *ref, PepnetRef *out)
 		version = (int32) v;
 	}
 
-	AcceptInvalidationMessages();
 	ensure_tables();
 	check_read_access(version == 0);
 	snprintf(key, sizeof(key), "%s@%d", name, version);
 	re = hash_search(refs, key, HASH_FIND, NULL);
-	if (re)
+	if (re && re->lxid == MyProc->lxid && re->stmt_start == GetCurrentStatementStartTimestamp())
 	{
 		*out = re->ref;
 		return;
 	}
 	pepnet_lookup_ref(name, version, out);
-	/* the lookup may have processed invalidations that replaced the table */
-	ensure_tables();
 	re = hash_search(refs, key, HASH_ENTER, &found);
 	re->ref = *out;
+	re->lxid = MyProc->lxid;
+	re->stmt_start = GetCurrentStatementStartTimestamp();
 	return;
 
 malformed:
@@ -258,9 +242,9 @@ evict(PepnetEntry *keep)
 	}
 }
 
-/* The cached version with this id, loading it on a miss */
+/* The cached version a resolved reference names, loading it on a miss */
 PepnetEntry *
-pepnet_cache_get(int64 id)
+pepnet_cache_get(const PepnetRef *ref)
 {
 	PepnetEntry *e;
 	bool		found;
@@ -269,9 +253,16 @@ pepnet_cache_get(int64 id)
 	PnModel    *m;
 	char		name[NAMEDATALEN];
 	int32		version;
+	int64		id = ref->id;
 
 	ensure_tables();
 	e = hash_search(entries, &id, HASH_FIND, NULL);
+	if (e && e->xmin != ref->xmin)
+	{
+		/* the id now names another row */
+		entry_drop(e);
+		e = NULL;
+	}
 	if (e)
 	{
 		e->hits++;
@@ -300,6 +291,7 @@ pepnet_cache_get(int64 id)
 		e->work = work;
 		strlcpy(e->name, name, NAMEDATALEN);
 		e->version = version;
+		e->xmin = ref->xmin;
 		e->hits = 1;
 		e->built_at = GetCurrentTimestamp();
 		e->lru = ++lru_clock;
@@ -366,6 +358,5 @@ Datum
 pepnet_cache_clear(PG_FUNCTION_ARGS)
 {
 	entries_clear();
-	refs_valid = false;
 	PG_RETURN_VOID();
 }

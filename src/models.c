@@ -197,13 +197,33 @@ pepnet_export(PG_FUNCTION_ARGS)
 	PG_RETURN_BYTEA_P(result);
 }
 
+/* A plan kept for the life of the backend (replanned by the plan cache as needed) */
+static SPIPlanPtr
+kept_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "pepnet: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*slot = p;
+	}
+	return *slot;
+}
+
 /*
  * Look up name (version 0: the deployed one, else the latest) in the
- * models table.  Raises an error that names what is missing.
+ * models table with the current snapshot.  Raises an error that names
+ * what is missing.
  */
 void
 pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 {
+	static SPIPlanPtr by_version = NULL,
+				by_name = NULL,
+				latest = NULL;
 	Oid			argtypes[2] = {TEXTOID, INT4OID};
 	Datum		values[2];
 	bool		isnull;
@@ -213,31 +233,37 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 	values[1] = Int32GetDatum(version);
 	SPI_connect();
 	if (version > 0)
-		rc = SPI_execute_with_args("SELECT id, version FROM pepnet.models "
-								   "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
-								   2, argtypes, values, NULL, true, 1);
+		rc = SPI_execute_plan(kept_plan(&by_version,
+										"SELECT id, version, xmin FROM pepnet.models "
+										"WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+										2, argtypes),
+							  values, NULL, true, 1);
 	else
-		rc = SPI_execute_with_args("SELECT m.id, m.version FROM pepnet.models m "
-								   "WHERE m.name OPERATOR(pg_catalog.=) $1 AND m.version OPERATOR(pg_catalog.=) COALESCE("
-								   "(SELECT d.version FROM pepnet.deployments d WHERE d.name OPERATOR(pg_catalog.=) $1), "
-								   "(SELECT pg_catalog.max(x.version) FROM pepnet.models x WHERE x.name OPERATOR(pg_catalog.=) $1))",
-								   1, argtypes, values, NULL, true, 1);
+		rc = SPI_execute_plan(kept_plan(&by_name,
+										"SELECT m.id, m.version, m.xmin FROM pepnet.models m "
+										"WHERE m.name OPERATOR(pg_catalog.=) $1 AND m.version OPERATOR(pg_catalog.=) COALESCE("
+										"(SELECT d.version FROM pepnet.deployments d WHERE d.name OPERATOR(pg_catalog.=) $1), "
+										"(SELECT pg_catalog.max(x.version) FROM pepnet.models x WHERE x.name OPERATOR(pg_catalog.=) $1))",
+										1, argtypes),
+							  values, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pepnet: could not look up model \"%s\"", name);
 	if (SPI_processed == 0)
 	{
 		if (version > 0 &&
-			SPI_execute_with_args("SELECT pg_catalog.max(version) FROM pepnet.models WHERE name OPERATOR(pg_catalog.=) $1",
-								  1, argtypes, values, NULL, true, 1) == SPI_OK_SELECT &&
+			SPI_execute_plan(kept_plan(&latest,
+									   "SELECT pg_catalog.max(version) FROM pepnet.models WHERE name OPERATOR(pg_catalog.=) $1",
+									   1, argtypes),
+							 values, NULL, true, 1) == SPI_OK_SELECT &&
 			SPI_processed == 1)
 		{
-			Datum		latest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			Datum		lv = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
 			if (!isnull)
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_OBJECT),
 						 errmsg("model \"%s\" has no version %d", name, version),
-						 errdetail("Its latest version is %d.", DatumGetInt32(latest))));
+						 errdetail("Its latest version is %d.", DatumGetInt32(lv))));
 		}
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -246,6 +272,7 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 	}
 	out->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	out->version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	out->xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	strlcpy(out->name, name, NAMEDATALEN);
 	SPI_finish();
 }

@@ -1,20 +1,18 @@
 /*
  * pepnet.c
  *		Module entry: settings, allocation hooks of the core, error
- *		reporting, and the trigger that invalidates cached model references.
+ *		reporting.
  */
 #include "pepnet.h"
 
 #include <cblas.h>
+#include <limits.h>
 
-#include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/inval.h"
 #include "utils/memutils.h"
-#include "utils/rel.h"
 
 PG_MODULE_MAGIC;
 
@@ -62,7 +60,6 @@ _PG_init(void)
 	pn_alloc_hook = pepnet_core_alloc;
 	pn_free_hook = pepnet_core_free;
 	openblas_set_num_threads(1);
-	pepnet_cache_init();
 }
 
 /* pepnet.max_model_size in bytes */
@@ -123,21 +120,4 @@ pepnet_check_name(const char *name)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
 				 errmsg("model name \"%.20s...\" is longer than %d characters", name, NAMEDATALEN - 1)));
-}
-
-PG_FUNCTION_INFO_V1(pepnet_invalidate);
-
-/* Statement trigger on pepnet.models and pepnet.deployments: tell every backend at commit */
-Datum
-pepnet_invalidate(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("pepnet_invalidate must be called as a trigger")));
-	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
-	pepnet_invalidate_refs();
-	PG_RETURN_POINTER(NULL);
 }

@@ -25,6 +25,7 @@ typedef struct PepnetEntry
 	int64		id;				/* hash key: pepnet.models.id */
 	char		name[NAMEDATALEN];
 	int32		version;
+	TransactionId xmin;			/* of the row, to notice a reused id */
 	MemoryContext cxt;			/* owns everything below */
 	PnModel    *model;
 	PnDomainCache **domains;	/* [D], built on first use */
@@ -42,6 +43,7 @@ typedef struct PepnetRef
 	int64		id;
 	char		name[NAMEDATALEN];
 	int32		version;
+	TransactionId xmin;
 } PepnetRef;
 
 /* pepnet.c */
@@ -57,9 +59,7 @@ extern int32 pepnet_insert_version(const char *name, const char *config_json, by
 
 /* cache.c */
 extern void pepnet_resolve(const char *ref, PepnetRef *out);
-extern PepnetEntry *pepnet_cache_get(int64 id);
+extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
-extern void pepnet_cache_init(void);
-extern void pepnet_invalidate_refs(void);
 
 #endif							/* PEPNET_H */

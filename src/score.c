@@ -9,10 +9,13 @@
 
 #include <math.h>
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/timestamp.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -254,12 +257,13 @@ score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
 				 errhint("Pass '{}' for a request without candidates (array_agg over no rows gives NULL: wrap it in COALESCE).")));
 
 	pepnet_resolve(ref, &pr);
-	e = pepnet_cache_get(pr.id);
+	e = pepnet_cache_get(&pr);
 	check_request(e, PG_GETARG_DATUM(argoff), PG_GETARG_ARRAYTYPE_P(argoff + 1),
 				  PG_GETARG_ARRAYTYPE_P(argoff + 2),
 				  PG_ARGISNULL(argoff + 3) ? NULL : PG_GETARG_ARRAYTYPE_P(argoff + 3), &r);
 
-	InitMaterializedSRF(fcinfo, 0);
+	/* the declared result type: no catalog lookup per call */
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (r.n == 0)
 		return (Datum) 0;
 
@@ -316,7 +320,9 @@ pepnet_score_default(PG_FUNCTION_ARGS)
 typedef struct PredictState
 {
 	char	   *ref;			/* reference text resolved */
-	int64		id;				/* its version */
+	PepnetRef	pr;				/* its version */
+	LocalTransactionId lxid;	/* the statement it was resolved in */
+	TimestampTz stmt_start;
 	MemoryContext cxt;			/* persona of the previous row */
 	PnPersona  *pp;
 	int			npers;
@@ -352,18 +358,29 @@ pepnet_predict(PG_FUNCTION_ARGS)
 		fcinfo->flinfo->fn_extra = st;
 	}
 	/* resolve once per statement (again only if the reference changes) */
-	if (st->ref == NULL || strcmp(st->ref, ref) != 0)
+	if (st->ref == NULL || strcmp(st->ref, ref) != 0 || st->lxid != MyProc->lxid ||
+		st->stmt_start != GetCurrentStatementStartTimestamp())
 	{
 		PepnetRef	pr;
 
 		pepnet_resolve(ref, &pr);
-		MemoryContextReset(st->cxt);
-		st->ref = MemoryContextStrdup(st->cxt, ref);
-		st->id = pr.id;
-		st->pp = NULL;
-		st->have_persona = false;
+		if (st->ref == NULL || strcmp(st->ref, ref) != 0)
+		{
+			if (st->ref)
+				pfree(st->ref);
+			st->ref = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, ref);
+		}
+		if (pr.id != st->pr.id || pr.xmin != st->pr.xmin)
+		{
+			/* another version: its persona parts differ */
+			MemoryContextReset(st->cxt);
+			st->have_persona = false;
+		}
+		st->pr = pr;
+		st->lxid = MyProc->lxid;
+		st->stmt_start = GetCurrentStatementStartTimestamp();
 	}
-	e = pepnet_cache_get(st->id);
+	e = pepnet_cache_get(&st->pr);
 	check_request(e, PG_GETARG_DATUM(1), PG_GETARG_ARRAYTYPE_P(2), PG_GETARG_ARRAYTYPE_P(3),
 				  PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4), &r);
 	if (r.n != 1)
@@ -373,16 +390,13 @@ pepnet_predict(PG_FUNCTION_ARGS)
 				 errhint("Pass features as a 1-D bigint[]; use pepnet_score for many candidates.")));
 
 	/* the persona part of the gates is reused while the persona repeats */
-	if (!st->have_persona || e->model->cfg.npers != st->npers ||
-		memcmp(st->persona, r.persona, sizeof(int64) * st->npers) != 0)
+	if (!st->have_persona || memcmp(st->persona, r.persona, sizeof(int64) * st->npers) != 0)
 	{
 		MemoryContext old;
-		char	   *keep = pstrdup(st->ref);
 
 		MemoryContextReset(st->cxt);
-		old = MemoryContextSwitchTo(st->cxt);
-		st->ref = pstrdup(keep);
 		st->have_persona = false;
+		old = MemoryContextSwitchTo(st->cxt);
 		st->npers = e->model->cfg.npers;
 		st->persona = palloc(sizeof(int64) * (st->npers + 1));
 		if (st->npers)

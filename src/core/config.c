@@ -140,8 +140,9 @@ get_fields(const PnJson *obj, const char *key, bool required, PnField **out, int
 		}
 		if (pn_json_get(e, "buckets") == NULL)
 		{
+			pn_seterr(err, PN_ECONFIG, "config field \"%s\" needs \"buckets\"", f[i].name);
 			pn_free(f);
-			return pn_seterr(err, PN_ECONFIG, "config field \"%s\" needs \"buckets\"", f[i].name);
+			return PN_ECONFIG;
 		}
 		if ((rc = get_int(e, "buckets", 1, PN_MAX_BUCKETS, &b, err)) != PN_OK)
 		{
@@ -158,8 +159,9 @@ get_fields(const PnJson *obj, const char *key, bool required, PnField **out, int
 		for (j = 0; j < i; j++)
 			if (strcmp(f[j].name, f[i].name) == 0)
 			{
+				pn_seterr(err, PN_ECONFIG, "config \"%s\" names field \"%s\" twice", key, f[i].name);
 				pn_free(f);
-				return pn_seterr(err, PN_ECONFIG, "config \"%s\" names field \"%s\" twice", key, f[i].name);
+				return PN_ECONFIG;
 			}
 	}
 	*out = f;
