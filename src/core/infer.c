@@ -11,6 +11,7 @@
  * widths, he EPNet hidden, ha aux hidden.  Matrices are row-major [out, in].
  */
 #include "pncore.h"
+#include "vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -33,20 +34,6 @@ struct PnWork
 	float	   *logit;			/* [n, T] */
 	float	   *tmp;			/* [n] */
 };
-
-/* Numerically safe logistic function */
-static inline float
-sigmoidf(float v)
-{
-	if (v >= 0)
-		return 1.0f / (1.0f + expf(-v));
-	else
-	{
-		float		e = expf(v);
-
-		return e / (1.0f + e);
-	}
-}
 
 /* Numerically safe logistic function, double */
 static inline double
@@ -372,6 +359,20 @@ pn_work_new(const PnModel *m, int nmax)
 	return w;
 }
 
+/*
+ * C [n, out] += A [n, in] W [out, in]^T: one GEMM, or a GEMV for a single
+ * candidate (pepnet_predict), where OpenBLAS's sgemv is several times
+ * faster than an sgemm with one row.
+ */
+static void
+linear_acc(int n, int out, int in, const float *A, int lda, const float *W, int ldw, float *C, int ldc)
+{
+	if (n == 1)
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, ldw, A, 1, 1.0f, C, 1);
+	else
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
+}
+
 /* Y [n, cols] = bias broadcast over rows */
 static void
 fill_rows(float *Y, int n, int cols, const float *bias)
@@ -382,15 +383,7 @@ fill_rows(float *Y, int n, int cols, const float *bias)
 		memcpy(Y + (size_t) r * cols, bias, sizeof(float) * cols);
 }
 
-/* In place relu */
-static void
-relu(float *y, size_t n)
-{
-	size_t		i;
-
-	for (i = 0; i < n; i++)
-		y[i] = y[i] > 0 ? y[i] : 0;
-}
+#define relu pn_relu
 
 /*
  * Gather x0 [n, n0]: the embedding rows of each feature field, then dense.
@@ -436,17 +429,13 @@ ppnet_gate(const PnModel *m, const PnPersona *pp, PnWork *w, int n, int l)
 	const PnConfig *c = &m->cfg;
 	int			g = c->ntasks * c->hidden[l],
 				ld = c->pk + c->n0;
-	size_t		i;
 
 	fill_rows(w->gh, n, g, pp->gbias[l]);
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g, c->n0, 1.0f,
-				w->x, c->n0, PN_T(m, m->t_pp_w1[l]) + c->pk, ld, 1.0f, w->gh, g);
+	linear_acc(n, g, c->n0, w->x, c->n0, PN_T(m, m->t_pp_w1[l]) + c->pk, ld, w->gh, g);
 	relu(w->gh, (size_t) n * g);
 	fill_rows(w->g, n, g, PN_T(m, m->t_pp_b2[l]));
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g, g, 1.0f,
-				w->gh, g, PN_T(m, m->t_pp_w2[l]), g, 1.0f, w->g, g);
-	for (i = 0; i < (size_t) n * g; i++)
-		w->g[i] = c->gamma * sigmoidf(w->g[i]);
+	linear_acc(n, g, g, w->gh, g, PN_T(m, m->t_pp_w2[l]), g, w->g, g);
+	pn_sigmoid_scale(w->g, (size_t) n * g, c->gamma);
 }
 
 /*
@@ -482,14 +471,13 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 		int			he = c->epnet_hidden;
 
 		fill_rows(w->eh, n, he, dc->ep_bias);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, he, n0, 1.0f,
-					w->x0, n0, PN_T(m, m->t_ep_w1) + k, k + n0, 1.0f, w->eh, he);
+		linear_acc(n, he, n0, w->x0, n0, PN_T(m, m->t_ep_w1) + k, k + n0, w->eh, he);
 		relu(w->eh, (size_t) n * he);
 		fill_rows(w->x, n, n0, PN_T(m, m->t_ep_b2));
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n0, he, 1.0f,
-					w->eh, he, PN_T(m, m->t_ep_w2), he, 1.0f, w->x, n0);
+		linear_acc(n, n0, he, w->eh, he, PN_T(m, m->t_ep_w2), he, w->x, n0);
+		pn_sigmoid_scale(w->x, (size_t) n * n0, c->gamma);
 		for (i = 0; i < (size_t) n * n0; i++)
-			w->x[i] = c->gamma * sigmoidf(w->x[i]) * w->x0[i];
+			w->x[i] *= w->x0[i];
 	}
 	else
 		memcpy(w->x, w->x0, sizeof(float) * (size_t) n * n0);
@@ -501,8 +489,7 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 		int			g = T * c->hidden[0];
 
 		fill_rows(a, n, g, dc->b1);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g, n0, 1.0f,
-					w->x, n0, dc->w1, n0, 1.0f, a, g);
+		linear_acc(n, g, n0, w->x, n0, dc->w1, n0, a, g);
 		relu(a, (size_t) n * g);
 		if (c->ppnet)
 		{
@@ -524,8 +511,7 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 
 			for (r = 0; r < n; r++)
 				memcpy(b + (size_t) r * T * h + t * h, dc->b[x], sizeof(float) * h);
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, h, hp, 1.0f,
-						a + t * hp, T * hp, dc->w[x], hp, 1.0f, b + t * h, T * h);
+			linear_acc(n, h, hp, a + t * hp, T * hp, dc->w[x], hp, b + t * h, T * h);
 		}
 		relu(b, (size_t) n * T * h);
 		if (c->ppnet)
@@ -563,14 +549,12 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 		int			r;
 
 		fill_rows(w->ah, n, ha, dc->aux_bias);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, ha, n0, 1.0f,
-					w->x0, n0, PN_T(m, m->t_aux_w1) + k, k + n0, 1.0f, w->ah, ha);
+		linear_acc(n, ha, n0, w->x0, n0, PN_T(m, m->t_aux_w1) + k, k + n0, w->ah, ha);
 		relu(w->ah, (size_t) n * ha);
 		for (r = 0; r < n; r++)
 			for (t = 0; t < T; t++)
 				w->logit[(size_t) r * T + t] += PN_T(m, m->t_aux_b2)[t];
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, T, ha, 1.0f,
-					w->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, w->logit, T);
+		linear_acc(n, T, ha, w->ah, ha, PN_T(m, m->t_aux_w2), ha, w->logit, T);
 	}
 	for (i = 0; i < (size_t) n * T; i++)
 	{
