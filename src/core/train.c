@@ -16,6 +16,7 @@
  * Matrices are row-major, weights [out, in].
  */
 #include "pncore.h"
+#include "vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -626,11 +627,11 @@ forward(PnTrainer *tr, bool train, bool update_stats)
 			tr->eh[q] = tr->eh[q] > 0 ? tr->eh[q] : 0;
 		fill_rows(tr->ge, n, n0, n0, PN_T(m, m->t_ep_b2));
 		mm_nt(n, n0, he, tr->eh, he, PN_T(m, m->t_ep_w2), he, 1.0f, tr->ge, n0);
+		pn_sigmoid_scale(tr->ge, nn, gamma);
 		for (i = 0; i < n; i++)
 			for (j = 0; j < n0; j++)
 			{
 				q = (size_t) i * n0 + j;
-				tr->ge[q] = gamma * sigm(tr->ge[q]);
 				tr->x[q] = tr->ge[q] * tr->in_e[(size_t) i * ke + k + j];
 			}
 	}
@@ -743,8 +744,7 @@ forward(PnTrainer *tr, bool train, bool update_stats)
 				tr->gh[l][q] = tr->gh[l][q] > 0 ? tr->gh[l][q] : 0;
 			fill_rows(tr->gg[l], n, g, g, PN_T(m, m->t_pp_b2[l]));
 			mm_nt(n, g, g, tr->gh[l], g, PN_T(m, m->t_pp_w2[l]), g, 1.0f, tr->gg[l], g);
-			for (q = 0; q < (size_t) n * g; q++)
-				tr->gg[l][q] = gamma * sigm(tr->gg[l][q]);
+			pn_sigmoid_scale(tr->gg[l], (size_t) n * g, gamma);
 		}
 	}
 
