@@ -48,6 +48,8 @@ if ! make -s >"$LOG/build.log" 2>&1 || ! make -s install >>"$LOG/build.log" 2>&1
 fi
 
 suite unit make -s unittest
+# libFuzzer + ASan/UBSan on the weight reader and the config parser, a bounded time each
+suite fuzz bash test/fuzz/run.sh "${FUZZ_SECONDS:-60}"
 
 test/pg.sh start || { echo "$PASS passed, $((FAIL + 1)) failed"; exit 1; }
 eval "$(test/pg.sh env)"

@@ -59,7 +59,8 @@ get_num(const PnJson *obj, const char *key, double lo, double hi, float *out, Pn
 
 	if (v == NULL)
 		return PN_OK;
-	if (v->type != PNJ_NUMBER || !(v->num >= lo && v->num <= hi))
+	/* compared as float: the value stored (and written back out) is a float */
+	if (v->type != PNJ_NUMBER || !((float) v->num >= (float) lo && (float) v->num <= (float) hi))
 	{
 		pn_seterr(err, PN_ECONFIG, "config \"%s\" must be a number between %g and %g", key, lo, hi);
 		return PN_ECONFIG;
@@ -267,8 +268,8 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 	memset(cfg, 0, sizeof(*cfg));
 	if ((rc = pn_json_parse(text, len, &root, err)) != PN_OK)
 	{
-		err->code = PN_ECONFIG;
-		return rc == PN_ENOMEM ? rc : PN_ECONFIG;
+		err->code = rc == PN_ENOMEM ? PN_ENOMEM : PN_ECONFIG;
+		return err->code;
 	}
 	if (root->type != PNJ_OBJECT)
 	{
@@ -389,7 +390,7 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 	if (v != NULL && v->type != PNJ_NULL)
 	{
 		iv = 0;
-		TRY(get_int(root, "epnet_hidden", 1, PN_MAX_WIDTH, &iv, err));
+		TRY(get_int(root, "epnet_hidden", 1, PN_MAX_WIDTH * 4, &iv, err));
 		cfg->epnet_hidden = (int) iv;
 	}
 	{

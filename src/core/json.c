@@ -13,6 +13,7 @@
 #include <string.h>
 
 #define PN_JSON_MAX_DEPTH 32
+#define PN_JSON_MAX_NODES 1000000	/* bounds memory: about 100 bytes a node */
 
 void	   *(*pn_alloc_hook) (size_t size) = malloc;
 void		(*pn_free_hook) (void *ptr) = free;
@@ -79,6 +80,7 @@ typedef struct JsonParser
 	size_t		len;
 	size_t		pos;
 	PnError    *err;
+	long		nodes;
 } JsonParser;
 
 static int	json_value(JsonParser *p, PnJson **out, int depth);
@@ -320,6 +322,38 @@ json_push(JsonParser *p, PnJson *parent, PnJson *child, int *cap)
 	return PN_OK;
 }
 
+/* qsort comparator of members by key */
+static int
+member_cmp(const void *a, const void *b)
+{
+	return strcmp((*(PnJson *const *) a)->key, (*(PnJson *const *) b)->key);
+}
+
+/* Refuse duplicate keys: sort a copy of the members, O(n log n) */
+static int
+json_unique_keys(JsonParser *p, PnJson *obj)
+{
+	PnJson	  **sorted;
+	int			i,
+				rc = PN_OK;
+
+	if (obj->n < 2)
+		return PN_OK;
+	sorted = pn_alloc(sizeof(PnJson *) * obj->n);
+	if (!sorted)
+		return pn_seterr(p->err, PN_ENOMEM, "out of memory parsing JSON");
+	memcpy(sorted, obj->items, sizeof(PnJson *) * obj->n);
+	qsort(sorted, obj->n, sizeof(PnJson *), member_cmp);
+	for (i = 1; i < obj->n; i++)
+		if (strcmp(sorted[i - 1]->key, sorted[i]->key) == 0)
+		{
+			rc = pn_seterr(p->err, PN_EFORMAT, "invalid JSON: duplicate key \"%.60s\"", sorted[i]->key);
+			break;
+		}
+	pn_free(sorted);
+	return rc;
+}
+
 /* Match a literal keyword */
 static bool
 json_lit(JsonParser *p, const char *lit)
@@ -347,6 +381,8 @@ json_value(JsonParser *p, PnJson **out, int depth)
 	json_ws(p);
 	if (p->pos >= p->len)
 		return json_fail(p, "unexpected end");
+	if (++p->nodes > PN_JSON_MAX_NODES)
+		return json_fail(p, "too many values");
 	j = pn_alloc0(sizeof(PnJson));
 	if (!j)
 		return pn_seterr(p->err, PN_ENOMEM, "out of memory parsing JSON");
@@ -383,12 +419,6 @@ json_value(JsonParser *p, PnJson **out, int depth)
 					break;
 				}
 				child->key = key;
-				if (pn_json_get(j, key) != NULL)
-				{
-					pn_json_free(child);
-					rc = json_fail(p, "duplicate key");
-					break;
-				}
 				if ((rc = json_push(p, j, child, &cap)) != PN_OK)
 				{
 					pn_json_free(child);
@@ -403,6 +433,7 @@ json_value(JsonParser *p, PnJson **out, int depth)
 				if (p->pos < p->len && p->s[p->pos] == '}')
 				{
 					p->pos++;
+					rc = json_unique_keys(p, j);
 					break;
 				}
 				rc = json_fail(p, "expected ',' or '}'");
@@ -481,7 +512,7 @@ json_value(JsonParser *p, PnJson **out, int depth)
 int
 pn_json_parse(const char *text, size_t len, PnJson **out, PnError *err)
 {
-	JsonParser	p = {text, len, 0, err};
+	JsonParser	p = {text, len, 0, err, 0};
 	PnJson	   *j = NULL;
 	int			rc;
 

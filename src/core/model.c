@@ -11,7 +11,7 @@
 #include <string.h>
 
 #define PN_ALIGN 16				/* floats: tensors start on 64-byte lines */
-#define PN_MAX_HEADER (64 * 1024 * 1024)
+#define PN_MAX_HEADER (8 * 1024 * 1024)	/* real headers take ~100 bytes a tensor */
 
 /* splitmix64 finaliser of MODEL.md */
 uint64_t
@@ -104,8 +104,10 @@ pn_model_new(const PnConfig *cfg, PnModel **out, PnError *err)
 		pn_model_free(m);
 		return pn_seterr(err, PN_ENOMEM, "out of memory building the model");
 	}
-	memcpy(m->cfg.feat, cfg->feat, sizeof(PnField) * cfg->nfeat);
-	memcpy(m->cfg.pers, cfg->pers, sizeof(PnField) * cfg->npers);
+	if (cfg->nfeat > 0)
+		memcpy(m->cfg.feat, cfg->feat, sizeof(PnField) * cfg->nfeat);
+	if (cfg->npers > 0)
+		memcpy(m->cfg.pers, cfg->pers, sizeof(PnField) * cfg->npers);
 	c = &m->cfg;
 
 	for (i = 0; i < c->nfeat; i++)

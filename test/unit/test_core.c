@@ -102,6 +102,7 @@ test_config(void)
 	pn_config_free(&c);
 
 	config_rejects("[1]", PN_ECONFIG, "JSON object");
+	config_rejects("{\"domains\": 2, \"domains\": 3, \"features\": []}", PN_ECONFIG, "duplicate key");
 	config_rejects("{\"domains\": 2", PN_ECONFIG, "invalid JSON");
 	config_rejects("{\"features\": [{\"name\": \"a\", \"buckets\": 10}]}", PN_ECONFIG, "domains");
 	config_rejects("{\"domains\": 0, \"features\": [{\"name\": \"a\", \"buckets\": 10}]}", PN_ECONFIG, "out of range");
