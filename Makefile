@@ -16,6 +16,9 @@ PG_CFLAGS = -std=gnu99 -Wno-declaration-after-statement
 SHLIB_LINK = -lopenblas -lm
 EXTRA_CLEAN = test/unit/test_core test/results
 
+# PGXS tracks no header dependencies: every object depends on the headers
+$(OBJS): src/core/pncore.h src/core/vmath.h src/pepnet.h
+
 # the numeric core's loops (sigmoid, Adam, PN) vectorize at -O3; it never reads errno
 $(CORE_OBJS): CFLAGS += -O3 -fno-math-errno
 

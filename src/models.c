@@ -308,15 +308,19 @@ pepnet_load_model(int64 id, char *name, int32 *version)
 	strlcpy(name, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)), NAMEDATALEN);
 	*version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	cfgtext = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	blob = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 
+	/*
+	 * The weights are detoasted into the caller's context and the model's
+	 * tensors point into them: one copy of the weights, not two.
+	 */
 	MemoryContextSwitchTo(caller);
+	blob = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	if (pn_config_parse(cfgtext, strlen(cfgtext), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
 	{
 		pn_setdetail(&err, "The stored config of model \"%s\" version %d is not valid.", name, *version);
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	}
-	if (pn_model_new(&cfg, &m, &err) != PN_OK)
+	if (pn_model_layout(&cfg, &m, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	pn_config_free(&cfg);
 	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)

@@ -52,13 +52,16 @@ add_tensor(PnModel *m, PnKind kind, bool trainable, int ndim, int64_t a, int64_t
 	return m->ntensors++;
 }
 
+static int	model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err);
+
 /* Free a model and everything it owns */
 void
 pn_model_free(PnModel *m)
 {
 	if (m == NULL)
 		return;
-	pn_free(m->data);
+	if (!m->borrowed)
+		pn_free(m->data);
 	pn_free(m->tensors);
 	pn_free(m->t_emb_feat);
 	pn_free(m->t_emb_pers);
@@ -73,6 +76,20 @@ pn_model_free(PnModel *m)
 /* Lay out the tensors of a configuration and allocate zeroed storage */
 int
 pn_model_new(const PnConfig *cfg, PnModel **out, PnError *err)
+{
+	return model_build(cfg, true, out, err);
+}
+
+/* Lay out the tensors without storage: pn_safetensors_read then points them into its blob */
+int
+pn_model_layout(const PnConfig *cfg, PnModel **out, PnError *err)
+{
+	return model_build(cfg, false, out, err);
+}
+
+/* The layout of cfg, with zeroed storage when alloc */
+static int
+model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 {
 	PnModel    *m;
 	const PnConfig *c;
@@ -176,6 +193,11 @@ pn_model_new(const PnConfig *cfg, PnModel **out, PnError *err)
 		m->t_aux_b1 = add_tensor(m, PNT_OTHER, true, 1, ha, 0, 0, "aux.b1", 0, 0);
 		m->t_aux_w2 = add_tensor(m, PNT_WEIGHT, true, 2, c->ntasks, ha, 0, "aux.w2", 0, 0);
 		m->t_aux_b2 = add_tensor(m, PNT_OTHER, true, 1, c->ntasks, 0, 0, "aux.b2", 0, 0);
+	}
+	if (!alloc)
+	{
+		*out = m;
+		return PN_OK;
 	}
 	m->data = pn_alloc0(sizeof(float) * (size_t) m->total);
 	if (!m->data)
@@ -310,7 +332,10 @@ shape_str(char *buf, size_t n, const int64_t *shape, int ndim)
  * Validate a safetensors blob against the model's layout and copy its
  * tensors in.  Checks: header length, JSON, dtype F32, shapes, offsets
  * inside the data, no overlaps or holes, every tensor present, no unknown
- * tensor, finite values.
+ * tensor, finite values.  A model made by pn_model_layout (no storage yet)
+ * instead points its tensors into the blob when they are float-aligned
+ * there (no copy: the blob must then outlive the model, and is written to
+ * if the model is trained); otherwise storage is allocated and filled.
  */
 int
 pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
@@ -464,13 +489,35 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 					   (unsigned long long) (dlen - covered));
 		goto done;
 	}
+	if (m->data == NULL)
+	{
+		bool		aligned = ((uintptr_t) data % sizeof(float)) == 0;
+
+		for (i = 0; i < nspans; i++)
+			aligned &= spans[i].begin % sizeof(float) == 0;
+		if (aligned)
+		{
+			m->data = (float *) (uintptr_t) data;
+			m->borrowed = true;
+			m->total = (int64_t) (dlen / sizeof(float));
+			for (i = 0; i < nspans; i++)
+				m->tensors[spans[i].tensor].offset = (int64_t) (spans[i].begin / sizeof(float));
+		}
+		else if ((m->data = pn_alloc0(sizeof(float) * (size_t) m->total)) == NULL)
+		{
+			rc = pn_seterr(err, PN_ENOMEM, "out of memory for %.1f MB of weights",
+						   (double) m->total * 4 / (1024.0 * 1024.0));
+			goto done;
+		}
+	}
 	for (i = 0; i < nspans; i++)
 	{
 		PnTensor   *t = &m->tensors[spans[i].tensor];
 		float	   *dst = m->data + t->offset;
 		int64_t		j;
 
-		memcpy(dst, data + spans[i].begin, (size_t) t->numel * 4);
+		if (!m->borrowed)
+			memcpy(dst, data + spans[i].begin, (size_t) t->numel * 4);
 		for (j = 0; j < t->numel; j++)
 			if (!isfinite(dst[j]))
 			{

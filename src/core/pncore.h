@@ -160,6 +160,7 @@ typedef struct PnModel
 	PnTensor   *tensors;
 	int64_t		total;			/* floats */
 	float	   *data;
+	bool		borrowed;		/* data points into a blob the model does not own */
 	/* tensor indices, -1 when the part is off */
 	int		   *t_emb_feat;
 	int		   *t_emb_pers;
@@ -178,6 +179,8 @@ typedef struct PnModel
 int64_t		pn_config_numel(const PnConfig *cfg);
 /* lay out the tensors of cfg (copied) and allocate data (zeroed) */
 int			pn_model_new(const PnConfig *cfg, PnModel **out, PnError *err);
+/* the layout only, no storage: for pn_safetensors_read to point into its blob */
+int			pn_model_layout(const PnConfig *cfg, PnModel **out, PnError *err);
 void		pn_model_free(PnModel *m);
 int			pn_model_find(const PnModel *m, const char *name);
 /* deterministic initialisation from a seed (scheme in README.md) */

@@ -334,6 +334,31 @@ test_safetensors(void)
 	for (i = 0; i < m->ntensors; i++)
 		same &= memcmp(PN_T(m, i), PN_T(m2, i), m->tensors[i].numel * 4) == 0;
 	CHECK(same, "safetensors round trip is bit for bit");
+	{
+		/* a layout-only model points into the blob instead of copying */
+		PnModel    *m3;
+		int			same3 = 1;
+
+		pn_model_layout(&c, &m3, &e);
+		CHECK(pn_safetensors_read(m3, blob, len, &e) == PN_OK && m3->borrowed &&
+			  (const uint8_t *) m3->data > blob && (const uint8_t *) m3->data < blob + len,
+			  "layout-only model reads in place (%s)", e.msg);
+		for (i = 0; i < m->ntensors; i++)
+			same3 &= memcmp(PN_T(m, i), PN_T(m3, i), m->tensors[i].numel * 4) == 0;
+		CHECK(same3, "in-place tensors equal the copied ones");
+		pn_model_free(m3);
+		pn_model_layout(&c, &m3, &e);
+		/* misaligned: one byte in front */
+		{
+			uint8_t    *mis = malloc(len + 1);
+
+			memcpy(mis + 1, blob, len);
+			CHECK(pn_safetensors_read(m3, mis + 1, len, &e) == PN_OK && !m3->borrowed,
+				  "a misaligned blob is copied instead (%s)", e.msg);
+			free(mis);
+		}
+		pn_model_free(m3);
+	}
 	/* the seeded init is deterministic and seed-dependent */
 	pn_model_init(m2, 42);
 	CHECK(memcmp(m->data, m2->data, m->total * 4) == 0, "init with the same seed is identical");
