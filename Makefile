@@ -19,8 +19,8 @@ EXTRA_CLEAN = test/unit/test_core test/results
 # PGXS tracks no header dependencies: every object depends on the headers
 $(OBJS): src/core/pncore.h src/core/vmath.h src/pepnet.h
 
-# the numeric core's loops (sigmoid, Adam, PN) vectorize at -O3; it never reads errno
-$(CORE_OBJS): CFLAGS += -O3 -fno-math-errno
+# the numeric core's loops (sigmoid, Adam, PN) vectorize at -O3; it never reads errno or FP traps
+$(CORE_OBJS): CFLAGS += -O3 -fno-math-errno -fno-trapping-math
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -29,7 +29,7 @@ include $(PGXS)
 # C unit tests of the numeric core: no PostgreSQL involved
 CORE_SRC = $(CORE_OBJS:.o=.c)
 test/unit/test_core: test/unit/test_core.c $(CORE_SRC) src/core/pncore.h
-	$(CC) -std=gnu99 -O3 -fno-math-errno -g -Wall -Wextra -Wno-unused-parameter -Isrc/core -o $@ test/unit/test_core.c $(CORE_SRC) -lopenblas -lm
+	$(CC) -std=gnu99 -O3 -fno-math-errno -fno-trapping-math -g -Wall -Wextra -Wno-unused-parameter -Isrc/core -o $@ test/unit/test_core.c $(CORE_SRC) -lopenblas -lm
 
 unittest: test/unit/test_core
 	./test/unit/test_core
