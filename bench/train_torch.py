@@ -29,6 +29,11 @@ at var 1, an epoch of a few hundred steps leaves about 0.99^steps of the initial
 variance, far above the variance of x when embeddings start at N(0, 0.01), so inference
 normalises with much too large a variance.
 
+--init FILE starts from the weights of a safetensors file (MODEL.md's names, e.g. pepnet_export of a
+pepnet_create'd version: `SELECT pepnet_export('m@1')`) instead of init_default(seed); one variant only.
+The seed still drives the shuffling order. Used by bench/quality.py to separate the effect of the two
+implementations' default initialisations (embeddings N(0, 0.01) here, U(-0.05, 0.05) in pepnet).
+
 --impl fast (default) runs the same model with two exact rewrites that do not change the function
 or its gradients, only the speed: ids are hashed to embedding rows once at load time, and the STAR
 layers multiply the rows of each domain by that domain's fused W* (instead of materialising a
@@ -42,10 +47,16 @@ import os
 import sys
 import time
 
-import numpy as np
-import psycopg2
-import torch
-import torch.nn.functional as F
+# One thread for real: torch.set_num_threads(1) below limits ATen / OpenMP only, but Debian's
+# python3-torch (BLAS_INFO=generic) calls the system BLAS, OpenBLAS' pthreads build, whose own pool
+# would run the matrix products on every core. Set before numpy / torch load the library.
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+import psycopg2  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "test", "python"))
@@ -269,18 +280,24 @@ def run(cfg_dict, train, valid, test, args, variant):
     torch.manual_seed(args.seed)
     model = (FastStarPepNet if fast else ref.StarPepNet)(cfg)
     model.init_default(args.seed)
+    if getattr(args, "init", None):
+        with open(args.init, "rb") as fh:
+            model.load_tensors(ref.safetensors_loads(fh.read()))
     opt = ref.RefOptimizer(model, lr=args.lr)
     rng = np.random.default_rng(args.seed)
-    result = {"variant": variant, "config": cfg_dict, "impl": args.impl, "pn_refresh": bool(args.pn_refresh),
+    result = {"variant": variant, "config": cfg_dict, "impl": args.impl, "init": getattr(args, "init", None) or "default",
+              "pn_refresh": bool(args.pn_refresh),
               "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "threads": torch.get_num_threads(),
+              "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
               "train_rows": train.n, "valid_rows": valid.n if valid else 0, "test_rows": test.n,
               "parameters": int(sum(p.numel() for p in model.parameters())), "epoch_log": []}
     train_seconds = 0.0
+    train_cpu = 0.0
     for epoch in range(1, args.epochs + 1):
         perm = torch.from_numpy(rng.permutation(train.n))
         model.train()
         losses = []
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for s in range(0, train.n, args.batch_size):
             idx = perm[s:s + args.batch_size]
             d, p, f, x, y = train.batch(idx, slots=fast)
@@ -292,6 +309,7 @@ def run(cfg_dict, train, valid, test, args, variant):
             losses.append(float(loss.detach()))
         dt = time.perf_counter() - t0
         train_seconds += dt
+        train_cpu += time.process_time() - c0
         log = {"epoch": epoch, "seconds": round(dt, 3), "samples_per_s": round(train.n / dt, 1),
                "train_loss": float(np.mean(losses))}
         if args.pn_refresh and cfg.pn:
@@ -309,6 +327,9 @@ def run(cfg_dict, train, valid, test, args, variant):
             file=sys.stderr)
     result["train_seconds"] = round(train_seconds, 3)
     result["samples_per_s"] = round(train.n * args.epochs / train_seconds, 1) if train_seconds else None
+    # CPU time of the process over the same training loops (less sensitive to other jobs on the machine)
+    result["train_cpu_seconds"] = round(train_cpu, 3)
+    result["samples_per_cpu_s"] = round(train.n * args.epochs / train_cpu, 1) if train_cpu else None
     result["test"] = metrics(test.domain, test.labels, predict_logits(model, test, fast), cfg.tasks)
     return result
 
@@ -340,6 +361,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--impl", choices=["fast", "ref"], default="fast")
+    ap.add_argument("--init", metavar="FILE", help="start from these weights (safetensors) instead of init_default(seed)")
     ap.add_argument("--test-each-epoch", action="store_true", help="also report test AUC/logloss after every epoch")
     ap.add_argument("--pn-refresh", action="store_true",
                     help="NOT MODEL.md (diagnostic): after each epoch, recompute PN running statistics exactly "
@@ -370,6 +392,8 @@ def main():
         raise SystemExit("fast implementation differs from the reference by %g" % check)
 
     variants = list(VARIANTS) if args.variant == "all" else [args.variant]
+    if args.init and len(variants) > 1:
+        raise SystemExit("--init needs a single --variant (the tensor set depends on the variant)")
     results = []
     for v in variants:
         c = dict(base) if v == "config" else dict(base, **VARIANTS[v])
