@@ -14,6 +14,8 @@
  *		Output: one JSON object per line, read by bench/bench_score.py:
  *		  {"kind":"gemm", "name":..., "m":..., "n":..., "k":..., "gflops":...}
  *		  {"kind":"model", "N":..., "flops":..., "us":..., "gflops":..., "cand_per_s":...}
+ *		  {"kind":"gemv", ...}: for m = 1, the same product as one sgemv
+ *		  {"kind":"model_gemv", "N":1, ...}: the N = 1 pass with sgemv for m = 1
  *		  (the big square one is a "gemm" line named "square")
  *		"model" runs every GEMM/GEMV of pn_score for N candidates (in blocks
  *		of `block`, with pepnet's transposes and leading dimensions) and
@@ -21,7 +23,7 @@
  *
  *		The calls are the same as pepnet's: row-major C = A B^T, the weights
  *		B stored [out, in] (PyTorch layout).  Timing: the median of 7 runs,
- *		each repeating the call for at least 20 ms.
+ *		each repeating the call for at least 20 ms of this thread's CPU time.
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -31,12 +33,17 @@
 
 extern void openblas_set_num_threads(int);
 
+/*
+ * CPU time of the calling thread: the work itself, unaffected by other jobs
+ * on a shared host (wall time is not).  OpenBLAS runs on this thread only
+ * (openblas_set_num_threads(1)), so nothing is missed.
+ */
 static double
 now(void)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -125,6 +132,15 @@ run_gemm(void *arg)
 				g->A, g->lda, g->B, g->ldb, 1.0f, g->C, g->ldc);
 }
 
+/* the same product for m == 1 as one sgemv: y[n] += B[n, k] a[k] */
+static void
+run_gemv(void *arg)
+{
+	Gemm	   *g = arg;
+
+	cblas_sgemv(CblasRowMajor, CblasNoTrans, g->n, g->k, 1.0f, g->B, g->ldb, g->A, 1, 1.0f, g->C, 1);
+}
+
 static void
 one_gemm(const char *name, int m, int n, int k)
 {
@@ -133,6 +149,12 @@ one_gemm(const char *name, int m, int n, int k)
 
 	printf("{\"kind\":\"gemm\",\"name\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"us\":%.3f,\"gflops\":%.3f}\n",
 		   name, m, n, k, s * 1e6, 2.0 * m * n * k / s * 1e-9);
+	if (m == 1)
+	{
+		s = time_call(run_gemv, &g);
+		printf("{\"kind\":\"gemv\",\"name\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"us\":%.3f,\"gflops\":%.3f}\n",
+			   name, m, n, k, s * 1e6, 2.0 * n * k / s * 1e-9);
+	}
 	fflush(stdout);
 	free(g.A);
 	free(g.B);
@@ -174,11 +196,25 @@ typedef struct Model
 			   *tmp;
 } Model;
 
+/*
+ * C[n, out] (ldc) += A[n, in] (lda) W[out, in]^T (ldw), as pepnet calls it
+ * (cblas_sgemm); with gemv and n == 1 the same product as one cblas_sgemv,
+ * to show what a one-candidate path could run at.
+ */
+static void
+mm(int gemv, int n, int out, int in, const float *A, int lda, const float *W, int ldw, float *C, int ldc)
+{
+	if (gemv && n == 1)
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, ldw, A, 1, 1.0f, C, 1);
+	else
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f,
+					A, lda, W, ldw, 1.0f, C, ldc);
+}
+
 /* every BLAS call of pn_score for N candidates, in blocks, nothing else */
 static void
-run_model(void *arg)
+run_model_impl(Model *M, int gemv)
 {
-	Model	   *M = arg;
 	int			done,
 				t,
 				k = 16;
@@ -190,38 +226,40 @@ run_model(void *arg)
 					g2 = M->T * M->h2;
 
 		/* EPNet */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, M->he, M->n0, 1.0f,
-					M->x0, M->n0, M->ep_w1 + k, k + M->n0, 1.0f, M->eh, M->he);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, M->n0, M->he, 1.0f,
-					M->eh, M->he, M->ep_w2, M->he, 1.0f, M->x, M->n0);
+		mm(gemv, n, M->he, M->n0, M->x0, M->n0, M->ep_w1 + k, k + M->n0, M->eh, M->he);
+		mm(gemv, n, M->n0, M->he, M->eh, M->he, M->ep_w2, M->he, M->x, M->n0);
 		/* tower layer 1, all tasks */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g1, M->n0, 1.0f,
-					M->x, M->n0, M->tw1, M->n0, 1.0f, M->a, g1);
+		mm(gemv, n, g1, M->n0, M->x, M->n0, M->tw1, M->n0, M->a, g1);
 		/* PPNet gate 1 */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g1, M->n0, 1.0f,
-					M->x, M->n0, M->pp1_w1 + M->pk, M->pk + M->n0, 1.0f, M->gh, g1);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g1, g1, 1.0f,
-					M->gh, g1, M->pp1_w2, g1, 1.0f, M->g, g1);
+		mm(gemv, n, g1, M->n0, M->x, M->n0, M->pp1_w1 + M->pk, M->pk + M->n0, M->gh, g1);
+		mm(gemv, n, g1, g1, M->gh, g1, M->pp1_w2, g1, M->g, g1);
 		/* tower layer 2, per task on its column block */
 		for (t = 0; t < M->T; t++)
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, M->h2, M->h1, 1.0f,
-						M->a + t * M->h1, g1, M->tw2 + (size_t) t * M->h2 * M->h1, M->h1, 1.0f,
-						M->b + t * M->h2, g2);
+			mm(gemv, n, M->h2, M->h1, M->a + t * M->h1, g1, M->tw2 + (size_t) t * M->h2 * M->h1, M->h1,
+			   M->b + t * M->h2, g2);
 		/* PPNet gate 2 */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g2, M->n0, 1.0f,
-					M->x, M->n0, M->pp2_w1 + M->pk, M->pk + M->n0, 1.0f, M->gh, g2);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, g2, g2, 1.0f,
-					M->gh, g2, M->pp2_w2, g2, 1.0f, M->g, g2);
+		mm(gemv, n, g2, M->n0, M->x, M->n0, M->pp2_w1 + M->pk, M->pk + M->n0, M->gh, g2);
+		mm(gemv, n, g2, g2, M->gh, g2, M->pp2_w2, g2, M->g, g2);
 		/* output layer */
 		for (t = 0; t < M->T; t++)
 			cblas_sgemv(CblasRowMajor, CblasNoTrans, n, M->h2, 1.0f, M->b + t * M->h2, g2,
 						M->tw3 + (size_t) t * M->h2, 1, 0.0f, M->tmp, 1);
 		/* aux */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, M->ha, M->n0, 1.0f,
-					M->x0, M->n0, M->aux_w1 + k, k + M->n0, 1.0f, M->ah, M->ha);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, M->T, M->ha, 1.0f,
-					M->ah, M->ha, M->aux_w2, M->ha, 1.0f, M->logit, M->T);
+		mm(gemv, n, M->ha, M->n0, M->x0, M->n0, M->aux_w1 + k, k + M->n0, M->ah, M->ha);
+		mm(gemv, n, M->T, M->ha, M->ah, M->ha, M->aux_w2, M->ha, M->logit, M->T);
 	}
+}
+
+static void
+run_model(void *arg)
+{
+	run_model_impl(arg, 0);
+}
+
+static void
+run_model_gemv(void *arg)
+{
+	run_model_impl(arg, 1);
 }
 
 /* multiply-adds per candidate of the GEMMs above (= FLOPs / 2) */
@@ -318,6 +356,12 @@ main(int argc, char **argv)
 		flops = 2.0 * model_macs(&M) * M.N;
 		printf("{\"kind\":\"model\",\"N\":%d,\"block\":%d,\"flops_per_cand\":%.0f,\"us\":%.3f,\"gflops\":%.3f,\"cand_per_s\":%.1f}\n",
 			   M.N, M.block, 2.0 * model_macs(&M), s * 1e6, flops / s * 1e-9, M.N / s);
+		if (M.N == 1)
+		{
+			s = time_call(run_model_gemv, &M);
+			printf("{\"kind\":\"model_gemv\",\"N\":%d,\"block\":%d,\"flops_per_cand\":%.0f,\"us\":%.3f,\"gflops\":%.3f,\"cand_per_s\":%.1f}\n",
+				   M.N, M.block, 2.0 * model_macs(&M), s * 1e6, flops / s * 1e-9, M.N / s);
+		}
 		fflush(stdout);
 	}
 

@@ -85,23 +85,17 @@ pn_domain_free(PnDomainCache *dc)
 	pn_free(dc);
 }
 
-/* y[r] = b[r] + sum_c W[r, coloff + c] v[c] for r < rows, W with leading dimension ld */
+/* y[r] = b[r] + sum_c W[r, coloff + c] v[c] for r < rows, W with leading dimension ld (one sgemv) */
 static void
 partial_bias(const float *W, int ld, int coloff, int rows, int cols, const float *v,
 			 const float *b, float *y)
 {
-	int			r,
-				c;
-
-	for (r = 0; r < rows; r++)
-	{
-		double		s = b ? b[r] : 0.0;
-		const float *w = W + (size_t) r * ld + coloff;
-
-		for (c = 0; c < cols; c++)
-			s += (double) w[c] * v[c];
-		y[r] = (float) s;
-	}
+	if (b)
+		memcpy(y, b, sizeof(float) * rows);
+	else
+		memset(y, 0, sizeof(float) * rows);
+	if (cols > 0)
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, W + coloff, ld, v, 1, 1.0f, y, 1);
 }
 
 /*
