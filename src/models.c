@@ -19,15 +19,6 @@ PG_FUNCTION_INFO_V1(pepnet_create);
 PG_FUNCTION_INFO_V1(pepnet_import);
 PG_FUNCTION_INFO_V1(pepnet_export);
 
-/* Error for a NULL argument */
-static void
-null_arg(const char *what)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-			 errmsg("%s must not be NULL", what)));
-}
-
 /* Parse a jsonb config with pepnet.max_model_size; raises on error */
 static void
 parse_config(Jsonb *jb, PnConfig *cfg)
@@ -117,11 +108,11 @@ pepnet_create(PG_FUNCTION_ARGS)
 	int32		version;
 
 	if (PG_ARGISNULL(0))
-		null_arg("model name");
+		pepnet_null_arg("model name");
 	if (PG_ARGISNULL(1))
-		null_arg("config");
+		pepnet_null_arg("config");
 	if (PG_ARGISNULL(2))
-		null_arg("seed");
+		pepnet_null_arg("seed");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	pepnet_check_name(name);
 	parse_config(PG_GETARG_JSONB_P(1), &cfg);
@@ -146,11 +137,11 @@ pepnet_import(PG_FUNCTION_ARGS)
 	int32		version;
 
 	if (PG_ARGISNULL(0))
-		null_arg("model name");
+		pepnet_null_arg("model name");
 	if (PG_ARGISNULL(1))
-		null_arg("config");
+		pepnet_null_arg("config");
 	if (PG_ARGISNULL(2))
-		null_arg("weights");
+		pepnet_null_arg("weights");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	pepnet_check_name(name);
 	parse_config(PG_GETARG_JSONB_P(1), &cfg);
@@ -177,7 +168,7 @@ pepnet_export(PG_FUNCTION_ARGS)
 	bytea	   *result;
 
 	if (PG_ARGISNULL(0))
-		null_arg("model reference");
+		pepnet_null_arg("model reference");
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
 	values[0] = Int64GetDatum(ref.id);
 	SPI_connect();

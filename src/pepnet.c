@@ -103,6 +103,15 @@ pepnet_report(PnError *err, int format_code)
 			 err->row >= 0 ? errcontext("candidate %lld of the request", (long long) err->row + 1) : 0));
 }
 
+/* Error for a NULL argument */
+void
+pepnet_null_arg(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+			 errmsg("%s must not be NULL", what)));
+}
+
 /* A model name: 1 to 63 characters, no '@' */
 void
 pepnet_check_name(const char *name)

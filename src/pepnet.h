@@ -50,6 +50,7 @@ typedef struct PepnetRef
 extern void pepnet_report(PnError *err, int sqlstate_format);
 extern int64 pepnet_max_model_bytes(void);
 extern void pepnet_check_name(const char *name);
+extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
 
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);

@@ -47,15 +47,6 @@ default_model(void)
 	return pepnet_default_model;
 }
 
-/* Error for a NULL argument */
-static void
-null_arg(const char *what)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-			 errmsg("%s must not be NULL", what)));
-}
-
 /* Shape of an array argument, refusing NULL elements */
 static void
 array_shape(ArrayType *a, const char *what, int *ndim, int *dims)
@@ -247,9 +238,9 @@ score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
 				old;
 
 	if (PG_ARGISNULL(argoff))
-		null_arg("domain");
+		pepnet_null_arg("domain");
 	if (PG_ARGISNULL(argoff + 1))
-		null_arg("persona");
+		pepnet_null_arg("persona");
 	if (PG_ARGISNULL(argoff + 2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -305,7 +296,7 @@ Datum
 pepnet_score(PG_FUNCTION_ARGS)
 {
 	if (PG_ARGISNULL(0))
-		null_arg("model reference");
+		pepnet_null_arg("model reference");
 	return score_common(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)), 1);
 }
 
@@ -342,13 +333,13 @@ pepnet_predict(PG_FUNCTION_ARGS)
 	double		out[PN_MAX_TASKS];
 
 	if (PG_ARGISNULL(0))
-		null_arg("model reference");
+		pepnet_null_arg("model reference");
 	if (PG_ARGISNULL(1))
-		null_arg("domain");
+		pepnet_null_arg("domain");
 	if (PG_ARGISNULL(2))
-		null_arg("persona");
+		pepnet_null_arg("persona");
 	if (PG_ARGISNULL(3))
-		null_arg("features");
+		pepnet_null_arg("features");
 	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	if (st == NULL)

@@ -16,28 +16,15 @@
 #
 # Needs PGHOST/PGPORT/PGUSER (test/run_all.sh sets them); ends with "N passed, M failed".
 set -uo pipefail
-export PGDATABASE=pepnet_t_concurrency
+# shellcheck source=test/shell/common.bash
+. "$(dirname "$0")/common.bash"
+suite_init concurrency
 PGBENCH=${PGBENCH:-$(pg_config --bindir 2>/dev/null)/pgbench}
 [ -x "$PGBENCH" ] || PGBENCH=/usr/lib/postgresql/15/bin/pgbench
 CLIENTS=${CLIENTS:-4}
 SECONDS_RUN=${SECONDS_RUN:-20}
 DEPLOYS=${DEPLOYS:-40}
-PASS=0
-FAIL=0
-T0=$(date +%s)
-WORK=$(mktemp -d /tmp/pepnet-concurrency.XXXXXX)
 
-ok() { echo "ok - $*"; PASS=$((PASS + 1)); }
-notok() { echo "not ok - $*"; FAIL=$((FAIL + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else notok "$what"; fi; }
-q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-finish() {
-	[ -n "${KEEP:-}" ] || dropdb --if-exists "$PGDATABASE" >/dev/null 2>&1 || true
-	rm -rf "$WORK"
-	echo "# $(($(date +%s) - T0)) s"
-	echo "$PASS passed, $FAIL failed"
-	[ "$FAIL" = 0 ] && exit 0 || exit 1
-}
 
 dropdb --if-exists "$PGDATABASE" >/dev/null 2>&1
 if ! createdb "$PGDATABASE"; then notok "createdb $PGDATABASE"; finish; fi

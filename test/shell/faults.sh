@@ -16,30 +16,17 @@
 # Needs PGHOST/PGPORT/PGUSER of a cluster this suite may crash-restart (test/run_all.sh's, whose
 # log is $PGHOST/server.log); ends with "N passed, M failed".
 set -uo pipefail
-export PGDATABASE=pepnet_t_faults
+# shellcheck source=test/shell/common.bash
+. "$(dirname "$0")/common.bash"
+suite_init faults
 PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
-PASS=0
-FAIL=0
-T0=$(date +%s)
-WORK=$(mktemp -d /tmp/pepnet-faults.XXXXXX)
 SERVER_LOG=${SERVER_LOG:-${PGHOST:-/nonexistent}/server.log}
 LOG_START=0
 [ -f "$SERVER_LOG" ] && LOG_START=$(stat -c %s "$SERVER_LOG")
 
-ok() { echo "ok - $*"; PASS=$((PASS + 1)); }
-notok() { echo "not ok - $*"; FAIL=$((FAIL + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else notok "$what"; fi; }
-q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 # a < b for decimals
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
-finish() {
-	[ -n "${KEEP:-}" ] || dropdb --if-exists "$PGDATABASE" >/dev/null 2>&1 || true
-	rm -rf "$WORK"
-	echo "# $(($(date +%s) - T0)) s"
-	echo "$PASS passed, $FAIL failed"
-	[ "$FAIL" = 0 ] && exit 0 || exit 1
-}
 # the pid of the active backend of application $1 (empty if none within 10 s)
 backend_pid() {
 	local pid

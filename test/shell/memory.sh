@@ -25,23 +25,10 @@
 # Needs PGHOST/PGPORT/PGUSER of a superuser (pg_read_file of /proc); ends with "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/../.." || { echo "0 passed, 1 failed"; exit 1; }
-export PGDATABASE=pepnet_t_memory
-PASS=0
-FAIL=0
-T0=$(date +%s)
-WORK=$(mktemp -d /tmp/pepnet-memory.XXXXXX)
+# shellcheck source=test/shell/common.bash
+. "$(dirname "$0")/common.bash"
+suite_init memory
 
-ok() { echo "ok - $*"; PASS=$((PASS + 1)); }
-notok() { echo "not ok - $*"; FAIL=$((FAIL + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else notok "$what"; fi; }
-q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-finish() {
-	[ -n "${KEEP:-}" ] || dropdb --if-exists "$PGDATABASE" >/dev/null 2>&1 || true
-	rm -rf "$WORK"
-	echo "# $(($(date +%s) - T0)) s"
-	echo "$PASS passed, $FAIL failed"
-	[ "$FAIL" = 0 ] && exit 0 || exit 1
-}
 kb() { awk -v b="$1" 'BEGIN { printf "%.0f kB", b / 1024 }'; }
 
 dropdb --if-exists "$PGDATABASE" >/dev/null 2>&1

@@ -12,23 +12,10 @@
 #
 # Needs PGHOST/PGPORT/PGUSER (test/run_all.sh sets them); ends with "N passed, M failed".
 set -uo pipefail
-export PGDATABASE=pepnet_t_parallel
-PASS=0
-FAIL=0
-T0=$(date +%s)
-WORK=$(mktemp -d /tmp/pepnet-parallel.XXXXXX)
+# shellcheck source=test/shell/common.bash
+. "$(dirname "$0")/common.bash"
+suite_init parallel
 
-ok() { echo "ok - $*"; PASS=$((PASS + 1)); }
-notok() { echo "not ok - $*"; FAIL=$((FAIL + 1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else notok "$what"; fi; }
-q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-finish() {
-	[ -n "${KEEP:-}" ] || dropdb --if-exists "$PGDATABASE" >/dev/null 2>&1 || true
-	rm -rf "$WORK"
-	echo "# $(($(date +%s) - T0)) s"
-	echo "$PASS passed, $FAIL failed"
-	[ "$FAIL" = 0 ] && exit 0 || exit 1
-}
 PAR="SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
      SET min_parallel_table_scan_size = 0; SET max_parallel_workers = 8;"
 # shellcheck disable=SC2034  # SER, PAR, NOLEADER are used as ${!mode}
