@@ -255,7 +255,9 @@ pepnet_cache_get(const PepnetRef *ref)
 	int32		version;
 	int64		id = ref->id;
 
-	ensure_tables();
+	/* pepnet_resolve, which made ref, has checked the tables this statement */
+	if (entries == NULL)
+		ensure_tables();
 	e = hash_search(entries, &id, HASH_FIND, NULL);
 	if (e && e->xmin != ref->xmin)
 	{

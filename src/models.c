@@ -97,31 +97,44 @@ store_new(const char *name, PnModel *m)
 	return pepnet_insert_version(name, cj, blob, NULL, 0);
 }
 
-/* pepnet_create(name, config, seed): a new version initialised from seed */
-Datum
-pepnet_create(PG_FUNCTION_ARGS)
+/*
+ * The arguments pepnet_create and pepnet_import share: a valid name, a
+ * valid config and a non-NULL third argument (what3); returns the zeroed
+ * model of the config.
+ */
+static PnModel *
+model_from_args(FunctionCallInfo fcinfo, const char *what3, char **name)
 {
-	char	   *name;
 	PnConfig	cfg;
 	PnModel    *m;
 	PnError		err = {0};
-	int32		version;
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model name");
 	if (PG_ARGISNULL(1))
 		pepnet_null_arg("config");
 	if (PG_ARGISNULL(2))
-		pepnet_null_arg("seed");
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	pepnet_check_name(name);
+		pepnet_null_arg(what3);
+	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	pepnet_check_name(*name);
 	parse_config(PG_GETARG_JSONB_P(1), &cfg);
 	if (pn_model_new(&cfg, &m, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
+	pn_config_free(&cfg);
+	return m;
+}
+
+/* pepnet_create(name, config, seed): a new version initialised from seed */
+Datum
+pepnet_create(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	PnModel    *m = model_from_args(fcinfo, "seed", &name);
+	int32		version;
+
 	pn_model_init(m, (uint64) (int64) PG_GETARG_INT32(2));
 	version = store_new(name, m);
 	pn_model_free(m);
-	pn_config_free(&cfg);
 	PG_RETURN_INT32(version);
 }
 
@@ -130,29 +143,15 @@ Datum
 pepnet_import(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	PnConfig	cfg;
-	PnModel    *m;
+	PnModel    *m = model_from_args(fcinfo, "weights", &name);
+	bytea	   *blob = PG_GETARG_BYTEA_PP(2);
 	PnError		err = {0};
-	bytea	   *blob;
 	int32		version;
 
-	if (PG_ARGISNULL(0))
-		pepnet_null_arg("model name");
-	if (PG_ARGISNULL(1))
-		pepnet_null_arg("config");
-	if (PG_ARGISNULL(2))
-		pepnet_null_arg("weights");
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	pepnet_check_name(name);
-	parse_config(PG_GETARG_JSONB_P(1), &cfg);
-	blob = PG_GETARG_BYTEA_PP(2);
-	if (pn_model_new(&cfg, &m, &err) != PN_OK)
-		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
 	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
 	version = store_new(name, m);
 	pn_model_free(m);
-	pn_config_free(&cfg);
 	PG_RETURN_INT32(version);
 }
 
