@@ -1,11 +1,11 @@
 # pepnet: STAR-PEPNet multi-domain CTR models inside PostgreSQL (PGXS build)
 EXTENSION = pepnet
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = pepnet
 CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/train.o
 OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/training.o $(CORE_OBJS)
-DATA = sql/pepnet--$(EXTVERSION).sql
+DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
 PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
 REGRESS = models score errors train security
@@ -16,15 +16,17 @@ PG_CFLAGS = -std=gnu99 -Wno-declaration-after-statement
 SHLIB_LINK = -lopenblas -lm
 EXTRA_CLEAN = test/unit/test_core test/results
 
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# After include $(PGXS), so that its "all" stays the default goal (a rule above it would become
+# the default and plain `make` would build one object file).
 # PGXS tracks no header dependencies: every object depends on the headers
 $(OBJS): src/core/pncore.h src/core/vmath.h src/pepnet.h
 
 # the numeric core's loops (sigmoid, Adam, PN) vectorize at -O3; it never reads errno or FP traps
 $(CORE_OBJS): CFLAGS += -O3 -fno-math-errno -fno-trapping-math
-
-PG_CONFIG ?= pg_config
-PGXS := $(shell $(PG_CONFIG) --pgxs)
-include $(PGXS)
 
 # C unit tests of the numeric core: no PostgreSQL involved
 CORE_SRC = $(CORE_OBJS:.o=.c)
