@@ -464,6 +464,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 	PnError		err = {0};
 	char	   *at;
 
+	pepnet_require_writable("pepnet_train");	/* on a standby, before any work */
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model name must not be NULL")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
