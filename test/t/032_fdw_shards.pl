@@ -182,5 +182,20 @@ is(sq($s2, "SELECT pepnet_import_version(bundle) FROM registry_bundles WHERE nam
 is(sq($coord, "SELECT count(*) FROM cands_p2 WHERE pepnet_predict('ctr\@3'::pepnet_pinned, domain, persona, features) >= 0"),
 	sq($s2, 'SELECT count(*) FROM cands_p2'), 'shard2 now scores the coordinator\'s version 3');
 
+# --- training over the shards: reproducible with an ORDER BY ---------------------------------
+# (async foreign scans deliver the shards' rows in varying order, and the seeded shuffle permutes
+# rows in arrival order: the data query needs an ORDER BY on a unique key to be reproducible)
+sq($coord, "ALTER SERVER shard$_ OPTIONS (ADD async_capable 'true')") for (1, 2);
+my $train = "CALL pepnet_train('%s', 'SELECT domain, persona, features, label FROM %s ORDER BY id', config => '$CFG', epochs => 2, batch_size => 64, seed => 5)";
+sq($coord, sprintf($train, 'sharded', 'cands')) for (1, 2);
+sq($coord, sprintf($train, 'single', 'cands_local'));
+my $fps = sq($coord, "SELECT string_agg(name || '\@' || version || ':' || encode(fingerprint, 'hex'), ',' ORDER BY name, version)
+                      FROM pepnet.models WHERE name IN ('sharded', 'single')");
+my %fp = map { split /:/ } split /,/, $fps;
+is(scalar(keys %fp), 6, 'two trainings over the shards and one on one node, two epochs each');
+ok($fp{'sharded@2'} ne $fp{'sharded@1'}, 'the second epoch changed the weights (the next checks can fail)');
+is($fp{'sharded@3'} . $fp{'sharded@4'}, $fp{'sharded@1'} . $fp{'sharded@2'}, 'training twice over the shards with ORDER BY gives the same weights');
+is($fp{'single@1'} . $fp{'single@2'}, $fp{'sharded@1'} . $fp{'sharded@2'}, 'and the same weights as training on one node');
+
 $_->stop for values %n;
 done_testing();
