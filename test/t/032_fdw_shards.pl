@@ -155,6 +155,20 @@ my @off = grep {
 ok(@c == @e && !@off, 'per-domain rows, AUC and logloss combined from the shards equal pepnet_evaluate on one node')
 	or diag("combined $combined\nsingle   $single");
 
+# --- 4. batch scoring: an UPDATE of the partitioned table runs as one UPDATE on each shard ----
+sq($s1, 'ALTER TABLE cands_p1 ADD COLUMN score float8');
+sq($s2, 'ALTER TABLE cands_p2 ADD COLUMN score float8');
+sq($coord, 'ALTER TABLE cands ADD COLUMN score float8; ALTER TABLE cands_local ADD COLUMN score float8');
+my $upd = "UPDATE %s SET score = $P";
+$plan = sq($coord, 'EXPLAIN (VERBOSE, COSTS OFF) ' . sprintf($upd, 'cands'));
+@remote = ($plan =~ /Remote SQL: (.*)/g);
+is(scalar(grep { /^UPDATE public\.cands_p\d SET score = public\.pepnet_predict\('ctr\@2#[0-9a-f]{64}'::public\.pepnet_pinned/ } @remote),
+	2, 'batch: EXPLAIN VERBOSE shows each shard running the UPDATE with pepnet_predict (Foreign Update)')
+	or diag($plan);
+sq($coord, sprintf($upd, 'cands') . '; ' . sprintf($upd, 'cands_local'));
+is(sq($coord, "SELECT string_agg(id || ':' || score, ',' ORDER BY id) FROM cands"),
+	sq($coord, "SELECT string_agg(id || ':' || score, ',' ORDER BY id) FROM cands_local"), 'batch: the scores stored on the shards equal one node\'s');
+
 # --- one version per statement: the coordinator's pin, whatever the shards deploy -------------
 sq($s2, "SELECT pepnet_deploy('ctr', 1)");
 my $v2 = sq($coord, "SELECT string_agg(id::text, ',' ORDER BY id) FROM cands_local WHERE domain = 0 AND $P > $t");
