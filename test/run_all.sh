@@ -81,5 +81,27 @@ for t in test/python/test_train_*.py; do
 	suite "python_$(basename "$t" .py)" $PY "$t"
 done
 
+# multi-node TAP tests (scaling out: hot standby, postgres_fdw shards, PL/Proxy), each with its own
+# throwaway clusters; as root they run as "postgres" (PostgreSQL refuses root)
+tap() {
+	local t=$1 dir bindir pgxs out rc
+	bindir=$(pg_config --bindir)
+	pgxs=$(dirname "$(pg_config --pgxs)")/../..
+	dir=$(mktemp -d /tmp/pepnet-tap.XXXXXX)
+	mkdir -p "$dir/tmp_check"
+	local run=()
+	if [ "$(id -u)" = 0 ]; then chown -R postgres: "$dir"; run=(runuser -u postgres --); fi
+	out=$("${run[@]}" env TESTDIR="$dir" PATH="$bindir:$PATH" PG_REGRESS="$pgxs/src/test/regress/pg_regress" prove -v -I "$pgxs/src/test/perl" "$t" 2>&1)
+	rc=$?
+	echo "$out"
+	if [ "$rc" != 0 ]; then tail -n 20 "$dir"/tmp_check/log/*.log; else rm -rf "$dir"; fi
+	echo "$(echo "$out" | grep -cE '^ok [0-9]+') passed, $(echo "$out" | grep -cE '^not ok [0-9]+') failed"
+	return $rc
+}
+for t in test/t/03*.pl; do
+	[ -e "$t" ] || continue
+	suite "tap_$(basename "$t" .pl)" tap "$t"
+done
+
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]
