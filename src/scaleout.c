@@ -476,7 +476,7 @@ pepnet_export_version(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("model \"%s\" version %d is too large for a bundle (%zu bytes, a bytea holds at most 1 GB)",
 						ref.name, ref.version, total),
-				 errhint("Copy the row of pepnet.models through a foreign table instead (see the README, Scaling out).")));
+				 errhint("Copy the row with INSERT INTO pepnet.models ... SELECT from a foreign table over the source's pepnet.models (README, Scaling out).")));
 	out = (bytea *) MemoryContextAllocHuge(caller, VARHDRSZ + total);
 	SET_VARSIZE(out, VARHDRSZ + total);
 	memcpy(VARDATA(out), BUNDLE_MAGIC, BUNDLE_MAGIC_LEN);
