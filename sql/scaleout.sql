@@ -59,6 +59,12 @@ SELECT count(*) AS candidates,
        count(*) FILTER (WHERE pepnet_predict('so@2'::pepnet_pinned, domain, persona, features) =
                               pepnet_predict('so@1', domain, persona, features)) AS equal_to_other_version
 FROM so_cands;
+-- in parallel workers too (PARALLEL SAFE): the same scores
+SET force_parallel_mode = on; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+SELECT count(*) FILTER (WHERE pepnet_predict('so@2'::pepnet_pinned, domain, persona, features) =
+                              pepnet_predict('so@2', domain, persona, features)) AS equal_in_workers
+FROM so_cands;
+RESET force_parallel_mode; RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
 -- a pinned version with other weights here is refused, row by row or folded as a constant
 SELECT so_error(format($$SELECT pepnet_predict(%L::pepnet_pinned, domain, persona, features) FROM so_cands$$,
        'so@2#' || (SELECT encode(fingerprint, 'hex') FROM pepnet.models WHERE name = 'so' AND version = 1)))

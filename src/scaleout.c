@@ -37,6 +37,7 @@
 #include "utils/jsonb.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(pepnet_require_writable_sql);
 PG_FUNCTION_INFO_V1(pepnet_fingerprint_of);
@@ -146,8 +147,9 @@ pepnet_fingerprint_of(PG_FUNCTION_ARGS)
 
 /*
  * The stored fingerprint of name@version on this node; false if there is
- * no such version.  Runs with the caller's rights and a fresh snapshot (it
- * is also called from the type's input function, during parsing).
+ * no such version.  Runs with the caller's rights and the statement's
+ * snapshot, or a fresh one where none is active (the type's input function
+ * may run outside a statement's snapshot, e.g. for a utility command).
  */
 static bool
 stored_fingerprint(const char *name, int32 version, uint8 *fp)
@@ -162,7 +164,7 @@ stored_fingerprint(const char *name, int32 version, uint8 *fp)
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT fingerprint FROM pepnet.models "
 							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
-							  2, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
+							  2, argtypes, values, NULL, ActiveSnapshotSet(), 1) != SPI_OK_SELECT)
 		elog(ERROR, "pepnet: could not read the fingerprint of model \"%s\" version %d", name, version);
 	if (SPI_processed == 1)
 	{
