@@ -110,6 +110,16 @@ like($e, qr/ERROR:  25006: pepnet_deploy cannot run in a read-only transaction/,
 ($rc, $o, $e) = $primary->psql($db, "\\set VERBOSITY verbose\nSET default_transaction_read_only = on;\nCALL pepnet_train('m', 'SELECT 1/0 AS domain', config => '$CFG');");
 like($e, qr/ERROR:  25006: pepnet_train cannot run in a read-only transaction/, 'primary: CALL pepnet_train with default_transaction_read_only: 25006 before the data query');
 
+# --- ALTER EXTENSION UPDATE from 0.1.0 fills the fingerprints of existing versions -------------
+$primary->safe_psql($db, 'CREATE DATABASE old');
+$primary->safe_psql('old', "CREATE EXTENSION pepnet VERSION '0.1.0'; SELECT pepnet_create('u', '$CFG', 3), pepnet_create('u', '$CFG', 4);");
+$primary->safe_psql('old', "ALTER EXTENSION pepnet UPDATE TO '0.2.0'");
+is($primary->safe_psql('old', "SELECT string_agg((fingerprint = pepnet._fingerprint(config, weights))::text, ',' ORDER BY version) FROM pepnet.models"),
+	'true,true', 'the upgrade computed the fingerprint of every existing version');
+$primary->wait_for_catchup($standby);
+is($standby->safe_psql('old', "SELECT pepnet_pin('u\@2')::text"), $primary->safe_psql('old', "SELECT pepnet_pin('u\@2')::text"),
+	'the standby pins upgraded versions with the primary\'s fingerprints');
+
 $standby->stop;
 $primary->stop;
 done_testing();
