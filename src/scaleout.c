@@ -404,7 +404,12 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 		}
 		st->pin = (Pinned *) palloc(VARSIZE(p));
 		memcpy(st->pin, p, VARSIZE(p));
-		st->ref = cstring_to_text(psprintf("%s@%d", p->name, p->version));
+		{
+			char	   *r = psprintf("%s@%d", p->name, p->version);
+
+			st->ref = cstring_to_text(r);
+			pfree(r);
+		}
 		st->lxid = InvalidLocalTransactionId;
 		st->ok_id = -1;
 		MemoryContextSwitchTo(old);
