@@ -117,6 +117,7 @@ SELECT so_error($$SELECT pepnet_import_version(overlay(b placing convert_to('"na
        LIKE '22P03: bundle of model "sy" version 3 does not match its fingerprint' AS appended_byte_refused;
 SELECT count(*) AS versions_of_sy FROM pepnet.models WHERE name = 'sy';
 SELECT so_error($$SELECT pepnet_export_version('nope')$$);
+SELECT so_error($$SELECT pepnet_export_version(NULL)$$);
 
 -- every writer refuses at once in a read-only transaction (25006), saying where to run it
 BEGIN READ ONLY;

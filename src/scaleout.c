@@ -128,7 +128,21 @@ fingerprint(Jsonb *config, bytea *weights, uint8 *out)
 	hash_or_fail(ctx, pg_cryptohash_init(ctx));
 	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) &len, sizeof(len)));
 	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) cfg, strlen(cfg)));
-	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) VARDATA_ANY(weights), VARSIZE_ANY_EXHDR(weights)));
+	{
+		/* in slices, so that a cancel is seen while hashing a large model */
+		const uint8 *w = (const uint8 *) VARDATA_ANY(weights);
+		size_t		left = VARSIZE_ANY_EXHDR(weights);
+
+		while (left > 0)
+		{
+			size_t		n = Min(left, (size_t) 16 * 1024 * 1024);
+
+			CHECK_FOR_INTERRUPTS();
+			hash_or_fail(ctx, pg_cryptohash_update(ctx, w, n));
+			w += n;
+			left -= n;
+		}
+	}
 	hash_or_fail(ctx, pg_cryptohash_final(ctx, out, FP_LEN));
 	pg_cryptohash_free(ctx);
 	pfree(cfg);
