@@ -35,7 +35,7 @@ for t in "$@"; do
 done
 if [ "$FAIL" != 0 ]; then
 	echo "# node logs: $TESTDIR/tmp_check/log"
-	for l in "$TESTDIR"/tmp_check/log/*.log; do [ -f "$l" ] && { echo "# --- $l (tail)"; tail -15 "$l"; }; done
+	for l in "$TESTDIR"/tmp_check/log/*; do [ -f "$l" ] && { echo "# --- $l (tail)"; tail -15 "$l"; }; done
 fi
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]
