@@ -72,8 +72,10 @@ CREATE TRIGGER models_number BEFORE INSERT ON pepnet.models
 
 /*
  * Deploy history: one row per change of a deployment (pepnet_deploy or direct DML on
- * pepnet.deployments), written by a trigger on pepnet.deployments (SECURITY DEFINER: deployers
- * cannot write or forge the history themselves, they read it).  seq counts from 1 per name.
+ * pepnet.deployments), written by a trigger on pepnet.deployments that records the deploying role
+ * and writes as the table's owner (as foreign-key triggers do): deployers need no grant on the
+ * history and cannot write or forge it; they may be granted SELECT.  seq counts from 1 per name.
+ * Rows loaded by COPY (pg_restore) and by logical replication bring their history with them.
  * from_version NULL: nothing was deployed; to_version NULL: the deployment was deleted.
  */
 CREATE TABLE pepnet.deploy_history (
@@ -91,30 +93,7 @@ COMMENT ON TABLE pepnet.deploy_history IS 'pepnet: who deployed which version of
 SELECT pg_catalog.pg_extension_config_dump('pepnet.deploy_history', '');
 
 CREATE FUNCTION pepnet._deploy_log() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	n text := CASE WHEN TG_OP = 'DELETE' THEN OLD.name ELSE NEW.name END;
-	fromv int := CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE OLD.version END;
-	tov int := CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE NEW.version END;
-BEGIN
-	-- rows loaded by COPY (pg_restore) bring their history with them
-	IF current_query() ~* '^\s*COPY\s+("?pepnet"?\s*\.\s*)?"?deployments\M' THEN
-		RETURN NULL;
-	END IF;
-	IF TG_OP = 'UPDATE' AND OLD.name IS DISTINCT FROM NEW.name THEN
-		RAISE EXCEPTION 'a deployment cannot be renamed'
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'Deploy the other name with pepnet_deploy and DELETE the old deployment.';
-	END IF;
-	IF fromv IS NOT DISTINCT FROM tov THEN
-		RETURN NULL;
-	END IF;
-	INSERT INTO pepnet.deploy_history (name, seq, from_version, to_version, strategy)
-		SELECT n, COALESCE(max(h.seq), 0) + 1, fromv, tov,
-			   COALESCE(NULLIF(current_setting('pepnet.deploy_strategy', true), ''), 'sql')
-		FROM pepnet.deploy_history h WHERE h.name = n;
-	RETURN NULL;
-END $$;
+	AS 'MODULE_PATHNAME', 'pepnet_deploy_log' LANGUAGE C;
 
 CREATE TRIGGER deployments_log AFTER INSERT OR UPDATE OR DELETE ON pepnet.deployments
 	FOR EACH ROW EXECUTE FUNCTION pepnet._deploy_log();

@@ -8,6 +8,7 @@
  */
 #include "pepnet.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -19,6 +20,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -31,6 +33,7 @@ PG_FUNCTION_INFO_V1(pepnet_import);
 PG_FUNCTION_INFO_V1(pepnet_export);
 PG_FUNCTION_INFO_V1(pepnet_read_only_guard);
 PG_FUNCTION_INFO_V1(pepnet_drop_guard);
+PG_FUNCTION_INFO_V1(pepnet_deploy_log);
 
 /* settings of the registry */
 bool		pepnet_read_only = false;
@@ -561,4 +564,111 @@ pepnet_registry_init(void)
 							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
 	prev_utility_hook = ProcessUtility_hook;
 	ProcessUtility_hook = pepnet_utility;
+}
+
+/* Is the statement being run a COPY into pepnet.<table> (pg_restore loading data)? */
+static bool
+copy_into(const char *table)
+{
+	const char *q = debug_query_string;
+	char		head[160];
+	int			i;
+
+	if (q == NULL)
+		return false;
+	while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+		q++;
+	if (pg_strncasecmp(q, "copy", 4) != 0)
+		return false;
+	for (i = 0; i < (int) sizeof(head) - 1 && q[i] && pg_strncasecmp(q + i, " from", 5) != 0; i++)
+		head[i] = pg_ascii_tolower((unsigned char) q[i]);
+	head[i] = '\0';
+	return strstr(head, table) != NULL;
+}
+
+/*
+ * pepnet._deploy_log(): AFTER ROW trigger on pepnet.deployments writing
+ * pepnet.deploy_history: the deploying role, from and to versions and the
+ * strategy pepnet_deploy set (else 'sql').  The row is written as the
+ * table's owner, as foreign-key triggers do, so deployers need no grant on
+ * the history and cannot write it themselves.
+ */
+Datum
+pepnet_deploy_log(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	oldt = NULL,
+				newt = NULL;
+	int			aname,
+				aversion;
+	char	   *name;
+	bool		isnull;
+	Datum		fromv = 0,
+				tov = 0;
+	bool		from_null = true,
+				to_null = true;
+	Oid			save_userid;
+	int			save_sec;
+	Oid			argtypes[5] = {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		elog(ERROR, "pepnet._deploy_log must be called as an AFTER ROW trigger");
+	if (copy_into("deployments"))
+		return PointerGetDatum(NULL);
+	desc = RelationGetDescr(td->tg_relation);
+	aname = SPI_fnumber(desc, "name");
+	aversion = SPI_fnumber(desc, "version");
+	if (aname <= 0 || aversion <= 0)
+		elog(ERROR, "pepnet._deploy_log: pepnet.deployments lacks name or version");
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		newt = td->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		oldt = td->tg_trigtuple;
+		newt = td->tg_newtuple;
+	}
+	else
+		oldt = td->tg_trigtuple;
+	name = SPI_getvalue(newt ? newt : oldt, desc, aname);
+	if (oldt && newt)
+	{
+		char	   *oldname = SPI_getvalue(oldt, desc, aname);
+
+		if (strcmp(oldname, name) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("a deployment cannot be renamed"),
+					 errhint("Deploy the other name with pepnet_deploy and DELETE the old deployment.")));
+	}
+	if (oldt)
+		fromv = heap_getattr(oldt, aversion, desc, &from_null);
+	if (newt)
+		tov = heap_getattr(newt, aversion, desc, &to_null);
+	if (from_null == to_null && (from_null || DatumGetInt32(fromv) == DatumGetInt32(tov)))
+		return PointerGetDatum(NULL);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = fromv;
+	nulls[1] = from_null ? 'n' : ' ';
+	values[2] = tov;
+	nulls[2] = to_null ? 'n' : ' ';
+	values[3] = CStringGetTextDatum(pepnet_deploy_strategy && pepnet_deploy_strategy[0] ? pepnet_deploy_strategy : "sql");
+	values[4] = CStringGetTextDatum(GetUserNameFromId(save_userid, false));
+	(void) isnull;
+
+	SetUserIdAndSecContext(td->tg_relation->rd_rel->relowner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO pepnet.deploy_history (name, seq, from_version, to_version, strategy, deployed_by) "
+							  "SELECT $1, COALESCE(pg_catalog.max(h.seq), 0) OPERATOR(pg_catalog.+) 1, $2, $3, $4, $5 "
+							  "FROM pepnet.deploy_history h WHERE h.name OPERATOR(pg_catalog.=) $1",
+							  5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "pepnet: could not record the deployment of model \"%s\"", name);
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec);
+	return PointerGetDatum(NULL);
 }
