@@ -141,10 +141,23 @@ pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
 	values[4] = Int32GetDatum(parent);
 
 	SPI_connect();
-	if (SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, parent) "
-							  "VALUES ($1, NULL, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5) RETURNING version",
-							  5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
-		SPI_processed != 1)
+	if (!OidIsValid(get_relname_relid("model_names", get_namespace_oid("pepnet", false))))
+	{
+		/* the 0.1.0 schema (before ALTER EXTENSION pepnet UPDATE): max + 1 under a lock */
+		if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock(1885695342, pg_catalog.hashtext($1))",
+								  1, argtypes, values, nulls, false, 0) != SPI_OK_SELECT ||
+			SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, parent) "
+								  "SELECT $1, COALESCE(pg_catalog.max(m.version), 0) OPERATOR(pg_catalog.+) 1, "
+								  "$2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5 "
+								  "FROM pepnet.models m WHERE m.name OPERATOR(pg_catalog.=) $1 RETURNING version",
+								  5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
+			SPI_processed != 1)
+			elog(ERROR, "pepnet: could not insert a version of model \"%s\"", name);
+	}
+	else if (SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, parent) "
+								   "VALUES ($1, NULL, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5) RETURNING version",
+								   5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
+			 SPI_processed != 1)
 		elog(ERROR, "pepnet: could not insert a version of model \"%s\"", name);
 	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
