@@ -112,6 +112,12 @@ SELECT pepnet_create('k', ('{"domains": 1, "features": [{"name": "a", "buckets":
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_create('k', ('{"domains": 1, "features": [{"name": "' || repeat('x', 39) || repeat(chr(233), 30) || '", "buckets": 2}]}')::jsonb);
 \echo :LAST_ERROR_SQLSTATE
+-- bytes of a crafted safetensors header that are not valid text are shown as '?', not sent raw
+WITH h AS (SELECT convert_to('{"', 'UTF8') || '\xc3'::bytea || convert_to('x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 'UTF8') AS j),
+     le AS (SELECT j, (SELECT decode(string_agg(lpad(to_hex((length(j)::bigint >> (8 * i)) & 255), 2, '0'), '' ORDER BY i), 'hex')
+                       FROM generate_series(0, 7) i) AS n FROM h)
+SELECT pepnet_import('bad', :'small', n || j || '\x00000000'::bytea) FROM le;
+\echo :LAST_ERROR_SQLSTATE
 RESET client_encoding;
 
 -- deploy strategies; API.md's pepnet_deploy(name, version) stays
