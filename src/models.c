@@ -20,6 +20,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "parser/scansup.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
@@ -579,24 +580,33 @@ pepnet_registry_init(void)
 	ProcessUtility_hook = pepnet_utility;
 }
 
-/* Is the statement being run a COPY into pepnet.<table> (pg_restore loading data)? */
+/*
+ * Is the statement being run COPY [pepnet.]table ... (pg_restore loading
+ * data, which brings its own history)?
+ */
 static bool
 copy_into(const char *table)
 {
 	const char *q = debug_query_string;
-	char		head[160];
-	int			i;
+	size_t		n = strlen(table);
 
 	if (q == NULL)
 		return false;
-	while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+	while (scanner_isspace(*q))
 		q++;
-	if (pg_strncasecmp(q, "copy", 4) != 0)
+	if (pg_strncasecmp(q, "copy", 4) != 0 || !scanner_isspace(q[4]))
 		return false;
-	for (i = 0; i < (int) sizeof(head) - 1 && q[i] && pg_strncasecmp(q + i, " from", 5) != 0; i++)
-		head[i] = pg_ascii_tolower((unsigned char) q[i]);
-	head[i] = '\0';
-	return strstr(head, table) != NULL;
+	q += 4;
+	while (scanner_isspace(*q))
+		q++;
+	if (pg_strncasecmp(q, "pepnet.", 7) == 0)
+		q += 7;
+	else if (strncmp(q, "\"pepnet\".", 9) == 0)
+		q += 9;
+	if (*q == '"')
+		q++;
+	return pg_strncasecmp(q, table, n) == 0 &&
+		(q[n] == '\0' || q[n] == '"' || q[n] == '(' || q[n] == ';' || scanner_isspace(q[n]));
 }
 
 /*
