@@ -39,10 +39,13 @@ INSERT INTO pepnet.model_names (name, last_version)
 SELECT pg_catalog.pg_extension_config_dump('pepnet.model_names', '');
 
 CREATE FUNCTION pepnet._models_number() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	hw int;
 BEGIN
+	IF TG_TABLE_SCHEMA <> 'pepnet' OR TG_TABLE_NAME <> 'models' THEN
+		RAISE EXCEPTION 'pepnet._models_number numbers pepnet.models only' USING ERRCODE = 'insufficient_privilege';
+	END IF;
 	IF current_query() ~* '^\s*COPY\s+("?pepnet"?\s*\.\s*)?"?models\M' THEN
 		RETURN NEW;
 	END IF;
@@ -69,6 +72,7 @@ END $$;
 
 CREATE TRIGGER models_number BEFORE INSERT ON pepnet.models
 	FOR EACH ROW EXECUTE FUNCTION pepnet._models_number();
+REVOKE ALL ON FUNCTION pepnet._models_number() FROM PUBLIC;
 
 /*
  * Deploy history: one row per change of a deployment (pepnet_deploy or direct DML on
@@ -93,7 +97,7 @@ COMMENT ON TABLE pepnet.deploy_history IS 'pepnet: who deployed which version of
 SELECT pg_catalog.pg_extension_config_dump('pepnet.deploy_history', '');
 
 CREATE FUNCTION pepnet._deploy_log() RETURNS trigger
-	AS 'MODULE_PATHNAME', 'pepnet_deploy_log' LANGUAGE C;
+	AS 'MODULE_PATHNAME', 'pepnet_deploy_log' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 CREATE TRIGGER deployments_log AFTER INSERT OR UPDATE OR DELETE ON pepnet.deployments
 	FOR EACH ROW EXECUTE FUNCTION pepnet._deploy_log();
@@ -104,7 +108,7 @@ CREATE TRIGGER deployments_log AFTER INSERT OR UPDATE OR DELETE ON pepnet.deploy
  * leave the deployment pointing at nothing (foreign keys are not checked by the apply worker).
  */
 CREATE OR REPLACE FUNCTION pepnet._models_guard() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	IF TG_OP = 'UPDATE' THEN
 		IF NEW.name IS DISTINCT FROM OLD.name OR NEW.version IS DISTINCT FROM OLD.version THEN
@@ -139,7 +143,7 @@ ALTER TABLE pepnet.models ENABLE ALWAYS TRIGGER models_guard;
  * session_replication_role = replica, where this ordinary trigger does not fire).
  */
 CREATE FUNCTION pepnet._read_only_guard() RETURNS trigger
-	AS 'MODULE_PATHNAME', 'pepnet_read_only_guard' LANGUAGE C;
+	AS 'MODULE_PATHNAME', 'pepnet_read_only_guard' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 CREATE TRIGGER models_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON pepnet.models
 	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._read_only_guard();
 CREATE TRIGGER deployments_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON pepnet.deployments
@@ -154,14 +158,14 @@ CREATE TRIGGER model_names_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCA
  * version: refused while versions exist, unless pepnet.allow_drop = on.
  */
 CREATE FUNCTION pepnet._drop_guard() RETURNS event_trigger
-	AS 'MODULE_PATHNAME', 'pepnet_drop_guard' LANGUAGE C;
+	AS 'MODULE_PATHNAME', 'pepnet_drop_guard' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 CREATE EVENT TRIGGER pepnet_drop_guard ON ddl_command_start
 	WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA')
 	EXECUTE FUNCTION pepnet._drop_guard();
 
 -- Set a deployment and log it with its strategy (the deploy_history trigger reads the label).
 CREATE FUNCTION pepnet._deploy(name text, version int, strategy text) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
 	PERFORM set_config('pepnet.deploy_strategy', _deploy.strategy, true);
 	INSERT INTO pepnet.deployments AS d (name, version)
@@ -173,7 +177,7 @@ END $$;
 
 -- Make version the one a bare name refers to, for every session once committed (API.md).
 CREATE OR REPLACE FUNCTION pepnet_deploy(name text, version int) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	latest int;
 BEGIN
@@ -204,7 +208,7 @@ END $$;
  *   '7'         a version number, as pepnet_deploy(name, 7)
  */
 CREATE FUNCTION pepnet_deploy(name text, strategy text, metric text DEFAULT 'logloss') RETURNS int
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	v int;
 	cur int;
