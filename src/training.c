@@ -46,7 +46,7 @@ typedef struct TrainState
 	MemoryContext cxt;
 	PnModel    *model;
 	PnTrainer  *trainer;
-	char		name[NAMEDATALEN];
+	char		name[PEPNET_NAMELEN];
 	int32		parent;			/* version trained from, 0 for none */
 	int			batch_size;
 	int			epochs_done;
@@ -466,6 +466,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model name must not be NULL")));
+	pepnet_check_writable("pepnet_train");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	train_free();
 	cxt = AllocSetContextCreate(TopMemoryContext, "pepnet trainer", ALLOCSET_DEFAULT_SIZES);
@@ -488,17 +489,17 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 				core_error(&err);
 			pn_config_free(&cfg);
 			pn_model_init(st->model, (uint64) (int64) seed);
-			strlcpy(st->name, name, NAMEDATALEN);
+			strlcpy(st->name, name, PEPNET_NAMELEN);
 		}
 		else
 		{
 			PepnetRef	ref;
-			char		lname[NAMEDATALEN];
+			char		lname[PEPNET_NAMELEN];
 			int32		v;
 
 			pepnet_resolve(name, &ref);
-			st->model = pepnet_load_model(ref.id, lname, &v);
-			strlcpy(st->name, ref.name, NAMEDATALEN);
+			st->model = pepnet_load_model(&ref, lname, &v);
+			strlcpy(st->name, ref.name, PEPNET_NAMELEN);
 			st->parent = ref.version;
 		}
 		at = strchr(st->name, '@');
@@ -1004,7 +1005,7 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	PepnetRef	ref;
 	PnModel    *model;
-	char		name[NAMEDATALEN];
+	char		name[PEPNET_NAMELEN];
 	int32		version;
 	char	   *query;
 	Metric	   *ms;
@@ -1018,7 +1019,7 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("data query must not be NULL")));
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
 	/* a private copy: the data query may itself use the backend cache */
-	model = pepnet_load_model(ref.id, name, &version);
+	model = pepnet_load_model(&ref, name, &version);
 	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	InitMaterializedSRF(fcinfo, 0);
 	caller = CurrentMemoryContext;

@@ -80,7 +80,7 @@ get_name(const PnJson *v, const char *what, char *out, PnError *err)
 	n = strlen(v->str);
 	if (n == 0 || n >= PN_MAX_NAME)
 	{
-		pn_seterr(err, PN_ECONFIG, "config %s \"%.40s\" must have 1 to %d characters", what, v->str, PN_MAX_NAME - 1);
+		pn_seterr(err, PN_ECONFIG, "config %s \"%.*s\" must have 1 to %d characters", what, pn_utf8_prefix(v->str, 40), v->str, PN_MAX_NAME - 1);
 		return PN_ECONFIG;
 	}
 	memcpy(out, v->str, n + 1);
@@ -129,7 +129,7 @@ get_fields(const PnJson *obj, const char *key, bool required, PnField **out, int
 				strcmp(e->items[j]->key, "hash"))
 			{
 				pn_free(f);
-				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.40s\"", what, e->items[j]->key);
+				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.*s\"", what, pn_utf8_prefix(e->items[j]->key, 40), e->items[j]->key);
 				pn_setdetail(err, "A field takes \"name\", \"buckets\" and \"hash\".");
 				return PN_ECONFIG;
 			}
@@ -285,7 +285,7 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 			known |= strcmp(config_keys[j], root->items[i]->key) == 0;
 		if (!known)
 		{
-			pn_seterr(err, PN_ECONFIG, "config has unknown key \"%.60s\"", root->items[i]->key);
+			pn_seterr(err, PN_ECONFIG, "config has unknown key \"%.*s\"", pn_utf8_prefix(root->items[i]->key, 60), root->items[i]->key);
 			pn_setdetail(err, "Known keys: domains, features, persona, dense, emb_dim, tasks, hidden, gamma, epnet, epnet_hidden, ppnet, pn, star, aux, aux_hidden, l2.");
 			pn_json_free(root);
 			return PN_ECONFIG;

@@ -396,7 +396,7 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 		idx = pn_model_find(m, e->key);
 		if (idx < 0)
 		{
-			rc = pn_seterr(err, PN_EFORMAT, "weights have a tensor \"%.60s\" that the config does not use", e->key);
+			rc = pn_seterr(err, PN_EFORMAT, "weights have a tensor \"%.*s\" that the config does not use", pn_utf8_prefix(e->key, 60), e->key);
 			pn_setdetail(err, "Check the tensor names of MODEL.md and the parts switched on in the config.");
 			goto done;
 		}
@@ -409,7 +409,8 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 		dt = pn_json_get(e, "dtype");
 		if (dt == NULL || dt->type != PNJ_STRING || strcmp(dt->str, "F32") != 0)
 		{
-			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has dtype %.20s, expected F32", t->name,
+			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has dtype %.*s, expected F32", t->name,
+						   pn_utf8_prefix((dt && dt->type == PNJ_STRING) ? dt->str : "(missing)", 20),
 						   (dt && dt->type == PNJ_STRING) ? dt->str : "(missing)");
 			goto done;
 		}

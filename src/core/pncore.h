@@ -44,6 +44,7 @@ typedef struct PnError
 	int64_t		row;			/* 0-based row of a block the error is about, or -1 */
 } PnError;
 
+int			pn_utf8_prefix(const char *s, int maxchars);
 int			pn_seterr(PnError *err, int code, const char *fmt,...)
 #if defined(__GNUC__)
 			__attribute__((format(printf, 3, 4)))
