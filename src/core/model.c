@@ -106,6 +106,7 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 	if (!m)
 		return pn_seterr(err, PN_ENOMEM, "out of memory building the model");
 	m->cfg = *cfg;
+	m->cfg.neg_rate = NULL;
 	m->cfg.feat = pn_alloc(sizeof(PnField) * (cfg->nfeat ? cfg->nfeat : 1));
 	m->cfg.pers = pn_alloc(sizeof(PnField) * (cfg->npers ? cfg->npers : 1));
 	m->tensors = pn_alloc0(sizeof(PnTensor) * (8 + cfg->nfeat + cfg->npers + 4 * ntw + 4 * cfg->nhidden + 16));
@@ -125,6 +126,16 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 		memcpy(m->cfg.feat, cfg->feat, sizeof(PnField) * cfg->nfeat);
 	if (cfg->npers > 0)
 		memcpy(m->cfg.pers, cfg->pers, sizeof(PnField) * cfg->npers);
+	if (cfg->neg_rate)
+	{
+		m->cfg.neg_rate = pn_alloc(sizeof(float) * cfg->domains);
+		if (!m->cfg.neg_rate)
+		{
+			pn_model_free(m);
+			return pn_seterr(err, PN_ENOMEM, "out of memory building the model");
+		}
+		memcpy(m->cfg.neg_rate, cfg->neg_rate, sizeof(float) * cfg->domains);
+	}
 	c = &m->cfg;
 
 	for (i = 0; i < c->nfeat; i++)

@@ -116,6 +116,12 @@ typedef struct PnConfig
 	bool		aux;
 	int			aux_hidden;
 	float		l2;
+	/*
+	 * negative down-sampling: the rate w_d at which domain d's negatives
+	 * were kept in training, [domains], NULL when none; scoring returns
+	 * sigmoid(logit + ln w_d) = q / (q + (1 - q) / w_d)
+	 */
+	float	   *neg_rate;
 	/* derived */
 	int			n0;				/* nfeat * emb_dim + dense */
 	int			pk;				/* npers * emb_dim */
