@@ -659,6 +659,14 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 				 errmsg("pepnet_train cannot run inside a transaction block"),
 				 errdetail("It commits a new version after each epoch."),
 				 errhint("Run CALL pepnet_train(...) on its own, outside BEGIN ... COMMIT.")));
+	if (!SPI_inside_nonatomic_context())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+				 errmsg("pepnet_train cannot run where it cannot COMMIT"),
+				 errdetail("It commits a new version after each epoch; a CALL from a function, or from a procedure "
+						   "called that way, cannot."),
+				 errhint("Run CALL pepnet_train(...) as a statement of its own, or from a procedure or DO block "
+						 "that is itself called that way.")));
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model name must not be NULL")));
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));

@@ -1362,7 +1362,7 @@ apply(PnTrainer *tr)
 				mm[q] = b1 * mm[q] + (1 - b1) * g[q];
 				vv[q] = b2 * vv[q] + (1 - b2) * g[q] * g[q];
 				p[q] -= step * mm[q] / (sqrtf(vv[q]) / sbc2 + eps);
-				nf |= !(fabsf(p[q]) <= FLT_MAX);
+				nf |= !(fabsf(p[q]) <= FLT_MAX) | !(vv[q] <= FLT_MAX);
 			}
 			if (nf && bad < 0)
 				bad = x;
@@ -1383,7 +1383,7 @@ apply(PnTrainer *tr)
 					mm[e] = b1 * mm[e] + (1 - b1) * g[e];
 					vv[e] = b2 * vv[e] + (1 - b2) * g[e] * g[e];
 					p[e] -= step * mm[e] / (sqrtf(vv[e]) + eps);
-					if (!(fabsf(p[e]) <= FLT_MAX) && bad < 0)
+					if ((!(fabsf(p[e]) <= FLT_MAX) || !(vv[e] <= FLT_MAX)) && bad < 0)
 						bad = x;
 				}
 			}
@@ -1426,9 +1426,9 @@ pn_train_step(PnTrainer *tr, const PnBatch *b, double *loss, PnError *err)
 	}
 	if ((rc = apply(tr)) >= 0)
 	{
-		pn_seterr(err, PN_ENUMERIC, "training diverged at step %lld: tensor \"%s\" is no longer finite",
-				  (long long) tr->step, tr->m->tensors[rc].name);
-		pn_setdetail(err, "Likely cause: a learning rate that is too high (%g), or unscaled dense values.",
+		pn_seterr(err, PN_ENUMERIC, "training diverged at step %lld: tensor \"%s\" or the square of its gradient "
+				  "is no longer finite in float32", (long long) tr->step, tr->m->tensors[rc].name);
+		pn_setdetail(err, "Likely cause: unscaled dense values (scale them to about [-10, 10]) or a learning rate that is too high (lr %g).",
 					 (double) tr->lr);
 		return PN_ENUMERIC;
 	}
