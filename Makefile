@@ -8,7 +8,7 @@ OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/training.o $(CORE_O
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
 PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
-REGRESS = models score errors train train_faults security
+REGRESS = models score errors train train_faults calibration security
 REGRESS_OPTS = --outputdir=test/results
 
 PG_CPPFLAGS = -Isrc/core

@@ -1294,7 +1294,7 @@ moments_read(TrainState *st, int which, bytea *b)
 	PnError		err = {0};
 
 	mm.data = pn_trainer_moment(st->trainer, which);
-	mm.borrowed = true;
+	mm.borrowed = false;		/* copy into mm.data (mm is never freed) */
 	return pn_safetensors_read(&mm, (const uint8_t *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &err) == PN_OK;
 }
 

@@ -538,6 +538,21 @@ sb_fields(Sbuf *b, const PnField *f, int n)
 	sb_add(b, "]");
 }
 
+/* Shortest decimal form of a float that reads back as the same float */
+static void
+float_str(char *buf, size_t n, float v)
+{
+	int			p;
+
+	for (p = 6; p < 9; p++)
+	{
+		snprintf(buf, n, "%.*g", p, (double) v);
+		if (strtof(buf, NULL) == v)
+			return;
+	}
+	snprintf(buf, n, "%.9g", (double) v);
+}
+
 /* The config with every default filled in, as JSON text */
 char *
 pn_config_to_json(const PnConfig *c)
@@ -575,13 +590,21 @@ pn_config_to_json(const PnConfig *c)
 		for (i = 1; i < c->domains; i++)
 			same &= c->neg_rate[i] == c->neg_rate[0];
 		b.len--;				/* reopen the object */
+		char		num[32];
+
 		if (same)
-			sb_add(&b, ", \"negative_rate\": %.9g}", c->neg_rate[0]);
+		{
+			float_str(num, sizeof(num), c->neg_rate[0]);
+			sb_add(&b, ", \"negative_rate\": %s}", num);
+		}
 		else
 		{
 			sb_add(&b, ", \"negative_rate\": [");
 			for (i = 0; i < c->domains; i++)
-				sb_add(&b, "%s%.9g", i ? ", " : "", c->neg_rate[i]);
+			{
+				float_str(num, sizeof(num), c->neg_rate[i]);
+				sb_add(&b, "%s%s", i ? ", " : "", num);
+			}
 			sb_add(&b, "]}");
 		}
 	}

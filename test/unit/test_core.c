@@ -835,6 +835,8 @@ main(void)
 					  "\"emb_dim\": 3, \"hidden\": [8], \"tasks\": [\"a\", \"b\", \"c\"], \"pn\": false, \"star\": false, \"aux\": false}", "PEPNet");
 	test_score_vs_ref("{\"domains\": 4, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 2, \"emb_dim\": 3, \"hidden\": [8, 8], "
 					  "\"epnet\": false, \"ppnet\": false}", "STAR");
+	test_score_vs_ref("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 1, \"emb_dim\": 3, \"hidden\": [6], "
+					  "\"negative_rate\": [0.05, 0.5, 1]}", "negative down-sampling per domain");
 	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}, {\"name\": \"b\", \"buckets\": 5, \"hash\": false}], "
 				   "\"persona\": [{\"name\": \"u\", \"buckets\": 5}, {\"name\": \"g\", \"buckets\": 3, \"hash\": false}], "
 				   "\"dense\": 2, \"emb_dim\": 3, \"tasks\": [\"click\", \"buy\"], \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4, \"l2\": 0.01}",
