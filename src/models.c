@@ -242,7 +242,26 @@ pepnet_import(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(version);
 }
 
-/* pepnet_export(model): the version's weights as stored */
+/* Whether a safetensors blob has PN running statistics but no pn.num_batches_tracked (0.1.0) */
+static bool
+blob_lacks_count(bytea *b)
+{
+	const char *p = VARDATA_ANY(b);
+	size_t		len = VARSIZE_ANY_EXHDR(b);
+	uint64		hlen = 0;
+	int			i;
+
+	if (len < 8)
+		return false;
+	for (i = 7; i >= 0; i--)
+		hlen = (hlen << 8) | (unsigned char) p[i];
+	if (hlen > len - 8)
+		return false;
+	return memmem(p + 8, hlen, "\"pn.running_mean\"", 17) != NULL &&
+		memmem(p + 8, hlen, "\"pn.num_batches_tracked\"", 24) == NULL;
+}
+
+/* pepnet_export(model): the version's weights as stored (0.1.0 blobs completed) */
 Datum
 pepnet_export(PG_FUNCTION_ARGS)
 {
@@ -273,6 +292,16 @@ pepnet_export(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();
+	if (blob_lacks_count(result))
+	{
+		/* stored by 0.1.0: export MODEL.md 0.2's full tensor set (the count is 0) */
+		char		name[NAMEDATALEN];
+		int32		version;
+		PnModel    *m = pepnet_load_model(ref.id, name, &version);
+
+		if (m->nabsent > 0)
+			result = model_to_bytea(m);
+	}
 	PG_RETURN_BYTEA_P(result);
 }
 
