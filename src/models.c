@@ -297,7 +297,7 @@ pepnet_export(PG_FUNCTION_ARGS)
 		/* stored by 0.1.0: export MODEL.md 0.2's full tensor set (the count is 0) */
 		char		name[NAMEDATALEN];
 		int32		version;
-		PnModel    *m = pepnet_load_model(ref.id, name, &version);
+		PnModel    *m = pepnet_load_model(&ref, name, &version);
 
 		if (m->nabsent > 0)
 			result = model_to_bytea(m);
