@@ -651,6 +651,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 	PnError		err = {0};
 	char	   *at;
 
+	pepnet_require_writable("pepnet_train");	/* on a standby, before any work */
 	/* before anything is read: training COMMITs a version per epoch */
 	if (IsTransactionBlock())
 		ereport(ERROR,
