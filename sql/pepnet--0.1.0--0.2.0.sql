@@ -16,4 +16,15 @@
 
 -- == scoring ==
 
+-- persona may be NULL or omitted (named arguments) for a model without persona fields
+CREATE OR REPLACE FUNCTION pepnet_score(model text, domain int, persona bigint[] DEFAULT NULL,
+										features bigint[] DEFAULT NULL, dense real[] DEFAULT NULL)
+	RETURNS TABLE (idx int, score float8, scores float8[])
+	AS 'MODULE_PATHNAME', 'pepnet_score' LANGUAGE C STABLE PARALLEL SAFE ROWS 100;
+
+CREATE OR REPLACE FUNCTION pepnet_predict(model text, domain int, persona bigint[] DEFAULT NULL,
+										  features bigint[] DEFAULT NULL, dense real[] DEFAULT NULL)
+	RETURNS float8
+	AS 'MODULE_PATHNAME', 'pepnet_predict' LANGUAGE C STABLE PARALLEL SAFE COST 1000;
+
 -- == scaling out ==

@@ -55,6 +55,7 @@ _PG_init(void)
 							"Configurations whose weights would exceed it are refused before allocating.",
 							&pepnet_max_model_size_mb, 1024, 1, INT_MAX / 2,
 							PGC_SUSET, GUC_UNIT_MB, NULL, NULL, NULL);
+	pepnet_score_init();
 	MarkGUCPrefixReserved("pepnet");
 
 	pn_alloc_hook = pepnet_core_alloc;

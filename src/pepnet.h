@@ -15,9 +15,10 @@
 extern char *pepnet_default_model;
 extern int	pepnet_cache_size_mb;
 extern int	pepnet_max_model_size_mb;
+extern int	pepnet_precision;		/* PN_FP32 or PN_BF16 (score.c) */
 
-/* block of candidates scored at once */
-#define PEPNET_BLOCK 256
+/* candidates pepnet_predict's workspace holds (one per call) */
+#define PEPNET_BLOCK 1
 
 /* one model version held by this backend */
 typedef struct PepnetEntry
@@ -30,7 +31,8 @@ typedef struct PepnetEntry
 	PnModel    *model;
 	PnDomainCache **domains;	/* [D], built on first use */
 	int			ndomains;
-	PnWork	   *work;			/* PEPNET_BLOCK candidates */
+	PnWork	   *work;			/* pepnet_predict's workspace (GEMV) */
+	PnEngine   *engine[2];		/* batched scoring per precision, made on first use */
 	Size		bytes;
 	int64		hits;
 	TimestampTz built_at;
@@ -62,5 +64,9 @@ extern int32 pepnet_insert_version(const char *name, const char *config_json, by
 extern void pepnet_resolve(const char *ref, PepnetRef *out);
 extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
+extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc);
+
+/* score.c */
+extern void pepnet_score_init(void);
 
 #endif							/* PEPNET_H */

@@ -8,6 +8,7 @@
  * Prints "ok - name" / "not ok - name" per check and "N passed, M failed".
  */
 #include "pncore.h"
+#include "ref_forward.h"
 
 #include <math.h>
 #include <stdarg.h>
