@@ -248,7 +248,7 @@ int			pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,
  */
 #define PN_FP32 0
 #define PN_BF16 1
-#define PN_TILE 32				/* rows per tile (see BENCHMARKS.md) */
+#define PN_TILE 16				/* rows per tile (see BENCHMARKS.md) */
 typedef struct PnEngine PnEngine;
 int			pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err);
 void		pn_engine_free(PnEngine *eng);
