@@ -27,4 +27,14 @@ CREATE OR REPLACE FUNCTION pepnet_predict(model text, domain int, persona bigint
 	RETURNS float8
 	AS 'MODULE_PATHNAME', 'pepnet_predict' LANGUAGE C STABLE PARALLEL SAFE COST 1000;
 
+-- Score every row of a data query (columns domain, persona, features, dense as for training; every
+-- other column is a key passed through), read through a cursor in blocks and scored per
+-- (domain, persona) group with the batched engine.  Results: the keys, then score and scores;
+-- the caller's column definition list names them, e.g.
+--   SELECT * FROM pepnet_score_query('ctr', 'SELECT item, domain, persona, features FROM c')
+--     AS t(item bigint, score float8, scores float8[]);
+CREATE FUNCTION pepnet_score_query(model text, data text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'pepnet_score_query' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE ROWS 1000;
+
 -- == scaling out ==
