@@ -95,6 +95,8 @@ struct PnEngine
 			   *b,
 			   *gh;				/* [M, T*hmax] */
 	float	   *ah;				/* [M, ha] */
+	void	   *ts;				/* [M, hmax] one task's columns, contiguous */
+	void	   *td;				/* [M, hmax] one task's layer output, contiguous */
 	float	   *logit;			/* [M, T] */
 	void	   *scratch;
 	size_t		scratch_bytes;
@@ -462,10 +464,12 @@ pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError
 		eng->b = eng_alloc(eng, 4 * M * wide);
 		eng->gh = eng_alloc(eng, 4 * M * wide);
 		eng->ah = eng_alloc(eng, 4 * M * (ha > 0 ? ha : 1));
+		eng->ts = eng_alloc(eng, 4 * M * hmax);
+		eng->td = eng_alloc(eng, 4 * M * hmax);
 		eng->logit = eng_alloc(eng, 4 * M * T);
 		eng->dom = pn_alloc0(sizeof(PnPackedDomain *) * c->domains);
 		if (!eng->x0 || !eng->x0h || !eng->x || !eng->eh || !eng->a || !eng->b || !eng->gh ||
-			!eng->ah || !eng->logit || !eng->dom)
+			!eng->ah || !eng->ts || !eng->td || !eng->logit || !eng->dom)
 		{
 			pn_engine_free(eng);
 			return pn_seterr(err, PN_ENOMEM, "out of memory for the scoring workspace");
@@ -497,7 +501,12 @@ pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError
 			int			hp = c->hidden[l - 1],
 						h = c->hidden[l];
 
-			TRY(op_create(eng, &eng->twl[l], hp, h, T * hp, T * h, 0, cdt, c->ppnet ? cdt : odt, dnnl_f32,
+			/*
+			 * src and dst contiguous (copies of the task's columns): oneDNN 2.6's
+			 * brgemm matmul takes no row strides; with them it falls back to its
+			 * slower gemm path, whose first run JITs for 20 ms
+			 */
+			TRY(op_create(eng, &eng->twl[l], hp, h, hp, h, 0, cdt, c->ppnet ? cdt : odt, dnnl_f32,
 						  PO_RELU, 1.0f, err));
 		}
 		if (c->ppnet)
@@ -665,8 +674,11 @@ engine_tile(PnEngine *eng, const PnDomainCache *dc, const PnPackedDomain *pd, co
 			{
 				int			x = PN_TW(c, t, l + 1);
 
-				RUN(eng->twl[l], a + (size_t) t * hp * es, PN_ALIGN64(pd->w[x]), dc->b[x],
-					b + (size_t) t * h * oes, NULL);
+				for (r = 0; r < M; r++)
+					memcpy((char *) eng->ts + (size_t) r * hp * es, a + ((size_t) r * T * hp + (size_t) t * hp) * es, hp * es);
+				RUN(eng->twl[l], eng->ts, PN_ALIGN64(pd->w[x]), dc->b[x], eng->td, NULL);
+				for (r = 0; r < M; r++)
+					memcpy(b + ((size_t) r * T * h + (size_t) t * h) * oes, (char *) eng->td + (size_t) r * h * oes, h * oes);
 			}
 			{
 				char	   *s = a;
