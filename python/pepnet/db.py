@@ -171,16 +171,16 @@ def score_query(conn, module, query, params=None, batch_size=4096):
 
 def lineage(conn, ref):
     """The version a reference names and its parent chain, oldest first: a list of
-    {name, version, parent, created_at, metrics}."""
+    {name, version, parent, created_at, metrics, config}."""
     name, version, _, _, _ = resolve(conn, ref)
     with conn.cursor() as cur:
         cur.execute("""WITH RECURSIVE chain AS (
-                SELECT m.name, m.version, m.parent, m.created_at, m.metrics, 1 AS depth
+                SELECT m.name, m.version, m.parent, m.created_at, m.metrics, m.config, 1 AS depth
                 FROM pepnet.models m WHERE m.name = %(n)s AND m.version = %(v)s
               UNION ALL
-                SELECT m.name, m.version, m.parent, m.created_at, m.metrics, c.depth + 1
+                SELECT m.name, m.version, m.parent, m.created_at, m.metrics, m.config, c.depth + 1
                 FROM pepnet.models m JOIN chain c ON m.name = c.name AND m.version = c.parent
                 WHERE c.depth < 100000)
-            SELECT name, version, parent, created_at, metrics FROM chain ORDER BY depth DESC""",
+            SELECT name, version, parent, created_at, metrics, config FROM chain ORDER BY depth DESC""",
                     {"n": name, "v": version})
-        return [dict(zip(("name", "version", "parent", "created_at", "metrics"), r)) for r in cur.fetchall()]
+        return [dict(zip(("name", "version", "parent", "created_at", "metrics", "config"), r)) for r in cur.fetchall()]
