@@ -92,7 +92,7 @@ def plot_lineage(chain, out, task=None, title=None):
 
     task, labels, overall, domains = series(chain, task)
     x = list(range(len(chain)))
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=(15, 8.5), constrained_layout=True)
     colors = plt.get_cmap("tab10").colors
     markers = "osD^vP*Xh<>p"
 
@@ -103,7 +103,7 @@ def plot_lineage(chain, out, task=None, title=None):
                     linewidth=1.8, markersize=6)
         return bool(pts)
 
-    def finish(ax, title_, ylabel, drew, empty):
+    def finish(ax, title_, ylabel, drew, empty, outside=False):
         ax.set_title(title_)
         ax.set_ylabel(ylabel)
         ax.set_xlabel("version (epoch), oldest first")
@@ -111,8 +111,10 @@ def plot_lineage(chain, out, task=None, title=None):
         ax.set_xticklabels(labels, fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.set_xlim(-0.3, len(x) - 0.7)
-        if drew:
-            ax.legend(fontsize=8, loc="best", ncol=1 if len(domains) <= 6 else 2)
+        if drew and outside:  # per-domain panels: the legend beside the axes, off the curves
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 if len(domains) <= 12 else 2)
+        elif drew:
+            ax.legend(fontsize=8, loc="best")
         else:
             ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center", color="gray", wrap=True)
 
@@ -134,7 +136,8 @@ def plot_lineage(chain, out, task=None, title=None):
             ax.axhline(1.0, color="gray", linewidth=1, linestyle=":")
         finish(ax, ttl, ylabel, drew,
                "no calibration metrics in this lineage\n(mean predicted / actual rate per domain)"
-               if key == "pcoc" else "no validation %s in metrics\n(train with a validation query)" % ylabel)
+               if key == "pcoc" else "no validation %s in metrics\n(train with a validation query)" % ylabel,
+               outside=True)
 
     if title is None and chain:
         title = "pepnet model \"%s\": lineage v%s \u2192 v%s%s" % (
