@@ -68,7 +68,8 @@ def series(chain, task=None):
     for i, row in enumerate(chain):
         m = row.get("metrics") or {}
         ep = m.get("epoch")
-        labels.append("v%s%s" % (row["version"], "\nep %s" % ep if ep is not None else ""))
+        src = m.get("source") if isinstance(m.get("source"), str) else None
+        labels.append("v%s%s" % (row["version"], "\nep %s" % ep if ep is not None else "\n%s" % src[:12] if src else ""))
         val = m.get("validation") or {}
         t = (val.get("tasks") or {}).get(task) or {} if task is not None else {}
         overall["train loss"].append(_num(m.get("train_loss")))
@@ -131,7 +132,7 @@ def plot_lineage(chain, out, task=None, title=None):
         drew = False
         for j, (d, curves) in enumerate(domains.items()):
             drew |= draw(ax, curves[key], "domain %s" % d, colors[j % len(colors)], markers[j % len(markers)])
-        drew |= draw(ax, overall[okey], "all domains", "black", None, "--")
+        drew |= draw(ax, overall[okey], "all domains", "black", "s", "--")
         if key == "pcoc" and drew:
             ax.axhline(1.0, color="gray", linewidth=1, linestyle=":")
         finish(ax, ttl, ylabel, drew,
