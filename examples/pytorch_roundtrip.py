@@ -13,7 +13,6 @@
 Uses Debian's python3-torch, python3-numpy, python3-psycopg2 (and python3-matplotlib for the PNG).
 """
 import argparse
-import json
 import os
 import sys
 

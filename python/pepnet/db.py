@@ -74,8 +74,8 @@ def import_module(conn, name, module, metrics=None):
     """Store a module's weights and config as a new version of name (pepnet_import); returns the version.
 
     metrics: an optional dict stored in the version's metrics (e.g. the PyTorch training history).
-    A server of extension 0.1.0 does not know pn.num_batches_tracked: then the version is stored
-    without it (a warning says so; scores do not depend on it).
+    A server that predates pn.num_batches_tracked (extension 0.1.0) refuses that tensor: the version
+    is then stored without it (a warning says so; scores do not depend on it).
     """
     tensors = module.tensors()
     config = json.dumps(module.config.to_dict())
@@ -104,7 +104,8 @@ def _import(conn, name, config, tensors):
                 raise
             if savepoint:
                 cur.execute("ROLLBACK TO SAVEPOINT pepnet_import")
-            warnings.warn("this pepnet server predates %s (extension 0.1.0): the version is stored without it"
+            warnings.warn("this pepnet server does not take %s (a build before 0.2.0's PN counter): the version "
+                          "is stored without it, so its PN batch counts start at 0 (scores do not depend on them)"
                           % _OPTIONAL)
             tensors = {k: v for k, v in tensors.items() if k != _OPTIONAL}
             cur.execute(sql, (name, config, psycopg2.Binary(safetensors.dumps(tensors))))

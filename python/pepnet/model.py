@@ -146,13 +146,15 @@ class StarPepNet(nn.Module):
         wrong = ["%s has shape %s, the config needs %s" % (n, list(state_dict[n].shape), list(want[n]))
                  for n in want if n in got and tuple(state_dict[n].shape) != want[n]]
         if missing or unexpected or wrong:
+            def some(names):
+                return ", ".join(names[:20]) + (" and %d more" % (len(names) - 20) if len(names) > 20 else "")
             parts = []
             if missing:
-                parts.append("missing tensors: %s" % ", ".join(missing))
+                parts.append("missing tensors: %s" % some(missing))
             if unexpected:
-                parts.append("unexpected tensors: %s" % ", ".join(unexpected))
+                parts.append("unexpected tensors: %s" % some(unexpected))
             if wrong:
-                parts.append("wrong shapes: %s" % "; ".join(wrong))
+                parts.append("wrong shapes: %s" % "; ".join(wrong[:20]))
             raise StateDictError(
                 "state_dict does not fit the config (%d tensors expected): %s. The names and shapes are those "
                 "of docs/model.md for the parts the config switches on (epnet %s, pn %s, star %s, ppnet %s, aux %s)."

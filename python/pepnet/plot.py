@@ -156,12 +156,11 @@ def main(argv=None):
                                              "AUC and calibration per domain, per epoch) to a PNG.")
     ap.add_argument("model", help="model reference: 'name' (deployed, else latest) or 'name@version'")
     ap.add_argument("-o", "--output", help="PNG file to write (default: <name>-lineage.png)")
-    ap.add_argument("--task", help="task to draw (default: the first task of the metrics)")
+    ap.add_argument("--task", help="task to draw (default: the config's first task)")
     ap.add_argument("--dsn", default="", help="libpq connection string (default: the PG* environment)")
     args = ap.parse_args(argv)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
         print("pepnet.plot needs matplotlib: apt-get install python3-matplotlib", file=sys.stderr)
         return 2
     import psycopg2

@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 import pepnet  # noqa: E402
 import pepnet.db  # noqa: E402
 import pepnet.plot  # noqa: E402
-from pepnet import safetensors as st  # noqa: E402
 
 torch.set_num_threads(1)
 DB = "pepnet_pkgtest"
