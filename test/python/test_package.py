@@ -444,6 +444,28 @@ def test_plot(ref):
         check("plot_lineage with calibration metrics writes a PNG", os.path.getsize(out) > 10000)
 
 
+def test_example_and_transactions(conn):
+    """examples/pytorch_roundtrip.py runs and reports equal scores; a failed import leaves the transaction usable."""
+    env = dict(os.environ, PGDATABASE=DB)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "pytorch_roundtrip.py"), "--steps", "20"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    check("examples/pytorch_roundtrip.py: round trip ok", r.returncode == 0 and "round trip ok" in r.stdout,
+          r.stdout.strip().splitlines()[-1][:200] if r.stdout.strip() else r.stderr.strip()[-200:])
+    cur = conn.cursor()
+    cur.execute("SELECT count(*) FROM pepnet.models")
+    before = cur.fetchone()[0]
+    m = pepnet.StarPepNet(CONFIGS["shared_mlp"], seed=1)
+    try:
+        pepnet.db.import_module(conn, "bad@name", m)
+        ok, msg = False, "no error"
+    except psycopg2.Error as e:
+        ok, msg = e.pgcode == "22023", str(e.pgerror).strip()
+    cur.execute("SELECT count(*) FROM pepnet.models")
+    check("import_module with a bad name: the server's error (22023), the transaction still usable",
+          ok and cur.fetchone()[0] == before, msg[:150])
+    conn.rollback()
+
+
 def main():
     run("hashing", test_hashing)
     run("safetensors", test_safetensors)
@@ -467,6 +489,7 @@ def main():
         ref = run("SQL to PyTorch", test_sql_to_pytorch, conn)
         conn.rollback()
         run("plot", test_plot, ref or "pkg_sql")
+        run("example and transactions", test_example_and_transactions, conn)
         conn.close()
     finally:
         acur.execute("DROP DATABASE IF EXISTS %s" % DB)
