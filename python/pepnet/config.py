@@ -12,7 +12,7 @@ import numpy as np
 
 DEFAULTS = {"persona": [], "dense": 0, "emb_dim": 16, "tasks": ["click"], "hidden": [256, 128],
             "gamma": 2.0, "epnet": True, "epnet_hidden": None, "ppnet": True, "pn": True,
-            "star": True, "aux": True, "aux_hidden": 32, "l2": 0.0}
+            "star": True, "aux": True, "aux_hidden": 32, "l2": 0.0, "negative_rate": None}
 KEYS = ("domains", "features") + tuple(DEFAULTS)
 
 MAX_DOMAINS = 100000
@@ -90,7 +90,7 @@ class Config:
 
     domains (D), features and persona (lists of {name, buckets, hash}), dense (Nd), emb_dim (k),
     tasks (names, T of them), hidden (h_1..h_L), gamma, epnet, epnet_hidden (he), ppnet, pn, star,
-    aux, aux_hidden (ha), l2; derived: n0 = F*k + Nd, T.
+    aux, aux_hidden (ha), l2, negative_rate ([D] floats or None); derived: n0 = F*k + Nd, T.
     """
 
     def __init__(self, d):
@@ -137,6 +137,25 @@ class Config:
                               % (self.n0, 4 * MAX_WIDTH))
         self.epnet_hidden = (self.n0 if v["epnet_hidden"] is None
                              else _int(v["epnet_hidden"], '"epnet_hidden"', 1, 4 * MAX_WIDTH))
+        self.negative_rate = self._negative_rate(v["negative_rate"])
+
+    def _negative_rate(self, v):
+        """Negative down-sampling rate per domain ([D] floats in (0, 1], float32 values), or None."""
+        if v is None:
+            return None
+        vals = v if isinstance(v, list) else [v] * self.domains
+        if len(vals) not in (1, self.domains) or isinstance(v, bool):
+            raise ConfigError('config "negative_rate" must be a number or an array of %d numbers (one per domain) '
+                              'in (0, 1]' % self.domains)
+        if len(vals) == 1:
+            vals = vals * self.domains
+        out = []
+        for x in vals:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 < np.float32(x) <= 1.0:
+                raise ConfigError('config "negative_rate" must be in (0, 1]: the share of negatives kept in the '
+                                  'training data, got %r' % (x,))
+            out.append(float(np.float32(x)))
+        return out
 
     @property
     def T(self):
@@ -149,7 +168,9 @@ class Config:
                 "persona": [dict(f) for f in self.persona], "dense": self.dense, "emb_dim": self.emb_dim,
                 "tasks": list(self.tasks), "hidden": list(self.hidden), "gamma": self.gamma,
                 "epnet": self.epnet, "epnet_hidden": self.epnet_hidden, "ppnet": self.ppnet, "pn": self.pn,
-                "star": self.star, "aux": self.aux, "aux_hidden": self.aux_hidden, "l2": self.l2}
+                "star": self.star, "aux": self.aux, "aux_hidden": self.aux_hidden, "l2": self.l2,
+                **({} if self.negative_rate is None else {"negative_rate": (
+                    self.negative_rate[0] if len(set(self.negative_rate)) == 1 else list(self.negative_rate))})}
 
     def to_json(self):
         """to_dict() as JSON text."""

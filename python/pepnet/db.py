@@ -49,6 +49,24 @@ def resolve(conn, ref):
     return row
 
 
+def latest(conn, name):
+    """The highest version number of a model name; LookupError if it has none."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT max(version) FROM pepnet.models WHERE name = %s", (name,))
+        v = cur.fetchone()[0]
+    if v is None:
+        raise LookupError("model \"%s\" does not exist in pepnet.models" % name)
+    return v
+
+
+def deployed(conn, name):
+    """The deployed version of a model name, or None."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT version FROM pepnet.deployments WHERE name = %s", (name,))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
 def export(conn, ref):
     """The safetensors bytes of a version (pepnet_export)."""
     with conn.cursor() as cur:
@@ -70,20 +88,23 @@ def load_module(conn, ref, device=None):
     return m.eval()
 
 
-def import_module(conn, name, module, metrics=None):
+def import_module(conn, name, module, metrics=None, parent=None):
     """Store a module's weights and config as a new version of name (pepnet_import); returns the version.
 
-    metrics: an optional dict stored in the version's metrics (e.g. the PyTorch training history).
+    metrics: an optional dict merged into the version's metrics (e.g. the PyTorch training history);
+    parent: the version it was fine-tuned from (e.g. module.version[1] of a loaded module), so that
+    the lineage continues through it. Either needs UPDATE on pepnet.models besides pepnet_import's rights.
     A server that predates pn.num_batches_tracked (extension 0.1.0) refuses that tensor: the version
     is then stored without it (a warning says so; scores do not depend on it).
     """
     tensors = module.tensors()
     config = json.dumps(module.config.to_dict())
     version = _import(conn, name, config, tensors)
-    if metrics is not None:
+    if metrics is not None or parent is not None:
         with conn.cursor() as cur:
-            cur.execute("UPDATE pepnet.models SET metrics = metrics || %s::jsonb WHERE name = %s AND version = %s",
-                        (json.dumps(metrics), name, version))
+            cur.execute("UPDATE pepnet.models SET metrics = metrics || %s::jsonb, parent = COALESCE(%s, parent) "
+                        "WHERE name = %s AND version = %s",
+                        (json.dumps(metrics or {}), parent, name, version))
     return version
 
 

@@ -303,8 +303,9 @@ class StarPepNet(nn.Module):
         return torch.cat(parts, dim=0)
 
     def forward(self, domain, persona, features, dense=None):
-        """Logits [B, T] (docs/model.md steps 1-8). In training mode PN uses batch statistics and
-        moves the running statistics; in eval mode it uses the running statistics."""
+        """Logits [B, T] (docs/model.md steps 1-8), the ones the loss trains (no negative_rate term).
+        In training mode PN uses batch statistics and moves the running statistics; in eval mode it
+        uses the running statistics."""
         c = self.config
         domain, persona, features, dense = self._inputs(domain, persona, features, dense)
         B = domain.shape[0]
@@ -346,11 +347,19 @@ class StarPepNet(nn.Module):
 
     @torch.no_grad()
     def predict(self, domain, persona, features, dense=None):
-        """Probabilities [B, T] (step 9) in inference mode (running statistics), no gradient."""
+        """Probabilities [B, T] (step 9) in inference mode (running statistics), no gradient: what
+        pepnet_score returns. With a config "negative_rate" w_d (the share of domain d's negatives
+        kept in the training data), sigmoid(logit + ln w_d), the rate on undown-sampled data."""
         was = self.training
         self.eval()
         try:
-            return torch.sigmoid(self.forward(domain, persona, features, dense))
+            logit = self.forward(domain, persona, features, dense)
+            if self.config.negative_rate is not None and logit.shape[0]:
+                w = torch.tensor(self.config.negative_rate, dtype=torch.float64, device=logit.device)
+                d = torch.as_tensor(np.asarray(domain) if not torch.is_tensor(domain) else domain,
+                                    dtype=torch.int64, device=logit.device).reshape(-1)
+                logit = logit + torch.log(w)[d].unsqueeze(1).to(logit.dtype)
+            return torch.sigmoid(logit)
         finally:
             self.train(was)
 

@@ -2,8 +2,9 @@
 
     PYTHONPATH=python /usr/bin/python3 -m pepnet.plot demo -o demo.png [--task click] [--dsn "dbname=x"]
 
-Follows the parent chain of the version a reference names ('demo' = deployed, else latest;
-'demo@3') back to its first version and draws, per version in order (x: version and epoch):
+Follows the parent chain of a version ('demo@3'; a bare name 'demo' means its latest version) back
+to its first version and draws, per version in order (x: version and epoch), the deployed version
+marked in green:
   1. train loss and validation logloss (all domains),
   2. validation logloss per domain,
   3. validation AUC per domain,
@@ -85,8 +86,10 @@ def series(chain, task=None):
     return task, labels, overall, domains
 
 
-def plot_lineage(chain, out, task=None, title=None):
-    """Draw the four panels of a lineage to the PNG file out; returns the task drawn."""
+def plot_lineage(chain, out, task=None, title=None, deployed=None):
+    """Draw the four panels of a lineage to the PNG file out; returns the task drawn.
+
+    deployed: a version number to mark in every panel (when it is in the chain)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -104,7 +107,11 @@ def plot_lineage(chain, out, task=None, title=None):
                     linewidth=1.8, markersize=6)
         return bool(pts)
 
+    mark = next((i for i, row in enumerate(chain) if deployed is not None and row["version"] == deployed), None)
+
     def finish(ax, title_, ylabel, drew, empty, outside=False):
+        if mark is not None:
+            ax.axvline(mark, color="tab:green", linewidth=6, alpha=0.15, label="deployed (v%s)" % deployed)
         ax.set_title(title_)
         ax.set_ylabel(ylabel)
         ax.set_xlabel("version (epoch), oldest first")
@@ -154,7 +161,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m pepnet.plot",
                                  description="Draw a pepnet version's lineage (train loss, validation logloss, "
                                              "AUC and calibration per domain, per epoch) to a PNG.")
-    ap.add_argument("model", help="model reference: 'name' (deployed, else latest) or 'name@version'")
+    ap.add_argument("model", help="'name' (the lineage of its latest version) or 'name@version'")
     ap.add_argument("-o", "--output", help="PNG file to write (default: <name>-lineage.png)")
     ap.add_argument("--task", help="task to draw (default: the config's first task)")
     ap.add_argument("--dsn", default="", help="libpq connection string (default: the PG* environment)")
@@ -170,8 +177,13 @@ def main(argv=None):
     except psycopg2.Error as e:
         print("pepnet.plot: cannot connect: %s" % str(e).strip(), file=sys.stderr)
         return 1
+    conn.autocommit = True
     try:
-        chain = db.lineage(conn, args.model)
+        name, version = db._split_ref(args.model)
+        if version is None:   # a bare name: the latest version's lineage, the deployed one marked
+            version = db.latest(conn, name)
+        chain = db.lineage(conn, "%s@%d" % (name, version))
+        dep = db.deployed(conn, name)
     except (LookupError, ValueError, psycopg2.Error) as e:
         print("pepnet.plot: %s" % str(e).strip(), file=sys.stderr)
         return 1
@@ -186,9 +198,11 @@ def main(argv=None):
             print("pepnet.plot: task %r has no metrics in this lineage; tasks: %s" % (args.task, ", ".join(sorted(known))),
                   file=sys.stderr)
             return 1
-    task = plot_lineage(chain, out, args.task)
-    print("wrote %s: %d version(s) of \"%s\" (v%s to v%s)%s" % (out, len(chain), chain[-1]["name"], chain[0]["version"],
-                                                            chain[-1]["version"], ", task %s" % task if task else ""))
+    task = plot_lineage(chain, out, args.task, deployed=dep)
+    print("wrote %s: %d version(s) of \"%s\" (v%s to v%s)%s%s" % (
+        out, len(chain), chain[-1]["name"], chain[0]["version"], chain[-1]["version"],
+        ", task %s" % task if task else "",
+        ", deployed v%d marked" % dep if dep is not None and any(r["version"] == dep for r in chain) else ""))
     return 0
 
 

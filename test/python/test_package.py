@@ -299,6 +299,43 @@ def test_pytorch_to_sql(conn):
     conn.commit()
 
 
+def test_negative_rate(conn):
+    """A config with negative_rate (0.2.0): SQL scores sigmoid(logit + ln w_d), as the module's predict."""
+    cfg = dict(BASE, negative_rate=[0.05, 1.0, 0.3])
+    c = pepnet.Config(cfg)
+    check("config negative_rate: per-domain rates kept as float32, one number for equal rates",
+          c.negative_rate[1] == 1.0 and abs(c.negative_rate[0] - 0.05) < 1e-8
+          and pepnet.Config(dict(BASE, negative_rate=0.5)).to_dict()["negative_rate"] == 0.5)
+    ok, msg = raises(lambda: pepnet.Config(dict(BASE, negative_rate=[0.5, 0.5])), pepnet.ConfigError, "negative_rate")
+    check("config negative_rate with 2 rates for 3 domains is an error", ok, msg)
+    m = pepnet.StarPepNet(cfg, seed=4)
+    plain = pepnet.StarPepNet(BASE, seed=4)
+    rng = np.random.default_rng(9)
+    dom, per, feat, dense = batch(rng, cfg, 30)
+    p, q = m.predict(dom, per, feat, dense).double(), plain.predict(dom, per, feat, dense).double()
+    w = torch.tensor(c.negative_rate, dtype=torch.float64)[torch.from_numpy(dom)].unsqueeze(1)
+    ok, err = close(p, q / (q + (1 - q) / w))
+    check("predict with negative_rate = q / (q + (1 - q) / w_d)", ok, "max err %.2g" % err)
+    cur = conn.cursor()
+    cur.execute("SAVEPOINT nr")
+    try:
+        cur.execute("SELECT pepnet_create('pkg_nr_probe', %s::jsonb)", (json.dumps(dict(BASE, negative_rate=0.5)),))
+    except psycopg2.Error as e:
+        cur.execute("ROLLBACK TO SAVEPOINT nr")
+        print("# skip - negative_rate: this server does not know the key (%s)" % str(e.pgerror).strip().splitlines()[0])
+        return
+    cur.execute("ROLLBACK TO SAVEPOINT nr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v = pepnet.db.import_module(conn, "pkg_nr", m)
+    got = sql_scores(cur, "pkg_nr@%d" % v, dom, per, feat, dense)
+    ok, err = close(got, p.numpy())
+    check("negative_rate: pepnet_score equals the module's predict (30 rows, 3 domains)", ok, "max err %.2g" % err)
+    back = pepnet.db.load_module(conn, "pkg_nr@%d" % v)
+    check("negative_rate: load_module keeps the rates", back.config.negative_rate == c.negative_rate)
+    conn.commit()
+
+
 def test_bit_for_bit(conn):
     """pepnet_export vs the package's safetensors: the same bytes; seeded init = pepnet_create's."""
     cur = conn.cursor()
@@ -395,7 +432,8 @@ def test_sql_to_pytorch(conn):
         opt.step()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        v = pepnet.db.import_module(conn, "pkg_sql", m)
+        v = pepnet.db.import_module(conn, "pkg_sql", m, metrics={"source": "pytorch"}, parent=m.version[1])
+    cur.execute("SELECT pepnet_deploy('pkg_sql', 2)")
     conn.commit()
     mine = pepnet.db.score_query(conn, m, q)
     cur.execute("SELECT pepnet_predict(%s, domain, persona, features, dense) FROM pkg_events WHERE i > 2900 ORDER BY i",
@@ -403,7 +441,9 @@ def test_sql_to_pytorch(conn):
     ok, err = close(mine[:, 0], [r[0] for r in cur.fetchall()])
     check("fine-tuned in PyTorch, imported as version %d: SQL scores equal the module's" % v, ok and v == 3,
           "max err %.2g" % err)
-    return "pkg_sql@2"
+    check("import_module(parent=2): the lineage continues through the fine-tuned version",
+          [r["version"] for r in pepnet.db.lineage(conn, "pkg_sql@3")] == [1, 2, 3])
+    return "pkg_sql"
 
 
 def test_plot(ref):
@@ -418,6 +458,8 @@ def test_plot(ref):
         shape = matplotlib.image.imread(out).shape if ok else None
         check("plot command writes a PNG", ok and shape[0] >= 600 and shape[1] >= 900,
               (r.stdout + r.stderr).strip()[:200] + " %s" % (shape,))
+        check("plot command: a bare name draws its latest version's lineage, the deployed version marked",
+              "3 version(s)" in r.stdout and "deployed v2 marked" in r.stdout, r.stdout.strip())
         r = subprocess.run([sys.executable, "-P", "-m", "pepnet.plot", "pkg_no_such_model", "-o", out + "2"], env=env,
                            capture_output=True, text=True, timeout=120)
         check("plot command: unknown model exits 1 with a message naming it",
@@ -483,6 +525,8 @@ def main():
             cur.execute("CREATE EXTENSION pepnet")
         conn.commit()
         run("PyTorch to SQL", test_pytorch_to_sql, conn)
+        conn.rollback()
+        run("negative rate", test_negative_rate, conn)
         conn.rollback()
         run("bit for bit", test_bit_for_bit, conn)
         conn.rollback()
