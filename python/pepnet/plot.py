@@ -104,7 +104,7 @@ def plot_lineage(chain, out, task=None, title=None, deployed=None):
         pts = [(xi, y) for xi, y in zip(x, ys) if y is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, marker=marker, label=label,
-                    linewidth=1.8, markersize=6)
+                    linewidth=1.8, markersize=6 if len(x) <= 20 else 4, markevery=max(1, len(pts) // 20))
         return bool(pts)
 
     mark = next((i for i, row in enumerate(chain) if deployed is not None and row["version"] == deployed), None)
@@ -115,8 +115,10 @@ def plot_lineage(chain, out, task=None, title=None, deployed=None):
         ax.set_title(title_)
         ax.set_ylabel(ylabel)
         ax.set_xlabel("version (epoch), oldest first")
-        ax.set_xticks(x)
-        ax.set_xticklabels(labels, fontsize=8)
+        step = max(1, math.ceil(len(x) / 16))   # at most 16 tick labels, the last one always
+        ticks = [t for t in x[::step] if x[-1] - t >= step] + x[-1:]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([labels[i] for i in ticks], fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.set_xlim(-0.3, len(x) - 0.7)
         if drew and outside:  # per-domain panels: the legend beside the axes, off the curves
