@@ -216,9 +216,11 @@ Datum
 pepnet_create(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	PnModel    *m = model_from_args(fcinfo, "seed", &name);
+	PnModel    *m;
 	int32		version;
 
+	pepnet_require_writable("pepnet_create");
+	m = model_from_args(fcinfo, "seed", &name);
 	pn_model_init(m, (uint64) (int64) PG_GETARG_INT32(2));
 	version = store_new(name, m);
 	pn_model_free(m);
@@ -230,11 +232,14 @@ Datum
 pepnet_import(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	PnModel    *m = model_from_args(fcinfo, "weights", &name);
-	bytea	   *blob = PG_GETARG_BYTEA_PP(2);
+	PnModel    *m;
+	bytea	   *blob;
 	PnError		err = {0};
 	int32		version;
 
+	pepnet_require_writable("pepnet_import");
+	m = model_from_args(fcinfo, "weights", &name);
+	blob = PG_GETARG_BYTEA_PP(2);
 	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
 	version = store_new(name, m);

@@ -53,7 +53,6 @@ typedef struct TrainState
 	PnTrainer  *trainer;
 	char		name[PEPNET_NAMELEN];
 	int32		parent;			/* version trained from, 0 for none */
-	int64		parent_id;		/* its pepnet.models.id, 0 for none */
 	int			batch_size;
 	int			epochs_done;
 	/* learning-rate schedule (pepnet_train's lr_schedule) */
@@ -652,6 +651,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 	PnError		err = {0};
 	char	   *at;
 
+	pepnet_require_writable("pepnet_train");	/* on a standby, before any work */
 	/* before anything is read: training COMMITs a version per epoch */
 	if (IsTransactionBlock())
 		ereport(ERROR,
@@ -706,7 +706,6 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 			st->model = pepnet_load_model(&ref, lname, &v);
 			strlcpy(st->name, ref.name, PEPNET_NAMELEN);
 			st->parent = ref.version;
-			st->parent_id = ref.id;
 		}
 		at = strchr(st->name, '@');
 		if (at)
