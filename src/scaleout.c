@@ -336,7 +336,7 @@ typedef struct PinnedState
 	text	   *ref;			/* 'name@version' */
 	LocalTransactionId lxid;	/* statement last checked */
 	TimestampTz stmt_start;
-	int64		ok_id;			/* version (row id, xmin) whose fingerprint matched */
+	int32		ok_version;		/* version (number, row xmin) whose fingerprint matched */
 	TransactionId ok_xmin;
 } PinnedState;
 
@@ -356,7 +356,7 @@ pinned_check(PinnedState *st)
 		return;
 	snprintf(refbuf, sizeof(refbuf), "%s@%d", p->name, p->version);
 	pepnet_resolve(refbuf, &ref);
-	if (ref.id != st->ok_id || ref.xmin != st->ok_xmin)
+	if (ref.version != st->ok_version || ref.xmin != st->ok_xmin)
 	{
 		if (!stored_fingerprint(p->name, p->version, fp))
 			ereport(ERROR,
@@ -369,7 +369,7 @@ pinned_check(PinnedState *st)
 							p->name, p->version, node_label()),
 					 errdetail("Pinned fingerprint %s, this node's %s.", fp_hex(p->fp), fp_hex(fp)),
 					 errhint("A version number must mean the same weights on every node: copy versions with pepnet_export_version and pepnet_import_version instead of importing them as new versions.")));
-		st->ok_id = ref.id;
+		st->ok_version = ref.version;
 		st->ok_xmin = ref.xmin;
 	}
 	st->lxid = MyProc->lxid;
@@ -404,7 +404,7 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 		st->inner.fn_retset = false;
 		st->inner.fn_stats = TRACK_FUNC_OFF;
 		st->inner.fn_mcxt = fcinfo->flinfo->fn_mcxt;
-		st->ok_id = -1;
+		st->ok_version = -1;
 		fcinfo->flinfo->fn_extra = st;
 	}
 	if (st->pin == NULL || VARSIZE(st->pin) != VARSIZE(p) || memcmp(st->pin, p, VARSIZE(p)) != 0)
@@ -425,7 +425,7 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 			pfree(r);
 		}
 		st->lxid = InvalidLocalTransactionId;
-		st->ok_id = -1;
+		st->ok_version = -1;
 		MemoryContextSwitchTo(old);
 	}
 	pinned_check(st);
@@ -458,8 +458,8 @@ pepnet_export_version(PG_FUNCTION_ARGS)
 {
 	PepnetRef	ref;
 	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1];
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
 	bool		isnull;
 	char	   *header;
 	bytea	   *weights;
@@ -472,13 +472,14 @@ pepnet_export_version(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	values[0] = Int64GetDatum(ref.id);
+	values[0] = CStringGetTextDatum(ref.name);
+	values[1] = Int32GetDatum(ref.version);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('name', name, 'version', version, 'parent', parent, "
 							  "'metrics', metrics, 'created_at', created_at, 'config', config, "
 							  "'fingerprint', pg_catalog.encode(fingerprint, 'hex'))::pg_catalog.text, weights "
-							  "FROM pepnet.models WHERE id OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+							  "FROM pepnet.models WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
