@@ -128,6 +128,10 @@ SELECT so_error($$SELECT pepnet._train_begin('so', NULL, 0, 0.001, 512)$$);
 -- readers work
 SELECT pepnet_predict('so@2'::pepnet_pinned, 0, '{1}', '{1, 2}') = pepnet_predict('so@2', 0, '{1}', '{1, 2}') AS reads_work;
 ROLLBACK;
+-- and on a read-only node (pepnet.read_only, logical-replication subscribers), before any work
+SET pepnet.read_only = on;
+SELECT so_error($$SELECT pepnet_import_version('\x00')$$);
+RESET pepnet.read_only;
 SET default_transaction_read_only = on;
 \set VERBOSITY terse
 CALL pepnet_train('so', 'SELECT domain, persona, features, 1 AS label FROM so_cands', epochs => 1);

@@ -552,6 +552,7 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 	MemoryContext caller = CurrentMemoryContext;
 
 	pepnet_require_writable("pepnet_import_version");
+	pepnet_check_writable("pepnet_import_version");	/* pepnet.read_only (subscribers) */
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("bundle");
 	b = PG_GETARG_BYTEA_PP(0);
