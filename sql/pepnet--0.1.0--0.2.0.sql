@@ -181,6 +181,7 @@ LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path =
 DECLARE
 	latest int;
 BEGIN
+	PERFORM pepnet._require_writable('pepnet_deploy');
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
@@ -215,6 +216,7 @@ DECLARE
 	s text := lower(btrim(pepnet_deploy.strategy));
 	higher boolean;
 BEGIN
+	PERFORM pepnet._require_writable('pepnet_deploy');
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.strategy IS NULL THEN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
@@ -419,6 +421,27 @@ CREATE FUNCTION pepnet_evaluate(model text, data text)
 
 -- == scoring ==
 
+-- persona may be NULL or omitted (named arguments) for a model without persona fields
+CREATE OR REPLACE FUNCTION pepnet_score(model text, domain int, persona bigint[] DEFAULT NULL,
+										features bigint[] DEFAULT NULL, dense real[] DEFAULT NULL)
+	RETURNS TABLE (idx int, score float8, scores float8[])
+	AS 'MODULE_PATHNAME', 'pepnet_score' LANGUAGE C STABLE PARALLEL SAFE ROWS 100;
+
+CREATE OR REPLACE FUNCTION pepnet_predict(model text, domain int, persona bigint[] DEFAULT NULL,
+										  features bigint[] DEFAULT NULL, dense real[] DEFAULT NULL)
+	RETURNS float8
+	AS 'MODULE_PATHNAME', 'pepnet_predict' LANGUAGE C STABLE PARALLEL SAFE COST 1000;
+
+-- Score every row of a data query (columns domain, persona, features, dense as for training; every
+-- other column is a key passed through), read through a cursor in blocks and scored per
+-- (domain, persona) group with the batched engine.  Results: the keys, then score and scores;
+-- the caller's column definition list names them, e.g.
+--   SELECT * FROM pepnet_score_query('ctr', 'SELECT item, domain, persona, features FROM c')
+--     AS t(item bigint, score float8, scores float8[]);
+CREATE FUNCTION pepnet_score_query(model text, data text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'pepnet_score_query' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE ROWS 1000;
+
 -- == scaling out ==
 
 -- Writers refuse at once on a hot standby or in a read-only transaction (25006), before any
@@ -427,30 +450,7 @@ CREATE FUNCTION pepnet_evaluate(model text, data text)
 CREATE FUNCTION pepnet._require_writable(what text) RETURNS void
 	AS 'MODULE_PATHNAME', 'pepnet_require_writable_sql' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL SAFE;
 
-CREATE OR REPLACE FUNCTION pepnet_deploy(name text, version int) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	latest int;
-BEGIN
-	PERFORM pepnet._require_writable('pepnet_deploy');
-	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
-		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
-				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
-		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
-		IF latest IS NULL THEN
-			RAISE EXCEPTION 'model "%" does not exist', pepnet_deploy.name
-				USING ERRCODE = 'undefined_object';
-		END IF;
-		RAISE EXCEPTION 'model "%" has no version %', pepnet_deploy.name, pepnet_deploy.version
-			USING ERRCODE = 'undefined_object', DETAIL = format('Its latest version is %s.', latest);
-	END IF;
-	INSERT INTO pepnet.deployments AS d (name, version)
-		VALUES (pepnet_deploy.name, pepnet_deploy.version)
-		ON CONFLICT ON CONSTRAINT deployments_pkey DO UPDATE SET version = EXCLUDED.version, deployed_at = now();
-END $$;
+-- pepnet_deploy (both forms, registry section) calls pepnet._require_writable first.
 
 -- The fingerprint of a version: SHA-256 of its config (canonical jsonb text) and weights, a
 -- stored generated column, so every node computes it for every row it holds (ADD COLUMN fills
