@@ -481,7 +481,9 @@ CREATE FUNCTION pepnet_pin(model text) RETURNS pepnet_pinned
 
 -- Scoring a pinned version: IMMUTABLE (its scores never change), so postgres_fdw can ship it to
 -- shards; refuses on a node whose version has another fingerprint.
-CREATE FUNCTION pepnet_predict(model pepnet_pinned, domain int, persona bigint[], features bigint[], dense real[] DEFAULT NULL)
+-- (arguments as the text form's: persona may be omitted for a model without persona fields)
+CREATE FUNCTION pepnet_predict(model pepnet_pinned, domain int, persona bigint[] DEFAULT NULL,
+							   features bigint[] DEFAULT NULL, dense real[] DEFAULT NULL)
 	RETURNS float8
 	AS 'MODULE_PATHNAME', 'pepnet_pinned_predict' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1000;
 

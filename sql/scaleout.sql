@@ -74,6 +74,10 @@ SELECT so_error(format($$SELECT pepnet_predict(%L::pepnet_pinned, 0, '{1}', '{1,
 SELECT so_error(format($$SELECT pepnet_predict(%L::pepnet_pinned, 0, '{1}', '{1, 2}')$$, 'so@7#' || repeat('0', 64)));
 SELECT so_error($$SELECT pepnet_predict(NULL::pepnet_pinned, 0, '{1}', '{1, 2}')$$);
 SELECT so_error($$SELECT pepnet_predict('so@2'::pepnet_pinned, 5, '{1}', '{1, 2}')$$);
+-- a model without persona fields: persona omitted (named arguments) or NULL, as in the text form
+SELECT pepnet_create('so_np', '{"domains": 2, "features": [{"name": "item", "buckets": 100}], "persona": [], "emb_dim": 4, "hidden": [8]}', 1) AS so_np;
+SELECT pepnet_predict('so_np@1'::pepnet_pinned, 1, features => '{5}') = pepnet_predict('so_np@1', 1, NULL, '{5}') AS no_persona,
+       pepnet_predict('so_np@1'::pepnet_pinned, 1, NULL, '{5}') = pepnet_predict('so_np@1', 1, features => '{5}') AS null_persona;
 -- a text reference still picks the text overload (unknown literals prefer text)
 SELECT pepnet_predict('so', 0, '{1}', '{1, 2}') = pepnet_predict('so@1', 0, '{1}', '{1, 2}') AS text_overload_kept;
 
