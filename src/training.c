@@ -1262,6 +1262,19 @@ moments_bytea(TrainState *st, int which)
 }
 
 /*
+ * pepnet.optimizer_state exists from extension version 0.2.0 on; a database
+ * still at 0.1.0 (library updated, ALTER EXTENSION pepnet UPDATE not yet run)
+ * trains as 0.1.0 did, without storing or resuming the optimiser.
+ */
+static bool
+optimizer_table_exists(void)
+{
+	Oid			ns = get_namespace_oid("pepnet", true);
+
+	return OidIsValid(ns) && OidIsValid(get_relname_relid("optimizer_state", ns));
+}
+
+/*
  * Store Adam's state (step count and moments) of a version just saved in
  * pepnet.optimizer_state, a table scoring never reads, so that training
  * continued from the version resumes the optimiser.
@@ -1272,6 +1285,8 @@ optimizer_save(TrainState *st, int32 version)
 	Oid			argtypes[5] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID};
 	Datum		values[5];
 
+	if (!optimizer_table_exists())
+		return;
 	values[0] = CStringGetTextDatum(st->name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int64GetDatum(pn_trainer_steps(st->trainer));
@@ -1306,7 +1321,7 @@ optimizer_load(TrainState *st)
 	Datum		values[2];
 	int64		steps = 0;
 
-	if (st->parent <= 0)
+	if (st->parent <= 0 || !optimizer_table_exists())
 		return 0;
 	values[0] = CStringGetTextDatum(st->name);
 	values[1] = Int32GetDatum(st->parent);
