@@ -469,8 +469,13 @@ CREATE FUNCTION pepnet_pinned_in(cstring) RETURNS pepnet_pinned
 	AS 'MODULE_PATHNAME', 'pepnet_pinned_in' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION pepnet_pinned_out(pepnet_pinned) RETURNS cstring
 	AS 'MODULE_PATHNAME', 'pepnet_pinned_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION pepnet_pinned_recv(internal) RETURNS pepnet_pinned
+	AS 'MODULE_PATHNAME', 'pepnet_pinned_recv' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION pepnet_pinned_send(pepnet_pinned) RETURNS bytea
+	AS 'MODULE_PATHNAME', 'pepnet_pinned_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE TYPE pepnet_pinned (
 	INPUT = pepnet_pinned_in, OUTPUT = pepnet_pinned_out,
+	RECEIVE = pepnet_pinned_recv, SEND = pepnet_pinned_send,
 	INTERNALLENGTH = VARIABLE, ALIGNMENT = int4, STORAGE = plain
 );
 COMMENT ON TYPE pepnet_pinned IS 'pepnet: a model version pinned by name, number and fingerprint (''ctr@3#<hex>'')';

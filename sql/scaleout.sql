@@ -43,6 +43,15 @@ SELECT so_error($$SELECT 'nope@1'::pepnet_pinned$$);
 SELECT so_error($$SELECT pepnet_pin('nope')$$);
 SELECT so_error($$SELECT pepnet_pin(NULL)$$);
 
+-- the binary form (COPY BINARY, binary-format drivers) round-trips
+CREATE TEMP TABLE so_pins AS SELECT 'so@2'::pepnet_pinned AS p;
+CREATE TEMP TABLE so_pins2 (p pepnet_pinned);
+\set binfile '/tmp/pepnet_scaleout_pins_' :PORT '.bin'
+COPY so_pins TO :'binfile' (FORMAT binary);
+COPY so_pins2 FROM :'binfile' (FORMAT binary);
+\setenv SO_BINFILE :binfile
+\! rm -f "$SO_BINFILE"
+SELECT a.p::text = b.p::text AS binary_roundtrip FROM so_pins a, so_pins2 b;
 -- shippable: IMMUTABLE, and no argument is collatable
 SELECT p.oid::regprocedure, p.provolatile, p.proparallel,
        (SELECT bool_and(NOT t.typcollation <> 0) FROM unnest(p.proargtypes) a JOIN pg_type t ON t.oid = a) AS no_collatable_args

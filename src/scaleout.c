@@ -27,6 +27,7 @@
 #include "common/cryptohash.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/pg_bswap.h"
@@ -43,6 +44,8 @@ PG_FUNCTION_INFO_V1(pepnet_require_writable_sql);
 PG_FUNCTION_INFO_V1(pepnet_fingerprint_of);
 PG_FUNCTION_INFO_V1(pepnet_pinned_in);
 PG_FUNCTION_INFO_V1(pepnet_pinned_out);
+PG_FUNCTION_INFO_V1(pepnet_pinned_recv);
+PG_FUNCTION_INFO_V1(pepnet_pinned_send);
 PG_FUNCTION_INFO_V1(pepnet_pin);
 PG_FUNCTION_INFO_V1(pepnet_pinned_predict);
 PG_FUNCTION_INFO_V1(pepnet_export_version);
@@ -309,6 +312,29 @@ pepnet_pinned_out(PG_FUNCTION_ARGS)
 	Pinned	   *p = PG_GETARG_PINNED(0);
 
 	PG_RETURN_CSTRING(psprintf("%s@%d#%s", p->name, p->version, fp_hex(p->fp)));
+}
+
+/* binary form (COPY BINARY, drivers that ask for binary results): the text form */
+Datum
+pepnet_pinned_send(PG_FUNCTION_ARGS)
+{
+	Pinned	   *p = PG_GETARG_PINNED(0);
+	StringInfoData buf;
+
+	pq_begintypsend(&buf);
+	pq_sendtext(&buf, p->name, strlen(p->name));
+	appendStringInfo(&buf, "@%d#%s", p->version, fp_hex(p->fp));
+	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
+}
+
+Datum
+pepnet_pinned_recv(PG_FUNCTION_ARGS)
+{
+	StringInfo	buf = (StringInfo) PG_GETARG_POINTER(0);
+	int			n;
+	char	   *s = pq_getmsgtext(buf, buf->len - buf->cursor, &n);
+
+	return DirectFunctionCall1(pepnet_pinned_in, CStringGetDatum(s));
 }
 
 /* pepnet_pin(model text): the version a reference names now, pinned */
