@@ -525,9 +525,11 @@ pepnet_drop_guard(PG_FUNCTION_ARGS)
 	if (versions > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-				 errmsg("cannot drop extension pepnet: it would delete %lld model versions of %lld models",
-						(long long) versions, (long long) names),
-				 errdetail("pepnet keeps model versions, deployments and their history in its own tables (pepnet.models, pepnet.deployments, pepnet.deploy_history), which DROP EXTENSION deletes."),
+				 errmsg_plural("cannot drop extension pepnet: it would delete %lld stored model version",
+							   "cannot drop extension pepnet: it would delete %lld stored model versions",
+							   versions, (long long) versions),
+				 errdetail("pepnet keeps the versions of %lld model name(s), their deployments and deploy history in its own tables (pepnet.models, pepnet.deployments, pepnet.deploy_history), which DROP EXTENSION deletes.",
+						   (long long) names),
 				 errhint("Keep what you need first (pg_dump, or pepnet_export per version), then SET pepnet.allow_drop = on and drop again.")));
 	PG_RETURN_VOID();
 }

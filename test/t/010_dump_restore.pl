@@ -82,7 +82,7 @@ is($node->safe_psql('restored', "SELECT max(seq) FROM pepnet.deploy_history WHER
 # the DROP EXTENSION guard is part of the restored extension
 my ($rc, $out, $err) = $node->psql('restored', 'DROP EXTENSION pepnet');
 isnt($rc, 0, 'DROP EXTENSION pepnet refused in the restored database');
-like($err, qr/cannot drop extension pepnet: it would delete \d+ model versions/, '... with a message that says why');
+like($err, qr/cannot drop extension pepnet: it would delete \d+ stored model versions/, '... with a message that says why');
 
 $node->stop;
 done_testing();
