@@ -1,5 +1,4 @@
 -- Model versions: create, import, export, deploy, immutability, references, cache
-CREATE EXTENSION pepnet;
 \set cfg '{"domains": 3, "features": [{"name": "item", "buckets": 1000}, {"name": "cat", "buckets": 20}], "persona": [{"name": "user", "buckets": 500}, {"name": "age", "buckets": 8, "hash": false}], "emb_dim": 4, "tasks": ["click", "buy"], "hidden": [16, 8]}'
 
 -- versions count from 1 per name
