@@ -4,13 +4,13 @@ EXTVERSION = 0.2.0
 
 MODULE_big = pepnet
 CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/train.o
-OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/training.o $(CORE_OBJS)
+OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/training.o src/scaleout.o $(CORE_OBJS)
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
 PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
 # pg_regress suites (sql/NAME.sql, expected/NAME.out): each runs alone, pg_regress creates the
 # extension in its database first (`make installcheck REGRESS=score`)
-REGRESS = models score errors train security
+REGRESS = models score errors train train_faults calibration security scaleout
 REGRESS_OPTS = --outputdir=test/results --load-extension=pepnet
 
 # TAP tests (test/t/*.pl on PostgreSQL::Test::Cluster; needs libipc-run-perl): each starts its own

@@ -282,6 +282,212 @@ END $$;
 
 -- == training and calibration ==
 
+-- Adam's state (step count, first and second moments as safetensors with the model's tensor
+-- names) of each version that pepnet_train stored, so that training continued from a version
+-- resumes the optimiser.  Scoring never reads this table; it goes with its version.
+CREATE TABLE pepnet.optimizer_state (
+	name text NOT NULL,
+	version int NOT NULL,
+	steps bigint NOT NULL,
+	adam_m bytea NOT NULL,
+	adam_v bytea NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (name, version),
+	FOREIGN KEY (name, version) REFERENCES pepnet.models (name, version) ON DELETE CASCADE
+);
+ALTER TABLE pepnet.optimizer_state ALTER COLUMN adam_m SET STORAGE EXTERNAL;
+ALTER TABLE pepnet.optimizer_state ALTER COLUMN adam_v SET STORAGE EXTERNAL;
+COMMENT ON TABLE pepnet.optimizer_state IS 'pepnet: Adam state stored with each trained version (resumed by pepnet_train)';
+SELECT pg_catalog.pg_extension_config_dump('pepnet.optimizer_state', '');
+
+-- Checks the data and validation queries before any work, sets the learning-rate schedule, the
+-- negative down-sampling rate and the selection figure, resumes Adam.
+CREATE FUNCTION pepnet._train_setup(data text, validation text, lr_schedule jsonb, negative_rate float8[],
+	selection text) RETURNS jsonb
+	AS 'MODULE_PATHNAME', 'pepnet_train_setup' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+-- pepnet_train gains selection, lr_schedule and negative_rate (after the 0.1.0 arguments).
+DROP PROCEDURE pepnet_train(text, text, jsonb, text, int, int, float8, int, int, boolean, int, float8);
+-- No SET search_path here: a procedure with SET cannot COMMIT, so every name is qualified.
+CREATE PROCEDURE pepnet_train(name text, data text, config jsonb DEFAULT NULL, validation text DEFAULT NULL,
+	epochs int DEFAULT 1, batch_size int DEFAULT 512, lr float8 DEFAULT 1e-3, seed int DEFAULT 0,
+	shuffle_buffer int DEFAULT 100000, deploy boolean DEFAULT false, patience int DEFAULT NULL,
+	progress_interval float8 DEFAULT 10, selection text DEFAULT 'logloss', lr_schedule jsonb DEFAULT NULL,
+	negative_rate float8[] DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+	ep int;
+	stats jsonb;
+	val jsonb;
+	setup jsonb;
+	v int;
+	best_v int;
+	best float8;
+	since_best int := 0;
+	fig float8;
+	better boolean;
+	metric text;
+	task text;
+	base text := pg_catalog.split_part(name, '@', 1);
+BEGIN
+	IF name IS NULL OR data IS NULL THEN
+		RAISE EXCEPTION 'pepnet_train needs a model name and a data query, not NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF epochs IS NULL OR epochs OPERATOR(pg_catalog.<) 1 OR epochs OPERATOR(pg_catalog.>) 100000 THEN
+		RAISE EXCEPTION 'epochs must be between 1 and 100000, got %', epochs USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 OR batch_size OPERATOR(pg_catalog.>) 65536 THEN
+		RAISE EXCEPTION 'batch_size must be between 1 and 65536, got %', batch_size USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF lr IS NULL OR NOT (lr OPERATOR(pg_catalog.>) 0 AND lr OPERATOR(pg_catalog.<=) 10) THEN
+		RAISE EXCEPTION 'lr must be a number in (0, 10], got %', lr USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF seed IS NULL THEN
+		RAISE EXCEPTION 'seed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF shuffle_buffer IS NULL OR shuffle_buffer OPERATOR(pg_catalog.<) 1 OR shuffle_buffer OPERATOR(pg_catalog.>) 10000000 THEN
+		RAISE EXCEPTION 'shuffle_buffer must be between 1 (no shuffling) and 10000000 rows, got %', shuffle_buffer
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF patience IS NOT NULL AND (patience OPERATOR(pg_catalog.<) 1 OR validation IS NULL) THEN
+		RAISE EXCEPTION 'patience must be at least 1 and needs a validation query'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+
+	-- refuses a transaction block before anything else
+	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size);
+	-- every query column checked (and the validation query has rows) before the first epoch
+	setup := pepnet._train_setup(data, validation, lr_schedule, negative_rate, selection);
+	metric := setup OPERATOR(pg_catalog.#>>) '{selection,metric}';
+	task := setup OPERATOR(pg_catalog.#>>) '{selection,task}';
+	FOR ep IN 1 .. epochs LOOP
+		stats := pepnet._train_epoch(data, ep, shuffle_buffer, seed, COALESCE(progress_interval, 0));
+		stats := stats OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('lr', lr, 'batch_size', batch_size,
+			'seed', seed, 'data', data, 'shuffle_buffer', shuffle_buffer, 'lr_schedule', lr_schedule,
+			'resumed_steps', setup OPERATOR(pg_catalog.->) 'resumed_steps', 'selection', setup OPERATOR(pg_catalog.->) 'selection');
+		fig := NULL;
+		IF validation IS NOT NULL THEN
+			val := pepnet._train_eval(validation);
+			stats := stats OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('validation', val, 'validation_query', validation);
+			fig := (val OPERATOR(pg_catalog.->) 'tasks' OPERATOR(pg_catalog.->) task OPERATOR(pg_catalog.->>) metric)::float8;
+			IF metric OPERATOR(pg_catalog.=) 'pcoc' THEN
+				fig := pg_catalog.abs(pg_catalog.ln(fig));   -- distance from 1, in either direction
+			END IF;
+		END IF;
+		v := pepnet._train_save(stats);
+		RAISE NOTICE 'pepnet_train "%" epoch %: version %, % rows, train loss %, validation logloss %, auc %, pcoc %',
+			base, ep, v, stats OPERATOR(pg_catalog.->>) 'rows',
+			pg_catalog.round((stats OPERATOR(pg_catalog.->>) 'train_loss')::numeric, 5),
+			COALESCE(pg_catalog.round((val OPERATOR(pg_catalog.->>) 'logloss')::numeric, 5)::text, '-'),
+			COALESCE(pg_catalog.round((val OPERATOR(pg_catalog.->>) 'auc')::numeric, 5)::text, '-'),
+			COALESCE(pg_catalog.round((val OPERATOR(pg_catalog.->>) 'pcoc')::numeric, 3)::text, '-');
+		COMMIT;
+		-- the selection figure: logloss lowest, auc highest, pcoc closest to 1 (NULL never wins)
+		better := best_v IS NULL OR (fig IS NOT NULL AND (best IS NULL OR
+			CASE WHEN metric OPERATOR(pg_catalog.=) 'auc' THEN fig OPERATOR(pg_catalog.>) best
+			     ELSE fig OPERATOR(pg_catalog.<) best END));
+		IF validation IS NULL OR better THEN
+			best_v := v;
+			best := fig;
+			since_best := 0;
+		ELSE
+			since_best := since_best OPERATOR(pg_catalog.+) 1;
+			IF patience IS NOT NULL AND since_best OPERATOR(pg_catalog.>=) patience THEN
+				RAISE NOTICE 'pepnet_train "%": validation % of task "%" has not improved for % epochs, stopping',
+					base, metric, task, patience;
+				EXIT;
+			END IF;
+		END IF;
+	END LOOP;
+	PERFORM pepnet._train_end();
+	IF deploy THEN
+		PERFORM @extschema@.pepnet_deploy(base, best_v);
+		RAISE NOTICE 'pepnet_train "%": deployed version % (best validation % of task "%")', base, best_v,
+			COALESCE(metric, '-'), COALESCE(task, '-');
+		COMMIT;
+	END IF;
+END $$;
+
+-- pepnet_evaluate gains calibration columns after the five of 0.1.0: mean predicted probability,
+-- actual rate (mean label) and their ratio PCOC (NULL where the actual rate is 0).
+DROP FUNCTION pepnet_evaluate(text, text);
+CREATE FUNCTION pepnet_evaluate(model text, data text)
+	RETURNS TABLE (domain int, task text, rows bigint, auc float8, logloss float8,
+	               mean_p float8, actual float8, pcoc float8)
+	AS 'MODULE_PATHNAME', 'pepnet_evaluate' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
 -- == scoring ==
 
 -- == scaling out ==
+
+-- Writers refuse at once on a hot standby or in a read-only transaction (25006), before any
+-- work.  The C writers (pepnet_create, pepnet_import, pepnet_train via pepnet._train_begin,
+-- pepnet_import_version) call the same check in C.
+CREATE FUNCTION pepnet._require_writable(what text) RETURNS void
+	AS 'MODULE_PATHNAME', 'pepnet_require_writable_sql' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL SAFE;
+
+CREATE OR REPLACE FUNCTION pepnet_deploy(name text, version int) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	latest int;
+BEGIN
+	PERFORM pepnet._require_writable('pepnet_deploy');
+	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
+		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
+				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
+		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
+		IF latest IS NULL THEN
+			RAISE EXCEPTION 'model "%" does not exist', pepnet_deploy.name
+				USING ERRCODE = 'undefined_object';
+		END IF;
+		RAISE EXCEPTION 'model "%" has no version %', pepnet_deploy.name, pepnet_deploy.version
+			USING ERRCODE = 'undefined_object', DETAIL = format('Its latest version is %s.', latest);
+	END IF;
+	INSERT INTO pepnet.deployments AS d (name, version)
+		VALUES (pepnet_deploy.name, pepnet_deploy.version)
+		ON CONFLICT ON CONSTRAINT deployments_pkey DO UPDATE SET version = EXCLUDED.version, deployed_at = now();
+END $$;
+
+-- The fingerprint of a version: SHA-256 of its config (canonical jsonb text) and weights, a
+-- stored generated column, so every node computes it for every row it holds (ADD COLUMN fills
+-- the existing rows).  Equal fingerprints = the same version, on any node.
+CREATE FUNCTION pepnet._fingerprint(config jsonb, weights bytea) RETURNS bytea
+	AS 'MODULE_PATHNAME', 'pepnet_fingerprint_of' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+ALTER TABLE pepnet.models
+	ADD COLUMN fingerprint bytea GENERATED ALWAYS AS (pepnet._fingerprint(config, weights)) STORED;
+COMMENT ON COLUMN pepnet.models.fingerprint IS 'SHA-256 of config and weights: the same version on every node has the same fingerprint';
+
+-- A version-pinned model reference: 'ctr@3' (fingerprint looked up on the node that parses it) or
+-- 'ctr@3#<64 hex digits>'; output always the long form.  Not collatable, so postgres_fdw ships
+-- expressions using it.
+CREATE TYPE pepnet_pinned;
+CREATE FUNCTION pepnet_pinned_in(cstring) RETURNS pepnet_pinned
+	AS 'MODULE_PATHNAME', 'pepnet_pinned_in' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION pepnet_pinned_out(pepnet_pinned) RETURNS cstring
+	AS 'MODULE_PATHNAME', 'pepnet_pinned_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE TYPE pepnet_pinned (
+	INPUT = pepnet_pinned_in, OUTPUT = pepnet_pinned_out,
+	INTERNALLENGTH = VARIABLE, ALIGNMENT = int4, STORAGE = plain
+);
+COMMENT ON TYPE pepnet_pinned IS 'pepnet: a model version pinned by name, number and fingerprint (''ctr@3#<hex>'')';
+
+-- The version a reference names now ('ctr': deployed, else latest; 'ctr@3'), pinned.
+CREATE FUNCTION pepnet_pin(model text) RETURNS pepnet_pinned
+	AS 'MODULE_PATHNAME', 'pepnet_pin' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
+
+-- Scoring a pinned version: IMMUTABLE (its scores never change), so postgres_fdw can ship it to
+-- shards; refuses on a node whose version has another fingerprint.
+CREATE FUNCTION pepnet_predict(model pepnet_pinned, domain int, persona bigint[], features bigint[], dense real[] DEFAULT NULL)
+	RETURNS float8
+	AS 'MODULE_PATHNAME', 'pepnet_pinned_predict' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1000;
+
+-- Copy a version between nodes keeping name, version, parent, metrics, created_at and
+-- fingerprint: a bundle ('PEPNETV1', header length, JSON header, weights).
+CREATE FUNCTION pepnet_export_version(model text) RETURNS bytea
+	AS 'MODULE_PATHNAME', 'pepnet_export_version' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
+CREATE FUNCTION pepnet_import_version(bundle bytea) RETURNS int
+	AS 'MODULE_PATHNAME', 'pepnet_import_version' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;

@@ -216,9 +216,11 @@ Datum
 pepnet_create(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	PnModel    *m = model_from_args(fcinfo, "seed", &name);
+	PnModel    *m;
 	int32		version;
 
+	pepnet_require_writable("pepnet_create");
+	m = model_from_args(fcinfo, "seed", &name);
 	pn_model_init(m, (uint64) (int64) PG_GETARG_INT32(2));
 	version = store_new(name, m);
 	pn_model_free(m);
@@ -230,11 +232,14 @@ Datum
 pepnet_import(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	PnModel    *m = model_from_args(fcinfo, "weights", &name);
-	bytea	   *blob = PG_GETARG_BYTEA_PP(2);
+	PnModel    *m;
+	bytea	   *blob;
 	PnError		err = {0};
 	int32		version;
 
+	pepnet_require_writable("pepnet_import");
+	m = model_from_args(fcinfo, "weights", &name);
+	blob = PG_GETARG_BYTEA_PP(2);
 	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
 	version = store_new(name, m);
@@ -242,7 +247,26 @@ pepnet_import(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(version);
 }
 
-/* pepnet_export(model): the version's weights as stored */
+/* Whether a safetensors blob has PN running statistics but no pn.num_batches_tracked (0.1.0) */
+static bool
+blob_lacks_count(bytea *b)
+{
+	const char *p = VARDATA_ANY(b);
+	size_t		len = VARSIZE_ANY_EXHDR(b);
+	uint64		hlen = 0;
+	int			i;
+
+	if (len < 8)
+		return false;
+	for (i = 7; i >= 0; i--)
+		hlen = (hlen << 8) | (unsigned char) p[i];
+	if (hlen > len - 8)
+		return false;
+	return memmem(p + 8, hlen, "\"pn.running_mean\"", 17) != NULL &&
+		memmem(p + 8, hlen, "\"pn.num_batches_tracked\"", 24) == NULL;
+}
+
+/* pepnet_export(model): the version's weights as stored (0.1.0 blobs completed) */
 Datum
 pepnet_export(PG_FUNCTION_ARGS)
 {
@@ -273,6 +297,16 @@ pepnet_export(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();
+	if (blob_lacks_count(result))
+	{
+		/* stored by 0.1.0: export MODEL.md 0.2's full tensor set (the count is 0) */
+		char		name[NAMEDATALEN];
+		int32		version;
+		PnModel    *m = pepnet_load_model(&ref, name, &version);
+
+		if (m->nabsent > 0)
+			result = model_to_bytea(m);
+	}
 	PG_RETURN_BYTEA_P(result);
 }
 

@@ -73,4 +73,7 @@ extern void pepnet_resolve(const char *ref, PepnetRef *out);
 extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
 
+/* scaleout.c */
+extern void pepnet_require_writable(const char *what);
+
 #endif							/* PEPNET_H */

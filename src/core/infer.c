@@ -206,6 +206,9 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 						row[i] = (float) (wf * scale[i]);
 						bias += wf * shift[i];
 					}
+					/* negative down-sampling folded into the output bias: logit + ln w_d */
+					if (l == L + 1 && c->neg_rate)
+						bias += log((double) c->neg_rate[d]);
 					dc->b1[t * h1 + j] = (float) bias;
 				}
 			}
@@ -222,6 +225,9 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 					fw[j] = Wd ? W[j] * Wd[j] : W[j];
 				for (j = 0; j < h; j++)
 					fb[j] = Bd ? B[j] + Bd[j] : B[j];
+				/* negative down-sampling folded into the output bias: logit + ln w_d */
+				if (l == L + 1 && c->neg_rate)
+					fb[0] = (float) ((double) fb[0] + log((double) c->neg_rate[d]));
 				dc->bytes += sizeof(float) * ((size_t) h * prev + h);
 			}
 			prev = h;
@@ -773,6 +779,10 @@ pn_forward_ref(const PnModel *m, int d, const int64_t *persona, const int64_t *f
 		for (t = 0; t < T; t++)
 			logits[t] += o[t];
 	}
+	/* negative down-sampling: p = q / (q + (1 - q) / w) is sigmoid(logit + ln w) */
+	if (c->neg_rate)
+		for (t = 0; t < T; t++)
+			logits[t] += log((double) c->neg_rate[d]);
 done:
 	pn_free(buf);
 	pn_free(gates);
