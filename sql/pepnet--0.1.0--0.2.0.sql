@@ -23,9 +23,10 @@ ALTER TABLE pepnet.models DROP COLUMN id;
  * Version numbers are never reused: each name's high-water mark outlives deletes of its versions.
  * A table, so that it survives pg_dump/pg_restore and travels by logical replication.  The
  * trigger below numbers a version inserted without a number (pepnet_create, pepnet_import,
- * pepnet_train) max(last_version + 1, max(version) + 1), and refuses an explicit number at or
- * below the mark.  Rows loaded by COPY (pg_restore) and by logical replication's apply worker
- * (where the trigger does not fire) are taken as they are: their marks come with them.
+ * pepnet_train) max(last_version + 1, max(version) + 1).  A version inserted with its number
+ * (pepnet_import_version copying a version between nodes, a direct INSERT) keeps it and raises
+ * the mark.  Rows loaded by COPY (pg_restore) and by logical replication's apply worker (where
+ * the trigger does not fire) are taken as they are: their marks come with them.
  * SECURITY DEFINER: roles that may insert versions need no grant on pepnet.model_names.
  */
 CREATE TABLE pepnet.model_names (
@@ -40,8 +41,6 @@ SELECT pg_catalog.pg_extension_config_dump('pepnet.model_names', '');
 
 CREATE FUNCTION pepnet._models_number() RETURNS trigger
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	hw int;
 BEGIN
 	IF TG_TABLE_SCHEMA <> 'pepnet' OR TG_TABLE_NAME <> 'models' THEN
 		RAISE EXCEPTION 'pepnet._models_number numbers pepnet.models only' USING ERRCODE = 'insufficient_privilege';
@@ -56,13 +55,6 @@ BEGIN
 			DO UPDATE SET last_version = GREATEST(n.last_version + 1, EXCLUDED.last_version)
 			RETURNING n.last_version INTO NEW.version;
 		RETURN NEW;
-	END IF;
-	SELECT n.last_version INTO hw FROM pepnet.model_names n WHERE n.name = NEW.name FOR UPDATE;
-	IF hw >= NEW.version THEN
-		RAISE EXCEPTION 'model "%" version % cannot be stored: version numbers up to % have been used', NEW.name, NEW.version, hw
-			USING ERRCODE = 'unique_violation',
-				  DETAIL = 'Version numbers are never reused, also after a version is deleted, so that a reference keeps naming the same weights.',
-				  HINT = 'Leave version NULL to get the next number (pepnet_import, pepnet_create).';
 	END IF;
 	INSERT INTO pepnet.model_names AS n (name, last_version) VALUES (NEW.name, NEW.version)
 		ON CONFLICT ON CONSTRAINT model_names_pkey
@@ -181,6 +173,7 @@ LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path =
 DECLARE
 	latest int;
 BEGIN
+	PERFORM pepnet._require_writable('pepnet_deploy');	-- scaling out: standby, read-only transaction
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
@@ -215,6 +208,7 @@ DECLARE
 	s text := lower(btrim(pepnet_deploy.strategy));
 	higher boolean;
 BEGIN
+	PERFORM pepnet._require_writable('pepnet_deploy');	-- scaling out: standby, read-only transaction
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.strategy IS NULL THEN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
@@ -427,30 +421,7 @@ CREATE FUNCTION pepnet_evaluate(model text, data text)
 CREATE FUNCTION pepnet._require_writable(what text) RETURNS void
 	AS 'MODULE_PATHNAME', 'pepnet_require_writable_sql' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL SAFE;
 
-CREATE OR REPLACE FUNCTION pepnet_deploy(name text, version int) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	latest int;
-BEGIN
-	PERFORM pepnet._require_writable('pepnet_deploy');
-	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
-		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
-				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
-		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
-		IF latest IS NULL THEN
-			RAISE EXCEPTION 'model "%" does not exist', pepnet_deploy.name
-				USING ERRCODE = 'undefined_object';
-		END IF;
-		RAISE EXCEPTION 'model "%" has no version %', pepnet_deploy.name, pepnet_deploy.version
-			USING ERRCODE = 'undefined_object', DETAIL = format('Its latest version is %s.', latest);
-	END IF;
-	INSERT INTO pepnet.deployments AS d (name, version)
-		VALUES (pepnet_deploy.name, pepnet_deploy.version)
-		ON CONFLICT ON CONSTRAINT deployments_pkey DO UPDATE SET version = EXCLUDED.version, deployed_at = now();
-END $$;
+-- pepnet_deploy (both forms, registry section) calls pepnet._require_writable first.
 
 -- The fingerprint of a version: SHA-256 of its config (canonical jsonb text) and weights, a
 -- stored generated column, so every node computes it for every row it holds (ADD COLUMN fills
