@@ -26,7 +26,9 @@ $node->safe_psql('postgres', qq{
 	SELECT pepnet_create('x', '$cfg', 2);
 	SELECT pepnet_create('x', '$cfg', 3);
 	DELETE FROM pepnet.models WHERE name = 'x' AND version = 3;
+	SELECT pepnet_deploy('m', 1);
 	SELECT pepnet_deploy('m', 'latest');
+	SELECT pepnet_deploy('m', 'previous');
 	SELECT pepnet_deploy('m', 'best');
 	SELECT pepnet_deploy('x', 1);
 });
@@ -41,7 +43,7 @@ my $state = q{
 my $scores = q{SELECT string_agg(s.scores::text, ';' ORDER BY s.idx) FROM pepnet_score('m', 1, '{3}', ARRAY[[1], [2], [3], [40]]::bigint[]) s};
 my $before = $node->safe_psql('postgres', $state);
 my $scores_before = $node->safe_psql('postgres', $scores);
-like($before, qr/\|best\|/, 'history recorded before the dump') or diag $before;
+like($before, qr/\|previous\|/, 'history recorded before the dump') or diag $before;
 
 my $dump = $node->basedir . '/pepnet.dump';
 $node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ], 'pg_dump -Fc');
