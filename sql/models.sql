@@ -173,6 +173,7 @@ SET pepnet.read_only = on;
 SELECT pepnet_create('ro', :'small');
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_import('ro', :'small', pepnet_export('d@1'));
+SELECT pepnet_import_version(pepnet_export_version('d@1'));
 SELECT pepnet_deploy('d', 1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_deploy('d', 'latest');

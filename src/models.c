@@ -201,7 +201,6 @@ model_from_args(FunctionCallInfo fcinfo, const char *what3, char **name)
 		pepnet_null_arg("config");
 	if (PG_ARGISNULL(2))
 		pepnet_null_arg(what3);
-	pepnet_check_writable(what3[0] == 's' ? "pepnet_create" : "pepnet_import");
 	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	pepnet_check_name(*name);
 	parse_config(PG_GETARG_JSONB_P(1), &cfg);
