@@ -28,6 +28,8 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "catalog/pg_class.h"
 
 PG_FUNCTION_INFO_V1(pepnet_create);
 PG_FUNCTION_INFO_V1(pepnet_import);
@@ -546,13 +548,29 @@ pepnet_drop_guard(PG_FUNCTION_ARGS)
 			hit = true;
 	}
 	if (hit && OidIsValid(get_namespace_oid("pepnet", true)) &&
-		SPI_execute("SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT name) FROM pepnet.models",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		OidIsValid(get_relname_relid("models", get_namespace_oid("pepnet", true))))
 	{
-		bool		isnull;
+		Oid			models = get_relname_relid("models", get_namespace_oid("pepnet", true));
+		Oid			save_userid;
+		int			save_sec;
+		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(models));
 
-		versions = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		names = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		/* count as the table's owner: whoever drops need not be able to read the models */
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "pepnet: cache lookup failed for relation %u", models);
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(((Form_pg_class) GETSTRUCT(tup))->relowner,
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+		ReleaseSysCache(tup);
+		if (SPI_execute("SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT name) FROM pepnet.models",
+						true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			bool		isnull;
+
+			versions = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			names = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		}
+		SetUserIdAndSecContext(save_userid, save_sec);
 	}
 	SPI_finish();
 	if (versions > 0)
