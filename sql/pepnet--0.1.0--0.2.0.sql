@@ -173,7 +173,7 @@ LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path =
 DECLARE
 	latest int;
 BEGIN
-	PERFORM pepnet._require_writable('pepnet_deploy');	-- scaling out: standby, read-only transaction
+	PERFORM pepnet._require_writable('pepnet_deploy');
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
@@ -208,7 +208,7 @@ DECLARE
 	s text := lower(btrim(pepnet_deploy.strategy));
 	higher boolean;
 BEGIN
-	PERFORM pepnet._require_writable('pepnet_deploy');	-- scaling out: standby, read-only transaction
+	PERFORM pepnet._require_writable('pepnet_deploy');
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.strategy IS NULL THEN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
@@ -412,6 +412,27 @@ CREATE FUNCTION pepnet_evaluate(model text, data text)
 	AS 'MODULE_PATHNAME', 'pepnet_evaluate' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 
 -- == scoring ==
+
+-- persona may be NULL or omitted (named arguments) for a model without persona fields
+CREATE OR REPLACE FUNCTION pepnet_score(model text, domain int, persona bigint[] DEFAULT NULL,
+										features bigint[] DEFAULT NULL, dense real[] DEFAULT NULL)
+	RETURNS TABLE (idx int, score float8, scores float8[])
+	AS 'MODULE_PATHNAME', 'pepnet_score' LANGUAGE C STABLE PARALLEL SAFE ROWS 100;
+
+CREATE OR REPLACE FUNCTION pepnet_predict(model text, domain int, persona bigint[] DEFAULT NULL,
+										  features bigint[] DEFAULT NULL, dense real[] DEFAULT NULL)
+	RETURNS float8
+	AS 'MODULE_PATHNAME', 'pepnet_predict' LANGUAGE C STABLE PARALLEL SAFE COST 1000;
+
+-- Score every row of a data query (columns domain, persona, features, dense as for training; every
+-- other column is a key passed through), read through a cursor in blocks and scored per
+-- (domain, persona) group with the batched engine.  Results: the keys, then score and scores;
+-- the caller's column definition list names them, e.g.
+--   SELECT * FROM pepnet_score_query('ctr', 'SELECT item, domain, persona, features FROM c')
+--     AS t(item bigint, score float8, scores float8[]);
+CREATE FUNCTION pepnet_score_query(model text, data text)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'pepnet_score_query' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE ROWS 1000;
 
 -- == scaling out ==
 

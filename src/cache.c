@@ -52,6 +52,8 @@ static Oid	deploy_relid = InvalidOid;
 static uint64 lru_clock = 0;
 static MemoryContext cache_cxt = NULL;
 
+static void evict(PepnetEntry *keep);
+
 PG_FUNCTION_INFO_V1(pepnet_cache);
 PG_FUNCTION_INFO_V1(pepnet_cache_clear);
 
@@ -85,6 +87,20 @@ entries_clear(void)
 }
 
 /*
+ * At the end of every transaction: a version larger than pepnet.cache_size
+ * was kept for the transaction that used it, and goes now, so that an idle
+ * backend never holds more than the setting allows.
+ */
+static void
+xact_cb(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		evict(NULL);
+}
+
+/*
  * Make the hash tables once per backend, and find pepnet's tables.  If the
  * extension was dropped and created again, versions start over: forget all.
  */
@@ -110,6 +126,7 @@ ensure_tables(void)
 		ctl.entrysize = sizeof(PepnetEntry);
 		ctl.hcxt = cache_cxt;
 		entries = hash_create("pepnet versions", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		RegisterXactCallback(xact_cb, NULL);
 	}
 	if (refs == NULL || mrel != models_relid)
 	{
@@ -221,11 +238,18 @@ malformed:
 			 errhint("Use 'name' for the deployed version or 'name@version' with a version from 1, as in 'ctr@7'.")));
 }
 
-/* Evict least recently used entries, other than keep, until within the budget */
+/*
+ * Evict least recently used entries, other than keep, until within the
+ * budget.  keep (the version a statement is using) stays even when it alone
+ * exceeds the budget; the end of the transaction then drops it (xact_cb).
+ */
 static void
 evict(PepnetEntry *keep)
 {
 	Size		budget = (Size) pepnet_cache_size_mb * 1024 * 1024;
+
+	if (entries == NULL)
+		return;
 
 	for (;;)
 	{
@@ -297,6 +321,7 @@ pepnet_cache_get(const PepnetRef *ref)
 		e->cxt = cxt;
 		e->model = m;
 		e->domains = domains;
+		e->engine[0] = e->engine[1] = NULL;
 		e->ndomains = 0;
 		e->work = work;
 		e->xmin = ref->xmin;
@@ -331,6 +356,64 @@ pepnet_cache_domain(PepnetEntry *e, int domain)
 		evict(e);
 	}
 	return e->domains[domain];
+}
+
+/* Free a version's oneDNN objects with its memory context */
+static void
+engine_free_cb(void *arg)
+{
+	pn_engine_free((PnEngine *) arg);
+}
+
+/*
+ * The batched-scoring engine of a cached version in a precision, made on
+ * first use: oneDNN primitives (JIT code shared between versions of the
+ * same shapes through oneDNN's primitive cache) and the packed weights.
+ */
+PnEngine *
+pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
+{
+	PnEngine   *eng = e->engine[precision];
+	PnError		err = {0};
+	MemoryContext old;
+
+	if (eng == NULL)
+	{
+		MemoryContextCallback *cb;
+
+		old = MemoryContextSwitchTo(e->cxt);
+		if (precision == PN_BF16 && !pn_engine_bf16_supported())
+		{
+			MemoryContextSwitchTo(old);
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("pepnet.precision = bf16 needs a CPU with AVX512-BF16 or AMX instructions"),
+					 errdetail("oneDNN runs this CPU as %s; bf16 there would be emulated and slower than fp32.", pn_engine_isa()),
+					 errhint("SET pepnet.precision = 'fp32'.")));
+		}
+		cb = palloc(sizeof(MemoryContextCallback));
+		if (pn_engine_new(e->model, precision, PN_TILE, &eng, &err) != PN_OK)
+		{
+			MemoryContextSwitchTo(old);
+			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+		}
+		cb->func = engine_free_cb;
+		cb->arg = eng;
+		MemoryContextRegisterResetCallback(e->cxt, cb);
+		MemoryContextSwitchTo(old);
+		e->engine[precision] = eng;
+	}
+	/* the domain's packed tower weights (the engine keeps them) */
+	old = MemoryContextSwitchTo(e->cxt);
+	if (pn_engine_prepare_domain(eng, dc, &err) != PN_OK)
+	{
+		MemoryContextSwitchTo(old);
+		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+	}
+	MemoryContextSwitchTo(old);
+	e->bytes = MemoryContextMemAllocated(e->cxt, true);
+	evict(e);
+	return eng;
 }
 
 /* pepnet_cache(): what this backend holds */

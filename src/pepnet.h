@@ -15,6 +15,7 @@
 extern char *pepnet_default_model;
 extern int	pepnet_cache_size_mb;
 extern int	pepnet_max_model_size_mb;
+extern int	pepnet_precision;		/* PN_FP32 or PN_BF16 (score.c) */
 
 /*
  * A model name has 1 to 63 characters (not bytes: repeat('é', 32) is a valid
@@ -23,8 +24,8 @@ extern int	pepnet_max_model_size_mb;
 #define PEPNET_NAME_MAXCHARS 63
 #define PEPNET_NAMELEN (PEPNET_NAME_MAXCHARS * 4 + 4)
 
-/* block of candidates scored at once */
-#define PEPNET_BLOCK 256
+/* candidates pepnet_predict's workspace holds (one per call) */
+#define PEPNET_BLOCK 1
 
 /* one model version held by this backend */
 typedef struct PepnetEntry
@@ -36,7 +37,8 @@ typedef struct PepnetEntry
 	PnModel    *model;
 	PnDomainCache **domains;	/* [D], built on first use */
 	int			ndomains;
-	PnWork	   *work;			/* PEPNET_BLOCK candidates */
+	PnWork	   *work;			/* pepnet_predict's workspace (GEMV) */
+	PnEngine   *engine[2];		/* batched scoring per precision, made on first use */
 	Size		bytes;
 	int64		hits;
 	TimestampTz built_at;
@@ -72,6 +74,10 @@ extern void pepnet_fix_encoding(char *s);
 extern void pepnet_resolve(const char *ref, PepnetRef *out);
 extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
+extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc);
+
+/* score.c */
+extern void pepnet_score_init(void);
 
 /* scaleout.c */
 extern void pepnet_require_writable(const char *what);

@@ -36,6 +36,8 @@
 #define PN_ETOOBIG 4			/* exceeds a size limit */
 #define PN_ENOMEM 5				/* allocation failed */
 #define PN_ENUMERIC 6			/* training produced a non-finite value (diverged) */
+#define PN_EENGINE 7			/* the matmul engine (oneDNN) failed */
+#define PN_EUNSUPPORTED 8		/* not available on this CPU */
 
 typedef struct PnError
 {
@@ -232,23 +234,43 @@ void		pn_domain_free(PnDomainCache *dc);
 int			pn_persona_build(const PnModel *m, const int64_t *persona, PnPersona **out, PnError *err);
 void		pn_persona_free(PnPersona *p);
 
-/* workspace for scoring up to nmax candidates at a time */
+/*
+ * Scoring of one candidate at a time (pepnet_predict): OpenBLAS GEMVs.
+ * Workspace for up to nmax candidates; pn_score scores n <= nmax
+ * candidates: features [n, F] ids, dense [n, Nd] (NULL when Nd = 0),
+ * probabilities out [n, T].  Agrees with pn_engine_score to float rounding
+ * (another summation order), not bit for bit.
+ */
 typedef struct PnWork PnWork;
 PnWork	   *pn_work_new(const PnModel *m, int nmax);
 void		pn_work_free(PnWork *w);
-
-/*
- * Score n <= nmax candidates: features [n, F] ids, dense [n, Nd] (NULL when
- * Nd = 0), probabilities out [n, T].
- */
 int			pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,
 					 PnWork *w, int n, const int64_t *features, const float *dense,
 					 double *out, PnError *err);
 
-/* unfused reference forward of one example (double precision), logits [T] */
-int			pn_forward_ref(const PnModel *m, int domain, const int64_t *persona,
-						   const int64_t *features, const float *dense,
-						   double *logits, PnError *err);
+/*
+ * Batched scoring (engine.c): oneDNN matmuls over tiles of exactly `tile`
+ * candidates (the last tile padded), so that a candidate's score depends
+ * only on its own inputs: identical candidates get bit-identical scores
+ * whatever their position and the request's size.  One engine per cached
+ * version and precision; the tower weights of a domain are packed on its
+ * first use.  pn_engine_score: features [n, F], dense [n, Nd] or NULL,
+ * out [n, T] probabilities; interrupt (may be NULL) is called per tile.
+ */
+#define PN_FP32 0
+#define PN_BF16 1
+#define PN_TILE 16				/* rows per tile (see BENCHMARKS.md) */
+typedef struct PnEngine PnEngine;
+int			pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err);
+void		pn_engine_free(PnEngine *eng);
+int			pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, PnError *err);
+int			pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+							const int64_t *features, const float *dense, double *out,
+							void (*interrupt) (void), PnError *err);
+int			pn_engine_tile(const PnEngine *eng);
+/* whether oneDNN runs bf16 matmuls natively here; the ISA it uses */
+bool		pn_engine_bf16_supported(void);
+const char *pn_engine_isa(void);
 
 /* ---- training ---- */
 

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE				/* memmem */
 #include "pncore.h"
+#include "ref_forward.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -214,6 +215,54 @@ test_score_vs_ref(const char *json, const char *label)
 
 			pn_score(m, dc, pp, w, 1, feat + (size_t) 5 * c.nfeat, dense + (size_t) 5 * c.dense, one, &e);
 			CHECK(fabs(one[0] - out[5 * c.ntasks]) < 1e-6, "single candidate = block row, %s, domain %d", label, d);
+		}
+		/* the batched engine (oneDNN tiles): = reference; ties bit-identical; bf16 close */
+		{
+			int			prec;
+
+			for (prec = PN_FP32; prec <= PN_BF16; prec++)
+			{
+				PnEngine   *eng;
+				double	   *eo = malloc(sizeof(double) * n * c.ntasks);
+				double	   *dup = malloc(sizeof(double) * n * c.ntasks);
+				int64_t    *feat5 = malloc(sizeof(int64_t) * n * (c.nfeat + 1));
+				float	   *dense5 = malloc(sizeof(float) * n * (c.dense + 1));
+				double		err = 0;
+				int			ties = 1,
+							j;
+
+				if (prec == PN_BF16 && !pn_engine_bf16_supported())
+				{
+					CHECK(pn_engine_new(m, prec, PN_TILE, &eng, &e) == PN_EUNSUPPORTED, "bf16 refused without bf16 instructions");
+					free(eo), free(dup), free(feat5), free(dense5);
+					continue;
+				}
+				rc = pn_engine_new(m, prec, PN_TILE, &eng, &e);
+				rc = rc ? rc : pn_engine_prepare_domain(eng, dc, &e);
+				rc = rc ? rc : pn_engine_score(eng, dc, pp, n, feat, dense, eo, NULL, &e);
+				for (i = 0; i < n; i++)
+				{
+					memcpy(feat5 + (size_t) i * c.nfeat, feat + (size_t) 5 * c.nfeat, sizeof(int64_t) * c.nfeat);
+					memcpy(dense5 + (size_t) i * c.dense, dense + (size_t) 5 * c.dense, sizeof(float) * c.dense);
+				}
+				rc = rc ? rc : pn_engine_score(eng, dc, pp, n, feat5, dense5, dup, NULL, &e);
+				CHECK(rc == PN_OK, "engine %s %s domain %d: %s", prec ? "bf16" : "fp32", label, d, rc ? e.msg : "ok");
+				if (rc == PN_OK)
+				{
+					for (i = 0; i < n * c.ntasks; i++)
+						if (fabs(eo[i] - out[i]) > err)
+							err = fabs(eo[i] - out[i]);
+					for (i = 0; i < n; i++)
+						for (j = 0; j < c.ntasks; j++)
+							ties &= dup[i * c.ntasks + j] == eo[5 * c.ntasks + j];
+					CHECK(err < (prec ? 5e-3 : 2e-5), "engine %s = fused GEMV/GEMM path, %s, domain %d (max |dp| %.2e)",
+						  prec ? "bf16" : "fp32", label, d, err);
+					CHECK(ties, "engine %s: %d copies of one candidate, bit-identical to it at position 6 of another request, %s, domain %d",
+						  prec ? "bf16" : "fp32", n, label, d);
+				}
+				pn_engine_free(eng);
+				free(eo), free(dup), free(feat5), free(dense5);
+			}
 		}
 		pn_domain_free(dc);
 		pn_persona_free(pp);
