@@ -194,8 +194,9 @@ END $$;
 /*
  * Deploy by strategy; returns the version deployed.
  *   'latest'    the highest version
- *   'best'      the best validation metric in metrics->'validation' (metric: 'logloss', lowest
- *               wins, the default; 'auc', highest wins); ties go to the higher version
+ *   'best'      the best validation metric in metrics->'validation', as pepnet_train's
+ *               selection: 'logloss' (lowest wins, the default), 'auc' (highest), 'pcoc'
+ *               (closest to 1), of the first task or of 'metric:task'; ties: the higher version
  *   'previous'  rollback: the version deployed before the current one (deploy_history);
  *               a second 'previous' goes back again to the one rolled back from
  *   '7'         a version number, as pepnet_deploy(name, 7)
@@ -206,7 +207,8 @@ DECLARE
 	v int;
 	cur int;
 	s text := lower(btrim(pepnet_deploy.strategy));
-	higher boolean;
+	mname text;
+	task text;
 BEGIN
 	PERFORM pepnet._require_writable('pepnet_deploy');
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.strategy IS NULL THEN
@@ -231,21 +233,27 @@ BEGIN
 	IF s = 'latest' THEN
 		SELECT max(m.version) INTO v FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
 	ELSIF s = 'best' THEN
-		IF metric IS NULL OR metric NOT IN ('logloss', 'auc') THEN
+		mname := split_part(metric, ':', 1);
+		task := NULLIF(split_part(metric, ':', 2), '');
+		IF metric IS NULL OR mname NOT IN ('logloss', 'auc', 'pcoc') THEN
 			RAISE EXCEPTION 'unknown validation metric "%" for deploy strategy ''best''', metric
 				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Use ''logloss'' (lowest wins) or ''auc'' (highest wins).';
+					  HINT = 'Use ''logloss'' (lowest wins), ''auc'' (highest wins) or ''pcoc'' (closest to 1 wins), optionally followed by :task, as pepnet_train''s selection.';
 		END IF;
-		higher := metric = 'auc';
-		SELECT m.version INTO v FROM pepnet.models m
-		WHERE m.name = pepnet_deploy.name
-		  AND jsonb_typeof(m.metrics -> 'validation' -> metric) = 'number'
-		ORDER BY CASE WHEN higher THEN -(m.metrics -> 'validation' ->> metric)::float8
-					  ELSE (m.metrics -> 'validation' ->> metric)::float8 END,
-				 m.version DESC
+		SELECT x.version INTO v
+		FROM (SELECT m.version,
+					 CASE WHEN task IS NULL THEN m.metrics -> 'validation' -> mname
+						  ELSE m.metrics -> 'validation' -> 'tasks' -> task -> mname END AS fig
+			  FROM pepnet.models m WHERE m.name = pepnet_deploy.name) x
+		WHERE jsonb_typeof(x.fig) = 'number'
+		ORDER BY CASE mname WHEN 'auc' THEN -(x.fig::text::float8)
+							WHEN 'pcoc' THEN abs(x.fig::text::float8 - 1)
+							ELSE x.fig::text::float8 END,
+				 x.version DESC
 		LIMIT 1;
 		IF v IS NULL THEN
-			RAISE EXCEPTION 'no version of model "%" has a validation %', pepnet_deploy.name, metric
+			RAISE EXCEPTION 'no version of model "%" has a validation %', pepnet_deploy.name,
+				mname || CASE WHEN task IS NULL THEN '' ELSE format(' of task "%s"', task) END
 				USING ERRCODE = 'object_not_in_prerequisite_state',
 					  HINT = 'Train with a validation query (CALL pepnet_train(..., validation => ...)), or deploy a version by number.';
 		END IF;
