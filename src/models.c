@@ -679,7 +679,6 @@ pepnet_deploy_log(PG_FUNCTION_ARGS)
 	int			aname,
 				aversion;
 	char	   *name;
-	bool		isnull;
 	Datum		fromv = 0,
 				tov = 0;
 	bool		from_null = true,
@@ -734,7 +733,6 @@ pepnet_deploy_log(PG_FUNCTION_ARGS)
 	nulls[2] = to_null ? 'n' : ' ';
 	values[3] = CStringGetTextDatum(pepnet_deploy_strategy && pepnet_deploy_strategy[0] ? pepnet_deploy_strategy : "sql");
 	values[4] = CStringGetTextDatum(GetUserNameFromId(save_userid, false));
-	(void) isnull;
 
 	SetUserIdAndSecContext(td->tg_relation->rd_rel->relowner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
