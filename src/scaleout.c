@@ -75,12 +75,14 @@ node_label(void)
 }
 
 /*
- * Refuse a writing function (what) at once on a hot standby or in a
- * read-only transaction, before it does any work.
+ * Refuse a writing function (what) at once on a hot standby, in a
+ * read-only transaction or on a read-only node (pepnet.read_only), before
+ * it does any work.
  */
 void
 pepnet_require_writable(const char *what)
 {
+	pepnet_check_writable(what);	/* pepnet.read_only: a logical-replication subscriber */
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),

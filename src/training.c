@@ -669,7 +669,6 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 						 "that is itself called that way.")));
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model name must not be NULL")));
-	pepnet_check_writable("pepnet_train");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	train_register_callback();
 	train_free();
