@@ -397,7 +397,7 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 		if (idx < 0)
 		{
 			rc = pn_seterr(err, PN_EFORMAT, "weights have a tensor \"%.60s\" that the config does not use", e->key);
-			pn_setdetail(err, "Check the tensor names of MODEL.md and the parts switched on in the config.");
+			pn_setdetail(err, "Check the tensor names in docs/model.md and the parts switched on in the config.");
 			goto done;
 		}
 		t = &m->tensors[idx];

@@ -1,7 +1,7 @@
 /*
  * pncore.h
  *		The numeric core of pepnet: configuration, hashing, weight format,
- *		inference and training of the STAR-PEPNet model (../shared/MODEL.md).
+ *		inference and training of the STAR-PEPNet model (docs/model.md).
  *
  * Plain C99 without PostgreSQL headers, so that it can be unit-tested,
  * fuzzed and benchmarked alone.  Every allocation goes through pn_alloc /

@@ -1,4 +1,4 @@
-"""Independent PyTorch reference of the STAR-PEPNet model contract (shared/MODEL.md).
+"""Independent PyTorch reference of the STAR-PEPNet model contract (docs/model.md).
 
 Readable and unfused on purpose: every step of MODEL.md appears once, in order. Used by the
 self-check, the parity tests against the C extension and benchmarks. Run it with Debian's
