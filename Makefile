@@ -3,14 +3,14 @@ EXTENSION = pepnet
 EXTVERSION = 0.2.0
 
 MODULE_big = pepnet
-CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/train.o
-OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/training.o $(CORE_OBJS)
+CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/engine.o src/core/train.o
+OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/training.o src/scaleout.o $(CORE_OBJS)
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
 PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
 # pg_regress suites (sql/NAME.sql, expected/NAME.out): each runs alone, pg_regress creates the
 # extension in its database first (`make installcheck REGRESS=score`)
-REGRESS = models score errors train security
+REGRESS = models score batch errors train train_faults calibration security scaleout
 REGRESS_OPTS = --outputdir=test/results --load-extension=pepnet
 
 # TAP tests (test/t/*.pl on PostgreSQL::Test::Cluster; needs libipc-run-perl): each starts its own
@@ -21,7 +21,7 @@ PROVE_TESTS = test/t/*.pl
 
 PG_CPPFLAGS = -Isrc/core
 PG_CFLAGS = -std=gnu99 -Wno-declaration-after-statement
-SHLIB_LINK = -lopenblas -lm
+SHLIB_LINK = -ldnnl -lgomp -lopenblas -lm
 EXTRA_CLEAN = test/unit/test_core test/results tmp_check
 
 PG_CONFIG ?= pg_config
@@ -31,15 +31,15 @@ include $(PGXS)
 # After include $(PGXS), so that its "all" stays the default goal (a rule above it would become
 # the default and plain `make` would build one object file).
 # PGXS tracks no header dependencies: every object depends on the headers
-$(OBJS): src/core/pncore.h src/core/vmath.h src/pepnet.h
+$(OBJS): src/core/pncore.h src/core/vmath.h src/core/pninternal.h src/pepnet.h
 
 # the numeric core's loops (sigmoid, Adam, PN) vectorize at -O3; it never reads errno or FP traps
 $(CORE_OBJS): CFLAGS += -O3 -fno-math-errno -fno-trapping-math
 
 # C unit tests of the numeric core: no PostgreSQL involved
 CORE_SRC = $(CORE_OBJS:.o=.c)
-test/unit/test_core: test/unit/test_core.c $(CORE_SRC) src/core/pncore.h
-	$(CC) -std=gnu99 -O3 -fno-math-errno -fno-trapping-math -g -Wall -Wextra -Wno-unused-parameter -Isrc/core -o $@ test/unit/test_core.c $(CORE_SRC) -lopenblas -lm
+test/unit/test_core: test/unit/test_core.c test/unit/ref_forward.c $(CORE_SRC) src/core/pncore.h src/core/pninternal.h
+	$(CC) -std=gnu99 -O3 -fno-math-errno -fno-trapping-math -g -Wall -Wextra -Wno-unused-parameter -Isrc/core -Itest/unit -o $@ test/unit/test_core.c test/unit/ref_forward.c $(CORE_SRC) -ldnnl -lgomp -lopenblas -lm
 
 unittest: test/unit/test_core
 	./test/unit/test_core

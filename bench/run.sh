@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-PKGS="postgresql-15 postgresql-server-dev-15 libopenblas-dev python3-torch python3-numpy python3-psycopg2 build-essential"
+PKGS="postgresql-15 postgresql-server-dev-15 libopenblas-dev libdnnl-dev python3-torch python3-numpy python3-psycopg2 build-essential"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -9,7 +9,7 @@ FROM pepnet_score('s', 2, '{10, 3}', '{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}',
                   '{{0.5, 1}, {0, 0}, {-1, 2}}') , unnest(scores) p
 GROUP BY idx, score, scores ORDER BY idx;
 
--- a 1-D candidate equals the same row of a 2-D call (to float rounding: one is a GEMV, the other a GEMM)
+-- a 1-D candidate equals the same row of a 2-D call
 SELECT (SELECT max(abs(x - y)) FROM unnest(a.scores, b.scores) u(x, y)) < 1e-6 AS one_equals_row
 FROM pepnet_score('s', 2, '{10, 3}', '{4, 5, 6}', '{0, 0}') a,
      pepnet_score('s', 2, '{10, 3}', '{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}', '{{0.5, 1}, {0, 0}, {-1, 2}}') b
@@ -27,13 +27,14 @@ FROM pepnet_score('s', 0, ARRAY[-9223372036854775808, 9223372036854775807]::bigi
                   ARRAY[[-9223372036854775808, 0, 23], [9223372036854775807, -1, 0]]::bigint[],
                   '{{1e30, -1e30}, {0, 0}}');
 
--- pepnet_predict equals pepnet_score, with personas repeating and changing row by row
+-- pepnet_predict (one candidate, GEMVs) equals pepnet_score (tiles, oneDNN) to float rounding,
+-- with personas repeating and changing row by row
 CREATE TABLE cands AS
 SELECT i, (i % 4) AS domain, ARRAY[(i / 7), i % 10]::bigint[] AS persona,
        ARRAY[i * 7919, i % 30, i % 24]::bigint[] AS features, ARRAY[i / 100.0, -i / 50.0]::real[] AS dense
 FROM generate_series(1, 300) i;
 SELECT count(*) AS rows,
-       max(abs(pepnet_predict('s', c.domain, c.persona, c.features, c.dense) - s.score)) < 1e-12 AS predict_equals_score
+       max(abs(pepnet_predict('s', c.domain, c.persona, c.features, c.dense) - s.score)) < 1e-6 AS predict_equals_score
 FROM cands c, LATERAL pepnet_score('s', c.domain, c.persona, c.features, c.dense) s;
 
 -- the setting pepnet.model serves the short overload
@@ -64,3 +65,36 @@ SELECT count(*) AS top FROM (
 SELECT pepnet_create('plain', '{"domains": 2, "features": [{"name": "a", "buckets": 100}], "emb_dim": 2, "hidden": [4], "epnet": false, "ppnet": false, "pn": false, "star": false, "aux": false}') AS v;
 SELECT count(*) FROM pepnet_score('plain', 1, '{}', '{{1}, {2}}');
 SELECT pepnet_predict('plain', 1, '{}', '{1}') = (SELECT score FROM pepnet_score('plain', 1, '{}', '{{1}, {2}}') WHERE idx = 1) AS same;
+
+-- Ties: identical candidates get bit-identical scores wherever they stand and whatever the
+-- request's size (every row takes the same kernel path: fixed tiles, the last one padded).
+-- A model of the bench's widths (n0 = 128, hidden 256 and 128), so the GEMMs have several blocks.
+SELECT pepnet_create('wide', '{"domains": 2, "features": [{"name": "f0", "buckets": 1000}, {"name": "f1", "buckets": 1000},
+  {"name": "f2", "buckets": 1000}, {"name": "f3", "buckets": 1000}, {"name": "f4", "buckets": 1000}, {"name": "f5", "buckets": 1000},
+  {"name": "f6", "buckets": 1000}, {"name": "f7", "buckets": 1000}], "persona": [{"name": "u", "buckets": 100}],
+  "tasks": ["click", "buy"], "hidden": [256, 128]}', 3) AS v;
+-- 600 identical candidates: one distinct score (and one distinct scores array)
+SELECT count(*) AS candidates, count(DISTINCT score) AS distinct_scores, count(DISTINCT scores) AS distinct_arrays
+FROM pepnet_score('wide', 1, '{7}', (SELECT array_agg(ARRAY[1, 2, 3, 4, 5, 6, 7, 8]::bigint[]) FROM generate_series(1, 600)));
+-- the same candidate alone, and at every position of requests of 2 to 600 other candidates
+CREATE TEMP TABLE alone AS
+SELECT score, scores FROM pepnet_score('wide', 1, '{7}', '{1, 2, 3, 4, 5, 6, 7, 8}');
+SELECT count(*) AS placements, bool_and(s.score = a.score AND s.scores = a.scores) AS bit_identical
+FROM (VALUES (2), (31), (32), (33), (100), (257), (600)) n(size),
+     LATERAL generate_series(1, n.size, greatest(n.size / 7, 1)) p(pos),
+     LATERAL pepnet_score('wide', 1, '{7}',
+       (SELECT array_agg(CASE WHEN i = p.pos THEN ARRAY[1, 2, 3, 4, 5, 6, 7, 8]
+                              ELSE ARRAY[i, i * 3, i * 7, i + 1, i + 2, i * 11, -i, i * i] END::bigint[] ORDER BY i)
+        FROM generate_series(1, n.size) i)) s,
+     alone a
+WHERE s.idx = p.pos;
+-- pepnet_predict agrees to float rounding (another summation order), not bit for bit
+SELECT abs(pepnet_predict('wide', 1, '{7}', '{1, 2, 3, 4, 5, 6, 7, 8}') - a.score) < 1e-6 AS predict_close
+FROM alone a;
+
+-- a model without persona fields: persona NULL or omitted (named arguments) is accepted
+SELECT count(*) AS persona_null FROM pepnet_score('plain', 1, NULL, '{{1}, {2}}');
+SELECT count(*) AS persona_omitted FROM pepnet_score('plain', 1, features => '{{1}, {2}}');
+SELECT pepnet_predict('plain', 1, NULL, '{1}') = pepnet_predict('plain', 1, features => '{1}') AS predict_persona_optional;
+-- ... but not for a model with persona fields
+SELECT count(*) FROM pepnet_score('s', 1, NULL, '{4, 5, 6}', '{0, 0}');

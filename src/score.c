@@ -19,7 +19,28 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
+
+int			pepnet_precision = PN_FP32;
+
+static const struct config_enum_entry precision_options[] = {
+	{"fp32", PN_FP32, false},
+	{"bf16", PN_BF16, false},
+	{NULL, 0, false}
+};
+
+/* pepnet.precision, defined from _PG_init */
+void
+pepnet_score_init(void)
+{
+	DefineCustomEnumVariable("pepnet.precision",
+							 "Precision of batched scoring (pepnet_score, pepnet_score_query): fp32 or bf16.",
+							 "bf16 keeps a bf16 copy of the weights per cached version and multiplies in bf16 "
+							 "with fp32 accumulation; it needs AVX512-BF16 or AMX (an ERROR otherwise).",
+							 &pepnet_precision, PN_FP32, precision_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+}
 
 PG_FUNCTION_INFO_V1(pepnet_score);
 PG_FUNCTION_INFO_V1(pepnet_score_default);
@@ -86,6 +107,17 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 				 errdetail("The model has %d domains: 0 to %d.", c->domains, c->domains - 1)));
 	r->domain = d;
 
+	if (persona == NULL)
+	{
+		if (c->npers > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("persona must not be NULL: model \"%s\" version %d has %d persona fields",
+							e->name, e->version, c->npers),
+					 errhint("Pass one id per persona field, in config order, as a 1-D bigint[].")));
+		r->persona = NULL;
+		goto features;
+	}
 	array_shape(persona, "persona", &nd, dims);
 	if (nd == 2)
 		ereport(ERROR,
@@ -100,6 +132,7 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 				 errhint("Pass one id per persona field, in config order, as a 1-D bigint[].")));
 	r->persona = nd ? (int64 *) ARR_DATA_PTR(persona) : NULL;
 
+features:
 	array_shape(features, "features", &fnd, fdims);
 	if (c->nfeat > 0)
 	{
@@ -196,29 +229,55 @@ build_persona(PepnetEntry *e, const int64 *persona)
 	return pp;
 }
 
-/* Score every candidate of a request in blocks; out [n, T] */
+/* CHECK_FOR_INTERRUPTS for the core, once per tile */
 static void
-score_blocks(PepnetEntry *e, PnDomainCache *dc, PnPersona *pp, const Request *r, double *out)
+score_interrupt(void)
 {
-	const PnConfig *c = &e->model->cfg;
-	int			done;
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Score every candidate of a request with the batched engine (tiles of
+ * PN_TILE rows, oneDNN); out [n, T].  Identical candidates get identical
+ * scores wherever they stand.
+ */
+static void
+score_request(PepnetEntry *e, PnDomainCache *dc, PnPersona *pp, const Request *r, double *out)
+{
+	PnEngine   *eng = pepnet_cache_engine(e, pepnet_precision, dc);
 	PnError		err = {0};
 
-	for (done = 0; done < r->n; done += PEPNET_BLOCK)
-	{
-		int			nb = Min(PEPNET_BLOCK, r->n - done);
+	if (pn_engine_score(eng, dc, pp, r->n, r->features, r->dense, out, score_interrupt, &err) != PN_OK)
+		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+}
 
-		CHECK_FOR_INTERRUPTS();
-		if (pn_score(e->model, dc, pp, e->work, nb,
-					 r->features ? r->features + (size_t) done * c->nfeat : NULL,
-					 r->dense ? r->dense + (size_t) done * c->dense : NULL,
-					 out + (size_t) done * c->ntasks, &err) != PN_OK)
-		{
-			if (err.row >= 0)
-				err.row += done;
-			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
-		}
-	}
+/* One candidate with GEMVs (pepnet_predict); out [T] */
+static void
+score_one(PepnetEntry *e, PnDomainCache *dc, PnPersona *pp, const Request *r, double *out)
+{
+	PnError		err = {0};
+
+	if (pn_score(e->model, dc, pp, e->work, 1, r->features, r->dense, out, &err) != PN_OK)
+		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+}
+
+/*
+ * A float8[] of T elements whose data the caller fills: one allocation per
+ * request, reused for every row (tuplestore_putvalues copies it).
+ */
+static ArrayType *
+scores_array(int T)
+{
+	Size		bytes = ARR_OVERHEAD_NONULLS(1) + sizeof(float8) * T;
+	ArrayType  *a = palloc0(bytes);
+
+	SET_VARSIZE(a, bytes);
+	a->ndim = 1;
+	a->dataoffset = 0;
+	a->elemtype = FLOAT8OID;
+	ARR_DIMS(a)[0] = T;
+	ARR_LBOUND(a)[0] = 1;
+	return a;
 }
 
 /* Shared body of both pepnet_score overloads; args start at argoff */
@@ -236,11 +295,13 @@ score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
 				i;
 	MemoryContext tmp,
 				old;
+	ArrayType  *arr;
+	float8	   *arrdata;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
 
 	if (PG_ARGISNULL(argoff))
 		pepnet_null_arg("domain");
-	if (PG_ARGISNULL(argoff + 1))
-		pepnet_null_arg("persona");
 	if (PG_ARGISNULL(argoff + 2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -249,7 +310,8 @@ score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
 
 	pepnet_resolve(ref, &pr);
 	e = pepnet_cache_get(&pr);
-	check_request(e, PG_GETARG_DATUM(argoff), PG_GETARG_ARRAYTYPE_P(argoff + 1),
+	check_request(e, PG_GETARG_DATUM(argoff),
+				  PG_ARGISNULL(argoff + 1) ? NULL : PG_GETARG_ARRAYTYPE_P(argoff + 1),
 				  PG_GETARG_ARRAYTYPE_P(argoff + 2),
 				  PG_ARGISNULL(argoff + 3) ? NULL : PG_GETARG_ARRAYTYPE_P(argoff + 3), &r);
 
@@ -264,26 +326,18 @@ score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
 	dc = pepnet_cache_domain(e, r.domain);
 	pp = build_persona(e, r.persona);
 	out = palloc_extended(sizeof(double) * (size_t) r.n * T, MCXT_ALLOC_HUGE);
-	score_blocks(e, dc, pp, &r, out);
+	score_request(e, dc, pp, &r, out);
+	arr = scores_array(T);
+	arrdata = (float8 *) ARR_DATA_PTR(arr);
 	MemoryContextSwitchTo(old);
 
+	values[2] = PointerGetDatum(arr);
 	for (i = 0; i < r.n; i++)
 	{
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-		Datum	   *sd = (Datum *) palloc(sizeof(Datum) * T);
-		int			t;
-		ArrayType  *arr;
-
-		for (t = 0; t < T; t++)
-			sd[t] = Float8GetDatum(out[(size_t) i * T + t]);
-		arr = construct_array(sd, T, FLOAT8OID, sizeof(float8), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		memcpy(arrdata, out + (size_t) i * T, sizeof(float8) * T);
 		values[0] = Int32GetDatum(i + 1);
 		values[1] = Float8GetDatum(out[(size_t) i * T]);
-		values[2] = PointerGetDatum(arr);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		pfree(arr);
-		pfree(sd);
 		if ((i & 4095) == 4095)
 			CHECK_FOR_INTERRUPTS();
 	}
@@ -336,8 +390,6 @@ pepnet_predict(PG_FUNCTION_ARGS)
 		pepnet_null_arg("model reference");
 	if (PG_ARGISNULL(1))
 		pepnet_null_arg("domain");
-	if (PG_ARGISNULL(2))
-		pepnet_null_arg("persona");
 	if (PG_ARGISNULL(3))
 		pepnet_null_arg("features");
 	ref = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -361,7 +413,7 @@ pepnet_predict(PG_FUNCTION_ARGS)
 				pfree(st->ref);
 			st->ref = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, ref);
 		}
-		if (pr.id != st->pr.id || pr.xmin != st->pr.xmin)
+		if (pr.version != st->pr.version || pr.xmin != st->pr.xmin || strcmp(pr.name, st->pr.name) != 0)
 		{
 			/* another version: its persona parts differ */
 			MemoryContextReset(st->cxt);
@@ -372,7 +424,7 @@ pepnet_predict(PG_FUNCTION_ARGS)
 		st->stmt_start = GetCurrentStatementStartTimestamp();
 	}
 	e = pepnet_cache_get(&st->pr);
-	check_request(e, PG_GETARG_DATUM(1), PG_GETARG_ARRAYTYPE_P(2), PG_GETARG_ARRAYTYPE_P(3),
+	check_request(e, PG_GETARG_DATUM(1), PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2), PG_GETARG_ARRAYTYPE_P(3),
 				  PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4), &r);
 	if (r.n != 1)
 		ereport(ERROR,
@@ -381,7 +433,7 @@ pepnet_predict(PG_FUNCTION_ARGS)
 				 errhint("Pass features as a 1-D bigint[]; use pepnet_score for many candidates.")));
 
 	/* the persona part of the gates is reused while the persona repeats */
-	if (!st->have_persona || memcmp(st->persona, r.persona, sizeof(int64) * st->npers) != 0)
+	if (!st->have_persona || (st->npers > 0 && memcmp(st->persona, r.persona, sizeof(int64) * st->npers) != 0))
 	{
 		MemoryContext old;
 
@@ -397,6 +449,6 @@ pepnet_predict(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(old);
 	}
 	dc = pepnet_cache_domain(e, r.domain);
-	score_blocks(e, dc, st->pp, &r, out);
+	score_one(e, dc, st->pp, &r, out);
 	PG_RETURN_FLOAT8(out[0]);
 }

@@ -3,22 +3,20 @@
  *		Inference of STAR-PEPNet: per-domain fused matrices (STAR fusion, PN
  *		folded into the first tower layer, domain parts of the first EPNet and
  *		aux layers as biases), per-request persona parts of the PPNet gates,
- *		and a vectorized forward pass where each layer is one GEMM over the
- *		candidates.  Also an unfused double-precision reference forward,
- *		written literally from MODEL.md, that the tests compare against.
+ *		and the forward pass of pepnet_predict (one candidate: GEMVs).  The
+ *		batched forward of pepnet_score is engine.c's; the unfused reference
+ *		forward the tests compare against is test/unit/ref_forward.c.
  *
  * Shapes: n candidates, n0 input width, k emb_dim, T tasks, h_l hidden
  * widths, he EPNet hidden, ha aux hidden.  Matrices are row-major [out, in].
  */
 #include "pncore.h"
-#include "vmath.h"
+#include "pninternal.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define PN_PN_EPS 1e-5
 
 struct PnWork
 {
@@ -34,33 +32,6 @@ struct PnWork
 	float	   *logit;			/* [n, T] */
 	float	   *tmp;			/* [n] */
 };
-
-/* Numerically safe logistic function, double */
-static inline double
-sigmoidd(double v)
-{
-	if (v >= 0)
-		return 1.0 / (1.0 + exp(-v));
-	else
-	{
-		double		e = exp(v);
-
-		return e / (1.0 + e);
-	}
-}
-
-/* Widest tower layer */
-static int
-max_hidden(const PnConfig *c)
-{
-	int			i,
-				h = 1;
-
-	for (i = 0; i < c->nhidden; i++)
-		if (c->hidden[i] > h)
-			h = c->hidden[i];
-	return h;
-}
 
 /* Release a domain cache */
 void
@@ -206,6 +177,9 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 						row[i] = (float) (wf * scale[i]);
 						bias += wf * shift[i];
 					}
+					/* negative down-sampling folded into the output bias: logit + ln w_d */
+					if (l == L + 1 && c->neg_rate)
+						bias += log((double) c->neg_rate[d]);
 					dc->b1[t * h1 + j] = (float) bias;
 				}
 			}
@@ -222,6 +196,9 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 					fw[j] = Wd ? W[j] * Wd[j] : W[j];
 				for (j = 0; j < h; j++)
 					fb[j] = Bd ? B[j] + Bd[j] : B[j];
+				/* negative down-sampling folded into the output bias: logit + ln w_d */
+				if (l == L + 1 && c->neg_rate)
+					fb[0] = (float) ((double) fb[0] + log((double) c->neg_rate[d]));
 				dc->bytes += sizeof(float) * ((size_t) h * prev + h);
 			}
 			prev = h;
@@ -275,13 +252,11 @@ pn_persona_build(const PnModel *m, const int64_t *persona, PnPersona **out, PnEr
 		goto oom;
 	for (i = 0; i < c->npers; i++)
 	{
-		int64_t		s = pn_slot(&c->pers[i], i, persona[i]);
+		int64_t		s = pn_slot_checked(&c->pers[i], i, persona[i], "persona", err);
 
 		if (s < 0)
 		{
 			pn_persona_free(p);
-			pn_seterr(err, PN_EINPUT, "persona id %lld of field \"%s\" is out of range", (long long) persona[i], c->pers[i].name);
-			pn_setdetail(err, "Field \"%s\" is not hashed: ids must be in [0, %lld).", c->pers[i].name, (long long) c->pers[i].buckets);
 			return PN_EINPUT;
 		}
 		memcpy(p->pv + i * k, PN_T(m, m->t_emb_pers[i]) + s * k, sizeof(float) * k);
@@ -329,7 +304,7 @@ pn_work_new(const PnModel *m, int nmax)
 {
 	const PnConfig *c = &m->cfg;
 	size_t		n = nmax,
-				wide = (size_t) c->ntasks * max_hidden(c);
+				wide = (size_t) c->ntasks * pn_max_hidden(c);
 	PnWork	   *w = pn_alloc0(sizeof(PnWork));
 
 	if (!w)
@@ -367,24 +342,13 @@ linear_acc(int n, int out, int in, const float *A, int lda, const float *W, int 
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
 }
 
-/* Y [n, cols] = bias broadcast over rows */
-static void
-fill_rows(float *Y, int n, int cols, const float *bias)
-{
-	int			r;
-
-	for (r = 0; r < n; r++)
-		memcpy(Y + (size_t) r * cols, bias, sizeof(float) * cols);
-}
-
-#define relu pn_relu
 
 /*
  * Gather x0 [n, n0]: the embedding rows of each feature field, then dense.
  * Fails on an out-of-range id of a non-hashed field.
  */
-static int
-gather_x0(const PnModel *m, int n, const int64_t *features, const float *dense, float *x0, PnError *err)
+int
+pn_gather_x0(const PnModel *m, int n, const int64_t *features, const float *dense, float *x0, PnError *err)
 {
 	const PnConfig *c = &m->cfg;
 	int			k = c->emb_dim,
@@ -399,12 +363,10 @@ gather_x0(const PnModel *m, int n, const int64_t *features, const float *dense, 
 		for (i = 0; i < F; i++)
 		{
 			int64_t		id = features[(size_t) r * F + i];
-			int64_t		s = pn_slot(&c->feat[i], i, id);
+			int64_t		s = pn_slot_checked(&c->feat[i], i, id, "feature", err);
 
 			if (s < 0)
 			{
-				pn_seterr(err, PN_EINPUT, "feature id %lld of field \"%s\" is out of range", (long long) id, c->feat[i].name);
-				pn_setdetail(err, "Field \"%s\" is not hashed: ids must be in [0, %lld).", c->feat[i].name, (long long) c->feat[i].buckets);
 				err->row = r;
 				return PN_EINPUT;
 			}
@@ -424,10 +386,10 @@ ppnet_gate(const PnModel *m, const PnPersona *pp, PnWork *w, int n, int l)
 	int			g = c->ntasks * c->hidden[l],
 				ld = c->pk + c->n0;
 
-	fill_rows(w->gh, n, g, pp->gbias[l]);
+	pn_fill_rows(w->gh, n, g, pp->gbias[l]);
 	linear_acc(n, g, c->n0, w->x, c->n0, PN_T(m, m->t_pp_w1[l]) + c->pk, ld, w->gh, g);
-	relu(w->gh, (size_t) n * g);
-	fill_rows(w->g, n, g, PN_T(m, m->t_pp_b2[l]));
+	pn_relu(w->gh, (size_t) n * g);
+	pn_fill_rows(w->g, n, g, PN_T(m, m->t_pp_b2[l]));
 	linear_acc(n, g, g, w->gh, g, PN_T(m, m->t_pp_w2[l]), g, w->g, g);
 	pn_sigmoid_scale(w->g, (size_t) n * g, c->gamma);
 }
@@ -456,7 +418,7 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 		return PN_OK;
 	if (n > w->nmax)
 		return pn_seterr(err, PN_EINPUT, "block of %d candidates exceeds the workspace of %d", n, w->nmax);
-	if ((rc = gather_x0(m, n, features, dense, w->x0, err)) != PN_OK)
+	if ((rc = pn_gather_x0(m, n, features, dense, w->x0, err)) != PN_OK)
 		return rc;
 
 	/* EPNet: x = gamma * sigmoid(W2 relu(W1 [dv; x0] + b1) + b2) ⊙ x0 */
@@ -464,10 +426,10 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 	{
 		int			he = c->epnet_hidden;
 
-		fill_rows(w->eh, n, he, dc->ep_bias);
+		pn_fill_rows(w->eh, n, he, dc->ep_bias);
 		linear_acc(n, he, n0, w->x0, n0, PN_T(m, m->t_ep_w1) + k, k + n0, w->eh, he);
-		relu(w->eh, (size_t) n * he);
-		fill_rows(w->x, n, n0, PN_T(m, m->t_ep_b2));
+		pn_relu(w->eh, (size_t) n * he);
+		pn_fill_rows(w->x, n, n0, PN_T(m, m->t_ep_b2));
 		linear_acc(n, n0, he, w->eh, he, PN_T(m, m->t_ep_w2), he, w->x, n0);
 		pn_sigmoid_scale(w->x, (size_t) n * n0, c->gamma);
 		for (i = 0; i < (size_t) n * n0; i++)
@@ -482,9 +444,9 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 	{
 		int			g = T * c->hidden[0];
 
-		fill_rows(a, n, g, dc->b1);
+		pn_fill_rows(a, n, g, dc->b1);
 		linear_acc(n, g, n0, w->x, n0, dc->w1, n0, a, g);
-		relu(a, (size_t) n * g);
+		pn_relu(a, (size_t) n * g);
 		if (c->ppnet)
 		{
 			ppnet_gate(m, pp, w, n, 0);
@@ -507,7 +469,7 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 				memcpy(b + (size_t) r * T * h + t * h, dc->b[x], sizeof(float) * h);
 			linear_acc(n, h, hp, a + t * hp, T * hp, dc->w[x], hp, b + t * h, T * h);
 		}
-		relu(b, (size_t) n * T * h);
+		pn_relu(b, (size_t) n * T * h);
 		if (c->ppnet)
 		{
 			ppnet_gate(m, pp, w, n, l - 1);
@@ -542,9 +504,9 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 		int			ha = c->aux_hidden;
 		int			r;
 
-		fill_rows(w->ah, n, ha, dc->aux_bias);
+		pn_fill_rows(w->ah, n, ha, dc->aux_bias);
 		linear_acc(n, ha, n0, w->x0, n0, PN_T(m, m->t_aux_w1) + k, k + n0, w->ah, ha);
-		relu(w->ah, (size_t) n * ha);
+		pn_relu(w->ah, (size_t) n * ha);
 		for (r = 0; r < n; r++)
 			for (t = 0; t < T; t++)
 				w->logit[(size_t) r * T + t] += PN_T(m, m->t_aux_b2)[t];
@@ -559,222 +521,7 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 			err->row = (int64_t) (i / T);
 			return PN_EINPUT;
 		}
-		out[i] = sigmoidd(w->logit[i]);
+		out[i] = pn_sigmoidd(w->logit[i]);
 	}
 	return PN_OK;
-}
-
-/* y[r] = b[r] + sum_c W[r, coloff + c] v[c], double precision */
-static void
-linear_d(const float *W, int ld, int coloff, int rows, int cols, const double *v,
-		 const float *b, double *y)
-{
-	int			r,
-				c;
-
-	for (r = 0; r < rows; r++)
-	{
-		double		s = b ? b[r] : 0.0;
-
-		for (c = 0; c < cols; c++)
-			s += (double) W[(size_t) r * ld + coloff + c] * v[c];
-		y[r] = s;
-	}
-}
-
-/*
- * Reference forward of one example, unfused and in double precision,
- * following MODEL.md step by step (PN with running statistics).
- */
-int
-pn_forward_ref(const PnModel *m, int d, const int64_t *persona, const int64_t *features,
-			   const float *dense, double *logits, PnError *err)
-{
-	const PnConfig *c = &m->cfg;
-	int			k = c->emb_dim,
-				n0 = c->n0,
-				T = c->ntasks,
-				L = c->nhidden,
-				hmax = max_hidden(c),
-				he = c->epnet_hidden,
-				ha = c->aux_hidden,
-				i,
-				j,
-				t,
-				l;
-	size_t		wide = (size_t) T * hmax + k + n0 + c->pk + he + ha + 16;
-	double	   *dv,
-			   *x0,
-			   *pv,
-			   *x,
-			   *xn,
-			   *in,
-			   *h1,
-			   *gate,
-			   *act,
-			   *nxt;
-	double	   *buf;
-	double	  **gates;
-	int			rc = PN_OK;
-
-	if (d < 0 || d >= c->domains)
-		return pn_seterr(err, PN_EINPUT, "domain %d is out of range for a model of %d domains", d, c->domains);
-	buf = pn_alloc(sizeof(double) * (k + 4 * (size_t) n0 + c->pk + 6 * wide + (size_t) L * T * hmax));
-	gates = pn_alloc(sizeof(double *) * (L + 1));
-	if (!buf || !gates)
-	{
-		pn_free(buf);
-		pn_free(gates);
-		return pn_seterr(err, PN_ENOMEM, "out of memory");
-	}
-	dv = buf;
-	x0 = dv + k;
-	x = x0 + n0;
-	xn = x + n0;
-	pv = xn + n0;
-	in = pv + c->pk;
-	h1 = in + wide;
-	gate = h1 + wide;
-	act = gate + wide;
-	nxt = act + wide;
-	for (l = 0; l < L; l++)
-		gates[l] = nxt + wide + (size_t) l * T * hmax;
-
-	/* 1. inputs */
-	for (i = 0; i < k; i++)
-		dv[i] = PN_T(m, m->t_emb_dom)[(size_t) d * k + i];
-	for (j = 0; j < c->nfeat; j++)
-	{
-		int64_t		s = pn_slot(&c->feat[j], j, features[j]);
-
-		if (s < 0)
-		{
-			rc = pn_seterr(err, PN_EINPUT, "feature id %lld of field \"%s\" is out of range", (long long) features[j], c->feat[j].name);
-			goto done;
-		}
-		for (i = 0; i < k; i++)
-			x0[j * k + i] = PN_T(m, m->t_emb_feat[j])[s * k + i];
-	}
-	for (i = 0; i < c->dense; i++)
-		x0[c->nfeat * k + i] = dense[i];
-	for (j = 0; j < c->npers; j++)
-	{
-		int64_t		s = pn_slot(&c->pers[j], j, persona[j]);
-
-		if (s < 0)
-		{
-			rc = pn_seterr(err, PN_EINPUT, "persona id %lld of field \"%s\" is out of range", (long long) persona[j], c->pers[j].name);
-			goto done;
-		}
-		for (i = 0; i < k; i++)
-			pv[j * k + i] = PN_T(m, m->t_emb_pers[j])[s * k + i];
-	}
-
-	/* 3. EPNet */
-	if (c->epnet)
-	{
-		memcpy(in, dv, sizeof(double) * k);
-		memcpy(in + k, x0, sizeof(double) * n0);
-		linear_d(PN_T(m, m->t_ep_w1), k + n0, 0, he, k + n0, in, PN_T(m, m->t_ep_b1), h1);
-		for (i = 0; i < he; i++)
-			h1[i] = h1[i] > 0 ? h1[i] : 0;
-		linear_d(PN_T(m, m->t_ep_w2), he, 0, n0, he, h1, PN_T(m, m->t_ep_b2), gate);
-		for (i = 0; i < n0; i++)
-			x[i] = c->gamma * sigmoidd(gate[i]) * x0[i];
-	}
-	else
-		memcpy(x, x0, sizeof(double) * n0);
-
-	/* 4. PN with running statistics */
-	for (i = 0; i < n0; i++)
-	{
-		if (c->pn)
-		{
-			size_t		di = (size_t) d * n0 + i;
-			double		g = (double) PN_T(m, m->t_pn_gamma)[i] * PN_T(m, m->t_pn_dgamma)[di];
-			double		bt = (double) PN_T(m, m->t_pn_beta)[i] + PN_T(m, m->t_pn_dbeta)[di];
-
-			xn[i] = g * (x[i] - PN_T(m, m->t_pn_rmean)[di]) / sqrt(PN_T(m, m->t_pn_rvar)[di] + PN_PN_EPS) + bt;
-		}
-		else
-			xn[i] = x[i];
-	}
-
-	/* 6. PPNet gates from [pv ; x] */
-	if (c->ppnet)
-	{
-		memcpy(in, pv, sizeof(double) * c->pk);
-		memcpy(in + c->pk, x, sizeof(double) * n0);
-		for (l = 0; l < L; l++)
-		{
-			int			g = T * c->hidden[l];
-
-			linear_d(PN_T(m, m->t_pp_w1[l]), c->pk + n0, 0, g, c->pk + n0, in, PN_T(m, m->t_pp_b1[l]), h1);
-			for (i = 0; i < g; i++)
-				h1[i] = h1[i] > 0 ? h1[i] : 0;
-			linear_d(PN_T(m, m->t_pp_w2[l]), g, 0, g, g, h1, PN_T(m, m->t_pp_b2[l]), gates[l]);
-			for (i = 0; i < g; i++)
-				gates[l][i] = c->gamma * sigmoidd(gates[l][i]);
-		}
-	}
-
-	/* 5, 7. towers with STAR fusion */
-	for (t = 0; t < T; t++)
-	{
-		int			prev = n0;
-
-		memcpy(act, xn, sizeof(double) * n0);
-		for (l = 1; l <= L + 1; l++)
-		{
-			int			h = l <= L ? c->hidden[l - 1] : 1;
-			int			xi = PN_TW(c, t, l);
-			const float *W = PN_T(m, m->t_tw_w[xi]);
-			const float *B = PN_T(m, m->t_tw_b[xi]);
-
-			for (j = 0; j < h; j++)
-			{
-				double		s = B[j];
-
-				if (c->star)
-					s += PN_T(m, m->t_tw_db[xi])[(size_t) d * h + j];
-				for (i = 0; i < prev; i++)
-				{
-					double		wf = W[(size_t) j * prev + i];
-
-					if (c->star)
-						wf *= PN_T(m, m->t_tw_dw[xi])[((size_t) d * h + j) * prev + i];
-					s += wf * act[i];
-				}
-				if (l <= L)
-				{
-					s = s > 0 ? s : 0;
-					if (c->ppnet)
-						s *= gates[l - 1][t * h + j];
-				}
-				nxt[j] = s;
-			}
-			memcpy(act, nxt, sizeof(double) * h);
-			prev = h;
-		}
-		logits[t] = act[0];
-	}
-
-	/* 8. aux network on [dv ; x0] */
-	if (c->aux)
-	{
-		double		o[PN_MAX_TASKS];
-
-		memcpy(in, dv, sizeof(double) * k);
-		memcpy(in + k, x0, sizeof(double) * n0);
-		linear_d(PN_T(m, m->t_aux_w1), k + n0, 0, ha, k + n0, in, PN_T(m, m->t_aux_b1), h1);
-		for (i = 0; i < ha; i++)
-			h1[i] = h1[i] > 0 ? h1[i] : 0;
-		linear_d(PN_T(m, m->t_aux_w2), ha, 0, T, ha, h1, PN_T(m, m->t_aux_b2), o);
-		for (t = 0; t < T; t++)
-			logits[t] += o[t];
-	}
-done:
-	pn_free(buf);
-	pn_free(gates);
-	return rc;
 }

@@ -1,0 +1,789 @@
+/*
+ * engine.c
+ *		The matmul engine of batched scoring: oneDNN matmul primitives for a
+ *		fixed tile of PN_TILE candidates, created once per cached version and
+ *		precision, with the elementwise parts fused as post-ops (bias, relu,
+ *		the gate's gamma * sigmoid, the gate multiply).  Weights are packed
+ *		once into the layout each primitive asks for (per version for the
+ *		EPNet, PPNet and aux matrices, per domain for the fused STAR tower).
+ *
+ * Ties.  Every candidate of every request goes through the same primitives
+ * with the same shapes: a request is cut into tiles of exactly PN_TILE rows,
+ * the last one padded with zero rows.  A row's arithmetic (the order of its
+ * sums) then depends neither on its position in the request nor on the
+ * request's size nor on the other candidates, so identical candidates get
+ * bit-identical scores.  pn_score (OpenBLAS GEMV, pepnet_predict) sums in
+ * another order: it agrees with this path to float rounding only.
+ *
+ * Threads.  Debian's oneDNN runs on OpenMP; pn_engine_init pins it to one
+ * thread.  Nothing here runs before the first batched score of a backend,
+ * so a library preloaded into the postmaster initialises no oneDNN state.
+ *
+ * Shapes per tile (M = PN_TILE rows, row-major, n0 input width, he EPNet
+ * hidden, h_l hidden widths, T tasks, ha aux hidden):
+ *   ep1   eh [M, he]    = relu(x0 W1x^T + ep_bias_d)
+ *   ep2   x  [M, n0]    = gamma * sigmoid(eh W2^T + b2) * x0
+ *   tw1   a  [M, T h1]  = relu(x w1_d^T + b1_d)            (PN folded in)
+ *   gate  g  [M, T h_l] = gamma * sigmoid(relu(x P1x^T + gbias) P2^T + pb2) * tower
+ *   twl   b  [M, h_l] per task, on its column block: relu(a_t w_dt^T + b_dt)
+ *   aux   ah [M, ha]    = relu(x0 V1x^T + aux_bias_d)
+ * then per row: logit_t = w_out_t . a_L,t + c_t (+ V2_t . ah + e2_t).
+ */
+#include "pncore.h"
+#include "pninternal.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+/* one matmul with its post-ops */
+typedef struct PnOp
+{
+	dnnl_primitive_t prim;
+	dnnl_memory_t m_src,
+				m_wei,
+				m_bias,
+				m_dst,
+				m_src1,
+				m_scratch;
+	dnnl_exec_arg_t args[6];
+	int			nargs;
+	dnnl_memory_desc_t wmd;		/* packed weights layout */
+	size_t		wbytes;
+	int			K,
+				N;
+	bool		mul_after;		/* the gate multiply could not be fused: done after */
+	int			ldc;
+	dnnl_data_type_t dst_dt;
+} PnOp;
+
+/* per domain: the fused tower weights packed for the primitives */
+typedef struct PnPackedDomain
+{
+	void	   *w1;				/* tw1 */
+	void	  **w;				/* [T*(L+1)], layers 2..L */
+} PnPackedDomain;
+
+struct PnEngine
+{
+	int			precision;
+	int			tile;
+	const PnModel *m;
+	PnOp		ep1,
+				ep2,
+				tw1,
+				twl[PN_MAX_LAYERS],
+				g1[PN_MAX_LAYERS],
+				g2[PN_MAX_LAYERS],
+				aux1;
+	/* packed weights of the version */
+	void	   *p_ep1,
+			   *p_ep2,
+			   *p_g1[PN_MAX_LAYERS],
+			   *p_g2[PN_MAX_LAYERS],
+			   *p_aux1;
+	PnPackedDomain **dom;		/* [D], packed on first use */
+	/* workspace of one tile */
+	float	   *x0;				/* [M, n0] f32 */
+	void	   *x0h;			/* [M, n0] in the compute type */
+	void	   *x;				/* [M, n0] EPNet output */
+	void	   *eh;				/* [M, he] */
+	void	   *a,
+			   *b,
+			   *gh;				/* [M, T*hmax] */
+	float	   *ah;				/* [M, ha] */
+	void	   *ts;				/* [M, hmax] one task's columns, contiguous */
+	void	   *td;				/* [M, hmax] one task's layer output, contiguous */
+	float	   *logit;			/* [M, T] */
+	void	   *scratch;
+	size_t		scratch_bytes;
+	void	   *allocs[64];		/* everything pn_alloc'd, freed together */
+	int			nallocs;
+};
+
+static int	engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnError *err);
+
+static dnnl_engine_t dn_engine = NULL;
+static dnnl_stream_t dn_stream = NULL;
+
+/* oneDNN's global objects, made on first use in this process; one OpenMP thread */
+static int
+engine_init(PnError *err)
+{
+	if (dn_engine)
+		return PN_OK;
+	omp_set_num_threads(1);
+	if (dnnl_engine_create(&dn_engine, dnnl_cpu, 0) != dnnl_success)
+	{
+		dn_engine = NULL;
+		return pn_seterr(err, PN_EENGINE, "could not create the oneDNN CPU engine");
+	}
+	if (dnnl_stream_create(&dn_stream, dn_engine, dnnl_stream_default_flags) != dnnl_success)
+	{
+		dnnl_engine_destroy(dn_engine);
+		dn_engine = NULL;
+		return pn_seterr(err, PN_EENGINE, "could not create a oneDNN stream");
+	}
+	return PN_OK;
+}
+
+bool
+pn_engine_bf16_supported(void)
+{
+	dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+
+	return ((int) isa & (int) dnnl_cpu_isa_avx512_core_bf16) == (int) dnnl_cpu_isa_avx512_core_bf16;
+}
+
+const char *
+pn_engine_isa(void)
+{
+	switch ((int) dnnl_get_effective_cpu_isa())
+	{
+		case dnnl_cpu_isa_sse41:
+			return "sse41";
+		case dnnl_cpu_isa_avx:
+			return "avx";
+		case dnnl_cpu_isa_avx2:
+			return "avx2";
+		case dnnl_cpu_isa_avx512_mic:
+			return "avx512_mic";
+		case dnnl_cpu_isa_avx512_core:
+			return "avx512_core";
+		case dnnl_cpu_isa_avx512_core_vnni:
+			return "avx512_core_vnni";
+		case dnnl_cpu_isa_avx512_core_bf16:
+			return "avx512_core_bf16";
+		case dnnl_cpu_isa_avx512_core_amx:
+			return "avx512_core_amx";
+		case dnnl_cpu_isa_avx2_vnni:
+			return "avx2_vnni";
+		default:
+			return "other";
+	}
+}
+
+/* 64-byte aligned allocation owned by the engine */
+static void *
+eng_alloc(PnEngine *eng, size_t bytes)
+{
+	char	   *p;
+	uintptr_t	u;
+
+	if (eng->nallocs >= (int) (sizeof(eng->allocs) / sizeof(eng->allocs[0])))
+		return NULL;
+	p = pn_alloc0(bytes + 64);
+	if (!p)
+		return NULL;
+	eng->allocs[eng->nallocs++] = p;
+	u = ((uintptr_t) p + 63) & ~(uintptr_t) 63;
+	return (void *) u;
+}
+
+static void
+op_free(PnOp *op)
+{
+	if (op->prim)
+		dnnl_primitive_destroy(op->prim);
+	if (op->m_src)
+		dnnl_memory_destroy(op->m_src);
+	if (op->m_wei)
+		dnnl_memory_destroy(op->m_wei);
+	if (op->m_bias)
+		dnnl_memory_destroy(op->m_bias);
+	if (op->m_dst)
+		dnnl_memory_destroy(op->m_dst);
+	if (op->m_src1)
+		dnnl_memory_destroy(op->m_src1);
+	if (op->m_scratch)
+		dnnl_memory_destroy(op->m_scratch);
+	memset(op, 0, sizeof(*op));
+}
+
+/* post-op kinds of an op */
+#define PO_RELU 1
+#define PO_GATE 2				/* gamma * sigmoid */
+#define PO_MUL 4				/* times src1 [M, N] */
+
+/*
+ * Create a matmul [M, K] x [K, N] -> [M, N] (lda, ldc row strides) with a
+ * bias and post-ops; src1 of the multiply has row stride ld1.  When the
+ * multiply cannot be fused on this CPU, it is left to the caller
+ * (op->mul_after).
+ */
+static int
+op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
+		  dnnl_data_type_t src_dt, dnnl_data_type_t dst_dt, dnnl_data_type_t src1_dt,
+		  int po, float gamma, PnError *err)
+{
+	int			M = eng->tile;
+	dnnl_memory_desc_t src_md,
+				wei_md,
+				bias_md,
+				dst_md,
+				src1_md;
+	dnnl_matmul_desc_t md;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_status_t st = dnnl_unimplemented;
+	int			attempt;
+	dnnl_data_type_t wdt = src_dt;
+
+	memset(op, 0, sizeof(*op));
+	op->K = K;
+	op->N = N;
+	op->ldc = ldc;
+	op->dst_dt = dst_dt;
+	dnnl_memory_desc_init_by_strides(&src_md, 2, (dnnl_dims_t) {M, K}, src_dt, (dnnl_dims_t) {lda, 1});
+	dnnl_memory_desc_init_by_tag(&wei_md, 2, (dnnl_dims_t) {K, N}, wdt, dnnl_format_tag_any);
+	dnnl_memory_desc_init_by_tag(&bias_md, 2, (dnnl_dims_t) {1, N}, dnnl_f32, dnnl_ab);
+	dnnl_memory_desc_init_by_strides(&dst_md, 2, (dnnl_dims_t) {M, N}, dst_dt, (dnnl_dims_t) {ldc, 1});
+	dnnl_memory_desc_init_by_strides(&src1_md, 2, (dnnl_dims_t) {M, N}, src1_dt, (dnnl_dims_t) {ld1, 1});
+	if (dnnl_matmul_desc_init(&md, &src_md, &wei_md, &bias_md, &dst_md) != dnnl_success)
+		return pn_seterr(err, PN_EENGINE, "oneDNN refused a matmul of %d x %d by %d x %d", M, K, K, N);
+
+	/* first with the multiply fused, then without */
+	for (attempt = 0; attempt < 2; attempt++)
+	{
+		dnnl_primitive_attr_t attr;
+		dnnl_post_ops_t pops;
+
+		if (attempt == 1 && !(po & PO_MUL))
+			break;
+		dnnl_primitive_attr_create(&attr);
+		dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+		dnnl_post_ops_create(&pops);
+		if (po & PO_RELU)
+			dnnl_post_ops_append_eltwise(pops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+		if (po & PO_GATE)
+			dnnl_post_ops_append_eltwise(pops, gamma, dnnl_eltwise_logistic, 0.0f, 0.0f);
+		if ((po & PO_MUL) && attempt == 0)
+			dnnl_post_ops_append_binary(pops, dnnl_binary_mul, &src1_md);
+		dnnl_primitive_attr_set_post_ops(attr, pops);
+		st = dnnl_primitive_desc_create(&pd, &md, attr, dn_engine, NULL);
+		dnnl_post_ops_destroy(pops);
+		dnnl_primitive_attr_destroy(attr);
+		if (st == dnnl_success)
+		{
+			op->mul_after = (po & PO_MUL) && attempt == 1;
+			break;
+		}
+	}
+	if (st != dnnl_success)
+		return pn_seterr(err, PN_EENGINE, "oneDNN has no matmul of %d x %d by %d x %d for this CPU (%s)",
+						 M, K, K, N, pn_engine_isa());
+
+	op->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+	op->wbytes = dnnl_memory_desc_get_size(&op->wmd);
+	{
+		const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+		size_t		sb = smd ? dnnl_memory_desc_get_size(smd) : 0;
+
+		if (sb > eng->scratch_bytes)
+			eng->scratch_bytes = sb;
+		if (sb > 0 && dnnl_memory_create(&op->m_scratch, smd, dn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+			goto fail;
+	}
+	st = dnnl_primitive_create(&op->prim, pd);
+	dnnl_primitive_desc_destroy(pd);
+	pd = NULL;
+	if (st != dnnl_success)
+		goto fail;
+	if (dnnl_memory_create(&op->m_src, &src_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_wei, &op->wmd, dn_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_bias, &bias_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_dst, &dst_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+		goto fail;
+	op->args[0] = (dnnl_exec_arg_t) {DNNL_ARG_SRC, op->m_src};
+	op->args[1] = (dnnl_exec_arg_t) {DNNL_ARG_WEIGHTS, op->m_wei};
+	op->args[2] = (dnnl_exec_arg_t) {DNNL_ARG_BIAS, op->m_bias};
+	op->args[3] = (dnnl_exec_arg_t) {DNNL_ARG_DST, op->m_dst};
+	op->nargs = 4;
+	if (op->m_scratch)
+		op->args[op->nargs++] = (dnnl_exec_arg_t) {DNNL_ARG_SCRATCHPAD, op->m_scratch};
+	if ((po & PO_MUL) && !op->mul_after)
+	{
+		int			idx = ((po & PO_RELU) ? 1 : 0) + ((po & PO_GATE) ? 1 : 0);
+
+		if (dnnl_memory_create(&op->m_src1, &src1_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+			goto fail;
+		op->args[op->nargs++] = (dnnl_exec_arg_t) {DNNL_ARG_ATTR_MULTIPLE_POST_OP(idx) | DNNL_ARG_SRC_1, op->m_src1};
+	}
+	return PN_OK;
+fail:
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	op_free(op);
+	return pn_seterr(err, PN_EENGINE, "could not create a oneDNN matmul of %d x %d by %d x %d", M, K, K, N);
+}
+
+/* Pack W [N, K] (row stride ldw, float) into op's weights layout at out */
+static int
+op_pack(PnOp *op, const float *W, int ldw, void *out, PnError *err)
+{
+	dnnl_memory_desc_t from_md;
+	dnnl_primitive_desc_t rpd;
+	dnnl_primitive_t r;
+	dnnl_memory_t mf,
+				mt;
+	dnnl_status_t st;
+
+	dnnl_memory_desc_init_by_strides(&from_md, 2, (dnnl_dims_t) {op->K, op->N}, dnnl_f32, (dnnl_dims_t) {1, ldw});
+	if (dnnl_reorder_primitive_desc_create(&rpd, &from_md, dn_engine, &op->wmd, dn_engine, NULL) != dnnl_success)
+		return pn_seterr(err, PN_EENGINE, "oneDNN cannot pack a %d x %d weight matrix", op->N, op->K);
+	st = dnnl_primitive_create(&r, rpd);
+	dnnl_primitive_desc_destroy(rpd);
+	if (st != dnnl_success)
+		return pn_seterr(err, PN_EENGINE, "oneDNN cannot pack a %d x %d weight matrix", op->N, op->K);
+	dnnl_memory_create(&mf, &from_md, dn_engine, (void *) W);
+	dnnl_memory_create(&mt, &op->wmd, dn_engine, out);
+	{
+		dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, mf}, {DNNL_ARG_TO, mt}};
+
+		st = dnnl_primitive_execute(r, dn_stream, 2, args);
+		dnnl_stream_wait(dn_stream);
+	}
+	dnnl_memory_destroy(mf);
+	dnnl_memory_destroy(mt);
+	dnnl_primitive_destroy(r);
+	if (st != dnnl_success)
+		return pn_seterr(err, PN_EENGINE, "oneDNN failed packing a %d x %d weight matrix", op->N, op->K);
+	return PN_OK;
+}
+
+/* Allocate and pack */
+static int
+op_pack_new(PnEngine *eng, PnOp *op, const float *W, int ldw, void **out, PnError *err)
+{
+	*out = eng_alloc(eng, op->wbytes);
+	if (!*out)
+		return pn_seterr(err, PN_ENOMEM, "out of memory packing weights");
+	return op_pack(op, W, ldw, *out, err);
+}
+
+static int
+op_run(PnOp *op, const void *src, const void *wei, const float *bias, void *dst, const void *src1, void *scratch)
+{
+	dnnl_memory_set_data_handle(op->m_src, (void *) src);
+	dnnl_memory_set_data_handle(op->m_wei, (void *) wei);
+	dnnl_memory_set_data_handle(op->m_bias, (void *) bias);
+	dnnl_memory_set_data_handle(op->m_dst, dst);
+	if (op->m_src1)
+		dnnl_memory_set_data_handle(op->m_src1, (void *) src1);
+	if (op->m_scratch)
+		dnnl_memory_set_data_handle(op->m_scratch, scratch);
+	return dnnl_primitive_execute(op->prim, dn_stream, op->nargs, op->args) == dnnl_success ? PN_OK : PN_EENGINE;
+}
+
+void
+pn_engine_free(PnEngine *eng)
+{
+	int			i,
+				l;
+
+	if (eng == NULL)
+		return;
+	op_free(&eng->ep1);
+	op_free(&eng->ep2);
+	op_free(&eng->tw1);
+	op_free(&eng->aux1);
+	for (l = 0; l < PN_MAX_LAYERS; l++)
+	{
+		op_free(&eng->twl[l]);
+		op_free(&eng->g1[l]);
+		op_free(&eng->g2[l]);
+	}
+	if (eng->dom)
+	{
+		for (i = 0; i < eng->m->cfg.domains; i++)
+			if (eng->dom[i])
+			{
+				pn_free(eng->dom[i]->w1);
+				if (eng->dom[i]->w)
+				{
+					int			x;
+
+					for (x = 0; x < eng->m->cfg.ntasks * (eng->m->cfg.nhidden + 1); x++)
+						pn_free(eng->dom[i]->w[x]);
+					pn_free(eng->dom[i]->w);
+				}
+				pn_free(eng->dom[i]);
+			}
+		pn_free(eng->dom);
+	}
+	for (i = 0; i < eng->nallocs; i++)
+		pn_free(eng->allocs[i]);
+	pn_free(eng);
+}
+
+/*
+ * The engine of a version: primitives for tiles of `tile` rows in the
+ * given precision (PN_FP32, PN_BF16), the version's weights packed.
+ */
+int
+pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err)
+{
+	const PnConfig *c = &m->cfg;
+	int			n0 = c->n0,
+				k = c->emb_dim,
+				T = c->ntasks,
+				L = c->nhidden,
+				he = c->epnet_hidden,
+				ha = c->aux_hidden,
+				hmax = pn_max_hidden(c),
+				l,
+				rc;
+	dnnl_data_type_t cdt = precision == PN_BF16 ? dnnl_bf16 : dnnl_f32;
+	size_t		es = precision == PN_BF16 ? 2 : 4;
+	PnEngine   *eng;
+
+	*out = NULL;
+	if ((rc = engine_init(err)) != PN_OK)
+		return rc;
+	if (precision == PN_BF16 && !pn_engine_bf16_supported())
+		return pn_seterr(err, PN_EUNSUPPORTED, "this CPU has no bf16 instructions (oneDNN runs %s)", pn_engine_isa());
+	eng = pn_alloc0(sizeof(PnEngine));
+	if (!eng)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	eng->m = m;
+	eng->precision = precision;
+	eng->tile = tile;
+
+	/* tile workspace */
+	{
+		size_t		M = tile,
+					wide = (size_t) T * hmax;
+
+		eng->x0 = eng_alloc(eng, 4 * M * n0);
+		eng->x0h = precision == PN_BF16 ? eng_alloc(eng, es * M * n0) : (void *) eng->x0;
+		eng->x = c->epnet ? eng_alloc(eng, 4 * M * n0) : eng->x0h;
+		eng->eh = eng_alloc(eng, 4 * M * (he > 0 ? he : 1));
+		eng->a = eng_alloc(eng, 4 * M * wide);
+		eng->b = eng_alloc(eng, 4 * M * wide);
+		eng->gh = eng_alloc(eng, 4 * M * wide);
+		eng->ah = eng_alloc(eng, 4 * M * (ha > 0 ? ha : 1));
+		eng->ts = eng_alloc(eng, 4 * M * hmax);
+		eng->td = eng_alloc(eng, 4 * M * hmax);
+		eng->logit = eng_alloc(eng, 4 * M * T);
+		eng->dom = pn_alloc0(sizeof(PnPackedDomain *) * c->domains);
+		if (!eng->x0 || !eng->x0h || !eng->x || !eng->eh || !eng->a || !eng->b || !eng->gh ||
+			!eng->ah || !eng->ts || !eng->td || !eng->logit || !eng->dom)
+		{
+			pn_engine_free(eng);
+			return pn_seterr(err, PN_ENOMEM, "out of memory for the scoring workspace");
+		}
+	}
+
+#define TRY(call) do { if ((rc = (call)) != PN_OK) goto fail; } while (0)
+	if (c->epnet)
+	{
+		TRY(op_create(eng, &eng->ep1, n0, he, n0, he, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
+		TRY(op_create(eng, &eng->ep2, he, n0, he, n0, n0, cdt, cdt, dnnl_f32, PO_GATE | PO_MUL, c->gamma, err));
+		TRY(op_pack_new(eng, &eng->ep1, PN_T(m, m->t_ep_w1) + k, k + n0, &eng->p_ep1, err));
+		TRY(op_pack_new(eng, &eng->ep2, PN_T(m, m->t_ep_w2), he, &eng->p_ep2, err));
+	}
+	/* tower layer 1 of every task at once; its output feeds the gate (or the next layer) */
+	{
+		int			g = T * c->hidden[0];
+		dnnl_data_type_t tdt = (c->ppnet || L > 1) ? cdt : dnnl_f32;
+
+		TRY(op_create(eng, &eng->tw1, n0, g, n0, g, 0, cdt, tdt, dnnl_f32, PO_RELU, 1.0f, err));
+	}
+	for (l = 0; l < L; l++)
+	{
+		int			g = T * c->hidden[l];
+		dnnl_data_type_t odt = l == L - 1 ? dnnl_f32 : cdt;	/* the last layer feeds the output dots */
+
+		if (l > 0)
+		{
+			int			hp = c->hidden[l - 1],
+						h = c->hidden[l];
+
+			/*
+			 * src and dst contiguous (copies of the task's columns): oneDNN 2.6's
+			 * brgemm matmul takes no row strides; with them it falls back to its
+			 * slower gemm path, whose first run JITs for 20 ms
+			 */
+			TRY(op_create(eng, &eng->twl[l], hp, h, hp, h, 0, cdt, c->ppnet ? cdt : odt, dnnl_f32,
+						  PO_RELU, 1.0f, err));
+		}
+		if (c->ppnet)
+		{
+			TRY(op_create(eng, &eng->g1[l], n0, g, n0, g, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
+			TRY(op_create(eng, &eng->g2[l], g, g, g, g, g, cdt, odt, cdt, PO_GATE | PO_MUL, c->gamma, err));
+			TRY(op_pack_new(eng, &eng->g1[l], PN_T(m, m->t_pp_w1[l]) + c->pk, c->pk + n0, &eng->p_g1[l], err));
+			TRY(op_pack_new(eng, &eng->g2[l], PN_T(m, m->t_pp_w2[l]), g, &eng->p_g2[l], err));
+		}
+	}
+	if (c->aux)
+	{
+		TRY(op_create(eng, &eng->aux1, n0, ha, n0, ha, 0, cdt, dnnl_f32, dnnl_f32, PO_RELU, 1.0f, err));
+		TRY(op_pack_new(eng, &eng->aux1, PN_T(m, m->t_aux_w1) + k, k + n0, &eng->p_aux1, err));
+	}
+#undef TRY
+	if (eng->scratch_bytes > 0 && !(eng->scratch = eng_alloc(eng, eng->scratch_bytes)))
+	{
+		rc = pn_seterr(err, PN_ENOMEM, "out of memory for the oneDNN scratchpad");
+		goto fail;
+	}
+	*out = eng;
+	return PN_OK;
+fail:
+	pn_engine_free(eng);
+	return rc;
+}
+
+/*
+ * Pack the fused tower weights of a domain for the primitives (once per
+ * domain; allocations in the caller's long-lived context).
+ */
+int
+pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, PnError *err)
+{
+	PnPackedDomain *dummy;
+
+	return engine_domain(eng, dc, &dummy, err);
+}
+
+static int
+engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnError *err)
+{
+	const PnConfig *c = &eng->m->cfg;
+	int			T = c->ntasks,
+				L = c->nhidden,
+				n0 = c->n0,
+				t,
+				l,
+				rc;
+	PnPackedDomain *pd = eng->dom[dc->domain];
+
+	if (pd)
+	{
+		*out = pd;
+		return PN_OK;
+	}
+	pd = pn_alloc0(sizeof(PnPackedDomain));
+	if (!pd)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	pd->w = pn_alloc0(sizeof(void *) * T * (L + 1));
+	pd->w1 = pn_alloc(eng->tw1.wbytes + 64);
+	if (!pd->w || !pd->w1)
+		goto oom;
+	if ((rc = op_pack(&eng->tw1, dc->w1, n0, PN_ALIGN64(pd->w1), err)) != PN_OK)
+		goto fail;
+	for (l = 2; l <= L; l++)
+		for (t = 0; t < T; t++)
+		{
+			int			x = PN_TW(c, t, l);
+			PnOp	   *op = &eng->twl[l - 1];
+
+			pd->w[x] = pn_alloc(op->wbytes + 64);
+			if (!pd->w[x])
+				goto oom;
+			if ((rc = op_pack(op, dc->w[x], op->K, PN_ALIGN64(pd->w[x]), err)) != PN_OK)
+				goto fail;
+		}
+	eng->dom[dc->domain] = pd;
+	*out = pd;
+	return PN_OK;
+oom:
+	rc = pn_seterr(err, PN_ENOMEM, "out of memory packing the weights of domain %d", dc->domain);
+fail:
+	if (pd->w)
+	{
+		for (t = 0; t < T * (L + 1); t++)
+			pn_free(pd->w[t]);
+		pn_free(pd->w);
+	}
+	pn_free(pd->w1);
+	pn_free(pd);
+	return rc;
+}
+
+/* float -> bf16, round to nearest even (inputs are finite) */
+static void
+to_bf16(const float *src, uint16_t *dst, size_t n)
+{
+	size_t		i;
+
+	for (i = 0; i < n; i++)
+	{
+		uint32_t	u;
+
+		memcpy(&u, &src[i], 4);
+		u += 0x7fff + ((u >> 16) & 1);
+		dst[i] = (uint16_t) (u >> 16);
+	}
+}
+
+/* dst[i] *= src[i] for the rare CPUs where oneDNN cannot fuse the gate multiply (f32 only) */
+static void
+mul_rows(float *dst, int lddst, const float *src, int ldsrc, int M, int N)
+{
+	int			r,
+				i;
+
+	for (r = 0; r < M; r++)
+		for (i = 0; i < N; i++)
+			dst[(size_t) r * lddst + i] *= src[(size_t) r * ldsrc + i];
+}
+
+#define RUN(op, s, w, bias, d, s1) do { \
+	if (op_run(&(op), (s), (w), (bias), (d), (s1), eng->scratch) != PN_OK) \
+		return pn_seterr(err, PN_EENGINE, "oneDNN failed to execute a matmul"); \
+	if ((op).mul_after) \
+		mul_rows((float *) (d), (op).N, (const float *) (s1), (op).N, eng->tile, (op).N); \
+} while (0)
+
+/* One tile: x0 filled (M rows), logits [M, T] out */
+static int
+engine_tile(PnEngine *eng, const PnDomainCache *dc, const PnPackedDomain *pd, const PnPersona *pp, PnError *err)
+{
+	const PnModel *m = eng->m;
+	const PnConfig *c = &m->cfg;
+	int			M = eng->tile,
+				n0 = c->n0,
+				T = c->ntasks,
+				L = c->nhidden,
+				t,
+				l,
+				r;
+	size_t		es = eng->precision == PN_BF16 ? 2 : 4;
+	char	   *a = eng->a,
+			   *b = eng->b;
+
+	if (eng->precision == PN_BF16)
+		to_bf16(eng->x0, eng->x0h, (size_t) M * n0);
+	if (c->epnet)
+	{
+		RUN(eng->ep1, eng->x0h, eng->p_ep1, dc->ep_bias, eng->eh, NULL);
+		RUN(eng->ep2, eng->eh, eng->p_ep2, PN_T(m, m->t_ep_b2), eng->x, eng->x0);
+	}
+	RUN(eng->tw1, eng->x, PN_ALIGN64(pd->w1), dc->b1, a, NULL);
+	for (l = 0; l < L; l++)
+	{
+		if (l > 0)
+		{
+			int			hp = c->hidden[l - 1],
+						h = c->hidden[l];
+			size_t		oes = (c->ppnet || l < L - 1) ? es : 4;
+
+			for (t = 0; t < T; t++)
+			{
+				int			x = PN_TW(c, t, l + 1);
+
+				for (r = 0; r < M; r++)
+					memcpy((char *) eng->ts + (size_t) r * hp * es, a + ((size_t) r * T * hp + (size_t) t * hp) * es, hp * es);
+				RUN(eng->twl[l], eng->ts, PN_ALIGN64(pd->w[x]), dc->b[x], eng->td, NULL);
+				for (r = 0; r < M; r++)
+					memcpy(b + ((size_t) r * T * h + (size_t) t * h) * oes, (char *) eng->td + (size_t) r * h * oes, h * oes);
+			}
+			{
+				char	   *s = a;
+
+				a = b;
+				b = s;
+			}
+		}
+		if (c->ppnet)
+		{
+			RUN(eng->g1[l], eng->x, eng->p_g1[l], pp->gbias[l], eng->gh, NULL);
+			RUN(eng->g2[l], eng->gh, eng->p_g2[l], PN_T(m, m->t_pp_b2[l]), b, a);
+			{
+				char	   *s = a;
+
+				a = b;
+				b = s;
+			}
+		}
+	}
+	/* output layer and aux, per row in a fixed order */
+	{
+		int			hL = c->hidden[L - 1];
+		const float *aL = (const float *) a;
+
+		for (r = 0; r < M; r++)
+			for (t = 0; t < T; t++)
+			{
+				int			x = PN_TW(c, t, L + 1);
+
+				eng->logit[r * T + t] = pn_dot(aL + (size_t) r * T * hL + t * hL, dc->w[x], hL) + dc->b[x][0];
+			}
+	}
+	if (c->aux)
+	{
+		int			ha = c->aux_hidden;
+
+		RUN(eng->aux1, eng->x0h, eng->p_aux1, dc->aux_bias, eng->ah, NULL);
+		for (r = 0; r < M; r++)
+			for (t = 0; t < T; t++)
+				eng->logit[r * T + t] += pn_dot(eng->ah + (size_t) r * ha, PN_T(m, m->t_aux_w2) + (size_t) t * ha, ha)
+					+ PN_T(m, m->t_aux_b2)[t];
+	}
+	return PN_OK;
+}
+
+/*
+ * Score n candidates of one request (domain of dc, persona pp) in tiles:
+ * features [n, F], dense [n, Nd], out [n, T] probabilities.  err->row is
+ * the 0-based candidate of an error.
+ */
+int
+pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+				const int64_t *features, const float *dense, double *out,
+				void (*interrupt) (void), PnError *err)
+{
+	const PnModel *m = eng->m;
+	const PnConfig *c = &m->cfg;
+	int			M = eng->tile,
+				T = c->ntasks,
+				rc;
+	int64_t		done;
+	PnPackedDomain *pd;
+
+	pd = eng->dom[dc->domain];
+	if (pd == NULL)
+		return pn_seterr(err, PN_EENGINE, "domain %d was not prepared for scoring", dc->domain);
+	for (done = 0; done < n; done += M)
+	{
+		int			nb = (int) (n - done < M ? n - done : M),
+					i;
+
+		if (interrupt)
+			interrupt();
+		if ((rc = pn_gather_x0(m, nb, features ? features + done * c->nfeat : NULL,
+							   dense ? dense + done * c->dense : NULL, eng->x0, err)) != PN_OK)
+		{
+			if (err->row >= 0)
+				err->row += done;
+			return rc;
+		}
+		if (nb < M)
+			memset(eng->x0 + (size_t) nb * c->n0, 0, sizeof(float) * (size_t) (M - nb) * c->n0);
+		if ((rc = engine_tile(eng, dc, pd, pp, err)) != PN_OK)
+			return rc;
+		for (i = 0; i < nb * T; i++)
+		{
+			float		v = eng->logit[i];
+
+			if (isnan(v))
+			{
+				pn_seterr(err, PN_EINPUT, "score overflowed float32");
+				pn_setdetail(err, "The dense values are too large in magnitude; scale dense features to a sensible range.");
+				err->row = done + i / T;
+				return PN_EINPUT;
+			}
+			out[(size_t) (done * T) + i] = pn_sigmoidd(v);
+		}
+	}
+	dnnl_stream_wait(dn_stream);
+	return PN_OK;
+}
+
+int
+pn_engine_tile(const PnEngine *eng)
+{
+	return eng->tile;
+}

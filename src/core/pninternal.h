@@ -1,0 +1,106 @@
+/*
+ * pninternal.h
+ *		Helpers shared inside the numeric core (not part of its interface):
+ *		the logistic function in double, relu, row fills, the widest tower
+ *		layer, PN's epsilon, a dot product summed in a fixed order, and the
+ *		checked slot lookup that words the out-of-range-id error once.
+ */
+#ifndef PN_INTERNAL_H
+#define PN_INTERNAL_H
+
+#include "pncore.h"
+#include "vmath.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* PN's epsilon (MODEL.md step 4) */
+#define PN_PN_EPS 1e-5
+
+/* a pointer rounded up to 64 bytes (allocations of size + 64) */
+#define PN_ALIGN64(p) ((void *) (((uintptr_t) (p) + 63) & ~(uintptr_t) 63))
+
+/* numerically safe logistic function, double */
+static inline double
+pn_sigmoidd(double v)
+{
+	if (v >= 0)
+		return 1.0 / (1.0 + exp(-v));
+	else
+	{
+		double		e = exp(v);
+
+		return e / (1.0 + e);
+	}
+}
+
+/* widest tower layer (at least 1) */
+static inline int
+pn_max_hidden(const PnConfig *c)
+{
+	int			i,
+				h = 1;
+
+	for (i = 0; i < c->nhidden; i++)
+		if (c->hidden[i] > h)
+			h = c->hidden[i];
+	return h;
+}
+
+/* Y [n, cols] = bias broadcast over rows */
+static inline void
+pn_fill_rows(float *Y, int n, int cols, const float *bias)
+{
+	int			r;
+
+	for (r = 0; r < n; r++)
+		memcpy(Y + (size_t) r * cols, bias, sizeof(float) * cols);
+}
+
+/*
+ * a . b over n floats, summed in an order that depends on n only (16
+ * partial sums, then the tail, then the partial sums in index order), so
+ * that equal inputs give equal results wherever they are; vectorizes.
+ */
+static inline float
+pn_dot(const float *restrict a, const float *restrict b, int n)
+{
+	float		acc[16] = {0};
+	float		s = 0.0f;
+	int			i = 0,
+				j;
+
+	for (; i + 16 <= n; i += 16)
+		for (j = 0; j < 16; j++)
+			acc[j] += a[i + j] * b[i + j];
+	for (; i < n; i++)
+		s += a[i] * b[i];
+	for (j = 0; j < 16; j++)
+		s += acc[j];
+	return s;
+}
+
+/*
+ * The embedding row of id in field f (index i of a list named `what`,
+ * "feature" or "persona"); -1 with err set when a non-hashed id is out of
+ * range.
+ */
+static inline int64_t
+pn_slot_checked(const PnField *f, int i, int64_t id, const char *what, PnError *err)
+{
+	int64_t		s = pn_slot(f, i, id);
+
+	if (s < 0)
+	{
+		pn_seterr(err, PN_EINPUT, "%s id %lld of field \"%s\" is out of range", what, (long long) id, f->name);
+		pn_setdetail(err, "Field \"%s\" is not hashed: ids must be in [0, %lld).", f->name, (long long) f->buckets);
+	}
+	return s;
+}
+
+/* x0 [n, n0] of n candidates (infer.c) */
+int			pn_gather_x0(const PnModel *m, int n, const int64_t *features, const float *dense,
+						 float *x0, PnError *err);
+
+#endif							/* PN_INTERNAL_H */
