@@ -1272,6 +1272,12 @@ optimizer_save(TrainState *st, int32 version)
 	Oid			argtypes[5] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID};
 	Datum		values[5];
 
+	/*
+	 * A database still at 0.1.0 (library installed, ALTER EXTENSION pepnet
+	 * UPDATE not yet run) has no such table: train as 0.1.0 did, without it.
+	 */
+	if (!OidIsValid(get_relname_relid("optimizer_state", get_namespace_oid("pepnet", false))))
+		return;
 	values[0] = CStringGetTextDatum(st->name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int64GetDatum(pn_trainer_steps(st->trainer));
