@@ -181,6 +181,7 @@ LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path =
 DECLARE
 	latest int;
 BEGIN
+	PERFORM pepnet._require_writable('pepnet_deploy');
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
@@ -215,6 +216,7 @@ DECLARE
 	s text := lower(btrim(pepnet_deploy.strategy));
 	higher boolean;
 BEGIN
+	PERFORM pepnet._require_writable('pepnet_deploy');
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.strategy IS NULL THEN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
@@ -448,30 +450,7 @@ CREATE FUNCTION pepnet_score_query(model text, data text)
 CREATE FUNCTION pepnet._require_writable(what text) RETURNS void
 	AS 'MODULE_PATHNAME', 'pepnet_require_writable_sql' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL SAFE;
 
-CREATE OR REPLACE FUNCTION pepnet_deploy(name text, version int) RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	latest int;
-BEGIN
-	PERFORM pepnet._require_writable('pepnet_deploy');
-	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
-		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
-			USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
-				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
-		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
-		IF latest IS NULL THEN
-			RAISE EXCEPTION 'model "%" does not exist', pepnet_deploy.name
-				USING ERRCODE = 'undefined_object';
-		END IF;
-		RAISE EXCEPTION 'model "%" has no version %', pepnet_deploy.name, pepnet_deploy.version
-			USING ERRCODE = 'undefined_object', DETAIL = format('Its latest version is %s.', latest);
-	END IF;
-	INSERT INTO pepnet.deployments AS d (name, version)
-		VALUES (pepnet_deploy.name, pepnet_deploy.version)
-		ON CONFLICT ON CONSTRAINT deployments_pkey DO UPDATE SET version = EXCLUDED.version, deployed_at = now();
-END $$;
+-- pepnet_deploy (both forms, registry section) calls pepnet._require_writable first.
 
 -- The fingerprint of a version: SHA-256 of its config (canonical jsonb text) and weights, a
 -- stored generated column, so every node computes it for every row it holds (ADD COLUMN fills
