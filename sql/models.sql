@@ -119,7 +119,7 @@ SELECT pepnet_import('bad', :'small', n || j || '\x00000000'::bytea) FROM le;
 \echo :LAST_ERROR_SQLSTATE
 RESET client_encoding;
 
--- deploy strategies; API.md's pepnet_deploy(name, version) stays
+-- deploy strategies; docs/api.md's pepnet_deploy(name, version) stays
 SELECT pepnet_create('d', :'small', s) FROM generate_series(1, 4) s;
 UPDATE pepnet.models SET metrics = jsonb_build_object('validation', jsonb_build_object('logloss', l, 'auc', a))
 FROM (VALUES (1, 0.30, 0.70), (2, 0.25, 0.69), (3, 0.28, 0.75)) x(v, l, a)
