@@ -3,7 +3,7 @@
 # end to end on a fresh Debian 12 machine (as root or a user with sudo).
 #
 #   quality  for the synthetic data (examples/synth.sql, 200,000 rows, seed 1) and the real MIND
-#            and Douban samples (bench/load_data.py), train the four configurations of MODEL.md
+#            and Douban samples (bench/load_data.py), train the four configurations of docs/model.md
 #            (shared MLP, STAR, PEPNet, STAR-PEPNet) with CALL pepnet_train and with
 #            bench/train_torch.py, same epochs / batch 512 / lr 1e-3 / seed 0, and compare test
 #            AUC and logloss per domain (pepnet_evaluate vs train_torch.py's exact AUC).

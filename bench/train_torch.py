@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch training baseline for pepnet: MODEL.md's STAR-PEPNet trained with MODEL.md's optimiser.
+"""PyTorch training baseline for pepnet: docs/model.md's STAR-PEPNet trained with docs/model.md's optimiser.
 
 Builds test/python/pepnet_ref.py's StarPepNet, trains it with Adam (dense parameters) + SparseAdam
 (embedding tables) on one CPU thread with all data preloaded into tensors, and prints one JSON
@@ -14,7 +14,7 @@ and per domain.
 
 DATASET names the tables <schema>.<DATASET>_train / _valid / _test (schema: public for synth, data
 otherwise; --schema overrides) and the config bench/configs/<DATASET>.json (--config overrides).
---variant picks MODEL.md's switches: shared (all off), star (star+pn+aux), pepnet (epnet+ppnet),
+--variant picks docs/model.md's switches: shared (all off), star (star+pn+aux), pepnet (epnet+ppnet),
 full (all on), all (the four in turn; the output is then a JSON list), or config (as in the file).
 --set key=json overrides config keys, e.g. --set 'hidden=[64,32]' --set emb_dim=8.
 
@@ -23,13 +23,13 @@ values, NULL = masked). The last batch of an epoch may be short. Initialisation:
 init_default(seed); the shuffling order comes from numpy's default_rng(seed).
 
 --test-each-epoch adds test metrics to every epoch's log (CTR models often overfit after one epoch).
---pn-refresh (a diagnostic, NOT MODEL.md) replaces PN's running statistics after each epoch by their
-exact per-domain values over the training data: with MODEL.md's r = 0.99 r + 0.01 batch, started
+--pn-refresh (a diagnostic, NOT docs/model.md) replaces PN's running statistics after each epoch by their
+exact per-domain values over the training data: with docs/model.md's r = 0.99 r + 0.01 batch, started
 at var 1, an epoch of a few hundred steps leaves about 0.99^steps of the initial 1 in the running
 variance, far above the variance of x when embeddings start at N(0, 0.01), so inference
 normalises with much too large a variance.
 
---init FILE starts from the weights of a safetensors file (MODEL.md's names, e.g. pepnet_export of a
+--init FILE starts from the weights of a safetensors file (docs/model.md's names, e.g. pepnet_export of a
 pepnet_create'd version: `SELECT pepnet_export('m@1')`) instead of init_default(seed); one variant only.
 The seed still drives the shuffling order. Used by bench/quality.py to separate the effect of the two
 implementations' default initialisations (embeddings N(0, 0.01) here, U(-0.05, 0.05) in pepnet).
@@ -123,7 +123,7 @@ class Data:
     """One table preloaded: domain [N], persona/feature slots [N, P]/[N, F], dense [N, Nd], labels [N, T]."""
 
     def __init__(self, conn, table, cfg):
-        """Read the table and hash ids to embedding rows with MODEL.md's rule."""
+        """Read the table and hash ids to embedding rows with docs/model.md's rule."""
         with conn.cursor() as cur:
             cur.execute("SELECT * FROM %s LIMIT 0" % table)
             cols = [d[0] for d in cur.description]
@@ -244,7 +244,7 @@ def predict_logits(model, data, fast, chunk=4096):
 
 @torch.no_grad()
 def refresh_pn(model, data, chunk=8192):
-    """NOT MODEL.md: set PN's running statistics to the exact per-domain mean / biased variance of x
+    """NOT docs/model.md: set PN's running statistics to the exact per-domain mean / biased variance of x
     over the training data (diagnostic for the slow 0.99 running average, see --pn-refresh)."""
     c = model.cfg
     D, n0 = c.domains, c.n0
@@ -364,7 +364,7 @@ def main():
     ap.add_argument("--init", metavar="FILE", help="start from these weights (safetensors) instead of init_default(seed)")
     ap.add_argument("--test-each-epoch", action="store_true", help="also report test AUC/logloss after every epoch")
     ap.add_argument("--pn-refresh", action="store_true",
-                    help="NOT MODEL.md (diagnostic): after each epoch, recompute PN running statistics exactly "
+                    help="NOT docs/model.md (diagnostic): after each epoch, recompute PN running statistics exactly "
                          "over the training data before evaluating")
     ap.add_argument("--dsn", default="", help="libpq connection string (default: the PG* environment)")
     args = ap.parse_args()

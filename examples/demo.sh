@@ -8,10 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-200000}
 EPOCHS=${EPOCHS:-3}
-export PGTEST_DIR=${PGTEST_DIR:-/tmp/pepnet-demo} PGTEST_PORT=${PGTEST_PORT:-54369}
+export PGTEST_DIR=${PGTEST_DIR:-/tmp/pepnet-demo-$(id -un)} PGTEST_PORT=${PGTEST_PORT:-54369}
 
 bash test/deps.sh
-make -s && make -s install
+# make install writes into PostgreSQL's directories: through sudo unless they are writable
+# (sudo resets PATH: name the pg_config explicitly)
+PG_CONFIG=${PG_CONFIG:-$(command -v pg_config)}
+export PG_CONFIG
+SUDO=""
+[ -w "$("$PG_CONFIG" --pkglibdir)" ] && [ -w "$("$PG_CONFIG" --sharedir)/extension" ] || SUDO="sudo"
+make -s && $SUDO make -s install PG_CONFIG="$PG_CONFIG"
 test/pg.sh start
 trap 'test/pg.sh stop' EXIT
 eval "$(test/pg.sh env)"

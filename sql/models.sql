@@ -116,7 +116,7 @@ SELECT pepnet_import('bad', :'small', n || j || '\x00000000'::bytea) FROM le;
 \echo :LAST_ERROR_SQLSTATE
 RESET client_encoding;
 
--- deploy strategies; API.md's pepnet_deploy(name, version) stays
+-- deploy strategies; docs/api.md's pepnet_deploy(name, version) stays
 SELECT pepnet_create('d', :'small', s) FROM generate_series(1, 4) s;
 UPDATE pepnet.models SET metrics = jsonb_build_object('validation', jsonb_build_object('logloss', l, 'auc', a, 'pcoc', p,
 	'tasks', jsonb_build_object('click', jsonb_build_object('logloss', l, 'auc', a, 'pcoc', p), 'buy', jsonb_build_object('auc', b))))

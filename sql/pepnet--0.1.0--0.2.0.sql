@@ -167,7 +167,7 @@ BEGIN
 	PERFORM set_config('pepnet.deploy_strategy', '', true);
 END $$;
 
--- Make version the one a bare name refers to, for every session once committed (API.md).
+-- Make version the one a bare name refers to, for every session once committed (docs/api.md).
 CREATE OR REPLACE FUNCTION pepnet_deploy(name text, version int) RETURNS void
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

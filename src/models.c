@@ -300,7 +300,7 @@ pepnet_export(PG_FUNCTION_ARGS)
 	SPI_finish();
 	if (blob_lacks_count(result))
 	{
-		/* stored by 0.1.0: export MODEL.md 0.2's full tensor set (the count is 0) */
+		/* stored by 0.1.0: export docs/model.md 0.2's full tensor set (the count is 0) */
 		char		name[NAMEDATALEN];
 		int32		version;
 		PnModel    *m = pepnet_load_model(&ref, name, &version);

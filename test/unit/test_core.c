@@ -67,7 +67,7 @@ config_rejects(const char *json, int code, const char *substr)
 		pn_config_free(&c);
 }
 
-/* Hash test vectors of MODEL.md */
+/* Hash test vectors of docs/model.md */
 static void
 test_hash(void)
 {
@@ -95,7 +95,7 @@ test_config(void)
 	CHECK(c.emb_dim == 16 && c.nhidden == 2 && c.hidden[0] == 256 && c.hidden[1] == 128 &&
 		  c.ntasks == 1 && strcmp(c.tasks[0], "click") == 0 && c.gamma == 2.0f &&
 		  c.epnet && c.ppnet && c.pn && c.star && c.aux && c.aux_hidden == 32 &&
-		  c.n0 == 16 && c.epnet_hidden == 16 && c.feat[0].hash, "config defaults of MODEL.md");
+		  c.n0 == 16 && c.epnet_hidden == 16 && c.feat[0].hash, "config defaults of docs/model.md");
 	js = pn_config_to_json(&c);
 	CHECK(js && pn_config_parse(js, strlen(js), 0, &c2, &e) == PN_OK && c2.n0 == c.n0 &&
 		  c2.hidden[1] == 128, "canonical config JSON parses back");
@@ -698,7 +698,7 @@ test_training_learns(void)
 }
 
 /*
- * MODEL.md 0.2 PN running statistics: with EPNet off and dense inputs only,
+ * docs/model.md 0.2 PN running statistics: with EPNet off and dense inputs only,
  * x is the dense input, so after each batch the running mean of a domain is
  * exactly the plain average of its batch means (a = 1/(n+1)), the count
  * grows by one per batch with >= 2 rows of the domain, and a domain with one
