@@ -101,7 +101,7 @@ def logloss(y, logit):
 
 
 def metrics(domain, labels, logits, tasks):
-    """{task: {"overall": {...}, "domains": {d: {...}}}} with rows, positives, auc, logloss."""
+    """{task: {"overall": {...}, "domains": {d: {...}}}} with rows, positives, auc, logloss, mean_p, actual, pcoc."""
     out = {}
     for t, name in enumerate(tasks):
         y, z = labels[:, t], logits[:, t]
@@ -109,8 +109,13 @@ def metrics(domain, labels, logits, tasks):
 
         def one(mask):
             m = mask & known
-            return {"rows": int(m.sum()), "positives": int((y[m] > 0.5).sum()),
-                    "auc": auc_exact(y[m], z[m]), "logloss": logloss(y[m], z[m])}
+            n = int(m.sum())
+            mean_p = float(np.mean(1.0 / (1.0 + np.exp(-z[m].astype(np.float64))))) if n else None
+            actual = float(np.mean(y[m])) if n else None
+            return {"rows": n, "positives": int((y[m] > 0.5).sum()),
+                    "auc": auc_exact(y[m], z[m]), "logloss": logloss(y[m], z[m]),
+                    "mean_p": mean_p, "actual": actual,
+                    "pcoc": mean_p / actual if n and actual > 0 else None}   # calibration, as pepnet_evaluate
 
         out[name] = {"overall": one(np.ones(len(y), dtype=bool)),
                      "domains": {str(d): one(domain == d) for d in np.unique(domain).tolist()}}
@@ -316,10 +321,14 @@ def run(cfg_dict, train, valid, test, args, variant):
             refresh_pn(model, train)
         if valid is not None and valid.n:
             m = metrics(valid.domain, valid.labels, predict_logits(model, valid, fast), cfg.tasks)
-            log["valid"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"]} for t, v in m.items()}
+            log["valid"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"],
+                                "pcoc": v["overall"]["pcoc"],
+                                "pcoc_domains": {d: x["pcoc"] for d, x in v["domains"].items()}} for t, v in m.items()}
         if args.test_each_epoch:
             m = metrics(test.domain, test.labels, predict_logits(model, test, fast), cfg.tasks)
-            log["test"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"]} for t, v in m.items()}
+            log["test"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"],
+                               "pcoc": v["overall"]["pcoc"],
+                               "pcoc_domains": {d: x["pcoc"] for d, x in v["domains"].items()}} for t, v in m.items()}
         result["epoch_log"].append(log)
         print("[%s] epoch %d: %.1f s, %.0f samples/s, train loss %.5f%s" % (
             variant, epoch, dt, train.n / dt, log["train_loss"],
