@@ -1271,7 +1271,11 @@ optimizer_save(TrainState *st, int32 version)
 {
 	Oid			argtypes[5] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID};
 	Datum		values[5];
+	Oid			ns = get_namespace_oid("pepnet", true);
 
+	/* an extension still at 0.1.0 (ALTER EXTENSION pepnet UPDATE not run yet) has no such table */
+	if (!OidIsValid(ns) || !OidIsValid(get_relname_relid("optimizer_state", ns)))
+		return;
 	values[0] = CStringGetTextDatum(st->name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int64GetDatum(pn_trainer_steps(st->trainer));

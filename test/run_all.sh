@@ -76,6 +76,8 @@ for t in test/shell/*.sh; do
 	[ -e "$t" ] || continue
 	suite "shell_$(basename "$t" .sh)" bash "$t"
 done
+# TAP suites (test/t/*.pl: PostgreSQL::Test::Cluster + Test::More, clusters of their own)
+suite tap bash test/tap.sh
 for t in test/python/test_train_*.py; do
 	[ -e "$t" ] || continue
 	suite "python_$(basename "$t" .py)" $PY "$t"
