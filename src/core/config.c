@@ -225,7 +225,7 @@ pn_config_numel(const PnConfig *c)
 		tot = sat_add(tot, sat_mul(he, k + n0) + he + n0 * he + n0);
 	}
 	if (c->pn)
-		tot = sat_add(tot, 2 * n0 + 4 * D * n0);
+		tot = sat_add(tot, 2 * n0 + 4 * D * n0 + D);	/* ... and pn.num_batches_tracked [D] */
 	for (t = 0; t < T; t++)
 	{
 		int64_t		prev = n0;
