@@ -284,13 +284,14 @@ END $$;
 
 -- == training and calibration ==
 
--- Adam's state (step count, first and second moments as safetensors with the model's tensor
--- names) of each version that pepnet_train stored, so that training continued from a version
+-- Adam's state (step count, epochs of the lineage, first and second moments as safetensors with
+-- the model's tensor names) of each version that pepnet_train stored, so that training continued from a version
 -- resumes the optimiser.  Scoring never reads this table; it goes with its version.
 CREATE TABLE pepnet.optimizer_state (
 	name text NOT NULL,
 	version int NOT NULL,
 	steps bigint NOT NULL,
+	epochs int NOT NULL,
 	adam_m bytea NOT NULL,
 	adam_v bytea NOT NULL,
 	created_at timestamptz NOT NULL DEFAULT now(),
