@@ -118,7 +118,9 @@ def bench_score(cur, mref, fast32, fast16, reqs_by_n, calls, rounds, log):
             r[k] = bs.lat_stats(v)
             r[k]["cand_per_s"] = n / median(v)
             r[k].update(meter.per_call(k))
-            cpu = r[k]["client_cpu_ms"] if k.startswith("torch") else r[k]["server_cpu_ms"]
+            # PyTorch: its process; pepnet: the backend plus the client fetching the rows
+            cpu = r[k]["client_cpu_ms"] if k.startswith("torch") else (
+                r[k]["server_cpu_ms"] + r[k]["client_cpu_ms"] if r[k]["server_cpu_ms"] is not None else None)
             if cpu:
                 r[k]["cpu_cand_per_s"] = n / (cpu / 1e3)
         out[n] = r
