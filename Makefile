@@ -4,17 +4,25 @@ EXTVERSION = 0.2.0
 
 MODULE_big = pepnet
 CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/engine.o src/core/train.o
-OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/training.o $(CORE_OBJS)
+OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/training.o src/scaleout.o $(CORE_OBJS)
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
 PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
-REGRESS = models score batch errors train security
-REGRESS_OPTS = --outputdir=test/results
+# pg_regress suites (sql/NAME.sql, expected/NAME.out): each runs alone, pg_regress creates the
+# extension in its database first (`make installcheck REGRESS=score`)
+REGRESS = models score batch errors train train_faults calibration security scaleout
+REGRESS_OPTS = --outputdir=test/results --load-extension=pepnet
+
+# TAP tests (test/t/*.pl on PostgreSQL::Test::Cluster; needs libipc-run-perl): each starts its own
+# throwaway clusters from the pg_config on PATH; `make prove_installcheck` (as a user other than
+# root: PostgreSQL refuses to run as root), or one file: `make prove_installcheck PROVE_TESTS=test/t/005_upgrade.pl`
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
 
 PG_CPPFLAGS = -Isrc/core
 PG_CFLAGS = -std=gnu99 -Wno-declaration-after-statement
 SHLIB_LINK = -ldnnl -lgomp -lopenblas -lm
-EXTRA_CLEAN = test/unit/test_core test/results
+EXTRA_CLEAN = test/unit/test_core test/results tmp_check
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -59,3 +59,4 @@ echo "== row by row: pepnet_predict over a table"
 $PSQL -c "SELECT domain, round(avg(pepnet_predict('demo', domain, persona, features))::numeric, 4) AS mean_p, round(avg(label)::numeric, 4) AS ctr
   FROM synth_test GROUP BY domain ORDER BY domain"
 echo "demo done"
+/usr/bin/python3 -c 'import matplotlib' 2>/dev/null && { PYTHONPATH=python /usr/bin/python3 -P -m pepnet.plot demo -o demo-lineage.png || echo "lineage plot failed (the demo itself is done)"; } || echo "python3-matplotlib missing: no lineage plot"

@@ -1,5 +1,4 @@
 -- Model versions: create, import, export, deploy, immutability, references, cache
-CREATE EXTENSION pepnet;
 \set cfg '{"domains": 3, "features": [{"name": "item", "buckets": 1000}, {"name": "cat", "buckets": 20}], "persona": [{"name": "user", "buckets": 500}, {"name": "age", "buckets": 8, "hash": false}], "emb_dim": 4, "tasks": ["click", "buy"], "hidden": [16, 8]}'
 
 -- versions count from 1 per name
@@ -70,3 +69,157 @@ RESET pepnet.cache_size;
 -- settings
 SHOW pepnet.cache_size;
 SHOW pepnet.max_model_size;
+
+-- == 0.2.0: the registry ==
+\set SHOW_CONTEXT never
+\set small '{"domains": 2, "features": [{"name": "a", "buckets": 10}], "emb_dim": 2, "hidden": [4]}'
+
+-- version numbers are never reused: not after deleting the latest, nor after deleting all
+SELECT pepnet_create('n', :'small', 1) AS v1, pepnet_create('n', :'small', 2) AS v2, pepnet_create('n', :'small', 3) AS v3;
+DELETE FROM pepnet.models WHERE name = 'n' AND version = 3;
+SELECT pepnet_create('n', :'small', 4) AS after_deleting_latest;
+DELETE FROM pepnet.models WHERE name = 'n';
+SELECT pepnet_create('n', :'small', 5) AS after_deleting_all;
+SELECT pepnet_import('n', :'small', pepnet_export('n@5')) AS imported;
+SELECT * FROM pepnet.model_names WHERE name = 'n';
+-- an old reference to a deleted number stays an error, it never names other weights
+SELECT pepnet_export('n@3');
+\echo :LAST_ERROR_SQLSTATE
+-- a number at or below the high-water mark cannot be stored directly either; above it, it can
+INSERT INTO pepnet.models (name, version, config, weights)
+	SELECT name, 2, config, weights FROM pepnet.models WHERE name = 'n' AND version = 5;
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO pepnet.models (name, version, config, weights)
+	SELECT name, 10, config, weights FROM pepnet.models WHERE name = 'n' AND version = 5;
+SELECT pepnet_create('n', :'small') AS after_explicit_10;
+-- no surrogate id: a version is (name, version)
+SELECT count(*) AS id_columns FROM information_schema.columns WHERE table_schema = 'pepnet' AND column_name = 'id';
+
+-- names count characters, not bytes: 32 and 63 two-byte characters are valid names
+SELECT pepnet_create(repeat('é', 32), :'small') AS e32, pepnet_create(repeat('é', 63), :'small') AS e63;
+SELECT count(*) FROM pepnet_score(repeat('é', 63), 0, '{}', '{1}');
+SELECT model = repeat('é', 63) AS cached_by_full_name FROM pepnet_cache() WHERE version = 1 AND model LIKE 'é%' AND length(model) = 63;
+SELECT pepnet_create(repeat('é', 64), :'small');
+SELECT * FROM pepnet_score(repeat('é', 64) || '@1', 0, '{}', '{1}');
+-- messages cut long names on a character boundary: a GB18030 client gets the real error (not 22021)
+SET client_encoding = 'GB18030';
+SELECT pepnet_create(repeat('x', 19) || repeat(chr(233), 50), :'small');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_score(repeat('x', 39) || repeat(chr(233), 30) || '@1', 0, '{}', '{1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('k', ('{"domains": 1, "features": [{"name": "a", "buckets": 2}], "' || repeat('x', 59) || repeat(chr(233), 10) || '": 1}')::jsonb);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('k', ('{"domains": 1, "features": [{"name": "' || repeat('x', 39) || repeat(chr(233), 30) || '", "buckets": 2}]}')::jsonb);
+\echo :LAST_ERROR_SQLSTATE
+-- bytes of a crafted safetensors header that are not valid text are shown as '?', not sent raw
+WITH h AS (SELECT convert_to('{"', 'UTF8') || '\xc3'::bytea || convert_to('x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', 'UTF8') AS j),
+     le AS (SELECT j, (SELECT decode(string_agg(lpad(to_hex((length(j)::bigint >> (8 * i)) & 255), 2, '0'), '' ORDER BY i), 'hex')
+                       FROM generate_series(0, 7) i) AS n FROM h)
+SELECT pepnet_import('bad', :'small', n || j || '\x00000000'::bytea) FROM le;
+\echo :LAST_ERROR_SQLSTATE
+RESET client_encoding;
+
+-- deploy strategies; API.md's pepnet_deploy(name, version) stays
+SELECT pepnet_create('d', :'small', s) FROM generate_series(1, 4) s;
+UPDATE pepnet.models SET metrics = jsonb_build_object('validation', jsonb_build_object('logloss', l, 'auc', a))
+FROM (VALUES (1, 0.30, 0.70), (2, 0.25, 0.69), (3, 0.28, 0.75)) x(v, l, a)
+WHERE name = 'd' AND version = x.v;
+SELECT pepnet_deploy('d', 'latest') AS latest;
+SELECT pepnet_deploy('d', 'best') AS best_logloss;
+SELECT pepnet_deploy('d', 'best', 'auc') AS best_auc;
+SELECT pepnet_deploy('d', 'previous') AS rolled_back;
+SELECT pepnet_deploy('d', 'previous') AS rolled_back_again;
+SELECT pepnet_deploy('d', 1);
+SELECT pepnet_deploy('d', '2') AS by_number_text;
+SELECT pepnet_deploy('d', 'best') AS same_again;
+SELECT a.score = b.score AS bare_follows_strategy
+FROM pepnet_score('d', 0, '{}', '{1}') a, pepnet_score('d@2', 0, '{}', '{1}') b;
+-- direct DML on pepnet.deployments is recorded too
+UPDATE pepnet.deployments SET version = 4 WHERE name = 'd';
+DELETE FROM pepnet.deployments WHERE name = 'd';
+-- the history: who, when, from, to, how
+SELECT seq, from_version, to_version, strategy, deployed_by = current_user AS by_me,
+       deployed_at <= now() AS at_known
+FROM pepnet.deploy_history WHERE name = 'd' ORDER BY seq;
+-- strategies that cannot apply say why
+SELECT pepnet_deploy('d', 'previous');
+SELECT pepnet_deploy('d', 'newest');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('d', 'best', 'accuracy');
+SELECT pepnet_deploy('n', 'best');
+SELECT pepnet_deploy('nope', 'latest');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('d', NULL::text);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('d', 'previous');
+SELECT pepnet_deploy('d', 2);
+SELECT pepnet_deploy('d', 3);
+DELETE FROM pepnet.models WHERE name = 'd' AND version = 2;
+SELECT pepnet_deploy('d', 'previous');
+-- deployers read the history but cannot write it themselves
+CREATE ROLE regress_pepnet_hist;
+GRANT USAGE ON SCHEMA pepnet TO regress_pepnet_hist;
+GRANT SELECT ON pepnet.models, pepnet.deploy_history TO regress_pepnet_hist;
+GRANT SELECT, INSERT, UPDATE ON pepnet.deployments TO regress_pepnet_hist;
+SET ROLE regress_pepnet_hist;
+SELECT pepnet_deploy('d', 'latest') AS deployer_latest;
+SELECT pepnet_deploy('d', 'previous') AS deployer_rollback;
+SELECT strategy, deployed_by FROM pepnet.deploy_history WHERE name = 'd' ORDER BY seq DESC LIMIT 2;
+INSERT INTO pepnet.deploy_history (name, seq, from_version, to_version, strategy) VALUES ('d', 99, 1, 2, 'forged');
+RESET ROLE;
+REVOKE ALL ON pepnet.models, pepnet.deploy_history, pepnet.deployments FROM regress_pepnet_hist;
+REVOKE ALL ON SCHEMA pepnet FROM regress_pepnet_hist;
+DROP ROLE regress_pepnet_hist;
+
+-- a read-only node (logical-replication subscriber): every write refused, scoring works
+SET pepnet.read_only = on;
+SELECT pepnet_create('ro', :'small');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_import('ro', :'small', pepnet_export('d@1'));
+SELECT pepnet_deploy('d', 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('d', 'latest');
+CALL pepnet_train('d', 'SELECT 0 AS domain, ARRAY[]::bigint[] AS persona, ARRAY[1]::bigint[] AS features, 1 AS label');
+\echo :LAST_ERROR_SQLSTATE
+UPDATE pepnet.models SET metrics = '{}' WHERE name = 'd';
+DELETE FROM pepnet.models WHERE name = 'd' AND version = 1;
+INSERT INTO pepnet.model_names VALUES ('zz', 1);
+TRUNCATE pepnet.deploy_history;
+SELECT count(*) AS scored FROM pepnet_score('d', 0, '{}', '{1}');
+RESET pepnet.read_only;
+-- only a superuser can turn it off
+CREATE ROLE regress_pepnet_ro;
+SET ROLE regress_pepnet_ro;
+SET pepnet.read_only = off;
+RESET ROLE;
+DROP ROLE regress_pepnet_ro;
+
+-- what logical replication's apply worker does (session_replication_role = replica, no foreign keys):
+-- a replicated DELETE of a deployed version is skipped, keeping the deployment working
+SET session_replication_role = replica;
+DELETE FROM pepnet.models WHERE name = 'd' AND version = 3;
+SELECT count(*) AS kept FROM pepnet.models WHERE name = 'd' AND version = 3;
+-- a deployment pointing at a version this node lacks gets an error that says so
+INSERT INTO pepnet.deployments (name, version) VALUES ('n', 99);
+RESET session_replication_role;
+SELECT * FROM pepnet_score('n', 0, '{}', '{1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS by_number_still_works FROM pepnet_score('n@5', 0, '{}', '{1}');
+DELETE FROM pepnet.deployments WHERE name = 'n';
+
+-- DROP EXTENSION would delete every version: refused unless pepnet.allow_drop
+DROP EXTENSION pepnet;
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+DROP SCHEMA public CASCADE;
+ROLLBACK;
+BEGIN;
+SET LOCAL pepnet.allow_drop = on;
+DROP EXTENSION pepnet;
+SELECT count(*) AS pepnet_schemas FROM pg_namespace WHERE nspname = 'pepnet';
+-- a schema named pepnet blocks CREATE EXTENSION: said clearly
+CREATE SCHEMA pepnet;
+CREATE EXTENSION pepnet;
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT count(*) > 0 AS versions_kept FROM pepnet.models;

@@ -38,7 +38,7 @@ DROP ROLE IF EXISTS regress_pepnet_deployer;
 CREATE ROLE regress_pepnet_trainer;
 CREATE ROLE regress_pepnet_deployer;
 GRANT USAGE ON SCHEMA pepnet TO regress_pepnet_trainer, regress_pepnet_deployer;
-GRANT SELECT, INSERT ON pepnet.models TO regress_pepnet_trainer;
+GRANT SELECT, INSERT ON pepnet.models, pepnet.optimizer_state TO regress_pepnet_trainer;
 GRANT SELECT ON pepnet.deployments TO regress_pepnet_trainer;
 GRANT SELECT ON pepnet.models TO regress_pepnet_deployer;
 GRANT SELECT, INSERT, UPDATE ON pepnet.deployments TO regress_pepnet_deployer;

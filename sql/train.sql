@@ -124,3 +124,59 @@ SELECT * FROM pepnet_evaluate('ctr', 'SELECT domain, persona, features, dense FR
 CALL pepnet_train('bad', 'WITH d AS (DELETE FROM clicks RETURNING *) SELECT domain, persona, features, dense, clicked AS label FROM d', :'cfg');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS rows_kept FROM clicks;
+
+-- == 0.2: PN running statistics with a warm start; versions stored by 0.1.0 keep working ==
+-- a safetensors blob without pn.num_batches_tracked, as pepnet 0.1.0 wrote them
+CREATE FUNCTION v01_blob(b bytea) RETURNS bytea LANGUAGE plpgsql AS $$
+DECLARE
+	hlen int := get_byte(b, 0) + 256 * get_byte(b, 1) + 65536 * get_byte(b, 2);
+	h jsonb := convert_from(substring(b from 9 for hlen), 'UTF8')::jsonb;
+	cnt jsonb := h->'pn.num_batches_tracked';
+	s int := (cnt->'data_offsets'->>0)::int;
+	e int := (cnt->'data_offsets'->>1)::int;
+	nh jsonb := '{}';
+	k text; v jsonb; o0 int; o1 int; ht bytea;
+BEGIN
+	FOR k, v IN SELECT * FROM jsonb_each(h - 'pn.num_batches_tracked') LOOP
+		IF k <> '__metadata__' THEN
+			o0 := (v->'data_offsets'->>0)::int; o1 := (v->'data_offsets'->>1)::int;
+			IF o0 >= e THEN o0 := o0 - (e - s); o1 := o1 - (e - s); END IF;
+			v := jsonb_set(v, '{data_offsets}', jsonb_build_array(o0, o1));
+		END IF;
+		nh := nh || jsonb_build_object(k, v);
+	END LOOP;
+	ht := convert_to(nh::text, 'UTF8');
+	ht := ht || convert_to(repeat(' ', (8 - length(ht) % 8) % 8), 'UTF8');
+	RETURN set_byte(set_byte('\x0000000000000000'::bytea, 0, length(ht) % 256), 1, length(ht) / 256)
+	       || ht || substring(b from 9 + hlen for s) || substring(b from 9 + hlen + e);
+END $$;
+SELECT position('pn.num_batches_tracked' IN encode(pepnet_export('ctr@3'), 'escape')) > 0 AS exported_with_count,
+       position('pn.num_batches_tracked' IN encode(v01_blob(pepnet_export('ctr@3')), 'escape')) = 0 AS v01_without;
+-- a version as 0.1.0 stored it (row written directly), and the same blob imported
+INSERT INTO pepnet.models (name, version, config, weights, parent)
+SELECT 'old', 1, config, v01_blob(weights), NULL FROM pepnet.models WHERE name = 'ctr' AND version = 3;
+SELECT pepnet_import('old', (SELECT config FROM pepnet.models WHERE name = 'ctr' AND version = 3),
+                     v01_blob(pepnet_export('ctr@3'))) AS imported;
+-- both score exactly as the original (inference uses the running statistics only)
+SELECT bool_and(a.score = o.score AND a.score = i.score) AS same_scores, count(*) AS candidates
+FROM pepnet_score('ctr@3', 2, '{3, 1}', '{{1, 2}, {3, 4}, {5, 6}}', '{{0.5}, {0.1}, {0.9}}') a
+JOIN pepnet_score('old@1', 2, '{3, 1}', '{{1, 2}, {3, 4}, {5, 6}}', '{{0.5}, {0.1}, {0.9}}') o USING (idx)
+JOIN pepnet_score('old@2', 2, '{3, 1}', '{{1, 2}, {3, 4}, {5, 6}}', '{{0.5}, {0.1}, {0.9}}') i USING (idx);
+-- ... and export MODEL.md 0.2's tensor set, the count 0 in every domain, identical for the two
+CREATE FUNCTION f32(bits bigint) RETURNS float8 LANGUAGE sql AS $$
+	SELECT CASE WHEN bits & 2147483647 = 0 THEN 0 ELSE (CASE WHEN bits >= 2147483648 THEN -1 ELSE 1 END)
+	       * (1 + (bits & 8388607) / 8388608.0) * 2 ^ (((bits >> 23) & 255) - 127) END $$;
+CREATE FUNCTION count_tensor(b bytea) RETURNS float8[] LANGUAGE sql AS $$
+	WITH h AS (SELECT get_byte(b, 0) + 256 * get_byte(b, 1) AS n),
+	     j AS (SELECT 8 + n + (convert_from(substring(b from 9 for n), 'UTF8')::jsonb
+	                          #>> '{pn.num_batches_tracked,data_offsets,0}')::int AS o,
+	                  (convert_from(substring(b from 9 for n), 'UTF8')::jsonb
+	                          #>> '{pn.num_batches_tracked,shape,0}')::int AS d FROM h)
+	SELECT array_agg(f32(get_byte(b, o + 4 * i) + 256 * get_byte(b, o + 4 * i + 1) + 65536 * get_byte(b, o + 4 * i + 2)
+	                     + 16777216::bigint * get_byte(b, o + 4 * i + 3)) ORDER BY i)
+	FROM j, generate_series(0, d - 1) i $$;
+SELECT count_tensor(pepnet_export('old@1')) AS stored_by_010, count_tensor(pepnet_export('old@2')) AS imported_010,
+       pepnet_export('old@1') = pepnet_export('old@2') AS same_export;
+-- trained versions count the batches that moved each domain's statistics: 3 epochs of ceil(5400 / 128)
+-- batches, each with at least 2 rows of every domain
+SELECT count_tensor(pepnet_export('ctr@3')) = array_fill(3 * ceil(5400 / 128.0)::float8, ARRAY[3]) AS counted;

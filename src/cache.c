@@ -6,9 +6,10 @@
  *		fused STAR matrices.  Bounded by pepnet.cache_size, least recently
  *		used out first.
  *
- * Versions are immutable, so a version's entry, keyed by the row's id and
- * checked against the row's xmin (ids could restart after TRUNCATE ...
- * RESTART IDENTITY or a re-created extension), never goes stale.  What a
+ * Versions are immutable, so a version's entry, keyed by (name, version)
+ * and checked against the row's xmin (a version deleted and stored again,
+ * e.g. by a re-created extension or a restore, is another row), never goes
+ * stale.  What a
  * reference ('ctr', 'ctr@7') means can change at any commit, so it is
  * looked up once per statement with the statement's snapshot (a kept plan,
  * a few microseconds) and remembered for the rest of that statement: every
@@ -22,6 +23,7 @@
 #include "utils/acl.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
@@ -31,7 +33,9 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#define REF_KEY_LEN (NAMEDATALEN + 16)
+#define REF_KEY_LEN (PEPNET_NAMELEN + 16)
+/* the hash key of a version: the first fields of PepnetEntry */
+#define ENTRY_KEY_LEN (offsetof(PepnetEntry, version) + sizeof(int32))
 
 typedef struct RefEntry
 {
@@ -41,7 +45,7 @@ typedef struct RefEntry
 	TimestampTz stmt_start;
 } RefEntry;
 
-static HTAB *entries = NULL;	/* int64 id -> PepnetEntry */
+static HTAB *entries = NULL;	/* (name, version) -> PepnetEntry */
 static HTAB *refs = NULL;		/* reference text -> PepnetRef, per statement */
 static Oid	models_relid = InvalidOid;
 static Oid	deploy_relid = InvalidOid;
@@ -59,7 +63,7 @@ entry_drop(PepnetEntry *e)
 {
 	MemoryContext cxt = e->cxt;
 
-	hash_search(entries, &e->id, HASH_REMOVE, NULL);
+	hash_search(entries, e, HASH_REMOVE, NULL);
 	if (cxt)
 		MemoryContextDelete(cxt);
 }
@@ -78,7 +82,7 @@ entries_clear(void)
 	{
 		if (e->cxt)
 			MemoryContextDelete(e->cxt);
-		hash_search(entries, &e->id, HASH_REMOVE, NULL);
+		hash_search(entries, e, HASH_REMOVE, NULL);
 	}
 }
 
@@ -98,7 +102,7 @@ xact_cb(XactEvent event, void *arg)
 
 /*
  * Make the hash tables once per backend, and find pepnet's tables.  If the
- * extension was dropped and created again, ids start over: forget all.
+ * extension was dropped and created again, versions start over: forget all.
  */
 static void
 ensure_tables(void)
@@ -117,7 +121,8 @@ ensure_tables(void)
 	if (entries == NULL)
 	{
 		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(int64);
+		StaticAssertStmt(offsetof(PepnetEntry, version) == PEPNET_NAMELEN, "PepnetEntry key is padded");
+		ctl.keysize = ENTRY_KEY_LEN;
 		ctl.entrysize = sizeof(PepnetEntry);
 		ctl.hcxt = cache_cxt;
 		entries = hash_create("pepnet versions", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
@@ -172,7 +177,7 @@ void
 pepnet_resolve(const char *ref, PepnetRef *out)
 {
 	const char *at = strchr(ref, '@');
-	char		name[NAMEDATALEN];
+	char		name[PEPNET_NAMELEN];
 	char		key[REF_KEY_LEN];
 	int32		version = 0;
 	RefEntry   *re;
@@ -184,10 +189,10 @@ pepnet_resolve(const char *ref, PepnetRef *out)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("malformed model reference \"%s\": the name is empty", ref),
 				 errhint("Use 'name' for the deployed version or 'name@version', as in 'ctr@7'.")));
-	if (nlen >= NAMEDATALEN)
+	if (nlen >= PEPNET_NAMELEN || pg_mbstrlen_with_len(ref, nlen) > PEPNET_NAME_MAXCHARS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("model name in reference \"%.40s...\" is longer than %d characters", ref, NAMEDATALEN - 1)));
+				 errmsg("model name in reference \"%s\" is longer than %d characters", pepnet_clip(ref, 40), PEPNET_NAME_MAXCHARS)));
 	memcpy(name, ref, nlen);
 	name[nlen] = '\0';
 	if (at)
@@ -275,17 +280,20 @@ pepnet_cache_get(const PepnetRef *ref)
 	MemoryContext cxt,
 				old;
 	PnModel    *m;
-	char		name[NAMEDATALEN];
+	char		name[PEPNET_NAMELEN];
 	int32		version;
-	int64		id = ref->id;
+	PepnetEntry key;
 
 	/* pepnet_resolve, which made ref, has checked the tables this statement */
 	if (entries == NULL)
 		ensure_tables();
-	e = hash_search(entries, &id, HASH_FIND, NULL);
+	memset(&key, 0, ENTRY_KEY_LEN);
+	strlcpy(key.name, ref->name, PEPNET_NAMELEN);
+	key.version = ref->version;
+	e = hash_search(entries, &key, HASH_FIND, NULL);
 	if (e && e->xmin != ref->xmin)
 	{
-		/* the id now names another row */
+		/* (name, version) now names another row */
 		entry_drop(e);
 		e = NULL;
 	}
@@ -299,7 +307,7 @@ pepnet_cache_get(const PepnetRef *ref)
 	/* build under the statement's context: an error frees everything */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pepnet model", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	m = pepnet_load_model(id, name, &version);
+	m = pepnet_load_model(ref, name, &version);
 	{
 		PnDomainCache **domains = palloc0(sizeof(PnDomainCache *) * m->cfg.domains);
 		PnWork	   *work = pn_work_new(m, PEPNET_BLOCK);
@@ -309,15 +317,13 @@ pepnet_cache_get(const PepnetRef *ref)
 		MemoryContextSwitchTo(old);
 		MemoryContextSetParent(cxt, cache_cxt);
 
-		e = hash_search(entries, &id, HASH_ENTER, &found);
+		e = hash_search(entries, &key, HASH_ENTER, &found);
 		e->cxt = cxt;
 		e->model = m;
 		e->domains = domains;
 		e->engine[0] = e->engine[1] = NULL;
 		e->ndomains = 0;
 		e->work = work;
-		strlcpy(e->name, name, NAMEDATALEN);
-		e->version = version;
 		e->xmin = ref->xmin;
 		e->hits = 1;
 		e->built_at = GetCurrentTimestamp();

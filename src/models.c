@@ -8,16 +8,85 @@
  */
 #include "pepnet.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/event_trigger.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/scansup.h"
+#include "tcop/tcopprot.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(pepnet_create);
 PG_FUNCTION_INFO_V1(pepnet_import);
 PG_FUNCTION_INFO_V1(pepnet_export);
+PG_FUNCTION_INFO_V1(pepnet_read_only_guard);
+PG_FUNCTION_INFO_V1(pepnet_drop_guard);
+PG_FUNCTION_INFO_V1(pepnet_deploy_log);
+
+/* settings of the registry */
+bool		pepnet_read_only = false;
+static bool pepnet_allow_drop = false;
+static char *pepnet_deploy_strategy = NULL;
+static ProcessUtility_hook_type prev_utility_hook = NULL;
+
+/*
+ * s cut to at most maxchars characters of the server encoding, on a
+ * character boundary, with "..." appended when cut (s itself if short).
+ */
+const char *
+pepnet_clip(const char *s, int maxchars)
+{
+	int			len = strlen(s);
+	int			cut = pg_mbcharcliplen(s, len, maxchars);
+	char	   *r;
+
+	if (cut >= len)
+		return s;
+	r = palloc(cut + 4);
+	memcpy(r, s, cut);
+	strcpy(r + cut, "...");
+	return r;
+}
+
+/*
+ * Make a message valid in the server encoding, in place: each byte that
+ * does not start a valid character becomes '?'.  The core cuts its strings
+ * on UTF-8 boundaries and quotes bytes from user input (safetensors
+ * headers), so this is a backstop: a client whose encoding differs must
+ * get the real error, not an encoding-conversion error (22021).
+ */
+void
+pepnet_fix_encoding(char *s)
+{
+	int			enc = GetDatabaseEncoding();
+	int			len = strlen(s);
+
+	while (len > 0)
+	{
+		int			l = pg_encoding_verifymbchar(enc, s, len);
+
+		if (l <= 0)
+		{
+			*s = '?';
+			l = 1;
+		}
+		s += l;
+		len -= l;
+	}
+}
 
 /* Parse a jsonb config with pepnet.max_model_size; raises on error */
 static void
@@ -49,8 +118,11 @@ model_to_bytea(const PnModel *m)
 }
 
 /*
- * Insert a new version of name and return its number (max + 1), serialized
- * per name by an advisory lock so concurrent writers do not collide.
+ * Insert a new version of name and return its number.  The number is
+ * given by the trigger models_number: never reused, above both the name's
+ * high-water mark in pepnet.model_names (which outlives deletes) and its
+ * highest stored version.  Its upsert of the high-water row locks it, which
+ * serializes concurrent writers of one name until they commit.
  */
 int32
 pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
@@ -62,6 +134,7 @@ pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
 	int32		version;
 	bool		isnull;
 
+	pepnet_check_writable("creating a model version");
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(config_json);
 	values[2] = PointerGetDatum(weights);
@@ -69,17 +142,30 @@ pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
 	values[4] = Int32GetDatum(parent);
 
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock(1885695342, pg_catalog.hashtext($1))",
-							  1, argtypes, values, nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not lock model \"%s\"", name);
-	if (SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, parent) "
-							  "SELECT $1, COALESCE(pg_catalog.max(m.version), 0) OPERATOR(pg_catalog.+) 1, "
-							  "$2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5 "
-							  "FROM pepnet.models m WHERE m.name OPERATOR(pg_catalog.=) $1 RETURNING version",
-							  5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
-		SPI_processed != 1)
+	if (!OidIsValid(get_relname_relid("model_names", get_namespace_oid("pepnet", false))))
+	{
+		/* the 0.1.0 schema (before ALTER EXTENSION pepnet UPDATE): max + 1 under a lock */
+		if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock(1885695342, pg_catalog.hashtext($1))",
+								  1, argtypes, values, nulls, false, 0) != SPI_OK_SELECT ||
+			SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, parent) "
+								  "SELECT $1, COALESCE(pg_catalog.max(m.version), 0) OPERATOR(pg_catalog.+) 1, "
+								  "$2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5 "
+								  "FROM pepnet.models m WHERE m.name OPERATOR(pg_catalog.=) $1 RETURNING version",
+								  5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
+			SPI_processed != 1)
+			elog(ERROR, "pepnet: could not insert a version of model \"%s\"", name);
+	}
+	else if (SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, parent) "
+								   "VALUES ($1, NULL, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5) RETURNING version",
+								   5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
+			 SPI_processed != 1)
 		elog(ERROR, "pepnet: could not insert a version of model \"%s\"", name);
 	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the new version of model \"%s\" got no number", name),
+				 errhint("The trigger models_number on pepnet.models numbers versions; is it disabled?")));
 	SPI_finish();
 	return version;
 }
@@ -115,6 +201,7 @@ model_from_args(FunctionCallInfo fcinfo, const char *what3, char **name)
 		pepnet_null_arg("config");
 	if (PG_ARGISNULL(2))
 		pepnet_null_arg(what3);
+	pepnet_check_writable(what3[0] == 's' ? "pepnet_create" : "pepnet_import");
 	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	pepnet_check_name(*name);
 	parse_config(PG_GETARG_JSONB_P(1), &cfg);
@@ -129,9 +216,11 @@ Datum
 pepnet_create(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	PnModel    *m = model_from_args(fcinfo, "seed", &name);
+	PnModel    *m;
 	int32		version;
 
+	pepnet_require_writable("pepnet_create");
+	m = model_from_args(fcinfo, "seed", &name);
 	pn_model_init(m, (uint64) (int64) PG_GETARG_INT32(2));
 	version = store_new(name, m);
 	pn_model_free(m);
@@ -143,11 +232,14 @@ Datum
 pepnet_import(PG_FUNCTION_ARGS)
 {
 	char	   *name;
-	PnModel    *m = model_from_args(fcinfo, "weights", &name);
-	bytea	   *blob = PG_GETARG_BYTEA_PP(2);
+	PnModel    *m;
+	bytea	   *blob;
 	PnError		err = {0};
 	int32		version;
 
+	pepnet_require_writable("pepnet_import");
+	m = model_from_args(fcinfo, "weights", &name);
+	blob = PG_GETARG_BYTEA_PP(2);
 	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
 	version = store_new(name, m);
@@ -155,24 +247,45 @@ pepnet_import(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(version);
 }
 
-/* pepnet_export(model): the version's weights as stored */
+/* Whether a safetensors blob has PN running statistics but no pn.num_batches_tracked (0.1.0) */
+static bool
+blob_lacks_count(bytea *b)
+{
+	const char *p = VARDATA_ANY(b);
+	size_t		len = VARSIZE_ANY_EXHDR(b);
+	uint64		hlen = 0;
+	int			i;
+
+	if (len < 8)
+		return false;
+	for (i = 7; i >= 0; i--)
+		hlen = (hlen << 8) | (unsigned char) p[i];
+	if (hlen > len - 8)
+		return false;
+	return memmem(p + 8, hlen, "\"pn.running_mean\"", 17) != NULL &&
+		memmem(p + 8, hlen, "\"pn.num_batches_tracked\"", 24) == NULL;
+}
+
+/* pepnet_export(model): the version's weights as stored (0.1.0 blobs completed) */
 Datum
 pepnet_export(PG_FUNCTION_ARGS)
 {
 	PepnetRef	ref;
 	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1];
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
 	bool		isnull;
 	bytea	   *result;
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	values[0] = Int64GetDatum(ref.id);
+	values[0] = CStringGetTextDatum(ref.name);
+	values[1] = Int32GetDatum(ref.version);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT weights FROM pepnet.models WHERE id OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (SPI_execute_with_args("SELECT weights FROM pepnet.models "
+							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
@@ -184,6 +297,16 @@ pepnet_export(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();
+	if (blob_lacks_count(result))
+	{
+		/* stored by 0.1.0: export MODEL.md 0.2's full tensor set (the count is 0) */
+		char		name[NAMEDATALEN];
+		int32		version;
+		PnModel    *m = pepnet_load_model(&ref, name, &version);
+
+		if (m->nabsent > 0)
+			result = model_to_bytea(m);
+	}
 	PG_RETURN_BYTEA_P(result);
 }
 
@@ -206,7 +329,8 @@ kept_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 /*
  * Look up name (version 0: the deployed one, else the latest) in the
  * models table with the current snapshot.  Raises an error that names
- * what is missing.
+ * what is missing, including a deployment whose version is gone (foreign
+ * keys are not checked by logical replication's apply worker).
  */
 void
 pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
@@ -216,30 +340,48 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 				latest = NULL;
 	Oid			argtypes[2] = {TEXTOID, INT4OID};
 	Datum		values[2];
-	bool		isnull;
+	bool		isnull,
+				deployed_null;
 	int			rc;
+	int32		deployed = 0;
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(version);
 	SPI_connect();
 	if (version > 0)
 		rc = SPI_execute_plan(kept_plan(&by_version,
-										"SELECT id, version, xmin FROM pepnet.models "
+										"SELECT NULL::pg_catalog.int4, version, xmin FROM pepnet.models "
 										"WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 										2, argtypes),
 							  values, NULL, true, 1);
 	else
 		rc = SPI_execute_plan(kept_plan(&by_name,
-										"SELECT m.id, m.version, m.xmin FROM pepnet.models m "
-										"WHERE m.name OPERATOR(pg_catalog.=) $1 AND m.version OPERATOR(pg_catalog.=) COALESCE("
-										"(SELECT d.version FROM pepnet.deployments d WHERE d.name OPERATOR(pg_catalog.=) $1), "
-										"(SELECT pg_catalog.max(x.version) FROM pepnet.models x WHERE x.name OPERATOR(pg_catalog.=) $1))",
+										"SELECT d.version, m.version, m.xmin "
+										"FROM (SELECT $1 AS name) n "
+										"LEFT JOIN pepnet.deployments d ON d.name OPERATOR(pg_catalog.=) n.name "
+										"LEFT JOIN pepnet.models m ON m.name OPERATOR(pg_catalog.=) n.name "
+										"AND m.version OPERATOR(pg_catalog.=) COALESCE(d.version, "
+										"(SELECT pg_catalog.max(x.version) FROM pepnet.models x WHERE x.name OPERATOR(pg_catalog.=) n.name))",
 										1, argtypes),
 							  values, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pepnet: could not look up model \"%s\"", name);
-	if (SPI_processed == 0)
+	if (SPI_processed == 1)
 	{
+		Datum		dv = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &deployed_null);
+
+		if (!deployed_null)
+			deployed = DatumGetInt32(dv);
+		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	}
+	if (SPI_processed == 0 || isnull)
+	{
+		if (deployed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("model \"%s\" is deployed at version %d, which does not exist on this node", name, deployed),
+					 errdetail("pepnet.deployments names a version that pepnet.models lacks: it was deleted by logical replication or has not arrived."),
+					 errhint("Deploy an existing version with pepnet_deploy (on the publisher if this node subscribes to it), or score a version by number, as in '%s@N'.", name)));
 		if (version > 0 &&
 			SPI_execute_plan(kept_plan(&latest,
 									   "SELECT pg_catalog.max(version) FROM pepnet.models WHERE name OPERATOR(pg_catalog.=) $1",
@@ -260,24 +402,24 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 				 errmsg("model \"%s\" does not exist", name),
 				 errhint("Create it with pepnet_create, pepnet_import or pepnet_train; see pepnet.models.")));
 	}
-	out->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	out->version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	out->xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-	strlcpy(out->name, name, NAMEDATALEN);
+	strlcpy(out->name, name, PEPNET_NAMELEN);
 	SPI_finish();
 }
 
 /*
- * Load the version with this id: config and weights, checked again as
- * they are read (stored weights that fail are corrupt: XX001).  The model
- * is allocated in the caller's memory context.
+ * Load the version a resolved reference names: config and weights, checked
+ * again as they are read (stored weights that fail are corrupt: XX001).
+ * The model is allocated in the caller's memory context; name (of
+ * PEPNET_NAMELEN bytes) and version receive what was loaded.
  */
 PnModel *
-pepnet_load_model(int64 id, char *name, int32 *version)
+pepnet_load_model(const PepnetRef *ref, char *name, int32 *version)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1];
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
 	bool		isnull;
 	char	   *cfgtext;
 	bytea	   *blob;
@@ -285,17 +427,18 @@ pepnet_load_model(int64 id, char *name, int32 *version)
 	PnModel    *m;
 	PnError		err = {0};
 
-	values[0] = Int64GetDatum(id);
+	values[0] = CStringGetTextDatum(ref->name);
+	values[1] = Int32GetDatum(ref->version);
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT name, version, config::pg_catalog.text, weights FROM pepnet.models "
-							  "WHERE id OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not read model %lld", (long long) id);
+							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pepnet: could not read model \"%s\" version %d", ref->name, ref->version);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model version with id %lld no longer exists", (long long) id)));
-	strlcpy(name, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)), NAMEDATALEN);
+				 errmsg("model \"%s\" version %d no longer exists", ref->name, ref->version)));
+	strlcpy(name, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)), PEPNET_NAMELEN);
 	*version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	cfgtext = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 
@@ -320,4 +463,269 @@ pepnet_load_model(int64 id, char *name, int32 *version)
 	}
 	SPI_finish();
 	return m;
+}
+
+/*
+ * Refuse a write on a read-only node (pepnet.read_only = on), before any
+ * work.  Logical replication's apply worker (session_replication_role =
+ * replica) may write: that is how versions arrive there.
+ */
+void
+pepnet_check_writable(const char *what)
+{
+	if (pepnet_read_only && SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s is not allowed: pepnet is read-only on this node", what),
+				 errdetail("pepnet.read_only is on: this node receives model versions and deployments by logical replication."),
+				 errhint("Run it on the registry node that publishes pepnet's tables.")));
+}
+
+/* pepnet._read_only_guard(): statement trigger refusing writes to pepnet's tables on a read-only node */
+Datum
+pepnet_read_only_guard(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "pepnet._read_only_guard must be called as a trigger");
+	if (pepnet_read_only && SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA)
+	{
+		const char *op = TRIGGER_FIRED_BY_INSERT(td->tg_event) ? "INSERT" :
+		TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? "UPDATE" :
+		TRIGGER_FIRED_BY_DELETE(td->tg_event) ? "DELETE" : "TRUNCATE";
+
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s on pepnet.%s is not allowed: pepnet is read-only on this node",
+						op, RelationGetRelationName(td->tg_relation)),
+				 errdetail("pepnet.read_only is on: this node receives model versions and deployments by logical replication."),
+				 errhint("Run it on the registry node that publishes pepnet's tables.")));
+	}
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * pepnet._drop_guard(): event trigger at ddl_command_start of DROP
+ * EXTENSION and DROP SCHEMA.  Dropping pepnet (by name, or with CASCADE
+ * through the schema it was created in) deletes its tables and so every
+ * stored version: refused while versions exist, unless pepnet.allow_drop.
+ */
+Datum
+pepnet_drop_guard(PG_FUNCTION_ARGS)
+{
+	EventTriggerData *trig;
+	DropStmt   *ds;
+	ListCell   *lc;
+	bool		hit = false;
+	char	   *extschema = NULL;
+	int64		versions = 0,
+				names = 0;
+
+	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
+		elog(ERROR, "pepnet._drop_guard must be called as an event trigger");
+	trig = (EventTriggerData *) fcinfo->context;
+	if (pepnet_allow_drop || !IsA(trig->parsetree, DropStmt) ||
+		!OidIsValid(get_extension_oid("pepnet", true)))
+		PG_RETURN_VOID();
+	ds = (DropStmt *) trig->parsetree;
+
+	SPI_connect();
+	if (ds->removeType == OBJECT_SCHEMA && ds->behavior == DROP_CASCADE &&
+		SPI_execute("SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_extension e "
+					"JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+					"WHERE e.extname OPERATOR(pg_catalog.=) 'pepnet'", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		extschema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	foreach(lc, ds->objects)
+	{
+		Node	   *obj = lfirst(lc);
+
+		if (ds->removeType == OBJECT_EXTENSION && IsA(obj, String) && strcmp(strVal(obj), "pepnet") == 0)
+			hit = true;
+		if (extschema && IsA(obj, String) && strcmp(strVal(obj), extschema) == 0)
+			hit = true;
+	}
+	if (hit && OidIsValid(get_namespace_oid("pepnet", true)) &&
+		SPI_execute("SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT name) FROM pepnet.models",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+
+		versions = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		names = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_finish();
+	if (versions > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("cannot drop extension pepnet: it would delete %lld model versions of %lld models",
+						(long long) versions, (long long) names),
+				 errdetail("pepnet keeps model versions, deployments and their history in its own tables (pepnet.models, pepnet.deployments, pepnet.deploy_history), which DROP EXTENSION deletes."),
+				 errhint("Keep what you need first (pg_dump, or pepnet_export per version), then SET pepnet.allow_drop = on and drop again.")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * CREATE EXTENSION pepnet fails in its script when a schema pepnet exists;
+ * say so clearly, when the library is already loaded in the session
+ * (shared_preload_libraries, or after any pepnet call).
+ */
+static void
+pepnet_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+			   ProcessUtilityContext context, ParamListInfo params,
+			   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *n = pstmt->utilityStmt;
+
+	if (IsA(n, CreateExtensionStmt) &&
+		strcmp(((CreateExtensionStmt *) n)->extname, "pepnet") == 0 &&
+		!OidIsValid(get_extension_oid("pepnet", true)) &&
+		OidIsValid(get_namespace_oid("pepnet", true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_SCHEMA),
+				 errmsg("cannot create extension pepnet: schema \"pepnet\" already exists"),
+				 errdetail("pepnet keeps its tables in a schema of its own named pepnet, which CREATE EXTENSION creates."),
+				 errhint("Rename the existing schema (ALTER SCHEMA pepnet RENAME TO ...) or drop it, then run CREATE EXTENSION pepnet again.")));
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+}
+
+/* Settings of the registry and the CREATE EXTENSION check; called by _PG_init */
+void
+pepnet_registry_init(void)
+{
+	DefineCustomBoolVariable("pepnet.read_only",
+							 "Refuse every write to pepnet's model registry on this node.",
+							 "For logical-replication subscribers: versions and deployments arrive from the publisher; "
+							 "the apply worker may still write.",
+							 &pepnet_read_only, false, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("pepnet.allow_drop",
+							 "Let DROP EXTENSION pepnet delete stored model versions.",
+							 "Off: DROP EXTENSION pepnet is refused while pepnet.models has rows.",
+							 &pepnet_allow_drop, false, PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pepnet.deploy_strategy",
+							   "Internal: the strategy label pepnet_deploy records in pepnet.deploy_history.",
+							   NULL, &pepnet_deploy_strategy, "", PGC_USERSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = pepnet_utility;
+}
+
+/*
+ * Is the statement being run COPY [pepnet.]table ... (pg_restore loading
+ * data, which brings its own history)?
+ */
+static bool
+copy_into(const char *table)
+{
+	const char *q = debug_query_string;
+	size_t		n = strlen(table);
+
+	if (q == NULL)
+		return false;
+	while (scanner_isspace(*q))
+		q++;
+	if (pg_strncasecmp(q, "copy", 4) != 0 || !scanner_isspace(q[4]))
+		return false;
+	q += 4;
+	while (scanner_isspace(*q))
+		q++;
+	if (pg_strncasecmp(q, "pepnet.", 7) == 0)
+		q += 7;
+	else if (strncmp(q, "\"pepnet\".", 9) == 0)
+		q += 9;
+	if (*q == '"')
+		q++;
+	return pg_strncasecmp(q, table, n) == 0 &&
+		(q[n] == '\0' || q[n] == '"' || q[n] == '(' || q[n] == ';' || scanner_isspace(q[n]));
+}
+
+/*
+ * pepnet._deploy_log(): AFTER ROW trigger on pepnet.deployments writing
+ * pepnet.deploy_history: the deploying role, from and to versions and the
+ * strategy pepnet_deploy set (else 'sql').  The row is written as the
+ * table's owner, as foreign-key triggers do, so deployers need no grant on
+ * the history and cannot write it themselves.
+ */
+Datum
+pepnet_deploy_log(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	oldt = NULL,
+				newt = NULL;
+	int			aname,
+				aversion;
+	char	   *name;
+	bool		isnull;
+	Datum		fromv = 0,
+				tov = 0;
+	bool		from_null = true,
+				to_null = true;
+	Oid			save_userid;
+	int			save_sec;
+	Oid			argtypes[5] = {TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		elog(ERROR, "pepnet._deploy_log must be called as an AFTER ROW trigger");
+	if (copy_into("deployments"))
+		return PointerGetDatum(NULL);
+	desc = RelationGetDescr(td->tg_relation);
+	aname = SPI_fnumber(desc, "name");
+	aversion = SPI_fnumber(desc, "version");
+	if (aname <= 0 || aversion <= 0)
+		elog(ERROR, "pepnet._deploy_log: pepnet.deployments lacks name or version");
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		newt = td->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		oldt = td->tg_trigtuple;
+		newt = td->tg_newtuple;
+	}
+	else
+		oldt = td->tg_trigtuple;
+	name = SPI_getvalue(newt ? newt : oldt, desc, aname);
+	if (oldt && newt)
+	{
+		char	   *oldname = SPI_getvalue(oldt, desc, aname);
+
+		if (strcmp(oldname, name) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("a deployment cannot be renamed"),
+					 errhint("Deploy the other name with pepnet_deploy and DELETE the old deployment.")));
+	}
+	if (oldt)
+		fromv = heap_getattr(oldt, aversion, desc, &from_null);
+	if (newt)
+		tov = heap_getattr(newt, aversion, desc, &to_null);
+	if (from_null == to_null && (from_null || DatumGetInt32(fromv) == DatumGetInt32(tov)))
+		return PointerGetDatum(NULL);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	values[0] = CStringGetTextDatum(name);
+	values[1] = fromv;
+	nulls[1] = from_null ? 'n' : ' ';
+	values[2] = tov;
+	nulls[2] = to_null ? 'n' : ' ';
+	values[3] = CStringGetTextDatum(pepnet_deploy_strategy && pepnet_deploy_strategy[0] ? pepnet_deploy_strategy : "sql");
+	values[4] = CStringGetTextDatum(GetUserNameFromId(save_userid, false));
+	(void) isnull;
+
+	SetUserIdAndSecContext(td->tg_relation->rd_rel->relowner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO pepnet.deploy_history (name, seq, from_version, to_version, strategy, deployed_by) "
+							  "SELECT $1, COALESCE(pg_catalog.max(h.seq), 0) OPERATOR(pg_catalog.+) 1, $2, $3, $4, $5 "
+							  "FROM pepnet.deploy_history h WHERE h.name OPERATOR(pg_catalog.=) $1",
+							  5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "pepnet: could not record the deployment of model \"%s\"", name);
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec);
+	return PointerGetDatum(NULL);
 }

@@ -9,6 +9,7 @@
 #include <limits.h>
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -55,6 +56,7 @@ _PG_init(void)
 							"Configurations whose weights would exceed it are refused before allocating.",
 							&pepnet_max_model_size_mb, 1024, 1, INT_MAX / 2,
 							PGC_SUSET, GUC_UNIT_MB, NULL, NULL, NULL);
+	pepnet_registry_init();
 	pepnet_score_init();
 	MarkGUCPrefixReserved("pepnet");
 
@@ -99,8 +101,8 @@ pepnet_report(PnError *err, int format_code)
 	}
 	ereport(ERROR,
 			(errcode(code),
-			 errmsg("%s", err->msg),
-			 err->detail[0] ? errdetail("%s", err->detail) : 0,
+			 errmsg("%s", (pepnet_fix_encoding(err->msg), err->msg)),
+			 err->detail[0] ? errdetail("%s", (pepnet_fix_encoding(err->detail), err->detail)) : 0,
 			 err->row >= 0 ? errcontext("candidate %lld of the request", (long long) err->row + 1) : 0));
 }
 
@@ -113,7 +115,7 @@ pepnet_null_arg(const char *what)
 			 errmsg("%s must not be NULL", what)));
 }
 
-/* A model name: 1 to 63 characters, no '@' */
+/* A model name: 1 to 63 characters (not bytes), no '@' */
 void
 pepnet_check_name(const char *name)
 {
@@ -126,8 +128,8 @@ pepnet_check_name(const char *name)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("model name \"%s\" must not contain \"@\"", name),
 				 errhint("\"@\" separates a name from a version in a model reference, as in 'ctr@7'.")));
-	if (strlen(name) >= NAMEDATALEN)
+	if (strlen(name) >= PEPNET_NAMELEN || pg_mbstrlen(name) > PEPNET_NAME_MAXCHARS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("model name \"%.20s...\" is longer than %d characters", name, NAMEDATALEN - 1)));
+				 errmsg("model name \"%s\" is longer than %d characters", pepnet_clip(name, 20), PEPNET_NAME_MAXCHARS)));
 }

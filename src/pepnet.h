@@ -17,16 +17,22 @@ extern int	pepnet_cache_size_mb;
 extern int	pepnet_max_model_size_mb;
 extern int	pepnet_precision;		/* PN_FP32 or PN_BF16 (score.c) */
 
+/*
+ * A model name has 1 to 63 characters (not bytes: repeat('é', 32) is a valid
+ * name); buffers hold 63 characters of the widest server encoding (4 bytes).
+ */
+#define PEPNET_NAME_MAXCHARS 63
+#define PEPNET_NAMELEN (PEPNET_NAME_MAXCHARS * 4 + 4)
+
 /* candidates pepnet_predict's workspace holds (one per call) */
 #define PEPNET_BLOCK 1
 
 /* one model version held by this backend */
 typedef struct PepnetEntry
 {
-	int64		id;				/* hash key: pepnet.models.id */
-	char		name[NAMEDATALEN];
+	char		name[PEPNET_NAMELEN];	/* hash key: name (zero-padded) and version */
 	int32		version;
-	TransactionId xmin;			/* of the row, to notice a reused id */
+	TransactionId xmin;			/* of the row, to notice a re-created version */
 	MemoryContext cxt;			/* owns everything below */
 	PnModel    *model;
 	PnDomainCache **domains;	/* [D], built on first use */
@@ -42,8 +48,7 @@ typedef struct PepnetEntry
 /* a resolved model reference */
 typedef struct PepnetRef
 {
-	int64		id;
-	char		name[NAMEDATALEN];
+	char		name[PEPNET_NAMELEN];
 	int32		version;
 	TransactionId xmin;
 } PepnetRef;
@@ -56,9 +61,14 @@ extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
 
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
-extern PnModel *pepnet_load_model(int64 id, char *name, int32 *version);
+extern PnModel *pepnet_load_model(const PepnetRef *ref, char *name, int32 *version);
 extern int32 pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
 								   const char *metrics_json, int32 parent);
+extern bool pepnet_read_only;
+extern void pepnet_registry_init(void);
+extern void pepnet_check_writable(const char *what);
+extern const char *pepnet_clip(const char *s, int maxchars);
+extern void pepnet_fix_encoding(char *s);
 
 /* cache.c */
 extern void pepnet_resolve(const char *ref, PepnetRef *out);
@@ -68,5 +78,8 @@ extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCach
 
 /* score.c */
 extern void pepnet_score_init(void);
+
+/* scaleout.c */
+extern void pepnet_require_writable(const char *what);
 
 #endif							/* PEPNET_H */

@@ -413,7 +413,7 @@ pepnet_predict(PG_FUNCTION_ARGS)
 				pfree(st->ref);
 			st->ref = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, ref);
 		}
-		if (pr.id != st->pr.id || pr.xmin != st->pr.xmin)
+		if (pr.version != st->pr.version || pr.xmin != st->pr.xmin || strcmp(pr.name, st->pr.name) != 0)
 		{
 			/* another version: its persona parts differ */
 			MemoryContextReset(st->cxt);

@@ -29,12 +29,17 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/plancache.h"
+#include "utils/numeric.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "utils/acl.h"
 
 PG_FUNCTION_INFO_V1(pepnet_train_begin);
 PG_FUNCTION_INFO_V1(pepnet_train_epoch);
 PG_FUNCTION_INFO_V1(pepnet_train_eval);
 PG_FUNCTION_INFO_V1(pepnet_train_save);
 PG_FUNCTION_INFO_V1(pepnet_train_end);
+PG_FUNCTION_INFO_V1(pepnet_train_setup);
 PG_FUNCTION_INFO_V1(pepnet_evaluate);
 
 #define FETCH_ROWS 1000
@@ -46,11 +51,25 @@ typedef struct TrainState
 	MemoryContext cxt;
 	PnModel    *model;
 	PnTrainer  *trainer;
-	char		name[NAMEDATALEN];
+	char		name[PEPNET_NAMELEN];
 	int32		parent;			/* version trained from, 0 for none */
 	int			batch_size;
 	int			epochs_done;
+	/* learning-rate schedule (pepnet_train's lr_schedule) */
+	double		base_lr;
+	int64		warmup_steps;
+	int			decay;			/* SCHED_* */
+	int64		decay_steps;
+	double		decay_gamma;
+	double		min_lr;
+	double		last_lr;
+	/* negative down-sampling rate per domain (NULL: none) */
+	float	   *neg_rate;
 } TrainState;
+
+#define SCHED_NONE 0
+#define SCHED_COSINE 1
+#define SCHED_STEP 2
 
 static TrainState *train = NULL;
 
@@ -59,6 +78,7 @@ typedef struct Rows
 {
 	int			cap;
 	int			n;
+	int64	   *rowno;			/* 1-based row of the query, for error context */
 	int32	   *domain;
 	int64	   *persona;
 	int64	   *features;
@@ -81,7 +101,29 @@ typedef struct Reader
 	Oid			label_type;
 	Oid			domain_type;
 	int64		rowno;
+	struct RowContext *ctx;
 } Reader;
+
+/*
+ * Error context of a data-row fault, as postgres_fdw's
+ * conversion_error_callback: which query and which row (1-based), set
+ * while a row is decoded or while a batch holding the row trains.
+ */
+struct RowContext
+{
+	const char *what;			/* "data", "validation" */
+	int64		row;			/* 0: no row to blame */
+};
+typedef struct RowContext RowContext;
+
+static void
+row_context_callback(void *arg)
+{
+	RowContext *rc = (RowContext *) arg;
+
+	if (rc->row > 0)
+		errcontext("%s query row %lld", rc->what, (long long) rc->row);
+}
 
 /* Seconds since some fixed point */
 static double
@@ -99,6 +141,7 @@ rows_init(Rows *r, const PnConfig *c, int cap)
 {
 	r->cap = cap;
 	r->n = 0;
+	r->rowno = palloc_extended(sizeof(int64) * cap, MCXT_ALLOC_HUGE);
 	r->domain = palloc_extended(sizeof(int32) * cap, MCXT_ALLOC_HUGE);
 	r->persona = palloc_extended(sizeof(int64) * ((size_t) cap * c->npers + 1), MCXT_ALLOC_HUGE);
 	r->features = palloc_extended(sizeof(int64) * ((size_t) cap * c->nfeat + 1), MCXT_ALLOC_HUGE);
@@ -110,6 +153,7 @@ rows_init(Rows *r, const PnConfig *c, int cap)
 static void
 rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig *c)
 {
+	dst->rowno[di] = src->rowno[si];
 	dst->domain[di] = src->domain[si];
 	memcpy(dst->persona + (size_t) di * c->npers, src->persona + (size_t) si * c->npers, sizeof(int64) * c->npers);
 	memcpy(dst->features + (size_t) di * c->nfeat, src->features + (size_t) si * c->nfeat, sizeof(int64) * c->nfeat);
@@ -148,20 +192,14 @@ expect_type(Reader *r, TupleDesc td, int col, const char *name, Oid want, const 
 }
 
 /*
- * Open a data query as a read-only cursor (the caller's rights) and check
- * its columns: domain int, persona bigint[], features bigint[], optional
- * dense real[], and label (real, float8, int, bool) or labels real[].
+ * Prepare a data query (the caller's rights), refusing anything but one
+ * read-only SELECT.
  */
-static void
-reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool need_labels)
+static SPIPlanPtr
+reader_prepare(const char *query, const char *what)
 {
-	TupleDesc	td;
-	SPIPlanPtr	plan;
+	SPIPlanPtr	plan = SPI_prepare(query, 0, NULL);
 
-	memset(r, 0, sizeof(*r));
-	r->cfg = cfg;
-	r->what = what;
-	plan = SPI_prepare(query, 0, NULL);
 	if (plan == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
@@ -181,25 +219,39 @@ reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what,
 					 errmsg("%s query must be a single read-only SELECT", what),
 					 errhint("pepnet reads training and evaluation data; it never runs statements that write.")));
 	}
-	r->portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-	td = r->portal->tupDesc;
+	return plan;
+}
+
+/*
+ * Locate and check the columns of a data query's result: domain int,
+ * persona bigint[] (optional, or NULL, when the model has no persona
+ * fields), features bigint[], optional dense real[], and label (real,
+ * float8, int, bool, numeric) or labels real[].
+ */
+static void
+reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, bool need_labels)
+{
+	memset(r, 0, sizeof(*r));
+	r->cfg = cfg;
+	r->what = what;
 	r->c_domain = column(td, "domain");
 	r->c_persona = column(td, "persona");
 	r->c_features = column(td, "features");
 	r->c_dense = column(td, "dense");
 	r->c_label = column(td, "label");
 	r->c_labels = column(td, "labels");
-	if (!r->c_domain || !r->c_persona || !r->c_features)
+	if (!r->c_domain || (!r->c_persona && cfg->npers > 0) || !r->c_features)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("%s query lacks column \"%s\"", what,
-						!r->c_domain ? "domain" : !r->c_persona ? "persona" : "features"),
-				 errhint("The query must return columns named domain int, persona bigint[], features bigint[], "
-						 "optionally dense real[], and label or labels real[].")));
+						!r->c_domain ? "domain" : !r->c_features ? "features" : "persona"),
+				 errhint("The query must return columns named domain int, persona bigint[] (when the model has "
+						 "persona fields), features bigint[], optionally dense real[], and label or labels real[].")));
 	r->domain_type = SPI_gettypeid(td, r->c_domain);
 	if (r->domain_type != INT4OID && r->domain_type != INT2OID && r->domain_type != INT8OID)
 		expect_type(r, td, r->c_domain, "domain", INT4OID, "int");
-	expect_type(r, td, r->c_persona, "persona", INT8ARRAYOID, "bigint[]");
+	if (r->c_persona)
+		expect_type(r, td, r->c_persona, "persona", INT8ARRAYOID, "bigint[]");
 	expect_type(r, td, r->c_features, "features", INT8ARRAYOID, "bigint[]");
 	if (r->c_dense)
 		expect_type(r, td, r->c_dense, "dense", FLOAT4ARRAYOID, "real[]");
@@ -219,8 +271,9 @@ reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what,
 			r->label_type != NUMERICOID)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("%s query column \"label\" has type %s, expected real, float8, int or bool",
-							what, format_type_be(r->label_type))));
+					 errmsg("%s query column \"label\" has type %s, expected real, float8, int, numeric or bool",
+							what, format_type_be(r->label_type)),
+					 errhint("Cast it in the query, e.g. label::real.")));
 		if (cfg->ntasks != 1)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -235,11 +288,58 @@ reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what,
 				 errmsg("%s query lacks column \"label\" or \"labels\"", what)));
 }
 
-/* Error about a value of the current row */
-static void row_error(Reader *r, const char *fmt,...) pg_attribute_printf(2, 3);
+/* Open a data query as a read-only cursor and check its columns */
+static void
+reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool need_labels)
+{
+	SPIPlanPtr	plan = reader_prepare(query, what);
+	Portal		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+
+	reader_columns(r, portal->tupDesc, cfg, what, need_labels);
+	r->portal = portal;
+	r->ctx = palloc0(sizeof(RowContext));
+	r->ctx->what = what;
+}
+
+/*
+ * Check a query before any work: its columns from the plan's result
+ * description (nothing runs), and, with need_rows, that it returns a row.
+ */
+static void
+reader_check(const char *query, const PnConfig *cfg, const char *what, bool need_rows)
+{
+	SPIPlanPtr	plan = reader_prepare(query, what);
+	List	   *srcs = SPI_plan_get_plan_sources(plan);
+	CachedPlanSource *src = (CachedPlanSource *) linitial(srcs);
+	Reader		r;
+
+	if (src->resultDesc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s query must be a single read-only SELECT", what)));
+	reader_columns(&r, src->resultDesc, cfg, what, true);
+	if (need_rows)
+	{
+		Portal		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+
+		SPI_cursor_fetch(portal, true, 1);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("%s query returned no rows", what),
+					 errhint("Model selection (deploy) and early stopping (patience) need validation rows; "
+							 "fix the query or leave validation NULL.")));
+		SPI_freetuptable(SPI_tuptable);
+		SPI_cursor_close(portal);
+	}
+	SPI_freeplan(plan);
+}
+
+/* Error about a value of the current row (the row is named by the error context) */
+static void row_error(Reader *r, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 
 static void
-row_error(Reader *r, const char *fmt,...)
+row_error(Reader *r, int sqlstate, const char *fmt,...)
 {
 	char		buf[256];
 	va_list		ap;
@@ -248,8 +348,8 @@ row_error(Reader *r, const char *fmt,...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("%s query row %lld: %s", r->what, (long long) r->rowno, buf)));
+			(errcode(sqlstate),
+			 errmsg("%s query: %s", r->what, buf)));
 }
 
 /* Copy a 1-D array column of n elements (no NULLs) into dst */
@@ -265,18 +365,18 @@ get_array(Reader *r, HeapTuple tup, TupleDesc td, int col, const char *name, int
 	{
 		if (n == 0)
 			return;
-		row_error(r, "%s is NULL", name);
+		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s is NULL", name);
 	}
 	a = DatumGetArrayTypeP(d);
 	len = ARR_NDIM(a) == 0 ? 0 : ARR_NDIM(a) == 1 ? ARR_DIMS(a)[0] : -1;
 	if (len != n)
 	{
 		if (len < 0)
-			row_error(r, "%s must be a 1-D array", name);
-		row_error(r, "%s has %d elements, the model needs %d", name, len, n);
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "%s must be a 1-D array", name);
+		row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "%s has %d elements, the model needs %d", name, len, n);
 	}
 	if (array_contains_nulls(a))
-		row_error(r, "%s contains NULL elements", name);
+		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s contains NULL elements", name);
 	if (n)
 		memcpy(dst, ARR_DATA_PTR(a), elsize * n);
 	if ((Pointer) a != DatumGetPointer(d))
@@ -294,25 +394,27 @@ decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 	float	   *lab = dst->labels + (size_t) i * c->ntasks;
 
 	r->rowno++;
+	dst->rowno[i] = r->rowno;
 	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
 	if (isnull)
-		row_error(r, "domain is NULL");
+		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain is NULL");
 	{
 		Oid			dt = r->domain_type;
 		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
 
 		if (v < 0 || v >= c->domains)
-			row_error(r, "domain %lld is out of range: the model has %d domains", (long long) v, c->domains);
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "domain %lld is out of range: the model has %d domains", (long long) v, c->domains);
 		dst->domain[i] = (int32) v;
 	}
-	get_array(r, tup, td, r->c_persona, "persona", c->npers, sizeof(int64), dst->persona + (size_t) i * c->npers);
+	if (r->c_persona)
+		get_array(r, tup, td, r->c_persona, "persona", c->npers, sizeof(int64), dst->persona + (size_t) i * c->npers);
 	get_array(r, tup, td, r->c_features, "features", c->nfeat, sizeof(int64), dst->features + (size_t) i * c->nfeat);
 	for (t = 0; t < c->nfeat; t++)
 	{
 		int64		id = dst->features[(size_t) i * c->nfeat + t];
 
 		if (pn_slot(&c->feat[t], t, id) < 0)
-			row_error(r, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
 					  id, c->feat[t].name, (int64) c->feat[t].buckets);
 	}
 	for (t = 0; t < c->npers; t++)
@@ -320,7 +422,7 @@ decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 		int64		id = dst->persona[(size_t) i * c->npers + t];
 
 		if (pn_slot(&c->pers[t], t, id) < 0)
-			row_error(r, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
 					  id, c->pers[t].name, (int64) c->pers[t].buckets);
 	}
 	if (c->dense)
@@ -330,7 +432,7 @@ decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 		get_array(r, tup, td, r->c_dense, "dense", c->dense, sizeof(float), dv);
 		for (t = 0; t < c->dense; t++)
 			if (!isfinite(dv[t]))
-				row_error(r, "dense value %d is NaN or infinite", t + 1);
+				row_error(r, ERRCODE_DATA_EXCEPTION, "dense value %d is %s", t + 1, isnan(dv[t]) ? "NaN" : "infinity");
 	}
 	for (t = 0; t < c->ntasks; t++)
 		lab[t] = NAN;
@@ -365,8 +467,10 @@ decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 					y = DatumGetFloat8(DirectFunctionCall1(numeric_float8, d));
 					break;
 			}
+			if (!isfinite(y))
+				row_error(r, ERRCODE_DATA_EXCEPTION, "label is %s", isnan(y) ? "NaN" : "infinity");
 			if (!(y >= 0.0 && y <= 1.0))
-				row_error(r, "label %g is outside [0, 1]", y);
+				row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "label %g is outside [0, 1]", y);
 			lab[0] = (float) y;
 		}
 	}
@@ -381,17 +485,19 @@ decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 			int			n;
 
 			if (ARR_NDIM(a) > 1)
-				row_error(r, "labels must be a 1-D array");
+				row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "labels must be a 1-D array");
 			deconstruct_array(a, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT, &el, &nulls, &n);
 			if (n != c->ntasks)
-				row_error(r, "labels has %d elements, the model has %d tasks", n, c->ntasks);
+				row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "labels has %d elements, the model has %d tasks", n, c->ntasks);
 			for (t = 0; t < n; t++)
 				if (!nulls[t])
 				{
 					float		y = DatumGetFloat4(el[t]);
 
+					if (!isfinite(y))
+						row_error(r, ERRCODE_DATA_EXCEPTION, "labels[%d] is %s", t + 1, isnan(y) ? "NaN" : "infinity");
 					if (!(y >= 0.0f && y <= 1.0f))
-						row_error(r, "labels[%d] = %g is outside [0, 1]", t + 1, y);
+						row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "labels[%d] = %g is outside [0, 1]", t + 1, y);
 					lab[t] = y;
 				}
 			pfree(el);
@@ -407,10 +513,20 @@ reader_fetch(Reader *r, Rows *dst, int max)
 	int			i,
 				got;
 
+	ErrorContextCallback cb;
+
 	SPI_cursor_fetch(r->portal, true, Min(FETCH_ROWS, max));
 	got = (int) SPI_processed;
+	cb.callback = row_context_callback;
+	cb.arg = r->ctx;
+	cb.previous = error_context_stack;
+	error_context_stack = &cb;
 	for (i = 0; i < got; i++)
+	{
+		r->ctx->row = r->rowno + 1;
 		decode(r, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, dst, dst->n + i);
+	}
+	error_context_stack = cb.previous;
 	dst->n += got;
 	SPI_freetuptable(SPI_tuptable);
 	return got;
@@ -429,9 +545,80 @@ train_free(void)
 {
 	if (train)
 	{
-		MemoryContextDelete(train->cxt);
+		MemoryContext cxt = train->cxt;
+
 		train = NULL;
+		MemoryContextDelete(cxt);
 	}
+}
+
+/*
+ * The trainer outlives the COMMITs between epochs, but not an error: a
+ * failed (aborted) transaction frees it (about 3x the model: gradients and
+ * Adam's moments), so nothing stays behind until the next training.
+ */
+static void
+train_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		train_free();
+}
+
+/* Register the abort callback once per backend */
+static void
+train_register_callback(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterXactCallback(train_xact_callback, NULL);
+		registered = true;
+	}
+}
+
+/*
+ * Raise a core error of training or evaluation: non-finite values are
+ * 22P01, bad input 22023; a row the core blames is named in the context
+ * as the data query's row.
+ */
+static void
+train_core_error(PnError *err, const char *what, const Rows *rows)
+{
+	RowContext	rc;
+	ErrorContextCallback cb;
+	int			code;
+
+	rc.what = what;
+	rc.row = (rows && err->row >= 0 && err->row < rows->n) ? rows->rowno[err->row] : 0;
+	cb.callback = row_context_callback;
+	cb.arg = &rc;
+	cb.previous = error_context_stack;
+	error_context_stack = &cb;
+	switch (err->code)
+	{
+		case PN_ENUMERIC:
+			code = ERRCODE_FLOATING_POINT_EXCEPTION;
+			break;
+		case PN_EINPUT:
+		case PN_ECONFIG:
+			code = ERRCODE_INVALID_PARAMETER_VALUE;
+			break;
+		case PN_ETOOBIG:
+			code = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+			break;
+		case PN_ENOMEM:
+			code = ERRCODE_OUT_OF_MEMORY;
+			break;
+		default:
+			code = ERRCODE_DATA_CORRUPTED;
+	}
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("%s", err->msg),
+			 err->detail[0] ? errdetail("%s", err->detail) : 0,
+			 err->code == PN_ENUMERIC ?
+			 errhint("The versions of earlier epochs are kept; nothing of this epoch was stored.") : 0));
 }
 
 /* The trainer, or an error when none is active */
@@ -464,15 +651,34 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 	PnError		err = {0};
 	char	   *at;
 
+	pepnet_require_writable("pepnet_train");	/* on a standby, before any work */
+	/* before anything is read: training COMMITs a version per epoch */
+	if (IsTransactionBlock())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("pepnet_train cannot run inside a transaction block"),
+				 errdetail("It commits a new version after each epoch."),
+				 errhint("Run CALL pepnet_train(...) on its own, outside BEGIN ... COMMIT.")));
+	if (!SPI_inside_nonatomic_context())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+				 errmsg("pepnet_train cannot run where it cannot COMMIT"),
+				 errdetail("It commits a new version after each epoch; a CALL from a function, or from a procedure "
+						   "called that way, cannot."),
+				 errhint("Run CALL pepnet_train(...) as a statement of its own, or from a procedure or DO block "
+						 "that is itself called that way.")));
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model name must not be NULL")));
+	pepnet_check_writable("pepnet_train");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	train_register_callback();
 	train_free();
 	cxt = AllocSetContextCreate(TopMemoryContext, "pepnet trainer", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 	st = palloc0(sizeof(TrainState));
 	st->cxt = cxt;
 	st->batch_size = bs;
+	st->base_lr = st->last_lr = lr;
 	PG_TRY();
 	{
 		if (!PG_ARGISNULL(1))
@@ -488,17 +694,17 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 				core_error(&err);
 			pn_config_free(&cfg);
 			pn_model_init(st->model, (uint64) (int64) seed);
-			strlcpy(st->name, name, NAMEDATALEN);
+			strlcpy(st->name, name, PEPNET_NAMELEN);
 		}
 		else
 		{
 			PepnetRef	ref;
-			char		lname[NAMEDATALEN];
+			char		lname[PEPNET_NAMELEN];
 			int32		v;
 
 			pepnet_resolve(name, &ref);
-			st->model = pepnet_load_model(ref.id, lname, &v);
-			strlcpy(st->name, ref.name, NAMEDATALEN);
+			st->model = pepnet_load_model(&ref, lname, &v);
+			strlcpy(st->name, ref.name, PEPNET_NAMELEN);
 			st->parent = ref.version;
 		}
 		at = strchr(st->name, '@');
@@ -532,8 +738,34 @@ typedef struct Epoch
 				run_loss;
 	int64		rows,
 				steps,
-				run_rows;
+				run_rows,
+				labeled;		/* rows with at least one known label */
 } Epoch;
+
+/*
+ * Learning rate of optimiser step `step` (1-based, counted over every
+ * training of the lineage): linear warm-up over warmup_steps, then cosine
+ * decay to min_lr over decay_steps, or times gamma every decay_steps.
+ */
+static double
+schedule_lr(const TrainState *st, int64 step)
+{
+	double		lr = st->base_lr;
+	int64		t;
+
+	if (st->warmup_steps > 0 && step <= st->warmup_steps)
+		return lr * (double) step / (double) st->warmup_steps;
+	t = step - st->warmup_steps;
+	if (st->decay == SCHED_COSINE)
+	{
+		double		f = (double) Min(t, st->decay_steps) / (double) st->decay_steps;
+
+		lr = st->min_lr + (lr - st->min_lr) * 0.5 * (1.0 + cos(M_PI * f));
+	}
+	else if (st->decay == SCHED_STEP)
+		lr *= pow(st->decay_gamma, (double) (t / st->decay_steps));
+	return lr;
+}
 
 /* Train on the rows collected in the batch, with a progress NOTICE now and then */
 static void
@@ -553,8 +785,22 @@ epoch_step(Epoch *ep)
 	b.dense = c->dense ? ep->batch.dense : NULL;
 	b.labels = ep->batch.labels;
 	CHECK_FOR_INTERRUPTS();
+	{
+		int			i,
+					t;
+
+		for (i = 0; i < b.n; i++)
+			for (t = 0; t < c->ntasks; t++)
+				if (!isnan(b.labels[(size_t) i * c->ntasks + t]))
+				{
+					ep->labeled++;
+					break;
+				}
+	}
+	ep->st->last_lr = schedule_lr(ep->st, pn_trainer_steps(ep->st->trainer) + 1);
+	pn_trainer_set_lr(ep->st->trainer, (float) ep->st->last_lr);
 	if (pn_train_step(ep->st->trainer, &b, &loss, &err) != PN_OK)
-		core_error(&err);
+		train_core_error(&err, "data", &ep->batch);
 	ep->loss_sum += loss * b.n;
 	ep->run_loss += loss * b.n;
 	ep->run_rows += b.n;
@@ -665,13 +911,20 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("data query returned no rows")));
+	if (ep.labeled == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("data query returned %lld rows but every label is unknown (NULL)", (long long) ep.rows),
+				 errhint("Training needs rows with a label 0 or 1 for at least one task; check the label column.")));
 	st->epochs_done = ep.epoch;
 	secs = now_seconds() - ep.t0;
 	initStringInfo(&out);
 	appendStringInfo(&out, "{\"epoch\": %d, \"rows\": %lld, \"steps\": %lld, \"seconds\": %.3f, "
-					 "\"rows_per_s\": %.1f, \"train_loss\": %.6f}",
+					 "\"rows_per_s\": %.1f, \"train_loss\": %.6f, \"labeled_rows\": %lld, "
+					 "\"optimizer_steps\": %lld, \"lr_last\": %.9g}",
 					 ep.epoch, (long long) ep.rows, (long long) ep.steps, secs, ep.rows / Max(secs, 1e-9),
-					 ep.loss_sum / ep.rows);
+					 ep.loss_sum / ep.rows, (long long) ep.labeled,
+					 (long long) pn_trainer_steps(st->trainer), st->last_lr);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }
 
@@ -710,15 +963,20 @@ pred_cmp_task(const void *a, const void *b)
 	return x->logit < y->logit ? -1 : x->logit > y->logit;
 }
 
-/* Exact AUC (ties count half) and logloss of p[0..n) sorted by logit; auc NaN if one class */
+/*
+ * Exact AUC (ties count half; a label >= 0.5 counts as positive), logloss
+ * (soft labels as they are), mean predicted probability and mean label of
+ * p[0..n) sorted by logit; auc NaN if one class.
+ */
 static void
-group_metrics(const Pred *p, int64 n, double *auc, double *logloss)
+group_metrics(const Pred *p, int64 n, double *auc, double *logloss, double *mean_p, double *rate)
 {
 	int64		i = 0,
 				npos = 0;
 	double		rank_pos = 0,
 				ll = 0,
-				pos_w = 0;
+				pos_w = 0,
+				sp = 0;
 
 	while (i < n)
 	{
@@ -743,8 +1001,11 @@ group_metrics(const Pred *p, int64 n, double *auc, double *logloss)
 
 		ll += (z > 0 ? z + log1p(exp(-z)) : log1p(exp(z))) - y * z;
 		pos_w += y;
+		sp += z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
 	}
 	*logloss = n ? ll / n : NAN;
+	*mean_p = n ? sp / n : NAN;
+	*rate = n ? pos_w / n : NAN;
 	if (npos == 0 || npos == n)
 		*auc = NAN;
 	else
@@ -759,6 +1020,8 @@ typedef struct Metric
 	int64		rows;
 	double		auc;
 	double		logloss;
+	double		mean_p;			/* mean predicted probability */
+	double		rate;			/* mean label (actual rate) */
 } Metric;
 
 /*
@@ -810,13 +1073,16 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		b.dense = c->dense ? rows.dense : NULL;
 		b.labels = NULL;
 		if (pn_train_predict(ev, &b, logits, &err) != PN_OK)
-			core_error(&err);
+			train_core_error(&err, what, &rows);
 		for (i = 0; i < (int64) rows.n * c->ntasks; i++)
 		{
 			float		y = rows.labels[i];
 
 			if (isnan(y))
 				continue;
+			/* negative down-sampling: logit + ln w (p = q / (q + (1 - q) / w)) */
+			if (c->neg_rate)
+				logits[i] += logf(c->neg_rate[rows.domain[i / c->ntasks]]);
 			if (npred == cap)
 			{
 				cap *= 2;
@@ -831,6 +1097,11 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 	}
 	SPI_cursor_close(r.portal);
 	pn_trainer_free(ev);
+	if (npred == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("%s query returned no rows with a known label", what),
+				 errhint("Evaluation needs rows with a label 0 or 1 for at least one task.")));
 
 	ms = palloc(sizeof(Metric) * mcap);
 	qsort(preds, npred, sizeof(Pred), pred_cmp_domain);
@@ -848,7 +1119,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		ms[nm].domain = preds[i].domain;
 		ms[nm].task = preds[i].task;
 		ms[nm].rows = j - i;
-		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss);
+		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss, &ms[nm].mean_p, &ms[nm].rate);
 		nm++;
 		i = j;
 	}
@@ -867,7 +1138,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		ms[nm].domain = -1;
 		ms[nm].task = preds[i].task;
 		ms[nm].rows = j - i;
-		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss);
+		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss, &ms[nm].mean_p, &ms[nm].rate);
 		nm++;
 		i = j;
 	}
@@ -898,6 +1169,22 @@ json_str(StringInfo s, const char *v)
  * jsonb {rows, logloss, auc (first task), tasks: {name: {rows, logloss,
  * auc, domains: {d: {rows, logloss, auc}}}}}.
  */
+/* Append one metric's figures as JSON members (no braces) */
+static void
+json_metric(StringInfo s, const Metric *m)
+{
+	appendStringInfo(s, "\"rows\": %lld, \"logloss\": ", (long long) m->rows);
+	json_num(s, m->logloss);
+	appendStringInfoString(s, ", \"auc\": ");
+	json_num(s, m->auc);
+	appendStringInfoString(s, ", \"mean_p\": ");
+	json_num(s, m->mean_p);
+	appendStringInfoString(s, ", \"actual\": ");
+	json_num(s, m->rate);
+	appendStringInfoString(s, ", \"pcoc\": ");
+	json_num(s, m->rate > 0 ? m->mean_p / m->rate : NAN);
+}
+
 Datum
 pepnet_train_eval(PG_FUNCTION_ARGS)
 {
@@ -919,10 +1206,7 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
 		{
-			appendStringInfo(&s, "\"rows\": %lld, \"logloss\": ", (long long) ms[i].rows);
-			json_num(&s, ms[i].logloss);
-			appendStringInfoString(&s, ", \"auc\": ");
-			json_num(&s, ms[i].auc);
+			json_metric(&s, &ms[i]);
 			appendStringInfoString(&s, ", ");
 		}
 	appendStringInfoString(&s, "\"tasks\": {");
@@ -936,21 +1220,15 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 		for (i = 0; i < nm; i++)
 			if (ms[i].domain < 0 && ms[i].task == t)
 			{
-				appendStringInfo(&s, "\"rows\": %lld, \"logloss\": ", (long long) ms[i].rows);
-				json_num(&s, ms[i].logloss);
-				appendStringInfoString(&s, ", \"auc\": ");
-				json_num(&s, ms[i].auc);
+				json_metric(&s, &ms[i]);
 				appendStringInfoString(&s, ", ");
 			}
 		appendStringInfoString(&s, "\"domains\": {");
 		for (i = 0; i < nm; i++)
 			if (ms[i].domain >= 0 && ms[i].task == t)
 			{
-				appendStringInfo(&s, "%s\"%d\": {\"rows\": %lld, \"logloss\": ", first ? "" : ", ",
-								 ms[i].domain, (long long) ms[i].rows);
-				json_num(&s, ms[i].logloss);
-				appendStringInfoString(&s, ", \"auc\": ");
-				json_num(&s, ms[i].auc);
+				appendStringInfo(&s, "%s\"%d\": {", first ? "" : ", ", ms[i].domain);
+				json_metric(&s, &ms[i]);
 				appendStringInfoChar(&s, '}');
 				first = false;
 			}
@@ -960,6 +1238,334 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 	json = MemoryContextStrdup(caller, s.data);
 	SPI_finish();
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+/* Adam's first (which = 1) or second (2) moments as a safetensors bytea, the model's tensor names */
+static bytea *
+moments_bytea(TrainState *st, int which)
+{
+	PnModel		mm = *st->model;
+	size_t		n;
+	bytea	   *b;
+
+	mm.data = pn_trainer_moment(st->trainer, which);
+	mm.borrowed = true;
+	n = pn_safetensors_size(&mm);
+	if (n > MaxAllocSize - VARHDRSZ)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("optimizer state of %zu bytes exceeds the 1 GB limit of a bytea value", n)));
+	b = (bytea *) palloc(n + VARHDRSZ);
+	SET_VARSIZE(b, n + VARHDRSZ);
+	pn_safetensors_write(&mm, (uint8_t *) VARDATA(b));
+	return b;
+}
+
+/*
+ * pepnet.optimizer_state exists from extension version 0.2.0 on; a database
+ * still at 0.1.0 (library updated, ALTER EXTENSION pepnet UPDATE not yet run)
+ * trains as 0.1.0 did, without storing or resuming the optimiser.
+ */
+static bool
+optimizer_table_exists(void)
+{
+	Oid			ns = get_namespace_oid("pepnet", true);
+
+	return OidIsValid(ns) && OidIsValid(get_relname_relid("optimizer_state", ns));
+}
+
+/*
+ * Store Adam's state (step count and moments) of a version just saved in
+ * pepnet.optimizer_state, a table scoring never reads, so that training
+ * continued from the version resumes the optimiser.
+ */
+static void
+optimizer_save(TrainState *st, int32 version)
+{
+	Oid			argtypes[5] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID};
+	Datum		values[5];
+
+	if (!optimizer_table_exists())
+		return;
+	values[0] = CStringGetTextDatum(st->name);
+	values[1] = Int32GetDatum(version);
+	values[2] = Int64GetDatum(pn_trainer_steps(st->trainer));
+	values[3] = PointerGetDatum(moments_bytea(st, 1));
+	values[4] = PointerGetDatum(moments_bytea(st, 2));
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO pepnet.optimizer_state (name, version, steps, adam_m, adam_v) "
+							  "VALUES ($1, $2, $3, $4, $5)", 5, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "pepnet: could not store the optimizer state of \"%s\" version %d", st->name, version);
+	SPI_finish();
+	pfree(DatumGetPointer(values[3]));
+	pfree(DatumGetPointer(values[4]));
+}
+
+/* Read a moments blob into the trainer's moment array; false if it does not fit the model */
+static bool
+moments_read(TrainState *st, int which, bytea *b)
+{
+	PnModel		mm = *st->model;
+	PnError		err = {0};
+
+	mm.data = pn_trainer_moment(st->trainer, which);
+	mm.borrowed = false;		/* copy into mm.data (mm is never freed) */
+	return pn_safetensors_read(&mm, (const uint8_t *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &err) == PN_OK;
+}
+
+/* Resume Adam from the state stored with the parent version; returns the steps resumed (0: fresh) */
+static int64
+optimizer_load(TrainState *st)
+{
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	int64		steps = 0;
+
+	if (st->parent <= 0 || !optimizer_table_exists())
+		return 0;
+	values[0] = CStringGetTextDatum(st->name);
+	values[1] = Int32GetDatum(st->parent);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT steps, adam_m, adam_v FROM pepnet.optimizer_state "
+							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pepnet: could not read the optimizer state of \"%s\" version %d", st->name, st->parent);
+	if (SPI_processed == 1)
+	{
+		bool		n1,
+					n2,
+					n3;
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		Datum		s = SPI_getbinval(tup, td, 1, &n1);
+		Datum		m = SPI_getbinval(tup, td, 2, &n2);
+		Datum		v = SPI_getbinval(tup, td, 3, &n3);
+
+		if (!n1 && !n2 && !n3 &&
+			moments_read(st, 1, DatumGetByteaPP(m)) && moments_read(st, 2, DatumGetByteaPP(v)))
+			steps = DatumGetInt64(s);
+		else
+		{
+			/* unusable state: start Adam afresh rather than from half-read moments */
+			size_t		bytes = sizeof(float) * (size_t) st->model->total;
+
+			memset(pn_trainer_moment(st->trainer, 1), 0, bytes);
+			memset(pn_trainer_moment(st->trainer, 2), 0, bytes);
+			ereport(WARNING,
+					(errmsg("the optimizer state of model \"%s\" version %d does not fit the model; Adam starts afresh",
+							st->name, st->parent)));
+		}
+	}
+	SPI_finish();
+	pn_trainer_set_steps(st->trainer, steps);
+	return steps;
+}
+
+/* A number member of a jsonb object, or def when absent */
+static double
+sched_num(Jsonb *jb, const char *key, double def, double lo, double hi)
+{
+	JsonbValue	k,
+			   *v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type == jbvNull)
+		return def;
+	if (v->type != jbvNumeric)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lr_schedule key \"%s\" must be a number", key)));
+	{
+		double		d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric)));
+
+		if (!(d >= lo && d <= hi))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("lr_schedule key \"%s\" must be between %g and %g, got %g", key, lo, hi, d)));
+		return d;
+	}
+}
+
+/* Parse lr_schedule {"warmup_steps", "decay": "none"|"cosine"|"step", "decay_steps", "gamma", "min_lr"} */
+static void
+schedule_parse(TrainState *st, Jsonb *jb)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *decay = "none";
+
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lr_schedule must be a JSON object"),
+				 errhint("E.g. '{\"warmup_steps\": 500, \"decay\": \"cosine\", \"decay_steps\": 20000, \"min_lr\": 1e-5}'.")));
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_KEY)
+		{
+			char	   *key = pnstrdup(v.val.string.val, v.val.string.len);
+
+			if (strcmp(key, "warmup_steps") != 0 && strcmp(key, "decay") != 0 && strcmp(key, "decay_steps") != 0 &&
+				strcmp(key, "gamma") != 0 && strcmp(key, "min_lr") != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("lr_schedule has unknown key \"%s\"", key),
+						 errhint("Known keys: warmup_steps, decay (none, cosine, step), decay_steps, gamma, min_lr.")));
+			tok = JsonbIteratorNext(&it, &v, true);
+			if (strcmp(key, "decay") == 0)
+			{
+				if (v.type != jbvString)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("lr_schedule \"decay\" must be \"none\", \"cosine\" or \"step\"")));
+				decay = pnstrdup(v.val.string.val, v.val.string.len);
+			}
+		}
+	st->warmup_steps = (int64) sched_num(jb, "warmup_steps", 0, 0, 1e12);
+	st->decay_steps = (int64) sched_num(jb, "decay_steps", 0, 0, 1e12);
+	st->decay_gamma = sched_num(jb, "gamma", 0.1, 1e-9, 1);
+	st->min_lr = sched_num(jb, "min_lr", 0, 0, st->base_lr);
+	if (strcmp(decay, "none") == 0)
+		st->decay = SCHED_NONE;
+	else if (strcmp(decay, "cosine") == 0)
+		st->decay = SCHED_COSINE;
+	else if (strcmp(decay, "step") == 0)
+		st->decay = SCHED_STEP;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lr_schedule \"decay\" must be \"none\", \"cosine\" or \"step\", got \"%s\"", decay)));
+	if (st->decay != SCHED_NONE && st->decay_steps < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lr_schedule with decay \"%s\" needs \"decay_steps\" of at least 1", decay),
+				 errhint("cosine: steps after the warm-up to reach min_lr; step: steps between multiplications by gamma.")));
+}
+
+/*
+ * pepnet._train_setup(data, validation, lr_schedule, negative_rate): after
+ * _train_begin and before the first epoch: check the data and validation
+ * queries (columns, types; the validation query must return rows), set
+ * the learning-rate schedule and the negative down-sampling rate, and
+ * resume Adam from the state stored with the version trained from.
+ * Returns jsonb {resumed_steps}.
+ */
+Datum
+pepnet_train_setup(PG_FUNCTION_ARGS)
+{
+	TrainState *st = train_get();
+	PnConfig   *c = &st->model->cfg;
+	int64		resumed;
+
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("data query");
+	/* the rights to store what training makes, before any work */
+	{
+		Oid			ns = get_namespace_oid("pepnet", false);
+		Oid			models = get_relname_relid("models", ns);
+		Oid			opt = get_relname_relid("optimizer_state", ns);
+		AclResult	acl;
+
+		if (!OidIsValid(models) || !OidIsValid(opt))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("pepnet's tables are missing"),
+					 errhint("Run ALTER EXTENSION pepnet UPDATE.")));
+		acl = pg_class_aclcheck(models, GetUserId(), ACL_INSERT);
+		if (acl != ACLCHECK_OK)
+			aclcheck_error(acl, OBJECT_TABLE, "models");
+		acl = pg_class_aclcheck(opt, GetUserId(), ACL_INSERT | ACL_SELECT);
+		if (acl != ACLCHECK_OK)
+			aclcheck_error(acl, OBJECT_TABLE, "optimizer_state");
+	}
+	SPI_connect();
+	reader_check(text_to_cstring(PG_GETARG_TEXT_PP(0)), c, "data", false);
+	if (!PG_ARGISNULL(1))
+		reader_check(text_to_cstring(PG_GETARG_TEXT_PP(1)), c, "validation", true);
+	SPI_finish();
+	if (!PG_ARGISNULL(2))
+		schedule_parse(st, PG_GETARG_JSONB_P(2));
+	if (!PG_ARGISNULL(3))
+	{
+		ArrayType  *a = PG_GETARG_ARRAYTYPE_P(3);
+		Datum	   *el;
+		bool	   *nulls;
+		int			n,
+					d;
+		float	   *w;
+
+		if (ARR_NDIM(a) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("negative_rate must be a 1-D array")));
+		deconstruct_array(a, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &el, &nulls, &n);
+		if (n != 1 && n != c->domains)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("negative_rate has %d elements: give one rate for every domain or %d, one per domain",
+							n, c->domains)));
+		w = MemoryContextAlloc(st->cxt, sizeof(float) * c->domains);
+		for (d = 0; d < c->domains; d++)
+		{
+			double		v;
+
+			if (nulls[n == 1 ? 0 : d])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("negative_rate must not contain NULL")));
+			v = DatumGetFloat8(el[n == 1 ? 0 : d]);
+			if (!(v > 0 && v <= 1))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("negative_rate must be in (0, 1], the share of negatives kept; got %g", v)));
+			w[d] = (float) v;
+		}
+		if (c->neg_rate)
+			pfree(c->neg_rate);
+		c->neg_rate = w;
+	}
+	/* selection: "logloss" | "auc" | "pcoc", optionally ":task" (default the first task) */
+	{
+		char	   *sel = PG_ARGISNULL(4) ? pstrdup("logloss") : text_to_cstring(PG_GETARG_TEXT_PP(4));
+		char	   *colon = strchr(sel, ':');
+		const char *task = c->tasks[0];
+		int			t;
+
+		if (colon)
+		{
+			*colon = '\0';
+			task = colon + 1;
+			for (t = 0; t < c->ntasks; t++)
+				if (strcmp(c->tasks[t], task) == 0)
+					break;
+			if (t == c->ntasks)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("selection names task \"%s\", which the model does not have", task),
+						 errhint("The model's tasks are in its config; the first is \"%s\".", c->tasks[0])));
+		}
+		if (strcmp(sel, "logloss") != 0 && strcmp(sel, "auc") != 0 && strcmp(sel, "pcoc") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("selection must be logloss, auc or pcoc, optionally followed by :task, got \"%s\"",
+							sel),
+					 errhint("logloss: lowest wins; auc: highest wins; pcoc: closest to 1 wins.")));
+		resumed = optimizer_load(st);
+		{
+			StringInfoData o;
+
+			initStringInfo(&o);
+			appendStringInfo(&o, "{\"resumed_steps\": %lld, \"selection\": {\"metric\": \"%s\", \"task\": ",
+							 (long long) resumed, sel);
+			json_str(&o, task);
+			appendStringInfoString(&o, "}}");
+			PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(o.data)));
+		}
+	}
 }
 
 /* pepnet._train_save(metrics): store the trainer's weights as a new version */
@@ -974,6 +1580,22 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 	bytea	   *blob;
 	int32		version;
 
+	int			x;
+
+	/* never store what the loader would refuse (training checks each step; this is the last guard) */
+	for (x = 0; x < st->model->ntensors; x++)
+	{
+		const float *p = PN_T(st->model, x);
+		int64		q;
+
+		for (q = 0; q < st->model->tensors[x].numel; q++)
+			if (!isfinite(p[q]))
+				ereport(ERROR,
+						(errcode(ERRCODE_FLOATING_POINT_EXCEPTION),
+						 errmsg("training diverged: tensor \"%s\" holds a non-finite value, the version is not stored",
+								st->model->tensors[x].name),
+						 errhint("Scale dense values or lower the learning rate; earlier epochs' versions are kept.")));
+	}
 	if (n > MaxAllocSize - VARHDRSZ)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -986,6 +1608,7 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	version = pepnet_insert_version(st->name, cj, blob, mj, st->parent);
 	st->parent = version;
+	optimizer_save(st, version);
 	PG_RETURN_INT32(version);
 }
 
@@ -1004,7 +1627,7 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	PepnetRef	ref;
 	PnModel    *model;
-	char		name[NAMEDATALEN];
+	char		name[PEPNET_NAMELEN];
 	int32		version;
 	char	   *query;
 	Metric	   *ms;
@@ -1018,7 +1641,7 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("data query must not be NULL")));
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
 	/* a private copy: the data query may itself use the backend cache */
-	model = pepnet_load_model(ref.id, name, &version);
+	model = pepnet_load_model(&ref, name, &version);
 	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	InitMaterializedSRF(fcinfo, 0);
 	caller = CurrentMemoryContext;
@@ -1027,8 +1650,8 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(caller);
 	for (i = 0; i < nm; i++)
 	{
-		Datum		values[5];
-		bool		nulls[5] = {false, false, false, false, false};
+		Datum		values[8];
+		bool		nulls[8] = {false, false, false, false, false, false, false, false};
 
 		values[0] = Int32GetDatum(ms[i].domain);
 		nulls[0] = ms[i].domain < 0;
@@ -1037,6 +1660,11 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 		values[3] = Float8GetDatum(ms[i].auc);
 		nulls[3] = isnan(ms[i].auc);
 		values[4] = Float8GetDatum(ms[i].logloss);
+		/* 0.2.0: calibration (the 0.1.0 declaration has the first five columns only) */
+		values[5] = Float8GetDatum(ms[i].mean_p);
+		values[6] = Float8GetDatum(ms[i].rate);
+		values[7] = Float8GetDatum(ms[i].rate > 0 ? ms[i].mean_p / ms[i].rate : 0);
+		nulls[7] = !(ms[i].rate > 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	SPI_finish();

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test/run_all.sh: the whole test suite on a fresh Debian 12 machine.
-# Installs what it needs, builds and installs the extension, runs the C unit
-# tests of the core, starts a throwaway PostgreSQL cluster, runs pg_regress,
-# the PyTorch parity tests and the multi-session shell tests, and ends with
-# one line "N passed, M failed".
+# Installs what it needs, builds (from clean: plain `make` must build the module) and installs
+# the extension, runs the C unit tests of the core and the fuzzers, starts a throwaway
+# PostgreSQL cluster, runs pg_regress and the PyTorch tests against it, runs the TAP tests
+# (test/t/*.pl, each on its own clusters) and ends with one line "N passed, M failed".
+# Runs as root or as a user with sudo (for apt-get and make install).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -42,9 +43,26 @@ suite() {
 	count "$name" "$out" $?
 }
 
+# make install writes into PostgreSQL's directories: sudo unless they are writable
+# (sudo resets PATH: name the pg_config explicitly)
+PG_CONFIG=${PG_CONFIG:-$(command -v pg_config)}
+export PG_CONFIG
+SUDO=""
+[ -w "$("$PG_CONFIG" --pkglibdir)" ] && [ -w "$("$PG_CONFIG" --sharedir)/extension" ] || SUDO="sudo"
+
 echo "== build"
-if ! make -s >"$LOG/build.log" 2>&1 || ! make -s install >>"$LOG/build.log" 2>&1; then
-	cat "$LOG/build.log"; echo "0 passed, 1 failed"; exit 1
+# plain `make` from clean must build the module: a rule placed before `include $(PGXS)` once
+# became the default goal and plain make built one object file (`make install` hid it)
+make -s clean >/dev/null 2>&1	# also removes test/results
+mkdir -p "$LOG"
+: >"$LOG/build.log"
+if ! make -s >>"$LOG/build.log" 2>&1 || [ ! -f pepnet.so ]; then
+	cat "$LOG/build.log"; echo "not ok - make clean && make leaves pepnet.so"; echo "0 passed, 1 failed"; exit 1
+fi
+echo "ok - make clean && make leaves pepnet.so"
+PASS=$((PASS + 1))
+if ! $SUDO make -s install PG_CONFIG="$PG_CONFIG" >>"$LOG/build.log" 2>&1; then
+	cat "$LOG/build.log"; echo "$PASS passed, 1 failed"; exit 1
 fi
 
 suite unit make -s unittest
@@ -58,7 +76,8 @@ trap 'test/pg.sh stop' EXIT
 # pg_regress: one result per test file
 regress() {
 	local out rc ok bad
-	out=$(make -s installcheck 2>&1)
+	# TAP_TESTS= : the TAP tests run below, through test/prove.sh (also as root)
+	out=$(make -s installcheck TAP_TESTS= 2>&1)
 	rc=$?
 	echo "$out"
 	ok=$(echo "$out" | grep -cE '^(ok|test) .* ok ' || true)
@@ -72,13 +91,18 @@ suite regress regress
 
 suite python_selfcheck $PY test/python/test_ref_selfcheck.py
 suite python_parity $PY test/python/test_parity_score.py
-for t in test/shell/*.sh; do
-	[ -e "$t" ] || continue
-	suite "shell_$(basename "$t" .sh)" bash "$t"
-done
+# the Python package python/pepnet (PyTorch module, safetensors, psycopg2 helpers, plot) against SQL
+suite python_package $PY test/python/test_package.py
 for t in test/python/test_train_*.py; do
 	[ -e "$t" ] || continue
 	suite "python_$(basename "$t" .py)" $PY "$t"
+done
+
+test/pg.sh stop
+# TAP tests: multi-session, crash, upgrade and multi-node scenarios, each file on its own clusters
+for t in test/t/*.pl; do
+	[ -e "$t" ] || continue
+	suite "tap_$(basename "$t" .pl)" bash test/prove.sh "$t"
 done
 
 echo "$PASS passed, $FAIL failed"

@@ -14,7 +14,7 @@
 static const char *const config_keys[] = {
 	"domains", "features", "persona", "dense", "emb_dim", "tasks", "hidden",
 	"gamma", "epnet", "epnet_hidden", "ppnet", "pn", "star", "aux",
-	"aux_hidden", "l2", NULL
+	"aux_hidden", "l2", "negative_rate", NULL
 };
 
 /* Read an integer member within [lo, hi]; absent keeps *out */
@@ -80,7 +80,7 @@ get_name(const PnJson *v, const char *what, char *out, PnError *err)
 	n = strlen(v->str);
 	if (n == 0 || n >= PN_MAX_NAME)
 	{
-		pn_seterr(err, PN_ECONFIG, "config %s \"%.40s\" must have 1 to %d characters", what, v->str, PN_MAX_NAME - 1);
+		pn_seterr(err, PN_ECONFIG, "config %s \"%.*s\" must have 1 to %d characters", what, pn_utf8_prefix(v->str, 40), v->str, PN_MAX_NAME - 1);
 		return PN_ECONFIG;
 	}
 	memcpy(out, v->str, n + 1);
@@ -129,7 +129,7 @@ get_fields(const PnJson *obj, const char *key, bool required, PnField **out, int
 				strcmp(e->items[j]->key, "hash"))
 			{
 				pn_free(f);
-				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.40s\"", what, e->items[j]->key);
+				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.*s\"", what, pn_utf8_prefix(e->items[j]->key, 40), e->items[j]->key);
 				pn_setdetail(err, "A field takes \"name\", \"buckets\" and \"hash\".");
 				return PN_ECONFIG;
 			}
@@ -176,7 +176,9 @@ pn_config_free(PnConfig *cfg)
 {
 	pn_free(cfg->feat);
 	pn_free(cfg->pers);
+	pn_free(cfg->neg_rate);
 	cfg->feat = cfg->pers = NULL;
+	cfg->neg_rate = NULL;
 }
 
 /* Saturating helpers for size arithmetic */
@@ -223,7 +225,7 @@ pn_config_numel(const PnConfig *c)
 		tot = sat_add(tot, sat_mul(he, k + n0) + he + n0 * he + n0);
 	}
 	if (c->pn)
-		tot = sat_add(tot, 2 * n0 + 4 * D * n0);
+		tot = sat_add(tot, 2 * n0 + 4 * D * n0 + D);	/* + pn.num_batches_tracked [D] */
 	for (t = 0; t < T; t++)
 	{
 		int64_t		prev = n0;
@@ -285,8 +287,8 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 			known |= strcmp(config_keys[j], root->items[i]->key) == 0;
 		if (!known)
 		{
-			pn_seterr(err, PN_ECONFIG, "config has unknown key \"%.60s\"", root->items[i]->key);
-			pn_setdetail(err, "Known keys: domains, features, persona, dense, emb_dim, tasks, hidden, gamma, epnet, epnet_hidden, ppnet, pn, star, aux, aux_hidden, l2.");
+			pn_seterr(err, PN_ECONFIG, "config has unknown key \"%.*s\"", pn_utf8_prefix(root->items[i]->key, 60), root->items[i]->key);
+			pn_setdetail(err, "Known keys: domains, features, persona, dense, emb_dim, tasks, hidden, gamma, epnet, epnet_hidden, ppnet, pn, star, aux, aux_hidden, l2, negative_rate.");
 			pn_json_free(root);
 			return PN_ECONFIG;
 		}
@@ -372,6 +374,37 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 	TRY(get_int(root, "aux_hidden", 1, PN_MAX_WIDTH, &iv, err));
 	cfg->aux_hidden = (int) iv;
 	TRY(get_num(root, "l2", 0.0, 1e6, &cfg->l2, err));
+	/* negative down-sampling rate: one number for every domain, or one per domain, in (0, 1] */
+	v = pn_json_get(root, "negative_rate");
+	if (v != NULL && v->type != PNJ_NULL)
+	{
+		int			n = v->type == PNJ_ARRAY ? v->n : 1;
+
+		if ((v->type != PNJ_NUMBER && v->type != PNJ_ARRAY) || (n != 1 && n != cfg->domains))
+		{
+			rc = pn_seterr(err, PN_ECONFIG, "config \"negative_rate\" must be a number or an array of %d numbers "
+						   "(one per domain) in (0, 1]", cfg->domains);
+			goto fail;
+		}
+		cfg->neg_rate = pn_alloc(sizeof(float) * cfg->domains);
+		if (!cfg->neg_rate)
+		{
+			rc = pn_seterr(err, PN_ENOMEM, "out of memory for the config");
+			goto fail;
+		}
+		for (i = 0; i < cfg->domains; i++)
+		{
+			const PnJson *x = v->type == PNJ_ARRAY ? v->items[n == 1 ? 0 : i] : v;
+
+			if (x->type != PNJ_NUMBER || !((float) x->num > 0.0f && (float) x->num <= 1.0f))
+			{
+				rc = pn_seterr(err, PN_ECONFIG, "config \"negative_rate\" must be in (0, 1]: the share of "
+							   "negatives kept in the training data");
+				goto fail;
+			}
+			cfg->neg_rate[i] = (float) x->num;
+		}
+	}
 
 	cfg->n0 = cfg->nfeat * cfg->emb_dim + cfg->dense;
 	cfg->pk = cfg->npers * cfg->emb_dim;
@@ -505,6 +538,21 @@ sb_fields(Sbuf *b, const PnField *f, int n)
 	sb_add(b, "]");
 }
 
+/* Shortest decimal form of a float that reads back as the same float */
+static void
+float_str(char *buf, size_t n, float v)
+{
+	int			p;
+
+	for (p = 6; p < 9; p++)
+	{
+		snprintf(buf, n, "%.*g", p, (double) v);
+		if (strtof(buf, NULL) == v)
+			return;
+	}
+	snprintf(buf, n, "%.9g", (double) v);
+}
+
 /* The config with every default filled in, as JSON text */
 char *
 pn_config_to_json(const PnConfig *c)
@@ -535,6 +583,31 @@ pn_config_to_json(const PnConfig *c)
 		   c->gamma, c->epnet ? "true" : "false", c->epnet_hidden, c->ppnet ? "true" : "false",
 		   c->pn ? "true" : "false", c->star ? "true" : "false", c->aux ? "true" : "false",
 		   c->aux_hidden, c->l2);
+	if (c->neg_rate)
+	{
+		bool		same = true;
+
+		for (i = 1; i < c->domains; i++)
+			same &= c->neg_rate[i] == c->neg_rate[0];
+		b.len--;				/* reopen the object */
+		char		num[32];
+
+		if (same)
+		{
+			float_str(num, sizeof(num), c->neg_rate[0]);
+			sb_add(&b, ", \"negative_rate\": %s}", num);
+		}
+		else
+		{
+			sb_add(&b, ", \"negative_rate\": [");
+			for (i = 0; i < c->domains; i++)
+			{
+				float_str(num, sizeof(num), c->neg_rate[i]);
+				sb_add(&b, "%s%s", i ? ", " : "", num);
+			}
+			sb_add(&b, "]}");
+		}
+	}
 	if (b.oom)
 	{
 		pn_free(b.s);

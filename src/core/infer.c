@@ -177,6 +177,9 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 						row[i] = (float) (wf * scale[i]);
 						bias += wf * shift[i];
 					}
+					/* negative down-sampling folded into the output bias: logit + ln w_d */
+					if (l == L + 1 && c->neg_rate)
+						bias += log((double) c->neg_rate[d]);
 					dc->b1[t * h1 + j] = (float) bias;
 				}
 			}
@@ -193,6 +196,9 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 					fw[j] = Wd ? W[j] * Wd[j] : W[j];
 				for (j = 0; j < h; j++)
 					fb[j] = Bd ? B[j] + Bd[j] : B[j];
+				/* negative down-sampling folded into the output bias: logit + ln w_d */
+				if (l == L + 1 && c->neg_rate)
+					fb[0] = (float) ((double) fb[0] + log((double) c->neg_rate[d]));
 				dc->bytes += sizeof(float) * ((size_t) h * prev + h);
 			}
 			prev = h;

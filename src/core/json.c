@@ -18,6 +18,37 @@
 void	   *(*pn_alloc_hook) (size_t size) = malloc;
 void		(*pn_free_hook) (void *ptr) = free;
 
+/*
+ * Bytes of the first maxchars characters of UTF-8 text s (stopping at its
+ * end): messages cut quoted strings with "%.*s" on character boundaries.
+ */
+int
+pn_utf8_prefix(const char *s, int maxchars)
+{
+	int			n = 0;
+
+	for (; s[n]; n++)
+		if (((unsigned char) s[n] & 0xC0) != 0x80 && maxchars-- == 0)
+			break;
+	return n;
+}
+
+/* A message cut by the buffer's size ends on a UTF-8 character boundary */
+static void
+trim_partial_utf8(char *buf, int written, size_t size)
+{
+	size_t		n;
+
+	if (written < 0 || (size_t) written < size)
+		return;
+	n = strlen(buf);
+	while (n > 0 && ((unsigned char) buf[n - 1] & 0xC0) == 0x80)
+		n--;
+	if (n > 0 && ((unsigned char) buf[n - 1] & 0x80))
+		n--;
+	buf[n] = '\0';
+}
+
 /* Record an error; returns code so callers can write return pn_seterr(...) */
 int
 pn_seterr(PnError *err, int code, const char *fmt,...)
@@ -30,7 +61,7 @@ pn_seterr(PnError *err, int code, const char *fmt,...)
 	err->detail[0] = '\0';
 	err->row = -1;
 	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	trim_partial_utf8(err->msg, vsnprintf(err->msg, sizeof(err->msg), fmt, ap), sizeof(err->msg));
 	va_end(ap);
 	return code;
 }
@@ -44,7 +75,7 @@ pn_setdetail(PnError *err, const char *fmt,...)
 	if (err == NULL)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(err->detail, sizeof(err->detail), fmt, ap);
+	trim_partial_utf8(err->detail, vsnprintf(err->detail, sizeof(err->detail), fmt, ap), sizeof(err->detail));
 	va_end(ap);
 }
 
@@ -347,7 +378,7 @@ json_unique_keys(JsonParser *p, PnJson *obj)
 	for (i = 1; i < obj->n; i++)
 		if (strcmp(sorted[i - 1]->key, sorted[i]->key) == 0)
 		{
-			rc = pn_seterr(p->err, PN_EFORMAT, "invalid JSON: duplicate key \"%.60s\"", sorted[i]->key);
+			rc = pn_seterr(p->err, PN_EFORMAT, "invalid JSON: duplicate key \"%.*s\"", pn_utf8_prefix(sorted[i]->key, 60), sorted[i]->key);
 			break;
 		}
 	pn_free(sorted);

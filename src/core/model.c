@@ -106,6 +106,7 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 	if (!m)
 		return pn_seterr(err, PN_ENOMEM, "out of memory building the model");
 	m->cfg = *cfg;
+	m->cfg.neg_rate = NULL;
 	m->cfg.feat = pn_alloc(sizeof(PnField) * (cfg->nfeat ? cfg->nfeat : 1));
 	m->cfg.pers = pn_alloc(sizeof(PnField) * (cfg->npers ? cfg->npers : 1));
 	m->tensors = pn_alloc0(sizeof(PnTensor) * (8 + cfg->nfeat + cfg->npers + 4 * ntw + 4 * cfg->nhidden + 16));
@@ -125,6 +126,16 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 		memcpy(m->cfg.feat, cfg->feat, sizeof(PnField) * cfg->nfeat);
 	if (cfg->npers > 0)
 		memcpy(m->cfg.pers, cfg->pers, sizeof(PnField) * cfg->npers);
+	if (cfg->neg_rate)
+	{
+		m->cfg.neg_rate = pn_alloc(sizeof(float) * cfg->domains);
+		if (!m->cfg.neg_rate)
+		{
+			pn_model_free(m);
+			return pn_seterr(err, PN_ENOMEM, "out of memory building the model");
+		}
+		memcpy(m->cfg.neg_rate, cfg->neg_rate, sizeof(float) * cfg->domains);
+	}
 	c = &m->cfg;
 
 	for (i = 0; i < c->nfeat; i++)
@@ -143,6 +154,7 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 		m->t_ep_b2 = add_tensor(m, PNT_OTHER, true, 1, n0, 0, 0, "epnet.b2", 0, 0);
 	}
 	m->t_pn_gamma = m->t_pn_beta = m->t_pn_dgamma = m->t_pn_dbeta = m->t_pn_rmean = m->t_pn_rvar = -1;
+	m->t_pn_count = -1;
 	if (c->pn)
 	{
 		m->t_pn_gamma = add_tensor(m, PNT_OTHER, true, 1, n0, 0, 0, "pn.gamma", 0, 0);
@@ -151,6 +163,9 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 		m->t_pn_dbeta = add_tensor(m, PNT_OTHER, true, 2, D, n0, 0, "pn.domain_beta", 0, 0);
 		m->t_pn_rmean = add_tensor(m, PNT_OTHER, false, 2, D, n0, 0, "pn.running_mean", 0, 0);
 		m->t_pn_rvar = add_tensor(m, PNT_OTHER, false, 2, D, n0, 0, "pn.running_var", 0, 0);
+		/* 0.2: batches that moved each domain's running statistics (absent in 0.1 blobs) */
+		m->t_pn_count = add_tensor(m, PNT_OTHER, false, 1, D, 0, 0, "pn.num_batches_tracked", 0, 0);
+		m->tensors[m->t_pn_count].optional = true;
 	}
 	for (t = 0; t < c->ntasks; t++)
 	{
@@ -354,7 +369,10 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 	if (len < 8)
 		return pn_seterr(err, PN_EFORMAT, "weights are not safetensors: %zu bytes, too short for a header", len);
 	hlen = read_u64le(blob);
-	if (hlen < 2 || hlen > len - 8 || hlen > PN_MAX_HEADER)
+	if (hlen < 2)
+		return pn_seterr(err, PN_EFORMAT, "weights are not safetensors: header length %llu is too short for a JSON object",
+						 (unsigned long long) hlen);
+	if (hlen > len - 8 || hlen > PN_MAX_HEADER)
 	{
 		pn_seterr(err, PN_EFORMAT, "weights are not safetensors: header length %llu does not fit in %zu bytes",
 				  (unsigned long long) hlen, len);
@@ -396,8 +414,8 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 		idx = pn_model_find(m, e->key);
 		if (idx < 0)
 		{
-			rc = pn_seterr(err, PN_EFORMAT, "weights have a tensor \"%.60s\" that the config does not use", e->key);
-			pn_setdetail(err, "Check the tensor names of MODEL.md and the parts switched on in the config.");
+			rc = pn_seterr(err, PN_EFORMAT, "weights have a tensor \"%.*s\" that the config does not use", pn_utf8_prefix(e->key, 60), e->key);
+			pn_setdetail(err, "Check the tensor names in docs/model.md and the parts switched on in the config.");
 			goto done;
 		}
 		t = &m->tensors[idx];
@@ -409,7 +427,8 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 		dt = pn_json_get(e, "dtype");
 		if (dt == NULL || dt->type != PNJ_STRING || strcmp(dt->str, "F32") != 0)
 		{
-			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has dtype %.20s, expected F32", t->name,
+			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has dtype %.*s, expected F32", t->name,
+						   pn_utf8_prefix((dt && dt->type == PNJ_STRING) ? dt->str : "(missing)", 20),
 						   (dt && dt->type == PNJ_STRING) ? dt->str : "(missing)");
 			goto done;
 		}
@@ -466,8 +485,11 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 		nspans++;
 		seen[idx] = true;
 	}
+	m->nabsent = 0;
 	for (i = 0; i < m->ntensors; i++)
-		if (!seen[i])
+		if (!seen[i] && m->tensors[i].optional)
+			m->nabsent++;
+		else if (!seen[i])
 		{
 			rc = pn_seterr(err, PN_EFORMAT, "weights lack tensor \"%s\" that the config needs", m->tensors[i].name);
 			goto done;
@@ -495,7 +517,8 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 
 		for (i = 0; i < nspans; i++)
 			aligned &= spans[i].begin % sizeof(float) == 0;
-		if (aligned)
+		/* an absent optional tensor has no place in the blob: copy instead */
+		if (aligned && m->nabsent == 0)
 		{
 			m->data = (float *) (uintptr_t) data;
 			m->borrowed = true;
@@ -510,6 +533,9 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 			goto done;
 		}
 	}
+	for (i = 0; i < m->ntensors; i++)
+		if (!seen[i])
+			memset(m->data + m->tensors[i].offset, 0, sizeof(float) * (size_t) m->tensors[i].numel);
 	for (i = 0; i < nspans; i++)
 	{
 		PnTensor   *t = &m->tensors[spans[i].tensor];

@@ -35,8 +35,9 @@
 #define PN_EFORMAT 3			/* malformed or mismatched weights */
 #define PN_ETOOBIG 4			/* exceeds a size limit */
 #define PN_ENOMEM 5				/* allocation failed */
-#define PN_EENGINE 6			/* the matmul engine (oneDNN) failed */
-#define PN_EUNSUPPORTED 7		/* not available on this CPU */
+#define PN_ENUMERIC 6			/* training produced a non-finite value (diverged) */
+#define PN_EENGINE 7			/* the matmul engine (oneDNN) failed */
+#define PN_EUNSUPPORTED 8		/* not available on this CPU */
 
 typedef struct PnError
 {
@@ -46,6 +47,7 @@ typedef struct PnError
 	int64_t		row;			/* 0-based row of a block the error is about, or -1 */
 } PnError;
 
+int			pn_utf8_prefix(const char *s, int maxchars);
 int			pn_seterr(PnError *err, int code, const char *fmt,...)
 #if defined(__GNUC__)
 			__attribute__((format(printf, 3, 4)))
@@ -117,6 +119,12 @@ typedef struct PnConfig
 	bool		aux;
 	int			aux_hidden;
 	float		l2;
+	/*
+	 * negative down-sampling: the rate w_d at which domain d's negatives
+	 * were kept in training, [domains], NULL when none; scoring returns
+	 * sigmoid(logit + ln w_d) = q / (q + (1 - q) / w_d)
+	 */
+	float	   *neg_rate;
 	/* derived */
 	int			n0;				/* nfeat * emb_dim + dense */
 	int			pk;				/* npers * emb_dim */
@@ -150,6 +158,7 @@ typedef struct PnTensor
 	int64_t		numel;
 	PnKind		kind;
 	bool		trainable;		/* false for PN running statistics */
+	bool		optional;		/* may be absent from a safetensors blob (then 0) */
 } PnTensor;
 
 /* index of tower tensors: task t (0-based), layer l (1..L+1) */
@@ -163,12 +172,14 @@ typedef struct PnModel
 	int64_t		total;			/* floats */
 	float	   *data;
 	bool		borrowed;		/* data points into a blob the model does not own */
+	int			nabsent;		/* optional tensors the blob read lacked (set to 0) */
 	/* tensor indices, -1 when the part is off */
 	int		   *t_emb_feat;
 	int		   *t_emb_pers;
 	int			t_emb_dom;
 	int			t_ep_w1, t_ep_b1, t_ep_w2, t_ep_b2;
 	int			t_pn_gamma, t_pn_beta, t_pn_dgamma, t_pn_dbeta, t_pn_rmean, t_pn_rvar;
+	int			t_pn_count;		/* pn.num_batches_tracked [D] (MODEL.md 0.2) */
 	int		   *t_tw_w, *t_tw_b, *t_tw_dw, *t_tw_db;	/* [T*(L+1)] */
 	int			t_pp_w1[PN_MAX_LAYERS], t_pp_b1[PN_MAX_LAYERS],
 				t_pp_w2[PN_MAX_LAYERS], t_pp_b2[PN_MAX_LAYERS];
@@ -279,13 +290,22 @@ typedef struct PnTrainer PnTrainer;
 int			pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err);
 void		pn_trainer_free(PnTrainer *tr);
 int64_t		pn_trainer_steps(const PnTrainer *tr);
+/* Adam state, to store with a version and resume from: moments in model layout */
+void		pn_trainer_set_steps(PnTrainer *tr, int64_t steps);
+float	   *pn_trainer_moment(PnTrainer *tr, int which);	/* 1: first, 2: second */
+/* learning rate of the next steps (schedules) */
+void		pn_trainer_set_lr(PnTrainer *tr, float lr);
 float	   *pn_trainer_grad(PnTrainer *tr);
 int			pn_trainer_freeze_sg(PnTrainer *tr, bool on);
 /* loss and gradients of a batch, no optimiser step */
 int			pn_train_grad(PnTrainer *tr, const PnBatch *b, bool update_stats, double *loss, PnError *err);
 /* the optimiser step for the gradients of the last pn_train_grad */
 void		pn_train_apply(PnTrainer *tr);
-/* forward, backward and optimiser step */
+/*
+ * forward, backward and optimiser step.  A non-finite loss, batch statistic
+ * or weight fails with PN_ENUMERIC (err->row names the batch row when one
+ * is to blame); the trainer's model is then unusable.
+ */
 int			pn_train_step(PnTrainer *tr, const PnBatch *b, double *loss, PnError *err);
 /* logits [n, T] in input order, inference mode */
 int			pn_train_predict(PnTrainer *tr, const PnBatch *b, float *logits, PnError *err);

@@ -19,6 +19,7 @@
 #include "vmath.h"
 
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -429,6 +430,27 @@ pn_trainer_steps(const PnTrainer *tr)
 	return tr->step;
 }
 
+/* Resume the optimiser's step count */
+void
+pn_trainer_set_steps(PnTrainer *tr, int64_t steps)
+{
+	tr->step = steps;
+}
+
+/* Adam's first (1) or second (2) moments, model layout; NULL for an evaluator */
+float *
+pn_trainer_moment(PnTrainer *tr, int which)
+{
+	return which == 1 ? tr->adam_m : tr->adam_v;
+}
+
+/* Learning rate of the following steps */
+void
+pn_trainer_set_lr(PnTrainer *tr, float lr)
+{
+	tr->lr = lr;
+}
+
 /* The gradient array (model layout), for tests */
 float *
 pn_trainer_grad(PnTrainer *tr)
@@ -581,13 +603,58 @@ fuse(PnTrainer *tr, int t, int l, int d, int h, int prev)
 	}
 }
 
+/* Name input column j of x (a feature's embedding or a dense value) into buf */
+static void
+column_name(const PnConfig *c, int j, char *buf, size_t len)
+{
+	int			fk = c->nfeat * c->emb_dim;
+
+	if (j >= fk)
+		snprintf(buf, len, "dense value %d", j - fk + 1);
+	else
+		snprintf(buf, len, "embedding of feature \"%s\"", c->feat[j / c->emb_dim].name);
+}
+
+/*
+ * PN's batch statistics of input column j in segment sg are not finite in
+ * float32: name the row with the largest |x| there and the likely cause.
+ */
+static int
+pn_stats_error(PnTrainer *tr, const Seg *sg, int j, PnError *err)
+{
+	const PnConfig *c = &tr->m->cfg;
+	int			i,
+				worst = sg->start;
+	float		big = -1.0f;
+	char		col[PN_MAX_NAME + 40];
+
+	for (i = sg->start; i < sg->start + sg->count; i++)
+	{
+		float		v = fabsf(tr->x[(size_t) i * c->n0 + j]);
+
+		if (!(v <= big))
+		{
+			big = v;
+			worst = i;
+		}
+	}
+	column_name(c, j, col, sizeof(col));
+	pn_seterr(err, PN_ENUMERIC, "training diverged at step %lld: the Partitioned Normalization variance of the %s "
+			  "in domain %d overflows float32 (a value of %g reaches it)",
+			  (long long) tr->step + 1, col, sg->domain, (double) tr->x[(size_t) worst * c->n0 + j]);
+	pn_setdetail(err, "Likely cause: unscaled dense values (scale them to about [-10, 10], e.g. log or z-score) "
+				 "or a learning rate that is too high.");
+	err->row = tr->order[worst];
+	return PN_ENUMERIC;
+}
+
 /*
  * Forward pass over the prepared batch.  train: PN uses per-domain batch
  * statistics (and, with update_stats, moves the running statistics).
  * Leaves logits [n, T] in tr->logit (sorted order).
  */
-static void
-forward(PnTrainer *tr, bool train, bool update_stats)
+static int
+forward(PnTrainer *tr, bool train, bool update_stats, PnError *err)
 {
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
@@ -658,6 +725,9 @@ forward(PnTrainer *tr, bool train, bool update_stats)
 						end = sg->start + sg->count;
 			float	   *rm = PN_T(m, m->t_pn_rmean) + (size_t) d * n0;
 			float	   *rv = PN_T(m, m->t_pn_rvar) + (size_t) d * n0;
+			float	   *cnt = PN_T(m, m->t_pn_count) + d;
+			/* MODEL.md 0.2: warm-started average, a = max(0.01, 1 / (n_d + 1)) */
+			float		a = fmaxf(PN_MOMENTUM, 1.0f / (*cnt + 1.0f));
 			const float *gd = PN_T(m, m->t_pn_dgamma) + (size_t) d * n0;
 			const float *bd = PN_T(m, m->t_pn_dbeta) + (size_t) d * n0;
 
@@ -695,10 +765,12 @@ forward(PnTrainer *tr, bool train, bool update_stats)
 				{
 					var = sq[j] / sg->count;
 					mu[j] = (float) sum[j];
+					if (!isfinite(mu[j]) || !isfinite((float) var))
+						return pn_stats_error(tr, sg, j, err);
 					if (update_stats)
 					{
-						rm[j] = (1 - PN_MOMENTUM) * rm[j] + PN_MOMENTUM * (float) sum[j];
-						rv[j] = (1 - PN_MOMENTUM) * rv[j] + PN_MOMENTUM * (float) var;
+						rm[j] = (1 - a) * rm[j] + a * (float) sum[j];
+						rv[j] = (1 - a) * rv[j] + a * (float) var;
 					}
 				}
 				else
@@ -710,6 +782,8 @@ forward(PnTrainer *tr, bool train, bool update_stats)
 				G[j] = gs[j] * gd[j];
 				B[j] = bs[j] + bd[j];
 			}
+			if (sg->batch_stats && update_stats)
+				*cnt += 1.0f;
 			for (i = sg->start; i < end; i++)
 			{
 				const float *xr = tr->x + (size_t) i * n0;
@@ -808,6 +882,7 @@ forward(PnTrainer *tr, bool train, bool update_stats)
 				tr->logit[(size_t) i * T + t] += PN_T(m, m->t_aux_b2)[t];
 		mm_nt(n, T, ha, tr->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, tr->logit, T);
 	}
+	return PN_OK;
 }
 
 /* Masked BCE on logits, mean over rows, summed over tasks, plus L2; fills dlogit */
@@ -1236,15 +1311,19 @@ pn_train_grad(PnTrainer *tr, const PnBatch *b, bool update_stats, double *loss, 
 		return rc;
 	if (!b->labels)
 		return pn_seterr(err, PN_EINPUT, "training needs labels");
-	forward(tr, true, update_stats);
+	if ((rc = forward(tr, true, update_stats, err)) != PN_OK)
+		return rc;
 	*loss = loss_and_dlogit(tr);
 	backward(tr);
 	return PN_OK;
 }
 
-/* Adam on dense tensors, SparseAdam on the embedding rows of the last batch */
-void
-pn_train_apply(PnTrainer *tr)
+/*
+ * Adam on dense tensors, SparseAdam on the embedding rows of the last batch;
+ * returns the index of a tensor that became non-finite, or -1.
+ */
+static int
+apply(PnTrainer *tr)
 {
 	PnModel    *m = tr->m;
 	const float b1 = 0.9f,
@@ -1254,7 +1333,8 @@ pn_train_apply(PnTrainer *tr)
 				bc2;
 	float		lr = tr->lr;
 	int			x,
-				i;
+				i,
+				bad = -1;
 
 	tr->step++;
 	bc1 = 1.0 - pow(b1, (double) tr->step);
@@ -1275,13 +1355,17 @@ pn_train_apply(PnTrainer *tr)
 			float		step = (float) (lr / bc1);
 			float		sbc2 = (float) sqrt(bc2);
 			int64_t		q;
+			int			nf = 0;
 
 			for (q = 0; q < t->numel; q++)
 			{
 				mm[q] = b1 * mm[q] + (1 - b1) * g[q];
 				vv[q] = b2 * vv[q] + (1 - b2) * g[q] * g[q];
 				p[q] -= step * mm[q] / (sqrtf(vv[q]) / sbc2 + eps);
+				nf |= !(fabsf(p[q]) <= FLT_MAX) | !(vv[q] <= FLT_MAX);
 			}
+			if (nf && bad < 0)
+				bad = x;
 		}
 		else
 		{
@@ -1299,10 +1383,20 @@ pn_train_apply(PnTrainer *tr)
 					mm[e] = b1 * mm[e] + (1 - b1) * g[e];
 					vv[e] = b2 * vv[e] + (1 - b2) * g[e] * g[e];
 					p[e] -= step * mm[e] / (sqrtf(vv[e]) + eps);
+					if ((!(fabsf(p[e]) <= FLT_MAX) || !(vv[e] <= FLT_MAX)) && bad < 0)
+						bad = x;
 				}
 			}
 		}
 	}
+	return bad;
+}
+
+/* Adam on dense tensors, SparseAdam on the embedding rows of the last batch */
+void
+pn_train_apply(PnTrainer *tr)
+{
+	(void) apply(tr);
 }
 
 /* One optimiser step on a batch; returns the batch loss */
@@ -1314,9 +1408,30 @@ pn_train_step(PnTrainer *tr, const PnBatch *b, double *loss, PnError *err)
 	if (rc != PN_OK)
 		return rc;
 	if (!isfinite(*loss))
-		return pn_seterr(err, PN_EINPUT, "training diverged: the loss is not finite at step %lld",
-						 (long long) tr->step + 1);
-	pn_train_apply(tr);
+	{
+		int			i,
+					T = tr->m->cfg.ntasks;
+
+		pn_seterr(err, PN_ENUMERIC, "training diverged at step %lld: the loss is not finite",
+				  (long long) tr->step + 1);
+		pn_setdetail(err, "Likely cause: unscaled dense values (scale them to about [-10, 10]) "
+					 "or a learning rate that is too high.");
+		for (i = 0; i < tr->n * T; i++)
+			if (!isfinite(tr->logit[i]))
+			{
+				err->row = tr->order[i / T];
+				break;
+			}
+		return PN_ENUMERIC;
+	}
+	if ((rc = apply(tr)) >= 0)
+	{
+		pn_seterr(err, PN_ENUMERIC, "training diverged at step %lld: tensor \"%s\" or the square of its gradient "
+				  "is no longer finite in float32", (long long) tr->step, tr->m->tensors[rc].name);
+		pn_setdetail(err, "Likely cause: unscaled dense values (scale them to about [-10, 10]) or a learning rate that is too high (lr %g).",
+					 (double) tr->lr);
+		return PN_ENUMERIC;
+	}
 	return PN_OK;
 }
 
@@ -1335,7 +1450,8 @@ pn_train_predict(PnTrainer *tr, const PnBatch *b, float *logits, PnError *err)
 	nb.labels = NULL;
 	if ((rc = prepare(tr, &nb, err)) != PN_OK)
 		return rc;
-	forward(tr, false, false);
+	if ((rc = forward(tr, false, false, err)) != PN_OK)
+		return rc;
 	for (i = 0; i < tr->n; i++)
 		memcpy(logits + (size_t) tr->order[i] * T, tr->logit + (size_t) i * T, sizeof(float) * T);
 	return PN_OK;

@@ -7,7 +7,9 @@ self-check, the parity tests against the C extension and benchmarks. Run it with
 Choices where MODEL.md is silent (see also the module README in the test report):
 * emb.domain always exists, even when neither EPNet nor aux reads it (it is listed unconditionally).
 * Partitioned Normalization in training mode back-propagates through the batch mean/variance of a
-  domain (as torch BatchNorm does); running statistics are updated without gradient.
+  domain (as torch BatchNorm does); running statistics are updated without gradient, with
+  MODEL.md 0.2's warm-started average a = max(0.01, 1/(n_d+1)) and the count pn.num_batches_tracked
+  (optional on import: absent = 0).
 * The loss divides by the full batch size B, also for rows whose labels are all masked.
 * Dense Adam updates every dense parameter every step (zero gradient included), exactly as
   torch.optim.Adam does; embedding tables use torch.optim.SparseAdam (per-table step count, which
@@ -152,6 +154,7 @@ class StarPepNet(torch.nn.Module):
             self._add("pn.domain_beta", (D, n0))
             self._add("pn.running_mean", (D, n0), buffer=True)
             self._add("pn.running_var", (D, n0), buffer=True)
+            self._add("pn.num_batches_tracked", (D,), buffer=True)   # MODEL.md 0.2, F32 counts
         sizes = [n0] + c.hidden + [1]
         for t in range(T):
             for l in range(1, len(sizes)):
@@ -205,6 +208,9 @@ class StarPepNet(torch.nn.Module):
     @torch.no_grad()
     def load_tensors(self, d):
         """Load every tensor from a {name: tensor/array} dict; names and shapes must match exactly."""
+        d = dict(d)
+        if "pn.num_batches_tracked" in self.shapes and "pn.num_batches_tracked" not in d:
+            d["pn.num_batches_tracked"] = np.zeros(self.shapes["pn.num_batches_tracked"], np.float32)  # 0.1: absent = 0
         missing = set(self.shapes) - set(d)
         extra = set(d) - set(self.shapes)
         if missing or extra:
@@ -253,6 +259,8 @@ class StarPepNet(torch.nn.Module):
                 v = 0.1 * randn(shape)
             elif n == "pn.running_var":
                 v = 0.5 + torch.rand(shape, generator=g, dtype=torch.float64)
+            elif n == "pn.num_batches_tracked":   # both regimes of a = max(0.01, 1/(n+1))
+                v = torch.randint(0, 200, shape, generator=g).to(torch.float64)
             elif n.endswith((".w", ".w1", ".w2")):
                 bound = 1.0 / math.sqrt(shape[1])
                 v = (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * bound
@@ -311,8 +319,12 @@ class StarPepNet(torch.nn.Module):
                 mu = xd.mean(dim=0)
                 va = ((xd - mu) ** 2).mean(dim=0)  # biased
                 with torch.no_grad():
-                    rm[d] = (1 - PN_MOMENTUM) * rm[d] + PN_MOMENTUM * mu.detach()
-                    rv[d] = (1 - PN_MOMENTUM) * rv[d] + PN_MOMENTUM * va.detach()
+                    # MODEL.md 0.2: warm-started average a = max(0.01, 1 / (n_d + 1)), then n_d += 1
+                    nb = self.t("pn.num_batches_tracked")
+                    a = max(PN_MOMENTUM, 1.0 / (float(nb[d]) + 1.0))
+                    rm[d] = (1 - a) * rm[d] + a * mu.detach()
+                    rv[d] = (1 - a) * rv[d] + a * va.detach()
+                    nb[d] += 1
                 mean_rows.append((rows, mu))
                 var_rows.append((rows, va))
             # replace the running statistics by the batch statistics of domains that have them

@@ -115,8 +115,9 @@ def loop_forward(P, c, batch, train, frozen=None):
                 mu = [sum(xs[r][i] for r in rows) / len(rows) for i in range(c.n0)]
                 va = [sum((xs[r][i] - mu[i]) ** 2 for r in rows) / len(rows) for i in range(c.n0)]
                 stats[d] = (mu, va)
-                rm[d] = [0.99 * rm[d][i] + 0.01 * mu[i] for i in range(c.n0)]
-                rv[d] = [0.99 * rv[d][i] + 0.01 * va[i] for i in range(c.n0)]
+                a = max(0.01, 1.0 / (float(P["pn.num_batches_tracked"][d]) + 1.0))   # MODEL.md 0.2
+                rm[d] = [(1 - a) * rm[d][i] + a * mu[i] for i in range(c.n0)]
+                rv[d] = [(1 - a) * rv[d][i] + a * va[i] for i in range(c.n0)]
             else:
                 stats[d] = (list(P["pn.running_mean"][d]), list(P["pn.running_var"][d]))
 
@@ -243,7 +244,7 @@ def expected_shapes(cfg):
         s.update({"epnet.w1": (he, k + n0), "epnet.b1": (he,), "epnet.w2": (n0, he), "epnet.b2": (n0,)})
     if c.pn:
         s.update({"pn.gamma": (n0,), "pn.beta": (n0,), "pn.domain_gamma": (D, n0), "pn.domain_beta": (D, n0),
-                  "pn.running_mean": (D, n0), "pn.running_var": (D, n0)})
+                  "pn.running_mean": (D, n0), "pn.running_var": (D, n0), "pn.num_batches_tracked": (D,)})
     h = [n0] + c.hidden + [1]
     for t in range(T):
         for l in range(1, len(h)):
@@ -478,7 +479,7 @@ def grad_check(cfg, seed, train, domains):
     worst = 0.0
     prng = np.random.default_rng(seed + 100)
     for name in P0:
-        if name.startswith("pn.running"):
+        if name.startswith(("pn.running", "pn.num_batches")):
             continue
         p = mm.t(name)
         g = p.grad
@@ -568,12 +569,39 @@ def c_train_steps():
     return ok, "loss %.4f -> %.4f" % (losses[0], losses[-1])
 
 
+def c_pn_warm_start():
+    """MODEL.md 0.2: a 0.1 tensor set (no count) loads with n = 0; the first batch sets the running
+    statistics outright, the next ones average them, a 1-row domain keeps them; n counts batches."""
+    cfg = dict(TINY)
+    m = ref.StarPepNet(cfg).init_random(3)
+    t = m.tensors()
+    del t["pn.num_batches_tracked"]
+    m.load_tensors(t)
+    ok = bool((m.t("pn.num_batches_tracked") == 0).all())
+    rng = np.random.default_rng(4)
+    mus = []
+    for step in range(3):
+        b = random_batch(cfg, 5, rng, [0, 0, 0, 0, 1])
+        P = params64(m)
+        _, (rm, rv), _, xs = loop_forward(P, m.cfg, b, True)
+        mus.append(np.mean(np.array(xs[:4]), axis=0))
+        with torch.no_grad():
+            m.double()(b["domain"], b["persona"], b["features"], b["dense"], train=True)
+        m.float()
+    want = np.mean(np.array(mus), axis=0)
+    got = m.t("pn.running_mean")[0].double().numpy()
+    ok = ok and float(np.abs(got - want).max()) < 1e-5
+    ok = ok and list(m.t("pn.num_batches_tracked").numpy()) == [3.0, 0.0]
+    return ok, "running mean = average of 3 batch means (max err %.2g), counts %s" % (
+        float(np.abs(got - want).max()), list(m.t("pn.num_batches_tracked").numpy()))
+
+
 def main():
     """Run every check; exit 0 only if all pass."""
     for fn in (c_hash_vectors, c_hash_vectorised, c_unhashed, c_config_defaults, c_tensor_names,
                c_safetensors_roundtrip, c_load_rejects, c_tiny_eval, c_tiny_train, c_parts_loop,
                c_no_persona_no_hidden, c_fused, c_eval_batch_invariance, c_loss, c_gradients,
-               c_optimizer, c_train_steps):
+               c_optimizer, c_train_steps, c_pn_warm_start):
         run(fn.__name__[2:], fn)
     passed = sum(RESULTS)
     print("%d passed, %d failed" % (passed, len(RESULTS) - passed))

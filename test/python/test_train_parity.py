@@ -548,6 +548,11 @@ def run_case(cur, name, cfg, n, nval, kind, forced, seed):
             note_worst("pn running stats: max abs", e)
             check("%s: pn.running_mean/var after %s (%s)" % (name, label, ", ".join(singles) or "no single-row domain"),
                   e <= 1e-5 and moved > 0, "max abs diff %.3g, moved by up to %.3g" % (e, moved))
+            k = "pn.num_batches_tracked"
+            check("%s: %s after %s equals the reference's exactly (MODEL.md 0.2, from %s)"
+                  % (name, k, label, list(init[k].astype(int))),
+                  k in got and np.array_equal(got[k], want[k]) and (want[k] > init[k]).any(),
+                  "C %s, reference %s" % (list(got.get(k, [])), list(want[k])))
 
     # 5a. validation metrics of each epoch: C's numbers vs numpy on the reference's trained weights
     for v, want, got_t in ((2, val1, got2), (3, val2, got3)):

@@ -224,6 +224,10 @@ pn_forward_ref(const PnModel *m, int d, const int64_t *persona, const int64_t *f
 		for (t = 0; t < T; t++)
 			logits[t] += o[t];
 	}
+	/* negative down-sampling: p = q / (q + (1 - q) / w) is sigmoid(logit + ln w) */
+	if (c->neg_rate)
+		for (t = 0; t < T; t++)
+			logits[t] += log((double) c->neg_rate[d]);
 done:
 	pn_free(buf);
 	pn_free(gates);

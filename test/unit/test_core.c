@@ -7,6 +7,7 @@
  *
  * Prints "ok - name" / "not ok - name" per check and "N passed, M failed".
  */
+#define _GNU_SOURCE				/* memmem */
 #include "pncore.h"
 #include "ref_forward.h"
 
@@ -696,6 +697,175 @@ test_training_learns(void)
 	pn_config_free(&c);
 }
 
+/*
+ * MODEL.md 0.2 PN running statistics: with EPNet off and dense inputs only,
+ * x is the dense input, so after each batch the running mean of a domain is
+ * exactly the plain average of its batch means (a = 1/(n+1)), the count
+ * grows by one per batch with >= 2 rows of the domain, and a domain with one
+ * row keeps its statistics and count.
+ */
+static void
+test_pn_running_stats(void)
+{
+	PnConfig	c = parse("{\"domains\": 2, \"features\": [], \"dense\": 1, \"emb_dim\": 2, \"hidden\": [3], "
+						  "\"epnet\": false, \"ppnet\": false, \"aux\": false}");
+	PnModel    *m;
+	PnTrainer  *tr;
+	PnError		e = {0};
+	int32_t		dom[5] = {0, 0, 0, 0, 1};
+	int64_t		dummy[5] = {0};
+	float		dense[5],
+				labels[5] = {0, 1, 0, 1, 1};
+	PnBatch		b = {5, dom, dummy, dummy, dense, labels};
+	double		loss,
+				means[3] = {0},
+				vars[3] = {0},
+				want_m = 0,
+				want_v = 0;
+	int			step,
+				i;
+	const float *rm,
+			   *rv,
+			   *cnt;
+
+	pn_model_new(&c, &m, &e);
+	pn_model_init(m, 3);
+	pn_trainer_new(m, 8, 1e-3f, &tr, &e);
+	rm = PN_T(m, m->t_pn_rmean);
+	rv = PN_T(m, m->t_pn_rvar);
+	cnt = PN_T(m, m->t_pn_count);
+	CHECK(m->t_pn_count >= 0 && m->tensors[m->t_pn_count].numel == 2 && cnt[0] == 0 && cnt[1] == 0,
+		  "pn.num_batches_tracked [D] exists and starts at 0");
+	for (step = 0; step < 3; step++)
+	{
+		double		mu = 0,
+					va = 0;
+
+		for (i = 0; i < 5; i++)
+			dense[i] = (float) (100 + 3 * step + i * (step + 1));
+		for (i = 0; i < 4; i++)
+			mu += dense[i] / 4.0;
+		for (i = 0; i < 4; i++)
+			va += (dense[i] - mu) * (dense[i] - mu) / 4.0;
+		means[step] = mu;
+		vars[step] = va;
+		pn_train_step(tr, &b, &loss, &e);
+		if (step == 0)
+			CHECK(rm[0] == (float) mu && fabsf(rv[0] - (float) va) <= 1e-5f * (float) va,
+				  "first batch sets the running statistics outright (mean %g = %g, var %g = %g)", rm[0], mu, rv[0], va);
+	}
+	for (step = 0; step < 3; step++)
+	{
+		want_m += means[step] / 3;
+		want_v += vars[step] / 3;
+	}
+	CHECK(fabs(rm[0] - want_m) < 1e-4 && fabs(rv[0] - want_v) < 1e-4 * want_v,
+		  "three batches give the plain average (mean %g vs %g, var %g vs %g)", rm[0], want_m, rv[0], want_v);
+	CHECK(cnt[0] == 3 && cnt[1] == 0 && rm[1] == 0 && rv[1] == 1,
+		  "a one-row domain keeps its statistics and count (counts %g, %g)", cnt[0], cnt[1]);
+	/* past 100 batches the rate is 0.01: r moves 1% towards the batch */
+	((float *) cnt)[0] = 500;
+	{
+		float		before = rm[0];
+
+		pn_train_step(tr, &b, &loss, &e);
+		CHECK(fabsf(rm[0] - (0.99f * before + 0.01f * (float) means[2])) < 1e-3f, "after 100 batches the momentum is 0.01 (%g)", rm[0]);
+	}
+
+	/* a finite but huge dense value overflows PN's variance: PN_ENUMERIC naming the row */
+	dense[2] = 1e30f;
+	CHECK(pn_train_step(tr, &b, &loss, &e) == PN_ENUMERIC && e.row == 2 && strstr(e.msg, "dense value 1") &&
+		  strstr(e.detail, "unscaled"), "dense value 1e30 stops training, row %lld named (%s)", (long long) e.row, e.msg);
+	pn_trainer_free(tr);
+
+	/* a learning rate that diverges: non-finite weights or loss are reported, never kept silently */
+	pn_model_init(m, 3);
+	for (i = 0; i < 5; i++)
+		dense[i] = (float) i;
+	pn_trainer_new(m, 8, 3e37f, &tr, &e);
+	{
+		int			rc = PN_OK;
+
+		for (step = 0; step < 20 && rc == PN_OK; step++)
+			rc = pn_train_step(tr, &b, &loss, &e);
+		CHECK(rc == PN_ENUMERIC && strstr(e.msg, "diverged"), "a diverging learning rate stops training (%s)", e.msg);
+	}
+	pn_trainer_free(tr);
+	pn_model_free(m);
+	pn_config_free(&c);
+}
+
+/* A 0.1 blob (no pn.num_batches_tracked) reads with count 0; header length 1 is too short */
+static void
+test_optional_count(void)
+{
+	PnConfig	c = parse("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 5}], \"emb_dim\": 2, \"hidden\": [3]}");
+	PnModel    *m,
+			   *m2,
+			   *m3;
+	PnError		e = {0};
+	size_t		n;
+	uint8_t    *blob,
+			   *old;
+	int			i;
+	size_t		oldlen;
+
+	pn_model_new(&c, &m, &e);
+	pn_model_init(m, 5);
+	for (i = 0; i < 3; i++)
+		PN_T(m, m->t_pn_count)[i] = (float) (i + 7);
+	n = pn_safetensors_size(m);
+	blob = malloc(n);
+	pn_safetensors_write(m, blob);
+	CHECK(memmem(blob, n, "pn.num_batches_tracked", 22) != NULL, "pn.num_batches_tracked is always written");
+	/* the 0.1 format: the same model without the count tensor */
+	{
+		PnModel    *v1;
+		int			x;
+
+		pn_model_new(&c, &v1, &e);
+		memcpy(v1->data, m->data, sizeof(float) * m->total);
+		x = v1->t_pn_count;
+		memmove(&v1->tensors[x], &v1->tensors[x + 1], sizeof(PnTensor) * (v1->ntensors - x - 1));
+		v1->ntensors--;
+		oldlen = pn_safetensors_size(v1);
+		old = malloc(oldlen);
+		pn_safetensors_write(v1, old);
+		pn_model_free(v1);
+	}
+	CHECK(memmem(old, oldlen, "pn.num_batches_tracked", 22) == NULL, "a 0.1-format blob has no count tensor");
+	pn_model_layout(&c, &m2, &e);
+	CHECK(pn_safetensors_read(m2, old, oldlen, &e) == PN_OK && m2->nabsent == 1 && !m2->borrowed,
+		  "0.1 blob without the count reads (%s)", e.msg);
+	{
+		bool		same = true,
+					zero = true;
+
+		for (i = 0; i < m->ntensors; i++)
+			if (i != m->t_pn_count)
+				same &= memcmp(PN_T(m, i), PN_T(m2, i), sizeof(float) * m->tensors[i].numel) == 0;
+		for (i = 0; i < 3; i++)
+			zero &= PN_T(m2, m2->t_pn_count)[i] == 0.0f;
+		CHECK(same && zero, "its tensors are bit-identical and the count is 0");
+	}
+	pn_model_new(&c, &m3, &e);
+	CHECK(pn_safetensors_read(m3, blob, n, &e) == PN_OK && m3->nabsent == 0 && PN_T(m3, m3->t_pn_count)[2] == 9.0f,
+		  "a 0.2 blob reads its counts");
+	/* header length 1 */
+	{
+		uint8_t		b1[16] = {1, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
+
+		CHECK(pn_safetensors_read(m3, b1, 16, &e) == PN_EFORMAT && strstr(e.msg, "too short"),
+			  "header length 1 is too short (%s)", e.msg);
+	}
+	free(blob);
+	free(old);
+	pn_model_free(m);
+	pn_model_free(m2);
+	pn_model_free(m3);
+	pn_config_free(&c);
+}
+
 int
 main(void)
 {
@@ -714,6 +884,8 @@ main(void)
 					  "\"emb_dim\": 3, \"hidden\": [8], \"tasks\": [\"a\", \"b\", \"c\"], \"pn\": false, \"star\": false, \"aux\": false}", "PEPNet");
 	test_score_vs_ref("{\"domains\": 4, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 2, \"emb_dim\": 3, \"hidden\": [8, 8], "
 					  "\"epnet\": false, \"ppnet\": false}", "STAR");
+	test_score_vs_ref("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 1, \"emb_dim\": 3, \"hidden\": [6], "
+					  "\"negative_rate\": [0.05, 0.5, 1]}", "negative down-sampling per domain");
 	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}, {\"name\": \"b\", \"buckets\": 5, \"hash\": false}], "
 				   "\"persona\": [{\"name\": \"u\", \"buckets\": 5}, {\"name\": \"g\", \"buckets\": 3, \"hash\": false}], "
 				   "\"dense\": 2, \"emb_dim\": 3, \"tasks\": [\"click\", \"buy\"], \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4, \"l2\": 0.01}",
@@ -723,6 +895,8 @@ main(void)
 	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}], \"dense\": 1, \"emb_dim\": 3, \"hidden\": [5, 3], "
 				   "\"epnet\": false, \"ppnet\": false}", "STAR");
 	test_training_learns();
+	test_pn_running_stats();
+	test_optional_count();
 	printf("%d passed, %d failed\n", npass, nfail);
 	return nfail ? 1 : 0;
 }

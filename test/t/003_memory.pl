@@ -1,5 +1,4 @@
-#!/usr/bin/env bash
-# test/shell/memory.sh: backend memory stays flat under repeated scoring, evaluation and training.
+# test/t/003_memory.pl: backend memory stays flat under repeated scoring, evaluation and training.
 #
 # One backend (one psql session) warms up (every operation once: the model version, its domains,
 # plans and catalog caches get built), then runs two identical rounds, each of 1,500 pepnet_score
@@ -19,24 +18,26 @@
 #     a few hundred bytes per call of a set-returning function until the statement ends);
 #   - RssAnon after round 2 - after warm-up < 20 MB (malloc'd memory outside contexts, e.g.
 #     OpenBLAS or the core's buffers, leaking ~7 kB per pepnet_score statement would exceed it).
-# If valgrind is installed: a memcheck of the core's unit tests (test/unit/test_core): no invalid
-# access and no definite or indirect leak.
-#
-# Needs PGHOST/PGPORT/PGUSER of a superuser (pg_read_file of /proc); ends with "N passed, M failed".
-set -uo pipefail
-cd "$(dirname "$0")/../.." || { echo "0 passed, 1 failed"; exit 1; }
-# shellcheck source=test/shell/common.bash
-. "$(dirname "$0")/common.bash"
-suite_init memory
+# If valgrind is installed: a memcheck of the core's unit tests (test/unit/test_core, built with
+# `make test/unit/test_core` unless present): no invalid access and no definite or indirect leak.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
 
-kb() { awk -v b="$1" 'BEGIN { printf "%.0f kB", b / 1024 }'; }
+my $node = PostgreSQL::Test::Cluster->new('memory');
+$node->init;
+$node->append_conf('postgresql.conf', "fsync = off\njit = off\nmax_parallel_workers_per_gather = 0\n");
+$node->start;
+my $db = 'postgres';
 
-dropdb --if-exists "$PGDATABASE" >/dev/null 2>&1
-if ! createdb "$PGDATABASE"; then notok "createdb $PGDATABASE"; finish; fi
-q -c "ALTER DATABASE $PGDATABASE SET jit = off" -c "ALTER DATABASE $PGDATABASE SET max_parallel_workers_per_gather = 0" >/dev/null
+sub sq { return $node->safe_psql($db, @_); }
+sub kb { return sprintf('%.0f kB', $_[0] / 1024); }
 
-CFG='{"domains": 3, "features": [{"name": "item", "buckets": 5000}, {"name": "cat", "buckets": 10, "hash": false}], "persona": [{"name": "user", "buckets": 1000}, {"name": "seg", "buckets": 4, "hash": false}], "emb_dim": 8, "hidden": [64, 32]}'
-if q -v cfg="$CFG" >"$WORK/setup.out" 2>&1 <<'SQL'
+my $CFG = '{"domains": 3, "features": [{"name": "item", "buckets": 5000}, {"name": "cat", "buckets": 10, "hash": false}], "persona": [{"name": "user", "buckets": 1000}, {"name": "seg", "buckets": 4, "hash": false}], "emb_dim": 8, "hidden": [64, 32]}';
+my ($rc, $out, $err) = $node->psql($db, <<'SQL', extra_params => [ '-v', "cfg=$CFG" ]);
 SET client_min_messages = warning;
 CREATE EXTENSION pepnet;
 CREATE TABLE clicks AS
@@ -66,21 +67,26 @@ CREATE FUNCTION mem(step text) RETURNS void LANGUAGE sql AS $$
 $$;
 SELECT mem('check');
 SQL
-then ok "setup: model, 100,000 candidates, 2,000 requests of 50; /proc/<pid>/status readable"
-else notok "setup (a superuser is needed to read /proc/<pid>/status)"; cat "$WORK/setup.out"; finish; fi
+is($rc, 0, 'setup: model, 100,000 candidates, 2,000 requests of 50; /proc/<pid>/status readable')
+  or BAIL_OUT("setup failed (a superuser is needed to read /proc/<pid>/status): $err");
 
-DATA="SELECT domain, persona, features, label FROM clicks"
-# one round of work; $1 = number of pepnet_score statements, $2 = tag
-round() {
-	local n=$1 tag=$2 k
-	for k in $(seq 1 "$n"); do
-		if [ $((k % 2)) = 0 ]; then ref=m; else ref=m@1; fi
-		echo "SELECT count(*), sum(score) FROM pepnet_score('$ref', $((k % 3)), '{$((k % 1000)),$((k % 4))}', (SELECT feats FROM req100));"
-	done
-	cat <<SQL
+my $DATA = 'SELECT domain, persona, features, label FROM clicks';
+
+# one round of work: N pepnet_score statements, then the rest, tagged TAG
+sub round
+{
+	my ($n, $tag) = @_;
+	my $s = '';
+	for my $k (1 .. $n)
+	{
+		my $ref = $k % 2 == 0 ? 'm' : 'm@1';
+		$s .= "SELECT count(*), sum(score) FROM pepnet_score('$ref', " . ($k % 3) . ", '{" . ($k % 1000) . ',' . ($k % 4)
+		  . "}', (SELECT feats FROM req100));\n";
+	}
+	$s .= <<SQL;
 -- 100,000 predict rows; used context memory sampled at rows 10,000 and 100,000 of the same statement
 INSERT INTO memlog
-SELECT '$tag predict@' || u.id, u.c, NULL, NULL
+SELECT '$tag predict\@' || u.id, u.c, NULL, NULL
 FROM (SELECT sum(p) AS s, max(ctx) FILTER (WHERE id = 10000) AS c1, max(ctx) FILTER (WHERE id = 100000) AS c2
       FROM (SELECT id, pepnet_predict('m', domain, persona, features) AS p,
                    CASE WHEN id IN (10000, 100000) THEN (SELECT used_bytes() WHERE cands.id > 0) END AS ctx
@@ -89,77 +95,82 @@ FROM (SELECT sum(p) AS s, max(ctx) FILTER (WHERE id = 10000) AS c1, max(ctx) FIL
 -- 2,000 pepnet_score calls of 50 candidates in one statement, sampled at calls 200 and 2,000; and
 -- the same with jsonb_each, a set-returning function of PostgreSQL's, for the executor's own growth
 INSERT INTO memlog
-SELECT '$tag lateral@' || id, max(ctx), NULL, NULL FROM (
+SELECT '$tag lateral\@' || id, max(ctx), NULL, NULL FROM (
   SELECT r.id, s.score, CASE WHEN r.id IN (200, 2000) AND s.idx = 1 THEN (SELECT used_bytes() WHERE r.id > 0) END AS ctx
   FROM reqs r, LATERAL pepnet_score('m', r.domain, r.persona, r.feats) s) x
 WHERE ctx IS NOT NULL GROUP BY id;
 INSERT INTO memlog
-SELECT '$tag baseline@' || id, max(ctx), NULL, NULL FROM (
+SELECT '$tag baseline\@' || id, max(ctx), NULL, NULL FROM (
   SELECT r.id, s.key, CASE WHEN r.id IN (200, 2000) AND s.key = 'a' THEN (SELECT used_bytes() WHERE r.id > 0) END AS ctx
   FROM reqs r, LATERAL jsonb_each(jsonb_build_object('a', r.id, 'b', r.domain)) s) x
 WHERE ctx IS NOT NULL GROUP BY id;
 SELECT count(*) FROM pepnet_evaluate('m', '$DATA');
-SELECT count(*) FROM pepnet_evaluate('m@1', '$DATA');
+SELECT count(*) FROM pepnet_evaluate('m\@1', '$DATA');
 SELECT count(*) FROM pepnet_evaluate('m', '$DATA WHERE i % 2 = 0');
 CALL pepnet_train('t', '$DATA', '$CFG', epochs => 1, batch_size => 256, progress_interval => 0);
 CALL pepnet_train('t', '$DATA WHERE i <= 2000', epochs => 2, batch_size => 128, progress_interval => 0);
 SQL
+	return $s;
 }
-{
-	echo '\set ON_ERROR_STOP 1'
-	echo 'SET client_min_messages = warning;'
-	echo "SELECT 'pid', pg_backend_pid();"
-	round 60 warm
-	echo "SELECT mem('warm');"
-	round 1500 r1
-	echo "SELECT mem('round1');"
-	round 1500 r2
-	echo "SELECT mem('round2');"
-	echo "SELECT 'cache', count(*), sum(bytes) FROM pepnet_cache();"
-} >"$WORK/work.sql"
-if timeout 150 psql -X -q -At -f "$WORK/work.sql" >"$WORK/work.out" 2>&1; then
-	ok "one backend ran 3,060 pepnet_score statements, 3 x 2,000 LATERAL calls, 300,000 predict rows, 9 evaluations, 6 trainings"
-else
-	notok "the workload failed"; tail -5 "$WORK/work.out"; finish
-fi
-echo "# $(grep '^cache|' "$WORK/work.out" | awk -F'|' '{ printf "cache: %d version(s), %.0f kB", $2, $3 / 1024 }')"
 
-v() { q -c "SELECT $1 FROM memlog WHERE step = '$2'"; }
-W=$(v ctx warm); R1=$(v ctx round1); R2=$(v ctx round2)
-AW=$(v anon_kb warm); A1=$(v anon_kb round1); A2=$(v anon_kb round2)
-echo "# contexts: warm $(kb "$W"), round 1 $(kb "$R1"), round 2 $(kb "$R2"); RssAnon: warm $AW kB, round 1 $A1 kB, round 2 $A2 kB; VmRSS round 2 $(v rss_kb round2) kB"
-check "context memory: round 2 - warm-up = $(kb $((R2 - W))) < 2 MB" test $((R2 - W)) -lt $((2 * 1024 * 1024))
-check "context memory: round 2 - round 1 = $(kb $((R2 - R1))) < 512 kB" test $((R2 - R1)) -lt $((512 * 1024))
-check "RssAnon: round 2 - warm-up = $((A2 - AW)) kB < 20 MB" test $((A2 - AW)) -lt $((20 * 1024))
-for tag in warm r1 r2; do
-	P1=$(v ctx "$tag predict@10000"); P2=$(v ctx "$tag predict@100000")
-	L1=$(v ctx "$tag lateral@200"); L2=$(v ctx "$tag lateral@2000")
-	B1=$(v ctx "$tag baseline@200"); B2=$(v ctx "$tag baseline@2000")
-	check "within one statement ($tag): used memory at predict row 100,000 - at row 10,000 = $((P2 - P1)) B < 1 MB" \
-		test -n "$P1" -a -n "$P2" -a $((P2 - P1)) -lt $((1024 * 1024))
+my $work = "SET client_min_messages = warning;\n"
+  . round(60, 'warm')
+  . "SELECT mem('warm');\n"
+  . round(1500, 'r1')
+  . "SELECT mem('round1');\n"
+  . round(1500, 'r2')
+  . "SELECT mem('round2');\n"
+  . "SELECT 'cache', count(*), sum(bytes) FROM pepnet_cache();\n";
+($rc, $out, $err) = $node->psql($db, $work, timeout => 300);
+is($rc, 0,
+	'one backend ran 3,060 pepnet_score statements, 3 x 2,000 LATERAL calls, 300,000 predict rows, 9 evaluations, 6 trainings')
+  or BAIL_OUT("the workload failed: $err");
+my ($cn, $cb) = $out =~ /^cache\|(\d+)\|(\d+)$/m;
+note(sprintf('cache: %d version(s), %.0f kB', $cn // 0, ($cb // 0) / 1024));
+
+sub v { my ($col, $step) = @_; return sq("SELECT $col FROM memlog WHERE step = '$step'"); }
+my ($W, $R1, $R2) = (v('ctx', 'warm'), v('ctx', 'round1'), v('ctx', 'round2'));
+my ($AW, $A1, $A2) = (v('anon_kb', 'warm'), v('anon_kb', 'round1'), v('anon_kb', 'round2'));
+note('contexts: warm ' . kb($W) . ', round 1 ' . kb($R1) . ', round 2 ' . kb($R2)
+	  . "; RssAnon: warm $AW kB, round 1 $A1 kB, round 2 $A2 kB; VmRSS round 2 " . v('rss_kb', 'round2') . ' kB');
+cmp_ok($R2 - $W, '<', 2 * 1024 * 1024, 'context memory: round 2 - warm-up = ' . kb($R2 - $W) . ' < 2 MB');
+cmp_ok($R2 - $R1, '<', 512 * 1024, 'context memory: round 2 - round 1 = ' . kb($R2 - $R1) . ' < 512 kB');
+cmp_ok($A2 - $AW, '<', 20 * 1024, 'RssAnon: round 2 - warm-up = ' . ($A2 - $AW) . ' kB < 20 MB');
+for my $tag (qw(warm r1 r2))
+{
+	my ($P1, $P2) = (v('ctx', "$tag predict\@10000"), v('ctx', "$tag predict\@100000"));
+	my ($L1, $L2) = (v('ctx', "$tag lateral\@200"), v('ctx', "$tag lateral\@2000"));
+	my ($B1, $B2) = (v('ctx', "$tag baseline\@200"), v('ctx', "$tag baseline\@2000"));
+	ok($P1 ne '' && $P2 ne '' && $P2 - $P1 < 1024 * 1024,
+		"within one statement ($tag): used memory at predict row 100,000 - at row 10,000 = " . ($P2 - $P1) . ' B < 1 MB');
 	# PostgreSQL keeps a few hundred bytes per call of a set-returning function with OUT columns
 	# until the statement ends (jsonb_each too); pepnet_score may add < 256 B per call to that
-	check "within one statement ($tag): LATERAL pepnet_score calls 200 to 2,000 (50 candidates each) used $(( (L2 - L1) / 1800 )) B/call, jsonb_each $(( (B2 - B1) / 1800 )) B/call: excess < 256 B/call" \
-		test -n "$L1" -a -n "$L2" -a -n "$B1" -a -n "$B2" -a $(( (L2 - L1) - (B2 - B1) )) -lt $((1800 * 256))
-done
+	ok( $L1 ne '' && $L2 ne '' && $B1 ne '' && $B2 ne '' && ($L2 - $L1) - ($B2 - $B1) < 1800 * 256,
+		"within one statement ($tag): LATERAL pepnet_score calls 200 to 2,000 (50 candidates each) used "
+		  . int(($L2 - $L1) / 1800) . ' B/call, jsonb_each ' . int(($B2 - $B1) / 1800) . ' B/call: excess < 256 B/call');
+}
+$node->stop;
 
 # memcheck of the core's unit tests
-if command -v valgrind >/dev/null 2>&1; then
-	if make -s test/unit/test_core >"$WORK/build.out" 2>&1; then
-		S=$(date +%s)
-		timeout 120 valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-			./test/unit/test_core >"$WORK/valgrind.out" 2>&1
-		RC=$?
-		SUM=$(grep -E 'ERROR SUMMARY|definitely lost|All heap blocks' "$WORK/valgrind.out" | sed 's/^==[0-9]*== //' | tr '\n' ' ')
-		if [ "$RC" = 0 ]; then ok "valgrind memcheck of test/unit/test_core ($(($(date +%s) - S)) s): $SUM"
-		else
-			notok "valgrind memcheck of test/unit/test_core (exit $RC): $SUM"
-			awk '/Invalid|uninitialised|definitely lost/ { n = 14 } n > 0 { print "#   " $0; n-- }' "$WORK/valgrind.out" | head -30
-		fi
-	else
-		notok "build test/unit/test_core"; tail -5 "$WORK/build.out"
-	fi
-else
-	ok "# SKIP valgrind is not installed"
-fi
-finish
+SKIP:
+{
+	my $have_valgrind = system('command -v valgrind >/dev/null 2>&1') == 0;
+	skip 'valgrind is not installed', 1 unless $have_valgrind;
+	my $bin = 'test/unit/test_core';
+	system('make', '-s', $bin) if !-x $bin || -w 'test/unit';
+	if (!-x $bin)
+	{
+		fail("build $bin (make -s $bin)");
+		last SKIP;
+	}
+	my ($vout, $verr) = ('', '');
+	my $t0 = time;
+	my $ok = IPC::Run::run(
+		[ 'valgrind', '--error-exitcode=1', '--leak-check=full', '--errors-for-leak-kinds=definite,indirect', "./$bin" ],
+		'>', \$vout, '2>', \$verr, IPC::Run::timeout(300));
+	my $sum = join(' ', map { s/^==\d+== //r } grep { /ERROR SUMMARY|definitely lost|All heap blocks/ } split /\n/, $verr);
+	ok($ok, 'valgrind memcheck of test/unit/test_core (' . (time - $t0) . " s): $sum")
+	  or diag(join("\n", grep { /Invalid|uninitialised|definitely lost|at 0x|by 0x/ } split /\n/, $verr));
+}
+
+done_testing();

@@ -1,0 +1,183 @@
+"""The model configuration (docs/model.md, "Configuration"), with the extension's defaults and limits.
+
+``Config(d)`` takes the jsonb dict (or its JSON text) that ``pepnet_create``, ``pepnet_import`` and
+``pepnet_train`` take, fills in the defaults and checks the same limits as the extension, raising
+ConfigError (a ValueError) that names the key to fix. ``Config.to_dict()`` is the config with every
+default filled in, as ``pepnet.models.config`` stores it.
+"""
+import json
+import math
+
+import numpy as np
+
+DEFAULTS = {"persona": [], "dense": 0, "emb_dim": 16, "tasks": ["click"], "hidden": [256, 128],
+            "gamma": 2.0, "epnet": True, "epnet_hidden": None, "ppnet": True, "pn": True,
+            "star": True, "aux": True, "aux_hidden": 32, "l2": 0.0, "negative_rate": None}
+KEYS = ("domains", "features") + tuple(DEFAULTS)
+
+MAX_DOMAINS = 100000
+MAX_FIELDS = 1024
+MAX_BUCKETS = 1 << 31
+MAX_EMB_DIM = 1024
+MAX_DENSE = 65536
+MAX_TASKS = 64
+MAX_LAYERS = 8
+MAX_WIDTH = 65536
+MAX_NAME = 63
+
+
+class ConfigError(ValueError):
+    """An invalid model configuration."""
+
+
+def _int(v, key, lo, hi):
+    """An integer config value within [lo, hi]."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and v != math.floor(v)):
+        raise ConfigError("config %s must be an integer, got %r" % (key, v))
+    if not lo <= v <= hi:
+        raise ConfigError("config %s is %r, out of range: it must be between %d and %d" % (key, v, lo, hi))
+    return int(v)
+
+
+def _bool(v, key):
+    """A boolean config value."""
+    if not isinstance(v, bool):
+        raise ConfigError("config %s must be true or false, got %r" % (key, v))
+    return v
+
+
+def _num(v, key, lo, hi):
+    """A number stored as float32 (as the extension stores it), within [lo, hi]."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+        raise ConfigError("config %s must be a number between %g and %g, got %r" % (key, lo, hi, v))
+    return float(np.float32(v))
+
+
+def _name(v, what):
+    """A name of 1 to 63 characters."""
+    if not isinstance(v, str) or not 1 <= len(v.encode("utf-8")) <= MAX_NAME:
+        raise ConfigError("config %s must be a string of 1 to %d characters, got %r" % (what, MAX_NAME, v))
+    return v
+
+
+def _fields(v, key):
+    """A list of {name, buckets, hash} field specs."""
+    if not isinstance(v, list):
+        raise ConfigError('config "%s" must be an array of {"name", "buckets", "hash"} objects' % key)
+    if len(v) > MAX_FIELDS:
+        raise ConfigError('config "%s" has %d fields, more than the limit of %d' % (key, len(v), MAX_FIELDS))
+    out, names = [], set()
+    for i, f in enumerate(v):
+        where = '"%s"[%d]' % (key, i)
+        if not isinstance(f, dict):
+            raise ConfigError("config %s must be an object with name and buckets" % where)
+        extra = set(f) - {"name", "buckets", "hash"}
+        if extra:
+            raise ConfigError("config %s has unknown keys %s (allowed: name, buckets, hash)" % (where, sorted(extra)))
+        if "name" not in f or "buckets" not in f:
+            raise ConfigError("config %s needs a name and a buckets count" % where)
+        name = _name(f["name"], where + ".name")
+        if name in names:
+            raise ConfigError('config "%s" names the field "%s" twice' % (key, name))
+        names.add(name)
+        out.append({"name": name, "buckets": _int(f["buckets"], where + ".buckets", 1, MAX_BUCKETS),
+                    "hash": _bool(f.get("hash", True), where + ".hash")})
+    return out
+
+
+class Config:
+    """A parsed configuration; attributes hold the values, defaults filled in.
+
+    domains (D), features and persona (lists of {name, buckets, hash}), dense (Nd), emb_dim (k),
+    tasks (names, T of them), hidden (h_1..h_L), gamma, epnet, epnet_hidden (he), ppnet, pn, star,
+    aux, aux_hidden (ha), l2, negative_rate ([D] floats or None); derived: n0 = F*k + Nd, T.
+    """
+
+    def __init__(self, d):
+        if isinstance(d, Config):
+            d = d.to_dict()
+        if isinstance(d, (str, bytes)):
+            try:
+                d = json.loads(d)
+            except ValueError as e:
+                raise ConfigError("config is not valid JSON: %s" % e) from None
+        if not isinstance(d, dict):
+            raise ConfigError("config must be a JSON object, got %s" % type(d).__name__)
+        unknown = sorted(set(d) - set(KEYS))
+        if unknown:
+            raise ConfigError("config has unknown keys %s; the keys are %s" % (unknown, ", ".join(KEYS)))
+        for key in ("domains", "features"):
+            if key not in d:
+                raise ConfigError('config needs "%s"' % key)
+        v = dict(DEFAULTS)
+        v.update(d)
+        self.domains = _int(v["domains"], '"domains"', 1, MAX_DOMAINS)
+        self.features = _fields(v["features"], "features")
+        self.persona = _fields(v["persona"], "persona")
+        self.dense = _int(v["dense"], '"dense"', 0, MAX_DENSE)
+        self.emb_dim = _int(v["emb_dim"], '"emb_dim"', 1, MAX_EMB_DIM)
+        if not isinstance(v["tasks"], list) or not 1 <= len(v["tasks"]) <= MAX_TASKS:
+            raise ConfigError('config "tasks" must be an array of 1 to %d task names' % MAX_TASKS)
+        self.tasks = [_name(t, '"tasks"[%d]' % i) for i, t in enumerate(v["tasks"])]
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError('config "tasks" names a task twice: %s' % self.tasks)
+        if not isinstance(v["hidden"], list) or not 1 <= len(v["hidden"]) <= MAX_LAYERS:
+            raise ConfigError('config "hidden" must be an array of 1 to %d layer widths' % MAX_LAYERS)
+        self.hidden = [_int(h, '"hidden"[%d]' % i, 1, MAX_WIDTH) for i, h in enumerate(v["hidden"])]
+        self.gamma = _num(v["gamma"], '"gamma"', 1e-6, 1e6)
+        for key in ("epnet", "ppnet", "pn", "star", "aux"):
+            setattr(self, key, _bool(v[key], '"%s"' % key))
+        self.aux_hidden = _int(v["aux_hidden"], '"aux_hidden"', 1, MAX_WIDTH)
+        self.l2 = _num(v["l2"], '"l2"', 0.0, 1e6)
+        self.n0 = len(self.features) * self.emb_dim + self.dense
+        if self.n0 < 1:
+            raise ConfigError('config has no inputs: give at least one field in "features" or "dense" > 0')
+        if self.n0 > 4 * MAX_WIDTH:
+            raise ConfigError("config input width %d (features * emb_dim + dense) exceeds the limit of %d"
+                              % (self.n0, 4 * MAX_WIDTH))
+        self.epnet_hidden = (self.n0 if v["epnet_hidden"] is None
+                             else _int(v["epnet_hidden"], '"epnet_hidden"', 1, 4 * MAX_WIDTH))
+        self.negative_rate = self._negative_rate(v["negative_rate"])
+
+    def _negative_rate(self, v):
+        """Negative down-sampling rate per domain ([D] floats in (0, 1], float32 values), or None."""
+        if v is None:
+            return None
+        vals = v if isinstance(v, list) else [v] * self.domains
+        if len(vals) not in (1, self.domains) or isinstance(v, bool):
+            raise ConfigError('config "negative_rate" must be a number or an array of %d numbers (one per domain) '
+                              'in (0, 1]' % self.domains)
+        if len(vals) == 1:
+            vals = vals * self.domains
+        out = []
+        for x in vals:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 < np.float32(x) <= 1.0:
+                raise ConfigError('config "negative_rate" must be in (0, 1]: the share of negatives kept in the '
+                                  'training data, got %r' % (x,))
+            out.append(float(np.float32(x)))
+        return out
+
+    @property
+    def T(self):
+        """Number of tasks."""
+        return len(self.tasks)
+
+    def to_dict(self):
+        """The config with every default filled in (as pepnet.models.config stores it)."""
+        return {"domains": self.domains, "features": [dict(f) for f in self.features],
+                "persona": [dict(f) for f in self.persona], "dense": self.dense, "emb_dim": self.emb_dim,
+                "tasks": list(self.tasks), "hidden": list(self.hidden), "gamma": self.gamma,
+                "epnet": self.epnet, "epnet_hidden": self.epnet_hidden, "ppnet": self.ppnet, "pn": self.pn,
+                "star": self.star, "aux": self.aux, "aux_hidden": self.aux_hidden, "l2": self.l2,
+                **({} if self.negative_rate is None else {"negative_rate": (
+                    self.negative_rate[0] if len(set(self.negative_rate)) == 1 else list(self.negative_rate))})}
+
+    def to_json(self):
+        """to_dict() as JSON text."""
+        return json.dumps(self.to_dict())
+
+    def __eq__(self, other):
+        return isinstance(other, Config) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return "Config(%s)" % self.to_json()

@@ -1,0 +1,428 @@
+"""STAR-PEPNet (docs/model.md) as a torch.nn.Module whose state_dict keys are the tensor names.
+
+    m = StarPepNet(config, seed=7)          # the same weights as pepnet_create(..., seed => 7)
+    logits = m(domain, persona, features, dense)        # [B, T], raw int64 ids in
+    p = m.predict(domain, persona, features, dense)     # [B, T] probabilities, inference mode
+    opt = Optimizer(m, lr=1e-3)                          # Adam + SparseAdam, as the extension trains
+    loss = m.loss(logits, labels); opt.zero_grad(); loss.backward(); opt.step()
+
+``m.state_dict()`` has exactly the tensors of docs/model.md ("emb.feature.0", "pn.running_mean",
+"pn.num_batches_tracked", "tower.0.1.w", ...), float32, PyTorch's [out, in] layout.
+``m.load_state_dict`` refuses other names or shapes with a StateDictError that lists them.
+"""
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+from .hashing import slots
+from . import safetensors
+
+PN_EPS = 1e-5
+PN_MIN_MOMENTUM = 0.01
+_U64 = np.uint64
+_GOLDEN = _U64(0x9E3779B97F4A7C15)
+
+
+class StateDictError(ValueError):
+    """A state_dict (or safetensors file) whose tensor names or shapes do not fit the config."""
+
+
+def _zeros(*shape):
+    return nn.Parameter(torch.zeros(shape))
+
+
+class _Module(nn.Module):
+    """A plain container of named parameters (w1, b1, ...)."""
+
+    def __init__(self, **shapes):
+        super().__init__()
+        for k, s in shapes.items():
+            setattr(self, k, _zeros(*s))
+
+
+class StarPepNet(nn.Module):
+    """The STAR-PEPNet model of one config.
+
+    config: a dict, JSON text or Config (docs/model.md's keys and defaults).
+    seed: initial weights as the extension's seeded initialisation (pepnet_create); None leaves zeros.
+    Inputs of forward/predict, for a batch of B examples (tensors, numpy arrays or lists):
+      domain [B] ints in [0, D); persona [B, P] and features [B, F] raw int64 ids (hashed here);
+      dense [B, Nd] floats or None when the config has no dense features.
+    """
+
+    def __init__(self, config, seed=0):
+        super().__init__()
+        self.config = c = Config(config)
+        self.sparse = True  # embedding gradients as sparse tensors (for SparseAdam)
+        k, n0, D, T = c.emb_dim, c.n0, c.domains, c.T
+        self._names = []
+
+        self.emb = nn.Module()
+        self.emb.feature = nn.ParameterList([_zeros(f["buckets"], k) for f in c.features])
+        self.emb.persona = nn.ParameterList([_zeros(f["buckets"], k) for f in c.persona])
+        self.emb.domain = _zeros(D, k)
+        self._names += ["emb.feature.%d" % i for i in range(len(c.features))]
+        self._names += ["emb.persona.%d" % j for j in range(len(c.persona))]
+        self._names.append("emb.domain")
+        self.epnet = self.pn = self.ppnet = self.aux = None
+        if c.epnet:
+            he = c.epnet_hidden
+            self.epnet = _Module(w1=(he, k + n0), b1=(he,), w2=(n0, he), b2=(n0,))
+            self._names += ["epnet.w1", "epnet.b1", "epnet.w2", "epnet.b2"]
+        if c.pn:
+            self.pn = _Module(gamma=(n0,), beta=(n0,), domain_gamma=(D, n0), domain_beta=(D, n0))
+            self.pn.register_buffer("running_mean", torch.zeros(D, n0))
+            self.pn.register_buffer("running_var", torch.ones(D, n0))
+            self.pn.register_buffer("num_batches_tracked", torch.zeros(D))
+            self._names += ["pn.gamma", "pn.beta", "pn.domain_gamma", "pn.domain_beta",
+                            "pn.running_mean", "pn.running_var", "pn.num_batches_tracked"]
+        sizes = [n0] + c.hidden + [1]
+        self.tower = nn.ModuleList()
+        for t in range(T):
+            layers = nn.ModuleDict()
+            for l in range(1, len(sizes)):
+                shapes = {"w": (sizes[l], sizes[l - 1]), "b": (sizes[l],)}
+                if c.star:
+                    shapes.update(domain_w=(D, sizes[l], sizes[l - 1]), domain_b=(D, sizes[l]))
+                layers[str(l)] = _Module(**shapes)
+                self._names += ["tower.%d.%d.%s" % (t, l, s) for s in shapes]
+            self.tower.append(layers)
+        if c.ppnet:
+            pk = len(c.persona) * k
+            self.ppnet = nn.ModuleDict()
+            for l in range(1, len(c.hidden) + 1):
+                g = T * c.hidden[l - 1]
+                self.ppnet[str(l)] = _Module(w1=(g, pk + n0), b1=(g,), w2=(g, g), b2=(g,))
+                self._names += ["ppnet.%d.%s" % (l, s) for s in ("w1", "b1", "w2", "b2")]
+        if c.aux:
+            ha = c.aux_hidden
+            self.aux = _Module(w1=(ha, k + n0), b1=(ha,), w2=(T, ha), b2=(T,))
+            self._names += ["aux.w1", "aux.b1", "aux.w2", "aux.b2"]
+        if seed is not None:
+            self.init_weights(seed)
+
+    # ------------------------------------------------------------------ names and tensors
+
+    def tensor_names(self):
+        """The tensor names of docs/model.md in their documented order (the order of pepnet_export)."""
+        return list(self._names)
+
+    def tensor_shapes(self):
+        """{name: shape} in documented order."""
+        sd = self.state_dict()
+        return OrderedDict((n, tuple(sd[n].shape)) for n in self._names)
+
+    def tensors(self):
+        """{name: float32 CPU tensor} in documented order (copies)."""
+        sd = self.state_dict()
+        return OrderedDict((n, sd[n].detach().to("cpu", torch.float32).contiguous().clone()) for n in self._names)
+
+    def to_safetensors(self):
+        """The weights as safetensors bytes, byte for byte what pepnet_export writes for them."""
+        return safetensors.dumps(self.tensors())
+
+    @classmethod
+    def from_safetensors(cls, config, blob):
+        """A module of config with the weights of a safetensors blob (e.g. pepnet_export's)."""
+        m = cls(config, seed=None)
+        m.load_state_dict(safetensors.loads(blob))
+        return m
+
+    def check_state_dict(self, state_dict):
+        """Raise StateDictError unless state_dict has exactly this config's tensor names and shapes.
+
+        pn.num_batches_tracked may be absent (it then counts 0, as docs/model.md allows on import).
+        """
+        want = self.tensor_shapes()
+        got = set(state_dict)
+        optional = {"pn.num_batches_tracked"}
+        missing = [n for n in want if n not in got and n not in optional]
+        unexpected = sorted(got - set(want))
+        wrong = ["%s has shape %s, the config needs %s" % (n, list(state_dict[n].shape), list(want[n]))
+                 for n in want if n in got and tuple(state_dict[n].shape) != want[n]]
+        if missing or unexpected or wrong:
+            def some(names):
+                return ", ".join(names[:20]) + (" and %d more" % (len(names) - 20) if len(names) > 20 else "")
+            parts = []
+            if missing:
+                parts.append("missing tensors: %s" % some(missing))
+            if unexpected:
+                parts.append("unexpected tensors: %s" % some(unexpected))
+            if wrong:
+                parts.append("wrong shapes: %s" % "; ".join(wrong[:20]))
+            raise StateDictError(
+                "state_dict does not fit the config (%d tensors expected): %s. The names and shapes are those "
+                "of docs/model.md for the parts the config switches on (epnet %s, pn %s, star %s, ppnet %s, aux %s)."
+                % (len(want), "; ".join(parts), self.config.epnet, self.config.pn, self.config.star,
+                   self.config.ppnet, self.config.aux))
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """Load tensors by their docs/model.md names; strict (default) refuses any other set of names.
+
+        Values are converted to this module's dtype; a missing pn.num_batches_tracked loads as zeros.
+        """
+        sd = OrderedDict(state_dict)
+        if strict:
+            self.check_state_dict(sd)
+        if self.pn is not None and "pn.num_batches_tracked" not in sd and (strict or "pn.running_mean" in sd):
+            sd["pn.num_batches_tracked"] = torch.zeros_like(self.pn.num_batches_tracked)
+        own = self.state_dict()
+        for n, v in sd.items():
+            if n in own:
+                sd[n] = torch.as_tensor(v).to(own[n].dtype)
+        if assign:
+            return super().load_state_dict(sd, strict=strict, assign=assign)
+        return super().load_state_dict(sd, strict=strict)
+
+    # ------------------------------------------------------------------ initialisation
+
+    @torch.no_grad()
+    def init_weights(self, seed=0):
+        """The extension's seeded initialisation (bit for bit what pepnet_create(..., seed) stores).
+
+        Each tensor draws from its own splitmix64 stream, seeded by the seed and the tensor's name:
+        embedding tables U(-0.05, 0.05), shared matrices ([out, in], names *.w, *.w1, *.w2)
+        U(-1/sqrt(in), 1/sqrt(in)); biases 0; STAR domain weights 1, domain biases 0; PN gamma 1,
+        beta 0, running mean 0, running variance 1, num_batches_tracked 0.
+        """
+        sd = self.state_dict()
+        seed64 = _U64(int(seed) & 0xFFFFFFFFFFFFFFFF)
+        for name in self._names:
+            t = sd[name]
+            if name.startswith("emb."):
+                bound = 0.05
+            elif name.endswith((".w", ".w1", ".w2")):
+                bound = 1.0 / math.sqrt(float(t.shape[1]))
+            elif name.endswith(".domain_w") or name in ("pn.gamma", "pn.domain_gamma", "pn.running_var"):
+                t.fill_(1.0)
+                continue
+            else:
+                t.zero_()
+                continue
+            with np.errstate(over="ignore"):
+                state = seed64 * _U64(0xD1B54A32D192ED03)
+                for ch in name.encode("utf-8"):
+                    state = _splitmix64_np(state ^ _U64(ch))
+            flat = t.view(-1)
+            step = 1 << 20
+            for lo in range(0, flat.numel(), step):
+                hi = min(flat.numel(), lo + step)
+                with np.errstate(over="ignore"):
+                    z = state + _GOLDEN * np.arange(lo + 1, hi + 1, dtype=np.uint64)
+                u = (_splitmix64_np(z) >> _U64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+                flat[lo:hi] = torch.from_numpy(((2.0 * u - 1.0) * bound).astype(np.float32)).to(flat.dtype)
+        return self
+
+    # ------------------------------------------------------------------ forward
+
+    def _inputs(self, domain, persona, features, dense):
+        """Inputs as tensors on the module's device, checked against the config."""
+        c = self.config
+        dev = self.emb.domain.device
+        domain = torch.as_tensor(np.asarray(domain) if not torch.is_tensor(domain) else domain,
+                                 dtype=torch.int64, device=dev).reshape(-1)
+        B = domain.shape[0]
+
+        def ids(v, n, what):
+            v = torch.as_tensor(np.asarray(v, dtype=np.int64) if not torch.is_tensor(v) else v,
+                                dtype=torch.int64, device=dev)
+            if n == 0 and v.numel() == 0:
+                return v.reshape(B, 0)
+            if v.dim() != 2 or v.shape[0] != B or v.shape[1] != n:
+                raise ValueError("%s must be [B, %d] = [%d, %d] ids, got shape %s"
+                                 % (what, n, B, n, list(v.shape)))
+            return v
+
+        features = ids(features, len(c.features), "features")
+        persona = ids(persona if persona is not None else np.zeros((B, 0)), len(c.persona), "persona")
+        if c.dense:
+            if dense is None:
+                raise ValueError("the config has %d dense features: dense must be [B, %d], not None" % (c.dense, c.dense))
+            dense = torch.as_tensor(dense, device=dev).to(self.emb.domain.dtype)
+            if dense.dim() != 2 or tuple(dense.shape) != (B, c.dense):
+                raise ValueError("dense must be [B, %d] = [%d, %d], got shape %s" % (c.dense, B, c.dense, list(dense.shape)))
+            if not bool(torch.isfinite(dense).all()):
+                raise ValueError("dense holds NaN or infinite values")
+        else:
+            if dense is not None and torch.as_tensor(dense).numel():
+                raise ValueError("the config has no dense features (\"dense\": 0), but dense values were given")
+            dense = torch.zeros(B, 0, dtype=self.emb.domain.dtype, device=dev)
+        if B and (int(domain.min()) < 0 or int(domain.max()) >= c.domains):
+            raise ValueError("domain %d is out of range: the config has %d domains (0 to %d)"
+                             % (int(domain.min()) if int(domain.min()) < 0 else int(domain.max()),
+                                c.domains, c.domains - 1))
+        return domain, persona, features, dense
+
+    def _lookup(self, tables, ids, fields):
+        """Concatenated embeddings [B, len(fields)*k] of raw ids [B, n]."""
+        if not fields:
+            return ids.new_zeros((ids.shape[0], 0), dtype=self.emb.domain.dtype)
+        return torch.cat([F.embedding(slots(ids[:, i], i, f["buckets"], f["hash"], f["name"]), tables[i],
+                                      sparse=self.sparse) for i, f in enumerate(fields)], dim=1)
+
+    def _gate(self, g, inp):
+        """GateNU: gamma * sigmoid(W2 relu(W1 in + b1) + b2)."""
+        return self.config.gamma * torch.sigmoid(F.linear(torch.relu(F.linear(inp, g.w1, g.b1)), g.w2, g.b2))
+
+    def _star(self, layer, a, segs):
+        """W* a + b* per domain segment (W* = W ⊙ W_d, b* = b + b_d), or W a + b without STAR."""
+        if not self.config.star:
+            return F.linear(a, layer.w, layer.b)
+        return torch.cat([F.linear(a[s:e], layer.w * layer.domain_w[d], layer.b + layer.domain_b[d])
+                          for d, s, e in segs], dim=0)
+
+    def _pn(self, x, domain, segs):
+        """Partitioned Normalization: batch statistics per domain in training, else the running ones."""
+        pn = self.pn
+        if not self.training:
+            scale = pn.gamma * pn.domain_gamma[domain]
+            shift = pn.beta + pn.domain_beta[domain]
+            return scale * (x - pn.running_mean[domain]) / torch.sqrt(pn.running_var[domain] + PN_EPS) + shift
+        parts, updates = [], []
+        for d, s, e in segs:
+            xd = x[s:e]
+            if e - s >= 2:
+                mu = xd.mean(dim=0)
+                var = ((xd - mu) ** 2).mean(dim=0)  # biased
+                updates.append((d, mu.detach(), var.detach()))
+            else:
+                mu, var = pn.running_mean[d].clone(), pn.running_var[d].clone()
+            parts.append((pn.gamma * pn.domain_gamma[d]) * (xd - mu) / torch.sqrt(var + PN_EPS)
+                         + (pn.beta + pn.domain_beta[d]))
+        with torch.no_grad():  # the 0.2 rule: warm-started average, then momentum 0.01
+            for d, mu, var in updates:
+                a = max(PN_MIN_MOMENTUM, 1.0 / (float(pn.num_batches_tracked[d]) + 1.0))
+                pn.running_mean[d] = (1 - a) * pn.running_mean[d] + a * mu
+                pn.running_var[d] = (1 - a) * pn.running_var[d] + a * var
+                pn.num_batches_tracked[d] += 1
+        return torch.cat(parts, dim=0)
+
+    def forward(self, domain, persona, features, dense=None):
+        """Logits [B, T] (docs/model.md steps 1-8), the ones the loss trains (no negative_rate term).
+        In training mode PN uses batch statistics and moves the running statistics; in eval mode it
+        uses the running statistics."""
+        c = self.config
+        domain, persona, features, dense = self._inputs(domain, persona, features, dense)
+        B = domain.shape[0]
+        if B == 0:
+            return torch.zeros(0, c.T, dtype=self.emb.domain.dtype, device=domain.device)
+        # rows grouped by domain (stable), restored at the end
+        order = torch.argsort(domain, stable=True)
+        domain, persona, features, dense = domain[order], persona[order], features[order], dense[order]
+        doms, counts = torch.unique_consecutive(domain, return_counts=True)
+        segs, s = [], 0
+        for d, n in zip(doms.tolist(), counts.tolist()):
+            segs.append((d, s, s + n))
+            s += n
+
+        x0 = torch.cat([self._lookup(self.emb.feature, features, c.features), dense], dim=1)
+        dv = F.embedding(domain, self.emb.domain, sparse=self.sparse)
+        pv = self._lookup(self.emb.persona, persona, c.persona)
+        x = self._gate(self.epnet, torch.cat([dv, x0.detach()], dim=1)) * x0 if c.epnet else x0
+        xn = self._pn(x, domain, segs) if c.pn else x
+        gates = []
+        if c.ppnet:
+            gin = torch.cat([pv, x.detach()], dim=1)
+            gates = [self._gate(self.ppnet[str(l)], gin) for l in range(1, len(c.hidden) + 1)]
+        L = len(c.hidden)
+        logits = []
+        for t in range(c.T):
+            a = xn
+            for l in range(1, L + 1):
+                a = torch.relu(self._star(self.tower[t][str(l)], a, segs))
+                if gates:
+                    h = c.hidden[l - 1]
+                    a = gates[l - 1][:, t * h:(t + 1) * h] * a
+            logits.append(self._star(self.tower[t][str(L + 1)], a, segs)[:, 0])
+        logit = torch.stack(logits, dim=1)
+        if c.aux:
+            logit = logit + F.linear(torch.relu(F.linear(torch.cat([dv, x0], dim=1), self.aux.w1, self.aux.b1)),
+                                     self.aux.w2, self.aux.b2)
+        return logit[torch.argsort(order)]
+
+    @torch.no_grad()
+    def predict(self, domain, persona, features, dense=None):
+        """Probabilities [B, T] (step 9) in inference mode (running statistics), no gradient: what
+        pepnet_score returns. With a config "negative_rate" w_d (the share of domain d's negatives
+        kept in the training data), sigmoid(logit + ln w_d), the rate on undown-sampled data."""
+        was = self.training
+        self.eval()
+        try:
+            logit = self.forward(domain, persona, features, dense)
+            if self.config.negative_rate is not None and logit.shape[0]:
+                w = torch.tensor(self.config.negative_rate, dtype=torch.float64, device=logit.device)
+                d = torch.as_tensor(np.asarray(domain) if not torch.is_tensor(domain) else domain,
+                                    dtype=torch.int64, device=logit.device).reshape(-1)
+                logit = logit + torch.log(w)[d].unsqueeze(1).to(logit.dtype)
+            return torch.sigmoid(logit)
+        finally:
+            self.train(was)
+
+    # ------------------------------------------------------------------ loss
+
+    def l2_term(self):
+        """Sum of squares of the shared weight matrices (*.w, *.w1, *.w2)."""
+        sd = dict(self.named_parameters())
+        return sum((sd[n] ** 2).sum() for n in self._names if n.endswith((".w", ".w1", ".w2")))
+
+    def loss(self, logits, labels):
+        """Mean over the batch of the summed masked BCE over tasks (NaN label = unknown), + l2 * sum(W^2).
+
+        labels: [B, T] (or [B] for one task) of 0/1, NaN where a task has no label; the mean divides
+        by B, including rows whose labels are all unknown (as the extension does).
+        """
+        labels = torch.as_tensor(labels, device=logits.device).to(logits.dtype).reshape(logits.shape)
+        mask = ~torch.isnan(labels)
+        bce = F.binary_cross_entropy_with_logits(logits, torch.where(mask, labels, torch.zeros_like(labels)),
+                                                 reduction="none")
+        out = torch.where(mask, bce, torch.zeros_like(bce)).sum() / max(1, logits.shape[0])
+        if self.config.l2:
+            out = out + self.config.l2 * self.l2_term()
+        return out
+
+
+def _splitmix64_np(z):
+    """splitmix64 on numpy uint64 (scalar or array), wrapping."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+        return z ^ (z >> _U64(31))
+
+
+class Optimizer:
+    """The extension's optimiser: Adam on dense parameters, SparseAdam (lazy Adam) on embedding tables.
+
+    lr, betas, eps as torch.optim.Adam (defaults 1e-3, (0.9, 0.999), 1e-8). Embedding gradients
+    must be sparse (StarPepNet.sparse, the default).
+    """
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        emb = [p for n, p in model.named_parameters() if n.startswith("emb.")]
+        dense = [p for n, p in model.named_parameters() if not n.startswith("emb.")]
+        self.params = emb + dense
+        self.adam = torch.optim.Adam(dense, lr=lr, betas=betas, eps=eps) if dense else None
+        self.sparse_adam = torch.optim.SparseAdam(emb, lr=lr, betas=betas, eps=eps)
+
+    def zero_grad(self):
+        """Drop all gradients."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        """One update of every parameter group."""
+        if self.adam is not None:
+            self.adam.step()
+        self.sparse_adam.step()
+
+    def state_dict(self):
+        return {"adam": self.adam.state_dict() if self.adam else None, "sparse_adam": self.sparse_adam.state_dict()}
+
+    def load_state_dict(self, sd):
+        if self.adam is not None:
+            self.adam.load_state_dict(sd["adam"])
+        self.sparse_adam.load_state_dict(sd["sparse_adam"])

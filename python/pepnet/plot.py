@@ -1,0 +1,212 @@
+"""Training curves of a version's lineage as a PNG.
+
+    PYTHONPATH=python /usr/bin/python3 -m pepnet.plot demo -o demo.png [--task click] [--dsn "dbname=x"]
+
+Follows the parent chain of a version ('demo@3'; a bare name 'demo' means its latest version) back
+to its first version and draws, per version in order (x: version and epoch), the deployed version
+marked in green:
+  1. train loss and validation logloss (all domains),
+  2. validation logloss per domain,
+  3. validation AUC per domain,
+  4. calibration per domain: PCOC = mean predicted probability / actual rate (1 = calibrated).
+Values come from pepnet.models.metrics (keys of pepnet_train: train_loss, validation.logloss,
+validation.tasks.<task>.{logloss, auc, domains.<d>.{logloss, auc, ...}}); calibration from
+``pcoc`` or the ratio of a mean prediction to an actual rate where the metrics have them. Keys
+a version lacks are left out of its panel (a gap), never an error. Needs python3-matplotlib.
+Connection: libpq's environment (PGHOST, PGPORT, PGDATABASE, ...) or --dsn.
+"""
+import argparse
+import math
+import sys
+
+PRED_KEYS = ("mean_pred", "mean_predicted", "predicted", "avg_pred", "pred_mean", "mean_p")
+ACTUAL_KEYS = ("actual_rate", "actual", "mean_label", "label_rate", "ctr", "actual_mean")
+
+
+def _num(v):
+    """v as a finite float, else None."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def pcoc(d):
+    """Calibration (predicted / actual) of one metrics group dict, or None if it has none."""
+    if not isinstance(d, dict):
+        return None
+    for k in ("pcoc", "PCOC", "calibration"):
+        if _num(d.get(k)) is not None:
+            return _num(d.get(k))
+    p = next((_num(d.get(k)) for k in PRED_KEYS if _num(d.get(k)) is not None), None)
+    a = next((_num(d.get(k)) for k in ACTUAL_KEYS if _num(d.get(k)) is not None), None)
+    if p is not None and a:
+        return p / a
+    return None
+
+
+def series(chain, task=None):
+    """Curves of a lineage (list of {version, metrics}, oldest first) for one task.
+
+    Returns (task name or None, x labels, {curve: [value or None per version]}, {domain: {metric: [...]}}).
+    """
+    if task is None:  # the config's first task (jsonb does not keep the metrics' key order)
+        for row in reversed(chain):
+            tasks = (row.get("config") or {}).get("tasks")
+            if tasks:
+                task = tasks[0]
+                break
+    if task is None:
+        for row in chain:
+            tasks = ((row.get("metrics") or {}).get("validation") or {}).get("tasks") or {}
+            if tasks:
+                task = next(iter(tasks))
+                break
+    labels, overall, domains = [], {"train loss": [], "validation logloss": [], "validation AUC": [],
+                                     "validation PCOC": []}, {}
+    n = len(chain)
+    for i, row in enumerate(chain):
+        m = row.get("metrics") or {}
+        ep = m.get("epoch")
+        src = m.get("source") if isinstance(m.get("source"), str) else None
+        labels.append("v%s%s" % (row["version"], "\nep %s" % ep if ep is not None else "\n%s" % src[:12] if src else ""))
+        val = m.get("validation") or {}
+        t = (val.get("tasks") or {}).get(task) or {} if task is not None else {}
+        overall["train loss"].append(_num(m.get("train_loss")))
+        overall["validation logloss"].append(_num(t.get("logloss", val.get("logloss"))))
+        overall["validation AUC"].append(_num(t.get("auc", val.get("auc"))))
+        overall["validation PCOC"].append(pcoc(t) if t else pcoc(val))
+        for d, dm in (t.get("domains") or {}).items():
+            slot = domains.setdefault(str(d), {"logloss": [None] * n, "auc": [None] * n, "pcoc": [None] * n})
+            slot["logloss"][i] = _num((dm or {}).get("logloss"))
+            slot["auc"][i] = _num((dm or {}).get("auc"))
+            slot["pcoc"][i] = pcoc(dm)
+    domains = dict(sorted(domains.items(), key=lambda kv: (len(kv[0]), kv[0])))
+    return task, labels, overall, domains
+
+
+def plot_lineage(chain, out, task=None, title=None, deployed=None):
+    """Draw the four panels of a lineage to the PNG file out; returns the task drawn.
+
+    deployed: a version number to mark in every panel (when it is in the chain)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task, labels, overall, domains = series(chain, task)
+    x = list(range(len(chain)))
+    fig, axes = plt.subplots(2, 2, figsize=(15, 8.5), constrained_layout=True)
+    colors = plt.get_cmap("tab10").colors
+    markers = "osD^vP*Xh<>p"
+
+    def draw(ax, ys, label, color, marker, style="-"):
+        pts = [(xi, y) for xi, y in zip(x, ys) if y is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, marker=marker, label=label,
+                    linewidth=1.8, markersize=6 if len(x) <= 20 else 4, markevery=max(1, len(pts) // 20))
+        return bool(pts)
+
+    mark = next((i for i, row in enumerate(chain) if deployed is not None and row["version"] == deployed), None)
+
+    def finish(ax, title_, ylabel, drew, empty, outside=False):
+        if mark is not None:
+            ax.axvline(mark, color="tab:green", linewidth=6, alpha=0.15, label="deployed (v%s)" % deployed)
+        ax.set_title(title_)
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("version (epoch), oldest first")
+        step = max(1, math.ceil(len(x) / 16))   # at most 16 tick labels, the last one always
+        ticks = [t for t in x[::step] if x[-1] - t >= step] + x[-1:]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([labels[i] for i in ticks], fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.set_xlim(-0.3, len(x) - 0.7)
+        if drew and outside:  # per-domain panels: the legend beside the axes, off the curves
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 if len(domains) <= 12 else 2)
+        elif drew:
+            ax.legend(fontsize=8, loc="best")
+        else:
+            ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center", color="gray", wrap=True)
+
+    ax = axes[0][0]
+    d1 = draw(ax, overall["train loss"], "train loss", "tab:blue", "o")
+    d2 = draw(ax, overall["validation logloss"], "validation logloss (all domains)", "black", "s", "--")
+    finish(ax, "Loss", "logloss (binary cross-entropy)", d1 or d2, "no train_loss or validation logloss in metrics")
+
+    panels = (("logloss", axes[0][1], "Validation logloss per domain", "logloss", "validation logloss"),
+              ("auc", axes[1][0], "Validation AUC per domain", "AUC", "validation AUC"),
+              ("pcoc", axes[1][1], "Calibration per domain (PCOC = predicted / actual)", "PCOC",
+               "validation PCOC"))
+    for key, ax, ttl, ylabel, okey in panels:
+        drew = False
+        for j, (d, curves) in enumerate(domains.items()):
+            drew |= draw(ax, curves[key], "domain %s" % d, colors[j % len(colors)], markers[j % len(markers)])
+        drew |= draw(ax, overall[okey], "all domains", "black", "s", "--")
+        if key == "pcoc" and drew:
+            ax.axhline(1.0, color="gray", linewidth=1, linestyle=":")
+        finish(ax, ttl, ylabel, drew,
+               "no calibration metrics in this lineage\n(mean predicted / actual rate per domain)"
+               if key == "pcoc" else "no validation %s in metrics\n(train with a validation query)" % ylabel,
+               outside=True)
+
+    if title is None and chain:
+        title = "pepnet model \"%s\": lineage v%s \u2192 v%s%s" % (
+            chain[0].get("name", "?"), chain[0]["version"], chain[-1]["version"],
+            ", task \"%s\"" % task if task else "")
+    fig.suptitle(title or "pepnet lineage", fontsize=13)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return task
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python3 -m pepnet.plot",
+                                 description="Draw a pepnet version's lineage (train loss, validation logloss, "
+                                             "AUC and calibration per domain, per epoch) to a PNG.")
+    ap.add_argument("model", help="'name' (the lineage of its latest version) or 'name@version'")
+    ap.add_argument("-o", "--output", help="PNG file to write (default: <name>-lineage.png)")
+    ap.add_argument("--task", help="task to draw (default: the config's first task)")
+    ap.add_argument("--dsn", default="", help="libpq connection string (default: the PG* environment)")
+    args = ap.parse_args(argv)
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        print("pepnet.plot needs matplotlib: apt-get install python3-matplotlib", file=sys.stderr)
+        return 2
+    import psycopg2
+    from . import db
+    try:
+        conn = psycopg2.connect(args.dsn)
+    except psycopg2.Error as e:
+        print("pepnet.plot: cannot connect: %s" % str(e).strip(), file=sys.stderr)
+        return 1
+    conn.autocommit = True
+    try:
+        name, version = db._split_ref(args.model)
+        if version is None:   # a bare name: the latest version's lineage, the deployed one marked
+            version = db.latest(conn, name)
+        chain = db.lineage(conn, "%s@%d" % (name, version))
+        dep = db.deployed(conn, name)
+    except (LookupError, ValueError, psycopg2.Error) as e:
+        print("pepnet.plot: %s" % str(e).strip(), file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    out = args.output or "%s-lineage.png" % chain[-1]["name"]
+    if args.task:
+        known = set()
+        for row in chain:
+            known |= set((((row["metrics"] or {}).get("validation") or {}).get("tasks") or {}))
+        if known and args.task not in known:
+            print("pepnet.plot: task %r has no metrics in this lineage; tasks: %s" % (args.task, ", ".join(sorted(known))),
+                  file=sys.stderr)
+            return 1
+    task = plot_lineage(chain, out, args.task, deployed=dep)
+    print("wrote %s: %d version(s) of \"%s\" (v%s to v%s)%s%s" % (
+        out, len(chain), chain[-1]["name"], chain[0]["version"], chain[-1]["version"],
+        ", task %s" % task if task else "",
+        ", deployed v%d marked" % dep if dep is not None and any(r["version"] == dep for r in chain) else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,660 @@
+/*
+ * scaleout.c
+ *		What pepnet needs beyond one server:
+ *
+ *		- pepnet_require_writable: every writing function calls it first, so
+ *		  that on a hot standby or in a read-only transaction it fails at
+ *		  once (25006) instead of after the work;
+ *		- the fingerprint of a version (SHA-256 of its config and weights),
+ *		  stored in pepnet.models.fingerprint;
+ *		- the type pepnet_pinned ('ctr@3#<fingerprint>'): a version-pinned
+ *		  model reference that is not collatable, so that postgres_fdw ships
+ *		  the IMMUTABLE pepnet_predict(pepnet_pinned, ...) to the shards, and
+ *		  that refuses to score on a node whose version has other weights;
+ *		- version bundles (pepnet_export_version, pepnet_import_version) that
+ *		  copy a version between nodes keeping its name, number, parent,
+ *		  metrics and fingerprint.
+ *
+ * Scoring itself is the score path of score.c (pepnet_predict), called
+ * with the pinned reference as 'name@version' once the fingerprint of this
+ * node's version has been checked.
+ */
+#include "pepnet.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "port/pg_bswap.h"
+#include "postmaster/postmaster.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/fmgrprotos.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+PG_FUNCTION_INFO_V1(pepnet_require_writable_sql);
+PG_FUNCTION_INFO_V1(pepnet_fingerprint_of);
+PG_FUNCTION_INFO_V1(pepnet_pinned_in);
+PG_FUNCTION_INFO_V1(pepnet_pinned_out);
+PG_FUNCTION_INFO_V1(pepnet_pin);
+PG_FUNCTION_INFO_V1(pepnet_pinned_predict);
+PG_FUNCTION_INFO_V1(pepnet_export_version);
+PG_FUNCTION_INFO_V1(pepnet_import_version);
+
+/* the scoring path this file reuses (score.c) */
+extern Datum pepnet_predict(PG_FUNCTION_ARGS);
+
+#define FP_LEN 32				/* SHA-256 */
+#define FP_HEX (2 * FP_LEN)
+#define BUNDLE_MAGIC "PEPNETV1"
+#define BUNDLE_MAGIC_LEN 8
+
+/* ---------------------------------------------------------------- */
+/* read-only guard                                                   */
+/* ---------------------------------------------------------------- */
+
+/* This node's name in messages: cluster_name, else the port */
+static char *
+node_label(void)
+{
+	const char *cn = GetConfigOption("cluster_name", true, false);
+
+	if (cn && cn[0])
+		return psprintf("\"%s\"", cn);
+	return psprintf("on port %d", PostPortNumber);
+}
+
+/*
+ * Refuse a writing function (what) at once on a hot standby or in a
+ * read-only transaction, before it does any work.
+ */
+void
+pepnet_require_writable(const char *what)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s cannot run on a hot standby", what),
+				 errdetail("This server (%s) is in recovery: it replays the primary's versions and deployments and writes none of its own.",
+						   node_label()),
+				 errhint("Run %s on the primary; the standby sees the result once it has replayed the commit.", what)));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s cannot run in a read-only transaction", what),
+				 errdetail("%s writes to pepnet.models or pepnet.deployments.", what),
+				 errhint("Run it in a read-write transaction on the primary (BEGIN READ WRITE, or SET default_transaction_read_only = off).")));
+}
+
+/* pepnet._require_writable(what text): the guard for plpgsql writers */
+Datum
+pepnet_require_writable_sql(PG_FUNCTION_ARGS)
+{
+	pepnet_require_writable(PG_ARGISNULL(0) ? "this pepnet function" : text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------- */
+/* fingerprints                                                      */
+/* ---------------------------------------------------------------- */
+
+static void
+hash_or_fail(pg_cryptohash_ctx *ctx, int rc)
+{
+	if (rc < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute a SHA-256 fingerprint: %s", pg_cryptohash_error(ctx))));
+}
+
+/*
+ * The fingerprint of a version: SHA-256 over the length of the config's
+ * canonical jsonb text (8 bytes, big-endian), that text, and the weights.
+ */
+static void
+fingerprint(Jsonb *config, bytea *weights, uint8 *out)
+{
+	char	   *cfg = JsonbToCString(NULL, &config->root, VARSIZE(config));
+	uint64		len = pg_hton64((uint64) strlen(cfg));
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	hash_or_fail(ctx, pg_cryptohash_init(ctx));
+	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) &len, sizeof(len)));
+	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) cfg, strlen(cfg)));
+	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) VARDATA_ANY(weights), VARSIZE_ANY_EXHDR(weights)));
+	hash_or_fail(ctx, pg_cryptohash_final(ctx, out, FP_LEN));
+	pg_cryptohash_free(ctx);
+	pfree(cfg);
+}
+
+/* pepnet._fingerprint(config jsonb, weights bytea) RETURNS bytea: the generated column */
+Datum
+pepnet_fingerprint_of(PG_FUNCTION_ARGS)
+{
+	bytea	   *out = palloc(VARHDRSZ + FP_LEN);
+
+	SET_VARSIZE(out, VARHDRSZ + FP_LEN);
+	fingerprint(PG_GETARG_JSONB_P(0), PG_GETARG_BYTEA_PP(1), (uint8 *) VARDATA(out));
+	PG_RETURN_BYTEA_P(out);
+}
+
+/*
+ * The stored fingerprint of name@version on this node; false if there is
+ * no such version.  Runs with the caller's rights and the statement's
+ * snapshot, or a fresh one where none is active (the type's input function
+ * may run outside a statement's snapshot, e.g. for a utility command).
+ */
+static bool
+stored_fingerprint(const char *name, int32 version, uint8 *fp)
+{
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	bool		isnull,
+				found = false;
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(version);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT fingerprint FROM pepnet.models "
+							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+							  2, argtypes, values, NULL, ActiveSnapshotSet(), 1) != SPI_OK_SELECT)
+		elog(ERROR, "pepnet: could not read the fingerprint of model \"%s\" version %d", name, version);
+	if (SPI_processed == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		bytea	   *b = isnull ? NULL : DatumGetByteaPP(d);
+
+		if (b == NULL || VARSIZE_ANY_EXHDR(b) != FP_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("model \"%s\" version %d has no valid fingerprint", name, version)));
+		memcpy(fp, VARDATA_ANY(b), FP_LEN);
+		found = true;
+	}
+	SPI_finish();
+	return found;
+}
+
+static char *
+fp_hex(const uint8 *fp)
+{
+	char	   *s = palloc(FP_HEX + 1);
+
+	hex_encode((const char *) fp, FP_LEN, s);
+	s[FP_HEX] = '\0';
+	return s;
+}
+
+/* ---------------------------------------------------------------- */
+/* the type pepnet_pinned                                            */
+/* ---------------------------------------------------------------- */
+
+/* varlena: a version of a model and the fingerprint it must have */
+typedef struct Pinned
+{
+	int32		vl_len_;
+	int32		version;
+	uint8		fp[FP_LEN];
+	char		name[FLEXIBLE_ARRAY_MEMBER];	/* NUL-terminated */
+} Pinned;
+
+#define PG_GETARG_PINNED(n) ((Pinned *) PG_DETOAST_DATUM(PG_GETARG_DATUM(n)))
+
+static Pinned *
+pinned_make(const char *name, int32 version, const uint8 *fp)
+{
+	size_t		nlen = strlen(name);
+	Pinned	   *p = palloc0(offsetof(Pinned, name) + nlen + 1);
+
+	SET_VARSIZE(p, offsetof(Pinned, name) + nlen + 1);
+	p->version = version;
+	memcpy(p->fp, fp, FP_LEN);
+	memcpy(p->name, name, nlen + 1);
+	return p;
+}
+
+#define PINNED_HINT "A pinned model reference is 'name@version' (its fingerprint is looked up on this node) or 'name@version#<64 hex digits of pepnet.models.fingerprint>'."
+
+/*
+ * pepnet_pinned input: 'ctr@3' (the fingerprint of version 3 on the node
+ * that parses it) or 'ctr@3#<64 hex digits>'.  A bare name is refused: its
+ * meaning changes with every deploy and differs between nodes.
+ */
+Datum
+pepnet_pinned_in(PG_FUNCTION_ARGS)
+{
+	char	   *s = PG_GETARG_CSTRING(0);
+	const char *at = strchr(s, '@');
+	const char *p;
+	char		name[NAMEDATALEN];
+	int64		v = 0;
+	uint8		fp[FP_LEN];
+	size_t		nlen;
+
+	if (at == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("pinned model reference \"%s\" names no version", s),
+				 errdetail("A bare name means the deployed version, which changes with every deploy and may differ between nodes."),
+				 errhint("Pin a version: '%s@3', or pepnet_pin('%s') for the one deployed now.", s, s)));
+	nlen = at - s;
+	if (nlen == 0 || nlen >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid pinned model reference \"%s\": the name must have 1 to %d characters", s, NAMEDATALEN - 1),
+				 errhint(PINNED_HINT)));
+	memcpy(name, s, nlen);
+	name[nlen] = '\0';
+	for (p = at + 1; *p >= '0' && *p <= '9'; p++)
+	{
+		v = v * 10 + (*p - '0');
+		if (v > PG_INT32_MAX)
+			break;
+	}
+	if (p == at + 1 || v < 1 || v > PG_INT32_MAX || (*p != '\0' && *p != '#'))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("invalid pinned model reference \"%s\": the version must be a number from 1 to %d", s, PG_INT32_MAX),
+				 errhint(PINNED_HINT)));
+	if (*p == '#')
+	{
+		const char *h = p + 1;
+		size_t		hl = strlen(h),
+					i;
+
+		for (i = 0; i < hl; i++)
+			if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f') || (h[i] >= 'A' && h[i] <= 'F')))
+				break;
+		if (hl != FP_HEX || i != hl)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+					 errmsg("invalid pinned model reference \"%s\": the fingerprint must be %d hex digits", s, FP_HEX),
+					 errhint(PINNED_HINT)));
+		hex_decode(h, FP_HEX, (char *) fp);
+	}
+	else if (!stored_fingerprint(name, (int32) v, fp))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" has no version %d on this node (%s)", name, (int32) v, node_label()),
+				 errhint("Build the reference where the version exists, give its fingerprint ('%s@%d#<hex>'), or copy the version here with pepnet_import_version.",
+						 name, (int32) v)));
+	PG_RETURN_POINTER(pinned_make(name, (int32) v, fp));
+}
+
+/* pepnet_pinned output: 'name@version#<64 hex digits>' */
+Datum
+pepnet_pinned_out(PG_FUNCTION_ARGS)
+{
+	Pinned	   *p = PG_GETARG_PINNED(0);
+
+	PG_RETURN_CSTRING(psprintf("%s@%d#%s", p->name, p->version, fp_hex(p->fp)));
+}
+
+/* pepnet_pin(model text): the version a reference names now, pinned */
+Datum
+pepnet_pin(PG_FUNCTION_ARGS)
+{
+	PepnetRef	ref;
+	uint8		fp[FP_LEN];
+
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("model reference");
+	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
+	if (!stored_fingerprint(ref.name, ref.version, fp))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
+	PG_RETURN_POINTER(pinned_make(ref.name, ref.version, fp));
+}
+
+/* What pepnet_predict(pepnet_pinned, ...) keeps across the rows of a statement */
+typedef struct PinnedState
+{
+	FmgrInfo	inner;			/* score.c's pepnet_predict, with its own fn_extra */
+	Pinned	   *pin;			/* the reference it was set up for */
+	text	   *ref;			/* 'name@version' */
+	LocalTransactionId lxid;	/* statement last checked */
+	TimestampTz stmt_start;
+	int32		ok_version;		/* version (number, row xmin) whose fingerprint matched */
+	TransactionId ok_xmin;
+} PinnedState;
+
+/*
+ * The version this node holds for p, checked against p's fingerprint once
+ * per version row (versions never change) and looked up once per statement.
+ */
+static void
+pinned_check(PinnedState *st)
+{
+	Pinned	   *p = st->pin;
+	PepnetRef	ref;
+	uint8		fp[FP_LEN];
+	char		refbuf[NAMEDATALEN + 16];
+
+	if (st->lxid == MyProc->lxid && st->stmt_start == GetCurrentStatementStartTimestamp())
+		return;
+	snprintf(refbuf, sizeof(refbuf), "%s@%d", p->name, p->version);
+	pepnet_resolve(refbuf, &ref);
+	if (ref.version != st->ok_version || ref.xmin != st->ok_xmin)
+	{
+		if (!stored_fingerprint(p->name, p->version, fp))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("model \"%s\" version %d no longer exists", p->name, p->version)));
+		if (memcmp(fp, p->fp, FP_LEN) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("model \"%s\" version %d on this node (%s) is not the pinned version: other config or weights",
+							p->name, p->version, node_label()),
+					 errdetail("Pinned fingerprint %s, this node's %s.", fp_hex(p->fp), fp_hex(fp)),
+					 errhint("A version number must mean the same weights on every node: copy versions with pepnet_export_version and pepnet_import_version instead of importing them as new versions.")));
+		st->ok_version = ref.version;
+		st->ok_xmin = ref.xmin;
+	}
+	st->lxid = MyProc->lxid;
+	st->stmt_start = GetCurrentStatementStartTimestamp();
+}
+
+/*
+ * pepnet_predict(model pepnet_pinned, domain, persona, features, dense):
+ * IMMUTABLE (a pinned version's scores never change), so postgres_fdw may
+ * ship it; scored by score.c's pepnet_predict.
+ */
+Datum
+pepnet_pinned_predict(PG_FUNCTION_ARGS)
+{
+	PinnedState *st = (PinnedState *) fcinfo->flinfo->fn_extra;
+	Pinned	   *p;
+	int			i;
+	Datum		result;
+
+	LOCAL_FCINFO(inner, 5);
+
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("model reference");
+	p = PG_GETARG_PINNED(0);
+	if (st == NULL)
+	{
+		st = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(PinnedState));
+		st->inner.fn_addr = pepnet_predict;
+		st->inner.fn_oid = InvalidOid;
+		st->inner.fn_nargs = 5;
+		st->inner.fn_strict = false;
+		st->inner.fn_retset = false;
+		st->inner.fn_stats = TRACK_FUNC_OFF;
+		st->inner.fn_mcxt = fcinfo->flinfo->fn_mcxt;
+		st->ok_version = -1;
+		fcinfo->flinfo->fn_extra = st;
+	}
+	if (st->pin == NULL || VARSIZE(st->pin) != VARSIZE(p) || memcmp(st->pin, p, VARSIZE(p)) != 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		if (st->pin)
+		{
+			pfree(st->pin);
+			pfree(st->ref);
+		}
+		st->pin = (Pinned *) palloc(VARSIZE(p));
+		memcpy(st->pin, p, VARSIZE(p));
+		st->ref = cstring_to_text(psprintf("%s@%d", p->name, p->version));
+		st->lxid = InvalidLocalTransactionId;
+		st->ok_version = -1;
+		MemoryContextSwitchTo(old);
+	}
+	pinned_check(st);
+
+	InitFunctionCallInfoData(*inner, &st->inner, 5, InvalidOid, NULL, NULL);
+	inner->args[0].value = PointerGetDatum(st->ref);
+	inner->args[0].isnull = false;
+	for (i = 1; i < 5; i++)
+	{
+		inner->args[i].value = i < PG_NARGS() ? PG_GETARG_DATUM(i) : (Datum) 0;
+		inner->args[i].isnull = i < PG_NARGS() ? PG_ARGISNULL(i) : true;
+	}
+	result = FunctionCallInvoke(inner);
+	if (inner->isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
+}
+
+/* ---------------------------------------------------------------- */
+/* version bundles                                                   */
+/* ---------------------------------------------------------------- */
+
+/*
+ * A bundle is "PEPNETV1", the length of a JSON header (4 bytes, big-endian),
+ * the header {"name", "version", "parent", "metrics", "created_at", "config",
+ * "fingerprint"} and the weights (safetensors) as stored.
+ */
+Datum
+pepnet_export_version(PG_FUNCTION_ARGS)
+{
+	PepnetRef	ref;
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	bool		isnull;
+	char	   *header;
+	bytea	   *weights;
+	bytea	   *out;
+	size_t		hl,
+				wl,
+				total;
+	uint32		hl_be;
+
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("model reference");
+	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
+	values[0] = CStringGetTextDatum(ref.name);
+	values[1] = Int32GetDatum(ref.version);
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('name', name, 'version', version, 'parent', parent, "
+							  "'metrics', metrics, 'created_at', created_at, 'config', config, "
+							  "'fingerprint', pg_catalog.encode(fingerprint, 'hex'))::pg_catalog.text, weights "
+							  "FROM pepnet.models WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		header = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		weights = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		MemoryContextSwitchTo(spi);
+	}
+	hl = strlen(header);
+	wl = VARSIZE_ANY_EXHDR(weights);
+	total = BUNDLE_MAGIC_LEN + 4 + hl + wl;
+	if (total > MaxAllocSize - VARHDRSZ)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("model \"%s\" version %d is too large for a bundle (%zu bytes, a bytea holds at most 1 GB)",
+						ref.name, ref.version, total),
+				 errhint("Copy the row with INSERT INTO pepnet.models ... SELECT from a foreign table over the source's pepnet.models (README, Scaling out).")));
+	out = (bytea *) MemoryContextAllocHuge(caller, VARHDRSZ + total);
+	SET_VARSIZE(out, VARHDRSZ + total);
+	memcpy(VARDATA(out), BUNDLE_MAGIC, BUNDLE_MAGIC_LEN);
+	hl_be = pg_hton32((uint32) hl);
+	memcpy(VARDATA(out) + BUNDLE_MAGIC_LEN, &hl_be, 4);
+	memcpy(VARDATA(out) + BUNDLE_MAGIC_LEN + 4, header, hl);
+	memcpy(VARDATA(out) + BUNDLE_MAGIC_LEN + 4 + hl, VARDATA_ANY(weights), wl);
+	SPI_finish();
+	PG_RETURN_BYTEA_P(out);
+}
+
+static void
+bad_bundle(const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+			 errmsg("not a valid pepnet version bundle: %s", why),
+			 errhint("Pass the bytea that pepnet_export_version returned, unchanged.")));
+}
+
+/*
+ * pepnet_import_version(bundle bytea) RETURNS int: the version, with its
+ * number, parent, metrics and creation time, as on the node that exported
+ * it.  A version of that name and number that exists here already is
+ * accepted if its fingerprint is the same (nothing is written) and refused
+ * otherwise: versions are never renumbered.
+ */
+Datum
+pepnet_import_version(PG_FUNCTION_ARGS)
+{
+	bytea	   *b;
+	const char *data;
+	size_t		len,
+				hl;
+	uint32		hl_be;
+	char	   *header;
+	Oid			targs[2] = {TEXTOID, BYTEAOID};
+	Datum		vals[2];
+	bool		isnull;
+	char	   *name,
+			   *cfgtext,
+			   *fphex;
+	int32		version;
+	uint8		fp[FP_LEN],
+				have[FP_LEN];
+	PnConfig	cfg;
+	PnModel    *m;
+	PnError		err = {0};
+	bytea	   *weights;
+	int			i;
+	MemoryContext caller = CurrentMemoryContext;
+
+	pepnet_require_writable("pepnet_import_version");
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("bundle");
+	b = PG_GETARG_BYTEA_PP(0);
+	data = VARDATA_ANY(b);
+	len = VARSIZE_ANY_EXHDR(b);
+	if (len < BUNDLE_MAGIC_LEN + 4 || memcmp(data, BUNDLE_MAGIC, BUNDLE_MAGIC_LEN) != 0)
+		bad_bundle("it does not start with \"" BUNDLE_MAGIC "\"");
+	memcpy(&hl_be, data + BUNDLE_MAGIC_LEN, 4);
+	hl = pg_ntoh32(hl_be);
+	if (hl > len - BUNDLE_MAGIC_LEN - 4)
+		bad_bundle("its header is longer than the bundle");
+	header = pnstrdup(data + BUNDLE_MAGIC_LEN + 4, hl);
+	if (strlen(header) != hl)
+		bad_bundle("its header contains a NUL byte");
+
+	/* the weights as a bytea of their own */
+	{
+		size_t		wl = len - BUNDLE_MAGIC_LEN - 4 - hl;
+
+		weights = (bytea *) palloc_extended(VARHDRSZ + wl, MCXT_ALLOC_HUGE);
+		SET_VARSIZE(weights, VARHDRSZ + wl);
+		memcpy(VARDATA(weights), data + BUNDLE_MAGIC_LEN + 4 + hl, wl);
+	}
+
+	SPI_connect();
+
+	/* the header's fields, each checked for its type */
+	vals[0] = CStringGetTextDatum(header);
+	if (SPI_execute_with_args("SELECT h OPERATOR(pg_catalog.->>) 'name', "
+							  "pg_catalog.jsonb_typeof(h OPERATOR(pg_catalog.->) 'version') OPERATOR(pg_catalog.=) 'number', "
+							  "(h OPERATOR(pg_catalog.->) 'config')::pg_catalog.text, h OPERATOR(pg_catalog.->>) 'fingerprint', "
+							  "pg_catalog.jsonb_typeof(h OPERATOR(pg_catalog.->) 'config') OPERATOR(pg_catalog.=) 'object', "
+							  "pg_catalog.jsonb_typeof(h OPERATOR(pg_catalog.->) 'metrics') OPERATOR(pg_catalog.=) 'object' "
+							  "FROM (SELECT $1::pg_catalog.jsonb AS h) s",
+							  1, targs, vals, NULL, false, 1) != SPI_OK_SELECT)
+		bad_bundle("its header is not JSON");
+	for (i = 1; i <= 6; i++)
+	{
+		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i, &isnull);
+		if (isnull || (TupleDescAttr(SPI_tuptable->tupdesc, i - 1)->atttypid == BOOLOID &&
+					   !DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i, &isnull))))
+			bad_bundle("its header lacks name, version, config, metrics or fingerprint");
+	}
+	name = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	cfgtext = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
+	fphex = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4));
+	if (SPI_execute_with_args("SELECT (($1::pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'version')::pg_catalog.int4",
+							  1, targs, vals, NULL, false, 1) != SPI_OK_SELECT)
+		bad_bundle("its version is not a number");
+	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	pepnet_check_name(name);
+	if (version < 1)
+		bad_bundle("its version is not a positive number");
+	if (strlen(fphex) != FP_HEX)
+		bad_bundle("its fingerprint is not 64 hex digits");
+	hex_decode(fphex, FP_HEX, (char *) fp);
+
+	/* the bundle's config and weights must give its fingerprint: checked before anything else */
+	{
+		Jsonb	   *cj = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(cfgtext)));
+		uint8		got[FP_LEN];
+
+		fingerprint(cj, weights, got);
+		if (memcmp(got, fp, FP_LEN) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+					 errmsg("bundle of model \"%s\" version %d does not match its fingerprint", name, version),
+					 errdetail("The bundle says %s, its config and weights give %s.", fphex, fp_hex(got)),
+					 errhint("The bundle was changed after pepnet_export_version made it; export it again.")));
+	}
+
+	/* one writer per name at a time, as pepnet_insert_version */
+	vals[0] = CStringGetTextDatum(name);
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock(1885695342, pg_catalog.hashtext($1))",
+							  1, targs, vals, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "pepnet: could not lock model \"%s\"", name);
+	SPI_finish();
+
+	/* the version exists here: the same one (nothing to do) or another (refused) */
+	if (stored_fingerprint(name, version, have))
+	{
+		if (memcmp(have, fp, FP_LEN) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("model \"%s\" version %d already exists on this node (%s) with other config or weights",
+							name, version, node_label()),
+					 errdetail("Fingerprint here %s, in the bundle %s.", fp_hex(have), fp_hex(fp)),
+					 errhint("Versions are never renumbered: delete this node's version %d (if it is not deployed) or keep the models of one name on one registry.", version)));
+		ereport(NOTICE,
+				(errmsg("model \"%s\" version %d is already here with the same fingerprint", name, version)));
+		PG_RETURN_INT32(version);
+	}
+
+	/* the config and the weights, checked as pepnet_import checks them */
+	if (pn_config_parse(cfgtext, strlen(cfgtext), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
+		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
+	if (pn_model_layout(&cfg, &m, &err) != PN_OK)
+		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
+	pn_config_free(&cfg);
+	if (pn_safetensors_read(m, (const uint8_t *) VARDATA(weights), VARSIZE(weights) - VARHDRSZ, &err) != PN_OK)
+		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
+	pn_model_free(m);
+
+	/* the row, as it was; its fingerprint is computed again here */
+	SPI_connect();
+	vals[0] = CStringGetTextDatum(header);
+	vals[1] = PointerGetDatum(weights);
+	if (SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, created_at, parent) "
+							  "SELECT h OPERATOR(pg_catalog.->>) 'name', (h OPERATOR(pg_catalog.->>) 'version')::pg_catalog.int4, "
+							  "h OPERATOR(pg_catalog.->) 'config', $2, h OPERATOR(pg_catalog.->) 'metrics', "
+							  "COALESCE((h OPERATOR(pg_catalog.->>) 'created_at')::pg_catalog.timestamptz, pg_catalog.now()), "
+							  "(h OPERATOR(pg_catalog.->>) 'parent')::pg_catalog.int4 "
+							  "FROM (SELECT $1::pg_catalog.jsonb AS h) s RETURNING fingerprint",
+							  2, targs, vals, NULL, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "pepnet: could not insert model \"%s\" version %d", name, version);
+	{
+		bytea	   *got = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+		/* the stored config must give the same canonical text as the bundle's */
+		if (isnull || VARSIZE_ANY_EXHDR(got) != FP_LEN || memcmp(VARDATA_ANY(got), fp, FP_LEN) != 0)
+			elog(ERROR, "pepnet: model \"%s\" version %d was stored with another fingerprint than its bundle's", name, version);
+	}
+	SPI_finish();
+	PG_RETURN_INT32(version);
+}

@@ -1,0 +1,209 @@
+# test/t/005_upgrade.pl: ALTER EXTENSION pepnet UPDATE from 0.1.0 keeps every stored version.
+#
+# Database "up": CREATE EXTENSION pepnet VERSION '0.1.0' (sql/pepnet--0.1.0.sql as shipped), then
+# versions made by pepnet_create, pepnet_import and CALL pepnet_train (2 epochs, with validation),
+# one deployed.  Recorded before the update: every version's stored row (config, md5 of weights,
+# metrics, parent), its scores for a fixed request (all tasks, every domain, with dense features),
+# what the bare name scores with, pepnet_evaluate, and its pepnet_export as tensors.  After
+# ALTER EXTENSION pepnet UPDATE: extversion is 0.2.0; rows, scores, the bare name and
+# pepnet_evaluate's five 0.1.0 columns are unchanged; every exported tensor of 0.1.0 is there
+# with the same dtype, shape and bytes, and a tensor 0.2.0 adds is allowed only if listed in
+# %ADDED_IN_020 and all zeros for versions made before the update.  0.2.0 works on the upgraded
+# database: new versions, training continued from an old version, deploy.  Database "fresh":
+# CREATE EXTENSION pepnet (0.1.0 then the upgrade script); its catalog equals the upgraded one's:
+# member objects, function signatures, results, volatility, strictness, parallel safety, settings
+# and bodies, table columns, constraints, indexes, triggers, the dump configuration and grants.
+#
+# To extend for a new 0.2.0 feature: add a check to "0.2.0 works on an upgraded database" below.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JSON::PP;
+
+# tensors 0.2.0 exports that 0.1.0 did not have; for versions made by 0.1.0 they must be all zeros
+my %ADDED_IN_020 = map { $_ => 1 } qw(pn.num_batches_tracked);
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->append_conf('postgresql.conf', "fsync = off\njit = off\n");
+$node->start;
+
+sub sq { my $db = shift; return $node->safe_psql($db, @_); }
+
+$node->safe_psql('postgres', 'CREATE DATABASE up; CREATE DATABASE fresh;');
+
+# ---------------------------------------------------------------- 0.1.0 with stored versions
+my $CFG = '{"domains": 3, "features": [{"name": "item", "buckets": 500}, {"name": "cat", "buckets": 10, "hash": false}], "persona": [{"name": "user", "buckets": 50}, {"name": "seg", "buckets": 4, "hash": false}], "dense": 1, "emb_dim": 4, "tasks": ["click", "buy"], "hidden": [16, 8]}';
+my $DATA = "SELECT domain, persona, features, dense, labels FROM ev WHERE i % 5 <> 0";
+my $VALID = "SELECT domain, persona, features, dense, labels FROM ev WHERE i % 5 = 0";
+my ($rc, $out, $err) = $node->psql('up', <<SQL);
+SET client_min_messages = warning;
+CREATE EXTENSION pepnet VERSION '0.1.0';
+CREATE TABLE ev AS
+SELECT i, i % 3 AS domain, ARRAY[abs(hashint4(-i)) % 40, i % 4]::bigint[] AS persona,
+       ARRAY[abs(hashint4(i)) % 300, i % 10]::bigint[] AS features, ARRAY[(i % 5) / 5.0]::real[] AS dense,
+       ARRAY[((abs(hashint4(i)) % 300) % 2)::real, CASE WHEN i % 7 = 0 THEN NULL ELSE (i % 3 = 0)::int::real END] AS labels
+FROM generate_series(1, 3000) i;
+SELECT pepnet_create('made', '$CFG', seed => 11);
+SELECT pepnet_create('made', '$CFG', seed => 12);
+SELECT pepnet_import('imported', '$CFG', pepnet_export('made\@2'));
+CALL pepnet_train('trained', '$DATA', '$CFG', validation => '$VALID',
+                  epochs => 2, batch_size => 128, lr => 0.01, seed => 3, progress_interval => 0);
+SELECT pepnet_deploy('made', 1);
+SQL
+is($rc, 0, 'CREATE EXTENSION pepnet VERSION 0.1.0; versions created, imported, trained (2 epochs), one deployed')
+  or BAIL_OUT("setup failed: $err");
+is(sq('up', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.1.0', 'installed as 0.1.0');
+
+my $ROWS = "SELECT name, version, parent, config, md5(weights), metrics FROM pepnet.models ORDER BY name, version";
+# every version's scores of a fixed request in every domain (all tasks), and the bare names'
+my $SCORES = <<'SQL';
+SELECT m.name || '@' || m.version, d, s.idx, s.score, s.scores
+FROM pepnet.models m, generate_series(0, 2) d,
+     pepnet_score(m.name || '@' || m.version, d, '{7, 3}', '{{1, 2}, {250, 9}, {-5, 0}}', '{{0.5}, {0}, {-1}}') s
+UNION ALL
+SELECT n, 1, s.idx, s.score, s.scores
+FROM unnest(ARRAY['made', 'imported', 'trained']) n, pepnet_score(n, 1, '{7, 3}', '{{1, 2}, {250, 9}}', '{{0.5}, {0}}') s
+ORDER BY 1, 2, 3
+SQL
+my $EVAL = "SELECT domain, task, rows, auc, logloss FROM pepnet_evaluate('trained\@2', '$VALID') ORDER BY domain NULLS LAST, task";
+my $VERSIONS = "SELECT name || '\@' || version FROM pepnet.models ORDER BY name, version";
+
+my $rows_before = sq('up', $ROWS);
+my $scores_before = sq('up', $SCORES);
+my $eval_before = sq('up', $EVAL);
+my @versions = split /\n/, sq('up', $VERSIONS);
+is(scalar @versions, 5, 'five versions stored under 0.1.0');
+
+# a version's pepnet_export as {name => [dtype, shape, bytes]}
+sub export_tensors
+{
+	my ($ref) = @_;
+	my $blob = pack('H*', sq('up', "SELECT encode(pepnet_export('$ref'), 'hex')"));
+	my $n = unpack('Q<', substr($blob, 0, 8));
+	my $header = decode_json(substr($blob, 8, $n));
+	my $data = substr($blob, 8 + $n);
+	my %t;
+	for my $name (keys %$header)
+	{
+		next if $name eq '__metadata__';
+		my ($b, $e) = @{ $header->{$name}{data_offsets} };
+		$t{$name} = [ $header->{$name}{dtype}, join('x', @{ $header->{$name}{shape} }), substr($data, $b, $e - $b) ];
+	}
+	return \%t;
+}
+my %export_before = map { $_ => export_tensors($_) } @versions;
+
+# ---------------------------------------------------------------- the update
+($rc, $out, $err) = $node->psql('up', 'ALTER EXTENSION pepnet UPDATE');
+is($rc, 0, 'ALTER EXTENSION pepnet UPDATE') or diag($err);
+is(sq('up', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.2.0', 'extversion is 0.2.0 after the update');
+
+is(sq('up', $ROWS), $rows_before, 'every stored version unchanged: name, version, parent, config, weights (md5), metrics');
+is(sq('up', $SCORES), $scores_before,
+	'scores unchanged: every version, every domain, all tasks, and the bare names (deployed, else latest)');
+is(sq('up', $EVAL), $eval_before, "pepnet_evaluate's domain, task, rows, auc, logloss unchanged");
+
+for my $v (@versions)
+{
+	my ($old, $new) = ($export_before{$v}, export_tensors($v));
+	my @missing = grep { !exists $new->{$_} } sort keys %$old;
+	my @changed = grep { exists $new->{$_} && join('|', @{ $new->{$_} }) ne join('|', @{ $old->{$_} }) } sort keys %$old;
+	my @added = grep { !exists $old->{$_} } sort keys %$new;
+	my @unexpected = grep { my $n = $_; !grep { $n eq $_ || $n =~ /(?:^|\.)\Q$_\E$/ } keys %ADDED_IN_020 } @added;
+	my @nonzero = grep { $new->{$_}[2] =~ /[^\0]/ } @added;
+	ok(!@missing && !@changed && !@unexpected && !@nonzero,
+		"pepnet_export of $v: the " . scalar(keys %$old) . ' tensors of 0.1.0 unchanged (dtype, shape, bytes)'
+		  . (@added ? ', added by 0.2.0 and zero: ' . join(', ', @added) : ''))
+	  or diag("missing: @missing; changed: @changed; added but not allowed: @unexpected; added, not zero: @nonzero");
+}
+
+# ---------------------------------------------------------------- 0.2.0 works on an upgraded database
+($rc, $out, $err) = $node->psql('up', <<SQL);
+SET client_min_messages = warning;
+SELECT pepnet_create('made', '$CFG', seed => 13);
+CALL pepnet_train('trained', '$DATA', epochs => 1, batch_size => 128, lr => 0.01, seed => 4, progress_interval => 0);
+SELECT pepnet_deploy('trained', 3);
+SQL
+is($rc, 0, 'after the update: pepnet_create, CALL pepnet_train continuing from an old version, pepnet_deploy') or diag($err);
+is(sq('up', "SELECT parent FROM pepnet.models WHERE name = 'trained' AND version = 3"),
+	'2', 'training continued from the version trained under 0.1.0');
+is( sq(
+		'up', "SELECT count(*) FROM pepnet_score('trained', 0, '{7, 3}', '{{1, 2}}', '{{0.5}}') s,
+		              pepnet_score('trained\@3', 0, '{7, 3}', '{{1, 2}}', '{{0.5}}') t WHERE s.score = t.score"),
+	'1', 'the bare name scores with the version deployed after the update');
+is( sq(
+		'up', "SELECT array_to_string((array_agg(a.n || ' ' || format_type(a.t, NULL) ORDER BY a.k)
+		                               FILTER (WHERE a.m = 't'))[1:5], ', ')
+		       FROM pg_proc p, unnest(p.proallargtypes, p.proargmodes, p.proargnames) WITH ORDINALITY AS a(t, m, n, k)
+		       WHERE p.proname = 'pepnet_evaluate'"),
+	'domain integer, task text, rows bigint, auc double precision, logloss double precision',
+	"pepnet_evaluate's first five columns keep their names, types and order");
+
+# ---------------------------------------------------------------- fresh 0.2.0 = upgraded 0.1.0
+$node->safe_psql('fresh', 'CREATE EXTENSION pepnet');
+is(sq('fresh', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.2.0', 'a fresh CREATE EXTENSION pepnet is 0.2.0');
+
+# the extension's catalog, described by name (OIDs differ between the databases)
+my $CATALOG = <<'SQL';
+WITH members AS (
+  SELECT classid, objid, objsubid FROM pg_depend
+  WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pepnet'))
+SELECT 'member: ' || pg_describe_object(classid, objid, objsubid) FROM members
+UNION ALL
+SELECT 'function: ' || p.oid::regprocedure || ' -> ' || pg_get_function_result(p.oid) || ' kind ' || p.prokind::text ||
+       ' volatile ' || p.provolatile::text || ' strict ' || p.proisstrict || ' parallel ' || p.proparallel::text ||
+       ' secdef ' || p.prosecdef || ' config ' || coalesce(p.proconfig::text, '-') || ' lang ' || l.lanname ||
+       ' defaults ' || coalesce(pg_get_expr(p.proargdefaults, 0), '-') || ' body ' || md5(p.prosrc || coalesce(p.probin, '')) ||
+       ' acl ' || coalesce(p.proacl::text, '-')
+FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid JOIN pg_language l ON l.oid = p.prolang
+UNION ALL
+SELECT 'column: ' || c.oid::regclass || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) ||
+       CASE WHEN a.attnotnull THEN ' not null' ELSE '' END || ' identity ' || a.attidentity::text ||
+       ' default ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-')
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+UNION ALL
+SELECT 'relation: ' || c.oid::regclass || ' kind ' || c.relkind::text || ' acl ' || coalesce(c.relacl::text, '-') ||
+       ' options ' || coalesce(c.reloptions::text, '-')
+FROM members m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid
+UNION ALL
+SELECT 'constraint: ' || co.conrelid::regclass || ' ' || co.conname || ' ' || pg_get_constraintdef(co.oid)
+FROM members m JOIN pg_constraint co ON m.classid = 'pg_class'::regclass AND co.conrelid = m.objid
+UNION ALL
+SELECT 'index: ' || pg_get_indexdef(i.indexrelid)
+FROM members m JOIN pg_index i ON m.classid = 'pg_class'::regclass AND i.indrelid = m.objid
+UNION ALL
+SELECT 'trigger: ' || pg_get_triggerdef(t.oid)
+FROM members m JOIN pg_trigger t ON m.classid = 'pg_class'::regclass AND t.tgrelid = m.objid AND NOT t.tgisinternal
+UNION ALL
+SELECT 'dumped: ' || c::regclass || ' where ' || coalesce(w, '-')
+FROM pg_extension e, unnest(e.extconfig, e.extcondition) u(c, w) WHERE e.extname = 'pepnet'
+UNION ALL
+SELECT 'schema: ' || n.nspname || ' acl ' || coalesce(n.nspacl::text, '-')
+FROM members m JOIN pg_namespace n ON m.classid = 'pg_namespace'::regclass AND n.oid = m.objid
+ORDER BY 1
+SQL
+my $cat_fresh = sq('fresh', $CATALOG);
+my $cat_up = sq('up', $CATALOG);
+my @members = grep { /^member: / } split /\n/, $cat_fresh;
+cmp_ok(scalar @members, '>=', 15, 'the fresh catalog lists the extension\'s objects (' . scalar(@members) . ' members)');
+if ($cat_up eq $cat_fresh)
+{
+	pass('upgraded 0.1.0 and fresh 0.2.0 have the same catalog: members, functions, columns, constraints, indexes, triggers, dump configuration, grants');
+}
+else
+{
+	my %f = map { $_ => 1 } split /\n/, $cat_fresh;
+	my %u = map { $_ => 1 } split /\n/, $cat_up;
+	fail('upgraded 0.1.0 and fresh 0.2.0 have the same catalog');
+	diag("only fresh: $_") for grep { !$u{$_} } sort keys %f;
+	diag("only upgraded: $_") for grep { !$f{$_} } sort keys %u;
+}
+
+$node->stop;
+done_testing();
