@@ -224,8 +224,8 @@ pn_config_numel(const PnConfig *c)
 
 		tot = sat_add(tot, sat_mul(he, k + n0) + he + n0 * he + n0);
 	}
-	if (c->pn)					/* gamma, beta, domain gamma and beta, running mean and var, count */
-		tot = sat_add(tot, 2 * n0 + 4 * D * n0 + D);
+	if (c->pn)
+		tot = sat_add(tot, 2 * n0 + 4 * D * n0 + D);	/* + pn.num_batches_tracked [D] */
 	for (t = 0; t < T; t++)
 	{
 		int64_t		prev = n0;

@@ -410,6 +410,11 @@ def test_sql_to_pytorch(conn):
     check("SQL-trained version: the module's scores equal pepnet_predict (100 rows)", ok1 and len(rows) == 100,
           "max err %.2g" % e1)
     check("SQL-trained version: the module's scores equal pepnet_score, both tasks", ok2, "max err %.2g" % e2)
+    cur.execute("SELECT scores FROM pepnet_score_query('pkg_sql@2', 'SELECT i, domain, persona, features, dense "
+                "FROM pkg_events WHERE i > 2900') AS t(i int, score float8, scores float8[]) ORDER BY i")
+    ok3, e3 = close(mine, [r[0] for r in cur.fetchall()])
+    check("SQL-trained version: the module's scores equal pepnet_score_query (batched engine), both tasks", ok3,
+          "max err %.2g" % e3)
     data = pepnet.db.fetch(conn, q, m.config)
     check("fetch: NULL labels as NaN, shapes of the config",
           data["features"].shape == (100, 3) and data["dense"].shape == (100, 2) and data["labels"].shape == (100, 2)

@@ -866,11 +866,68 @@ test_optional_count(void)
 	pn_config_free(&c);
 }
 
+/* Messages cut strings on UTF-8 character boundaries (a cut inside a character reaches clients
+ * in other encodings as an invalid byte sequence) */
+static int
+valid_utf8(const char *s)
+{
+	const unsigned char *p = (const unsigned char *) s;
+
+	while (*p)
+	{
+		int			n = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 0;
+		int			i;
+
+		if (n == 0)
+			return 0;
+		for (i = 1; i < n; i++)
+			if ((p[i] & 0xC0) != 0x80)
+				return 0;
+		p += n;
+	}
+	return 1;
+}
+
+static void
+test_utf8_messages(void)
+{
+	char		key[400] = "{\"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 2}], \"";
+	char		longkey[600];
+	PnConfig	c;
+	PnError		e = {0};
+	int			i;
+
+	CHECK(pn_utf8_prefix("abc", 2) == 2 && pn_utf8_prefix("\xc3\xa9\xc3\xa9x", 1) == 2 &&
+		  pn_utf8_prefix("\xe2\x82\xac\xc3\xa9", 2) == 5 && pn_utf8_prefix("ab", 9) == 2,
+		  "pn_utf8_prefix counts characters, not bytes");
+	/* an unknown key of 59 ASCII letters and 10 two-byte characters: cut after 60 characters */
+	for (i = 0; i < 59; i++)
+		strcat(key, "x");
+	for (i = 0; i < 10; i++)
+		strcat(key, "\xc3\xa9");
+	strcat(key, "\": 1}");
+	CHECK(pn_config_parse(key, strlen(key), 0, &c, &e) == PN_ECONFIG && valid_utf8(e.msg) &&
+		  strstr(e.msg, "x\xc3\xa9\"") != NULL, "unknown key cut after 60 characters on a boundary (%s)", e.msg);
+	/* a message longer than PnError's buffer ends on a character boundary */
+	for (i = 0; i < 299; i++)
+		memcpy(longkey + 2 * i, "\xc3\xa9", 2);
+	longkey[598] = '\0';
+	pn_seterr(&e, PN_ECONFIG, "x%s", longkey);
+	CHECK(strlen(e.msg) == sizeof(e.msg) - 1 && valid_utf8(e.msg),
+		  "a message cut by its buffer on a boundary keeps every whole character (%zu bytes)", strlen(e.msg));
+	pn_seterr(&e, PN_ECONFIG, "%s", longkey);
+	CHECK(strlen(e.msg) == sizeof(e.msg) - 2 && valid_utf8(e.msg),
+		  "a message cut by its buffer inside a character drops that character (%zu bytes)", strlen(e.msg));
+	pn_setdetail(&e, "%s", longkey);
+	CHECK(valid_utf8(e.detail), "a detail cut by its buffer ends on a character boundary");
+}
+
 int
 main(void)
 {
 	test_hash();
 	test_config();
+	test_utf8_messages();
 	test_by_hand();
 	test_safetensors();
 	test_bad_ids();
