@@ -1271,6 +1271,9 @@ optimizer_save(TrainState *st, int32 version)
 	Oid			argtypes[5] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID};
 	Datum		values[5];
 
+	/* the 0.1.0 schema (its pepnet_train, before ALTER EXTENSION pepnet UPDATE) keeps no state */
+	if (!OidIsValid(get_relname_relid("optimizer_state", get_namespace_oid("pepnet", false))))
+		return;
 	values[0] = CStringGetTextDatum(st->name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int64GetDatum(pn_trainer_steps(st->trainer));
