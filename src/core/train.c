@@ -1,30 +1,55 @@
 /*
  * train.c
  *		Training of STAR-PEPNet: a batched forward pass that keeps its
- *		activations, the hand-written backward pass of every part of docs/model.md,
- *		masked multi-task BCE with L2, and the optimiser (Adam on dense
- *		parameters, lazy Adam with torch.optim.SparseAdam semantics on
- *		embedding rows).
+ *		activations, the hand-written backward pass of every part of
+ *		docs/model.md, masked multi-task BCE with L2, and the optimiser (Adam
+ *		on dense parameters, lazy Adam with torch.optim.SparseAdam semantics
+ *		on embedding rows).
+ *
+ * Layout (as llm.c's train_gpt2.c): one forward / backward pair of small
+ * functions per part of the model, each with its shapes in a comment:
+ *
+ *		embed_forward		ids -> in_e = [dv ; x0], in_p = [pv ; .]
+ *		epnet_forward		in_e -> x				(docs/model.md step 3)
+ *		partnorm_forward	x -> xn					(step 4)
+ *		ppnet_forward		in_p -> gates gg[l]		(step 6)
+ *		tower_forward		xn, gg -> logit			(steps 5, 7), per task
+ *		aux_forward			in_e -> logit +=		(step 8)
+ *		loss_forward_backward	logit -> loss, dlogit
+ *
+ * and the backward functions in reverse, ending in embed_backward (the
+ * scatter-add into the embedding rows).  forward() and backward() are
+ * short chains of these calls.  Every activation and activation-gradient
+ * buffer is listed, with its size, in one table (buffer_table), and carved
+ * out of one allocation when the trainer is made.
  *
  * Rows of a batch are first sorted by domain (a counting sort), so that
  * each domain's fused STAR matrices W* = W ⊙ W_d are formed once per step
  * and used in one GEMM over that domain's rows.  Every array below is in
  * that sorted order.
  *
- * Shapes: n rows, n0 input width, k emb_dim, P*k persona width, T tasks,
- * h_l tower widths (h_0 = n0, h_(L+1) = 1), he / ha EPNet / aux hidden.
- * Matrices are row-major, weights [out, in].
+ * Shapes: n rows, n0 input width, k emb_dim, pk = P*k persona width, T
+ * tasks, h_l tower widths (h_0 = n0, h_(L+1) = 1), he / ha EPNet / aux
+ * hidden, ke = k + n0, kp = pk + n0, g_l = T*h_l.  Matrices are row-major,
+ * weights [out, in].
+ *
+ * GEMMs run on oneDNN's sgemm, one OpenMP thread (pinned when a trainer is
+ * made, so never in the postmaster).  The elementwise loops are written on
+ * local restrict pointers so that the compiler vectorizes them; none of
+ * them changes the order of a sum.
  */
 #include "pncore.h"
-#include "vmath.h"
+#include "pninternal.h"
 
-#include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define PN_EPS 1e-5f
+#include <oneapi/dnnl/dnnl.h>
+
 #define PN_MOMENTUM 0.01f
 
 typedef struct Seg
@@ -54,43 +79,39 @@ struct PnTrainer
 	int64_t    *fslot;			/* [n, F] embedding rows */
 	int64_t    *pslot;			/* [n, P] */
 	int		   *dom;			/* [n] domain of each sorted row */
-	float	   *labels;			/* [n, T] */
 	int64_t    *uniq;			/* scratch for unique rows */
 	int64_t    *touched;		/* [ntensors] offsets into touched_rows */
 	int64_t    *touched_rows;	/* unique embedding rows touched per table */
 	int		   *ntouched;
 
+	/* all float buffers below live in one block (buffer_table) */
+	void	   *block;
+
 	/* activations */
-	float	   *in_e;			/* [n, k+n0] = [dv ; x0] */
+	float	   *labels;			/* [n, T] */
+	float	   *in_e;			/* [n, ke] = [dv ; x0] */
 	float	   *eh;				/* [n, he] relu(W1 in_e + b1) */
 	float	   *ge;				/* [n, n0] EPNet gate */
 	float	   *x;				/* [n, n0] EPNet output */
 	float	   *xhat;			/* [n, n0] normalised x */
 	float	   *istd;			/* [n, n0] 1/sqrt(var + eps) used for the row */
 	float	   *xn;				/* [n, n0] PN output */
-	float	   *in_p;			/* [n, P*k + n0] = [pv ; x] */
-	float	  **gh;				/* [L] [n, T*h_l] gate hidden */
-	float	  **gg;				/* [L] [n, T*h_l] gate */
-	float	  **r;				/* [T*L] [n, h_l] relu(z) */
-	float	  **a;				/* [T*L] [n, h_l] gated output */
+	float	   *in_p;			/* [n, kp] = [pv ; x] */
+	float	   *gh[PN_MAX_LAYERS];	/* [n, g_l] gate hidden */
+	float	   *gg[PN_MAX_LAYERS];	/* [n, g_l] gate */
+	float	   *r[PN_MAX_TASKS * PN_MAX_LAYERS];	/* [t*L+l] [n, h_l] relu(z) */
+	float	   *a[PN_MAX_TASKS * PN_MAX_LAYERS];	/* [t*L+l] [n, h_l] gated output */
 	float	   *ah;				/* [n, ha] aux hidden */
 	float	   *logit;			/* [n, T] */
-	float	   *fw;				/* fused weights of one (task, layer, domain) */
-	double	   *pn_a,
-			   *pn_b,
-			   *pn_c,
-			   *pn_d;			/* [n0] PN scratch */
+	float	   *fw;				/* [hmax, max(n0, hmax)] fused weights of one (task, layer, domain) */
+	float	   *fb;				/* [hmax] fused bias */
 	float	   *pn_mu,
 			   *pn_is,
 			   *pn_g,
 			   *pn_bt;			/* [n0] PN scratch */
-	/* gradient checks: stop-gradient inputs held at the values of one forward */
-	bool		sg_frozen;
-	float	   *sg_in_e;		/* [n, k+n0]: EPNet gate input, x0 part frozen */
-	float	   *sg_x;			/* [n, n0]: PPNet gate input x frozen */
-	float	   *fb;
+	double	   *pn_acc;			/* [4, n0] PN sums (separate allocation: doubles) */
 
-	/* gradients of activations */
+	/* gradients of activations (not allocated for an evaluator) */
 	float	   *dlogit;			/* [n, T] */
 	float	   *da;				/* [n, hmax] */
 	float	   *dz;				/* [n, hmax] */
@@ -99,100 +120,194 @@ struct PnTrainer
 	float	   *dx;				/* [n, n0] */
 	float	   *dx0;			/* [n, n0] */
 	float	   *ddv;			/* [n, k] */
-	float	   *dpv;			/* [n, P*k] */
-	float	  **dgg;			/* [L] [n, T*h_l] gradient of the gate */
-	float	   *dgh;			/* [n, max(T*h, he, ha)] */
-	float	   *dwt;			/* [hmax * max(n0, hmax)] gradient of a fused matrix */
+	float	   *dpv;			/* [n, pk + 1] */
+	float	   *dgg[PN_MAX_LAYERS];	/* [n, g_l] gradient of the gate */
+	float	   *dgh;			/* [n, max(g_max, he, ha)] */
+	float	   *dwt;			/* [hmax, max(n0, hmax)] gradient of a fused matrix */
+
+	/* gradient checks: stop-gradient inputs held at the values of one forward */
+	bool		sg_frozen;
+	float	   *sg_in_e;		/* [n, ke]: EPNet gate input, x0 part frozen */
+	float	   *sg_x;			/* [n, n0]: PPNet gate input x frozen */
 };
 
-/* Numerically safe logistic function */
-static inline float
-sigm(float v)
-{
-	if (v >= 0)
-		return 1.0f / (1.0f + expf(-v));
-	else
-	{
-		float		e = expf(v);
+#define G(tr, idx) ((tr)->grad + (tr)->m->tensors[idx].offset)
 
-		return e / (1.0f + e);
+/* ------------------------------------------------------------------ helpers */
+
+/* C [M,N] = op(A) op(B) + beta C on oneDNN's sgemm (row-major); K = 0 leaves beta C */
+static void
+gemm(char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+	 float beta, float *C, int ldc)
+{
+	if (M == 0 || N == 0)
+		return;
+	if (K == 0)
+	{
+		int			i,
+					j;
+
+		for (i = 0; i < M; i++)
+			for (j = 0; j < N; j++)
+				C[(size_t) i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t) i * ldc + j];
+		return;
 	}
+	dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* C [M,N] = A [M,K] B[N,K]^T + beta C */
-static void
+/* C [M,N] = A [M,K] B [N,K]^T + beta C (forward: activations times weights) */
+static inline void
 mm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
-	if (M == 0 || N == 0)
-		return;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+	gemm('N', 'T', M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* C [M,N] = A [M,K] B[K,N] + beta C */
-static void
+/* C [M,N] = A [M,K] B [K,N] + beta C (input gradients: dA = dZ W) */
+static inline void
 mm_nn(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
-	if (M == 0 || N == 0)
-		return;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+	gemm('N', 'N', M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* C [M,N] = A[K,M]^T B [K,N] + beta C (weight gradients: dW = dz^T a) */
-static void
+/* C [M,N] = A [K,M]^T B [K,N] + beta C (weight gradients: dW = dZ^T A) */
+static inline void
 mm_tn(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
-	if (M == 0 || N == 0)
-		return;
-	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+	gemm('T', 'N', M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* Y [n, cols] (leading dimension ld) = bias broadcast */
+/* db [cols] += column sums of dY [n, cols] (row stride ld), rows in order */
 static void
-fill_rows(float *Y, int n, int cols, int ld, const float *bias)
-{
-	int			i;
-
-	for (i = 0; i < n; i++)
-		memcpy(Y + (size_t) i * ld, bias, sizeof(float) * cols);
-}
-
-/* db [cols] += column sums of dY [n, cols] */
-static void
-col_sums(const float *dY, int n, int cols, int ld, float *db)
+col_sums(const float *restrict dY, int n, int cols, int ld, float *restrict db)
 {
 	int			i,
 				j;
 
 	for (i = 0; i < n; i++)
+	{
+		const float *restrict row = dY + (size_t) i * ld;
+
 		for (j = 0; j < cols; j++)
-			db[j] += dY[(size_t) i * ld + j];
+			db[j] += row[j];
+	}
 }
 
-/* Widest tower layer */
-static int
-hmax_of(const PnConfig *c)
+/* dY [cnt] = 0 where the relu's output Y was not positive */
+static void
+relu_backward(float *restrict dY, const float *restrict Y, size_t cnt)
 {
-	int			i,
-				h = 1;
+	size_t		q;
 
-	for (i = 0; i < c->nhidden; i++)
-		if (c->hidden[i] > h)
-			h = c->hidden[i];
-	return h;
+	for (q = 0; q < cnt; q++)
+		dY[q] = Y[q] <= 0 ? 0.0f : dY[q];
 }
 
-#define G(tr, idx) ((tr)->grad + (tr)->m->tensors[idx].offset)
+/*
+ * GateNU's backward through gamma * sigmoid: dG [cnt] *= g (1 - g / gamma)
+ * where g = gamma * sigmoid(.) is the gate's output.
+ */
+static void
+gate_backward(float *restrict dG, const float *restrict g, size_t cnt, float gamma)
+{
+	size_t		q;
+
+	for (q = 0; q < cnt; q++)
+		dG[q] *= g[q] * (1.0f - g[q] / gamma);
+}
+
+/* ------------------------------------------------------------ buffer table */
+
+/* one float buffer of the trainer: where its pointer lives and its size in floats */
+typedef struct BufSpec
+{
+	float	  **p;
+	size_t		n;
+} BufSpec;
+
+#define BUF(ptr, count) do { spec[nb].p = &(ptr); spec[nb].n = (count); nb++; } while (0)
+
+/*
+ * Every activation and activation-gradient buffer of a trainer for batches
+ * of up to bmax rows, with its size; returns the number of entries (at most
+ * 40 + 5 PN_MAX_LAYERS + 2 PN_MAX_TASKS PN_MAX_LAYERS).  An evaluator (no
+ * gradients) gets no gradient buffers.
+ */
+static int
+buffer_table(PnTrainer *tr, bool grads, BufSpec *spec)
+{
+	const PnConfig *c = &tr->m->cfg;
+	size_t		n = tr->bmax;
+	int			k = c->emb_dim,
+				n0 = c->n0,
+				T = c->ntasks,
+				L = c->nhidden,
+				hmax = pn_max_hidden(c),
+				wmax = n0 > hmax ? n0 : hmax,
+				wide = T * hmax,
+				nb = 0,
+				l,
+				t;
+
+	if (c->epnet_hidden > wide)
+		wide = c->epnet_hidden;
+	if (c->aux_hidden > wide)
+		wide = c->aux_hidden;
+
+	BUF(tr->labels, n * T);
+	BUF(tr->in_e, n * (k + n0));
+	BUF(tr->eh, c->epnet ? n * c->epnet_hidden : 0);
+	BUF(tr->ge, c->epnet ? n * n0 : 0);
+	BUF(tr->x, n * n0);
+	BUF(tr->xhat, n * n0);
+	BUF(tr->istd, n * n0);
+	BUF(tr->xn, n * n0);
+	BUF(tr->in_p, n * (c->pk + n0));
+	for (l = 0; l < L; l++)
+	{
+		size_t		g = (size_t) T * c->hidden[l];
+
+		BUF(tr->gh[l], c->ppnet ? n * g : 0);
+		BUF(tr->gg[l], c->ppnet ? n * g : 0);
+		BUF(tr->dgg[l], c->ppnet && grads ? n * g : 0);
+		for (t = 0; t < T; t++)
+		{
+			BUF(tr->r[t * L + l], n * c->hidden[l]);
+			BUF(tr->a[t * L + l], n * c->hidden[l]);
+		}
+	}
+	BUF(tr->ah, c->aux ? n * c->aux_hidden : 0);
+	BUF(tr->logit, n * T);
+	BUF(tr->fw, (size_t) hmax * wmax);
+	BUF(tr->fb, hmax);
+	BUF(tr->pn_mu, n0);
+	BUF(tr->pn_is, n0);
+	BUF(tr->pn_g, n0);
+	BUF(tr->pn_bt, n0);
+	if (grads)
+	{
+		BUF(tr->dlogit, n * T);
+		BUF(tr->da, n * hmax);
+		BUF(tr->dz, n * hmax);
+		BUF(tr->dprev, n * wmax);
+		BUF(tr->dxn, n * n0);
+		BUF(tr->dx, n * n0);
+		BUF(tr->dx0, n * n0);
+		BUF(tr->ddv, n * k);
+		BUF(tr->dpv, n * (c->pk + 1));
+		BUF(tr->dgh, n * wide);
+		BUF(tr->dwt, (size_t) hmax * wmax);
+	}
+	return nb;
+}
+
+#undef BUF
 
 /* Release a trainer (not its model) */
 void
 pn_trainer_free(PnTrainer *tr)
 {
-	int			i;
-	const PnConfig *c;
-
 	if (tr == NULL)
 		return;
-	c = &tr->m->cfg;
 	pn_free(tr->grad);
 	pn_free(tr->adam_m);
 	pn_free(tr->adam_v);
@@ -202,69 +317,18 @@ pn_trainer_free(PnTrainer *tr)
 	pn_free(tr->fslot);
 	pn_free(tr->pslot);
 	pn_free(tr->dom);
-	pn_free(tr->labels);
 	pn_free(tr->uniq);
 	pn_free(tr->touched);
 	pn_free(tr->touched_rows);
 	pn_free(tr->ntouched);
-	pn_free(tr->in_e);
-	pn_free(tr->eh);
-	pn_free(tr->ge);
-	pn_free(tr->x);
-	pn_free(tr->xhat);
-	pn_free(tr->istd);
-	pn_free(tr->xn);
-	pn_free(tr->in_p);
-	for (i = 0; i < c->nhidden; i++)
-	{
-		if (tr->gh)
-			pn_free(tr->gh[i]);
-		if (tr->gg)
-			pn_free(tr->gg[i]);
-		if (tr->dgg)
-			pn_free(tr->dgg[i]);
-	}
-	for (i = 0; i < c->ntasks * c->nhidden; i++)
-	{
-		if (tr->r)
-			pn_free(tr->r[i]);
-		if (tr->a)
-			pn_free(tr->a[i]);
-	}
-	pn_free(tr->gh);
-	pn_free(tr->gg);
-	pn_free(tr->dgg);
-	pn_free(tr->r);
-	pn_free(tr->a);
-	pn_free(tr->ah);
-	pn_free(tr->logit);
-	pn_free(tr->fw);
-	pn_free(tr->fb);
-	pn_free(tr->pn_a);
-	pn_free(tr->pn_b);
-	pn_free(tr->pn_c);
-	pn_free(tr->pn_d);
-	pn_free(tr->pn_mu);
-	pn_free(tr->pn_is);
-	pn_free(tr->pn_g);
-	pn_free(tr->pn_bt);
+	pn_free(tr->block);
+	pn_free(tr->pn_acc);
 	pn_free(tr->sg_in_e);
 	pn_free(tr->sg_x);
-	pn_free(tr->dlogit);
-	pn_free(tr->da);
-	pn_free(tr->dz);
-	pn_free(tr->dprev);
-	pn_free(tr->dxn);
-	pn_free(tr->dx);
-	pn_free(tr->dx0);
-	pn_free(tr->ddv);
-	pn_free(tr->dpv);
-	pn_free(tr->dgh);
-	pn_free(tr->dwt);
 	pn_free(tr);
 }
 
-/* Allocate n floats (at least one) */
+/* Allocate n floats (at least one), zeroed */
 static float *
 fa(size_t n, bool *ok)
 {
@@ -285,28 +349,22 @@ pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err)
 	const PnConfig *c = &m->cfg;
 	PnTrainer  *tr;
 	bool		ok = true;
-	size_t		n = bmax;
-	int			k = c->emb_dim,
-				n0 = c->n0,
-				T = c->ntasks,
-				L = c->nhidden,
-				hmax = hmax_of(c),
-				wide,
-				i,
-				t;
+	size_t		n = bmax,
+				total = 0;
+	BufSpec		spec[40 + 5 * PN_MAX_LAYERS + 2 * PN_MAX_TASKS * PN_MAX_LAYERS];
+	int			nb,
+				i;
+	float	   *base;
 
 	*out = NULL;
+	/* oneDNN's sgemm runs on OpenMP: one thread in this backend */
+	omp_set_num_threads(1);
 	tr = pn_alloc0(sizeof(PnTrainer));
 	if (!tr)
 		return pn_seterr(err, PN_ENOMEM, "out of memory for the trainer");
 	tr->m = m;
 	tr->bmax = bmax;
 	tr->lr = lr;
-	wide = T * hmax;
-	if (c->epnet_hidden > wide)
-		wide = c->epnet_hidden;
-	if (c->aux_hidden > wide)
-		wide = c->aux_hidden;
 
 	if (lr > 0)
 	{
@@ -320,77 +378,30 @@ pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err)
 	tr->fslot = pn_alloc(sizeof(int64_t) * n * (c->nfeat + 1));
 	tr->pslot = pn_alloc(sizeof(int64_t) * n * (c->npers + 1));
 	tr->dom = pn_alloc(sizeof(int) * n);
-	tr->labels = fa(n * T, &ok);
 	tr->uniq = pn_alloc(sizeof(int64_t) * n);
 	tr->touched = pn_alloc(sizeof(int64_t) * (m->ntensors + 1));
 	tr->touched_rows = pn_alloc(sizeof(int64_t) * n * (c->nfeat + c->npers + 1));
 	tr->ntouched = pn_alloc0(sizeof(int) * (m->ntensors + 1));
+	tr->pn_acc = pn_alloc(sizeof(double) * 4 * (c->n0 + 1));
 	if (!tr->order || !tr->dcount || !tr->segs || !tr->fslot || !tr->pslot || !tr->dom ||
-		!tr->uniq || !tr->touched || !tr->touched_rows || !tr->ntouched)
+		!tr->uniq || !tr->touched || !tr->touched_rows || !tr->ntouched || !tr->pn_acc)
 		ok = false;
-	tr->in_e = fa(n * (k + n0), &ok);
-	tr->eh = fa(n * c->epnet_hidden, &ok);
-	tr->ge = fa(n * n0, &ok);
-	tr->x = fa(n * n0, &ok);
-	tr->xhat = fa(n * n0, &ok);
-	tr->istd = fa(n * n0, &ok);
-	tr->xn = fa(n * n0, &ok);
-	tr->in_p = fa(n * (c->pk + n0), &ok);
-	tr->gh = pn_alloc0(sizeof(float *) * L);
-	tr->gg = pn_alloc0(sizeof(float *) * L);
-	tr->dgg = pn_alloc0(sizeof(float *) * L);
-	tr->r = pn_alloc0(sizeof(float *) * T * L);
-	tr->a = pn_alloc0(sizeof(float *) * T * L);
-	if (!tr->gh || !tr->gg || !tr->dgg || !tr->r || !tr->a)
-	{
-		pn_trainer_free(tr);
-		return pn_seterr(err, PN_ENOMEM, "out of memory for the trainer");
-	}
-	for (i = 0; i < L; i++)
-	{
-		size_t		g = (size_t) T * c->hidden[i];
 
-		if (c->ppnet)
-		{
-			tr->gh[i] = fa(n * g, &ok);
-			tr->gg[i] = fa(n * g, &ok);
-			tr->dgg[i] = fa(n * g, &ok);
-		}
-		for (t = 0; t < T; t++)
-		{
-			tr->r[t * L + i] = fa(n * c->hidden[i], &ok);
-			tr->a[t * L + i] = fa(n * c->hidden[i], &ok);
-		}
-	}
-	tr->ah = fa(n * c->aux_hidden, &ok);
-	tr->logit = fa(n * T, &ok);
-	tr->fw = fa((size_t) hmax * (n0 > hmax ? n0 : hmax), &ok);
-	tr->fb = fa(hmax, &ok);
-	tr->pn_a = pn_alloc(sizeof(double) * n0);
-	tr->pn_b = pn_alloc(sizeof(double) * n0);
-	tr->pn_c = pn_alloc(sizeof(double) * n0);
-	tr->pn_d = pn_alloc(sizeof(double) * n0);
-	if (!tr->pn_a || !tr->pn_b || !tr->pn_c || !tr->pn_d)
-		ok = false;
-	tr->pn_mu = fa(n0, &ok);
-	tr->pn_is = fa(n0, &ok);
-	tr->pn_g = fa(n0, &ok);
-	tr->pn_bt = fa(n0, &ok);
-	tr->dlogit = fa(n * T, &ok);
-	tr->da = fa(n * hmax, &ok);
-	tr->dz = fa(n * hmax, &ok);
-	tr->dprev = fa(n * (n0 > hmax ? n0 : hmax), &ok);
-	tr->dxn = fa(n * n0, &ok);
-	tr->dx = fa(n * n0, &ok);
-	tr->dx0 = fa(n * n0, &ok);
-	tr->ddv = fa(n * k, &ok);
-	tr->dpv = fa(n * (c->pk + 1), &ok);
-	tr->dgh = fa(n * wide, &ok);
-	tr->dwt = fa((size_t) hmax * (n0 > hmax ? n0 : hmax), &ok);
-	if (!ok)
+	/* the buffers of the table, each 64-byte aligned, in one zeroed block */
+	nb = buffer_table(tr, lr > 0, spec);
+	for (i = 0; i < nb; i++)
+		total += (spec[i].n + 15) & ~(size_t) 15;
+	tr->block = pn_alloc0(sizeof(float) * total + 64);
+	if (!tr->block || !ok)
 	{
 		pn_trainer_free(tr);
 		return pn_seterr(err, PN_ENOMEM, "out of memory for the trainer (batch of %d rows)", bmax);
+	}
+	base = PN_ALIGN64(tr->block);
+	for (i = 0; i < nb; i++)
+	{
+		*spec[i].p = base;
+		base += (spec[i].n + 15) & ~(size_t) 15;
 	}
 	*out = tr;
 	return PN_OK;
@@ -458,122 +469,7 @@ pn_trainer_grad(PnTrainer *tr)
 	return tr->grad;
 }
 
-/*
- * Sort the batch by domain, compute embedding slots, gather x0, dv, pv and
- * labels.  Fails on out-of-range domains, ids or labels.
- */
-static int
-prepare(PnTrainer *tr, const PnBatch *b, PnError *err)
-{
-	PnModel    *m = tr->m;
-	const PnConfig *c = &m->cfg;
-	int			n = b->n,
-				k = c->emb_dim,
-				n0 = c->n0,
-				F = c->nfeat,
-				P = c->npers,
-				T = c->ntasks,
-				D = c->domains,
-				i,
-				j,
-				d;
-
-	if (n < 1 || n > tr->bmax)
-		return pn_seterr(err, PN_EINPUT, "batch of %d rows, expected 1 to %d", n, tr->bmax);
-	tr->n = n;
-	for (i = 0; i < n; i++)
-		if (b->domain[i] < 0 || b->domain[i] >= D)
-		{
-			pn_seterr(err, PN_EINPUT, "domain %d is out of range for a model of %d domains", b->domain[i], D);
-			err->row = i;
-			return PN_EINPUT;
-		}
-	/* counting sort by domain, stable */
-	memset(tr->dcount, 0, sizeof(int) * (D + 1));
-	for (i = 0; i < n; i++)
-		tr->dcount[b->domain[i] + 1]++;
-	for (d = 0; d < D; d++)
-		tr->dcount[d + 1] += tr->dcount[d];
-	tr->nseg = 0;
-	for (d = 0; d < D; d++)
-		if (tr->dcount[d + 1] > tr->dcount[d])
-		{
-			Seg		   *s = &tr->segs[tr->nseg++];
-
-			s->domain = d;
-			s->start = tr->dcount[d];
-			s->count = tr->dcount[d + 1] - tr->dcount[d];
-			s->batch_stats = false;
-		}
-	for (i = 0; i < n; i++)
-		tr->order[tr->dcount[b->domain[i]]++] = i;
-
-	for (i = 0; i < n; i++)
-	{
-		int			o = tr->order[i];
-		float	   *ie = tr->in_e + (size_t) i * (k + n0);
-		float	   *ip = tr->in_p + (size_t) i * (c->pk + n0);
-
-		tr->dom[i] = b->domain[o];
-		memcpy(ie, PN_T(m, m->t_emb_dom) + (size_t) tr->dom[i] * k, sizeof(float) * k);
-		for (j = 0; j < F; j++)
-		{
-			int64_t		id = b->features[(size_t) o * F + j];
-			int64_t		s = pn_slot(&c->feat[j], j, id);
-
-			if (s < 0)
-			{
-				pn_seterr(err, PN_EINPUT, "feature id %lld of field \"%s\" is out of range", (long long) id, c->feat[j].name);
-				pn_setdetail(err, "Field \"%s\" is not hashed: ids must be in [0, %lld).", c->feat[j].name, (long long) c->feat[j].buckets);
-				err->row = o;
-				return PN_EINPUT;
-			}
-			tr->fslot[(size_t) i * F + j] = s;
-			memcpy(ie + k + j * k, PN_T(m, m->t_emb_feat[j]) + s * k, sizeof(float) * k);
-		}
-		for (j = 0; j < c->dense; j++)
-		{
-			float		v = b->dense[(size_t) o * c->dense + j];
-
-			if (!isfinite(v))
-			{
-				pn_seterr(err, PN_EINPUT, "dense value %d is not finite", j + 1);
-				err->row = o;
-				return PN_EINPUT;
-			}
-			ie[k + F * k + j] = v;
-		}
-		for (j = 0; j < P; j++)
-		{
-			int64_t		id = b->persona[(size_t) o * P + j];
-			int64_t		s = pn_slot(&c->pers[j], j, id);
-
-			if (s < 0)
-			{
-				pn_seterr(err, PN_EINPUT, "persona id %lld of field \"%s\" is out of range", (long long) id, c->pers[j].name);
-				pn_setdetail(err, "Field \"%s\" is not hashed: ids must be in [0, %lld).", c->pers[j].name, (long long) c->pers[j].buckets);
-				err->row = o;
-				return PN_EINPUT;
-			}
-			tr->pslot[(size_t) i * P + j] = s;
-			memcpy(ip + j * k, PN_T(m, m->t_emb_pers[j]) + s * k, sizeof(float) * k);
-		}
-		if (b->labels)
-			for (j = 0; j < T; j++)
-			{
-				float		y = b->labels[(size_t) o * T + j];
-
-				if (!isnan(y) && !(y >= 0.0f && y <= 1.0f))
-				{
-					pn_seterr(err, PN_EINPUT, "label %g of task \"%s\" is outside [0, 1]", y, c->tasks[j]);
-					err->row = o;
-					return PN_EINPUT;
-				}
-				tr->labels[(size_t) i * T + j] = y;
-			}
-	}
-	return PN_OK;
-}
+/* ------------------------------------------------ shared by the parts */
 
 /* Fused W* = W ⊙ W_d[d] and b* = b + b_d[d] of tower (t, l) into tr->fw, tr->fb */
 static void
@@ -648,288 +544,6 @@ pn_stats_error(PnTrainer *tr, const Seg *sg, int j, PnError *err)
 	return PN_ENUMERIC;
 }
 
-/*
- * Forward pass over the prepared batch.  train: PN uses per-domain batch
- * statistics (and, with update_stats, moves the running statistics).
- * Leaves logits [n, T] in tr->logit (sorted order).
- */
-static int
-forward(PnTrainer *tr, bool train, bool update_stats, PnError *err)
-{
-	PnModel    *m = tr->m;
-	const PnConfig *c = &m->cfg;
-	int			n = tr->n,
-				k = c->emb_dim,
-				n0 = c->n0,
-				T = c->ntasks,
-				L = c->nhidden,
-				he = c->epnet_hidden,
-				ha = c->aux_hidden,
-				ke = k + n0,
-				kp = c->pk + n0,
-				i,
-				j,
-				s,
-				t,
-				l;
-	size_t		nn = (size_t) n * n0,
-				q;
-	float		gamma = c->gamma;
-
-	/* EPNet: x = gamma * sigmoid(W2 relu(W1 [dv ; x0] + b1) + b2) ⊙ x0 */
-	if (c->epnet)
-	{
-		const float *gin = tr->in_e;
-
-		if (tr->sg_frozen)
-		{
-			/* live dv, frozen x0 */
-			for (i = 0; i < n; i++)
-				memcpy(tr->sg_in_e + (size_t) i * ke, tr->in_e + (size_t) i * ke, sizeof(float) * k);
-			gin = tr->sg_in_e;
-		}
-		fill_rows(tr->eh, n, he, he, PN_T(m, m->t_ep_b1));
-		mm_nt(n, he, ke, gin, ke, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->eh, he);
-		for (q = 0; q < (size_t) n * he; q++)
-			tr->eh[q] = tr->eh[q] > 0 ? tr->eh[q] : 0;
-		fill_rows(tr->ge, n, n0, n0, PN_T(m, m->t_ep_b2));
-		mm_nt(n, n0, he, tr->eh, he, PN_T(m, m->t_ep_w2), he, 1.0f, tr->ge, n0);
-		pn_sigmoid_scale(tr->ge, nn, gamma);
-		for (i = 0; i < n; i++)
-			for (j = 0; j < n0; j++)
-			{
-				q = (size_t) i * n0 + j;
-				tr->x[q] = tr->ge[q] * tr->in_e[(size_t) i * ke + k + j];
-			}
-	}
-	else
-		for (i = 0; i < n; i++)
-			memcpy(tr->x + (size_t) i * n0, tr->in_e + (size_t) i * ke + k, sizeof(float) * n0);
-
-	/* Partitioned Normalization, per domain segment (row-major passes) */
-	if (c->pn)
-	{
-		const float *gs = PN_T(m, m->t_pn_gamma),
-				   *bs = PN_T(m, m->t_pn_beta);
-		double	   *sum = tr->pn_a,
-				   *sq = tr->pn_b;
-		float	   *mu = tr->pn_mu,
-				   *is = tr->pn_is,
-				   *G = tr->pn_g,
-				   *B = tr->pn_bt;
-
-		for (s = 0; s < tr->nseg; s++)
-		{
-			Seg		   *sg = &tr->segs[s];
-			int			d = sg->domain,
-						end = sg->start + sg->count;
-			float	   *rm = PN_T(m, m->t_pn_rmean) + (size_t) d * n0;
-			float	   *rv = PN_T(m, m->t_pn_rvar) + (size_t) d * n0;
-			float	   *cnt = PN_T(m, m->t_pn_count) + d;
-			/* docs/model.md 0.2: warm-started average, a = max(0.01, 1 / (n_d + 1)) */
-			float		a = fmaxf(PN_MOMENTUM, 1.0f / (*cnt + 1.0f));
-			const float *gd = PN_T(m, m->t_pn_dgamma) + (size_t) d * n0;
-			const float *bd = PN_T(m, m->t_pn_dbeta) + (size_t) d * n0;
-
-			sg->batch_stats = train && sg->count >= 2;
-			if (sg->batch_stats)
-			{
-				memset(sum, 0, sizeof(double) * n0);
-				memset(sq, 0, sizeof(double) * n0);
-				for (i = sg->start; i < end; i++)
-				{
-					const float *xr = tr->x + (size_t) i * n0;
-
-					for (j = 0; j < n0; j++)
-						sum[j] += xr[j];
-				}
-				for (j = 0; j < n0; j++)
-					sum[j] /= sg->count;
-				for (i = sg->start; i < end; i++)
-				{
-					const float *xr = tr->x + (size_t) i * n0;
-
-					for (j = 0; j < n0; j++)
-					{
-						double		dd = xr[j] - sum[j];
-
-						sq[j] += dd * dd;
-					}
-				}
-			}
-			for (j = 0; j < n0; j++)
-			{
-				double		var;
-
-				if (sg->batch_stats)
-				{
-					var = sq[j] / sg->count;
-					mu[j] = (float) sum[j];
-					if (!isfinite(mu[j]) || !isfinite((float) var))
-						return pn_stats_error(tr, sg, j, err);
-					if (update_stats)
-					{
-						rm[j] = (1 - a) * rm[j] + a * (float) sum[j];
-						rv[j] = (1 - a) * rv[j] + a * (float) var;
-					}
-				}
-				else
-				{
-					mu[j] = rm[j];
-					var = rv[j] > 0 ? rv[j] : 0;
-				}
-				is[j] = (float) (1.0 / sqrt(var + PN_EPS));
-				G[j] = gs[j] * gd[j];
-				B[j] = bs[j] + bd[j];
-			}
-			if (sg->batch_stats && update_stats)
-				*cnt += 1.0f;
-			for (i = sg->start; i < end; i++)
-			{
-				const float *xr = tr->x + (size_t) i * n0;
-				float	   *xh = tr->xhat + (size_t) i * n0,
-						   *xo = tr->xn + (size_t) i * n0,
-						   *ir = tr->istd + (size_t) i * n0;
-
-				for (j = 0; j < n0; j++)
-				{
-					xh[j] = (xr[j] - mu[j]) * is[j];
-					ir[j] = is[j];
-					xo[j] = G[j] * xh[j] + B[j];
-				}
-			}
-		}
-	}
-	else
-		memcpy(tr->xn, tr->x, sizeof(float) * nn);
-
-	/* PPNet gates: g_l = gamma * sigmoid(W2 relu(W1 [pv ; x] + b1) + b2) */
-	if (c->ppnet)
-	{
-		for (i = 0; i < n; i++)
-			memcpy(tr->in_p + (size_t) i * kp + c->pk, (tr->sg_frozen ? tr->sg_x : tr->x) + (size_t) i * n0, sizeof(float) * n0);
-		for (l = 0; l < L; l++)
-		{
-			int			g = T * c->hidden[l];
-
-			fill_rows(tr->gh[l], n, g, g, PN_T(m, m->t_pp_b1[l]));
-			mm_nt(n, g, kp, tr->in_p, kp, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->gh[l], g);
-			for (q = 0; q < (size_t) n * g; q++)
-				tr->gh[l][q] = tr->gh[l][q] > 0 ? tr->gh[l][q] : 0;
-			fill_rows(tr->gg[l], n, g, g, PN_T(m, m->t_pp_b2[l]));
-			mm_nt(n, g, g, tr->gh[l], g, PN_T(m, m->t_pp_w2[l]), g, 1.0f, tr->gg[l], g);
-			pn_sigmoid_scale(tr->gg[l], (size_t) n * g, gamma);
-		}
-	}
-
-	/* towers: a_l = g_l[t] ⊙ relu(W*_l a_(l-1) + b*_l), per domain segment */
-	for (t = 0; t < T; t++)
-	{
-		for (l = 1; l <= L + 1; l++)
-		{
-			int			h = l <= L ? c->hidden[l - 1] : 1;
-			int			prev = l == 1 ? n0 : c->hidden[l - 2];
-			const float *in = l == 1 ? tr->xn : tr->a[t * L + l - 2];
-
-			for (s = 0; s < tr->nseg; s++)
-			{
-				Seg		   *sg = &tr->segs[s];
-
-				fuse(tr, t, l, sg->domain, h, prev);
-				if (l <= L)
-				{
-					float	   *z = tr->r[t * L + l - 1] + (size_t) sg->start * h;
-
-					fill_rows(z, sg->count, h, h, tr->fb);
-					mm_nt(sg->count, h, prev, in + (size_t) sg->start * prev, prev, tr->fw, prev, 1.0f, z, h);
-				}
-				else
-					for (i = sg->start; i < sg->start + sg->count; i++)
-					{
-						const float *ar = in + (size_t) i * prev;
-						float		acc = tr->fb[0];
-
-						for (j = 0; j < prev; j++)
-							acc += tr->fw[j] * ar[j];
-						tr->logit[(size_t) i * T + t] = acc;
-					}
-			}
-			if (l <= L)
-			{
-				float	   *rr = tr->r[t * L + l - 1],
-						   *aa = tr->a[t * L + l - 1];
-
-				for (i = 0; i < n; i++)
-					for (j = 0; j < h; j++)
-					{
-						q = (size_t) i * h + j;
-						rr[q] = rr[q] > 0 ? rr[q] : 0;
-						aa[q] = c->ppnet ? rr[q] * tr->gg[l - 1][(size_t) i * T * h + t * h + j] : rr[q];
-					}
-			}
-		}
-	}
-
-	/* aux: logit += V2 relu(V1 [dv ; x0] + e1) + e2 */
-	if (c->aux)
-	{
-		fill_rows(tr->ah, n, ha, ha, PN_T(m, m->t_aux_b1));
-		mm_nt(n, ha, ke, tr->in_e, ke, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ah, ha);
-		for (q = 0; q < (size_t) n * ha; q++)
-			tr->ah[q] = tr->ah[q] > 0 ? tr->ah[q] : 0;
-		for (i = 0; i < n; i++)
-			for (t = 0; t < T; t++)
-				tr->logit[(size_t) i * T + t] += PN_T(m, m->t_aux_b2)[t];
-		mm_nt(n, T, ha, tr->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, tr->logit, T);
-	}
-	return PN_OK;
-}
-
-/* Masked BCE on logits, mean over rows, summed over tasks, plus L2; fills dlogit */
-static double
-loss_and_dlogit(PnTrainer *tr)
-{
-	PnModel    *m = tr->m;
-	const PnConfig *c = &m->cfg;
-	int			n = tr->n,
-				T = c->ntasks,
-				i;
-	double		loss = 0.0;
-
-	for (i = 0; i < n * T; i++)
-	{
-		float		z = tr->logit[i],
-					y = tr->labels[i];
-
-		if (isnan(y))
-		{
-			tr->dlogit[i] = 0.0f;
-			continue;
-		}
-		/* softplus(z) - y z, stable */
-		loss += (z > 0 ? z + log1p(exp(-(double) z)) : log1p(exp((double) z))) - (double) y * z;
-		tr->dlogit[i] = (sigm(z) - y) / n;
-	}
-	loss /= n;
-	if (c->l2 > 0)
-	{
-		int			x;
-
-		for (x = 0; x < m->ntensors; x++)
-			if (m->tensors[x].kind == PNT_WEIGHT)
-			{
-				const float *w = PN_T(m, x);
-				double		s = 0;
-				int64_t		q;
-
-				for (q = 0; q < m->tensors[x].numel; q++)
-					s += (double) w[q] * w[q];
-				loss += c->l2 * s;
-			}
-	}
-	return loss;
-}
-
 /* Zero the gradients of dense tensors and of the embedding rows last touched */
 static void
 zero_grads(PnTrainer *tr)
@@ -984,262 +598,160 @@ record_rows(PnTrainer *tr, int x, const int64_t *rows, int stride, int64_t *pos)
 	*pos += u;
 }
 
-/* Backward pass of everything: gradients into tr->grad */
-static void
-backward(PnTrainer *tr)
+/* ------------------------------------------------------------- embeddings */
+
+/*
+ * Sort the batch's n rows by domain (stable counting sort) into tr->order
+ * and the segments of equal domain; fails on an out-of-range domain.
+ */
+static int
+sort_batch(PnTrainer *tr, const PnBatch *b, PnError *err)
+{
+	int			n = b->n,
+				D = tr->m->cfg.domains,
+				i,
+				d;
+
+	if (n < 1 || n > tr->bmax)
+		return pn_seterr(err, PN_EINPUT, "batch of %d rows, expected 1 to %d", n, tr->bmax);
+	tr->n = n;
+	for (i = 0; i < n; i++)
+		if (b->domain[i] < 0 || b->domain[i] >= D)
+		{
+			pn_seterr(err, PN_EINPUT, "domain %d is out of range for a model of %d domains", b->domain[i], D);
+			err->row = i;
+			return PN_EINPUT;
+		}
+	memset(tr->dcount, 0, sizeof(int) * (D + 1));
+	for (i = 0; i < n; i++)
+		tr->dcount[b->domain[i] + 1]++;
+	for (d = 0; d < D; d++)
+		tr->dcount[d + 1] += tr->dcount[d];
+	tr->nseg = 0;
+	for (d = 0; d < D; d++)
+		if (tr->dcount[d + 1] > tr->dcount[d])
+		{
+			Seg		   *s = &tr->segs[tr->nseg++];
+
+			s->domain = d;
+			s->start = tr->dcount[d];
+			s->count = tr->dcount[d + 1] - tr->dcount[d];
+			s->batch_stats = false;
+		}
+	for (i = 0; i < n; i++)
+		tr->order[tr->dcount[b->domain[i]]++] = i;
+	return PN_OK;
+}
+
+/*
+ * Embedding lookups and input checks, in sorted order (docs/model.md step 1):
+ *   in_e [n, ke] = [dv ; x0],  x0 = [E_f0[slot] .. E_f(F-1)[slot], dense]
+ *   in_p [n, kp] first pk columns = pv = [E_p0[slot] .. E_p(P-1)[slot]]
+ *   labels [n, T]; fslot [n, F], pslot [n, P], dom [n] for the backward.
+ * Fails on out-of-range ids, non-finite dense values, labels outside [0, 1].
+ */
+static int
+embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 {
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
 				k = c->emb_dim,
 				n0 = c->n0,
+				F = c->nfeat,
+				P = c->npers,
 				T = c->ntasks,
-				L = c->nhidden,
-				he = c->epnet_hidden,
-				ha = c->aux_hidden,
-				ke = k + n0,
-				kp = c->pk + n0,
+				i,
+				j;
+
+	for (i = 0; i < n; i++)
+	{
+		int			o = tr->order[i];
+		float	   *ie = tr->in_e + (size_t) i * (k + n0);
+		float	   *ip = tr->in_p + (size_t) i * (c->pk + n0);
+
+		tr->dom[i] = b->domain[o];
+		memcpy(ie, PN_T(m, m->t_emb_dom) + (size_t) tr->dom[i] * k, sizeof(float) * k);
+		for (j = 0; j < F; j++)
+		{
+			int64_t		s = pn_slot_checked(&c->feat[j], j, b->features[(size_t) o * F + j], "feature", err);
+
+			if (s < 0)
+			{
+				err->row = o;
+				return PN_EINPUT;
+			}
+			tr->fslot[(size_t) i * F + j] = s;
+			memcpy(ie + k + j * k, PN_T(m, m->t_emb_feat[j]) + s * k, sizeof(float) * k);
+		}
+		for (j = 0; j < c->dense; j++)
+		{
+			float		v = b->dense[(size_t) o * c->dense + j];
+
+			if (!isfinite(v))
+			{
+				pn_seterr(err, PN_EINPUT, "dense value %d is not finite", j + 1);
+				err->row = o;
+				return PN_EINPUT;
+			}
+			ie[k + F * k + j] = v;
+		}
+		for (j = 0; j < P; j++)
+		{
+			int64_t		s = pn_slot_checked(&c->pers[j], j, b->persona[(size_t) o * P + j], "persona", err);
+
+			if (s < 0)
+			{
+				err->row = o;
+				return PN_EINPUT;
+			}
+			tr->pslot[(size_t) i * P + j] = s;
+			memcpy(ip + j * k, PN_T(m, m->t_emb_pers[j]) + s * k, sizeof(float) * k);
+		}
+		if (b->labels)
+			for (j = 0; j < T; j++)
+			{
+				float		y = b->labels[(size_t) o * T + j];
+
+				if (!isnan(y) && !(y >= 0.0f && y <= 1.0f))
+				{
+					pn_seterr(err, PN_EINPUT, "label %g of task \"%s\" is outside [0, 1]", y, c->tasks[j]);
+					err->row = o;
+					return PN_EINPUT;
+				}
+				tr->labels[(size_t) i * T + j] = y;
+			}
+	}
+	return PN_OK;
+}
+
+/*
+ * Scatter-add of the input gradients into the embedding rows used (duplicates
+ * summed), recording the rows touched for SparseAdam and zero_grads:
+ *   dx0 [n, n0] (first F*k columns) -> emb.feature.j
+ *   dpv [n, pk] -> emb.persona.j (PPNet only)
+ *   ddv [n, k] -> emb.domain (EPNet or aux only)
+ */
+static void
+embed_backward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				k = c->emb_dim,
+				n0 = c->n0,
 				i,
 				j,
-				s,
-				t,
-				l,
 				x;
-	size_t		nn = (size_t) n * n0,
-				q;
-	float		gamma = c->gamma;
 	int64_t		pos = 0;
 
-	memset(tr->dxn, 0, sizeof(float) * nn);
-	memset(tr->dx0, 0, sizeof(float) * nn);
-	memset(tr->ddv, 0, sizeof(float) * (size_t) n * k);
-	if (c->ppnet)
-		for (l = 0; l < L; l++)
-			memset(tr->dgg[l], 0, sizeof(float) * (size_t) n * T * c->hidden[l]);
-
-	/* aux: dV2 = dlogit^T ah, dah = dlogit V2, dV1 = dah_pre^T [dv ; x0] */
-	if (c->aux)
-	{
-		mm_tn(T, ha, n, tr->dlogit, T, tr->ah, ha, 1.0f, G(tr, m->t_aux_w2), ha);
-		col_sums(tr->dlogit, n, T, T, G(tr, m->t_aux_b2));
-		mm_nn(n, ha, T, tr->dlogit, T, PN_T(m, m->t_aux_w2), ha, 0.0f, tr->dgh, ha);
-		for (q = 0; q < (size_t) n * ha; q++)
-			if (tr->ah[q] <= 0)
-				tr->dgh[q] = 0;
-		mm_tn(ha, ke, n, tr->dgh, ha, tr->in_e, ke, 1.0f, G(tr, m->t_aux_w1), ke);
-		col_sums(tr->dgh, n, ha, ha, G(tr, m->t_aux_b1));
-		/* d [dv ; x0]: dv part and x0 part */
-		mm_nn(n, k, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ddv, k);
-		mm_nn(n, n0, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1) + k, ke, 1.0f, tr->dx0, n0);
-	}
-
-	/* towers, top down, per task */
-	for (t = 0; t < T; t++)
-	{
-		for (l = L + 1; l >= 1; l--)
-		{
-			int			h = l <= L ? c->hidden[l - 1] : 1;
-			int			prev = l == 1 ? n0 : c->hidden[l - 2];
-			const float *in = l == 1 ? tr->xn : tr->a[t * L + l - 2];
-			int			xi = PN_TW(c, t, l);
-			float	   *gW = G(tr, m->t_tw_w[xi]),
-					   *gB = G(tr, m->t_tw_b[xi]);
-			float	   *dout = l == 1 ? tr->dxn : tr->dprev;
-			float		dbeta = l == 1 ? 1.0f : 0.0f;	/* tasks add into dxn */
-
-			/* dz [n, h]: gradient at the pre-activation of this layer */
-			if (l == L + 1)
-				for (i = 0; i < n; i++)
-					tr->dz[i] = tr->dlogit[(size_t) i * T + t];
-			else
-			{
-				const float *rr = tr->r[t * L + l - 1];
-
-				for (i = 0; i < n; i++)
-					for (j = 0; j < h; j++)
-					{
-						float		g;
-
-						q = (size_t) i * h + j;
-						g = c->ppnet ? tr->gg[l - 1][(size_t) i * T * h + t * h + j] : 1.0f;
-
-						if (c->ppnet)
-							tr->dgg[l - 1][(size_t) i * T * h + t * h + j] = tr->da[q] * rr[q];
-						tr->dz[q] = rr[q] > 0 ? tr->da[q] * g : 0.0f;
-					}
-			}
-			for (s = 0; s < tr->nseg; s++)
-			{
-				Seg		   *sg = &tr->segs[s];
-				int			d = sg->domain;
-				const float *dzs = tr->dz + (size_t) sg->start * h;
-				const float *ins = in + (size_t) sg->start * prev;
-				size_t		hp = (size_t) h * prev;
-
-				fuse(tr, t, l, d, h, prev);
-				/* dW* = dz^T a_prev over the segment */
-				mm_tn(h, prev, sg->count, dzs, h, ins, prev, 0.0f, tr->dwt, prev);
-				if (c->star)
-				{
-					const float *W = PN_T(m, m->t_tw_w[xi]);
-					const float *Wd = PN_T(m, m->t_tw_dw[xi]) + (size_t) d * hp;
-					float	   *gWd = G(tr, m->t_tw_dw[xi]) + (size_t) d * hp;
-					float	   *gBd = G(tr, m->t_tw_db[xi]) + (size_t) d * h;
-
-					for (q = 0; q < hp; q++)
-					{
-						gW[q] += tr->dwt[q] * Wd[q];
-						gWd[q] += tr->dwt[q] * W[q];
-					}
-					col_sums(dzs, sg->count, h, h, gBd);
-				}
-				else
-					for (q = 0; q < hp; q++)
-						gW[q] += tr->dwt[q];
-				col_sums(dzs, sg->count, h, h, gB);
-				/* d a_prev = dz W* */
-				mm_nn(sg->count, prev, h, dzs, h, tr->fw, prev, dbeta,
-					  dout + (size_t) sg->start * prev, prev);
-			}
-			if (l > 1)
-				memcpy(tr->da, tr->dprev, sizeof(float) * (size_t) n * prev);
-		}
-	}
-
-	/* PPNet gates: dgg -> pre-sigmoid -> W2, b2 -> relu -> W1, b1 -> pv */
-	if (c->ppnet)
-	{
-		memset(tr->dpv, 0, sizeof(float) * (size_t) n * c->pk);
-		for (l = 0; l < L; l++)
-		{
-			int			g = T * c->hidden[l];
-			float	   *dg = tr->dgg[l];
-
-			for (q = 0; q < (size_t) n * g; q++)
-			{
-				float		gv = tr->gg[l][q];
-
-				dg[q] *= gv * (1.0f - gv / gamma);
-			}
-			mm_tn(g, g, n, dg, g, tr->gh[l], g, 1.0f, G(tr, m->t_pp_w2[l]), g);
-			col_sums(dg, n, g, g, G(tr, m->t_pp_b2[l]));
-			mm_nn(n, g, g, dg, g, PN_T(m, m->t_pp_w2[l]), g, 0.0f, tr->dgh, g);
-			for (q = 0; q < (size_t) n * g; q++)
-				if (tr->gh[l][q] <= 0)
-					tr->dgh[q] = 0;
-			mm_tn(g, kp, n, tr->dgh, g, tr->in_p, kp, 1.0f, G(tr, m->t_pp_w1[l]), kp);
-			col_sums(tr->dgh, n, g, g, G(tr, m->t_pp_b1[l]));
-			/* only the pv part: x enters the gate through a stop-gradient */
-			if (c->pk)
-				mm_nn(n, c->pk, g, tr->dgh, g, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->dpv, c->pk);
-		}
-	}
-
-	/* PN backward: dxn -> dx, gamma/beta gradients (row-major passes) */
-	if (c->pn)
-	{
-		const float *gs = PN_T(m, m->t_pn_gamma);
-		float	   *ggs = G(tr, m->t_pn_gamma),
-				   *gbs = G(tr, m->t_pn_beta);
-		double	   *dG = tr->pn_a,
-				   *dB = tr->pn_b,
-				   *mdh = tr->pn_c,
-				   *mdhx = tr->pn_d;
-		float	   *Gm = tr->pn_g;
-
-		for (s = 0; s < tr->nseg; s++)
-		{
-			Seg		   *sg = &tr->segs[s];
-			int			d = sg->domain,
-						end = sg->start + sg->count;
-			const float *gd = PN_T(m, m->t_pn_dgamma) + (size_t) d * n0;
-			float	   *ggd = G(tr, m->t_pn_dgamma) + (size_t) d * n0;
-			float	   *gbd = G(tr, m->t_pn_dbeta) + (size_t) d * n0;
-
-			for (j = 0; j < n0; j++)
-			{
-				Gm[j] = gs[j] * gd[j];
-				dG[j] = dB[j] = mdh[j] = mdhx[j] = 0;
-			}
-			for (i = sg->start; i < end; i++)
-			{
-				const float *g = tr->dxn + (size_t) i * n0,
-						   *xh = tr->xhat + (size_t) i * n0;
-
-				for (j = 0; j < n0; j++)
-				{
-					dG[j] += (double) g[j] * xh[j];
-					dB[j] += g[j];
-				}
-			}
-			for (j = 0; j < n0; j++)
-			{
-				ggs[j] += (float) (dG[j] * gd[j]);
-				ggd[j] += (float) (dG[j] * gs[j]);
-				gbs[j] += (float) dB[j];
-				gbd[j] += (float) dB[j];
-				/* with dh = dxn * G: mean(dh) = G mean(dxn), mean(dh xhat) = G mean(dxn xhat) */
-				mdh[j] = Gm[j] * dB[j] / sg->count;
-				mdhx[j] = Gm[j] * dG[j] / sg->count;
-			}
-			for (i = sg->start; i < end; i++)
-			{
-				const float *g = tr->dxn + (size_t) i * n0,
-						   *xh = tr->xhat + (size_t) i * n0,
-						   *ir = tr->istd + (size_t) i * n0;
-				float	   *dxr = tr->dx + (size_t) i * n0;
-
-				if (sg->batch_stats)
-					for (j = 0; j < n0; j++)
-						dxr[j] = (float) (ir[j] * (g[j] * Gm[j] - mdh[j] - xh[j] * mdhx[j]));
-				else
-					for (j = 0; j < n0; j++)
-						dxr[j] = ir[j] * g[j] * Gm[j];
-			}
-		}
-	}
-	else
-		memcpy(tr->dx, tr->dxn, sizeof(float) * nn);
-
-	/* EPNet backward: x = ge ⊙ x0, the gate sees sg(x0) */
-	if (c->epnet)
-	{
-		float	   *dgl = tr->dxn;		/* reuse: [n, n0] */
-
-		for (i = 0; i < n; i++)
-			for (j = 0; j < n0; j++)
-			{
-				float		x0,
-							gv;
-
-				q = (size_t) i * n0 + j;
-				x0 = tr->in_e[(size_t) i * ke + k + j];
-				gv = tr->ge[q];
-				tr->dx0[q] += tr->dx[q] * gv;
-				dgl[q] = tr->dx[q] * x0 * gv * (1.0f - gv / gamma);
-			}
-		mm_tn(n0, he, n, dgl, n0, tr->eh, he, 1.0f, G(tr, m->t_ep_w2), he);
-		col_sums(dgl, n, n0, n0, G(tr, m->t_ep_b2));
-		mm_nn(n, he, n0, dgl, n0, PN_T(m, m->t_ep_w2), he, 0.0f, tr->dgh, he);
-		for (q = 0; q < (size_t) n * he; q++)
-			if (tr->eh[q] <= 0)
-				tr->dgh[q] = 0;
-		mm_tn(he, ke, n, tr->dgh, he, tr->sg_frozen ? tr->sg_in_e : tr->in_e, ke, 1.0f, G(tr, m->t_ep_w1), ke);
-		col_sums(tr->dgh, n, he, he, G(tr, m->t_ep_b1));
-		mm_nn(n, k, he, tr->dgh, he, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->ddv, k);
-	}
-	else
-		for (q = 0; q < nn; q++)
-			tr->dx0[q] += tr->dx[q];
-
-	/* embeddings: scatter-add into the rows used (duplicates summed) */
 	for (j = 0; j < c->nfeat; j++)
 	{
 		x = m->t_emb_feat[j];
 		for (i = 0; i < n; i++)
 		{
-			float	   *gr = G(tr, x) + tr->fslot[(size_t) i * c->nfeat + j] * k;
-			const float *src = tr->dx0 + (size_t) i * n0 + j * k;
+			float	   *restrict gr = G(tr, x) + tr->fslot[(size_t) i * c->nfeat + j] * k;
+			const float *restrict src = tr->dx0 + (size_t) i * n0 + j * k;
 			int			e;
 
 			for (e = 0; e < k; e++)
@@ -1251,47 +763,813 @@ backward(PnTrainer *tr)
 	{
 		x = m->t_emb_pers[j];
 		for (i = 0; i < n; i++)
-			{
-				float	   *gr = G(tr, x) + tr->pslot[(size_t) i * c->npers + j] * k;
-				const float *src = tr->dpv + (size_t) i * c->pk + j * k;
-				int			e;
+		{
+			float	   *restrict gr = G(tr, x) + tr->pslot[(size_t) i * c->npers + j] * k;
+			const float *restrict src = tr->dpv + (size_t) i * c->pk + j * k;
+			int			e;
 
-				for (e = 0; e < k; e++)
-					gr[e] += src[e];
-			}
+			for (e = 0; e < k; e++)
+				gr[e] += src[e];
+		}
 		record_rows(tr, x, tr->pslot + j, c->npers, &pos);
 	}
 	if (c->epnet || c->aux)
 	{
+		int64_t    *tmp = tr->touched_rows + pos;	/* room: n entries */
+
 		x = m->t_emb_dom;
 		for (i = 0; i < n; i++)
 		{
-			float	   *gr = G(tr, x) + (size_t) tr->dom[i] * k;
+			float	   *restrict gr = G(tr, x) + (size_t) tr->dom[i] * k;
+			const float *restrict src = tr->ddv + (size_t) i * k;
 			int			e;
 
 			for (e = 0; e < k; e++)
-				gr[e] += tr->ddv[(size_t) i * k + e];
+				gr[e] += src[e];
 		}
 		/* domain rows as int64 for record_rows */
-		{
-			int64_t    *tmp = tr->touched_rows + pos;	/* room: n entries */
+		for (i = 0; i < n; i++)
+			tmp[i] = tr->dom[i];
+		record_rows(tr, x, tmp, 1, &pos);
+	}
+}
 
-			for (i = 0; i < n; i++)
-				tmp[i] = tr->dom[i];
-			record_rows(tr, x, tmp, 1, &pos);
+/* ------------------------------------------------------------------ EPNet */
+
+/*
+ * EPNet (step 3): x = GateNU_e([dv ; sg(x0)]) ⊙ x0
+ *   eh [n, he] = relu(in_e [n, ke] W1^T [ke, he] + b1)
+ *   ge [n, n0] = gamma * sigmoid(eh W2^T [he, n0] + b2)
+ *   x  [n, n0] = ge ⊙ x0, x0 = in_e[:, k:]
+ * Without EPNet, x = x0.
+ */
+static void
+epnet_forward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				k = c->emb_dim,
+				n0 = c->n0,
+				he = c->epnet_hidden,
+				ke = k + n0,
+				i,
+				j;
+	const float *gin = tr->in_e;
+
+	if (!c->epnet)
+	{
+		for (i = 0; i < n; i++)
+			memcpy(tr->x + (size_t) i * n0, tr->in_e + (size_t) i * ke + k, sizeof(float) * n0);
+		return;
+	}
+	if (tr->sg_frozen)
+	{
+		/* gradient checks: live dv, frozen x0 */
+		for (i = 0; i < n; i++)
+			memcpy(tr->sg_in_e + (size_t) i * ke, tr->in_e + (size_t) i * ke, sizeof(float) * k);
+		gin = tr->sg_in_e;
+	}
+	pn_fill_rows(tr->eh, n, he, PN_T(m, m->t_ep_b1));
+	mm_nt(n, he, ke, gin, ke, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->eh, he);
+	pn_relu(tr->eh, (size_t) n * he);
+	pn_fill_rows(tr->ge, n, n0, PN_T(m, m->t_ep_b2));
+	mm_nt(n, n0, he, tr->eh, he, PN_T(m, m->t_ep_w2), he, 1.0f, tr->ge, n0);
+	pn_sigmoid_scale(tr->ge, (size_t) n * n0, c->gamma);
+	for (i = 0; i < n; i++)
+	{
+		const float *restrict g = tr->ge + (size_t) i * n0,
+				   *restrict x0 = tr->in_e + (size_t) i * ke + k;
+		float	   *restrict xr = tr->x + (size_t) i * n0;
+
+		for (j = 0; j < n0; j++)
+			xr[j] = g[j] * x0[j];
+	}
+}
+
+/*
+ * EPNet backward: dx [n, n0] -> dx0 [n, n0] (+=, the x0 ⊙ path), the gate's
+ * parameters, ddv [n, k] (+=); the gate sees sg(x0), so no dx0 through it.
+ *   dgl [n, n0]  = dx ⊙ x0 ⊙ ge (1 - ge / gamma)		(gradient at the gate's logit)
+ *   dW2 [n0, he] += dgl^T eh, db2 += colsum(dgl)
+ *   dgh [n, he]  = (dgl W2) ⊙ [eh > 0]
+ *   dW1 [he, ke] += dgh^T in_e, db1 += colsum(dgh), ddv += dgh W1[:, :k]
+ * Without EPNet, dx0 += dx.
+ */
+static void
+epnet_backward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				k = c->emb_dim,
+				n0 = c->n0,
+				he = c->epnet_hidden,
+				ke = k + n0,
+				i,
+				j;
+	float		gamma = c->gamma;
+	float	   *dgl = tr->dxn;	/* reuse: [n, n0], dxn is spent */
+
+	if (!c->epnet)
+	{
+		size_t		q,
+					nn = (size_t) n * n0;
+		float	   *restrict d0 = tr->dx0;
+		const float *restrict dx = tr->dx;
+
+		for (q = 0; q < nn; q++)
+			d0[q] += dx[q];
+		return;
+	}
+	for (i = 0; i < n; i++)
+	{
+		const float *restrict x0 = tr->in_e + (size_t) i * ke + k,
+				   *restrict g = tr->ge + (size_t) i * n0,
+				   *restrict dx = tr->dx + (size_t) i * n0;
+		float	   *restrict d0 = tr->dx0 + (size_t) i * n0,
+				   *restrict dl = dgl + (size_t) i * n0;
+
+		for (j = 0; j < n0; j++)
+		{
+			d0[j] += dx[j] * g[j];
+			dl[j] = dx[j] * x0[j] * g[j] * (1.0f - g[j] / gamma);
 		}
 	}
+	mm_tn(n0, he, n, dgl, n0, tr->eh, he, 1.0f, G(tr, m->t_ep_w2), he);
+	col_sums(dgl, n, n0, n0, G(tr, m->t_ep_b2));
+	mm_nn(n, he, n0, dgl, n0, PN_T(m, m->t_ep_w2), he, 0.0f, tr->dgh, he);
+	relu_backward(tr->dgh, tr->eh, (size_t) n * he);
+	mm_tn(he, ke, n, tr->dgh, he, tr->sg_frozen ? tr->sg_in_e : tr->in_e, ke, 1.0f, G(tr, m->t_ep_w1), ke);
+	col_sums(tr->dgh, n, he, he, G(tr, m->t_ep_b1));
+	mm_nn(n, k, he, tr->dgh, he, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->ddv, k);
+}
 
-	/* L2 on the shared weight matrices */
+/* ------------------------------------------------ Partitioned Normalization */
+
+/*
+ * PN (step 4), per domain segment of s rows:
+ *   xn [s, n0] = (gamma_s ⊙ gamma_d) ⊙ (x - mu) / sqrt(var + eps) + (beta_s + beta_d)
+ * train: mu, var [n0] are the segment's batch statistics when it has >= 2
+ * rows (batch_stats), else the running ones; update_stats moves the running
+ * statistics with docs/model.md 0.2's warm-started average.  Keeps xhat
+ * [n, n0] and istd [n, n0] for the backward.  Without PN, xn = x.
+ */
+static int
+partnorm_forward(PnTrainer *tr, bool train, bool update_stats, PnError *err)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n0 = c->n0,
+				i,
+				j,
+				s;
+	const float *gs,
+			   *bs;
+	double	   *sum = tr->pn_acc,
+			   *sq = tr->pn_acc + n0;
+	float	   *mu = tr->pn_mu,
+			   *is = tr->pn_is,
+			   *G = tr->pn_g,
+			   *B = tr->pn_bt;
+
+	if (!c->pn)
+	{
+		memcpy(tr->xn, tr->x, sizeof(float) * tr->n * n0);
+		return PN_OK;
+	}
+	gs = PN_T(m, m->t_pn_gamma);
+	bs = PN_T(m, m->t_pn_beta);
+	for (s = 0; s < tr->nseg; s++)
+	{
+		Seg		   *sg = &tr->segs[s];
+		int			d = sg->domain,
+					end = sg->start + sg->count;
+		float	   *rm = PN_T(m, m->t_pn_rmean) + (size_t) d * n0;
+		float	   *rv = PN_T(m, m->t_pn_rvar) + (size_t) d * n0;
+		float	   *cnt = PN_T(m, m->t_pn_count) + d;
+		/* docs/model.md 0.2: warm-started average, a = max(0.01, 1 / (n_d + 1)) */
+		float		a = fmaxf(PN_MOMENTUM, 1.0f / (*cnt + 1.0f));
+		const float *gd = PN_T(m, m->t_pn_dgamma) + (size_t) d * n0;
+		const float *bd = PN_T(m, m->t_pn_dbeta) + (size_t) d * n0;
+
+		sg->batch_stats = train && sg->count >= 2;
+		if (sg->batch_stats)
+		{
+			memset(sum, 0, sizeof(double) * n0);
+			memset(sq, 0, sizeof(double) * n0);
+			for (i = sg->start; i < end; i++)
+			{
+				const float *restrict xr = tr->x + (size_t) i * n0;
+				double	   *restrict sm = sum;
+
+				for (j = 0; j < n0; j++)
+					sm[j] += xr[j];
+			}
+			for (j = 0; j < n0; j++)
+				sum[j] /= sg->count;
+			for (i = sg->start; i < end; i++)
+			{
+				const float *restrict xr = tr->x + (size_t) i * n0;
+				const double *restrict sm = sum;
+				double	   *restrict sqr = sq;
+
+				for (j = 0; j < n0; j++)
+				{
+					double		dd = xr[j] - sm[j];
+
+					sqr[j] += dd * dd;
+				}
+			}
+		}
+		for (j = 0; j < n0; j++)
+		{
+			double		var;
+
+			if (sg->batch_stats)
+			{
+				var = sq[j] / sg->count;
+				mu[j] = (float) sum[j];
+				if (!isfinite(mu[j]) || !isfinite((float) var))
+					return pn_stats_error(tr, sg, j, err);
+				if (update_stats)
+				{
+					rm[j] = (1 - a) * rm[j] + a * (float) sum[j];
+					rv[j] = (1 - a) * rv[j] + a * (float) var;
+				}
+			}
+			else
+			{
+				mu[j] = rm[j];
+				var = rv[j] > 0 ? rv[j] : 0;
+			}
+			is[j] = (float) (1.0 / sqrt(var + PN_PN_EPS));
+			G[j] = gs[j] * gd[j];
+			B[j] = bs[j] + bd[j];
+		}
+		if (sg->batch_stats && update_stats)
+			*cnt += 1.0f;
+		for (i = sg->start; i < end; i++)
+		{
+			const float *restrict xr = tr->x + (size_t) i * n0,
+					   *restrict mur = mu,
+					   *restrict isr = is,
+					   *restrict Gr = G,
+					   *restrict Br = B;
+			float	   *restrict xh = tr->xhat + (size_t) i * n0,
+					   *restrict xo = tr->xn + (size_t) i * n0,
+					   *restrict ir = tr->istd + (size_t) i * n0;
+
+			for (j = 0; j < n0; j++)
+			{
+				xh[j] = (xr[j] - mur[j]) * isr[j];
+				ir[j] = isr[j];
+				xo[j] = Gr[j] * xh[j] + Br[j];
+			}
+		}
+	}
+	return PN_OK;
+}
+
+/*
+ * PN backward, per segment: dxn [n, n0] -> dx [n, n0]; gamma/beta gradients
+ * (shared and the domain's).  With G = gamma_s ⊙ gamma_d and dh = dxn ⊙ G:
+ *   batch statistics: dx = istd (dh - mean(dh) - xhat mean(dh xhat))
+ *   running statistics: dx = istd dh
+ */
+static void
+partnorm_backward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n0 = c->n0,
+				i,
+				j,
+				s;
+	const float *gs;
+	float	   *ggs,
+			   *gbs;
+	double	   *dG = tr->pn_acc,
+			   *dB = tr->pn_acc + n0,
+			   *mdh = tr->pn_acc + 2 * n0,
+			   *mdhx = tr->pn_acc + 3 * n0;
+	float	   *Gm = tr->pn_g;
+
+	if (!c->pn)
+	{
+		memcpy(tr->dx, tr->dxn, sizeof(float) * tr->n * n0);
+		return;
+	}
+	gs = PN_T(m, m->t_pn_gamma);
+	ggs = G(tr, m->t_pn_gamma);
+	gbs = G(tr, m->t_pn_beta);
+	for (s = 0; s < tr->nseg; s++)
+	{
+		Seg		   *sg = &tr->segs[s];
+		int			d = sg->domain,
+					end = sg->start + sg->count;
+		const float *gd = PN_T(m, m->t_pn_dgamma) + (size_t) d * n0;
+		float	   *ggd = G(tr, m->t_pn_dgamma) + (size_t) d * n0;
+		float	   *gbd = G(tr, m->t_pn_dbeta) + (size_t) d * n0;
+
+		for (j = 0; j < n0; j++)
+		{
+			Gm[j] = gs[j] * gd[j];
+			dG[j] = dB[j] = mdh[j] = mdhx[j] = 0;
+		}
+		for (i = sg->start; i < end; i++)
+		{
+			const float *restrict g = tr->dxn + (size_t) i * n0,
+					   *restrict xh = tr->xhat + (size_t) i * n0;
+			double	   *restrict dGr = dG,
+					   *restrict dBr = dB;
+
+			for (j = 0; j < n0; j++)
+			{
+				dGr[j] += (double) g[j] * xh[j];
+				dBr[j] += g[j];
+			}
+		}
+		for (j = 0; j < n0; j++)
+		{
+			ggs[j] += (float) (dG[j] * gd[j]);
+			ggd[j] += (float) (dG[j] * gs[j]);
+			gbs[j] += (float) dB[j];
+			gbd[j] += (float) dB[j];
+			/* with dh = dxn * G: mean(dh) = G mean(dxn), mean(dh xhat) = G mean(dxn xhat) */
+			mdh[j] = Gm[j] * dB[j] / sg->count;
+			mdhx[j] = Gm[j] * dG[j] / sg->count;
+		}
+		for (i = sg->start; i < end; i++)
+		{
+			const float *restrict g = tr->dxn + (size_t) i * n0,
+					   *restrict xh = tr->xhat + (size_t) i * n0,
+					   *restrict ir = tr->istd + (size_t) i * n0,
+					   *restrict Gr = Gm;
+			const double *restrict mh = mdh,
+					   *restrict mhx = mdhx;
+			float	   *restrict dxr = tr->dx + (size_t) i * n0;
+
+			if (sg->batch_stats)
+				for (j = 0; j < n0; j++)
+					dxr[j] = (float) (ir[j] * (g[j] * Gr[j] - mh[j] - xh[j] * mhx[j]));
+			else
+				for (j = 0; j < n0; j++)
+					dxr[j] = ir[j] * g[j] * Gr[j];
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ PPNet */
+
+/*
+ * PPNet gates (step 6), per layer l:
+ *   in_p [n, kp] = [pv ; sg(x)]
+ *   gh_l [n, g_l] = relu(in_p W1_l^T [kp, g_l] + b1_l)
+ *   gg_l [n, g_l] = gamma * sigmoid(gh_l W2_l^T [g_l, g_l] + b2_l)
+ */
+static void
+ppnet_forward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				n0 = c->n0,
+				kp = c->pk + n0,
+				i,
+				l;
+	const float *xs = tr->sg_frozen ? tr->sg_x : tr->x;
+
+	if (!c->ppnet)
+		return;
+	for (i = 0; i < n; i++)
+		memcpy(tr->in_p + (size_t) i * kp + c->pk, xs + (size_t) i * n0, sizeof(float) * n0);
+	for (l = 0; l < c->nhidden; l++)
+	{
+		int			g = c->ntasks * c->hidden[l];
+
+		pn_fill_rows(tr->gh[l], n, g, PN_T(m, m->t_pp_b1[l]));
+		mm_nt(n, g, kp, tr->in_p, kp, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->gh[l], g);
+		pn_relu(tr->gh[l], (size_t) n * g);
+		pn_fill_rows(tr->gg[l], n, g, PN_T(m, m->t_pp_b2[l]));
+		mm_nt(n, g, g, tr->gh[l], g, PN_T(m, m->t_pp_w2[l]), g, 1.0f, tr->gg[l], g);
+		pn_sigmoid_scale(tr->gg[l], (size_t) n * g, c->gamma);
+	}
+}
+
+/*
+ * PPNet backward, per layer l: dgg_l [n, g_l] (filled by the towers) ->
+ * parameters and dpv [n, pk]; x enters through a stop-gradient.
+ *   dgg_l *= gg_l (1 - gg_l / gamma)
+ *   dW2 [g, g] += dgg^T gh, db2 += colsum(dgg); dgh = (dgg W2) ⊙ [gh > 0]
+ *   dW1 [g, kp] += dgh^T in_p, db1 += colsum(dgh); dpv += dgh W1[:, :pk]
+ */
+static void
+ppnet_backward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				kp = c->pk + c->n0,
+				l;
+
+	if (!c->ppnet)
+		return;
+	memset(tr->dpv, 0, sizeof(float) * (size_t) n * c->pk);
+	for (l = 0; l < c->nhidden; l++)
+	{
+		int			g = c->ntasks * c->hidden[l];
+		float	   *dg = tr->dgg[l];
+
+		gate_backward(dg, tr->gg[l], (size_t) n * g, c->gamma);
+		mm_tn(g, g, n, dg, g, tr->gh[l], g, 1.0f, G(tr, m->t_pp_w2[l]), g);
+		col_sums(dg, n, g, g, G(tr, m->t_pp_b2[l]));
+		mm_nn(n, g, g, dg, g, PN_T(m, m->t_pp_w2[l]), g, 0.0f, tr->dgh, g);
+		relu_backward(tr->dgh, tr->gh[l], (size_t) n * g);
+		mm_tn(g, kp, n, tr->dgh, g, tr->in_p, kp, 1.0f, G(tr, m->t_pp_w1[l]), kp);
+		col_sums(tr->dgh, n, g, g, G(tr, m->t_pp_b1[l]));
+		if (c->pk)
+			mm_nn(n, c->pk, g, tr->dgh, g, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->dpv, c->pk);
+	}
+}
+
+/* ----------------------------------------------------------------- towers */
+
+/*
+ * Tower of task t (steps 5-7), per domain segment of s rows with the fused
+ * W*_l = W_l ⊙ W_l,d [h_l, h_(l-1)], b*_l = b_l + b_l,d:
+ *   r_l [s, h_l] = relu(a_(l-1) W*_l^T + b*_l),  a_0 = xn
+ *   a_l [n, h_l] = gg_l[:, t h_l : (t+1) h_l] ⊙ r_l	(r_l without PPNet)
+ *   logit [n, t] = a_L . w*_t + c*_t				(output layer, h = 1)
+ */
+static void
+tower_forward(PnTrainer *tr, int t)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				n0 = c->n0,
+				T = c->ntasks,
+				L = c->nhidden,
+				i,
+				j,
+				s,
+				l;
+
+	for (l = 1; l <= L + 1; l++)
+	{
+		int			h = l <= L ? c->hidden[l - 1] : 1;
+		int			prev = l == 1 ? n0 : c->hidden[l - 2];
+		const float *in = l == 1 ? tr->xn : tr->a[t * L + l - 2];
+
+		for (s = 0; s < tr->nseg; s++)
+		{
+			Seg		   *sg = &tr->segs[s];
+
+			fuse(tr, t, l, sg->domain, h, prev);
+			if (l <= L)
+			{
+				float	   *z = tr->r[t * L + l - 1] + (size_t) sg->start * h;
+
+				pn_fill_rows(z, sg->count, h, tr->fb);
+				mm_nt(sg->count, h, prev, in + (size_t) sg->start * prev, prev, tr->fw, prev, 1.0f, z, h);
+			}
+			else
+				for (i = sg->start; i < sg->start + sg->count; i++)
+				{
+					const float *ar = in + (size_t) i * prev;
+					float		acc = tr->fb[0];
+
+					for (j = 0; j < prev; j++)
+						acc += tr->fw[j] * ar[j];
+					tr->logit[(size_t) i * T + t] = acc;
+				}
+		}
+		if (l <= L)
+			for (i = 0; i < n; i++)
+			{
+				float	   *restrict rr = tr->r[t * L + l - 1] + (size_t) i * h,
+						   *restrict aa = tr->a[t * L + l - 1] + (size_t) i * h;
+
+				if (c->ppnet)
+				{
+					const float *restrict g = tr->gg[l - 1] + (size_t) i * T * h + t * h;
+
+					for (j = 0; j < h; j++)
+					{
+						rr[j] = rr[j] > 0 ? rr[j] : 0;
+						aa[j] = rr[j] * g[j];
+					}
+				}
+				else
+					for (j = 0; j < h; j++)
+					{
+						rr[j] = rr[j] > 0 ? rr[j] : 0;
+						aa[j] = rr[j];
+					}
+			}
+	}
+}
+
+/*
+ * Tower backward of task t, top down: dlogit [n, T] -> dxn [n, n0] (+=,
+ * tasks add), dgg_l [n, g_l] (task t's columns), the tower's parameters.
+ * Per layer, with da [n, h] the gradient at a_l:
+ *   dgg_l[:, t] = da ⊙ r_l;  dz [n, h] = da ⊙ g ⊙ [r_l > 0]
+ *   per segment: dW* [h, prev] = dz^T a_(l-1); dW += dW* ⊙ W_d, dW_d += dW* ⊙ W
+ *                db, db_d += colsum(dz); d a_(l-1) = dz W*
+ */
+static void
+tower_backward(PnTrainer *tr, int t)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				n0 = c->n0,
+				T = c->ntasks,
+				L = c->nhidden,
+				i,
+				j,
+				s,
+				l;
+
+	for (l = L + 1; l >= 1; l--)
+	{
+		int			h = l <= L ? c->hidden[l - 1] : 1;
+		int			prev = l == 1 ? n0 : c->hidden[l - 2];
+		const float *in = l == 1 ? tr->xn : tr->a[t * L + l - 2];
+		int			xi = PN_TW(c, t, l);
+		float	   *gW = G(tr, m->t_tw_w[xi]),
+				   *gB = G(tr, m->t_tw_b[xi]);
+		float	   *dout = l == 1 ? tr->dxn : tr->dprev;
+		float		dbeta = l == 1 ? 1.0f : 0.0f;	/* tasks add into dxn */
+
+		/* dz [n, h]: gradient at the pre-activation of this layer */
+		if (l == L + 1)
+			for (i = 0; i < n; i++)
+				tr->dz[i] = tr->dlogit[(size_t) i * T + t];
+		else
+		{
+			for (i = 0; i < n; i++)
+			{
+				const float *restrict rr = tr->r[t * L + l - 1] + (size_t) i * h,
+						   *restrict da = tr->da + (size_t) i * h;
+				float	   *restrict dz = tr->dz + (size_t) i * h;
+
+				if (c->ppnet)
+				{
+					const float *restrict g = tr->gg[l - 1] + (size_t) i * T * h + t * h;
+					float	   *restrict dg = tr->dgg[l - 1] + (size_t) i * T * h + t * h;
+
+					for (j = 0; j < h; j++)
+					{
+						dg[j] = da[j] * rr[j];
+						dz[j] = rr[j] > 0 ? da[j] * g[j] : 0.0f;
+					}
+				}
+				else
+					for (j = 0; j < h; j++)
+						dz[j] = rr[j] > 0 ? da[j] * 1.0f : 0.0f;
+			}
+		}
+		for (s = 0; s < tr->nseg; s++)
+		{
+			Seg		   *sg = &tr->segs[s];
+			int			d = sg->domain;
+			const float *dzs = tr->dz + (size_t) sg->start * h;
+			const float *ins = in + (size_t) sg->start * prev;
+			size_t		hp = (size_t) h * prev,
+						q;
+
+			fuse(tr, t, l, d, h, prev);
+			/* dW* = dz^T a_prev over the segment */
+			mm_tn(h, prev, sg->count, dzs, h, ins, prev, 0.0f, tr->dwt, prev);
+			if (c->star)
+			{
+				const float *restrict W = PN_T(m, m->t_tw_w[xi]);
+				const float *restrict Wd = PN_T(m, m->t_tw_dw[xi]) + (size_t) d * hp;
+				const float *restrict dwt = tr->dwt;
+				float	   *restrict gWs = gW;
+				float	   *restrict gWd = G(tr, m->t_tw_dw[xi]) + (size_t) d * hp;
+				float	   *gBd = G(tr, m->t_tw_db[xi]) + (size_t) d * h;
+
+				for (q = 0; q < hp; q++)
+				{
+					gWs[q] += dwt[q] * Wd[q];
+					gWd[q] += dwt[q] * W[q];
+				}
+				col_sums(dzs, sg->count, h, h, gBd);
+			}
+			else
+			{
+				const float *restrict dwt = tr->dwt;
+				float	   *restrict gWs = gW;
+
+				for (q = 0; q < hp; q++)
+					gWs[q] += dwt[q];
+			}
+			col_sums(dzs, sg->count, h, h, gB);
+			/* d a_prev = dz W* */
+			mm_nn(sg->count, prev, h, dzs, h, tr->fw, prev, dbeta,
+				  dout + (size_t) sg->start * prev, prev);
+		}
+		if (l > 1)
+			memcpy(tr->da, tr->dprev, sizeof(float) * (size_t) n * prev);
+	}
+}
+
+/* -------------------------------------------------------------------- aux */
+
+/*
+ * Auxiliary network (step 8): logit [n, T] += V2 relu(V1 [dv ; x0] + e1) + e2
+ *   ah [n, ha] = relu(in_e [n, ke] V1^T [ke, ha] + e1)
+ *   logit [n, T] += e2 + ah V2^T [ha, T]
+ */
+static void
+aux_forward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				T = c->ntasks,
+				ha = c->aux_hidden,
+				ke = c->emb_dim + c->n0,
+				i,
+				t;
+	const float *e2;
+
+	if (!c->aux)
+		return;
+	e2 = PN_T(m, m->t_aux_b2);
+	pn_fill_rows(tr->ah, n, ha, PN_T(m, m->t_aux_b1));
+	mm_nt(n, ha, ke, tr->in_e, ke, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ah, ha);
+	pn_relu(tr->ah, (size_t) n * ha);
+	for (i = 0; i < n; i++)
+		for (t = 0; t < T; t++)
+			tr->logit[(size_t) i * T + t] += e2[t];
+	mm_nt(n, T, ha, tr->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, tr->logit, T);
+}
+
+/*
+ * Aux backward: dlogit [n, T] -> V1, V2, e1, e2; ddv [n, k] (+=), dx0 [n, n0] (+=)
+ *   dV2 [T, ha] += dlogit^T ah;  dah [n, ha] = (dlogit V2) ⊙ [ah > 0]
+ *   dV1 [ha, ke] += dah^T in_e;  d[dv ; x0] += dah V1
+ */
+static void
+aux_backward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				k = c->emb_dim,
+				n0 = c->n0,
+				T = c->ntasks,
+				ha = c->aux_hidden,
+				ke = k + n0;
+
+	if (!c->aux)
+		return;
+	mm_tn(T, ha, n, tr->dlogit, T, tr->ah, ha, 1.0f, G(tr, m->t_aux_w2), ha);
+	col_sums(tr->dlogit, n, T, T, G(tr, m->t_aux_b2));
+	mm_nn(n, ha, T, tr->dlogit, T, PN_T(m, m->t_aux_w2), ha, 0.0f, tr->dgh, ha);
+	relu_backward(tr->dgh, tr->ah, (size_t) n * ha);
+	mm_tn(ha, ke, n, tr->dgh, ha, tr->in_e, ke, 1.0f, G(tr, m->t_aux_w1), ke);
+	col_sums(tr->dgh, n, ha, ha, G(tr, m->t_aux_b1));
+	/* d [dv ; x0]: dv part and x0 part */
+	mm_nn(n, k, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ddv, k);
+	mm_nn(n, n0, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1) + k, ke, 1.0f, tr->dx0, n0);
+}
+
+/* ------------------------------------------------------------------- loss */
+
+/*
+ * Masked BCE on logits [n, T], mean over rows, summed over tasks, plus L2
+ * over the shared weight matrices; fills dlogit [n, T] (0 where masked).
+ */
+static double
+loss_forward_backward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			n = tr->n,
+				T = c->ntasks,
+				i;
+	double		loss = 0.0;
+
+	for (i = 0; i < n * T; i++)
+	{
+		float		z = tr->logit[i],
+					y = tr->labels[i];
+
+		if (isnan(y))
+		{
+			tr->dlogit[i] = 0.0f;
+			continue;
+		}
+		/* softplus(z) - y z, stable */
+		loss += (z > 0 ? z + log1p(exp(-(double) z)) : log1p(exp((double) z))) - (double) y * z;
+		tr->dlogit[i] = ((float) pn_sigmoidd(z) - y) / n;
+	}
+	loss /= n;
 	if (c->l2 > 0)
+	{
+		int			x;
+
 		for (x = 0; x < m->ntensors; x++)
 			if (m->tensors[x].kind == PNT_WEIGHT)
 			{
 				const float *w = PN_T(m, x);
-				float	   *gw = G(tr, x);
-				for (q = 0; q < (size_t) m->tensors[x].numel; q++)
-					gw[q] += 2.0f * c->l2 * w[q];
+				double		s = 0;
+				int64_t		q;
+
+				for (q = 0; q < m->tensors[x].numel; q++)
+					s += (double) w[q] * w[q];
+				loss += c->l2 * s;
 			}
+	}
+	return loss;
+}
+
+/* gradient of L2: dW += 2 l2 W over the shared weight matrices */
+static void
+l2_backward(PnTrainer *tr)
+{
+	PnModel    *m = tr->m;
+	const PnConfig *c = &m->cfg;
+	int			x;
+
+	if (!(c->l2 > 0))
+		return;
+	for (x = 0; x < m->ntensors; x++)
+		if (m->tensors[x].kind == PNT_WEIGHT)
+		{
+			const float *restrict w = PN_T(m, x);
+			float	   *restrict gw = G(tr, x);
+			size_t		q;
+
+			for (q = 0; q < (size_t) m->tensors[x].numel; q++)
+				gw[q] += 2.0f * c->l2 * w[q];
+		}
+}
+
+/* ------------------------------------------------------ forward, backward */
+
+/*
+ * Forward pass over the prepared batch.  train: PN uses per-domain batch
+ * statistics (and, with update_stats, moves the running statistics).
+ * Leaves logits [n, T] in tr->logit (sorted order).
+ */
+static int
+forward(PnTrainer *tr, bool train, bool update_stats, PnError *err)
+{
+	int			rc,
+				t;
+
+	epnet_forward(tr);
+	if ((rc = partnorm_forward(tr, train, update_stats, err)) != PN_OK)
+		return rc;
+	ppnet_forward(tr);
+	for (t = 0; t < tr->m->cfg.ntasks; t++)
+		tower_forward(tr, t);
+	aux_forward(tr);
+	return PN_OK;
+}
+
+/* Backward pass of everything from dlogit: gradients into tr->grad */
+static void
+backward(PnTrainer *tr)
+{
+	const PnConfig *c = &tr->m->cfg;
+	int			n = tr->n,
+				t,
+				l;
+
+	memset(tr->dxn, 0, sizeof(float) * (size_t) n * c->n0);
+	memset(tr->dx0, 0, sizeof(float) * (size_t) n * c->n0);
+	memset(tr->ddv, 0, sizeof(float) * (size_t) n * c->emb_dim);
+	if (c->ppnet)
+		for (l = 0; l < c->nhidden; l++)
+			memset(tr->dgg[l], 0, sizeof(float) * (size_t) n * c->ntasks * c->hidden[l]);
+
+	aux_backward(tr);
+	for (t = 0; t < c->ntasks; t++)
+		tower_backward(tr, t);
+	ppnet_backward(tr);
+	partnorm_backward(tr);
+	epnet_backward(tr);
+	embed_backward(tr);
+	l2_backward(tr);
+}
+
+/* Sort the batch by domain and look up its embeddings (checks the input) */
+static int
+prepare(PnTrainer *tr, const PnBatch *b, PnError *err)
+{
+	int			rc;
+
+	if ((rc = sort_batch(tr, b, err)) != PN_OK)
+		return rc;
+	return embed_forward(tr, b, err);
 }
 
 /*
@@ -1313,9 +1591,77 @@ pn_train_grad(PnTrainer *tr, const PnBatch *b, bool update_stats, double *loss, 
 		return pn_seterr(err, PN_EINPUT, "training needs labels");
 	if ((rc = forward(tr, true, update_stats, err)) != PN_OK)
 		return rc;
-	*loss = loss_and_dlogit(tr);
+	*loss = loss_forward_backward(tr);
 	backward(tr);
 	return PN_OK;
+}
+
+/* ------------------------------------------------------------- optimiser */
+
+/* true when the float's exponent is all ones (inf or NaN); integer ops, so the loops vectorize */
+static inline int
+nonfinite_bits(float v)
+{
+	uint32_t	b;
+
+	memcpy(&b, &v, sizeof(b));
+	return (b & 0x7f800000u) == 0x7f800000u;
+}
+
+/*
+ * torch.optim.Adam over cnt dense parameters (all of them every step, as
+ * docs/model.md requires): p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps);
+ * returns whether a parameter or second moment became non-finite.
+ */
+static int
+adam_dense(float *restrict p, const float *restrict g, float *restrict mm, float *restrict vv,
+		   int64_t cnt, float step, float sbc2)
+{
+	const float b1 = 0.9f,
+				b2 = 0.999f,
+				eps = 1e-8f;
+	int64_t		q;
+	int			nf = 0;
+
+	for (q = 0; q < cnt; q++)
+	{
+		mm[q] = b1 * mm[q] + (1 - b1) * g[q];
+		vv[q] = b2 * vv[q] + (1 - b2) * g[q] * g[q];
+		p[q] -= step * mm[q] / (sqrtf(vv[q]) / sbc2 + eps);
+		nf |= nonfinite_bits(p[q]) | nonfinite_bits(vv[q]);
+	}
+	return nf;
+}
+
+/*
+ * torch.optim.SparseAdam on the rows of an embedding table [rows, kk] that
+ * the batch used: lr*sqrt(bc2)/bc1 * m / (sqrt(v) + eps); returns whether a
+ * value became non-finite.
+ */
+static int
+adam_sparse(float *restrict p, const float *restrict g, float *restrict mm, float *restrict vv,
+			const int64_t *rows, int nrows, int64_t kk, float step)
+{
+	const float b1 = 0.9f,
+				b2 = 0.999f,
+				eps = 1e-8f;
+	int			i,
+				nf = 0;
+
+	for (i = 0; i < nrows; i++)
+	{
+		int64_t		off = rows[i] * kk,
+					e;
+
+		for (e = off; e < off + kk; e++)
+		{
+			mm[e] = b1 * mm[e] + (1 - b1) * g[e];
+			vv[e] = b2 * vv[e] + (1 - b2) * g[e] * g[e];
+			p[e] -= step * mm[e] / (sqrtf(vv[e]) + eps);
+			nf |= nonfinite_bits(p[e]) | nonfinite_bits(vv[e]);
+		}
+	}
+	return nf;
 }
 
 /*
@@ -1327,13 +1673,11 @@ apply(PnTrainer *tr)
 {
 	PnModel    *m = tr->m;
 	const float b1 = 0.9f,
-				b2 = 0.999f,
-				eps = 1e-8f;
+				b2 = 0.999f;
 	double		bc1,
 				bc2;
 	float		lr = tr->lr;
 	int			x,
-				i,
 				bad = -1;
 
 	tr->step++;
@@ -1342,52 +1686,19 @@ apply(PnTrainer *tr)
 	for (x = 0; x < m->ntensors; x++)
 	{
 		PnTensor   *t = &m->tensors[x];
-		float	   *p = m->data + t->offset,
-				   *g = tr->grad + t->offset,
-				   *mm = tr->adam_m + t->offset,
-				   *vv = tr->adam_v + t->offset;
+		int			nf;
 
 		if (!t->trainable)
 			continue;
 		if (t->kind != PNT_EMBED)
-		{
-			/* torch.optim.Adam: p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) */
-			float		step = (float) (lr / bc1);
-			float		sbc2 = (float) sqrt(bc2);
-			int64_t		q;
-			int			nf = 0;
-
-			for (q = 0; q < t->numel; q++)
-			{
-				mm[q] = b1 * mm[q] + (1 - b1) * g[q];
-				vv[q] = b2 * vv[q] + (1 - b2) * g[q] * g[q];
-				p[q] -= step * mm[q] / (sqrtf(vv[q]) / sbc2 + eps);
-				nf |= !(fabsf(p[q]) <= FLT_MAX) | !(vv[q] <= FLT_MAX);
-			}
-			if (nf && bad < 0)
-				bad = x;
-		}
+			nf = adam_dense(m->data + t->offset, tr->grad + t->offset, tr->adam_m + t->offset,
+							tr->adam_v + t->offset, t->numel, (float) (lr / bc1), (float) sqrt(bc2));
 		else
-		{
-			/* torch.optim.SparseAdam: rows of the batch only, lr*sqrt(bc2)/bc1 * m/(sqrt(v)+eps) */
-			float		step = (float) (lr * sqrt(bc2) / bc1);
-			int64_t		kk = t->shape[1];
-
-			for (i = 0; i < tr->ntouched[x]; i++)
-			{
-				int64_t		off = tr->touched_rows[tr->touched[x] + i] * kk,
-							e;
-
-				for (e = off; e < off + kk; e++)
-				{
-					mm[e] = b1 * mm[e] + (1 - b1) * g[e];
-					vv[e] = b2 * vv[e] + (1 - b2) * g[e] * g[e];
-					p[e] -= step * mm[e] / (sqrtf(vv[e]) + eps);
-					if ((!(fabsf(p[e]) <= FLT_MAX) || !(vv[e] <= FLT_MAX)) && bad < 0)
-						bad = x;
-				}
-			}
-		}
+			nf = adam_sparse(m->data + t->offset, tr->grad + t->offset, tr->adam_m + t->offset,
+							 tr->adam_v + t->offset, tr->touched_rows + tr->touched[x], tr->ntouched[x],
+							 t->shape[1], (float) (lr * sqrt(bc2) / bc1));
+		if (nf && bad < 0)
+			bad = x;
 	}
 	return bad;
 }
