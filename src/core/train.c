@@ -1323,13 +1323,19 @@ tower_backward(PnTrainer *tr, int t)
 
 					for (j = 0; j < h; j++)
 					{
+						float		v = da[j] * g[j];	/* branch-free: vectorizes */
+
 						dg[j] = da[j] * rr[j];
-						dz[j] = rr[j] > 0 ? da[j] * g[j] : 0.0f;
+						dz[j] = rr[j] > 0 ? v : 0.0f;
 					}
 				}
 				else
 					for (j = 0; j < h; j++)
-						dz[j] = rr[j] > 0 ? da[j] * 1.0f : 0.0f;
+					{
+						float		v = da[j];
+
+						dz[j] = rr[j] > 0 ? v : 0.0f;
+					}
 			}
 		}
 		for (s = 0; s < tr->nseg; s++)
