@@ -11,6 +11,7 @@
  * holds at most one, released by _train_end or the next _train_begin.
  */
 #include "pepnet.h"
+#include "pepshm.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -548,6 +549,7 @@ train_free(void)
 		MemoryContext cxt = train->cxt;
 
 		train = NULL;
+		pepnet_progress_end();	/* frees the progress slot (also on abort) */
 		MemoryContextDelete(cxt);
 	}
 }
@@ -722,6 +724,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
 	train = st;
+	pepnet_progress_start(st->name, st->parent);
 	PG_RETURN_INT32(st->parent);
 }
 
@@ -807,6 +810,7 @@ epoch_step(Epoch *ep)
 	ep->rows += b.n;
 	ep->steps++;
 	ep->batch.n = 0;
+	pepnet_progress_step(ep->epoch, ep->rows, ep->loss_sum / ep->rows);
 	if (ep->progress > 0 && now_seconds() - ep->last >= ep->progress)
 	{
 		double		t = now_seconds();
@@ -917,6 +921,7 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 				 errmsg("data query returned %lld rows but every label is unknown (NULL)", (long long) ep.rows),
 				 errhint("Training needs rows with a label 0 or 1 for at least one task; check the label column.")));
 	st->epochs_done = ep.epoch;
+	pepnet_progress_epoch_done(ep.epoch, ep.rows);
 	secs = now_seconds() - ep.t0;
 	initStringInfo(&out);
 	appendStringInfo(&out, "{\"epoch\": %d, \"rows\": %lld, \"steps\": %lld, \"seconds\": %.3f, "
@@ -1206,6 +1211,7 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
 		{
+			pepnet_progress_validation(ms[i].logloss, ms[i].auc);
 			json_metric(&s, &ms[i]);
 			appendStringInfoString(&s, ", ");
 		}
