@@ -33,6 +33,9 @@
 #include "pepshm.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
+#include "utils/acl.h"
+#include "utils/lsyscache.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -746,6 +749,18 @@ pepnet_shared_cache(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	if (!pepnet_shmem_ready() || sc == NULL)
 		return (Datum) 0;
+	/* names of versions only for roles that may read them */
+	{
+		Oid			nsp = get_namespace_oid("pepnet", true);
+		Oid			rel = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
+
+		if (!OidIsValid(rel) || pg_class_aclcheck(rel, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table pepnet.models"),
+					 errdetail("The shared cache lists the versions of pepnet.models."),
+					 errhint("GRANT SELECT ON pepnet.models to roles that inspect the shared cache.")));
+	}
 	copy = palloc(sizeof(ShEntry) * SH_ENTRIES);
 	LWLockAcquire(pepnet_shmem_lock(), LW_SHARED);
 	for (i = 0; i < SH_ENTRIES; i++)
