@@ -358,8 +358,7 @@ BEGIN
 	END IF;
 
 	-- refuses a transaction block before anything else
-	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size);
-	PERFORM pepnet._progress_plan(epochs);   -- epochs planned, for pepnet.training_progress
+	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size); PERFORM pepnet._progress_plan(epochs);
 	-- every query column checked (and the validation query has rows) before the first epoch
 	setup := pepnet._train_setup(data, validation, lr_schedule, negative_rate, selection);
 	metric := setup OPERATOR(pg_catalog.#>>) '{selection,metric}';
