@@ -98,3 +98,23 @@ SELECT count(*) AS persona_omitted FROM pepnet_score('plain', 1, features => '{{
 SELECT pepnet_predict('plain', 1, NULL, '{1}') = pepnet_predict('plain', 1, features => '{1}') AS predict_persona_optional;
 -- ... but not for a model with persona fields
 SELECT count(*) FROM pepnet_score('s', 1, NULL, '{4, 5, 6}', '{0, 0}');
+
+-- A version larger than pepnet.cache_size is used by the transaction that loads it and dropped
+-- at its end; smaller versions stay cached between transactions
+SELECT pepnet_cache_clear();
+SET pepnet.cache_size = '1MB';
+BEGIN;
+SELECT count(*) AS scored FROM pepnet_score('wide', 0, '{7}', '{1, 2, 3, 4, 5, 6, 7, 8}');
+SELECT model, bytes > 1024 * 1024 AS over_limit FROM pepnet_cache() ORDER BY model;
+SELECT count(*) AS scored_again FROM pepnet_score('wide', 1, '{7}', '{1, 2, 3, 4, 5, 6, 7, 8}');
+SELECT model, hits FROM pepnet_cache() ORDER BY model;
+COMMIT;
+SELECT count(*) AS cached_after_commit FROM pepnet_cache();
+SELECT count(*) AS scored FROM pepnet_score('plain', 1, '{}', '{1}');
+SELECT model, bytes <= 1024 * 1024 AS within_limit FROM pepnet_cache() ORDER BY model;
+-- an aborted transaction drops it too
+BEGIN;
+SELECT count(*) AS scored FROM pepnet_score('wide', 0, '{7}', '{1, 2, 3, 4, 5, 6, 7, 8}');
+ROLLBACK;
+SELECT model FROM pepnet_cache() ORDER BY model;
+RESET pepnet.cache_size;
