@@ -747,8 +747,6 @@ pepnet_shared_cache(PG_FUNCTION_ARGS)
 				n = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (!pepnet_shmem_ready() || sc == NULL)
-		return (Datum) 0;
 	/* names of versions only for roles that may read them */
 	{
 		Oid			nsp = get_namespace_oid("pepnet", true);
@@ -761,6 +759,8 @@ pepnet_shared_cache(PG_FUNCTION_ARGS)
 					 errdetail("The shared cache lists the versions of pepnet.models."),
 					 errhint("GRANT SELECT ON pepnet.models to roles that inspect the shared cache.")));
 	}
+	if (!pepnet_shmem_ready() || sc == NULL)
+		return (Datum) 0;
 	copy = palloc(sizeof(ShEntry) * SH_ENTRIES);
 	LWLockAcquire(pepnet_shmem_lock(), LW_SHARED);
 	for (i = 0; i < SH_ENTRIES; i++)
