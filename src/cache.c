@@ -388,6 +388,7 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	PnEngine   *eng = e->engine[precision];
 	PnError		err = {0};
 	MemoryContext old;
+	int			rc;
 
 	if (eng == NULL)
 	{
@@ -404,7 +405,10 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 					 errhint("SET pepnet.precision = 'fp32'.")));
 		}
 		cb = palloc(sizeof(MemoryContextCallback));
-		if (pn_engine_new(e->model, precision, PN_TILE, &eng, &err) != PN_OK)
+		pn_pack_share = pepnet_shcache_pack_share(e, precision);	/* packed weights shared when preloaded */
+		rc = pn_engine_new(e->model, precision, PN_TILE, &eng, &err);
+		pn_pack_share = NULL;
+		if (rc != PN_OK)
 		{
 			MemoryContextSwitchTo(old);
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
@@ -417,7 +421,10 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	}
 	/* the domain's packed tower weights (the engine keeps them) */
 	old = MemoryContextSwitchTo(e->cxt);
-	if (pn_engine_prepare_domain(eng, dc, &err) != PN_OK)
+	pn_pack_share = pepnet_shcache_pack_share(e, precision);
+	rc = pn_engine_prepare_domain(eng, dc, &err);
+	pn_pack_share = NULL;
+	if (rc != PN_OK)
 	{
 		MemoryContextSwitchTo(old);
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);

@@ -30,6 +30,7 @@ extern void pepnet_shcache_shmem_init(void *p, bool found);
 extern PnModel *pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen);
 extern bool pepnet_shcache_pin(PepnetEntry *e);
 extern PnDomainCache *pepnet_shcache_domain(PepnetEntry *e, int domain);
+extern PnPackShare *pepnet_shcache_pack_share(PepnetEntry *e, int precision);
 
 /* progress.c */
 extern Size pepnet_progress_shmem_size(void);

@@ -63,6 +63,7 @@ typedef struct ShEntry
 	uint64		gen;			/* changes whenever the entry is claimed */
 	dsa_pointer hdr;			/* ShModel: config, then the weights */
 	dsa_pointer doms;			/* dsa_pointer [D]: fused matrices per domain, 0 until built */
+	dsa_pointer packed;			/* ShPacked list: the oneDNN engine's packed weights */
 	int			ndomains;
 	int			D;
 	int			pins;
@@ -94,6 +95,15 @@ typedef struct ShModel
 				neg_off,
 				data_off;
 } ShModel;
+
+/* packed weights of the batched engine (pn_pack_share), a list per entry */
+typedef struct ShPacked
+{
+	dsa_pointer next;
+	int			precision;
+	char		key[32];
+	Size		bytes;
+} ShPacked;
 
 static ShCache *sc = NULL;
 
@@ -156,6 +166,13 @@ entry_free(dsa_area *area, ShEntry *s)
 			if (DsaPointerIsValid(doms[d]))
 				dsa_free(area, doms[d]);
 		dsa_free(area, s->doms);
+	}
+	while (DsaPointerIsValid(s->packed))
+	{
+		dsa_pointer next = ((ShPacked *) dsa_get_address(area, s->packed))->next;
+
+		dsa_free(area, s->packed);
+		s->packed = next;
 	}
 	if (DsaPointerIsValid(s->hdr))
 		dsa_free(area, s->hdr);
@@ -267,6 +284,7 @@ shcache_xact(XactEvent event, void *arg)
 	{
 		abandon_build();
 		unpin_all();
+		pn_pack_share = NULL;	/* in case an error left it set */
 	}
 }
 
@@ -444,7 +462,7 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 		s->state = SH_BUILDING;
 		s->builder = MyProcPid;
 		s->gen = ++sc->clock;
-		s->hdr = s->doms = InvalidDsaPointer;
+		s->hdr = s->doms = s->packed = InvalidDsaPointer;
 		s->bytes = 0;
 		s->ndomains = 0;
 		s->pins = 0;
@@ -735,6 +753,120 @@ pepnet_shcache_domain(PepnetEntry *e, int d)
 		return dc;
 	MemoryContextDelete(tmp);
 	return dom_view(e, d, p);
+}
+
+/*
+ * The batched engine's packed weights (pn_pack_share): per shared entry and
+ * precision, each matrix by its key, data 64-byte aligned after the header
+ * (DSM segments are mapped page-aligned, so the same offset is aligned in
+ * every backend).  The engine asks while pepnet_cache_engine makes it or
+ * prepares a domain, with the entry pinned; the first backend to pack a
+ * matrix publishes a copy, later backends use that copy in place.
+ */
+static struct
+{
+	int			slot;
+	uint64		gen;
+	int			precision;
+}			pack_arg;
+
+static char *
+packed_data(ShPacked *p)
+{
+	return (char *) TYPEALIGN(64, (char *) p + sizeof(ShPacked));
+}
+
+static ShPacked *
+packed_find(dsa_area *area, ShEntry *s, int precision, const char *key, Size bytes)
+{
+	dsa_pointer dp;
+
+	for (dp = s->packed; DsaPointerIsValid(dp);)
+	{
+		ShPacked   *p = dsa_get_address(area, dp);
+
+		if (p->precision == precision && p->bytes == bytes && strcmp(p->key, key) == 0)
+			return p;
+		dp = p->next;
+	}
+	return NULL;
+}
+
+static const void *
+pack_lookup(void *arg, const char *key, size_t bytes)
+{
+	dsa_area   *area = pepnet_shmem_area();
+	ShEntry    *s = &sc->e[pack_arg.slot];
+	ShPacked   *p = NULL;
+
+	LWLockAcquire(pepnet_shmem_lock(), LW_SHARED);
+	if (s->gen == pack_arg.gen && s->state == SH_READY)
+		p = packed_find(area, s, pack_arg.precision, key, bytes);
+	LWLockRelease(pepnet_shmem_lock());
+	return p ? packed_data(p) : NULL;
+}
+
+static void
+pack_publish(void *arg, const char *key, const void *packed, size_t bytes)
+{
+	dsa_area   *area = pepnet_shmem_area();
+	LWLock	   *lock = pepnet_shmem_lock();
+	ShEntry    *s = &sc->e[pack_arg.slot];
+	Size		need = sizeof(ShPacked) + 64 + bytes;
+	dsa_pointer dp;
+	ShPacked   *p;
+	bool		ok;
+
+	if (strlen(key) >= sizeof(p->key))
+		return;
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	ok = s->gen == pack_arg.gen && s->state == SH_READY &&
+		packed_find(area, s, pack_arg.precision, key, bytes) == NULL &&
+		reserve(area, need, pack_arg.slot);
+	if (ok)
+		s->bytes += need;
+	LWLockRelease(lock);
+	if (!ok)
+		return;
+	dp = dsa_allocate_extended(area, need, DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
+	if (DsaPointerIsValid(dp))
+	{
+		p = dsa_get_address(area, dp);
+		memset(p, 0, sizeof(ShPacked));
+		p->precision = pack_arg.precision;
+		strlcpy(p->key, key, sizeof(p->key));
+		p->bytes = bytes;
+		memcpy(packed_data(p), packed, bytes);
+	}
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	if (!DsaPointerIsValid(dp) || packed_find(area, s, pack_arg.precision, key, bytes) != NULL)
+	{
+		/* no memory, or another backend published it meanwhile */
+		sc->used -= need;
+		s->bytes -= need;
+		if (DsaPointerIsValid(dp))
+			dsa_free(area, dp);
+	}
+	else
+	{
+		p->next = s->packed;
+		s->packed = dp;
+	}
+	LWLockRelease(lock);
+}
+
+static PnPackShare pack_share = {pack_lookup, pack_publish, NULL};
+
+/* The provider of shared packed weights for e's engine in a precision, NULL for a private entry */
+PnPackShare *
+pepnet_shcache_pack_share(PepnetEntry *e, int precision)
+{
+	if (e->sh_slot < 0 || !enabled())
+		return NULL;
+	pack_arg.slot = e->sh_slot;
+	pack_arg.gen = e->sh_gen;
+	pack_arg.precision = precision;
+	return &pack_share;
 }
 
 /* pepnet_shared_cache(): the versions in the shared cache of this database */

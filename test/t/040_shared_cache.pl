@@ -135,8 +135,15 @@ UNION ALL
 SELECT 'predict', d, i, pepnet_predict('m@1', d, '{9,1}'::bigint[], ARRAY[200 + i, i %% 10]::bigint[])
 FROM generate_series(0, 2) d, generate_series(1, 50) i;
 SQL
-sq("CREATE TABLE s_shared (fn text, d int, i int, score float8); CREATE TABLE s_private (LIKE s_shared)");
+sq("CREATE TABLE s_shared (fn text, d int, i int, score float8); CREATE TABLE s_private (LIKE s_shared); CREATE TABLE s_shared2 (LIKE s_shared)");
 sq(sprintf($SCORES, 's_shared'));
+# a second backend: the engine's packed weights the first one published, used in place
+my $packed_before = sq("SELECT bytes FROM pepnet.shared_cache WHERE model = 'm' AND version = 1");
+sq(sprintf($SCORES, 's_shared2'));
+is(sq("SELECT bytes FROM pepnet.shared_cache WHERE model = 'm' AND version = 1"), $packed_before,
+	'a second backend adds nothing to the shared entry (it uses the published packed weights)');
+is(sq("SELECT count(*) FROM s_shared a JOIN s_shared2 b USING (fn, d, i) WHERE a.score = b.score"), '750',
+	'and scores bit-identically to the backend that packed them');
 sq("ALTER SYSTEM SET pepnet.shared_cache_size = 0; SELECT pg_reload_conf()");
 $node->poll_query_until($db, "SELECT NOT enabled FROM pepnet_shared_cache_stats()");
 sq(sprintf($SCORES, 's_private'));
