@@ -16,8 +16,9 @@ Measured in each mode:
   2. proportional set size (Pss, /proc/PID/smaps_rollup, kB) of BACKENDS backends that each scored
      every domain with pepnet_score and pepnet_predict, against the same number of idle backends
      that ran SELECT 1 (the difference is what scoring added);
-  3. pepnet_score (100 candidates) throughput of 1 and of 2 concurrent clients (processes), SECONDS
-     each, after a warm-up, and their ratio.
+  3. pepnet_score (100 candidates, one request, random domain) throughput of 1 and of 2
+     concurrent pgbench clients (-c N -j N -T SECONDS, tps without the initial connection time)
+     and their ratio; REPS rounds alternating the modes.
 Writes a markdown report to stdout and JSON to --json.
 """
 import argparse
@@ -139,7 +140,27 @@ def client(reqs, seconds, start, out):
     c.close()
 
 
+def pgbench_script(reqs, path):
+    d, p, f = reqs[0]
+    lit = lambda a: "'" + json.dumps(a).replace('[', '{').replace(']', '}') + "'::bigint[]"
+    with open(path, "w") as fh:
+        fh.write("\\set d random(0, %d)\n" % (len({r[0] for r in reqs}) - 1))
+        fh.write("SELECT count(*) FROM pepnet_score('bench', :d, %s, %s);\n" % (lit(p), lit(f)))
+
+
 def throughput(reqs, clients, seconds):
+    """pgbench (a C client: less of the 2 CPUs than Python) running pepnet_score, transactions/s"""
+    path = "/tmp/pepnet-bench-shared-score.sql"
+    pgbench_script(reqs, path)
+    out = subprocess.run(["pgbench", "-n", "-f", path, "-c", str(clients), "-j", str(clients), "-T", str(int(seconds))],
+                         capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    raise RuntimeError(out)
+
+
+def throughput_py(reqs, clients, seconds):
     start = mp.Barrier(clients + 1)
     out = mp.Queue()
     ps = [mp.Process(target=client, args=(reqs, seconds, start, out)) for _ in range(clients)]
@@ -165,6 +186,7 @@ def main():
     ap.add_argument("--fresh", type=int, default=20)
     ap.add_argument("--backends", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     cfg = json.load(open(os.path.join(ROOT, "bench", "bench-config.json")))
@@ -190,13 +212,24 @@ def main():
         r["first_predict_ms"], r["first_score_ms"] = first_scores(reqs, a.fresh)
         r["pss_kb"] = pss_of(a.backends, reqs, True)
         r["pss_predict_kb"] = pss_of(a.backends, reqs, True, predict_only=True)
-        r["rate1"] = throughput(reqs, 1, a.seconds)
-        r["rate2"] = throughput(reqs, 2, a.seconds)
         c = connect()
         r["stats"] = q(c.cursor(), "SELECT row_to_json(s) FROM pepnet_shared_cache_stats() s")[0][0]
         r["entry"] = q(c.cursor(), "SELECT row_to_json(s) FROM pepnet.shared_cache s WHERE model = 'bench'")
         c.close()
         res["modes"][mode] = r
+    # throughput: the modes alternate, REPS times each (the machine's load changes over minutes)
+    for mode in ("private", "shared"):
+        res["modes"][mode]["rate1_runs"], res["modes"][mode]["rate2_runs"] = [], []
+    for rep in range(a.reps):
+        for mode in ("private", "shared"):
+            set_mode(mode)
+            res["modes"][mode]["rate1_runs"].append(throughput(reqs, 1, a.seconds))
+            res["modes"][mode]["rate2_runs"].append(throughput(reqs, 2, a.seconds))
+    for mode in ("private", "shared"):
+        r = res["modes"][mode]
+        r["rate1"] = med(r["rate1_runs"])
+        r["rate2"] = med(r["rate2_runs"])
+        r["ratio_runs"] = [b / x for x, b in zip(r["rate1_runs"], r["rate2_runs"])]
     set_mode("shared")
     if a.json:
         json.dump(res, open(a.json, "w"), indent=1)
@@ -216,9 +249,10 @@ def main():
           f"{(sum(P['pss_kb']) / len(P['pss_kb']) - mi) / 1024:.1f} | {(sum(S['pss_kb']) / len(S['pss_kb']) - mi) / 1024:.1f} |")
     print(f"| same, backends that ran pepnet_predict only (no oneDNN engine), added, MB | "
           f"{(statistics.mean(P['pss_predict_kb']) - mi) / 1024:.1f} | {(statistics.mean(S['pss_predict_kb']) - mi) / 1024:.1f} |")
-    print(f"| pepnet_score ({N_CAND} cand.) calls/s, 1 client | {P['rate1']:.0f} | {S['rate1']:.0f} |")
-    print(f"| calls/s, 2 concurrent clients | {P['rate2']:.0f} | {S['rate2']:.0f} |")
-    print(f"| ratio 2 clients / 1 | {P['rate2'] / P['rate1']:.2f} | {S['rate2'] / S['rate1']:.2f} |")
+    print(f"| pepnet_score ({N_CAND} cand.) calls/s, 1 client, median of {a.reps} | {P['rate1']:.0f} | {S['rate1']:.0f} |")
+    print(f"| calls/s, 2 concurrent clients, median of {a.reps} | {P['rate2']:.0f} | {S['rate2']:.0f} |")
+    print(f"| ratio 2 clients / 1 per run | {', '.join('%.2f' % x for x in P['ratio_runs'])} | "
+          f"{', '.join('%.2f' % x for x in S['ratio_runs'])} |")
     print(f"\nshared cache entry: {S['entry']}")
 
 
