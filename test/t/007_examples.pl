@@ -6,6 +6,7 @@
 # "<!-- example not run by test/t/007_examples.pl: REASON -->" right above its fence, and is
 # reported as skipped with that reason.  What the examples leave to
 # the reader is provided here: the roles of the grants example (scorer, trainer, deployer) exist,
+# the tables of the batch-scoring example (candidates, nightly_scores) hold a few rows,
 # and the placeholder path '/path/to/ctr.safetensors' is replaced by a file holding the export
 # of ctr@1 (written before the block that reads it).  Then examples/synth.sql (psql -f, small)
 # runs in a fresh database without error, without any "does not exist, skipping" notice, and
@@ -23,6 +24,14 @@ $node->start;
 my $WORK = PostgreSQL::Test::Utils::tempdir;
 $node->safe_psql('postgres', 'CREATE DATABASE readme; CREATE DATABASE synth; CREATE ROLE scorer; CREATE ROLE trainer; CREATE ROLE deployer;');
 $node->safe_psql('readme', 'CREATE EXTENSION pepnet');
+# the user's tables that the batch-scoring example reads and fills (model ctr of the first examples)
+$node->safe_psql('readme', q{
+CREATE TABLE candidates AS
+SELECT u::bigint AS user_id, (1000 + i)::bigint AS item_id, (u % 3)::int AS domain, ARRAY[u, u % 8]::bigint[] AS persona,
+       ARRAY[1000 + i, i % 500, i % 24]::bigint[] AS features
+FROM generate_series(1, 20) u, generate_series(1, 50) i;
+CREATE TABLE nightly_scores (user_id bigint, item_id bigint, p_click float8);
+});
 $node->safe_psql('synth', 'CREATE EXTENSION pepnet');
 
 my @blocks;
@@ -70,6 +79,10 @@ for my $b (@blocks)
 	ok($rc == 0 && $err !~ /ERROR/, "$doc SQL example $n runs: $first") or diag("exit $rc\n$err");
 	}
 }
+
+# the batch-scoring example filled the user's table: one probability per candidate
+is($node->safe_psql('readme', 'SELECT count(*) FROM nightly_scores WHERE p_click > 0 AND p_click < 1'),
+	'1000', 'the batch-scoring example scored every candidate into nightly_scores');
 
 # examples/synth.sql: no notices about tables that do not exist yet
 my ($out, $err) = ('', '');
