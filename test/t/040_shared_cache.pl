@@ -8,10 +8,12 @@
 #  - a version larger than pepnet.shared_cache_size is refused by pepnet_preload (false, NOTICE),
 #    counted as a fallback, scored from the backend cache;
 #  - least recently used versions are evicted, never one a transaction of another session pins;
+#  - 6 pgbench clients scoring random versions through a cache that holds two of three: thousands
+#    of evictions and rebuilds, every score equal to its version's own, no pin left;
 #  - a build cancelled while another backend waits for it leaves no entry and the waiter builds it
 #    (one build); a build whose backend is terminated (FATAL) leaves none either;
 #  - kill -9 of a backend in the middle of a build: the postmaster restarts, the shared cache is
-#    empty, and the version builds again;
+#    empty, and the version builds again; statement_timeout in a build leaves no entry;
 #  - a role without grants cannot score a version that is in the shared cache, and loses access
 #    at the next statement when SELECT is revoked.
 use strict;
@@ -186,6 +188,32 @@ is(sq("SELECT pins FROM pepnet.shared_cache WHERE model = 'mid' AND version = 2"
 $A->{in} .= "\\q\n";
 $A->{h}->finish;
 
+# eviction under load: 6 clients score random versions of mid (each score checked against the
+# version's own), while the 1 MB cache holds two of the three: entries are evicted and rebuilt
+# all the time, and no backend may ever score from freed or another version's memory
+sq(q{CREATE TABLE expect AS SELECT v, pepnet_predict('mid@' || v, 0, '{7}'::bigint[], '{11}'::bigint[]) AS s FROM generate_series(1, 3) v;
+CREATE FUNCTION must(ok boolean) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+	IF ok IS NOT TRUE THEN RAISE EXCEPTION 'wrong score under eviction'; END IF;
+	RETURN 1;
+END $$});
+my $script = PostgreSQL::Test::Utils::tempdir . '/evict.sql';
+open(my $fh, '>', $script) or die;
+print $fh q{\set v random(1, 3)
+SELECT must(pepnet_predict('mid@' || :v, 0, '{7}'::bigint[], '{11}'::bigint[]) = (SELECT s FROM expect WHERE v = :v)
+            AND (SELECT count(*) FROM pepnet_score('mid@' || :v, 1, '{7}'::bigint[], '{{11},{12}}'::bigint[])) = 2);
+};
+close $fh;
+$ev = stat_of('evictions');
+my ($pgb_out, $pgb_err) = ('', '');
+my $ok = IPC::Run::run([ 'pgbench', '-n', '-c', '6', '-j', '6', '-T', '5', '-f', $script, '-d', $node->connstr($db) ],
+	'>', \$pgb_out, '2>', \$pgb_err);
+ok($ok && $pgb_out =~ /number of transactions actually processed: (\d+)/ && $1 > 0, "6 clients scored random versions under a 1 MB shared cache") or diag($pgb_err);
+unlike($pgb_out . $pgb_err, qr/wrong score|ERROR|abort/i, 'every score equal to its version\'s own');
+cmp_ok(stat_of('evictions'), '>', $ev + 10, 'while versions were evicted and rebuilt (' . (stat_of('evictions') - $ev) . ' evictions)');
+cmp_ok(stat_of('used'), '<=', 1024 * 1024, 'still within 1 MB');
+is(sq("SELECT sum(pins) FROM pepnet.shared_cache"), '0', 'no pin left behind');
+
 # ---- 5. a cancelled build, with a waiter; a terminated build
 sq("ALTER SYSTEM SET pepnet.shared_cache_size = '512MB'; SELECT pg_reload_conf()");
 $node->poll_query_until($db, "SELECT size_limit = 512 * 1048576 FROM pepnet_shared_cache_stats()");
@@ -233,6 +261,14 @@ is(stat_of('versions') . '/' . stat_of('used'), '0/0', 'no half entry survived: 
 is(sq("SELECT pepnet_preload('big')"), 't', 'big builds again');
 is(sq("SELECT state || '/' || domains FROM pepnet.shared_cache WHERE model = 'big'"), 'ready/3',
 	'preloaded with every domain');
+
+# statement_timeout in the middle of a build (a 128 MB version takes 30 ms or more; resolving it well under 10 ms)
+is(sq("SELECT count(*) FROM pepnet.shared_cache WHERE model = 'big' AND version = 1"), '0', 'big@1 is not in the shared cache');
+($rc, $out, $err) = $node->psql($db, "SET statement_timeout = '10ms'; SELECT pepnet_preload('big\@1')");
+like($err, qr/canceling statement due to statement timeout/, 'statement_timeout stops the build of big@1');
+is(sq("SELECT count(*) FROM pepnet.shared_cache WHERE model = 'big' AND version = 1"), '0', 'no entry of big@1 left');
+is(sq("SELECT (SELECT sum(bytes) FROM pepnet.shared_cache) = used FROM pepnet_shared_cache_stats()"), 't',
+	'the bytes in use are those of the entries');
 
 # ---- 7. grants are checked per statement, shared copy or not
 sq("CREATE ROLE r LOGIN");
