@@ -620,7 +620,7 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 	pd->shared = pn_alloc0(sizeof(bool) * (1 + T * (L + 1)));
 	if (!pd->w || !pd->shared)
 		goto oom;
-	snprintf(key, sizeof(key), "d%d.w1", dc->domain);
+	snprintf(key, sizeof(key), "d%d.tw1", dc->domain);
 	if ((rc = dom_pack(&eng->tw1, dc->w1, n0, key, &pd->w1, &pd->shared[0], err)) != PN_OK)
 		goto fail;
 	for (l = 2; l <= L; l++)
@@ -629,7 +629,7 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 			int			x = PN_TW(c, t, l);
 			PnOp	   *op = &eng->twl[l - 1];
 
-			snprintf(key, sizeof(key), "d%d.w%d", dc->domain, x);
+			snprintf(key, sizeof(key), "d%d.tw[%d]", dc->domain, x);
 			if ((rc = dom_pack(op, dc->w[x], op->K, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
 				goto fail;
 		}

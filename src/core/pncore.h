@@ -273,7 +273,7 @@ int			pn_engine_tile(const PnEngine *eng);
  * Packed weights shared between processes (the glue's shared model cache).
  * While pn_pack_share is set (around pn_engine_new and
  * pn_engine_prepare_domain), the engine asks lookup for the packed weights
- * of each matrix, by a key naming it ("ep1", "g2.1", "d3.w1", ...) and its
+ * of each matrix, by a key naming it ("ep1", "g2.1", "d3.tw1", "d3.tw[4]", ...: unique per matrix) and its
  * size, and uses them in place when found (64-byte aligned; the provider's,
  * never freed by the engine, alive as long as the engine); a matrix it
  * packs itself it offers to publish (which copies it).  Neither may fail
