@@ -274,6 +274,13 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 	if (st != dnnl_success)
 		return pn_seterr(err, PN_EENGINE, "oneDNN has no matmul of %d x %d by %d x %d for this CPU (%s)",
 						 M, K, K, N, pn_engine_isa());
+	if (op->mul_after && (dst_dt != dnnl_f32 || src1_dt != dnnl_f32))
+	{
+		/* mul_rows multiplies floats only; bf16 CPUs fuse the multiply */
+		dnnl_primitive_desc_destroy(pd);
+		return pn_seterr(err, PN_EENGINE, "oneDNN cannot fuse the gate multiply in bf16 on this CPU (%s)",
+						 pn_engine_isa());
+	}
 
 	op->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
 	op->wbytes = dnnl_memory_desc_get_size(&op->wmd);
