@@ -106,6 +106,8 @@ struct PnEngine
 
 static int	engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnError *err);
 
+#define PN_PRIMITIVE_CACHE 128
+
 static dnnl_engine_t dn_engine = NULL;
 static dnnl_stream_t dn_stream = NULL;
 
@@ -116,6 +118,12 @@ engine_init(PnError *err)
 	if (dn_engine)
 		return PN_OK;
 	omp_set_num_threads(1);
+	/*
+	 * oneDNN's process-wide primitive cache (1024 by default) keeps the JIT
+	 * code of primitives after their version left pepnet's cache; the engine
+	 * holds its own primitives, so a few model shapes' worth is enough
+	 */
+	dnnl_set_primitive_cache_capacity(PN_PRIMITIVE_CACHE);
 	if (dnnl_engine_create(&dn_engine, dnnl_cpu, 0) != dnnl_success)
 	{
 		dn_engine = NULL;
