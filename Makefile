@@ -45,3 +45,9 @@ unittest: test/unit/test_core
 	./test/unit/test_core
 
 .PHONY: unittest
+
+# TAP tests alone (PGXS runs them only inside installcheck): make prove_installcheck [PROVE_TESTS=...]
+prove_installcheck:
+	$(prove_installcheck)
+
+.PHONY: prove_installcheck

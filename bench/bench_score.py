@@ -172,7 +172,7 @@ def machine_info():
 # ----------------------------------------------------------------------------- efficient PyTorch
 
 class FastPepNet:
-    """Eager PyTorch inference of MODEL.md with the precomputation MODEL.md allows (the same that
+    """Eager PyTorch inference of docs/model.md with the precomputation docs/model.md allows (the same that
     pepnet does): per domain the STAR-fused tower weights, PN folded into the first layer of every
     task (stacked into one matrix), the dv parts of the first EPNet/aux layers as biases; per
     request (persona) the persona part of the PPNet gates.  Embeddings: one concatenated table,
@@ -250,7 +250,7 @@ class FastPepNet:
 
     @staticmethod
     def _slots(ids, mult, buck, hashed, off):
-        """Row indices into a concatenated table of raw ids [n, F] (MODEL.md hashing)."""
+        """Row indices into a concatenated table of raw ids [n, F] (docs/model.md hashing)."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         with np.errstate(over="ignore"):
             z = ids.view(np.uint64) + mult

@@ -27,7 +27,7 @@ Split of mind and douban: row i (0-based, data rows in file order) goes by the f
 md5('split:<i>') mod 10: 0-7 train, 8 valid, 9 test.
 
 Configs: every field hashed ("hash": true), buckets = the smallest power of two >= 2 x the distinct
-ids of the field over all three tables (at least 8); emb_dim 16 and hidden [256, 128] (MODEL.md's
+ids of the field over all three tables (at least 8); emb_dim 16 and hidden [256, 128] (docs/model.md's
 defaults; on these small samples a smaller model would do as well).
 """
 import argparse
@@ -143,7 +143,7 @@ def buckets_for(distinct):
 
 
 def make_config(tables, spec):
-    """pepnet config (MODEL.md format) sized from the loaded rows."""
+    """pepnet config (docs/model.md format) sized from the loaded rows."""
     rows = [r for s in SPLITS for r in tables[s]]
 
     def fields(key, names):

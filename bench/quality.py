@@ -8,7 +8,7 @@
 Normally run by bench/quality.sh, which installs, builds, starts a cluster and loads the data.
 
 quality: for each data set (synth = public.synth_*, examples/synth.sql; mind and douban =
-data.<name>_*, bench/load_data.py) and each configuration of MODEL.md (shared MLP: epnet, ppnet,
+data.<name>_*, bench/load_data.py) and each configuration of docs/model.md (shared MLP: epnet, ppnet,
 pn, star, aux all false; STAR: star+pn+aux; PEPNet: epnet+ppnet; STAR-PEPNet: all on), trains
 with CALL pepnet_train(..., validation => ..., epochs => E, batch_size => 512, lr => 1e-3,
 seed => 0) and evaluates the LAST epoch's version with pepnet_evaluate on the test table, and
@@ -301,7 +301,7 @@ def quality_md(res):
              res["started"], res["finished"], res["load_start"]["cpus"], res["load_start"]["load1"],
              res["load_start"]["load5"], res["load_start"]["load15"], res["load_end"]["load1"],
              res["load_end"]["load5"], res["load_end"]["load15"]), "", provenance_md(res["provenance"]), "",
-         "Both sides: batch 512, lr 1e-3, seed 0, the same epochs E, Adam + SparseAdam (MODEL.md). pepnet: "
+         "Both sides: batch 512, lr 1e-3, seed 0, the same epochs E, Adam + SparseAdam (docs/model.md). pepnet: "
          "`CALL pepnet_train(name, train query, config, validation => valid query, epochs => E, batch_size => 512, "
          "lr => 1e-3, seed => 0)`, then `pepnet_evaluate(name@version, test query)`. PyTorch: "
          "`bench/train_torch.py DATASET --variant V --epochs E --batch-size 512 --lr 1e-3 --seed 0 --test-each-epoch` "

@@ -3,7 +3,7 @@
 # end to end on a fresh Debian 12 machine (as root or a user with sudo).
 #
 #   quality  for the synthetic data (examples/synth.sql, 200,000 rows, seed 1) and the real MIND
-#            and Douban samples (bench/load_data.py), train the four configurations of MODEL.md
+#            and Douban samples (bench/load_data.py), train the four configurations of docs/model.md
 #            (shared MLP, STAR, PEPNet, STAR-PEPNet) with CALL pepnet_train and with
 #            bench/train_torch.py, same epochs / batch 512 / lr 1e-3 / seed 0, and compare test
 #            AUC and logloss per domain (pepnet_evaluate vs train_torch.py's exact AUC).
@@ -12,7 +12,10 @@
 #            train_torch.py (1 thread, data preloaded as tensors) on bench/bench-config.json with a
 #            synthetic 100,000-row table, batch 512; RUNS times (default 3), median reported.
 #            Writes bench/out/train_speed.md and bench/out/train_speed.json.
-#   all      both (the default).
+#   calibration  predicted vs actual rate (PCOC) and AUC per domain of the deployed version on the MIND
+#            and Douban test tables, pepnet vs PyTorch (bench/quality_calibration.py: 5 epochs, batch 64,
+#            lr 1e-3, 20 warm-up steps then cosine decay). Writes bench/out/calibration.md and .json.
+#   all      quality and speed (the default).
 #
 # Environment: EPOCHS_SYNTH (2), EPOCHS_REAL (5), EPOCHS_SPEED (1), RUNS (3), QUIET_WAIT (60: seconds to
 #              wait before each speed measurement for other processes to use < 0.3 CPU),
@@ -20,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
-case "$MODE" in quality|speed|all) ;; *) echo "usage: $0 [quality|speed|all]" >&2; exit 2 ;; esac
+case "$MODE" in quality|speed|calibration|all) ;; *) echo "usage: $0 [quality|speed|calibration|all]" >&2; exit 2 ;; esac
 export PGTEST_DIR=${PGTEST_DIR:-/tmp/pepnet-quality} PGTEST_PORT=${PGTEST_PORT:-54389}
 PY=/usr/bin/python3
 
@@ -36,6 +39,13 @@ export PGDATABASE=pepnet_quality
 $PSQL -c "CREATE EXTENSION pepnet"
 mkdir -p bench/out
 
+if [ "$MODE" = calibration ]; then
+	$PY bench/load_data.py mind
+	$PY bench/load_data.py douban
+	$PY bench/quality_calibration.py --epochs 5 --batch-size 64 --lr 1e-3 --warmup-steps 20 --cosine --out bench/out
+	echo "quality.sh calibration done: see bench/out/calibration.md"
+	exit 0
+fi
 if [ "$MODE" != speed ]; then
 	echo "== synthetic data: 200,000 rows, seed 1 (examples/synth.sql)"
 	$PSQL -v rows=200000 -v seed=1 -f examples/synth.sql

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch training baseline for pepnet: MODEL.md's STAR-PEPNet trained with MODEL.md's optimiser.
+"""PyTorch training baseline for pepnet: docs/model.md's STAR-PEPNet trained with docs/model.md's optimiser.
 
 Builds test/python/pepnet_ref.py's StarPepNet, trains it with Adam (dense parameters) + SparseAdam
 (embedding tables) on one CPU thread with all data preloaded into tensors, and prints one JSON
@@ -14,7 +14,7 @@ and per domain.
 
 DATASET names the tables <schema>.<DATASET>_train / _valid / _test (schema: public for synth, data
 otherwise; --schema overrides) and the config bench/configs/<DATASET>.json (--config overrides).
---variant picks MODEL.md's switches: shared (all off), star (star+pn+aux), pepnet (epnet+ppnet),
+--variant picks docs/model.md's switches: shared (all off), star (star+pn+aux), pepnet (epnet+ppnet),
 full (all on), all (the four in turn; the output is then a JSON list), or config (as in the file).
 --set key=json overrides config keys, e.g. --set 'hidden=[64,32]' --set emb_dim=8.
 
@@ -23,13 +23,13 @@ values, NULL = masked). The last batch of an epoch may be short. Initialisation:
 init_default(seed); the shuffling order comes from numpy's default_rng(seed).
 
 --test-each-epoch adds test metrics to every epoch's log (CTR models often overfit after one epoch).
---pn-refresh (a diagnostic, NOT MODEL.md) replaces PN's running statistics after each epoch by their
-exact per-domain values over the training data: with MODEL.md's r = 0.99 r + 0.01 batch, started
+--pn-refresh (a diagnostic, NOT docs/model.md) replaces PN's running statistics after each epoch by their
+exact per-domain values over the training data: with docs/model.md's r = 0.99 r + 0.01 batch, started
 at var 1, an epoch of a few hundred steps leaves about 0.99^steps of the initial 1 in the running
 variance, far above the variance of x when embeddings start at N(0, 0.01), so inference
 normalises with much too large a variance.
 
---init FILE starts from the weights of a safetensors file (MODEL.md's names, e.g. pepnet_export of a
+--init FILE starts from the weights of a safetensors file (docs/model.md's names, e.g. pepnet_export of a
 pepnet_create'd version: `SELECT pepnet_export('m@1')`) instead of init_default(seed); one variant only.
 The seed still drives the shuffling order. Used by bench/quality.py to separate the effect of the two
 implementations' default initialisations (embeddings N(0, 0.01) here, U(-0.05, 0.05) in pepnet).
@@ -101,7 +101,7 @@ def logloss(y, logit):
 
 
 def metrics(domain, labels, logits, tasks):
-    """{task: {"overall": {...}, "domains": {d: {...}}}} with rows, positives, auc, logloss."""
+    """{task: {"overall": {...}, "domains": {d: {...}}}} with rows, positives, auc, logloss, mean_p, actual, pcoc."""
     out = {}
     for t, name in enumerate(tasks):
         y, z = labels[:, t], logits[:, t]
@@ -109,8 +109,13 @@ def metrics(domain, labels, logits, tasks):
 
         def one(mask):
             m = mask & known
-            return {"rows": int(m.sum()), "positives": int((y[m] > 0.5).sum()),
-                    "auc": auc_exact(y[m], z[m]), "logloss": logloss(y[m], z[m])}
+            n = int(m.sum())
+            mean_p = float(np.mean(1.0 / (1.0 + np.exp(-z[m].astype(np.float64))))) if n else None
+            actual = float(np.mean(y[m])) if n else None
+            return {"rows": n, "positives": int((y[m] > 0.5).sum()),
+                    "auc": auc_exact(y[m], z[m]), "logloss": logloss(y[m], z[m]),
+                    "mean_p": mean_p, "actual": actual,
+                    "pcoc": mean_p / actual if n and actual > 0 else None}   # calibration, as pepnet_evaluate
 
         out[name] = {"overall": one(np.ones(len(y), dtype=bool)),
                      "domains": {str(d): one(domain == d) for d in np.unique(domain).tolist()}}
@@ -123,7 +128,7 @@ class Data:
     """One table preloaded: domain [N], persona/feature slots [N, P]/[N, F], dense [N, Nd], labels [N, T]."""
 
     def __init__(self, conn, table, cfg):
-        """Read the table and hash ids to embedding rows with MODEL.md's rule."""
+        """Read the table and hash ids to embedding rows with docs/model.md's rule."""
         with conn.cursor() as cur:
             cur.execute("SELECT * FROM %s LIMIT 0" % table)
             cols = [d[0] for d in cur.description]
@@ -244,7 +249,7 @@ def predict_logits(model, data, fast, chunk=4096):
 
 @torch.no_grad()
 def refresh_pn(model, data, chunk=8192):
-    """NOT MODEL.md: set PN's running statistics to the exact per-domain mean / biased variance of x
+    """NOT docs/model.md: set PN's running statistics to the exact per-domain mean / biased variance of x
     over the training data (diagnostic for the slow 0.99 running average, see --pn-refresh)."""
     c = model.cfg
     D, n0 = c.domains, c.n0
@@ -273,6 +278,18 @@ def refresh_pn(model, data, chunk=8192):
             model.t("pn.running_var")[dd] = (s2[dd] / cnt[dd] - mu * mu).clamp_min(0).float()
 
 
+def schedule_lr(args, step):
+    """pepnet_train's lr_schedule: linear warm-up over --warmup-steps, then cosine decay to
+    --min-lr over --cosine-steps (0: constant)."""
+    import math
+    if args.warmup_steps and step <= args.warmup_steps:
+        return args.lr * step / args.warmup_steps
+    if args.cosine_steps:
+        f = min(step - args.warmup_steps, args.cosine_steps) / args.cosine_steps
+        return args.min_lr + (args.lr - args.min_lr) * 0.5 * (1 + math.cos(math.pi * f))
+    return args.lr
+
+
 def run(cfg_dict, train, valid, test, args, variant):
     """Train one configuration; return its result dict."""
     cfg = ref.Config(cfg_dict)
@@ -293,6 +310,7 @@ def run(cfg_dict, train, valid, test, args, variant):
               "parameters": int(sum(p.numel() for p in model.parameters())), "epoch_log": []}
     train_seconds = 0.0
     train_cpu = 0.0
+    step = 0
     for epoch in range(1, args.epochs + 1):
         perm = torch.from_numpy(rng.permutation(train.n))
         model.train()
@@ -305,6 +323,12 @@ def run(cfg_dict, train, valid, test, args, variant):
             loss = model.loss(logits, y)
             opt.zero_grad()
             loss.backward()
+            step += 1
+            lr_now = schedule_lr(args, step)
+            for o in (opt.adam, opt.sparse_adam):
+                if o is not None:
+                    for g in o.param_groups:
+                        g["lr"] = lr_now
             opt.step()
             losses.append(float(loss.detach()))
         dt = time.perf_counter() - t0
@@ -316,10 +340,15 @@ def run(cfg_dict, train, valid, test, args, variant):
             refresh_pn(model, train)
         if valid is not None and valid.n:
             m = metrics(valid.domain, valid.labels, predict_logits(model, valid, fast), cfg.tasks)
-            log["valid"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"]} for t, v in m.items()}
+            log["valid"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"],
+                                "pcoc": v["overall"]["pcoc"],
+                                "pcoc_domains": {d: x["pcoc"] for d, x in v["domains"].items()}} for t, v in m.items()}
         if args.test_each_epoch:
             m = metrics(test.domain, test.labels, predict_logits(model, test, fast), cfg.tasks)
-            log["test"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"]} for t, v in m.items()}
+            log["test"] = {t: {"auc": v["overall"]["auc"], "logloss": v["overall"]["logloss"],
+                               "pcoc": v["overall"]["pcoc"],
+                               "pcoc_domains": {d: x["pcoc"] for d, x in v["domains"].items()}} for t, v in m.items()}
+            log["test_metrics"] = m
         result["epoch_log"].append(log)
         print("[%s] epoch %d: %.1f s, %.0f samples/s, train loss %.5f%s" % (
             variant, epoch, dt, train.n / dt, log["train_loss"],
@@ -360,11 +389,14 @@ def main():
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (as pepnet_train's lr_schedule)")
+    ap.add_argument("--cosine-steps", type=int, default=0, help="cosine decay steps after the warm-up (0: constant lr)")
+    ap.add_argument("--min-lr", type=float, default=0.0, help="lr at the end of the cosine decay")
     ap.add_argument("--impl", choices=["fast", "ref"], default="fast")
     ap.add_argument("--init", metavar="FILE", help="start from these weights (safetensors) instead of init_default(seed)")
     ap.add_argument("--test-each-epoch", action="store_true", help="also report test AUC/logloss after every epoch")
     ap.add_argument("--pn-refresh", action="store_true",
-                    help="NOT MODEL.md (diagnostic): after each epoch, recompute PN running statistics exactly "
+                    help="NOT docs/model.md (diagnostic): after each epoch, recompute PN running statistics exactly "
                          "over the training data before evaluating")
     ap.add_argument("--dsn", default="", help="libpq connection string (default: the PG* environment)")
     args = ap.parse_args()

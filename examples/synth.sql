@@ -167,6 +167,8 @@ SELECT e.r, e.domain, ARRAY[e.uid, e.age, e.seg]::bigint[] AS persona,
        pg_temp.u(:seed, 80, e.r) AS split
 FROM s_click e JOIN s_cal2 c2 ON c2.d = e.domain;
 
+-- quiet: no "does not exist, skipping" notices on the first run (reverts at COMMIT)
+SET LOCAL client_min_messages = warning;
 DROP TABLE IF EXISTS synth_train, synth_valid, synth_test;
 CREATE TABLE synth_train AS SELECT domain, persona, features, label, labels FROM s_all WHERE split < 0.8 ORDER BY r;
 CREATE TABLE synth_valid AS SELECT domain, persona, features, label, labels FROM s_all WHERE split >= 0.8 AND split < 0.9 ORDER BY r;

@@ -85,10 +85,7 @@ SELECT * FROM pepnet.model_names WHERE name = 'n';
 -- an old reference to a deleted number stays an error, it never names other weights
 SELECT pepnet_export('n@3');
 \echo :LAST_ERROR_SQLSTATE
--- a number at or below the high-water mark cannot be stored directly either; above it, it can
-INSERT INTO pepnet.models (name, version, config, weights)
-	SELECT name, 2, config, weights FROM pepnet.models WHERE name = 'n' AND version = 5;
-\echo :LAST_ERROR_SQLSTATE
+-- a version stored with its number (a copy from another node) keeps it and raises the mark
 INSERT INTO pepnet.models (name, version, config, weights)
 	SELECT name, 10, config, weights FROM pepnet.models WHERE name = 'n' AND version = 5;
 SELECT pepnet_create('n', :'small') AS after_explicit_10;
@@ -119,13 +116,16 @@ SELECT pepnet_import('bad', :'small', n || j || '\x00000000'::bytea) FROM le;
 \echo :LAST_ERROR_SQLSTATE
 RESET client_encoding;
 
--- deploy strategies; API.md's pepnet_deploy(name, version) stays
+-- deploy strategies; docs/api.md's pepnet_deploy(name, version) stays
 SELECT pepnet_create('d', :'small', s) FROM generate_series(1, 4) s;
-UPDATE pepnet.models SET metrics = jsonb_build_object('validation', jsonb_build_object('logloss', l, 'auc', a))
-FROM (VALUES (1, 0.30, 0.70), (2, 0.25, 0.69), (3, 0.28, 0.75)) x(v, l, a)
+UPDATE pepnet.models SET metrics = jsonb_build_object('validation', jsonb_build_object('logloss', l, 'auc', a, 'pcoc', p,
+	'tasks', jsonb_build_object('click', jsonb_build_object('logloss', l, 'auc', a, 'pcoc', p), 'buy', jsonb_build_object('auc', b))))
+FROM (VALUES (1, 0.30, 0.70, 1.30, 0.61), (2, 0.25, 0.69, 0.80, 0.60), (3, 0.28, 0.75, 1.10, 0.59)) x(v, l, a, p, b)
 WHERE name = 'd' AND version = x.v;
 SELECT pepnet_deploy('d', 'latest') AS latest;
 SELECT pepnet_deploy('d', 'best') AS best_logloss;
+SELECT pepnet_deploy('d', 'best', 'pcoc') AS best_pcoc;
+SELECT pepnet_deploy('d', 'best', 'auc:buy') AS best_auc_of_buy;
 SELECT pepnet_deploy('d', 'best', 'auc') AS best_auc;
 SELECT pepnet_deploy('d', 'previous') AS rolled_back;
 SELECT pepnet_deploy('d', 'previous') AS rolled_back_again;
@@ -147,6 +147,7 @@ SELECT pepnet_deploy('d', 'newest');
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_deploy('d', 'best', 'accuracy');
 SELECT pepnet_deploy('n', 'best');
+SELECT pepnet_deploy('d', 'best', 'logloss:buy');
 SELECT pepnet_deploy('nope', 'latest');
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_deploy('d', NULL::text);
@@ -176,6 +177,7 @@ SET pepnet.read_only = on;
 SELECT pepnet_create('ro', :'small');
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_import('ro', :'small', pepnet_export('d@1'));
+SELECT pepnet_import_version(pepnet_export_version('d@1'));
 SELECT pepnet_deploy('d', 1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_deploy('d', 'latest');

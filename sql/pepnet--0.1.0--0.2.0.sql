@@ -23,9 +23,10 @@ ALTER TABLE pepnet.models DROP COLUMN id;
  * Version numbers are never reused: each name's high-water mark outlives deletes of its versions.
  * A table, so that it survives pg_dump/pg_restore and travels by logical replication.  The
  * trigger below numbers a version inserted without a number (pepnet_create, pepnet_import,
- * pepnet_train) max(last_version + 1, max(version) + 1), and refuses an explicit number at or
- * below the mark.  Rows loaded by COPY (pg_restore) and by logical replication's apply worker
- * (where the trigger does not fire) are taken as they are: their marks come with them.
+ * pepnet_train) max(last_version + 1, max(version) + 1).  A version inserted with its number
+ * (pepnet_import_version copying a version between nodes, a direct INSERT) keeps it and raises
+ * the mark.  Rows loaded by COPY (pg_restore) and by logical replication's apply worker (where
+ * the trigger does not fire) are taken as they are: their marks come with them.
  * SECURITY DEFINER: roles that may insert versions need no grant on pepnet.model_names.
  */
 CREATE TABLE pepnet.model_names (
@@ -40,8 +41,6 @@ SELECT pg_catalog.pg_extension_config_dump('pepnet.model_names', '');
 
 CREATE FUNCTION pepnet._models_number() RETURNS trigger
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	hw int;
 BEGIN
 	IF TG_TABLE_SCHEMA <> 'pepnet' OR TG_TABLE_NAME <> 'models' THEN
 		RAISE EXCEPTION 'pepnet._models_number numbers pepnet.models only' USING ERRCODE = 'insufficient_privilege';
@@ -56,13 +55,6 @@ BEGIN
 			DO UPDATE SET last_version = GREATEST(n.last_version + 1, EXCLUDED.last_version)
 			RETURNING n.last_version INTO NEW.version;
 		RETURN NEW;
-	END IF;
-	SELECT n.last_version INTO hw FROM pepnet.model_names n WHERE n.name = NEW.name FOR UPDATE;
-	IF hw >= NEW.version THEN
-		RAISE EXCEPTION 'model "%" version % cannot be stored: version numbers up to % have been used', NEW.name, NEW.version, hw
-			USING ERRCODE = 'unique_violation',
-				  DETAIL = 'Version numbers are never reused, also after a version is deleted, so that a reference keeps naming the same weights.',
-				  HINT = 'Leave version NULL to get the next number (pepnet_import, pepnet_create).';
 	END IF;
 	INSERT INTO pepnet.model_names AS n (name, last_version) VALUES (NEW.name, NEW.version)
 		ON CONFLICT ON CONSTRAINT model_names_pkey
@@ -175,7 +167,7 @@ BEGIN
 	PERFORM set_config('pepnet.deploy_strategy', '', true);
 END $$;
 
--- Make version the one a bare name refers to, for every session once committed (API.md).
+-- Make version the one a bare name refers to, for every session once committed (docs/api.md).
 CREATE OR REPLACE FUNCTION pepnet_deploy(name text, version int) RETURNS void
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -202,8 +194,9 @@ END $$;
 /*
  * Deploy by strategy; returns the version deployed.
  *   'latest'    the highest version
- *   'best'      the best validation metric in metrics->'validation' (metric: 'logloss', lowest
- *               wins, the default; 'auc', highest wins); ties go to the higher version
+ *   'best'      the best validation metric in metrics->'validation', as pepnet_train's
+ *               selection: 'logloss' (lowest wins, the default), 'auc' (highest), 'pcoc'
+ *               (closest to 1), of the first task or of 'metric:task'; ties: the higher version
  *   'previous'  rollback: the version deployed before the current one (deploy_history);
  *               a second 'previous' goes back again to the one rolled back from
  *   '7'         a version number, as pepnet_deploy(name, 7)
@@ -214,7 +207,8 @@ DECLARE
 	v int;
 	cur int;
 	s text := lower(btrim(pepnet_deploy.strategy));
-	higher boolean;
+	mname text;
+	task text;
 BEGIN
 	PERFORM pepnet._require_writable('pepnet_deploy');
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.strategy IS NULL THEN
@@ -239,21 +233,27 @@ BEGIN
 	IF s = 'latest' THEN
 		SELECT max(m.version) INTO v FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
 	ELSIF s = 'best' THEN
-		IF metric IS NULL OR metric NOT IN ('logloss', 'auc') THEN
+		mname := split_part(metric, ':', 1);
+		task := NULLIF(split_part(metric, ':', 2), '');
+		IF metric IS NULL OR mname NOT IN ('logloss', 'auc', 'pcoc') THEN
 			RAISE EXCEPTION 'unknown validation metric "%" for deploy strategy ''best''', metric
 				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Use ''logloss'' (lowest wins) or ''auc'' (highest wins).';
+					  HINT = 'Use ''logloss'' (lowest wins), ''auc'' (highest wins) or ''pcoc'' (closest to 1 wins), optionally followed by :task, as pepnet_train''s selection.';
 		END IF;
-		higher := metric = 'auc';
-		SELECT m.version INTO v FROM pepnet.models m
-		WHERE m.name = pepnet_deploy.name
-		  AND jsonb_typeof(m.metrics -> 'validation' -> metric) = 'number'
-		ORDER BY CASE WHEN higher THEN -(m.metrics -> 'validation' ->> metric)::float8
-					  ELSE (m.metrics -> 'validation' ->> metric)::float8 END,
-				 m.version DESC
+		SELECT x.version INTO v
+		FROM (SELECT m.version,
+					 CASE WHEN task IS NULL THEN m.metrics -> 'validation' -> mname
+						  ELSE m.metrics -> 'validation' -> 'tasks' -> task -> mname END AS fig
+			  FROM pepnet.models m WHERE m.name = pepnet_deploy.name) x
+		WHERE jsonb_typeof(x.fig) = 'number'
+		ORDER BY CASE mname WHEN 'auc' THEN -(x.fig::text::float8)
+							WHEN 'pcoc' THEN abs(x.fig::text::float8 - 1)
+							ELSE x.fig::text::float8 END,
+				 x.version DESC
 		LIMIT 1;
 		IF v IS NULL THEN
-			RAISE EXCEPTION 'no version of model "%" has a validation %', pepnet_deploy.name, metric
+			RAISE EXCEPTION 'no version of model "%" has a validation %', pepnet_deploy.name,
+				mname || CASE WHEN task IS NULL THEN '' ELSE format(' of task "%s"', task) END
 				USING ERRCODE = 'object_not_in_prerequisite_state',
 					  HINT = 'Train with a validation query (CALL pepnet_train(..., validation => ...)), or deploy a version by number.';
 		END IF;
@@ -284,13 +284,14 @@ END $$;
 
 -- == training and calibration ==
 
--- Adam's state (step count, first and second moments as safetensors with the model's tensor
--- names) of each version that pepnet_train stored, so that training continued from a version
+-- Adam's state (step count, epochs of the lineage, first and second moments as safetensors with
+-- the model's tensor names) of each version that pepnet_train stored, so that training continued from a version
 -- resumes the optimiser.  Scoring never reads this table; it goes with its version.
 CREATE TABLE pepnet.optimizer_state (
 	name text NOT NULL,
 	version int NOT NULL,
 	steps bigint NOT NULL,
+	epochs int NOT NULL,
 	adam_m bytea NOT NULL,
 	adam_v bytea NOT NULL,
 	created_at timestamptz NOT NULL DEFAULT now(),
@@ -469,8 +470,13 @@ CREATE FUNCTION pepnet_pinned_in(cstring) RETURNS pepnet_pinned
 	AS 'MODULE_PATHNAME', 'pepnet_pinned_in' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION pepnet_pinned_out(pepnet_pinned) RETURNS cstring
 	AS 'MODULE_PATHNAME', 'pepnet_pinned_out' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION pepnet_pinned_recv(internal) RETURNS pepnet_pinned
+	AS 'MODULE_PATHNAME', 'pepnet_pinned_recv' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION pepnet_pinned_send(pepnet_pinned) RETURNS bytea
+	AS 'MODULE_PATHNAME', 'pepnet_pinned_send' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE TYPE pepnet_pinned (
 	INPUT = pepnet_pinned_in, OUTPUT = pepnet_pinned_out,
+	RECEIVE = pepnet_pinned_recv, SEND = pepnet_pinned_send,
 	INTERNALLENGTH = VARIABLE, ALIGNMENT = int4, STORAGE = plain
 );
 COMMENT ON TYPE pepnet_pinned IS 'pepnet: a model version pinned by name, number and fingerprint (''ctr@3#<hex>'')';
@@ -481,7 +487,9 @@ CREATE FUNCTION pepnet_pin(model text) RETURNS pepnet_pinned
 
 -- Scoring a pinned version: IMMUTABLE (its scores never change), so postgres_fdw can ship it to
 -- shards; refuses on a node whose version has another fingerprint.
-CREATE FUNCTION pepnet_predict(model pepnet_pinned, domain int, persona bigint[], features bigint[], dense real[] DEFAULT NULL)
+-- (arguments as the text form's: persona may be omitted for a model without persona fields)
+CREATE FUNCTION pepnet_predict(model pepnet_pinned, domain int, persona bigint[] DEFAULT NULL,
+							   features bigint[] DEFAULT NULL, dense real[] DEFAULT NULL)
 	RETURNS float8
 	AS 'MODULE_PATHNAME', 'pepnet_pinned_predict' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1000;
 

@@ -43,6 +43,15 @@ SELECT so_error($$SELECT 'nope@1'::pepnet_pinned$$);
 SELECT so_error($$SELECT pepnet_pin('nope')$$);
 SELECT so_error($$SELECT pepnet_pin(NULL)$$);
 
+-- the binary form (COPY BINARY, binary-format drivers) round-trips
+CREATE TEMP TABLE so_pins AS SELECT 'so@2'::pepnet_pinned AS p;
+CREATE TEMP TABLE so_pins2 (p pepnet_pinned);
+\set binfile '/tmp/pepnet_scaleout_pins_' :PORT '.bin'
+COPY so_pins TO :'binfile' (FORMAT binary);
+COPY so_pins2 FROM :'binfile' (FORMAT binary);
+\setenv SO_BINFILE :binfile
+\! rm -f "$SO_BINFILE"
+SELECT a.p::text = b.p::text AS binary_roundtrip FROM so_pins a, so_pins2 b;
 -- shippable: IMMUTABLE, and no argument is collatable
 SELECT p.oid::regprocedure, p.provolatile, p.proparallel,
        (SELECT bool_and(NOT t.typcollation <> 0) FROM unnest(p.proargtypes) a JOIN pg_type t ON t.oid = a) AS no_collatable_args
@@ -74,34 +83,37 @@ SELECT so_error(format($$SELECT pepnet_predict(%L::pepnet_pinned, 0, '{1}', '{1,
 SELECT so_error(format($$SELECT pepnet_predict(%L::pepnet_pinned, 0, '{1}', '{1, 2}')$$, 'so@7#' || repeat('0', 64)));
 SELECT so_error($$SELECT pepnet_predict(NULL::pepnet_pinned, 0, '{1}', '{1, 2}')$$);
 SELECT so_error($$SELECT pepnet_predict('so@2'::pepnet_pinned, 5, '{1}', '{1, 2}')$$);
+-- a model without persona fields: persona omitted (named arguments) or NULL, as in the text form
+SELECT pepnet_create('so_np', '{"domains": 2, "features": [{"name": "item", "buckets": 100}], "persona": [], "emb_dim": 4, "hidden": [8]}', 1) AS so_np;
+SELECT pepnet_predict('so_np@1'::pepnet_pinned, 1, features => '{5}') = pepnet_predict('so_np@1', 1, NULL, '{5}') AS no_persona,
+       pepnet_predict('so_np@1'::pepnet_pinned, 1, NULL, '{5}') = pepnet_predict('so_np@1', 1, features => '{5}') AS null_persona;
 -- a text reference still picks the text overload (unknown literals prefer text)
 SELECT pepnet_predict('so', 0, '{1}', '{1, 2}') = pepnet_predict('so@1', 0, '{1}', '{1, 2}') AS text_overload_kept;
 
--- version bundles: export, delete, import: the same number, parent, metrics and fingerprint
-UPDATE pepnet.models SET metrics = '{"note": "for the bundle"}' WHERE name = 'so' AND version = 3;
-CREATE TEMP TABLE so_before AS SELECT * FROM pepnet.models WHERE name = 'so' AND version = 3;
+-- version bundles: a version copied to a node that lacks it keeps its number, parent, metrics,
+-- creation time and fingerprint (here the other node is another name: 'sz' has no versions)
+UPDATE pepnet.models SET metrics = '{"note": "for the bundle"}', parent = 1 WHERE name = 'so' AND version = 3;
 CREATE TEMP TABLE so_bundle AS SELECT pepnet_export_version('so@3') AS b;
 SELECT substr(b, 1, 8) AS magic FROM so_bundle;
-DELETE FROM pepnet.models WHERE name = 'so' AND version = 3;
-SELECT pepnet_import_version(b) AS imported FROM so_bundle;
-SELECT m.version = o.version AS same_version, m.parent IS NOT DISTINCT FROM o.parent AS same_parent,
+CREATE TEMP TABLE so_renamed AS
+SELECT overlay(b placing convert_to('"name": "sz"', 'UTF8') from position(convert_to('"name": "so"', 'UTF8') in b)) AS b FROM so_bundle;
+SELECT pepnet_import_version(b) AS imported FROM so_renamed;
+SELECT m.version = o.version AS same_version, m.parent = o.parent AS same_parent,
        m.metrics = o.metrics AS same_metrics, m.created_at = o.created_at AS same_created_at,
        m.config = o.config AS same_config, m.weights = o.weights AS same_weights,
        m.fingerprint = o.fingerprint AS same_fingerprint
-FROM pepnet.models m, so_before o WHERE m.name = 'so' AND m.version = 3;
--- importing it again changes nothing; a bundle for a number taken by other weights is refused
+FROM pepnet.models m, pepnet.models o
+WHERE m.name = 'sz' AND m.version = 3 AND o.name = 'so' AND o.version = 3;
+SELECT name, version, parent FROM pepnet.models WHERE name = 'sz';
+-- importing a version that is here already changes nothing
 SELECT pepnet_import_version(b) AS again FROM so_bundle;
+SELECT so_error($$SELECT pepnet_import_version(pepnet_export_version('so@2'))$$);
 SELECT count(*) AS versions_of_so FROM pepnet.models WHERE name = 'so';
-SELECT so_error($$SELECT pepnet_import_version(pepnet_export_version('so@2'))$$);  -- same: fine
+-- a bundle for a number that means other weights here is refused: never renumbered
 CREATE TEMP TABLE so_other AS
 SELECT overlay(b placing convert_to('"version": 2', 'UTF8') from position(convert_to('"version": 3', 'UTF8') in b)) AS b FROM so_bundle;
 SELECT so_error($$SELECT pepnet_import_version(b) FROM so_other$$) LIKE
        '42710: model "so" version 2 already exists on this node (%) with other config or weights' AS taken_number_refused;
--- into an empty node (here: another name) the bundle keeps its number: no renumbering to 1
-CREATE TEMP TABLE so_renamed AS
-SELECT overlay(b placing convert_to('"name": "sz"', 'UTF8') from position(convert_to('"name": "so"', 'UTF8') in b)) AS b FROM so_bundle;
-SELECT pepnet_import_version(b) AS kept_number FROM so_renamed;
-SELECT name, version, parent FROM pepnet.models WHERE name = 'sz';
 -- bad bundles
 SELECT so_error($$SELECT pepnet_import_version(NULL)$$);
 SELECT so_error($$SELECT pepnet_import_version('\x00')$$);
@@ -117,6 +129,7 @@ SELECT so_error($$SELECT pepnet_import_version(overlay(b placing convert_to('"na
        LIKE '22P03: bundle of model "sy" version 3 does not match its fingerprint' AS appended_byte_refused;
 SELECT count(*) AS versions_of_sy FROM pepnet.models WHERE name = 'sy';
 SELECT so_error($$SELECT pepnet_export_version('nope')$$);
+SELECT so_error($$SELECT pepnet_export_version(NULL)$$);
 
 -- every writer refuses at once in a read-only transaction (25006), saying where to run it
 BEGIN READ ONLY;
@@ -128,6 +141,10 @@ SELECT so_error($$SELECT pepnet._train_begin('so', NULL, 0, 0.001, 512)$$);
 -- readers work
 SELECT pepnet_predict('so@2'::pepnet_pinned, 0, '{1}', '{1, 2}') = pepnet_predict('so@2', 0, '{1}', '{1, 2}') AS reads_work;
 ROLLBACK;
+-- and on a read-only node (pepnet.read_only, logical-replication subscribers), before any work
+SET pepnet.read_only = on;
+SELECT so_error($$SELECT pepnet_import_version('\x00')$$);
+RESET pepnet.read_only;
 SET default_transaction_read_only = on;
 \set VERBOSITY terse
 CALL pepnet_train('so', 'SELECT domain, persona, features, 1 AS label FROM so_cands', epochs => 1);

@@ -162,7 +162,7 @@ SELECT bool_and(a.score = o.score AND a.score = i.score) AS same_scores, count(*
 FROM pepnet_score('ctr@3', 2, '{3, 1}', '{{1, 2}, {3, 4}, {5, 6}}', '{{0.5}, {0.1}, {0.9}}') a
 JOIN pepnet_score('old@1', 2, '{3, 1}', '{{1, 2}, {3, 4}, {5, 6}}', '{{0.5}, {0.1}, {0.9}}') o USING (idx)
 JOIN pepnet_score('old@2', 2, '{3, 1}', '{{1, 2}, {3, 4}, {5, 6}}', '{{0.5}, {0.1}, {0.9}}') i USING (idx);
--- ... and export MODEL.md 0.2's tensor set, the count 0 in every domain, identical for the two
+-- ... and export docs/model.md 0.2's tensor set, the count 0 in every domain, identical for the two
 CREATE FUNCTION f32(bits bigint) RETURNS float8 LANGUAGE sql AS $$
 	SELECT CASE WHEN bits & 2147483647 = 0 THEN 0 ELSE (CASE WHEN bits >= 2147483648 THEN -1 ELSE 1 END)
 	       * (1 + (bits & 8388607) / 8388608.0) * 2 ^ (((bits >> 23) & 255) - 127) END $$;

@@ -28,6 +28,8 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "catalog/pg_class.h"
 
 PG_FUNCTION_INFO_V1(pepnet_create);
 PG_FUNCTION_INFO_V1(pepnet_import);
@@ -201,7 +203,6 @@ model_from_args(FunctionCallInfo fcinfo, const char *what3, char **name)
 		pepnet_null_arg("config");
 	if (PG_ARGISNULL(2))
 		pepnet_null_arg(what3);
-	pepnet_check_writable(what3[0] == 's' ? "pepnet_create" : "pepnet_import");
 	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	pepnet_check_name(*name);
 	parse_config(PG_GETARG_JSONB_P(1), &cfg);
@@ -299,7 +300,7 @@ pepnet_export(PG_FUNCTION_ARGS)
 	SPI_finish();
 	if (blob_lacks_count(result))
 	{
-		/* stored by 0.1.0: export MODEL.md 0.2's full tensor set (the count is 0) */
+		/* stored by 0.1.0: export docs/model.md 0.2's full tensor set (the count is 0) */
 		char		name[NAMEDATALEN];
 		int32		version;
 		PnModel    *m = pepnet_load_model(&ref, name, &version);
@@ -547,21 +548,39 @@ pepnet_drop_guard(PG_FUNCTION_ARGS)
 			hit = true;
 	}
 	if (hit && OidIsValid(get_namespace_oid("pepnet", true)) &&
-		SPI_execute("SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT name) FROM pepnet.models",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		OidIsValid(get_relname_relid("models", get_namespace_oid("pepnet", true))))
 	{
-		bool		isnull;
+		Oid			models = get_relname_relid("models", get_namespace_oid("pepnet", true));
+		Oid			save_userid;
+		int			save_sec;
+		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(models));
 
-		versions = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		names = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		/* count as the table's owner: whoever drops need not be able to read the models */
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "pepnet: cache lookup failed for relation %u", models);
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(((Form_pg_class) GETSTRUCT(tup))->relowner,
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
+		ReleaseSysCache(tup);
+		if (SPI_execute("SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT name) FROM pepnet.models",
+						true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			bool		isnull;
+
+			versions = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			names = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		}
+		SetUserIdAndSecContext(save_userid, save_sec);
 	}
 	SPI_finish();
 	if (versions > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-				 errmsg("cannot drop extension pepnet: it would delete %lld model versions of %lld models",
-						(long long) versions, (long long) names),
-				 errdetail("pepnet keeps model versions, deployments and their history in its own tables (pepnet.models, pepnet.deployments, pepnet.deploy_history), which DROP EXTENSION deletes."),
+				 errmsg_plural("cannot drop extension pepnet: it would delete %lld stored model version",
+							   "cannot drop extension pepnet: it would delete %lld stored model versions",
+							   versions, (long long) versions),
+				 errdetail("pepnet keeps the versions of %lld model name(s), their deployments and deploy history in its own tables (pepnet.models, pepnet.deployments, pepnet.deploy_history), which DROP EXTENSION deletes.",
+						   (long long) names),
 				 errhint("Keep what you need first (pg_dump, or pepnet_export per version), then SET pepnet.allow_drop = on and drop again.")));
 	PG_RETURN_VOID();
 }
@@ -660,7 +679,6 @@ pepnet_deploy_log(PG_FUNCTION_ARGS)
 	int			aname,
 				aversion;
 	char	   *name;
-	bool		isnull;
 	Datum		fromv = 0,
 				tov = 0;
 	bool		from_null = true,
@@ -715,7 +733,6 @@ pepnet_deploy_log(PG_FUNCTION_ARGS)
 	nulls[2] = to_null ? 'n' : ' ';
 	values[3] = CStringGetTextDatum(pepnet_deploy_strategy && pepnet_deploy_strategy[0] ? pepnet_deploy_strategy : "sql");
 	values[4] = CStringGetTextDatum(GetUserNameFromId(save_userid, false));
-	(void) isnull;
 
 	SetUserIdAndSecContext(td->tg_relation->rd_rel->relowner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);

@@ -27,6 +27,7 @@
 #include "common/cryptohash.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/pg_bswap.h"
@@ -43,6 +44,8 @@ PG_FUNCTION_INFO_V1(pepnet_require_writable_sql);
 PG_FUNCTION_INFO_V1(pepnet_fingerprint_of);
 PG_FUNCTION_INFO_V1(pepnet_pinned_in);
 PG_FUNCTION_INFO_V1(pepnet_pinned_out);
+PG_FUNCTION_INFO_V1(pepnet_pinned_recv);
+PG_FUNCTION_INFO_V1(pepnet_pinned_send);
 PG_FUNCTION_INFO_V1(pepnet_pin);
 PG_FUNCTION_INFO_V1(pepnet_pinned_predict);
 PG_FUNCTION_INFO_V1(pepnet_export_version);
@@ -72,12 +75,14 @@ node_label(void)
 }
 
 /*
- * Refuse a writing function (what) at once on a hot standby or in a
- * read-only transaction, before it does any work.
+ * Refuse a writing function (what) at once on a hot standby, in a
+ * read-only transaction or on a read-only node (pepnet.read_only), before
+ * it does any work.
  */
 void
 pepnet_require_writable(const char *what)
 {
+	pepnet_check_writable(what);	/* pepnet.read_only: a logical-replication subscriber */
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
@@ -128,7 +133,21 @@ fingerprint(Jsonb *config, bytea *weights, uint8 *out)
 	hash_or_fail(ctx, pg_cryptohash_init(ctx));
 	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) &len, sizeof(len)));
 	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) cfg, strlen(cfg)));
-	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) VARDATA_ANY(weights), VARSIZE_ANY_EXHDR(weights)));
+	{
+		/* in slices, so that a cancel is seen while hashing a large model */
+		const uint8 *w = (const uint8 *) VARDATA_ANY(weights);
+		size_t		left = VARSIZE_ANY_EXHDR(weights);
+
+		while (left > 0)
+		{
+			size_t		n = Min(left, (size_t) 16 * 1024 * 1024);
+
+			CHECK_FOR_INTERRUPTS();
+			hash_or_fail(ctx, pg_cryptohash_update(ctx, w, n));
+			w += n;
+			left -= n;
+		}
+	}
 	hash_or_fail(ctx, pg_cryptohash_final(ctx, out, FP_LEN));
 	pg_cryptohash_free(ctx);
 	pfree(cfg);
@@ -297,6 +316,29 @@ pepnet_pinned_out(PG_FUNCTION_ARGS)
 	PG_RETURN_CSTRING(psprintf("%s@%d#%s", p->name, p->version, fp_hex(p->fp)));
 }
 
+/* binary form (COPY BINARY, drivers that ask for binary results): the text form */
+Datum
+pepnet_pinned_send(PG_FUNCTION_ARGS)
+{
+	Pinned	   *p = PG_GETARG_PINNED(0);
+	StringInfoData buf;
+
+	pq_begintypsend(&buf);
+	pq_sendtext(&buf, p->name, strlen(p->name));
+	appendStringInfo(&buf, "@%d#%s", p->version, fp_hex(p->fp));
+	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
+}
+
+Datum
+pepnet_pinned_recv(PG_FUNCTION_ARGS)
+{
+	StringInfo	buf = (StringInfo) PG_GETARG_POINTER(0);
+	int			n;
+	char	   *s = pq_getmsgtext(buf, buf->len - buf->cursor, &n);
+
+	return DirectFunctionCall1(pepnet_pinned_in, CStringGetDatum(s));
+}
+
 /* pepnet_pin(model text): the version a reference names now, pinned */
 Datum
 pepnet_pin(PG_FUNCTION_ARGS)
@@ -404,7 +446,12 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 		}
 		st->pin = (Pinned *) palloc(VARSIZE(p));
 		memcpy(st->pin, p, VARSIZE(p));
-		st->ref = cstring_to_text(psprintf("%s@%d", p->name, p->version));
+		{
+			char	   *r = psprintf("%s@%d", p->name, p->version);
+
+			st->ref = cstring_to_text(r);
+			pfree(r);
+		}
 		st->lxid = InvalidLocalTransactionId;
 		st->ok_version = -1;
 		MemoryContextSwitchTo(old);
@@ -533,6 +580,7 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 	MemoryContext caller = CurrentMemoryContext;
 
 	pepnet_require_writable("pepnet_import_version");
+	pepnet_check_writable("pepnet_import_version");	/* pepnet.read_only (subscribers) */
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("bundle");
 	b = PG_GETARG_BYTEA_PP(0);

@@ -54,7 +54,8 @@ typedef struct TrainState
 	char		name[PEPNET_NAMELEN];
 	int32		parent;			/* version trained from, 0 for none */
 	int			batch_size;
-	int			epochs_done;
+	int			epochs_done;	/* in this call */
+	int			epoch_base;		/* epochs of the lineage before this call (resumed) */
 	/* learning-rate schedule (pepnet_train's lr_schedule) */
 	double		base_lr;
 	int64		warmup_steps;
@@ -341,7 +342,7 @@ static void row_error(Reader *r, int sqlstate, const char *fmt,...) pg_attribute
 static void
 row_error(Reader *r, int sqlstate, const char *fmt,...)
 {
-	char		buf[256];
+	char		buf[1024];		/* room for any message: never cut inside a character */
 	va_list		ap;
 
 	va_start(ap, fmt);
@@ -669,7 +670,6 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 						 "that is itself called that way.")));
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model name must not be NULL")));
-	pepnet_check_writable("pepnet_train");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	train_register_callback();
 	train_free();
@@ -859,7 +859,8 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	ep.epoch = PG_GETARG_INT32(1);
 	ep.progress = PG_GETARG_FLOAT8(4);
 	ep.t0 = ep.last = now_seconds();
-	rng = (uint64) (int64) seed * UINT64CONST(0xD1B54A32D192ED03) + (uint64) ep.epoch;
+	/* the shuffle of the lineage's n-th epoch, so that continued training repeats a longer one */
+	rng = (uint64) (int64) seed * UINT64CONST(0xD1B54A32D192ED03) + (uint64) (st->epoch_base + ep.epoch);
 
 	SPI_connect();
 	old = MemoryContextSwitchTo(tmp);
@@ -921,10 +922,10 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 	appendStringInfo(&out, "{\"epoch\": %d, \"rows\": %lld, \"steps\": %lld, \"seconds\": %.3f, "
 					 "\"rows_per_s\": %.1f, \"train_loss\": %.6f, \"labeled_rows\": %lld, "
-					 "\"optimizer_steps\": %lld, \"lr_last\": %.9g}",
+					 "\"optimizer_steps\": %lld, \"lr_last\": %.9g, \"lineage_epoch\": %d}",
 					 ep.epoch, (long long) ep.rows, (long long) ep.steps, secs, ep.rows / Max(secs, 1e-9),
 					 ep.loss_sum / ep.rows, (long long) ep.labeled,
-					 (long long) pn_trainer_steps(st->trainer), st->last_lr);
+					 (long long) pn_trainer_steps(st->trainer), st->last_lr, st->epoch_base + ep.epoch);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }
 
@@ -1282,8 +1283,8 @@ optimizer_table_exists(void)
 static void
 optimizer_save(TrainState *st, int32 version)
 {
-	Oid			argtypes[5] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID};
-	Datum		values[5];
+	Oid			argtypes[6] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID, INT4OID};
+	Datum		values[6];
 
 	if (!optimizer_table_exists())
 		return;
@@ -1292,9 +1293,10 @@ optimizer_save(TrainState *st, int32 version)
 	values[2] = Int64GetDatum(pn_trainer_steps(st->trainer));
 	values[3] = PointerGetDatum(moments_bytea(st, 1));
 	values[4] = PointerGetDatum(moments_bytea(st, 2));
+	values[5] = Int32GetDatum(st->epoch_base + st->epochs_done);
 	SPI_connect();
-	if (SPI_execute_with_args("INSERT INTO pepnet.optimizer_state (name, version, steps, adam_m, adam_v) "
-							  "VALUES ($1, $2, $3, $4, $5)", 5, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_with_args("INSERT INTO pepnet.optimizer_state (name, version, steps, adam_m, adam_v, epochs) "
+							  "VALUES ($1, $2, $3, $4, $5, $6)", 6, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "pepnet: could not store the optimizer state of \"%s\" version %d", st->name, version);
 	SPI_finish();
 	pfree(DatumGetPointer(values[3]));
@@ -1326,7 +1328,7 @@ optimizer_load(TrainState *st)
 	values[0] = CStringGetTextDatum(st->name);
 	values[1] = Int32GetDatum(st->parent);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT steps, adam_m, adam_v FROM pepnet.optimizer_state "
+	if (SPI_execute_with_args("SELECT steps, adam_m, adam_v, epochs FROM pepnet.optimizer_state "
 							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "pepnet: could not read the optimizer state of \"%s\" version %d", st->name, st->parent);
@@ -1341,9 +1343,15 @@ optimizer_load(TrainState *st)
 		Datum		m = SPI_getbinval(tup, td, 2, &n2);
 		Datum		v = SPI_getbinval(tup, td, 3, &n3);
 
+		bool		n4;
+		Datum		e = SPI_getbinval(tup, td, 4, &n4);
+
 		if (!n1 && !n2 && !n3 &&
 			moments_read(st, 1, DatumGetByteaPP(m)) && moments_read(st, 2, DatumGetByteaPP(v)))
+		{
 			steps = DatumGetInt64(s);
+			st->epoch_base = n4 ? 0 : DatumGetInt32(e);
+		}
 		else
 		{
 			/* unusable state: start Adam afresh rather than from half-read moments */

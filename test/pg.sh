@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# test/pg.sh start|stop|env: a throwaway PostgreSQL 15 cluster for tests and demos.
-# PostgreSQL refuses to run as root, so as root the cluster belongs to the
+# test/pg.sh start|stop|env: a throwaway PostgreSQL 15 cluster for tests and demos, from the
+# binaries of $PG_CONFIG (else the pg_config on PATH).  As any user but root the cluster
+# belongs to that user; PostgreSQL refuses to run as root, so as root it belongs to the
 # unprivileged "postgres" user (created by Debian's package).  Clients reach it
 # over a Unix socket with trust authentication; `eval "$(test/pg.sh env)"` sets PG*.
 set -euo pipefail
-PGBIN=${PGBIN:-$(pg_config --bindir)}
-PGTEST_DIR=${PGTEST_DIR:-/tmp/pepnet-pgtest}
+PGBIN=${PGBIN:-$("${PG_CONFIG:-pg_config}" --bindir)}
+PGTEST_DIR=${PGTEST_DIR:-/tmp/pepnet-pgtest-$(id -un)}
 PGTEST_PORT=${PGTEST_PORT:-54329}
 
 as_owner() {

@@ -1,6 +1,6 @@
 /*
  * config.c
- *		The model configuration: parsing with MODEL.md's defaults, validation
+ *		The model configuration: parsing with docs/model.md's defaults, validation
  *		and size limits checked before anything large is allocated.
  */
 #include "pncore.h"
@@ -294,7 +294,7 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 		}
 	}
 
-	/* defaults of MODEL.md */
+	/* defaults of docs/model.md */
 	cfg->emb_dim = 16;
 	cfg->ntasks = 1;
 	strcpy(cfg->tasks[0], "click");

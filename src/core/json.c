@@ -37,16 +37,24 @@ pn_utf8_prefix(const char *s, int maxchars)
 static void
 trim_partial_utf8(char *buf, int written, size_t size)
 {
-	size_t		n;
+	size_t		n,
+				lead;
 
 	if (written < 0 || (size_t) written < size)
 		return;
 	n = strlen(buf);
-	while (n > 0 && ((unsigned char) buf[n - 1] & 0xC0) == 0x80)
-		n--;
-	if (n > 0 && ((unsigned char) buf[n - 1] & 0x80))
-		n--;
-	buf[n] = '\0';
+	lead = n;
+	while (lead > 0 && n - lead < 4 && ((unsigned char) buf[lead - 1] & 0xC0) == 0x80)
+		lead--;
+	if (lead > 0 && ((unsigned char) buf[lead - 1] & 0x80))
+	{
+		unsigned char c = (unsigned char) buf[lead - 1];
+		size_t		need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+
+		/* the last character is incomplete: drop it */
+		if (n - (lead - 1) < need)
+			buf[lead - 1] = '\0';
+	}
 }
 
 /* Record an error; returns code so callers can write return pn_seterr(...) */

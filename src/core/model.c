@@ -1,6 +1,6 @@
 /*
  * model.c
- *		Hashing of ids, the tensor layout of a configuration (MODEL.md's
+ *		Hashing of ids, the tensor layout of a configuration (docs/model.md's
  *		names and shapes), seeded initialisation, and the safetensors format.
  */
 #include "pncore.h"
@@ -13,7 +13,7 @@
 #define PN_ALIGN 16				/* floats: tensors start on 64-byte lines */
 #define PN_MAX_HEADER (8 * 1024 * 1024)	/* real headers take ~100 bytes a tensor */
 
-/* splitmix64 finaliser of MODEL.md */
+/* splitmix64 finaliser of docs/model.md */
 uint64_t
 pn_splitmix64(uint64_t z)
 {

@@ -1,7 +1,7 @@
 /*
  * pncore.h
  *		The numeric core of pepnet: configuration, hashing, weight format,
- *		inference and training of the STAR-PEPNet model (../shared/MODEL.md).
+ *		inference and training of the STAR-PEPNet model (docs/model.md).
  *
  * Plain C99 without PostgreSQL headers, so that it can be unit-tested,
  * fuzzed and benchmarked alone.  Every allocation goes through pn_alloc /
@@ -141,7 +141,7 @@ uint64_t	pn_splitmix64(uint64_t z);
 /* slot of an id in field i; -1 when a non-hashed id is out of range */
 int64_t		pn_slot(const PnField *f, int field_index, int64_t id);
 
-/* ---- model: every tensor in one float array, MODEL.md's names ---- */
+/* ---- model: every tensor in one float array, docs/model.md's names ---- */
 typedef enum PnKind
 {
 	PNT_EMBED,					/* embedding table: sparse (lazy) updates */
@@ -179,7 +179,7 @@ typedef struct PnModel
 	int			t_emb_dom;
 	int			t_ep_w1, t_ep_b1, t_ep_w2, t_ep_b2;
 	int			t_pn_gamma, t_pn_beta, t_pn_dgamma, t_pn_dbeta, t_pn_rmean, t_pn_rvar;
-	int			t_pn_count;		/* pn.num_batches_tracked [D] (MODEL.md 0.2) */
+	int			t_pn_count;		/* pn.num_batches_tracked [D] (docs/model.md 0.2) */
 	int		   *t_tw_w, *t_tw_b, *t_tw_dw, *t_tw_db;	/* [T*(L+1)] */
 	int			t_pp_w1[PN_MAX_LAYERS], t_pp_b1[PN_MAX_LAYERS],
 				t_pp_w2[PN_MAX_LAYERS], t_pp_b2[PN_MAX_LAYERS];

@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* PN's epsilon (MODEL.md step 4) */
+/* PN's epsilon (docs/model.md step 4) */
 #define PN_PN_EPS 1e-5
 
 /* a pointer rounded up to 64 bytes (allocations of size + 64) */

@@ -1,7 +1,7 @@
 /*
  * train.c
  *		Training of STAR-PEPNet: a batched forward pass that keeps its
- *		activations, the hand-written backward pass of every part of MODEL.md,
+ *		activations, the hand-written backward pass of every part of docs/model.md,
  *		masked multi-task BCE with L2, and the optimiser (Adam on dense
  *		parameters, lazy Adam with torch.optim.SparseAdam semantics on
  *		embedding rows).
@@ -726,7 +726,7 @@ forward(PnTrainer *tr, bool train, bool update_stats, PnError *err)
 			float	   *rm = PN_T(m, m->t_pn_rmean) + (size_t) d * n0;
 			float	   *rv = PN_T(m, m->t_pn_rvar) + (size_t) d * n0;
 			float	   *cnt = PN_T(m, m->t_pn_count) + d;
-			/* MODEL.md 0.2: warm-started average, a = max(0.01, 1 / (n_d + 1)) */
+			/* docs/model.md 0.2: warm-started average, a = max(0.01, 1 / (n_d + 1)) */
 			float		a = fmaxf(PN_MOMENTUM, 1.0f / (*cnt + 1.0f));
 			const float *gd = PN_T(m, m->t_pn_dgamma) + (size_t) d * n0;
 			const float *bd = PN_T(m, m->t_pn_dbeta) + (size_t) d * n0;

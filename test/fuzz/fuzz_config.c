@@ -109,6 +109,9 @@ config_diff(const PnConfig *a, const PnConfig *b)
 		return "aux_hidden";
 	if (memcmp(&a->l2, &b->l2, sizeof(float)) != 0)
 		return "l2";
+	if ((a->neg_rate == NULL) != (b->neg_rate == NULL) ||
+		(a->neg_rate && memcmp(a->neg_rate, b->neg_rate, sizeof(float) * a->domains) != 0))
+		return "negative_rate";
 	if (a->n0 != b->n0)
 		return "n0";
 	if (a->pk != b->pk)

@@ -106,9 +106,20 @@ check_contents(const PnModel *m, const uint8_t *blob, size_t len)
 				fail("accepted a non-finite value", NULL);
 		found++;
 	}
-	/* every tensor but the optional ones (pn.num_batches_tracked, MODEL.md 0.2), which read as 0 */
+	/* optional tensors (pn.num_batches_tracked, docs/model.md 0.2) may be absent: then read as 0 */
 	if (found + m->nabsent != m->ntensors)
-		fail("accepted blob without every required tensor", NULL);
+		fail("accepted blob without every tensor", NULL);
+	if (m->nabsent > 0)
+	{
+		/* the one optional tensor is the count; absent, it reads as 0 */
+		int64_t		e;
+
+		if (m->t_pn_count < 0 || m->nabsent != 1)
+			fail("absent tensors other than pn.num_batches_tracked", NULL);
+		for (e = 0; e < m->tensors[m->t_pn_count].numel; e++)
+			if (PN_T(m, m->t_pn_count)[e] != 0.0f)
+				fail("an absent pn.num_batches_tracked did not read as 0", NULL);
+	}
 	pn_json_free(root);
 }
 

@@ -1,14 +1,14 @@
-"""Independent PyTorch reference of the STAR-PEPNet model contract (shared/MODEL.md).
+"""Independent PyTorch reference of the STAR-PEPNet model contract (docs/model.md).
 
-Readable and unfused on purpose: every step of MODEL.md appears once, in order. Used by the
+Readable and unfused on purpose: every step of docs/model.md appears once, in order. Used by the
 self-check, the parity tests against the C extension and benchmarks. Run it with Debian's
 /usr/bin/python3 (python3-torch, python3-numpy).
 
-Choices where MODEL.md is silent (see also the module README in the test report):
+Choices where docs/model.md is silent (see also the module README in the test report):
 * emb.domain always exists, even when neither EPNet nor aux reads it (it is listed unconditionally).
 * Partitioned Normalization in training mode back-propagates through the batch mean/variance of a
   domain (as torch BatchNorm does); running statistics are updated without gradient, with
-  MODEL.md 0.2's warm-started average a = max(0.01, 1/(n_d+1)) and the count pn.num_batches_tracked
+  docs/model.md 0.2's warm-started average a = max(0.01, 1/(n_d+1)) and the count pn.num_batches_tracked
   (optional on import: absent = 0).
 * The loss divides by the full batch size B, also for rows whose labels are all masked.
 * Dense Adam updates every dense parameter every step (zero gradient included), exactly as
@@ -34,7 +34,7 @@ PN_MOMENTUM = 0.01
 # ----------------------------------------------------------------------------- hashing
 
 def splitmix64(z):
-    """splitmix64 finaliser of MODEL.md on a Python int, uint64 wrapping."""
+    """splitmix64 finaliser of docs/model.md on a Python int, uint64 wrapping."""
     z &= MASK64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
@@ -70,14 +70,14 @@ def slots_np(ids, field_index, buckets, hash=True):
 # ----------------------------------------------------------------------------- config
 
 class Config:
-    """Model configuration parsed from MODEL.md's jsonb dict, with its defaults."""
+    """Model configuration parsed from docs/model.md's jsonb dict, with its defaults."""
 
     DEFAULTS = {"persona": [], "dense": 0, "emb_dim": 16, "tasks": ["click"], "hidden": [256, 128],
                 "gamma": 2.0, "epnet": True, "epnet_hidden": None, "ppnet": True, "pn": True,
                 "star": True, "aux": True, "aux_hidden": 32, "l2": 0.0}
 
     def __init__(self, d):
-        """Parse a config dict (or JSON string); missing keys take MODEL.md's defaults."""
+        """Parse a config dict (or JSON string); missing keys take docs/model.md's defaults."""
         if isinstance(d, str):
             d = json.loads(d)
         self.raw = dict(d)
@@ -120,20 +120,20 @@ class Config:
 # ----------------------------------------------------------------------------- model
 
 def _key(name):
-    """Parameter-dict key of a MODEL.md tensor name (torch forbids dots in keys)."""
+    """Parameter-dict key of a docs/model.md tensor name (torch forbids dots in keys)."""
     return name.replace(".", "__")
 
 
 class StarPepNet(torch.nn.Module):
-    """STAR-PEPNet of MODEL.md; tensors() / load_tensors() use MODEL.md names and shapes."""
+    """STAR-PEPNet of docs/model.md; tensors() / load_tensors() use docs/model.md names and shapes."""
 
     def __init__(self, config):
         """Create all tensors of the enabled parts with a default (deterministic) init."""
         super().__init__()
         self.cfg = c = config if isinstance(config, Config) else Config(config)
         self.params = torch.nn.ParameterDict()
-        self.shapes = {}          # MODEL.md name -> shape, in MODEL.md order
-        self.buffer_names = []    # MODEL.md names that are buffers (PN running statistics)
+        self.shapes = {}          # docs/model.md name -> shape, in docs/model.md order
+        self.buffer_names = []    # docs/model.md names that are buffers (PN running statistics)
         self.sparse_names = []    # embedding tables (SparseAdam)
         k, n0, D, T = c.emb_dim, c.n0, c.domains, c.T
         for i, f in enumerate(c.features):
@@ -154,7 +154,7 @@ class StarPepNet(torch.nn.Module):
             self._add("pn.domain_beta", (D, n0))
             self._add("pn.running_mean", (D, n0), buffer=True)
             self._add("pn.running_var", (D, n0), buffer=True)
-            self._add("pn.num_batches_tracked", (D,), buffer=True)   # MODEL.md 0.2, F32 counts
+            self._add("pn.num_batches_tracked", (D,), buffer=True)   # docs/model.md 0.2, F32 counts
         sizes = [n0] + c.hidden + [1]
         for t in range(T):
             for l in range(1, len(sizes)):
@@ -179,7 +179,7 @@ class StarPepNet(torch.nn.Module):
         self.init_default(0)
 
     def _add(self, name, shape, sparse=False, buffer=False):
-        """Register one MODEL.md tensor as a parameter or buffer."""
+        """Register one docs/model.md tensor as a parameter or buffer."""
         self.shapes[name] = tuple(shape)
         if buffer:
             self.register_buffer(_key(name), torch.zeros(shape))
@@ -190,7 +190,7 @@ class StarPepNet(torch.nn.Module):
                 self.sparse_names.append(name)
 
     def t(self, name):
-        """The live tensor (parameter or buffer) of a MODEL.md name."""
+        """The live tensor (parameter or buffer) of a docs/model.md name."""
         if name in self.buffer_names:
             return getattr(self, _key(name))
         return self.params[_key(name)]
@@ -202,7 +202,7 @@ class StarPepNet(torch.nn.Module):
     # --------------------------------------------------------------- import / export / init
 
     def tensors(self):
-        """{MODEL.md name: float32 CPU tensor copy}, in MODEL.md order."""
+        """{docs/model.md name: float32 CPU tensor copy}, in docs/model.md order."""
         return {n: self.t(n).detach().to(torch.float32).clone().contiguous() for n in self.shapes}
 
     @torch.no_grad()
@@ -319,7 +319,7 @@ class StarPepNet(torch.nn.Module):
                 mu = xd.mean(dim=0)
                 va = ((xd - mu) ** 2).mean(dim=0)  # biased
                 with torch.no_grad():
-                    # MODEL.md 0.2: warm-started average a = max(0.01, 1 / (n_d + 1)), then n_d += 1
+                    # docs/model.md 0.2: warm-started average a = max(0.01, 1 / (n_d + 1)), then n_d += 1
                     nb = self.t("pn.num_batches_tracked")
                     a = max(PN_MOMENTUM, 1.0 / (float(nb[d]) + 1.0))
                     rm[d] = (1 - a) * rm[d] + a * mu.detach()
@@ -338,7 +338,7 @@ class StarPepNet(torch.nn.Module):
         return scale * (x - mean) / torch.sqrt(var + PN_EPS) + shift
 
     def forward(self, domain, persona, features, dense=None, train=False):
-        """Logits [B, T] of MODEL.md steps 1-9 (raw ids in, hashing done here)."""
+        """Logits [B, T] of docs/model.md steps 1-9 (raw ids in, hashing done here)."""
         c = self.cfg
         domain = torch.as_tensor(np.asarray(domain), dtype=torch.long).reshape(-1)
         B = domain.shape[0]
@@ -427,7 +427,7 @@ def loss(model, logits, labels, l2=None):
 # ----------------------------------------------------------------------------- optimiser
 
 class RefOptimizer:
-    """MODEL.md's optimiser: torch Adam on dense parameters, SparseAdam on embedding tables."""
+    """docs/model.md's optimiser: torch Adam on dense parameters, SparseAdam on embedding tables."""
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         """Split the model's parameters into dense (Adam) and embedding (SparseAdam) groups."""

@@ -46,7 +46,7 @@ CONFIGS = {
                            "persona": [{"name": "user", "buckets": 200}, {"name": "g", "buckets": 3}], "dense": 1,
                            "emb_dim": 5, "tasks": ["click", "like"], "hidden": [10, 7]},
                           **dict(OFF, epnet=True, ppnet=True)),
-    # MODEL.md defaults (emb_dim 16, hidden [256, 128], all parts on), shaped like bench-config.json
+    # docs/model.md defaults (emb_dim 16, hidden [256, 128], all parts on), shaped like bench-config.json
     "parity_default": {"domains": 4,
                        "features": [{"name": "item", "buckets": 20000}, {"name": "cat", "buckets": 64},
                                     {"name": "hour", "buckets": 24}] + [{"name": "f%d" % i, "buckets": 1000}

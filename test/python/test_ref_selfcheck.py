@@ -115,7 +115,7 @@ def loop_forward(P, c, batch, train, frozen=None):
                 mu = [sum(xs[r][i] for r in rows) / len(rows) for i in range(c.n0)]
                 va = [sum((xs[r][i] - mu[i]) ** 2 for r in rows) / len(rows) for i in range(c.n0)]
                 stats[d] = (mu, va)
-                a = max(0.01, 1.0 / (float(P["pn.num_batches_tracked"][d]) + 1.0))   # MODEL.md 0.2
+                a = max(0.01, 1.0 / (float(P["pn.num_batches_tracked"][d]) + 1.0))   # docs/model.md 0.2
                 rm[d] = [(1 - a) * rm[d][i] + a * mu[i] for i in range(c.n0)]
                 rv[d] = [(1 - a) * rv[d][i] + a * va[i] for i in range(c.n0)]
             else:
@@ -180,7 +180,7 @@ def params64(model):
 # ----------------------------------------------------------------------------- checks
 
 def c_hash_vectors():
-    """MODEL.md's test vectors, scalar and vectorised."""
+    """docs/model.md's test vectors, scalar and vectorised."""
     want = {0: 535, 1: 465, -1: 936, 9223372036854775807: 39}
     got = {i: ref.slot(i, 0, 1000) for i in want}
     vec = ref.slots_np(np.array(list(want), dtype=np.int64), 0, 1000)
@@ -220,7 +220,7 @@ def c_unhashed():
 
 
 def c_config_defaults():
-    """Config defaults match MODEL.md."""
+    """Config defaults match docs/model.md."""
     c = ref.Config({"domains": 3, "features": [{"name": "a", "buckets": 10}, {"buckets": 5}]})
     ok = (c.emb_dim == 16 and c.tasks == ["click"] and c.hidden == [256, 128] and c.gamma == 2.0
           and c.epnet and c.ppnet and c.pn and c.star and c.aux and c.aux_hidden == 32 and c.l2 == 0.0
@@ -230,7 +230,7 @@ def c_config_defaults():
 
 
 def expected_shapes(cfg):
-    """Tensor names and shapes written out from MODEL.md's table, independently of the model class."""
+    """Tensor names and shapes written out from docs/model.md's table, independently of the model class."""
     c = ref.Config(cfg)
     k, n0, D, T = c.emb_dim, c.n0, c.domains, c.T
     s = {}
@@ -265,7 +265,7 @@ def expected_shapes(cfg):
 
 
 def c_tensor_names():
-    """tensors() has exactly MODEL.md's names and shapes for every combination of parts."""
+    """tensors() has exactly docs/model.md's names and shapes for every combination of parts."""
     bad = []
     for bits in range(32):
         cfg = dict(FULL)
@@ -367,7 +367,7 @@ def c_no_persona_no_hidden():
 
 
 def fused_eval(m, batch):
-    """Inference with everything precomputed per domain (MODEL.md's fusions), float64."""
+    """Inference with everything precomputed per domain (docs/model.md's fusions), float64."""
     c = m.cfg
     T = {n: v.double() for n, v in m.tensors().items()}
     k, n0, L = c.emb_dim, c.n0, len(c.hidden)
@@ -570,7 +570,7 @@ def c_train_steps():
 
 
 def c_pn_warm_start():
-    """MODEL.md 0.2: a 0.1 tensor set (no count) loads with n = 0; the first batch sets the running
+    """docs/model.md 0.2: a 0.1 tensor set (no count) loads with n = 0; the first batch sets the running
     statistics outright, the next ones average them, a 1-row domain keeps them; n counts batches."""
     cfg = dict(TINY)
     m = ref.StarPepNet(cfg).init_random(3)

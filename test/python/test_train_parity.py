@@ -5,7 +5,7 @@ with an explicit row number is trained on with shuffle_buffer => 1 (query order 
 batches are rows 1-64, 65-128, ... and a last partial batch), for 2 epochs with a validation query
 (versions 2 and 3) and, from version 1 again, for one batch only (version 4).  The reference runs
 the same batches in float64 from the same weights (Adam on dense parameters, SparseAdam on the
-embedding rows of the batch, MODEL.md's masked loss with l2, PN batch statistics and running
+embedding rows of the batch, docs/model.md's masked loss with l2, PN batch statistics and running
 statistics).  Compared: every exported tensor after 1 step, 1 epoch and 2 epochs; the epochs'
 train_loss; versions, parents and metrics; validation metrics; pepnet_evaluate.
 
@@ -549,7 +549,7 @@ def run_case(cur, name, cfg, n, nval, kind, forced, seed):
             check("%s: pn.running_mean/var after %s (%s)" % (name, label, ", ".join(singles) or "no single-row domain"),
                   e <= 1e-5 and moved > 0, "max abs diff %.3g, moved by up to %.3g" % (e, moved))
             k = "pn.num_batches_tracked"
-            check("%s: %s after %s equals the reference's exactly (MODEL.md 0.2, from %s)"
+            check("%s: %s after %s equals the reference's exactly (docs/model.md 0.2, from %s)"
                   % (name, k, label, list(init[k].astype(int))),
                   k in got and np.array_equal(got[k], want[k]) and (want[k] > init[k]).any(),
                   "C %s, reference %s" % (list(got.get(k, [])), list(want[k])))

@@ -1,4 +1,4 @@
-"""Training with the PyTorch reference (MODEL.md's loss and optimiser), for training-parity tests."""
+"""Training with the PyTorch reference (docs/model.md's loss and optimiser), for training-parity tests."""
 import torch
 
 from pepnet_ref import RefOptimizer

@@ -6,9 +6,10 @@
 # metrics, parent), its scores for a fixed request (all tasks, every domain, with dense features),
 # what the bare name scores with, pepnet_evaluate, and its pepnet_export as tensors.  After
 # ALTER EXTENSION pepnet UPDATE: extversion is 0.2.0; rows, scores, the bare name and
-# pepnet_evaluate's five 0.1.0 columns are unchanged; every exported tensor of 0.1.0 is there
-# with the same dtype, shape and bytes, and a tensor 0.2.0 adds is allowed only if listed in
-# %ADDED_IN_020 and all zeros for versions made before the update.  0.2.0 works on the upgraded
+# pepnet_evaluate's five 0.1.0 columns are unchanged; every exported tensor is there with the
+# same dtype, shape and bytes, except the tensors 0.2.0 adds (listed in %ADDED_IN_020), which
+# are exported as stored, or as zeros where the stored weights lack them.  The library is 0.2.0's throughout
+# (one is installed): 0.1.0's SQL must work with it until the update, training included.  0.2.0 works on the upgraded
 # database: new versions, training continued from an old version, deploy.  Database "fresh":
 # CREATE EXTENSION pepnet (0.1.0 then the upgrade script); its catalog equals the upgraded one's:
 # member objects, function signatures, results, volatility, strictness, parallel safety, settings
@@ -49,12 +50,46 @@ FROM generate_series(1, 3000) i;
 SELECT pepnet_create('made', '$CFG', seed => 11);
 SELECT pepnet_create('made', '$CFG', seed => 12);
 SELECT pepnet_import('imported', '$CFG', pepnet_export('made\@2'));
-CALL pepnet_train('trained', '$DATA', '$CFG', validation => '$VALID',
-                  epochs => 2, batch_size => 128, lr => 0.01, seed => 3, progress_interval => 0);
 SELECT pepnet_deploy('made', 1);
 SQL
-is($rc, 0, 'CREATE EXTENSION pepnet VERSION 0.1.0; versions created, imported, trained (2 epochs), one deployed')
+is($rc, 0, 'CREATE EXTENSION pepnet VERSION 0.1.0; versions created and imported, one deployed')
   or BAIL_OUT("setup failed: $err");
+
+# weights as 0.1.0's library wrote them: without the tensors 0.2.0 adds
+sub without_added
+{
+	my ($blob) = @_;
+	my $n = unpack('Q<', substr($blob, 0, 8));
+	my $header = decode_json(substr($blob, 8, $n));
+	my $data = substr($blob, 8 + $n);
+	my ($h, $d) = ({}, '');
+	for my $name (sort { $header->{$a}{data_offsets}[0] <=> $header->{$b}{data_offsets}[0] }
+		grep { $_ ne '__metadata__' && !$ADDED_IN_020{$_} } keys %$header)
+	{
+		my ($b, $e) = @{ $header->{$name}{data_offsets} };
+		$h->{$name} = { dtype => $header->{$name}{dtype}, shape => $header->{$name}{shape},
+			data_offsets => [ length($d), length($d) + $e - $b ] };
+		$d .= substr($data, $b, $e - $b);
+	}
+	my $json = JSON::PP->new->canonical->encode($h);
+	$json .= ' ' x ((8 - length($json) % 8) % 8);
+	return pack('Q<', length($json)) . $json . $d;
+}
+my $legacy = without_added(pack('H*', sq('up', "SELECT encode(pepnet_export('made\@1'), 'hex')")));
+($rc, $out, $err) = $node->psql('up',
+	"SELECT pepnet_import('legacy', '$CFG', decode('" . unpack('H*', $legacy) . "', 'hex'))");
+is($rc, 0, 'under 0.1.0: a version imported from weights without ' . join(', ', sort keys %ADDED_IN_020)
+	  . ' (as 0.1.0 exported them)') or diag($err);
+# the library is 0.2.0's from the moment it is installed: 0.1.0's SQL must keep working with it
+# until ALTER EXTENSION UPDATE
+($rc, $out, $err) = $node->psql('up', <<SQL);
+SET client_min_messages = warning;
+CALL pepnet_train('trained', '$DATA', '$CFG', validation => '$VALID',
+                  epochs => 2, batch_size => 128, lr => 0.01, seed => 3, progress_interval => 0);
+SQL
+is($rc, 0, "CALL pepnet_train of 0.1.0's SQL with the installed library (before ALTER EXTENSION UPDATE): 2 epochs")
+  or diag($err);
+my $trained = sq('up', "SELECT count(*) FROM pepnet.models WHERE name = 'trained'") eq '2';
 is(sq('up', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.1.0', 'installed as 0.1.0');
 
 my $ROWS = "SELECT name, version, parent, config, md5(weights), metrics FROM pepnet.models ORDER BY name, version";
@@ -64,24 +99,30 @@ SELECT m.name || '@' || m.version, d, s.idx, s.score, s.scores
 FROM pepnet.models m, generate_series(0, 2) d,
      pepnet_score(m.name || '@' || m.version, d, '{7, 3}', '{{1, 2}, {250, 9}, {-5, 0}}', '{{0.5}, {0}, {-1}}') s
 UNION ALL
-SELECT n, 1, s.idx, s.score, s.scores
-FROM unnest(ARRAY['made', 'imported', 'trained']) n, pepnet_score(n, 1, '{7, 3}', '{{1, 2}, {250, 9}}', '{{0.5}, {0}}') s
+SELECT n.name, 1, s.idx, s.score, s.scores
+FROM (SELECT DISTINCT name FROM pepnet.models) n, pepnet_score(n.name, 1, '{7, 3}', '{{1, 2}, {250, 9}}', '{{0.5}, {0}}') s
 ORDER BY 1, 2, 3
 SQL
-my $EVAL = "SELECT domain, task, rows, auc, logloss FROM pepnet_evaluate('trained\@2', '$VALID') ORDER BY domain NULLS LAST, task";
+# evaluation of a version stored under 0.1.0 (the trained one if training worked there)
+my $EVAL = "SELECT domain, task, rows, auc, logloss FROM pepnet_evaluate('" . ($trained ? 'trained@2' : 'made@1')
+  . "', '$VALID') ORDER BY domain NULLS LAST, task";
 my $VERSIONS = "SELECT name || '\@' || version FROM pepnet.models ORDER BY name, version";
 
 my $rows_before = sq('up', $ROWS);
 my $scores_before = sq('up', $SCORES);
-my $eval_before = sq('up', $EVAL);
+my ($eval_rc, $eval_before, $eval_err) = $node->psql('up', $EVAL);
+is($eval_rc, 0, "pepnet_evaluate of 0.1.0's SQL with the installed library") or diag($eval_err);
 my @versions = split /\n/, sq('up', $VERSIONS);
-is(scalar @versions, 5, 'five versions stored under 0.1.0');
+is(scalar @versions, $trained ? 6 : 4, 'the versions stored under 0.1.0: ' . join(', ', @versions));
 
-# a version's pepnet_export as {name => [dtype, shape, bytes]}
+# a version's pepnet_export (or, with $stored, its stored weights) as {name => [dtype, shape, bytes]}
 sub export_tensors
 {
-	my ($ref) = @_;
-	my $blob = pack('H*', sq('up', "SELECT encode(pepnet_export('$ref'), 'hex')"));
+	my ($ref, $stored) = @_;
+	my ($name, $version) = split /\@/, $ref;
+	my $blob = pack('H*', sq('up', $stored
+		  ? "SELECT encode(weights, 'hex') FROM pepnet.models WHERE name = '$name' AND version = $version"
+		  : "SELECT encode(pepnet_export('$ref'), 'hex')"));
 	my $n = unpack('Q<', substr($blob, 0, 8));
 	my $header = decode_json(substr($blob, 8, $n));
 	my $data = substr($blob, 8 + $n);
@@ -104,35 +145,46 @@ is(sq('up', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.
 is(sq('up', $ROWS), $rows_before, 'every stored version unchanged: name, version, parent, config, weights (md5), metrics');
 is(sq('up', $SCORES), $scores_before,
 	'scores unchanged: every version, every domain, all tasks, and the bare names (deployed, else latest)');
-is(sq('up', $EVAL), $eval_before, "pepnet_evaluate's domain, task, rows, auc, logloss unchanged");
+is(sq('up', $EVAL), $eval_rc == 0 ? $eval_before : '(evaluate failed before the update)',
+	"pepnet_evaluate's domain, task, rows, auc, logloss unchanged");
 
+# a tensor 0.2.0 adds (named in %ADDED_IN_020, possibly with a prefix) is exported as stored, or
+# as zeros where the stored weights lack it (written by 0.1.0's library); every other tensor is
+# exported as before the update, and none is missing
+sub added_in_020 { my $n = shift; return grep { $n eq $_ || $n =~ /(?:^|\.)\Q$_\E$/ } keys %ADDED_IN_020; }
 for my $v (@versions)
 {
-	my ($old, $new) = ($export_before{$v}, export_tensors($v));
-	my @missing = grep { !exists $new->{$_} } sort keys %$old;
-	my @changed = grep { exists $new->{$_} && join('|', @{ $new->{$_} }) ne join('|', @{ $old->{$_} }) } sort keys %$old;
-	my @added = grep { !exists $old->{$_} } sort keys %$new;
-	my @unexpected = grep { my $n = $_; !grep { $n eq $_ || $n =~ /(?:^|\.)\Q$_\E$/ } keys %ADDED_IN_020 } @added;
-	my @nonzero = grep { $new->{$_}[2] =~ /[^\0]/ } @added;
-	ok(!@missing && !@changed && !@unexpected && !@nonzero,
-		"pepnet_export of $v: the " . scalar(keys %$old) . ' tensors of 0.1.0 unchanged (dtype, shape, bytes)'
-		  . (@added ? ', added by 0.2.0 and zero: ' . join(', ', @added) : ''))
-	  or diag("missing: @missing; changed: @changed; added but not allowed: @unexpected; added, not zero: @nonzero");
+	my ($old, $new, $stored) = ($export_before{$v}, export_tensors($v), export_tensors($v, 1));
+	my @missing = grep { !exists $new->{$_} && !added_in_020($_) } sort keys %$old;
+	my @kept = grep { !added_in_020($_) } sort keys %$new;
+	my @changed = grep { !exists $old->{$_} || join('|', @{ $new->{$_} }) ne join('|', @{ $old->{$_} }) } @kept;
+	my @added = grep { added_in_020($_) } sort keys %$new;
+	my @nonzero = grep { !exists $stored->{$_} && $new->{$_}[2] =~ /[^\0]/ } @added;
+	my @unlike_stored = grep { exists $stored->{$_} && join('|', @{ $new->{$_} }) ne join('|', @{ $stored->{$_} }) } @added;
+	ok(!@missing && !@changed && !@nonzero && !@unlike_stored,
+		"pepnet_export of $v: " . scalar(@kept) . ' tensors unchanged (dtype, shape, bytes)'
+		  . (@added ? '; added by 0.2.0 (as stored, else zeros): ' . join(', ', @added) : ''))
+	  or diag("missing: @missing; changed or new: @changed; added by 0.2.0, not stored and not zero: @nonzero; "
+		  . "added by 0.2.0, not as stored: @unlike_stored");
 }
 
 # ---------------------------------------------------------------- 0.2.0 works on an upgraded database
+# continue training a version stored under 0.1.0: the trained one, else the deployed made@1
+my $cont = $trained ? 'trained' : 'made';
+my $cont_from = $trained ? 2 : 1;
+my $next = sq('up', "SELECT max(version) + 1 FROM pepnet.models WHERE name = '$cont'");
 ($rc, $out, $err) = $node->psql('up', <<SQL);
 SET client_min_messages = warning;
-SELECT pepnet_create('made', '$CFG', seed => 13);
-CALL pepnet_train('trained', '$DATA', epochs => 1, batch_size => 128, lr => 0.01, seed => 4, progress_interval => 0);
-SELECT pepnet_deploy('trained', 3);
+SELECT pepnet_create('new_in_020', '$CFG', seed => 13);
+CALL pepnet_train('$cont', '$DATA', epochs => 1, batch_size => 128, lr => 0.01, seed => 4, progress_interval => 0);
+SELECT pepnet_deploy('$cont', $next);
 SQL
-is($rc, 0, 'after the update: pepnet_create, CALL pepnet_train continuing from an old version, pepnet_deploy') or diag($err);
-is(sq('up', "SELECT parent FROM pepnet.models WHERE name = 'trained' AND version = 3"),
-	'2', 'training continued from the version trained under 0.1.0');
+is($rc, 0, "after the update: pepnet_create, CALL pepnet_train continuing $cont\@$cont_from, pepnet_deploy") or diag($err);
+is(sq('up', "SELECT parent FROM pepnet.models WHERE name = '$cont' AND version = $next"),
+	$cont_from, "training continued from $cont\@$cont_from, stored under 0.1.0");
 is( sq(
-		'up', "SELECT count(*) FROM pepnet_score('trained', 0, '{7, 3}', '{{1, 2}}', '{{0.5}}') s,
-		              pepnet_score('trained\@3', 0, '{7, 3}', '{{1, 2}}', '{{0.5}}') t WHERE s.score = t.score"),
+		'up', "SELECT count(*) FROM pepnet_score('$cont', 0, '{7, 3}', '{{1, 2}}', '{{0.5}}') s,
+		              pepnet_score('$cont\@$next', 0, '{7, 3}', '{{1, 2}}', '{{0.5}}') t WHERE s.score = t.score"),
 	'1', 'the bare name scores with the version deployed after the update');
 is( sq(
 		'up', "SELECT array_to_string((array_agg(a.n || ' ' || format_type(a.t, NULL) ORDER BY a.k)

@@ -123,6 +123,23 @@ is($sub->safe_psql('postgres', "SELECT string_agg(version::text, ',' ORDER BY ve
 is(scores($sub, 'h'), $h1, 'the subscriber still scores its deployed version');
 ok($sub->wait_for_log(qr/kept model "h" version 1: it is deployed on this node/), 'the apply worker logged a WARNING');
 
+# a node that receives only some versions (a row filter) but every deployment: scoring a bare
+# name deployed at a version the node lacks says so, and pinned references keep working
+$pub->safe_psql('postgres', qq{
+	CREATE PUBLICATION pepnet_recent FOR TABLE pepnet.models WHERE (version > 1), pepnet.deployments;
+	SELECT pepnet_create('f', '$cfg', 1);
+	SELECT pepnet_create('f', '$cfg', 2);
+	SELECT pepnet_deploy('f', 1);
+});
+$sub->safe_psql('postgres', 'CREATE DATABASE partial');
+$sub->safe_psql('partial', 'CREATE EXTENSION pepnet');
+$sub->safe_psql('partial', "CREATE SUBSCRIPTION pepnet_recent CONNECTION '$connstr' PUBLICATION pepnet_recent");
+$sub->wait_for_subscription_sync($pub, 'pepnet_recent');
+($rc, $out, $err) = $sub->psql('partial', "\\set VERBOSITY verbose\nSELECT * FROM pepnet_score('f', 1, '{3}', '{1}')");
+like($err, qr/42704: model "f" is deployed at version 1, which does not exist on this node/,
+	'a deployment of a version the node lacks: a clear error, not "does not exist"');
+is($sub->safe_psql('partial', "SELECT count(*) FROM pepnet_score('f\@2', 1, '{3}', '{1}')"), '1', 'f@2 still scores there');
+
 # versions carry no node-local identity: every node numbers alike, nothing collides
 is($sub->safe_psql('postgres', "SELECT count(*) FROM pg_sequences WHERE schemaname = 'pepnet'"), '0', 'no sequences in schema pepnet');
 

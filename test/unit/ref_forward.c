@@ -1,7 +1,7 @@
 /*
  * ref_forward.c
  *		The unfused reference forward of one example in double precision,
- *		written literally from MODEL.md step by step (PN with running
+ *		written literally from docs/model.md step by step (PN with running
  *		statistics).  Test-only code: the unit tests compare the library's
  *		fused forward passes (infer.c, engine.c) against it.
  */
@@ -35,7 +35,7 @@ linear_d(const float *W, int ld, int coloff, int rows, int cols, const double *v
 
 /*
  * Reference forward of one example, unfused and in double precision,
- * following MODEL.md step by step (PN with running statistics).
+ * following docs/model.md step by step (PN with running statistics).
  */
 int
 pn_forward_ref(const PnModel *m, int d, const int64_t *persona, const int64_t *features,

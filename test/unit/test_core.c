@@ -67,7 +67,7 @@ config_rejects(const char *json, int code, const char *substr)
 		pn_config_free(&c);
 }
 
-/* Hash test vectors of MODEL.md */
+/* Hash test vectors of docs/model.md */
 static void
 test_hash(void)
 {
@@ -95,7 +95,7 @@ test_config(void)
 	CHECK(c.emb_dim == 16 && c.nhidden == 2 && c.hidden[0] == 256 && c.hidden[1] == 128 &&
 		  c.ntasks == 1 && strcmp(c.tasks[0], "click") == 0 && c.gamma == 2.0f &&
 		  c.epnet && c.ppnet && c.pn && c.star && c.aux && c.aux_hidden == 32 &&
-		  c.n0 == 16 && c.epnet_hidden == 16 && c.feat[0].hash, "config defaults of MODEL.md");
+		  c.n0 == 16 && c.epnet_hidden == 16 && c.feat[0].hash, "config defaults of docs/model.md");
 	js = pn_config_to_json(&c);
 	CHECK(js && pn_config_parse(js, strlen(js), 0, &c2, &e) == PN_OK && c2.n0 == c.n0 &&
 		  c2.hidden[1] == 128, "canonical config JSON parses back");
@@ -698,7 +698,7 @@ test_training_learns(void)
 }
 
 /*
- * MODEL.md 0.2 PN running statistics: with EPNet off and dense inputs only,
+ * docs/model.md 0.2 PN running statistics: with EPNet off and dense inputs only,
  * x is the dense input, so after each batch the running mean of a domain is
  * exactly the plain average of its batch means (a = 1/(n+1)), the count
  * grows by one per batch with >= 2 rows of the domain, and a domain with one
@@ -866,11 +866,68 @@ test_optional_count(void)
 	pn_config_free(&c);
 }
 
+/* Messages cut strings on UTF-8 character boundaries (a cut inside a character reaches clients
+ * in other encodings as an invalid byte sequence) */
+static int
+valid_utf8(const char *s)
+{
+	const unsigned char *p = (const unsigned char *) s;
+
+	while (*p)
+	{
+		int			n = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 0;
+		int			i;
+
+		if (n == 0)
+			return 0;
+		for (i = 1; i < n; i++)
+			if ((p[i] & 0xC0) != 0x80)
+				return 0;
+		p += n;
+	}
+	return 1;
+}
+
+static void
+test_utf8_messages(void)
+{
+	char		key[400] = "{\"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 2}], \"";
+	char		longkey[600];
+	PnConfig	c;
+	PnError		e = {0};
+	int			i;
+
+	CHECK(pn_utf8_prefix("abc", 2) == 2 && pn_utf8_prefix("\xc3\xa9\xc3\xa9x", 1) == 2 &&
+		  pn_utf8_prefix("\xe2\x82\xac\xc3\xa9", 2) == 5 && pn_utf8_prefix("ab", 9) == 2,
+		  "pn_utf8_prefix counts characters, not bytes");
+	/* an unknown key of 59 ASCII letters and 10 two-byte characters: cut after 60 characters */
+	for (i = 0; i < 59; i++)
+		strcat(key, "x");
+	for (i = 0; i < 10; i++)
+		strcat(key, "\xc3\xa9");
+	strcat(key, "\": 1}");
+	CHECK(pn_config_parse(key, strlen(key), 0, &c, &e) == PN_ECONFIG && valid_utf8(e.msg) &&
+		  strstr(e.msg, "x\xc3\xa9\"") != NULL, "unknown key cut after 60 characters on a boundary (%s)", e.msg);
+	/* a message longer than PnError's buffer ends on a character boundary */
+	for (i = 0; i < 299; i++)
+		memcpy(longkey + 2 * i, "\xc3\xa9", 2);
+	longkey[598] = '\0';
+	pn_seterr(&e, PN_ECONFIG, "x%s", longkey);
+	CHECK(strlen(e.msg) == sizeof(e.msg) - 1 && valid_utf8(e.msg),
+		  "a message cut by its buffer on a boundary keeps every whole character (%zu bytes)", strlen(e.msg));
+	pn_seterr(&e, PN_ECONFIG, "%s", longkey);
+	CHECK(strlen(e.msg) == sizeof(e.msg) - 2 && valid_utf8(e.msg),
+		  "a message cut by its buffer inside a character drops that character (%zu bytes)", strlen(e.msg));
+	pn_setdetail(&e, "%s", longkey);
+	CHECK(valid_utf8(e.detail), "a detail cut by its buffer ends on a character boundary");
+}
+
 int
 main(void)
 {
 	test_hash();
 	test_config();
+	test_utf8_messages();
 	test_by_hand();
 	test_safetensors();
 	test_bad_ids();
