@@ -194,21 +194,9 @@ reader_open(BatchReader *r, const char *query, const PnConfig *cfg, TupleDesc re
 				 errmsg("the last two columns of the column definition list must be score float8, scores float8[]")));
 }
 
-/* An error about a value of the current row (the context names the row) */
-static void
-row_error(int code, const char *fmt,...) pg_attribute_printf(2, 3);
-
-static void
-row_error(int code, const char *fmt,...)
-{
-	char		buf[256];
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	ereport(ERROR, (errcode(code), errmsg("%s", buf)));
-}
+/* An error about a value of the current row (the error context names the row) */
+#define row_error(code, ...) \
+	ereport(ERROR, (errcode(code), errmsg(__VA_ARGS__)))
 
 /* A 1-D bigint[]/real[] column of n elements (no NULLs) into dst */
 static void
