@@ -214,7 +214,7 @@ get_array(HeapTuple tup, TupleDesc td, int col, const char *name, int n, size_t 
 	{
 		if (n == 0)
 			return;
-		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s must not be NULL", name);
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s is NULL", name);
 	}
 	a = DatumGetArrayTypeP(d);
 	len = ARR_NDIM(a) == 0 ? 0 : ARR_NDIM(a) == 1 ? ARR_DIMS(a)[0] : -1;
@@ -225,7 +225,7 @@ get_array(HeapTuple tup, TupleDesc td, int col, const char *name, int n, size_t 
 		row_error(ERRCODE_INVALID_PARAMETER_VALUE, "%s has %d elements, the model needs %d", name, len, n);
 	}
 	if (array_contains_nulls(a))
-		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s must not contain NULL elements", name);
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s contains NULL elements", name);
 	if (n)
 		memcpy(dst, ARR_DATA_PTR(a), elsize * n);
 	if ((Pointer) a != DatumGetPointer(d))
@@ -242,7 +242,7 @@ decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b,
 
 	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
 	if (isnull)
-		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain must not be NULL");
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain is NULL");
 	{
 		Oid			dt = r->domain_type;
 		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
@@ -259,7 +259,7 @@ decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b,
 		int64		id = b->features[(size_t) i * c->nfeat + t];
 
 		if (pn_slot(&c->feat[t], t, id) < 0)
-			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is out of range [0, " INT64_FORMAT ")",
+			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
 					  id, c->feat[t].name, (int64) c->feat[t].buckets);
 	}
 	for (t = 0; t < c->npers; t++)
@@ -267,7 +267,7 @@ decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b,
 		int64		id = b->persona[(size_t) i * c->npers + t];
 
 		if (pn_slot(&c->pers[t], t, id) < 0)
-			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is out of range [0, " INT64_FORMAT ")",
+			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
 					  id, c->pers[t].name, (int64) c->pers[t].buckets);
 	}
 	if (c->dense)
