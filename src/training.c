@@ -1030,6 +1030,13 @@ typedef struct Metric
 	double		rate;			/* mean label (actual rate) */
 } Metric;
 
+/* the engine's interrupt check, per tile */
+static void
+eval_interrupt(void)
+{
+	CHECK_FOR_INTERRUPTS();
+}
+
 /*
  * Score every row of a query with the model in batches (inference mode)
  * and compute the metrics per domain and task, and per task overall.
@@ -1038,7 +1045,7 @@ static Metric *
 evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 {
 	const PnConfig *c = &m->cfg;
-	PnTrainer  *ev;
+	PnEvaluator *ev;
 	PnError		err = {0};
 	Reader		r;
 	Rows		rows;
@@ -1052,7 +1059,8 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 				mcap = 64;
 	bool		more = true;
 
-	if (pn_trainer_new(m, EVAL_BATCH, 0.0f, &ev, &err) != PN_OK)
+	/* scored by the engine, as pepnet_score serves it (fp32): ties bit-identical, see evaluate.c */
+	if (pn_evaluator_new(m, PN_FP32, &ev, &err) != PN_OK)
 		core_error(&err);
 	rows_init(&rows, c, EVAL_BATCH);
 	logits = palloc(sizeof(float) * EVAL_BATCH * c->ntasks);
@@ -1078,7 +1086,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		b.features = rows.features;
 		b.dense = c->dense ? rows.dense : NULL;
 		b.labels = NULL;
-		if (pn_train_predict(ev, &b, logits, &err) != PN_OK)
+		if (pn_evaluator_logits(ev, &b, logits, eval_interrupt, &err) != PN_OK)
 			train_core_error(&err, what, &rows);
 		for (i = 0; i < (int64) rows.n * c->ntasks; i++)
 		{
@@ -1086,9 +1094,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 
 			if (isnan(y))
 				continue;
-			/* negative down-sampling: logit + ln w (p = q / (q + (1 - q) / w)) */
-			if (c->neg_rate)
-				logits[i] += logf(c->neg_rate[rows.domain[i / c->ntasks]]);
+			/* (negative down-sampling, logit + ln w, is in the engine's output bias) */
 			if (npred == cap)
 			{
 				cap *= 2;
@@ -1102,7 +1108,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		}
 	}
 	SPI_cursor_close(r.portal);
-	pn_trainer_free(ev);
+	pn_evaluator_free(ev);
 	if (npred == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
