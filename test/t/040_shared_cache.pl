@@ -244,6 +244,8 @@ $bpid = sq("SELECT wait_builder('big')");
 sq("SELECT pg_terminate_backend($bpid)");
 bg_finish($B);
 like($B->{err}, qr/terminating connection due to administrator command/, 'the builder of big@2 was terminated');
+# the client sees the FATAL before the backend has run its exit callbacks: wait for its exit
+ok($node->poll_query_until($db, "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $bpid"), 'the builder has exited');
 is(sq("SELECT count(*) FROM pepnet.shared_cache WHERE model = 'big' AND version = 2"), '0', 'no entry of big@2 left');
 is(sq(q{SELECT pepnet_preload('big@2')}), 't', 'big@2 builds afterwards');
 
