@@ -360,7 +360,7 @@ BEGIN
 
 	-- refuses a transaction block before anything else
 	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size); PERFORM pepnet._progress_plan(epochs);
-	-- every query column checked (and the validation query has rows) before the first epoch
+	IF deploy AND NOT (pg_catalog.has_table_privilege('pepnet.deployments', 'INSERT') AND pg_catalog.has_table_privilege('pepnet.deployments', 'UPDATE')) THEN RAISE EXCEPTION 'permission denied to deploy model "%": deploy => true needs INSERT and UPDATE on pepnet.deployments', pg_catalog.split_part(name, '@', 1) USING ERRCODE = 'insufficient_privilege', HINT = 'Train without deploy => true and let a role with the deployer grants run pepnet_deploy, or GRANT INSERT, UPDATE ON pepnet.deployments.'; END IF;  -- checked before any work, like the rights to store versions; then every query column (and that the validation query has rows) before the first epoch
 	setup := pepnet._train_setup(data, validation, lr_schedule, negative_rate, selection);
 	metric := setup OPERATOR(pg_catalog.#>>) '{selection,metric}';
 	task := setup OPERATOR(pg_catalog.#>>) '{selection,task}';
