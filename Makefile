@@ -4,7 +4,7 @@ EXTVERSION = 0.2.0
 
 MODULE_big = pepnet
 CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/engine.o src/core/train.o
-OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/training.o src/scaleout.o $(CORE_OBJS)
+OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/reader.o src/training.o src/scaleout.o $(CORE_OBJS)
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
 PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
@@ -31,7 +31,7 @@ include $(PGXS)
 # After include $(PGXS), so that its "all" stays the default goal (a rule above it would become
 # the default and plain `make` would build one object file).
 # PGXS tracks no header dependencies: every object depends on the headers
-$(OBJS): src/core/pncore.h src/core/vmath.h src/core/pninternal.h src/pepnet.h
+$(OBJS): src/core/pncore.h src/core/vmath.h src/core/pninternal.h src/pepnet.h src/training.h
 
 # the numeric core's loops (sigmoid, Adam, PN) vectorize at -O3; it never reads errno or FP traps
 $(CORE_OBJS): CFLAGS += -O3 -fno-math-errno -fno-trapping-math

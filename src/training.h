@@ -1,0 +1,69 @@
+/*
+ * training.h
+ *		What the SQL glue of training and evaluation shares: the data-query
+ *		reader (reader.c).
+ *		Internal to the glue; the core's API is pncore.h.
+ */
+#ifndef PEPNET_TRAINING_H
+#define PEPNET_TRAINING_H
+
+#include "pepnet.h"
+
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+
+/* rows a reader fetches from its cursor at a time */
+#define FETCH_ROWS 1000
+
+/* rows in columnar arrays */
+typedef struct Rows
+{
+	int			cap;
+	int			n;
+	int64	   *rowno;			/* 1-based row of the query, for error context */
+	int32	   *domain;
+	int64	   *persona;
+	int64	   *features;
+	float	   *dense;
+	float	   *labels;
+} Rows;
+
+/*
+ * Error context of a data-row fault, as postgres_fdw's
+ * conversion_error_callback: which query and which row (1-based), set
+ * while a row is decoded or while a batch holding the row trains.
+ */
+typedef struct RowContext
+{
+	const char *what;			/* "data", "validation" */
+	int64		row;			/* 0: no row to blame */
+} RowContext;
+
+/* a data query opened as a cursor, columns located by name */
+typedef struct Reader
+{
+	Portal		portal;
+	const PnConfig *cfg;
+	const char *what;			/* "data", "validation" */
+	int			c_domain,
+				c_persona,
+				c_features,
+				c_dense,
+				c_label,
+				c_labels;
+	Oid			label_type;
+	Oid			domain_type;
+	int64		rowno;
+	RowContext *ctx;
+} Reader;
+
+/* reader.c */
+extern void row_context_callback(void *arg);
+extern void rows_init(Rows *r, const PnConfig *c, int cap);
+extern void rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig *c);
+extern void reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool need_labels);
+extern void reader_check(const char *query, const PnConfig *cfg, const char *what, bool need_rows);
+extern int	reader_fetch(Reader *r, Rows *dst, int max);
+extern void train_core_error(PnError *err, const char *what, const Rows *rows) pg_attribute_noreturn();
+
+#endif							/* PEPNET_TRAINING_H */
