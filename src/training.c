@@ -5,9 +5,9 @@
  *		learning-rate schedule, negative down-sampling, selection, Adam
  *		resumed), _train_epoch (one pass through a seeded shuffle buffer,
  *		batches into the core's trainer, progress NOTICEs), _train_eval
- *		(validation metrics), _train_save (a version and its optimizer
- *		state) and _train_end, and pepnet_evaluate.  The data query is read
- *		by reader.c.
+ *		(validation metrics, metrics.c), _train_save (a version and its
+ *		optimizer state) and _train_end, and pepnet_evaluate.  The data
+ *		query is read by reader.c.
  *
  * The plpgsql procedure pepnet_train drives these functions epoch by epoch
  * and COMMITs a version after each.  The trainer lives in a memory context
@@ -30,7 +30,6 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
-#include "lib/stringinfo.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "utils/acl.h"
@@ -436,103 +435,6 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 					 (long long) pn_trainer_steps(st->trainer), st->last_lr, st->epoch_base + ep.epoch);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }
-
-/* one labeled prediction */
-typedef struct Pred
-{
-	int32		domain;
-	int32		task;
-	float		logit;
-	float		label;
-} Pred;
-
-/* order by task, domain, logit */
-static int
-pred_cmp_domain(const void *a, const void *b)
-{
-	const Pred *x = a,
-			   *y = b;
-
-	if (x->task != y->task)
-		return x->task < y->task ? -1 : 1;
-	if (x->domain != y->domain)
-		return x->domain < y->domain ? -1 : 1;
-	return x->logit < y->logit ? -1 : x->logit > y->logit;
-}
-
-/* order by task, logit */
-static int
-pred_cmp_task(const void *a, const void *b)
-{
-	const Pred *x = a,
-			   *y = b;
-
-	if (x->task != y->task)
-		return x->task < y->task ? -1 : 1;
-	return x->logit < y->logit ? -1 : x->logit > y->logit;
-}
-
-/*
- * Exact AUC (ties count half; a label >= 0.5 counts as positive), logloss
- * (soft labels as they are), mean predicted probability and mean label of
- * p[0..n) sorted by logit; auc NaN if one class.
- */
-static void
-group_metrics(const Pred *p, int64 n, double *auc, double *logloss, double *mean_p, double *rate)
-{
-	int64		i = 0,
-				npos = 0;
-	double		rank_pos = 0,
-				ll = 0,
-				pos_w = 0,
-				sp = 0;
-
-	while (i < n)
-	{
-		int64		j = i;
-		int64		pos_here = 0;
-
-		while (j < n && p[j].logit == p[i].logit)
-		{
-			if (p[j].label >= 0.5f)
-				pos_here++;
-			j++;
-		}
-		/* ranks i+1 .. j share the average (i + 1 + j) / 2 */
-		rank_pos += pos_here * (i + 1 + j) / 2.0;
-		npos += pos_here;
-		i = j;
-	}
-	for (i = 0; i < n; i++)
-	{
-		double		z = p[i].logit,
-					y = p[i].label;
-
-		ll += (z > 0 ? z + log1p(exp(-z)) : log1p(exp(z))) - y * z;
-		pos_w += y;
-		sp += z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
-	}
-	*logloss = n ? ll / n : NAN;
-	*mean_p = n ? sp / n : NAN;
-	*rate = n ? pos_w / n : NAN;
-	if (npos == 0 || npos == n)
-		*auc = NAN;
-	else
-		*auc = (rank_pos - npos * (npos + 1) / 2.0) / ((double) npos * (n - npos));
-}
-
-/* one (domain, task) result; domain -1 = all domains */
-typedef struct Metric
-{
-	int32		domain;
-	int32		task;
-	int64		rows;
-	double		auc;
-	double		logloss;
-	double		mean_p;			/* mean predicted probability */
-	double		rate;			/* mean label (actual rate) */
-} Metric;
-
 /*
  * Score every row of a query with the model in batches (inference mode)
  * and compute the metrics per domain and task, and per task overall.
@@ -551,8 +453,6 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 				i;
 	float	   *logits;
 	Metric	   *ms;
-	int			nm = 0,
-				mcap = 64;
 	bool		more = true;
 
 	if (pn_trainer_new(m, EVAL_BATCH, 0.0f, &ev, &err) != PN_OK)
@@ -612,139 +512,30 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 				 errmsg("%s query returned no rows with a known label", what),
 				 errhint("Evaluation needs rows with a label 0 or 1 for at least one task.")));
 
-	ms = palloc(sizeof(Metric) * mcap);
-	qsort(preds, npred, sizeof(Pred), pred_cmp_domain);
-	for (i = 0; i < npred;)
-	{
-		int64		j = i;
-
-		while (j < npred && preds[j].task == preds[i].task && preds[j].domain == preds[i].domain)
-			j++;
-		if (nm == mcap)
-		{
-			mcap *= 2;
-			ms = repalloc(ms, sizeof(Metric) * mcap);
-		}
-		ms[nm].domain = preds[i].domain;
-		ms[nm].task = preds[i].task;
-		ms[nm].rows = j - i;
-		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss, &ms[nm].mean_p, &ms[nm].rate);
-		nm++;
-		i = j;
-	}
-	qsort(preds, npred, sizeof(Pred), pred_cmp_task);
-	for (i = 0; i < npred;)
-	{
-		int64		j = i;
-
-		while (j < npred && preds[j].task == preds[i].task)
-			j++;
-		if (nm == mcap)
-		{
-			mcap *= 2;
-			ms = repalloc(ms, sizeof(Metric) * mcap);
-		}
-		ms[nm].domain = -1;
-		ms[nm].task = preds[i].task;
-		ms[nm].rows = j - i;
-		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss, &ms[nm].mean_p, &ms[nm].rate);
-		nm++;
-		i = j;
-	}
+	ms = metrics_compute(preds, npred, nmetrics);
 	pfree(preds);
-	*nmetrics = nm;
 	return ms;
-}
-
-/* Append a double as JSON (null for NaN) */
-static void
-json_num(StringInfo s, double v)
-{
-	if (isnan(v) || isinf(v))
-		appendStringInfoString(s, "null");
-	else
-		appendStringInfo(s, "%.6f", v);
-}
-
-/* Append a JSON string literal */
-static void
-json_str(StringInfo s, const char *v)
-{
-	escape_json(s, v);
 }
 
 /*
  * pepnet._train_eval(query): validation metrics of the trainer's model as
- * jsonb {rows, logloss, auc (first task), tasks: {name: {rows, logloss,
- * auc, domains: {d: {rows, logloss, auc}}}}}.
+ * jsonb (metrics_json: rows, logloss, auc, mean_p, actual, pcoc of the
+ * first task, then per task and domain).
  */
-/* Append one metric's figures as JSON members (no braces) */
-static void
-json_metric(StringInfo s, const Metric *m)
-{
-	appendStringInfo(s, "\"rows\": %lld, \"logloss\": ", (long long) m->rows);
-	json_num(s, m->logloss);
-	appendStringInfoString(s, ", \"auc\": ");
-	json_num(s, m->auc);
-	appendStringInfoString(s, ", \"mean_p\": ");
-	json_num(s, m->mean_p);
-	appendStringInfoString(s, ", \"actual\": ");
-	json_num(s, m->rate);
-	appendStringInfoString(s, ", \"pcoc\": ");
-	json_num(s, m->rate > 0 ? m->mean_p / m->rate : NAN);
-}
-
 Datum
 pepnet_train_eval(PG_FUNCTION_ARGS)
 {
 	TrainState *st = train_get();
 	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	const PnConfig *c = &st->model->cfg;
 	Metric	   *ms;
-	int			nm,
-				t,
-				i;
-	StringInfoData s;
+	int			nm;
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *json;
 
 	SPI_connect();
 	ms = evaluate(st->model, query, "validation", &nm);
-	initStringInfo(&s);
-	appendStringInfoChar(&s, '{');
-	for (i = 0; i < nm; i++)
-		if (ms[i].domain < 0 && ms[i].task == 0)
-		{
-			json_metric(&s, &ms[i]);
-			appendStringInfoString(&s, ", ");
-		}
-	appendStringInfoString(&s, "\"tasks\": {");
-	for (t = 0; t < c->ntasks; t++)
-	{
-		bool		first = true;
-
-		appendStringInfoString(&s, t ? ", " : "");
-		json_str(&s, c->tasks[t]);
-		appendStringInfoString(&s, ": {");
-		for (i = 0; i < nm; i++)
-			if (ms[i].domain < 0 && ms[i].task == t)
-			{
-				json_metric(&s, &ms[i]);
-				appendStringInfoString(&s, ", ");
-			}
-		appendStringInfoString(&s, "\"domains\": {");
-		for (i = 0; i < nm; i++)
-			if (ms[i].domain >= 0 && ms[i].task == t)
-			{
-				appendStringInfo(&s, "%s\"%d\": {", first ? "" : ", ", ms[i].domain);
-				json_metric(&s, &ms[i]);
-				appendStringInfoChar(&s, '}');
-				first = false;
-			}
-		appendStringInfoString(&s, "}}");
-	}
-	appendStringInfoString(&s, "}}");
-	json = MemoryContextStrdup(caller, s.data);
+	json = metrics_json(ms, nm, &st->model->cfg);
+	json = MemoryContextStrdup(caller, json);
 	SPI_finish();
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }
@@ -1077,7 +868,7 @@ pepnet_train_setup(PG_FUNCTION_ARGS)
 			initStringInfo(&o);
 			appendStringInfo(&o, "{\"resumed_steps\": %lld, \"selection\": {\"metric\": \"%s\", \"task\": ",
 							 (long long) resumed, sel);
-			json_str(&o, task);
+			escape_json(&o, task);
 			appendStringInfoString(&o, "}}");
 			PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(o.data)));
 		}

@@ -1,7 +1,7 @@
 /*
  * training.h
  *		What the SQL glue of training and evaluation shares: the data-query
- *		reader (reader.c).
+ *		reader (reader.c), metrics and their JSON (metrics.c).
  *		Internal to the glue; the core's API is pncore.h.
  */
 #ifndef PEPNET_TRAINING_H
@@ -65,5 +65,30 @@ extern void reader_open(Reader *r, const char *query, const PnConfig *cfg, const
 extern void reader_check(const char *query, const PnConfig *cfg, const char *what, bool need_rows);
 extern int	reader_fetch(Reader *r, Rows *dst, int max);
 extern void train_core_error(PnError *err, const char *what, const Rows *rows) pg_attribute_noreturn();
+
+/* one labeled prediction */
+typedef struct Pred
+{
+	int32		domain;
+	int32		task;
+	float		logit;
+	float		label;
+} Pred;
+
+/* one (domain, task) result; domain -1 = all domains */
+typedef struct Metric
+{
+	int32		domain;
+	int32		task;
+	int64		rows;
+	double		auc;
+	double		logloss;
+	double		mean_p;			/* mean predicted probability */
+	double		rate;			/* mean label (actual rate) */
+} Metric;
+
+/* metrics.c */
+extern Metric *metrics_compute(Pred *preds, int64 npred, int *nmetrics);
+extern char *metrics_json(const Metric *ms, int nm, const PnConfig *c);
 
 #endif							/* PEPNET_TRAINING_H */
