@@ -5,9 +5,9 @@
  *		learning-rate schedule, negative down-sampling, selection, Adam
  *		resumed), _train_epoch (one pass through a seeded shuffle buffer,
  *		batches into the core's trainer, progress NOTICEs), _train_eval
- *		(validation metrics, metrics.c), _train_save (a version and its
- *		optimizer state) and _train_end, and pepnet_evaluate.  The data
- *		query is read by reader.c.
+ *		(validation metrics, evaluate.c), _train_save (a version and its
+ *		optimizer state) and _train_end.  The data query is read by
+ *		reader.c.
  *
  * The plpgsql procedure pepnet_train drives these functions epoch by epoch
  * and COMMITs a version after each.  The trainer lives in a memory context
@@ -40,9 +40,6 @@ PG_FUNCTION_INFO_V1(pepnet_train_eval);
 PG_FUNCTION_INFO_V1(pepnet_train_save);
 PG_FUNCTION_INFO_V1(pepnet_train_end);
 PG_FUNCTION_INFO_V1(pepnet_train_setup);
-PG_FUNCTION_INFO_V1(pepnet_evaluate);
-
-#define EVAL_BATCH 1024
 
 /* the backend's trainer */
 typedef struct TrainState
@@ -435,88 +432,6 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 					 (long long) pn_trainer_steps(st->trainer), st->last_lr, st->epoch_base + ep.epoch);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }
-/*
- * Score every row of a query with the model in batches (inference mode)
- * and compute the metrics per domain and task, and per task overall.
- */
-static Metric *
-evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
-{
-	const PnConfig *c = &m->cfg;
-	PnTrainer  *ev;
-	PnError		err = {0};
-	Reader		r;
-	Rows		rows;
-	Pred	   *preds;
-	int64		npred = 0,
-				cap = 1 << 16,
-				i;
-	float	   *logits;
-	Metric	   *ms;
-	bool		more = true;
-
-	if (pn_trainer_new(m, EVAL_BATCH, 0.0f, &ev, &err) != PN_OK)
-		core_error(&err);
-	rows_init(&rows, c, EVAL_BATCH);
-	logits = palloc(sizeof(float) * EVAL_BATCH * c->ntasks);
-	preds = palloc_extended(sizeof(Pred) * cap, MCXT_ALLOC_HUGE);
-	reader_open(&r, query, c, what, true);
-	while (more)
-	{
-		PnBatch		b;
-
-		CHECK_FOR_INTERRUPTS();
-		rows.n = 0;
-		while (rows.n < EVAL_BATCH)
-			if (reader_fetch(&r, &rows, EVAL_BATCH - rows.n) == 0)
-			{
-				more = false;
-				break;
-			}
-		if (rows.n == 0)
-			break;
-		b.n = rows.n;
-		b.domain = rows.domain;
-		b.persona = rows.persona;
-		b.features = rows.features;
-		b.dense = c->dense ? rows.dense : NULL;
-		b.labels = NULL;
-		if (pn_train_predict(ev, &b, logits, &err) != PN_OK)
-			train_core_error(&err, what, &rows);
-		for (i = 0; i < (int64) rows.n * c->ntasks; i++)
-		{
-			float		y = rows.labels[i];
-
-			if (isnan(y))
-				continue;
-			/* negative down-sampling: logit + ln w (p = q / (q + (1 - q) / w)) */
-			if (c->neg_rate)
-				logits[i] += logf(c->neg_rate[rows.domain[i / c->ntasks]]);
-			if (npred == cap)
-			{
-				cap *= 2;
-				preds = repalloc_huge(preds, sizeof(Pred) * cap);
-			}
-			preds[npred].domain = rows.domain[i / c->ntasks];
-			preds[npred].task = (int32) (i % c->ntasks);
-			preds[npred].logit = logits[i];
-			preds[npred].label = y;
-			npred++;
-		}
-	}
-	SPI_cursor_close(r.portal);
-	pn_trainer_free(ev);
-	if (npred == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("%s query returned no rows with a known label", what),
-				 errhint("Evaluation needs rows with a label 0 or 1 for at least one task.")));
-
-	ms = metrics_compute(preds, npred, nmetrics);
-	pfree(preds);
-	return ms;
-}
-
 /*
  * pepnet._train_eval(query): validation metrics of the trainer's model as
  * jsonb (metrics_json: rows, logloss, auc, mean_p, actual, pcoc of the
@@ -927,53 +842,3 @@ pepnet_train_end(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* pepnet_evaluate(model, data): AUC and logloss per domain and task, and overall */
-Datum
-pepnet_evaluate(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	PepnetRef	ref;
-	PnModel    *model;
-	char		name[PEPNET_NAMELEN];
-	int32		version;
-	char	   *query;
-	Metric	   *ms;
-	int			nm,
-				i;
-	MemoryContext caller;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model reference must not be NULL")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("data query must not be NULL")));
-	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	/* a private copy: the data query may itself use the backend cache */
-	model = pepnet_load_model(&ref, name, &version);
-	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	InitMaterializedSRF(fcinfo, 0);
-	caller = CurrentMemoryContext;
-	SPI_connect();
-	ms = evaluate(model, query, "data", &nm);
-	MemoryContextSwitchTo(caller);
-	for (i = 0; i < nm; i++)
-	{
-		Datum		values[8];
-		bool		nulls[8] = {false, false, false, false, false, false, false, false};
-
-		values[0] = Int32GetDatum(ms[i].domain);
-		nulls[0] = ms[i].domain < 0;
-		values[1] = CStringGetTextDatum(model->cfg.tasks[ms[i].task]);
-		values[2] = Int64GetDatum(ms[i].rows);
-		values[3] = Float8GetDatum(ms[i].auc);
-		nulls[3] = isnan(ms[i].auc);
-		values[4] = Float8GetDatum(ms[i].logloss);
-		/* 0.2.0: calibration (the 0.1.0 declaration has the first five columns only) */
-		values[5] = Float8GetDatum(ms[i].mean_p);
-		values[6] = Float8GetDatum(ms[i].rate);
-		values[7] = Float8GetDatum(ms[i].rate > 0 ? ms[i].mean_p / ms[i].rate : 0);
-		nulls[7] = !(ms[i].rate > 0);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	SPI_finish();
-	return (Datum) 0;
-}

@@ -1,7 +1,8 @@
 /*
  * training.h
- *		What the SQL glue of training and evaluation shares: the data-query
- *		reader (reader.c), metrics and their JSON (metrics.c).
+ *		What the SQL glue of training, evaluation and batch scoring shares:
+ *		the data-query reader (reader.c), metrics and their JSON
+ *		(metrics.c) and the evaluation of a labelled query (evaluate.c).
  *		Internal to the glue; the core's API is pncore.h.
  */
 #ifndef PEPNET_TRAINING_H
@@ -90,5 +91,8 @@ typedef struct Metric
 /* metrics.c */
 extern Metric *metrics_compute(Pred *preds, int64 npred, int *nmetrics);
 extern char *metrics_json(const Metric *ms, int nm, const PnConfig *c);
+
+/* evaluate.c */
+extern Metric *evaluate(PnModel *m, const char *query, const char *what, int *nmetrics);
 
 #endif							/* PEPNET_TRAINING_H */
