@@ -45,7 +45,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 	rows_init(&rows, c, EVAL_BATCH);
 	logits = palloc(sizeof(float) * EVAL_BATCH * c->ntasks);
 	preds = palloc_extended(sizeof(Pred) * cap, MCXT_ALLOC_HUGE);
-	reader_open(&r, query, c, what, true);
+	reader_open(&r, query, c, what, false);
 	while (more)
 	{
 		PnBatch		b;

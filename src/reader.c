@@ -89,10 +89,10 @@ expect_type(Reader *r, TupleDesc td, int col, const char *name, Oid want, const 
 
 /*
  * Prepare a data query (the caller's rights), refusing anything but one
- * read-only SELECT.
+ * read-only SELECT; the hint says what the query is for (scoring or not).
  */
 static SPIPlanPtr
-reader_prepare(const char *query, const char *what)
+reader_prepare(const char *query, const char *what, bool scoring)
 {
 	SPIPlanPtr	plan = SPI_prepare(query, 0, NULL);
 
@@ -113,6 +113,8 @@ reader_prepare(const char *query, const char *what)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s query must be a single read-only SELECT", what),
+					 scoring ?
+					 errhint("pepnet_score_query reads rows to score; it never runs statements that write.") :
 					 errhint("pepnet reads training and evaluation data; it never runs statements that write.")));
 	}
 	return plan;
@@ -122,25 +124,30 @@ reader_prepare(const char *query, const char *what)
  * Locate and check the columns of a data query's result: domain int,
  * persona bigint[] (optional, or NULL, when the model has no persona
  * fields), features bigint[], optional dense real[], and label (real,
- * float8, int, bool, numeric) or labels real[].
+ * float8, int, bool, numeric) or labels real[].  A scoring reader
+ * (pepnet_score_query) reads no labels: label columns are keys to it.
  */
 static void
-reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, bool need_labels)
+reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, bool scoring)
 {
 	memset(r, 0, sizeof(*r));
 	r->cfg = cfg;
 	r->what = what;
+	r->scoring = scoring;
 	r->c_domain = column(td, "domain");
 	r->c_persona = column(td, "persona");
 	r->c_features = column(td, "features");
 	r->c_dense = column(td, "dense");
-	r->c_label = column(td, "label");
-	r->c_labels = column(td, "labels");
+	r->c_label = scoring ? 0 : column(td, "label");
+	r->c_labels = scoring ? 0 : column(td, "labels");
 	if (!r->c_domain || (!r->c_persona && cfg->npers > 0) || !r->c_features)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("%s query lacks column \"%s\"", what,
 						!r->c_domain ? "domain" : !r->c_features ? "features" : "persona"),
+				 scoring ?
+				 errhint("The query must return columns named domain int, persona bigint[] (when the model has persona fields), "
+						 "features bigint[], dense real[] (when it has dense features), and any key columns to pass through.") :
 				 errhint("The query must return columns named domain int, persona bigint[] (when the model has "
 						 "persona fields), features bigint[], optionally dense real[], and label or labels real[].")));
 	r->domain_type = SPI_gettypeid(td, r->c_domain);
@@ -178,20 +185,23 @@ reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, b
 	}
 	else if (r->c_labels)
 		expect_type(r, td, r->c_labels, "labels", FLOAT4ARRAYOID, "real[]");
-	else if (need_labels)
+	else if (!scoring)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("%s query lacks column \"label\" or \"labels\"", what)));
 }
 
-/* Open a data query as a read-only cursor and check its columns */
+/*
+ * Open a data query as a read-only cursor and check its columns; scoring:
+ * a query of pepnet_score_query (no labels, other columns are keys).
+ */
 void
-reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool need_labels)
+reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool scoring)
 {
-	SPIPlanPtr	plan = reader_prepare(query, what);
+	SPIPlanPtr	plan = reader_prepare(query, what, scoring);
 	Portal		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 
-	reader_columns(r, portal->tupDesc, cfg, what, need_labels);
+	reader_columns(r, portal->tupDesc, cfg, what, scoring);
 	r->portal = portal;
 	r->ctx = palloc0(sizeof(RowContext));
 	r->ctx->what = what;
@@ -204,7 +214,7 @@ reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what,
 void
 reader_check(const char *query, const PnConfig *cfg, const char *what, bool need_rows)
 {
-	SPIPlanPtr	plan = reader_prepare(query, what);
+	SPIPlanPtr	plan = reader_prepare(query, what, false);
 	List	   *srcs = SPI_plan_get_plan_sources(plan);
 	CachedPlanSource *src = (CachedPlanSource *) linitial(srcs);
 	Reader		r;
@@ -213,7 +223,7 @@ reader_check(const char *query, const PnConfig *cfg, const char *what, bool need
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s query must be a single read-only SELECT", what)));
-	reader_columns(&r, src->resultDesc, cfg, what, true);
+	reader_columns(&r, src->resultDesc, cfg, what, false);
 	if (need_rows)
 	{
 		Portal		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
@@ -231,7 +241,11 @@ reader_check(const char *query, const PnConfig *cfg, const char *what, bool need
 	SPI_freeplan(plan);
 }
 
-/* Error about a value of the current row (the row is named by the error context) */
+/*
+ * Error about a value of the current row (the row is named by the error
+ * context): "data query: domain is NULL"; a scoring reader's messages lack
+ * the prefix ("domain is NULL").
+ */
 static void row_error(Reader *r, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 
 static void
@@ -243,6 +257,10 @@ row_error(Reader *r, int sqlstate, const char *fmt,...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	if (r->scoring)
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("%s", buf)));
 	ereport(ERROR,
 			(errcode(sqlstate),
 			 errmsg("%s query: %s", r->what, buf)));
@@ -279,7 +297,59 @@ get_array(Reader *r, HeapTuple tup, TupleDesc td, int col, const char *name, int
 		pfree(a);
 }
 
-/* Decode one tuple into row i of dst */
+/*
+ * Decode and check the model inputs of one tuple: *domain, persona [P],
+ * features [F], dense [Nd] (dense unused when the model has none).
+ */
+void
+reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *domain, int64 *persona,
+					 int64 *features, float *dense)
+{
+	const PnConfig *c = r->cfg;
+	bool		isnull;
+	Datum		d;
+	int			t;
+
+	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
+	if (isnull)
+		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain is NULL");
+	{
+		Oid			dt = r->domain_type;
+		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
+
+		if (v < 0 || v >= c->domains)
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "domain %lld is out of range: the model has %d domains", (long long) v, c->domains);
+		*domain = (int32) v;
+	}
+	if (r->c_persona)
+		get_array(r, tup, td, r->c_persona, "persona", c->npers, sizeof(int64), persona);
+	get_array(r, tup, td, r->c_features, "features", c->nfeat, sizeof(int64), features);
+	for (t = 0; t < c->nfeat; t++)
+	{
+		int64		id = features[t];
+
+		if (pn_slot(&c->feat[t], t, id) < 0)
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+					  id, c->feat[t].name, (int64) c->feat[t].buckets);
+	}
+	for (t = 0; t < c->npers; t++)
+	{
+		int64		id = persona[t];
+
+		if (pn_slot(&c->pers[t], t, id) < 0)
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+					  id, c->pers[t].name, (int64) c->pers[t].buckets);
+	}
+	if (c->dense)
+	{
+		get_array(r, tup, td, r->c_dense, "dense", c->dense, sizeof(float), dense);
+		for (t = 0; t < c->dense; t++)
+			if (!isfinite(dense[t]))
+				row_error(r, ERRCODE_DATA_EXCEPTION, "dense value %d is %s", t + 1, isnan(dense[t]) ? "NaN" : "infinity");
+	}
+}
+
+/* Decode one tuple into row i of dst: its inputs, then its labels (NaN = unknown) */
 static void
 decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 {
@@ -291,45 +361,8 @@ decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 
 	r->rowno++;
 	dst->rowno[i] = r->rowno;
-	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
-	if (isnull)
-		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain is NULL");
-	{
-		Oid			dt = r->domain_type;
-		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
-
-		if (v < 0 || v >= c->domains)
-			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "domain %lld is out of range: the model has %d domains", (long long) v, c->domains);
-		dst->domain[i] = (int32) v;
-	}
-	if (r->c_persona)
-		get_array(r, tup, td, r->c_persona, "persona", c->npers, sizeof(int64), dst->persona + (size_t) i * c->npers);
-	get_array(r, tup, td, r->c_features, "features", c->nfeat, sizeof(int64), dst->features + (size_t) i * c->nfeat);
-	for (t = 0; t < c->nfeat; t++)
-	{
-		int64		id = dst->features[(size_t) i * c->nfeat + t];
-
-		if (pn_slot(&c->feat[t], t, id) < 0)
-			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
-					  id, c->feat[t].name, (int64) c->feat[t].buckets);
-	}
-	for (t = 0; t < c->npers; t++)
-	{
-		int64		id = dst->persona[(size_t) i * c->npers + t];
-
-		if (pn_slot(&c->pers[t], t, id) < 0)
-			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
-					  id, c->pers[t].name, (int64) c->pers[t].buckets);
-	}
-	if (c->dense)
-	{
-		float	   *dv = dst->dense + (size_t) i * c->dense;
-
-		get_array(r, tup, td, r->c_dense, "dense", c->dense, sizeof(float), dv);
-		for (t = 0; t < c->dense; t++)
-			if (!isfinite(dv[t]))
-				row_error(r, ERRCODE_DATA_EXCEPTION, "dense value %d is %s", t + 1, isnan(dv[t]) ? "NaN" : "infinity");
-	}
+	reader_decode_inputs(r, tup, td, dst->domain + i, dst->persona + (size_t) i * c->npers,
+						 dst->features + (size_t) i * c->nfeat, dst->dense + (size_t) i * c->dense);
 	for (t = 0; t < c->ntasks; t++)
 		lab[t] = NAN;
 	if (r->c_label)

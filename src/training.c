@@ -371,7 +371,7 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	rows_init(&in, c, FETCH_ROWS);
 	rows_init(&buf, c, sbuf);
 	rows_init(&ep.batch, c, st->batch_size);
-	reader_open(&r, query, c, "data", true);
+	reader_open(&r, query, c, "data", false);
 	for (;;)
 	{
 		int			i;

@@ -2,7 +2,8 @@
  * training.h
  *		What the SQL glue of training, evaluation and batch scoring shares:
  *		the data-query reader (reader.c), metrics and their JSON
- *		(metrics.c) and the evaluation of a labelled query (evaluate.c).
+ *		(metrics.c) and the evaluation of a labelled query (evaluate.c);
+ *		batch.c reads pepnet_score_query's query with the same reader.
  *		Internal to the glue; the core's API is pncore.h.
  */
 #ifndef PEPNET_TRAINING_H
@@ -55,6 +56,7 @@ typedef struct Reader
 	Oid			label_type;
 	Oid			domain_type;
 	int64		rowno;
+	bool		scoring;		/* pepnet_score_query's: no labels, row messages unprefixed */
 	RowContext *ctx;
 } Reader;
 
@@ -62,9 +64,11 @@ typedef struct Reader
 extern void row_context_callback(void *arg);
 extern void rows_init(Rows *r, const PnConfig *c, int cap);
 extern void rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig *c);
-extern void reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool need_labels);
+extern void reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool scoring);
 extern void reader_check(const char *query, const PnConfig *cfg, const char *what, bool need_rows);
 extern int	reader_fetch(Reader *r, Rows *dst, int max);
+extern void reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *domain, int64 *persona,
+								 int64 *features, float *dense);
 extern void train_core_error(PnError *err, const char *what, const Rows *rows) pg_attribute_noreturn();
 
 /* one labeled prediction */
