@@ -64,6 +64,7 @@ extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
 extern PnModel *pepnet_load_model(const PepnetRef *ref, char *name, int32 *version);
 extern int32 pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
 								   const char *metrics_json, int32 parent);
+extern int32 pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent);
 extern bool pepnet_read_only;
 extern void pepnet_registry_init(void);
 extern void pepnet_check_writable(const char *what);

@@ -797,11 +797,7 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 	TrainState *st = train_get();
 	Jsonb	   *metrics = PG_GETARG_JSONB_P(0);
 	char	   *mj = JsonbToCString(NULL, &metrics->root, VARSIZE(metrics));
-	char	   *cj;
-	size_t		n = pn_safetensors_size(st->model);
-	bytea	   *blob;
 	int32		version;
-
 	int			x;
 
 	/* never store what the loader would refuse (training checks each step; this is the last guard) */
@@ -818,17 +814,7 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 								st->model->tensors[x].name),
 						 errhint("Scale dense values or lower the learning rate; earlier epochs' versions are kept.")));
 	}
-	if (n > MaxAllocSize - VARHDRSZ)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("model weights of %zu bytes exceed the 1 GB limit of a bytea value", n)));
-	blob = (bytea *) palloc(n + VARHDRSZ);
-	SET_VARSIZE(blob, n + VARHDRSZ);
-	pn_safetensors_write(st->model, (uint8_t *) VARDATA(blob));
-	cj = pn_config_to_json(&st->model->cfg);
-	if (cj == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	version = pepnet_insert_version(st->name, cj, blob, mj, st->parent);
+	version = pepnet_store_model(st->name, st->model, mj, st->parent);
 	st->parent = version;
 	optimizer_save(st, version);
 	PG_RETURN_INT32(version);
