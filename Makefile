@@ -3,7 +3,7 @@ EXTENSION = pepnet
 EXTVERSION = 0.2.0
 
 MODULE_big = pepnet
-CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/engine.o src/core/train.o
+CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/engine.o src/core/train.o src/core/evaluate.o
 OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/reader.o src/metrics.o src/evaluate.o src/training.o src/scaleout.o $(CORE_OBJS)
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
 # CREATE EXTENSION's script for 0.2.0: a preamble, then 0.1.0's script and the upgrade, as they are

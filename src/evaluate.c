@@ -2,9 +2,10 @@
  * evaluate.c
  *		pepnet_evaluate(model, data) and the evaluation pepnet_train runs on
  *		its validation query: every row of a labelled data query scored in
- *		batches of EVAL_BATCH in inference mode (the trainer's forward pass,
- *		PN's running statistics), logits corrected for negative
- *		down-sampling, metrics per domain and task (metrics.c).
+ *		batches of EVAL_BATCH by the scoring engine in fp32 (src/core/
+ *		evaluate.c: PN's running statistics, ties bit-identical, negative
+ *		down-sampling in the output bias), metrics per domain and task
+ *		(metrics.c).
  */
 #include "training.h"
 
@@ -20,6 +21,13 @@ PG_FUNCTION_INFO_V1(pepnet_evaluate);
 
 #define EVAL_BATCH 1024
 
+/* the engine's interrupt check, per tile */
+static void
+eval_interrupt(void)
+{
+	CHECK_FOR_INTERRUPTS();
+}
+
 /*
  * Score every row of a query with the model in batches (inference mode)
  * and compute the metrics per domain and task, and per task overall.
@@ -28,7 +36,7 @@ Metric *
 evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 {
 	const PnConfig *c = &m->cfg;
-	PnTrainer  *ev;
+	PnEvaluator *ev;
 	PnError		err = {0};
 	Reader		r;
 	Rows		rows;
@@ -40,7 +48,8 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 	Metric	   *ms;
 	bool		more = true;
 
-	if (pn_trainer_new(m, EVAL_BATCH, 0.0f, &ev, &err) != PN_OK)
+	/* scored by the engine, as pepnet_score serves it (fp32): ties bit-identical, see src/core/evaluate.c */
+	if (pn_evaluator_new(m, PN_FP32, &ev, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	rows_init(&rows, c, EVAL_BATCH);
 	logits = palloc(sizeof(float) * EVAL_BATCH * c->ntasks);
@@ -66,7 +75,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		b.features = rows.features;
 		b.dense = c->dense ? rows.dense : NULL;
 		b.labels = NULL;
-		if (pn_train_predict(ev, &b, logits, &err) != PN_OK)
+		if (pn_evaluator_logits(ev, &b, logits, eval_interrupt, &err) != PN_OK)
 			train_core_error(&err, what, &rows);
 		for (i = 0; i < (int64) rows.n * c->ntasks; i++)
 		{
@@ -74,9 +83,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 
 			if (isnan(y))
 				continue;
-			/* negative down-sampling: logit + ln w (p = q / (q + (1 - q) / w)) */
-			if (c->neg_rate)
-				logits[i] += logf(c->neg_rate[rows.domain[i / c->ntasks]]);
+			/* (negative down-sampling, logit + ln w, is in the engine's output bias) */
 			if (npred == cap)
 			{
 				cap *= 2;
@@ -90,7 +97,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		}
 	}
 	SPI_cursor_close(r.portal);
-	pn_trainer_free(ev);
+	pn_evaluator_free(ev);
 	if (npred == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),

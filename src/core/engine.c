@@ -745,10 +745,11 @@ engine_tile(PnEngine *eng, const PnDomainCache *dc, const PnPackedDomain *pd, co
  * features [n, F], dense [n, Nd], out [n, T] probabilities.  err->row is
  * the 0-based candidate of an error.
  */
-int
-pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
-				const int64_t *features, const float *dense, double *out,
-				void (*interrupt) (void), PnError *err)
+/* the tiles of pn_engine_score; probabilities into out, or logits into lout when out is NULL */
+static int
+engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+			 const int64_t *features, const float *dense, double *out, float *lout,
+			 void (*interrupt) (void), PnError *err)
 {
 	const PnModel *m = eng->m;
 	const PnConfig *c = &m->cfg;
@@ -790,11 +791,30 @@ pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int
 				err->row = done + i / T;
 				return PN_EINPUT;
 			}
-			out[(size_t) (done * T) + i] = pn_sigmoidd(v);
+			if (out)
+				out[(size_t) (done * T) + i] = pn_sigmoidd(v);
+			else
+				lout[(size_t) (done * T) + i] = v;
 		}
 	}
 	dnnl_stream_wait(dn_stream);
 	return PN_OK;
+}
+
+int
+pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+				const int64_t *features, const float *dense, double *out,
+				void (*interrupt) (void), PnError *err)
+{
+	return engine_score(eng, dc, pp, n, features, dense, out, NULL, interrupt, err);
+}
+
+int
+pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+				 const int64_t *features, const float *dense, float *logits,
+				 void (*interrupt) (void), PnError *err)
+{
+	return engine_score(eng, dc, pp, n, features, dense, NULL, logits, interrupt, err);
 }
 
 int

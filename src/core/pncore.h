@@ -267,6 +267,10 @@ int			pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, PnError *
 int			pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
 							const int64_t *features, const float *dense, double *out,
 							void (*interrupt) (void), PnError *err);
+/* the same, logits [n, T] (float, before the sigmoid) instead of probabilities */
+int			pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+							 const int64_t *features, const float *dense, float *logits,
+							 void (*interrupt) (void), PnError *err);
 int			pn_engine_tile(const PnEngine *eng);
 /* whether oneDNN runs bf16 matmuls natively here; the ISA it uses */
 bool		pn_engine_bf16_supported(void);
@@ -309,5 +313,18 @@ void		pn_train_apply(PnTrainer *tr);
 int			pn_train_step(PnTrainer *tr, const PnBatch *b, double *loss, PnError *err);
 /* logits [n, T] in input order, inference mode */
 int			pn_train_predict(PnTrainer *tr, const PnBatch *b, float *logits, PnError *err);
+
+/*
+ * Evaluation (evaluate.c): logits of a batch of rows by the scoring engine,
+ * so that pepnet_evaluate judges the scores pepnet_score serves, and
+ * identical rows get bit-identical logits (exact AUC on ties).  Rows are
+ * grouped by (domain, persona); per-domain parts are built on first use.
+ * precision: PN_FP32 or PN_BF16.
+ */
+typedef struct PnEvaluator PnEvaluator;
+int			pn_evaluator_new(const PnModel *m, int precision, PnEvaluator **out, PnError *err);
+void		pn_evaluator_free(PnEvaluator *ev);
+int			pn_evaluator_logits(PnEvaluator *ev, const PnBatch *b, float *logits,
+								void (*interrupt) (void), PnError *err);
 
 #endif							/* PNCORE_H */
