@@ -55,6 +55,7 @@ typedef struct PepnetRef
 
 /* pepnet.c */
 extern void pepnet_report(PnError *err, int sqlstate_format);
+extern int	pepnet_sqlstate(const PnError *err, int format_code, int other_code);
 extern int64 pepnet_max_model_bytes(void);
 extern void pepnet_check_name(const char *name);
 extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();

@@ -479,24 +479,7 @@ train_core_error(PnError *err, const char *what, const Rows *rows)
 	cb.arg = &rc;
 	cb.previous = error_context_stack;
 	error_context_stack = &cb;
-	switch (err->code)
-	{
-		case PN_ENUMERIC:
-			code = ERRCODE_FLOATING_POINT_EXCEPTION;
-			break;
-		case PN_EINPUT:
-		case PN_ECONFIG:
-			code = ERRCODE_INVALID_PARAMETER_VALUE;
-			break;
-		case PN_ETOOBIG:
-			code = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
-			break;
-		case PN_ENOMEM:
-			code = ERRCODE_OUT_OF_MEMORY;
-			break;
-		default:
-			code = ERRCODE_DATA_CORRUPTED;
-	}
+	code = pepnet_sqlstate(err, ERRCODE_DATA_CORRUPTED, ERRCODE_DATA_CORRUPTED);
 	ereport(ERROR,
 			(errcode(code),
 			 errmsg("%s", err->msg),
