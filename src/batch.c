@@ -162,12 +162,6 @@ same_group(const Block *b, int npers, int x, int y)
 		(npers == 0 || memcmp(b->persona + (size_t) x * npers, b->persona + (size_t) y * npers, sizeof(int64) * npers) == 0);
 }
 
-static void
-interrupt_cb(void)
-{
-	CHECK_FOR_INTERRUPTS();
-}
-
 /* Score the rows of a block, group by group; b->out [n, T] in row order */
 static void
 score_block(PepnetEntry *e, Block *b, BatchReader *r)
@@ -209,7 +203,7 @@ score_block(PepnetEntry *e, Block *b, BatchReader *r)
 		dc = pepnet_cache_domain(e, b->domain[first]);
 		eng = pepnet_cache_engine(e, pepnet_precision, dc);
 		if (pn_persona_build(e->model, P ? b->persona + (size_t) first * P : NULL, &pp, &err) != PN_OK ||
-			pn_engine_score(eng, dc, pp, g, b->gfeat, Nd ? b->gdense : NULL, b->gout, interrupt_cb, &err) != PN_OK)
+			pn_engine_score(eng, dc, pp, g, b->gfeat, Nd ? b->gdense : NULL, b->gout, pepnet_interrupt_check, &err) != PN_OK)
 		{
 			if (err.row >= 0)
 			{

@@ -21,13 +21,6 @@ PG_FUNCTION_INFO_V1(pepnet_evaluate);
 
 #define EVAL_BATCH 1024
 
-/* the engine's interrupt check, per tile */
-static void
-eval_interrupt(void)
-{
-	CHECK_FOR_INTERRUPTS();
-}
-
 /*
  * Score every row of a query with the model in batches (inference mode)
  * and compute the metrics per domain and task, and per task overall.
@@ -75,7 +68,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		b.features = rows.features;
 		b.dense = c->dense ? rows.dense : NULL;
 		b.labels = NULL;
-		if (pn_evaluator_logits(ev, &b, logits, eval_interrupt, &err) != PN_OK)
+		if (pn_evaluator_logits(ev, &b, logits, pepnet_interrupt_check, &err) != PN_OK)
 			train_core_error(&err, what, &rows);
 		for (i = 0; i < (int64) rows.n * c->ntasks; i++)
 		{

@@ -115,6 +115,13 @@ pepnet_report(PnError *err, int format_code)
 			 err->row >= 0 ? errcontext("candidate %lld of the request", (long long) err->row + 1) : 0));
 }
 
+/* CHECK_FOR_INTERRUPTS for the core's long loops (the engine calls it once per tile) */
+void
+pepnet_interrupt_check(void)
+{
+	CHECK_FOR_INTERRUPTS();
+}
+
 /* Error for a NULL argument */
 void
 pepnet_null_arg(const char *what)

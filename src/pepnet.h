@@ -59,6 +59,7 @@ extern int	pepnet_sqlstate(const PnError *err, int format_code, int other_code);
 extern int64 pepnet_max_model_bytes(void);
 extern void pepnet_check_name(const char *name);
 extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
+extern void pepnet_interrupt_check(void);
 
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
