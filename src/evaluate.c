@@ -119,9 +119,9 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	MemoryContext caller;
 
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model reference must not be NULL")));
+		pepnet_null_arg("model reference");
 	if (PG_ARGISNULL(1))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("data query must not be NULL")));
+		pepnet_null_arg("data query");
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
 	/* a private copy: the data query may itself use the backend cache */
 	model = pepnet_load_model(&ref, name, &version);

@@ -173,7 +173,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 				 errhint("Run CALL pepnet_train(...) as a statement of its own, or from a procedure or DO block "
 						 "that is itself called that way.")));
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model name must not be NULL")));
+		pepnet_null_arg("model name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	train_register_callback();
 	train_free();
