@@ -4,6 +4,7 @@
  *		reporting.
  */
 #include "pepnet.h"
+#include "pepshm.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -58,6 +59,7 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_MB, NULL, NULL, NULL);
 	pepnet_registry_init();
 	pepnet_score_init();
+	pepnet_shmem_init();
 	MarkGUCPrefixReserved("pepnet");
 
 	pn_alloc_hook = pepnet_core_alloc;

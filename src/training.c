@@ -15,6 +15,7 @@
  * holds at most one, released by _train_end or the next _train_begin.
  */
 #include "training.h"
+#include "pepshm.h"
 
 #include <math.h>
 #include <time.h>
@@ -96,6 +97,7 @@ train_free(void)
 		MemoryContext cxt = train->cxt;
 
 		train = NULL;
+		pepnet_progress_end();	/* frees the progress slot (also on abort) */
 		MemoryContextDelete(cxt);
 	}
 }
@@ -226,6 +228,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
 	train = st;
+	pepnet_progress_start(st->name, st->parent);
 	PG_RETURN_INT32(st->parent);
 }
 
@@ -311,6 +314,7 @@ epoch_step(Epoch *ep)
 	ep->rows += b.n;
 	ep->steps++;
 	ep->batch.n = 0;
+	pepnet_progress_step(ep->epoch, ep->rows, ep->loss_sum / ep->rows);
 	if (ep->progress > 0 && now_seconds() - ep->last >= ep->progress)
 	{
 		double		t = now_seconds();
@@ -422,6 +426,7 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 				 errmsg("data query returned %lld rows but every label is unknown (NULL)", (long long) ep.rows),
 				 errhint("Training needs rows with a label 0 or 1 for at least one task; check the label column.")));
 	st->epochs_done = ep.epoch;
+	pepnet_progress_epoch_done(ep.epoch, ep.rows);
 	secs = now_seconds() - ep.t0;
 	initStringInfo(&out);
 	appendStringInfo(&out, "{\"epoch\": %d, \"rows\": %lld, \"steps\": %lld, \"seconds\": %.3f, "
@@ -443,12 +448,16 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 	TrainState *st = train_get();
 	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Metric	   *ms;
-	int			nm;
+	int			nm,
+				i;
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *json;
 
 	SPI_connect();
 	ms = evaluate(st->model, query, "validation", &nm);
+	for (i = 0; i < nm; i++)
+		if (ms[i].domain < 0 && ms[i].task == 0)
+			pepnet_progress_validation(ms[i].logloss, ms[i].auc);
 	json = metrics_json(ms, nm, &st->model->cfg);
 	json = MemoryContextStrdup(caller, json);
 	SPI_finish();

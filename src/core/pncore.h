@@ -272,6 +272,24 @@ int			pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *
 							 const int64_t *features, const float *dense, float *logits,
 							 void (*interrupt) (void), PnError *err);
 int			pn_engine_tile(const PnEngine *eng);
+
+/*
+ * Packed weights shared between processes (the glue's shared model cache).
+ * While pn_pack_share is set (around pn_engine_new and
+ * pn_engine_prepare_domain), the engine asks lookup for the packed weights
+ * of each matrix, by a key naming it ("ep1", "g2.1", "d3.tw1", "d3.tw[4]", ...: unique per matrix) and its
+ * size, and uses them in place when found (64-byte aligned; the provider's,
+ * never freed by the engine, alive as long as the engine); a matrix it
+ * packs itself it offers to publish (which copies it).  Neither may fail
+ * by longjmp.  NULL (the default): every engine packs its own.
+ */
+typedef struct PnPackShare
+{
+	const void *(*lookup) (void *arg, const char *key, size_t bytes);
+	void		(*publish) (void *arg, const char *key, const void *packed, size_t bytes);
+	void	   *arg;
+} PnPackShare;
+extern PnPackShare *pn_pack_share;
 /* whether oneDNN runs bf16 matmuls natively here; the ISA it uses */
 bool		pn_engine_bf16_supported(void);
 const char *pn_engine_isa(void);
