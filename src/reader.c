@@ -462,9 +462,10 @@ reader_fetch(Reader *r, Rows *dst, int max)
 }
 
 /*
- * Raise a core error of training or evaluation: non-finite values are
- * 22P01, bad input 22023; a row the core blames is named in the context
- * as the data query's row.
+ * Raise a core error of training or evaluation with pepnet_sqlstate's code
+ * (non-finite values 22P01, bad input 22023; malformed weights and engine
+ * failures XX001); a row the core blames is named in the context as the
+ * data query's row.
  */
 void
 train_core_error(PnError *err, const char *what, const Rows *rows)
