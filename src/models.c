@@ -171,9 +171,13 @@ pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
 	return version;
 }
 
-/* Store a model built from cfg as a new version of name */
-static int32
-store_new(const char *name, PnModel *m)
+/*
+ * Store model m (its config and weights) as a new version of name, with
+ * metrics (JSON text, NULL for {}) and the version it came from (0: none);
+ * returns the new version's number.
+ */
+int32
+pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent)
 {
 	char	   *cj = pn_config_to_json(&m->cfg);
 	bytea	   *blob;
@@ -181,7 +185,7 @@ store_new(const char *name, PnModel *m)
 	if (cj == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	blob = model_to_bytea(m);
-	return pepnet_insert_version(name, cj, blob, NULL, 0);
+	return pepnet_insert_version(name, cj, blob, metrics_json, parent);
 }
 
 /*
@@ -222,7 +226,7 @@ pepnet_create(PG_FUNCTION_ARGS)
 	pepnet_require_writable("pepnet_create");
 	m = model_from_args(fcinfo, "seed", &name);
 	pn_model_init(m, (uint64) (int64) PG_GETARG_INT32(2));
-	version = store_new(name, m);
+	version = pepnet_store_model(name, m, NULL, 0);
 	pn_model_free(m);
 	PG_RETURN_INT32(version);
 }
@@ -242,7 +246,7 @@ pepnet_import(PG_FUNCTION_ARGS)
 	blob = PG_GETARG_BYTEA_PP(2);
 	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
-	version = store_new(name, m);
+	version = pepnet_store_model(name, m, NULL, 0);
 	pn_model_free(m);
 	PG_RETURN_INT32(version);
 }
