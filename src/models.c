@@ -506,6 +506,17 @@ pepnet_read_only_guard(PG_FUNCTION_ARGS)
 				 errdetail("pepnet.read_only is on: this node receives model versions and deployments by logical replication."),
 				 errhint("Run it on the registry node that publishes pepnet's tables.")));
 	}
+	/*
+	 * TRUNCATE skips the row triggers that keep deployed versions and record
+	 * every deployment change: allowed only as DROP EXTENSION is.
+	 */
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) && !pepnet_allow_drop &&
+		SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("TRUNCATE on pepnet.%s is not allowed: it would delete versions or deployments without their guards and history",
+						RelationGetRelationName(td->tg_relation)),
+				 errhint("Delete versions with DELETE (deployed ones are kept), or SET pepnet.allow_drop = on to empty pepnet's tables.")));
 	return PointerGetDatum(NULL);
 }
 
