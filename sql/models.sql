@@ -254,3 +254,13 @@ SELECT count(*) AS versions_left FROM pepnet.models;
 ROLLBACK;
 RESET client_min_messages;
 SELECT count(*) > 0 AS versions_kept FROM pepnet.models;
+
+-- pepnet_deploy: a reference where a name belongs, a NULL metric, an unknown task
+SELECT pepnet_deploy('n@2', 2);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('n@2', 'latest');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('n', 'best', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('n', 'best', 'auc:nosuch');
+\echo :LAST_ERROR_SQLSTATE

@@ -178,6 +178,12 @@ BEGIN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF strpos(pepnet_deploy.name, '@') > 0 THEN
+		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
+								pepnet_deploy.version);
+	END IF;
 	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
 				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
 		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
@@ -215,6 +221,12 @@ BEGIN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF strpos(pepnet_deploy.name, '@') > 0 THEN
+		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
+								COALESCE(NULLIF(split_part(pepnet_deploy.name, '@', 2), ''), 'version'));
+	END IF;
 	IF s ~ '^[0-9]{1,9}$' THEN
 		PERFORM @extschema@.pepnet_deploy(pepnet_deploy.name, s::int);
 		RETURN s::int;
@@ -233,9 +245,23 @@ BEGIN
 	IF s = 'latest' THEN
 		SELECT max(m.version) INTO v FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
 	ELSIF s = 'best' THEN
+		IF metric IS NULL THEN
+			RAISE EXCEPTION 'deploy strategy ''best'' needs a validation metric, not NULL'
+				USING ERRCODE = 'null_value_not_allowed',
+					  HINT = 'Use ''logloss'' (the default), ''auc'' or ''pcoc'', optionally followed by :task.';
+		END IF;
 		mname := split_part(metric, ':', 1);
 		task := NULLIF(split_part(metric, ':', 2), '');
-		IF metric IS NULL OR mname NOT IN ('logloss', 'auc', 'pcoc') THEN
+		IF task IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pepnet.models m
+											WHERE m.name = pepnet_deploy.name
+											  AND (m.config -> 'tasks' ? task OR m.metrics -> 'validation' -> 'tasks' ? task)) THEN
+			RAISE EXCEPTION 'model "%" has no task "%"', pepnet_deploy.name, task
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = format('Its tasks: %s.', (SELECT string_agg(DISTINCT t, ', ') FROM pepnet.models m,
+													   jsonb_array_elements_text(m.config -> 'tasks') t
+													   WHERE m.name = pepnet_deploy.name));
+		END IF;
+		IF mname NOT IN ('logloss', 'auc', 'pcoc') THEN
 			RAISE EXCEPTION 'unknown validation metric "%" for deploy strategy ''best''', metric
 				USING ERRCODE = 'invalid_parameter_value',
 					  HINT = 'Use ''logloss'' (lowest wins), ''auc'' (highest wins) or ''pcoc'' (closest to 1 wins), optionally followed by :task, as pepnet_train''s selection.';
