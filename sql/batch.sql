@@ -109,3 +109,11 @@ COMMIT;
 SELECT count(*) AS cached_pin_versions FROM pepnet_cache() WHERE model = 'pin';
 SELECT count(*) AS after_clear FROM (SELECT pepnet_cache_clear()) c, pepnet_cache();
 DROP TABLE pin_rows;
+
+-- a dense column for a model without dense features is refused (not silently ignored), in
+-- batch scoring as in pepnet_score, and in training and evaluation data
+SELECT count(*) FROM pepnet_score_query('pin@2', 'SELECT 0 AS domain, ''{1}''::bigint[] AS persona, ''{1, 2}''::bigint[] AS features, ''{1.0}''::real[] AS dense')
+  AS t(score float8, scores float8[]);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_evaluate('pin@2', 'SELECT 0 AS domain, ''{1}''::bigint[] AS persona, ''{1, 2}''::bigint[] AS features, ''{1.0}''::real[] AS dense, true AS label');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE

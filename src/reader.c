@@ -156,6 +156,12 @@ reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, b
 	if (r->c_persona)
 		expect_type(r, td, r->c_persona, "persona", INT8ARRAYOID, "bigint[]");
 	expect_type(r, td, r->c_features, "features", INT8ARRAYOID, "bigint[]");
+	if (r->c_dense && cfg->dense == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s query has a column \"dense\" but the model has no dense features", what),
+				 errdetail("Its values would be ignored, as pepnet_score refuses them."),
+				 errhint("Leave the column out of the query, or train a model whose config declares \"dense\": N.")));
 	if (r->c_dense)
 		expect_type(r, td, r->c_dense, "dense", FLOAT4ARRAYOID, "real[]");
 	else if (cfg->dense > 0)
