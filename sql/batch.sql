@@ -41,7 +41,13 @@ SELECT count(*) AS rows, bool_and(score > 0 AND score < 1) AS valid
 FROM pepnet_score_query('np', 'SELECT i AS key, i % 2 AS domain, ARRAY[i]::bigint[] AS features FROM generate_series(1, 100) i')
   AS t(key int, score float8, scores float8[]);
 
--- bad input: the same kinds of errors as training's data query, naming the row (SQLSTATEs as scoring:
+-- columns named label and labels are keys here, whatever their type (scoring reads no labels,
+-- training's reader would refuse a text label)
+SELECT count(*) AS rows, bool_and(label = 'l' || id AND labels = ARRAY[id]) AS labels_are_keys
+FROM pepnet_score_query('b', 'SELECT id, ''l'' || id AS label, ARRAY[id] AS labels, domain, persona, features, dense
+                              FROM bcands WHERE id <= 100') AS t(id int, label text, labels int[], score float8, scores float8[]);
+
+-- bad input: the same errors as training's data query, naming the row (SQLSTATEs as scoring:
 -- 22004 NULL, 22023 out of range or wrong shape, 22000 NaN/infinite dense, 42703 missing column,
 -- 42804 wrong type)
 \set VERBOSITY default
@@ -73,4 +79,41 @@ SELECT * FROM pepnet_score_query('b', 'SELECT id, domain, persona, features, CAS
   AS t(id int, score float8, scores float8[]);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT * FROM pepnet_score_query('b', NULL) AS t(score float8, scores float8[]);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+
+-- Whatever else runs in the same statement cannot free the version a statement is scoring with:
+-- a data query that empties the cache or shrinks it while loading another version (it used to
+-- crash the server: the batch scorer kept using the freed entry)
+SELECT pepnet_create('pin', '{"domains": 3, "features": [{"name": "item", "buckets": 50000}, {"name": "cat", "buckets": 50}],
+  "persona": [{"name": "user", "buckets": 100}], "hidden": [32, 16]}', seed => 1) AS v1,
+       pepnet_create('pin', '{"domains": 3, "features": [{"name": "item", "buckets": 50000}, {"name": "cat", "buckets": 50}],
+  "persona": [{"name": "user", "buckets": 100}], "hidden": [32, 16]}', seed => 2) AS v2;
+CREATE TABLE pin_rows AS
+SELECT i AS rn, i % 3 AS domain, ARRAY[i % 100]::bigint[] AS persona, ARRAY[i, i % 50]::bigint[] AS features
+FROM generate_series(1, 20000) i;
+CREATE TEMP TABLE pin_plain AS
+SELECT rn, score FROM pepnet_score_query('pin@2', 'SELECT rn, domain, persona, features FROM pin_rows')
+  AS t(rn int, score float8, scores float8[]);
+SELECT count(*) AS scored, bool_and(t.score = p.score) AS same_scores
+FROM pepnet_score_query('pin@2', 'SELECT rn, domain, persona, features FROM pin_rows
+                                  WHERE rn <> 9000 OR pepnet_cache_clear() IS NULL')
+  AS t(rn int, score float8, scores float8[]) JOIN pin_plain p USING (rn);
+BEGIN;
+SELECT count(*) AS scored, bool_and(t.score = p.score) AS same_scores
+FROM pepnet_score_query('pin@2', 'SELECT rn, domain, persona, features FROM pin_rows
+                                  WHERE rn % 5000 <> 0 OR (set_config(''pepnet.cache_size'', ''1MB'', true) IS NOT NULL
+                                                         AND pepnet_predict(''pin@1'', 0, ''{1}'', ''{1, 2}'') > 2)')
+  AS t(rn int, score float8, scores float8[]) JOIN pin_plain p USING (rn);
+COMMIT;
+-- once the statements are over, the cache keeps to its size again
+SELECT count(*) AS cached_pin_versions FROM pepnet_cache() WHERE model = 'pin';
+SELECT count(*) AS after_clear FROM (SELECT pepnet_cache_clear()) c, pepnet_cache();
+DROP TABLE pin_rows;
+
+-- a dense column for a model without dense features is refused (not silently ignored), in
+-- batch scoring as in pepnet_score, and in training and evaluation data
+SELECT count(*) FROM pepnet_score_query('pin@2', 'SELECT 0 AS domain, ''{1}''::bigint[] AS persona, ''{1, 2}''::bigint[] AS features, ''{1.0}''::real[] AS dense')
+  AS t(score float8, scores float8[]);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_evaluate('pin@2', 'SELECT 0 AS domain, ''{1}''::bigint[] AS persona, ''{1, 2}''::bigint[] AS features, ''{1.0}''::real[] AS dense, true AS label');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE

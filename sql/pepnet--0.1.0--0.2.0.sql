@@ -1,8 +1,8 @@
 /* pepnet--0.1.0--0.2.0.sql: upgrade from 0.1.0 to 0.2.0.
  *
- * There is no pepnet--0.2.0.sql: CREATE EXTENSION pepnet runs pepnet--0.1.0.sql as shipped and
- * then this script (as contrib modules do), so a fresh 0.2.0 database and an upgraded one are
- * built by the same statements.  Every C symbol that pepnet--0.1.0.sql names must stay exported
+ * CREATE EXTENSION pepnet runs pepnet--0.2.0.sql, which make generates from a short preamble
+ * (pepnet--0.2.0.sql.in), pepnet--0.1.0.sql as shipped and this script, so a fresh 0.2.0
+ * database and an upgraded one are built by the same statements.  Every C symbol that pepnet--0.1.0.sql names must stay exported
  * by the library (CREATE FUNCTION checks it), even where this script replaces the function.
  *
  * Sections by topic; each keeps to its own objects.
@@ -178,6 +178,12 @@ BEGIN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF strpos(pepnet_deploy.name, '@') > 0 THEN
+		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
+								pepnet_deploy.version);
+	END IF;
 	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
 				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
 		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
@@ -215,6 +221,12 @@ BEGIN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF strpos(pepnet_deploy.name, '@') > 0 THEN
+		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
+								COALESCE(NULLIF(split_part(pepnet_deploy.name, '@', 2), ''), 'version'));
+	END IF;
 	IF s ~ '^[0-9]{1,9}$' THEN
 		PERFORM @extschema@.pepnet_deploy(pepnet_deploy.name, s::int);
 		RETURN s::int;
@@ -233,9 +245,23 @@ BEGIN
 	IF s = 'latest' THEN
 		SELECT max(m.version) INTO v FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
 	ELSIF s = 'best' THEN
+		IF metric IS NULL THEN
+			RAISE EXCEPTION 'deploy strategy ''best'' needs a validation metric, not NULL'
+				USING ERRCODE = 'null_value_not_allowed',
+					  HINT = 'Use ''logloss'' (the default), ''auc'' or ''pcoc'', optionally followed by :task.';
+		END IF;
 		mname := split_part(metric, ':', 1);
 		task := NULLIF(split_part(metric, ':', 2), '');
-		IF metric IS NULL OR mname NOT IN ('logloss', 'auc', 'pcoc') THEN
+		IF task IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pepnet.models m
+											WHERE m.name = pepnet_deploy.name
+											  AND (m.config -> 'tasks' ? task OR m.metrics -> 'validation' -> 'tasks' ? task)) THEN
+			RAISE EXCEPTION 'model "%" has no task "%"', pepnet_deploy.name, task
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = format('Its tasks: %s.', (SELECT string_agg(DISTINCT t, ', ') FROM pepnet.models m,
+													   jsonb_array_elements_text(m.config -> 'tasks') t
+													   WHERE m.name = pepnet_deploy.name));
+		END IF;
+		IF mname NOT IN ('logloss', 'auc', 'pcoc') THEN
 			RAISE EXCEPTION 'unknown validation metric "%" for deploy strategy ''best''', metric
 				USING ERRCODE = 'invalid_parameter_value',
 					  HINT = 'Use ''logloss'' (lowest wins), ''auc'' (highest wins) or ''pcoc'' (closest to 1 wins), optionally followed by :task, as pepnet_train''s selection.';
@@ -359,8 +385,8 @@ BEGIN
 	END IF;
 
 	-- refuses a transaction block before anything else
-	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size);
-	-- every query column checked (and the validation query has rows) before the first epoch
+	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size); PERFORM pepnet._progress_plan(epochs);
+	IF deploy AND NOT (pg_catalog.has_table_privilege('pepnet.deployments', 'INSERT') AND pg_catalog.has_table_privilege('pepnet.deployments', 'UPDATE')) THEN RAISE EXCEPTION 'permission denied to deploy model "%": deploy => true needs INSERT and UPDATE on pepnet.deployments', pg_catalog.split_part(name, '@', 1) USING ERRCODE = 'insufficient_privilege', HINT = 'Train without deploy => true and let a role with the deployer grants run pepnet_deploy, or GRANT INSERT, UPDATE ON pepnet.deployments.'; END IF;  -- checked before any work, like the rights to store versions; then every query column (and that the validation query has rows) before the first epoch
 	setup := pepnet._train_setup(data, validation, lr_schedule, negative_rate, selection);
 	metric := setup OPERATOR(pg_catalog.#>>) '{selection,metric}';
 	task := setup OPERATOR(pg_catalog.#>>) '{selection,task}';
@@ -499,3 +525,49 @@ CREATE FUNCTION pepnet_export_version(model text) RETURNS bytea
 	AS 'MODULE_PATHNAME', 'pepnet_export_version' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
 CREATE FUNCTION pepnet_import_version(bundle bytea) RETURNS int
 	AS 'MODULE_PATHNAME', 'pepnet_import_version' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+-- == shared memory ==
+-- With shared_preload_libraries = 'pepnet': one copy per server of each version in use (weights
+-- and fused per-domain matrices) and the progress of running trainings.  Without preload the
+-- functions below work and return no rows (pepnet_preload: false); scoring uses the backend cache.
+
+-- Versions in the shared cache of this database: state 'building' or 'ready', bytes of shared
+-- memory, domains whose fused matrices are shared, pins (transactions using it now), hits (pins
+-- since built), built_at, last_used, the pid building it.
+CREATE FUNCTION pepnet_shared_cache(OUT model text, OUT version int, OUT state text, OUT bytes bigint,
+	OUT domains int, OUT pins int, OUT hits bigint, OUT built_at timestamptz, OUT last_used timestamptz,
+	OUT builder_pid int)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'pepnet_shared_cache' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+CREATE VIEW pepnet.shared_cache AS SELECT * FROM pepnet_shared_cache();
+COMMENT ON VIEW pepnet.shared_cache IS 'pepnet: model versions in the shared cache (shared_preload_libraries = ''pepnet'')';
+
+-- Server-wide figures: whether the shared cache is on, its limit and use in bytes, versions held,
+-- versions built into it, evicted, and versions or domains that did not fit (cached per backend).
+CREATE FUNCTION pepnet_shared_cache_stats(OUT enabled boolean, OUT size_limit bigint, OUT used bigint,
+	OUT versions int, OUT builds bigint, OUT evictions bigint, OUT fallbacks bigint)
+	AS 'MODULE_PATHNAME', 'pepnet_shared_cache_stats' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+-- Load a version ('ctr' = deployed, 'ctr@7') into the shared cache with every domain's fused
+-- matrices, ahead of traffic; true when shared, false (NOTICE says why) when only this backend has it.
+CREATE FUNCTION pepnet_preload(model text) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'pepnet_preload' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+-- Running trainings (CALL pepnet_train) of the server, one row each: backend pid, database,
+-- model, version trained from, epoch of epochs, rows of this epoch done and of one epoch (known
+-- after the first), rows over all epochs, rows/s of this epoch, mean training loss of this
+-- epoch so far, validation logloss and AUC after the last epoch, started_at, updated_at, and an
+-- ETA (from this epoch's rate, once an epoch's size is known).  Other roles' trainings show pid
+-- and database only, unless the caller has pg_read_all_stats.
+CREATE FUNCTION pepnet_training_progress(OUT pid int, OUT datid oid, OUT model text, OUT parent int,
+	OUT epoch int, OUT epochs int, OUT rows_done bigint, OUT epoch_rows bigint, OUT rows_total bigint,
+	OUT rows_per_s float8, OUT loss float8, OUT val_logloss float8, OUT val_auc float8,
+	OUT started_at timestamptz, OUT updated_at timestamptz, OUT eta timestamptz)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'pepnet_training_progress' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+CREATE VIEW pepnet.training_progress AS SELECT * FROM pepnet_training_progress();
+COMMENT ON VIEW pepnet.training_progress IS 'pepnet: running trainings and their progress (shared_preload_libraries = ''pepnet'')';
+GRANT SELECT ON pepnet.shared_cache, pepnet.training_progress TO PUBLIC;
+
+CREATE FUNCTION pepnet._progress_plan(epochs int) RETURNS void
+	AS 'MODULE_PATHNAME', 'pepnet_progress_plan_sql' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;

@@ -17,6 +17,7 @@
  * statement's snapshot was taken.
  */
 #include "pepnet.h"
+#include "pepshm.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -52,7 +53,7 @@ static Oid	deploy_relid = InvalidOid;
 static uint64 lru_clock = 0;
 static MemoryContext cache_cxt = NULL;
 
-static void evict(PepnetEntry *keep);
+static void evict(PepnetEntry *keep, bool at_end);
 
 PG_FUNCTION_INFO_V1(pepnet_cache);
 PG_FUNCTION_INFO_V1(pepnet_cache_clear);
@@ -68,7 +69,20 @@ entry_drop(PepnetEntry *e)
 		MemoryContextDelete(cxt);
 }
 
-/* Drop every entry */
+/*
+ * Whether e is in use by the running statement: a statement (a scoring call,
+ * pepnet_score_query reading its data query, a plpgsql loop) may hold
+ * pointers into an entry across calls, and whatever else runs in the same
+ * statement (pepnet_cache_clear, a smaller pepnet.cache_size, other
+ * versions) must not free it under it.
+ */
+static bool
+entry_pinned(const PepnetEntry *e)
+{
+	return e->pin_lxid == MyProc->lxid && e->pin_stmt == GetCurrentStatementStartTimestamp();
+}
+
+/* Drop every entry, also those in use (only when the extension itself is gone) */
 static void
 entries_clear(void)
 {
@@ -97,7 +111,7 @@ xact_cb(XactEvent event, void *arg)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-		evict(NULL);
+		evict(NULL, true);
 }
 
 /*
@@ -239,12 +253,14 @@ malformed:
 }
 
 /*
- * Evict least recently used entries, other than keep, until within the
- * budget.  keep (the version a statement is using) stays even when it alone
- * exceeds the budget; the end of the transaction then drops it (xact_cb).
+ * Evict least recently used entries, other than keep and those in use by
+ * the running statement, until within the budget; entries cleared while in
+ * use (stale) go as soon as they are not.  An entry in use stays even when
+ * it alone exceeds the budget; the end of the transaction (at_end: nothing
+ * is in use any more) then drops it (xact_cb).
  */
 static void
-evict(PepnetEntry *keep)
+evict(PepnetEntry *keep, bool at_end)
 {
 	Size		budget = (Size) pepnet_cache_size_mb * 1024 * 1024;
 
@@ -257,14 +273,25 @@ evict(PepnetEntry *keep)
 		PepnetEntry *e,
 				   *oldest = NULL;
 		Size		total = 0;
+		bool		dropped = false;
 
 		hash_seq_init(&st, entries);
 		while ((e = hash_seq_search(&st)) != NULL)
 		{
+			bool		in_use = e == keep || (!at_end && entry_pinned(e));
+
+			if (e->stale && !in_use)
+			{
+				entry_drop(e);
+				dropped = true;
+				continue;
+			}
 			total += e->bytes;
-			if (e != keep && (oldest == NULL || e->lru < oldest->lru))
+			if (!in_use && (oldest == NULL || e->lru < oldest->lru))
 				oldest = e;
 		}
+		if (dropped)
+			continue;
 		if (total <= budget || oldest == NULL)
 			return;
 		entry_drop(oldest);
@@ -280,9 +307,9 @@ pepnet_cache_get(const PepnetRef *ref)
 	MemoryContext cxt,
 				old;
 	PnModel    *m;
-	char		name[PEPNET_NAMELEN];
-	int32		version;
 	PepnetEntry key;
+	int			sh_slot;
+	uint64		sh_gen;
 
 	/* pepnet_resolve, which made ref, has checked the tables this statement */
 	if (entries == NULL)
@@ -297,17 +324,27 @@ pepnet_cache_get(const PepnetRef *ref)
 		entry_drop(e);
 		e = NULL;
 	}
+	if (e && !pepnet_shcache_pin(e))
+	{
+		/* its shared copy was evicted since: look it up again */
+		entry_drop(e);
+		e = NULL;
+	}
 	if (e)
 	{
 		e->hits++;
 		e->lru = ++lru_clock;
+		e->pin_lxid = MyProc->lxid;
+		e->pin_stmt = GetCurrentStatementStartTimestamp();
+		e->stale = false;
 		return e;
 	}
 
 	/* build under the statement's context: an error frees everything */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pepnet model", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	m = pepnet_load_model(ref, name, &version);
+	/* shared by all backends with pepnet preloaded, else (or when it does not fit) private */
+	m = pepnet_shcache_model(ref, &sh_slot, &sh_gen);
 	{
 		PnDomainCache **domains = palloc0(sizeof(PnDomainCache *) * m->cfg.domains);
 		PnWork	   *work = pn_work_new(m, PEPNET_BLOCK);
@@ -325,12 +362,17 @@ pepnet_cache_get(const PepnetRef *ref)
 		e->ndomains = 0;
 		e->work = work;
 		e->xmin = ref->xmin;
+		e->sh_slot = sh_slot;
+		e->sh_gen = sh_gen;
 		e->hits = 1;
 		e->built_at = GetCurrentTimestamp();
 		e->lru = ++lru_clock;
 		e->bytes = MemoryContextMemAllocated(cxt, true);
+		e->pin_lxid = MyProc->lxid;
+		e->pin_stmt = GetCurrentStatementStartTimestamp();
+		e->stale = false;
 	}
-	evict(e);
+	evict(e, false);
 	return e;
 }
 
@@ -344,7 +386,9 @@ pepnet_cache_domain(PepnetEntry *e, int domain)
 		PnError		err = {0};
 		PnDomainCache *dc;
 
-		if (pn_domain_build(e->model, domain, &dc, &err) != PN_OK)
+		if (e->sh_slot >= 0)
+			dc = pepnet_shcache_domain(e, domain);	/* shared, or private if it does not fit */
+		else if (pn_domain_build(e->model, domain, &dc, &err) != PN_OK)
 		{
 			MemoryContextSwitchTo(old);
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
@@ -353,7 +397,7 @@ pepnet_cache_domain(PepnetEntry *e, int domain)
 		e->domains[domain] = dc;
 		e->ndomains++;
 		e->bytes = MemoryContextMemAllocated(e->cxt, true);
-		evict(e);
+		evict(e, false);
 	}
 	return e->domains[domain];
 }
@@ -376,6 +420,7 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	PnEngine   *eng = e->engine[precision];
 	PnError		err = {0};
 	MemoryContext old;
+	int			rc;
 
 	if (eng == NULL)
 	{
@@ -392,7 +437,10 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 					 errhint("SET pepnet.precision = 'fp32'.")));
 		}
 		cb = palloc(sizeof(MemoryContextCallback));
-		if (pn_engine_new(e->model, precision, PN_TILE, &eng, &err) != PN_OK)
+		pn_pack_share = pepnet_shcache_pack_share(e, precision);	/* packed weights shared when preloaded */
+		rc = pn_engine_new(e->model, precision, PN_TILE, &eng, &err);
+		pn_pack_share = NULL;
+		if (rc != PN_OK)
 		{
 			MemoryContextSwitchTo(old);
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
@@ -405,14 +453,17 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	}
 	/* the domain's packed tower weights (the engine keeps them) */
 	old = MemoryContextSwitchTo(e->cxt);
-	if (pn_engine_prepare_domain(eng, dc, &err) != PN_OK)
+	pn_pack_share = pepnet_shcache_pack_share(e, precision);
+	rc = pn_engine_prepare_domain(eng, dc, &err);
+	pn_pack_share = NULL;
+	if (rc != PN_OK)
 	{
 		MemoryContextSwitchTo(old);
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	}
 	MemoryContextSwitchTo(old);
 	e->bytes = MemoryContextMemAllocated(e->cxt, true);
-	evict(e);
+	evict(e, false);
 	return eng;
 }
 
@@ -444,10 +495,26 @@ pepnet_cache(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* pepnet_cache_clear(): drop every cached version of this backend */
+/*
+ * pepnet_cache_clear(): drop every cached version of this backend; those in
+ * use by the running statement go when it is over
+ */
 Datum
 pepnet_cache_clear(PG_FUNCTION_ARGS)
 {
-	entries_clear();
+	HASH_SEQ_STATUS st;
+	PepnetEntry *e;
+
+	if (entries != NULL)
+	{
+		hash_seq_init(&st, entries);
+		while ((e = hash_seq_search(&st)) != NULL)
+		{
+			if (entry_pinned(e))
+				e->stale = true;
+			else
+				entry_drop(e);
+		}
+	}
 	PG_RETURN_VOID();
 }

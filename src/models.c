@@ -42,7 +42,6 @@ PG_FUNCTION_INFO_V1(pepnet_deploy_log);
 bool		pepnet_read_only = false;
 static bool pepnet_allow_drop = false;
 static char *pepnet_deploy_strategy = NULL;
-static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 /*
  * s cut to at most maxchars characters of the server encoding, on a
@@ -172,9 +171,13 @@ pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
 	return version;
 }
 
-/* Store a model built from cfg as a new version of name */
-static int32
-store_new(const char *name, PnModel *m)
+/*
+ * Store model m (its config and weights) as a new version of name, with
+ * metrics (JSON text, NULL for {}) and the version it came from (0: none);
+ * returns the new version's number.
+ */
+int32
+pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent)
 {
 	char	   *cj = pn_config_to_json(&m->cfg);
 	bytea	   *blob;
@@ -182,7 +185,7 @@ store_new(const char *name, PnModel *m)
 	if (cj == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	blob = model_to_bytea(m);
-	return pepnet_insert_version(name, cj, blob, NULL, 0);
+	return pepnet_insert_version(name, cj, blob, metrics_json, parent);
 }
 
 /*
@@ -223,7 +226,7 @@ pepnet_create(PG_FUNCTION_ARGS)
 	pepnet_require_writable("pepnet_create");
 	m = model_from_args(fcinfo, "seed", &name);
 	pn_model_init(m, (uint64) (int64) PG_GETARG_INT32(2));
-	version = store_new(name, m);
+	version = pepnet_store_model(name, m, NULL, 0);
 	pn_model_free(m);
 	PG_RETURN_INT32(version);
 }
@@ -243,7 +246,7 @@ pepnet_import(PG_FUNCTION_ARGS)
 	blob = PG_GETARG_BYTEA_PP(2);
 	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
-	version = store_new(name, m);
+	version = pepnet_store_model(name, m, NULL, 0);
 	pn_model_free(m);
 	PG_RETURN_INT32(version);
 }
@@ -503,6 +506,17 @@ pepnet_read_only_guard(PG_FUNCTION_ARGS)
 				 errdetail("pepnet.read_only is on: this node receives model versions and deployments by logical replication."),
 				 errhint("Run it on the registry node that publishes pepnet's tables.")));
 	}
+	/*
+	 * TRUNCATE skips the row triggers that keep deployed versions and record
+	 * every deployment change: allowed only as DROP EXTENSION is.
+	 */
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) && !pepnet_allow_drop &&
+		SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("TRUNCATE on pepnet.%s is not allowed: it would delete versions or deployments without their guards and history",
+						RelationGetRelationName(td->tg_relation)),
+				 errhint("Delete versions with DELETE (deployed ones are kept), or SET pepnet.allow_drop = on to empty pepnet's tables.")));
 	return PointerGetDatum(NULL);
 }
 
@@ -585,34 +599,7 @@ pepnet_drop_guard(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/*
- * CREATE EXTENSION pepnet fails in its script when a schema pepnet exists;
- * say so clearly, when the library is already loaded in the session
- * (shared_preload_libraries, or after any pepnet call).
- */
-static void
-pepnet_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-			   ProcessUtilityContext context, ParamListInfo params,
-			   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
-{
-	Node	   *n = pstmt->utilityStmt;
-
-	if (IsA(n, CreateExtensionStmt) &&
-		strcmp(((CreateExtensionStmt *) n)->extname, "pepnet") == 0 &&
-		!OidIsValid(get_extension_oid("pepnet", true)) &&
-		OidIsValid(get_namespace_oid("pepnet", true)))
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_SCHEMA),
-				 errmsg("cannot create extension pepnet: schema \"pepnet\" already exists"),
-				 errdetail("pepnet keeps its tables in a schema of its own named pepnet, which CREATE EXTENSION creates."),
-				 errhint("Rename the existing schema (ALTER SCHEMA pepnet RENAME TO ...) or drop it, then run CREATE EXTENSION pepnet again.")));
-	if (prev_utility_hook)
-		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-}
-
-/* Settings of the registry and the CREATE EXTENSION check; called by _PG_init */
+/* Settings of the registry; called by _PG_init (a pre-existing schema pepnet: sql/pepnet--0.2.0.sql.in) */
 void
 pepnet_registry_init(void)
 {
@@ -629,8 +616,6 @@ pepnet_registry_init(void)
 							   "Internal: the strategy label pepnet_deploy records in pepnet.deploy_history.",
 							   NULL, &pepnet_deploy_strategy, "", PGC_USERSET,
 							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
-	prev_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = pepnet_utility;
 }
 
 /*

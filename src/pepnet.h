@@ -43,6 +43,12 @@ typedef struct PepnetEntry
 	int64		hits;
 	TimestampTz built_at;
 	uint64		lru;
+	int			sh_slot;		/* entry of the shared cache (shcache.c), -1 when private */
+	uint64		sh_gen;
+	/* the statement that used it last: never freed while that statement runs */
+	LocalTransactionId pin_lxid;
+	TimestampTz pin_stmt;
+	bool		stale;			/* cleared while in use: dropped once the statement is over */
 } PepnetEntry;
 
 /* a resolved model reference */
@@ -55,15 +61,18 @@ typedef struct PepnetRef
 
 /* pepnet.c */
 extern void pepnet_report(PnError *err, int sqlstate_format);
+extern int	pepnet_sqlstate(const PnError *err, int format_code, int other_code);
 extern int64 pepnet_max_model_bytes(void);
 extern void pepnet_check_name(const char *name);
 extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
+extern void pepnet_interrupt_check(void);
 
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
 extern PnModel *pepnet_load_model(const PepnetRef *ref, char *name, int32 *version);
 extern int32 pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
 								   const char *metrics_json, int32 parent);
+extern int32 pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent);
 extern bool pepnet_read_only;
 extern void pepnet_registry_init(void);
 extern void pepnet_check_writable(const char *what);
