@@ -33,10 +33,11 @@
  * hidden, ke = k + n0, kp = pk + n0, g_l = T*h_l.  Matrices are row-major,
  * weights [out, in].
  *
- * GEMMs run on oneDNN's sgemm, one OpenMP thread (pinned when a trainer is
- * made, so never in the postmaster).  The elementwise loops are written on
- * local restrict pointers so that the compiler vectorizes them; none of
- * them changes the order of a sum.
+ * GEMMs: oneDNN matmul primitives for the fixed-shape ones of a full batch
+ * (created once per trainer and shape, one OpenMP thread, never in the
+ * postmaster), OpenBLAS for the towers' per-domain ones (see gemm()).  The
+ * elementwise loops are written on local restrict pointers so that the
+ * compiler vectorizes them; none of them changes the order of a sum.
  */
 #include "pncore.h"
 #include "pninternal.h"
@@ -48,9 +49,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
 #include <oneapi/dnnl/dnnl.h>
 
 #define PN_MOMENTUM 0.01f
+
+typedef struct PnPrims PnPrims;
 
 typedef struct Seg
 {
@@ -83,6 +87,8 @@ struct PnTrainer
 	int64_t    *touched;		/* [ntensors] offsets into touched_rows */
 	int64_t    *touched_rows;	/* unique embedding rows touched per table */
 	int		   *ntouched;
+
+	struct PnPrims *prims;		/* oneDNN matmuls of the fixed-shape GEMMs */
 
 	/* all float buffers below live in one block (buffer_table) */
 	void	   *block;
@@ -135,10 +141,52 @@ struct PnTrainer
 
 /* ------------------------------------------------------------------ helpers */
 
-/* C [M,N] = op(A) op(B) + beta C on oneDNN's sgemm (row-major); K = 0 leaves beta C */
+/*
+ * GEMMs.  The fixed-shape GEMMs of a full batch (EPNet, PPNet, aux: M or K
+ * is the batch size, the rest fixed by the config) run on oneDNN matmul
+ * primitives (brgemm on AVX-512, about twice OpenBLAS's rate at these
+ * shapes: bench/train_gemm_rate.c), created once per trainer and shape on
+ * the first full batch (in the backend that trains, never in the
+ * postmaster) and kept with the trainer.  The towers' per-domain GEMMs (M =
+ * the rows of one domain, a different shape every step) and the last, short
+ * batch of an epoch stay on OpenBLAS, as do shapes oneDNN refuses.
+ * (oneDNN's sgemm, which takes any shape, corrupted the backend's heap now
+ * and then inside its own buffer handling; its matmul with a runtime M uses
+ * the same code: neither is used.)
+ */
+#define MAX_PRIMS 64
+
+typedef struct MmPrim
+{
+	char		ta,
+				tb;
+	int			M,
+				N,
+				K,
+				lda,
+				ldb,
+				ldc;
+	float		beta;
+	bool		ok;				/* created; else OpenBLAS for this shape */
+	dnnl_primitive_t prim;
+	dnnl_memory_t a,
+				b,
+				c;
+} MmPrim;
+
+struct PnPrims
+{
+	int			n;
+	MmPrim		p[MAX_PRIMS];
+};
+
+static dnnl_engine_t tr_engine = NULL;
+static dnnl_stream_t tr_stream = NULL;
+
+/* C [M,N] = op(A) op(B) + beta C on OpenBLAS (row-major); K = 0 leaves beta C */
 static void
-gemm(char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-	 float beta, float *C, int ldc)
+gemm_blas(char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+		  float beta, float *C, int ldc)
 {
 	if (M == 0 || N == 0)
 		return;
@@ -152,28 +200,175 @@ gemm(char ta, char tb, int M, int N, int K, const float *A, int lda, const float
 				C[(size_t) i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t) i * ldc + j];
 		return;
 	}
-	dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+	cblas_sgemm(CblasRowMajor, ta == 'N' ? CblasNoTrans : CblasTrans, tb == 'N' ? CblasNoTrans : CblasTrans,
+				M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
+
+/* Create the matmul primitive of p's shape (beta 1: a sum post-op); false if oneDNN has none */
+static bool
+prim_create(MmPrim *p)
+{
+	dnnl_memory_desc_t amd,
+				bmd,
+				cmd;
+	dnnl_matmul_desc_t md;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_primitive_attr_t attr = NULL;
+	dnnl_post_ops_t po = NULL;
+	bool		ok = false;
+
+	if (!tr_engine)
+	{
+		if (dnnl_engine_create(&tr_engine, dnnl_cpu, 0) != dnnl_success)
+		{
+			tr_engine = NULL;
+			return false;
+		}
+		if (dnnl_stream_create(&tr_stream, tr_engine, dnnl_stream_default_flags) != dnnl_success)
+		{
+			dnnl_engine_destroy(tr_engine);
+			tr_engine = NULL;
+			return false;
+		}
+	}
+	dnnl_memory_desc_init_by_strides(&amd, 2, (dnnl_dims_t) {p->M, p->K}, dnnl_f32,
+									 p->ta == 'N' ? (dnnl_dims_t) {p->lda, 1} : (dnnl_dims_t) {1, p->lda});
+	dnnl_memory_desc_init_by_strides(&bmd, 2, (dnnl_dims_t) {p->K, p->N}, dnnl_f32,
+									 p->tb == 'N' ? (dnnl_dims_t) {p->ldb, 1} : (dnnl_dims_t) {1, p->ldb});
+	dnnl_memory_desc_init_by_strides(&cmd, 2, (dnnl_dims_t) {p->M, p->N}, dnnl_f32, (dnnl_dims_t) {p->ldc, 1});
+	if (dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd) != dnnl_success ||
+		dnnl_primitive_attr_create(&attr) != dnnl_success ||
+		dnnl_post_ops_create(&po) != dnnl_success)
+		goto done;
+	if (p->beta != 0.0f && dnnl_post_ops_append_sum(po, p->beta) != dnnl_success)
+		goto done;
+	if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success ||
+		dnnl_primitive_desc_create(&pd, &md, attr, tr_engine, NULL) != dnnl_success)
+		goto done;
+	if (dnnl_primitive_create(&p->prim, pd) != dnnl_success)
+	{
+		p->prim = NULL;
+		goto done;
+	}
+	if (dnnl_memory_create(&p->a, &amd, tr_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&p->b, &bmd, tr_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&p->c, &cmd, tr_engine, DNNL_MEMORY_NONE) != dnnl_success)
+		goto done;
+	ok = true;
+done:
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	if (po)
+		dnnl_post_ops_destroy(po);
+	if (attr)
+		dnnl_primitive_attr_destroy(attr);
+	return ok;
+}
+
+/* Destroy a trainer's primitives */
+static void
+prims_free(PnPrims *ps)
+{
+	int			i;
+
+	if (!ps)
+		return;
+	for (i = 0; i < ps->n; i++)
+	{
+		MmPrim	   *p = &ps->p[i];
+
+		if (p->prim)
+			dnnl_primitive_destroy(p->prim);
+		if (p->a)
+			dnnl_memory_destroy(p->a);
+		if (p->b)
+			dnnl_memory_destroy(p->b);
+		if (p->c)
+			dnnl_memory_destroy(p->c);
+	}
+	pn_free(ps);
+}
+
+/*
+ * C [M,N] = op(A) op(B) + beta C (beta 0 or 1).  ps: the trainer's primitives
+ * for a fixed-shape GEMM of a full batch, NULL for OpenBLAS.
+ */
+static void
+gemm(PnPrims *ps, char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+	 float beta, float *C, int ldc)
+{
+	MmPrim	   *p = NULL;
+	int			i;
+
+	if (ps && M > 0 && N > 0 && K > 0)
+	{
+		for (i = 0; i < ps->n; i++)
+		{
+			MmPrim	   *q = &ps->p[i];
+
+			if (q->ta == ta && q->tb == tb && q->M == M && q->N == N && q->K == K &&
+				q->lda == lda && q->ldb == ldb && q->ldc == ldc && q->beta == beta)
+			{
+				p = q;
+				break;
+			}
+		}
+		if (!p && ps->n < MAX_PRIMS)
+		{
+			p = &ps->p[ps->n++];
+			memset(p, 0, sizeof(*p));
+			p->ta = ta;
+			p->tb = tb;
+			p->M = M;
+			p->N = N;
+			p->K = K;
+			p->lda = lda;
+			p->ldb = ldb;
+			p->ldc = ldc;
+			p->beta = beta;
+			p->ok = prim_create(p);
+		}
+	}
+	if (p && p->ok)
+	{
+		dnnl_exec_arg_t args[3];
+
+		dnnl_memory_set_data_handle(p->a, (void *) A);
+		dnnl_memory_set_data_handle(p->b, (void *) B);
+		dnnl_memory_set_data_handle(p->c, C);
+		args[0] = (dnnl_exec_arg_t) {DNNL_ARG_SRC, p->a};
+		args[1] = (dnnl_exec_arg_t) {DNNL_ARG_WEIGHTS, p->b};
+		args[2] = (dnnl_exec_arg_t) {DNNL_ARG_DST, p->c};
+		if (dnnl_primitive_execute(p->prim, tr_stream, 3, args) == dnnl_success &&
+			dnnl_stream_wait(tr_stream) == dnnl_success)
+			return;
+		p->ok = false;			/* not again; this call on OpenBLAS (C is untouched on failure) */
+	}
+	gemm_blas(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* the primitives for this batch: a full batch's fixed-shape GEMMs only */
+#define FIXED(tr) ((tr)->n == (tr)->bmax ? (tr)->prims : NULL)
 
 /* C [M,N] = A [M,K] B [N,K]^T + beta C (forward: activations times weights) */
 static inline void
-mm_nt(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+mm_nt(PnPrims *ps, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
-	gemm('N', 'T', M, N, K, A, lda, B, ldb, beta, C, ldc);
+	gemm(ps, 'N', 'T', M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* C [M,N] = A [M,K] B [K,N] + beta C (input gradients: dA = dZ W) */
 static inline void
-mm_nn(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+mm_nn(PnPrims *ps, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
-	gemm('N', 'N', M, N, K, A, lda, B, ldb, beta, C, ldc);
+	gemm(ps, 'N', 'N', M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* C [M,N] = A [K,M]^T B [K,N] + beta C (weight gradients: dW = dZ^T A) */
 static inline void
-mm_tn(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+mm_tn(PnPrims *ps, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
-	gemm('T', 'N', M, N, K, A, lda, B, ldb, beta, C, ldc);
+	gemm(ps, 'T', 'N', M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* db [cols] += column sums of dY [n, cols] (row stride ld), rows in order */
@@ -323,6 +518,7 @@ pn_trainer_free(PnTrainer *tr)
 	pn_free(tr->ntouched);
 	pn_free(tr->block);
 	pn_free(tr->pn_acc);
+	prims_free(tr->prims);
 	pn_free(tr->sg_in_e);
 	pn_free(tr->sg_x);
 	pn_free(tr);
@@ -357,7 +553,7 @@ pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err)
 	float	   *base;
 
 	*out = NULL;
-	/* oneDNN's sgemm runs on OpenMP: one thread in this backend */
+	/* oneDNN runs on OpenMP: one thread in this backend */
 	omp_set_num_threads(1);
 	tr = pn_alloc0(sizeof(PnTrainer));
 	if (!tr)
@@ -383,8 +579,9 @@ pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err)
 	tr->touched_rows = pn_alloc(sizeof(int64_t) * n * (c->nfeat + c->npers + 1));
 	tr->ntouched = pn_alloc0(sizeof(int) * (m->ntensors + 1));
 	tr->pn_acc = pn_alloc(sizeof(double) * 4 * (c->n0 + 1));
+	tr->prims = pn_alloc0(sizeof(PnPrims));
 	if (!tr->order || !tr->dcount || !tr->segs || !tr->fslot || !tr->pslot || !tr->dom ||
-		!tr->uniq || !tr->touched || !tr->touched_rows || !tr->ntouched || !tr->pn_acc)
+		!tr->uniq || !tr->touched || !tr->touched_rows || !tr->ntouched || !tr->pn_acc || !tr->prims)
 		ok = false;
 
 	/* the buffers of the table, each 64-byte aligned, in one zeroed block */
@@ -831,10 +1028,10 @@ epnet_forward(PnTrainer *tr)
 		gin = tr->sg_in_e;
 	}
 	pn_fill_rows(tr->eh, n, he, PN_T(m, m->t_ep_b1));
-	mm_nt(n, he, ke, gin, ke, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->eh, he);
+	mm_nt(FIXED(tr), n, he, ke, gin, ke, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->eh, he);
 	pn_relu(tr->eh, (size_t) n * he);
 	pn_fill_rows(tr->ge, n, n0, PN_T(m, m->t_ep_b2));
-	mm_nt(n, n0, he, tr->eh, he, PN_T(m, m->t_ep_w2), he, 1.0f, tr->ge, n0);
+	mm_nt(FIXED(tr), n, n0, he, tr->eh, he, PN_T(m, m->t_ep_w2), he, 1.0f, tr->ge, n0);
 	pn_sigmoid_scale(tr->ge, (size_t) n * n0, c->gamma);
 	for (i = 0; i < n; i++)
 	{
@@ -896,13 +1093,13 @@ epnet_backward(PnTrainer *tr)
 			dl[j] = dx[j] * x0[j] * g[j] * (1.0f - g[j] / gamma);
 		}
 	}
-	mm_tn(n0, he, n, dgl, n0, tr->eh, he, 1.0f, G(tr, m->t_ep_w2), he);
+	mm_tn(FIXED(tr), n0, he, n, dgl, n0, tr->eh, he, 1.0f, G(tr, m->t_ep_w2), he);
 	col_sums(dgl, n, n0, n0, G(tr, m->t_ep_b2));
-	mm_nn(n, he, n0, dgl, n0, PN_T(m, m->t_ep_w2), he, 0.0f, tr->dgh, he);
+	mm_nn(FIXED(tr), n, he, n0, dgl, n0, PN_T(m, m->t_ep_w2), he, 0.0f, tr->dgh, he);
 	relu_backward(tr->dgh, tr->eh, (size_t) n * he);
-	mm_tn(he, ke, n, tr->dgh, he, tr->sg_frozen ? tr->sg_in_e : tr->in_e, ke, 1.0f, G(tr, m->t_ep_w1), ke);
+	mm_tn(FIXED(tr), he, ke, n, tr->dgh, he, tr->sg_frozen ? tr->sg_in_e : tr->in_e, ke, 1.0f, G(tr, m->t_ep_w1), ke);
 	col_sums(tr->dgh, n, he, he, G(tr, m->t_ep_b1));
-	mm_nn(n, k, he, tr->dgh, he, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->ddv, k);
+	mm_nn(FIXED(tr), n, k, he, tr->dgh, he, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->ddv, k);
 }
 
 /* ------------------------------------------------ Partitioned Normalization */
@@ -1149,10 +1346,10 @@ ppnet_forward(PnTrainer *tr)
 		int			g = c->ntasks * c->hidden[l];
 
 		pn_fill_rows(tr->gh[l], n, g, PN_T(m, m->t_pp_b1[l]));
-		mm_nt(n, g, kp, tr->in_p, kp, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->gh[l], g);
+		mm_nt(FIXED(tr), n, g, kp, tr->in_p, kp, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->gh[l], g);
 		pn_relu(tr->gh[l], (size_t) n * g);
 		pn_fill_rows(tr->gg[l], n, g, PN_T(m, m->t_pp_b2[l]));
-		mm_nt(n, g, g, tr->gh[l], g, PN_T(m, m->t_pp_w2[l]), g, 1.0f, tr->gg[l], g);
+		mm_nt(FIXED(tr), n, g, g, tr->gh[l], g, PN_T(m, m->t_pp_w2[l]), g, 1.0f, tr->gg[l], g);
 		pn_sigmoid_scale(tr->gg[l], (size_t) n * g, c->gamma);
 	}
 }
@@ -1182,14 +1379,14 @@ ppnet_backward(PnTrainer *tr)
 		float	   *dg = tr->dgg[l];
 
 		gate_backward(dg, tr->gg[l], (size_t) n * g, c->gamma);
-		mm_tn(g, g, n, dg, g, tr->gh[l], g, 1.0f, G(tr, m->t_pp_w2[l]), g);
+		mm_tn(FIXED(tr), g, g, n, dg, g, tr->gh[l], g, 1.0f, G(tr, m->t_pp_w2[l]), g);
 		col_sums(dg, n, g, g, G(tr, m->t_pp_b2[l]));
-		mm_nn(n, g, g, dg, g, PN_T(m, m->t_pp_w2[l]), g, 0.0f, tr->dgh, g);
+		mm_nn(FIXED(tr), n, g, g, dg, g, PN_T(m, m->t_pp_w2[l]), g, 0.0f, tr->dgh, g);
 		relu_backward(tr->dgh, tr->gh[l], (size_t) n * g);
-		mm_tn(g, kp, n, tr->dgh, g, tr->in_p, kp, 1.0f, G(tr, m->t_pp_w1[l]), kp);
+		mm_tn(FIXED(tr), g, kp, n, tr->dgh, g, tr->in_p, kp, 1.0f, G(tr, m->t_pp_w1[l]), kp);
 		col_sums(tr->dgh, n, g, g, G(tr, m->t_pp_b1[l]));
 		if (c->pk)
-			mm_nn(n, c->pk, g, tr->dgh, g, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->dpv, c->pk);
+			mm_nn(FIXED(tr), n, c->pk, g, tr->dgh, g, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->dpv, c->pk);
 	}
 }
 
@@ -1232,7 +1429,7 @@ tower_forward(PnTrainer *tr, int t)
 				float	   *z = tr->r[t * L + l - 1] + (size_t) sg->start * h;
 
 				pn_fill_rows(z, sg->count, h, tr->fb);
-				mm_nt(sg->count, h, prev, in + (size_t) sg->start * prev, prev, tr->fw, prev, 1.0f, z, h);
+				mm_nt(NULL, sg->count, h, prev, in + (size_t) sg->start * prev, prev, tr->fw, prev, 1.0f, z, h);
 			}
 			else
 				for (i = sg->start; i < sg->start + sg->count; i++)
@@ -1349,7 +1546,7 @@ tower_backward(PnTrainer *tr, int t)
 
 			fuse(tr, t, l, d, h, prev);
 			/* dW* = dz^T a_prev over the segment */
-			mm_tn(h, prev, sg->count, dzs, h, ins, prev, 0.0f, tr->dwt, prev);
+			mm_tn(NULL, h, prev, sg->count, dzs, h, ins, prev, 0.0f, tr->dwt, prev);
 			if (c->star)
 			{
 				const float *restrict W = PN_T(m, m->t_tw_w[xi]);
@@ -1376,7 +1573,7 @@ tower_backward(PnTrainer *tr, int t)
 			}
 			col_sums(dzs, sg->count, h, h, gB);
 			/* d a_prev = dz W* */
-			mm_nn(sg->count, prev, h, dzs, h, tr->fw, prev, dbeta,
+			mm_nn(NULL, sg->count, prev, h, dzs, h, tr->fw, prev, dbeta,
 				  dout + (size_t) sg->start * prev, prev);
 		}
 		if (l > 1)
@@ -1408,12 +1605,12 @@ aux_forward(PnTrainer *tr)
 		return;
 	e2 = PN_T(m, m->t_aux_b2);
 	pn_fill_rows(tr->ah, n, ha, PN_T(m, m->t_aux_b1));
-	mm_nt(n, ha, ke, tr->in_e, ke, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ah, ha);
+	mm_nt(FIXED(tr), n, ha, ke, tr->in_e, ke, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ah, ha);
 	pn_relu(tr->ah, (size_t) n * ha);
 	for (i = 0; i < n; i++)
 		for (t = 0; t < T; t++)
 			tr->logit[(size_t) i * T + t] += e2[t];
-	mm_nt(n, T, ha, tr->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, tr->logit, T);
+	mm_nt(FIXED(tr), n, T, ha, tr->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, tr->logit, T);
 }
 
 /*
@@ -1435,15 +1632,15 @@ aux_backward(PnTrainer *tr)
 
 	if (!c->aux)
 		return;
-	mm_tn(T, ha, n, tr->dlogit, T, tr->ah, ha, 1.0f, G(tr, m->t_aux_w2), ha);
+	mm_tn(FIXED(tr), T, ha, n, tr->dlogit, T, tr->ah, ha, 1.0f, G(tr, m->t_aux_w2), ha);
 	col_sums(tr->dlogit, n, T, T, G(tr, m->t_aux_b2));
-	mm_nn(n, ha, T, tr->dlogit, T, PN_T(m, m->t_aux_w2), ha, 0.0f, tr->dgh, ha);
+	mm_nn(FIXED(tr), n, ha, T, tr->dlogit, T, PN_T(m, m->t_aux_w2), ha, 0.0f, tr->dgh, ha);
 	relu_backward(tr->dgh, tr->ah, (size_t) n * ha);
-	mm_tn(ha, ke, n, tr->dgh, ha, tr->in_e, ke, 1.0f, G(tr, m->t_aux_w1), ke);
+	mm_tn(FIXED(tr), ha, ke, n, tr->dgh, ha, tr->in_e, ke, 1.0f, G(tr, m->t_aux_w1), ke);
 	col_sums(tr->dgh, n, ha, ha, G(tr, m->t_aux_b1));
 	/* d [dv ; x0]: dv part and x0 part */
-	mm_nn(n, k, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ddv, k);
-	mm_nn(n, n0, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1) + k, ke, 1.0f, tr->dx0, n0);
+	mm_nn(FIXED(tr), n, k, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ddv, k);
+	mm_nn(FIXED(tr), n, n0, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1) + k, ke, 1.0f, tr->dx0, n0);
 }
 
 /* ------------------------------------------------------------------- loss */
