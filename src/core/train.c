@@ -35,7 +35,8 @@
  *
  * GEMMs: oneDNN matmul primitives for the fixed-shape ones of a full batch
  * (created once per trainer and shape, one OpenMP thread, never in the
- * postmaster), OpenBLAS for the towers' per-domain ones (see gemm()).  The
+ * postmaster), the towers' per-domain ones in tiles of 64 rows on such
+ * primitives, the remainders on OpenBLAS (see gemm()).  The
  * elementwise loops are written on local restrict pointers so that the
  * compiler vectorizes them; none of them changes the order of a sum.
  */
@@ -148,8 +149,10 @@ struct PnTrainer
  * shapes: bench/train_gemm_rate.c), created once per trainer and shape on
  * the first full batch (in the backend that trains, never in the
  * postmaster) and kept with the trainer.  The towers' per-domain GEMMs (M =
- * the rows of one domain, a different shape every step) and the last, short
- * batch of an epoch stay on OpenBLAS, as do shapes oneDNN refuses.
+ * the rows of one domain, a different count every step) run in tiles of
+ * ROW_TILE rows on primitives too (gemm_rows); what is left (fewer rows than
+ * a tile, the last short batch of an epoch, shapes oneDNN refuses) runs on
+ * OpenBLAS.
  * (oneDNN's sgemm, which takes any shape, corrupted the backend's heap now
  * and then inside its own buffer handling; its matmul with a runtime M uses
  * the same code: neither is used.)
@@ -349,6 +352,43 @@ gemm(PnPrims *ps, char ta, char tb, int M, int N, int K, const float *A, int lda
 
 /* the primitives for this batch: a full batch's fixed-shape GEMMs only */
 #define FIXED(tr) ((tr)->n == (tr)->bmax ? (tr)->prims : NULL)
+
+/*
+ * The towers' per-domain GEMMs, whose row count changes every step, on
+ * primitives of a fixed shape: rows in tiles of ROW_TILE (for op(A) = A^T,
+ * the K rows, accumulating), the remainder of fewer rows on OpenBLAS.
+ */
+#define ROW_TILE 64
+
+static void
+gemm_rows(PnTrainer *tr, char ta, char tb, int M, int N, int K, const float *A, int lda,
+		  const float *B, int ldb, float beta, float *C, int ldc)
+{
+	int			r = 0;
+
+	if (ta == 'N')
+	{
+		for (; r + ROW_TILE <= M; r += ROW_TILE)
+			gemm(tr->prims, 'N', tb, ROW_TILE, N, K, A + (size_t) r * lda, lda, B, ldb, beta,
+				 C + (size_t) r * ldc, ldc);
+		if (r < M)
+			gemm_blas('N', tb, M - r, N, K, A + (size_t) r * lda, lda, B, ldb, beta,
+					  C + (size_t) r * ldc, ldc);
+	}
+	else
+	{
+		/* A [K, M] and B [K, N] (tb 'N') share their rows: C = sum over row tiles */
+		for (; r + ROW_TILE <= K; r += ROW_TILE)
+		{
+			gemm(tr->prims, 'T', tb, M, N, ROW_TILE, A + (size_t) r * lda, lda, B + (size_t) r * ldb, ldb,
+				 beta, C, ldc);
+			beta = 1.0f;
+		}
+		if (r < K || K == 0)
+			gemm_blas('T', tb, M, N, K - r, A + (size_t) r * lda, lda, B + (size_t) r * ldb, ldb,
+					  beta, C, ldc);
+	}
+}
 
 /* C [M,N] = A [M,K] B [N,K]^T + beta C (forward: activations times weights) */
 static inline void
@@ -1429,7 +1469,7 @@ tower_forward(PnTrainer *tr, int t)
 				float	   *z = tr->r[t * L + l - 1] + (size_t) sg->start * h;
 
 				pn_fill_rows(z, sg->count, h, tr->fb);
-				mm_nt(NULL, sg->count, h, prev, in + (size_t) sg->start * prev, prev, tr->fw, prev, 1.0f, z, h);
+				gemm_rows(tr, 'N', 'T', sg->count, h, prev, in + (size_t) sg->start * prev, prev, tr->fw, prev, 1.0f, z, h);
 			}
 			else
 				for (i = sg->start; i < sg->start + sg->count; i++)
@@ -1546,7 +1586,7 @@ tower_backward(PnTrainer *tr, int t)
 
 			fuse(tr, t, l, d, h, prev);
 			/* dW* = dz^T a_prev over the segment */
-			mm_tn(NULL, h, prev, sg->count, dzs, h, ins, prev, 0.0f, tr->dwt, prev);
+			gemm_rows(tr, 'T', 'N', h, prev, sg->count, dzs, h, ins, prev, 0.0f, tr->dwt, prev);
 			if (c->star)
 			{
 				const float *restrict W = PN_T(m, m->t_tw_w[xi]);
@@ -1573,7 +1613,7 @@ tower_backward(PnTrainer *tr, int t)
 			}
 			col_sums(dzs, sg->count, h, h, gB);
 			/* d a_prev = dz W* */
-			mm_nn(NULL, sg->count, prev, h, dzs, h, tr->fw, prev, dbeta,
+			gemm_rows(tr, 'N', 'N', sg->count, prev, h, dzs, h, tr->fw, prev, dbeta,
 				  dout + (size_t) sg->start * prev, prev);
 		}
 		if (l > 1)
