@@ -527,24 +527,27 @@ make_batch(const PnConfig *c, int n, unsigned seed, int32_t *dom, int64_t *pers,
 /*
  * Finite-difference check of the whole model's gradient: every tensor,
  * a few elements each (embedding rows that the batch uses), centred
- * differences of the training loss with running statistics frozen.
+ * differences of the training loss with running statistics frozen.  A
+ * batch of n rows for a trainer of bmax: n = bmax runs the fixed-shape GEMMs
+ * on oneDNN primitives, and domain segments of 64 rows or more run the
+ * towers' GEMMs in 64-row tiles (train.c's gemm, gemm_rows); n < bmax runs
+ * every GEMM on OpenBLAS.
  */
 static void
-test_gradcheck(const char *json, const char *label)
+test_gradcheck_n(const char *json, const char *label, int n, int bmax)
 {
 	PnConfig	c = parse(json);
 	PnModel    *m;
 	PnTrainer  *tr;
 	PnError		e = {0};
-	int			n = 11,
-				x,
+	int			x,
 				bad = 0,
 				checked = 0;
-	int32_t		dom[16];
-	int64_t		pers[64],
-				feat[64];
-	float		dense[64],
-				labels[64];
+	int32_t    *dom = malloc(sizeof(int32_t) * n);
+	int64_t    *pers = malloc(sizeof(int64_t) * n * (c.npers + 1)),
+			   *feat = malloc(sizeof(int64_t) * n * (c.nfeat + 1));
+	float	   *dense = malloc(sizeof(float) * n * (c.dense + 1)),
+			   *labels = malloc(sizeof(float) * n * c.ntasks);
 	float	   *grad;
 	PnBatch		b;
 	double		loss,
@@ -559,7 +562,7 @@ test_gradcheck(const char *json, const char *label)
 	b.features = feat;
 	b.dense = dense;
 	b.labels = labels;
-	if (pn_trainer_new(m, 16, 1e-3f, &tr, &e) != PN_OK || pn_train_grad(tr, &b, false, &loss, &e) != PN_OK)
+	if (pn_trainer_new(m, bmax, 1e-3f, &tr, &e) != PN_OK || pn_train_grad(tr, &b, false, &loss, &e) != PN_OK)
 	{
 		CHECK(0, "gradcheck %s: %s", label, e.msg);
 		return;
@@ -638,9 +641,21 @@ test_gradcheck(const char *json, const char *label)
 	}
 	CHECK(bad == 0, "gradient check %s: %d elements, %d off (worst |diff| %.2e)", label, checked, bad, worst);
 	free(grad);
+	free(dom);
+	free(pers);
+	free(feat);
+	free(dense);
+	free(labels);
 	pn_trainer_free(tr);
 	pn_model_free(m);
 	pn_config_free(&c);
+}
+
+/* the gradient check on a batch of 11 rows (every GEMM on OpenBLAS) */
+static void
+test_gradcheck(const char *json, const char *label)
+{
+	test_gradcheck_n(json, label, 11, 16);
 }
 
 /* Training on a learnable toy task lowers the loss; predict gives input order */
@@ -1081,6 +1096,11 @@ main(void)
 				   "\"epnet\": false, \"ppnet\": false, \"pn\": false, \"star\": false, \"aux\": false}", "shared MLP");
 	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}], \"dense\": 1, \"emb_dim\": 3, \"hidden\": [5, 3], "
 				   "\"epnet\": false, \"ppnet\": false}", "STAR");
+	/* a full batch: oneDNN matmul primitives; domain 0 holds 149 rows = two 64-row tower tiles + 21 */
+	test_gradcheck_n("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 7}, {\"name\": \"b\", \"buckets\": 5, \"hash\": false}], "
+					 "\"persona\": [{\"name\": \"u\", \"buckets\": 5}], "
+					 "\"dense\": 2, \"emb_dim\": 3, \"tasks\": [\"click\", \"buy\"], \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4, \"l2\": 0.01}",
+					 "all parts on, a full batch of 150 rows (oneDNN primitives, 64-row tower tiles)", 150, 150);
 	test_training_learns();
 	test_pn_running_stats();
 	test_optional_count();
