@@ -95,9 +95,11 @@ train_free(void)
 	if (train)
 	{
 		MemoryContext cxt = train->cxt;
+		PnTrainer  *tr = train->trainer;
 
 		train = NULL;
 		pepnet_progress_end();	/* frees the progress slot (also on abort) */
+		pn_trainer_free(tr);	/* its oneDNN primitives live outside the context */
 		MemoryContextDelete(cxt);
 	}
 }
