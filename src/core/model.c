@@ -626,3 +626,44 @@ pn_safetensors_write(const PnModel *m, uint8_t *out)
 		pos += (size_t) m->tensors[i].numel * 4;
 	}
 }
+
+/* The first bytes of the blob of m: header length and header; returns their size */
+size_t
+pn_safetensors_prefix(const PnModel *m, uint8_t *out)
+{
+	size_t		hlen = header_write(m, out ? (char *) out + 8 : NULL);
+	int			i;
+
+	if (out)
+		for (i = 0; i < 8; i++)
+			out[i] = (uint8_t) (((uint64_t) hlen >> (8 * i)) & 0xFF);
+	return 8 + hlen;
+}
+
+/* Bytes [off, off + len) of the blob of m, whose prefix (pn_safetensors_prefix) is given */
+void
+pn_safetensors_write_range(const PnModel *m, const uint8_t *prefix, size_t prefixlen,
+						   uint64_t off, size_t len, uint8_t *out)
+{
+	uint64_t	end = off + len,
+				pos;
+	int			i;
+
+	if (off < prefixlen)
+	{
+		size_t		n = (size_t) ((end < prefixlen ? end : prefixlen) - off);
+
+		memcpy(out, prefix + off, n);
+	}
+	pos = prefixlen;
+	for (i = 0; i < m->ntensors && pos < end; i++)
+	{
+		uint64_t	nb = (uint64_t) m->tensors[i].numel * 4,
+					b = pos > off ? pos : off,
+					e = pos + nb < end ? pos + nb : end;
+
+		if (b < e)
+			memcpy(out + (b - off), (const uint8_t *) (m->data + m->tensors[i].offset) + (b - pos), (size_t) (e - b));
+		pos += nb;
+	}
+}

@@ -205,6 +205,15 @@ int			pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *
 /* size of the blob pn_safetensors_write produces */
 size_t		pn_safetensors_size(const PnModel *m);
 void		pn_safetensors_write(const PnModel *m, uint8_t *out);
+/*
+ * The blob in pieces (chunked storage): pn_safetensors_prefix writes its
+ * first bytes, the length and the JSON header (out NULL: only measures);
+ * pn_safetensors_write_range writes bytes [off, off + len) of the blob given
+ * that prefix.  Concatenated ranges equal pn_safetensors_write's output.
+ */
+size_t		pn_safetensors_prefix(const PnModel *m, uint8_t *out);
+void		pn_safetensors_write_range(const PnModel *m, const uint8_t *prefix, size_t prefixlen,
+									   uint64_t off, size_t len, uint8_t *out);
 
 /* ---- inference ---- */
 

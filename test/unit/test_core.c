@@ -385,6 +385,30 @@ test_safetensors(void)
 		same &= memcmp(PN_T(m, i), PN_T(m2, i), m->tensors[i].numel * 4) == 0;
 	CHECK(same, "safetensors round trip is bit for bit");
 	{
+		/* chunked writing: ranges of every size, concatenated, equal the whole blob */
+		size_t		plen = pn_safetensors_prefix(m, NULL);
+		uint8_t    *prefix = malloc(plen),
+				   *cat = malloc(len);
+		size_t		sizes[] = {1, 3, 7, 64, 1000, plen, plen + 1, len - 1, len};
+		int			k,
+					allsame = 1;
+
+		CHECK(pn_safetensors_prefix(m, prefix) == plen && memcmp(prefix, blob, plen) == 0 && plen % 8 == 0,
+			  "safetensors prefix = the blob's first %zu bytes", plen);
+		for (k = 0; k < (int) (sizeof(sizes) / sizeof(sizes[0])); k++)
+		{
+			size_t		off;
+
+			memset(cat, 0xAB, len);
+			for (off = 0; off < len; off += sizes[k])
+				pn_safetensors_write_range(m, prefix, plen, off, off + sizes[k] <= len ? sizes[k] : len - off, cat + off);
+			allsame &= memcmp(cat, blob, len) == 0;
+		}
+		CHECK(allsame, "safetensors written in ranges of 1 .. %zu bytes = written whole", len);
+		free(prefix);
+		free(cat);
+	}
+	{
 		/* a layout-only model points into the blob instead of copying */
 		PnModel    *m3;
 		int			same3 = 1;
