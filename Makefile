@@ -4,7 +4,7 @@ EXTVERSION = 0.2.0
 
 MODULE_big = pepnet
 CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/engine.o src/core/train.o
-OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/training.o src/scaleout.o $(CORE_OBJS)
+OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/training.o src/scaleout.o src/chunks.o $(CORE_OBJS)
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
 PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 

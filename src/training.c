@@ -1288,6 +1288,14 @@ optimizer_save(TrainState *st, int32 version)
 
 	if (!optimizer_table_exists())
 		return;
+	if (pn_safetensors_size(st->model) > MaxAllocSize - VARHDRSZ)
+	{
+		/* moments are one bytea each: not stored beyond 1 GB (Adam starts afresh from this version) */
+		ereport(NOTICE,
+				(errmsg("optimizer state of model \"%s\" version %d not stored: its moments exceed the 1 GB of a bytea value", st->name, version),
+				 errdetail("Training continued from this version starts Adam afresh.")));
+		return;
+	}
 	values[0] = CStringGetTextDatum(st->name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int64GetDatum(pn_trainer_steps(st->trainer));
@@ -1584,8 +1592,6 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 	Jsonb	   *metrics = PG_GETARG_JSONB_P(0);
 	char	   *mj = JsonbToCString(NULL, &metrics->root, VARSIZE(metrics));
 	char	   *cj;
-	size_t		n = pn_safetensors_size(st->model);
-	bytea	   *blob;
 	int32		version;
 
 	int			x;
@@ -1604,17 +1610,11 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 								st->model->tensors[x].name),
 						 errhint("Scale dense values or lower the learning rate; earlier epochs' versions are kept.")));
 	}
-	if (n > MaxAllocSize - VARHDRSZ)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("model weights of %zu bytes exceed the 1 GB limit of a bytea value", n)));
-	blob = (bytea *) palloc(n + VARHDRSZ);
-	SET_VARSIZE(blob, n + VARHDRSZ);
-	pn_safetensors_write(st->model, (uint8_t *) VARDATA(blob));
+	/* written in chunks from the model's tensors (chunks.c): any size */
 	cj = pn_config_to_json(&st->model->cfg);
 	if (cj == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	version = pepnet_insert_version(st->name, cj, blob, mj, st->parent);
+	version = pepnet_insert_version(st->name, cj, st->model, mj, st->parent);
 	st->parent = version;
 	optimizer_save(st, version);
 	PG_RETURN_INT32(version);

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #define PN_ALIGN 16				/* floats: tensors start on 64-byte lines */
-#define PN_MAX_HEADER (8 * 1024 * 1024)	/* real headers take ~100 bytes a tensor */
 
 /* splitmix64 finaliser of docs/model.md */
 uint64_t

@@ -200,6 +200,8 @@ int			pn_model_find(const PnModel *m, const char *name);
 void		pn_model_init(PnModel *m, uint64_t seed);
 
 /* ---- weights as safetensors ---- */
+/* the longest safetensors header read (real headers take ~100 bytes a tensor) */
+#define PN_MAX_HEADER (8 * 1024 * 1024)
 /* check blob against m's layout and copy every tensor into m->data */
 int			pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err);
 /* size of the blob pn_safetensors_write produces */
