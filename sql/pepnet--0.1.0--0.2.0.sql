@@ -614,7 +614,8 @@ INSERT INTO pepnet.model_chunks (name, version, seq, data)
 UPDATE pepnet.models SET weights_size = length(weights), weights = NULL WHERE weights IS NOT NULL;
 ALTER TABLE pepnet.models ENABLE ALWAYS TRIGGER models_guard;
 ALTER TABLE pepnet.models ENABLE TRIGGER models_read_only;
-ALTER TABLE pepnet.model_chunks ENABLE TRIGGER model_chunks_guard;
+-- in the apply worker too: the chunks of a deployed version whose replicated DELETE was skipped stay
+ALTER TABLE pepnet.model_chunks ENABLE ALWAYS TRIGGER model_chunks_guard;
 ALTER TABLE pepnet.model_chunks ENABLE TRIGGER model_chunks_read_only;
 
 -- Moving versions of any size (docs/api.md): in chunks as rows, or through a server file.

@@ -543,7 +543,9 @@ pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen,
  * version committed before, DELETE while the version's row exists (chunks
  * go with their version: ON DELETE CASCADE, after the version guard has
  * refused deleting a deployed one).  COPY (pg_restore) loads chunks as
- * they were dumped.
+ * they were dumped.  Enabled ALWAYS: in logical replication's apply worker
+ * (session_replication_role = replica) it lets writes through but keeps the
+ * chunks of a version whose replicated DELETE the version guard skipped.
  */
 Datum
 pepnet_chunks_guard(PG_FUNCTION_ARGS)
@@ -573,6 +575,9 @@ pepnet_chunks_guard(PG_FUNCTION_ARGS)
 				 errhint("Create a new version with pepnet_import, pepnet_create or pepnet_train.")));
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && pepnet_copy_into("model_chunks"))
 		return PointerGetDatum(row);
+	/* logical replication's apply worker (ENABLE ALWAYS): the publisher's guards have run */
+	if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA && !TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		return PointerGetDatum(row);
 
 	values[0] = CStringGetTextDatum(name ? name : "");
 	values[1] = Int32GetDatum(version);
@@ -591,6 +596,13 @@ pepnet_chunks_guard(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
 	{
+		/*
+		 * A replicated DELETE of a version this node has deployed was skipped
+		 * by the version guard (with a WARNING); its chunks, deleted on the
+		 * publisher by the cascade, are kept with it.
+		 */
+		if (exists && SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+			return PointerGetDatum(NULL);
 		if (exists)
 			ereport(ERROR,
 					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
