@@ -106,7 +106,7 @@ check_contents(const PnModel *m, const uint8_t *blob, size_t len)
 				fail("accepted a non-finite value", NULL);
 		found++;
 	}
-	/* optional tensors (pn.num_batches_tracked, MODEL.md 0.2) may be absent: then read as 0 */
+	/* optional tensors (pn.num_batches_tracked, docs/model.md 0.2) may be absent: then read as 0 */
 	if (found + m->nabsent != m->ntensors)
 		fail("accepted blob without every tensor", NULL);
 	if (m->nabsent > 0)
