@@ -948,6 +948,16 @@ import_layout(FunctionCallInfo fcinfo, const char *what3, char **name, uint64 *m
 		pepnet_null_arg(what3);
 	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	pepnet_check_name(*name);
+	/* the INSERT would be refused: say so before reading any weights */
+	{
+		Oid			models = get_relname_relid("models", get_namespace_oid("pepnet", false));
+
+		if (pg_class_aclcheck(models, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table models"),
+					 errhint("Storing a version needs INSERT on pepnet.models (README, Roles and grants).")));
+	}
 	jb = PG_GETARG_JSONB_P(1);
 	cfgtext = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 	if (pn_config_parse(cfgtext, strlen(cfgtext), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
