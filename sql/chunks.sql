@@ -147,6 +147,15 @@ SELECT ch_error($$SELECT pepnet_predict('filed', 1, '{7}', '{150, 9}', '{0, 0}')
 SELECT ch_error($$SELECT pepnet_predict('grown', 1, '{7}', '{150, 9}', '{0, 0}')$$);
 SELECT ch_error($$SELECT pepnet_predict('flipped', 1, '{7}', '{150, 9}', '{0, 0}')$$);
 
+-- a cancel (statement_timeout) while writing thousands of chunks leaves no version and no chunk
+SET pepnet.chunk_size = 64;
+SET statement_timeout = '300ms';
+\set SHOW_CONTEXT never
+SELECT pepnet_create('slow', '{"domains": 2, "features": [{"name": "item", "buckets": 500000}], "emb_dim": 8, "hidden": [8]}');
+\set SHOW_CONTEXT errors
+RESET statement_timeout;
+SELECT (SELECT count(*) FROM pepnet.models WHERE name = 'slow') AS versions, (SELECT count(*) FROM pepnet.model_chunks WHERE name = 'slow') AS chunks;
+
 -- version bundles carry chunked versions (reassembled) and store them in chunks again
 SELECT pepnet_export_version('many') = pepnet_export_version('many') AS bundle_stable,
        position(pepnet_export('many') IN pepnet_export_version('many')) > 0 AS bundle_has_weights;
