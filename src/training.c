@@ -342,7 +342,7 @@ static void row_error(Reader *r, int sqlstate, const char *fmt,...) pg_attribute
 static void
 row_error(Reader *r, int sqlstate, const char *fmt,...)
 {
-	char		buf[256];
+	char		buf[1024];		/* room for any message: never cut inside a character */
 	va_list		ap;
 
 	va_start(ap, fmt);
