@@ -147,6 +147,34 @@ SELECT ch_error($$SELECT pepnet_predict('ch_filed', 1, '{7}', '{150, 9}', '{0, 0
 SELECT ch_error($$SELECT pepnet_predict('ch_grown', 1, '{7}', '{150, 9}', '{0, 0}')$$);
 SELECT ch_error($$SELECT pepnet_predict('ch_flipped', 1, '{7}', '{150, 9}', '{0, 0}')$$);
 
+-- Adam's moments are stored in chunks too: training continued from a version resumes them bit for
+-- bit (two calls of one epoch = one call of two epochs, with 64-byte chunks)
+SET pepnet.chunk_size = 64;
+SET client_min_messages = warning;
+CALL pepnet_train('ch_adam2', 'SELECT i % 3 AS domain, ARRAY[i % 50]::bigint[] AS persona, ARRAY[i % 200, i % 24]::bigint[] AS features, ARRAY[(i % 5) / 5.0, 1]::real[] AS dense, ARRAY[(i % 2)::real, (i % 3 = 0)::int::real] AS labels FROM generate_series(1, 600) i', :'cfg', epochs => 2, batch_size => 64, lr => 0.01, progress_interval => 0);
+CALL pepnet_train('ch_adam1', 'SELECT i % 3 AS domain, ARRAY[i % 50]::bigint[] AS persona, ARRAY[i % 200, i % 24]::bigint[] AS features, ARRAY[(i % 5) / 5.0, 1]::real[] AS dense, ARRAY[(i % 2)::real, (i % 3 = 0)::int::real] AS labels FROM generate_series(1, 600) i', :'cfg', epochs => 1, batch_size => 64, lr => 0.01, progress_interval => 0);
+CALL pepnet_train('ch_adam1', 'SELECT i % 3 AS domain, ARRAY[i % 50]::bigint[] AS persona, ARRAY[i % 200, i % 24]::bigint[] AS features, ARRAY[(i % 5) / 5.0, 1]::real[] AS dense, ARRAY[(i % 2)::real, (i % 3 = 0)::int::real] AS labels FROM generate_series(1, 600) i', epochs => 1, batch_size => 64, lr => 0.01, progress_interval => 0);
+RESET client_min_messages;
+SELECT o.name, o.version, o.adam_m IS NULL AND o.adam_v IS NULL AS moments_in_chunks,
+       (SELECT count(*) FROM pepnet.optimizer_chunks c WHERE c.name = o.name AND c.version = o.version AND c.moment = 1) > 100 AS many_chunks,
+       (SELECT sum(length(c.data)) FROM pepnet.optimizer_chunks c WHERE c.name = o.name AND c.version = o.version AND c.moment = 2) =
+       (SELECT weights_size FROM pepnet.models m WHERE m.name = o.name AND m.version = o.version) AS moment_size_is_weights_size
+FROM pepnet.optimizer_state o WHERE o.name IN ('ch_adam1', 'ch_adam2') ORDER BY 1, 2;
+SELECT (SELECT fingerprint FROM pepnet.models WHERE name = 'ch_adam1' AND version = 2) =
+       (SELECT fingerprint FROM pepnet.models WHERE name = 'ch_adam2' AND version = 2) AS resumed_bit_for_bit,
+       (SELECT metrics->'resumed_steps' FROM pepnet.models WHERE name = 'ch_adam1' AND version = 2) AS resumed_steps;
+-- with a moment chunk missing, Adam starts afresh with a WARNING (the weights are unaffected)
+SET session_replication_role = replica;
+DELETE FROM pepnet.optimizer_chunks WHERE name = 'ch_adam1' AND version = 2 AND moment = 2 AND seq = 3;
+RESET session_replication_role;
+SET client_min_messages = warning;
+\set SHOW_CONTEXT never
+CALL pepnet_train('ch_adam1', 'SELECT 0 AS domain, ARRAY[1]::bigint[] AS persona, ARRAY[1, 1]::bigint[] AS features, ARRAY[0, 1]::real[] AS dense, ARRAY[1, 0]::real[] AS labels', epochs => 1, progress_interval => 0);
+\set SHOW_CONTEXT errors
+RESET client_min_messages;
+DELETE FROM pepnet.models WHERE name = 'ch_adam1' AND version = 1;
+SELECT count(*) AS deleted_with_version FROM pepnet.optimizer_chunks WHERE name = 'ch_adam1' AND version = 1;
+
 -- a cancel (statement_timeout) while writing thousands of chunks leaves no version and no chunk
 SET pepnet.chunk_size = 64;
 SET statement_timeout = '300ms';

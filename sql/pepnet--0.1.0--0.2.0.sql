@@ -618,6 +618,31 @@ ALTER TABLE pepnet.models ENABLE TRIGGER models_read_only;
 ALTER TABLE pepnet.model_chunks ENABLE ALWAYS TRIGGER model_chunks_guard;
 ALTER TABLE pepnet.model_chunks ENABLE TRIGGER model_chunks_read_only;
 
+/*
+ * Adam's moments of a trained version in chunks too (pepnet.optimizer_state.adam_m / adam_v NULL):
+ * written by pepnet_train after the version's row of pepnet.optimizer_state, read when training
+ * continues from it, deleted with it; as the owner of pepnet.models, like the weights' chunks.
+ * (pepnet.optimizer_state is created empty by this script: nothing to migrate.)
+ */
+ALTER TABLE pepnet.optimizer_state ALTER COLUMN adam_m DROP NOT NULL;
+ALTER TABLE pepnet.optimizer_state ALTER COLUMN adam_v DROP NOT NULL;
+CREATE TABLE pepnet.optimizer_chunks (
+	name text NOT NULL,
+	version int NOT NULL,
+	moment smallint NOT NULL,
+	seq int NOT NULL,
+	data bytea NOT NULL,
+	PRIMARY KEY (name, version, moment, seq),
+	FOREIGN KEY (name, version) REFERENCES pepnet.optimizer_state (name, version) ON DELETE CASCADE,
+	CONSTRAINT optimizer_chunks_moment_check CHECK (moment IN (1, 2)),
+	CONSTRAINT optimizer_chunks_seq_check CHECK (seq >= 0)
+);
+ALTER TABLE pepnet.optimizer_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+COMMENT ON TABLE pepnet.optimizer_chunks IS 'pepnet: Adam''s first (moment 1) and second (2) moments of each trained version, safetensors in chunks';
+SELECT pg_catalog.pg_extension_config_dump('pepnet.optimizer_chunks', '');
+CREATE TRIGGER optimizer_chunks_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON pepnet.optimizer_chunks
+	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._read_only_guard();
+
 -- Moving versions of any size (docs/api.md): in chunks as rows, or through a server file.
 CREATE FUNCTION pepnet_export_chunks(model text) RETURNS TABLE (seq int, data bytea)
 	AS 'MODULE_PATHNAME', 'pepnet_export_chunks' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE ROWS 16;

@@ -1152,3 +1152,136 @@ pepnet_import_file(PG_FUNCTION_ARGS)
 	FreeFile(f);
 	PG_RETURN_INT32(import_blob(name, m, blob, len));
 }
+
+/* ---------------------------------------------------------------- */
+/* Adam's moments in chunks (pepnet.optimizer_chunks)                */
+/* ---------------------------------------------------------------- */
+
+/* Whether the catalog has pepnet.optimizer_chunks */
+bool
+pepnet_optimizer_chunked(void)
+{
+	Oid			ns = get_namespace_oid("pepnet", true);
+
+	return OidIsValid(ns) && OidIsValid(get_relname_relid("optimizer_chunks", ns));
+}
+
+/*
+ * Store one of Adam's moments (moment 1 or 2: mm is the model's layout
+ * over the moment array) of name@version as rows of pepnet.optimizer_chunks,
+ * serialized chunk by chunk as safetensors, as the owner of pepnet.models;
+ * the caller has inserted the version's row of pepnet.optimizer_state.
+ */
+void
+pepnet_write_moment_chunks(const char *name, int32 version, int moment, const PnModel *mm)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[5] = {TEXTOID, INT4OID, INT2OID, INT4OID, BYTEAOID};
+	Datum		values[5];
+	WeightSource s;
+	size_t		cs = (size_t) pepnet_chunk_size;
+	bytea	   *buf;
+	uint64		off;
+	int32		seq = 0;
+	AsOwner		own;
+
+	source_init(&s, mm, NULL, 0);
+	buf = palloc(VARHDRSZ + Min((uint64) cs, s.len));
+	SPI_connect();
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("INSERT INTO pepnet.optimizer_chunks (name, version, moment, seq, data) VALUES ($1, $2, $3, $4, $5)",
+						   5, argtypes);
+		if (plan == NULL)
+			elog(ERROR, "pepnet: could not prepare the optimizer chunk insert");
+		SPI_keepplan(plan);
+	}
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(version);
+	values[2] = Int16GetDatum((int16) moment);
+	as_owner(&own);
+	for (off = 0; off < s.len; off += cs, seq++)
+	{
+		size_t		n = (size_t) Min((uint64) cs, s.len - off);
+
+		CHECK_FOR_INTERRUPTS();
+		SET_VARSIZE(buf, VARHDRSZ + n);
+		source_range(&s, off, n, (uint8 *) VARDATA(buf));
+		values[3] = Int32GetDatum(seq);
+		values[4] = PointerGetDatum(buf);
+		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "pepnet: could not store the optimizer state of model \"%s\" version %d", name, version);
+	}
+	as_caller(&own);
+	SPI_finish();
+	pfree(buf);
+	pfree(s.prefix);
+}
+
+/*
+ * Read one of Adam's moments of name@version from pepnet.optimizer_chunks
+ * into mm's storage (the model's layout over the moment array), as the
+ * owner of pepnet.models; the caller has read the version's row of
+ * pepnet.optimizer_state.  False if the chunks are missing, of another
+ * size or not the model's tensors (the caller then starts Adam afresh).
+ */
+bool
+pepnet_read_moment_chunks(const char *name, int32 version, int moment, PnModel *mm)
+{
+	Oid			argtypes[3] = {TEXTOID, INT4OID, INT2OID};
+	Datum		values[3];
+	uint64		len = pn_safetensors_size(mm),
+				pos = 0;
+	int32		expect = 0;
+	uint8	   *buf = MemoryContextAllocHuge(CurrentMemoryContext, len + 1);
+	bool		ok = true;
+	Portal		p;
+	AsOwner		own;
+	PnError		err = {0};
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = Int32GetDatum(version);
+	values[2] = Int16GetDatum((int16) moment);
+	SPI_connect();
+	as_owner(&own);
+	p = SPI_cursor_open_with_args(NULL,
+								  "SELECT seq, data FROM pepnet.optimizer_chunks WHERE name OPERATOR(pg_catalog.=) $1 "
+								  "AND version OPERATOR(pg_catalog.=) $2 AND moment OPERATOR(pg_catalog.=) $3 ORDER BY seq",
+								  3, argtypes, values, NULL, true, CURSOR_OPT_NO_SCROLL);
+	as_caller(&own);
+	while (ok)
+	{
+		bool		isnull;
+		Datum		d;
+		bytea	   *c;
+		size_t		clen;
+
+		CHECK_FOR_INTERRUPTS();
+		SPI_cursor_fetch(p, true, 1);
+		if (SPI_processed == 0)
+			break;
+		if (DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) != expect++)
+		{
+			ok = false;
+			break;
+		}
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		c = DatumGetByteaPP(d);
+		clen = VARSIZE_ANY_EXHDR(c);
+		if (pos + clen > len)
+			ok = false;
+		else
+		{
+			memcpy(buf + pos, VARDATA_ANY(c), clen);
+			pos += clen;
+		}
+		if ((Pointer) c != DatumGetPointer(d))
+			pfree(c);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(p);
+	SPI_finish();
+	ok = ok && pos == len && pn_safetensors_read(mm, buf, (size_t) len, &err) == PN_OK;
+	pfree(buf);
+	return ok;
+}

@@ -86,6 +86,9 @@ extern int32 pepnet_store_chunked(const char *name, int32 version, const char *c
 								  const char *bundle_header, uint8 *fp_out);
 extern uint64 pepnet_weights_size(const char *name, int32 version);
 extern uint8 *pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen, uint64 *len);
+extern bool pepnet_optimizer_chunked(void);
+extern void pepnet_write_moment_chunks(const char *name, int32 version, int moment, const PnModel *mm);
+extern bool pepnet_read_moment_chunks(const char *name, int32 version, int moment, PnModel *mm);
 
 /* score.c */
 extern void pepnet_score_init(void);
