@@ -1285,7 +1285,6 @@ optimizer_save(TrainState *st, int32 version)
 {
 	Oid			argtypes[6] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID, INT4OID};
 	Datum		values[6];
-
 	char		nulls[6] = {' ', ' ', ' ', 'n', 'n', ' '};
 	bool		chunked;
 

@@ -40,6 +40,7 @@ my $state = q{
 	SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s|%s|%s', name, version, md5(pepnet_export(name || '@' || version)), config, metrics, parent, created_at,
 	                         encode(fingerprint, 'hex'), weights_size, weights IS NULL), E'\n' ORDER BY name, version) FROM pepnet.models;
 	SELECT string_agg(format('%s|%s|%s|%s', name, version, seq, md5(data)), E'\n' ORDER BY name, version, seq) FROM pepnet.model_chunks;
+	SELECT string_agg(format('%s|%s|%s|%s|%s', name, version, moment, seq, md5(data)), E'\n' ORDER BY name, version, moment, seq) FROM pepnet.optimizer_chunks;
 	SELECT string_agg(format('%s|%s|%s', name, version, deployed_at), E'\n' ORDER BY name) FROM pepnet.deployments;
 	SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', name, seq, from_version, to_version, strategy, deployed_by, deployed_at), E'\n' ORDER BY name, seq) FROM pepnet.deploy_history;
 	SELECT string_agg(format('%s|%s', name, last_version), E'\n' ORDER BY name) FROM pepnet.model_names;
@@ -50,6 +51,8 @@ my $scores_before = $node->safe_psql('postgres', $scores);
 like($before, qr/\|previous\|/, 'history recorded before the dump') or diag $before;
 cmp_ok($node->safe_psql('postgres', "SELECT min(n) FROM (SELECT count(*) AS n FROM pepnet.model_chunks GROUP BY name, version) c"), '>', 10,
 	'every version spans more than 10 chunks of 256 bytes before the dump');
+cmp_ok($node->safe_psql('postgres', "SELECT count(DISTINCT (name, version)) FROM pepnet.optimizer_chunks"), '>=', 3,
+	'the trained versions\' Adam moments are in chunks before the dump');
 
 my $dump = $node->basedir . '/pepnet.dump';
 $node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ], 'pg_dump -Fc');
@@ -57,7 +60,7 @@ $node->safe_psql('postgres', 'CREATE DATABASE restored');
 $node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('restored'), $dump ], 'pg_restore into a fresh database');
 
 my $after = $node->safe_psql('restored', $state);
-is($after, $before, 'versions (weights bit for bit, fingerprints, sizes), chunks row for row, deployments, deploy history and high-water marks restored as they were');
+is($after, $before, 'versions (weights bit for bit, fingerprints, sizes), chunks of weights and of Adam\'s moments row for row, deployments, deploy history and high-water marks restored as they were');
 is($node->safe_psql('restored', $scores), $scores_before, 'scores of the deployed version equal after restore');
 
 # the next number is the same as it would have been without the dump: never a reused one
