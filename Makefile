@@ -6,6 +6,8 @@ MODULE_big = pepnet
 CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/engine.o src/core/train.o
 OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/training.o src/scaleout.o src/chunks.o $(CORE_OBJS)
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
+# CREATE EXTENSION's script for 0.2.0: a preamble, then 0.1.0's script and the upgrade, as they are
+DATA_built = sql/pepnet--0.2.0.sql
 PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
 # pg_regress suites (sql/NAME.sql, expected/NAME.out): each runs alone, pg_regress creates the
@@ -27,6 +29,9 @@ EXTRA_CLEAN = test/unit/test_core test/results tmp_check
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+sql/pepnet--0.2.0.sql: sql/pepnet--0.2.0.sql.in sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
+	{ cat sql/pepnet--0.2.0.sql.in; sed '/^\\echo /d' sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql; } > $@
 
 # After include $(PGXS), so that its "all" stays the default goal (a rule above it would become
 # the default and plain `make` would build one object file).

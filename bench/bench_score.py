@@ -1,5 +1,8 @@
 """Scoring benchmark of pepnet (issue 2) against PyTorch on the same model and weights.
 
+(Written for 0.1's OpenBLAS path; bench/bench_engine.py measures the batched oneDNN engine of
+issue 8 and imports this module's PyTorch scorer.)
+
 Run with Debian's /usr/bin/python3 (python3-torch, python3-numpy, python3-psycopg2) against a
 running cluster where the pepnet extension is installed; the connection comes from the libpq
 environment (PGHOST, PGPORT, PGUSER, PGDATABASE).  bench/run.sh does everything end to end.
@@ -99,11 +102,9 @@ def arr_lit(a):
 
 
 def pepnet_block():
-    """PEPNET_BLOCK of src/pepnet.h (candidates per pn_score call)."""
-    with open(os.path.join(ROOT, "src", "pepnet.h")) as f:
-        for line in f:
-            if line.startswith("#define PEPNET_BLOCK"):
-                return int(line.split()[2])
+    """Candidates per pn_score call in 0.1's pepnet_score (blocks of 256).  Since issue 8,
+    pepnet_score runs the oneDNN engine (src/core/engine.c, bench/bench_engine.py) and pn_score
+    serves pepnet_predict only; this benchmark's core figures describe the 0.1 path."""
     return 256
 
 

@@ -41,7 +41,7 @@ SELECT count(*) AS rows, bool_and(score > 0 AND score < 1) AS valid
 FROM pepnet_score_query('np', 'SELECT i AS key, i % 2 AS domain, ARRAY[i]::bigint[] AS features FROM generate_series(1, 100) i')
   AS t(key int, score float8, scores float8[]);
 
--- bad input: the same kinds of errors as training's data query, naming the row (SQLSTATEs as scoring:
+-- bad input: the same errors as training's data query, naming the row (SQLSTATEs as scoring:
 -- 22004 NULL, 22023 out of range or wrong shape, 22000 NaN/infinite dense, 42703 missing column,
 -- 42804 wrong type)
 \set VERBOSITY default

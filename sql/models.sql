@@ -223,3 +223,15 @@ CREATE EXTENSION pepnet;
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
 SELECT count(*) > 0 AS versions_kept FROM pepnet.models;
+
+-- a schema named pepnet blocks CREATE EXTENSION in a fresh session too (no pepnet code loaded yet):
+-- the 0.2.0 script says so before anything else
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE pepnet_schema_clash;
+\c pepnet_schema_clash
+CREATE SCHEMA pepnet;
+CREATE EXTENSION pepnet;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS pepnet_installed FROM pg_extension WHERE extname = 'pepnet';
+\c :regress_db
+DROP DATABASE pepnet_schema_clash;

@@ -194,21 +194,9 @@ reader_open(BatchReader *r, const char *query, const PnConfig *cfg, TupleDesc re
 				 errmsg("the last two columns of the column definition list must be score float8, scores float8[]")));
 }
 
-/* An error about a value of the current row (the context names the row) */
-static void
-row_error(int code, const char *fmt,...) pg_attribute_printf(2, 3);
-
-static void
-row_error(int code, const char *fmt,...)
-{
-	char		buf[256];
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	ereport(ERROR, (errcode(code), errmsg("%s", buf)));
-}
+/* An error about a value of the current row (the error context names the row) */
+#define row_error(code, ...) \
+	ereport(ERROR, (errcode(code), errmsg(__VA_ARGS__)))
 
 /* A 1-D bigint[]/real[] column of n elements (no NULLs) into dst */
 static void
@@ -226,7 +214,7 @@ get_array(HeapTuple tup, TupleDesc td, int col, const char *name, int n, size_t 
 	{
 		if (n == 0)
 			return;
-		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s must not be NULL", name);
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s is NULL", name);
 	}
 	a = DatumGetArrayTypeP(d);
 	len = ARR_NDIM(a) == 0 ? 0 : ARR_NDIM(a) == 1 ? ARR_DIMS(a)[0] : -1;
@@ -237,7 +225,7 @@ get_array(HeapTuple tup, TupleDesc td, int col, const char *name, int n, size_t 
 		row_error(ERRCODE_INVALID_PARAMETER_VALUE, "%s has %d elements, the model needs %d", name, len, n);
 	}
 	if (array_contains_nulls(a))
-		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s must not contain NULL elements", name);
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s contains NULL elements", name);
 	if (n)
 		memcpy(dst, ARR_DATA_PTR(a), elsize * n);
 	if ((Pointer) a != DatumGetPointer(d))
@@ -254,7 +242,7 @@ decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b,
 
 	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
 	if (isnull)
-		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain must not be NULL");
+		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain is NULL");
 	{
 		Oid			dt = r->domain_type;
 		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
@@ -271,7 +259,7 @@ decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b,
 		int64		id = b->features[(size_t) i * c->nfeat + t];
 
 		if (pn_slot(&c->feat[t], t, id) < 0)
-			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is out of range [0, " INT64_FORMAT ")",
+			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
 					  id, c->feat[t].name, (int64) c->feat[t].buckets);
 	}
 	for (t = 0; t < c->npers; t++)
@@ -279,7 +267,7 @@ decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b,
 		int64		id = b->persona[(size_t) i * c->npers + t];
 
 		if (pn_slot(&c->pers[t], t, id) < 0)
-			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is out of range [0, " INT64_FORMAT ")",
+			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
 					  id, c->pers[t].name, (int64) c->pers[t].buckets);
 	}
 	if (c->dense)

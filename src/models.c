@@ -42,7 +42,6 @@ PG_FUNCTION_INFO_V1(pepnet_deploy_log);
 bool		pepnet_read_only = false;
 static bool pepnet_allow_drop = false;
 static char *pepnet_deploy_strategy = NULL;
-static ProcessUtility_hook_type prev_utility_hook = NULL;
 
 /*
  * s cut to at most maxchars characters of the server encoding, on a
@@ -584,34 +583,7 @@ pepnet_drop_guard(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/*
- * CREATE EXTENSION pepnet fails in its script when a schema pepnet exists;
- * say so clearly, when the library is already loaded in the session
- * (shared_preload_libraries, or after any pepnet call).
- */
-static void
-pepnet_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-			   ProcessUtilityContext context, ParamListInfo params,
-			   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
-{
-	Node	   *n = pstmt->utilityStmt;
-
-	if (IsA(n, CreateExtensionStmt) &&
-		strcmp(((CreateExtensionStmt *) n)->extname, "pepnet") == 0 &&
-		!OidIsValid(get_extension_oid("pepnet", true)) &&
-		OidIsValid(get_namespace_oid("pepnet", true)))
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_SCHEMA),
-				 errmsg("cannot create extension pepnet: schema \"pepnet\" already exists"),
-				 errdetail("pepnet keeps its tables in a schema of its own named pepnet, which CREATE EXTENSION creates."),
-				 errhint("Rename the existing schema (ALTER SCHEMA pepnet RENAME TO ...) or drop it, then run CREATE EXTENSION pepnet again.")));
-	if (prev_utility_hook)
-		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
-}
-
-/* Settings of the registry and the CREATE EXTENSION check; called by _PG_init */
+/* Settings of the registry; called by _PG_init (a pre-existing schema pepnet: sql/pepnet--0.2.0.sql.in) */
 void
 pepnet_registry_init(void)
 {
@@ -628,8 +600,6 @@ pepnet_registry_init(void)
 							   "Internal: the strategy label pepnet_deploy records in pepnet.deploy_history.",
 							   NULL, &pepnet_deploy_strategy, "", PGC_USERSET,
 							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
-	prev_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = pepnet_utility;
 }
 
 /*

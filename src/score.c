@@ -1,9 +1,11 @@
 /*
  * score.c
- *		pepnet_score (set-returning, vectorized over the candidates of one
- *		request) and pepnet_predict (scalar, row by row: the model is
- *		resolved once per statement and the persona part of the PPNet gates
- *		is reused across consecutive rows with the same persona).
+ *		pepnet_score (set-returning: the candidates of one request through
+ *		the batched oneDNN engine, engine.c, in fixed tiles so that ties are
+ *		bit-identical), pepnet_predict (scalar, row by row, OpenBLAS GEMVs: the
+ *		model is resolved once per statement and the persona part of the
+ *		PPNet gates is reused across consecutive rows with the same persona),
+ *		and the setting pepnet.precision.
  */
 #include "pepnet.h"
 

@@ -106,6 +106,8 @@ struct PnEngine
 
 static int	engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnError *err);
 
+#define PN_PRIMITIVE_CACHE 128
+
 static dnnl_engine_t dn_engine = NULL;
 static dnnl_stream_t dn_stream = NULL;
 
@@ -116,6 +118,12 @@ engine_init(PnError *err)
 	if (dn_engine)
 		return PN_OK;
 	omp_set_num_threads(1);
+	/*
+	 * oneDNN's process-wide primitive cache (1024 by default) keeps the JIT
+	 * code of primitives after their version left pepnet's cache; the engine
+	 * holds its own primitives, so a few model shapes' worth is enough
+	 */
+	dnnl_set_primitive_cache_capacity(PN_PRIMITIVE_CACHE);
 	if (dnnl_engine_create(&dn_engine, dnnl_cpu, 0) != dnnl_success)
 	{
 		dn_engine = NULL;
@@ -274,6 +282,13 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 	if (st != dnnl_success)
 		return pn_seterr(err, PN_EENGINE, "oneDNN has no matmul of %d x %d by %d x %d for this CPU (%s)",
 						 M, K, K, N, pn_engine_isa());
+	if (op->mul_after && (dst_dt != dnnl_f32 || src1_dt != dnnl_f32))
+	{
+		/* mul_rows multiplies floats only; bf16 CPUs fuse the multiply */
+		dnnl_primitive_desc_destroy(pd);
+		return pn_seterr(err, PN_EENGINE, "oneDNN cannot fuse the gate multiply in bf16 on this CPU (%s)",
+						 pn_engine_isa());
+	}
 
 	op->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
 	op->wbytes = dnnl_memory_desc_get_size(&op->wmd);

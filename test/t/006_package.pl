@@ -31,11 +31,13 @@ like(PostgreSQL::Test::Utils::slurp_file('LICENSE'), qr/\APostgreSQL License\n.*
 	'LICENSE is the PostgreSQL License');
 
 my ($data) = $makefile =~ /^DATA\s*=\s*(.*)$/m;
-my %data = map { $_ => 1 } split ' ', $data // '';
+my ($built) = $makefile =~ /^DATA_built\s*=\s*(.*)$/m;
+my %data = map { $_ => 1 } split ' ', join(' ', $data // '', $built // '');
 my @scripts = sort glob('sql/pepnet--*.sql');
 my @unlisted = grep { !$data{$_} } @scripts;
 ok(@scripts >= 2 && !@unlisted, 'the Makefile installs every extension script (' . join(', ', @scripts) . ')')
-  or diag("not in DATA: @unlisted");
+  or diag('not in DATA or DATA_built: ' . join(', ', @unlisted));
+ok($built && $built =~ /pepnet--\Q$default\E\.sql/, "CREATE EXTENSION's script for $default is generated (DATA_built): fresh and upgraded installs run the same statements");
 
 my $node = PostgreSQL::Test::Cluster->new('package');
 $node->init;

@@ -7,7 +7,8 @@
 # and score the same 200 candidates.  Asserts: both nodes start and score; every backend that scored
 # has one thread; the avx2 node uses AVX2 (it says so when bf16 is refused, 0A000) and its scores
 # equal the preload node's within float rounding (1e-6) while identical candidates still get
-# bit-identical scores; pepnet.precision = bf16, where the CPU has it, scores within 5e-3 of fp32.
+# bit-identical scores; pepnet.precision = bf16, where the CPU has it, scores within 5e-3 of fp32,
+# and the test AUC of a trained model (pepnet_score_query over held-out rows) within 1e-3 of fp32's.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -94,11 +95,42 @@ if ($rc == 0)
 	}
 	cmp_ok($max, '<', 5e-3, "bf16 scores within 5e-3 of fp32 (max $max)");
 	isnt($bf, $pre_text, 'bf16 is another computation than fp32');
+
+	# a trained model: test AUC in bf16 within 1e-3 of fp32 (AUC by ranks, ties counted half)
+	$pre->safe_psql('postgres', q{
+		SELECT setseed(0.5);
+		CREATE TABLE ev AS
+		SELECT i, i % 3 AS domain, ARRAY[i % 50]::bigint[] AS persona, ARRAY[i % 100, i % 7, (i / 7) % 13]::bigint[] AS features,
+		       (random() < CASE WHEN i % 100 < 30 THEN 0.55 WHEN i % 7 = 0 THEN 0.3 ELSE 0.08 END)::int::real AS label
+		FROM generate_series(1, 30000) i;
+		CREATE FUNCTION test_auc(prec text) RETURNS float8 LANGUAGE plpgsql AS $f$
+		DECLARE a float8;
+		BEGIN
+			PERFORM set_config('pepnet.precision', prec, true);
+			WITH s AS (
+				SELECT t.score, e.label FROM pepnet_score_query('ev',
+					'SELECT i, domain, persona, features FROM ev WHERE (i / 100) % 5 = 0') AS t(i int, score float8, scores float8[])
+				JOIN ev e USING (i)),
+			r AS (SELECT label, rank() OVER (ORDER BY score) + (count(*) OVER (PARTITION BY score) - 1) / 2.0 AS rk FROM s),
+			n AS (SELECT count(*) FILTER (WHERE label = 1) AS p, count(*) FILTER (WHERE label = 0) AS q FROM s)
+			SELECT (sum(rk) FILTER (WHERE label = 1) - p * (p + 1) / 2.0) / (p * q) INTO a FROM r, n GROUP BY p, q;
+			RETURN a;
+		END $f$;
+	});
+	$pre->safe_psql('postgres', q{CALL pepnet_train('ev', 'SELECT domain, persona, features, label FROM ev WHERE (i / 100) % 5 <> 0',
+		config => '{"domains": 3, "features": [{"name": "a", "buckets": 100, "hash": false}, {"name": "b", "buckets": 7, "hash": false},
+		            {"name": "c", "buckets": 13, "hash": false}], "persona": [{"name": "u", "buckets": 50, "hash": false}],
+		            "emb_dim": 8, "hidden": [32, 16]}', epochs => 2, batch_size => 256, lr => 0.01, progress_interval => 1000)});
+	my ($auc32, $auc16) = split /\|/, $pre->safe_psql('postgres', "SELECT test_auc('fp32') || '|' || test_auc('bf16')");
+	cmp_ok($auc32, '>', 0.6, "the trained model ranks held-out rows (fp32 AUC $auc32)");
+	cmp_ok(abs($auc16 - $auc32), '<', 1e-3, "bf16 test AUC $auc16 within 1e-3 of fp32's");
 }
 else
 {
 	like($err, qr/bf16 needs a CPU/, 'bf16 refused on a CPU without bf16');
 	pass('bf16 comparison skipped');
+	pass('bf16 AUC comparison skipped');
+	pass('bf16 AUC comparison skipped');
 }
 
 # --- AVX2 node
