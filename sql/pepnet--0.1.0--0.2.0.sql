@@ -595,6 +595,24 @@ CREATE TRIGGER model_chunks_guard BEFORE INSERT OR UPDATE OR DELETE ON pepnet.mo
 	FOR EACH ROW EXECUTE FUNCTION pepnet._chunks_guard();
 CREATE TRIGGER model_chunks_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON pepnet.model_chunks
 	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._read_only_guard();
+-- TRUNCATE would take the weights of every stored version (deployed ones too): refused while any
+-- version keeps its weights in chunks (delete versions instead; their chunks go with them)
+CREATE FUNCTION pepnet._chunks_truncate_guard() RETURNS trigger
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	n bigint;
+BEGIN
+	SELECT count(*) INTO n FROM pepnet.models m WHERE m.weights IS NULL;
+	IF n > 0 THEN
+		RAISE EXCEPTION 'pepnet.model_chunks cannot be truncated: it holds the weights of % stored model version(s)', n
+			USING ERRCODE = 'dependent_objects_still_exist',
+				  HINT = 'Delete the versions from pepnet.models (not deployed ones); their chunks go with them.';
+	END IF;
+	RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION pepnet._chunks_truncate_guard() FROM PUBLIC;
+CREATE TRIGGER model_chunks_truncate BEFORE TRUNCATE ON pepnet.model_chunks
+	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._chunks_truncate_guard();
 
 /*
  * Migration: the weights of every stored version move into chunks of pepnet.chunk_size
