@@ -894,7 +894,7 @@ require_role(Oid role, const char *rolename, const char *what)
 
 /*
  * pepnet_export_file(model text, path text) RETURNS bigint: write the
- * weights pepnet_export returns into a new file on the server (members of
+ * weights pepnet_export returns into a file on the server (created or replaced) (members of
  * pg_write_server_files); returns its size in bytes.
  */
 Datum
