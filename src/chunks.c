@@ -444,16 +444,17 @@ pepnet_weights_size(const char *name, int32 version)
 }
 
 /*
- * The stored weights (safetensors) of name@version, in a new buffer of
- * room + *len bytes allocated in the caller's memory context and filled
- * from offset room (room: space for a varlena header or a bundle header in
- * front).  Chunks are read one at a time: the weights are in memory once,
- * plus one chunk.  maxlen: larger stored weights are refused (XX001)
- * before allocating.  Raises 42704 if the version does not exist, XX001 if
- * its chunks are missing, out of order or of the wrong total size.
+ * Stream the stored weights (safetensors) of name@version into memory that
+ * alloc(arg, len) provides once the size is known (len bytes, e.g. in the
+ * caller's memory context or in shared memory), and return it.  Chunks are
+ * read one at a time: the weights are in memory once, plus one chunk.
+ * maxlen: larger stored weights are refused (XX001) before allocating.
+ * Raises 42704 if the version does not exist, XX001 if its chunks are
+ * missing, out of order or of the wrong total size.
  */
 uint8 *
-pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen, uint64 *len)
+pepnet_stream_weights(const char *name, int32 version, uint64 maxlen,
+					  PepnetWeightsAlloc alloc, void *arg, uint64 *len)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	bytea	   *w;
@@ -475,10 +476,15 @@ pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen,
 				 (unsigned long long) *len, (unsigned long long) maxlen);
 		corrupt(name, version, what);
 	}
-	buf = MemoryContextAllocHuge(caller, room + *len + 1);
+	{
+		MemoryContext spi = MemoryContextSwitchTo(caller);
+
+		buf = alloc(arg, *len);
+		MemoryContextSwitchTo(spi);
+	}
 	if (w)
 	{
-		memcpy(buf + room, VARDATA_ANY(w), *len);
+		memcpy(buf, VARDATA_ANY(w), *len);
 		pfree(w);
 		SPI_finish();
 		return buf;
@@ -512,7 +518,7 @@ pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen,
 			snprintf(what, sizeof(what), "chunk %d %s", seq, isnull || clen == 0 ? "is empty" : "goes beyond the stored weights_size");
 			corrupt(name, version, what);
 		}
-		memcpy(buf + room + pos, VARDATA_ANY(c), clen);
+		memcpy(buf + pos, VARDATA_ANY(c), clen);
 		pos += clen;
 		expect++;
 		if ((Pointer) c != DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
@@ -530,6 +536,27 @@ pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen,
 		corrupt(name, version, what);
 	}
 	return buf;
+}
+
+/* pepnet_read_weights's allocator: room bytes in front, in the current memory context */
+static void *
+alloc_with_room(void *arg, uint64 len)
+{
+	size_t		room = *(size_t *) arg;
+
+	return (uint8 *) MemoryContextAllocHuge(CurrentMemoryContext, room + len + 1) + room;
+}
+
+/*
+ * The stored weights of name@version (pepnet_stream_weights), in a new
+ * buffer of room + *len bytes allocated in the caller's memory context and
+ * filled from offset room (room: space for a varlena header or a bundle
+ * header in front).
+ */
+uint8 *
+pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen, uint64 *len)
+{
+	return pepnet_stream_weights(name, version, maxlen, alloc_with_room, &room, len) - room;
 }
 
 /* ---------------------------------------------------------------- */

@@ -85,6 +85,9 @@ extern int32 pepnet_store_chunked(const char *name, int32 version, const char *c
 								  const uint8 *bytes, uint64 len, const char *metrics_json, int32 parent,
 								  const char *bundle_header, uint8 *fp_out);
 extern uint64 pepnet_weights_size(const char *name, int32 version);
+typedef void *(*PepnetWeightsAlloc) (void *arg, uint64 len);
+extern uint8 *pepnet_stream_weights(const char *name, int32 version, uint64 maxlen,
+									PepnetWeightsAlloc alloc, void *arg, uint64 *len);
 extern uint8 *pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen, uint64 *len);
 extern bool pepnet_optimizer_chunked(void);
 extern void pepnet_write_moment_chunks(const char *name, int32 version, int moment, const PnModel *mm);
