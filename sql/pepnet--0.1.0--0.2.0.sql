@@ -359,7 +359,7 @@ BEGIN
 	END IF;
 
 	-- refuses a transaction block before anything else
-	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size);
+	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size); PERFORM pepnet._progress_plan(epochs);
 	-- every query column checked (and the validation query has rows) before the first epoch
 	setup := pepnet._train_setup(data, validation, lr_schedule, negative_rate, selection);
 	metric := setup OPERATOR(pg_catalog.#>>) '{selection,metric}';
@@ -499,6 +499,52 @@ CREATE FUNCTION pepnet_export_version(model text) RETURNS bytea
 	AS 'MODULE_PATHNAME', 'pepnet_export_version' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
 CREATE FUNCTION pepnet_import_version(bundle bytea) RETURNS int
 	AS 'MODULE_PATHNAME', 'pepnet_import_version' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+-- == shared memory ==
+-- With shared_preload_libraries = 'pepnet': one copy per server of each version in use (weights
+-- and fused per-domain matrices) and the progress of running trainings.  Without preload the
+-- functions below work and return no rows (pepnet_preload: false); scoring uses the backend cache.
+
+-- Versions in the shared cache of this database: state 'building' or 'ready', bytes of shared
+-- memory, domains whose fused matrices are shared, pins (transactions using it now), hits (pins
+-- since built), built_at, last_used, the pid building it.
+CREATE FUNCTION pepnet_shared_cache(OUT model text, OUT version int, OUT state text, OUT bytes bigint,
+	OUT domains int, OUT pins int, OUT hits bigint, OUT built_at timestamptz, OUT last_used timestamptz,
+	OUT builder_pid int)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'pepnet_shared_cache' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+CREATE VIEW pepnet.shared_cache AS SELECT * FROM pepnet_shared_cache();
+COMMENT ON VIEW pepnet.shared_cache IS 'pepnet: model versions in the shared cache (shared_preload_libraries = ''pepnet'')';
+
+-- Server-wide figures: whether the shared cache is on, its limit and use in bytes, versions held,
+-- versions built into it, evicted, and versions or domains that did not fit (cached per backend).
+CREATE FUNCTION pepnet_shared_cache_stats(OUT enabled boolean, OUT size_limit bigint, OUT used bigint,
+	OUT versions int, OUT builds bigint, OUT evictions bigint, OUT fallbacks bigint)
+	AS 'MODULE_PATHNAME', 'pepnet_shared_cache_stats' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+
+-- Load a version ('ctr' = deployed, 'ctr@7') into the shared cache with every domain's fused
+-- matrices, ahead of traffic; true when shared, false (NOTICE says why) when only this backend has it.
+CREATE FUNCTION pepnet_preload(model text) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'pepnet_preload' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+-- Running trainings (CALL pepnet_train) of the server, one row each: backend pid, database,
+-- model, version trained from, epoch of epochs, rows of this epoch done and of one epoch (known
+-- after the first), rows over all epochs, rows/s of this epoch, mean training loss of this
+-- epoch so far, validation logloss and AUC after the last epoch, started_at, updated_at, and an
+-- ETA (from this epoch's rate, once an epoch's size is known).  Other roles' trainings show pid
+-- and database only, unless the caller has pg_read_all_stats.
+CREATE FUNCTION pepnet_training_progress(OUT pid int, OUT datid oid, OUT model text, OUT parent int,
+	OUT epoch int, OUT epochs int, OUT rows_done bigint, OUT epoch_rows bigint, OUT rows_total bigint,
+	OUT rows_per_s float8, OUT loss float8, OUT val_logloss float8, OUT val_auc float8,
+	OUT started_at timestamptz, OUT updated_at timestamptz, OUT eta timestamptz)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME', 'pepnet_training_progress' LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED;
+CREATE VIEW pepnet.training_progress AS SELECT * FROM pepnet_training_progress();
+COMMENT ON VIEW pepnet.training_progress IS 'pepnet: running trainings and their progress (shared_preload_libraries = ''pepnet'')';
+GRANT SELECT ON pepnet.shared_cache, pepnet.training_progress TO PUBLIC;
+
+CREATE FUNCTION pepnet._progress_plan(epochs int) RETURNS void
+	AS 'MODULE_PATHNAME', 'pepnet_progress_plan_sql' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 
 -- == chunked storage ==
 

@@ -88,6 +88,16 @@ FROM (VALUES (2), (31), (32), (33), (100), (257), (600)) n(size),
         FROM generate_series(1, n.size) i)) s,
      alone a
 WHERE s.idx = p.pos;
+-- pepnet_evaluate on 600 identical candidates with mixed labels: AUC exactly 0.5 (ties count half),
+-- whatever the order the rows arrive in (its batches of rows score ties bit-identically too)
+CREATE TEMP TABLE tie_rows AS
+SELECT i, 1 AS domain, '{7}'::bigint[] AS persona, '{1, 2, 3, 4, 5, 6, 7, 8}'::bigint[] AS features,
+       ARRAY[(i % 3 = 0)::int, (i % 5 = 0)::int]::real[] AS labels
+FROM generate_series(1, 600) i;
+SELECT o.ord, e.domain, e.task, e.rows, e.auc
+FROM (VALUES ('i'), ('i DESC'), ('md5(i::text)')) o(ord),
+     LATERAL pepnet_evaluate('wide', 'SELECT domain, persona, features, labels FROM tie_rows ORDER BY ' || o.ord) e
+ORDER BY o.ord, e.task, e.domain NULLS LAST;
 -- pepnet_predict agrees to float rounding (another summation order), not bit for bit
 SELECT abs(pepnet_predict('wide', 1, '{7}', '{1, 2, 3, 4, 5, 6, 7, 8}') - a.score) < 1e-6 AS predict_close
 FROM alone a;

@@ -17,6 +17,7 @@
  * statement's snapshot was taken.
  */
 #include "pepnet.h"
+#include "pepshm.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -280,9 +281,9 @@ pepnet_cache_get(const PepnetRef *ref)
 	MemoryContext cxt,
 				old;
 	PnModel    *m;
-	char		name[PEPNET_NAMELEN];
-	int32		version;
 	PepnetEntry key;
+	int			sh_slot;
+	uint64		sh_gen;
 
 	/* pepnet_resolve, which made ref, has checked the tables this statement */
 	if (entries == NULL)
@@ -297,6 +298,12 @@ pepnet_cache_get(const PepnetRef *ref)
 		entry_drop(e);
 		e = NULL;
 	}
+	if (e && !pepnet_shcache_pin(e))
+	{
+		/* its shared copy was evicted since: look it up again */
+		entry_drop(e);
+		e = NULL;
+	}
 	if (e)
 	{
 		e->hits++;
@@ -307,7 +314,8 @@ pepnet_cache_get(const PepnetRef *ref)
 	/* build under the statement's context: an error frees everything */
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "pepnet model", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	m = pepnet_load_model(ref, name, &version);
+	/* shared by all backends with pepnet preloaded, else (or when it does not fit) private */
+	m = pepnet_shcache_model(ref, &sh_slot, &sh_gen);
 	{
 		PnDomainCache **domains = palloc0(sizeof(PnDomainCache *) * m->cfg.domains);
 		PnWork	   *work = pn_work_new(m, PEPNET_BLOCK);
@@ -325,6 +333,8 @@ pepnet_cache_get(const PepnetRef *ref)
 		e->ndomains = 0;
 		e->work = work;
 		e->xmin = ref->xmin;
+		e->sh_slot = sh_slot;
+		e->sh_gen = sh_gen;
 		e->hits = 1;
 		e->built_at = GetCurrentTimestamp();
 		e->lru = ++lru_clock;
@@ -344,7 +354,9 @@ pepnet_cache_domain(PepnetEntry *e, int domain)
 		PnError		err = {0};
 		PnDomainCache *dc;
 
-		if (pn_domain_build(e->model, domain, &dc, &err) != PN_OK)
+		if (e->sh_slot >= 0)
+			dc = pepnet_shcache_domain(e, domain);	/* shared, or private if it does not fit */
+		else if (pn_domain_build(e->model, domain, &dc, &err) != PN_OK)
 		{
 			MemoryContextSwitchTo(old);
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
@@ -376,6 +388,7 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	PnEngine   *eng = e->engine[precision];
 	PnError		err = {0};
 	MemoryContext old;
+	int			rc;
 
 	if (eng == NULL)
 	{
@@ -392,7 +405,10 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 					 errhint("SET pepnet.precision = 'fp32'.")));
 		}
 		cb = palloc(sizeof(MemoryContextCallback));
-		if (pn_engine_new(e->model, precision, PN_TILE, &eng, &err) != PN_OK)
+		pn_pack_share = pepnet_shcache_pack_share(e, precision);	/* packed weights shared when preloaded */
+		rc = pn_engine_new(e->model, precision, PN_TILE, &eng, &err);
+		pn_pack_share = NULL;
+		if (rc != PN_OK)
 		{
 			MemoryContextSwitchTo(old);
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
@@ -405,7 +421,10 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	}
 	/* the domain's packed tower weights (the engine keeps them) */
 	old = MemoryContextSwitchTo(e->cxt);
-	if (pn_engine_prepare_domain(eng, dc, &err) != PN_OK)
+	pn_pack_share = pepnet_shcache_pack_share(e, precision);
+	rc = pn_engine_prepare_domain(eng, dc, &err);
+	pn_pack_share = NULL;
+	if (rc != PN_OK)
 	{
 		MemoryContextSwitchTo(old);
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);

@@ -4,6 +4,7 @@
  *		reporting.
  */
 #include "pepnet.h"
+#include "pepshm.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -59,6 +60,7 @@ _PG_init(void)
 	pepnet_registry_init();
 	pepnet_chunks_init();
 	pepnet_score_init();
+	pepnet_shmem_init();
 	MarkGUCPrefixReserved("pepnet");
 
 	pn_alloc_hook = pepnet_core_alloc;

@@ -43,6 +43,8 @@ typedef struct PepnetEntry
 	int64		hits;
 	TimestampTz built_at;
 	uint64		lru;
+	int			sh_slot;		/* entry of the shared cache (shcache.c), -1 when private */
+	uint64		sh_gen;
 } PepnetEntry;
 
 /* a resolved model reference */

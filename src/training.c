@@ -11,6 +11,7 @@
  * holds at most one, released by _train_end or the next _train_begin.
  */
 #include "pepnet.h"
+#include "pepshm.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -549,6 +550,7 @@ train_free(void)
 		MemoryContext cxt = train->cxt;
 
 		train = NULL;
+		pepnet_progress_end();	/* frees the progress slot (also on abort) */
 		MemoryContextDelete(cxt);
 	}
 }
@@ -722,6 +724,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
 	train = st;
+	pepnet_progress_start(st->name, st->parent);
 	PG_RETURN_INT32(st->parent);
 }
 
@@ -807,6 +810,7 @@ epoch_step(Epoch *ep)
 	ep->rows += b.n;
 	ep->steps++;
 	ep->batch.n = 0;
+	pepnet_progress_step(ep->epoch, ep->rows, ep->loss_sum / ep->rows);
 	if (ep->progress > 0 && now_seconds() - ep->last >= ep->progress)
 	{
 		double		t = now_seconds();
@@ -918,6 +922,7 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 				 errmsg("data query returned %lld rows but every label is unknown (NULL)", (long long) ep.rows),
 				 errhint("Training needs rows with a label 0 or 1 for at least one task; check the label column.")));
 	st->epochs_done = ep.epoch;
+	pepnet_progress_epoch_done(ep.epoch, ep.rows);
 	secs = now_seconds() - ep.t0;
 	initStringInfo(&out);
 	appendStringInfo(&out, "{\"epoch\": %d, \"rows\": %lld, \"steps\": %lld, \"seconds\": %.3f, "
@@ -1025,6 +1030,13 @@ typedef struct Metric
 	double		rate;			/* mean label (actual rate) */
 } Metric;
 
+/* the engine's interrupt check, per tile */
+static void
+eval_interrupt(void)
+{
+	CHECK_FOR_INTERRUPTS();
+}
+
 /*
  * Score every row of a query with the model in batches (inference mode)
  * and compute the metrics per domain and task, and per task overall.
@@ -1033,7 +1045,7 @@ static Metric *
 evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 {
 	const PnConfig *c = &m->cfg;
-	PnTrainer  *ev;
+	PnEvaluator *ev;
 	PnError		err = {0};
 	Reader		r;
 	Rows		rows;
@@ -1047,7 +1059,8 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 				mcap = 64;
 	bool		more = true;
 
-	if (pn_trainer_new(m, EVAL_BATCH, 0.0f, &ev, &err) != PN_OK)
+	/* scored by the engine, as pepnet_score serves it (fp32): ties bit-identical, see evaluate.c */
+	if (pn_evaluator_new(m, PN_FP32, &ev, &err) != PN_OK)
 		core_error(&err);
 	rows_init(&rows, c, EVAL_BATCH);
 	logits = palloc(sizeof(float) * EVAL_BATCH * c->ntasks);
@@ -1073,7 +1086,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		b.features = rows.features;
 		b.dense = c->dense ? rows.dense : NULL;
 		b.labels = NULL;
-		if (pn_train_predict(ev, &b, logits, &err) != PN_OK)
+		if (pn_evaluator_logits(ev, &b, logits, eval_interrupt, &err) != PN_OK)
 			train_core_error(&err, what, &rows);
 		for (i = 0; i < (int64) rows.n * c->ntasks; i++)
 		{
@@ -1081,9 +1094,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 
 			if (isnan(y))
 				continue;
-			/* negative down-sampling: logit + ln w (p = q / (q + (1 - q) / w)) */
-			if (c->neg_rate)
-				logits[i] += logf(c->neg_rate[rows.domain[i / c->ntasks]]);
+			/* (negative down-sampling, logit + ln w, is in the engine's output bias) */
 			if (npred == cap)
 			{
 				cap *= 2;
@@ -1097,7 +1108,7 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 		}
 	}
 	SPI_cursor_close(r.portal);
-	pn_trainer_free(ev);
+	pn_evaluator_free(ev);
 	if (npred == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
@@ -1207,6 +1218,7 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
 		{
+			pepnet_progress_validation(ms[i].logloss, ms[i].auc);
 			json_metric(&s, &ms[i]);
 			appendStringInfoString(&s, ", ");
 		}

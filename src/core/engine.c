@@ -34,6 +34,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,7 +66,10 @@ typedef struct PnPackedDomain
 {
 	void	   *w1;				/* tw1 */
 	void	  **w;				/* [T*(L+1)], layers 2..L */
+	bool	   *shared;			/* [1 + T*(L+1)]: w1, w[x] are pn_pack_share's (not freed) */
 } PnPackedDomain;
+
+PnPackShare *pn_pack_share = NULL;
 
 struct PnEngine
 {
@@ -368,14 +372,66 @@ op_pack(PnOp *op, const float *W, int ldw, void *out, PnError *err)
 	return PN_OK;
 }
 
-/* Allocate and pack */
+/* Allocate and pack (or use the shared packed weights of key, see pn_pack_share) */
 static int
-op_pack_new(PnEngine *eng, PnOp *op, const float *W, int ldw, void **out, PnError *err)
+op_pack_new(PnEngine *eng, PnOp *op, const float *W, int ldw, const char *key, void **out, PnError *err)
 {
+	int			rc;
+
+	if (pn_pack_share && (*out = (void *) pn_pack_share->lookup(pn_pack_share->arg, key, op->wbytes)) != NULL)
+		return PN_OK;
 	*out = eng_alloc(eng, op->wbytes);
 	if (!*out)
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing weights");
-	return op_pack(op, W, ldw, *out, err);
+	rc = op_pack(op, W, ldw, *out, err);
+	if (rc == PN_OK && pn_pack_share)
+		pn_pack_share->publish(pn_pack_share->arg, key, *out, op->wbytes);
+	return rc;
+}
+
+/*
+ * A domain's packed matrix: the shared one of key (*raw = it, *shared =
+ * true), else a new allocation *raw packed at PN_ALIGN64(*raw) and offered
+ * to pn_pack_share.
+ */
+static int
+dom_pack(PnOp *op, const float *W, int ldw, const char *key, void **raw, bool *shared, PnError *err)
+{
+	const void *p = pn_pack_share ? pn_pack_share->lookup(pn_pack_share->arg, key, op->wbytes) : NULL;
+	int			rc;
+
+	*shared = p != NULL;
+	if (p)
+	{
+		*raw = (void *) p;		/* 64-byte aligned: PN_ALIGN64 leaves it */
+		return PN_OK;
+	}
+	*raw = pn_alloc(op->wbytes + 64);
+	if (!*raw)
+		return pn_seterr(err, PN_ENOMEM, "out of memory packing weights");
+	rc = op_pack(op, W, ldw, PN_ALIGN64(*raw), err);
+	if (rc == PN_OK && pn_pack_share)
+		pn_pack_share->publish(pn_pack_share->arg, key, PN_ALIGN64(*raw), op->wbytes);
+	return rc;
+}
+
+/* Free a domain's packed matrices that are its own */
+static void
+dom_free(PnPackedDomain *pd, int nw)
+{
+	int			x;
+
+	if (pd == NULL)
+		return;
+	if (!(pd->shared && pd->shared[0]))
+		pn_free(pd->w1);
+	if (pd->w)
+		for (x = 0; x < nw; x++)
+			if (!(pd->shared && pd->shared[1 + x]))
+				pn_free(pd->w[x]);
+	pn_free(pd->w);
+	pn_free(pd->shared);
+	pn_free(pd);
 }
 
 static int
@@ -413,19 +469,7 @@ pn_engine_free(PnEngine *eng)
 	if (eng->dom)
 	{
 		for (i = 0; i < eng->m->cfg.domains; i++)
-			if (eng->dom[i])
-			{
-				pn_free(eng->dom[i]->w1);
-				if (eng->dom[i]->w)
-				{
-					int			x;
-
-					for (x = 0; x < eng->m->cfg.ntasks * (eng->m->cfg.nhidden + 1); x++)
-						pn_free(eng->dom[i]->w[x]);
-					pn_free(eng->dom[i]->w);
-				}
-				pn_free(eng->dom[i]);
-			}
+			dom_free(eng->dom[i], eng->m->cfg.ntasks * (eng->m->cfg.nhidden + 1));
 		pn_free(eng->dom);
 	}
 	for (i = 0; i < eng->nallocs; i++)
@@ -496,8 +540,8 @@ pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError
 	{
 		TRY(op_create(eng, &eng->ep1, n0, he, n0, he, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
 		TRY(op_create(eng, &eng->ep2, he, n0, he, n0, n0, cdt, cdt, dnnl_f32, PO_GATE | PO_MUL, c->gamma, err));
-		TRY(op_pack_new(eng, &eng->ep1, PN_T(m, m->t_ep_w1) + k, k + n0, &eng->p_ep1, err));
-		TRY(op_pack_new(eng, &eng->ep2, PN_T(m, m->t_ep_w2), he, &eng->p_ep2, err));
+		TRY(op_pack_new(eng, &eng->ep1, PN_T(m, m->t_ep_w1) + k, k + n0, "ep1", &eng->p_ep1, err));
+		TRY(op_pack_new(eng, &eng->ep2, PN_T(m, m->t_ep_w2), he, "ep2", &eng->p_ep2, err));
 	}
 	/* tower layer 1 of every task at once; its output feeds the gate (or the next layer) */
 	{
@@ -528,14 +572,18 @@ pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError
 		{
 			TRY(op_create(eng, &eng->g1[l], n0, g, n0, g, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
 			TRY(op_create(eng, &eng->g2[l], g, g, g, g, g, cdt, odt, cdt, PO_GATE | PO_MUL, c->gamma, err));
-			TRY(op_pack_new(eng, &eng->g1[l], PN_T(m, m->t_pp_w1[l]) + c->pk, c->pk + n0, &eng->p_g1[l], err));
-			TRY(op_pack_new(eng, &eng->g2[l], PN_T(m, m->t_pp_w2[l]), g, &eng->p_g2[l], err));
+			char		key[16];
+
+			snprintf(key, sizeof(key), "g1.%d", l);
+			TRY(op_pack_new(eng, &eng->g1[l], PN_T(m, m->t_pp_w1[l]) + c->pk, c->pk + n0, key, &eng->p_g1[l], err));
+			snprintf(key, sizeof(key), "g2.%d", l);
+			TRY(op_pack_new(eng, &eng->g2[l], PN_T(m, m->t_pp_w2[l]), g, key, &eng->p_g2[l], err));
 		}
 	}
 	if (c->aux)
 	{
 		TRY(op_create(eng, &eng->aux1, n0, ha, n0, ha, 0, cdt, dnnl_f32, dnnl_f32, PO_RELU, 1.0f, err));
-		TRY(op_pack_new(eng, &eng->aux1, PN_T(m, m->t_aux_w1) + k, k + n0, &eng->p_aux1, err));
+		TRY(op_pack_new(eng, &eng->aux1, PN_T(m, m->t_aux_w1) + k, k + n0, "aux1", &eng->p_aux1, err));
 	}
 #undef TRY
 	if (eng->scratch_bytes > 0 && !(eng->scratch = eng_alloc(eng, eng->scratch_bytes)))
@@ -572,6 +620,7 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 				t,
 				l,
 				rc;
+	char		key[32];
 	PnPackedDomain *pd = eng->dom[dc->domain];
 
 	if (pd)
@@ -583,10 +632,11 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 	if (!pd)
 		return pn_seterr(err, PN_ENOMEM, "out of memory");
 	pd->w = pn_alloc0(sizeof(void *) * T * (L + 1));
-	pd->w1 = pn_alloc(eng->tw1.wbytes + 64);
-	if (!pd->w || !pd->w1)
+	pd->shared = pn_alloc0(sizeof(bool) * (1 + T * (L + 1)));
+	if (!pd->w || !pd->shared)
 		goto oom;
-	if ((rc = op_pack(&eng->tw1, dc->w1, n0, PN_ALIGN64(pd->w1), err)) != PN_OK)
+	snprintf(key, sizeof(key), "d%d.tw1", dc->domain);
+	if ((rc = dom_pack(&eng->tw1, dc->w1, n0, key, &pd->w1, &pd->shared[0], err)) != PN_OK)
 		goto fail;
 	for (l = 2; l <= L; l++)
 		for (t = 0; t < T; t++)
@@ -594,10 +644,8 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 			int			x = PN_TW(c, t, l);
 			PnOp	   *op = &eng->twl[l - 1];
 
-			pd->w[x] = pn_alloc(op->wbytes + 64);
-			if (!pd->w[x])
-				goto oom;
-			if ((rc = op_pack(op, dc->w[x], op->K, PN_ALIGN64(pd->w[x]), err)) != PN_OK)
+			snprintf(key, sizeof(key), "d%d.tw[%d]", dc->domain, x);
+			if ((rc = dom_pack(op, dc->w[x], op->K, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
 				goto fail;
 		}
 	eng->dom[dc->domain] = pd;
@@ -606,14 +654,7 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 oom:
 	rc = pn_seterr(err, PN_ENOMEM, "out of memory packing the weights of domain %d", dc->domain);
 fail:
-	if (pd->w)
-	{
-		for (t = 0; t < T * (L + 1); t++)
-			pn_free(pd->w[t]);
-		pn_free(pd->w);
-	}
-	pn_free(pd->w1);
-	pn_free(pd);
+	dom_free(pd, T * (L + 1));
 	return rc;
 }
 
@@ -745,10 +786,11 @@ engine_tile(PnEngine *eng, const PnDomainCache *dc, const PnPackedDomain *pd, co
  * features [n, F], dense [n, Nd], out [n, T] probabilities.  err->row is
  * the 0-based candidate of an error.
  */
-int
-pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
-				const int64_t *features, const float *dense, double *out,
-				void (*interrupt) (void), PnError *err)
+/* the tiles of pn_engine_score; probabilities into out, or logits into lout when out is NULL */
+static int
+engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+			 const int64_t *features, const float *dense, double *out, float *lout,
+			 void (*interrupt) (void), PnError *err)
 {
 	const PnModel *m = eng->m;
 	const PnConfig *c = &m->cfg;
@@ -790,11 +832,30 @@ pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int
 				err->row = done + i / T;
 				return PN_EINPUT;
 			}
-			out[(size_t) (done * T) + i] = pn_sigmoidd(v);
+			if (out)
+				out[(size_t) (done * T) + i] = pn_sigmoidd(v);
+			else
+				lout[(size_t) (done * T) + i] = v;
 		}
 	}
 	dnnl_stream_wait(dn_stream);
 	return PN_OK;
+}
+
+int
+pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+				const int64_t *features, const float *dense, double *out,
+				void (*interrupt) (void), PnError *err)
+{
+	return engine_score(eng, dc, pp, n, features, dense, out, NULL, interrupt, err);
+}
+
+int
+pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+				 const int64_t *features, const float *dense, float *logits,
+				 void (*interrupt) (void), PnError *err)
+{
+	return engine_score(eng, dc, pp, n, features, dense, NULL, logits, interrupt, err);
 }
 
 int

@@ -278,7 +278,29 @@ int			pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, PnError *
 int			pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
 							const int64_t *features, const float *dense, double *out,
 							void (*interrupt) (void), PnError *err);
+/* the same, logits [n, T] (float, before the sigmoid) instead of probabilities */
+int			pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+							 const int64_t *features, const float *dense, float *logits,
+							 void (*interrupt) (void), PnError *err);
 int			pn_engine_tile(const PnEngine *eng);
+
+/*
+ * Packed weights shared between processes (the glue's shared model cache).
+ * While pn_pack_share is set (around pn_engine_new and
+ * pn_engine_prepare_domain), the engine asks lookup for the packed weights
+ * of each matrix, by a key naming it ("ep1", "g2.1", "d3.tw1", "d3.tw[4]", ...: unique per matrix) and its
+ * size, and uses them in place when found (64-byte aligned; the provider's,
+ * never freed by the engine, alive as long as the engine); a matrix it
+ * packs itself it offers to publish (which copies it).  Neither may fail
+ * by longjmp.  NULL (the default): every engine packs its own.
+ */
+typedef struct PnPackShare
+{
+	const void *(*lookup) (void *arg, const char *key, size_t bytes);
+	void		(*publish) (void *arg, const char *key, const void *packed, size_t bytes);
+	void	   *arg;
+} PnPackShare;
+extern PnPackShare *pn_pack_share;
 /* whether oneDNN runs bf16 matmuls natively here; the ISA it uses */
 bool		pn_engine_bf16_supported(void);
 const char *pn_engine_isa(void);
@@ -320,5 +342,18 @@ void		pn_train_apply(PnTrainer *tr);
 int			pn_train_step(PnTrainer *tr, const PnBatch *b, double *loss, PnError *err);
 /* logits [n, T] in input order, inference mode */
 int			pn_train_predict(PnTrainer *tr, const PnBatch *b, float *logits, PnError *err);
+
+/*
+ * Evaluation (evaluate.c): logits of a batch of rows by the scoring engine,
+ * so that pepnet_evaluate judges the scores pepnet_score serves, and
+ * identical rows get bit-identical logits (exact AUC on ties).  Rows are
+ * grouped by (domain, persona); per-domain parts are built on first use.
+ * precision: PN_FP32 or PN_BF16.
+ */
+typedef struct PnEvaluator PnEvaluator;
+int			pn_evaluator_new(const PnModel *m, int precision, PnEvaluator **out, PnError *err);
+void		pn_evaluator_free(PnEvaluator *ev);
+int			pn_evaluator_logits(PnEvaluator *ev, const PnBatch *b, float *logits,
+								void (*interrupt) (void), PnError *err);
 
 #endif							/* PNCORE_H */

@@ -946,6 +946,136 @@ test_utf8_messages(void)
 	CHECK(valid_utf8(e.detail), "a detail cut by its buffer ends on a character boundary");
 }
 
+/*
+ * Shared packed weights (pn_pack_share, the glue's shared cache): a provider
+ * that keeps what engines publish.  The first engine packs and publishes
+ * every matrix; a second finds every one of them and packs nothing; both
+ * score bit-identically to an engine without the provider, also after the
+ * first engine is freed (the second's shared matrices are the provider's).
+ */
+typedef struct PackItem
+{
+	char		key[32];
+	size_t		bytes;
+	void	   *p;
+} PackItem;
+static PackItem pack_items[256];
+static int	npack_items,
+			npack_lookups,
+			npack_hits,
+			npack_publishes;
+
+static const void *
+pack_lookup_test(void *arg, const char *key, size_t bytes)
+{
+	int			i;
+
+	npack_lookups++;
+	for (i = 0; i < npack_items; i++)
+		if (strcmp(pack_items[i].key, key) == 0 && pack_items[i].bytes == bytes)
+		{
+			npack_hits++;
+			return pack_items[i].p;
+		}
+	return NULL;
+}
+
+static void
+pack_publish_test(void *arg, const char *key, const void *packed, size_t bytes)
+{
+	PackItem   *it;
+
+	npack_publishes++;
+	if (npack_items >= 256)
+		return;
+	it = &pack_items[npack_items++];
+	snprintf(it->key, sizeof(it->key), "%s", key);
+	it->bytes = bytes;
+	it->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+	memcpy(it->p, packed, bytes);
+}
+
+static void
+test_pack_share(void)
+{
+	PnConfig	c = parse("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}], "
+						  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 2, \"emb_dim\": 4, "
+						  "\"tasks\": [\"click\", \"buy\"], \"hidden\": [8, 6, 5], \"epnet_hidden\": 7, \"aux_hidden\": 5}");
+	PnPackShare prov = {pack_lookup_test, pack_publish_test, NULL};
+	PnModel    *m;
+	PnError		e = {0};
+	PnEngine   *a = NULL,
+			   *b = NULL,
+			   *own = NULL;
+	PnDomainCache *dc[3];
+	PnPersona  *pp;
+	int64_t		pers = 11,
+				feat[20];
+	float		dense[40];
+	double		oa[40],
+				ob[40],
+				oo[40];
+	int			d,
+				i,
+				rc = PN_OK,
+				same = 1,
+				after_publishes;
+
+	if (pn_model_new(&c, &m, &e) != PN_OK)
+	{
+		CHECK(0, "pack share model: %s", e.msg);
+		return;
+	}
+	randomize(m, 3);
+	for (i = 0; i < 20; i++)
+		feat[i] = i * 7 + 1;
+	for (i = 0; i < 40; i++)
+		dense[i] = (float) (i % 5) - 2.0f;
+	rc = pn_persona_build(m, &pers, &pp, &e);
+	for (d = 0; d < 3 && rc == PN_OK; d++)
+		rc = pn_domain_build(m, d, &dc[d], &e);
+	pn_pack_share = &prov;
+	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, &a, &e);
+	for (d = 0; d < 3 && rc == PN_OK; d++)
+		rc = pn_engine_prepare_domain(a, dc[d], &e);
+	after_publishes = npack_publishes;
+	CHECK(rc == PN_OK && npack_hits == 0 && npack_publishes > 3 && npack_publishes == npack_lookups,
+		  "pack share: the first engine packs and publishes every matrix (%d)", npack_publishes);
+	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, &b, &e);
+	for (d = 0; d < 3 && rc == PN_OK; d++)
+		rc = pn_engine_prepare_domain(b, dc[d], &e);
+	pn_pack_share = NULL;
+	CHECK(rc == PN_OK && npack_hits == after_publishes && npack_publishes == after_publishes,
+		  "pack share: the second engine finds all %d and publishes none", npack_hits);
+	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, &own, &e);
+	for (d = 0; d < 3 && rc == PN_OK; d++)
+	{
+		rc = pn_engine_prepare_domain(own, dc[d], &e);
+		rc = rc ? rc : pn_engine_score(a, dc[d], pp, 20, feat, dense, oa, NULL, &e);
+		rc = rc ? rc : pn_engine_score(b, dc[d], pp, 20, feat, dense, ob, NULL, &e);
+		rc = rc ? rc : pn_engine_score(own, dc[d], pp, 20, feat, dense, oo, NULL, &e);
+		same &= rc == PN_OK && memcmp(oa, oo, sizeof(double) * 40) == 0 && memcmp(ob, oo, sizeof(double) * 40) == 0;
+	}
+	CHECK(rc == PN_OK && same, "pack share: both engines score bit-identically to one that packs alone (%s)", rc ? e.msg : "ok");
+	pn_engine_free(a);
+	for (d = 0; d < 3 && rc == PN_OK; d++)
+	{
+		rc = pn_engine_score(b, dc[d], pp, 20, feat, dense, ob, NULL, &e);
+		rc = rc ? rc : pn_engine_score(own, dc[d], pp, 20, feat, dense, oo, NULL, &e);
+		same &= rc == PN_OK && memcmp(ob, oo, sizeof(double) * 40) == 0;
+	}
+	CHECK(rc == PN_OK && same, "pack share: the second engine scores the same after the first is freed");
+	pn_engine_free(b);
+	pn_engine_free(own);
+	for (d = 0; d < 3; d++)
+		pn_domain_free(dc[d]);
+	pn_persona_free(pp);
+	pn_model_free(m);
+	pn_config_free(&c);
+	for (i = 0; i < npack_items; i++)
+		free(pack_items[i].p);
+}
+
 int
 main(void)
 {
@@ -978,6 +1108,7 @@ main(void)
 	test_training_learns();
 	test_pn_running_stats();
 	test_optional_count();
+	test_pack_share();
 	printf("%d passed, %d failed\n", npass, nfail);
 	return nfail ? 1 : 0;
 }

@@ -1,0 +1,225 @@
+/*
+ * evaluate.c
+ *		Logits of labelled rows for evaluation (pepnet_evaluate, training's
+ *		validation), computed by the scoring engine.
+ *
+ * The trainer's forward runs a batch as GEMMs whose rounding for one row can
+ * depend on where the row stands in the call (which kernel takes which rows),
+ * so two identical rows could get logits one ulp apart and exact AUC would
+ * order ties by their position in the data.  The engine (engine.c) scores in
+ * tiles of a fixed number of rows, padded, so a row's logits depend on its
+ * inputs only; evaluating with it also judges exactly the scores that
+ * pepnet_score serves (per-domain fusion, PN folded, negative down-sampling
+ * in the output bias).
+ *
+ * Rows of a batch are grouped by (domain, persona): each group shares its
+ * domain's fused parts (built on first use, kept for the evaluator's life)
+ * and one persona gate computation, as a scoring request does.
+ */
+#include "pncore.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct PnEvaluator
+{
+	const PnModel *m;
+	PnEngine   *eng;
+	PnDomainCache **dc;			/* [D], built on first use */
+	/* one group's rows, gathered: capacity cap rows */
+	int			cap;
+	int		   *rows;			/* [cap] the rows' positions in the batch */
+	int64_t    *feat;			/* [cap, F] */
+	float	   *dense;			/* [cap, Nd] */
+	float	   *logit;			/* [cap, T] */
+};
+
+/* the batch being grouped (qsort has no context argument) */
+static const PnBatch *sort_batch;
+static int	sort_npers;
+
+/* by domain, then persona ids, then position: equal keys stay in input order */
+static int
+cmp_rows(const void *a, const void *b)
+{
+	int			x = *(const int *) a,
+				y = *(const int *) b,
+				j;
+	const PnBatch *B = sort_batch;
+
+	if (B->domain[x] != B->domain[y])
+		return B->domain[x] < B->domain[y] ? -1 : 1;
+	for (j = 0; j < sort_npers; j++)
+	{
+		int64_t		u = B->persona[(size_t) x * sort_npers + j],
+					v = B->persona[(size_t) y * sort_npers + j];
+
+		if (u != v)
+			return u < v ? -1 : 1;
+	}
+	return (x > y) - (x < y);
+}
+
+static bool
+same_group(const PnBatch *B, int P, int x, int y)
+{
+	return B->domain[x] == B->domain[y] &&
+		(P == 0 || memcmp(B->persona + (size_t) x * P, B->persona + (size_t) y * P, sizeof(int64_t) * P) == 0);
+}
+
+/* An evaluator of model m (which must outlive it) at precision PN_FP32 or PN_BF16 */
+int
+pn_evaluator_new(const PnModel *m, int precision, PnEvaluator **out, PnError *err)
+{
+	PnEvaluator *ev = pn_alloc0(sizeof(PnEvaluator));
+	int			rc;
+
+	*out = NULL;
+	if (ev == NULL)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	ev->m = m;
+	ev->dc = pn_alloc0(sizeof(PnDomainCache *) * (size_t) m->cfg.domains);
+	if (ev->dc == NULL)
+	{
+		pn_evaluator_free(ev);
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	}
+	if ((rc = pn_engine_new(m, precision, PN_TILE, &ev->eng, err)) != PN_OK)
+	{
+		pn_evaluator_free(ev);
+		return rc;
+	}
+	*out = ev;
+	return PN_OK;
+}
+
+void
+pn_evaluator_free(PnEvaluator *ev)
+{
+	int			d;
+
+	if (ev == NULL)
+		return;
+	if (ev->dc)
+		for (d = 0; d < ev->m->cfg.domains; d++)
+			pn_domain_free(ev->dc[d]);
+	pn_free(ev->dc);
+	pn_engine_free(ev->eng);
+	pn_free(ev->rows);
+	pn_free(ev->feat);
+	pn_free(ev->dense);
+	pn_free(ev->logit);
+	pn_free(ev);
+}
+
+/* room for n rows of one group */
+static int
+reserve(PnEvaluator *ev, int n, PnError *err)
+{
+	const PnConfig *c = &ev->m->cfg;
+
+	if (n <= ev->cap)
+		return PN_OK;
+	pn_free(ev->rows);
+	pn_free(ev->feat);
+	pn_free(ev->dense);
+	pn_free(ev->logit);
+	ev->rows = pn_alloc(sizeof(int) * (size_t) n);
+	ev->feat = pn_alloc(sizeof(int64_t) * (size_t) n * (c->nfeat > 0 ? c->nfeat : 1));
+	ev->dense = pn_alloc(sizeof(float) * (size_t) n * (c->dense > 0 ? c->dense : 1));
+	ev->logit = pn_alloc(sizeof(float) * (size_t) n * c->ntasks);
+	ev->cap = n;
+	if (!ev->rows || !ev->feat || !ev->dense || !ev->logit)
+	{
+		ev->cap = 0;
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	}
+	return PN_OK;
+}
+
+/*
+ * Logits [n, T] of the rows of b, in b's order (b->labels is not read).
+ * interrupt (may be NULL) is called per tile.  On an error about a row,
+ * err->row is its position in b.
+ */
+int
+pn_evaluator_logits(PnEvaluator *ev, const PnBatch *b, float *logits,
+					void (*interrupt) (void), PnError *err)
+{
+	const PnModel *m = ev->m;
+	const PnConfig *c = &m->cfg;
+	int			P = c->npers,
+				F = c->nfeat,
+				Nd = c->dense,
+				T = c->ntasks,
+				i,
+				rc = PN_OK;
+	int		   *ord;
+
+	if (b->n <= 0)
+		return PN_OK;
+	if ((rc = reserve(ev, b->n, err)) != PN_OK)
+		return rc;
+	ord = pn_alloc(sizeof(int) * (size_t) b->n);
+	if (ord == NULL)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	for (i = 0; i < b->n; i++)
+		ord[i] = i;
+	sort_batch = b;
+	sort_npers = P;
+	qsort(ord, b->n, sizeof(int), cmp_rows);
+	sort_batch = NULL;
+
+	for (i = 0; i < b->n;)
+	{
+		int			first = ord[i],
+					d = b->domain[first],
+					g = 0,
+					k;
+		PnPersona  *pp = NULL;
+
+		if (d < 0 || d >= c->domains)
+		{
+			rc = pn_seterr(err, PN_EINPUT, "domain %d is out of range for a model of %d domains", d, c->domains);
+			err->row = first;
+			break;
+		}
+		while (i + g < b->n && same_group(b, P, first, ord[i + g]))
+		{
+			int			r = ord[i + g];
+
+			ev->rows[g] = r;
+			if (F > 0)
+				memcpy(ev->feat + (size_t) g * F, b->features + (size_t) r * F, sizeof(int64_t) * F);
+			if (Nd > 0)
+				memcpy(ev->dense + (size_t) g * Nd, b->dense + (size_t) r * Nd, sizeof(float) * Nd);
+			g++;
+		}
+		if (ev->dc[d] == NULL)
+		{
+			if ((rc = pn_domain_build(m, d, &ev->dc[d], err)) != PN_OK)
+				break;
+			if ((rc = pn_engine_prepare_domain(ev->eng, ev->dc[d], err)) != PN_OK)
+				break;
+		}
+		if ((rc = pn_persona_build(m, P > 0 ? b->persona + (size_t) first * P : NULL, &pp, err)) != PN_OK)
+		{
+			err->row = first;
+			break;
+		}
+		rc = pn_engine_logits(ev->eng, ev->dc[d], pp, g, F > 0 ? ev->feat : NULL,
+							  Nd > 0 ? ev->dense : NULL, ev->logit, interrupt, err);
+		pn_persona_free(pp);
+		if (rc != PN_OK)
+		{
+			if (err->row >= 0 && err->row < g)
+				err->row = ev->rows[err->row];
+			break;
+		}
+		for (k = 0; k < g; k++)
+			memcpy(logits + (size_t) ev->rows[k] * T, ev->logit + (size_t) k * T, sizeof(float) * T);
+		i += g;
+	}
+	pn_free(ord);
+	return rc;
+}
