@@ -13,7 +13,8 @@
  *		  inserted;
  *		- reading: after the caller's SELECT of the version's row (grants and
  *		  row security of pepnet.models apply), the chunks are read through a
- *		  cursor one at a time into one buffer of the whole size, which the
+ *		  cursor one at a time into one buffer of the whole size (from an
+ *		  allocator the caller gives, pepnet_stream_weights), which the
  *		  loaded model's tensors then point into: the weights exist once in
  *		  memory, plus one chunk;
  *		- chunks are read and written as the owner of pepnet.models: access is
@@ -23,7 +24,9 @@
  *		  pepnet_export_file (server-side files, for members of
  *		  pg_read_server_files / pg_write_server_files);
  *		- the chunk guard trigger: chunks are immutable, written only with
- *		  their version's row (same transaction), deleted only with it.
+ *		  their version's row (same transaction), deleted only with it;
+ *		- Adam's moments of trained versions, chunked the same way in
+ *		  pepnet.optimizer_chunks (written and read by training.c).
  *
  * Versions whose weights column is not NULL (0.1.0 rows before the upgrade
  * migrated them, or a direct INSERT) are read from that column as before.
