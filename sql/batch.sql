@@ -74,3 +74,32 @@ SELECT * FROM pepnet_score_query('b', 'SELECT id, domain, persona, features, CAS
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT * FROM pepnet_score_query('b', NULL) AS t(score float8, scores float8[]);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
+
+-- Whatever else runs in the same statement cannot free the version a statement is scoring with:
+-- a data query that empties the cache or shrinks it while loading another version (it used to
+-- crash the server: the batch scorer kept using the freed entry)
+SELECT pepnet_create('pin', '{"domains": 3, "features": [{"name": "item", "buckets": 50000}, {"name": "cat", "buckets": 50}],
+  "persona": [{"name": "user", "buckets": 100}], "hidden": [32, 16]}', seed => 1) AS v1,
+       pepnet_create('pin', '{"domains": 3, "features": [{"name": "item", "buckets": 50000}, {"name": "cat", "buckets": 50}],
+  "persona": [{"name": "user", "buckets": 100}], "hidden": [32, 16]}', seed => 2) AS v2;
+CREATE TABLE pin_rows AS
+SELECT i AS rn, i % 3 AS domain, ARRAY[i % 100]::bigint[] AS persona, ARRAY[i, i % 50]::bigint[] AS features
+FROM generate_series(1, 20000) i;
+CREATE TEMP TABLE pin_plain AS
+SELECT rn, score FROM pepnet_score_query('pin@2', 'SELECT rn, domain, persona, features FROM pin_rows')
+  AS t(rn int, score float8, scores float8[]);
+SELECT count(*) AS scored, bool_and(t.score = p.score) AS same_scores
+FROM pepnet_score_query('pin@2', 'SELECT rn, domain, persona, features FROM pin_rows
+                                  WHERE rn <> 9000 OR pepnet_cache_clear() IS NULL')
+  AS t(rn int, score float8, scores float8[]) JOIN pin_plain p USING (rn);
+BEGIN;
+SELECT count(*) AS scored, bool_and(t.score = p.score) AS same_scores
+FROM pepnet_score_query('pin@2', 'SELECT rn, domain, persona, features FROM pin_rows
+                                  WHERE rn % 5000 <> 0 OR (set_config(''pepnet.cache_size'', ''1MB'', true) IS NOT NULL
+                                                         AND pepnet_predict(''pin@1'', 0, ''{1}'', ''{1, 2}'') > 2)')
+  AS t(rn int, score float8, scores float8[]) JOIN pin_plain p USING (rn);
+COMMIT;
+-- once the statements are over, the cache keeps to its size again
+SELECT count(*) AS cached_pin_versions FROM pepnet_cache() WHERE model = 'pin';
+SELECT count(*) AS after_clear FROM (SELECT pepnet_cache_clear()) c, pepnet_cache();
+DROP TABLE pin_rows;

@@ -53,7 +53,7 @@ static Oid	deploy_relid = InvalidOid;
 static uint64 lru_clock = 0;
 static MemoryContext cache_cxt = NULL;
 
-static void evict(PepnetEntry *keep);
+static void evict(PepnetEntry *keep, bool at_end);
 
 PG_FUNCTION_INFO_V1(pepnet_cache);
 PG_FUNCTION_INFO_V1(pepnet_cache_clear);
@@ -69,7 +69,20 @@ entry_drop(PepnetEntry *e)
 		MemoryContextDelete(cxt);
 }
 
-/* Drop every entry */
+/*
+ * Whether e is in use by the running statement: a statement (a scoring call,
+ * pepnet_score_query reading its data query, a plpgsql loop) may hold
+ * pointers into an entry across calls, and whatever else runs in the same
+ * statement (pepnet_cache_clear, a smaller pepnet.cache_size, other
+ * versions) must not free it under it.
+ */
+static bool
+entry_pinned(const PepnetEntry *e)
+{
+	return e->pin_lxid == MyProc->lxid && e->pin_stmt == GetCurrentStatementStartTimestamp();
+}
+
+/* Drop every entry, also those in use (only when the extension itself is gone) */
 static void
 entries_clear(void)
 {
@@ -98,7 +111,7 @@ xact_cb(XactEvent event, void *arg)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-		evict(NULL);
+		evict(NULL, true);
 }
 
 /*
@@ -240,12 +253,14 @@ malformed:
 }
 
 /*
- * Evict least recently used entries, other than keep, until within the
- * budget.  keep (the version a statement is using) stays even when it alone
- * exceeds the budget; the end of the transaction then drops it (xact_cb).
+ * Evict least recently used entries, other than keep and those in use by
+ * the running statement, until within the budget; entries cleared while in
+ * use (stale) go as soon as they are not.  An entry in use stays even when
+ * it alone exceeds the budget; the end of the transaction (at_end: nothing
+ * is in use any more) then drops it (xact_cb).
  */
 static void
-evict(PepnetEntry *keep)
+evict(PepnetEntry *keep, bool at_end)
 {
 	Size		budget = (Size) pepnet_cache_size_mb * 1024 * 1024;
 
@@ -258,14 +273,25 @@ evict(PepnetEntry *keep)
 		PepnetEntry *e,
 				   *oldest = NULL;
 		Size		total = 0;
+		bool		dropped = false;
 
 		hash_seq_init(&st, entries);
 		while ((e = hash_seq_search(&st)) != NULL)
 		{
+			bool		in_use = e == keep || (!at_end && entry_pinned(e));
+
+			if (e->stale && !in_use)
+			{
+				entry_drop(e);
+				dropped = true;
+				continue;
+			}
 			total += e->bytes;
-			if (e != keep && (oldest == NULL || e->lru < oldest->lru))
+			if (!in_use && (oldest == NULL || e->lru < oldest->lru))
 				oldest = e;
 		}
+		if (dropped)
+			continue;
 		if (total <= budget || oldest == NULL)
 			return;
 		entry_drop(oldest);
@@ -308,6 +334,9 @@ pepnet_cache_get(const PepnetRef *ref)
 	{
 		e->hits++;
 		e->lru = ++lru_clock;
+		e->pin_lxid = MyProc->lxid;
+		e->pin_stmt = GetCurrentStatementStartTimestamp();
+		e->stale = false;
 		return e;
 	}
 
@@ -339,8 +368,11 @@ pepnet_cache_get(const PepnetRef *ref)
 		e->built_at = GetCurrentTimestamp();
 		e->lru = ++lru_clock;
 		e->bytes = MemoryContextMemAllocated(cxt, true);
+		e->pin_lxid = MyProc->lxid;
+		e->pin_stmt = GetCurrentStatementStartTimestamp();
+		e->stale = false;
 	}
-	evict(e);
+	evict(e, false);
 	return e;
 }
 
@@ -365,7 +397,7 @@ pepnet_cache_domain(PepnetEntry *e, int domain)
 		e->domains[domain] = dc;
 		e->ndomains++;
 		e->bytes = MemoryContextMemAllocated(e->cxt, true);
-		evict(e);
+		evict(e, false);
 	}
 	return e->domains[domain];
 }
@@ -431,7 +463,7 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	}
 	MemoryContextSwitchTo(old);
 	e->bytes = MemoryContextMemAllocated(e->cxt, true);
-	evict(e);
+	evict(e, false);
 	return eng;
 }
 
@@ -463,10 +495,26 @@ pepnet_cache(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/* pepnet_cache_clear(): drop every cached version of this backend */
+/*
+ * pepnet_cache_clear(): drop every cached version of this backend; those in
+ * use by the running statement go when it is over
+ */
 Datum
 pepnet_cache_clear(PG_FUNCTION_ARGS)
 {
-	entries_clear();
+	HASH_SEQ_STATUS st;
+	PepnetEntry *e;
+
+	if (entries != NULL)
+	{
+		hash_seq_init(&st, entries);
+		while ((e = hash_seq_search(&st)) != NULL)
+		{
+			if (entry_pinned(e))
+				e->stale = true;
+			else
+				entry_drop(e);
+		}
+	}
 	PG_RETURN_VOID();
 }

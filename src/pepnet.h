@@ -45,6 +45,10 @@ typedef struct PepnetEntry
 	uint64		lru;
 	int			sh_slot;		/* entry of the shared cache (shcache.c), -1 when private */
 	uint64		sh_gen;
+	/* the statement that used it last: never freed while that statement runs */
+	LocalTransactionId pin_lxid;
+	TimestampTz pin_stmt;
+	bool		stale;			/* cleared while in use: dropped once the statement is over */
 } PepnetEntry;
 
 /* a resolved model reference */
