@@ -1315,3 +1315,180 @@ pepnet_read_moment_chunks(const char *name, int32 version, int moment, PnModel *
 	pfree(buf);
 	return ok;
 }
+
+/* ---------------------------------------------------------------- */
+/* streaming into a model's own storage (the shared cache)          */
+/* ---------------------------------------------------------------- */
+
+/* the state of a scatter: the header gathered, then the tensors' spans */
+typedef struct Scatter
+{
+	const char *name;
+	int32		version;
+	PnModel    *m;
+	uint64		len;			/* bytes of the blob */
+	uint64		pos;			/* bytes seen */
+	uint8	   *head;			/* the first bytes until the plan is made */
+	size_t		headlen,
+				headneed;
+	PnStSpan   *spans;
+	int			nspans,
+				k;				/* first span not yet complete */
+	uint64		start;			/* where the data begins */
+} Scatter;
+
+static void
+scatter_plan(Scatter *sc)
+{
+	PnError		err = {0};
+
+	if (pn_safetensors_plan(sc->m, sc->head, sc->headlen, sc->len, &sc->spans, &sc->nspans, &sc->start, &err) != PN_OK)
+	{
+		pn_setdetail(&err, "The stored weights of model \"%s\" version %d are corrupt.", sc->name, sc->version);
+		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+	}
+}
+
+/* The next n bytes of the blob: into the header, then into the tensors they belong to */
+static void
+scatter_bytes(Scatter *sc, const uint8 *p, size_t n)
+{
+	while (n > 0 && sc->spans == NULL)
+	{
+		size_t		take = Min(n, sc->headneed - sc->headlen);
+
+		memcpy(sc->head + sc->headlen, p, take);
+		sc->headlen += take;
+		sc->pos += take;
+		p += take;
+		n -= take;
+		if (sc->headlen == 8 && sc->headneed == 8)
+		{
+			uint64		hl = 0;
+			int			i;
+
+			for (i = 7; i >= 0; i--)
+				hl = (hl << 8) | sc->head[i];
+			/* the plan refuses a header that does not fit: gather at most what there is */
+			sc->headneed = (size_t) Min(8 + Min(hl, (uint64) PN_MAX_HEADER), sc->len);
+			sc->head = repalloc(sc->head, sc->headneed + 1);
+		}
+		if (sc->headlen == sc->headneed)
+			scatter_plan(sc);
+	}
+	while (n > 0)
+	{
+		uint64		d = sc->pos - sc->start;	/* offset into the data */
+		size_t		take = n;
+
+		while (sc->k < sc->nspans && sc->spans[sc->k].end <= d)
+			sc->k++;
+		if (sc->k < sc->nspans && sc->spans[sc->k].begin <= d)
+		{
+			const PnStSpan *sp = &sc->spans[sc->k];
+
+			take = (size_t) Min((uint64) n, sp->end - d);
+			memcpy((uint8 *) (sc->m->data + sc->m->tensors[sp->tensor].offset) + (d - sp->begin), p, take);
+		}
+		/* (bytes outside every span cannot occur: the plan checked that the spans cover the data) */
+		sc->pos += take;
+		p += take;
+		n -= take;
+	}
+}
+
+/*
+ * Stream the stored weights of name@version into m's own storage: m is the
+ * version's layout (pepnet_load_layout) with m->data pointing at
+ * m->total floats (e.g. in shared memory).  Chunks are read one at a time
+ * and each tensor's bytes copied straight to its place: nothing of the
+ * weights' size is allocated.  Checked as pepnet_load_model checks them
+ * (XX001 for missing or corrupt chunks or safetensors).
+ */
+void
+pepnet_scatter_weights(const char *name, int32 version, PnModel *m)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Scatter		sc;
+	bytea	   *w;
+	int32		expect = 0;
+	PnError		err = {0};
+	Portal		p;
+
+	memset(&sc, 0, sizeof(sc));
+	sc.name = name;
+	sc.version = version;
+	sc.m = m;
+	sc.headneed = 8;
+	SPI_connect();
+	if (!weights_where(name, version, caller, &w, &sc.len))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" version %d no longer exists", name, version)));
+	if (sc.len < 8)
+		corrupt(name, version, "the stored weights are too short for a safetensors header");
+	sc.head = palloc(9);
+	if (w)
+	{
+		scatter_bytes(&sc, (const uint8 *) VARDATA_ANY(w), sc.len);
+		pfree(w);
+	}
+	else
+	{
+		p = chunk_cursor(name, version);
+		for (;;)
+		{
+			bool		isnull;
+			int32		seq;
+			Datum		d;
+			bytea	   *c;
+			size_t		clen;
+
+			CHECK_FOR_INTERRUPTS();
+			SPI_cursor_fetch(p, true, 1);
+			if (SPI_processed == 0)
+				break;
+			seq = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			if (seq != expect)
+			{
+				char		what[96];
+
+				snprintf(what, sizeof(what), "chunk %d is missing", expect);
+				corrupt(name, version, what);
+			}
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			c = isnull ? NULL : DatumGetByteaPP(d);
+			clen = isnull ? 0 : VARSIZE_ANY_EXHDR(c);
+			if (isnull || clen == 0 || sc.pos + clen > sc.len)
+			{
+				char		what[128];
+
+				snprintf(what, sizeof(what), "chunk %d %s", seq, isnull || clen == 0 ? "is empty" : "goes beyond the stored weights_size");
+				corrupt(name, version, what);
+			}
+			scatter_bytes(&sc, (const uint8 *) VARDATA_ANY(c), clen);
+			expect++;
+			if ((Pointer) c != DatumGetPointer(d))
+				pfree(c);
+			SPI_freetuptable(SPI_tuptable);
+		}
+		SPI_cursor_close(p);
+		if (sc.pos != sc.len)
+		{
+			char		what[160];
+
+			snprintf(what, sizeof(what), "its %d chunk(s) hold %llu of %llu bytes: chunk %d is missing",
+					 expect, (unsigned long long) sc.pos, (unsigned long long) sc.len, expect);
+			corrupt(name, version, what);
+		}
+	}
+	if (sc.spans == NULL)
+		scatter_plan(&sc);		/* a blob shorter than its header says: the plan's error */
+	if (pn_safetensors_check(m, sc.spans, sc.nspans, &err) != PN_OK)
+	{
+		pn_setdetail(&err, "The stored weights of model \"%s\" version %d are corrupt.", name, version);
+		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+	}
+	/* the header and the spans go with SPI's memory */
+	SPI_finish();
+}

@@ -402,25 +402,22 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 }
 
 /*
- * Load the version a resolved reference names: config and weights, checked
- * again as they are read (stored weights that fail are corrupt: XX001).
- * The model is allocated in the caller's memory context; name (of
- * PEPNET_NAMELEN bytes) and version receive what was loaded.
+ * The layout (tensors, no weights: data NULL) of the version a resolved
+ * reference names, from its stored config (invalid: XX001).  Allocated in
+ * the caller's memory context; name (of PEPNET_NAMELEN bytes) and version
+ * receive what was read.
  */
 PnModel *
-pepnet_load_model(const PepnetRef *ref, char *name, int32 *version)
+pepnet_load_layout(const PepnetRef *ref, char *name, int32 *version)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	Oid			argtypes[2] = {TEXTOID, INT4OID};
 	Datum		values[2];
 	bool		isnull;
 	char	   *cfgtext;
-	uint8	   *blob;
-	uint64		len;
 	PnConfig	cfg;
 	PnModel    *m;
 	PnError		err = {0};
-	int64		numel;
 
 	values[0] = CStringGetTextDatum(ref->name);
 	values[1] = Int32GetDatum(ref->version);
@@ -443,17 +440,32 @@ pepnet_load_model(const PepnetRef *ref, char *name, int32 *version)
 		pn_setdetail(&err, "The stored config of model \"%s\" version %d is not valid.", name, *version);
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	}
-	numel = pn_config_numel(&cfg);
 	if (pn_model_layout(&cfg, &m, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	pn_config_free(&cfg);
+	return m;
+}
+
+/*
+ * Load the version a resolved reference names: config and weights, checked
+ * again as they are read (stored weights that fail are corrupt: XX001).
+ * The model is allocated in the caller's memory context; name (of
+ * PEPNET_NAMELEN bytes) and version receive what was loaded.
+ */
+PnModel *
+pepnet_load_model(const PepnetRef *ref, char *name, int32 *version)
+{
+	PnModel    *m = pepnet_load_layout(ref, name, version);
+	PnError		err = {0};
+	uint8	   *blob;
+	uint64		len;
 
 	/*
 	 * The weights are read (chunk by chunk, chunks.c) into one buffer in the
 	 * caller's context and the model's tensors point into it: one copy of
 	 * the weights, not two.
 	 */
-	blob = pepnet_read_weights(name, *version, 0, 8 + (uint64) PN_MAX_HEADER + (uint64) numel * 4, &len);
+	blob = pepnet_read_weights(name, *version, 0, 8 + (uint64) PN_MAX_HEADER + (uint64) m->total * 4, &len);
 	if (pn_safetensors_read(m, blob, (size_t) len, &err) != PN_OK)
 	{
 		pn_setdetail(&err, "The stored weights of model \"%s\" version %d are corrupt.", name, *version);

@@ -68,6 +68,7 @@ extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
 extern PnModel *pepnet_load_model(const PepnetRef *ref, char *name, int32 *version);
+extern PnModel *pepnet_load_layout(const PepnetRef *ref, char *name, int32 *version);
 extern int32 pepnet_insert_version(const char *name, const char *config_json, const PnModel *model,
 								   const char *metrics_json, int32 parent);
 extern bool pepnet_copy_into(const char *table);
@@ -95,6 +96,7 @@ typedef void *(*PepnetWeightsAlloc) (void *arg, uint64 len);
 extern uint8 *pepnet_stream_weights(const char *name, int32 version, uint64 maxlen,
 									PepnetWeightsAlloc alloc, void *arg, uint64 *len);
 extern uint8 *pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen, uint64 *len);
+extern void pepnet_scatter_weights(const char *name, int32 version, PnModel *m);
 extern bool pepnet_optimizer_chunked(void);
 extern void pepnet_write_moment_chunks(const char *name, int32 version, int moment, const PnModel *mm);
 extern bool pepnet_read_moment_chunks(const char *name, int32 version, int moment, PnModel *mm);

@@ -204,6 +204,23 @@ void		pn_model_init(PnModel *m, uint64_t seed);
 #define PN_MAX_HEADER (8 * 1024 * 1024)
 /* check blob against m's layout and copy every tensor into m->data */
 int			pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err);
+/* where a tensor's bytes are in a safetensors blob's data */
+typedef struct PnStSpan
+{
+	uint64_t	begin,
+				end;
+	int			tensor;
+} PnStSpan;
+/*
+ * pn_safetensors_read in steps, for a blob read piece by piece: check its
+ * header (its first headlen bytes) against m's layout and get the sorted
+ * spans of the tensors' bytes (pn_alloc'd; offsets into the data, which
+ * starts at *data_start); once the bytes are in m->data, zero absent
+ * optional tensors and check for non-finite values.
+ */
+int			pn_safetensors_plan(PnModel *m, const uint8_t *blob, size_t headlen, uint64_t len,
+								PnStSpan **spans, int *nspans, uint64_t *data_start, PnError *err);
+int			pn_safetensors_check(PnModel *m, const PnStSpan *spans, int nspans, PnError *err);
 /* size of the blob pn_safetensors_write produces */
 size_t		pn_safetensors_size(const PnModel *m);
 void		pn_safetensors_write(const PnModel *m, uint8_t *out);
