@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # bench/chunks.sh: a model above 2 GB in chunked storage (pepnet.model_chunks): create, first
-# score in a fresh session (load chunk by chunk + build), warm scoring, export in chunks; time and
-# peak memory (VmHWM, the backend's peak resident set) of the backend doing each step.
+# score in a fresh session (load chunk by chunk + build), warm scoring, export in chunks; then,
+# restarted with shared_preload_libraries = 'pepnet', the first score that builds the version into
+# the shared cache (chunks streamed into shared memory) and the first score of another fresh
+# session; time and memory of the backend doing each step (VmHWM, the peak resident set, counts
+# the shared memory it touched; RssAnon is its private memory).
 #
 # As root on Debian 12 with the packages of test/deps.sh: builds and installs the extension,
 # starts a throwaway cluster (/tmp/pepnet-bench-chunks, port 54351; BENCH_PGDIR, BENCH_PGPORT),
@@ -65,3 +68,13 @@ step "pepnet_export_chunks (streamed into a tuplestore, summed)" \
 	"SELECT count(*) AS pieces, sum(length(data)) AS bytes FROM pepnet_export_chunks('big');"
 step "pepnet_export refuses above 1 GB (before reading)" \
 	"SELECT CASE WHEN length(pepnet_export('big')) > 0 THEN 'exported' END;" || true
+
+# the shared cache: chunks streamed straight into shared memory by the building backend
+psql -Xq -d postgres -c "LOAD 'pepnet'" -c "ALTER SYSTEM SET shared_preload_libraries = 'pepnet'" -c "ALTER SYSTEM SET pepnet.shared_cache_size = '4GB'"
+if [ "$(id -u)" = 0 ]; then AS=(runuser -u postgres --); else AS=(); fi
+"${AS[@]}" "$("${PG_CONFIG:-pg_config}" --bindir)/pg_ctl" -D "$PGTEST_DIR/data" -l "$PGTEST_DIR/server.log" -w restart >/dev/null
+step "first score building the shared cache (chunks streamed into shared memory, domain 1), 200 candidates" \
+	"SELECT count(*), round(avg(score)::numeric, 6) AS mean_score FROM $REQ s;"
+step "first score of another fresh session (maps the shared copy), 200 candidates" \
+	"SELECT count(*), round(avg(score)::numeric, 6) AS mean_score FROM $REQ s;
+SELECT model, version, state, pg_size_pretty(bytes) AS bytes, domains FROM pepnet.shared_cache;"
