@@ -41,6 +41,12 @@ SELECT count(*) AS rows, bool_and(score > 0 AND score < 1) AS valid
 FROM pepnet_score_query('np', 'SELECT i AS key, i % 2 AS domain, ARRAY[i]::bigint[] AS features FROM generate_series(1, 100) i')
   AS t(key int, score float8, scores float8[]);
 
+-- columns named label and labels are keys here, whatever their type (scoring reads no labels,
+-- training's reader would refuse a text label)
+SELECT count(*) AS rows, bool_and(label = 'l' || id AND labels = ARRAY[id]) AS labels_are_keys
+FROM pepnet_score_query('b', 'SELECT id, ''l'' || id AS label, ARRAY[id] AS labels, domain, persona, features, dense
+                              FROM bcands WHERE id <= 100') AS t(id int, label text, labels int[], score float8, scores float8[]);
+
 -- bad input: the same errors as training's data query, naming the row (SQLSTATEs as scoring:
 -- 22004 NULL, 22023 out of range or wrong shape, 22000 NaN/infinite dense, 42703 missing column,
 -- 42804 wrong type)
@@ -103,3 +109,11 @@ COMMIT;
 SELECT count(*) AS cached_pin_versions FROM pepnet_cache() WHERE model = 'pin';
 SELECT count(*) AS after_clear FROM (SELECT pepnet_cache_clear()) c, pepnet_cache();
 DROP TABLE pin_rows;
+
+-- a dense column for a model without dense features is refused (not silently ignored), in
+-- batch scoring as in pepnet_score, and in training and evaluation data
+SELECT count(*) FROM pepnet_score_query('pin@2', 'SELECT 0 AS domain, ''{1}''::bigint[] AS persona, ''{1, 2}''::bigint[] AS features, ''{1.0}''::real[] AS dense')
+  AS t(score float8, scores float8[]);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_evaluate('pin@2', 'SELECT 0 AS domain, ''{1}''::bigint[] AS persona, ''{1, 2}''::bigint[] AS features, ''{1.0}''::real[] AS dense, true AS label');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE

@@ -222,6 +222,7 @@ CREATE SCHEMA pepnet;
 CREATE EXTENSION pepnet;
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
+RESET client_min_messages;
 SELECT count(*) > 0 AS versions_kept FROM pepnet.models;
 
 -- a schema named pepnet blocks CREATE EXTENSION in a fresh session too (no pepnet code loaded yet):
@@ -235,3 +236,29 @@ CREATE EXTENSION pepnet;
 SELECT count(*) AS pepnet_installed FROM pg_extension WHERE extname = 'pepnet';
 \c :regress_db
 DROP DATABASE pepnet_schema_clash;
+
+-- TRUNCATE would skip the guards (deployed versions) and the deploy history: refused unless
+-- pepnet.allow_drop, as DROP EXTENSION is
+SELECT count(*) > 0 AS have_versions FROM pepnet.models;
+SET client_min_messages = warning;  -- (which tables CASCADE reaches)
+TRUNCATE pepnet.deployments, pepnet.models CASCADE;
+\echo :LAST_ERROR_SQLSTATE
+TRUNCATE pepnet.deploy_history;
+\echo :LAST_ERROR_SQLSTATE
+BEGIN;
+SET LOCAL pepnet.allow_drop = on;
+TRUNCATE pepnet.deployments, pepnet.models CASCADE;
+SELECT count(*) AS versions_left FROM pepnet.models;
+ROLLBACK;
+RESET client_min_messages;
+SELECT count(*) > 0 AS versions_kept FROM pepnet.models;
+
+-- pepnet_deploy: a reference where a name belongs, a NULL metric, an unknown task
+SELECT pepnet_deploy('n@2', 2);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('n@2', 'latest');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('n', 'best', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('n', 'best', 'auc:nosuch');
+\echo :LAST_ERROR_SQLSTATE

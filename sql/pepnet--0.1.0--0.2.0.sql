@@ -178,6 +178,12 @@ BEGIN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF strpos(pepnet_deploy.name, '@') > 0 THEN
+		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
+								pepnet_deploy.version);
+	END IF;
 	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
 				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
 		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
@@ -215,6 +221,12 @@ BEGIN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF strpos(pepnet_deploy.name, '@') > 0 THEN
+		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
+								COALESCE(NULLIF(split_part(pepnet_deploy.name, '@', 2), ''), 'version'));
+	END IF;
 	IF s ~ '^[0-9]{1,9}$' THEN
 		PERFORM @extschema@.pepnet_deploy(pepnet_deploy.name, s::int);
 		RETURN s::int;
@@ -233,9 +245,23 @@ BEGIN
 	IF s = 'latest' THEN
 		SELECT max(m.version) INTO v FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
 	ELSIF s = 'best' THEN
+		IF metric IS NULL THEN
+			RAISE EXCEPTION 'deploy strategy ''best'' needs a validation metric, not NULL'
+				USING ERRCODE = 'null_value_not_allowed',
+					  HINT = 'Use ''logloss'' (the default), ''auc'' or ''pcoc'', optionally followed by :task.';
+		END IF;
 		mname := split_part(metric, ':', 1);
 		task := NULLIF(split_part(metric, ':', 2), '');
-		IF metric IS NULL OR mname NOT IN ('logloss', 'auc', 'pcoc') THEN
+		IF task IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pepnet.models m
+											WHERE m.name = pepnet_deploy.name
+											  AND (m.config -> 'tasks' ? task OR m.metrics -> 'validation' -> 'tasks' ? task)) THEN
+			RAISE EXCEPTION 'model "%" has no task "%"', pepnet_deploy.name, task
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = format('Its tasks: %s.', (SELECT string_agg(DISTINCT t, ', ') FROM pepnet.models m,
+													   jsonb_array_elements_text(m.config -> 'tasks') t
+													   WHERE m.name = pepnet_deploy.name));
+		END IF;
+		IF mname NOT IN ('logloss', 'auc', 'pcoc') THEN
 			RAISE EXCEPTION 'unknown validation metric "%" for deploy strategy ''best''', metric
 				USING ERRCODE = 'invalid_parameter_value',
 					  HINT = 'Use ''logloss'' (lowest wins), ''auc'' (highest wins) or ''pcoc'' (closest to 1 wins), optionally followed by :task, as pepnet_train''s selection.';
@@ -360,7 +386,7 @@ BEGIN
 
 	-- refuses a transaction block before anything else
 	PERFORM pepnet._train_begin(name, config, seed, lr, batch_size); PERFORM pepnet._progress_plan(epochs);
-	-- every query column checked (and the validation query has rows) before the first epoch
+	IF deploy AND NOT (pg_catalog.has_table_privilege('pepnet.deployments', 'INSERT') AND pg_catalog.has_table_privilege('pepnet.deployments', 'UPDATE')) THEN RAISE EXCEPTION 'permission denied to deploy model "%": deploy => true needs INSERT and UPDATE on pepnet.deployments', pg_catalog.split_part(name, '@', 1) USING ERRCODE = 'insufficient_privilege', HINT = 'Train without deploy => true and let a role with the deployer grants run pepnet_deploy, or GRANT INSERT, UPDATE ON pepnet.deployments.'; END IF;  -- checked before any work, like the rights to store versions; then every query column (and that the validation query has rows) before the first epoch
 	setup := pepnet._train_setup(data, validation, lr_schedule, negative_rate, selection);
 	metric := setup OPERATOR(pg_catalog.#>>) '{selection,metric}';
 	task := setup OPERATOR(pg_catalog.#>>) '{selection,task}';
@@ -641,24 +667,7 @@ CREATE TRIGGER model_chunks_guard BEFORE INSERT OR UPDATE OR DELETE ON pepnet.mo
 	FOR EACH ROW EXECUTE FUNCTION pepnet._chunks_guard();
 CREATE TRIGGER model_chunks_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON pepnet.model_chunks
 	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._read_only_guard();
--- TRUNCATE would take the weights of every stored version (deployed ones too): refused while any
--- version keeps its weights in chunks (delete versions instead; their chunks go with them)
-CREATE FUNCTION pepnet._chunks_truncate_guard() RETURNS trigger
-LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	n bigint;
-BEGIN
-	SELECT count(*) INTO n FROM pepnet.models m WHERE m.weights IS NULL;
-	IF n > 0 THEN
-		RAISE EXCEPTION 'pepnet.model_chunks cannot be truncated: it holds the weights of % stored model version(s)', n
-			USING ERRCODE = 'dependent_objects_still_exist',
-				  HINT = 'Delete the versions from pepnet.models (not deployed ones); their chunks go with them.';
-	END IF;
-	RETURN NULL;
-END $$;
-REVOKE ALL ON FUNCTION pepnet._chunks_truncate_guard() FROM PUBLIC;
-CREATE TRIGGER model_chunks_truncate BEFORE TRUNCATE ON pepnet.model_chunks
-	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._chunks_truncate_guard();
+-- (TRUNCATE of the chunk tables: refused by that trigger unless pepnet.allow_drop, as for the registry's tables)
 
 /*
  * Migration: the weights of every stored version move into chunks of pepnet.chunk_size

@@ -56,6 +56,10 @@ CALL pepnet_train('sec', 'SELECT 0 AS domain, ARRAY[1]::bigint[] AS persona, ARR
 SELECT max(version) AS trained FROM pepnet.models WHERE name = 'sec';
 SELECT pepnet_deploy('sec', 2);
 \echo :LAST_ERROR_SQLSTATE
+-- ... nor train with deploy => true: refused before any training, no version stored
+CALL pepnet_train('sec', 'SELECT 0 AS domain, ARRAY[1]::bigint[] AS persona, ARRAY[i]::bigint[] AS features, (i % 2) AS label FROM generate_series(1, 50) i', progress_interval => 0, deploy => true);
+\echo :LAST_ERROR_SQLSTATE
+SELECT max(version) AS still_latest FROM pepnet.models WHERE name = 'sec';
 RESET ROLE;
 SET ROLE regress_pepnet_deployer;
 SELECT pepnet_deploy('sec', 2);

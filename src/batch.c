@@ -11,13 +11,15 @@
  *   SELECT * FROM pepnet_score_query('ctr', 'SELECT user_id, item_id, domain, persona, features FROM c')
  *     AS t(user_id bigint, item_id bigint, score float8, scores float8[]);
  *
- * The query runs read-only with the caller's rights through a cursor, in
- * blocks of BATCH_ROWS rows.  Within a block the rows are grouped by
+ * The query is read by training's reader (reader.c: a read-only cursor
+ * with the caller's rights, the same column and row checks, messages and
+ * SQLSTATEs, "data query row N" in the error context), in blocks of
+ * BATCH_ROWS rows.  Within a block the rows are grouped by
  * (domain, persona) so that each group is one request of the batched engine
  * (GEMMs over tiles); results come out in the query's row order.  A
  * candidate's score is the one pepnet_score gives it (the same tiles).
  */
-#include "pepnet.h"
+#include "training.h"
 
 #include <math.h>
 
@@ -37,17 +39,12 @@ PG_FUNCTION_INFO_V1(pepnet_score_query);
 
 #define BATCH_ROWS 8192
 
+/* the data query: the shared reader (reader.c) and the key columns passed through */
 typedef struct BatchReader
 {
-	Portal		portal;
-	int			c_domain,
-				c_persona,
-				c_features,
-				c_dense;
-	Oid			domain_type;
+	Reader		rd;				/* rd.ctx->row: 1-based row of the query being read */
 	int			nkeys;
 	int		   *keycol;			/* [nkeys] query columns passed through */
-	int64		rowno;			/* 1-based row of the query being read */
 } BatchReader;
 
 /* One block of decoded rows */
@@ -67,108 +64,28 @@ typedef struct Block
 	double	   *out;			/* [n, T] in row order */
 } Block;
 
-/* error context: which row of the data query */
-static void
-batch_errcontext(void *arg)
-{
-	BatchReader *r = (BatchReader *) arg;
-
-	if (r->rowno > 0)
-		errcontext("data query row %lld", (long long) r->rowno);
-}
-
-static int
-column(TupleDesc td, const char *name)
-{
-	int			i;
-
-	for (i = 0; i < td->natts; i++)
-	{
-		Form_pg_attribute a = TupleDescAttr(td, i);
-
-		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
-			return i + 1;
-	}
-	return 0;
-}
-
-static void
-expect_type(TupleDesc td, int col, const char *name, Oid want, const char *wantname)
-{
-	Oid			got = SPI_gettypeid(td, col);
-
-	if (got != want)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("data query column \"%s\" has type %s, expected %s", name, format_type_be(got), wantname),
-				 errhint("Cast it in the query, e.g. %s::%s.", name, wantname)));
-}
-
 /*
  * Open the data query (a single read-only SELECT, the caller's rights) and
  * check its columns against the model and the result columns the caller
  * declared (keys, then score float8, scores float8[]).
  */
 static void
-reader_open(BatchReader *r, const char *query, const PnConfig *cfg, TupleDesc result)
+batch_open(BatchReader *r, const char *query, const PnConfig *cfg, TupleDesc result)
 {
-	SPIPlanPtr	plan;
 	TupleDesc	td;
+	Reader	   *rd = &r->rd;
 	int			i,
 				k;
 
-	plan = SPI_prepare(query, 0, NULL);
-	if (plan == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("data query could not be prepared: %s", SPI_result_code_string(SPI_result))));
-	{
-		List	   *srcs = SPI_plan_get_plan_sources(plan);
-		CachedPlanSource *src = list_length(srcs) == 1 ? (CachedPlanSource *) linitial(srcs) : NULL;
-		bool		readonly = src != NULL && src->commandTag == CMDTAG_SELECT;
-		ListCell   *lc;
-
-		if (src)
-			foreach(lc, src->query_list)
-				readonly &= !((Query *) lfirst(lc))->hasModifyingCTE;
-		if (!readonly || !SPI_is_cursor_plan(plan))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("data query must be a single read-only SELECT"),
-					 errhint("pepnet_score_query reads rows to score; it never runs statements that write.")));
-	}
-	r->portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-	td = r->portal->tupDesc;
-	r->c_domain = column(td, "domain");
-	r->c_persona = column(td, "persona");
-	r->c_features = column(td, "features");
-	r->c_dense = column(td, "dense");
-	if (!r->c_domain || !r->c_features || (!r->c_persona && cfg->npers > 0))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("data query lacks column \"%s\"",
-						!r->c_domain ? "domain" : !r->c_features ? "features" : "persona"),
-				 errhint("The query must return columns named domain int, persona bigint[] (when the model has persona fields), "
-						 "features bigint[], dense real[] (when it has dense features), and any key columns to pass through.")));
-	r->domain_type = SPI_gettypeid(td, r->c_domain);
-	if (r->domain_type != INT4OID && r->domain_type != INT2OID && r->domain_type != INT8OID)
-		expect_type(td, r->c_domain, "domain", INT4OID, "int");
-	if (r->c_persona)
-		expect_type(td, r->c_persona, "persona", INT8ARRAYOID, "bigint[]");
-	expect_type(td, r->c_features, "features", INT8ARRAYOID, "bigint[]");
-	if (r->c_dense)
-		expect_type(td, r->c_dense, "dense", FLOAT4ARRAYOID, "real[]");
-	else if (cfg->dense > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("data query lacks column \"dense\": the model has %d dense features", cfg->dense)));
+	reader_open(rd, query, cfg, "data", true);
+	td = rd->portal->tupDesc;
 
 	/* key columns: the rest, in query order, must match the declared result */
 	r->keycol = palloc(sizeof(int) * (td->natts + 1));
 	r->nkeys = 0;
 	for (i = 1; i <= td->natts; i++)
-		if (!TupleDescAttr(td, i - 1)->attisdropped && i != r->c_domain && i != r->c_persona &&
-			i != r->c_features && i != r->c_dense)
+		if (!TupleDescAttr(td, i - 1)->attisdropped && i != rd->c_domain && i != rd->c_persona &&
+			i != rd->c_features && i != rd->c_dense)
 			r->keycol[r->nkeys++] = i;
 	if (result->natts != r->nkeys + 2)
 		ereport(ERROR,
@@ -194,45 +111,7 @@ reader_open(BatchReader *r, const char *query, const PnConfig *cfg, TupleDesc re
 				 errmsg("the last two columns of the column definition list must be score float8, scores float8[]")));
 }
 
-/* An error about a value of the current row (the error context names the row) */
-#define row_error(code, ...) \
-	ereport(ERROR, (errcode(code), errmsg(__VA_ARGS__)))
-
-/* A 1-D bigint[]/real[] column of n elements (no NULLs) into dst */
-static void
-get_array(HeapTuple tup, TupleDesc td, int col, const char *name, int n, size_t elsize, void *dst)
-{
-	bool		isnull;
-	Datum		d;
-	ArrayType  *a;
-	int			len;
-
-	if (col == 0)
-		return;
-	d = SPI_getbinval(tup, td, col, &isnull);
-	if (isnull)
-	{
-		if (n == 0)
-			return;
-		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s is NULL", name);
-	}
-	a = DatumGetArrayTypeP(d);
-	len = ARR_NDIM(a) == 0 ? 0 : ARR_NDIM(a) == 1 ? ARR_DIMS(a)[0] : -1;
-	if (len != n)
-	{
-		if (len < 0)
-			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "%s must be a 1-D array", name);
-		row_error(ERRCODE_INVALID_PARAMETER_VALUE, "%s has %d elements, the model needs %d", name, len, n);
-	}
-	if (array_contains_nulls(a))
-		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s contains NULL elements", name);
-	if (n)
-		memcpy(dst, ARR_DATA_PTR(a), elsize * n);
-	if ((Pointer) a != DatumGetPointer(d))
-		pfree(a);
-}
-
-/* Decode tuple into row i of the block */
+/* Decode tuple into row i of the block: the model inputs (reader.c), then the keys */
 static void
 decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b, int i)
 {
@@ -240,45 +119,8 @@ decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b,
 	Datum		d;
 	int			t;
 
-	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
-	if (isnull)
-		row_error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain is NULL");
-	{
-		Oid			dt = r->domain_type;
-		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
-
-		if (v < 0 || v >= c->domains)
-			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "domain %lld is out of range: the model has %d domains",
-					  (long long) v, c->domains);
-		b->domain[i] = (int32) v;
-	}
-	get_array(tup, td, r->c_persona, "persona", c->npers, sizeof(int64), b->persona + (size_t) i * c->npers);
-	get_array(tup, td, r->c_features, "features", c->nfeat, sizeof(int64), b->features + (size_t) i * c->nfeat);
-	for (t = 0; t < c->nfeat; t++)
-	{
-		int64		id = b->features[(size_t) i * c->nfeat + t];
-
-		if (pn_slot(&c->feat[t], t, id) < 0)
-			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
-					  id, c->feat[t].name, (int64) c->feat[t].buckets);
-	}
-	for (t = 0; t < c->npers; t++)
-	{
-		int64		id = b->persona[(size_t) i * c->npers + t];
-
-		if (pn_slot(&c->pers[t], t, id) < 0)
-			row_error(ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
-					  id, c->pers[t].name, (int64) c->pers[t].buckets);
-	}
-	if (c->dense)
-	{
-		float	   *dv = b->dense + (size_t) i * c->dense;
-
-		get_array(tup, td, r->c_dense, "dense", c->dense, sizeof(float), dv);
-		for (t = 0; t < c->dense; t++)
-			if (!isfinite(dv[t]))
-				row_error(ERRCODE_DATA_EXCEPTION, "dense value %d is %s", t + 1, isnan(dv[t]) ? "NaN" : "infinity");
-	}
+	reader_decode_inputs(&r->rd, tup, td, b->domain + i, b->persona + (size_t) i * c->npers,
+						 b->features + (size_t) i * c->nfeat, b->dense + (size_t) i * c->dense);
 	for (t = 0; t < r->nkeys; t++)
 	{
 		Form_pg_attribute a = TupleDescAttr(td, r->keycol[t] - 1);
@@ -318,12 +160,6 @@ same_group(const Block *b, int npers, int x, int y)
 {
 	return b->domain[x] == b->domain[y] &&
 		(npers == 0 || memcmp(b->persona + (size_t) x * npers, b->persona + (size_t) y * npers, sizeof(int64) * npers) == 0);
-}
-
-static void
-interrupt_cb(void)
-{
-	CHECK_FOR_INTERRUPTS();
 }
 
 /* Score the rows of a block, group by group; b->out [n, T] in row order */
@@ -367,11 +203,11 @@ score_block(PepnetEntry *e, Block *b, BatchReader *r)
 		dc = pepnet_cache_domain(e, b->domain[first]);
 		eng = pepnet_cache_engine(e, pepnet_precision, dc);
 		if (pn_persona_build(e->model, P ? b->persona + (size_t) first * P : NULL, &pp, &err) != PN_OK ||
-			pn_engine_score(eng, dc, pp, g, b->gfeat, Nd ? b->gdense : NULL, b->gout, interrupt_cb, &err) != PN_OK)
+			pn_engine_score(eng, dc, pp, g, b->gfeat, Nd ? b->gdense : NULL, b->gout, pepnet_interrupt_check, &err) != PN_OK)
 		{
 			if (err.row >= 0)
 			{
-				r->rowno = r->rowno - b->n + 1 + b->order[start + err.row];
+				r->rd.ctx->row = r->rd.ctx->row - b->n + 1 + b->order[start + err.row];
 				err.row = -1;
 			}
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
@@ -416,7 +252,7 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 	memset(&r, 0, sizeof(r));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	reader_open(&r, query, c, rsinfo->setDesc);
+	batch_open(&r, query, c, rsinfo->setDesc);
 
 	/* block buffers, allocated once */
 	memset(&b, 0, sizeof(b));
@@ -441,8 +277,8 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 	ARR_LBOUND(arr)[0] = 1;
 	blockcxt = AllocSetContextCreate(CurrentMemoryContext, "pepnet score query block", ALLOCSET_DEFAULT_SIZES);
 
-	ecb.callback = batch_errcontext;
-	ecb.arg = &r;
+	ecb.callback = row_context_callback;
+	ecb.arg = r.rd.ctx;
 	ecb.previous = error_context_stack;
 	error_context_stack = &ecb;
 
@@ -450,10 +286,10 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 	{
 		int			i,
 					k;
-		int64		first_row = r.rowno;
+		int64		first_row = r.rd.ctx->row;
 
 		CHECK_FOR_INTERRUPTS();
-		SPI_cursor_fetch(r.portal, true, BATCH_ROWS);
+		SPI_cursor_fetch(r.rd.portal, true, BATCH_ROWS);
 		if (SPI_processed == 0)
 			break;
 		MemoryContextReset(blockcxt);
@@ -461,13 +297,13 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 		b.n = (int) SPI_processed;
 		for (i = 0; i < b.n; i++)
 		{
-			r.rowno++;
+			r.rd.ctx->row++;
 			decode(&r, c, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &b, i);
 		}
 		MemoryContextSwitchTo(old);
 		SPI_freetuptable(SPI_tuptable);
 		score_block(e, &b, &r);
-		r.rowno = first_row + b.n;
+		r.rd.ctx->row = first_row + b.n;
 		for (i = 0; i < b.n; i++)
 		{
 			for (k = 0; k < r.nkeys; k++)
@@ -482,7 +318,7 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 		}
 	}
 	error_context_stack = ecb.previous;
-	SPI_cursor_close(r.portal);
+	SPI_cursor_close(r.rd.portal);
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -175,15 +175,19 @@ pepnet_insert_version(const char *name, const char *config_json, const PnModel *
 	return version;
 }
 
-/* Store a model built from cfg as a new version of name */
-static int32
-store_new(const char *name, PnModel *m)
+/*
+ * Store model m (its config and weights) as a new version of name, with
+ * metrics (JSON text, NULL for {}) and the version it came from (0: none);
+ * returns the new version's number.
+ */
+int32
+pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent)
 {
 	char	   *cj = pn_config_to_json(&m->cfg);
 
 	if (cj == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	return pepnet_insert_version(name, cj, m, NULL, 0);
+	return pepnet_insert_version(name, cj, m, metrics_json, parent);
 }
 
 /*
@@ -224,7 +228,7 @@ pepnet_create(PG_FUNCTION_ARGS)
 	pepnet_require_writable("pepnet_create");
 	m = model_from_args(fcinfo, "seed", &name);
 	pn_model_init(m, (uint64) (int64) PG_GETARG_INT32(2));
-	version = store_new(name, m);
+	version = pepnet_store_model(name, m, NULL, 0);
 	pn_model_free(m);
 	PG_RETURN_INT32(version);
 }
@@ -244,7 +248,7 @@ pepnet_import(PG_FUNCTION_ARGS)
 	blob = PG_GETARG_BYTEA_PP(2);
 	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
-	version = store_new(name, m);
+	version = pepnet_store_model(name, m, NULL, 0);
 	pn_model_free(m);
 	PG_RETURN_INT32(version);
 }
@@ -513,6 +517,17 @@ pepnet_read_only_guard(PG_FUNCTION_ARGS)
 				 errdetail("pepnet.read_only is on: this node receives model versions and deployments by logical replication."),
 				 errhint("Run it on the registry node that publishes pepnet's tables.")));
 	}
+	/*
+	 * TRUNCATE skips the row triggers that keep deployed versions and record
+	 * every deployment change: allowed only as DROP EXTENSION is.
+	 */
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) && !pepnet_allow_drop &&
+		SessionReplicationRole != SESSION_REPLICATION_ROLE_REPLICA)
+		ereport(ERROR,
+				(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+				 errmsg("TRUNCATE on pepnet.%s is not allowed: it would delete versions or deployments without their guards and history",
+						RelationGetRelationName(td->tg_relation)),
+				 errhint("Delete versions with DELETE (deployed ones are kept), or SET pepnet.allow_drop = on to empty pepnet's tables.")));
 	return PointerGetDatum(NULL);
 }
 

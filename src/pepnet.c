@@ -76,37 +76,53 @@ pepnet_max_model_bytes(void)
 }
 
 /*
+ * The SQLSTATE of a core error: bad config or input 22023, a size limit
+ * 54000, out of memory 53200, a non-finite value in training 22P01;
+ * malformed weights format_code (22P03 for input, XX001 for stored), any
+ * other failure (the engine's) other_code.
+ */
+int
+pepnet_sqlstate(const PnError *err, int format_code, int other_code)
+{
+	switch (err->code)
+	{
+		case PN_ECONFIG:
+		case PN_EINPUT:
+			return ERRCODE_INVALID_PARAMETER_VALUE;
+		case PN_EFORMAT:
+			return format_code;
+		case PN_ETOOBIG:
+			return ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+		case PN_ENOMEM:
+			return ERRCODE_OUT_OF_MEMORY;
+		case PN_ENUMERIC:
+			return ERRCODE_FLOATING_POINT_EXCEPTION;
+		default:
+			return other_code;
+	}
+}
+
+/*
  * Raise a core error as an ERROR with a fitting SQLSTATE.  format_code is
  * the SQLSTATE for malformed weights (22P03 for input, XX001 for stored).
  */
 void
 pepnet_report(PnError *err, int format_code)
 {
-	int			code;
+	int			code = pepnet_sqlstate(err, format_code, ERRCODE_INTERNAL_ERROR);
 
-	switch (err->code)
-	{
-		case PN_ECONFIG:
-		case PN_EINPUT:
-			code = ERRCODE_INVALID_PARAMETER_VALUE;
-			break;
-		case PN_EFORMAT:
-			code = format_code;
-			break;
-		case PN_ETOOBIG:
-			code = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
-			break;
-		case PN_ENOMEM:
-			code = ERRCODE_OUT_OF_MEMORY;
-			break;
-		default:
-			code = ERRCODE_INTERNAL_ERROR;
-	}
 	ereport(ERROR,
 			(errcode(code),
 			 errmsg("%s", (pepnet_fix_encoding(err->msg), err->msg)),
 			 err->detail[0] ? errdetail("%s", (pepnet_fix_encoding(err->detail), err->detail)) : 0,
 			 err->row >= 0 ? errcontext("candidate %lld of the request", (long long) err->row + 1) : 0));
+}
+
+/* CHECK_FOR_INTERRUPTS for the core's long loops (the engine calls it once per tile) */
+void
+pepnet_interrupt_check(void)
+{
+	CHECK_FOR_INTERRUPTS();
 }
 
 /* Error for a NULL argument */

@@ -61,9 +61,11 @@ typedef struct PepnetRef
 
 /* pepnet.c */
 extern void pepnet_report(PnError *err, int sqlstate_format);
+extern int	pepnet_sqlstate(const PnError *err, int format_code, int other_code);
 extern int64 pepnet_max_model_bytes(void);
 extern void pepnet_check_name(const char *name);
 extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
+extern void pepnet_interrupt_check(void);
 
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
@@ -72,6 +74,7 @@ extern PnModel *pepnet_load_layout(const PepnetRef *ref, char *name, int32 *vers
 extern int32 pepnet_insert_version(const char *name, const char *config_json, const PnModel *model,
 								   const char *metrics_json, int32 parent);
 extern bool pepnet_copy_into(const char *table);
+extern int32 pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent);
 extern bool pepnet_read_only;
 extern void pepnet_registry_init(void);
 extern void pepnet_check_writable(const char *what);

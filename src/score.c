@@ -231,13 +231,6 @@ build_persona(PepnetEntry *e, const int64 *persona)
 	return pp;
 }
 
-/* CHECK_FOR_INTERRUPTS for the core, once per tile */
-static void
-score_interrupt(void)
-{
-	CHECK_FOR_INTERRUPTS();
-}
-
 /*
  * Score every candidate of a request with the batched engine (tiles of
  * PN_TILE rows, oneDNN); out [n, T].  Identical candidates get identical
@@ -249,7 +242,7 @@ score_request(PepnetEntry *e, PnDomainCache *dc, PnPersona *pp, const Request *r
 	PnEngine   *eng = pepnet_cache_engine(e, pepnet_precision, dc);
 	PnError		err = {0};
 
-	if (pn_engine_score(eng, dc, pp, r->n, r->features, r->dense, out, score_interrupt, &err) != PN_OK)
+	if (pn_engine_score(eng, dc, pp, r->n, r->features, r->dense, out, pepnet_interrupt_check, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 }
 

@@ -1,27 +1,28 @@
 /*
  * training.c
- *		The C side of CALL pepnet_train and pepnet_evaluate: data queries
- *		streamed through SPI cursors (with the caller's rights, read-only),
- *		a seeded shuffle buffer, batches into the core's trainer, progress
- *		NOTICEs, exact AUC and logloss per domain and task.
+ *		The C side of CALL pepnet_train: _train_begin (fresh weights or the
+ *		version continued from), _train_setup (checks before work, the
+ *		learning-rate schedule, negative down-sampling, selection, Adam
+ *		resumed), _train_epoch (one pass through a seeded shuffle buffer,
+ *		batches into the core's trainer, progress NOTICEs), _train_eval
+ *		(validation metrics, evaluate.c), _train_save (a version and its
+ *		optimizer state) and _train_end.  The data query is read by
+ *		reader.c.
  *
  * The plpgsql procedure pepnet_train drives these functions epoch by epoch
  * and COMMITs a version after each.  The trainer lives in a memory context
  * of its own under TopMemoryContext, so it survives those COMMITs; a backend
  * holds at most one, released by _train_end or the next _train_begin.
  */
-#include "pepnet.h"
+#include "training.h"
 #include "pepshm.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <time.h>
 
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
-#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -29,7 +30,6 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/plancache.h"
 #include "utils/numeric.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -41,10 +41,6 @@ PG_FUNCTION_INFO_V1(pepnet_train_eval);
 PG_FUNCTION_INFO_V1(pepnet_train_save);
 PG_FUNCTION_INFO_V1(pepnet_train_end);
 PG_FUNCTION_INFO_V1(pepnet_train_setup);
-PG_FUNCTION_INFO_V1(pepnet_evaluate);
-
-#define FETCH_ROWS 1000
-#define EVAL_BATCH 1024
 
 /* the backend's trainer */
 typedef struct TrainState
@@ -74,59 +70,6 @@ typedef struct TrainState
 #define SCHED_STEP 2
 
 static TrainState *train = NULL;
-
-/* rows in columnar arrays */
-typedef struct Rows
-{
-	int			cap;
-	int			n;
-	int64	   *rowno;			/* 1-based row of the query, for error context */
-	int32	   *domain;
-	int64	   *persona;
-	int64	   *features;
-	float	   *dense;
-	float	   *labels;
-} Rows;
-
-/* a data query opened as a cursor, columns located by name */
-typedef struct Reader
-{
-	Portal		portal;
-	const PnConfig *cfg;
-	const char *what;			/* "data", "validation" */
-	int			c_domain,
-				c_persona,
-				c_features,
-				c_dense,
-				c_label,
-				c_labels;
-	Oid			label_type;
-	Oid			domain_type;
-	int64		rowno;
-	struct RowContext *ctx;
-} Reader;
-
-/*
- * Error context of a data-row fault, as postgres_fdw's
- * conversion_error_callback: which query and which row (1-based), set
- * while a row is decoded or while a batch holding the row trains.
- */
-struct RowContext
-{
-	const char *what;			/* "data", "validation" */
-	int64		row;			/* 0: no row to blame */
-};
-typedef struct RowContext RowContext;
-
-static void
-row_context_callback(void *arg)
-{
-	RowContext *rc = (RowContext *) arg;
-
-	if (rc->row > 0)
-		errcontext("%s query row %lld", rc->what, (long long) rc->row);
-}
-
 /* Seconds since some fixed point */
 static double
 now_seconds(void)
@@ -137,402 +80,6 @@ now_seconds(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Allocate row arrays for cap rows */
-static void
-rows_init(Rows *r, const PnConfig *c, int cap)
-{
-	r->cap = cap;
-	r->n = 0;
-	r->rowno = palloc_extended(sizeof(int64) * cap, MCXT_ALLOC_HUGE);
-	r->domain = palloc_extended(sizeof(int32) * cap, MCXT_ALLOC_HUGE);
-	r->persona = palloc_extended(sizeof(int64) * ((size_t) cap * c->npers + 1), MCXT_ALLOC_HUGE);
-	r->features = palloc_extended(sizeof(int64) * ((size_t) cap * c->nfeat + 1), MCXT_ALLOC_HUGE);
-	r->dense = palloc_extended(sizeof(float) * ((size_t) cap * c->dense + 1), MCXT_ALLOC_HUGE);
-	r->labels = palloc_extended(sizeof(float) * (size_t) cap * c->ntasks, MCXT_ALLOC_HUGE);
-}
-
-/* Copy row si of src to row di of dst */
-static void
-rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig *c)
-{
-	dst->rowno[di] = src->rowno[si];
-	dst->domain[di] = src->domain[si];
-	memcpy(dst->persona + (size_t) di * c->npers, src->persona + (size_t) si * c->npers, sizeof(int64) * c->npers);
-	memcpy(dst->features + (size_t) di * c->nfeat, src->features + (size_t) si * c->nfeat, sizeof(int64) * c->nfeat);
-	memcpy(dst->dense + (size_t) di * c->dense, src->dense + (size_t) si * c->dense, sizeof(float) * c->dense);
-	memcpy(dst->labels + (size_t) di * c->ntasks, src->labels + (size_t) si * c->ntasks, sizeof(float) * c->ntasks);
-}
-
-/* Column number by name, 0 when absent */
-static int
-column(TupleDesc td, const char *name)
-{
-	int			i;
-
-	for (i = 0; i < td->natts; i++)
-	{
-		Form_pg_attribute a = TupleDescAttr(td, i);
-
-		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
-			return i + 1;
-	}
-	return 0;
-}
-
-/* Refuse a column of the wrong type */
-static void
-expect_type(Reader *r, TupleDesc td, int col, const char *name, Oid want, const char *wantname)
-{
-	Oid			got = SPI_gettypeid(td, col);
-
-	if (got != want)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("%s query column \"%s\" has type %s, expected %s", r->what, name,
-						format_type_be(got), wantname),
-				 errhint("Cast it in the query, e.g. %s::%s.", name, wantname)));
-}
-
-/*
- * Prepare a data query (the caller's rights), refusing anything but one
- * read-only SELECT.
- */
-static SPIPlanPtr
-reader_prepare(const char *query, const char *what)
-{
-	SPIPlanPtr	plan = SPI_prepare(query, 0, NULL);
-
-	if (plan == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("%s query could not be prepared: %s", what, SPI_result_code_string(SPI_result))));
-	{
-		List	   *srcs = SPI_plan_get_plan_sources(plan);
-		CachedPlanSource *src = list_length(srcs) == 1 ? (CachedPlanSource *) linitial(srcs) : NULL;
-		bool		readonly = src != NULL && src->commandTag == CMDTAG_SELECT;
-		ListCell   *lc;
-
-		if (src)
-			foreach(lc, src->query_list)
-				readonly &= !((Query *) lfirst(lc))->hasModifyingCTE;
-		if (!readonly || !SPI_is_cursor_plan(plan))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s query must be a single read-only SELECT", what),
-					 errhint("pepnet reads training and evaluation data; it never runs statements that write.")));
-	}
-	return plan;
-}
-
-/*
- * Locate and check the columns of a data query's result: domain int,
- * persona bigint[] (optional, or NULL, when the model has no persona
- * fields), features bigint[], optional dense real[], and label (real,
- * float8, int, bool, numeric) or labels real[].
- */
-static void
-reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, bool need_labels)
-{
-	memset(r, 0, sizeof(*r));
-	r->cfg = cfg;
-	r->what = what;
-	r->c_domain = column(td, "domain");
-	r->c_persona = column(td, "persona");
-	r->c_features = column(td, "features");
-	r->c_dense = column(td, "dense");
-	r->c_label = column(td, "label");
-	r->c_labels = column(td, "labels");
-	if (!r->c_domain || (!r->c_persona && cfg->npers > 0) || !r->c_features)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("%s query lacks column \"%s\"", what,
-						!r->c_domain ? "domain" : !r->c_features ? "features" : "persona"),
-				 errhint("The query must return columns named domain int, persona bigint[] (when the model has "
-						 "persona fields), features bigint[], optionally dense real[], and label or labels real[].")));
-	r->domain_type = SPI_gettypeid(td, r->c_domain);
-	if (r->domain_type != INT4OID && r->domain_type != INT2OID && r->domain_type != INT8OID)
-		expect_type(r, td, r->c_domain, "domain", INT4OID, "int");
-	if (r->c_persona)
-		expect_type(r, td, r->c_persona, "persona", INT8ARRAYOID, "bigint[]");
-	expect_type(r, td, r->c_features, "features", INT8ARRAYOID, "bigint[]");
-	if (r->c_dense)
-		expect_type(r, td, r->c_dense, "dense", FLOAT4ARRAYOID, "real[]");
-	else if (cfg->dense > 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("%s query lacks column \"dense\": the model has %d dense features", what, cfg->dense)));
-	if (r->c_label && r->c_labels)
-		ereport(ERROR,
-				(errcode(ERRCODE_AMBIGUOUS_COLUMN),
-				 errmsg("%s query has both \"label\" and \"labels\"; keep one", what)));
-	if (r->c_label)
-	{
-		r->label_type = SPI_gettypeid(td, r->c_label);
-		if (r->label_type != FLOAT4OID && r->label_type != FLOAT8OID && r->label_type != INT2OID &&
-			r->label_type != INT4OID && r->label_type != INT8OID && r->label_type != BOOLOID &&
-			r->label_type != NUMERICOID)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("%s query column \"label\" has type %s, expected real, float8, int, numeric or bool",
-							what, format_type_be(r->label_type)),
-					 errhint("Cast it in the query, e.g. label::real.")));
-		if (cfg->ntasks != 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s query has one \"label\" but the model has %d tasks", what, cfg->ntasks),
-					 errhint("Return \"labels\" real[] with one label per task, in config order (NULL = unknown).")));
-	}
-	else if (r->c_labels)
-		expect_type(r, td, r->c_labels, "labels", FLOAT4ARRAYOID, "real[]");
-	else if (need_labels)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("%s query lacks column \"label\" or \"labels\"", what)));
-}
-
-/* Open a data query as a read-only cursor and check its columns */
-static void
-reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool need_labels)
-{
-	SPIPlanPtr	plan = reader_prepare(query, what);
-	Portal		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-
-	reader_columns(r, portal->tupDesc, cfg, what, need_labels);
-	r->portal = portal;
-	r->ctx = palloc0(sizeof(RowContext));
-	r->ctx->what = what;
-}
-
-/*
- * Check a query before any work: its columns from the plan's result
- * description (nothing runs), and, with need_rows, that it returns a row.
- */
-static void
-reader_check(const char *query, const PnConfig *cfg, const char *what, bool need_rows)
-{
-	SPIPlanPtr	plan = reader_prepare(query, what);
-	List	   *srcs = SPI_plan_get_plan_sources(plan);
-	CachedPlanSource *src = (CachedPlanSource *) linitial(srcs);
-	Reader		r;
-
-	if (src->resultDesc == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s query must be a single read-only SELECT", what)));
-	reader_columns(&r, src->resultDesc, cfg, what, true);
-	if (need_rows)
-	{
-		Portal		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
-
-		SPI_cursor_fetch(portal, true, 1);
-		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("%s query returned no rows", what),
-					 errhint("Model selection (deploy) and early stopping (patience) need validation rows; "
-							 "fix the query or leave validation NULL.")));
-		SPI_freetuptable(SPI_tuptable);
-		SPI_cursor_close(portal);
-	}
-	SPI_freeplan(plan);
-}
-
-/* Error about a value of the current row (the row is named by the error context) */
-static void row_error(Reader *r, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
-
-static void
-row_error(Reader *r, int sqlstate, const char *fmt,...)
-{
-	char		buf[1024];		/* room for any message: never cut inside a character */
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	ereport(ERROR,
-			(errcode(sqlstate),
-			 errmsg("%s query: %s", r->what, buf)));
-}
-
-/* Copy a 1-D array column of n elements (no NULLs) into dst */
-static void
-get_array(Reader *r, HeapTuple tup, TupleDesc td, int col, const char *name, int n, size_t elsize, void *dst)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, td, col, &isnull);
-	ArrayType  *a;
-	int			len;
-
-	if (isnull)
-	{
-		if (n == 0)
-			return;
-		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s is NULL", name);
-	}
-	a = DatumGetArrayTypeP(d);
-	len = ARR_NDIM(a) == 0 ? 0 : ARR_NDIM(a) == 1 ? ARR_DIMS(a)[0] : -1;
-	if (len != n)
-	{
-		if (len < 0)
-			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "%s must be a 1-D array", name);
-		row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "%s has %d elements, the model needs %d", name, len, n);
-	}
-	if (array_contains_nulls(a))
-		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s contains NULL elements", name);
-	if (n)
-		memcpy(dst, ARR_DATA_PTR(a), elsize * n);
-	if ((Pointer) a != DatumGetPointer(d))
-		pfree(a);
-}
-
-/* Decode one tuple into row i of dst */
-static void
-decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
-{
-	const PnConfig *c = r->cfg;
-	bool		isnull;
-	Datum		d;
-	int			t;
-	float	   *lab = dst->labels + (size_t) i * c->ntasks;
-
-	r->rowno++;
-	dst->rowno[i] = r->rowno;
-	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
-	if (isnull)
-		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain is NULL");
-	{
-		Oid			dt = r->domain_type;
-		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
-
-		if (v < 0 || v >= c->domains)
-			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "domain %lld is out of range: the model has %d domains", (long long) v, c->domains);
-		dst->domain[i] = (int32) v;
-	}
-	if (r->c_persona)
-		get_array(r, tup, td, r->c_persona, "persona", c->npers, sizeof(int64), dst->persona + (size_t) i * c->npers);
-	get_array(r, tup, td, r->c_features, "features", c->nfeat, sizeof(int64), dst->features + (size_t) i * c->nfeat);
-	for (t = 0; t < c->nfeat; t++)
-	{
-		int64		id = dst->features[(size_t) i * c->nfeat + t];
-
-		if (pn_slot(&c->feat[t], t, id) < 0)
-			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
-					  id, c->feat[t].name, (int64) c->feat[t].buckets);
-	}
-	for (t = 0; t < c->npers; t++)
-	{
-		int64		id = dst->persona[(size_t) i * c->npers + t];
-
-		if (pn_slot(&c->pers[t], t, id) < 0)
-			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
-					  id, c->pers[t].name, (int64) c->pers[t].buckets);
-	}
-	if (c->dense)
-	{
-		float	   *dv = dst->dense + (size_t) i * c->dense;
-
-		get_array(r, tup, td, r->c_dense, "dense", c->dense, sizeof(float), dv);
-		for (t = 0; t < c->dense; t++)
-			if (!isfinite(dv[t]))
-				row_error(r, ERRCODE_DATA_EXCEPTION, "dense value %d is %s", t + 1, isnan(dv[t]) ? "NaN" : "infinity");
-	}
-	for (t = 0; t < c->ntasks; t++)
-		lab[t] = NAN;
-	if (r->c_label)
-	{
-		d = SPI_getbinval(tup, td, r->c_label, &isnull);
-		if (!isnull)
-		{
-			double		y;
-
-			switch (r->label_type)
-			{
-				case FLOAT4OID:
-					y = DatumGetFloat4(d);
-					break;
-				case FLOAT8OID:
-					y = DatumGetFloat8(d);
-					break;
-				case INT2OID:
-					y = DatumGetInt16(d);
-					break;
-				case INT4OID:
-					y = DatumGetInt32(d);
-					break;
-				case INT8OID:
-					y = (double) DatumGetInt64(d);
-					break;
-				case BOOLOID:
-					y = DatumGetBool(d) ? 1.0 : 0.0;
-					break;
-				default:
-					y = DatumGetFloat8(DirectFunctionCall1(numeric_float8, d));
-					break;
-			}
-			if (!isfinite(y))
-				row_error(r, ERRCODE_DATA_EXCEPTION, "label is %s", isnan(y) ? "NaN" : "infinity");
-			if (!(y >= 0.0 && y <= 1.0))
-				row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "label %g is outside [0, 1]", y);
-			lab[0] = (float) y;
-		}
-	}
-	else if (r->c_labels)
-	{
-		d = SPI_getbinval(tup, td, r->c_labels, &isnull);
-		if (!isnull)
-		{
-			ArrayType  *a = DatumGetArrayTypeP(d);
-			Datum	   *el;
-			bool	   *nulls;
-			int			n;
-
-			if (ARR_NDIM(a) > 1)
-				row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "labels must be a 1-D array");
-			deconstruct_array(a, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT, &el, &nulls, &n);
-			if (n != c->ntasks)
-				row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "labels has %d elements, the model has %d tasks", n, c->ntasks);
-			for (t = 0; t < n; t++)
-				if (!nulls[t])
-				{
-					float		y = DatumGetFloat4(el[t]);
-
-					if (!isfinite(y))
-						row_error(r, ERRCODE_DATA_EXCEPTION, "labels[%d] is %s", t + 1, isnan(y) ? "NaN" : "infinity");
-					if (!(y >= 0.0f && y <= 1.0f))
-						row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "labels[%d] = %g is outside [0, 1]", t + 1, y);
-					lab[t] = y;
-				}
-			pfree(el);
-			pfree(nulls);
-		}
-	}
-}
-
-/* Fetch up to FETCH_ROWS tuples into dst (appending); returns rows fetched */
-static int
-reader_fetch(Reader *r, Rows *dst, int max)
-{
-	int			i,
-				got;
-
-	ErrorContextCallback cb;
-
-	SPI_cursor_fetch(r->portal, true, Min(FETCH_ROWS, max));
-	got = (int) SPI_processed;
-	cb.callback = row_context_callback;
-	cb.arg = r->ctx;
-	cb.previous = error_context_stack;
-	error_context_stack = &cb;
-	for (i = 0; i < got; i++)
-	{
-		r->ctx->row = r->rowno + 1;
-		decode(r, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, dst, dst->n + i);
-	}
-	error_context_stack = cb.previous;
-	dst->n += got;
-	SPI_freetuptable(SPI_tuptable);
-	return got;
-}
 
 /* Raise a core error */
 static void
@@ -580,49 +127,6 @@ train_register_callback(void)
 	}
 }
 
-/*
- * Raise a core error of training or evaluation: non-finite values are
- * 22P01, bad input 22023; a row the core blames is named in the context
- * as the data query's row.
- */
-static void
-train_core_error(PnError *err, const char *what, const Rows *rows)
-{
-	RowContext	rc;
-	ErrorContextCallback cb;
-	int			code;
-
-	rc.what = what;
-	rc.row = (rows && err->row >= 0 && err->row < rows->n) ? rows->rowno[err->row] : 0;
-	cb.callback = row_context_callback;
-	cb.arg = &rc;
-	cb.previous = error_context_stack;
-	error_context_stack = &cb;
-	switch (err->code)
-	{
-		case PN_ENUMERIC:
-			code = ERRCODE_FLOATING_POINT_EXCEPTION;
-			break;
-		case PN_EINPUT:
-		case PN_ECONFIG:
-			code = ERRCODE_INVALID_PARAMETER_VALUE;
-			break;
-		case PN_ETOOBIG:
-			code = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
-			break;
-		case PN_ENOMEM:
-			code = ERRCODE_OUT_OF_MEMORY;
-			break;
-		default:
-			code = ERRCODE_DATA_CORRUPTED;
-	}
-	ereport(ERROR,
-			(errcode(code),
-			 errmsg("%s", err->msg),
-			 err->detail[0] ? errdetail("%s", err->detail) : 0,
-			 err->code == PN_ENUMERIC ?
-			 errhint("The versions of earlier epochs are kept; nothing of this epoch was stored.") : 0));
-}
 
 /* The trainer, or an error when none is active */
 static TrainState *
@@ -671,7 +175,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 				 errhint("Run CALL pepnet_train(...) as a statement of its own, or from a procedure or DO block "
 						 "that is itself called that way.")));
 	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model name must not be NULL")));
+		pepnet_null_arg("model name");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	train_register_callback();
 	train_free();
@@ -871,7 +375,7 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	rows_init(&in, c, FETCH_ROWS);
 	rows_init(&buf, c, sbuf);
 	rows_init(&ep.batch, c, st->batch_size);
-	reader_open(&r, query, c, "data", true);
+	reader_open(&r, query, c, "data", false);
 	for (;;)
 	{
 		int			i;
@@ -933,322 +437,29 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 					 (long long) pn_trainer_steps(st->trainer), st->last_lr, st->epoch_base + ep.epoch);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }
-
-/* one labeled prediction */
-typedef struct Pred
-{
-	int32		domain;
-	int32		task;
-	float		logit;
-	float		label;
-} Pred;
-
-/* order by task, domain, logit */
-static int
-pred_cmp_domain(const void *a, const void *b)
-{
-	const Pred *x = a,
-			   *y = b;
-
-	if (x->task != y->task)
-		return x->task < y->task ? -1 : 1;
-	if (x->domain != y->domain)
-		return x->domain < y->domain ? -1 : 1;
-	return x->logit < y->logit ? -1 : x->logit > y->logit;
-}
-
-/* order by task, logit */
-static int
-pred_cmp_task(const void *a, const void *b)
-{
-	const Pred *x = a,
-			   *y = b;
-
-	if (x->task != y->task)
-		return x->task < y->task ? -1 : 1;
-	return x->logit < y->logit ? -1 : x->logit > y->logit;
-}
-
-/*
- * Exact AUC (ties count half; a label >= 0.5 counts as positive), logloss
- * (soft labels as they are), mean predicted probability and mean label of
- * p[0..n) sorted by logit; auc NaN if one class.
- */
-static void
-group_metrics(const Pred *p, int64 n, double *auc, double *logloss, double *mean_p, double *rate)
-{
-	int64		i = 0,
-				npos = 0;
-	double		rank_pos = 0,
-				ll = 0,
-				pos_w = 0,
-				sp = 0;
-
-	while (i < n)
-	{
-		int64		j = i;
-		int64		pos_here = 0;
-
-		while (j < n && p[j].logit == p[i].logit)
-		{
-			if (p[j].label >= 0.5f)
-				pos_here++;
-			j++;
-		}
-		/* ranks i+1 .. j share the average (i + 1 + j) / 2 */
-		rank_pos += pos_here * (i + 1 + j) / 2.0;
-		npos += pos_here;
-		i = j;
-	}
-	for (i = 0; i < n; i++)
-	{
-		double		z = p[i].logit,
-					y = p[i].label;
-
-		ll += (z > 0 ? z + log1p(exp(-z)) : log1p(exp(z))) - y * z;
-		pos_w += y;
-		sp += z >= 0 ? 1.0 / (1.0 + exp(-z)) : exp(z) / (1.0 + exp(z));
-	}
-	*logloss = n ? ll / n : NAN;
-	*mean_p = n ? sp / n : NAN;
-	*rate = n ? pos_w / n : NAN;
-	if (npos == 0 || npos == n)
-		*auc = NAN;
-	else
-		*auc = (rank_pos - npos * (npos + 1) / 2.0) / ((double) npos * (n - npos));
-}
-
-/* one (domain, task) result; domain -1 = all domains */
-typedef struct Metric
-{
-	int32		domain;
-	int32		task;
-	int64		rows;
-	double		auc;
-	double		logloss;
-	double		mean_p;			/* mean predicted probability */
-	double		rate;			/* mean label (actual rate) */
-} Metric;
-
-/* the engine's interrupt check, per tile */
-static void
-eval_interrupt(void)
-{
-	CHECK_FOR_INTERRUPTS();
-}
-
-/*
- * Score every row of a query with the model in batches (inference mode)
- * and compute the metrics per domain and task, and per task overall.
- */
-static Metric *
-evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
-{
-	const PnConfig *c = &m->cfg;
-	PnEvaluator *ev;
-	PnError		err = {0};
-	Reader		r;
-	Rows		rows;
-	Pred	   *preds;
-	int64		npred = 0,
-				cap = 1 << 16,
-				i;
-	float	   *logits;
-	Metric	   *ms;
-	int			nm = 0,
-				mcap = 64;
-	bool		more = true;
-
-	/* scored by the engine, as pepnet_score serves it (fp32): ties bit-identical, see evaluate.c */
-	if (pn_evaluator_new(m, PN_FP32, &ev, &err) != PN_OK)
-		core_error(&err);
-	rows_init(&rows, c, EVAL_BATCH);
-	logits = palloc(sizeof(float) * EVAL_BATCH * c->ntasks);
-	preds = palloc_extended(sizeof(Pred) * cap, MCXT_ALLOC_HUGE);
-	reader_open(&r, query, c, what, true);
-	while (more)
-	{
-		PnBatch		b;
-
-		CHECK_FOR_INTERRUPTS();
-		rows.n = 0;
-		while (rows.n < EVAL_BATCH)
-			if (reader_fetch(&r, &rows, EVAL_BATCH - rows.n) == 0)
-			{
-				more = false;
-				break;
-			}
-		if (rows.n == 0)
-			break;
-		b.n = rows.n;
-		b.domain = rows.domain;
-		b.persona = rows.persona;
-		b.features = rows.features;
-		b.dense = c->dense ? rows.dense : NULL;
-		b.labels = NULL;
-		if (pn_evaluator_logits(ev, &b, logits, eval_interrupt, &err) != PN_OK)
-			train_core_error(&err, what, &rows);
-		for (i = 0; i < (int64) rows.n * c->ntasks; i++)
-		{
-			float		y = rows.labels[i];
-
-			if (isnan(y))
-				continue;
-			/* (negative down-sampling, logit + ln w, is in the engine's output bias) */
-			if (npred == cap)
-			{
-				cap *= 2;
-				preds = repalloc_huge(preds, sizeof(Pred) * cap);
-			}
-			preds[npred].domain = rows.domain[i / c->ntasks];
-			preds[npred].task = (int32) (i % c->ntasks);
-			preds[npred].logit = logits[i];
-			preds[npred].label = y;
-			npred++;
-		}
-	}
-	SPI_cursor_close(r.portal);
-	pn_evaluator_free(ev);
-	if (npred == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("%s query returned no rows with a known label", what),
-				 errhint("Evaluation needs rows with a label 0 or 1 for at least one task.")));
-
-	ms = palloc(sizeof(Metric) * mcap);
-	qsort(preds, npred, sizeof(Pred), pred_cmp_domain);
-	for (i = 0; i < npred;)
-	{
-		int64		j = i;
-
-		while (j < npred && preds[j].task == preds[i].task && preds[j].domain == preds[i].domain)
-			j++;
-		if (nm == mcap)
-		{
-			mcap *= 2;
-			ms = repalloc(ms, sizeof(Metric) * mcap);
-		}
-		ms[nm].domain = preds[i].domain;
-		ms[nm].task = preds[i].task;
-		ms[nm].rows = j - i;
-		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss, &ms[nm].mean_p, &ms[nm].rate);
-		nm++;
-		i = j;
-	}
-	qsort(preds, npred, sizeof(Pred), pred_cmp_task);
-	for (i = 0; i < npred;)
-	{
-		int64		j = i;
-
-		while (j < npred && preds[j].task == preds[i].task)
-			j++;
-		if (nm == mcap)
-		{
-			mcap *= 2;
-			ms = repalloc(ms, sizeof(Metric) * mcap);
-		}
-		ms[nm].domain = -1;
-		ms[nm].task = preds[i].task;
-		ms[nm].rows = j - i;
-		group_metrics(preds + i, j - i, &ms[nm].auc, &ms[nm].logloss, &ms[nm].mean_p, &ms[nm].rate);
-		nm++;
-		i = j;
-	}
-	pfree(preds);
-	*nmetrics = nm;
-	return ms;
-}
-
-/* Append a double as JSON (null for NaN) */
-static void
-json_num(StringInfo s, double v)
-{
-	if (isnan(v) || isinf(v))
-		appendStringInfoString(s, "null");
-	else
-		appendStringInfo(s, "%.6f", v);
-}
-
-/* Append a JSON string literal */
-static void
-json_str(StringInfo s, const char *v)
-{
-	escape_json(s, v);
-}
-
 /*
  * pepnet._train_eval(query): validation metrics of the trainer's model as
- * jsonb {rows, logloss, auc (first task), tasks: {name: {rows, logloss,
- * auc, domains: {d: {rows, logloss, auc}}}}}.
+ * jsonb (metrics_json: rows, logloss, auc, mean_p, actual, pcoc of the
+ * first task, then per task and domain).
  */
-/* Append one metric's figures as JSON members (no braces) */
-static void
-json_metric(StringInfo s, const Metric *m)
-{
-	appendStringInfo(s, "\"rows\": %lld, \"logloss\": ", (long long) m->rows);
-	json_num(s, m->logloss);
-	appendStringInfoString(s, ", \"auc\": ");
-	json_num(s, m->auc);
-	appendStringInfoString(s, ", \"mean_p\": ");
-	json_num(s, m->mean_p);
-	appendStringInfoString(s, ", \"actual\": ");
-	json_num(s, m->rate);
-	appendStringInfoString(s, ", \"pcoc\": ");
-	json_num(s, m->rate > 0 ? m->mean_p / m->rate : NAN);
-}
-
 Datum
 pepnet_train_eval(PG_FUNCTION_ARGS)
 {
 	TrainState *st = train_get();
 	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	const PnConfig *c = &st->model->cfg;
 	Metric	   *ms;
 	int			nm,
-				t,
 				i;
-	StringInfoData s;
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *json;
 
 	SPI_connect();
 	ms = evaluate(st->model, query, "validation", &nm);
-	initStringInfo(&s);
-	appendStringInfoChar(&s, '{');
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
-		{
 			pepnet_progress_validation(ms[i].logloss, ms[i].auc);
-			json_metric(&s, &ms[i]);
-			appendStringInfoString(&s, ", ");
-		}
-	appendStringInfoString(&s, "\"tasks\": {");
-	for (t = 0; t < c->ntasks; t++)
-	{
-		bool		first = true;
-
-		appendStringInfoString(&s, t ? ", " : "");
-		json_str(&s, c->tasks[t]);
-		appendStringInfoString(&s, ": {");
-		for (i = 0; i < nm; i++)
-			if (ms[i].domain < 0 && ms[i].task == t)
-			{
-				json_metric(&s, &ms[i]);
-				appendStringInfoString(&s, ", ");
-			}
-		appendStringInfoString(&s, "\"domains\": {");
-		for (i = 0; i < nm; i++)
-			if (ms[i].domain >= 0 && ms[i].task == t)
-			{
-				appendStringInfo(&s, "%s\"%d\": {", first ? "" : ", ", ms[i].domain);
-				json_metric(&s, &ms[i]);
-				appendStringInfoChar(&s, '}');
-				first = false;
-			}
-		appendStringInfoString(&s, "}}");
-	}
-	appendStringInfoString(&s, "}}");
-	json = MemoryContextStrdup(caller, s.data);
+	json = metrics_json(ms, nm, &st->model->cfg);
+	json = MemoryContextStrdup(caller, json);
 	SPI_finish();
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }
@@ -1620,7 +831,7 @@ pepnet_train_setup(PG_FUNCTION_ARGS)
 			initStringInfo(&o);
 			appendStringInfo(&o, "{\"resumed_steps\": %lld, \"selection\": {\"metric\": \"%s\", \"task\": ",
 							 (long long) resumed, sel);
-			json_str(&o, task);
+			escape_json(&o, task);
 			appendStringInfoString(&o, "}}");
 			PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(o.data)));
 		}
@@ -1634,9 +845,7 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 	TrainState *st = train_get();
 	Jsonb	   *metrics = PG_GETARG_JSONB_P(0);
 	char	   *mj = JsonbToCString(NULL, &metrics->root, VARSIZE(metrics));
-	char	   *cj;
 	int32		version;
-
 	int			x;
 
 	/* never store what the loader would refuse (training checks each step; this is the last guard) */
@@ -1653,11 +862,7 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 								st->model->tensors[x].name),
 						 errhint("Scale dense values or lower the learning rate; earlier epochs' versions are kept.")));
 	}
-	/* written in chunks from the model's tensors (chunks.c): any size */
-	cj = pn_config_to_json(&st->model->cfg);
-	if (cj == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	version = pepnet_insert_version(st->name, cj, st->model, mj, st->parent);
+	version = pepnet_store_model(st->name, st->model, mj, st->parent);
 	st->parent = version;
 	optimizer_save(st, version);
 	PG_RETURN_INT32(version);
@@ -1671,53 +876,3 @@ pepnet_train_end(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* pepnet_evaluate(model, data): AUC and logloss per domain and task, and overall */
-Datum
-pepnet_evaluate(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	PepnetRef	ref;
-	PnModel    *model;
-	char		name[PEPNET_NAMELEN];
-	int32		version;
-	char	   *query;
-	Metric	   *ms;
-	int			nm,
-				i;
-	MemoryContext caller;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("model reference must not be NULL")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("data query must not be NULL")));
-	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	/* a private copy: the data query may itself use the backend cache */
-	model = pepnet_load_model(&ref, name, &version);
-	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	InitMaterializedSRF(fcinfo, 0);
-	caller = CurrentMemoryContext;
-	SPI_connect();
-	ms = evaluate(model, query, "data", &nm);
-	MemoryContextSwitchTo(caller);
-	for (i = 0; i < nm; i++)
-	{
-		Datum		values[8];
-		bool		nulls[8] = {false, false, false, false, false, false, false, false};
-
-		values[0] = Int32GetDatum(ms[i].domain);
-		nulls[0] = ms[i].domain < 0;
-		values[1] = CStringGetTextDatum(model->cfg.tasks[ms[i].task]);
-		values[2] = Int64GetDatum(ms[i].rows);
-		values[3] = Float8GetDatum(ms[i].auc);
-		nulls[3] = isnan(ms[i].auc);
-		values[4] = Float8GetDatum(ms[i].logloss);
-		/* 0.2.0: calibration (the 0.1.0 declaration has the first five columns only) */
-		values[5] = Float8GetDatum(ms[i].mean_p);
-		values[6] = Float8GetDatum(ms[i].rate);
-		values[7] = Float8GetDatum(ms[i].rate > 0 ? ms[i].mean_p / ms[i].rate : 0);
-		nulls[7] = !(ms[i].rate > 0);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	SPI_finish();
-	return (Datum) 0;
-}

@@ -18,8 +18,16 @@ start)
 	if [ -f "$PGTEST_DIR/data/postmaster.pid" ] && as_owner "$PGBIN/pg_ctl" -D "$PGTEST_DIR/data" status >/dev/null 2>&1; then
 		echo "cluster already running in $PGTEST_DIR"; exit 0
 	fi
+	# start afresh, but delete only a directory that is empty or one of ours (our marker, or the
+	# layout this script made before it had one: initdb.log beside data/)
+	if [ -d "$PGTEST_DIR" ] && [ -n "$(ls -A "$PGTEST_DIR")" ] && [ ! -f "$PGTEST_DIR/.pepnet-pgtest" ] \
+		&& ! { [ -f "$PGTEST_DIR/initdb.log" ] && [ -f "$PGTEST_DIR/data/PG_VERSION" ]; }; then
+		echo "test/pg.sh: $PGTEST_DIR exists and is not a pepnet test cluster; not deleting it (set PGTEST_DIR to a new or empty directory)" >&2
+		exit 1
+	fi
 	rm -rf "$PGTEST_DIR"
 	mkdir -p "$PGTEST_DIR"
+	touch "$PGTEST_DIR/.pepnet-pgtest"
 	[ "$(id -u)" = 0 ] && chown postgres: "$PGTEST_DIR"
 	as_owner "$PGBIN/initdb" -D "$PGTEST_DIR/data" -A trust -U postgres --no-sync >"$PGTEST_DIR/initdb.log" 2>&1 \
 		|| { cat "$PGTEST_DIR/initdb.log"; exit 1; }

@@ -129,8 +129,8 @@ def plot_lineage(chain, out, task=None, title=None, deployed=None):
             ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center", color="gray", wrap=True)
 
     ax = axes[0][0]
-    d1 = draw(ax, overall["train loss"], "train loss", "tab:blue", "o")
-    d2 = draw(ax, overall["validation logloss"], "validation logloss (all domains)", "black", "s", "--")
+    d1 = draw(ax, overall["train loss"], "train loss (summed over all tasks)", "tab:blue", "o")
+    d2 = draw(ax, overall["validation logloss"], "validation logloss (this task, all domains)", "black", "s", "--")
     finish(ax, "Loss", "logloss (binary cross-entropy)", d1 or d2, "no train_loss or validation logloss in metrics")
 
     panels = (("logloss", axes[0][1], "Validation logloss per domain", "logloss", "validation logloss"),
@@ -196,11 +196,16 @@ def main(argv=None):
         known = set()
         for row in chain:
             known |= set((((row["metrics"] or {}).get("validation") or {}).get("tasks") or {}))
-        if known and args.task not in known:
+            known |= set(((row.get("config") or {}).get("tasks")) or [])
+        if args.task not in known:
             print("pepnet.plot: task %r has no metrics in this lineage; tasks: %s" % (args.task, ", ".join(sorted(known))),
                   file=sys.stderr)
             return 1
-    task = plot_lineage(chain, out, args.task, deployed=dep)
+    try:
+        task = plot_lineage(chain, out, args.task, deployed=dep)
+    except OSError as e:
+        print("pepnet.plot: cannot write %s: %s" % (out, e.strerror or e), file=sys.stderr)
+        return 1
     print("wrote %s: %d version(s) of \"%s\" (v%s to v%s)%s%s" % (
         out, len(chain), chain[-1]["name"], chain[0]["version"], chain[-1]["version"],
         ", task %s" % task if task else "",

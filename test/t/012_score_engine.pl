@@ -1,4 +1,4 @@
-# test/t/010_score_engine.pl: the oneDNN scoring engine across server setups.
+# test/t/012_score_engine.pl: the oneDNN scoring engine across server setups.
 #
 # Node "preload" loads pepnet with shared_preload_libraries (the postmaster must start and stay a
 # single thread: oneDNN and its OpenMP runtime are initialised in backends only, on their first

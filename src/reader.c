@@ -1,0 +1,496 @@
+/*
+ * reader.c
+ *		The data-query reader of training, evaluation and batch scoring:
+ *		a query prepared with the caller's rights and refused unless it is
+ *		one read-only SELECT, opened as a cursor; its columns located by
+ *		name and checked against the model (domain, persona, features,
+ *		dense, label or labels); rows fetched and decoded into columnar
+ *		arrays, each value checked, a fault naming its row in the error
+ *		context ("data query row N").
+ */
+#include "training.h"
+
+#include <math.h>
+#include <stdarg.h>
+
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/plancache.h"
+
+/* errcontext of a RowContext: "data query row N" */
+void
+row_context_callback(void *arg)
+{
+	RowContext *rc = (RowContext *) arg;
+
+	if (rc->row > 0)
+		errcontext("%s query row %lld", rc->what, (long long) rc->row);
+}
+
+/* Allocate row arrays for cap rows */
+void
+rows_init(Rows *r, const PnConfig *c, int cap)
+{
+	r->cap = cap;
+	r->n = 0;
+	r->rowno = palloc_extended(sizeof(int64) * cap, MCXT_ALLOC_HUGE);
+	r->domain = palloc_extended(sizeof(int32) * cap, MCXT_ALLOC_HUGE);
+	r->persona = palloc_extended(sizeof(int64) * ((size_t) cap * c->npers + 1), MCXT_ALLOC_HUGE);
+	r->features = palloc_extended(sizeof(int64) * ((size_t) cap * c->nfeat + 1), MCXT_ALLOC_HUGE);
+	r->dense = palloc_extended(sizeof(float) * ((size_t) cap * c->dense + 1), MCXT_ALLOC_HUGE);
+	r->labels = palloc_extended(sizeof(float) * (size_t) cap * c->ntasks, MCXT_ALLOC_HUGE);
+}
+
+/* Copy row si of src to row di of dst */
+void
+rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig *c)
+{
+	dst->rowno[di] = src->rowno[si];
+	dst->domain[di] = src->domain[si];
+	memcpy(dst->persona + (size_t) di * c->npers, src->persona + (size_t) si * c->npers, sizeof(int64) * c->npers);
+	memcpy(dst->features + (size_t) di * c->nfeat, src->features + (size_t) si * c->nfeat, sizeof(int64) * c->nfeat);
+	memcpy(dst->dense + (size_t) di * c->dense, src->dense + (size_t) si * c->dense, sizeof(float) * c->dense);
+	memcpy(dst->labels + (size_t) di * c->ntasks, src->labels + (size_t) si * c->ntasks, sizeof(float) * c->ntasks);
+}
+
+/* Column number by name, 0 when absent */
+static int
+column(TupleDesc td, const char *name)
+{
+	int			i;
+
+	for (i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(td, i);
+
+		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
+			return i + 1;
+	}
+	return 0;
+}
+
+/* Refuse a column of the wrong type */
+static void
+expect_type(Reader *r, TupleDesc td, int col, const char *name, Oid want, const char *wantname)
+{
+	Oid			got = SPI_gettypeid(td, col);
+
+	if (got != want)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s query column \"%s\" has type %s, expected %s", r->what, name,
+						format_type_be(got), wantname),
+				 errhint("Cast it in the query, e.g. %s::%s.", name, wantname)));
+}
+
+/*
+ * Prepare a data query (the caller's rights), refusing anything but one
+ * read-only SELECT; the hint says what the query is for (scoring or not).
+ */
+static SPIPlanPtr
+reader_prepare(const char *query, const char *what, bool scoring)
+{
+	SPIPlanPtr	plan = SPI_prepare(query, 0, NULL);
+
+	if (plan == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("%s query could not be prepared: %s", what, SPI_result_code_string(SPI_result))));
+	{
+		List	   *srcs = SPI_plan_get_plan_sources(plan);
+		CachedPlanSource *src = list_length(srcs) == 1 ? (CachedPlanSource *) linitial(srcs) : NULL;
+		bool		readonly = src != NULL && src->commandTag == CMDTAG_SELECT;
+		ListCell   *lc;
+
+		if (src)
+			foreach(lc, src->query_list)
+				readonly &= !((Query *) lfirst(lc))->hasModifyingCTE;
+		if (!readonly || !SPI_is_cursor_plan(plan))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s query must be a single read-only SELECT", what),
+					 scoring ?
+					 errhint("pepnet_score_query reads rows to score; it never runs statements that write.") :
+					 errhint("pepnet reads training and evaluation data; it never runs statements that write.")));
+	}
+	return plan;
+}
+
+/*
+ * Locate and check the columns of a data query's result: domain int,
+ * persona bigint[] (optional, or NULL, when the model has no persona
+ * fields), features bigint[], optional dense real[], and label (real,
+ * float8, int, bool, numeric) or labels real[].  A scoring reader
+ * (pepnet_score_query) reads no labels: label columns are keys to it.
+ */
+static void
+reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, bool scoring)
+{
+	memset(r, 0, sizeof(*r));
+	r->cfg = cfg;
+	r->what = what;
+	r->scoring = scoring;
+	r->c_domain = column(td, "domain");
+	r->c_persona = column(td, "persona");
+	r->c_features = column(td, "features");
+	r->c_dense = column(td, "dense");
+	r->c_label = scoring ? 0 : column(td, "label");
+	r->c_labels = scoring ? 0 : column(td, "labels");
+	if (!r->c_domain || (!r->c_persona && cfg->npers > 0) || !r->c_features)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s query lacks column \"%s\"", what,
+						!r->c_domain ? "domain" : !r->c_features ? "features" : "persona"),
+				 scoring ?
+				 errhint("The query must return columns named domain int, persona bigint[] (when the model has persona fields), "
+						 "features bigint[], dense real[] (when it has dense features), and any key columns to pass through.") :
+				 errhint("The query must return columns named domain int, persona bigint[] (when the model has "
+						 "persona fields), features bigint[], optionally dense real[], and label or labels real[].")));
+	r->domain_type = SPI_gettypeid(td, r->c_domain);
+	if (r->domain_type != INT4OID && r->domain_type != INT2OID && r->domain_type != INT8OID)
+		expect_type(r, td, r->c_domain, "domain", INT4OID, "int");
+	if (r->c_persona)
+		expect_type(r, td, r->c_persona, "persona", INT8ARRAYOID, "bigint[]");
+	expect_type(r, td, r->c_features, "features", INT8ARRAYOID, "bigint[]");
+	if (r->c_dense && cfg->dense == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s query has a column \"dense\" but the model has no dense features", what),
+				 errdetail("Its values would be ignored, as pepnet_score refuses them."),
+				 errhint("Leave the column out of the query, or train a model whose config declares \"dense\": N.")));
+	if (r->c_dense)
+		expect_type(r, td, r->c_dense, "dense", FLOAT4ARRAYOID, "real[]");
+	else if (cfg->dense > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s query lacks column \"dense\": the model has %d dense features", what, cfg->dense)));
+	if (r->c_label && r->c_labels)
+		ereport(ERROR,
+				(errcode(ERRCODE_AMBIGUOUS_COLUMN),
+				 errmsg("%s query has both \"label\" and \"labels\"; keep one", what)));
+	if (r->c_label)
+	{
+		r->label_type = SPI_gettypeid(td, r->c_label);
+		if (r->label_type != FLOAT4OID && r->label_type != FLOAT8OID && r->label_type != INT2OID &&
+			r->label_type != INT4OID && r->label_type != INT8OID && r->label_type != BOOLOID &&
+			r->label_type != NUMERICOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("%s query column \"label\" has type %s, expected real, float8, int, numeric or bool",
+							what, format_type_be(r->label_type)),
+					 errhint("Cast it in the query, e.g. label::real.")));
+		if (cfg->ntasks != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s query has one \"label\" but the model has %d tasks", what, cfg->ntasks),
+					 errhint("Return \"labels\" real[] with one label per task, in config order (NULL = unknown).")));
+	}
+	else if (r->c_labels)
+		expect_type(r, td, r->c_labels, "labels", FLOAT4ARRAYOID, "real[]");
+	else if (!scoring)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s query lacks column \"label\" or \"labels\"", what)));
+}
+
+/*
+ * Open a data query as a read-only cursor and check its columns; scoring:
+ * a query of pepnet_score_query (no labels, other columns are keys).
+ */
+void
+reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool scoring)
+{
+	SPIPlanPtr	plan = reader_prepare(query, what, scoring);
+	Portal		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+
+	reader_columns(r, portal->tupDesc, cfg, what, scoring);
+	r->portal = portal;
+	r->ctx = palloc0(sizeof(RowContext));
+	r->ctx->what = what;
+}
+
+/*
+ * Check a query before any work: its columns from the plan's result
+ * description (nothing runs), and, with need_rows, that it returns a row.
+ */
+void
+reader_check(const char *query, const PnConfig *cfg, const char *what, bool need_rows)
+{
+	SPIPlanPtr	plan = reader_prepare(query, what, false);
+	List	   *srcs = SPI_plan_get_plan_sources(plan);
+	CachedPlanSource *src = (CachedPlanSource *) linitial(srcs);
+	Reader		r;
+
+	if (src->resultDesc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s query must be a single read-only SELECT", what)));
+	reader_columns(&r, src->resultDesc, cfg, what, false);
+	if (need_rows)
+	{
+		Portal		portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+
+		SPI_cursor_fetch(portal, true, 1);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("%s query returned no rows", what),
+					 errhint("Model selection (deploy) and early stopping (patience) need validation rows; "
+							 "fix the query or leave validation NULL.")));
+		SPI_freetuptable(SPI_tuptable);
+		SPI_cursor_close(portal);
+	}
+	SPI_freeplan(plan);
+}
+
+/*
+ * Error about a value of the current row (the row is named by the error
+ * context): "data query: domain is NULL"; a scoring reader's messages lack
+ * the prefix ("domain is NULL").
+ */
+static void row_error(Reader *r, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
+
+static void
+row_error(Reader *r, int sqlstate, const char *fmt,...)
+{
+	char		buf[1024];		/* room for any message: never cut inside a character */
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (r->scoring)
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("%s", buf)));
+	ereport(ERROR,
+			(errcode(sqlstate),
+			 errmsg("%s query: %s", r->what, buf)));
+}
+
+/* Copy a 1-D array column of n elements (no NULLs) into dst */
+static void
+get_array(Reader *r, HeapTuple tup, TupleDesc td, int col, const char *name, int n, size_t elsize, void *dst)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, td, col, &isnull);
+	ArrayType  *a;
+	int			len;
+
+	if (isnull)
+	{
+		if (n == 0)
+			return;
+		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s is NULL", name);
+	}
+	a = DatumGetArrayTypeP(d);
+	len = ARR_NDIM(a) == 0 ? 0 : ARR_NDIM(a) == 1 ? ARR_DIMS(a)[0] : -1;
+	if (len != n)
+	{
+		if (len < 0)
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "%s must be a 1-D array", name);
+		row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "%s has %d elements, the model needs %d", name, len, n);
+	}
+	if (array_contains_nulls(a))
+		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "%s contains NULL elements", name);
+	if (n)
+		memcpy(dst, ARR_DATA_PTR(a), elsize * n);
+	if ((Pointer) a != DatumGetPointer(d))
+		pfree(a);
+}
+
+/*
+ * Decode and check the model inputs of one tuple: *domain, persona [P],
+ * features [F], dense [Nd] (dense unused when the model has none).
+ */
+void
+reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *domain, int64 *persona,
+					 int64 *features, float *dense)
+{
+	const PnConfig *c = r->cfg;
+	bool		isnull;
+	Datum		d;
+	int			t;
+
+	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
+	if (isnull)
+		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain is NULL");
+	{
+		Oid			dt = r->domain_type;
+		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
+
+		if (v < 0 || v >= c->domains)
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "domain %lld is out of range: the model has %d domains", (long long) v, c->domains);
+		*domain = (int32) v;
+	}
+	if (r->c_persona)
+		get_array(r, tup, td, r->c_persona, "persona", c->npers, sizeof(int64), persona);
+	get_array(r, tup, td, r->c_features, "features", c->nfeat, sizeof(int64), features);
+	for (t = 0; t < c->nfeat; t++)
+	{
+		int64		id = features[t];
+
+		if (pn_slot(&c->feat[t], t, id) < 0)
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "feature id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+					  id, c->feat[t].name, (int64) c->feat[t].buckets);
+	}
+	for (t = 0; t < c->npers; t++)
+	{
+		int64		id = persona[t];
+
+		if (pn_slot(&c->pers[t], t, id) < 0)
+			row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "persona id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+					  id, c->pers[t].name, (int64) c->pers[t].buckets);
+	}
+	if (c->dense)
+	{
+		get_array(r, tup, td, r->c_dense, "dense", c->dense, sizeof(float), dense);
+		for (t = 0; t < c->dense; t++)
+			if (!isfinite(dense[t]))
+				row_error(r, ERRCODE_DATA_EXCEPTION, "dense value %d is %s", t + 1, isnan(dense[t]) ? "NaN" : "infinity");
+	}
+}
+
+/* Decode one tuple into row i of dst: its inputs, then its labels (NaN = unknown) */
+static void
+decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
+{
+	const PnConfig *c = r->cfg;
+	bool		isnull;
+	Datum		d;
+	int			t;
+	float	   *lab = dst->labels + (size_t) i * c->ntasks;
+
+	r->rowno++;
+	dst->rowno[i] = r->rowno;
+	reader_decode_inputs(r, tup, td, dst->domain + i, dst->persona + (size_t) i * c->npers,
+						 dst->features + (size_t) i * c->nfeat, dst->dense + (size_t) i * c->dense);
+	for (t = 0; t < c->ntasks; t++)
+		lab[t] = NAN;
+	if (r->c_label)
+	{
+		d = SPI_getbinval(tup, td, r->c_label, &isnull);
+		if (!isnull)
+		{
+			double		y;
+
+			switch (r->label_type)
+			{
+				case FLOAT4OID:
+					y = DatumGetFloat4(d);
+					break;
+				case FLOAT8OID:
+					y = DatumGetFloat8(d);
+					break;
+				case INT2OID:
+					y = DatumGetInt16(d);
+					break;
+				case INT4OID:
+					y = DatumGetInt32(d);
+					break;
+				case INT8OID:
+					y = (double) DatumGetInt64(d);
+					break;
+				case BOOLOID:
+					y = DatumGetBool(d) ? 1.0 : 0.0;
+					break;
+				default:
+					y = DatumGetFloat8(DirectFunctionCall1(numeric_float8, d));
+					break;
+			}
+			if (!isfinite(y))
+				row_error(r, ERRCODE_DATA_EXCEPTION, "label is %s", isnan(y) ? "NaN" : "infinity");
+			if (!(y >= 0.0 && y <= 1.0))
+				row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "label %g is outside [0, 1]", y);
+			lab[0] = (float) y;
+		}
+	}
+	else if (r->c_labels)
+	{
+		d = SPI_getbinval(tup, td, r->c_labels, &isnull);
+		if (!isnull)
+		{
+			ArrayType  *a = DatumGetArrayTypeP(d);
+			Datum	   *el;
+			bool	   *nulls;
+			int			n;
+
+			if (ARR_NDIM(a) > 1)
+				row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "labels must be a 1-D array");
+			deconstruct_array(a, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT, &el, &nulls, &n);
+			if (n != c->ntasks)
+				row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "labels has %d elements, the model has %d tasks", n, c->ntasks);
+			for (t = 0; t < n; t++)
+				if (!nulls[t])
+				{
+					float		y = DatumGetFloat4(el[t]);
+
+					if (!isfinite(y))
+						row_error(r, ERRCODE_DATA_EXCEPTION, "labels[%d] is %s", t + 1, isnan(y) ? "NaN" : "infinity");
+					if (!(y >= 0.0f && y <= 1.0f))
+						row_error(r, ERRCODE_INVALID_PARAMETER_VALUE, "labels[%d] = %g is outside [0, 1]", t + 1, y);
+					lab[t] = y;
+				}
+			pfree(el);
+			pfree(nulls);
+		}
+	}
+}
+
+/* Fetch up to FETCH_ROWS tuples into dst (appending); returns rows fetched */
+int
+reader_fetch(Reader *r, Rows *dst, int max)
+{
+	int			i,
+				got;
+
+	ErrorContextCallback cb;
+
+	SPI_cursor_fetch(r->portal, true, Min(FETCH_ROWS, max));
+	got = (int) SPI_processed;
+	cb.callback = row_context_callback;
+	cb.arg = r->ctx;
+	cb.previous = error_context_stack;
+	error_context_stack = &cb;
+	for (i = 0; i < got; i++)
+	{
+		r->ctx->row = r->rowno + 1;
+		decode(r, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, dst, dst->n + i);
+	}
+	error_context_stack = cb.previous;
+	dst->n += got;
+	SPI_freetuptable(SPI_tuptable);
+	return got;
+}
+
+/*
+ * Raise a core error of training or evaluation with pepnet_sqlstate's code
+ * (non-finite values 22P01, bad input 22023; malformed weights and engine
+ * failures XX001); a row the core blames is named in the context as the
+ * data query's row.
+ */
+void
+train_core_error(PnError *err, const char *what, const Rows *rows)
+{
+	RowContext	rc;
+	ErrorContextCallback cb;
+	int			code;
+
+	rc.what = what;
+	rc.row = (rows && err->row >= 0 && err->row < rows->n) ? rows->rowno[err->row] : 0;
+	cb.callback = row_context_callback;
+	cb.arg = &rc;
+	cb.previous = error_context_stack;
+	error_context_stack = &cb;
+	code = pepnet_sqlstate(err, ERRCODE_DATA_CORRUPTED, ERRCODE_DATA_CORRUPTED);
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("%s", err->msg),
+			 err->detail[0] ? errdetail("%s", err->detail) : 0,
+			 err->code == PN_ENUMERIC ?
+			 errhint("The versions of earlier epochs are kept; nothing of this epoch was stored.") : 0));
+}

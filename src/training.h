@@ -1,0 +1,102 @@
+/*
+ * training.h
+ *		What the SQL glue of training, evaluation and batch scoring shares:
+ *		the data-query reader (reader.c), metrics and their JSON
+ *		(metrics.c) and the evaluation of a labelled query (evaluate.c);
+ *		batch.c reads pepnet_score_query's query with the same reader.
+ *		Internal to the glue; the core's API is pncore.h.
+ */
+#ifndef PEPNET_TRAINING_H
+#define PEPNET_TRAINING_H
+
+#include "pepnet.h"
+
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+
+/* rows a reader fetches from its cursor at a time */
+#define FETCH_ROWS 1000
+
+/* rows in columnar arrays */
+typedef struct Rows
+{
+	int			cap;
+	int			n;
+	int64	   *rowno;			/* 1-based row of the query, for error context */
+	int32	   *domain;
+	int64	   *persona;
+	int64	   *features;
+	float	   *dense;
+	float	   *labels;
+} Rows;
+
+/*
+ * Error context of a data-row fault, as postgres_fdw's
+ * conversion_error_callback: which query and which row (1-based), set
+ * while a row is decoded or while a batch holding the row trains.
+ */
+typedef struct RowContext
+{
+	const char *what;			/* "data", "validation" */
+	int64		row;			/* 0: no row to blame */
+} RowContext;
+
+/* a data query opened as a cursor, columns located by name */
+typedef struct Reader
+{
+	Portal		portal;
+	const PnConfig *cfg;
+	const char *what;			/* "data", "validation" */
+	int			c_domain,
+				c_persona,
+				c_features,
+				c_dense,
+				c_label,
+				c_labels;
+	Oid			label_type;
+	Oid			domain_type;
+	int64		rowno;
+	bool		scoring;		/* pepnet_score_query's: no labels, row messages unprefixed */
+	RowContext *ctx;
+} Reader;
+
+/* reader.c */
+extern void row_context_callback(void *arg);
+extern void rows_init(Rows *r, const PnConfig *c, int cap);
+extern void rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig *c);
+extern void reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool scoring);
+extern void reader_check(const char *query, const PnConfig *cfg, const char *what, bool need_rows);
+extern int	reader_fetch(Reader *r, Rows *dst, int max);
+extern void reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *domain, int64 *persona,
+								 int64 *features, float *dense);
+extern void train_core_error(PnError *err, const char *what, const Rows *rows) pg_attribute_noreturn();
+
+/* one labeled prediction */
+typedef struct Pred
+{
+	int32		domain;
+	int32		task;
+	float		logit;
+	float		label;
+} Pred;
+
+/* one (domain, task) result; domain -1 = all domains */
+typedef struct Metric
+{
+	int32		domain;
+	int32		task;
+	int64		rows;
+	double		auc;
+	double		logloss;
+	double		mean_p;			/* mean predicted probability */
+	double		rate;			/* mean label (actual rate) */
+} Metric;
+
+/* metrics.c */
+extern Metric *metrics_compute(Pred *preds, int64 npred, int *nmetrics);
+extern char *metrics_json(const Metric *ms, int nm, const PnConfig *c);
+
+/* evaluate.c */
+extern Metric *evaluate(PnModel *m, const char *query, const char *what, int *nmetrics);
+
+#endif							/* PEPNET_TRAINING_H */
