@@ -5,7 +5,7 @@
 SELECT pepnet_create('m', :'cfg', 1) AS v1;
 SELECT pepnet_create('m', :'cfg', 2) AS v2;
 SELECT pepnet_create('other', :'cfg') AS other_v1;
-SELECT name, version, parent, metrics, length(weights) > 0 AS has_weights
+SELECT name, version, parent, metrics, weights_size > 0 AS has_weights
 FROM pepnet.models ORDER BY name, version;
 
 -- the stored config has every default filled in
@@ -13,10 +13,8 @@ SELECT jsonb_pretty(config) FROM pepnet.models WHERE name = 'm' AND version = 1;
 
 -- same seed, same weights; another seed, other weights
 SELECT pepnet_create('m', :'cfg', 1) AS v3;
-SELECT (SELECT weights FROM pepnet.models WHERE name = 'm' AND version = 1) =
-       (SELECT weights FROM pepnet.models WHERE name = 'm' AND version = 3) AS same_seed_same_weights,
-       (SELECT weights FROM pepnet.models WHERE name = 'm' AND version = 1) =
-       (SELECT weights FROM pepnet.models WHERE name = 'm' AND version = 2) AS other_seed_same_weights;
+SELECT pepnet_export('m@1') = pepnet_export('m@3') AS same_seed_same_weights,
+       pepnet_export('m@1') = pepnet_export('m@2') AS other_seed_same_weights;
 
 -- export and import round-trip bit for bit
 SELECT pepnet_import('copy', (SELECT config FROM pepnet.models WHERE name = 'm' AND version = 2), pepnet_export('m@2')) AS imported;
@@ -87,7 +85,7 @@ SELECT pepnet_export('n@3');
 \echo :LAST_ERROR_SQLSTATE
 -- a version stored with its number (a copy from another node) keeps it and raises the mark
 INSERT INTO pepnet.models (name, version, config, weights)
-	SELECT name, 10, config, weights FROM pepnet.models WHERE name = 'n' AND version = 5;
+	SELECT name, 10, config, pepnet_export('n@5') FROM pepnet.models WHERE name = 'n' AND version = 5;
 SELECT pepnet_create('n', :'small') AS after_explicit_10;
 -- no surrogate id: a version is (name, version)
 SELECT count(*) AS id_columns FROM information_schema.columns WHERE table_schema = 'pepnet' AND column_name = 'id';

@@ -571,3 +571,158 @@ GRANT SELECT ON pepnet.shared_cache, pepnet.training_progress TO PUBLIC;
 
 CREATE FUNCTION pepnet._progress_plan(epochs int) RETURNS void
 	AS 'MODULE_PATHNAME', 'pepnet_progress_plan_sql' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+-- == chunked storage ==
+
+/*
+ * A version's weights (safetensors) are stored as rows of pepnet.model_chunks, each at most
+ * pepnet.chunk_size bytes (default 64 MB), so that a model may exceed the 1 GB of one bytea value.
+ * pepnet.models.weights stays NULL for them (pepnet's functions still read a version whose
+ * weights column is not NULL, e.g. inserted directly); weights_size gives the stored size.
+ * Chunks are immutable: written in the transaction that inserts their version, deleted only
+ * with it (ON DELETE CASCADE, after the version guard).  pepnet's functions read and write
+ * them as the owner of pepnet.models, so a role's access is decided on pepnet.models alone.
+ */
+CREATE TABLE pepnet.model_chunks (
+	name text NOT NULL,
+	version int NOT NULL,
+	seq int NOT NULL,
+	data bytea NOT NULL,
+	PRIMARY KEY (name, version, seq),
+	FOREIGN KEY (name, version) REFERENCES pepnet.models (name, version) ON DELETE CASCADE,
+	CONSTRAINT model_chunks_seq_check CHECK (seq >= 0),
+	CONSTRAINT model_chunks_data_check CHECK (length(data) > 0)
+);
+-- weights are incompressible floats: out of line, uncompressed
+ALTER TABLE pepnet.model_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+COMMENT ON TABLE pepnet.model_chunks IS 'pepnet: the weights (safetensors) of each version, in chunks numbered from 0';
+SELECT pg_catalog.pg_extension_config_dump('pepnet.model_chunks', '');
+
+-- pepnet.chunk_size in bytes
+CREATE FUNCTION pepnet._chunk_size() RETURNS int
+	AS 'MODULE_PATHNAME', 'pepnet_chunk_size_bytes' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+/*
+ * The fingerprint becomes a plain column, computed by pepnet's writers while they write the
+ * chunks (the same SHA-256 of config and weights as before: pinned references made before the
+ * update still match), and by the trigger below for a row inserted with its weights in the
+ * weights column.  It keeps its values (DROP EXPRESSION).
+ */
+ALTER TABLE pepnet.models ALTER COLUMN fingerprint DROP EXPRESSION;
+ALTER TABLE pepnet.models ALTER COLUMN weights DROP NOT NULL;
+ALTER TABLE pepnet.models ADD COLUMN weights_size bigint;
+COMMENT ON COLUMN pepnet.models.weights IS 'safetensors weights stored inline (NULL: in pepnet.model_chunks)';
+COMMENT ON COLUMN pepnet.models.weights_size IS 'bytes of the weights (safetensors), inline or in pepnet.model_chunks';
+
+CREATE FUNCTION pepnet._models_fingerprint() RETURNS trigger
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF NEW.weights IS NOT NULL THEN
+		NEW.fingerprint := pepnet._fingerprint(NEW.config, NEW.weights);
+		NEW.weights_size := length(NEW.weights);
+	ELSIF NEW.fingerprint IS NULL OR NEW.weights_size IS NULL THEN
+		RAISE EXCEPTION 'model "%" version % has neither weights nor the fingerprint and weights_size of its chunks', NEW.name, NEW.version
+			USING ERRCODE = 'not_null_violation',
+				  HINT = 'Create versions with pepnet_create, pepnet_import or pepnet_import_chunks; a row copied from another node keeps its fingerprint and weights_size.';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER models_fingerprint BEFORE INSERT ON pepnet.models
+	FOR EACH ROW EXECUTE FUNCTION pepnet._models_fingerprint();
+
+-- the version guard also keeps fingerprint and weights_size
+CREATE OR REPLACE FUNCTION pepnet._models_guard() RETURNS trigger
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF TG_OP = 'UPDATE' THEN
+		IF NEW.name IS DISTINCT FROM OLD.name OR NEW.version IS DISTINCT FROM OLD.version THEN
+			RAISE EXCEPTION 'model versions cannot be renamed or renumbered'
+				USING ERRCODE = 'object_not_in_prerequisite_state';
+		END IF;
+		IF NEW.config IS DISTINCT FROM OLD.config OR NEW.weights IS DISTINCT FROM OLD.weights OR NEW.fingerprint IS DISTINCT FROM OLD.fingerprint OR NEW.weights_size IS DISTINCT FROM OLD.weights_size THEN
+			RAISE EXCEPTION 'model "%" version % is immutable: its config and weights cannot change', OLD.name, OLD.version
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Create a new version with pepnet_import, pepnet_create or pepnet_train.';
+		END IF;
+		RETURN NEW;
+	END IF;
+	IF EXISTS (SELECT 1 FROM pepnet.deployments d WHERE d.name = OLD.name AND d.version = OLD.version) THEN
+		IF current_setting('session_replication_role') = 'replica' THEN
+			RAISE WARNING 'pepnet: kept model "%" version %: it is deployed on this node', OLD.name, OLD.version
+				USING DETAIL = 'A replicated DELETE of a deployed version was skipped so that the deployment keeps working.',
+					  HINT = 'Deploy another version on the publisher; then delete this version there again or here.';
+			RETURN NULL;
+		END IF;
+		RAISE EXCEPTION 'model "%" version % is deployed and cannot be deleted', OLD.name, OLD.version
+			USING ERRCODE = 'dependent_objects_still_exist',
+				  HINT = 'Deploy another version first with pepnet_deploy, or DELETE FROM pepnet.deployments.';
+	END IF;
+	RETURN OLD;
+END $$;
+
+-- chunks: immutable, written with their version, deleted only with it (src/chunks.c)
+CREATE FUNCTION pepnet._chunks_guard() RETURNS trigger
+	AS 'MODULE_PATHNAME', 'pepnet_chunks_guard' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+CREATE TRIGGER model_chunks_guard BEFORE INSERT OR UPDATE OR DELETE ON pepnet.model_chunks
+	FOR EACH ROW EXECUTE FUNCTION pepnet._chunks_guard();
+CREATE TRIGGER model_chunks_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON pepnet.model_chunks
+	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._read_only_guard();
+-- (TRUNCATE of the chunk tables: refused by that trigger unless pepnet.allow_drop, as for the registry's tables)
+
+/*
+ * Migration: the weights of every stored version move into chunks of pepnet.chunk_size
+ * (substring of an uncompressed out-of-line value reads only its slice); their bytes, and so
+ * pepnet_export and the fingerprint, do not change.  The guards are off meanwhile (this is the
+ * one update of weights the extension makes).
+ */
+ALTER TABLE pepnet.models DISABLE TRIGGER models_guard;
+ALTER TABLE pepnet.models DISABLE TRIGGER models_read_only;
+ALTER TABLE pepnet.model_chunks DISABLE TRIGGER model_chunks_guard;
+ALTER TABLE pepnet.model_chunks DISABLE TRIGGER model_chunks_read_only;
+INSERT INTO pepnet.model_chunks (name, version, seq, data)
+	SELECT m.name, m.version, s.seq, substring(m.weights FROM (s.seq::bigint * c.size + 1)::int FOR c.size)
+	FROM pepnet.models m, (SELECT pepnet._chunk_size() AS size) c,
+		 LATERAL generate_series(0, (length(m.weights) - 1) / c.size) AS s(seq)
+	WHERE m.weights IS NOT NULL AND length(m.weights) > 0;
+UPDATE pepnet.models SET weights_size = length(weights), weights = NULL WHERE weights IS NOT NULL;
+ALTER TABLE pepnet.models ENABLE ALWAYS TRIGGER models_guard;
+ALTER TABLE pepnet.models ENABLE TRIGGER models_read_only;
+-- in the apply worker too: the chunks of a deployed version whose replicated DELETE was skipped stay
+ALTER TABLE pepnet.model_chunks ENABLE ALWAYS TRIGGER model_chunks_guard;
+ALTER TABLE pepnet.model_chunks ENABLE TRIGGER model_chunks_read_only;
+
+/*
+ * Adam's moments of a trained version in chunks too (pepnet.optimizer_state.adam_m / adam_v NULL):
+ * written by pepnet_train after the version's row of pepnet.optimizer_state, read when training
+ * continues from it, deleted with it; as the owner of pepnet.models, like the weights' chunks.
+ * (pepnet.optimizer_state is created empty by this script: nothing to migrate.)
+ */
+ALTER TABLE pepnet.optimizer_state ALTER COLUMN adam_m DROP NOT NULL;
+ALTER TABLE pepnet.optimizer_state ALTER COLUMN adam_v DROP NOT NULL;
+CREATE TABLE pepnet.optimizer_chunks (
+	name text NOT NULL,
+	version int NOT NULL,
+	moment smallint NOT NULL,
+	seq int NOT NULL,
+	data bytea NOT NULL,
+	PRIMARY KEY (name, version, moment, seq),
+	FOREIGN KEY (name, version) REFERENCES pepnet.optimizer_state (name, version) ON DELETE CASCADE,
+	CONSTRAINT optimizer_chunks_moment_check CHECK (moment IN (1, 2)),
+	CONSTRAINT optimizer_chunks_seq_check CHECK (seq >= 0)
+);
+ALTER TABLE pepnet.optimizer_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+COMMENT ON TABLE pepnet.optimizer_chunks IS 'pepnet: Adam''s first (moment 1) and second (2) moments of each trained version, safetensors in chunks';
+SELECT pg_catalog.pg_extension_config_dump('pepnet.optimizer_chunks', '');
+CREATE TRIGGER optimizer_chunks_read_only BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON pepnet.optimizer_chunks
+	FOR EACH STATEMENT EXECUTE FUNCTION pepnet._read_only_guard();
+
+-- Moving versions of any size (docs/api.md): in chunks as rows, or through a server file.
+CREATE FUNCTION pepnet_export_chunks(model text) RETURNS TABLE (seq int, data bytea)
+	AS 'MODULE_PATHNAME', 'pepnet_export_chunks' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE ROWS 16;
+CREATE FUNCTION pepnet_import_chunks(name text, config jsonb, query text) RETURNS int
+	AS 'MODULE_PATHNAME', 'pepnet_import_chunks' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+-- server files: the functions check pg_read_server_files / pg_write_server_files themselves
+CREATE FUNCTION pepnet_import_file(name text, config jsonb, path text) RETURNS int
+	AS 'MODULE_PATHNAME', 'pepnet_import_file' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+CREATE FUNCTION pepnet_export_file(model text, path text) RETURNS bigint
+	AS 'MODULE_PATHNAME', 'pepnet_export_file' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;

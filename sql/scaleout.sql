@@ -13,7 +13,7 @@ END $$;
 SELECT pepnet_create('so', :'cfg', 1) AS v1, pepnet_create('so', :'cfg', 2) AS v2, pepnet_create('so', :'cfg', 1) AS v3;
 
 -- the fingerprint: SHA-256 of config and weights, the same for the same seed, stored per row
-SELECT version, length(fingerprint) AS bytes, fingerprint = pepnet._fingerprint(config, weights) AS recomputes
+SELECT version, length(fingerprint) AS bytes, fingerprint = pepnet._fingerprint(config, pepnet_export(name || '@' || version)) AS recomputes
 FROM pepnet.models WHERE name = 'so' ORDER BY version;
 SELECT (SELECT fingerprint FROM pepnet.models WHERE name = 'so' AND version = 1) =
        (SELECT fingerprint FROM pepnet.models WHERE name = 'so' AND version = 3) AS same_seed_same_fp,
@@ -100,7 +100,7 @@ SELECT overlay(b placing convert_to('"name": "sz"', 'UTF8') from position(conver
 SELECT pepnet_import_version(b) AS imported FROM so_renamed;
 SELECT m.version = o.version AS same_version, m.parent = o.parent AS same_parent,
        m.metrics = o.metrics AS same_metrics, m.created_at = o.created_at AS same_created_at,
-       m.config = o.config AS same_config, m.weights = o.weights AS same_weights,
+       m.config = o.config AS same_config, pepnet_export('sz@3') = pepnet_export('so@3') AS same_weights,
        m.fingerprint = o.fingerprint AS same_fingerprint
 FROM pepnet.models m, pepnet.models o
 WHERE m.name = 'sz' AND m.version = 3 AND o.name = 'so' AND o.version = 3;

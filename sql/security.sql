@@ -30,6 +30,14 @@ CALL pepnet_train('sec', 'SELECT 0 AS domain, ARRAY[1]::bigint[] AS persona, ARR
 -- training and evaluation queries run with the caller's rights
 SELECT * FROM pepnet_evaluate('sec', 'SELECT * FROM private_events');
 \echo :LAST_ERROR_SQLSTATE
+-- the weights' chunks: read for it by pepnet's functions, but not by the role itself, nor written
+SELECT count(*) AS chunk_rows FROM pepnet.model_chunks;
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM pepnet.model_chunks WHERE name = 'sec';
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) > 0 AS exported_in_chunks FROM pepnet_export_chunks('sec');
+SELECT pepnet_import_chunks('sec', (SELECT config FROM pepnet.models WHERE name = 'sec'), 'SELECT data FROM pepnet_export_chunks(''sec'')');
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
 -- the documented grants for roles that train and that deploy

@@ -154,7 +154,7 @@ SELECT position('pn.num_batches_tracked' IN encode(pepnet_export('ctr@3'), 'esca
        position('pn.num_batches_tracked' IN encode(v01_blob(pepnet_export('ctr@3')), 'escape')) = 0 AS v01_without;
 -- a version as 0.1.0 stored it (row written directly), and the same blob imported
 INSERT INTO pepnet.models (name, version, config, weights, parent)
-SELECT 'old', 1, config, v01_blob(weights), NULL FROM pepnet.models WHERE name = 'ctr' AND version = 3;
+SELECT 'old', 1, config, v01_blob(pepnet_export('ctr@3')), NULL FROM pepnet.models WHERE name = 'ctr' AND version = 3;
 SELECT pepnet_import('old', (SELECT config FROM pepnet.models WHERE name = 'ctr' AND version = 3),
                      v01_blob(pepnet_export('ctr@3'))) AS imported;
 -- both score exactly as the original (inference uses the running statistics only)

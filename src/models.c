@@ -126,7 +126,7 @@ model_to_bytea(const PnModel *m)
  * serializes concurrent writers of one name until they commit.
  */
 int32
-pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
+pepnet_insert_version(const char *name, const char *config_json, const PnModel *model,
 					  const char *metrics_json, int32 parent)
 {
 	Oid			argtypes[5] = {TEXTOID, TEXTOID, BYTEAOID, TEXTOID, INT4OID};
@@ -136,9 +136,13 @@ pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
 	bool		isnull;
 
 	pepnet_check_writable("creating a model version");
+	/* 0.2.0: weights in chunks (chunks.c) */
+	if (pepnet_chunked_schema())
+		return pepnet_store_chunked(name, 0, config_json, model, NULL, 0, metrics_json, parent, NULL, NULL);
+
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(config_json);
-	values[2] = PointerGetDatum(weights);
+	values[2] = PointerGetDatum(model_to_bytea(model));
 	values[3] = CStringGetTextDatum(metrics_json ? metrics_json : "{}");
 	values[4] = Int32GetDatum(parent);
 
@@ -180,12 +184,10 @@ int32
 pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent)
 {
 	char	   *cj = pn_config_to_json(&m->cfg);
-	bytea	   *blob;
 
 	if (cj == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	blob = model_to_bytea(m);
-	return pepnet_insert_version(name, cj, blob, metrics_json, parent);
+	return pepnet_insert_version(name, cj, m, metrics_json, parent);
 }
 
 /*
@@ -275,32 +277,23 @@ Datum
 pepnet_export(PG_FUNCTION_ARGS)
 {
 	PepnetRef	ref;
-	MemoryContext caller = CurrentMemoryContext;
-	Oid			argtypes[2] = {TEXTOID, INT4OID};
-	Datum		values[2];
-	bool		isnull;
 	bytea	   *result;
+	uint64		len;
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	values[0] = CStringGetTextDatum(ref.name);
-	values[1] = Int32GetDatum(ref.version);
-	SPI_connect();
-	if (SPI_execute_with_args("SELECT weights FROM pepnet.models "
-							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
-							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	len = pepnet_weights_size(ref.name, ref.version);
+	if (len > MaxAllocSize - VARHDRSZ)
 		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		MemoryContext spi = MemoryContextSwitchTo(caller);
-
-		result = DatumGetByteaPCopy(d);
-		MemoryContextSwitchTo(spi);
-	}
-	SPI_finish();
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("model \"%s\" version %d has %llu bytes of weights, more than the 1 GB a bytea value holds",
+						ref.name, ref.version, (unsigned long long) len),
+				 errhint("Export it in chunks with pepnet_export_chunks('%s@%d'), or into a server file with pepnet_export_file.",
+						 ref.name, ref.version)));
+	/* the weights are read chunk by chunk straight into the result */
+	result = (bytea *) pepnet_read_weights(ref.name, ref.version, VARHDRSZ, len, &len);
+	SET_VARSIZE(result, VARHDRSZ + len);
 	if (blob_lacks_count(result))
 	{
 		/* stored by 0.1.0: export docs/model.md 0.2's full tensor set (the count is 0) */
@@ -413,20 +406,19 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 }
 
 /*
- * Load the version a resolved reference names: config and weights, checked
- * again as they are read (stored weights that fail are corrupt: XX001).
- * The model is allocated in the caller's memory context; name (of
- * PEPNET_NAMELEN bytes) and version receive what was loaded.
+ * The layout (tensors, no weights: data NULL) of the version a resolved
+ * reference names, from its stored config (invalid: XX001).  Allocated in
+ * the caller's memory context; name (of PEPNET_NAMELEN bytes) and version
+ * receive what was read.
  */
 PnModel *
-pepnet_load_model(const PepnetRef *ref, char *name, int32 *version)
+pepnet_load_layout(const PepnetRef *ref, char *name, int32 *version)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	Oid			argtypes[2] = {TEXTOID, INT4OID};
 	Datum		values[2];
 	bool		isnull;
 	char	   *cfgtext;
-	bytea	   *blob;
 	PnConfig	cfg;
 	PnModel    *m;
 	PnError		err = {0};
@@ -434,7 +426,7 @@ pepnet_load_model(const PepnetRef *ref, char *name, int32 *version)
 	values[0] = CStringGetTextDatum(ref->name);
 	values[1] = Int32GetDatum(ref->version);
 	SPI_connect();
-	if (SPI_execute_with_args("SELECT name, version, config::pg_catalog.text, weights FROM pepnet.models "
+	if (SPI_execute_with_args("SELECT name, version, config::pg_catalog.text FROM pepnet.models "
 							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "pepnet: could not read model \"%s\" version %d", ref->name, ref->version);
@@ -444,14 +436,9 @@ pepnet_load_model(const PepnetRef *ref, char *name, int32 *version)
 				 errmsg("model \"%s\" version %d no longer exists", ref->name, ref->version)));
 	strlcpy(name, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)), PEPNET_NAMELEN);
 	*version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	cfgtext = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	cfgtext = MemoryContextStrdup(caller, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)));
+	SPI_finish();
 
-	/*
-	 * The weights are detoasted into the caller's context and the model's
-	 * tensors point into them: one copy of the weights, not two.
-	 */
-	MemoryContextSwitchTo(caller);
-	blob = DatumGetByteaPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	if (pn_config_parse(cfgtext, strlen(cfgtext), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
 	{
 		pn_setdetail(&err, "The stored config of model \"%s\" version %d is not valid.", name, *version);
@@ -460,12 +447,36 @@ pepnet_load_model(const PepnetRef *ref, char *name, int32 *version)
 	if (pn_model_layout(&cfg, &m, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	pn_config_free(&cfg);
-	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)
+	return m;
+}
+
+/*
+ * Load the version a resolved reference names: config and weights, checked
+ * again as they are read (stored weights that fail are corrupt: XX001).
+ * The model is allocated in the caller's memory context; name (of
+ * PEPNET_NAMELEN bytes) and version receive what was loaded.
+ */
+PnModel *
+pepnet_load_model(const PepnetRef *ref, char *name, int32 *version)
+{
+	PnModel    *m = pepnet_load_layout(ref, name, version);
+	PnError		err = {0};
+	uint8	   *blob;
+	uint64		len;
+
+	/*
+	 * The weights are read (chunk by chunk, chunks.c) into one buffer in the
+	 * caller's context and the model's tensors point into it: one copy of
+	 * the weights, not two.
+	 */
+	blob = pepnet_read_weights(name, *version, 0, 8 + (uint64) PN_MAX_HEADER + (uint64) m->total * 4, &len);
+	if (pn_safetensors_read(m, blob, (size_t) len, &err) != PN_OK)
 	{
 		pn_setdetail(&err, "The stored weights of model \"%s\" version %d are corrupt.", name, *version);
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	}
-	SPI_finish();
+	if (!m->borrowed)
+		pfree(blob);
 	return m;
 }
 
@@ -593,7 +604,7 @@ pepnet_drop_guard(PG_FUNCTION_ARGS)
 				 errmsg_plural("cannot drop extension pepnet: it would delete %lld stored model version",
 							   "cannot drop extension pepnet: it would delete %lld stored model versions",
 							   versions, (long long) versions),
-				 errdetail("pepnet keeps the versions of %lld model name(s), their deployments and deploy history in its own tables (pepnet.models, pepnet.deployments, pepnet.deploy_history), which DROP EXTENSION deletes.",
+				 errdetail("pepnet keeps the versions of %lld model name(s), their deployments and deploy history in its own tables (pepnet.models, pepnet.model_chunks, pepnet.deployments, pepnet.deploy_history), which DROP EXTENSION deletes.",
 						   (long long) names),
 				 errhint("Keep what you need first (pg_dump, or pepnet_export per version), then SET pepnet.allow_drop = on and drop again.")));
 	PG_RETURN_VOID();
@@ -622,8 +633,8 @@ pepnet_registry_init(void)
  * Is the statement being run COPY [pepnet.]table ... (pg_restore loading
  * data, which brings its own history)?
  */
-static bool
-copy_into(const char *table)
+bool
+pepnet_copy_into(const char *table)
 {
 	const char *q = debug_query_string;
 	size_t		n = strlen(table);
@@ -676,7 +687,7 @@ pepnet_deploy_log(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
 		elog(ERROR, "pepnet._deploy_log must be called as an AFTER ROW trigger");
-	if (copy_into("deployments"))
+	if (pepnet_copy_into("deployments"))
 		return PointerGetDatum(NULL);
 	desc = RelationGetDescr(td->tg_relation);
 	aname = SPI_fnumber(desc, "name");

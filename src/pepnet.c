@@ -58,6 +58,7 @@ _PG_init(void)
 							&pepnet_max_model_size_mb, 1024, 1, INT_MAX / 2,
 							PGC_SUSET, GUC_UNIT_MB, NULL, NULL, NULL);
 	pepnet_registry_init();
+	pepnet_chunks_init();
 	pepnet_score_init();
 	pepnet_shmem_init();
 	MarkGUCPrefixReserved("pepnet");

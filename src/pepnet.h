@@ -70,8 +70,10 @@ extern void pepnet_interrupt_check(void);
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
 extern PnModel *pepnet_load_model(const PepnetRef *ref, char *name, int32 *version);
-extern int32 pepnet_insert_version(const char *name, const char *config_json, bytea *weights,
+extern PnModel *pepnet_load_layout(const PepnetRef *ref, char *name, int32 *version);
+extern int32 pepnet_insert_version(const char *name, const char *config_json, const PnModel *model,
 								   const char *metrics_json, int32 parent);
+extern bool pepnet_copy_into(const char *table);
 extern int32 pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent);
 extern bool pepnet_read_only;
 extern void pepnet_registry_init(void);
@@ -84,6 +86,23 @@ extern void pepnet_resolve(const char *ref, PepnetRef *out);
 extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
 extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc);
+
+/* chunks.c */
+extern int	pepnet_chunk_size;
+extern void pepnet_chunks_init(void);
+extern bool pepnet_chunked_schema(void);
+extern int32 pepnet_store_chunked(const char *name, int32 version, const char *config_json, const PnModel *m,
+								  const uint8 *bytes, uint64 len, const char *metrics_json, int32 parent,
+								  const char *bundle_header, uint8 *fp_out);
+extern uint64 pepnet_weights_size(const char *name, int32 version);
+typedef void *(*PepnetWeightsAlloc) (void *arg, uint64 len);
+extern uint8 *pepnet_stream_weights(const char *name, int32 version, uint64 maxlen,
+									PepnetWeightsAlloc alloc, void *arg, uint64 *len);
+extern uint8 *pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen, uint64 *len);
+extern void pepnet_scatter_weights(const char *name, int32 version, PnModel *m);
+extern bool pepnet_optimizer_chunked(void);
+extern void pepnet_write_moment_chunks(const char *name, int32 version, int moment, const PnModel *mm);
+extern bool pepnet_read_moment_chunks(const char *name, int32 version, int moment, PnModel *mm);
 
 /* score.c */
 extern void pepnet_score_init(void);

@@ -490,11 +490,10 @@ pepnet_export_version(PG_FUNCTION_ARGS)
 	Datum		values[2];
 	bool		isnull;
 	char	   *header;
-	bytea	   *weights;
 	bytea	   *out;
 	size_t		hl,
-				wl,
 				total;
+	uint64		wl;
 	uint32		hl_be;
 
 	if (PG_ARGISNULL(0))
@@ -505,36 +504,30 @@ pepnet_export_version(PG_FUNCTION_ARGS)
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('name', name, 'version', version, 'parent', parent, "
 							  "'metrics', metrics, 'created_at', created_at, 'config', config, "
-							  "'fingerprint', pg_catalog.encode(fingerprint, 'hex'))::pg_catalog.text, weights "
+							  "'fingerprint', pg_catalog.encode(fingerprint, 'hex'))::pg_catalog.text "
 							  "FROM pepnet.models WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
-	{
-		MemoryContext spi = MemoryContextSwitchTo(caller);
-
-		header = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		weights = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		MemoryContextSwitchTo(spi);
-	}
+	header = MemoryContextStrdup(caller, TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
+	SPI_finish();
 	hl = strlen(header);
-	wl = VARSIZE_ANY_EXHDR(weights);
+	wl = pepnet_weights_size(ref.name, ref.version);
 	total = BUNDLE_MAGIC_LEN + 4 + hl + wl;
 	if (total > MaxAllocSize - VARHDRSZ)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("model \"%s\" version %d is too large for a bundle (%zu bytes, a bytea holds at most 1 GB)",
 						ref.name, ref.version, total),
-				 errhint("Copy the row with INSERT INTO pepnet.models ... SELECT from a foreign table over the source's pepnet.models (README, Scaling out).")));
-	out = (bytea *) MemoryContextAllocHuge(caller, VARHDRSZ + total);
+				 errhint("Copy the rows of pepnet.models and pepnet.model_chunks with INSERT ... SELECT from foreign tables over the source's (README, Big models).")));
+	/* the weights, read chunk by chunk straight behind the bundle's header */
+	out = (bytea *) pepnet_read_weights(ref.name, ref.version, VARHDRSZ + BUNDLE_MAGIC_LEN + 4 + hl, wl, &wl);
 	SET_VARSIZE(out, VARHDRSZ + total);
 	memcpy(VARDATA(out), BUNDLE_MAGIC, BUNDLE_MAGIC_LEN);
 	hl_be = pg_hton32((uint32) hl);
 	memcpy(VARDATA(out) + BUNDLE_MAGIC_LEN, &hl_be, 4);
 	memcpy(VARDATA(out) + BUNDLE_MAGIC_LEN + 4, header, hl);
-	memcpy(VARDATA(out) + BUNDLE_MAGIC_LEN + 4 + hl, VARDATA_ANY(weights), wl);
-	SPI_finish();
 	PG_RETURN_BYTEA_P(out);
 }
 
@@ -684,25 +677,15 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
 	pn_model_free(m);
 
-	/* the row, as it was; its fingerprint is computed again here */
-	SPI_connect();
-	vals[0] = CStringGetTextDatum(header);
-	vals[1] = PointerGetDatum(weights);
-	if (SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, created_at, parent) "
-							  "SELECT h OPERATOR(pg_catalog.->>) 'name', (h OPERATOR(pg_catalog.->>) 'version')::pg_catalog.int4, "
-							  "h OPERATOR(pg_catalog.->) 'config', $2, h OPERATOR(pg_catalog.->) 'metrics', "
-							  "COALESCE((h OPERATOR(pg_catalog.->>) 'created_at')::pg_catalog.timestamptz, pg_catalog.now()), "
-							  "(h OPERATOR(pg_catalog.->>) 'parent')::pg_catalog.int4 "
-							  "FROM (SELECT $1::pg_catalog.jsonb AS h) s RETURNING fingerprint",
-							  2, targs, vals, NULL, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "pepnet: could not insert model \"%s\" version %d", name, version);
+	/* the row, as it was, and its weights in chunks; its fingerprint is computed again here */
 	{
-		bytea	   *got = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		uint8		got[FP_LEN];
 
+		(void) pepnet_store_chunked(name, version, cfgtext, NULL, (const uint8 *) VARDATA(weights),
+									VARSIZE(weights) - VARHDRSZ, NULL, 0, header, got);
 		/* the stored config must give the same canonical text as the bundle's */
-		if (isnull || VARSIZE_ANY_EXHDR(got) != FP_LEN || memcmp(VARDATA_ANY(got), fp, FP_LEN) != 0)
+		if (memcmp(got, fp, FP_LEN) != 0)
 			elog(ERROR, "pepnet: model \"%s\" version %d was stored with another fingerprint than its bundle's", name, version);
 	}
-	SPI_finish();
 	PG_RETURN_INT32(version);
 }

@@ -486,12 +486,12 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 		Size		hbytes,
 					dbytes;
 		float	   *data;
-		int			t;
 		char	   *dst;
 		bool		ok;
 
 		MemoryContextSwitchTo(tmp);
-		m = pepnet_load_model(ref, name, &version);
+		/* the config only: the weights are streamed into shared memory below (chunks.c) */
+		m = pepnet_load_layout(ref, name, &version);
 		if (pn_model_layout(&m->cfg, &lay, &err) != PN_OK)
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 		MemoryContextSwitchTo(caller);
@@ -525,6 +525,9 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 			/* a private copy after all: the model stays in tmp, a child of the caller's context */
 			abandon_build();
 			*slot = -1;
+			MemoryContextSwitchTo(tmp);
+			m = pepnet_load_model(ref, name, &version);
+			MemoryContextSwitchTo(caller);
 		}
 		else
 		{
@@ -534,13 +537,16 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 			memcpy(dst + h.pers_off, m->cfg.pers, sizeof(PnField) * m->cfg.npers);
 			if (h.neg_off)
 				memcpy(dst + h.neg_off, m->cfg.neg_rate, sizeof(float) * m->cfg.domains);
-			/* the weights tensor by tensor into the canonical layout, interrupts checked between */
+			/*
+			 * the weights streamed chunk by chunk straight into the canonical
+			 * layout in shared memory (never a private copy of their size)
+			 */
 			data = (float *) (dst + h.data_off);
-			for (t = 0; t < m->ntensors; t++)
-			{
-				CHECK_FOR_INTERRUPTS();
-				memcpy(data + lay->tensors[t].offset, PN_T(m, t), sizeof(float) * (Size) m->tensors[t].numel);
-			}
+			lay->data = data;
+			lay->borrowed = true;
+			MemoryContextSwitchTo(tmp);
+			pepnet_scatter_weights(name, version, lay);
+			MemoryContextSwitchTo(caller);
 			LWLockAcquire(lock, LW_EXCLUSIVE);
 			s->hdr = hp;
 			s->doms = dp;

@@ -510,22 +510,46 @@ optimizer_save(TrainState *st, int32 version)
 {
 	Oid			argtypes[6] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID, INT4OID};
 	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', 'n', 'n', ' '};
+	bool		chunked;
 
 	if (!optimizer_table_exists())
 		return;
+	/* 0.2.0: the moments in chunks of pepnet.optimizer_chunks (chunks.c), any size */
+	chunked = pepnet_optimizer_chunked();
 	values[0] = CStringGetTextDatum(st->name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int64GetDatum(pn_trainer_steps(st->trainer));
-	values[3] = PointerGetDatum(moments_bytea(st, 1));
-	values[4] = PointerGetDatum(moments_bytea(st, 2));
+	if (!chunked)
+	{
+		values[3] = PointerGetDatum(moments_bytea(st, 1));
+		values[4] = PointerGetDatum(moments_bytea(st, 2));
+		nulls[3] = nulls[4] = ' ';
+	}
 	values[5] = Int32GetDatum(st->epoch_base + st->epochs_done);
 	SPI_connect();
 	if (SPI_execute_with_args("INSERT INTO pepnet.optimizer_state (name, version, steps, adam_m, adam_v, epochs) "
-							  "VALUES ($1, $2, $3, $4, $5, $6)", 6, argtypes, values, NULL, false, 0) != SPI_OK_INSERT)
+							  "VALUES ($1, $2, $3, $4, $5, $6)", 6, argtypes, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "pepnet: could not store the optimizer state of \"%s\" version %d", st->name, version);
 	SPI_finish();
-	pfree(DatumGetPointer(values[3]));
-	pfree(DatumGetPointer(values[4]));
+	if (chunked)
+	{
+		int			which;
+
+		for (which = 1; which <= 2; which++)
+		{
+			PnModel		mm = *st->model;
+
+			mm.data = pn_trainer_moment(st->trainer, which);
+			mm.borrowed = true;
+			pepnet_write_moment_chunks(st->name, version, which, &mm);
+		}
+	}
+	else
+	{
+		pfree(DatumGetPointer(values[3]));
+		pfree(DatumGetPointer(values[4]));
+	}
 }
 
 /* Read a moments blob into the trainer's moment array; false if it does not fit the model */
@@ -571,8 +595,23 @@ optimizer_load(TrainState *st)
 		bool		n4;
 		Datum		e = SPI_getbinval(tup, td, 4, &n4);
 
+		if (!n1 && n2 && n3 && pepnet_optimizer_chunked())
+		{
+			/* the moments in chunks (chunks.c), read into the trainer's moment arrays */
+			PnModel		mm1 = *st->model,
+						mm2 = *st->model;
+
+			mm1.data = pn_trainer_moment(st->trainer, 1);
+			mm1.borrowed = false;	/* copy into mm.data (mm is never freed) */
+			mm2.data = pn_trainer_moment(st->trainer, 2);
+			mm2.borrowed = false;
+			n2 = n3 = !(pepnet_read_moment_chunks(st->name, st->parent, 1, &mm1) &&
+						pepnet_read_moment_chunks(st->name, st->parent, 2, &mm2));
+			m = v = (Datum) 0;
+		}
 		if (!n1 && !n2 && !n3 &&
-			moments_read(st, 1, DatumGetByteaPP(m)) && moments_read(st, 2, DatumGetByteaPP(v)))
+			(m == (Datum) 0 ||
+			 (moments_read(st, 1, DatumGetByteaPP(m)) && moments_read(st, 2, DatumGetByteaPP(v)))))
 		{
 			steps = DatumGetInt64(s);
 			st->epoch_base = n4 ? 0 : DatumGetInt32(e);

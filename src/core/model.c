@@ -11,7 +11,6 @@
 #include <string.h>
 
 #define PN_ALIGN 16				/* floats: tensors start on 64-byte lines */
-#define PN_MAX_HEADER (8 * 1024 * 1024)	/* real headers take ~100 bytes a tensor */
 
 /* splitmix64 finaliser of docs/model.md */
 uint64_t
@@ -312,18 +311,11 @@ read_u64le(const uint8_t *p)
 	return v;
 }
 
-typedef struct Span
-{
-	uint64_t	begin,
-				end;
-	int			tensor;
-} Span;
-
 /* qsort comparator by begin offset */
 static int
 span_cmp(const void *a, const void *b)
 {
-	const Span *x = a,
+	const PnStSpan *x = a,
 			   *y = b;
 
 	return x->begin < y->begin ? -1 : x->begin > y->begin;
@@ -344,42 +336,44 @@ shape_str(char *buf, size_t n, const int64_t *shape, int ndim)
 }
 
 /*
- * Validate a safetensors blob against the model's layout and copy its
- * tensors in.  Checks: header length, JSON, dtype F32, shapes, offsets
- * inside the data, no overlaps or holes, every tensor present, no unknown
- * tensor, finite values.  A model made by pn_model_layout (no storage yet)
- * instead points its tensors into the blob when they are float-aligned
- * there (no copy: the blob must then outlive the model, and is written to
- * if the model is trained); otherwise storage is allocated and filled.
+ * Check the header of a safetensors blob of len bytes against the model's
+ * layout, from its first headlen bytes (at least 8 + the header length, or
+ * the whole blob): header length, JSON, dtype F32, shapes, offsets inside
+ * the data, no overlaps or holes, every tensor present (optional ones may
+ * be absent: m->nabsent), no unknown tensor.  On success *spans (pn_alloc'd,
+ * sorted by offset, relative to the data, which starts at *data_start) and
+ * *nspans describe where each tensor's bytes are.
  */
 int
-pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
+pn_safetensors_plan(PnModel *m, const uint8_t *blob, size_t headlen, uint64_t len,
+					PnStSpan **spans_out, int *nspans_out, uint64_t *data_start, PnError *err)
 {
 	uint64_t	hlen,
 				dlen;
 	PnJson	   *root = NULL;
-	Span	   *spans = NULL;
+	PnStSpan   *spans = NULL;
 	bool	   *seen = NULL;
 	int			nspans = 0,
 				rc = PN_OK,
 				i;
 	uint64_t	covered = 0;
-	const uint8_t *data;
 
-	if (len < 8)
-		return pn_seterr(err, PN_EFORMAT, "weights are not safetensors: %zu bytes, too short for a header", len);
+	*spans_out = NULL;
+	*nspans_out = 0;
+	if (len < 8 || headlen < 8)
+		return pn_seterr(err, PN_EFORMAT, "weights are not safetensors: %llu bytes, too short for a header", (unsigned long long) len);
 	hlen = read_u64le(blob);
 	if (hlen < 2)
 		return pn_seterr(err, PN_EFORMAT, "weights are not safetensors: header length %llu is too short for a JSON object",
 						 (unsigned long long) hlen);
-	if (hlen > len - 8 || hlen > PN_MAX_HEADER)
+	if (hlen > len - 8 || hlen > PN_MAX_HEADER || hlen > headlen - 8)
 	{
-		pn_seterr(err, PN_EFORMAT, "weights are not safetensors: header length %llu does not fit in %zu bytes",
-				  (unsigned long long) hlen, len);
+		pn_seterr(err, PN_EFORMAT, "weights are not safetensors: header length %llu does not fit in %llu bytes",
+				  (unsigned long long) hlen, (unsigned long long) len);
 		return PN_EFORMAT;
 	}
 	dlen = len - 8 - hlen;
-	data = blob + 8 + hlen;
+	*data_start = 8 + hlen;
 	if ((rc = pn_json_parse((const char *) blob + 8, hlen, &root, err)) != PN_OK)
 	{
 		pn_setdetail(err, "The safetensors header is not valid JSON.");
@@ -390,7 +384,7 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 		pn_json_free(root);
 		return pn_seterr(err, PN_EFORMAT, "safetensors header is not a JSON object");
 	}
-	spans = pn_alloc(sizeof(Span) * (root->n + 1));
+	spans = pn_alloc(sizeof(PnStSpan) * (root->n + 1));
 	seen = pn_alloc0(sizeof(bool) * (m->ntensors + 1));
 	if (!spans || !seen)
 	{
@@ -494,7 +488,7 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 			rc = pn_seterr(err, PN_EFORMAT, "weights lack tensor \"%s\" that the config needs", m->tensors[i].name);
 			goto done;
 		}
-	qsort(spans, nspans, sizeof(Span), span_cmp);
+	qsort(spans, nspans, sizeof(PnStSpan), span_cmp);
 	for (i = 0; i < nspans; i++)
 	{
 		if (i > 0 && spans[i].begin < spans[i - 1].end)
@@ -511,6 +505,74 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 					   (unsigned long long) (dlen - covered));
 		goto done;
 	}
+done:
+	pn_free(seen);
+	pn_json_free(root);
+	if (rc != PN_OK)
+	{
+		pn_free(spans);
+		return rc;
+	}
+	*spans_out = spans;
+	*nspans_out = nspans;
+	return PN_OK;
+}
+
+/*
+ * After the spanned tensors' bytes are in m->data: zero the optional
+ * tensors the blob lacks and check that every value is finite.
+ */
+int
+pn_safetensors_check(PnModel *m, const PnStSpan *spans, int nspans, PnError *err)
+{
+	bool	   *seen = pn_alloc0(sizeof(bool) * (m->ntensors + 1));
+	int			i;
+
+	if (!seen)
+		return pn_seterr(err, PN_ENOMEM, "out of memory reading weights");
+	for (i = 0; i < nspans; i++)
+		seen[spans[i].tensor] = true;
+	for (i = 0; i < m->ntensors; i++)
+		if (!seen[i])
+			memset(m->data + m->tensors[i].offset, 0, sizeof(float) * (size_t) m->tensors[i].numel);
+	pn_free(seen);
+	for (i = 0; i < nspans; i++)
+	{
+		const PnTensor *t = &m->tensors[spans[i].tensor];
+		const float *p = m->data + t->offset;
+		int64_t		j;
+
+		for (j = 0; j < t->numel; j++)
+			if (!isfinite(p[j]))
+				return pn_seterr(err, PN_EFORMAT, "tensor \"%s\" holds a non-finite value at element %lld",
+								 t->name, (long long) j);
+	}
+	return PN_OK;
+}
+
+/*
+ * Validate a safetensors blob against the model's layout and copy its
+ * tensors in (pn_safetensors_plan, then the bytes, then
+ * pn_safetensors_check).  A model made by pn_model_layout (no storage yet)
+ * instead points its tensors into the blob when they are float-aligned
+ * there (no copy: the blob must then outlive the model, and is written to
+ * if the model is trained); otherwise storage is allocated and filled.
+ */
+int
+pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
+{
+	PnStSpan   *spans = NULL;
+	int			nspans = 0,
+				rc,
+				i;
+	uint64_t	start = 0,
+				dlen;
+	const uint8_t *data;
+
+	if ((rc = pn_safetensors_plan(m, blob, len, len, &spans, &nspans, &start, err)) != PN_OK)
+		return rc;
+	data = blob + start;
+	dlen = len - start;
 	if (m->data == NULL)
 	{
 		bool		aligned = ((uintptr_t) data % sizeof(float)) == 0;
@@ -533,31 +595,16 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 			goto done;
 		}
 	}
-	for (i = 0; i < m->ntensors; i++)
-		if (!seen[i])
-			memset(m->data + m->tensors[i].offset, 0, sizeof(float) * (size_t) m->tensors[i].numel);
 	for (i = 0; i < nspans; i++)
-	{
-		PnTensor   *t = &m->tensors[spans[i].tensor];
-		float	   *dst = m->data + t->offset;
-		int64_t		j;
-
 		if (!m->borrowed)
-			memcpy(dst, data + spans[i].begin, (size_t) t->numel * 4);
-		for (j = 0; j < t->numel; j++)
-			if (!isfinite(dst[j]))
-			{
-				rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" holds a non-finite value at element %lld",
-							   t->name, (long long) j);
-				goto done;
-			}
-	}
+			memcpy(m->data + m->tensors[spans[i].tensor].offset, data + spans[i].begin,
+				   (size_t) m->tensors[spans[i].tensor].numel * 4);
+	rc = pn_safetensors_check(m, spans, nspans, err);
 done:
 	pn_free(spans);
-	pn_free(seen);
-	pn_json_free(root);
 	return rc;
 }
+
 
 /* Write the JSON header into buf (or only measure with buf NULL); returns length */
 static size_t
@@ -624,5 +671,46 @@ pn_safetensors_write(const PnModel *m, uint8_t *out)
 	{
 		memcpy(out + pos, m->data + m->tensors[i].offset, (size_t) m->tensors[i].numel * 4);
 		pos += (size_t) m->tensors[i].numel * 4;
+	}
+}
+
+/* The first bytes of the blob of m: header length and header; returns their size */
+size_t
+pn_safetensors_prefix(const PnModel *m, uint8_t *out)
+{
+	size_t		hlen = header_write(m, out ? (char *) out + 8 : NULL);
+	int			i;
+
+	if (out)
+		for (i = 0; i < 8; i++)
+			out[i] = (uint8_t) (((uint64_t) hlen >> (8 * i)) & 0xFF);
+	return 8 + hlen;
+}
+
+/* Bytes [off, off + len) of the blob of m, whose prefix (pn_safetensors_prefix) is given */
+void
+pn_safetensors_write_range(const PnModel *m, const uint8_t *prefix, size_t prefixlen,
+						   uint64_t off, size_t len, uint8_t *out)
+{
+	uint64_t	end = off + len,
+				pos;
+	int			i;
+
+	if (off < prefixlen)
+	{
+		size_t		n = (size_t) ((end < prefixlen ? end : prefixlen) - off);
+
+		memcpy(out, prefix + off, n);
+	}
+	pos = prefixlen;
+	for (i = 0; i < m->ntensors && pos < end; i++)
+	{
+		uint64_t	nb = (uint64_t) m->tensors[i].numel * 4,
+					b = pos > off ? pos : off,
+					e = pos + nb < end ? pos + nb : end;
+
+		if (b < e)
+			memcpy(out + (b - off), (const uint8_t *) (m->data + m->tensors[i].offset) + (b - pos), (size_t) (e - b));
+		pos += nb;
 	}
 }

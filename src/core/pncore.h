@@ -200,11 +200,39 @@ int			pn_model_find(const PnModel *m, const char *name);
 void		pn_model_init(PnModel *m, uint64_t seed);
 
 /* ---- weights as safetensors ---- */
+/* the longest safetensors header read (real headers take ~100 bytes a tensor) */
+#define PN_MAX_HEADER (8 * 1024 * 1024)
 /* check blob against m's layout and copy every tensor into m->data */
 int			pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err);
+/* where a tensor's bytes are in a safetensors blob's data */
+typedef struct PnStSpan
+{
+	uint64_t	begin,
+				end;
+	int			tensor;
+} PnStSpan;
+/*
+ * pn_safetensors_read in steps, for a blob read piece by piece: check its
+ * header (its first headlen bytes) against m's layout and get the sorted
+ * spans of the tensors' bytes (pn_alloc'd; offsets into the data, which
+ * starts at *data_start); once the bytes are in m->data, zero absent
+ * optional tensors and check for non-finite values.
+ */
+int			pn_safetensors_plan(PnModel *m, const uint8_t *blob, size_t headlen, uint64_t len,
+								PnStSpan **spans, int *nspans, uint64_t *data_start, PnError *err);
+int			pn_safetensors_check(PnModel *m, const PnStSpan *spans, int nspans, PnError *err);
 /* size of the blob pn_safetensors_write produces */
 size_t		pn_safetensors_size(const PnModel *m);
 void		pn_safetensors_write(const PnModel *m, uint8_t *out);
+/*
+ * The blob in pieces (chunked storage): pn_safetensors_prefix writes its
+ * first bytes, the length and the JSON header (out NULL: only measures);
+ * pn_safetensors_write_range writes bytes [off, off + len) of the blob given
+ * that prefix.  Concatenated ranges equal pn_safetensors_write's output.
+ */
+size_t		pn_safetensors_prefix(const PnModel *m, uint8_t *out);
+void		pn_safetensors_write_range(const PnModel *m, const uint8_t *prefix, size_t prefixlen,
+									   uint64_t off, size_t len, uint8_t *out);
 
 /* ---- inference ---- */
 

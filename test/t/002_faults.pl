@@ -96,7 +96,7 @@ is($rc, 0, 'setup: 60,000 training rows, a big model (hidden [512, 256], 4 tasks
   or BAIL_OUT("setup failed: $err");
 
 # ---------------------------------------------------------------- (a) kill -9 during training
-my $SCORES_SQL = "SELECT version, md5(weights), metrics->>'train_loss',
+my $SCORES_SQL = "SELECT version, md5(pepnet_export('k\@' || version)), metrics->>'train_loss',
                          (SELECT string_agg(s.score::text || ':' || s.scores::text, ',' ORDER BY s.idx)
                           FROM pepnet_score('k\@' || version, 1, '{5,3}', '{{1,2,3},{4,5,6},{7,8,9}}') s)
                   FROM pepnet.models WHERE name = 'k' ORDER BY version";
@@ -138,8 +138,11 @@ ok($NBEFORE >= 2 && join("\n", @after[ 0 .. $NBEFORE - 1 ]) eq $before,
 	"versions committed before the kill are unchanged: md5 of weights, train_loss, scores ($NBEFORE of $NAFTER)");
 ok(sq("$VERSIONS_OK_SQL 'k'") eq 't' && $NAFTER < 8,
 	"no partial version: $NAFTER versions, consecutive, each with its metrics, training unfinished (< 8)");
-is(sq("SELECT bool_and(pepnet_export('k\@' || version) = weights) FROM pepnet.models WHERE name = 'k'"),
-	't', 'pepnet_export equals the stored weights of every version');
+is(sq("SELECT bool_and(pepnet_export('k\@' || version) = (SELECT string_agg(c.data, '' ORDER BY c.seq) FROM pepnet.model_chunks c
+	                                                           WHERE c.name = m.name AND c.version = m.version)
+	                    AND length(pepnet_export('k\@' || version)) = m.weights_size)
+	    FROM pepnet.models m WHERE name = 'k'"),
+	't', 'pepnet_export equals the stored weights (chunks, weights_size) of every version');
 $node->psql($db, "SET client_min_messages = warning; CALL pepnet_train('k', '$SMALL', epochs => 1, progress_interval => 0)");
 is(sq("SELECT parent FROM pepnet.models WHERE name = 'k' AND version = " . ($NAFTER + 1)),
 	$NAFTER, 'training continues from the last version after the crash');

@@ -28,7 +28,8 @@ my %ADDED_IN_020 = map { $_ => 1 } qw(pn.num_batches_tracked);
 
 my $node = PostgreSQL::Test::Cluster->new('upgrade');
 $node->init;
-$node->append_conf('postgresql.conf', "fsync = off\njit = off\n");
+# chunks of 1000 bytes: the update migrates every stored version into many rows of pepnet.model_chunks
+$node->append_conf('postgresql.conf', "fsync = off\njit = off\npepnet.chunk_size = 1000\n");
 $node->start;
 
 sub sq { my $db = shift; return $node->safe_psql($db, @_); }
@@ -93,6 +94,13 @@ my $trained = sq('up', "SELECT count(*) FROM pepnet.models WHERE name = 'trained
 is(sq('up', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.1.0', 'installed as 0.1.0');
 
 my $ROWS = "SELECT name, version, parent, config, md5(weights), metrics FROM pepnet.models ORDER BY name, version";
+# after the update the weights are in chunks (weights NULL): the same query over their concatenation
+my $ROWS_CHUNKED = "SELECT name, version, parent, config, (SELECT md5(string_agg(c.data, '' ORDER BY c.seq)) FROM pepnet.model_chunks c
+                    WHERE c.name = m.name AND c.version = m.version), metrics FROM pepnet.models m ORDER BY name, version";
+# the fingerprint by its definition: SHA-256 of the config text's length (8 bytes, big-endian), the text, the weights
+my $FP_010 = "SELECT string_agg(name || '\@' || version || ' ' || encode(sha256(int8send(octet_length(config::text)::int8)
+              || convert_to(config::text, 'UTF8') || weights), 'hex'), E'\n' ORDER BY name, version) FROM pepnet.models";
+my $EXPORTS = "SELECT string_agg(name || '\@' || version || ' ' || md5(pepnet_export(name || '\@' || version)), E'\n' ORDER BY name, version) FROM pepnet.models";
 # every version's scores of a fixed request in every domain (all tasks), and the bare names'
 my $SCORES = <<'SQL';
 SELECT m.name || '@' || m.version, d, s.idx, s.score, s.scores
@@ -109,6 +117,8 @@ my $EVAL = "SELECT domain, task, rows, auc, logloss FROM pepnet_evaluate('" . ($
 my $VERSIONS = "SELECT name || '\@' || version FROM pepnet.models ORDER BY name, version";
 
 my $rows_before = sq('up', $ROWS);
+my $fp_before = sq('up', $FP_010);
+my $exports_before = sq('up', $EXPORTS);
 my $scores_before = sq('up', $SCORES);
 my ($eval_rc, $eval_before, $eval_err) = $node->psql('up', $EVAL);
 is($eval_rc, 0, "pepnet_evaluate of 0.1.0's SQL with the installed library") or diag($eval_err);
@@ -121,7 +131,7 @@ sub export_tensors
 	my ($ref, $stored) = @_;
 	my ($name, $version) = split /\@/, $ref;
 	my $blob = pack('H*', sq('up', $stored
-		  ? "SELECT encode(weights, 'hex') FROM pepnet.models WHERE name = '$name' AND version = $version"
+		  ? "SELECT encode(string_agg(data, '' ORDER BY seq), 'hex') FROM pepnet.model_chunks WHERE name = '$name' AND version = $version"
 		  : "SELECT encode(pepnet_export('$ref'), 'hex')"));
 	my $n = unpack('Q<', substr($blob, 0, 8));
 	my $header = decode_json(substr($blob, 8, $n));
@@ -142,7 +152,22 @@ my %export_before = map { $_ => export_tensors($_) } @versions;
 is($rc, 0, 'ALTER EXTENSION pepnet UPDATE') or diag($err);
 is(sq('up', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.2.0', 'extversion is 0.2.0 after the update');
 
-is(sq('up', $ROWS), $rows_before, 'every stored version unchanged: name, version, parent, config, weights (md5), metrics');
+is(sq('up', $ROWS_CHUNKED), $rows_before, 'every stored version unchanged: name, version, parent, config, weights (md5 of its chunks), metrics');
+is(sq('up', "SELECT count(*) FROM pepnet.models WHERE weights IS NOT NULL OR weights_size IS NULL"), '0',
+	'the update moved every version\'s weights into chunks (weights NULL, weights_size set)');
+is( sq(
+		'up', "SELECT count(*) FROM pepnet.models m WHERE (SELECT count(*) FROM pepnet.model_chunks c WHERE c.name = m.name AND c.version = m.version)
+		       <> (m.weights_size + 999) / 1000 OR m.weights_size <> (SELECT sum(length(c.data)) FROM pepnet.model_chunks c WHERE c.name = m.name AND c.version = m.version)"),
+	'0', 'each version in chunks of pepnet.chunk_size (1000 bytes) adding up to weights_size');
+cmp_ok(sq('up', "SELECT min(n) FROM (SELECT count(*) AS n FROM pepnet.model_chunks GROUP BY name, version) c"), '>', 10,
+	'every migrated version spans more than 10 chunks');
+is(sq('up', "SELECT string_agg(name || '\@' || version || ' ' || encode(fingerprint, 'hex'), E'\n' ORDER BY name, version) FROM pepnet.models"),
+	$fp_before, 'fingerprints after the update = SHA-256 of config and weights as stored by 0.1.0 (pinned references keep matching)');
+is(sq('up', $EXPORTS), $exports_before, 'pepnet_export of every version byte-identical before and after the update');
+is( sq(
+		'up', "SELECT count(*) FROM pepnet.models m
+		       WHERE (SELECT string_agg(data, '' ORDER BY seq) FROM pepnet_export_chunks(m.name || '\@' || m.version)) <> pepnet_export(m.name || '\@' || m.version)"),
+	'0', 'pepnet_export_chunks of every migrated version concatenates to its pepnet_export');
 is(sq('up', $SCORES), $scores_before,
 	'scores unchanged: every version, every domain, all tasks, and the bare names (deployed, else latest)');
 is(sq('up', $EVAL), $eval_rc == 0 ? $eval_before : '(evaluate failed before the update)',

@@ -1,7 +1,9 @@
 # pepnet's model registry published by logical replication to a read-only subscriber:
 # versions, deployments, history and high-water marks arrive bit-identical; subscriber-side
 # writes are refused (functions and direct DML); sessions on the subscriber follow deploys;
-# a replicated DELETE of a version the subscriber has deployed cannot leave it broken.
+# a replicated DELETE of a version the subscriber has deployed cannot leave it broken (nor delete
+# its chunks).  Weights are stored in chunks of 256 bytes: every version spans many rows of
+# pepnet.model_chunks, which the publication includes.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -10,6 +12,7 @@ use Test::More;
 
 my $pub = PostgreSQL::Test::Cluster->new('registry');
 $pub->init(allows_streaming => 'logical');
+$pub->append_conf('postgresql.conf', "pepnet.chunk_size = 256\n");
 $pub->start;
 my $sub = PostgreSQL::Test::Cluster->new('replica');
 $sub->init;
@@ -33,13 +36,15 @@ $pub->safe_psql('postgres', qq{
 
 # the publication README documents
 $pub->safe_psql('postgres',
-	'CREATE PUBLICATION pepnet_registry FOR TABLE pepnet.models, pepnet.deployments, pepnet.deploy_history, pepnet.model_names');
+	'CREATE PUBLICATION pepnet_registry FOR TABLE pepnet.models, pepnet.model_chunks, pepnet.deployments, pepnet.deploy_history, pepnet.model_names');
 my $connstr = $pub->connstr . ' dbname=postgres';
 $sub->safe_psql('postgres', "CREATE SUBSCRIPTION pepnet_registry CONNECTION '$connstr' PUBLICATION pepnet_registry");
 $sub->wait_for_subscription_sync($pub, 'pepnet_registry');
 
 my $state = q{
-	SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', name, version, md5(weights), config, metrics, parent, created_at), E'\n' ORDER BY name, version) FROM pepnet.models;
+	SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s|%s', name, version, md5(pepnet_export(name || '@' || version)), config, metrics, parent, created_at,
+	                         encode(fingerprint, 'hex'), weights_size), E'\n' ORDER BY name, version) FROM pepnet.models;
+	SELECT string_agg(format('%s|%s|%s|%s', name, version, seq, md5(data)), E'\n' ORDER BY name, version, seq) FROM pepnet.model_chunks;
 	SELECT string_agg(format('%s|%s|%s', name, version, deployed_at), E'\n' ORDER BY name) FROM pepnet.deployments;
 	SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', name, seq, from_version, to_version, strategy, deployed_by, deployed_at), E'\n' ORDER BY name, seq) FROM pepnet.deploy_history;
 	SELECT string_agg(format('%s|%s', name, last_version), E'\n' ORDER BY name) FROM pepnet.model_names;
@@ -51,7 +56,9 @@ sub scores
 		"SELECT string_agg(s.scores::text, ';' ORDER BY s.idx) FROM pepnet_score('$ref', 1, '{3}', ARRAY[[1], [2], [40]]::bigint[]) s");
 }
 
-is($sub->safe_psql('postgres', $state), $pub->safe_psql('postgres', $state), 'initial copy: registry identical');
+is($sub->safe_psql('postgres', $state), $pub->safe_psql('postgres', $state), 'initial copy: registry identical (chunks row for row)');
+cmp_ok($sub->safe_psql('postgres', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'm' AND version = 1"), '>', 10,
+	'version 1 arrived as more than 10 chunks of 256 bytes');
 
 # a persistent subscriber session scores the deployed version
 my $session = $sub->background_psql('postgres');
@@ -94,7 +101,9 @@ my @writes = (
 	[ "DELETE FROM pepnet.models WHERE version = 3", 'DELETE FROM pepnet.models' ],
 	[ "UPDATE pepnet.deployments SET version = 3", 'UPDATE pepnet.deployments' ],
 	[ "DELETE FROM pepnet.deploy_history", 'DELETE FROM pepnet.deploy_history' ],
-	[ "TRUNCATE pepnet.model_names", 'TRUNCATE pepnet.model_names' ]);
+	[ "TRUNCATE pepnet.model_names", 'TRUNCATE pepnet.model_names' ],
+	[ "DELETE FROM pepnet.model_chunks WHERE name = 'm' AND version = 1 AND seq = 0", 'DELETE FROM pepnet.model_chunks' ],
+	[ "SELECT pepnet_import_chunks('m', '$cfg', 'SELECT data FROM pepnet_export_chunks(''m\@1'')')", 'pepnet_import_chunks' ]);
 for my $w (@writes)
 {
 	my ($rc, $out, $err) = $sub->psql('postgres', "\\set VERBOSITY verbose\n" . $w->[0]);
@@ -121,12 +130,17 @@ $pub->wait_for_catchup('pepnet_registry');
 is($sub->safe_psql('postgres', "SELECT string_agg(version::text, ',' ORDER BY version) FROM pepnet.models WHERE name = 'h'"),
 	'1,2,3', 'the deployed version was kept, later versions still arrive');
 is(scores($sub, 'h'), $h1, 'the subscriber still scores its deployed version');
+is($sub->safe_psql('postgres', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'h' AND version = 1"),
+	$sub->safe_psql('postgres', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'h' AND version = 2"),
+	'... with all its chunks: the replicated DELETEs of its chunks were skipped too');
+is($pub->safe_psql('postgres', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'h' AND version = 1"), '0',
+	'(on the publisher the chunks went with the version)');
 ok($sub->wait_for_log(qr/kept model "h" version 1: it is deployed on this node/), 'the apply worker logged a WARNING');
 
 # a node that receives only some versions (a row filter) but every deployment: scoring a bare
 # name deployed at a version the node lacks says so, and pinned references keep working
 $pub->safe_psql('postgres', qq{
-	CREATE PUBLICATION pepnet_recent FOR TABLE pepnet.models WHERE (version > 1), pepnet.deployments;
+	CREATE PUBLICATION pepnet_recent FOR TABLE pepnet.models WHERE (version > 1), pepnet.model_chunks WHERE (version > 1), pepnet.deployments;
 	SELECT pepnet_create('f', '$cfg', 1);
 	SELECT pepnet_create('f', '$cfg', 2);
 	SELECT pepnet_deploy('f', 1);

@@ -113,9 +113,13 @@ like($e, qr/ERROR:  25006: pepnet_train cannot run in a read-only transaction/, 
 # --- ALTER EXTENSION UPDATE from 0.1.0 fills the fingerprints of existing versions -------------
 $primary->safe_psql($db, 'CREATE DATABASE old');
 $primary->safe_psql('old', "CREATE EXTENSION pepnet VERSION '0.1.0'; SELECT pepnet_create('u', '$CFG', 3), pepnet_create('u', '$CFG', 4);");
+# the fingerprint by its definition (SHA-256 of the config text's length, big-endian, the text and the weights), under 0.1.0
+my $fp_010 = $primary->safe_psql('old', "SELECT string_agg(encode(sha256(int8send(octet_length(config::text)::int8) || convert_to(config::text, 'UTF8') || weights), 'hex'), ',' ORDER BY version) FROM pepnet.models");
 $primary->safe_psql('old', "ALTER EXTENSION pepnet UPDATE TO '0.2.0'");
-is($primary->safe_psql('old', "SELECT string_agg((fingerprint = pepnet._fingerprint(config, weights))::text, ',' ORDER BY version) FROM pepnet.models"),
-	'true,true', 'the upgrade computed the fingerprint of every existing version');
+is($primary->safe_psql('old', "SELECT string_agg(encode(fingerprint, 'hex'), ',' ORDER BY version) FROM pepnet.models"),
+	$fp_010, 'the upgrade computed the fingerprint of every existing version (from the weights stored by 0.1.0)');
+is($primary->safe_psql('old', "SELECT string_agg((fingerprint = pepnet._fingerprint(config, pepnet_export('u\@' || version)))::text, ',' ORDER BY version) FROM pepnet.models"),
+	'true,true', '... which the chunked weights still give');
 $primary->wait_for_catchup($standby);
 is($standby->safe_psql('old', "SELECT pepnet_pin('u\@2')::text"), $primary->safe_psql('old', "SELECT pepnet_pin('u\@2')::text"),
 	'the standby pins upgraded versions with the primary\'s fingerprints');

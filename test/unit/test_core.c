@@ -385,6 +385,59 @@ test_safetensors(void)
 		same &= memcmp(PN_T(m, i), PN_T(m2, i), m->tensors[i].numel * 4) == 0;
 	CHECK(same, "safetensors round trip is bit for bit");
 	{
+		/* chunked writing: ranges of every size, concatenated, equal the whole blob */
+		size_t		plen = pn_safetensors_prefix(m, NULL);
+		uint8_t    *prefix = malloc(plen),
+				   *cat = malloc(len);
+		size_t		sizes[] = {1, 3, 7, 64, 1000, plen, plen + 1, len - 1, len};
+		int			k,
+					allsame = 1;
+
+		CHECK(pn_safetensors_prefix(m, prefix) == plen && memcmp(prefix, blob, plen) == 0 && plen % 8 == 0,
+			  "safetensors prefix = the blob's first %zu bytes", plen);
+		for (k = 0; k < (int) (sizeof(sizes) / sizeof(sizes[0])); k++)
+		{
+			size_t		off;
+
+			memset(cat, 0xAB, len);
+			for (off = 0; off < len; off += sizes[k])
+				pn_safetensors_write_range(m, prefix, plen, off, off + sizes[k] <= len ? sizes[k] : len - off, cat + off);
+			allsame &= memcmp(cat, blob, len) == 0;
+		}
+		CHECK(allsame, "safetensors written in ranges of 1 .. %zu bytes = written whole", len);
+		{
+			/* read in steps (pn_safetensors_plan from the header alone, bytes scattered, check) = read whole */
+			PnModel    *m4;
+			PnStSpan   *spans = NULL;
+			int			nsp = 0,
+						k2,
+						same4 = 1;
+			uint64_t	start = 0;
+
+			pn_model_new(&c, &m4, &e);
+			CHECK(pn_safetensors_plan(m4, blob, plen - 1, len, &spans, &nsp, &start, &e) == PN_EFORMAT,
+				  "safetensors plan refuses a header cut short (%s)", e.msg);
+			k2 = pn_safetensors_plan(m4, blob, plen, len, &spans, &nsp, &start, &e);
+			CHECK(k2 == PN_OK && start == plen && nsp == m4->ntensors,
+				  "safetensors plan from the header alone: %d spans, data at %llu", nsp, (unsigned long long) start);
+			for (k2 = 0; k2 < nsp; k2++)
+				memcpy(m4->data + m4->tensors[spans[k2].tensor].offset, blob + start + spans[k2].begin,
+					   (size_t) (spans[k2].end - spans[k2].begin));
+			k2 = pn_safetensors_check(m4, spans, nsp, &e);
+			CHECK(k2 == PN_OK, "safetensors check passes");
+			for (i = 0; i < m->ntensors; i++)
+				same4 &= memcmp(PN_T(m, i), PN_T(m4, i), m->tensors[i].numel * 4) == 0;
+			CHECK(same4, "safetensors read in steps = read whole");
+			m4->data[m4->tensors[spans[0].tensor].offset] = NAN;
+			CHECK(pn_safetensors_check(m4, spans, nsp, &e) == PN_EFORMAT && strstr(e.msg, "non-finite") != NULL,
+				  "safetensors check finds a non-finite value (%s)", e.msg);
+			pn_free(spans);
+			pn_model_free(m4);
+		}
+		free(prefix);
+		free(cat);
+	}
+	{
 		/* a layout-only model points into the blob instead of copying */
 		PnModel    *m3;
 		int			same3 = 1;
