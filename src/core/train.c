@@ -248,6 +248,18 @@ prim_create(MmPrim *p)
 	if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success ||
 		dnnl_primitive_desc_create(&pd, &md, attr, tr_engine, NULL) != dnnl_success)
 		goto done;
+	/*
+	 * brgemm kernels only: oneDNN's other matmul ("gemm:jit", e.g. on a CPU
+	 * without AVX-512) runs the sgemm code that corrupted the backend's heap
+	 * (see above): OpenBLAS then.
+	 */
+	{
+		const char *impl = NULL;
+
+		if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
+			impl == NULL || strncmp(impl, "brg", 3) != 0)
+			goto done;
+	}
 	if (dnnl_primitive_create(&p->prim, pd) != dnnl_success)
 	{
 		p->prim = NULL;
