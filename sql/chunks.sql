@@ -12,11 +12,15 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 \set cfg '{"domains": 3, "features": [{"name": "item", "buckets": 200}, {"name": "hour", "buckets": 24, "hash": false}], "persona": [{"name": "user", "buckets": 50}], "dense": 2, "emb_dim": 4, "tasks": ["click", "buy"], "hidden": [8, 4]}'
 
--- the setting: bytes, at least 64, at most 512 MB; default 64 MB
+-- the setting: bytes, at least 64, at most 256 MB (pg_dump writes a chunk as hex text, which must
+-- stay under the 1 GB value limit); default 64 MB
 SELECT pepnet._chunk_size() AS default_bytes;
 SHOW pepnet.chunk_size;
 SELECT ch_error($$SET pepnet.chunk_size = 10$$);
 SELECT ch_error($$SET pepnet.chunk_size = '1GB'$$);
+SELECT ch_error($$SET pepnet.chunk_size = '512MB'$$);
+SET pepnet.chunk_size = '256MB';
+RESET pepnet.chunk_size;
 
 -- the same model stored in one chunk (default size) and in many small chunks
 SELECT pepnet_create('ch_one', :'cfg', 7) AS one_v1;

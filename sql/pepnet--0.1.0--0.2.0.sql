@@ -273,7 +273,7 @@ BEGIN
 			  FROM pepnet.models m WHERE m.name = pepnet_deploy.name) x
 		WHERE jsonb_typeof(x.fig) = 'number'
 		ORDER BY CASE mname WHEN 'auc' THEN -(x.fig::text::float8)
-							WHEN 'pcoc' THEN abs(x.fig::text::float8 - 1)
+							WHEN 'pcoc' THEN CASE WHEN x.fig::text::float8 > 0 THEN abs(ln(x.fig::text::float8)) ELSE 'Infinity' END  -- |ln PCOC|, as pepnet_train's selection
 							ELSE x.fig::text::float8 END,
 				 x.version DESC
 		LIMIT 1;

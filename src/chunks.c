@@ -77,7 +77,9 @@ pepnet_chunks_init(void)
 							"Size of the chunks (rows of pepnet.model_chunks) that new versions' weights are stored in.",
 							"Weights larger than one chunk span several rows; a version may exceed the 1 GB limit of a bytea value. "
 							"Reading does not depend on it: versions keep the chunks they were written with.",
-							&pepnet_chunk_size, 64 * 1024 * 1024, 64, 512 * 1024 * 1024,
+							/* at most 256MB: pg_dump's COPY writes a chunk as hex text (2 bytes a byte),
+							 * which must stay under PostgreSQL's 1 GB limit of one value */
+							&pepnet_chunk_size, 64 * 1024 * 1024, 64, 256 * 1024 * 1024,
 							PGC_USERSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
 }
 
