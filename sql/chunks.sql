@@ -148,6 +148,13 @@ ALTER TABLE pepnet.model_chunks ENABLE ALWAYS TRIGGER model_chunks_guard;
 SELECT pepnet_cache_clear();
 SELECT ch_error($$SELECT pepnet_predict('ch_bytewise', 1, '{7}', '{150, 9}', '{0, 0}')$$);
 SELECT ch_error($$SELECT pepnet_export('ch_bytewise')$$);
+-- an export to a file that fails half way leaves the file that was there as it was (written to a
+-- temporary file, renamed when complete) and no temporary file behind
+SELECT pepnet_export_file('ch_many', :'path') > 0 AS good_file;
+SELECT md5(pg_read_binary_file(:'path')) AS good_md5 \gset
+SELECT ch_error(format('SELECT pepnet_export_file(%L, %L)', 'ch_bytewise', :'path')) LIKE 'XX001:%' AS export_failed;
+SELECT md5(pg_read_binary_file(:'path')) = :'good_md5' AS file_unchanged;
+SELECT count(*) AS temporary_files_left FROM pg_ls_dir(current_setting('data_directory')) f WHERE f LIKE 'pepnet_chunks_regress.safetensors.%';
 SELECT ch_error($$SELECT count(*) FROM pepnet_export_chunks('ch_bytewise')$$);
 SELECT ch_error($$SELECT pepnet_export_version('ch_bytewise')$$);
 SELECT ch_error($$SELECT pepnet_predict('ch_filed', 1, '{7}', '{150, 9}', '{0, 0}')$$);

@@ -933,8 +933,10 @@ Datum
 pepnet_export_file(PG_FUNCTION_ARGS)
 {
 	PepnetRef	ref;
-	FileOut		o;
-	uint64		n;
+	FileOut    *o = palloc0(sizeof(FileOut));	/* on the heap: read after a longjmp */
+	volatile uint64 n = 0;
+	char	   *path;
+	char	   *tmp;
 
 	require_role(ROLE_PG_WRITE_SERVER_FILES, "pg_write_server_files", "pepnet_export_file");
 	if (PG_ARGISNULL(0))
@@ -942,22 +944,45 @@ pepnet_export_file(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		pepnet_null_arg("file path");
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	o.path = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	if (!is_absolute_path(o.path))
+	path = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!is_absolute_path(path))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("file path \"%s\" is not absolute", o.path),
+				 errmsg("file path \"%s\" is not absolute", path),
 				 errhint("Give the file's full path on the database server.")));
-	o.f = AllocateFile(o.path, PG_BINARY_W);
-	if (o.f == NULL)
+	/*
+	 * Written to a temporary file beside it and renamed over it once complete,
+	 * so that a failed or cancelled export never leaves a truncated file
+	 * behind, nor destroys the file that was there.
+	 */
+	tmp = psprintf("%s.pepnet-tmp.%d", path, MyProcPid);
+	o->path = tmp;
+	o->f = AllocateFile(tmp, PG_BINARY_W);
+	if (o->f == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not create file \"%s\": %m", o.path)));
-	n = export_stream(&ref, emit_file, &o);
-	if (FreeFile(o.f) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not write file \"%s\": %m", o.path)));
+				 errmsg("could not create file \"%s\": %m", tmp)));
+	PG_TRY();
+	{
+		n = export_stream(&ref, emit_file, o);
+		if (FreeFile(o->f) != 0)
+		{
+			o->f = NULL;
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not write file \"%s\": %m", tmp)));
+		}
+		o->f = NULL;
+		durable_rename(tmp, path, ERROR);
+	}
+	PG_CATCH();
+	{
+		if (o->f != NULL)
+			FreeFile(o->f);
+		unlink(tmp);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	PG_RETURN_INT64((int64) n);
 }
 
