@@ -210,3 +210,17 @@ SELECT pepnet_export('ch_manx@1') = pepnet_export('ch_many') AS bundle_same_byte
 REVOKE ALL ON pepnet.models, pepnet.deployments FROM chunks_plain;
 REVOKE ALL ON SCHEMA pepnet FROM chunks_plain;
 DROP ROLE chunks_plain;
+
+-- pepnet_verify recomputes the fingerprint from the stored rows: true for versions written by
+-- pepnet, false for a hand copy whose chunks came from another version (same size, other weights)
+SELECT pepnet_verify('ch_one') AS one_ok, pepnet_verify('ch_many') AS many_ok;
+SELECT pepnet_create('ch_va', :'cfg', 1) AS va1, pepnet_create('ch_va', :'cfg', 2) AS va2;
+BEGIN;
+INSERT INTO pepnet.models (name, version, config, fingerprint, weights_size)
+	SELECT 'ch_copy', 1, config, fingerprint, weights_size FROM pepnet.models WHERE name = 'ch_va' AND version = 1;
+INSERT INTO pepnet.model_chunks SELECT 'ch_copy', 1, seq, data FROM pepnet.model_chunks WHERE name = 'ch_va' AND version = 2;
+COMMIT;
+SELECT c.fingerprint = v.fingerprint AS fingerprints_equal, pepnet_verify('ch_copy@1') AS copy_verified,
+       pepnet_verify('ch_va@1') AS original_verified
+FROM pepnet.models c, pepnet.models v WHERE c.name = 'ch_copy' AND v.name = 'ch_va' AND v.version = 1;
+SELECT ch_error($$SELECT pepnet_verify(NULL)$$);

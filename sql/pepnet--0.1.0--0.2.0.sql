@@ -726,3 +726,9 @@ CREATE FUNCTION pepnet_import_file(name text, config jsonb, path text) RETURNS i
 	AS 'MODULE_PATHNAME', 'pepnet_import_file' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 CREATE FUNCTION pepnet_export_file(model text, path text) RETURNS bigint
 	AS 'MODULE_PATHNAME', 'pepnet_export_file' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+-- Whether a version's stored fingerprint matches its stored config and weights, recomputed chunk by
+-- chunk: the check for versions whose rows were copied by hand (the fingerprint is copied, not
+-- recomputed, by INSERT ... SELECT).
+CREATE FUNCTION pepnet_verify(model text) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'pepnet_verify' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;

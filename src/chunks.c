@@ -1519,3 +1519,95 @@ pepnet_scatter_weights(const char *name, int32 version, PnModel *m)
 	/* the header and the spans go with SPI's memory */
 	SPI_finish();
 }
+
+/*
+ * pepnet_verify(model text) RETURNS boolean: whether the version's stored
+ * fingerprint is the SHA-256 of its stored config and weights, recomputed
+ * here chunk by chunk.  The fingerprint column is written once, with the
+ * version; rows copied by hand (INSERT ... SELECT of pepnet.models and
+ * pepnet.model_chunks, e.g. through postgres_fdw) copy it without checking
+ * it, so this is how to check such a copy.  Missing or short chunks show as
+ * a mismatch too.
+ */
+PG_FUNCTION_INFO_V1(pepnet_verify);
+
+Datum
+pepnet_verify(PG_FUNCTION_ARGS)
+{
+	PepnetRef	ref;
+	MemoryContext caller = CurrentMemoryContext;
+	bytea	   *w;
+	uint64		len,
+				seen = 0;
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	bool		isnull;
+	char	   *canon;
+	uint8	   *stored = NULL;
+	uint8		fp[FP_LEN];
+	uint64		clen;
+	pg_cryptohash_ctx *ctx;
+
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("model reference");
+	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
+	SPI_connect();
+	values[0] = CStringGetTextDatum(ref.name);
+	values[1] = Int32GetDatum(ref.version);
+	if (SPI_execute_with_args("SELECT config::pg_catalog.text, fingerprint FROM pepnet.models "
+							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		Datum		d;
+
+		canon = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!isnull && VARSIZE_ANY_EXHDR(DatumGetByteaPP(d)) == FP_LEN)
+			stored = (uint8 *) pnstrdup(VARDATA_ANY(DatumGetByteaPP(d)), FP_LEN);
+		MemoryContextSwitchTo(old);
+	}
+	if (!weights_where(ref.name, ref.version, caller, &w, &len))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
+	ctx = pg_cryptohash_create(PG_SHA256);
+	clen = pg_hton64((uint64) strlen(canon));
+	hash_or_fail(ctx, pg_cryptohash_init(ctx));
+	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) &clen, sizeof(clen)));
+	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) canon, strlen(canon)));
+	if (w)
+	{
+		hash_slices(ctx, (const uint8 *) VARDATA_ANY(w), VARSIZE_ANY_EXHDR(w));
+		seen = len;
+	}
+	else
+	{
+		Portal		p = chunk_cursor(ref.name, ref.version);
+
+		for (;;)
+		{
+			bytea	   *c;
+
+			CHECK_FOR_INTERRUPTS();
+			SPI_cursor_fetch(p, true, 1);
+			if (SPI_processed == 0)
+				break;
+			c = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			if (!isnull)
+			{
+				hash_slices(ctx, (const uint8 *) VARDATA_ANY(c), VARSIZE_ANY_EXHDR(c));
+				seen += VARSIZE_ANY_EXHDR(c);
+			}
+			SPI_freetuptable(SPI_tuptable);
+		}
+		SPI_cursor_close(p);
+	}
+	hash_or_fail(ctx, pg_cryptohash_final(ctx, fp, FP_LEN));
+	pg_cryptohash_free(ctx);
+	SPI_finish();
+	PG_RETURN_BOOL(stored != NULL && seen == len && memcmp(fp, stored, FP_LEN) == 0);
+}
