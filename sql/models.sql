@@ -270,3 +270,7 @@ SELECT pepnet_create('pc', '{"domains": 1, "features": [{"name": "a", "buckets":
 UPDATE pepnet.models SET metrics = '{"validation": {"pcoc": 0.8}}' WHERE name = 'pc' AND version = 1;
 UPDATE pepnet.models SET metrics = '{"validation": {"pcoc": 1.22}}' WHERE name = 'pc' AND version = 2;
 SELECT pepnet_deploy('pc', 'best', 'pcoc') AS deployed_by_pcoc;
+SELECT pepnet_deploy('pc', 'best', 'auc:');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('pc', 'best', 'auc:click:x');
+\echo :LAST_ERROR_SQLSTATE

@@ -252,6 +252,11 @@ BEGIN
 		END IF;
 		mname := split_part(metric, ':', 1);
 		task := NULLIF(split_part(metric, ':', 2), '');
+		IF metric ~ ':' AND (task IS NULL OR split_part(metric, ':', 3) <> '') THEN
+			RAISE EXCEPTION 'validation metric "%" names no task, or more than one', metric
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Write metric:task, e.g. ''auc:click'', or the metric alone for the first task.';
+		END IF;
 		IF task IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pepnet.models m
 											WHERE m.name = pepnet_deploy.name
 											  AND (m.config -> 'tasks' ? task OR m.metrics -> 'validation' -> 'tasks' ? task)) THEN
