@@ -12,11 +12,15 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 \set cfg '{"domains": 3, "features": [{"name": "item", "buckets": 200}, {"name": "hour", "buckets": 24, "hash": false}], "persona": [{"name": "user", "buckets": 50}], "dense": 2, "emb_dim": 4, "tasks": ["click", "buy"], "hidden": [8, 4]}'
 
--- the setting: bytes, at least 64, at most 512 MB; default 64 MB
+-- the setting: bytes, at least 64, at most 256 MB (pg_dump writes a chunk as hex text, which must
+-- stay under the 1 GB value limit); default 64 MB
 SELECT pepnet._chunk_size() AS default_bytes;
 SHOW pepnet.chunk_size;
 SELECT ch_error($$SET pepnet.chunk_size = 10$$);
 SELECT ch_error($$SET pepnet.chunk_size = '1GB'$$);
+SELECT ch_error($$SET pepnet.chunk_size = '512MB'$$);
+SET pepnet.chunk_size = '256MB';
+RESET pepnet.chunk_size;
 
 -- the same model stored in one chunk (default size) and in many small chunks
 SELECT pepnet_create('ch_one', :'cfg', 7) AS one_v1;
@@ -144,6 +148,13 @@ ALTER TABLE pepnet.model_chunks ENABLE ALWAYS TRIGGER model_chunks_guard;
 SELECT pepnet_cache_clear();
 SELECT ch_error($$SELECT pepnet_predict('ch_bytewise', 1, '{7}', '{150, 9}', '{0, 0}')$$);
 SELECT ch_error($$SELECT pepnet_export('ch_bytewise')$$);
+-- an export to a file that fails half way leaves the file that was there as it was (written to a
+-- temporary file, renamed when complete) and no temporary file behind
+SELECT pepnet_export_file('ch_many', :'path') > 0 AS good_file;
+SELECT md5(pg_read_binary_file(:'path')) AS good_md5 \gset
+SELECT ch_error(format('SELECT pepnet_export_file(%L, %L)', 'ch_bytewise', :'path')) LIKE 'XX001:%' AS export_failed;
+SELECT md5(pg_read_binary_file(:'path')) = :'good_md5' AS file_unchanged;
+SELECT count(*) AS temporary_files_left FROM pg_ls_dir(current_setting('data_directory')) f WHERE f LIKE 'pepnet_chunks_regress.safetensors.%';
 SELECT ch_error($$SELECT count(*) FROM pepnet_export_chunks('ch_bytewise')$$);
 SELECT ch_error($$SELECT pepnet_export_version('ch_bytewise')$$);
 SELECT ch_error($$SELECT pepnet_predict('ch_filed', 1, '{7}', '{150, 9}', '{0, 0}')$$);
@@ -199,3 +210,17 @@ SELECT pepnet_export('ch_manx@1') = pepnet_export('ch_many') AS bundle_same_byte
 REVOKE ALL ON pepnet.models, pepnet.deployments FROM chunks_plain;
 REVOKE ALL ON SCHEMA pepnet FROM chunks_plain;
 DROP ROLE chunks_plain;
+
+-- pepnet_verify recomputes the fingerprint from the stored rows: true for versions written by
+-- pepnet, false for a hand copy whose chunks came from another version (same size, other weights)
+SELECT pepnet_verify('ch_one') AS one_ok, pepnet_verify('ch_many') AS many_ok;
+SELECT pepnet_create('ch_va', :'cfg', 1) AS va1, pepnet_create('ch_va', :'cfg', 2) AS va2;
+BEGIN;
+INSERT INTO pepnet.models (name, version, config, fingerprint, weights_size)
+	SELECT 'ch_copy', 1, config, fingerprint, weights_size FROM pepnet.models WHERE name = 'ch_va' AND version = 1;
+INSERT INTO pepnet.model_chunks SELECT 'ch_copy', 1, seq, data FROM pepnet.model_chunks WHERE name = 'ch_va' AND version = 2;
+COMMIT;
+SELECT c.fingerprint = v.fingerprint AS fingerprints_equal, pepnet_verify('ch_copy@1') AS copy_verified,
+       pepnet_verify('ch_va@1') AS original_verified
+FROM pepnet.models c, pepnet.models v WHERE c.name = 'ch_copy' AND v.name = 'ch_va' AND v.version = 1;
+SELECT ch_error($$SELECT pepnet_verify(NULL)$$);

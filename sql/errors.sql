@@ -143,3 +143,12 @@ SELECT expect_error($$SELECT pepnet_predict('e', 0, '{1}', '{}', '{0}')$$);
 SELECT expect_error($$SELECT pepnet_deploy(NULL, 1)$$);
 SELECT expect_error($$SELECT pepnet_deploy('nope', 1)$$);
 SELECT expect_error($$SELECT pepnet_deploy('e', 5)$$);
+
+-- a stored version over this session's pepnet.max_model_size: says which setting to raise
+SET pepnet.max_model_size = '20MB';
+SELECT pepnet_create('maxsize', '{"domains": 1, "features": [{"name": "a", "buckets": 200000}]}') AS v;
+SET pepnet.max_model_size = '10MB';
+SELECT pepnet_predict('maxsize', 0, NULL, '{1}');
+\echo :LAST_ERROR_SQLSTATE
+RESET pepnet.max_model_size;
+SELECT pepnet_predict('maxsize', 0, NULL, '{1}') BETWEEN 0 AND 1 AS scores_again;

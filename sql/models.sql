@@ -262,3 +262,15 @@ SELECT pepnet_deploy('n', 'best', NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_deploy('n', 'best', 'auc:nosuch');
 \echo :LAST_ERROR_SQLSTATE
+
+-- deploy 'best' by PCOC ranks by |ln PCOC| (a factor off either way counts the same), as
+-- pepnet_train's selection does: 1.22 (|ln| 0.199) beats 0.8 (|ln| 0.223)
+SELECT pepnet_create('pc', '{"domains": 1, "features": [{"name": "a", "buckets": 2}]}') AS pc1,
+       pepnet_create('pc', '{"domains": 1, "features": [{"name": "a", "buckets": 2}]}') AS pc2;
+UPDATE pepnet.models SET metrics = '{"validation": {"pcoc": 0.8}}' WHERE name = 'pc' AND version = 1;
+UPDATE pepnet.models SET metrics = '{"validation": {"pcoc": 1.22}}' WHERE name = 'pc' AND version = 2;
+SELECT pepnet_deploy('pc', 'best', 'pcoc') AS deployed_by_pcoc;
+SELECT pepnet_deploy('pc', 'best', 'auc:');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('pc', 'best', 'auc:click:x');
+\echo :LAST_ERROR_SQLSTATE

@@ -252,6 +252,11 @@ BEGIN
 		END IF;
 		mname := split_part(metric, ':', 1);
 		task := NULLIF(split_part(metric, ':', 2), '');
+		IF metric ~ ':' AND (task IS NULL OR split_part(metric, ':', 3) <> '') THEN
+			RAISE EXCEPTION 'validation metric "%" names no task, or more than one', metric
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Write metric:task, e.g. ''auc:click'', or the metric alone for the first task.';
+		END IF;
 		IF task IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pepnet.models m
 											WHERE m.name = pepnet_deploy.name
 											  AND (m.config -> 'tasks' ? task OR m.metrics -> 'validation' -> 'tasks' ? task)) THEN
@@ -273,7 +278,7 @@ BEGIN
 			  FROM pepnet.models m WHERE m.name = pepnet_deploy.name) x
 		WHERE jsonb_typeof(x.fig) = 'number'
 		ORDER BY CASE mname WHEN 'auc' THEN -(x.fig::text::float8)
-							WHEN 'pcoc' THEN abs(x.fig::text::float8 - 1)
+							WHEN 'pcoc' THEN CASE WHEN x.fig::text::float8 > 0 THEN abs(ln(x.fig::text::float8)) ELSE 'Infinity' END  -- |ln PCOC|, as pepnet_train's selection
 							ELSE x.fig::text::float8 END,
 				 x.version DESC
 		LIMIT 1;
@@ -726,3 +731,9 @@ CREATE FUNCTION pepnet_import_file(name text, config jsonb, path text) RETURNS i
 	AS 'MODULE_PATHNAME', 'pepnet_import_file' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 CREATE FUNCTION pepnet_export_file(model text, path text) RETURNS bigint
 	AS 'MODULE_PATHNAME', 'pepnet_export_file' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+-- Whether a version's stored fingerprint matches its stored config and weights, recomputed chunk by
+-- chunk: the check for versions whose rows were copied by hand (the fingerprint is copied, not
+-- recomputed, by INSERT ... SELECT).
+CREATE FUNCTION pepnet_verify(model text) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'pepnet_verify' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL RESTRICTED;

@@ -77,7 +77,9 @@ pepnet_chunks_init(void)
 							"Size of the chunks (rows of pepnet.model_chunks) that new versions' weights are stored in.",
 							"Weights larger than one chunk span several rows; a version may exceed the 1 GB limit of a bytea value. "
 							"Reading does not depend on it: versions keep the chunks they were written with.",
-							&pepnet_chunk_size, 64 * 1024 * 1024, 64, 512 * 1024 * 1024,
+							/* at most 256MB: pg_dump's COPY writes a chunk as hex text (2 bytes a byte),
+							 * which must stay under PostgreSQL's 1 GB limit of one value */
+							&pepnet_chunk_size, 64 * 1024 * 1024, 64, 256 * 1024 * 1024,
 							PGC_USERSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
 }
 
@@ -931,8 +933,10 @@ Datum
 pepnet_export_file(PG_FUNCTION_ARGS)
 {
 	PepnetRef	ref;
-	FileOut		o;
-	uint64		n;
+	FileOut    *o = palloc0(sizeof(FileOut));	/* on the heap: read after a longjmp */
+	volatile uint64 n = 0;
+	char	   *path;
+	char	   *tmp;
 
 	require_role(ROLE_PG_WRITE_SERVER_FILES, "pg_write_server_files", "pepnet_export_file");
 	if (PG_ARGISNULL(0))
@@ -940,22 +944,45 @@ pepnet_export_file(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(1))
 		pepnet_null_arg("file path");
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	o.path = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	if (!is_absolute_path(o.path))
+	path = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!is_absolute_path(path))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("file path \"%s\" is not absolute", o.path),
+				 errmsg("file path \"%s\" is not absolute", path),
 				 errhint("Give the file's full path on the database server.")));
-	o.f = AllocateFile(o.path, PG_BINARY_W);
-	if (o.f == NULL)
+	/*
+	 * Written to a temporary file beside it and renamed over it once complete,
+	 * so that a failed or cancelled export never leaves a truncated file
+	 * behind, nor destroys the file that was there.
+	 */
+	tmp = psprintf("%s.pepnet-tmp.%d", path, MyProcPid);
+	o->path = tmp;
+	o->f = AllocateFile(tmp, PG_BINARY_W);
+	if (o->f == NULL)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not create file \"%s\": %m", o.path)));
-	n = export_stream(&ref, emit_file, &o);
-	if (FreeFile(o.f) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not write file \"%s\": %m", o.path)));
+				 errmsg("could not create file \"%s\": %m", tmp)));
+	PG_TRY();
+	{
+		n = export_stream(&ref, emit_file, o);
+		if (FreeFile(o->f) != 0)
+		{
+			o->f = NULL;
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not write file \"%s\": %m", tmp)));
+		}
+		o->f = NULL;
+		durable_rename(tmp, path, ERROR);
+	}
+	PG_CATCH();
+	{
+		if (o->f != NULL)
+			FreeFile(o->f);
+		unlink(tmp);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	PG_RETURN_INT64((int64) n);
 }
 
@@ -1491,4 +1518,96 @@ pepnet_scatter_weights(const char *name, int32 version, PnModel *m)
 	}
 	/* the header and the spans go with SPI's memory */
 	SPI_finish();
+}
+
+/*
+ * pepnet_verify(model text) RETURNS boolean: whether the version's stored
+ * fingerprint is the SHA-256 of its stored config and weights, recomputed
+ * here chunk by chunk.  The fingerprint column is written once, with the
+ * version; rows copied by hand (INSERT ... SELECT of pepnet.models and
+ * pepnet.model_chunks, e.g. through postgres_fdw) copy it without checking
+ * it, so this is how to check such a copy.  Missing or short chunks show as
+ * a mismatch too.
+ */
+PG_FUNCTION_INFO_V1(pepnet_verify);
+
+Datum
+pepnet_verify(PG_FUNCTION_ARGS)
+{
+	PepnetRef	ref;
+	MemoryContext caller = CurrentMemoryContext;
+	bytea	   *w;
+	uint64		len,
+				seen = 0;
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	bool		isnull;
+	char	   *canon;
+	uint8	   *stored = NULL;
+	uint8		fp[FP_LEN];
+	uint64		clen;
+	pg_cryptohash_ctx *ctx;
+
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("model reference");
+	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
+	SPI_connect();
+	values[0] = CStringGetTextDatum(ref.name);
+	values[1] = Int32GetDatum(ref.version);
+	if (SPI_execute_with_args("SELECT config::pg_catalog.text, fingerprint FROM pepnet.models "
+							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
+							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		Datum		d;
+
+		canon = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!isnull && VARSIZE_ANY_EXHDR(DatumGetByteaPP(d)) == FP_LEN)
+			stored = (uint8 *) pnstrdup(VARDATA_ANY(DatumGetByteaPP(d)), FP_LEN);
+		MemoryContextSwitchTo(old);
+	}
+	if (!weights_where(ref.name, ref.version, caller, &w, &len))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
+	ctx = pg_cryptohash_create(PG_SHA256);
+	clen = pg_hton64((uint64) strlen(canon));
+	hash_or_fail(ctx, pg_cryptohash_init(ctx));
+	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) &clen, sizeof(clen)));
+	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) canon, strlen(canon)));
+	if (w)
+	{
+		hash_slices(ctx, (const uint8 *) VARDATA_ANY(w), VARSIZE_ANY_EXHDR(w));
+		seen = len;
+	}
+	else
+	{
+		Portal		p = chunk_cursor(ref.name, ref.version);
+
+		for (;;)
+		{
+			bytea	   *c;
+
+			CHECK_FOR_INTERRUPTS();
+			SPI_cursor_fetch(p, true, 1);
+			if (SPI_processed == 0)
+				break;
+			c = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+			if (!isnull)
+			{
+				hash_slices(ctx, (const uint8 *) VARDATA_ANY(c), VARSIZE_ANY_EXHDR(c));
+				seen += VARSIZE_ANY_EXHDR(c);
+			}
+			SPI_freetuptable(SPI_tuptable);
+		}
+		SPI_cursor_close(p);
+	}
+	hash_or_fail(ctx, pg_cryptohash_final(ctx, fp, FP_LEN));
+	pg_cryptohash_free(ctx);
+	SPI_finish();
+	PG_RETURN_BOOL(stored != NULL && seen == len && memcmp(fp, stored, FP_LEN) == 0);
 }

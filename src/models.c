@@ -441,6 +441,13 @@ pepnet_load_layout(const PepnetRef *ref, char *name, int32 *version)
 
 	if (pn_config_parse(cfgtext, strlen(cfgtext), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
 	{
+		if (err.code == PN_ETOOBIG)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("model \"%s\" version %d is larger than pepnet.max_model_size (%d MB) allows in this session",
+							name, *version, pepnet_max_model_size_mb),
+					 errdetail("%s", err.msg),
+					 errhint("A superuser can raise pepnet.max_model_size for the server (ALTER SYSTEM), the database or the role (ALTER DATABASE / ALTER ROLE ... SET).")));
 		pn_setdetail(&err, "The stored config of model \"%s\" version %d is not valid.", name, *version);
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	}
