@@ -197,7 +197,7 @@ def main():
     q(cur, "DELETE FROM pepnet.deployments WHERE name = 'bench'")
     if not q(cur, "SELECT 1 FROM pepnet.models WHERE name = 'bench'"):
         q(cur, "SELECT pepnet_create('bench', %s, 2)", json.dumps(cfg))
-    wbytes = q(cur, "SELECT length(weights) FROM pepnet.models WHERE name = 'bench' ORDER BY version DESC LIMIT 1")[0][0]
+    wbytes = q(cur, "SELECT COALESCE(weights_size, length(weights)) FROM pepnet.models WHERE name = 'bench' ORDER BY version DESC LIMIT 1")[0][0]
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     c.close()
     reqs = requests(cfg, 64, 1)
