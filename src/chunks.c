@@ -449,6 +449,84 @@ pepnet_weights_size(const char *name, int32 version)
 }
 
 /*
+ * Stream the chunks of name@version, in order, to emit(arg, bytes, n), one
+ * chunk at a time (SPI connected); len is the stored weights_size.  Raises
+ * XX001 when a chunk is missing, empty or out of order, or the chunks do not
+ * add up to len.  Returns len.
+ */
+typedef void (*EmitFn) (void *arg, const uint8 *p, size_t n);
+
+static uint64
+stream_chunks(const char *name, int32 version, uint64 len, EmitFn emit, void *arg)
+{
+	Portal		p = chunk_cursor(name, version);
+	uint64		total = 0;
+	int32		expect = 0;
+
+	for (;;)
+	{
+		bool		isnull;
+		int32		seq;
+		bytea	   *c;
+		size_t		clen;
+
+		CHECK_FOR_INTERRUPTS();
+		SPI_cursor_fetch(p, true, 1);
+		if (SPI_processed == 0)
+			break;
+		seq = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (seq != expect)
+		{
+			char		what[96];
+
+			snprintf(what, sizeof(what), "chunk %d is missing", expect);
+			corrupt(name, version, what);
+		}
+		c = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		clen = isnull ? 0 : VARSIZE_ANY_EXHDR(c);
+		if (isnull || clen == 0 || total + clen > len)
+		{
+			char		what[128];
+
+			snprintf(what, sizeof(what), "chunk %d %s", seq, isnull || clen == 0 ? "is empty" : "goes beyond the stored weights_size");
+			corrupt(name, version, what);
+		}
+		emit(arg, (const uint8 *) VARDATA_ANY(c), clen);
+		total += clen;
+		expect++;
+		if ((Pointer) c != DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+			pfree(c);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(p);
+	if (total != len)
+	{
+		char		what[160];
+
+		snprintf(what, sizeof(what), "its %d chunk(s) hold %llu of %llu bytes: chunk %d is missing",
+				 expect, (unsigned long long) total, (unsigned long long) len, expect);
+		corrupt(name, version, what);
+	}
+	return total;
+}
+
+/* EmitFn of pepnet_stream_weights: append to a buffer */
+typedef struct BufOut
+{
+	uint8	   *buf;
+	uint64		pos;
+} BufOut;
+
+static void
+emit_buf(void *arg, const uint8 *p, size_t n)
+{
+	BufOut	   *o = arg;
+
+	memcpy(o->buf + o->pos, p, n);
+	o->pos += n;
+}
+
+/*
  * Stream the stored weights (safetensors) of name@version into memory that
  * alloc(arg, len) provides once the size is known (len bytes, e.g. in the
  * caller's memory context or in shared memory), and return it.  Chunks are
@@ -464,9 +542,6 @@ pepnet_stream_weights(const char *name, int32 version, uint64 maxlen,
 	MemoryContext caller = CurrentMemoryContext;
 	bytea	   *w;
 	uint8	   *buf;
-	uint64		pos = 0;
-	int32		expect = 0;
-	Portal		p;
 
 	SPI_connect();
 	if (!weights_where(name, version, caller, &w, len))
@@ -494,52 +569,12 @@ pepnet_stream_weights(const char *name, int32 version, uint64 maxlen,
 		SPI_finish();
 		return buf;
 	}
-	p = chunk_cursor(name, version);
-	for (;;)
 	{
-		bool		isnull;
-		int32		seq;
-		bytea	   *c;
-		size_t		clen;
+		BufOut		o = {buf, 0};
 
-		CHECK_FOR_INTERRUPTS();
-		SPI_cursor_fetch(p, true, 1);
-		if (SPI_processed == 0)
-			break;
-		seq = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (seq != expect)
-		{
-			char		what[96];
-
-			snprintf(what, sizeof(what), "chunk %d is missing", expect);
-			corrupt(name, version, what);
-		}
-		c = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		clen = isnull ? 0 : VARSIZE_ANY_EXHDR(c);
-		if (isnull || clen == 0 || pos + clen > *len)
-		{
-			char		what[128];
-
-			snprintf(what, sizeof(what), "chunk %d %s", seq, isnull || clen == 0 ? "is empty" : "goes beyond the stored weights_size");
-			corrupt(name, version, what);
-		}
-		memcpy(buf + pos, VARDATA_ANY(c), clen);
-		pos += clen;
-		expect++;
-		if ((Pointer) c != DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-			pfree(c);
-		SPI_freetuptable(SPI_tuptable);
+		stream_chunks(name, version, *len, emit_buf, &o);
 	}
-	SPI_cursor_close(p);
 	SPI_finish();
-	if (pos != *len)
-	{
-		char		what[160];
-
-		snprintf(what, sizeof(what), "its %d chunk(s) hold %llu of %llu bytes: chunk %d is missing",
-				 expect, (unsigned long long) pos, (unsigned long long) *len, expect);
-		corrupt(name, version, what);
-	}
 	return buf;
 }
 
@@ -655,8 +690,6 @@ pepnet_chunks_guard(PG_FUNCTION_ARGS)
 /* ---------------------------------------------------------------- */
 /* moving versions of any size                                       */
 /* ---------------------------------------------------------------- */
-
-typedef void (*EmitFn) (void *arg, const uint8 *p, size_t n);
 
 /* Whether a safetensors header has PN running statistics but no pn.num_batches_tracked (0.1.0) */
 static bool
@@ -790,56 +823,8 @@ export_stream(const PepnetRef *ref, EmitFn emit, void *arg)
 			emit(arg, (const uint8 *) VARDATA_ANY(w) + off, (size_t) Min((uint64) cs, len - off));
 		return len;
 	}
-	{
-		Portal		p = chunk_cursor(ref->name, ref->version);
-		int32		expect = 0;
-
-		for (;;)
-		{
-			bool		isnull;
-			int32		seq;
-			bytea	   *c;
-			size_t		clen;
-
-			CHECK_FOR_INTERRUPTS();
-			SPI_cursor_fetch(p, true, 1);
-			if (SPI_processed == 0)
-				break;
-			seq = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			if (seq != expect)
-			{
-				char		what[96];
-
-				snprintf(what, sizeof(what), "chunk %d is missing", expect);
-				corrupt(ref->name, ref->version, what);
-			}
-			c = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-			clen = isnull ? 0 : VARSIZE_ANY_EXHDR(c);
-			if (isnull || clen == 0 || total + clen > len)
-			{
-				char		what[128];
-
-				snprintf(what, sizeof(what), "chunk %d %s", seq, isnull || clen == 0 ? "is empty" : "goes beyond the stored weights_size");
-				corrupt(ref->name, ref->version, what);
-			}
-			emit(arg, (const uint8 *) VARDATA_ANY(c), clen);
-			total += clen;
-			expect++;
-			if ((Pointer) c != DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-				pfree(c);
-			SPI_freetuptable(SPI_tuptable);
-		}
-		SPI_cursor_close(p);
-		SPI_finish();
-		if (total != len)
-		{
-			char		what[160];
-
-			snprintf(what, sizeof(what), "its %d chunk(s) hold %llu of %llu bytes: chunk %d is missing",
-					 expect, (unsigned long long) total, (unsigned long long) len, expect);
-			corrupt(ref->name, ref->version, what);
-		}
-	}
+	total = stream_chunks(ref->name, ref->version, len, emit, arg);
+	SPI_finish();
 	return total;
 }
 
@@ -1520,14 +1505,21 @@ pepnet_scatter_weights(const char *name, int32 version, PnModel *m)
 	SPI_finish();
 }
 
+/* EmitFn of pepnet_verify: hash the bytes */
+static void
+emit_hash(void *arg, const uint8 *p, size_t n)
+{
+	hash_slices((pg_cryptohash_ctx *) arg, p, n);
+}
+
 /*
  * pepnet_verify(model text) RETURNS boolean: whether the version's stored
  * fingerprint is the SHA-256 of its stored config and weights, recomputed
  * here chunk by chunk.  The fingerprint column is written once, with the
  * version; rows copied by hand (INSERT ... SELECT of pepnet.models and
  * pepnet.model_chunks, e.g. through postgres_fdw) copy it without checking
- * it, so this is how to check such a copy.  Missing or short chunks show as
- * a mismatch too.
+ * it, so this is how to check such a copy.  Missing, empty or surplus
+ * chunks raise XX001, as when the version is loaded.
  */
 PG_FUNCTION_INFO_V1(pepnet_verify);
 
@@ -1585,27 +1577,7 @@ pepnet_verify(PG_FUNCTION_ARGS)
 		seen = len;
 	}
 	else
-	{
-		Portal		p = chunk_cursor(ref.name, ref.version);
-
-		for (;;)
-		{
-			bytea	   *c;
-
-			CHECK_FOR_INTERRUPTS();
-			SPI_cursor_fetch(p, true, 1);
-			if (SPI_processed == 0)
-				break;
-			c = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-			if (!isnull)
-			{
-				hash_slices(ctx, (const uint8 *) VARDATA_ANY(c), VARSIZE_ANY_EXHDR(c));
-				seen += VARSIZE_ANY_EXHDR(c);
-			}
-			SPI_freetuptable(SPI_tuptable);
-		}
-		SPI_cursor_close(p);
-	}
+		seen = stream_chunks(ref.name, ref.version, len, emit_hash, ctx);
 	hash_or_fail(ctx, pg_cryptohash_final(ctx, fp, FP_LEN));
 	pg_cryptohash_free(ctx);
 	SPI_finish();
