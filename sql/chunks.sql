@@ -224,3 +224,12 @@ SELECT c.fingerprint = v.fingerprint AS fingerprints_equal, pepnet_verify('ch_co
        pepnet_verify('ch_va@1') AS original_verified
 FROM pepnet.models c, pepnet.models v WHERE c.name = 'ch_copy' AND v.name = 'ch_va' AND v.version = 1;
 SELECT ch_error($$SELECT pepnet_verify(NULL)$$);
+
+-- the chunk query of pepnet_import_chunks is a single read-only SELECT, as data queries are
+CREATE TABLE ch_victim AS SELECT 1 AS x;
+SELECT ch_error($$SELECT pepnet_import_chunks('ch_bad', '$$ || :'cfg' || $$', 'DELETE FROM ch_victim RETURNING ''\x00''::bytea')$$);
+SELECT ch_error($$SELECT pepnet_import_chunks('ch_bad', '$$ || :'cfg' || $$', 'WITH d AS (DELETE FROM ch_victim RETURNING 1) SELECT ''\x00''::bytea FROM d')$$);
+SELECT ch_error($$SELECT pepnet_import_chunks('ch_bad', '$$ || :'cfg' || $$', 'SELECT ''\x00''::bytea FROM ch_victim FOR UPDATE')$$);
+SELECT ch_error($$SELECT pepnet_import_chunks('ch_bad', '$$ || :'cfg' || $$', 'SELECT 1; SELECT 2')$$);
+SELECT count(*) AS victim_rows FROM ch_victim;
+DROP TABLE ch_victim;

@@ -134,3 +134,8 @@ CALL pepnet_train('mem', 'SELECT domain, persona, features, dense, clicked AS la
 \echo :LAST_ERROR_SQLSTATE
 RESET statement_timeout;
 SELECT count(*) AS trainer_contexts FROM pg_backend_memory_contexts WHERE name = 'pepnet trainer';
+
+-- a data query that locks rows (FOR UPDATE) is not a read-only SELECT: 22023 with what to fix
+CALL pepnet_train('fu', 'SELECT 0 AS domain, ARRAY[1]::bigint[] AS persona, ARRAY[1]::bigint[] AS features, 1 AS label FROM pg_class LIMIT 1 FOR UPDATE',
+                  '{"domains": 1, "features": [{"name": "a", "buckets": 2}], "persona": [{"name": "u", "buckets": 2}]}');
+\echo :LAST_ERROR_SQLSTATE

@@ -1065,12 +1065,8 @@ pepnet_import_chunks(PG_FUNCTION_ARGS)
 	m = import_layout(fcinfo, "chunk query", &name, &maxlen);
 	query = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	SPI_connect();
-	plan = SPI_prepare_cursor(query, 0, NULL, CURSOR_OPT_NO_SCROLL);
-	if (plan == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYNTAX_ERROR),
-				 errmsg("pepnet_import_chunks could not prepare its chunk query: %s", SPI_result_code_string(SPI_result)),
-				 errhint("Give a SELECT whose first column is bytea, ordered, e.g. SELECT data FROM t ORDER BY seq.")));
+	plan = pepnet_prepare_select(query, "chunk",
+								 "Give a SELECT whose first column is bytea, ordered, e.g. SELECT data FROM t ORDER BY seq.");
 	p = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	for (;;)
 	{

@@ -110,4 +110,7 @@ extern void pepnet_score_init(void);
 /* scaleout.c */
 extern void pepnet_require_writable(const char *what);
 
+/* reader.c */
+extern struct _SPI_plan *pepnet_prepare_select(const char *query, const char *what, const char *hint);
+
 #endif							/* PEPNET_H */

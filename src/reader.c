@@ -88,11 +88,13 @@ expect_type(Reader *r, TupleDesc td, int col, const char *name, Oid want, const 
 }
 
 /*
- * Prepare a data query (the caller's rights), refusing anything but one
- * read-only SELECT; the hint says what the query is for (scoring or not).
+ * Prepare query (with the caller's rights), refusing anything but one
+ * read-only SELECT (no data-modifying WITH, no FOR UPDATE, one statement)
+ * with 22023 "<what> query must be a single read-only SELECT" and hint.
+ * Also for other queries pepnet reads (pepnet_import_chunks).
  */
-static SPIPlanPtr
-reader_prepare(const char *query, const char *what, bool scoring)
+SPIPlanPtr
+pepnet_prepare_select(const char *query, const char *what, const char *hint)
 {
 	SPIPlanPtr	plan = SPI_prepare(query, 0, NULL);
 
@@ -108,16 +110,23 @@ reader_prepare(const char *query, const char *what, bool scoring)
 
 		if (src)
 			foreach(lc, src->query_list)
-				readonly &= !((Query *) lfirst(lc))->hasModifyingCTE;
+				readonly &= !((Query *) lfirst(lc))->hasModifyingCTE && ((Query *) lfirst(lc))->rowMarks == NIL;
 		if (!readonly || !SPI_is_cursor_plan(plan))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s query must be a single read-only SELECT", what),
-					 scoring ?
-					 errhint("pepnet_score_query reads rows to score; it never runs statements that write.") :
-					 errhint("pepnet reads training and evaluation data; it never runs statements that write.")));
+					 errhint("%s", hint)));
 	}
 	return plan;
+}
+
+/* Prepare a data query; the hint says what the query is for (scoring or not) */
+static SPIPlanPtr
+reader_prepare(const char *query, const char *what, bool scoring)
+{
+	return pepnet_prepare_select(query, what, scoring ?
+								 "pepnet_score_query reads rows to score; it never runs statements that write." :
+								 "pepnet reads training and evaluation data; it never runs statements that write.");
 }
 
 /*
