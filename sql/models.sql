@@ -274,3 +274,9 @@ SELECT pepnet_deploy('pc', 'best', 'auc:');
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_deploy('pc', 'best', 'auc:click:x');
 \echo :LAST_ERROR_SQLSTATE
+
+-- a name whose numbers are used up (a version stored with number 2147483647): a clear error
+INSERT INTO pepnet.models (name, version, config, weights)
+SELECT 'maxed', 2147483647, config, pepnet_export('pc@1') FROM pepnet.models WHERE name = 'pc' AND version = 1;
+SELECT pepnet_create('maxed', '{"domains": 1, "features": [{"name": "a", "buckets": 2}]}');
+\echo :LAST_ERROR_SQLSTATE

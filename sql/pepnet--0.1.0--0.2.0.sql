@@ -49,6 +49,12 @@ BEGIN
 		RETURN NEW;
 	END IF;
 	IF NEW.version IS NULL THEN
+		IF EXISTS (SELECT 1 FROM pepnet.model_names n WHERE n.name = NEW.name AND n.last_version >= 2147483647) THEN
+			RAISE EXCEPTION 'model "%" has used every version number up to 2147483647', NEW.name
+				USING ERRCODE = 'program_limit_exceeded',
+					  DETAIL = 'Version numbers are never reused; a version stored with the highest number (e.g. from a bundle) leaves none after it.',
+					  HINT = 'Store new versions under another name.';
+		END IF;
 		INSERT INTO pepnet.model_names AS n (name, last_version)
 			SELECT NEW.name, COALESCE(max(m.version), 0) + 1 FROM pepnet.models m WHERE m.name = NEW.name
 			ON CONFLICT ON CONSTRAINT model_names_pkey
