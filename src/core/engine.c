@@ -76,6 +76,15 @@ struct PnEngine
 	int			precision;
 	int			tile;
 	const PnModel *m;
+	/*
+	 * No brgemm matmul on this CPU (oneDNN 2.6 has it from AVX-512 on): its
+	 * other matmul, gemm:jit, corrupted the heap under load (AVX2, see
+	 * BENCHMARKS.md), so rows are scored one at a time by pn_score's GEMVs,
+	 * as pepnet_predict does: still the same path for every row (ties stay
+	 * bit-identical), at GEMV speed.
+	 */
+	bool		fallback;
+	PnWork	   *work;			/* fallback: pn_score's workspace for one row */
 	PnOp		ep1,
 				ep2,
 				tw1,
@@ -286,6 +295,17 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 	if (st != dnnl_success)
 		return pn_seterr(err, PN_EENGINE, "oneDNN has no matmul of %d x %d by %d x %d for this CPU (%s)",
 						 M, K, K, N, pn_engine_isa());
+	{
+		const char *impl = NULL;
+
+		if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
+			impl == NULL || strncmp(impl, "brg", 3) != 0)
+		{
+			dnnl_primitive_desc_destroy(pd);
+			return pn_seterr(err, PN_EUNSUPPORTED, "oneDNN has no brgemm matmul on this CPU (%s; it chose %s)",
+							 pn_engine_isa(), impl ? impl : "nothing");
+		}
+	}
 	if (op->mul_after && (dst_dt != dnnl_f32 || src1_dt != dnnl_f32))
 	{
 		/* mul_rows multiplies floats only; bf16 CPUs fuse the multiply */
@@ -456,6 +476,8 @@ pn_engine_free(PnEngine *eng)
 
 	if (eng == NULL)
 		return;
+	if (eng->work)
+		pn_work_free(eng->work);
 	op_free(&eng->ep1);
 	op_free(&eng->ep2);
 	op_free(&eng->tw1);
@@ -481,8 +503,8 @@ pn_engine_free(PnEngine *eng)
  * The engine of a version: primitives for tiles of `tile` rows in the
  * given precision (PN_FP32, PN_BF16), the version's weights packed.
  */
-int
-pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err)
+static int
+engine_new_onednn(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err)
 {
 	const PnConfig *c = &m->cfg;
 	int			n0 = c->n0,
@@ -599,6 +621,36 @@ fail:
 }
 
 /*
+ * An engine of m at precision (PN_FP32, PN_BF16) for tiles of `tile` rows:
+ * oneDNN brgemm matmuls where this CPU has them, else (fp32) the GEMV
+ * fallback described at struct PnEngine; bf16 without them is PN_EUNSUPPORTED.
+ */
+int
+pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err)
+{
+	int			rc = engine_new_onednn(m, precision, tile, out, err);
+	PnEngine   *eng;
+
+	if (rc != PN_EUNSUPPORTED || precision != PN_FP32)
+		return rc;
+	eng = pn_alloc0(sizeof(PnEngine));
+	if (eng == NULL)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	eng->m = m;
+	eng->precision = precision;
+	eng->tile = tile;
+	eng->fallback = true;
+	eng->work = pn_work_new(m, 1);
+	if (eng->work == NULL)
+	{
+		pn_free(eng);
+		return pn_seterr(err, PN_ENOMEM, "out of memory for the scoring workspace");
+	}
+	*out = eng;
+	return PN_OK;
+}
+
+/*
  * Pack the fused tower weights of a domain for the primitives (once per
  * domain; allocations in the caller's long-lived context).
  */
@@ -607,6 +659,8 @@ pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, PnError *err)
 {
 	PnPackedDomain *dummy;
 
+	if (eng->fallback)
+		return PN_OK;
 	return engine_domain(eng, dc, &dummy, err);
 }
 
@@ -800,6 +854,34 @@ engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 	int64_t		done;
 	PnPackedDomain *pd;
 
+	if (eng->fallback)
+	{
+		for (done = 0; done < n; done++)
+		{
+			double		p[PN_MAX_TASKS];
+			int			rc1,
+						t;
+
+			if (interrupt && done % 256 == 0)
+				interrupt();
+			rc1 = pn_score(m, dc, pp, eng->work, 1, features ? features + done * c->nfeat : NULL,
+						   dense ? dense + done * c->dense : NULL, p, err);
+			if (rc1 != PN_OK)
+			{
+				if (err->row >= 0)
+					err->row = done;
+				return rc1;
+			}
+			for (t = 0; t < T; t++)
+			{
+				if (out)
+					out[(size_t) done * T + t] = p[t];
+				else
+					lout[(size_t) done * T + t] = pn_work_logits(eng->work)[t];
+			}
+		}
+		return PN_OK;
+	}
 	pd = eng->dom[dc->domain];
 	if (pd == NULL)
 		return pn_seterr(err, PN_EENGINE, "domain %d was not prepared for scoring", dc->domain);
@@ -856,6 +938,13 @@ pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, in
 				 void (*interrupt) (void), PnError *err)
 {
 	return engine_score(eng, dc, pp, n, features, dense, NULL, logits, interrupt, err);
+}
+
+/* Whether the engine runs oneDNN matmuls (false: the GEMV fallback of a CPU without brgemm) */
+bool
+pn_engine_onednn(const PnEngine *eng)
+{
+	return !eng->fallback;
 }
 
 int

@@ -398,6 +398,13 @@ ppnet_gate(const PnModel *m, const PnPersona *pp, PnWork *w, int n, int l)
  * Vectorized forward pass of n candidates of one request (one domain, one
  * persona).  features [n, F], dense [n, Nd], out [n, T] probabilities.
  */
+/* The logits [n, T] of the last pn_score with this workspace */
+const float *
+pn_work_logits(const PnWork *w)
+{
+	return w->logit;
+}
+
 int
 pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork *w,
 		 int n, const int64_t *features, const float *dense, double *out, PnError *err)

@@ -272,6 +272,7 @@ void		pn_persona_free(PnPersona *p);
 typedef struct PnWork PnWork;
 PnWork	   *pn_work_new(const PnModel *m, int nmax);
 void		pn_work_free(PnWork *w);
+const float *pn_work_logits(const PnWork *w);
 int			pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,
 					 PnWork *w, int n, const int64_t *features, const float *dense,
 					 double *out, PnError *err);
@@ -300,6 +301,7 @@ int			pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *
 							 const int64_t *features, const float *dense, float *logits,
 							 void (*interrupt) (void), PnError *err);
 int			pn_engine_tile(const PnEngine *eng);
+bool		pn_engine_onednn(const PnEngine *eng);
 
 /*
  * Packed weights shared between processes (the glue's shared model cache).

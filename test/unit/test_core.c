@@ -1071,6 +1071,19 @@ test_pack_share(void)
 		return;
 	}
 	randomize(m, 3);
+	{
+		PnEngine   *probe = NULL;
+
+		if (pn_engine_new(m, PN_FP32, PN_TILE, &probe, &e) == PN_OK && !pn_engine_onednn(probe))
+		{
+			/* no brgemm matmul here (e.g. ONEDNN_MAX_CPU_ISA=AVX2): nothing is packed to share */
+			pn_engine_free(probe);
+			pn_model_free(m);
+			CHECK(1, "pack share: skipped, the engine runs its GEMV fallback on this CPU (%s)", pn_engine_isa());
+			return;
+		}
+		pn_engine_free(probe);
+	}
 	for (i = 0; i < 20; i++)
 		feat[i] = i * 7 + 1;
 	for (i = 0; i < 40; i++)
