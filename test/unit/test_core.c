@@ -1079,6 +1079,7 @@ test_pack_share(void)
 			/* no brgemm matmul here (e.g. ONEDNN_MAX_CPU_ISA=AVX2): nothing is packed to share */
 			pn_engine_free(probe);
 			pn_model_free(m);
+			pn_config_free(&c);
 			CHECK(1, "pack share: skipped, the engine runs its GEMV fallback on this CPU (%s)", pn_engine_isa());
 			return;
 		}
