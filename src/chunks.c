@@ -1405,6 +1405,13 @@ scatter_bytes(Scatter *sc, const uint8 *p, size_t n)
 	}
 }
 
+/* EmitFn of pepnet_scatter_weights */
+static void
+emit_scatter(void *arg, const uint8 *p, size_t n)
+{
+	scatter_bytes((Scatter *) arg, p, n);
+}
+
 /*
  * Stream the stored weights of name@version into m's own storage: m is the
  * version's layout (pepnet_load_layout) with m->data pointing at
@@ -1419,9 +1426,7 @@ pepnet_scatter_weights(const char *name, int32 version, PnModel *m)
 	MemoryContext caller = CurrentMemoryContext;
 	Scatter		sc;
 	bytea	   *w;
-	int32		expect = 0;
 	PnError		err = {0};
-	Portal		p;
 
 	memset(&sc, 0, sizeof(sc));
 	sc.name = name;
@@ -1442,54 +1447,7 @@ pepnet_scatter_weights(const char *name, int32 version, PnModel *m)
 		pfree(w);
 	}
 	else
-	{
-		p = chunk_cursor(name, version);
-		for (;;)
-		{
-			bool		isnull;
-			int32		seq;
-			Datum		d;
-			bytea	   *c;
-			size_t		clen;
-
-			CHECK_FOR_INTERRUPTS();
-			SPI_cursor_fetch(p, true, 1);
-			if (SPI_processed == 0)
-				break;
-			seq = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			if (seq != expect)
-			{
-				char		what[96];
-
-				snprintf(what, sizeof(what), "chunk %d is missing", expect);
-				corrupt(name, version, what);
-			}
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-			c = isnull ? NULL : DatumGetByteaPP(d);
-			clen = isnull ? 0 : VARSIZE_ANY_EXHDR(c);
-			if (isnull || clen == 0 || sc.pos + clen > sc.len)
-			{
-				char		what[128];
-
-				snprintf(what, sizeof(what), "chunk %d %s", seq, isnull || clen == 0 ? "is empty" : "goes beyond the stored weights_size");
-				corrupt(name, version, what);
-			}
-			scatter_bytes(&sc, (const uint8 *) VARDATA_ANY(c), clen);
-			expect++;
-			if ((Pointer) c != DatumGetPointer(d))
-				pfree(c);
-			SPI_freetuptable(SPI_tuptable);
-		}
-		SPI_cursor_close(p);
-		if (sc.pos != sc.len)
-		{
-			char		what[160];
-
-			snprintf(what, sizeof(what), "its %d chunk(s) hold %llu of %llu bytes: chunk %d is missing",
-					 expect, (unsigned long long) sc.pos, (unsigned long long) sc.len, expect);
-			corrupt(name, version, what);
-		}
-	}
+		stream_chunks(name, version, sc.len, emit_scatter, &sc);
 	if (sc.spans == NULL)
 		scatter_plan(&sc);		/* a blob shorter than its header says: the plan's error */
 	if (pn_safetensors_check(m, sc.spans, sc.nspans, &err) != PN_OK)
