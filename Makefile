@@ -1,14 +1,15 @@
 # pepnet: STAR-PEPNet multi-domain CTR models inside PostgreSQL (PGXS build)
 EXTENSION = pepnet
-EXTVERSION = 0.2.0
+EXTVERSION = 0.3.0
 
 MODULE_big = pepnet
 CORE_OBJS = src/core/json.o src/core/config.o src/core/model.o src/core/infer.o src/core/engine.o src/core/train.o src/core/evaluate.o
 OBJS = src/pepnet.o src/models.o src/cache.o src/score.o src/batch.o src/reader.o src/metrics.o src/evaluate.o \
 	src/training.o src/scaleout.o src/shmem.o src/shcache.o src/progress.o src/chunks.o $(CORE_OBJS)
-DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
-# CREATE EXTENSION's script for 0.2.0: a preamble, then 0.1.0's script and the upgrade, as they are
-DATA_built = sql/pepnet--0.2.0.sql
+DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql sql/pepnet--0.2.0--0.3.0.sql
+# CREATE EXTENSION's scripts of 0.2.0 and 0.3.0: a preamble, then 0.1.0's script and the upgrades,
+# as they are (0.2.0's stays installable: upgrade and restore tests create databases at each release)
+DATA_built = sql/pepnet--0.2.0.sql sql/pepnet--0.3.0.sql
 PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
 # pg_regress suites (sql/NAME.sql, expected/NAME.out): each runs alone, pg_regress creates the
@@ -33,6 +34,9 @@ include $(PGXS)
 
 sql/pepnet--0.2.0.sql: sql/pepnet--0.2.0.sql.in sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql
 	{ cat sql/pepnet--0.2.0.sql.in; sed '/^\\echo /d' sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql; } > $@
+
+sql/pepnet--0.3.0.sql: sql/pepnet--0.3.0.sql.in sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql sql/pepnet--0.2.0--0.3.0.sql
+	{ cat sql/pepnet--0.3.0.sql.in; sed '/^\\echo /d' sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql sql/pepnet--0.2.0--0.3.0.sql; } > $@
 
 # After include $(PGXS), so that its "all" stays the default goal (a rule above it would become
 # the default and plain `make` would build one object file).

@@ -20,7 +20,7 @@ from .safetensors import SafetensorsError, load, loads, save, dumps
 
 __all__ = ["Config", "ConfigError", "StarPepNet", "Optimizer", "StateDictError", "SafetensorsError",
            "slots", "splitmix64", "load", "loads", "save", "dumps"]
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def __getattr__(name):
