@@ -19,6 +19,8 @@
 #include "pepnet.h"
 #include "pepshm.h"
 
+#include <limits.h>
+
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "utils/acl.h"
@@ -28,6 +30,7 @@
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -46,6 +49,8 @@ typedef struct RefEntry
 	TimestampTz stmt_start;
 } RefEntry;
 
+int			pepnet_cache_size_mb = 256;
+
 static HTAB *entries = NULL;	/* (name, version) -> PepnetEntry */
 static HTAB *refs = NULL;		/* reference text -> PepnetRef, per statement */
 static Oid	models_relid = InvalidOid;
@@ -57,6 +62,16 @@ static void evict(PepnetEntry *keep, bool at_end);
 
 PG_FUNCTION_INFO_V1(pepnet_cache);
 PG_FUNCTION_INFO_V1(pepnet_cache_clear);
+
+/* pepnet.cache_size, defined from _PG_init */
+void
+pepnet_cache_init(void)
+{
+	DefineCustomIntVariable("pepnet.cache_size",
+							"Memory a backend may use to cache model versions (least recently used out first).",
+							NULL, &pepnet_cache_size_mb, 256, 1, INT_MAX / 2,
+							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
+}
 
 /* Drop one entry and its memory */
 static void

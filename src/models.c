@@ -8,6 +8,8 @@
  */
 #include "pepnet.h"
 
+#include <limits.h>
+
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -39,54 +41,16 @@ PG_FUNCTION_INFO_V1(pepnet_drop_guard);
 PG_FUNCTION_INFO_V1(pepnet_deploy_log);
 
 /* settings of the registry */
+int			pepnet_max_model_size_mb = 1024;
 bool		pepnet_read_only = false;
 static bool pepnet_allow_drop = false;
 static char *pepnet_deploy_strategy = NULL;
 
-/*
- * s cut to at most maxchars characters of the server encoding, on a
- * character boundary, with "..." appended when cut (s itself if short).
- */
-const char *
-pepnet_clip(const char *s, int maxchars)
+/* pepnet.max_model_size in bytes */
+int64
+pepnet_max_model_bytes(void)
 {
-	int			len = strlen(s);
-	int			cut = pg_mbcharcliplen(s, len, maxchars);
-	char	   *r;
-
-	if (cut >= len)
-		return s;
-	r = palloc(cut + 4);
-	memcpy(r, s, cut);
-	strcpy(r + cut, "...");
-	return r;
-}
-
-/*
- * Make a message valid in the server encoding, in place: each byte that
- * does not start a valid character becomes '?'.  The core cuts its strings
- * on UTF-8 boundaries and quotes bytes from user input (safetensors
- * headers), so this is a backstop: a client whose encoding differs must
- * get the real error, not an encoding-conversion error (22021).
- */
-void
-pepnet_fix_encoding(char *s)
-{
-	int			enc = GetDatabaseEncoding();
-	int			len = strlen(s);
-
-	while (len > 0)
-	{
-		int			l = pg_encoding_verifymbchar(enc, s, len);
-
-		if (l <= 0)
-		{
-			*s = '?';
-			l = 1;
-		}
-		s += l;
-		len -= l;
-	}
+	return (int64) pepnet_max_model_size_mb * 1024 * 1024;
 }
 
 /* Parse a jsonb config with pepnet.max_model_size; raises on error */
@@ -621,6 +585,11 @@ pepnet_drop_guard(PG_FUNCTION_ARGS)
 void
 pepnet_registry_init(void)
 {
+	DefineCustomIntVariable("pepnet.max_model_size",
+							"Largest model (weights) that may be created, imported or loaded.",
+							"Configurations whose weights would exceed it are refused before allocating.",
+							&pepnet_max_model_size_mb, 1024, 1, INT_MAX / 2,
+							PGC_SUSET, GUC_UNIT_MB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("pepnet.read_only",
 							 "Refuse every write to pepnet's model registry on this node.",
 							 "For logical-replication subscribers: versions and deployments arrive from the publisher; "

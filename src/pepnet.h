@@ -1,7 +1,8 @@
 /*
  * pepnet.h
- *		PostgreSQL glue of pepnet: settings, the backend cache of model
- *		versions, model references and error reporting for the core.
+ *		What the files of the glue share: settings, the backend cache's entry
+ *		of a model version, model references, and each file's entry points
+ *		(in layer order, see docs/source-layout.md).
  */
 #ifndef PEPNET_H
 #define PEPNET_H
@@ -11,10 +12,10 @@
 #include "pncore.h"
 #include "utils/timestamp.h"
 
-/* settings */
-extern char *pepnet_default_model;
-extern int	pepnet_cache_size_mb;
-extern int	pepnet_max_model_size_mb;
+/* settings, each defined by the file that owns it */
+extern char *pepnet_default_model;	/* score.c */
+extern int	pepnet_cache_size_mb;	/* cache.c */
+extern int	pepnet_max_model_size_mb;	/* models.c */
 extern int	pepnet_precision;		/* PN_FP32 or PN_BF16 (score.c) */
 
 /*
@@ -59,13 +60,17 @@ typedef struct PepnetRef
 	TransactionId xmin;
 } PepnetRef;
 
-/* pepnet.c */
+/* util.c */
+extern void pepnet_util_init(void);
 extern void pepnet_report(PnError *err, int sqlstate_format);
+extern void pepnet_report_rows(PnError *err, int format_code, int other_code, const char *hint,
+							   ErrorContextCallback *rowctx) pg_attribute_noreturn();
 extern int	pepnet_sqlstate(const PnError *err, int format_code, int other_code);
-extern int64 pepnet_max_model_bytes(void);
 extern void pepnet_check_name(const char *name);
 extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
 extern void pepnet_interrupt_check(void);
+extern const char *pepnet_clip(const char *s, int maxchars);
+extern void pepnet_fix_encoding(char *s);
 
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
@@ -78,10 +83,10 @@ extern int32 pepnet_store_model(const char *name, const PnModel *m, const char *
 extern bool pepnet_read_only;
 extern void pepnet_registry_init(void);
 extern void pepnet_check_writable(const char *what);
-extern const char *pepnet_clip(const char *s, int maxchars);
-extern void pepnet_fix_encoding(char *s);
+extern int64 pepnet_max_model_bytes(void);
 
 /* cache.c */
+extern void pepnet_cache_init(void);
 extern void pepnet_resolve(const char *ref, PepnetRef *out);
 extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);

@@ -487,19 +487,14 @@ train_core_error(PnError *err, const char *what, const Rows *rows)
 {
 	RowContext	rc;
 	ErrorContextCallback cb;
-	int			code;
 
 	rc.what = what;
 	rc.row = (rows && err->row >= 0 && err->row < rows->n) ? rows->rowno[err->row] : 0;
 	cb.callback = row_context_callback;
 	cb.arg = &rc;
-	cb.previous = error_context_stack;
-	error_context_stack = &cb;
-	code = pepnet_sqlstate(err, ERRCODE_DATA_CORRUPTED, ERRCODE_DATA_CORRUPTED);
-	ereport(ERROR,
-			(errcode(code),
-			 errmsg("%s", err->msg),
-			 err->detail[0] ? errdetail("%s", err->detail) : 0,
-			 err->code == PN_ENUMERIC ?
-			 errhint("The versions of earlier epochs are kept; nothing of this epoch was stored.") : 0));
+	pepnet_report_rows(err, ERRCODE_DATA_CORRUPTED, ERRCODE_DATA_CORRUPTED,
+					   err->code == PN_ENUMERIC ?
+					   "The versions of earlier epochs are kept; nothing of this epoch was stored." : NULL,
+					   &cb);
+	pg_unreachable();
 }

@@ -24,6 +24,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
+char	   *pepnet_default_model = NULL;
 int			pepnet_precision = PN_FP32;
 
 static const struct config_enum_entry precision_options[] = {
@@ -32,10 +33,15 @@ static const struct config_enum_entry precision_options[] = {
 	{NULL, 0, false}
 };
 
-/* pepnet.precision, defined from _PG_init */
+/* pepnet.model and pepnet.precision, defined from _PG_init */
 void
 pepnet_score_init(void)
 {
+	DefineCustomStringVariable("pepnet.model",
+							   "Model reference used by the pepnet functions that take no model argument.",
+							   "A model name ('ctr': its deployed version) or name@version ('ctr@7').",
+							   &pepnet_default_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("pepnet.precision",
 							 "Precision of batched scoring (pepnet_score, pepnet_score_query): fp32 or bf16.",
 							 "bf16 keeps a bf16 copy of the weights per cached version and multiplies in bf16 "

@@ -1,0 +1,184 @@
+/*
+ * util.c
+ *		What every file of the glue uses: raising the core's errors (one
+ *		pepnet_report, with an optional row context), SQLSTATEs of core
+ *		errors, model names, text in the server encoding, NULL arguments,
+ *		interrupts, and the core's allocation hooks (palloc).
+ *
+ * Depends on nothing of pepnet's but the core (pncore.h).
+ */
+#include "pepnet.h"
+
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+/* Core allocations land in the current memory context; NULL on failure */
+static void *
+pepnet_core_alloc(size_t size)
+{
+	return MemoryContextAllocExtended(CurrentMemoryContext, size,
+									  MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
+}
+
+/* Core frees are pfree */
+static void
+pepnet_core_free(void *ptr)
+{
+	pfree(ptr);
+}
+
+/*
+ * The SQLSTATE of a core error: bad config or input 22023, a size limit
+ * 54000, out of memory 53200, a non-finite value in training 22P01;
+ * malformed weights format_code (22P03 for input, XX001 for stored), any
+ * other failure (the engine's) other_code.
+ */
+int
+pepnet_sqlstate(const PnError *err, int format_code, int other_code)
+{
+	switch (err->code)
+	{
+		case PN_ECONFIG:
+		case PN_EINPUT:
+			return ERRCODE_INVALID_PARAMETER_VALUE;
+		case PN_EFORMAT:
+			return format_code;
+		case PN_ETOOBIG:
+			return ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+		case PN_ENOMEM:
+			return ERRCODE_OUT_OF_MEMORY;
+		case PN_ENUMERIC:
+			return ERRCODE_FLOATING_POINT_EXCEPTION;
+		default:
+			return other_code;
+	}
+}
+
+/*
+ * Raise a core error as an ERROR with a fitting SQLSTATE.  format_code is
+ * the SQLSTATE for malformed weights (22P03 for input, XX001 for stored).
+ */
+void
+pepnet_report(PnError *err, int format_code)
+{
+	pepnet_report_rows(err, format_code, ERRCODE_INTERNAL_ERROR, NULL, NULL);
+}
+
+/*
+ * Raise a core error: pepnet_sqlstate's code (other_code for the engine's
+ * failures), message and detail in the server encoding, an optional hint.
+ * The row the core blames is named by rowctx where given (an error context
+ * callback that names a row of a query, pushed here), else as a candidate
+ * of the request.
+ */
+void
+pepnet_report_rows(PnError *err, int format_code, int other_code, const char *hint,
+				   ErrorContextCallback *rowctx)
+{
+	int			code = pepnet_sqlstate(err, format_code, other_code);
+
+	if (rowctx)
+	{
+		rowctx->previous = error_context_stack;
+		error_context_stack = rowctx;
+	}
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("%s", (pepnet_fix_encoding(err->msg), err->msg)),
+			 err->detail[0] ? errdetail("%s", (pepnet_fix_encoding(err->detail), err->detail)) : 0,
+			 hint ? errhint("%s", hint) : 0,
+			 (err->row >= 0 && rowctx == NULL) ?
+			 errcontext("candidate %lld of the request", (long long) err->row + 1) : 0));
+}
+
+/* CHECK_FOR_INTERRUPTS for the core's long loops (the engine calls it once per tile) */
+void
+pepnet_interrupt_check(void)
+{
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* Error for a NULL argument */
+void
+pepnet_null_arg(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+			 errmsg("%s must not be NULL", what)));
+}
+
+/* A model name: 1 to 63 characters (not bytes), no '@' */
+void
+pepnet_check_name(const char *name)
+{
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name must not be empty")));
+	if (strchr(name, '@') != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model name \"%s\" must not contain \"@\"", name),
+				 errhint("\"@\" separates a name from a version in a model reference, as in 'ctr@7'.")));
+	if (strlen(name) >= PEPNET_NAMELEN || pg_mbstrlen(name) > PEPNET_NAME_MAXCHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("model name \"%s\" is longer than %d characters", pepnet_clip(name, 20), PEPNET_NAME_MAXCHARS)));
+}
+
+/*
+ * s cut to at most maxchars characters of the server encoding, on a
+ * character boundary, with "..." appended when cut (s itself if short).
+ */
+const char *
+pepnet_clip(const char *s, int maxchars)
+{
+	int			len = strlen(s);
+	int			cut = pg_mbcharcliplen(s, len, maxchars);
+	char	   *r;
+
+	if (cut >= len)
+		return s;
+	r = palloc(cut + 4);
+	memcpy(r, s, cut);
+	strcpy(r + cut, "...");
+	return r;
+}
+
+/*
+ * Make a message valid in the server encoding, in place: each byte that
+ * does not start a valid character becomes '?'.  The core cuts its strings
+ * on UTF-8 boundaries and quotes bytes from user input (safetensors
+ * headers), so this is a backstop: a client whose encoding differs must
+ * get the real error, not an encoding-conversion error (22021).
+ */
+void
+pepnet_fix_encoding(char *s)
+{
+	int			enc = GetDatabaseEncoding();
+	int			len = strlen(s);
+
+	while (len > 0)
+	{
+		int			l = pg_encoding_verifymbchar(enc, s, len);
+
+		if (l <= 0)
+		{
+			*s = '?';
+			l = 1;
+		}
+		s += l;
+		len -= l;
+	}
+}
+
+/* Point the core's allocations at palloc; called by _PG_init */
+void
+pepnet_util_init(void)
+{
+	pn_alloc_hook = pepnet_core_alloc;
+	pn_free_hook = pepnet_core_free;
+}
