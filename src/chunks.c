@@ -42,12 +42,10 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
-#include "common/cryptohash.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "port/pg_bswap.h"
 #include "storage/fd.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -64,8 +62,6 @@ PG_FUNCTION_INFO_V1(pepnet_export_chunks);
 PG_FUNCTION_INFO_V1(pepnet_import_chunks);
 PG_FUNCTION_INFO_V1(pepnet_import_file);
 PG_FUNCTION_INFO_V1(pepnet_export_file);
-
-#define FP_LEN 32
 
 int			pepnet_chunk_size = 64 * 1024 * 1024;
 
@@ -177,38 +173,6 @@ source_range(const WeightSource *s, uint64 off, size_t n, uint8 *out)
 		memcpy(out, s->bytes + off, n);
 }
 
-static void
-hash_or_fail(pg_cryptohash_ctx *ctx, int rc)
-{
-	if (rc < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not compute a SHA-256 fingerprint: %s", pg_cryptohash_error(ctx))));
-}
-
-static void
-hash_slices(pg_cryptohash_ctx *ctx, const uint8 *p, uint64 n)
-{
-	while (n > 0)
-	{
-		size_t		k = (size_t) Min(n, (uint64) 16 * 1024 * 1024);
-
-		CHECK_FOR_INTERRUPTS();
-		hash_or_fail(ctx, pg_cryptohash_update(ctx, p, k));
-		p += k;
-		n -= k;
-	}
-}
-
-/* The canonical text of a config (jsonb's output), palloc'd */
-static char *
-canonical_config(const char *config_json)
-{
-	Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(config_json)));
-
-	return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-}
-
 /*
  * The fingerprint of config and weights: SHA-256 over the length of the
  * config's canonical jsonb text (8 bytes, big-endian), that text, and the
@@ -217,25 +181,20 @@ canonical_config(const char *config_json)
 static void
 source_fingerprint(const char *canon, const WeightSource *s, uint8 *out)
 {
-	uint64		clen = pg_hton64((uint64) strlen(canon));
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	pg_cryptohash_ctx *ctx = fp_begin(canon);
 
-	hash_or_fail(ctx, pg_cryptohash_init(ctx));
-	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) &clen, sizeof(clen)));
-	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) canon, strlen(canon)));
 	if (s->m)
 	{
 		int			i;
 
-		hash_or_fail(ctx, pg_cryptohash_update(ctx, s->prefix, s->plen));
+		hash_slices(ctx, s->prefix, s->plen);
 		for (i = 0; i < s->m->ntensors; i++)
 			hash_slices(ctx, (const uint8 *) (s->m->data + s->m->tensors[i].offset),
 						(uint64) s->m->tensors[i].numel * 4);
 	}
 	else
 		hash_slices(ctx, s->bytes, s->len);
-	hash_or_fail(ctx, pg_cryptohash_final(ctx, out, FP_LEN));
-	pg_cryptohash_free(ctx);
+	fp_end(ctx, out);
 }
 
 /* Insert the chunks of name@version from s, as the owner of pepnet.models (SPI connected) */
@@ -1491,7 +1450,6 @@ pepnet_verify(PG_FUNCTION_ARGS)
 	char	   *canon;
 	uint8	   *stored = NULL;
 	uint8		fp[FP_LEN];
-	uint64		clen;
 	pg_cryptohash_ctx *ctx;
 
 	if (PG_ARGISNULL(0))
@@ -1520,11 +1478,7 @@ pepnet_verify(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" version %d no longer exists", ref.name, ref.version)));
-	ctx = pg_cryptohash_create(PG_SHA256);
-	clen = pg_hton64((uint64) strlen(canon));
-	hash_or_fail(ctx, pg_cryptohash_init(ctx));
-	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) &clen, sizeof(clen)));
-	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) canon, strlen(canon)));
+	ctx = fp_begin(canon);
 	if (w)
 	{
 		hash_slices(ctx, (const uint8 *) VARDATA_ANY(w), VARSIZE_ANY_EXHDR(w));
@@ -1532,8 +1486,7 @@ pepnet_verify(PG_FUNCTION_ARGS)
 	}
 	else
 		seen = stream_chunks(ref.name, ref.version, len, emit_hash, ctx);
-	hash_or_fail(ctx, pg_cryptohash_final(ctx, fp, FP_LEN));
-	pg_cryptohash_free(ctx);
+	fp_end(ctx, fp);
 	SPI_finish();
 	PG_RETURN_BOOL(stored != NULL && seen == len && memcmp(fp, stored, FP_LEN) == 0);
 }

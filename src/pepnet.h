@@ -10,12 +10,23 @@
 #include "postgres.h"
 
 #include "pncore.h"
+#include "common/cryptohash.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 /* settings, each defined by the file that owns it */
 extern char *pepnet_default_model;	/* score.c */
 extern int	pepnet_cache_size_mb;	/* cache.c */
-extern int	pepnet_max_model_size_mb;	/* models.c */
+extern int	pepnet_max_model_size_mb;	/* fingerprint.c */
+extern pg_cryptohash_ctx *fp_begin(const char *canon);
+extern void hash_slices(pg_cryptohash_ctx *ctx, const uint8 *p, uint64 n);
+extern void fp_end(pg_cryptohash_ctx *ctx, uint8 *out);
+extern char *canonical_config(const char *config_json);
+extern void fingerprint(Jsonb *config, bytea *weights, uint8 *out);
+extern bool stored_fingerprint(const char *name, int32 version, uint8 *fp);
+extern char *fp_hex(const uint8 *fp);
+
+/* models.c */
 extern int	pepnet_precision;		/* PN_FP32 or PN_BF16 (score.c) */
 
 /*
@@ -24,6 +35,10 @@ extern int	pepnet_precision;		/* PN_FP32 or PN_BF16 (score.c) */
  */
 #define PEPNET_NAME_MAXCHARS 63
 #define PEPNET_NAMELEN (PEPNET_NAME_MAXCHARS * 4 + 4)
+
+/* the fingerprint of a version: SHA-256 (fingerprint.c), in hex in messages and pinned references */
+#define FP_LEN 32
+#define FP_HEX (2 * FP_LEN)
 
 /* candidates pepnet_predict's workspace holds (one per call) */
 #define PEPNET_BLOCK 1
@@ -71,6 +86,15 @@ extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
 extern void pepnet_interrupt_check(void);
 extern const char *pepnet_clip(const char *s, int maxchars);
 extern void pepnet_fix_encoding(char *s);
+
+/* fingerprint.c */
+extern pg_cryptohash_ctx *fp_begin(const char *canon);
+extern void hash_slices(pg_cryptohash_ctx *ctx, const uint8 *p, uint64 n);
+extern void fp_end(pg_cryptohash_ctx *ctx, uint8 *out);
+extern char *canonical_config(const char *config_json);
+extern void fingerprint(Jsonb *config, bytea *weights, uint8 *out);
+extern bool stored_fingerprint(const char *name, int32 version, uint8 *fp);
+extern char *fp_hex(const uint8 *fp);
 
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);

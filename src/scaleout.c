@@ -5,8 +5,6 @@
  *		- pepnet_require_writable: every writing function calls it first, so
  *		  that on a hot standby or in a read-only transaction it fails at
  *		  once (25006) instead of after the work;
- *		- the fingerprint of a version (SHA-256 of its config and weights),
- *		  stored in pepnet.models.fingerprint;
  *		- the type pepnet_pinned ('ctr@3#<fingerprint>'): a version-pinned
  *		  model reference that is not collatable, so that postgres_fdw ships
  *		  the IMMUTABLE pepnet_predict(pepnet_pinned, ...) to the shards, and
@@ -24,7 +22,6 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
-#include "common/cryptohash.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "libpq/pqformat.h"
@@ -41,7 +38,6 @@
 #include "utils/snapmgr.h"
 
 PG_FUNCTION_INFO_V1(pepnet_require_writable_sql);
-PG_FUNCTION_INFO_V1(pepnet_fingerprint_of);
 PG_FUNCTION_INFO_V1(pepnet_pinned_in);
 PG_FUNCTION_INFO_V1(pepnet_pinned_out);
 PG_FUNCTION_INFO_V1(pepnet_pinned_recv);
@@ -54,8 +50,6 @@ PG_FUNCTION_INFO_V1(pepnet_import_version);
 /* the scoring path this file reuses (score.c) */
 extern Datum pepnet_predict(PG_FUNCTION_ARGS);
 
-#define FP_LEN 32				/* SHA-256 */
-#define FP_HEX (2 * FP_LEN)
 #define BUNDLE_MAGIC "PEPNETV1"
 #define BUNDLE_MAGIC_LEN 8
 
@@ -104,111 +98,6 @@ pepnet_require_writable_sql(PG_FUNCTION_ARGS)
 {
 	pepnet_require_writable(PG_ARGISNULL(0) ? "this pepnet function" : text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_VOID();
-}
-
-/* ---------------------------------------------------------------- */
-/* fingerprints                                                      */
-/* ---------------------------------------------------------------- */
-
-static void
-hash_or_fail(pg_cryptohash_ctx *ctx, int rc)
-{
-	if (rc < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not compute a SHA-256 fingerprint: %s", pg_cryptohash_error(ctx))));
-}
-
-/*
- * The fingerprint of a version: SHA-256 over the length of the config's
- * canonical jsonb text (8 bytes, big-endian), that text, and the weights.
- */
-static void
-fingerprint(Jsonb *config, bytea *weights, uint8 *out)
-{
-	char	   *cfg = JsonbToCString(NULL, &config->root, VARSIZE(config));
-	uint64		len = pg_hton64((uint64) strlen(cfg));
-	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
-
-	hash_or_fail(ctx, pg_cryptohash_init(ctx));
-	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) &len, sizeof(len)));
-	hash_or_fail(ctx, pg_cryptohash_update(ctx, (const uint8 *) cfg, strlen(cfg)));
-	{
-		/* in slices, so that a cancel is seen while hashing a large model */
-		const uint8 *w = (const uint8 *) VARDATA_ANY(weights);
-		size_t		left = VARSIZE_ANY_EXHDR(weights);
-
-		while (left > 0)
-		{
-			size_t		n = Min(left, (size_t) 16 * 1024 * 1024);
-
-			CHECK_FOR_INTERRUPTS();
-			hash_or_fail(ctx, pg_cryptohash_update(ctx, w, n));
-			w += n;
-			left -= n;
-		}
-	}
-	hash_or_fail(ctx, pg_cryptohash_final(ctx, out, FP_LEN));
-	pg_cryptohash_free(ctx);
-	pfree(cfg);
-}
-
-/* pepnet._fingerprint(config jsonb, weights bytea) RETURNS bytea: the generated column */
-Datum
-pepnet_fingerprint_of(PG_FUNCTION_ARGS)
-{
-	bytea	   *out = palloc(VARHDRSZ + FP_LEN);
-
-	SET_VARSIZE(out, VARHDRSZ + FP_LEN);
-	fingerprint(PG_GETARG_JSONB_P(0), PG_GETARG_BYTEA_PP(1), (uint8 *) VARDATA(out));
-	PG_RETURN_BYTEA_P(out);
-}
-
-/*
- * The stored fingerprint of name@version on this node; false if there is
- * no such version.  Runs with the caller's rights and the statement's
- * snapshot, or a fresh one where none is active (the type's input function
- * may run outside a statement's snapshot, e.g. for a utility command).
- */
-static bool
-stored_fingerprint(const char *name, int32 version, uint8 *fp)
-{
-	Oid			argtypes[2] = {TEXTOID, INT4OID};
-	Datum		values[2];
-	bool		isnull,
-				found = false;
-
-	values[0] = CStringGetTextDatum(name);
-	values[1] = Int32GetDatum(version);
-	SPI_connect();
-	if (SPI_execute_with_args("SELECT fingerprint FROM pepnet.models "
-							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
-							  2, argtypes, values, NULL, ActiveSnapshotSet(), 1) != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not read the fingerprint of model \"%s\" version %d", name, version);
-	if (SPI_processed == 1)
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		bytea	   *b = isnull ? NULL : DatumGetByteaPP(d);
-
-		if (b == NULL || VARSIZE_ANY_EXHDR(b) != FP_LEN)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("model \"%s\" version %d has no valid fingerprint", name, version)));
-		memcpy(fp, VARDATA_ANY(b), FP_LEN);
-		found = true;
-	}
-	SPI_finish();
-	return found;
-}
-
-static char *
-fp_hex(const uint8 *fp)
-{
-	char	   *s = palloc(FP_HEX + 1);
-
-	hex_encode((const char *) fp, FP_LEN, s);
-	s[FP_HEX] = '\0';
-	return s;
 }
 
 /* ---------------------------------------------------------------- */
