@@ -1,7 +1,9 @@
 /*
  * models.c
- *		Model versions as rows of pepnet.models: create from a seed, import
- *		and export safetensors, look up references, load weights.
+ *		The registry: model versions as rows of pepnet.models (inserting a
+ *		version, looking up references, loading weights), its guards
+ *		(read-only node, DROP EXTENSION, TRUNCATE) and the deploy log.
+ *		Creating, importing and exporting versions is transfer.c's.
  *
  * Every query is schema-qualified, operators included, so that a hostile
  * search_path cannot redirect it.
@@ -33,9 +35,6 @@
 #include "utils/syscache.h"
 #include "catalog/pg_class.h"
 
-PG_FUNCTION_INFO_V1(pepnet_create);
-PG_FUNCTION_INFO_V1(pepnet_import);
-PG_FUNCTION_INFO_V1(pepnet_export);
 PG_FUNCTION_INFO_V1(pepnet_read_only_guard);
 PG_FUNCTION_INFO_V1(pepnet_drop_guard);
 PG_FUNCTION_INFO_V1(pepnet_deploy_log);
@@ -53,20 +52,8 @@ pepnet_max_model_bytes(void)
 	return (int64) pepnet_max_model_size_mb * 1024 * 1024;
 }
 
-/* Parse a jsonb config with pepnet.max_model_size; raises on error */
-static void
-parse_config(Jsonb *jb, PnConfig *cfg)
-{
-	char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-	PnError		err = {0};
-
-	if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), cfg, &err) != PN_OK)
-		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
-	pfree(text);
-}
-
 /* Serialize a model as a safetensors bytea */
-static bytea *
+bytea *
 model_to_bytea(const PnModel *m)
 {
 	size_t		n = pn_safetensors_size(m);
@@ -152,123 +139,6 @@ pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json,
 	if (cj == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	return pepnet_insert_version(name, cj, m, metrics_json, parent);
-}
-
-/*
- * The arguments pepnet_create and pepnet_import share: a valid name, a
- * valid config and a non-NULL third argument (what3); returns the zeroed
- * model of the config.
- */
-static PnModel *
-model_from_args(FunctionCallInfo fcinfo, const char *what3, char **name)
-{
-	PnConfig	cfg;
-	PnModel    *m;
-	PnError		err = {0};
-
-	if (PG_ARGISNULL(0))
-		pepnet_null_arg("model name");
-	if (PG_ARGISNULL(1))
-		pepnet_null_arg("config");
-	if (PG_ARGISNULL(2))
-		pepnet_null_arg(what3);
-	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	pepnet_check_name(*name);
-	parse_config(PG_GETARG_JSONB_P(1), &cfg);
-	if (pn_model_new(&cfg, &m, &err) != PN_OK)
-		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
-	pn_config_free(&cfg);
-	return m;
-}
-
-/* pepnet_create(name, config, seed): a new version initialised from seed */
-Datum
-pepnet_create(PG_FUNCTION_ARGS)
-{
-	char	   *name;
-	PnModel    *m;
-	int32		version;
-
-	pepnet_require_writable("pepnet_create");
-	m = model_from_args(fcinfo, "seed", &name);
-	pn_model_init(m, (uint64) (int64) PG_GETARG_INT32(2));
-	version = pepnet_store_model(name, m, NULL, 0);
-	pn_model_free(m);
-	PG_RETURN_INT32(version);
-}
-
-/* pepnet_import(name, config, weights): a new version from a safetensors blob */
-Datum
-pepnet_import(PG_FUNCTION_ARGS)
-{
-	char	   *name;
-	PnModel    *m;
-	bytea	   *blob;
-	PnError		err = {0};
-	int32		version;
-
-	pepnet_require_writable("pepnet_import");
-	m = model_from_args(fcinfo, "weights", &name);
-	blob = PG_GETARG_BYTEA_PP(2);
-	if (pn_safetensors_read(m, (const uint8_t *) VARDATA_ANY(blob), VARSIZE_ANY_EXHDR(blob), &err) != PN_OK)
-		pepnet_report(&err, ERRCODE_INVALID_BINARY_REPRESENTATION);
-	version = pepnet_store_model(name, m, NULL, 0);
-	pn_model_free(m);
-	PG_RETURN_INT32(version);
-}
-
-/* Whether a safetensors blob has PN running statistics but no pn.num_batches_tracked (0.1.0) */
-static bool
-blob_lacks_count(bytea *b)
-{
-	const char *p = VARDATA_ANY(b);
-	size_t		len = VARSIZE_ANY_EXHDR(b);
-	uint64		hlen = 0;
-	int			i;
-
-	if (len < 8)
-		return false;
-	for (i = 7; i >= 0; i--)
-		hlen = (hlen << 8) | (unsigned char) p[i];
-	if (hlen > len - 8)
-		return false;
-	return memmem(p + 8, hlen, "\"pn.running_mean\"", 17) != NULL &&
-		memmem(p + 8, hlen, "\"pn.num_batches_tracked\"", 24) == NULL;
-}
-
-/* pepnet_export(model): the version's weights as stored (0.1.0 blobs completed) */
-Datum
-pepnet_export(PG_FUNCTION_ARGS)
-{
-	PepnetRef	ref;
-	bytea	   *result;
-	uint64		len;
-
-	if (PG_ARGISNULL(0))
-		pepnet_null_arg("model reference");
-	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	len = pepnet_weights_size(ref.name, ref.version);
-	if (len > MaxAllocSize - VARHDRSZ)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("model \"%s\" version %d has %llu bytes of weights, more than the 1 GB a bytea value holds",
-						ref.name, ref.version, (unsigned long long) len),
-				 errhint("Export it in chunks with pepnet_export_chunks('%s@%d'), or into a server file with pepnet_export_file.",
-						 ref.name, ref.version)));
-	/* the weights are read chunk by chunk straight into the result */
-	result = (bytea *) pepnet_read_weights(ref.name, ref.version, VARHDRSZ, len, &len);
-	SET_VARSIZE(result, VARHDRSZ + len);
-	if (blob_lacks_count(result))
-	{
-		/* stored by 0.1.0: export docs/model.md 0.2's full tensor set (the count is 0) */
-		char		name[NAMEDATALEN];
-		int32		version;
-		PnModel    *m = pepnet_load_model(&ref, name, &version);
-
-		if (m->nabsent > 0)
-			result = model_to_bytea(m);
-	}
-	PG_RETURN_BYTEA_P(result);
 }
 
 /* A plan kept for the life of the backend (replanned by the plan cache as needed) */

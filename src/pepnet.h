@@ -12,6 +12,7 @@
 #include "pncore.h"
 #include "common/cryptohash.h"
 #include "utils/jsonb.h"
+#include "utils/portal.h"
 #include "utils/timestamp.h"
 
 /* settings, each defined by the file that owns it */
@@ -103,6 +104,7 @@ extern PnModel *pepnet_load_layout(const PepnetRef *ref, char *name, int32 *vers
 extern int32 pepnet_insert_version(const char *name, const char *config_json, const PnModel *model,
 								   const char *metrics_json, int32 parent);
 extern bool pepnet_copy_into(const char *table);
+extern bytea *model_to_bytea(const PnModel *m);
 extern int32 pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent);
 extern bool pepnet_read_only;
 extern void pepnet_registry_init(void);
@@ -132,6 +134,22 @@ extern void pepnet_scatter_weights(const char *name, int32 version, PnModel *m);
 extern bool pepnet_optimizer_chunked(void);
 extern void pepnet_write_moment_chunks(const char *name, int32 version, int moment, const PnModel *mm);
 extern bool pepnet_read_moment_chunks(const char *name, int32 version, int moment, PnModel *mm);
+/* chunks.c, for transfer.c: reading stored weights, writing from tensors or bytes */
+/* the weights being written: from a model (serialized piece by piece) or as given bytes */
+typedef struct WeightSource
+{
+	const PnModel *m;
+	uint8	   *prefix;			/* the model's length and header */
+	size_t		plen;
+	const uint8 *bytes;
+	uint64		len;
+} WeightSource;
+typedef void (*EmitFn) (void *arg, const uint8 *p, size_t n);
+extern void source_init(WeightSource *s, const PnModel *m, const uint8 *bytes, uint64 len);
+extern void source_range(const WeightSource *s, uint64 off, size_t n, uint8 *out);
+extern Portal chunk_cursor(const char *name, int32 version);
+extern bool weights_where(const char *name, int32 version, MemoryContext cxt, bytea **inline_w, uint64 *len);
+extern uint64 stream_chunks(const char *name, int32 version, uint64 len, EmitFn emit, void *arg);
 
 /* score.c */
 extern void pepnet_score_init(void);
