@@ -62,6 +62,7 @@ static void evict(PepnetEntry *keep, bool at_end);
 
 PG_FUNCTION_INFO_V1(pepnet_cache);
 PG_FUNCTION_INFO_V1(pepnet_cache_clear);
+PG_FUNCTION_INFO_V1(pepnet_preload);
 
 /* pepnet.cache_size, defined from _PG_init */
 void
@@ -532,4 +533,48 @@ pepnet_cache_clear(PG_FUNCTION_ARGS)
 		}
 	}
 	PG_RETURN_VOID();
+}
+
+/*
+ * pepnet_preload(model): load a version into the shared cache ahead of
+ * traffic (e.g. after pepnet_deploy), with the fused matrices of every
+ * domain.  True when it is shared; false (with a NOTICE) when pepnet is not
+ * preloaded, the shared cache is off, or the version does not fit; then it
+ * is in this backend's cache only.
+ */
+Datum
+pepnet_preload(PG_FUNCTION_ARGS)
+{
+	PepnetRef	ref;
+	PepnetEntry *e;
+	int			d;
+	bool		shared;
+
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("model reference");
+	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
+	e = pepnet_cache_get(&ref);
+	shared = e->sh_slot >= 0;
+	if (!shared)
+	{
+		ereport(NOTICE,
+				(errmsg("model \"%s\" version %d is cached by this backend only", ref.name, ref.version),
+				 !pepnet_shmem_ready() ?
+				 errhint("Add pepnet to shared_preload_libraries and restart the server to share versions between backends.") :
+				 errhint("pepnet.shared_cache_size (%d MB) is 0 or too small for this version beside the versions in use.",
+						 pepnet_shared_cache_size_mb)));
+		PG_RETURN_BOOL(false);
+	}
+	for (d = 0; d < e->model->cfg.domains; d++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		(void) pepnet_cache_domain(e, d);
+	}
+	shared = pepnet_shcache_shared_domains(e->sh_slot) == e->model->cfg.domains;
+	if (!shared)
+		ereport(NOTICE,
+				(errmsg("the weights of model \"%s\" version %d are shared, but not the fused matrices of every domain",
+						ref.name, ref.version),
+				 errhint("Raise pepnet.shared_cache_size; the other domains are fused per backend.")));
+	PG_RETURN_BOOL(true);
 }

@@ -24,8 +24,6 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "parser/scansup.h"
-#include "tcop/tcopprot.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -473,35 +471,6 @@ pepnet_registry_init(void)
 							   "Internal: the strategy label pepnet_deploy records in pepnet.deploy_history.",
 							   NULL, &pepnet_deploy_strategy, "", PGC_USERSET,
 							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
-}
-
-/*
- * Is the statement being run COPY [pepnet.]table ... (pg_restore loading
- * data, which brings its own history)?
- */
-bool
-pepnet_copy_into(const char *table)
-{
-	const char *q = debug_query_string;
-	size_t		n = strlen(table);
-
-	if (q == NULL)
-		return false;
-	while (scanner_isspace(*q))
-		q++;
-	if (pg_strncasecmp(q, "copy", 4) != 0 || !scanner_isspace(q[4]))
-		return false;
-	q += 4;
-	while (scanner_isspace(*q))
-		q++;
-	if (pg_strncasecmp(q, "pepnet.", 7) == 0)
-		q += 7;
-	else if (strncmp(q, "\"pepnet\".", 9) == 0)
-		q += 9;
-	if (*q == '"')
-		q++;
-	return pg_strncasecmp(q, table, n) == 0 &&
-		(q[n] == '\0' || q[n] == '"' || q[n] == '(' || q[n] == ';' || scanner_isspace(q[n]));
 }
 
 /*

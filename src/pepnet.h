@@ -87,6 +87,7 @@ extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
 extern void pepnet_interrupt_check(void);
 extern const char *pepnet_clip(const char *s, int maxchars);
 extern void pepnet_fix_encoding(char *s);
+extern bool pepnet_copy_into(const char *table);
 
 /* fingerprint.c */
 extern pg_cryptohash_ctx *fp_begin(const char *canon);
@@ -103,7 +104,6 @@ extern PnModel *pepnet_load_model(const PepnetRef *ref, char *name, int32 *versi
 extern PnModel *pepnet_load_layout(const PepnetRef *ref, char *name, int32 *version);
 extern int32 pepnet_insert_version(const char *name, const char *config_json, const PnModel *model,
 								   const char *metrics_json, int32 parent);
-extern bool pepnet_copy_into(const char *table);
 extern bytea *model_to_bytea(const PnModel *m);
 extern int32 pepnet_store_model(const char *name, const PnModel *m, const char *metrics_json, int32 parent);
 extern bool pepnet_read_only;

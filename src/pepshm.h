@@ -31,6 +31,7 @@ extern PnModel *pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *ge
 extern bool pepnet_shcache_pin(PepnetEntry *e);
 extern PnDomainCache *pepnet_shcache_domain(PepnetEntry *e, int domain);
 extern PnPackShare *pepnet_shcache_pack_share(PepnetEntry *e, int precision);
+extern int	pepnet_shcache_shared_domains(int slot);
 
 /* progress.c */
 extern Size pepnet_progress_shmem_size(void);

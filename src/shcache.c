@@ -120,7 +120,6 @@ static bool callbacks = false;
 
 PG_FUNCTION_INFO_V1(pepnet_shared_cache);
 PG_FUNCTION_INFO_V1(pepnet_shared_cache_stats);
-PG_FUNCTION_INFO_V1(pepnet_preload);
 
 Size
 pepnet_shcache_shmem_size(void)
@@ -875,6 +874,18 @@ pepnet_shcache_pack_share(PepnetEntry *e, int precision)
 	return &pack_share;
 }
 
+/* How many domains' fused matrices the shared entry slot holds */
+int
+pepnet_shcache_shared_domains(int slot)
+{
+	int			n;
+
+	LWLockAcquire(pepnet_shmem_lock(), LW_SHARED);
+	n = sc->e[slot].ndomains;
+	LWLockRelease(pepnet_shmem_lock());
+	return n;
+}
+
 /* pepnet_shared_cache(): the versions in the shared cache of this database */
 Datum
 pepnet_shared_cache(PG_FUNCTION_ARGS)
@@ -961,50 +972,4 @@ pepnet_shared_cache_stats(PG_FUNCTION_ARGS)
 		LWLockRelease(pepnet_shmem_lock());
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(td, values, nulls)));
-}
-
-/*
- * pepnet_preload(model): load a version into the shared cache ahead of
- * traffic (e.g. after pepnet_deploy), with the fused matrices of every
- * domain.  True when it is shared; false (with a NOTICE) when pepnet is not
- * preloaded, the shared cache is off, or the version does not fit; then it
- * is in this backend's cache only.
- */
-Datum
-pepnet_preload(PG_FUNCTION_ARGS)
-{
-	PepnetRef	ref;
-	PepnetEntry *e;
-	int			d;
-	bool		shared;
-
-	if (PG_ARGISNULL(0))
-		pepnet_null_arg("model reference");
-	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	e = pepnet_cache_get(&ref);
-	shared = e->sh_slot >= 0;
-	if (!shared)
-	{
-		ereport(NOTICE,
-				(errmsg("model \"%s\" version %d is cached by this backend only", ref.name, ref.version),
-				 !pepnet_shmem_ready() ?
-				 errhint("Add pepnet to shared_preload_libraries and restart the server to share versions between backends.") :
-				 errhint("pepnet.shared_cache_size (%d MB) is 0 or too small for this version beside the versions in use.",
-						 pepnet_shared_cache_size_mb)));
-		PG_RETURN_BOOL(false);
-	}
-	for (d = 0; d < e->model->cfg.domains; d++)
-	{
-		CHECK_FOR_INTERRUPTS();
-		(void) pepnet_cache_domain(e, d);
-	}
-	LWLockAcquire(pepnet_shmem_lock(), LW_SHARED);
-	shared = sc->e[e->sh_slot].ndomains == e->model->cfg.domains;
-	LWLockRelease(pepnet_shmem_lock());
-	if (!shared)
-		ereport(NOTICE,
-				(errmsg("the weights of model \"%s\" version %d are shared, but not the fused matrices of every domain",
-						ref.name, ref.version),
-				 errhint("Raise pepnet.shared_cache_size; the other domains are fused per backend.")));
-	PG_RETURN_BOOL(true);
 }

@@ -12,6 +12,8 @@
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "parser/scansup.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
@@ -181,4 +183,33 @@ pepnet_util_init(void)
 {
 	pn_alloc_hook = pepnet_core_alloc;
 	pn_free_hook = pepnet_core_free;
+}
+
+/*
+ * Is the statement being run COPY [pepnet.]table ... (pg_restore loading
+ * data, which brings its own history)?
+ */
+bool
+pepnet_copy_into(const char *table)
+{
+	const char *q = debug_query_string;
+	size_t		n = strlen(table);
+
+	if (q == NULL)
+		return false;
+	while (scanner_isspace(*q))
+		q++;
+	if (pg_strncasecmp(q, "copy", 4) != 0 || !scanner_isspace(q[4]))
+		return false;
+	q += 4;
+	while (scanner_isspace(*q))
+		q++;
+	if (pg_strncasecmp(q, "pepnet.", 7) == 0)
+		q += 7;
+	else if (strncmp(q, "\"pepnet\".", 9) == 0)
+		q += 9;
+	if (*q == '"')
+		q++;
+	return pg_strncasecmp(q, table, n) == 0 &&
+		(q[n] == '\0' || q[n] == '"' || q[n] == '(' || q[n] == ';' || scanner_isspace(q[n]));
 }
