@@ -41,7 +41,7 @@ sql/pepnet--0.3.0.sql: sql/pepnet--0.3.0.sql.in sql/pepnet--0.1.0.sql sql/pepnet
 # After include $(PGXS), so that its "all" stays the default goal (a rule above it would become
 # the default and plain `make` would build one object file).
 # PGXS tracks no header dependencies: every object depends on the headers
-$(OBJS): src/core/pncore.h src/core/vmath.h src/core/pninternal.h src/pepnet.h src/pepshm.h src/training.h
+$(OBJS): src/core/pncore.h src/core/vmath.h src/core/pninternal.h src/pepnet.h src/pepshm.h src/reader.h src/metrics.h
 
 # the numeric core's loops (sigmoid, Adam, PN) vectorize at -O3; it never reads errno or FP traps
 $(CORE_OBJS): CFLAGS += -O3 -fno-math-errno -fno-trapping-math

@@ -19,7 +19,7 @@
  * (GEMMs over tiles); results come out in the query's row order.  A
  * candidate's score is the one pepnet_score gives it (the same tiles).
  */
-#include "training.h"
+#include "reader.h"
 
 #include <math.h>
 

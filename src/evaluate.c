@@ -7,7 +7,8 @@
  *		down-sampling in the output bias), metrics per domain and task
  *		(metrics.c).
  */
-#include "training.h"
+#include "metrics.h"
+#include "reader.h"
 
 #include <math.h>
 

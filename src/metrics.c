@@ -5,7 +5,7 @@
  *		domain and task and per task overall, and their JSON for
  *		pepnet_train's validation metrics.
  */
-#include "training.h"
+#include "metrics.h"
 
 #include <math.h>
 

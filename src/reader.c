@@ -8,7 +8,7 @@
  *		arrays, each value checked, a fault naming its row in the error
  *		context ("data query row N").
  */
-#include "training.h"
+#include "reader.h"
 
 #include <math.h>
 #include <stdarg.h>

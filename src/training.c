@@ -14,7 +14,8 @@
  * of its own under TopMemoryContext, so it survives those COMMITs; a backend
  * holds at most one, released by _train_end or the next _train_begin.
  */
-#include "training.h"
+#include "metrics.h"
+#include "reader.h"
 #include "pepshm.h"
 
 #include <math.h>

@@ -1,18 +1,17 @@
 /*
- * training.h
- *		What the SQL glue of training, evaluation and batch scoring shares:
- *		the data-query reader (reader.c), metrics and their JSON
- *		(metrics.c) and the evaluation of a labelled query (evaluate.c);
- *		batch.c reads pepnet_score_query's query with the same reader.
+ * reader.h
+ *		The data-query reader (reader.c): a query opened as a cursor, its
+ *		columns located by name and decoded into columnar rows, with the
+ *		query's row named in the context of an error.  Used by training,
+ *		evaluation and batch scoring (pepnet_score_query).
  *		Internal to the glue; the core's API is pncore.h.
  */
-#ifndef PEPNET_TRAINING_H
-#define PEPNET_TRAINING_H
+#ifndef PEPNET_READER_H
+#define PEPNET_READER_H
 
 #include "pepnet.h"
 
 #include "executor/spi.h"
-#include "lib/stringinfo.h"
 
 /* rows a reader fetches from its cursor at a time */
 #define FETCH_ROWS 1000
@@ -71,32 +70,4 @@ extern void reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *
 								 int64 *features, float *dense);
 extern void train_core_error(PnError *err, const char *what, const Rows *rows) pg_attribute_noreturn();
 
-/* one labeled prediction */
-typedef struct Pred
-{
-	int32		domain;
-	int32		task;
-	float		logit;
-	float		label;
-} Pred;
-
-/* one (domain, task) result; domain -1 = all domains */
-typedef struct Metric
-{
-	int32		domain;
-	int32		task;
-	int64		rows;
-	double		auc;
-	double		logloss;
-	double		mean_p;			/* mean predicted probability */
-	double		rate;			/* mean label (actual rate) */
-} Metric;
-
-/* metrics.c */
-extern Metric *metrics_compute(Pred *preds, int64 npred, int *nmetrics);
-extern char *metrics_json(const Metric *ms, int nm, const PnConfig *c);
-
-/* evaluate.c */
-extern Metric *evaluate(PnModel *m, const char *query, const char *what, int *nmetrics);
-
-#endif							/* PEPNET_TRAINING_H */
+#endif							/* PEPNET_READER_H */
