@@ -250,8 +250,7 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 	T = c->ntasks;
 
 	memset(&r, 0, sizeof(r));
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	pepnet_spi_connect();
 	batch_open(&r, query, c, rsinfo->setDesc);
 
 	/* block buffers, allocated once */

@@ -100,7 +100,7 @@ models_owner(void)
 	Oid			owner;
 
 	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "pepnet: cache lookup failed for pepnet.models");
+		elog(ERROR, "cache lookup failed for pepnet.models");
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
 	return owner;
@@ -205,7 +205,7 @@ write_chunks(const char *name, int32 version, const WeightSource *s)
 		plan = SPI_prepare("INSERT INTO pepnet.model_chunks (name, version, seq, data) VALUES ($1, $2, $3, $4)",
 						   4, argtypes);
 		if (plan == NULL)
-			elog(ERROR, "pepnet: could not prepare the chunk insert");
+			elog(ERROR, "could not prepare the chunk insert");
 		SPI_keepplan(plan);
 	}
 	values[0] = CStringGetTextDatum(name);
@@ -221,7 +221,7 @@ write_chunks(const char *name, int32 version, const WeightSource *s)
 		values[2] = Int32GetDatum(seq);
 		values[3] = PointerGetDatum(buf);
 		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "pepnet: could not store chunk %d of model \"%s\" version %d", seq, name, version);
+			elog(ERROR, "could not store chunk %d of model \"%s\" version %d", seq, name, version);
 	}
 	as_caller(&own);
 	pfree(buf);
@@ -262,7 +262,7 @@ pepnet_store_chunked(const char *name, int32 version, const char *config_json, c
 	values[3] = Int64GetDatum((int64) s.len);
 	values[4] = CStringGetTextDatum(metrics_json ? metrics_json : "{}");
 	values[5] = Int32GetDatum(parent);
-	SPI_connect();
+	pepnet_spi_connect();
 	if (bundle_header)
 	{
 		if (SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, fingerprint, weights_size, metrics, created_at, parent) "
@@ -272,12 +272,12 @@ pepnet_store_chunked(const char *name, int32 version, const char *config_json, c
 								  "(h OPERATOR(pg_catalog.->>) 'parent')::pg_catalog.int4 "
 								  "FROM (SELECT $2::pg_catalog.jsonb AS h) s RETURNING version",
 								  4, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-			elog(ERROR, "pepnet: could not insert model \"%s\" version %d", name, version);
+			elog(ERROR, "could not insert model \"%s\" version %d", name, version);
 	}
 	else if (SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, fingerprint, weights_size, metrics, parent) "
 								   "VALUES ($1, NULL, $2::pg_catalog.jsonb, NULL, $3, $4, $5::pg_catalog.jsonb, $6) RETURNING version",
 								   6, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
-		elog(ERROR, "pepnet: could not insert a version of model \"%s\"", name);
+		elog(ERROR, "could not insert a version of model \"%s\"", name);
 	got = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
 		ereport(ERROR,
@@ -350,7 +350,7 @@ weights_where(const char *name, int32 version, MemoryContext cxt, bytea **inline
 							  "SELECT weights, NULL::pg_catalog.int8 FROM pepnet.models "
 							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not read model \"%s\" version %d", name, version);
+		elog(ERROR, "could not read model \"%s\" version %d", name, version);
 	if (SPI_processed != 1)
 		return false;
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -381,7 +381,7 @@ pepnet_weights_size(const char *name, int32 version)
 	uint64		len;
 	MemoryContext cxt = CurrentMemoryContext;
 
-	SPI_connect();
+	pepnet_spi_connect();
 	if (!weights_where(name, version, cxt, &w, &len))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -485,7 +485,7 @@ pepnet_stream_weights(const char *name, int32 version, uint64 maxlen,
 	bytea	   *w;
 	uint8	   *buf;
 
-	SPI_connect();
+	pepnet_spi_connect();
 	if (!weights_where(name, version, caller, &w, len))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -591,10 +591,10 @@ pepnet_chunks_guard(PG_FUNCTION_ARGS)
 	values[0] = CStringGetTextDatum(name ? name : "");
 	values[1] = Int32GetDatum(version);
 	as_owner(&own);
-	SPI_connect();
+	pepnet_spi_connect();
 	if (SPI_execute_with_args("SELECT xmin FROM pepnet.models WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 							  2, argtypes, values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not look up model \"%s\" version %d", name, version);
+		elog(ERROR, "could not look up model \"%s\" version %d", name, version);
 	if (SPI_processed == 1)
 	{
 		exists = true;
@@ -663,13 +663,13 @@ pepnet_write_moment_chunks(const char *name, int32 version, int moment, const Pn
 
 	source_init(&s, mm, NULL, 0);
 	buf = palloc(VARHDRSZ + Min((uint64) cs, s.len));
-	SPI_connect();
+	pepnet_spi_connect();
 	if (plan == NULL)
 	{
 		plan = SPI_prepare("INSERT INTO pepnet.optimizer_chunks (name, version, moment, seq, data) VALUES ($1, $2, $3, $4, $5)",
 						   5, argtypes);
 		if (plan == NULL)
-			elog(ERROR, "pepnet: could not prepare the optimizer chunk insert");
+			elog(ERROR, "could not prepare the optimizer chunk insert");
 		SPI_keepplan(plan);
 	}
 	values[0] = CStringGetTextDatum(name);
@@ -686,7 +686,7 @@ pepnet_write_moment_chunks(const char *name, int32 version, int moment, const Pn
 		values[3] = Int32GetDatum(seq);
 		values[4] = PointerGetDatum(buf);
 		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "pepnet: could not store the optimizer state of model \"%s\" version %d", name, version);
+			elog(ERROR, "could not store the optimizer state of model \"%s\" version %d", name, version);
 	}
 	as_caller(&own);
 	SPI_finish();
@@ -718,7 +718,7 @@ pepnet_read_moment_chunks(const char *name, int32 version, int moment, PnModel *
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int16GetDatum((int16) moment);
-	SPI_connect();
+	pepnet_spi_connect();
 	as_owner(&own);
 	p = SPI_cursor_open_with_args(NULL,
 								  "SELECT seq, data FROM pepnet.optimizer_chunks WHERE name OPERATOR(pg_catalog.=) $1 "
@@ -871,7 +871,7 @@ pepnet_scatter_weights(const char *name, int32 version, PnModel *m)
 	sc.version = version;
 	sc.m = m;
 	sc.headneed = 8;
-	SPI_connect();
+	pepnet_spi_connect();
 	if (!weights_where(name, version, caller, &w, &sc.len))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

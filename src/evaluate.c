@@ -129,7 +129,7 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	InitMaterializedSRF(fcinfo, 0);
 	caller = CurrentMemoryContext;
-	SPI_connect();
+	pepnet_spi_connect();
 	ms = evaluate(model, query, "data", &nm);
 	MemoryContextSwitchTo(caller);
 	for (i = 0; i < nm; i++)

@@ -117,11 +117,11 @@ stored_fingerprint(const char *name, int32 version, uint8 *fp)
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(version);
-	SPI_connect();
+	pepnet_spi_connect();
 	if (SPI_execute_with_args("SELECT fingerprint FROM pepnet.models "
 							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 							  2, argtypes, values, NULL, ActiveSnapshotSet(), 1) != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not read the fingerprint of model \"%s\" version %d", name, version);
+		elog(ERROR, "could not read the fingerprint of model \"%s\" version %d", name, version);
 	if (SPI_processed == 1)
 	{
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

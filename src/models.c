@@ -95,11 +95,11 @@ pepnet_insert_version(const char *name, const char *config_json, const PnModel *
 	values[3] = CStringGetTextDatum(metrics_json ? metrics_json : "{}");
 	values[4] = Int32GetDatum(parent);
 
-	SPI_connect();
+	pepnet_spi_connect();
 	if (!OidIsValid(get_relname_relid("model_names", get_namespace_oid("pepnet", false))))
 	{
 		/* the 0.1.0 schema (before ALTER EXTENSION pepnet UPDATE): max + 1 under a lock */
-		if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock(1885695342, pg_catalog.hashtext($1))",
+		if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock(" CppAsString2(PEPNET_LOCK_KEY) ", pg_catalog.hashtext($1))",
 								  1, argtypes, values, nulls, false, 0) != SPI_OK_SELECT ||
 			SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, parent) "
 								  "SELECT $1, COALESCE(pg_catalog.max(m.version), 0) OPERATOR(pg_catalog.+) 1, "
@@ -107,13 +107,13 @@ pepnet_insert_version(const char *name, const char *config_json, const PnModel *
 								  "FROM pepnet.models m WHERE m.name OPERATOR(pg_catalog.=) $1 RETURNING version",
 								  5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
 			SPI_processed != 1)
-			elog(ERROR, "pepnet: could not insert a version of model \"%s\"", name);
+			elog(ERROR, "could not insert a version of model \"%s\"", name);
 	}
 	else if (SPI_execute_with_args("INSERT INTO pepnet.models (name, version, config, weights, metrics, parent) "
 								   "VALUES ($1, NULL, $2::pg_catalog.jsonb, $3, $4::pg_catalog.jsonb, $5) RETURNING version",
 								   5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
 			 SPI_processed != 1)
-		elog(ERROR, "pepnet: could not insert a version of model \"%s\"", name);
+		elog(ERROR, "could not insert a version of model \"%s\"", name);
 	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)
 		ereport(ERROR,
@@ -148,7 +148,7 @@ kept_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
 
 		if (p == NULL)
-			elog(ERROR, "pepnet: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+			elog(ERROR, "could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 		SPI_keepplan(p);
 		*slot = p;
 	}
@@ -176,7 +176,7 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(version);
-	SPI_connect();
+	pepnet_spi_connect();
 	if (version > 0)
 		rc = SPI_execute_plan(kept_plan(&by_version,
 										"SELECT NULL::pg_catalog.int4, version, xmin FROM pepnet.models "
@@ -194,7 +194,7 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 										1, argtypes),
 							  values, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not look up model \"%s\"", name);
+		elog(ERROR, "could not look up model \"%s\"", name);
 	if (SPI_processed == 1)
 	{
 		Datum		dv = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &deployed_null);
@@ -257,11 +257,11 @@ pepnet_load_layout(const PepnetRef *ref, char *name, int32 *version)
 
 	values[0] = CStringGetTextDatum(ref->name);
 	values[1] = Int32GetDatum(ref->version);
-	SPI_connect();
+	pepnet_spi_connect();
 	if (SPI_execute_with_args("SELECT name, version, config::pg_catalog.text FROM pepnet.models "
 							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not read model \"%s\" version %d", ref->name, ref->version);
+		elog(ERROR, "could not read model \"%s\" version %d", ref->name, ref->version);
 	if (SPI_processed != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -395,7 +395,7 @@ pepnet_drop_guard(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	ds = (DropStmt *) trig->parsetree;
 
-	SPI_connect();
+	pepnet_spi_connect();
 	if (ds->removeType == OBJECT_SCHEMA && ds->behavior == DROP_CASCADE &&
 		SPI_execute("SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_extension e "
 					"JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
@@ -421,7 +421,7 @@ pepnet_drop_guard(PG_FUNCTION_ARGS)
 
 		/* count as the table's owner: whoever drops need not be able to read the models */
 		if (!HeapTupleIsValid(tup))
-			elog(ERROR, "pepnet: cache lookup failed for relation %u", models);
+			elog(ERROR, "cache lookup failed for relation %u", models);
 		GetUserIdAndSecContext(&save_userid, &save_sec);
 		SetUserIdAndSecContext(((Form_pg_class) GETSTRUCT(tup))->relowner,
 							   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
@@ -547,12 +547,12 @@ pepnet_deploy_log(PG_FUNCTION_ARGS)
 
 	SetUserIdAndSecContext(td->tg_relation->rd_rel->relowner,
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
-	SPI_connect();
+	pepnet_spi_connect();
 	if (SPI_execute_with_args("INSERT INTO pepnet.deploy_history (name, seq, from_version, to_version, strategy, deployed_by) "
 							  "SELECT $1, COALESCE(pg_catalog.max(h.seq), 0) OPERATOR(pg_catalog.+) 1, $2, $3, $4, $5 "
 							  "FROM pepnet.deploy_history h WHERE h.name OPERATOR(pg_catalog.=) $1",
 							  5, argtypes, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "pepnet: could not record the deployment of model \"%s\"", name);
+		elog(ERROR, "could not record the deployment of model \"%s\"", name);
 	SPI_finish();
 	SetUserIdAndSecContext(save_userid, save_sec);
 	return PointerGetDatum(NULL);

@@ -41,6 +41,12 @@ extern int	pepnet_precision;		/* PN_FP32 or PN_BF16 (score.c) */
 #define FP_LEN 32
 #define FP_HEX (2 * FP_LEN)
 
+/*
+ * The first key of the transaction-level advisory lock that serializes the
+ * writers of one model name (the second is hashtext(name)).
+ */
+#define PEPNET_LOCK_KEY 1885695342
+
 /* candidates pepnet_predict's workspace holds (one per call) */
 #define PEPNET_BLOCK 1
 
@@ -88,6 +94,7 @@ extern void pepnet_interrupt_check(void);
 extern const char *pepnet_clip(const char *s, int maxchars);
 extern void pepnet_fix_encoding(char *s);
 extern bool pepnet_copy_into(const char *table);
+extern void pepnet_spi_connect(void);
 
 /* fingerprint.c */
 extern pg_cryptohash_ctx *fp_begin(const char *canon);

@@ -390,7 +390,7 @@ pepnet_export_version(PG_FUNCTION_ARGS)
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
 	values[0] = CStringGetTextDatum(ref.name);
 	values[1] = Int32GetDatum(ref.version);
-	SPI_connect();
+	pepnet_spi_connect();
 	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('name', name, 'version', version, 'parent', parent, "
 							  "'metrics', metrics, 'created_at', created_at, 'config', config, "
 							  "'fingerprint', pg_catalog.encode(fingerprint, 'hex'))::pg_catalog.text "
@@ -487,7 +487,7 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 		memcpy(VARDATA(weights), data + BUNDLE_MAGIC_LEN + 4 + hl, wl);
 	}
 
-	SPI_connect();
+	pepnet_spi_connect();
 
 	/* the header's fields, each checked for its type */
 	vals[0] = CStringGetTextDatum(header);
@@ -536,9 +536,9 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 
 	/* one writer per name at a time, as pepnet_insert_version */
 	vals[0] = CStringGetTextDatum(name);
-	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock(1885695342, pg_catalog.hashtext($1))",
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock(" CppAsString2(PEPNET_LOCK_KEY) ", pg_catalog.hashtext($1))",
 							  1, targs, vals, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not lock model \"%s\"", name);
+		elog(ERROR, "could not lock model \"%s\"", name);
 	SPI_finish();
 
 	/* the version exists here: the same one (nothing to do) or another (refused) */
@@ -574,7 +574,7 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 									VARSIZE(weights) - VARHDRSZ, NULL, 0, header, got);
 		/* the stored config must give the same canonical text as the bundle's */
 		if (memcmp(got, fp, FP_LEN) != 0)
-			elog(ERROR, "pepnet: model \"%s\" version %d was stored with another fingerprint than its bundle's", name, version);
+			elog(ERROR, "model \"%s\" version %d was stored with another fingerprint than its bundle's", name, version);
 	}
 	PG_RETURN_INT32(version);
 }

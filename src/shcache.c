@@ -320,7 +320,7 @@ model_view(dsa_area *area, dsa_pointer hdr)
 	if (pn_model_layout(&cfg, &m, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	if (m->total != h->total)
-		elog(ERROR, "pepnet: shared model layout mismatch (%lld floats, expected %lld)",
+		elog(ERROR, "shared model layout mismatch (%lld floats, expected %lld)",
 			 (long long) m->total, (long long) h->total);
 	m->data = (float *) (base + h->data_off);
 	m->borrowed = true;
@@ -428,7 +428,7 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 			if (sc->e[k].builder == MyProcPid)
 			{
 				LWLockRelease(lock);
-				elog(ERROR, "pepnet: shared cache entry of \"%s\" version %d is being built by this backend",
+				elog(ERROR, "shared cache entry of \"%s\" version %d is being built by this backend",
 					 ref->name, ref->version);
 			}
 			ConditionVariablePrepareToSleep(&sc->e[k].cv);

@@ -373,7 +373,7 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	/* the shuffle of the lineage's n-th epoch, so that continued training repeats a longer one */
 	rng = (uint64) (int64) seed * UINT64CONST(0xD1B54A32D192ED03) + (uint64) (st->epoch_base + ep.epoch);
 
-	SPI_connect();
+	pepnet_spi_connect();
 	old = MemoryContextSwitchTo(tmp);
 	rows_init(&in, c, FETCH_ROWS);
 	rows_init(&buf, c, sbuf);
@@ -456,7 +456,7 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *json;
 
-	SPI_connect();
+	pepnet_spi_connect();
 	ms = evaluate(st->model, query, "validation", &nm);
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
@@ -528,10 +528,10 @@ optimizer_save(TrainState *st, int32 version)
 		nulls[3] = nulls[4] = ' ';
 	}
 	values[5] = Int32GetDatum(st->epoch_base + st->epochs_done);
-	SPI_connect();
+	pepnet_spi_connect();
 	if (SPI_execute_with_args("INSERT INTO pepnet.optimizer_state (name, version, steps, adam_m, adam_v, epochs) "
 							  "VALUES ($1, $2, $3, $4, $5, $6)", 6, argtypes, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "pepnet: could not store the optimizer state of \"%s\" version %d", st->name, version);
+		elog(ERROR, "could not store the optimizer state of \"%s\" version %d", st->name, version);
 	SPI_finish();
 	if (chunked)
 	{
@@ -577,11 +577,11 @@ optimizer_load(TrainState *st)
 		return 0;
 	values[0] = CStringGetTextDatum(st->name);
 	values[1] = Int32GetDatum(st->parent);
-	SPI_connect();
+	pepnet_spi_connect();
 	if (SPI_execute_with_args("SELECT steps, adam_m, adam_v, epochs FROM pepnet.optimizer_state "
 							  "WHERE name OPERATOR(pg_catalog.=) $1 AND version OPERATOR(pg_catalog.=) $2",
 							  2, argtypes, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "pepnet: could not read the optimizer state of \"%s\" version %d", st->name, st->parent);
+		elog(ERROR, "could not read the optimizer state of \"%s\" version %d", st->name, st->parent);
 	if (SPI_processed == 1)
 	{
 		bool		n1,
@@ -755,7 +755,7 @@ pepnet_train_setup(PG_FUNCTION_ARGS)
 		if (acl != ACLCHECK_OK)
 			aclcheck_error(acl, OBJECT_TABLE, "optimizer_state");
 	}
-	SPI_connect();
+	pepnet_spi_connect();
 	reader_check(text_to_cstring(PG_GETARG_TEXT_PP(0)), c, "data", false);
 	if (!PG_ARGISNULL(1))
 		reader_check(text_to_cstring(PG_GETARG_TEXT_PP(1)), c, "validation", true);

@@ -277,7 +277,7 @@ export_stream(const PepnetRef *ref, EmitFn emit, void *arg)
 	size_t		hl;
 	uint8	   *head;
 
-	SPI_connect();
+	pepnet_spi_connect();
 	if (!weights_where(ref->name, ref->version, caller, &w, &len))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -551,7 +551,7 @@ pepnet_import_chunks(PG_FUNCTION_ARGS)
 	pepnet_require_writable("pepnet_import_chunks");
 	m = import_layout(fcinfo, "chunk query", &name, &maxlen);
 	query = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	SPI_connect();
+	pepnet_spi_connect();
 	plan = pepnet_prepare_select(query, "chunk",
 								 "Give a SELECT whose first column is bytea, ordered, e.g. SELECT data FROM t ORDER BY seq.");
 	p = SPI_cursor_open(NULL, plan, NULL, NULL, true);
@@ -715,7 +715,7 @@ pepnet_verify(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
 	pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(0)), &ref);
-	SPI_connect();
+	pepnet_spi_connect();
 	values[0] = CStringGetTextDatum(ref.name);
 	values[1] = Int32GetDatum(ref.version);
 	if (SPI_execute_with_args("SELECT config::pg_catalog.text, fingerprint FROM pepnet.models "

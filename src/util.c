@@ -9,6 +9,7 @@
  */
 #include "pepnet.h"
 
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -212,4 +213,12 @@ pepnet_copy_into(const char *table)
 		q++;
 	return pg_strncasecmp(q, table, n) == 0 &&
 		(q[n] == '\0' || q[n] == '"' || q[n] == '(' || q[n] == ';' || scanner_isspace(q[n]));
+}
+
+/* SPI_connect, or an ERROR */
+void
+pepnet_spi_connect(void)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
 }
