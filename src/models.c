@@ -2,7 +2,8 @@
  * models.c
  *		The registry: model versions as rows of pepnet.models (inserting a
  *		version, looking up references, loading weights), its guards
- *		(read-only node, DROP EXTENSION, TRUNCATE) and the deploy log.
+ *		(writes refused on a hot standby, in a read-only transaction or on a
+ *		read-only node; DROP EXTENSION; TRUNCATE) and the deploy log.
  *		Creating, importing and exporting versions is transfer.c's.
  *
  * Every query is schema-qualified, operators included, so that a hostile
@@ -14,6 +15,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
@@ -33,6 +35,7 @@
 #include "utils/syscache.h"
 #include "catalog/pg_class.h"
 
+PG_FUNCTION_INFO_V1(pepnet_require_writable_sql);
 PG_FUNCTION_INFO_V1(pepnet_read_only_guard);
 PG_FUNCTION_INFO_V1(pepnet_drop_guard);
 PG_FUNCTION_INFO_V1(pepnet_deploy_log);
@@ -333,6 +336,38 @@ pepnet_check_writable(const char *what)
 				 errmsg("%s is not allowed: pepnet is read-only on this node", what),
 				 errdetail("pepnet.read_only is on: this node receives model versions and deployments by logical replication."),
 				 errhint("Run it on the registry node that publishes pepnet's tables.")));
+}
+
+/*
+ * Refuse a writing function (what) at once on a hot standby, in a
+ * read-only transaction or on a read-only node (pepnet.read_only), before
+ * it does any work.
+ */
+void
+pepnet_require_writable(const char *what)
+{
+	pepnet_check_writable(what);	/* pepnet.read_only: a logical-replication subscriber */
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s cannot run on a hot standby", what),
+				 errdetail("This server (%s) is in recovery: it replays the primary's versions and deployments and writes none of its own.",
+						   node_label()),
+				 errhint("Run %s on the primary; the standby sees the result once it has replayed the commit.", what)));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("%s cannot run in a read-only transaction", what),
+				 errdetail("%s writes to pepnet.models or pepnet.deployments.", what),
+				 errhint("Run it in a read-write transaction on the primary (BEGIN READ WRITE, or SET default_transaction_read_only = off).")));
+}
+
+/* pepnet._require_writable(what text): the guard for plpgsql writers */
+Datum
+pepnet_require_writable_sql(PG_FUNCTION_ARGS)
+{
+	pepnet_require_writable(PG_ARGISNULL(0) ? "this pepnet function" : text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
 }
 
 /* pepnet._read_only_guard(): statement trigger refusing writes to pepnet's tables on a read-only node */

@@ -95,6 +95,7 @@ extern const char *pepnet_clip(const char *s, int maxchars);
 extern void pepnet_fix_encoding(char *s);
 extern bool pepnet_copy_into(const char *table);
 extern void pepnet_spi_connect(void);
+extern char *node_label(void);
 
 /* fingerprint.c */
 extern pg_cryptohash_ctx *fp_begin(const char *canon);
@@ -116,6 +117,7 @@ extern int32 pepnet_store_model(const char *name, const PnModel *m, const char *
 extern bool pepnet_read_only;
 extern void pepnet_registry_init(void);
 extern void pepnet_check_writable(const char *what);
+extern void pepnet_require_writable(const char *what);
 extern int64 pepnet_max_model_bytes(void);
 
 /* cache.c */
@@ -161,8 +163,6 @@ extern uint64 stream_chunks(const char *name, int32 version, uint64 len, EmitFn 
 /* score.c */
 extern void pepnet_score_init(void);
 
-/* scaleout.c */
-extern void pepnet_require_writable(const char *what);
 
 /* reader.c */
 extern struct _SPI_plan *pepnet_prepare_select(const char *query, const char *what, const char *hint);

@@ -2,9 +2,6 @@
  * scaleout.c
  *		What pepnet needs beyond one server:
  *
- *		- pepnet_require_writable: every writing function calls it first, so
- *		  that on a hot standby or in a read-only transaction it fails at
- *		  once (25006) instead of after the work;
  *		- the type pepnet_pinned ('ctr@3#<fingerprint>'): a version-pinned
  *		  model reference that is not collatable, so that postgres_fdw ships
  *		  the IMMUTABLE pepnet_predict(pepnet_pinned, ...) to the shards, and
@@ -37,7 +34,6 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-PG_FUNCTION_INFO_V1(pepnet_require_writable_sql);
 PG_FUNCTION_INFO_V1(pepnet_pinned_in);
 PG_FUNCTION_INFO_V1(pepnet_pinned_out);
 PG_FUNCTION_INFO_V1(pepnet_pinned_recv);
@@ -52,53 +48,6 @@ extern Datum pepnet_predict(PG_FUNCTION_ARGS);
 
 #define BUNDLE_MAGIC "PEPNETV1"
 #define BUNDLE_MAGIC_LEN 8
-
-/* ---------------------------------------------------------------- */
-/* read-only guard                                                   */
-/* ---------------------------------------------------------------- */
-
-/* This node's name in messages: cluster_name, else the port */
-static char *
-node_label(void)
-{
-	const char *cn = GetConfigOption("cluster_name", true, false);
-
-	if (cn && cn[0])
-		return psprintf("\"%s\"", cn);
-	return psprintf("on port %d", PostPortNumber);
-}
-
-/*
- * Refuse a writing function (what) at once on a hot standby, in a
- * read-only transaction or on a read-only node (pepnet.read_only), before
- * it does any work.
- */
-void
-pepnet_require_writable(const char *what)
-{
-	pepnet_check_writable(what);	/* pepnet.read_only: a logical-replication subscriber */
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("%s cannot run on a hot standby", what),
-				 errdetail("This server (%s) is in recovery: it replays the primary's versions and deployments and writes none of its own.",
-						   node_label()),
-				 errhint("Run %s on the primary; the standby sees the result once it has replayed the commit.", what)));
-	if (XactReadOnly)
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("%s cannot run in a read-only transaction", what),
-				 errdetail("%s writes to pepnet.models or pepnet.deployments.", what),
-				 errhint("Run it in a read-write transaction on the primary (BEGIN READ WRITE, or SET default_transaction_read_only = off).")));
-}
-
-/* pepnet._require_writable(what text): the guard for plpgsql writers */
-Datum
-pepnet_require_writable_sql(PG_FUNCTION_ARGS)
-{
-	pepnet_require_writable(PG_ARGISNULL(0) ? "this pepnet function" : text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	PG_RETURN_VOID();
-}
 
 /* ---------------------------------------------------------------- */
 /* the type pepnet_pinned                                            */
@@ -462,7 +411,6 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 	MemoryContext caller = CurrentMemoryContext;
 
 	pepnet_require_writable("pepnet_import_version");
-	pepnet_check_writable("pepnet_import_version");	/* pepnet.read_only (subscribers) */
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("bundle");
 	b = PG_GETARG_BYTEA_PP(0);

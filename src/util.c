@@ -14,8 +14,10 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "parser/scansup.h"
+#include "postmaster/postmaster.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 /* Core allocations land in the current memory context; NULL on failure */
@@ -221,4 +223,15 @@ pepnet_spi_connect(void)
 {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+}
+
+/* This node's name in messages: cluster_name, else the port */
+char *
+node_label(void)
+{
+	const char *cn = GetConfigOption("cluster_name", true, false);
+
+	if (cn && cn[0])
+		return psprintf("\"%s\"", cn);
+	return psprintf("on port %d", PostPortNumber);
 }
