@@ -140,7 +140,7 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 
 			if (var < 0)
 				var = 0;
-			scale[i] = g / sqrt(var + PN_PN_EPS);
+			scale[i] = g / sqrt(var + PN_PARTNORM_EPS);
 			shift[i] = bt - scale[i] * mu;
 		}
 		else

@@ -1,7 +1,7 @@
 /*
  * json.c
- *		Errors, allocation hooks and a small strict JSON parser for the core
- *		(configurations and safetensors headers).
+ *		Errors and a small strict JSON parser for the core (configurations
+ *		and safetensors headers).  Allocation is alloc.c's.
  */
 #include "pncore.h"
 
@@ -14,9 +14,6 @@
 
 #define PN_JSON_MAX_DEPTH 32
 #define PN_JSON_MAX_NODES 1000000	/* bounds memory: about 100 bytes a node */
-
-void	   *(*pn_alloc_hook) (size_t size) = malloc;
-void		(*pn_free_hook) (void *ptr) = free;
 
 /*
  * Bytes of the first maxchars characters of UTF-8 text s (stopping at its
@@ -85,32 +82,6 @@ pn_setdetail(PnError *err, const char *fmt,...)
 	va_start(ap, fmt);
 	trim_partial_utf8(err->detail, vsnprintf(err->detail, sizeof(err->detail), fmt, ap), sizeof(err->detail));
 	va_end(ap);
-}
-
-/* Allocate through the hook */
-void *
-pn_alloc(size_t size)
-{
-	return pn_alloc_hook(size ? size : 1);
-}
-
-/* Allocate zeroed memory through the hook */
-void *
-pn_alloc0(size_t size)
-{
-	void	   *p = pn_alloc(size);
-
-	if (p)
-		memset(p, 0, size ? size : 1);
-	return p;
-}
-
-/* Free through the hook (NULL is fine) */
-void
-pn_free(void *ptr)
-{
-	if (ptr)
-		pn_free_hook(ptr);
 }
 
 typedef struct JsonParser

@@ -15,8 +15,8 @@
 #include <stdint.h>
 #include <string.h>
 
-/* PN's epsilon (docs/model.md step 4) */
-#define PN_PN_EPS 1e-5
+/* the epsilon of Partitioned Normalization (PN, docs/model.md step 4) */
+#define PN_PARTNORM_EPS 1e-5
 
 /* a pointer rounded up to 64 bytes (allocations of size + 64) */
 #define PN_ALIGN64(p) ((void *) (((uintptr_t) (p) + 63) & ~(uintptr_t) 63))

@@ -1252,7 +1252,7 @@ partnorm_forward(PnTrainer *tr, bool train, bool update_stats, PnError *err)
 				mu[j] = rm[j];
 				var = rv[j] > 0 ? rv[j] : 0;
 			}
-			is[j] = (float) (1.0 / sqrt(var + PN_PN_EPS));
+			is[j] = (float) (1.0 / sqrt(var + PN_PARTNORM_EPS));
 			G[j] = gs[j] * gd[j];
 			B[j] = bs[j] + bd[j];
 		}

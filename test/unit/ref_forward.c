@@ -145,7 +145,7 @@ pn_forward_ref(const PnModel *m, int d, const int64_t *persona, const int64_t *f
 			double		g = (double) PN_T(m, m->t_pn_gamma)[i] * PN_T(m, m->t_pn_dgamma)[di];
 			double		bt = (double) PN_T(m, m->t_pn_beta)[i] + PN_T(m, m->t_pn_dbeta)[di];
 
-			xn[i] = g * (x[i] - PN_T(m, m->t_pn_rmean)[di]) / sqrt(PN_T(m, m->t_pn_rvar)[di] + PN_PN_EPS) + bt;
+			xn[i] = g * (x[i] - PN_T(m, m->t_pn_rmean)[di]) / sqrt(PN_T(m, m->t_pn_rvar)[di] + PN_PARTNORM_EPS) + bt;
 		}
 		else
 			xn[i] = x[i];
