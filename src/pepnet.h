@@ -18,16 +18,7 @@
 /* settings, each defined by the file that owns it */
 extern char *pepnet_default_model;	/* score.c */
 extern int	pepnet_cache_size_mb;	/* cache.c */
-extern int	pepnet_max_model_size_mb;	/* fingerprint.c */
-extern pg_cryptohash_ctx *fp_begin(const char *canon);
-extern void hash_slices(pg_cryptohash_ctx *ctx, const uint8 *p, uint64 n);
-extern void fp_end(pg_cryptohash_ctx *ctx, uint8 *out);
-extern char *canonical_config(const char *config_json);
-extern void fingerprint(Jsonb *config, bytea *weights, uint8 *out);
-extern bool stored_fingerprint(const char *name, int32 version, uint8 *fp);
-extern char *fp_hex(const uint8 *fp);
-
-/* models.c */
+extern int	pepnet_max_model_size_mb;	/* models.c */
 extern int	pepnet_precision;		/* PN_FP32 or PN_BF16 (score.c) */
 
 /*
@@ -82,6 +73,8 @@ typedef struct PepnetRef
 	TransactionId xmin;
 } PepnetRef;
 
+/* the files in layer order, each using only those above it (docs/source-layout.md) */
+
 /* util.c */
 extern void pepnet_util_init(void);
 extern void pepnet_report(PnError *err, int sqlstate_format);
@@ -106,6 +99,43 @@ extern void fingerprint(Jsonb *config, bytea *weights, uint8 *out);
 extern bool stored_fingerprint(const char *name, int32 version, uint8 *fp);
 extern char *fp_hex(const uint8 *fp);
 
+/* reader.c (the data-query reader itself: reader.h) */
+extern struct _SPI_plan *pepnet_prepare_select(const char *query, const char *what, const char *hint);
+
+/* chunks.c */
+extern int	pepnet_chunk_size;
+extern void pepnet_chunks_init(void);
+extern bool pepnet_chunked_schema(void);
+extern int32 pepnet_store_chunked(const char *name, int32 version, const char *config_json, const PnModel *m,
+								  const uint8 *bytes, uint64 len, const char *metrics_json, int32 parent,
+								  const char *bundle_header, uint8 *fp_out);
+extern uint64 pepnet_weights_size(const char *name, int32 version);
+typedef void *(*PepnetWeightsAlloc) (void *arg, uint64 len);
+extern uint8 *pepnet_stream_weights(const char *name, int32 version, uint64 maxlen,
+									PepnetWeightsAlloc alloc, void *arg, uint64 *len);
+extern uint8 *pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen, uint64 *len);
+extern void pepnet_scatter_weights(const char *name, int32 version, PnModel *m);
+extern bool pepnet_optimizer_chunked(void);
+extern void pepnet_write_moment_chunks(const char *name, int32 version, int moment, const PnModel *mm);
+extern bool pepnet_read_moment_chunks(const char *name, int32 version, int moment, PnModel *mm);
+
+/* chunks.c, for transfer.c: the weights being written, from a model (serialized piece by piece) or as given bytes */
+typedef struct WeightSource
+{
+	const PnModel *m;
+	uint8	   *prefix;			/* the model's length and header */
+	size_t		plen;
+	const uint8 *bytes;
+	uint64		len;
+} WeightSource;
+
+typedef void (*EmitFn) (void *arg, const uint8 *p, size_t n);
+extern void source_init(WeightSource *s, const PnModel *m, const uint8 *bytes, uint64 len);
+extern void source_range(const WeightSource *s, uint64 off, size_t n, uint8 *out);
+extern Portal chunk_cursor(const char *name, int32 version);
+extern bool weights_where(const char *name, int32 version, MemoryContext cxt, bytea **inline_w, uint64 *len);
+extern uint64 stream_chunks(const char *name, int32 version, uint64 len, EmitFn emit, void *arg);
+
 /* models.c */
 extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
 extern PnModel *pepnet_load_model(const PepnetRef *ref, char *name, int32 *version);
@@ -127,44 +157,7 @@ extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
 extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc);
 
-/* chunks.c */
-extern int	pepnet_chunk_size;
-extern void pepnet_chunks_init(void);
-extern bool pepnet_chunked_schema(void);
-extern int32 pepnet_store_chunked(const char *name, int32 version, const char *config_json, const PnModel *m,
-								  const uint8 *bytes, uint64 len, const char *metrics_json, int32 parent,
-								  const char *bundle_header, uint8 *fp_out);
-extern uint64 pepnet_weights_size(const char *name, int32 version);
-typedef void *(*PepnetWeightsAlloc) (void *arg, uint64 len);
-extern uint8 *pepnet_stream_weights(const char *name, int32 version, uint64 maxlen,
-									PepnetWeightsAlloc alloc, void *arg, uint64 *len);
-extern uint8 *pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen, uint64 *len);
-extern void pepnet_scatter_weights(const char *name, int32 version, PnModel *m);
-extern bool pepnet_optimizer_chunked(void);
-extern void pepnet_write_moment_chunks(const char *name, int32 version, int moment, const PnModel *mm);
-extern bool pepnet_read_moment_chunks(const char *name, int32 version, int moment, PnModel *mm);
-/* chunks.c, for transfer.c: reading stored weights, writing from tensors or bytes */
-/* the weights being written: from a model (serialized piece by piece) or as given bytes */
-typedef struct WeightSource
-{
-	const PnModel *m;
-	uint8	   *prefix;			/* the model's length and header */
-	size_t		plen;
-	const uint8 *bytes;
-	uint64		len;
-} WeightSource;
-typedef void (*EmitFn) (void *arg, const uint8 *p, size_t n);
-extern void source_init(WeightSource *s, const PnModel *m, const uint8 *bytes, uint64 len);
-extern void source_range(const WeightSource *s, uint64 off, size_t n, uint8 *out);
-extern Portal chunk_cursor(const char *name, int32 version);
-extern bool weights_where(const char *name, int32 version, MemoryContext cxt, bytea **inline_w, uint64 *len);
-extern uint64 stream_chunks(const char *name, int32 version, uint64 len, EmitFn emit, void *arg);
-
 /* score.c */
 extern void pepnet_score_init(void);
-
-
-/* reader.c */
-extern struct _SPI_plan *pepnet_prepare_select(const char *query, const char *what, const char *hint);
 
 #endif							/* PEPNET_H */
