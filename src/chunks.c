@@ -182,6 +182,43 @@ source_fingerprint(const char *canon, const WeightSource *s, uint8 *out)
 	fp_end(ctx, out);
 }
 
+/*
+ * Insert s in chunks of pepnet.chunk_size through plan, whose parameters
+ * are the nkeys values (the version's key), then seq and data; as the owner
+ * of pepnet.models (SPI connected).  moment: Adam's moment being stored
+ * (for the message), 0 for weights.
+ */
+static void
+insert_chunks(SPIPlanPtr plan, Datum *values, int nkeys, const WeightSource *s,
+			  const char *name, int32 version, int moment)
+{
+	size_t		cs = (size_t) pepnet_chunk_size;
+	bytea	   *buf = palloc(VARHDRSZ + Min((uint64) cs, s->len));
+	uint64		off;
+	int32		seq = 0;
+	AsOwner		own;
+
+	as_owner(&own);
+	for (off = 0; off < s->len; off += cs, seq++)
+	{
+		size_t		n = (size_t) Min((uint64) cs, s->len - off);
+
+		CHECK_FOR_INTERRUPTS();
+		SET_VARSIZE(buf, VARHDRSZ + n);
+		source_range(s, off, n, (uint8 *) VARDATA(buf));
+		values[nkeys] = Int32GetDatum(seq);
+		values[nkeys + 1] = PointerGetDatum(buf);
+		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		{
+			if (moment)
+				elog(ERROR, "could not store the optimizer state of model \"%s\" version %d", name, version);
+			elog(ERROR, "could not store chunk %d of model \"%s\" version %d", seq, name, version);
+		}
+	}
+	as_caller(&own);
+	pfree(buf);
+}
+
 /* Insert the chunks of name@version from s, as the owner of pepnet.models (SPI connected) */
 static void
 write_chunks(const char *name, int32 version, const WeightSource *s)
@@ -190,10 +227,6 @@ write_chunks(const char *name, int32 version, const WeightSource *s)
 	Oid			argtypes[4] = {TEXTOID, INT4OID, INT4OID, BYTEAOID};
 	Datum		values[4];
 	size_t		cs = (size_t) pepnet_chunk_size;
-	bytea	   *buf = palloc(VARHDRSZ + Min((uint64) cs, s->len));
-	uint64		off;
-	int32		seq = 0;
-	AsOwner		own;
 
 	if (s->len / cs >= (uint64) PG_INT32_MAX)
 		ereport(ERROR,
@@ -210,21 +243,7 @@ write_chunks(const char *name, int32 version, const WeightSource *s)
 	}
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(version);
-	as_owner(&own);
-	for (off = 0; off < s->len; off += cs, seq++)
-	{
-		size_t		n = (size_t) Min((uint64) cs, s->len - off);
-
-		CHECK_FOR_INTERRUPTS();
-		SET_VARSIZE(buf, VARHDRSZ + n);
-		source_range(s, off, n, (uint8 *) VARDATA(buf));
-		values[2] = Int32GetDatum(seq);
-		values[3] = PointerGetDatum(buf);
-		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not store chunk %d of model \"%s\" version %d", seq, name, version);
-	}
-	as_caller(&own);
-	pfree(buf);
+	insert_chunks(plan, values, 2, s, name, version, 0);
 }
 
 /*
@@ -655,14 +674,8 @@ pepnet_write_moment_chunks(const char *name, int32 version, int moment, const Pn
 	Oid			argtypes[5] = {TEXTOID, INT4OID, INT2OID, INT4OID, BYTEAOID};
 	Datum		values[5];
 	WeightSource s;
-	size_t		cs = (size_t) pepnet_chunk_size;
-	bytea	   *buf;
-	uint64		off;
-	int32		seq = 0;
-	AsOwner		own;
 
 	source_init(&s, mm, NULL, 0);
-	buf = palloc(VARHDRSZ + Min((uint64) cs, s.len));
 	pepnet_spi_connect();
 	if (plan == NULL)
 	{
@@ -675,22 +688,8 @@ pepnet_write_moment_chunks(const char *name, int32 version, int moment, const Pn
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(version);
 	values[2] = Int16GetDatum((int16) moment);
-	as_owner(&own);
-	for (off = 0; off < s.len; off += cs, seq++)
-	{
-		size_t		n = (size_t) Min((uint64) cs, s.len - off);
-
-		CHECK_FOR_INTERRUPTS();
-		SET_VARSIZE(buf, VARHDRSZ + n);
-		source_range(&s, off, n, (uint8 *) VARDATA(buf));
-		values[3] = Int32GetDatum(seq);
-		values[4] = PointerGetDatum(buf);
-		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not store the optimizer state of model \"%s\" version %d", name, version);
-	}
-	as_caller(&own);
+	insert_chunks(plan, values, 3, &s, name, version, moment);
 	SPI_finish();
-	pfree(buf);
 	pfree(s.prefix);
 }
 

@@ -58,6 +58,27 @@ parse_config(Jsonb *jb, PnConfig *cfg)
 }
 
 /*
+ * The first argument of pepnet_create, pepnet_import and the importers of
+ * chunks and files, a valid model name; the config (second) and what3
+ * (third) must not be NULL either.
+ */
+static char *
+name_arg(FunctionCallInfo fcinfo, const char *what3)
+{
+	char	   *name;
+
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("model name");
+	if (PG_ARGISNULL(1))
+		pepnet_null_arg("config");
+	if (PG_ARGISNULL(2))
+		pepnet_null_arg(what3);
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	pepnet_check_name(name);
+	return name;
+}
+
+/*
  * The arguments pepnet_create and pepnet_import share: a valid name, a
  * valid config and a non-NULL third argument (what3); returns the zeroed
  * model of the config.
@@ -69,14 +90,7 @@ model_from_args(FunctionCallInfo fcinfo, const char *what3, char **name)
 	PnModel    *m;
 	PnError		err = {0};
 
-	if (PG_ARGISNULL(0))
-		pepnet_null_arg("model name");
-	if (PG_ARGISNULL(1))
-		pepnet_null_arg("config");
-	if (PG_ARGISNULL(2))
-		pepnet_null_arg(what3);
-	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	pepnet_check_name(*name);
+	*name = name_arg(fcinfo, what3);
 	parse_config(PG_GETARG_JSONB_P(1), &cfg);
 	if (pn_model_new(&cfg, &m, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
@@ -469,14 +483,7 @@ import_layout(FunctionCallInfo fcinfo, const char *what3, char **name, uint64 *m
 	PnError		err = {0};
 	int64		numel;
 
-	if (PG_ARGISNULL(0))
-		pepnet_null_arg("model name");
-	if (PG_ARGISNULL(1))
-		pepnet_null_arg("config");
-	if (PG_ARGISNULL(2))
-		pepnet_null_arg(what3);
-	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	pepnet_check_name(*name);
+	*name = name_arg(fcinfo, what3);
 	/* the INSERT would be refused: say so before reading any weights */
 	{
 		Oid			models = get_relname_relid("models", get_namespace_oid("pepnet", false));
