@@ -134,25 +134,6 @@ pepnet_import(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(version);
 }
 
-/* Whether a safetensors blob has PN running statistics but no pn.num_batches_tracked (0.1.0) */
-static bool
-blob_lacks_count(bytea *b)
-{
-	const char *p = VARDATA_ANY(b);
-	size_t		len = VARSIZE_ANY_EXHDR(b);
-	uint64		hlen = 0;
-	int			i;
-
-	if (len < 8)
-		return false;
-	for (i = 7; i >= 0; i--)
-		hlen = (hlen << 8) | (unsigned char) p[i];
-	if (hlen > len - 8)
-		return false;
-	return memmem(p + 8, hlen, "\"pn.running_mean\"", 17) != NULL &&
-		memmem(p + 8, hlen, "\"pn.num_batches_tracked\"", 24) == NULL;
-}
-
 /* pepnet_export(model): the version's weights as stored (0.1.0 blobs completed) */
 Datum
 pepnet_export(PG_FUNCTION_ARGS)
@@ -175,7 +156,7 @@ pepnet_export(PG_FUNCTION_ARGS)
 	/* the weights are read chunk by chunk straight into the result */
 	result = (bytea *) pepnet_read_weights(ref.name, ref.version, VARHDRSZ, len, &len);
 	SET_VARSIZE(result, VARHDRSZ + len);
-	if (blob_lacks_count(result))
+	if (pn_safetensors_lacks_count((const uint8 *) VARDATA_ANY(result), VARSIZE_ANY_EXHDR(result)))
 	{
 		/* stored by 0.1.0: export docs/model.md 0.2's full tensor set (the count is 0) */
 		char		name[NAMEDATALEN];
@@ -205,23 +186,6 @@ typedef struct FileOut
 	FILE	   *f;
 	const char *path;
 } FileOut;
-
-/* Whether a safetensors header has PN running statistics but no pn.num_batches_tracked (0.1.0) */
-static bool
-head_lacks_count(const uint8 *p, size_t len)
-{
-	uint64		hlen = 0;
-	int			i;
-
-	if (len < 8)
-		return false;
-	for (i = 7; i >= 0; i--)
-		hlen = (hlen << 8) | p[i];
-	if (hlen > len - 8)
-		return false;
-	return memmem(p + 8, hlen, "\"pn.running_mean\"", 17) != NULL &&
-		memmem(p + 8, hlen, "\"pn.num_batches_tracked\"", 24) == NULL;
-}
 
 /* The first bytes of the chunked weights of name@version: length and header (SPI connected) */
 static uint8 *
@@ -297,11 +261,11 @@ export_stream(const PepnetRef *ref, EmitFn emit, void *arg)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("model \"%s\" version %d no longer exists", ref->name, ref->version)));
 	if (w)
-		lacks = head_lacks_count((const uint8 *) VARDATA_ANY(w), VARSIZE_ANY_EXHDR(w));
+		lacks = pn_safetensors_lacks_count((const uint8 *) VARDATA_ANY(w), VARSIZE_ANY_EXHDR(w));
 	else
 	{
 		head = chunked_head(ref->name, ref->version, &hl);
-		lacks = head_lacks_count(head, hl);
+		lacks = pn_safetensors_lacks_count(head, hl);
 	}
 	if (lacks)
 	{

@@ -3,6 +3,9 @@
  *		Hashing of ids, the tensor layout of a configuration (docs/model.md's
  *		names and shapes), seeded initialisation, and the safetensors format.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE				/* memmem */
+#endif
 #include "pncore.h"
 
 #include <math.h>
@@ -642,6 +645,28 @@ header_write(const PnModel *m, char *buf)
 		memset(buf + len, ' ', pad);
 	return len + pad;
 #undef PUT
+}
+
+/*
+ * Whether the first len bytes of a safetensors blob (its length and JSON
+ * header at least) hold PN's running statistics but no
+ * pn.num_batches_tracked: weights stored by 0.1.0 (docs/model.md 0.2 added
+ * the count).  False for anything shorter than its header says.
+ */
+bool
+pn_safetensors_lacks_count(const uint8_t *p, size_t len)
+{
+	uint64_t	hlen = 0;
+	int			i;
+
+	if (len < 8)
+		return false;
+	for (i = 7; i >= 0; i--)
+		hlen = (hlen << 8) | p[i];
+	if (hlen > len - 8)
+		return false;
+	return memmem(p + 8, hlen, "\"pn.running_mean\"", 17) != NULL &&
+		memmem(p + 8, hlen, "\"pn.num_batches_tracked\"", 24) == NULL;
 }
 
 /* Bytes of the safetensors blob of m */

@@ -221,6 +221,8 @@ typedef struct PnStSpan
 int			pn_safetensors_plan(PnModel *m, const uint8_t *blob, size_t headlen, uint64_t len,
 								PnStSpan **spans, int *nspans, uint64_t *data_start, PnError *err);
 int			pn_safetensors_check(PnModel *m, const PnStSpan *spans, int nspans, PnError *err);
+/* PN statistics without pn.num_batches_tracked in the header at p (0.1.0's weights) */
+bool		pn_safetensors_lacks_count(const uint8_t *p, size_t len);
 /* size of the blob pn_safetensors_write produces */
 size_t		pn_safetensors_size(const PnModel *m);
 void		pn_safetensors_write(const PnModel *m, uint8_t *out);

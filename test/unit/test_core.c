@@ -902,6 +902,12 @@ test_optional_count(void)
 		pn_model_free(v1);
 	}
 	CHECK(memmem(old, oldlen, "pn.num_batches_tracked", 22) == NULL, "a 0.1-format blob has no count tensor");
+	CHECK(pn_safetensors_lacks_count(old, oldlen) && !pn_safetensors_lacks_count(blob, n),
+		  "pn_safetensors_lacks_count: true for the 0.1 blob, false for the 0.2 blob");
+	CHECK(pn_safetensors_lacks_count(old, 8 + (size_t) old[0] + ((size_t) old[1] << 8)) &&
+		  !pn_safetensors_lacks_count(old, 7 + (size_t) old[0] + ((size_t) old[1] << 8)) &&
+		  !pn_safetensors_lacks_count(old, 4),
+		  "pn_safetensors_lacks_count reads the header alone, and nothing shorter than it");
 	pn_model_layout(&c, &m2, &e);
 	CHECK(pn_safetensors_read(m2, old, oldlen, &e) == PN_OK && m2->nabsent == 1 && !m2->borrowed,
 		  "0.1 blob without the count reads (%s)", e.msg);
