@@ -268,12 +268,7 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 	b.out = palloc(sizeof(double) * BATCH_ROWS * T);
 	values = palloc(sizeof(Datum) * (r.nkeys + 2));
 	nulls = palloc0(sizeof(bool) * (r.nkeys + 2));
-	arr = (ArrayType *) palloc0(ARR_OVERHEAD_NONULLS(1) + sizeof(float8) * T);
-	SET_VARSIZE(arr, ARR_OVERHEAD_NONULLS(1) + sizeof(float8) * T);
-	arr->ndim = 1;
-	arr->elemtype = FLOAT8OID;
-	ARR_DIMS(arr)[0] = T;
-	ARR_LBOUND(arr)[0] = 1;
+	arr = scores_array(T);
 	blockcxt = AllocSetContextCreate(CurrentMemoryContext, "pepnet score query block", ALLOCSET_DEFAULT_SIZES);
 
 	ecb.callback = row_context_callback;

@@ -159,5 +159,6 @@ extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCach
 
 /* score.c */
 extern void pepnet_score_init(void);
+extern struct ArrayType *scores_array(int T);
 
 #endif							/* PEPNET_H */

@@ -93,19 +93,11 @@ array_shape(ArrayType *a, const char *what, int *ndim, int *dims)
 				 errmsg("%s must not contain NULL elements", what)));
 }
 
-/*
- * Check the arguments of a request against the model's config.  Errors
- * name the model version, what was given and what it needs.
- */
+/* The domain of a request: 0 to D - 1 */
 static void
-check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType *features,
-			  ArrayType *dense, Request *r)
+check_domain(const PepnetEntry *e, Datum domain, Request *r)
 {
 	const PnConfig *c = &e->model->cfg;
-	int			nd,
-				dims[2];
-	int			fnd,
-				fdims[2];
 	int32		d = DatumGetInt32(domain);
 
 	if (d < 0 || d >= c->domains)
@@ -114,6 +106,15 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 				 errmsg("domain %d is out of range for model \"%s\" version %d", d, e->name, e->version),
 				 errdetail("The model has %d domains: 0 to %d.", c->domains, c->domains - 1)));
 	r->domain = d;
+}
+
+/* The persona of a request: one id per persona field, NULL only without persona fields */
+static void
+check_persona(const PepnetEntry *e, ArrayType *persona, Request *r)
+{
+	const PnConfig *c = &e->model->cfg;
+	int			nd,
+				dims[2];
 
 	if (persona == NULL)
 	{
@@ -124,7 +125,7 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 							e->name, e->version, c->npers),
 					 errhint("Pass one id per persona field, in config order, as a 1-D bigint[].")));
 		r->persona = NULL;
-		goto features;
+		return;
 	}
 	array_shape(persona, "persona", &nd, dims);
 	if (nd == 2)
@@ -139,8 +140,19 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 						dims[0], e->name, e->version, c->npers),
 				 errhint("Pass one id per persona field, in config order, as a 1-D bigint[].")));
 	r->persona = nd ? (int64 *) ARR_DATA_PTR(persona) : NULL;
+}
 
-features:
+/*
+ * The features of a request: its candidates (r->n; -1 when the model has
+ * no feature fields: the dense values say).  Returns the array's dimensions.
+ */
+static int
+check_features(const PepnetEntry *e, ArrayType *features, Request *r)
+{
+	const PnConfig *c = &e->model->cfg;
+	int			fnd,
+				fdims[2];
+
 	array_shape(features, "features", &fnd, fdims);
 	if (c->nfeat > 0)
 	{
@@ -169,6 +181,18 @@ features:
 		r->features = NULL;
 		r->n = -1;				/* from dense */
 	}
+	return fnd;
+}
+
+/* The dense values of a request: shaped like features (fnd dimensions), finite */
+static void
+check_dense(const PepnetEntry *e, ArrayType *dense, int fnd, Request *r)
+{
+	const PnConfig *c = &e->model->cfg;
+	int			nd,
+				dims[2];
+	size_t		i,
+				total;
 
 	r->dense = NULL;
 	if (c->dense == 0)
@@ -179,50 +203,62 @@ features:
 					 errmsg("dense given, but model \"%s\" version %d has no dense features", e->name, e->version)));
 		if (r->n < 0)
 			r->n = 0;
+		return;
 	}
-	else
+	if (dense == NULL)
 	{
-		size_t		i,
-					total;
-
-		if (dense == NULL)
-		{
-			if (r->n == 0)
-				return;
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("dense must not be NULL: model \"%s\" version %d has %d dense features", e->name, e->version, c->dense)));
-		}
-		array_shape(dense, "dense", &nd, dims);
-		if (r->n < 0)
-			r->n = nd == 0 ? 0 : nd == 1 ? 1 : dims[0];
-		if (r->n == 0 && nd == 0)
-			return;
 		if (r->n == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("dense has values but features has no candidates")));
-		if (!((nd == 1 && fnd <= 1 && r->n == 1 && dims[0] == c->dense) ||
-			  (nd == 2 && fnd != 1 && dims[0] == r->n && dims[1] == c->dense)))
-		{
-			char	   *got = nd == 2 ? psprintf("%d x %d", dims[0], dims[1]) : psprintf("[%d]", dims[0]);
-			char	   *want = fnd <= 1 && r->n == 1 ? psprintf("[%d]", c->dense) : psprintf("%d x %d", r->n, c->dense);
-
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("dense has shape %s, expected %s for model \"%s\" version %d", got, want, e->name, e->version),
-					 errhint("Pass dense like features: 1-D for one candidate, N x %d for N candidates.", c->dense)));
-		}
-		r->dense = (float *) ARR_DATA_PTR(dense);
-		total = (size_t) r->n * c->dense;
-		for (i = 0; i < total; i++)
-			if (!isfinite(r->dense[i]))
-				ereport(ERROR,
-						(errcode(ERRCODE_DATA_EXCEPTION),
-						 errmsg("dense value %s of candidate %zu, feature %zu is not allowed",
-								isnan(r->dense[i]) ? "NaN" : "infinity", i / c->dense + 1, i % c->dense + 1),
-						 errhint("Replace missing or infinite dense values before scoring.")));
+			return;
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("dense must not be NULL: model \"%s\" version %d has %d dense features", e->name, e->version, c->dense)));
 	}
+	array_shape(dense, "dense", &nd, dims);
+	if (r->n < 0)
+		r->n = nd == 0 ? 0 : nd == 1 ? 1 : dims[0];
+	if (r->n == 0 && nd == 0)
+		return;
+	if (r->n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dense has values but features has no candidates")));
+	if (!((nd == 1 && fnd <= 1 && r->n == 1 && dims[0] == c->dense) ||
+		  (nd == 2 && fnd != 1 && dims[0] == r->n && dims[1] == c->dense)))
+	{
+		char	   *got = nd == 2 ? psprintf("%d x %d", dims[0], dims[1]) : psprintf("[%d]", dims[0]);
+		char	   *want = fnd <= 1 && r->n == 1 ? psprintf("[%d]", c->dense) : psprintf("%d x %d", r->n, c->dense);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("dense has shape %s, expected %s for model \"%s\" version %d", got, want, e->name, e->version),
+				 errhint("Pass dense like features: 1-D for one candidate, N x %d for N candidates.", c->dense)));
+	}
+	r->dense = (float *) ARR_DATA_PTR(dense);
+	total = (size_t) r->n * c->dense;
+	for (i = 0; i < total; i++)
+		if (!isfinite(r->dense[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("dense value %s of candidate %zu, feature %zu is not allowed",
+							isnan(r->dense[i]) ? "NaN" : "infinity", i / c->dense + 1, i % c->dense + 1),
+					 errhint("Replace missing or infinite dense values before scoring.")));
+}
+
+/*
+ * Check the arguments of a request against the model's config, one rule
+ * at a time: domain, persona, features, dense.  Errors name the model
+ * version, what was given and what it needs.
+ */
+static void
+check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType *features,
+			  ArrayType *dense, Request *r)
+{
+	int			fnd;
+
+	check_domain(e, domain, r);
+	check_persona(e, persona, r);
+	fnd = check_features(e, features, r);
+	check_dense(e, dense, fnd, r);
 }
 
 /* Persona embeddings and gate biases of one request, raising on error */
@@ -266,7 +302,7 @@ score_one(PepnetEntry *e, PnDomainCache *dc, PnPersona *pp, const Request *r, do
  * A float8[] of T elements whose data the caller fills: one allocation per
  * request, reused for every row (tuplestore_putvalues copies it).
  */
-static ArrayType *
+ArrayType *
 scores_array(int T)
 {
 	Size		bytes = ARR_OVERHEAD_NONULLS(1) + sizeof(float8) * T;
