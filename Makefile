@@ -61,3 +61,9 @@ prove_installcheck:
 	$(prove_installcheck)
 
 .PHONY: prove_installcheck
+
+# the glue's layering (docs/source-layout.md): no call cycle but the shared-memory hub
+layering:
+	python3 test/layering.py
+
+.PHONY: layering
