@@ -358,35 +358,21 @@ model_layout(const PnModel *m, const PnModel *lay, ShModel *h)
 }
 
 /*
- * The version ref names, for the backend cache: a view of the shared copy
- * (built now if no backend has; *slot, *gen identify it, and it is pinned
- * for this transaction) or, without the shared cache or when the version
- * does not fit, a private copy (*slot = -1), as pepnet_load_model makes.
- * Allocations of the view in CurrentMemoryContext.
+ * Find ref's entry or claim one to build (exclusive lock, released on
+ * return).  Returns the claimed entry (SH_BUILDING by this backend); else
+ * -1 with *hit the header of a ready entry, now pinned (*slot, *gen), or
+ * *hit invalid when there is no room (load a private copy).  Waits while
+ * another backend builds the entry.
  */
-PnModel *
-pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
+static int
+claim_entry(const PepnetRef *ref, int *slot, uint64 *gen, dsa_pointer *hit)
 {
-	char		name[PEPNET_NAMELEN];
-	int32		version;
-	dsa_area   *area;
-	LWLock	   *lock;
-	int			i = -1;
+	LWLock	   *lock = pepnet_shmem_lock();
+	dsa_area   *area = pepnet_shmem_area();
+	int			i;
 	bool		sleeping = false;
-	PnModel    *m;
-	MemoryContext caller = CurrentMemoryContext,
-				tmp;
-	dsa_pointer hp = InvalidDsaPointer,
-				dp = InvalidDsaPointer;
 
-	*slot = -1;
-	*gen = 0;
-	if (!enabled())
-		return pepnet_load_model(ref, name, &version);
-	area = pepnet_shmem_area();
-	lock = pepnet_shmem_lock();
-	register_callbacks();
-
+	*hit = InvalidDsaPointer;
 	for (;;)
 	{
 		int			k,
@@ -416,11 +402,11 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 			pin_locked(k);
 			*slot = k;
 			*gen = s->gen;
-			hp = s->hdr;
+			*hit = s->hdr;
 			LWLockRelease(lock);
 			if (sleeping)
 				ConditionVariableCancelSleep();
-			return model_view(area, hp);
+			return -1;
 		}
 		if (k < SH_ENTRIES)
 		{
@@ -450,7 +436,7 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 			LWLockRelease(lock);
 			if (sleeping)
 				ConditionVariableCancelSleep();
-			return pepnet_load_model(ref, name, &version);
+			return -1;
 		}
 		i = freeslot;
 		s = &sc->e[i];
@@ -473,6 +459,64 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 	}
 	if (sleeping)
 		ConditionVariableCancelSleep();
+	return i;
+}
+
+/* Make entry i, built by this backend, ready and pinned by it; wakes its waiters */
+static void
+publish_entry(int i, dsa_pointer hp, dsa_pointer dp, int D, int *slot, uint64 *gen)
+{
+	ShEntry    *s = &sc->e[i];
+
+	LWLockAcquire(pepnet_shmem_lock(), LW_EXCLUSIVE);
+	s->hdr = hp;
+	s->doms = dp;
+	s->D = D;
+	s->state = SH_READY;
+	s->builder = 0;
+	s->built_at = GetCurrentTimestamp();
+	sc->builds++;
+	pin_locked(i);
+	s->hits = 1;
+	*slot = i;
+	*gen = s->gen;
+	building = -1;
+	LWLockRelease(pepnet_shmem_lock());
+	ConditionVariableBroadcast(&s->cv);
+}
+
+/*
+ * The version ref names, for the backend cache: a view of the shared copy
+ * (built now if no backend has; *slot, *gen identify it, and it is pinned
+ * for this transaction) or, without the shared cache or when the version
+ * does not fit, a private copy (*slot = -1), as pepnet_load_model makes.
+ * Allocations of the view in CurrentMemoryContext.
+ */
+PnModel *
+pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
+{
+	char		name[PEPNET_NAMELEN];
+	int32		version;
+	dsa_area   *area;
+	LWLock	   *lock;
+	int			i;
+	PnModel    *m;
+	MemoryContext caller = CurrentMemoryContext,
+				tmp;
+	dsa_pointer hp = InvalidDsaPointer,
+				dp = InvalidDsaPointer;
+
+	*slot = -1;
+	*gen = 0;
+	if (!enabled())
+		return pepnet_load_model(ref, name, &version);
+	area = pepnet_shmem_area();
+	lock = pepnet_shmem_lock();
+	register_callbacks();
+
+	i = claim_entry(ref, slot, gen, &hp);
+	if (i < 0)
+		return DsaPointerIsValid(hp) ? model_view(area, hp) : pepnet_load_model(ref, name, &version);
 
 	/* build entry i: load outside the lock (a failure or cancel abandons the claim) */
 	tmp = AllocSetContextCreate(caller, "pepnet shared build", ALLOCSET_DEFAULT_SIZES);
@@ -546,21 +590,7 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 			MemoryContextSwitchTo(tmp);
 			pepnet_scatter_weights(name, version, lay);
 			MemoryContextSwitchTo(caller);
-			LWLockAcquire(lock, LW_EXCLUSIVE);
-			s->hdr = hp;
-			s->doms = dp;
-			s->D = m->cfg.domains;
-			s->state = SH_READY;
-			s->builder = 0;
-			s->built_at = GetCurrentTimestamp();
-			sc->builds++;
-			pin_locked(i);
-			s->hits = 1;
-			*slot = i;
-			*gen = s->gen;
-			building = -1;
-			LWLockRelease(lock);
-			ConditionVariableBroadcast(&s->cv);
+			publish_entry(i, hp, dp, m->cfg.domains, slot, gen);
 			m = model_view(area, hp);
 			MemoryContextDelete(tmp);
 		}
