@@ -74,7 +74,7 @@ def _where(index, shape, fields):
     return out
 
 
-def _refuse_floats(a, what, fields):
+def _refuse_floats(a, what, fields, dtype=None):
     """Raise for a floating-point id array: ValueError naming a NaN or non-integral element,
     else TypeError (integral floats are refused too: above 2^53 they are not the ids they show)."""
     flat = a.reshape(-1)
@@ -88,9 +88,10 @@ def _refuse_floats(a, what, fields):
     if bad.size:
         raise ValueError("%s holds %r%s, which is not an integer id: ids must be integers; %s"
                          % (what, float(flat[bad[0]]), _where(bad[0], a.shape, fields), _CAST))
-    raise TypeError("%s is %s: ids must have an integer dtype (a %s holds integers exactly only up "
-                    "to 2^53, so larger ids would hash differently from SQL); %s"
-                    % (what, a.dtype, a.dtype, _CAST))
+    dtype = dtype or str(a.dtype)
+    raise TypeError("%s is %s: ids must have an integer dtype (floating point holds integers exactly "
+                    "only up to 2^53 (float64) or 2^24 (float32), so larger ids would hash differently "
+                    "from SQL); %s" % (what, dtype, _CAST))
 
 
 def as_ids(v, what="ids", fields=None, device=None):
@@ -104,7 +105,7 @@ def as_ids(v, what="ids", fields=None, device=None):
     if torch.is_tensor(v):
         if (v.dtype.is_floating_point or v.dtype.is_complex) and v.numel():
             _refuse_floats(v.detach().cpu().to(torch.float64 if not v.dtype.is_complex else torch.complex128).numpy(),
-                           what, fields)
+                           what, fields, str(v.dtype).replace("torch.", ""))
         if v.dtype == torch.bool:
             raise TypeError("%s is a bool tensor: ids must have an integer dtype" % what)
         return v.to(device=device if device is not None else v.device, dtype=torch.int64)

@@ -125,7 +125,7 @@ def test_float_ids():
          ValueError, ("features", "nan", "'item'", "fillna")),
         ("id 1.9", lambda: m.predict([0], [[7]], [[1.9, 1]]), ValueError, ("features", "1.9", "'item'", "integer")),
         ("integral float32 ids", lambda: m.predict([0], [[7]], torch.tensor([[5.0, 1.0]])),
-         TypeError, ("features", "float")),
+         TypeError, ("features", "float32")),
         ("float persona", lambda: m.predict([0], np.array([[7.5]]), [[5, 1]]), ValueError, ("persona", "7.5", "'user'")),
         ("None in an object array", lambda: m.predict([0], [[7]], np.array([[5, None]], dtype=object)),
          TypeError, ("features", "None", "'cat'")),
