@@ -74,8 +74,10 @@ def main():
         site = os.path.join(venv, "lib")
         check("pepnet is the installed copy (venv site-packages, not the repository)",
               lines.get("file", "").startswith(site), lines.get("file"))
-        check("pepnet.__version__ and the distribution's version are 0.3.0", lines.get("version") == "0.3.0 0.3.0",
-              lines.get("version"))
+        control = open(os.path.join(ROOT, "pepnet.control")).read()
+        ext = control.split("default_version", 1)[1].split("'")[1]
+        check("pepnet.__version__ and the distribution's version are the extension's (%s)" % ext,
+              lines.get("version") == "%s %s" % (ext, ext), lines.get("version"))
         req = lines.get("requires", "")
         items = [r.translate(str.maketrans("", "", " ()'\"")) for r in req.split("|")]
         check("metadata: torch and numpy required, psycopg2 an optional extra (db)",
