@@ -7,7 +7,8 @@
 # versions with a validation AUC, evaluation gives an AUC per domain and task, deploys and the
 # rollback are in the history, top-k returns k rows sorted with scores in [0, 1], batch scoring
 # scores every row, copies and chunked copies export the same bytes, a scorer role scores, a
-# pinned reference has its fingerprint.  Then the ```sql blocks of docs/api.md run in the same
+# pinned reference has its fingerprint.  README's ```python blocks run against that database
+# (PYTHONPATH=python).  Then the ```sql blocks of docs/api.md run in the same
 # database, and examples/synth.sql runs in a fresh database without notices and with positives
 # in every split.
 use strict;
@@ -170,6 +171,26 @@ for my $sql (@readme)
 	{
 		$c->[1]->($out);
 	}
+}
+
+# README's Python blocks, against the same database (the package from python/, Debian's torch)
+{
+	my $text = PostgreSQL::Test::Utils::slurp_file('README.md');
+	my @py;
+	push @py, $1 while $text =~ /^```python\n(.*?)^```$/msg;
+	cmp_ok(scalar(@py), '>=', 1, 'README has a Python block');
+	my $before = rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr'");
+	for my $code (@py)
+	{
+		local $ENV{PGHOST} = $node->host;
+		local $ENV{PGPORT} = $node->port;
+		local $ENV{PGDATABASE} = 'readme';
+		local $ENV{PYTHONPATH} = 'python';
+		my ($out, $err) = ('', '');
+		my $ok = PostgreSQL::Test::Utils::run_log([ '/usr/bin/python3', '-P', '-c', $code ], '>', \$out, '2>', \$err);
+		ok($ok, 'README Python block runs') or diag($err);
+	}
+	is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr'"), $before + 1, 'the Python block imported a version');
 }
 
 # docs/api.md's examples, in the same database (they use README's model ctr)
