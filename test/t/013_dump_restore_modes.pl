@@ -38,7 +38,7 @@ my $valid = q{SELECT i % 2 AS domain, ARRAY[i % 8]::bigint[] AS persona, ARRAY[i
 $node->safe_psql('postgres', 'CREATE DATABASE src');
 $node->safe_psql('src', 'CREATE EXTENSION pepnet');
 $node->safe_psql('src',
-	"CALL pepnet_train('m', '$data_q', config => '$cfg', validation => '$valid_q', epochs => 2, batch_size => 64, lr => 0.01, deploy => true, progress_interval => 0)");
+	"CALL pepnet_train('m', '$data_q', config => '$cfg', validation => '$valid_q', epochs => 2, batch_size => 64, lr => 0.02, deploy => true, progress_interval => 0)");
 $node->safe_psql('src', qq{
 	SELECT pepnet_create('x', '$cfg', 1);
 	SELECT pepnet_create('x', '$cfg', 2);
@@ -199,15 +199,17 @@ like($err, qr/model "nosuch" has no version 1: chunks cannot be stored without t
 like($err, qr/model "nosuch" has no version 1/, 'Adam state without its version is refused');
 ($rc, $out, $err) = $node->psql('guards', "INSERT INTO pepnet.optimizer_chunks VALUES ('x', 1, 1, 0, '\\x00')");
 like($err, qr/model "x" version 1 has no Adam state/, 'Adam moments without Adam state are refused');
-($rc, $out, $err) = $node->psql('guards', "DELETE FROM pepnet.models WHERE name = 'm' AND version = 2");
+my $dv = $node->safe_psql('guards', "SELECT version FROM pepnet.deployments WHERE name = 'm'");
+my $ov = 3 - $dv;
+($rc, $out, $err) = $node->psql('guards', "DELETE FROM pepnet.models WHERE name = 'm' AND version = $dv");
 like($err, qr/is deployed and cannot be deleted/, 'a deployed version cannot be deleted');
-$node->safe_psql('guards', "SELECT pepnet_deploy('m', 1); DELETE FROM pepnet.models WHERE name = 'm' AND version = 2");
-is($node->safe_psql('guards', "SELECT (SELECT count(*) FROM pepnet.model_chunks WHERE name = 'm' AND version = 2) || ' '
-                                || (SELECT count(*) FROM pepnet.optimizer_state WHERE name = 'm' AND version = 2) || ' '
-                                || (SELECT count(*) FROM pepnet.optimizer_chunks WHERE name = 'm' AND version = 2)"),
+$node->safe_psql('guards', "SELECT pepnet_deploy('m', $ov); DELETE FROM pepnet.models WHERE name = 'm' AND version = $dv");
+is($node->safe_psql('guards', "SELECT (SELECT count(*) FROM pepnet.model_chunks WHERE name = 'm' AND version = $dv) || ' '
+                                || (SELECT count(*) FROM pepnet.optimizer_state WHERE name = 'm' AND version = $dv) || ' '
+                                || (SELECT count(*) FROM pepnet.optimizer_chunks WHERE name = 'm' AND version = $dv)"),
 	'0 0 0', 'deleting a version deletes its chunks, Adam state and Adam moments (as the cascade did)');
-is($node->safe_psql('guards', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'm' AND version = 1"),
-	$node->safe_psql('src', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'm' AND version = 1"), '... and nothing of the other versions');
+is($node->safe_psql('guards', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'm' AND version = $ov"),
+	$node->safe_psql('src', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'm' AND version = $ov"), '... and nothing of the other versions');
 ($rc, $out, $err) = $node->psql('guards', "TRUNCATE pepnet.models");
 like($err, qr/TRUNCATE on pepnet.models is not allowed/, 'TRUNCATE pepnet.models refused without pepnet.allow_drop');
 $node->safe_psql('guards', "SET pepnet.allow_drop = on; TRUNCATE pepnet.models");
