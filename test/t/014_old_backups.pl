@@ -131,5 +131,38 @@ for my $db ('v010', 'v020')
 	}
 }
 
+# --- a 0.2.0 table with a generated column over the pinned pepnet_predict (allowed by 0.2.0)
+$node->safe_psql('postgres', 'CREATE DATABASE v020gen');
+$node->safe_psql('v020gen', qq{
+	SET client_min_messages = warning;
+	CREATE EXTENSION pepnet VERSION '0.2.0';
+	SELECT pepnet_create('made', '$cfg', 1);
+	CREATE TABLE cands (i int, item bigint,
+		score float8 GENERATED ALWAYS AS (pepnet_predict('made\@1'::pepnet_pinned, 0, '{1}', ARRAY[item])) STORED);
+	INSERT INTO cands (i, item) SELECT i, i % 50 FROM generate_series(1, 500) i;
+	CREATE INDEX cands_top ON cands ((pepnet_predict('made\@1'::pepnet_pinned, 1, '{1}', ARRAY[item])));
+});
+my $scores_gen = $node->safe_psql('v020gen', 'SELECT string_agg(i || \' \' || score, \',\' ORDER BY i) FROM cands');
+$node->command_ok([ 'pg_dump', '-Fc', '-f', "$dir/v020gen.dump", '-d', $node->connstr('v020gen') ], 'pg_dump -Fc under 0.2.0 of a table with a generated column over pepnet_predict');
+$node->safe_psql('postgres', 'CREATE DATABASE rgen');
+my ($o, $e) = run_command([ 'pg_restore', '-d', $node->connstr('rgen'), "$dir/v020gen.dump" ]);
+like($e, qr/pepnet_predict\(pepnet_pinned, \.\.\.\) cannot be used in a stored generated column, an index or a constraint: generated column score of table public\.cands/,
+	'its restore under 0.3.0 fails loudly, naming the generated column') or diag($e);
+like($e, qr/HINT:  Fill a plain column with UPDATE/, '... with a hint on what to use instead');
+is($node->safe_psql('rgen', "SELECT count(*) FROM pepnet.models"), '1', '... and the registry is restored all the same');
+# the procedure docs/api.md gives: the table with a plain column, its other columns from the backup, UPDATE
+$node->safe_psql('rgen', 'CREATE TABLE cands (i int, item bigint, score float8)');
+($o, $e) = run_command([ 'pg_restore', '--data-only', '-t', 'cands', '-d', $node->connstr('rgen'), "$dir/v020gen.dump" ]);
+is($e, '', 'pg_restore --data-only -t cands into the table with a plain score column: no errors') or diag($e);
+$node->safe_psql('rgen', "UPDATE cands SET score = pepnet_predict('made\@1'::pepnet_pinned, 0, '{1}', ARRAY[item])");
+is($node->safe_psql('rgen', 'SELECT string_agg(i || \' \' || score, \',\' ORDER BY i) FROM cands'), $scores_gen,
+	'the 500 rows back with the scores the generated column had');
+# ALTER EXTENSION UPDATE of that database warns about the column and the index (they stay)
+my ($rc, $out, $err) = $node->psql('v020gen', 'ALTER EXTENSION pepnet UPDATE');
+is($rc, 0, 'ALTER EXTENSION pepnet UPDATE of a 0.2.0 database with such a column and index succeeds');
+like($err, qr/WARNING:  pepnet_predict\(pepnet_pinned, \.\.\.\) is used by generated column score of table public\.cands, index public\.cands_top on table public\.cands: such tables do not restore from a dump/,
+	'... with a WARNING naming the generated column and the index') or diag($err);
+is($node->safe_psql('v020gen', 'SELECT count(*) FROM cands'), '500', '... which are kept');
+
 $node->stop;
 done_testing();
