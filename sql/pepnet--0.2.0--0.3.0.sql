@@ -168,8 +168,9 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 	WHERE rel IS NULL OR c.conrelid = rel OR c.contypid = rel
 $$;
 
+-- (SECURITY DEFINER: it runs for every role's DDL, also of roles without USAGE on schema pepnet)
 CREATE FUNCTION pepnet._pinned_guard() RETURNS event_trigger
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
 	bad text;
 BEGIN
@@ -183,6 +184,7 @@ BEGIN
 				  HINT = 'Fill a plain column with UPDATE ... SET score = pepnet_predict(...), use a materialized view over the scores, or score at query time.';
 	END IF;
 END $$;
+REVOKE ALL ON FUNCTION pepnet._pinned_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER pepnet_pinned_guard ON ddl_command_end
 	WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE INDEX', 'CREATE DOMAIN', 'ALTER DOMAIN')
 	EXECUTE FUNCTION pepnet._pinned_guard();

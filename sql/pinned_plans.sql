@@ -111,3 +111,14 @@ DEALLOCATE reader_stmt;
 REVOKE ALL ON pepnet.models FROM regress_pinned_reader;
 REVOKE ALL ON SCHEMA pepnet FROM regress_pinned_reader;
 DROP ROLE regress_pinned_reader;
+
+-- the guard runs for the DDL of roles without USAGE on schema pepnet, and lets it through
+CREATE ROLE regress_pinned_outsider;
+CREATE SCHEMA regress_outside AUTHORIZATION regress_pinned_outsider;
+SET ROLE regress_pinned_outsider;
+CREATE TABLE regress_outside.t (a int GENERATED ALWAYS AS (2) STORED);
+CREATE INDEX ON regress_outside.t ((a * 2));
+ALTER TABLE regress_outside.t ADD COLUMN b int;
+RESET ROLE;
+DROP SCHEMA regress_outside CASCADE;
+DROP ROLE regress_pinned_outsider;
