@@ -210,6 +210,35 @@ is($node->safe_psql('guards', "SELECT (SELECT count(*) FROM pepnet.model_chunks 
 	'0 0 0', 'deleting a version deletes its chunks, Adam state and Adam moments (as the cascade did)');
 is($node->safe_psql('guards', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'm' AND version = $ov"),
 	$node->safe_psql('src', "SELECT count(*) FROM pepnet.model_chunks WHERE name = 'm' AND version = $ov"), '... and nothing of the other versions');
+# a deploy racing a DELETE of its version, either first: never a deployment of a deleted version
+$node->safe_psql('guards', "SELECT pepnet_create('race', '$cfg', 1), pepnet_create('race', '$cfg', 2), pepnet_create('race', '$cfg', 3); SELECT pepnet_deploy('race', 1);");
+my $sa = $node->background_psql('guards', on_error_stop => 0);
+my $sb = $node->background_psql('guards', on_error_stop => 0);
+my %pid = (a => $sa->query_safe('SELECT pg_backend_pid()'), b => $sb->query_safe('SELECT pg_backend_pid()'));
+sub waits_for_lock
+{
+	my ($p) = @_;
+	return $node->poll_query_until('guards', "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $p");
+}
+$sa->query_safe('BEGIN');
+$sa->query_safe("SELECT pepnet_deploy('race', 2)");
+$sb->query_until(qr/started/, "\\echo started\nDELETE FROM pepnet.models WHERE name = 'race' AND version = 2;\n\\echo done\n");
+ok(waits_for_lock($pid{b}), 'a DELETE of a version being deployed waits for the deploy');
+$sa->query_safe('COMMIT');
+$sb->query_until(qr/done/, '');
+is($node->safe_psql('guards', "SELECT d.version || ' ' || EXISTS (SELECT FROM pepnet.models m WHERE m.name = d.name AND m.version = d.version) FROM pepnet.deployments d WHERE d.name = 'race'"),
+	'2 true', '... and is then refused: race@2 deployed and kept');
+$sb->query_safe('BEGIN');
+$sb->query_safe("DELETE FROM pepnet.models WHERE name = 'race' AND version = 3");
+$sa->query_until(qr/started/, "\\echo started\nSELECT pepnet_deploy('race', 3);\n\\echo done\n");
+ok(waits_for_lock($pid{a}), 'a deploy of a version being deleted waits for the DELETE');
+$sb->query_safe('COMMIT');
+$sa->query_until(qr/done/, '');
+is($node->safe_psql('guards', "SELECT d.version || ' ' || (SELECT count(*) FROM pepnet.models m WHERE m.name = 'race' AND m.version = 3) FROM pepnet.deployments d WHERE d.name = 'race'"),
+	'2 0', '... and is then refused: race@3 deleted, race@2 still deployed');
+$sa->quit;
+$sb->quit;
+
 ($rc, $out, $err) = $node->psql('guards', "TRUNCATE pepnet.models");
 like($err, qr/TRUNCATE on pepnet.models is not allowed/, 'TRUNCATE pepnet.models refused without pepnet.allow_drop');
 $node->safe_psql('guards', "SET pepnet.allow_drop = on; TRUNCATE pepnet.models");
