@@ -226,16 +226,20 @@ $sb->query_until(qr/started/, "\\echo started\nDELETE FROM pepnet.models WHERE n
 ok(waits_for_lock($pid{b}), 'a DELETE of a version being deployed waits for the deploy');
 $sa->query_safe('COMMIT');
 $sb->query_until(qr/done/, '');
+like($sb->{stderr}, qr/model "race" version 2 is deployed and cannot be deleted/, '... then is refused as deleting a deployed version');
+$sb->{stderr} = '';
 is($node->safe_psql('guards', "SELECT d.version || ' ' || EXISTS (SELECT FROM pepnet.models m WHERE m.name = d.name AND m.version = d.version) FROM pepnet.deployments d WHERE d.name = 'race'"),
-	'2 true', '... and is then refused: race@2 deployed and kept');
+	'2 true', 'race@2 deployed and kept');
 $sb->query_safe('BEGIN');
 $sb->query_safe("DELETE FROM pepnet.models WHERE name = 'race' AND version = 3");
 $sa->query_until(qr/started/, "\\echo started\nSELECT pepnet_deploy('race', 3);\n\\echo done\n");
 ok(waits_for_lock($pid{a}), 'a deploy of a version being deleted waits for the DELETE');
 $sb->query_safe('COMMIT');
 $sa->query_until(qr/done/, '');
+like($sa->{stderr}, qr/model "race" has no version 3/, '... then is refused: the version is gone');
+$sa->{stderr} = '';
 is($node->safe_psql('guards', "SELECT d.version || ' ' || (SELECT count(*) FROM pepnet.models m WHERE m.name = 'race' AND m.version = 3) FROM pepnet.deployments d WHERE d.name = 'race'"),
-	'2 0', '... and is then refused: race@3 deleted, race@2 still deployed');
+	'2 0', 'race@3 deleted, race@2 still deployed');
 $sa->quit;
 $sb->quit;
 
