@@ -25,7 +25,8 @@
  *    deployed version; TRUNCATE of pepnet.models (pepnet.allow_drop) empties the tables that
  *    depend on it, as TRUNCATE ... CASCADE did;
  *  - a deployment or Adam state of a version that does not exist, and Adam moments of a version
- *    without Adam state, are refused (23503, as by the foreign keys), the referenced row locked
+ *    without Adam state, are refused (23503, as by the foreign keys; 42704 for pepnet_deploy,
+ *    as it documents, when the version is deleted while it deploys it), the referenced row locked
  *    FOR KEY SHARE as a foreign key locks it, so that a concurrent DELETE of the version waits
  *    for the deploy and is then refused by the version guard, or the deploy waits for the
  *    DELETE and is then refused; chunks of a version that does not exist are refused by the
@@ -103,6 +104,12 @@ BEGIN
 		RETURN NEW;
 	END IF;
 	PERFORM FROM pepnet.models m WHERE m.name = NEW.name AND m.version = NEW.version FOR KEY SHARE;
+	IF NOT FOUND AND TG_TABLE_NAME = 'deployments' AND current_setting('pepnet.deploy_strategy', true) <> '' THEN
+		-- pepnet_deploy (pepnet._deploy sets the strategy) lost a race with a DELETE of the version: its documented 42704
+		RAISE EXCEPTION 'model "%" has no version %', NEW.name, NEW.version
+			USING ERRCODE = 'undefined_object',
+				  DETAIL = 'The version was deleted while it was being deployed.';
+	END IF;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'model "%" has no version %', NEW.name, NEW.version
 			USING ERRCODE = 'foreign_key_violation',

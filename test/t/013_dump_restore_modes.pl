@@ -213,6 +213,7 @@ is($node->safe_psql('guards', "SELECT count(*) FROM pepnet.model_chunks WHERE na
 # a deploy racing a DELETE of its version, either first: never a deployment of a deleted version
 $node->safe_psql('guards', "SELECT pepnet_create('race', '$cfg', 1), pepnet_create('race', '$cfg', 2), pepnet_create('race', '$cfg', 3); SELECT pepnet_deploy('race', 1);");
 my $sa = $node->background_psql('guards', on_error_stop => 0);
+$sa->query_safe('\\set VERBOSITY verbose');
 my $sb = $node->background_psql('guards', on_error_stop => 0);
 my %pid = (a => $sa->query_safe('SELECT pg_backend_pid()'), b => $sb->query_safe('SELECT pg_backend_pid()'));
 sub waits_for_lock
@@ -236,7 +237,7 @@ $sa->query_until(qr/started/, "\\echo started\nSELECT pepnet_deploy('race', 3);\
 ok(waits_for_lock($pid{a}), 'a deploy of a version being deleted waits for the DELETE');
 $sb->query_safe('COMMIT');
 $sa->query_until(qr/done/, '');
-like($sa->{stderr}, qr/model "race" has no version 3/, '... then is refused: the version is gone');
+like($sa->{stderr}, qr/ERROR:  42704: model "race" has no version 3/, '... then is refused: the version is gone (42704, as pepnet_deploy documents)');
 $sa->{stderr} = '';
 is($node->safe_psql('guards', "SELECT d.version || ' ' || (SELECT count(*) FROM pepnet.models m WHERE m.name = 'race' AND m.version = 3) FROM pepnet.deployments d WHERE d.name = 'race'"),
 	'2 0', 'race@3 deleted, race@2 still deployed');
