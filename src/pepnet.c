@@ -61,6 +61,7 @@ _PG_init(void)
 	pepnet_chunks_init();
 	pepnet_score_init();
 	pepnet_shmem_init();
+	pepnet_pinned_init();
 	MarkGUCPrefixReserved("pepnet");
 
 	pn_alloc_hook = pepnet_core_alloc;

@@ -39,6 +39,10 @@
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "catalog/namespace.h"
+#include "optimizer/planner.h"
+#include "utils/lsyscache.h"
+#include "utils/plancache.h"
 
 PG_FUNCTION_INFO_V1(pepnet_require_writable_sql);
 PG_FUNCTION_INFO_V1(pepnet_fingerprint_of);
@@ -404,6 +408,94 @@ pinned_check(PinnedState *st)
 	st->stmt_start = GetCurrentStatementStartTimestamp();
 }
 
+/* ---------------------------------------------------------------- */
+/* pinned scores folded at plan time                                 */
+/* ---------------------------------------------------------------- */
+
+/*
+ * The pinned pepnet_predict is IMMUTABLE (so that postgres_fdw ships it),
+ * and PostgreSQL evaluates an IMMUTABLE function with constant arguments
+ * once, while planning, as the planning role.  Its privilege checks (USAGE
+ * on schema pepnet, SELECT on pepnet.models, row-level security) then ran
+ * for that role only, and a cached plan (a prepared statement, a plpgsql
+ * function's statements) would hand the folded score to any role that runs
+ * it later, and after a REVOKE.  A plan into which pepnet_predict was folded
+ * is therefore marked as PostgreSQL marks plans that row-level security
+ * depends on: dependsOnRole (replanned, and so checked again, when another
+ * role runs it) and depending on pepnet.models (replanned after GRANT,
+ * REVOKE, ALTER TABLE or a policy change on it; a change of the schema's
+ * privileges replans every plan).
+ */
+static planner_hook_type prev_planner_hook = NULL;
+static int	planning_depth = 0;
+static bool pinned_folded = false;
+static bool reset_plans_at_xact_end = false;
+
+static PlannedStmt *
+pinned_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
+{
+	bool		outer = pinned_folded;
+	PlannedStmt *result;
+
+	pinned_folded = false;
+	planning_depth++;
+	PG_TRY();
+	{
+		if (prev_planner_hook)
+			result = prev_planner_hook(parse, query_string, cursorOptions, boundParams);
+		else
+			result = standard_planner(parse, query_string, cursorOptions, boundParams);
+	}
+	PG_CATCH();
+	{
+		planning_depth--;
+		pinned_folded = outer;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	planning_depth--;
+	if (pinned_folded)
+	{
+		Oid			nsp = get_namespace_oid("pepnet", true);
+		Oid			models = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
+
+		result->dependsOnRole = true;
+		if (OidIsValid(models))
+			result->relationOids = lappend_oid(result->relationOids, models);
+	}
+	/* a score folded while planning a query folded into the outer plan belongs to it too */
+	pinned_folded = outer || pinned_folded;
+	return result;
+}
+
+/*
+ * The library is loaded by the first pepnet function a session calls, which
+ * may be the pinned pepnet_predict being folded by a planner that started
+ * before the hook was installed: the plans built in that transaction are
+ * replanned (with the hook) when they are next used.
+ */
+static void
+pinned_xact_cb(XactEvent event, void *arg)
+{
+	if (reset_plans_at_xact_end &&
+		(event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		 event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT))
+	{
+		reset_plans_at_xact_end = false;
+		ResetPlanCache();
+	}
+}
+
+/* called by _PG_init */
+void
+pepnet_pinned_init(void)
+{
+	prev_planner_hook = planner_hook;
+	planner_hook = pinned_planner;
+	RegisterXactCallback(pinned_xact_cb, NULL);
+	reset_plans_at_xact_end = IsTransactionState();
+}
+
 /*
  * pepnet_predict(model pepnet_pinned, domain, persona, features, dense):
  * IMMUTABLE (a pinned version's scores never change), so postgres_fdw may
@@ -422,6 +514,8 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
 	p = PG_GETARG_PINNED(0);
+	if (planning_depth > 0)
+		pinned_folded = true;
 	if (st == NULL)
 	{
 		st = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(PinnedState));
