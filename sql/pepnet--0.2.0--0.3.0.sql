@@ -462,3 +462,61 @@ BEGIN IF pg_catalog.jsonb_typeof(config) OPERATOR(pg_catalog.=) 'array' THEN CAL
 		COMMIT;
 	END IF;
 END $$;
+
+-- == workflow: pruning optimizer state ==
+
+/*
+ * pepnet_prune_optimizer(name, keep_latest, versions): deletes the Adam state (pepnet.optimizer_state
+ * and its pepnet.optimizer_chunks) of versions of name that will not be continued, and returns one
+ * row per version pruned with the bytes of state deleted.  Policy: without versions, every version
+ * with state except the keep_latest highest ones (default 1) and the deployed one; with versions,
+ * exactly those (keep_latest is not applied).  Scoring never reads the state; training continued
+ * from a pruned version starts Adam afresh (its metrics say resumed_steps 0).  Space comes back to the tables'
+ * free space after VACUUM (to the operating system after VACUUM FULL).
+ * Needs SELECT, DELETE on pepnet.optimizer_state.
+ */
+CREATE FUNCTION pepnet_prune_optimizer(name text, keep_latest int DEFAULT 1, versions int[] DEFAULT NULL)
+	RETURNS TABLE (version int, bytes bigint)
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	PERFORM pepnet._require_writable('pepnet_prune_optimizer');
+	IF pepnet_prune_optimizer.name IS NULL THEN
+		RAISE EXCEPTION 'pepnet_prune_optimizer needs a model name, not NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF keep_latest IS NULL OR keep_latest < 0 THEN
+		RAISE EXCEPTION 'keep_latest must be 0 or more versions, got %', COALESCE(keep_latest::text, 'NULL')
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pepnet.models m WHERE m.name = pepnet_prune_optimizer.name) THEN
+		RAISE EXCEPTION 'model "%" does not exist', pepnet_prune_optimizer.name
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	IF versions IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(versions) v WHERE v IS NULL OR NOT EXISTS (
+			SELECT 1 FROM pepnet.models m WHERE m.name = pepnet_prune_optimizer.name AND m.version = v)) THEN
+		RAISE EXCEPTION 'model "%" has no version %', pepnet_prune_optimizer.name,
+			(SELECT COALESCE(v::text, 'NULL') FROM unnest(versions) v WHERE v IS NULL OR NOT EXISTS (
+				SELECT 1 FROM pepnet.models m WHERE m.name = pepnet_prune_optimizer.name AND m.version = v) LIMIT 1)
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN QUERY
+	WITH doomed AS (
+		SELECT o.version FROM pepnet.optimizer_state o
+		WHERE o.name = pepnet_prune_optimizer.name
+		  AND CASE WHEN versions IS NOT NULL THEN o.version = ANY (versions)
+				   ELSE o.version NOT IN (SELECT k.version FROM pepnet.optimizer_state k
+										  WHERE k.name = pepnet_prune_optimizer.name
+										  ORDER BY k.version DESC LIMIT keep_latest)
+						AND o.version IS DISTINCT FROM (SELECT d.version FROM pepnet.deployments d
+														WHERE d.name = pepnet_prune_optimizer.name) END
+		FOR UPDATE),
+	sized AS (
+		SELECT o.version, COALESCE(length(o.adam_m), 0)::bigint + COALESCE(length(o.adam_v), 0)
+			   + COALESCE((SELECT sum(length(c.data)) FROM pepnet.optimizer_chunks c
+						   WHERE c.name = o.name AND c.version = o.version), 0)::bigint AS bytes
+		FROM pepnet.optimizer_state o JOIN doomed USING (version) WHERE o.name = pepnet_prune_optimizer.name),
+	gone AS (
+		DELETE FROM pepnet.optimizer_state o USING doomed
+		WHERE o.name = pepnet_prune_optimizer.name AND o.version = doomed.version
+		RETURNING o.version)
+	SELECT s.version, s.bytes FROM sized s JOIN gone USING (version) ORDER BY 1;
+END $$;

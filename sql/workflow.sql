@@ -127,3 +127,31 @@ RESET pepnet.max_loss_growth;
 -- an ordinary run is not stopped
 CALL pepnet_train('ok', :'train', :'cfg', epochs => 2, batch_size => 16, lr => 0.01, progress_interval => 0);
 SELECT count(*) AS stored FROM pepnet.models WHERE name = 'ok';
+
+-- 7. pruning optimizer state: keep the latest N and the deployed version's
+CALL pepnet_train('pr', :'train', :'cfg', epochs => 4, batch_size => 256, progress_interval => 0);
+SELECT pepnet_deploy('pr', 2);
+-- (bytes: both moments, each the size of the weights)
+SELECT version, bytes = (SELECT 2 * weights_size FROM pepnet.models m WHERE m.name = 'pr' AND m.version = p.version) AS sized
+FROM pepnet_prune_optimizer('pr', keep_latest => 1) p;
+SELECT version FROM pepnet.optimizer_state WHERE name = 'pr' ORDER BY 1;
+SELECT count(*) AS chunks_left_of_pruned FROM pepnet.optimizer_chunks WHERE name = 'pr' AND version IN (1, 3);
+-- pruned versions still score; nothing else changed
+SELECT count(*) AS scored FROM pepnet_score('pr@1', 0, '{3, 1}', '{{1, 2}}', '{{0.5}}');
+SELECT count(*) AS versions FROM pepnet.models WHERE name = 'pr';
+-- again: nothing left to prune
+SELECT count(*) AS pruned_again FROM pepnet_prune_optimizer('pr');
+-- chosen versions, deployed or not
+SELECT version FROM pepnet_prune_optimizer('pr', versions => ARRAY[2]);
+-- continuing from a pruned version starts Adam afresh (resumed_steps 0)
+CALL pepnet_train('pr@3', :'train', progress_interval => 0);
+SELECT version, parent, (metrics->>'resumed_steps')::int AS resumed_steps FROM pepnet.models WHERE name = 'pr' AND version = 5;
+-- bad input
+SELECT * FROM pepnet_prune_optimizer(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_prune_optimizer('pr', keep_latest => -1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_prune_optimizer('nope');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_prune_optimizer('pr', versions => ARRAY[1, 99]);
+\echo :LAST_ERROR_SQLSTATE
