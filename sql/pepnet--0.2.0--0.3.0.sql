@@ -520,3 +520,16 @@ BEGIN
 		RETURNING o.version)
 	SELECT s.version, s.bytes FROM sized s JOIN gone USING (version) ORDER BY 1;
 END $$;
+
+-- == workflow: checking data before training ==
+
+/*
+ * pepnet_check_data(data, config, model): reads every row of a data query as pepnet_train reads
+ * it, against a config or a stored version, without training: a faulty row raises the error
+ * training would (naming the row), before any work; else a summary per domain and task (domain
+ * NULL: all domains) of rows, rows with a known label, positives and the actual rate, and
+ * WARNINGs for unused columns, domains without rows and groups of one class.
+ */
+CREATE FUNCTION pepnet_check_data(data text, config jsonb DEFAULT NULL, model text DEFAULT NULL)
+	RETURNS TABLE (domain int, task text, rows bigint, labeled bigint, positives bigint, actual float8)
+	AS 'MODULE_PATHNAME', 'pepnet_check_data' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;

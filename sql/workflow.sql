@@ -155,3 +155,33 @@ SELECT * FROM pepnet_prune_optimizer('nope');
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM pepnet_prune_optimizer('pr', versions => ARRAY[1, 99]);
 \echo :LAST_ERROR_SQLSTATE
+
+-- 8. checking a data query before training: every row read as training reads it, no training
+SELECT * FROM pepnet_check_data(:'train', config => :'cfg') ORDER BY task, domain NULLS LAST;
+-- against a stored version; a config with a domain the data lacks, unused columns: warnings
+SELECT domain, rows, positives FROM pepnet_check_data(:'holdout', model => 'imp@1') ORDER BY domain NULLS LAST;
+SELECT domain, rows FROM pepnet_check_data('SELECT domain, persona, features, dense, clicked AS label, i AS lable FROM clicks WHERE domain < 2',
+  config => :'cfg') ORDER BY domain NULLS LAST;
+SELECT domain, task, labeled, positives FROM pepnet_check_data('SELECT domain, persona, features, dense, ARRAY[clicked::int, CASE WHEN domain = 1 THEN 1 END]::real[] AS labels FROM clicks',
+  config => :'cfg'::jsonb || '{"tasks": ["click", "buy"]}') ORDER BY task, domain NULLS LAST;
+-- a fault at the last of 200,000 rows is reported with its row, before any training (nothing stored)
+CREATE TABLE many AS SELECT i, i % 3 AS domain, ARRAY[i % 100, i % 4]::bigint[] AS persona, ARRAY[i, i % 10]::bigint[] AS features,
+  ARRAY[(i % 5) / 5.0]::real[] AS dense, i % 7 = 0 AS clicked FROM generate_series(1, 200000) i;
+\set VERBOSITY default
+\set SHOW_CONTEXT errors
+SELECT * FROM pepnet_check_data('SELECT CASE WHEN i = 200000 THEN 3 ELSE domain END AS domain, persona, features, dense, clicked AS label FROM many ORDER BY i', :'cfg');
+SELECT * FROM pepnet_check_data('SELECT domain, persona, features, CASE WHEN i = 200000 THEN ''{NaN}'' ELSE dense END AS dense, clicked AS label FROM many ORDER BY i', :'cfg');
+SELECT * FROM pepnet_check_data('SELECT domain, persona, features, dense, CASE WHEN i = 200000 THEN 2 ELSE 0 END AS label FROM many ORDER BY i', :'cfg');
+SELECT * FROM pepnet_check_data('SELECT domain, persona, CASE WHEN i = 200000 THEN ARRAY[i::bigint] ELSE features END AS features, dense, clicked AS label FROM many ORDER BY i', :'cfg');
+\set VERBOSITY terse
+\set SHOW_CONTEXT never
+SELECT * FROM pepnet_check_data(:'train');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data(:'train', :'cfg', 'imp');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data(NULL, :'cfg');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data('SELECT domain, persona, features, dense, clicked AS label FROM clicks WHERE false', :'cfg');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data(:'train', '{"domains": 0}');
+\echo :LAST_ERROR_SQLSTATE
