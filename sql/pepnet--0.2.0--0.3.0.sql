@@ -533,3 +533,29 @@ END $$;
 CREATE FUNCTION pepnet_check_data(data text, config jsonb DEFAULT NULL, model text DEFAULT NULL)
 	RETURNS TABLE (domain int, task text, rows bigint, labeled bigint, positives bigint, actual float8)
 	AS 'MODULE_PATHNAME', 'pepnet_check_data' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+-- == workflow: training progress on every server ==
+
+/*
+ * A training backend's pg_stat_activity.query shows its progress on every server (src/progress.c):
+ *   CALL pepnet_train -- "m": epoch 2 of 3, 4200 rows, loss 0.41234, 2100 rows/s
+ *   <the statement>
+ * pepnet.training_progress shows, besides the shared-memory rows (shared_preload_libraries =
+ * 'pepnet'), the trainings it finds there: without preload every training the caller may see in
+ * pg_stat_activity (its own role's, or all with pg_read_all_stats), with model, epoch, epochs,
+ * rows_done, rows_per_s and loss; the columns only shared memory knows (parent, epoch_rows,
+ * rows_total, validation figures, eta) NULL.  security_invoker: pg_stat_activity's visibility
+ * rules are the caller's.
+ */
+CREATE OR REPLACE VIEW pepnet.training_progress WITH (security_invoker = true) AS
+WITH shm AS (SELECT * FROM pepnet_training_progress())
+SELECT * FROM shm
+UNION ALL
+SELECT a.pid, a.datid, p.m[1], NULL::int, p.m[2]::int, NULLIF(p.m[3], '?')::int, p.m[4]::bigint, NULL::bigint,
+	   NULL::bigint, p.m[6]::float8, p.m[5]::float8, NULL::float8, NULL::float8, a.query_start, a.state_change,
+	   NULL::timestamptz
+FROM pg_catalog.pg_stat_activity a,
+	 LATERAL (SELECT pg_catalog.regexp_match(a.query,
+		'^CALL pepnet_train -- "([^\n]*)": epoch ([0-9]+) of ([0-9]+|\?), (?:([0-9]+) rows, loss ([^,\n]+), ([0-9.]+) rows/s)?') AS m) p
+WHERE a.state = 'active' AND p.m IS NOT NULL AND a.pid NOT IN (SELECT shm.pid FROM shm);
+COMMENT ON VIEW pepnet.training_progress IS 'pepnet: running trainings and their progress (all figures with shared_preload_libraries = ''pepnet'', else from pg_stat_activity)';
