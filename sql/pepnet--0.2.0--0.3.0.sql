@@ -278,6 +278,18 @@ BEGIN
 END $$;
 
 /*
+ * pepnet_train's config may be a JSON string naming a stored version ('"ctr@10"'): that version's
+ * config, trained from fresh weights (config NULL with name 'ctr@10' continues its weights).
+ */
+CREATE FUNCTION pepnet._config_of(model text) RETURNS jsonb
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	pin text[] := regexp_match(@extschema@.pepnet_pin(model)::text, '^(.*)@([0-9]+)#[0-9a-f]+$');
+BEGIN
+	RETURN (SELECT m.config FROM pepnet.models m WHERE m.name = pin[1] AND m.version = pin[2]::int);
+END $$;
+
+/*
  * Runs: pepnet_train's config may be a JSON array, a grid of runs trained one after another under
  * name, each from fresh weights: its elements are configs, or objects {"config": {...}, "lr": x,
  * "batch_size": n, "seed": s, "epochs": e} overriding the call's arguments for that run.  A NOTICE
@@ -303,11 +315,11 @@ BEGIN
 	runs := pg_catalog.jsonb_array_length(config);
 	IF runs OPERATOR(pg_catalog.=) 0 OR runs OPERATOR(pg_catalog.>) 1000
 	   OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(config) e
-				  WHERE pg_catalog.jsonb_typeof(e) OPERATOR(pg_catalog.<>) 'object'
+				  WHERE pg_catalog.jsonb_typeof(e) NOT IN ('object', 'string')
 					 OR (e OPERATOR(pg_catalog.?) 'config' AND pg_catalog.jsonb_typeof(e OPERATOR(pg_catalog.->) 'config') OPERATOR(pg_catalog.<>) 'object')) THEN
 		RAISE EXCEPTION 'a grid of configs must be a JSON array of 1 to 1000 objects, got %', pg_catalog.left(config::text, 200)
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Each element is a config, or {"config": {...}, "lr": 0.01, "batch_size": 256, "seed": 1, "epochs": 2}.';
+				  HINT = 'Each element is a config, a stored version''s reference as a JSON string ("ctr@3": its config), or {"config": {...}, "lr": 0.01, "batch_size": 256, "seed": 1, "epochs": 2}.';
 	END IF;
 	IF pg_catalog.strpos(name, '@') OPERATOR(pg_catalog.>) 0 THEN
 		RAISE EXCEPTION 'a grid of configs trains fresh versions of a model name, not of the reference "%"', name
@@ -380,7 +392,7 @@ DECLARE
 	metric text;
 	task text;
 	base text := pg_catalog.split_part(name, '@', 1);
-BEGIN IF pg_catalog.jsonb_typeof(config) OPERATOR(pg_catalog.=) 'array' THEN CALL pepnet._train_grid(name, data, config, validation, epochs, batch_size, lr, seed, shuffle_buffer, deploy, patience, progress_interval, selection, lr_schedule, negative_rate); RETURN; END IF;  -- a grid of runs (one line: error context line numbers stay those of 0.2.0)
+BEGIN IF pg_catalog.jsonb_typeof(config) OPERATOR(pg_catalog.=) 'string' THEN config := pepnet._config_of(config OPERATOR(pg_catalog.#>>) '{}'); END IF; IF pg_catalog.jsonb_typeof(config) OPERATOR(pg_catalog.=) 'array' THEN CALL pepnet._train_grid(name, data, config, validation, epochs, batch_size, lr, seed, shuffle_buffer, deploy, patience, progress_interval, selection, lr_schedule, negative_rate); RETURN; END IF;  -- a grid of runs (one line: error context line numbers stay those of 0.2.0)
 	IF name IS NULL OR data IS NULL THEN
 		RAISE EXCEPTION 'pepnet_train needs a model name and a data query, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';

@@ -185,3 +185,22 @@ SELECT * FROM pepnet_check_data('SELECT domain, persona, features, dense, clicke
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM pepnet_check_data(:'train', '{"domains": 0}');
 \echo :LAST_ERROR_SQLSTATE
+
+-- 9. config as a stored version's reference (a JSON string): its config, fresh weights
+CALL pepnet_train('again', :'train', '"g@3"', epochs => 1, batch_size => 256, seed => 5, progress_interval => 0);
+SELECT a.config = g.config AS same_config, a.parent IS NULL AS fresh, pepnet._config_parts(a.config) AS parts
+FROM pepnet.models a, pepnet.models g WHERE a.name = 'again' AND g.name = 'g' AND g.version = 3;
+-- in a grid too
+CALL pepnet_train('again', :'train', '["g@3", "imp@1"]', epochs => 1, batch_size => 256, progress_interval => 0);
+SELECT version, pepnet._config_parts(config) AS parts FROM pepnet.models WHERE name = 'again' ORDER BY version;
+CALL pepnet_train('again', :'train', '"nope@1"');
+\echo :LAST_ERROR_SQLSTATE
+-- without quotes it is not JSON (the error comes from jsonb's input, before pepnet_train runs)
+CALL pepnet_train('again', :'train', 'g@3');
+\echo :LAST_ERROR_SQLSTATE
+-- inside a transaction block the hint names autocommit
+\set VERBOSITY default
+BEGIN;
+CALL pepnet_train('tx', :'train', :'cfg');
+ROLLBACK;
+\set VERBOSITY terse

@@ -193,7 +193,8 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("pepnet_train cannot run inside a transaction block"),
 				 errdetail("It commits a new version after each epoch."),
-				 errhint("Run CALL pepnet_train(...) on its own, outside BEGIN ... COMMIT.")));
+				 errhint("Run CALL pepnet_train(...) on its own, outside BEGIN ... COMMIT; from a driver that opens transactions "
+						 "itself, turn autocommit on first (psycopg: conn.autocommit = True; JDBC: setAutoCommit(true)).")));
 	if (!SPI_inside_nonatomic_context())
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
