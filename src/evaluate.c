@@ -2,7 +2,7 @@
  * evaluate.c
  *		pepnet_evaluate(model, data) and the evaluation pepnet_train runs on
  *		its validation query: every row of a labelled data query scored in
- *		batches of EVAL_BATCH by the scoring engine in fp32 (src/core/
+ *		blocks of EVAL_BATCH by the scoring engine in fp32 (src/core/
  *		evaluate.c: PN's running statistics, ties bit-identical, negative
  *		down-sampling in the output bias), metrics per domain and task
  *		(metrics.c).
@@ -21,7 +21,14 @@
 PG_FUNCTION_INFO_V1(pepnet_evaluate);
 PG_FUNCTION_INFO_V1(pepnet_check_data);
 
-#define EVAL_BATCH 1024
+/*
+ * Rows scored per call of the engine, which groups them by (domain, persona):
+ * a block this large lets rows of one persona that stand apart in the query
+ * share their persona's work and fill the engine's tiles, so evaluation does
+ * not depend on the query's order for its speed (logits do not depend on the
+ * grouping).  Memory: the block's inputs, about 8 bytes per id.
+ */
+#define EVAL_BATCH 32768
 
 /*
  * Score every row of a query with the model in batches (inference mode)
