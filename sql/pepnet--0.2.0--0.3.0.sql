@@ -392,7 +392,7 @@ DECLARE
 	metric text;
 	task text;
 	base text := pg_catalog.split_part(name, '@', 1);
-BEGIN IF pg_catalog.jsonb_typeof(config) OPERATOR(pg_catalog.=) 'string' THEN config := pepnet._config_of(config OPERATOR(pg_catalog.#>>) '{}'); END IF; IF pg_catalog.jsonb_typeof(config) OPERATOR(pg_catalog.=) 'array' THEN CALL pepnet._train_grid(name, data, config, validation, epochs, batch_size, lr, seed, shuffle_buffer, deploy, patience, progress_interval, selection, lr_schedule, negative_rate); RETURN; END IF;  -- a grid of runs (one line: error context line numbers stay those of 0.2.0)
+BEGIN PERFORM pepnet._chunk_size(); IF pg_catalog.jsonb_typeof(config) OPERATOR(pg_catalog.=) 'string' THEN config := pepnet._config_of(config OPERATOR(pg_catalog.#>>) '{}'); END IF; IF pg_catalog.jsonb_typeof(config) OPERATOR(pg_catalog.=) 'array' THEN CALL pepnet._train_grid(name, data, config, validation, epochs, batch_size, lr, seed, shuffle_buffer, deploy, patience, progress_interval, selection, lr_schedule, negative_rate); RETURN; END IF;  -- loads the library (its error hook hides this procedure's context lines), a stored version's config, a grid of runs (one line: line numbers stay those of 0.2.0)
 	IF name IS NULL OR data IS NULL THEN
 		RAISE EXCEPTION 'pepnet_train needs a model name and a data query, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';

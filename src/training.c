@@ -87,10 +87,84 @@ static TrainState *train = NULL;
 /* pepnet.max_loss_growth: the divergence stop's factor (0: off) */
 static double pepnet_max_loss_growth = 100;
 
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/*
+ * Whether a line of an error's context is one of pepnet's own PL/pgSQL
+ * frames: pepnet_train's procedure and the internal functions it and
+ * pepnet_evaluate(model, data, record) use, the statements they run and the
+ * grid's CALL of each run.
+ */
+static bool
+internal_context_line(const char *line, size_t len)
+{
+	static const char *const prefixes[] = {
+		"PL/pgSQL function pepnet_train(",
+		"PL/pgSQL function pepnet._train_grid(",
+		"PL/pgSQL function pepnet._record_evaluation(",
+		"PL/pgSQL function pepnet._config_of(",
+		"PL/pgSQL function pepnet_evaluate(text,text,text)",
+		"SQL statement \"SELECT pepnet._",
+		"SQL statement \"SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e))",
+		"SQL statement \"CALL pepnet._train_grid(",
+	};
+	int			i;
+
+	for (i = 0; i < lengthof(prefixes); i++)
+		if (len >= strlen(prefixes[i]) && strncmp(line, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	/* the grid's CALL of a run (the schema qualification varies) */
+	return strncmp(line, "SQL statement \"CALL ", 20) == 0 && len > 40 &&
+		memmem(line, len, ".pepnet_train(base, data,", 25) != NULL;
+}
+
+/*
+ * emit_log_hook: drops pepnet's internal PL/pgSQL frames from the context of
+ * an error report (they name procedure lines, not the user's statement);
+ * frames of the caller's own functions stay.  In place, no allocation.
+ */
+static void
+pepnet_emit_log(ErrorData *edata)
+{
+	if (edata->context && strstr(edata->context, "pepnet"))
+	{
+		char	   *src = edata->context,
+				   *dst = edata->context;
+		bool		in_statement = false;	/* dropping a multi-line SQL statement */
+
+		while (*src)
+		{
+			char	   *nl = strchr(src, '\n');
+			size_t		len = nl ? (size_t) (nl - src) : strlen(src);
+			bool		drop = in_statement || internal_context_line(src, len);
+
+			/* a statement's text runs to the line ending in its closing quote */
+			if (drop && (in_statement || strncmp(src, "SQL statement \"", 15) == 0))
+				in_statement = !(len > 0 && src[len - 1] == '"' && (in_statement || len > 15));
+			if (!drop)
+			{
+				if (dst != edata->context)
+					*dst++ = '\n';
+				memmove(dst, src, len);
+				dst += len;
+			}
+			src += len + (nl ? 1 : 0);
+		}
+		*dst = '\0';
+		if (edata->context[0] == '\0')
+			edata->context = NULL;
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
 /* Define training's settings (from _PG_init) */
 void
 pepnet_training_init(void)
 {
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = pepnet_emit_log;
+
 	DefineCustomRealVariable("pepnet.max_loss_growth",
 							 "Stops pepnet_train when the mean loss of 20 steps exceeds this many times that of its first 20 steps (0: never).",
 							 NULL, &pepnet_max_loss_growth, 100, 0, 1e300, PGC_USERSET, 0,
