@@ -310,6 +310,7 @@ DECLARE
 	last_v int;
 	grid_from int;
 	grid_task text;
+	cfg jsonb;
 BEGIN
 	-- a grid: one run per element, each a CALL of its own (commits per epoch as usual)
 	runs := pg_catalog.jsonb_array_length(config);
@@ -329,6 +330,24 @@ BEGIN
 		RAISE EXCEPTION 'deploy => true with a grid of configs needs a validation query to choose the best run'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
+	-- every run's arguments and config checked before the first one trains (a trainer is made and
+	-- freed for each config: the config's own errors, the rights to store versions)
+	FOR i IN 0 .. runs OPERATOR(pg_catalog.-) 1 LOOP
+		run := config OPERATOR(pg_catalog.->) i;
+		IF NOT COALESCE((run OPERATOR(pg_catalog.->>) 'lr')::float8, lr) OPERATOR(pg_catalog.>) 0
+		   OR COALESCE((run OPERATOR(pg_catalog.->>) 'lr')::float8, lr) OPERATOR(pg_catalog.>) 10
+		   OR COALESCE((run OPERATOR(pg_catalog.->>) 'batch_size')::int, batch_size) NOT BETWEEN 1 AND 65536
+		   OR COALESCE((run OPERATOR(pg_catalog.->>) 'epochs')::int, epochs) NOT BETWEEN 1 AND 100000 THEN
+			RAISE EXCEPTION 'run % of the grid: lr must be in (0, 10], batch_size 1 to 65536 and epochs 1 to 100000', i OPERATOR(pg_catalog.+) 1
+				USING ERRCODE = 'invalid_parameter_value', DETAIL = 'No run was trained.';
+		END IF;
+		cfg := CASE WHEN run OPERATOR(pg_catalog.?) 'config' THEN run OPERATOR(pg_catalog.->) 'config' ELSE run END;
+		IF pg_catalog.jsonb_typeof(cfg) OPERATOR(pg_catalog.=) 'string' THEN
+			cfg := pepnet._config_of(cfg OPERATOR(pg_catalog.#>>) '{}');
+		END IF;
+		PERFORM pepnet._train_begin(base, cfg, 0, 1e-3, 1);
+		PERFORM pepnet._train_end();
+	END LOOP;
 	SELECT n.last_version INTO grid_from FROM pepnet.model_names n WHERE n.name OPERATOR(pg_catalog.=) base;
 	grid_from := COALESCE(grid_from, 0);
 	FOR i IN 0 .. runs OPERATOR(pg_catalog.-) 1 LOOP

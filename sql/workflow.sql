@@ -97,6 +97,18 @@ CALL pepnet_train('g2@1', :'train', jsonb_build_array(:'cfg'::jsonb));
 CALL pepnet_train('g2', :'train', jsonb_build_array(:'cfg'::jsonb), deploy => true);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS none_stored FROM pepnet.models WHERE name = 'g2';
+-- every run's config and arguments are checked before the first run trains
+CALL pepnet_train('g3', :'train', jsonb_build_array(:'cfg'::jsonb, '{"domains": 3}'::jsonb, :'cfg'::jsonb), epochs => 1, progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('g3', :'train', jsonb_build_array(:'cfg'::jsonb, jsonb_build_object('config', :'cfg'::jsonb, 'lr', 0)), progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('g3', :'train', jsonb_build_array(:'cfg'::jsonb, '"nope@1"'::jsonb), progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS none_stored FROM pepnet.models WHERE name = 'g3';
+-- a run that fails on its data stops the grid; the runs before it keep their versions
+CALL pepnet_train('g3', :'train', jsonb_build_array(:'cfg'::jsonb, :'cfg'::jsonb || '{"domains": 2}'), epochs => 1, progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS first_run_kept FROM pepnet.models WHERE name = 'g3';
 -- a role without UPDATE on pepnet.models cannot record
 CREATE ROLE regress_pepnet_wf;
 GRANT USAGE ON SCHEMA pepnet TO regress_pepnet_wf;
