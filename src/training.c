@@ -170,6 +170,7 @@ pepnet_training_init(void)
 							 NULL, &pepnet_max_loss_growth, 100, 0, 1e300, PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 }
+
 /* Seconds since some fixed point */
 static double
 now_seconds(void)
