@@ -60,6 +60,7 @@ _PG_init(void)
 	pepnet_registry_init();
 	pepnet_chunks_init();
 	pepnet_score_init();
+	pepnet_training_init();
 	pepnet_shmem_init();
 	pepnet_pinned_init();
 	MarkGUCPrefixReserved("pepnet");

@@ -107,6 +107,7 @@ extern bool pepnet_read_moment_chunks(const char *name, int32 version, int momen
 /* score.c */
 extern void pepnet_score_init(void);
 extern void pepnet_pinned_init(void);
+extern void pepnet_training_init(void);
 
 /* scaleout.c */
 extern void pepnet_require_writable(const char *what);

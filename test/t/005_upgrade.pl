@@ -220,7 +220,7 @@ is( sq(
 		'up', "SELECT array_to_string((array_agg(a.n || ' ' || format_type(a.t, NULL) ORDER BY a.k)
 		                               FILTER (WHERE a.m = 't'))[1:5], ', ')
 		       FROM pg_proc p, unnest(p.proallargtypes, p.proargmodes, p.proargnames) WITH ORDINALITY AS a(t, m, n, k)
-		       WHERE p.proname = 'pepnet_evaluate'"),
+		       WHERE p.proname = 'pepnet_evaluate' AND p.pronargs = 2"),
 	'domain integer, task text, rows bigint, auc double precision, logloss double precision',
 	"pepnet_evaluate's first five columns keep their names, types and order");
 
