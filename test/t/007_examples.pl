@@ -28,7 +28,11 @@ sub blocks
 	my ($doc) = @_;
 	my $text = PostgreSQL::Test::Utils::slurp_file($doc);
 	my @b;
-	push @b, $1 while $text =~ /^```sql\n(.*?)^```$/msg;
+	# a block right after an HTML comment "<!-- example not run ... -->" is shown, not run
+	while ($text =~ /(<!-- example not run[^\n]*\n)?^```sql\n(.*?)^```$/msg)
+	{
+		push @b, $2 unless defined $1;
+	}
 	return @b;
 }
 
