@@ -177,3 +177,11 @@ BEGIN
 	RETURN v;
 END $$;
 
+/*
+ * Issue 15, the soak test's account of shared memory: the shared cache's DSA area as the area
+ * itself sees it (segments, free pages, live spans), written to the server log.
+ */
+CREATE FUNCTION pepnet._shared_cache_dump() RETURNS boolean
+	AS 'MODULE_PATHNAME', 'pepnet_shared_cache_dump' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION pepnet._shared_cache_dump() FROM PUBLIC;
+

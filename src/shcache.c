@@ -121,6 +121,7 @@ static bool callbacks = false;
 PG_FUNCTION_INFO_V1(pepnet_shared_cache);
 PG_FUNCTION_INFO_V1(pepnet_shared_cache_stats);
 PG_FUNCTION_INFO_V1(pepnet_preload);
+PG_FUNCTION_INFO_V1(pepnet_shared_cache_dump);
 
 Size
 pepnet_shcache_shmem_size(void)
@@ -1025,5 +1026,20 @@ pepnet_preload(PG_FUNCTION_ARGS)
 				(errmsg("the weights of model \"%s\" version %d are shared, but not the fused matrices of every domain",
 						ref.name, ref.version),
 				 errhint("Raise pepnet.shared_cache_size; the other domains are fused per backend.")));
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * pepnet._shared_cache_dump(): the DSA area's own account of its segments
+ * and spans (dsa_dump, on the server's stderr: the log without
+ * logging_collector), for tests that check that no block is left
+ * allocated; false when the shared cache is off.  Superuser only.
+ */
+Datum
+pepnet_shared_cache_dump(PG_FUNCTION_ARGS)
+{
+	if (!enabled())
+		PG_RETURN_BOOL(false);
+	dsa_dump(pepnet_shmem_area());
 	PG_RETURN_BOOL(true);
 }

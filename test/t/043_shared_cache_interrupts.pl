@@ -237,7 +237,15 @@ for my $kind (qw(cancel timeout terminate kill9))
 		if ($kind eq 'kill9')
 		{
 			eval { $blk->{h}->kill_kill; };
-			$node->poll_query_until($db, 'SELECT 1', '1') or BAIL_OUT('the server did not come back after kill -9');
+			# (psql may exit before reading its input while the server restarts: a broken pipe)
+			my $up = 0;
+			for (1 .. 600)
+			{
+				my ($rc) = eval { $node->psql($db, 'SELECT 1') };
+				last if !$@ && defined $rc && $rc == 0 && ($up = 1);
+				select(undef, undef, undef, 0.2);
+			}
+			$up or BAIL_OUT('the server did not come back after kill -9');
 		}
 		else
 		{
