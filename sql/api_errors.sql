@@ -75,3 +75,10 @@ SELECT pepnet_create(repeat('模', 30), :'cfg', 3) AS mb_v1;
 SELECT pepnet_predict((repeat('模', 30) || '@1')::pepnet_pinned, 0, '{1}', '{2}') = pepnet_predict(repeat('模', 30) || '@1', 0, '{1}', '{2}') AS pinned_scores_same;
 SELECT pepnet_pin(repeat('模', 30))::text = repeat('模', 30) || '@1#' || encode(fingerprint, 'hex') AS pin_text
 FROM pepnet.models WHERE name = repeat('模', 30);
+
+-- pepnet_deploy of a name longer than 63 characters: 42622, the name shortened
+SELECT ae_error(format('SELECT pepnet_deploy(%L, 1)', repeat('x', 5000)));
+SELECT ae_error(format('SELECT pepnet_deploy(%L, %L)', repeat('x', 5000), 'latest'));
+SELECT ae_error(format('SELECT pepnet_deploy(%L, 1)', repeat('模', 64)));
+SELECT pepnet_deploy(repeat('模', 30), 1);
+SELECT version AS deployed_30_chars FROM pepnet.deployments WHERE name = repeat('模', 30);

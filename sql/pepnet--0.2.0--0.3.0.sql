@@ -56,6 +56,10 @@ BEGIN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF char_length(pepnet_deploy.name) > 63 THEN
+		RAISE EXCEPTION 'model name "%" is longer than 63 characters', left(pepnet_deploy.name, 20) || '...'
+			USING ERRCODE = 'name_too_long';
+	END IF;
 	IF strpos(pepnet_deploy.name, '@') > 0 THEN
 		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
 			USING ERRCODE = 'invalid_parameter_value',
@@ -185,3 +189,39 @@ CREATE FUNCTION pepnet._shared_cache_dump() RETURNS boolean
 	AS 'MODULE_PATHNAME', 'pepnet_shared_cache_dump' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 REVOKE ALL ON FUNCTION pepnet._shared_cache_dump() FROM PUBLIC;
 
+/*
+ * Issue 15, SQLSTATEs as docs/api.md gives them: pepnet_deploy of a name longer than 63
+ * characters is 42622 (as everywhere), its message shortened, instead of 42704 echoing the name.
+ */
+CREATE OR REPLACE FUNCTION pepnet_deploy(name text, version int) RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	latest int;
+BEGIN
+	PERFORM pepnet._require_writable('pepnet_deploy');
+	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
+		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF char_length(pepnet_deploy.name) > 63 THEN
+		RAISE EXCEPTION 'model name "%" is longer than 63 characters', left(pepnet_deploy.name, 20) || '...'
+			USING ERRCODE = 'name_too_long';
+	END IF;
+	IF strpos(pepnet_deploy.name, '@') > 0 THEN
+		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
+								pepnet_deploy.version);
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
+				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
+		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
+		IF latest IS NULL THEN
+			RAISE EXCEPTION 'model "%" does not exist', pepnet_deploy.name
+				USING ERRCODE = 'undefined_object';
+		END IF;
+		RAISE EXCEPTION 'model "%" has no version %', pepnet_deploy.name, pepnet_deploy.version
+			USING ERRCODE = 'undefined_object', DETAIL = format('Its latest version is %s.', latest);
+	END IF;
+	PERFORM pepnet._deploy(pepnet_deploy.name, pepnet_deploy.version, 'version');
+END $$;
