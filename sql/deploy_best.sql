@@ -56,3 +56,23 @@ SET client_min_messages = notice;
 SELECT version, metrics->'validation'->>'rows' AS validation_rows FROM pepnet.models WHERE name = 'dt' ORDER BY version;
 -- the deployed version is one of the second run (validated as the newest version was)
 SELECT pepnet_deploy('dt', 'best') IN (3, 4) AS best_of_second_run;
+
+-- the same query text, row count and click rate over a table reloaded with other rows (the next
+-- day's impressions): validation's data_hash tells them apart
+CREATE TABLE dval AS SELECT * FROM dimp WHERE i % 4 = 0;
+SET client_min_messages = warning;
+CALL pepnet_train('dh', 'SELECT domain, persona, features, clicked AS label FROM dimp WHERE i % 4 <> 0', :'cfg',
+                  validation => 'SELECT domain, persona, features, clicked AS label FROM dval',
+                  epochs => 2, batch_size => 128, progress_interval => 0);
+-- the next day: the same labels, other items
+UPDATE dval SET features = ARRAY[(features[1] + 17) % 50];
+CALL pepnet_train('dh', 'SELECT domain, persona, features, clicked AS label FROM dimp WHERE i % 4 <> 0', :'cfg',
+                  validation => 'SELECT domain, persona, features, clicked AS label FROM dval',
+                  epochs => 1, batch_size => 128, progress_interval => 0);
+SET client_min_messages = notice;
+SELECT count(DISTINCT metrics->'validation_query') AS queries, count(DISTINCT metrics->'validation'->'rows') AS row_counts,
+       count(DISTINCT metrics->'validation'->'actual') AS actual_rates, count(DISTINCT metrics->'validation'->'data_hash') AS data_hashes
+FROM pepnet.models WHERE name = 'dh';
+SELECT (SELECT metrics->'validation'->'data_hash' FROM pepnet.models WHERE name = 'dh' AND version = 1) =
+       (SELECT metrics->'validation'->'data_hash' FROM pepnet.models WHERE name = 'dh' AND version = 2) AS same_rows_same_hash;
+SELECT pepnet_deploy('dh', 'best') AS best_of_the_next_day;

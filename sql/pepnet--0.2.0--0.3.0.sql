@@ -49,6 +49,7 @@ DECLARE
 	nq jsonb;
 	nr jsonb;
 	na jsonb;
+	nh jsonb;
 	skipped text;
 BEGIN
 	PERFORM pepnet._require_writable('pepnet_deploy');
@@ -113,14 +114,15 @@ BEGIN
 		/*
 		 * Figures are comparable only on the same validation data: the candidates are the versions
 		 * validated as the newest version with the metric was (same validation query, same number
-		 * of rows, same actual rate of the first task); the others are skipped, with a NOTICE.
+		 * of rows, same actual rate of the first task, and the same data_hash of the rows where
+		 * both have one: versions trained since 0.3.0); the others are skipped, with a NOTICE.
 		 */
-		SELECT x.version, x.q, x.r, x.a INTO newest, nq, nr, na
+		SELECT x.version, x.q, x.r, x.a, x.h INTO newest, nq, nr, na, nh
 		FROM (SELECT m.version,
 					 CASE WHEN task IS NULL THEN m.metrics -> 'validation' -> mname
 						  ELSE m.metrics -> 'validation' -> 'tasks' -> task -> mname END AS fig,
 					 m.metrics -> 'validation_query' AS q, m.metrics -> 'validation' -> 'rows' AS r,
-					 m.metrics -> 'validation' -> 'actual' AS a
+					 m.metrics -> 'validation' -> 'actual' AS a, m.metrics -> 'validation' -> 'data_hash' AS h
 			  FROM pepnet.models m WHERE m.name = pepnet_deploy.name) x
 		WHERE jsonb_typeof(x.fig) = 'number' ORDER BY x.version DESC LIMIT 1;
 		SELECT string_agg(x.version::text, ', ' ORDER BY x.version) INTO skipped
@@ -128,17 +130,19 @@ BEGIN
 					 CASE WHEN task IS NULL THEN m.metrics -> 'validation' -> mname
 						  ELSE m.metrics -> 'validation' -> 'tasks' -> task -> mname END AS fig,
 					 m.metrics -> 'validation_query' AS q, m.metrics -> 'validation' -> 'rows' AS r,
-					 m.metrics -> 'validation' -> 'actual' AS a
+					 m.metrics -> 'validation' -> 'actual' AS a, m.metrics -> 'validation' -> 'data_hash' AS h
 			  FROM pepnet.models m WHERE m.name = pepnet_deploy.name) x
-		WHERE jsonb_typeof(x.fig) = 'number' AND ROW(x.q, x.r, x.a) IS DISTINCT FROM ROW(nq, nr, na);
+		WHERE jsonb_typeof(x.fig) = 'number'
+		  AND NOT (ROW(x.q, x.r, x.a) IS NOT DISTINCT FROM ROW(nq, nr, na) AND (x.h IS NULL OR nh IS NULL OR x.h = nh));
 		SELECT x.version INTO v
 		FROM (SELECT m.version,
 					 CASE WHEN task IS NULL THEN m.metrics -> 'validation' -> mname
 						  ELSE m.metrics -> 'validation' -> 'tasks' -> task -> mname END AS fig,
 					 m.metrics -> 'validation_query' AS q, m.metrics -> 'validation' -> 'rows' AS r,
-					 m.metrics -> 'validation' -> 'actual' AS a
+					 m.metrics -> 'validation' -> 'actual' AS a, m.metrics -> 'validation' -> 'data_hash' AS h
 			  FROM pepnet.models m WHERE m.name = pepnet_deploy.name) x
-		WHERE jsonb_typeof(x.fig) = 'number' AND ROW(x.q, x.r, x.a) IS NOT DISTINCT FROM ROW(nq, nr, na)
+		WHERE jsonb_typeof(x.fig) = 'number'
+		  AND ROW(x.q, x.r, x.a) IS NOT DISTINCT FROM ROW(nq, nr, na) AND (x.h IS NULL OR nh IS NULL OR x.h = nh)
 		ORDER BY CASE mname WHEN 'auc' THEN -(x.fig::text::float8)
 							WHEN 'pcoc' THEN CASE WHEN x.fig::text::float8 > 0 THEN abs(ln(x.fig::text::float8)) ELSE 'Infinity' END  -- |ln PCOC|, as pepnet_train's selection
 							ELSE x.fig::text::float8 END,
@@ -147,7 +151,7 @@ BEGIN
 		IF skipped IS NOT NULL THEN
 			RAISE NOTICE 'deploy strategy ''best'' of model "%" compared only the versions validated on the same data as version %; skipped versions validated on other data: %',
 				pepnet_deploy.name, newest, skipped
-				USING DETAIL = 'Validation figures are comparable only on the same data: the same validation query (metrics->''validation_query''), number of rows and actual rate (metrics->''validation'').',
+				USING DETAIL = 'Validation figures are comparable only on the same data: the same validation query (metrics->''validation_query''), number of rows and actual rate (metrics->''validation''), and, for versions trained since 0.3.0, the same rows (metrics->''validation''->''data_hash'').',
 					  HINT = 'To compare them all, score each candidate on one query with pepnet_evaluate and deploy the best by number.';
 		END IF;
 		IF v IS NULL THEN

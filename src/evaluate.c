@@ -11,6 +11,7 @@
 
 #include <math.h>
 
+#include "common/hashfn.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -22,11 +23,45 @@ PG_FUNCTION_INFO_V1(pepnet_evaluate);
 #define EVAL_BATCH 1024
 
 /*
+ * The identity of the rows of a batch, added to *sum: each row's domain,
+ * ids, dense values and labels hashed, the rows' hashes summed, so that
+ * the same rows in any order give the same sum.
+ */
+static void
+rows_hash(const Rows *rows, const PnConfig *c, uint64 *sum)
+{
+	int			i;
+
+	for (i = 0; i < rows->n; i++)
+	{
+		uint64		h = hash_bytes_extended((const unsigned char *) &rows->domain[i], sizeof(int32), 0);
+
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->persona + (int64) i * c->npers),
+												  sizeof(int64) * c->npers, 1));
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->features + (int64) i * c->nfeat),
+												  sizeof(int64) * c->nfeat, 2));
+		if (c->dense)
+			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->dense + (int64) i * c->dense),
+													  sizeof(float) * c->dense, 3));
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->labels + (int64) i * c->ntasks),
+												  sizeof(float) * c->ntasks, 4));
+		*sum += h;
+	}
+}
+
+/*
  * Score every row of a query with the model in batches (inference mode)
  * and compute the metrics per domain and task, and per task overall.
  */
 Metric *
 evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
+{
+	return evaluate_rows(m, query, what, nmetrics, NULL);
+}
+
+/* evaluate, and (data_hash not NULL) the identity of the query's rows (rows_hash) */
+Metric *
+evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, uint64 *data_hash)
 {
 	const PnConfig *c = &m->cfg;
 	PnEvaluator *ev;
@@ -62,6 +97,8 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 			}
 		if (rows.n == 0)
 			break;
+		if (data_hash)
+			rows_hash(&rows, c, data_hash);
 		b.n = rows.n;
 		b.domain = rows.domain;
 		b.persona = rows.persona;
