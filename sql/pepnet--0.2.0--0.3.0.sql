@@ -215,10 +215,18 @@ END $$;
  * pepnet_evaluate(model, data, record): pepnet_evaluate's rows, and the same figures stored in the
  * evaluated version's metrics under metrics->'evaluations'->record (the shape of pepnet_train's
  * 'validation', plus the query and when), so that any version (imported, created, trained by an
- * older release) joins pepnet.runs and pepnet_deploy(..., 'best', evaluation => record).  Only
- * metrics change: config, weights and fingerprint stay (the version guard allows metrics).
- * Needs UPDATE on pepnet.models.
+ * older release) joins pepnet.runs and pepnet_deploy(..., 'best', evaluation => record), with
+ * data_hash, the identity of the evaluated rows as in pepnet_train's validation (by which 'best'
+ * tells comparable figures).  Only metrics change: config, weights and fingerprint stay (the
+ * version guard allows metrics).  Needs UPDATE on pepnet.models.
  */
+
+-- pepnet_evaluate's rows and the data_hash of the rows evaluated (src/evaluate.c: a ninth column)
+CREATE FUNCTION pepnet._evaluate_rows(model text, data text)
+	RETURNS TABLE (domain int, task text, rows bigint, auc float8, logloss float8,
+	               mean_p float8, actual float8, pcoc float8, data_hash text)
+	AS 'MODULE_PATHNAME', 'pepnet_evaluate' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
 CREATE FUNCTION pepnet._record_evaluation(name text, version int, record text, data text, res jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -228,15 +236,17 @@ BEGIN
 	SELECT COALESCE(m.config -> 'tasks' ->> 0, 'click') INTO first_task
 	FROM pepnet.models m WHERE m.name = _record_evaluation.name AND m.version = _record_evaluation.version;
 	-- the shape of pepnet_train's validation metrics: the first task's figures over all domains,
-	-- then per task and per domain
-	SELECT COALESCE((SELECT r - 'domain' - 'task' FROM jsonb_array_elements(res) r
+	-- then per task and per domain; data_hash (each row carries it) once, as in validation
+	SELECT COALESCE((SELECT r - 'domain' - 'task' - 'data_hash' FROM jsonb_array_elements(res) r
 					 WHERE r ->> 'task' = first_task AND jsonb_typeof(r -> 'domain') = 'null'), '{}')
 		   || jsonb_build_object('tasks', jsonb_object_agg(t.task, t.fig), 'query', _record_evaluation.data,
 								 'evaluated_at', now())
+		   || COALESCE((SELECT jsonb_build_object('data_hash', r -> 'data_hash') FROM jsonb_array_elements(res) r
+						WHERE jsonb_typeof(r -> 'data_hash') = 'string' LIMIT 1), '{}')
 	INTO fig
 	FROM (SELECT o.value ->> 'task' AS task,
-				 (o.value - 'domain' - 'task')
-				 || jsonb_build_object('domains', COALESCE((SELECT jsonb_object_agg(d.value ->> 'domain', d.value - 'domain' - 'task')
+				 (o.value - 'domain' - 'task' - 'data_hash')
+				 || jsonb_build_object('domains', COALESCE((SELECT jsonb_object_agg(d.value ->> 'domain', d.value - 'domain' - 'task' - 'data_hash')
 															FROM jsonb_array_elements(res) d
 															WHERE d.value ->> 'task' = o.value ->> 'task'
 															  AND jsonb_typeof(d.value -> 'domain') <> 'null'), '{}')) AS fig
@@ -274,7 +284,7 @@ BEGIN
 	-- the version the reference names now, evaluated and recorded as that version
 	pin := pg_catalog.regexp_match(@extschema@.pepnet_pin(model)::text, '^(.*)@([0-9]+)#[0-9a-f]+$');
 	SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e)) INTO res
-	FROM @extschema@.pepnet_evaluate(pin[1] OPERATOR(pg_catalog.||) '@' OPERATOR(pg_catalog.||) pin[2], data) e;
+	FROM pepnet._evaluate_rows(pin[1] OPERATOR(pg_catalog.||) '@' OPERATOR(pg_catalog.||) pin[2], data) e;
 	PERFORM pepnet._record_evaluation(pin[1], pin[2]::int, record, data, res);
 	RETURN QUERY SELECT * FROM pg_catalog.jsonb_to_recordset(res) AS x(domain int, task text, rows bigint, auc float8,
 		logloss float8, mean_p float8, actual float8, pcoc float8);
@@ -348,9 +358,15 @@ CREATE TRIGGER deploy_history_metric BEFORE INSERT ON pepnet.deploy_history
 	FOR EACH ROW EXECUTE FUNCTION pepnet._deploy_history_metric();
 
 /*
- * pepnet_deploy(name, strategy, metric, evaluation): 'best' ranks by a recorded evaluation
- * (metrics->'evaluations'->evaluation, pepnet_evaluate(..., record)) instead of pepnet_train's
- * validation when evaluation is given; only versions with that evaluation compete.
+ * pepnet_deploy(name, strategy, metric, evaluation): one function for every strategy.  'best'
+ * ranks by pepnet_train's validation figures (metrics->'validation'), or, with evaluation, by a
+ * recorded evaluation (metrics->'evaluations'->evaluation, pepnet_evaluate(..., record)); only
+ * versions with that figure compete.  Figures are comparable only on the same data: the
+ * candidates are the versions measured as the newest version with the figure was (the same
+ * query, number of rows and actual rate of the first task, and the same data_hash of the rows
+ * where both have one: validations and evaluations recorded since 0.3.0); the others are skipped
+ * and named in a NOTICE.  The figure a 'best' deploy chose by goes to pepnet.deploy_history.metric.
+ * A name longer than 63 characters is 42622, its message shortened.
  */
 DROP FUNCTION pepnet_deploy(text, text, text);
 CREATE FUNCTION pepnet_deploy(name text, strategy text, metric text DEFAULT 'logloss', evaluation text DEFAULT NULL) RETURNS int
@@ -362,12 +378,18 @@ DECLARE
 	mname text;
 	task text;
 	fig float8;
+	newest int;
+	skipped text;
 	src text := CASE WHEN pepnet_deploy.evaluation IS NULL THEN 'validation' ELSE format('evaluation "%s"', pepnet_deploy.evaluation) END;
 BEGIN
 	PERFORM pepnet._require_writable('pepnet_deploy');
 	IF pepnet_deploy.name IS NULL OR pepnet_deploy.strategy IS NULL THEN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF char_length(pepnet_deploy.name) > 63 THEN
+		RAISE EXCEPTION 'model name "%" is longer than 63 characters', left(pepnet_deploy.name, 20) || '...'
+			USING ERRCODE = 'name_too_long';
 	END IF;
 	IF strpos(pepnet_deploy.name, '@') > 0 THEN
 		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
@@ -424,20 +446,45 @@ BEGIN
 				USING ERRCODE = 'invalid_parameter_value',
 					  HINT = 'Use ''logloss'' (lowest wins), ''auc'' (highest wins) or ''pcoc'' (closest to 1 wins), optionally followed by :task, as pepnet_train''s selection.';
 		END IF;
-		SELECT x.version, x.fig::text::float8 INTO v, fig
-		FROM (SELECT m.version,
-					 CASE WHEN task IS NULL THEN src_fig -> mname
-						  ELSE src_fig -> 'tasks' -> task -> mname END AS fig
-			  FROM pepnet.models m,
-				   LATERAL (SELECT CASE WHEN pepnet_deploy.evaluation IS NULL THEN m.metrics -> 'validation'
-										ELSE m.metrics -> 'evaluations' -> pepnet_deploy.evaluation END AS src_fig) sf
-			  WHERE m.name = pepnet_deploy.name) x
-		WHERE jsonb_typeof(x.fig) = 'number'
-		ORDER BY CASE mname WHEN 'auc' THEN -(x.fig::text::float8)
-							WHEN 'pcoc' THEN CASE WHEN x.fig::text::float8 > 0 THEN abs(ln(x.fig::text::float8)) ELSE 'Infinity' END  -- |ln PCOC|, as pepnet_train's selection
-							ELSE x.fig::text::float8 END,
-				 x.version DESC
-		LIMIT 1;
+		-- the versions with the figure, the newest of them, those measured on its data ranked
+		WITH f AS (
+			SELECT m.version,
+				   CASE WHEN task IS NULL THEN sf.f -> mname ELSE sf.f -> 'tasks' -> task -> mname END AS fig,
+				   CASE WHEN pepnet_deploy.evaluation IS NULL THEN m.metrics -> 'validation_query' ELSE sf.f -> 'query' END AS q,
+				   sf.f -> 'rows' AS r, sf.f -> 'actual' AS a, sf.f -> 'data_hash' AS h
+			FROM pepnet.models m,
+				 LATERAL (SELECT CASE WHEN pepnet_deploy.evaluation IS NULL THEN m.metrics -> 'validation'
+									  ELSE m.metrics -> 'evaluations' -> pepnet_deploy.evaluation END AS f) sf
+			WHERE m.name = pepnet_deploy.name),
+		n AS (SELECT f.* FROM f WHERE jsonb_typeof(f.fig) = 'number' ORDER BY f.version DESC LIMIT 1),
+		c AS (SELECT f.version, f.fig::text::float8 AS fig,
+					 ROW(f.q, f.r, f.a) IS NOT DISTINCT FROM ROW(n.q, n.r, n.a) AND (f.h IS NULL OR n.h IS NULL OR f.h = n.h) AS same
+			  FROM f, n WHERE jsonb_typeof(f.fig) = 'number')
+		SELECT (SELECT n.version FROM n),
+			   (SELECT string_agg(c.version::text, ', ' ORDER BY c.version) FROM c WHERE NOT c.same),
+			   b.version, b.fig
+		INTO newest, skipped, v, fig
+		FROM (SELECT 1) one
+		LEFT JOIN (SELECT c.version, c.fig FROM c WHERE c.same
+				   ORDER BY CASE mname WHEN 'auc' THEN -c.fig
+									   WHEN 'pcoc' THEN CASE WHEN c.fig > 0 THEN abs(ln(c.fig)) ELSE 'Infinity' END  -- |ln PCOC|, as pepnet_train's selection
+									   ELSE c.fig END,
+							c.version DESC
+				   LIMIT 1) b ON true;
+		IF skipped IS NOT NULL THEN
+			IF pepnet_deploy.evaluation IS NULL THEN
+				RAISE NOTICE 'deploy strategy ''best'' of model "%" compared only the versions validated on the same data as version %; skipped versions validated on other data: %',
+					pepnet_deploy.name, newest, skipped
+					USING DETAIL = 'Validation figures are comparable only on the same data: the same validation query (metrics->''validation_query''), number of rows and actual rate (metrics->''validation''), and, for versions trained since 0.3.0, the same rows (metrics->''validation''->''data_hash'').',
+						  HINT = 'To compare them all, score each candidate on one query with pepnet_evaluate and deploy the best by number.';
+			ELSE
+				RAISE NOTICE 'deploy strategy ''best'' of model "%" compared only the versions whose evaluation "%" was measured on the same data as version %''s; skipped versions evaluated on other data: %',
+					pepnet_deploy.name, pepnet_deploy.evaluation, newest, skipped
+					USING DETAIL = format('Evaluation figures are comparable only on the same data: the same query, number of rows and actual rate (metrics->''evaluations''->%L), and, for evaluations recorded since 0.3.0, the same rows (its data_hash).', pepnet_deploy.evaluation),
+						  HINT = format('Record evaluation %L of each candidate on one query with pepnet_evaluate(model, data, record => %L).',
+										pepnet_deploy.evaluation, pepnet_deploy.evaluation);
+			END IF;
+		END IF;
 		IF v IS NULL THEN
 			IF pepnet_deploy.evaluation IS NOT NULL THEN
 				RAISE EXCEPTION 'no version of model "%" has an evaluation "%" with a %', pepnet_deploy.name,
@@ -791,3 +838,52 @@ FROM pg_catalog.pg_stat_activity a,
 		'^CALL pepnet_train -- "([^\n]*)": epoch ([0-9]+) of ([0-9]+|\?), (?:([0-9]+) rows, loss ([^,\n]+), ([0-9.]+) rows/s)?') AS m) p
 WHERE a.state = 'active' AND p.m IS NOT NULL AND a.pid NOT IN (SELECT shm.pid FROM shm);
 COMMENT ON VIEW pepnet.training_progress IS 'pepnet: running trainings and their progress (all figures with shared_preload_libraries = ''pepnet'', else from pg_stat_activity)';
+
+-- == fixes: verify, shared memory, 'best', SQLSTATEs, soak (issue 15 items 4, 5, 6, 8) ==
+-- ('best' over comparable versions only is in pepnet_deploy(name, strategy, metric, evaluation)
+-- above; a deploy losing a race with a DELETE of its version gets 42704 from the version guard)
+
+/*
+ * The soak test's account of shared memory: the shared cache's DSA area as the area itself sees
+ * it (segments, free pages, live spans), written to the server log.
+ */
+CREATE FUNCTION pepnet._shared_cache_dump() RETURNS boolean
+	AS 'MODULE_PATHNAME', 'pepnet_shared_cache_dump' LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION pepnet._shared_cache_dump() FROM PUBLIC;
+
+/*
+ * SQLSTATEs as docs/api.md gives them: pepnet_deploy of a name longer than 63 characters is
+ * 42622 (as everywhere), its message shortened, instead of 42704 echoing the name.
+ */
+CREATE OR REPLACE FUNCTION pepnet_deploy(name text, version int) RETURNS void
+LANGUAGE plpgsql VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	latest int;
+BEGIN
+	PERFORM pepnet._require_writable('pepnet_deploy');
+	IF pepnet_deploy.name IS NULL OR pepnet_deploy.version IS NULL THEN
+		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF char_length(pepnet_deploy.name) > 63 THEN
+		RAISE EXCEPTION 'model name "%" is longer than 63 characters', left(pepnet_deploy.name, 20) || '...'
+			USING ERRCODE = 'name_too_long';
+	END IF;
+	IF strpos(pepnet_deploy.name, '@') > 0 THEN
+		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
+								pepnet_deploy.version);
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
+				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
+		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
+		IF latest IS NULL THEN
+			RAISE EXCEPTION 'model "%" does not exist', pepnet_deploy.name
+				USING ERRCODE = 'undefined_object';
+		END IF;
+		RAISE EXCEPTION 'model "%" has no version %', pepnet_deploy.name, pepnet_deploy.version
+			USING ERRCODE = 'undefined_object', DETAIL = format('Its latest version is %s.', latest);
+	END IF;
+	PERFORM pepnet._deploy(pepnet_deploy.name, pepnet_deploy.version, 'version');
+END $$;

@@ -11,6 +11,7 @@
 
 #include <math.h>
 
+#include "common/hashfn.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -31,11 +32,45 @@ PG_FUNCTION_INFO_V1(pepnet_check_data);
 #define EVAL_BATCH 32768
 
 /*
+ * The identity of the rows of a batch, added to *sum: each row's domain,
+ * ids, dense values and labels hashed, the rows' hashes summed, so that
+ * the same rows in any order give the same sum.
+ */
+static void
+rows_hash(const Rows *rows, const PnConfig *c, uint64 *sum)
+{
+	int			i;
+
+	for (i = 0; i < rows->n; i++)
+	{
+		uint64		h = hash_bytes_extended((const unsigned char *) &rows->domain[i], sizeof(int32), 0);
+
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->persona + (int64) i * c->npers),
+												  sizeof(int64) * c->npers, 1));
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->features + (int64) i * c->nfeat),
+												  sizeof(int64) * c->nfeat, 2));
+		if (c->dense)
+			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->dense + (int64) i * c->dense),
+													  sizeof(float) * c->dense, 3));
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->labels + (int64) i * c->ntasks),
+												  sizeof(float) * c->ntasks, 4));
+		*sum += h;
+	}
+}
+
+/*
  * Score every row of a query with the model in batches (inference mode)
  * and compute the metrics per domain and task, and per task overall.
  */
 Metric *
 evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
+{
+	return evaluate_rows(m, query, what, nmetrics, NULL);
+}
+
+/* evaluate, and (data_hash not NULL) the identity of the query's rows (rows_hash) */
+Metric *
+evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, uint64 *data_hash)
 {
 	const PnConfig *c = &m->cfg;
 	PnEvaluator *ev;
@@ -71,6 +106,8 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 			}
 		if (rows.n == 0)
 			break;
+		if (data_hash)
+			rows_hash(&rows, c, data_hash);
 		b.n = rows.n;
 		b.domain = rows.domain;
 		b.persona = rows.persona;
@@ -112,7 +149,13 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 }
 
 
-/* pepnet_evaluate(model, data): AUC and logloss per domain and task, and overall */
+/*
+ * pepnet_evaluate(model, data): AUC and logloss per domain and task, and
+ * overall.  Declared with a ninth column (pepnet._evaluate_rows, which
+ * pepnet_evaluate(model, data, record) records from), each row also carries
+ * the data_hash of the rows evaluated (16 hex digits, as pepnet_train's
+ * validation records it).
+ */
 Datum
 pepnet_evaluate(PG_FUNCTION_ARGS)
 {
@@ -126,6 +169,9 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	int			nm,
 				i;
 	MemoryContext caller;
+	uint64		data_hash = 0;
+	bool		with_hash;
+	char	   *hash_text = NULL;
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
@@ -136,14 +182,17 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	model = pepnet_load_model(&ref, name, &version);
 	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	InitMaterializedSRF(fcinfo, 0);
+	with_hash = rsinfo->setDesc->natts >= 9;
 	caller = CurrentMemoryContext;
 	SPI_connect();
-	ms = evaluate(model, query, "data", &nm);
+	ms = evaluate_rows(model, query, "data", &nm, with_hash ? &data_hash : NULL);
 	MemoryContextSwitchTo(caller);
+	if (with_hash)
+		hash_text = psprintf("%016llx", (unsigned long long) data_hash);
 	for (i = 0; i < nm; i++)
 	{
-		Datum		values[8];
-		bool		nulls[8] = {false, false, false, false, false, false, false, false};
+		Datum		values[9];
+		bool		nulls[9] = {false, false, false, false, false, false, false, false, !with_hash};
 
 		values[0] = Int32GetDatum(ms[i].domain);
 		nulls[0] = ms[i].domain < 0;
@@ -157,6 +206,8 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 		values[6] = Float8GetDatum(ms[i].rate);
 		values[7] = Float8GetDatum(ms[i].rate > 0 ? ms[i].mean_p / ms[i].rate : 0);
 		nulls[7] = !(ms[i].rate > 0);
+		/* pepnet._evaluate_rows: the identity of the rows evaluated */
+		values[8] = with_hash ? CStringGetTextDatum(hash_text) : (Datum) 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	SPI_finish();

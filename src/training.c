@@ -576,7 +576,9 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 /*
  * pepnet._train_eval(query): validation metrics of the trainer's model as
  * jsonb (metrics_json: rows, logloss, auc, mean_p, actual, pcoc of the
- * first task, then per task and domain).
+ * first task, then per task and domain), and data_hash: the identity of
+ * the validation rows (16 hex digits, the same for the same rows in any
+ * order), by which deploy strategy 'best' tells comparable figures.
  */
 Datum
 pepnet_train_eval(PG_FUNCTION_ARGS)
@@ -588,16 +590,21 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 				i;
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *json;
+	uint64		data_hash = 0;
+	char	   *extra;
 
 	SPI_connect();
-	ms = evaluate(st->model, query, "validation", &nm);
+	ms = evaluate_rows(st->model, query, "validation", &nm, &data_hash);
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
 			pepnet_progress_validation(ms[i].logloss, ms[i].auc);
 	json = metrics_json(ms, nm, &st->model->cfg);
 	json = MemoryContextStrdup(caller, json);
 	SPI_finish();
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+	extra = psprintf("{\"data_hash\": \"%016llx\"}", (unsigned long long) data_hash);
+	PG_RETURN_DATUM(DirectFunctionCall2(jsonb_concat,
+										DirectFunctionCall1(jsonb_in, CStringGetDatum(json)),
+										DirectFunctionCall1(jsonb_in, CStringGetDatum(extra))));
 }
 
 /* Adam's first (which = 1) or second (2) moments as a safetensors bytea, the model's tensor names */
