@@ -2,8 +2,9 @@
 #
 # A transaction deletes a version and holds its commit; a concurrent pepnet_deploy of that version
 # (by number, and by 'latest') has checked that the version exists and waits on the deleted row in
-# the foreign key's check.  Once the delete commits, the deploy fails with 42704 (the version does
-# not exist), not the foreign key's 23503, and the deployment is unchanged.
+# the version guard's FOR KEY SHARE (pepnet._version_exists, which replaced the foreign key).  Once
+# the delete commits, the deploy fails with 42704 (the version does not exist), not 23503 as for
+# direct DML, and the deployment is unchanged.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -75,7 +76,7 @@ for my $case ([ 'by number', 2, q{SELECT pepnet_deploy('r', 2)} ], [ q{'latest'}
 	$del->{h}->finish;
 	bg_finish($dep);
 	isnt($dep->{rc}, 0, "deploy $what of r\@$v fails once the delete commits");
-	like($dep->{err}, qr/ERROR:  42704: model "r" has no version $v/, "deploy $what: 42704 (docs/api.md), not the foreign key's 23503")
+	like($dep->{err}, qr/ERROR:  42704: model "r" has no version $v/, "deploy $what: 42704 (docs/api.md), not 23503")
 	  or diag($dep->{err});
 	is(sq("SELECT version FROM pepnet.deployments WHERE name = 'r'"), '1', "deploy $what: r\@1 is still deployed");
 }
