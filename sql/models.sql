@@ -87,8 +87,10 @@ SELECT pepnet_export('n@3');
 INSERT INTO pepnet.models (name, version, config, weights)
 	SELECT name, 10, config, pepnet_export('n@5') FROM pepnet.models WHERE name = 'n' AND version = 5;
 SELECT pepnet_create('n', :'small') AS after_explicit_10;
--- no surrogate id: a version is (name, version)
-SELECT count(*) AS id_columns FROM information_schema.columns WHERE table_schema = 'pepnet' AND column_name = 'id';
+-- no surrogate id: a version is (name, version); the column id (since 0.3.0) only takes the ids of
+-- backups taken under 0.1.0: NULL for every version stored since, and no key on it
+SELECT count(*) AS id_values FROM pepnet.models WHERE id IS NOT NULL;
+SELECT count(*) AS id_keys FROM information_schema.key_column_usage WHERE table_schema = 'pepnet' AND column_name = 'id';
 
 -- names count characters, not bytes: 32 and 63 two-byte characters are valid names
 SELECT pepnet_create(repeat('é', 32), :'small') AS e32, pepnet_create(repeat('é', 63), :'small') AS e63;

@@ -113,7 +113,7 @@ SELECT count(*) AS versions_of_so FROM pepnet.models WHERE name = 'so';
 CREATE TEMP TABLE so_other AS
 SELECT overlay(b placing convert_to('"version": 2', 'UTF8') from position(convert_to('"version": 3', 'UTF8') in b)) AS b FROM so_bundle;
 SELECT so_error($$SELECT pepnet_import_version(b) FROM so_other$$) LIKE
-       '42710: model "so" version 2 already exists on this node (%) with other config or weights' AS taken_number_refused;
+       '23505: model "so" version 2 already exists on this node (%) with other config or weights' AS taken_number_refused;
 -- bad bundles
 SELECT so_error($$SELECT pepnet_import_version(NULL)$$);
 SELECT so_error($$SELECT pepnet_import_version('\x00')$$);

@@ -568,10 +568,11 @@ pepnet_read_weights(const char *name, int32 version, size_t room, uint64 maxlen,
  * pepnet._chunks_guard(): BEFORE ROW trigger on pepnet.model_chunks.  A
  * version's chunks are written with its row, in the transaction that
  * inserted it, and never change: UPDATE is refused, INSERT is refused for a
- * version committed before, DELETE while the version's row exists (chunks
- * go with their version: ON DELETE CASCADE, after the version guard has
- * refused deleting a deployed one).  COPY (pg_restore) loads chunks as
- * they were dumped.  Enabled ALWAYS: in logical replication's apply worker
+ * version committed before or missing, DELETE while the version's row
+ * exists (chunks go with their version: pepnet._models_cascade deletes
+ * them, after the version guard has refused deleting a deployed one).
+ * COPY (pg_restore, in any order and in parallel with the versions) loads
+ * chunks as they were dumped.  Enabled ALWAYS: in logical replication's apply worker
  * (session_replication_role = replica) it lets writes through but keeps the
  * chunks of a version whose replicated DELETE the version guard skipped.
  */
@@ -638,8 +639,14 @@ pepnet_chunks_guard(PG_FUNCTION_ARGS)
 					 errhint("Delete the version from pepnet.models (not deployed); its chunks go with it.")));
 		return PointerGetDatum(row);
 	}
-	/* INSERT: only into a version inserted by this transaction (the foreign key checks that it exists) */
-	if (exists && !TransactionIdIsCurrentTransactionId(xmin))
+	/* INSERT: only into a version inserted by this transaction */
+	if (!exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("model \"%s\" has no version %d: chunks cannot be stored without their version", name, version),
+				 errdetail("A version's chunks are written in the transaction that inserts its row into pepnet.models, after the row."),
+				 errhint("Create versions with pepnet_import, pepnet_import_chunks, pepnet_create or pepnet_train.")));
+	if (!TransactionIdIsCurrentTransactionId(xmin))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("model \"%s\" version %d is immutable: chunks cannot be added to it", name, version),

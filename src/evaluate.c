@@ -2,7 +2,7 @@
  * evaluate.c
  *		pepnet_evaluate(model, data) and the evaluation pepnet_train runs on
  *		its validation query: every row of a labelled data query scored in
- *		batches of EVAL_BATCH by the scoring engine in fp32 (src/core/
+ *		blocks of EVAL_BATCH by the scoring engine in fp32 (src/core/
  *		evaluate.c: PN's running statistics, ties bit-identical, negative
  *		down-sampling in the output bias), metrics per domain and task
  *		(metrics.c).
@@ -12,15 +12,52 @@
 
 #include <math.h>
 
+#include "common/hashfn.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 
 PG_FUNCTION_INFO_V1(pepnet_evaluate);
+PG_FUNCTION_INFO_V1(pepnet_check_data);
 
-#define EVAL_BATCH 1024
+/*
+ * Rows scored per call of the engine, which groups them by (domain, persona):
+ * a block this large lets rows of one persona that stand apart in the query
+ * share their persona's work and fill the engine's tiles, so evaluation does
+ * not depend on the query's order for its speed (logits do not depend on the
+ * grouping).  Memory: the block's inputs, about 8 bytes per id.
+ */
+#define EVAL_BATCH 32768
+
+/*
+ * The identity of the rows of a batch, added to *sum: each row's domain,
+ * ids, dense values and labels hashed, the rows' hashes summed, so that
+ * the same rows in any order give the same sum.
+ */
+static void
+rows_hash(const Rows *rows, const PnConfig *c, uint64 *sum)
+{
+	int			i;
+
+	for (i = 0; i < rows->n; i++)
+	{
+		uint64		h = hash_bytes_extended((const unsigned char *) &rows->domain[i], sizeof(int32), 0);
+
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->persona + (int64) i * c->npers),
+												  sizeof(int64) * c->npers, 1));
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->features + (int64) i * c->nfeat),
+												  sizeof(int64) * c->nfeat, 2));
+		if (c->dense)
+			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->dense + (int64) i * c->dense),
+													  sizeof(float) * c->dense, 3));
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->labels + (int64) i * c->ntasks),
+												  sizeof(float) * c->ntasks, 4));
+		*sum += h;
+	}
+}
 
 /*
  * Score every row of a query with the model in batches (inference mode)
@@ -28,6 +65,13 @@ PG_FUNCTION_INFO_V1(pepnet_evaluate);
  */
 Metric *
 evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
+{
+	return evaluate_rows(m, query, what, nmetrics, NULL);
+}
+
+/* evaluate, and (data_hash not NULL) the identity of the query's rows (rows_hash) */
+Metric *
+evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, uint64 *data_hash)
 {
 	const PnConfig *c = &m->cfg;
 	PnEvaluator *ev;
@@ -63,6 +107,8 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 			}
 		if (rows.n == 0)
 			break;
+		if (data_hash)
+			rows_hash(&rows, c, data_hash);
 		b.n = rows.n;
 		b.domain = rows.domain;
 		b.persona = rows.persona;
@@ -104,7 +150,13 @@ evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 }
 
 
-/* pepnet_evaluate(model, data): AUC and logloss per domain and task, and overall */
+/*
+ * pepnet_evaluate(model, data): AUC and logloss per domain and task, and
+ * overall.  Declared with a ninth column (pepnet._evaluate_rows, which
+ * pepnet_evaluate(model, data, record) records from), each row also carries
+ * the data_hash of the rows evaluated (16 hex digits, as pepnet_train's
+ * validation records it).
+ */
 Datum
 pepnet_evaluate(PG_FUNCTION_ARGS)
 {
@@ -118,6 +170,9 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	int			nm,
 				i;
 	MemoryContext caller;
+	uint64		data_hash = 0;
+	bool		with_hash;
+	char	   *hash_text = NULL;
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
@@ -128,14 +183,17 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	model = pepnet_load_model(&ref, name, &version);
 	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	InitMaterializedSRF(fcinfo, 0);
+	with_hash = rsinfo->setDesc->natts >= 9;
 	caller = CurrentMemoryContext;
 	pepnet_spi_connect();
-	ms = evaluate(model, query, "data", &nm);
+	ms = evaluate_rows(model, query, "data", &nm, with_hash ? &data_hash : NULL);
 	MemoryContextSwitchTo(caller);
+	if (with_hash)
+		hash_text = psprintf("%016llx", (unsigned long long) data_hash);
 	for (i = 0; i < nm; i++)
 	{
-		Datum		values[8];
-		bool		nulls[8] = {false, false, false, false, false, false, false, false};
+		Datum		values[9];
+		bool		nulls[9] = {false, false, false, false, false, false, false, false, !with_hash};
 
 		values[0] = Int32GetDatum(ms[i].domain);
 		nulls[0] = ms[i].domain < 0;
@@ -149,8 +207,175 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 		values[6] = Float8GetDatum(ms[i].rate);
 		values[7] = Float8GetDatum(ms[i].rate > 0 ? ms[i].mean_p / ms[i].rate : 0);
 		nulls[7] = !(ms[i].rate > 0);
+		/* pepnet._evaluate_rows: the identity of the rows evaluated */
+		values[8] = with_hash ? CStringGetTextDatum(hash_text) : (Datum) 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	SPI_finish();
+	return (Datum) 0;
+}
+
+
+/* one (domain, task) of pepnet_check_data's summary */
+typedef struct CheckCount
+{
+	int64		rows;			/* rows of the domain */
+	int64		labeled;		/* rows with a known label for the task */
+	int64		positives;		/* labels >= 0.5 */
+	double		label_sum;
+} CheckCount;
+
+/*
+ * pepnet_check_data(data, config, model): every row of a data query read
+ * and checked as pepnet_train reads it (domain, ids, shapes, labels; a
+ * fault raises the error training would, naming the row), without
+ * training; returns per domain and task (and per task over all domains,
+ * domain NULL) rows, labeled rows, positives and the actual rate.
+ * WARNINGs for columns that are not used, domains without rows and
+ * (domain, task) groups with one class only.
+ */
+Datum
+pepnet_check_data(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *query;
+	PnConfig	cfgbuf;
+	const PnConfig *c;
+	PnModel    *model = NULL;
+	PnError		err = {0};
+	Reader		r;
+	Rows		rows;
+	CheckCount *cnt;
+	int64		total = 0;
+	int			d,
+				t,
+				i;
+	TupleDesc	td;
+	MemoryContext caller;
+
+	if (PG_ARGISNULL(0))
+		pepnet_null_arg("data query");
+	if (PG_ARGISNULL(1) == PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pepnet_check_data needs a config or a model, one of them"),
+				 errhint("Check against the config you will train with (config => ...) or a stored version (model => 'ctr@3').")));
+	query = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!PG_ARGISNULL(1))
+	{
+		Jsonb	   *jb = PG_GETARG_JSONB_P(1);
+		char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+
+		if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfgbuf, &err) != PN_OK)
+			pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
+		c = &cfgbuf;
+	}
+	else
+	{
+		PepnetRef	ref;
+		char		name[PEPNET_NAMELEN];
+		int32		version;
+
+		pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(2)), &ref);
+		model = pepnet_load_model(&ref, name, &version);
+		c = &model->cfg;
+	}
+	InitMaterializedSRF(fcinfo, 0);
+	caller = CurrentMemoryContext;
+	cnt = palloc0(sizeof(CheckCount) * c->domains * c->ntasks);
+	pepnet_spi_connect();
+	rows_init(&rows, c, FETCH_ROWS);
+	reader_open(&r, query, c, "data", false);
+	td = r.portal->tupDesc;
+	for (i = 0; i < td->natts; i++)
+	{
+		const char *col = NameStr(TupleDescAttr(td, i)->attname);
+
+		if (TupleDescAttr(td, i)->attisdropped)
+			continue;
+		if (strcmp(col, "domain") != 0 && strcmp(col, "persona") != 0 && strcmp(col, "features") != 0 &&
+			strcmp(col, "dense") != 0 && strcmp(col, "label") != 0 && strcmp(col, "labels") != 0)
+			ereport(WARNING,
+					(errmsg("data query column \"%s\" is not used by training", col),
+					 errhint("Training reads domain, persona, features, dense and label or labels; check the column's name.")));
+	}
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		rows.n = 0;
+		if (reader_fetch(&r, &rows, FETCH_ROWS) == 0)
+			break;
+		for (i = 0; i < rows.n; i++)
+		{
+			d = rows.domain[i];
+			for (t = 0; t < c->ntasks; t++)
+			{
+				CheckCount *k = &cnt[d * c->ntasks + t];
+				float		y = rows.labels[(size_t) i * c->ntasks + t];
+
+				k->rows++;
+				if (isnan(y))
+					continue;
+				k->labeled++;
+				k->label_sum += y;
+				if (y >= 0.5f)
+					k->positives++;
+			}
+		}
+		total += rows.n;
+	}
+	SPI_cursor_close(r.portal);
+	SPI_finish();
+	MemoryContextSwitchTo(caller);
+	if (total == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("data query returned no rows")));
+	for (t = 0; t < c->ntasks; t++)
+	{
+		CheckCount	all = {0};
+
+		for (d = 0; d <= c->domains; d++)
+		{
+			CheckCount *k = d < c->domains ? &cnt[d * c->ntasks + t] : &all;
+			Datum		values[6];
+			bool		nulls[6] = {false, false, false, false, false, false};
+
+			if (d < c->domains)
+			{
+				all.rows += k->rows;
+				all.labeled += k->labeled;
+				all.positives += k->positives;
+				all.label_sum += k->label_sum;
+				if (k->rows == 0)
+				{
+					if (t == 0)
+						ereport(WARNING,
+								(errmsg("domain %d of the model has no rows in the data query", d),
+								 errdetail("Its domain-specific parameters would keep their initial values.")));
+					continue;
+				}
+				if (k->labeled > 0 && (k->positives == 0 || k->positives == k->labeled))
+					ereport(WARNING,
+							(errmsg("task \"%s\" has only %s labels in domain %d: its AUC there is undefined",
+									c->tasks[t], k->positives ? "positive" : "negative", d)));
+			}
+			values[0] = Int32GetDatum(d);
+			nulls[0] = d == c->domains;
+			values[1] = CStringGetTextDatum(c->tasks[t]);
+			values[2] = Int64GetDatum(k->rows);
+			values[3] = Int64GetDatum(k->labeled);
+			values[4] = Int64GetDatum(k->positives);
+			values[5] = Float8GetDatum(k->labeled ? k->label_sum / k->labeled : 0);
+			nulls[5] = k->labeled == 0;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+		if (all.labeled == 0)
+			ereport(WARNING,
+					(errmsg("task \"%s\" has no known label in the data query", c->tasks[t]),
+					 errdetail("Training needs a label 0 or 1 for at least one task.")));
+	}
+	if (model == NULL)
+		pn_config_free(&cfgbuf);
 	return (Datum) 0;
 }

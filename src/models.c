@@ -508,6 +508,20 @@ pepnet_registry_init(void)
 							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL, NULL, NULL, NULL);
 }
 
+PG_FUNCTION_INFO_V1(pepnet_copy_into_sql);
+
+/* pepnet._copy_into(table text) RETURNS boolean: pepnet_copy_into for the SQL triggers */
+Datum
+pepnet_copy_into_sql(PG_FUNCTION_ARGS)
+{
+	char	   *t;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	t = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	PG_RETURN_BOOL(pepnet_copy_into(t));
+}
+
 /*
  * pepnet._deploy_log(): AFTER ROW trigger on pepnet.deployments writing
  * pepnet.deploy_history: the deploying role, from and to versions and the

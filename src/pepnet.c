@@ -23,7 +23,9 @@ _PG_init(void)
 	pepnet_chunks_init();
 	pepnet_cache_init();
 	pepnet_score_init();
+	pepnet_training_init();
 	pepnet_shmem_init();
+	pepnet_pinned_init();
 	MarkGUCPrefixReserved("pepnet");
 
 	pepnet_util_init();

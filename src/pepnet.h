@@ -161,4 +161,10 @@ extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCach
 extern void pepnet_score_init(void);
 extern struct ArrayType *scores_array(int T);
 
+/* scaleout.c */
+extern void pepnet_pinned_init(void);
+
+/* training.c */
+extern void pepnet_training_init(void);
+
 #endif							/* PEPNET_H */

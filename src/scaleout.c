@@ -33,6 +33,10 @@
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "catalog/namespace.h"
+#include "optimizer/planner.h"
+#include "utils/lsyscache.h"
+#include "utils/plancache.h"
 
 PG_FUNCTION_INFO_V1(pepnet_pinned_in);
 PG_FUNCTION_INFO_V1(pepnet_pinned_out);
@@ -90,7 +94,8 @@ pepnet_pinned_in(PG_FUNCTION_ARGS)
 	char	   *s = PG_GETARG_CSTRING(0);
 	const char *at = strchr(s, '@');
 	const char *p;
-	char		name[NAMEDATALEN];
+	const char *shown = pepnet_clip(s, 40);	/* the input in messages, shortened */
+	char		name[PEPNET_NAMELEN];
 	int64		v = 0;
 	uint8		fp[FP_LEN];
 	size_t		nlen;
@@ -98,15 +103,20 @@ pepnet_pinned_in(PG_FUNCTION_ARGS)
 	if (at == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("pinned model reference \"%s\" names no version", s),
+				 errmsg("pinned model reference \"%s\" names no version", shown),
 				 errdetail("A bare name means the deployed version, which changes with every deploy and may differ between nodes."),
-				 errhint("Pin a version: '%s@3', or pepnet_pin('%s') for the one deployed now.", s, s)));
+				 errhint("Pin a version: '%s@3', or pepnet_pin('%s') for the one deployed now.", shown, shown)));
 	nlen = at - s;
-	if (nlen == 0 || nlen >= NAMEDATALEN)
+	if (nlen == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid pinned model reference \"%s\": the name must have 1 to %d characters", s, NAMEDATALEN - 1),
+				 errmsg("invalid pinned model reference \"%s\": the name is empty", shown),
 				 errhint(PINNED_HINT)));
+	/* names of 1 to 63 characters (of the server encoding, not bytes), as pepnet_check_name */
+	if (nlen >= PEPNET_NAMELEN || pg_mbstrlen_with_len(s, nlen) > PEPNET_NAME_MAXCHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("model name in pinned reference \"%s\" is longer than %d characters", shown, PEPNET_NAME_MAXCHARS)));
 	memcpy(name, s, nlen);
 	name[nlen] = '\0';
 	for (p = at + 1; *p >= '0' && *p <= '9'; p++)
@@ -118,7 +128,7 @@ pepnet_pinned_in(PG_FUNCTION_ARGS)
 	if (p == at + 1 || v < 1 || v > PG_INT32_MAX || (*p != '\0' && *p != '#'))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("invalid pinned model reference \"%s\": the version must be a number from 1 to %d", s, PG_INT32_MAX),
+				 errmsg("invalid pinned model reference \"%s\": the version must be a number from 1 to %d", shown, PG_INT32_MAX),
 				 errhint(PINNED_HINT)));
 	if (*p == '#')
 	{
@@ -132,7 +142,7 @@ pepnet_pinned_in(PG_FUNCTION_ARGS)
 		if (hl != FP_HEX || i != hl)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-					 errmsg("invalid pinned model reference \"%s\": the fingerprint must be %d hex digits", s, FP_HEX),
+					 errmsg("invalid pinned model reference \"%s\": the fingerprint must be %d hex digits", shown, FP_HEX),
 					 errhint(PINNED_HINT)));
 		hex_decode(h, FP_HEX, (char *) fp);
 	}
@@ -216,7 +226,7 @@ pinned_check(PinnedState *st)
 	Pinned	   *p = st->pin;
 	PepnetRef	ref;
 	uint8		fp[FP_LEN];
-	char		refbuf[NAMEDATALEN + 16];
+	char		refbuf[PEPNET_NAMELEN + 16];
 
 	if (st->lxid == MyProc->lxid && st->stmt_start == GetCurrentStatementStartTimestamp())
 		return;
@@ -242,6 +252,94 @@ pinned_check(PinnedState *st)
 	st->stmt_start = GetCurrentStatementStartTimestamp();
 }
 
+/* ---------------------------------------------------------------- */
+/* pinned scores folded at plan time                                 */
+/* ---------------------------------------------------------------- */
+
+/*
+ * The pinned pepnet_predict is IMMUTABLE (so that postgres_fdw ships it),
+ * and PostgreSQL evaluates an IMMUTABLE function with constant arguments
+ * once, while planning, as the planning role.  Its privilege checks (USAGE
+ * on schema pepnet, SELECT on pepnet.models, row-level security) then ran
+ * for that role only, and a cached plan (a prepared statement, a plpgsql
+ * function's statements) would hand the folded score to any role that runs
+ * it later, and after a REVOKE.  A plan into which pepnet_predict was folded
+ * is therefore marked as PostgreSQL marks plans that row-level security
+ * depends on: dependsOnRole (replanned, and so checked again, when another
+ * role runs it) and depending on pepnet.models (replanned after GRANT,
+ * REVOKE, ALTER TABLE or a policy change on it; a change of the schema's
+ * privileges replans every plan).
+ */
+static planner_hook_type prev_planner_hook = NULL;
+static int	planning_depth = 0;
+static bool pinned_folded = false;
+static bool reset_plans_at_xact_end = false;
+
+static PlannedStmt *
+pinned_planner(Query *parse, const char *query_string, int cursorOptions, ParamListInfo boundParams)
+{
+	bool		outer = pinned_folded;
+	PlannedStmt *result;
+
+	pinned_folded = false;
+	planning_depth++;
+	PG_TRY();
+	{
+		if (prev_planner_hook)
+			result = prev_planner_hook(parse, query_string, cursorOptions, boundParams);
+		else
+			result = standard_planner(parse, query_string, cursorOptions, boundParams);
+	}
+	PG_CATCH();
+	{
+		planning_depth--;
+		pinned_folded = outer;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	planning_depth--;
+	if (pinned_folded)
+	{
+		Oid			nsp = get_namespace_oid("pepnet", true);
+		Oid			models = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
+
+		result->dependsOnRole = true;
+		if (OidIsValid(models))
+			result->relationOids = lappend_oid(result->relationOids, models);
+	}
+	/* a score folded while planning a query folded into the outer plan belongs to it too */
+	pinned_folded = outer || pinned_folded;
+	return result;
+}
+
+/*
+ * The library is loaded by the first pepnet function a session calls, which
+ * may be the pinned pepnet_predict being folded by a planner that started
+ * before the hook was installed: the plans built in that transaction are
+ * replanned (with the hook) when they are next used.
+ */
+static void
+pinned_xact_cb(XactEvent event, void *arg)
+{
+	if (reset_plans_at_xact_end &&
+		(event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		 event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT))
+	{
+		reset_plans_at_xact_end = false;
+		ResetPlanCache();
+	}
+}
+
+/* called by _PG_init */
+void
+pepnet_pinned_init(void)
+{
+	prev_planner_hook = planner_hook;
+	planner_hook = pinned_planner;
+	RegisterXactCallback(pinned_xact_cb, NULL);
+	reset_plans_at_xact_end = IsTransactionState();
+}
+
 /*
  * pepnet_predict(model pepnet_pinned, domain, persona, features, dense):
  * IMMUTABLE (a pinned version's scores never change), so postgres_fdw may
@@ -260,6 +358,8 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
 	p = PG_GETARG_PINNED(0);
+	if (planning_depth > 0)
+		pinned_folded = true;
 	if (st == NULL)
 	{
 		st = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(PinnedState));
@@ -379,6 +479,132 @@ bad_bundle(const char *why)
 }
 
 /*
+ * Parse a bundle's header as jsonb, and its created_at (when a string) as
+ * a timestamptz, in a subtransaction: a data exception (not JSON, \u0000,
+ * a date out of range ...) is a malformed bundle (22P03), reported with
+ * PostgreSQL's message as detail.
+ */
+static Jsonb *
+bundle_parse(const char *header)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Jsonb	   *volatile h = NULL;
+	ErrorData  *volatile edata = NULL;
+	const char *volatile what = "its header is not JSON";
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		JsonbValue	vbuf,
+				   *v;
+
+		h = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(header)));
+		v = JB_ROOT_IS_OBJECT(h) ? getKeyJsonValueFromContainer(&h->root, "created_at", 10, &vbuf) : NULL;
+		what = "its created_at is not a timestamp";
+		if (v && v->type == jbvString)
+			(void) DirectFunctionCall3(timestamptz_in,
+									   CStringGetDatum(pnstrdup(v->val.string.val, v->val.string.len)),
+									   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	if (edata != NULL)
+	{
+		/* cancel, out of memory ...: as they are */
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			ReThrowError(edata);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("not a valid pepnet version bundle: %s", what),
+				 errdetail("%s", edata->message),
+				 errhint("Pass the bytea that pepnet_export_version returned, unchanged.")));
+	}
+	if (!JB_ROOT_IS_OBJECT(h))
+		bad_bundle("its header is not a JSON object");
+	return h;
+}
+
+/* The value of key in a bundle's header, NULL when absent or JSON null */
+static JsonbValue *
+bundle_field(Jsonb *h, const char *key)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(&h->root, key, strlen(key), NULL);
+
+	return v == NULL || v->type == jbvNull ? NULL : v;
+}
+
+/* A header field that must be an integer from 1 to 2147483647 */
+static int32
+bundle_int(JsonbValue *v, const char *why)
+{
+	char	   *t;
+	size_t		n;
+
+	if (v == NULL || v->type != jbvNumeric)
+		bad_bundle(why);
+	t = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	n = strspn(t, "0123456789");
+	if (n == 0 || t[n] != '\0' || n > 10 || strtoll(t, NULL, 10) < 1 || strtoll(t, NULL, 10) > PG_INT32_MAX)
+		bad_bundle(why);
+	return (int32) strtoll(t, NULL, 10);
+}
+
+/* A header field that must be a JSON object: its text */
+static char *
+bundle_object(JsonbValue *v, const char *why)
+{
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		bad_bundle(why);
+	return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+}
+
+/*
+ * The fields of a bundle's header, each checked for its type before
+ * anything is stored (22P03 naming the field): name a string, version an
+ * integer from 1, config and metrics objects, fingerprint 64 hex digits,
+ * parent (if not null) an integer from 1, created_at (if not null) a
+ * timestamp.
+ */
+static void
+bundle_fields(const char *header, char **name, int32 *version, char **cfgtext, char **fphex)
+{
+	Jsonb	   *h = bundle_parse(header);
+	JsonbValue *v;
+
+	v = bundle_field(h, "name");
+	if (v == NULL || v->type != jbvString)
+		bad_bundle("its name is not a string");
+	*name = pnstrdup(v->val.string.val, v->val.string.len);
+	*version = bundle_int(bundle_field(h, "version"), "its version is not an integer from 1 to 2147483647");
+	*cfgtext = bundle_object(bundle_field(h, "config"), "its config is not a JSON object");
+	(void) bundle_object(bundle_field(h, "metrics"), "its metrics are not a JSON object");
+	v = bundle_field(h, "fingerprint");
+	if (v == NULL || v->type != jbvString || v->val.string.len != FP_HEX ||
+		strspn(pnstrdup(v->val.string.val, v->val.string.len), "0123456789abcdefABCDEF") != FP_HEX)
+		bad_bundle("its fingerprint is not 64 hex digits");
+	*fphex = pnstrdup(v->val.string.val, v->val.string.len);
+	v = bundle_field(h, "parent");
+	if (v != NULL)
+		(void) bundle_int(v, "its parent is not null or an integer from 1 to 2147483647");
+	v = bundle_field(h, "created_at");
+	if (v != NULL && v->type != jbvString)
+		bad_bundle("its created_at is not a timestamp");
+}
+
+/*
  * pepnet_import_version(bundle bytea) RETURNS int: the version, with its
  * number, parent, metrics and creation time, as on the node that exported
  * it.  A version of that name and number that exists here already is
@@ -396,7 +622,6 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 	char	   *header;
 	Oid			targs[2] = {TEXTOID, BYTEAOID};
 	Datum		vals[2];
-	bool		isnull;
 	char	   *name,
 			   *cfgtext,
 			   *fphex;
@@ -407,8 +632,6 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 	PnModel    *m;
 	PnError		err = {0};
 	bytea	   *weights;
-	int			i;
-	MemoryContext caller = CurrentMemoryContext;
 
 	pepnet_require_writable("pepnet_import_version");
 	if (PG_ARGISNULL(0))
@@ -435,37 +658,10 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 		memcpy(VARDATA(weights), data + BUNDLE_MAGIC_LEN + 4 + hl, wl);
 	}
 
-	pepnet_spi_connect();
-
-	/* the header's fields, each checked for its type */
-	vals[0] = CStringGetTextDatum(header);
-	if (SPI_execute_with_args("SELECT h OPERATOR(pg_catalog.->>) 'name', "
-							  "pg_catalog.jsonb_typeof(h OPERATOR(pg_catalog.->) 'version') OPERATOR(pg_catalog.=) 'number', "
-							  "(h OPERATOR(pg_catalog.->) 'config')::pg_catalog.text, h OPERATOR(pg_catalog.->>) 'fingerprint', "
-							  "pg_catalog.jsonb_typeof(h OPERATOR(pg_catalog.->) 'config') OPERATOR(pg_catalog.=) 'object', "
-							  "pg_catalog.jsonb_typeof(h OPERATOR(pg_catalog.->) 'metrics') OPERATOR(pg_catalog.=) 'object' "
-							  "FROM (SELECT $1::pg_catalog.jsonb AS h) s",
-							  1, targs, vals, NULL, false, 1) != SPI_OK_SELECT)
-		bad_bundle("its header is not JSON");
-	for (i = 1; i <= 6; i++)
-	{
-		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i, &isnull);
-		if (isnull || (TupleDescAttr(SPI_tuptable->tupdesc, i - 1)->atttypid == BOOLOID &&
-					   !DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i, &isnull))))
-			bad_bundle("its header lacks name, version, config, metrics or fingerprint");
-	}
-	name = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-	cfgtext = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3));
-	fphex = MemoryContextStrdup(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4));
-	if (SPI_execute_with_args("SELECT (($1::pg_catalog.jsonb) OPERATOR(pg_catalog.->>) 'version')::pg_catalog.int4",
-							  1, targs, vals, NULL, false, 1) != SPI_OK_SELECT)
-		bad_bundle("its version is not a number");
-	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	/* the header's fields, each checked for its type (22P03 naming the field) */
+	bundle_fields(header, &name, &version, &cfgtext, &fphex);
 	pepnet_check_name(name);
-	if (version < 1)
-		bad_bundle("its version is not a positive number");
-	if (strlen(fphex) != FP_HEX)
-		bad_bundle("its fingerprint is not 64 hex digits");
+	pepnet_spi_connect();
 	hex_decode(fphex, FP_HEX, (char *) fp);
 
 	/* the bundle's config and weights must give its fingerprint: checked before anything else */
@@ -494,7 +690,7 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 	{
 		if (memcmp(have, fp, FP_LEN) != 0)
 			ereport(ERROR,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
 					 errmsg("model \"%s\" version %d already exists on this node (%s) with other config or weights",
 							name, version, node_label()),
 					 errdetail("Fingerprint here %s, in the bundle %s.", fp_hex(have), fp_hex(fp)),

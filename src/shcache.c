@@ -120,6 +120,7 @@ static bool callbacks = false;
 
 PG_FUNCTION_INFO_V1(pepnet_shared_cache);
 PG_FUNCTION_INFO_V1(pepnet_shared_cache_stats);
+PG_FUNCTION_INFO_V1(pepnet_shared_cache_dump);
 
 Size
 pepnet_shcache_shmem_size(void)
@@ -272,6 +273,28 @@ abandon_build(void)
 		entry_free(pepnet_shmem_area(), s);
 	LWLockRelease(pepnet_shmem_lock());
 	ConditionVariableBroadcast(&s->cv);
+}
+
+/*
+ * Record the shared memory of the entry this backend is building, so that
+ * abandon_build frees it (D: the domains of doms)
+ */
+static void
+building_record(dsa_pointer hdr, dsa_pointer doms, int D)
+{
+	ShEntry    *s;
+
+	if (building < 0)
+		return;
+	s = &sc->e[building];
+	LWLockAcquire(pepnet_shmem_lock(), LW_EXCLUSIVE);
+	if (s->state == SH_BUILDING && s->builder == MyProcPid && s->gen == building_gen)
+	{
+		s->hdr = hdr;
+		s->doms = doms;
+		s->D = D;
+	}
+	LWLockRelease(pepnet_shmem_lock());
 }
 
 static void
@@ -462,16 +485,16 @@ claim_entry(const PepnetRef *ref, int *slot, uint64 *gen, dsa_pointer *hit)
 	return i;
 }
 
-/* Make entry i, built by this backend, ready and pinned by it; wakes its waiters */
+/*
+ * Make entry i, built by this backend, ready and pinned by it; wakes its
+ * waiters.  Its blocks are already recorded in it (building_record).
+ */
 static void
-publish_entry(int i, dsa_pointer hp, dsa_pointer dp, int D, int *slot, uint64 *gen)
+publish_entry(int i, int *slot, uint64 *gen)
 {
 	ShEntry    *s = &sc->e[i];
 
 	LWLockAcquire(pepnet_shmem_lock(), LW_EXCLUSIVE);
-	s->hdr = hp;
-	s->doms = dp;
-	s->D = D;
 	s->state = SH_READY;
 	s->builder = 0;
 	s->built_at = GetCurrentTimestamp();
@@ -550,22 +573,28 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 		LWLockRelease(lock);
 		if (ok)
 		{
+			/*
+			 * Each block is recorded in the claimed entry as soon as it is
+			 * allocated: whatever interrupts the build from here (ERROR,
+			 * cancel, statement_timeout, a FATAL such as
+			 * pg_terminate_backend) ends in abandon_build, from PG_CATCH,
+			 * the transaction's abort or before_shmem_exit, which frees the
+			 * entry's blocks with the claim.
+			 */
 			hp = dsa_allocate_extended(area, hbytes, DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM | DSA_ALLOC_ZERO);
-			dp = dsa_allocate_extended(area, dbytes, DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM | DSA_ALLOC_ZERO);
-			if (!DsaPointerIsValid(hp) || !DsaPointerIsValid(dp))
+			building_record(hp, InvalidDsaPointer, 0);
+			if (DsaPointerIsValid(hp))
 			{
-				/* the DSM segments could not grow (dynamic_shared_memory, /dev/shm): per backend */
-				if (DsaPointerIsValid(hp))
-					dsa_free(area, hp);
-				if (DsaPointerIsValid(dp))
-					dsa_free(area, dp);
-				hp = dp = InvalidDsaPointer;
-				ok = false;
+				dp = dsa_allocate_extended(area, dbytes, DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM | DSA_ALLOC_ZERO);
+				building_record(hp, dp, m->cfg.domains);
 			}
+			/* the DSM segments could not grow (dynamic_shared_memory, /dev/shm): per backend */
+			if (!DsaPointerIsValid(hp) || !DsaPointerIsValid(dp))
+				ok = false;
 		}
 		if (!ok)
 		{
-			/* a private copy after all: the model stays in tmp, a child of the caller's context */
+			/* a private copy after all (abandon_build frees what was allocated); the model stays in tmp, a child of the caller's context */
 			abandon_build();
 			*slot = -1;
 			MemoryContextSwitchTo(tmp);
@@ -590,21 +619,15 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 			MemoryContextSwitchTo(tmp);
 			pepnet_scatter_weights(name, version, lay);
 			MemoryContextSwitchTo(caller);
-			publish_entry(i, hp, dp, m->cfg.domains, slot, gen);
+			publish_entry(i, slot, gen);
 			m = model_view(area, hp);
 			MemoryContextDelete(tmp);
 		}
 	}
 	PG_CATCH();
 	{
+		/* frees the blocks recorded in the entry (nothing read from this frame's locals) */
 		MemoryContextSwitchTo(caller);
-		if (building >= 0 && DsaPointerIsValid(hp) && !DsaPointerIsValid(sc->e[building].hdr))
-		{
-			/* allocated but not yet recorded in the entry */
-			dsa_free(area, hp);
-			if (DsaPointerIsValid(dp))
-				dsa_free(area, dp);
-		}
 		abandon_build();
 		PG_RE_THROW();
 	}
@@ -1002,4 +1025,19 @@ pepnet_shared_cache_stats(PG_FUNCTION_ARGS)
 		LWLockRelease(pepnet_shmem_lock());
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(td, values, nulls)));
+}
+
+/*
+ * pepnet._shared_cache_dump(): the DSA area's own account of its segments
+ * and spans (dsa_dump, on the server's stderr: the log without
+ * logging_collector), for tests that check that no block is left
+ * allocated; false when the shared cache is off.  Superuser only.
+ */
+Datum
+pepnet_shared_cache_dump(PG_FUNCTION_ARGS)
+{
+	if (!enabled())
+		PG_RETURN_BOOL(false);
+	dsa_dump(pepnet_shmem_area());
+	PG_RETURN_BOOL(true);
 }

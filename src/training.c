@@ -64,13 +64,114 @@ typedef struct TrainState
 	double		last_lr;
 	/* negative down-sampling rate per domain (NULL: none) */
 	float	   *neg_rate;
+	/*
+	 * divergence stop (pepnet.max_loss_growth when training began, 0: off):
+	 * the mean loss of a window of LOSS_WINDOW steps may not exceed
+	 * max_loss_growth times that of the call's first window
+	 */
+	double		max_loss_growth;
+	double		loss_ref;		/* first window's mean loss, 0 until known */
+	double		win_loss;		/* the current window's sum of batch losses */
+	int64		win_steps,
+				win_first;		/* steps in it, its first step (1-based in this call) */
+	int64		call_steps;		/* optimiser steps of this call */
 } TrainState;
+
+#define LOSS_WINDOW 20
 
 #define SCHED_NONE 0
 #define SCHED_COSINE 1
 #define SCHED_STEP 2
 
 static TrainState *train = NULL;
+
+/* pepnet.max_loss_growth: the divergence stop's factor (0: off) */
+static double pepnet_max_loss_growth = 100;
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/*
+ * Whether a line of an error's context is one of pepnet's own PL/pgSQL
+ * frames: pepnet_train's procedure and the internal functions it and
+ * pepnet_evaluate(model, data, record) use, the statements they run and the
+ * grid's CALL of each run.
+ */
+static bool
+internal_context_line(const char *line, size_t len)
+{
+	static const char *const prefixes[] = {
+		"PL/pgSQL function pepnet_train(",
+		"PL/pgSQL function pepnet._train_grid(",
+		"PL/pgSQL function pepnet._record_evaluation(",
+		"PL/pgSQL function pepnet._config_of(",
+		"PL/pgSQL function pepnet_evaluate(text,text,text)",
+		"SQL statement \"SELECT pepnet._",
+		"SQL statement \"SELECT pg_catalog.jsonb_agg(pg_catalog.to_jsonb(e))",
+		"SQL statement \"CALL pepnet._train_grid(",
+	};
+	int			i;
+
+	for (i = 0; i < lengthof(prefixes); i++)
+		if (len >= strlen(prefixes[i]) && strncmp(line, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	/* the grid's CALL of a run (the schema qualification varies) */
+	return strncmp(line, "SQL statement \"CALL ", 20) == 0 && len > 40 &&
+		memmem(line, len, ".pepnet_train(base, data,", 25) != NULL;
+}
+
+/*
+ * emit_log_hook: drops pepnet's internal PL/pgSQL frames from the context of
+ * an error report (they name procedure lines, not the user's statement);
+ * frames of the caller's own functions stay.  In place, no allocation.
+ */
+static void
+pepnet_emit_log(ErrorData *edata)
+{
+	if (edata->context && strstr(edata->context, "pepnet"))
+	{
+		char	   *src = edata->context,
+				   *dst = edata->context;
+		bool		in_statement = false;	/* dropping a multi-line SQL statement */
+
+		while (*src)
+		{
+			char	   *nl = strchr(src, '\n');
+			size_t		len = nl ? (size_t) (nl - src) : strlen(src);
+			bool		drop = in_statement || internal_context_line(src, len);
+
+			/* a statement's text runs to the line ending in its closing quote */
+			if (drop && (in_statement || strncmp(src, "SQL statement \"", 15) == 0))
+				in_statement = !(len > 0 && src[len - 1] == '"' && (in_statement || len > 15));
+			if (!drop)
+			{
+				if (dst != edata->context)
+					*dst++ = '\n';
+				memmove(dst, src, len);
+				dst += len;
+			}
+			src += len + (nl ? 1 : 0);
+		}
+		*dst = '\0';
+		if (edata->context[0] == '\0')
+			edata->context = NULL;
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/* Define training's settings (from _PG_init) */
+void
+pepnet_training_init(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = pepnet_emit_log;
+
+	DefineCustomRealVariable("pepnet.max_loss_growth",
+							 "Stops pepnet_train when the mean loss of 20 steps exceeds this many times that of its first 20 steps (0: never).",
+							 NULL, &pepnet_max_loss_growth, 100, 0, 1e300, PGC_USERSET, 0,
+							 NULL, NULL, NULL);
+}
+
 /* Seconds since some fixed point */
 static double
 now_seconds(void)
@@ -168,7 +269,8 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("pepnet_train cannot run inside a transaction block"),
 				 errdetail("It commits a new version after each epoch."),
-				 errhint("Run CALL pepnet_train(...) on its own, outside BEGIN ... COMMIT.")));
+				 errhint("Run CALL pepnet_train(...) on its own, outside BEGIN ... COMMIT; from a driver that opens transactions "
+						 "itself, turn autocommit on first (psycopg: conn.autocommit = True; JDBC: setAutoCommit(true)).")));
 	if (!SPI_inside_nonatomic_context())
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
@@ -188,6 +290,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 	st->cxt = cxt;
 	st->batch_size = bs;
 	st->base_lr = st->last_lr = lr;
+	st->max_loss_growth = pepnet_max_loss_growth;
 	PG_TRY();
 	{
 		if (!PG_ARGISNULL(1))
@@ -277,6 +380,36 @@ schedule_lr(const TrainState *st, int64 step)
 	return lr;
 }
 
+/*
+ * The divergence stop: a finite loss that grows past max_loss_growth times
+ * the first LOSS_WINDOW steps' mean stops training before the epoch's
+ * version is stored (a non-finite one is caught by the core).
+ */
+static void
+loss_window(TrainState *st, double loss)
+{
+	st->call_steps++;
+	if (st->max_loss_growth <= 0)
+		return;
+	if (st->win_steps == 0)
+		st->win_first = st->call_steps;
+	st->win_loss += loss;
+	if (++st->win_steps < LOSS_WINDOW)
+		return;
+	if (st->loss_ref <= 0)
+		st->loss_ref = Max(st->win_loss / st->win_steps, 1e-6);
+	else if (st->win_loss / st->win_steps > st->max_loss_growth * st->loss_ref)
+		ereport(ERROR,
+				(errcode(ERRCODE_FLOATING_POINT_EXCEPTION),
+				 errmsg("training diverged: the mean loss of steps %lld to %lld is %g, more than %g times the %g of the first %d steps",
+						(long long) st->win_first, (long long) st->call_steps, st->win_loss / st->win_steps,
+						st->max_loss_growth, st->loss_ref, LOSS_WINDOW),
+				 errdetail("The epoch's version is not stored; earlier epochs' versions are kept."),
+				 errhint("Lower lr (or use an lr_schedule with warm-up), scale dense values, or raise pepnet.max_loss_growth (0 turns the stop off).")));
+	st->win_loss = 0;
+	st->win_steps = 0;
+}
+
 /* Train on the rows collected in the batch, with a progress NOTICE now and then */
 static void
 epoch_step(Epoch *ep)
@@ -311,6 +444,7 @@ epoch_step(Epoch *ep)
 	pn_trainer_set_lr(ep->st->trainer, (float) ep->st->last_lr);
 	if (pn_train_step(ep->st->trainer, &b, &loss, &err) != PN_OK)
 		train_core_error(&err, "data", &ep->batch);
+	loss_window(ep->st, loss);
 	ep->loss_sum += loss * b.n;
 	ep->run_loss += loss * b.n;
 	ep->run_rows += b.n;
@@ -443,7 +577,9 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 /*
  * pepnet._train_eval(query): validation metrics of the trainer's model as
  * jsonb (metrics_json: rows, logloss, auc, mean_p, actual, pcoc of the
- * first task, then per task and domain).
+ * first task, then per task and domain), and data_hash: the identity of
+ * the validation rows (16 hex digits, the same for the same rows in any
+ * order), by which deploy strategy 'best' tells comparable figures.
  */
 Datum
 pepnet_train_eval(PG_FUNCTION_ARGS)
@@ -455,16 +591,21 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 				i;
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *json;
+	uint64		data_hash = 0;
+	char	   *extra;
 
 	pepnet_spi_connect();
-	ms = evaluate(st->model, query, "validation", &nm);
+	ms = evaluate_rows(st->model, query, "validation", &nm, &data_hash);
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
 			pepnet_progress_validation(ms[i].logloss, ms[i].auc);
 	json = metrics_json(ms, nm, &st->model->cfg);
 	json = MemoryContextStrdup(caller, json);
 	SPI_finish();
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+	extra = psprintf("{\"data_hash\": \"%016llx\"}", (unsigned long long) data_hash);
+	PG_RETURN_DATUM(DirectFunctionCall2(jsonb_concat,
+										DirectFunctionCall1(jsonb_in, CStringGetDatum(json)),
+										DirectFunctionCall1(jsonb_in, CStringGetDatum(extra))));
 }
 
 /* Adam's first (which = 1) or second (2) moments as a safetensors bytea, the model's tensor names */

@@ -702,7 +702,11 @@ pepnet_verify(PG_FUNCTION_ARGS)
 		canon = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		if (!isnull && VARSIZE_ANY_EXHDR(DatumGetByteaPP(d)) == FP_LEN)
-			stored = (uint8 *) pnstrdup(VARDATA_ANY(DatumGetByteaPP(d)), FP_LEN);
+		{
+			/* 32 bytes of a hash: any of them may be 0x00 (no string copy) */
+			stored = palloc(FP_LEN);
+			memcpy(stored, VARDATA_ANY(DatumGetByteaPP(d)), FP_LEN);
+		}
 		MemoryContextSwitchTo(old);
 	}
 	if (!weights_where(ref.name, ref.version, caller, &w, &len))

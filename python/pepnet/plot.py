@@ -14,6 +14,17 @@ validation.tasks.<task>.{logloss, auc, domains.<d>.{logloss, auc, ...}}); calibr
 ``pcoc`` or the ratio of a mean prediction to an actual rate where the metrics have them. Keys
 a version lacks are left out of its panel (a gap), never an error. Needs python3-matplotlib.
 Connection: libpq's environment (PGHOST, PGPORT, PGDATABASE, ...) or --dsn.
+
+Several runs side by side (since 0.3.0):
+
+    PYTHONPATH=python /usr/bin/python3 -m pepnet.plot --compare ctr -o runs.png [--source holdout]
+    PYTHONPATH=python /usr/bin/python3 -m pepnet.plot --compare ctr@2 ctr@4 other@7 -o runs.png
+
+A bare name stands for every run of that name (each version no other version continues from, e.g.
+the last epoch of each run of a grid); 'name@v' for that version. Draws 2x2 panels: the validation
+logloss and AUC of each run's lineage per epoch (one curve per run), and per-domain AUC and PCOC
+bars of each run's version (one bar per run), from its validation or, with --source, from a
+recorded evaluation (pepnet_evaluate(model, data, record => 'holdout')).
 """
 import argparse
 import math
@@ -159,11 +170,173 @@ def plot_lineage(chain, out, task=None, title=None, deployed=None):
     return task
 
 
+def _run_label(chain):
+    """A short label of a run: name@version, parts and hidden sizes, lr."""
+    row = chain[-1]
+    c = row.get("config") or {}
+    m = row.get("metrics") or {}
+    parts = "+".join(p for p in ("star", "pn", "epnet", "ppnet", "aux") if c.get(p, True) is not False) or "mlp"
+    hidden = "x".join(str(h) for h in (c.get("hidden") or [])) or "-"
+    lr = m.get("lr")
+    return "%s@%s %s h%s%s" % (row.get("name", "?"), row["version"], parts, hidden,
+                               " lr%g" % lr if isinstance(lr, (int, float)) else "")
+
+
+def _figures(row, source, task):
+    """The (task figures dict) of a version from its validation or a recorded evaluation."""
+    m = row.get("metrics") or {}
+    src = m.get("validation") if source in (None, "validation") else (m.get("evaluations") or {}).get(source)
+    src = src or {}
+    return ((src.get("tasks") or {}).get(task) or {}) if task is not None else {}
+
+
+def plot_compare(chains, out, task=None, source=None, title=None):
+    """Draw several runs (each a lineage, oldest first, as db.lineage returns) side by side to the PNG
+    file out.  Returns {"task", "runs", "axes", "domains"}."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if task is None:
+        for chain in chains:
+            task = series(chain)[0]
+            if task is not None:
+                break
+    colors = plt.get_cmap("tab10").colors
+    markers = "osD^vP*Xh<>p"
+    fig, axes = plt.subplots(2, 2, figsize=(15, 9), constrained_layout=True)
+    labels = [_run_label(c) for c in chains]
+    # curves: x = the lineage's epoch (1-based position in the chain)
+    for key, ax, ttl in (("logloss", axes[0][0], "Validation logloss per epoch (all domains)"),
+                         ("auc", axes[0][1], "Validation AUC per epoch (all domains)")):
+        drew = False
+        for j, chain in enumerate(chains):
+            pts = []
+            for i, row in enumerate(chain):
+                t = _figures(row, "validation", task)
+                y = _num(t.get(key))
+                if y is not None:
+                    pts.append((i + 1, y))
+            if pts:
+                drew = True
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=colors[j % len(colors)],
+                        marker=markers[j % len(markers)], label=labels[j], linewidth=1.8, markersize=5)
+        ax.set_title(ttl)
+        ax.set_xlabel("epoch of the run's lineage")
+        ax.set_ylabel(key if key == "logloss" else "AUC")
+        ax.grid(True, alpha=0.3)
+        if drew:
+            ax.legend(fontsize=8, loc="best")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        else:
+            ax.text(0.5, 0.5, "no validation %s in these runs" % key, transform=ax.transAxes, ha="center",
+                    va="center", color="gray")
+    # bars: one group per domain (and "all"), one bar per run
+    domains = set()
+    for chain in chains:
+        domains |= set((_figures(chain[-1], source, task).get("domains") or {}).keys())
+    domains = sorted(domains, key=lambda d: (len(d), d))
+    groups = domains + ["all"]
+    n = max(1, len(chains))
+    width = 0.8 / n
+    src_name = source or "validation"
+    for key, ax, ttl in (("auc", axes[1][0], "AUC per domain (%s; runs coloured as above)" % src_name),
+                         ("pcoc", axes[1][1], "Calibration per domain: PCOC (%s; runs coloured as above)" % src_name)):
+        drew = False
+        for j, chain in enumerate(chains):
+            t = _figures(chain[-1], source, task)
+            ys = []
+            for g in groups:
+                d = t if g == "all" else (t.get("domains") or {}).get(g) or {}
+                ys.append((pcoc(d) if key == "pcoc" else _num(d.get(key))) if d else None)
+            xs = [k + (j - (n - 1) / 2) * width for k in range(len(groups))]
+            pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+            if pts:
+                drew = True
+                ax.bar([p[0] for p in pts], [p[1] for p in pts], width=width * 0.95, color=colors[j % len(colors)],
+                       label=labels[j])
+        ax.set_xticks(list(range(len(groups))))
+        ax.set_xticklabels(["domain %s" % g if g != "all" else "all domains" for g in groups],
+                           fontsize=8 if len(groups) <= 12 else 6, rotation=0 if len(groups) <= 8 else 45)
+        ax.set_title(ttl)
+        ax.set_ylabel("AUC" if key == "auc" else "PCOC (predicted / actual)")
+        ax.grid(True, axis="y", alpha=0.3)
+        if key == "auc" and drew:
+            lo = min(p.get_height() for p in ax.patches)
+            ax.set_ylim(max(0.0, min(0.5, lo - 0.05)), 1.0)
+        if key == "pcoc" and drew:
+            ax.axhline(1.0, color="gray", linewidth=1, linestyle=":")
+        if not drew:
+            ax.text(0.5, 0.5, "no %s figures with %s in these runs" % (src_name, key.upper()), transform=ax.transAxes,
+                    ha="center", va="center", color="gray")
+    fig.suptitle(title or "pepnet: %d run(s) compared%s" % (len(chains), ", task \"%s\"" % task if task else ""),
+                 fontsize=13)
+    fig.savefig(out, dpi=100)
+    naxes = len(fig.axes)
+    plt.close(fig)
+    return {"task": task, "runs": len(chains), "axes": naxes, "domains": len(domains)}
+
+
+def leaves(conn, name):
+    """The runs of a model name: its versions no other version of the name continues from."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT m.version FROM pepnet.models m
+            WHERE m.name = %(n)s AND NOT EXISTS (SELECT 1 FROM pepnet.models c WHERE c.name = m.name AND c.parent = m.version)
+            ORDER BY m.version""", {"n": name})
+        return [r[0] for r in cur.fetchall()]
+
+
+def main_compare(args):
+    """python -m pepnet.plot --compare REF [REF ...]"""
+    import psycopg2
+    from . import db
+    try:
+        conn = psycopg2.connect(args.dsn)
+    except psycopg2.Error as e:
+        print("pepnet.plot: cannot connect: %s" % str(e).strip(), file=sys.stderr)
+        return 1
+    conn.autocommit = True
+    chains = []
+    try:
+        for ref in args.model:
+            name, version = db._split_ref(ref)
+            versions = [version] if version is not None else leaves(conn, name)
+            if not versions:
+                raise LookupError("model \"%s\" does not exist" % name)
+            for v in versions:
+                chains.append(db.lineage(conn, "%s@%d" % (name, v)))
+    except (LookupError, ValueError, psycopg2.Error) as e:
+        print("pepnet.plot: %s" % str(e).strip(), file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    if args.source not in (None, "validation") and not any(
+            args.source in ((c[-1].get("metrics") or {}).get("evaluations") or {}) for c in chains):
+        print("pepnet.plot: no run has an evaluation %r (record one with pepnet_evaluate(model, data, record => %r))"
+              % (args.source, args.source), file=sys.stderr)
+        return 1
+    out = args.output or "%s-runs.png" % chains[0][-1]["name"]
+    try:
+        info = plot_compare(chains, out, args.task, args.source)
+    except OSError as e:
+        print("pepnet.plot: cannot write %s: %s" % (out, e.strerror or e), file=sys.stderr)
+        return 1
+    print("wrote %s: %d run(s) (%s), %d panels, %d domain(s)%s" % (
+        out, info["runs"], ", ".join("%s@%s" % (c[-1]["name"], c[-1]["version"]) for c in chains), info["axes"],
+        info["domains"], ", task %s" % info["task"] if info["task"] else ""))
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m pepnet.plot",
                                  description="Draw a pepnet version's lineage (train loss, validation logloss, "
                                              "AUC and calibration per domain, per epoch) to a PNG.")
-    ap.add_argument("model", help="'name' (the lineage of its latest version) or 'name@version'")
+    ap.add_argument("model", nargs="+", help="'name' (the lineage of its latest version) or 'name@version'; "
+                    "with --compare, one or more: a bare name = each run of that name")
+    ap.add_argument("--compare", action="store_true",
+                    help="draw several runs side by side (validation curves, per-domain AUC and PCOC bars)")
+    ap.add_argument("--source", help="with --compare: the bars' figures from this recorded evaluation "
+                    "(default: each version's validation)")
     ap.add_argument("-o", "--output", help="PNG file to write (default: <name>-lineage.png)")
     ap.add_argument("--task", help="task to draw (default: the config's first task)")
     ap.add_argument("--dsn", default="", help="libpq connection string (default: the PG* environment)")
@@ -172,6 +345,12 @@ def main(argv=None):
     if importlib.util.find_spec("matplotlib") is None:
         print("pepnet.plot needs matplotlib: apt-get install python3-matplotlib", file=sys.stderr)
         return 2
+    if args.compare:
+        return main_compare(args)
+    if len(args.model) != 1:
+        print("pepnet.plot: one model reference draws its lineage; use --compare for several", file=sys.stderr)
+        return 2
+    args.model = args.model[0]
     import psycopg2
     from . import db
     try:

@@ -1,21 +1,26 @@
-# test/t/005_upgrade.pl: ALTER EXTENSION pepnet UPDATE from 0.1.0 keeps every stored version.
+# test/t/005_upgrade.pl: ALTER EXTENSION pepnet UPDATE from 0.1.0 and from 0.2.0 to the current
+# version (0.3.0) keeps every stored version.
 #
 # Database "up": CREATE EXTENSION pepnet VERSION '0.1.0' (sql/pepnet--0.1.0.sql as shipped), then
 # versions made by pepnet_create, pepnet_import and CALL pepnet_train (2 epochs, with validation),
 # one deployed.  Recorded before the update: every version's stored row (config, md5 of weights,
 # metrics, parent), its scores for a fixed request (all tasks, every domain, with dense features),
 # what the bare name scores with, pepnet_evaluate, and its pepnet_export as tensors.  After
-# ALTER EXTENSION pepnet UPDATE: extversion is 0.2.0; rows, scores, the bare name and
+# ALTER EXTENSION pepnet UPDATE: extversion is 0.3.0; rows, scores, the bare name and
 # pepnet_evaluate's five 0.1.0 columns are unchanged; every exported tensor is there with the
 # same dtype, shape and bytes, except the tensors 0.2.0 adds (listed in %ADDED_IN_020), which
-# are exported as stored, or as zeros where the stored weights lack them.  The library is 0.2.0's throughout
-# (one is installed): 0.1.0's SQL must work with it until the update, training included.  0.2.0 works on the upgraded
-# database: new versions, training continued from an old version, deploy.  Database "fresh":
-# CREATE EXTENSION pepnet (0.1.0 then the upgrade script); its catalog equals the upgraded one's:
+# are exported as stored, or as zeros where the stored weights lack them.  The library is the current one throughout
+# (one is installed): 0.1.0's SQL must work with it until the update, training included.  The current version works on the upgraded
+# database: new versions, training continued from an old version, deploy.  Database "up2": CREATE
+# EXTENSION pepnet VERSION '0.2.0', versions trained (Adam state in chunks), created, imported,
+# deployed and rolled back, one deleted, all in chunks; after ALTER EXTENSION pepnet UPDATE every
+# table's rows, fingerprints, exports, scores and pepnet_verify are as before, and numbering,
+# training and deploy history continue.  Database "fresh":
+# CREATE EXTENSION pepnet (0.1.0 then the upgrade scripts); its catalog equals both upgraded ones':
 # member objects, function signatures, results, volatility, strictness, parallel safety, settings
 # and bodies, table columns, constraints, indexes, triggers, the dump configuration and grants.
 #
-# To extend for a new 0.2.0 feature: add a check to "0.2.0 works on an upgraded database" below.
+# To extend for a new feature: add a check to "the current version works on an upgraded database" below.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -150,7 +155,7 @@ my %export_before = map { $_ => export_tensors($_) } @versions;
 # ---------------------------------------------------------------- the update
 ($rc, $out, $err) = $node->psql('up', 'ALTER EXTENSION pepnet UPDATE');
 is($rc, 0, 'ALTER EXTENSION pepnet UPDATE') or diag($err);
-is(sq('up', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.2.0', 'extversion is 0.2.0 after the update');
+is(sq('up', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.3.0', 'extversion is 0.3.0 after the update');
 
 is(sq('up', $ROWS_CHUNKED), $rows_before, 'every stored version unchanged: name, version, parent, config, weights (md5 of its chunks), metrics');
 is(sq('up', "SELECT count(*) FROM pepnet.models WHERE weights IS NOT NULL OR weights_size IS NULL"), '0',
@@ -193,7 +198,7 @@ for my $v (@versions)
 		  . "added by 0.2.0, not as stored: @unlike_stored");
 }
 
-# ---------------------------------------------------------------- 0.2.0 works on an upgraded database
+# ---------------------------------------------------------------- the current version works on an upgraded database
 # continue training a version stored under 0.1.0: the trained one, else the deployed made@1
 my $cont = $trained ? 'trained' : 'made';
 my $cont_from = $trained ? 2 : 1;
@@ -215,13 +220,78 @@ is( sq(
 		'up', "SELECT array_to_string((array_agg(a.n || ' ' || format_type(a.t, NULL) ORDER BY a.k)
 		                               FILTER (WHERE a.m = 't'))[1:5], ', ')
 		       FROM pg_proc p, unnest(p.proallargtypes, p.proargmodes, p.proargnames) WITH ORDINALITY AS a(t, m, n, k)
-		       WHERE p.proname = 'pepnet_evaluate'"),
+		       WHERE p.proname = 'pepnet_evaluate' AND p.pronargs = 2"),
 	'domain integer, task text, rows bigint, auc double precision, logloss double precision',
 	"pepnet_evaluate's first five columns keep their names, types and order");
 
-# ---------------------------------------------------------------- fresh 0.2.0 = upgraded 0.1.0
+# ---------------------------------------------------------------- 0.2.0 -> 0.3.0
+$node->safe_psql('postgres', 'CREATE DATABASE up2');
+# the events table: the same rows as in "up"
+($rc, $out, $err) = $node->psql('up2', <<SQL);
+SET client_min_messages = warning;
+CREATE EXTENSION pepnet VERSION '0.2.0';
+CREATE TABLE ev AS
+SELECT i, i % 3 AS domain, ARRAY[abs(hashint4(-i)) % 40, i % 4]::bigint[] AS persona,
+       ARRAY[abs(hashint4(i)) % 300, i % 10]::bigint[] AS features, ARRAY[(i % 5) / 5.0]::real[] AS dense,
+       ARRAY[((abs(hashint4(i)) % 300) % 2)::real, CASE WHEN i % 7 = 0 THEN NULL ELSE (i % 3 = 0)::int::real END] AS labels
+FROM generate_series(1, 3000) i;
+CALL pepnet_train('trained', '$DATA', '$CFG', validation => '$VALID',
+                  epochs => 3, batch_size => 128, lr => 0.01, seed => 3, progress_interval => 0, deploy => true);
+SELECT pepnet_create('made', '$CFG', seed => 11);
+SELECT pepnet_create('made', '$CFG', seed => 12);
+SELECT pepnet_create('made', '$CFG', seed => 13);
+DELETE FROM pepnet.models WHERE name = 'made' AND version = 3;
+SELECT pepnet_import('imported', '$CFG', pepnet_export('made\@2'));
+SELECT pepnet_deploy('made', 1);
+SELECT pepnet_deploy('made', 2);
+SELECT pepnet_deploy('made', 'previous');
+SELECT pepnet_deploy('trained', 'latest');
+SQL
+is($rc, 0, "0.2.0: versions trained (3 epochs), created, imported, deployed and rolled back, one deleted") or diag($err);
+is(sq('up2', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.2.0', 'up2 installed as 0.2.0');
+# every table of pepnet, row for row (weights and moments by md5), and what the functions say of each version
+my $STATE2 = <<'SQL';
+SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s|%s', name, version, config, metrics, parent, created_at,
+                         encode(fingerprint, 'hex'), weights_size, weights IS NULL), E'\n' ORDER BY name, version) FROM pepnet.models;
+SELECT string_agg(format('%s|%s|%s|%s', name, version, seq, md5(data)), E'\n' ORDER BY name, version, seq) FROM pepnet.model_chunks;
+SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', name, version, steps, epochs, adam_m IS NULL, adam_v IS NULL, created_at), E'\n' ORDER BY name, version) FROM pepnet.optimizer_state;
+SELECT string_agg(format('%s|%s|%s|%s|%s', name, version, moment, seq, md5(data)), E'\n' ORDER BY name, version, moment, seq) FROM pepnet.optimizer_chunks;
+SELECT string_agg(format('%s|%s|%s', name, version, deployed_at), E'\n' ORDER BY name) FROM pepnet.deployments;
+SELECT string_agg(format('%s|%s|%s|%s|%s|%s|%s', name, seq, from_version, to_version, strategy, deployed_by, deployed_at), E'\n' ORDER BY name, seq) FROM pepnet.deploy_history;
+SELECT string_agg(format('%s|%s', name, last_version), E'\n' ORDER BY name) FROM pepnet.model_names;
+SELECT string_agg(name || '@' || version || ' ' || md5(pepnet_export(name || '@' || version)) || ' ' || md5(pepnet_export_version(name || '@' || version))
+                  || ' ' || pepnet_verify(name || '@' || version), E'\n' ORDER BY name, version) FROM pepnet.models;
+SQL
+my $state2_before = sq('up2', $STATE2);
+my $scores2_before = sq('up2', $SCORES);
+cmp_ok(sq('up2', "SELECT min(n) FROM (SELECT count(*) AS n FROM pepnet.model_chunks GROUP BY name, version) c"), '>', 10,
+	'0.2.0: every version spans more than 10 chunks');
+is(sq('up2', "SELECT count(DISTINCT (name, version)) FROM pepnet.optimizer_chunks"), '3', "0.2.0: the 3 trained versions' Adam moments in chunks");
+unlike($state2_before, qr/ f$/m, '0.2.0: pepnet_verify true for every version before the update');
+($rc, $out, $err) = $node->psql('up2', 'ALTER EXTENSION pepnet UPDATE');
+is($rc, 0, 'ALTER EXTENSION pepnet UPDATE from 0.2.0') or diag($err);
+is(sq('up2', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.3.0', 'extversion is 0.3.0 after the update from 0.2.0');
+is(sq('up2', $STATE2), $state2_before,
+	'0.2.0 -> 0.3.0: versions, fingerprints, chunks, Adam state and moments, deployments, deploy history, high-water marks, exports, bundles unchanged; pepnet_verify true');
+is(sq('up2', $SCORES), $scores2_before, '0.2.0 -> 0.3.0: scores of every version, domain and task, and of the bare names, unchanged');
+my $next2 = sq('up2', "SELECT pepnet_create('made', '$CFG', seed => 14)");
+is($next2, '4', 'numbering continues after the update (3 was deleted under 0.2.0 and is not reused)');
+($rc, $out, $err) = $node->psql('up2', <<SQL);
+SET client_min_messages = warning;
+CALL pepnet_train('trained', '$DATA', epochs => 1, batch_size => 128, lr => 0.01, seed => 4, progress_interval => 0);
+SELECT pepnet_deploy('made', 'latest');
+SQL
+is($rc, 0, 'after the update from 0.2.0: training continues from the deployed version, deploy') or diag($err);
+is(sq('up2', "SELECT m.parent || ' ' || (o4.steps > o3.steps) FROM pepnet.models m, pepnet.optimizer_state o4, pepnet.optimizer_state o3
+                WHERE m.name = 'trained' AND m.version = 4 AND o4.name = 'trained' AND o4.version = 4 AND o3.name = 'trained' AND o3.version = 3"),
+	'3 true',
+	"training continued from trained\@3 and resumed Adam's step count stored under 0.2.0");
+is(sq('up2', "SELECT to_version || ' ' || strategy FROM pepnet.deploy_history WHERE name = 'made' ORDER BY seq DESC LIMIT 1"), '4 latest',
+	'the deploy history continues after the update');
+
+# ---------------------------------------------------------------- fresh 0.3.0 = upgraded 0.1.0 = upgraded 0.2.0
 $node->safe_psql('fresh', 'CREATE EXTENSION pepnet');
-is(sq('fresh', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.2.0', 'a fresh CREATE EXTENSION pepnet is 0.2.0');
+is(sq('fresh', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.3.0', 'a fresh CREATE EXTENSION pepnet is 0.3.0');
 
 # the extension's catalog, described by name (OIDs differ between the databases)
 my $CATALOG = <<'SQL';
@@ -271,15 +341,28 @@ my @members = grep { /^member: / } split /\n/, $cat_fresh;
 cmp_ok(scalar @members, '>=', 15, 'the fresh catalog lists the extension\'s objects (' . scalar(@members) . ' members)');
 if ($cat_up eq $cat_fresh)
 {
-	pass('upgraded 0.1.0 and fresh 0.2.0 have the same catalog: members, functions, columns, constraints, indexes, triggers, dump configuration, grants');
+	pass('upgraded 0.1.0 and fresh 0.3.0 have the same catalog: members, functions, columns, constraints, indexes, triggers, dump configuration, grants');
 }
 else
 {
 	my %f = map { $_ => 1 } split /\n/, $cat_fresh;
 	my %u = map { $_ => 1 } split /\n/, $cat_up;
-	fail('upgraded 0.1.0 and fresh 0.2.0 have the same catalog');
+	fail('upgraded 0.1.0 and fresh 0.3.0 have the same catalog');
 	diag("only fresh: $_") for grep { !$u{$_} } sort keys %f;
 	diag("only upgraded: $_") for grep { !$f{$_} } sort keys %u;
+}
+my $cat_up2 = sq('up2', $CATALOG);
+if ($cat_up2 eq $cat_fresh)
+{
+	pass('upgraded 0.2.0 and fresh 0.3.0 have the same catalog');
+}
+else
+{
+	my %f = map { $_ => 1 } split /\n/, $cat_fresh;
+	my %u = map { $_ => 1 } split /\n/, $cat_up2;
+	fail('upgraded 0.2.0 and fresh 0.3.0 have the same catalog');
+	diag("only fresh: $_") for grep { !$u{$_} } sort keys %f;
+	diag("only upgraded 0.2.0: $_") for grep { !$f{$_} } sort keys %u;
 }
 
 $node->stop;

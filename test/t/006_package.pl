@@ -3,7 +3,8 @@
 # META.json is valid PGXN metadata (name, version, license, provides, meta-spec) whose versions
 # equal pepnet.control's default_version and the Makefile's EXTVERSION; LICENSE is the PostgreSQL
 # License META.json names; the Makefile's DATA lists every sql/pepnet--*.sql script; the
-# installed extension offers 0.1.0 and the default version, with an update path from 0.1.0 to it.
+# installed extension offers every released version (0.1.0, 0.2.0) and the default one, with an
+# update path from each to it.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -42,9 +43,15 @@ ok($built && $built =~ /pepnet--\Q$default\E\.sql/, "CREATE EXTENSION's script f
 my $node = PostgreSQL::Test::Cluster->new('package');
 $node->init;
 $node->start;
+# every released version stays installable (CREATE EXTENSION pepnet VERSION, restores of old
+# backups, upgrade tests), each with an update path to the default version through the others
+my @released = ('0.1.0', '0.2.0');
 is($node->safe_psql('postgres', "SELECT string_agg(version, ' ' ORDER BY version) FROM pg_available_extension_versions WHERE name = 'pepnet'"),
-	join(' ', sort('0.1.0', $default)), "installed: versions 0.1.0 and $default");
-is($node->safe_psql('postgres', "SELECT path FROM pg_extension_update_paths('pepnet') WHERE source = '0.1.0' AND target = '$default'"),
-	"0.1.0--$default", "installed: an update path from 0.1.0 to $default");
+	join(' ', sort(@released, $default)), "installed: versions " . join(', ', @released) . " and $default");
+for my $i (0 .. $#released)
+{
+	is($node->safe_psql('postgres', "SELECT path FROM pg_extension_update_paths('pepnet') WHERE source = '$released[$i]' AND target = '$default'"),
+		join('--', @released[$i .. $#released], $default), "installed: an update path from $released[$i] to $default");
+}
 $node->stop;
 done_testing();

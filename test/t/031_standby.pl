@@ -55,8 +55,8 @@ for my $k (sort keys %q)
 	is($s, $p, "$k: the standby answers exactly as the primary");
 }
 my ($v1) = both($q{v1});
-my ($v2) = both($q{v2});
-isnt($v1, $v2, 'versions 1 and 2 score differently (the deploy checks can fail)');
+my ($state2) = both($q{v2});
+isnt($v1, $state2, 'versions 1 and 2 score differently (the deploy checks can fail)');
 is($standby->safe_psql($db, $q{bare}), $v1, 'standby: the bare name is the deployed version 1');
 like($standby->safe_psql($db, "SELECT pepnet_predict('m\@2', 0, '{1}', '{1, 2}') > 0; SELECT string_agg(model || '\@' || version, ',') FROM pepnet_cache()"),
 	qr/^t\nm\@2$/,
@@ -78,7 +78,7 @@ ok($h->pumpable && $out eq '', 'the deploy was replayed while the standby statem
 $h->finish;
 chomp $out;
 is($out, $v1, 'the running statement scored every row with the version deployed when it started');
-is($standby->safe_psql($db, $q{bare}), $v2, 'the next statement on the standby uses the new deployment');
+is($standby->safe_psql($db, $q{bare}), $state2, 'the next statement on the standby uses the new deployment');
 
 # --- writers on the standby: 25006 at once, before their own checks and work ------------------
 sub fails_with
@@ -110,12 +110,13 @@ like($e, qr/ERROR:  25006: pepnet_deploy cannot run in a read-only transaction/,
 ($rc, $o, $e) = $primary->psql($db, "\\set VERBOSITY verbose\nSET default_transaction_read_only = on;\nCALL pepnet_train('m', 'SELECT 1/0 AS domain', config => '$CFG');");
 like($e, qr/ERROR:  25006: pepnet_train cannot run in a read-only transaction/, 'primary: CALL pepnet_train with default_transaction_read_only: 25006 before the data query');
 
-# --- ALTER EXTENSION UPDATE from 0.1.0 fills the fingerprints of existing versions -------------
+# --- ALTER EXTENSION UPDATE from 0.1.0 (to the current 0.3.0) fills the fingerprints of existing versions
 $primary->safe_psql($db, 'CREATE DATABASE old');
 $primary->safe_psql('old', "CREATE EXTENSION pepnet VERSION '0.1.0'; SELECT pepnet_create('u', '$CFG', 3), pepnet_create('u', '$CFG', 4);");
 # the fingerprint by its definition (SHA-256 of the config text's length, big-endian, the text and the weights), under 0.1.0
 my $fp_010 = $primary->safe_psql('old', "SELECT string_agg(encode(sha256(int8send(octet_length(config::text)::int8) || convert_to(config::text, 'UTF8') || weights), 'hex'), ',' ORDER BY version) FROM pepnet.models");
-$primary->safe_psql('old', "ALTER EXTENSION pepnet UPDATE TO '0.2.0'");
+$primary->safe_psql('old', "ALTER EXTENSION pepnet UPDATE");
+is($primary->safe_psql('old', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.3.0', '0.1.0 updated to 0.3.0 on the primary');
 is($primary->safe_psql('old', "SELECT string_agg(encode(fingerprint, 'hex'), ',' ORDER BY version) FROM pepnet.models"),
 	$fp_010, 'the upgrade computed the fingerprint of every existing version (from the weights stored by 0.1.0)');
 is($primary->safe_psql('old', "SELECT string_agg((fingerprint = pepnet._fingerprint(config, pepnet_export('u\@' || version)))::text, ',' ORDER BY version) FROM pepnet.models"),
@@ -123,6 +124,20 @@ is($primary->safe_psql('old', "SELECT string_agg((fingerprint = pepnet._fingerpr
 $primary->wait_for_catchup($standby);
 is($standby->safe_psql('old', "SELECT pepnet_pin('u\@2')::text"), $primary->safe_psql('old', "SELECT pepnet_pin('u\@2')::text"),
 	'the standby pins upgraded versions with the primary\'s fingerprints');
+
+
+# --- ALTER EXTENSION UPDATE from 0.2.0 on the primary: the standby follows, versions and pins unchanged
+$primary->safe_psql($db, 'CREATE DATABASE old2');
+$primary->safe_psql('old2', "CREATE EXTENSION pepnet VERSION '0.2.0'; SELECT pepnet_create('u', '$CFG', 3), pepnet_create('u', '$CFG', 4); SELECT pepnet_deploy('u', 1);");
+my $q2 = "SELECT string_agg(version || ' ' || encode(fingerprint, 'hex') || ' ' || pepnet_pin('u\@' || version)::text || ' '
+          || pepnet_predict('u\@' || version, 0, '{1}', '{5, 3}'), ',' ORDER BY version) FROM pepnet.models";
+my $state2 = $primary->safe_psql('old2', $q2);
+$primary->safe_psql('old2', "ALTER EXTENSION pepnet UPDATE");
+$primary->wait_for_catchup($standby);
+is($standby->safe_psql('old2', "SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.3.0', 'the standby has the 0.2.0 database updated to 0.3.0');
+is($standby->safe_psql('old2', $q2), $state2, 'the standby: fingerprints, pins and scores of the versions stored under 0.2.0 unchanged by the update');
+is($standby->safe_psql('old2', "SELECT pepnet_predict('u\@2'::pepnet_pinned, 0, '{1}', '{5, 3}') = pepnet_predict('u\@2', 0, '{1}', '{5, 3}')"), 't',
+	'the standby scores the pinned form of a 0.2.0 version after the update');
 
 $standby->stop;
 $primary->stop;
