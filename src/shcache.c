@@ -14,10 +14,12 @@
  * backend cache is keyed.  The first backend that needs a version claims
  * an entry (BUILDING), loads the version outside the lock, copies it into
  * DSA and marks it READY; backends that need it meanwhile wait on the
- * entry's condition variable.  A build that fails (ERROR, cancel,
- * statement_timeout) or a backend that exits in the middle frees its
- * claim and wakes the waiters, one of which builds again; a backend
- * killed by a signal makes the postmaster reset shared memory.
+ * entry's condition variable.  Each DSA block of a build is recorded in
+ * its claimed entry as soon as it is allocated (building_record), so a
+ * build that fails (ERROR, cancel, statement_timeout) or a backend that
+ * exits in the middle (FATAL, before_shmem_exit) frees the blocks with its
+ * claim and wakes the waiters, one of which builds again; a backend killed
+ * by a signal makes the postmaster reset shared memory.
  *
  * A backend pins an entry when a statement first uses it and unpins it at
  * the end of the transaction (commit, abort, or exit): pinned entries are
