@@ -188,7 +188,7 @@ like($err, qr/55000: model "ctr" version 3 on this node \("shard1"\) is not the 
 $err = err_of($coord, "SELECT count(*) FROM cands_p2 WHERE pepnet_predict('ctr\@3'::pepnet_pinned, domain, persona, features) > 0.5");
 like($err, qr/42704: model "ctr" has no version 3/, 'shard2 without version 3 says so');
 my $b3 = sq($coord, "SELECT pepnet_export_version('ctr\@3')");
-like(err_of($s1, "SELECT pepnet_import_version('$b3')"), qr/42710: model "ctr" version 3 already exists on this node \("shard1"\) with other config or weights/,
+like(err_of($s1, "SELECT pepnet_import_version('$b3')"), qr/23505: model "ctr" version 3 already exists on this node \("shard1"\) with other config or weights/,
 	'copying the coordinator\'s version 3 to shard1 is refused, not renumbered');
 is(sq($s1, "SELECT count(*) FROM pepnet.models WHERE name = 'ctr'"), 3, 'shard1 still has three versions');
 is(sq($s2, "SELECT pepnet_import_version(bundle) FROM registry_bundles WHERE name = 'ctr' AND version = 3"), 3,
