@@ -7,3 +7,14 @@
  */
 
 \echo Use "ALTER EXTENSION pepnet UPDATE TO '0.3.0'" to load this file. \quit
+
+-- == plans that stay sane: row estimates of the set-returning scorers ==
+
+-- Planner support (SupportRequestRows) of both pepnet_score forms: when features is a constant
+-- array (a literal, ARRAY[...] of constants, a custom plan's parameter value) the estimate is its
+-- number of candidates (first dimension of a 2-D array, 1 for a 1-D array, 0 for '{}'); any other
+-- features expression keeps the declared ROWS 100.
+CREATE FUNCTION pepnet._score_support(internal) RETURNS internal
+	AS 'MODULE_PATHNAME', 'pepnet_score_support' LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+ALTER FUNCTION pepnet_score(text, int, bigint[], bigint[], real[]) SUPPORT pepnet._score_support;
+ALTER FUNCTION pepnet_score(int, bigint[], bigint[], real[]) SUPPORT pepnet._score_support;
