@@ -5,11 +5,13 @@
 # scripts, which only fetch a GPU backend).  The anchor stays out of the extension's build.
 set -euo pipefail
 cd "$(dirname "$0")"
-PKGS="python3-onnx python3-torch python3-numpy python3-psycopg2 libpq-dev npm build-essential"
+PKGS="python3-onnx python3-torch python3-numpy python3-psycopg2 libpq-dev build-essential"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# npm: Debian's npm package, unless a nodejs that brings its own npm is installed
+command -v npm >/dev/null || missing="$missing npm"
 if [ -n "$missing" ]; then
 	[ "$(id -u)" = 0 ] || { echo "missing packages:$missing (run as root to install them)" >&2; exit 1; }
 	apt-get update
