@@ -78,6 +78,43 @@ SELECT node ->> 'Node Type' AS node, (node ->> 'Plan Rows')::int AS plan_rows
 FROM plan_nodes(plan_of('SELECT (' || ids_lit(2500) || ')[s.idx] AS id, s.score FROM pepnet_score(''m'', 0, ''{1,2}'', '
 						|| feats_lit(2500) || ') s ORDER BY s.score DESC LIMIT 20')) node;
 
--- the support function is attached to both forms and only to them
+-- pepnet_score_query: the estimate of a constant data query is the planner's estimate of it
+CREATE TABLE planning_cands AS SELECT i AS id, 1 AS domain, '{1,2}'::bigint[] AS persona, ARRAY[i, 1, 2]::bigint[] AS features
+	FROM generate_series(1, 4321) i;
+ANALYZE planning_cands;
+CREATE FUNCTION query_rows(data text) RETURNS float8 LANGUAGE sql AS $$
+	SELECT (node ->> 'Plan Rows')::float8
+	FROM plan_nodes(plan_of(format('SELECT * FROM pepnet_score_query(%L, %L) AS t(id int, score float8, scores float8[])',
+								   'm', data))) node
+	WHERE node ->> 'Node Type' = 'Function Scan'
+$$;
+SELECT query_rows('SELECT id, domain, persona, features FROM planning_cands') AS whole_table,
+	   query_rows('SELECT id, domain, persona, features FROM planning_cands WHERE id <= 100') AS where_clause,
+	   query_rows('SELECT id, domain, persona, features FROM planning_cands LIMIT 20') AS limited;
+-- a data query that does not parse or plan keeps the declared ROWS 1000, and planning goes on
+-- (the call fails when it runs, as before)
+SELECT query_rows('SELEC id FROM planning_cands') AS syntax_error, query_rows('SELECT * FROM no_such_table') AS no_table,
+	   query_rows('SELECT 1 / 0 AS id') AS fails_when_folded, query_rows('DELETE FROM planning_cands') AS not_a_select;
+SELECT count(*) AS rows_kept FROM planning_cands;
+BEGIN;
+SELECT query_rows('SELECT * FROM no_such_table') AS in_a_transaction;
+SELECT count(*) AS transaction_still_usable FROM planning_cands;
+COMMIT;
+-- the data query from a column: not known at plan time
+CREATE TEMP TABLE jobs (data text);
+SELECT (node ->> 'Plan Rows')::int AS from_a_column FROM plan_nodes(plan_of(
+	'SELECT * FROM jobs, pepnet_score_query(''m'', jobs.data) AS t(id int, score float8, scores float8[])')) node
+WHERE node ->> 'Node Type' = 'Function Scan';
+-- a join to the scored rows on a key: sizes known on both sides, no nested loop
+SELECT bool_and(node ->> 'Node Type' <> 'Nested Loop') AS no_nested_loop, count(*) FILTER (WHERE node ->> 'Node Type' IN ('Hash Join', 'Merge Join')) AS joins
+FROM plan_nodes(plan_of('SELECT c.id, t.score FROM pepnet_score_query(''m'', ''SELECT id, domain, persona, features FROM planning_cands'') '
+						'AS t(id int, score float8, scores float8[]) JOIN planning_cands c ON c.id = t.id ORDER BY t.score DESC LIMIT 20')) node;
+
+-- the support functions are attached to the scorers and only to them
 SELECT p.oid::regprocedure AS scorer, p.prosupport
-FROM pg_proc p WHERE p.prosupport = 'pepnet._score_support'::regproc ORDER BY 1::text;
+FROM pg_proc p WHERE p.prosupport IN ('pepnet._score_support'::regproc, 'pepnet._score_query_support'::regproc)
+ORDER BY 1::text;
+
+DROP TABLE planning_cands;
+DROP FUNCTION plan_of(text), plan_nodes(json), score_rows(text), feats_lit(int), ids_lit(int), join_plan(int),
+	query_rows(text);
