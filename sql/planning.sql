@@ -100,6 +100,19 @@ BEGIN;
 SELECT query_rows('SELECT * FROM no_such_table') AS in_a_transaction;
 SELECT count(*) AS transaction_still_usable FROM planning_cands;
 COMMIT;
+-- a role that may not read the table gets the declared 1000, not the table's statistics
+CREATE ROLE regress_pepnet_planning;
+GRANT USAGE ON SCHEMA public TO regress_pepnet_planning;
+SET ROLE regress_pepnet_planning;
+SELECT query_rows('SELECT id, domain, persona, features FROM planning_cands WHERE id <= 100') AS without_select_right;
+RESET ROLE;
+GRANT SELECT ON planning_cands TO regress_pepnet_planning;
+SET ROLE regress_pepnet_planning;
+SELECT query_rows('SELECT id, domain, persona, features FROM planning_cands WHERE id <= 100') AS with_select_right;
+RESET ROLE;
+REVOKE ALL ON planning_cands FROM regress_pepnet_planning;
+REVOKE USAGE ON SCHEMA public FROM regress_pepnet_planning;
+DROP ROLE regress_pepnet_planning;
 -- the data query from a column: not known at plan time
 CREATE TEMP TABLE jobs (data text);
 SELECT (node ->> 'Plan Rows')::int AS from_a_column FROM plan_nodes(plan_of(

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "executor/executor.h"
 #include "fmgr.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/plannodes.h"
@@ -133,6 +134,13 @@ query_rows(const char *sql)
 	if (list_length(queries) != 1)
 		return -1;
 	ps = pg_plan_query(linitial_node(Query, queries), sql, 0, NULL);
+	/*
+	 * The estimate only for a caller who may read what the query reads (the
+	 * executor's check, on every relation of the plan): planner statistics
+	 * of other tables stay hidden, as EXPLAIN of the query would keep them
+	 */
+	if (!ExecCheckRTPerms(ps->rtable, false))
+		return -1;
 	return ps->planTree ? ps->planTree->plan_rows : -1;
 }
 
