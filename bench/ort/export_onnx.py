@@ -14,12 +14,13 @@ Inputs (the client hashes the raw ids, docs/model.md, into rows of the concatena
 Output:
   p float [n, T]     every task's probability
 
-int8 (what onnxruntime.quantization.quantize_dynamic makes, which is Python-only and not packaged
-here): every MatMul with a constant weight becomes DynamicQuantizeLinear (activations uint8, scale
-and zero point per tensor computed at run time) -> MatMulInteger with int8 weights (symmetric, one
-scale per output channel) -> Cast -> Mul by the product of scales -> Add bias; ONNX Runtime's graph
-optimizer fuses these into its DynamicQuantizeMatMul kernel.  Embedding gathers and elementwise
-ops stay fp32.
+int8 (what onnxruntime.quantization.quantize_dynamic(per_channel=True) makes; it is Python-only
+and not packaged here): every MatMul with a constant weight becomes DynamicQuantizeLinear
+(activations uint8, scale and zero point per tensor computed at run time) -> MatMulInteger with
+int8 weights (symmetric, one scale per output channel) -> Cast -> Mul by the product of scales ->
+Add bias; ONNX Runtime's graph optimizer fuses each into one DynamicQuantizeMatMul (11 per graph;
+ORT_OPTIMIZED_OUT=FILE makes ort_score write the optimized graph).  Embedding gathers and
+elementwise ops stay fp32.
 """
 import os
 import sys

@@ -41,6 +41,7 @@ enum
 	API_CreateSession = 7,
 	API_Run = 9,
 	API_CreateSessionOptions = 10,
+	API_SetOptimizedModelFilePath = 11,
 	API_SetSessionExecutionMode = 13,
 	API_SetSessionGraphOptimizationLevel = 23,
 	API_SetIntraOpNumThreads = 24,
@@ -185,6 +186,10 @@ ort_sessions(const char *prefix, const char *precision, int D, OrtMemoryInfo **m
 		  "SetSessionExecutionMode");
 	check(FN(API_SetSessionGraphOptimizationLevel, OrtStatus *(*) (OrtSessionOptions *, int)) (so, ORT_ENABLE_ALL),
 		  "SetSessionGraphOptimizationLevel");
+	/* ORT_OPTIMIZED_OUT=FILE: ORT writes the graph as optimized (the last domain's) there */
+	if (getenv("ORT_OPTIMIZED_OUT"))
+		check(FN(API_SetOptimizedModelFilePath, OrtStatus *(*) (OrtSessionOptions *, const char *))
+			  (so, getenv("ORT_OPTIMIZED_OUT")), "SetOptimizedModelFilePath");
 	for (int d = 0; d < D; d++)
 	{
 		char		path[4096];
