@@ -92,6 +92,23 @@ my @checks = (
 		my ($all) = grep { $_->[0] eq '' && $_->[1] eq 'click' } @rows;
 		ok($all && $all->[3] > 0.6, 'evaluation: the click AUC over all domains is above 0.6') or diag($out);
 	} ],
+	[ qr/FROM pepnet_check_data\(/, sub {
+		my ($out) = @_;
+		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
+		is(scalar(@rows), 8, 'data check: 3 domains and all domains, 2 tasks');
+		is(scalar(grep { $_->[2] > 0 && $_->[3] > 0 && prob($_->[4]) } @rows), 8,
+			'data check: every (domain, task) has rows, positives and an actual rate') or diag($out);
+	} ],
+	[ qr/CALL pepnet_train\('arch'/, sub {
+		my ($out) = @_;
+		is(rq("SELECT count(DISTINCT parts) FROM pepnet.runs WHERE model = 'arch'"), '4', 'the grid trained four architectures');
+		is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'arch'"), '8', 'four runs of two epochs: 8 versions');
+		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
+		is(scalar(grep { prob($_->[3]) } @rows), 16, 'pepnet.runs: 4 architectures x (3 domains + all) with an AUC') or diag($out);
+		my $best = rq("SELECT version FROM pepnet.deployments WHERE name = 'arch'");
+		is($best, rq("SELECT version FROM pepnet.runs WHERE model = 'arch' AND task = 'click' AND domain IS NULL
+		              ORDER BY auc DESC, version DESC LIMIT 1"), 'the best validation AUC is deployed');
+	} ],
 	[ qr/pepnet_deploy\('ctr', 'previous'\)/, sub {
 		my $h = rq("SELECT string_agg(strategy, ',' ORDER BY seq) FROM pepnet.deploy_history WHERE name = 'ctr'");
 		like($h, qr/^(best|version),version,(best,)?previous$/, "deploy history records the deploys and the rollback ($h)");
@@ -195,6 +212,25 @@ for my $sql (@readme)
 		ok($ok, 'README Python block runs') or diag($err);
 	}
 	is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr'"), $before + 1, 'the Python block imported a version');
+}
+
+# README's one command for the comparison as a picture
+{
+	my ($cmd) = PostgreSQL::Test::Utils::slurp_file('README.md') =~ /`(python3 -m pepnet\.plot --compare [^`]+)`/;
+	ok(defined $cmd, 'README gives the plot command of a comparison');
+	my $png = PostgreSQL::Test::Utils::tempdir() . '/runs.png';
+	my @argv = split ' ', $cmd;
+	shift @argv;	# python3: Debian's, with matplotlib
+	@argv = map { $_ eq 'runs.png' ? $png : $_ } @argv;
+	local $ENV{PGHOST} = $node->host;
+	local $ENV{PGPORT} = $node->port;
+	local $ENV{PGDATABASE} = 'readme';
+	local $ENV{PYTHONPATH} = 'python';
+	my ($out, $err) = ('', '');
+	my $ok = PostgreSQL::Test::Utils::run_log([ '/usr/bin/python3', '-P', @argv ], '>', \$out, '2>', \$err);
+	ok($ok && -s $png, "README's plot command writes the comparison ($cmd)") or diag($err);
+	my $head = -s $png ? substr(PostgreSQL::Test::Utils::slurp_file($png), 0, 8) : '';
+	is($head, "\x89PNG\r\n\x1a\n", 'the comparison is a PNG');
 }
 
 # docs/api.md's examples, in the same database (they use README's model ctr)

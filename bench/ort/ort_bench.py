@@ -1,0 +1,447 @@
+"""pepnet against ONNX Runtime (issue 18): scoring per request size and the end-to-end jobs.
+
+Run with Debian's /usr/bin/python3 against a running cluster with pepnet installed (libpq
+environment) after the ONNX graphs and C programs are built; bench/ort.sh does everything.
+
+    /usr/bin/python3 bench/ort/ort_bench.py --build bench/ort/build [--out bench/out] [--quick]
+
+1. Scoring, N = 1, 10, 100, 1000 candidates per request, interleaved in rounds, one thread each,
+   the same weights (bench model, StarPepNet.init_random(2)) and the same requests:
+   ONNX Runtime fp32 and int8 (bench/ort/ort_score.c, C API; CPU time of its process) against
+   pepnet_score fp32 (and bf16 where the CPU has it) through a prepared statement, every row
+   fetched (CPU time of the backend from /proc/<pid>/schedstat; the Python client's CPU apart),
+   and pepnet_predict at N = 1.  Scores are compared first (max abs diff).
+2. End to end (bench/ort/ort_pipeline.c, CPU of every process: client and backends):
+   top-20 of 100,000 candidates of a table for one user, and scoring a table into a new table,
+   in SQL with pepnet against binary COPY out, ORT in batches of 1,000, binary COPY in.
+Writes <out>/ort.md (also printed) and <out>/ort.json.
+"""
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psycopg2
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.dirname(HERE)
+sys.path.insert(0, BENCH)
+sys.path.insert(0, HERE)
+import bench_score as bs  # noqa: E402  (pins torch and OpenBLAS to one thread)
+import export_onnx as ex  # noqa: E402
+
+NS = (1, 10, 100, 1000)
+MODEL = "bench_ort"
+
+
+def ort_lib():
+    return os.path.join(HERE, "node_modules", "onnxruntime-node", "bin", "napi-v6", "linux", "x64",
+                        "libonnxruntime.so.1")
+
+
+class OrtScorer:
+    """A running ort_score process (one precision)."""
+
+    def __init__(self, build, prefix, prec, reqfile):
+        env = dict(os.environ, ORT_LIB=ort_lib())
+        self.p = subprocess.Popen([os.path.join(build, "ort_score"), prefix + ".meta", prefix, prec, reqfile],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        assert self.p.stdout.readline().strip() == "ready"
+
+    def cmd(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().split()
+
+    def run(self, s, calls, start):
+        cpu, wall, _ = self.cmd("run %d %d %d" % (s, calls, start))
+        return float(cpu) * 1e-9, float(wall) * 1e-9
+
+    def dump(self, s, path):
+        assert self.cmd("dump %d %s" % (s, path)) == ["ok"]
+        return np.fromfile(path, dtype=np.float32)
+
+    def close(self):
+        self.p.stdin.write("quit\n")
+        self.p.stdin.flush()
+        self.p.wait()
+
+
+def pipeline(build, prefix, prec, args):
+    env = dict(os.environ, ORT_LIB=ort_lib())
+    out = subprocess.run([os.path.join(build, "ort_pipeline"), prefix + ".meta", prefix, prec,
+                          "options='-c max_parallel_workers_per_gather=0'"] + list(args),
+                         capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError("ort_pipeline %s: %s" % (" ".join(args[:1]), out.stderr))
+    r = {}
+    for kv in out.stdout.split():
+        k, v = kv.split("=", 1)
+        r[k] = v if k == "top" else float(v)
+    return r
+
+
+def sql_job(build, query):
+    return pipeline(build, "-", "-", ["sql", query])
+
+
+def fmt(v):
+    return "{:,.0f}".format(v)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default=os.path.join(HERE, "build"))
+    ap.add_argument("--out", default=os.path.join(BENCH, "out"))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rows", type=int, default=200000, help="rows of the table-scoring job")
+    ap.add_argument("--top-rows", type=int, default=100000, help="candidates of the top-20 job")
+    args = ap.parse_args()
+    q = args.quick
+    t_start = time.time()
+
+    def log(msg):
+        print("[%6.1fs] %s" % (time.time() - t_start, msg), flush=True)
+
+    R = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "loadavg_start": os.getloadavg(),
+         "machine": bs.machine_info(), "source": bs.source_info(), "quick": q}
+    cfg = json.load(open(os.path.join(BENCH, "bench-config.json")))
+    c = bs.ref.Config(cfg)
+    model = bs.ref.StarPepNet(c).init_random(bs.SEED)
+    model.eval()
+    fast = bs.FastPepNet(model)
+    R["flops_per_candidate"] = bs.flops_per_candidate(c)
+
+    # ONNX graphs (fp32, int8) of the same weights
+    os.makedirs(args.build, exist_ok=True)
+    prefix = os.path.join(args.build, "bench")
+    ex.export(fast, prefix)
+    log("exported the ONNX graphs to %s.{fp32,int8}.d*.onnx" % prefix)
+
+    conn = psycopg2.connect("", options="-c max_parallel_workers_per_gather=0")
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("CREATE EXTENSION IF NOT EXISTS pepnet")
+    cur.execute("SELECT pepnet_import(%s, %s::jsonb, %s::bytea)",
+                (MODEL, json.dumps(cfg), psycopg2.Binary(bs.ref.safetensors_dumps(model.tensors()))))
+    mref = "%s@%d" % (MODEL, cur.fetchone()[0])
+    R["model_ref"] = mref
+    cur.execute("SELECT version()")
+    R["postgres"] = cur.fetchone()[0]
+
+    rng = np.random.default_rng(bs.SEED)
+    count = {1: 64, 10: 64, 100: 64, 1000: 16}
+    sets = [bs.make_requests(rng, c, count[n], n) for n in NS]
+    reqfile = os.path.join(args.build, "requests.bin")
+    ex.write_requests(reqfile, sets)
+    ort = {p: OrtScorer(args.build, prefix, p, reqfile) for p in ("fp32", "int8")}
+
+    # bf16 where the CPU has it (pepnet refuses it elsewhere)
+    try:
+        cur.execute("SET pepnet.precision = bf16")
+        d, p, f = sets[1][0]
+        cur.execute("SELECT count(*) FROM pepnet_score(%s, %s, %s::bigint[], %s::bigint[])",
+                    (mref, d, bs.arr_lit(p), bs.arr_lit(f)))
+        precs = ["fp32", "bf16"]
+        R["bf16"] = "available"
+    except psycopg2.Error as e:
+        precs = ["fp32"]
+        R["bf16"] = "not available: %s" % e.pgerror.strip().splitlines()[0]
+    cur.execute("SET pepnet.precision = fp32")
+    log("pepnet bf16: %s" % R["bf16"])
+
+    # parity on the same requests: pepnet fp32 vs ORT fp32 / int8 / PyTorch
+    par = {}
+    for si, n in enumerate(NS):
+        got = {p: ort[p].dump(si, os.path.join(args.build, "dump.bin")).reshape(-1, c.T) for p in ort}
+        pg = {pr: [] for pr in precs}
+        tch = []
+        for d, p, f in sets[si]:
+            for pr in precs:
+                cur.execute("SET pepnet.precision = " + pr)
+                cur.execute("SELECT scores FROM pepnet_score(%s, %s, %s::bigint[], %s::bigint[]) ORDER BY idx",
+                            (mref, d, bs.arr_lit(p), bs.arr_lit(f)))
+                pg[pr] += [r[0] for r in cur.fetchall()]
+            with torch.no_grad():
+                tch.append(fast.predict(d, p, f).numpy().reshape(-1, c.T))
+        pf = np.array(pg["fp32"])
+        par[n] = {"ort_fp32_vs_pepnet_fp32": float(np.abs(got["fp32"] - pf).max()),
+                  "ort_int8_vs_pepnet_fp32": float(np.abs(got["int8"] - pf).max()),
+                  "torch_vs_pepnet_fp32": float(np.abs(np.concatenate(tch) - pf).max())}
+        if "bf16" in pg:
+            par[n]["pepnet_bf16_vs_fp32"] = float(np.abs(np.array(pg["bf16"]) - pf).max())
+    cur.execute("SET pepnet.precision = fp32")
+    R["parity"] = {str(k): v for k, v in par.items()}
+    log("parity (max abs diff of probabilities): %s" % json.dumps(R["parity"]))
+    if max(v["ort_fp32_vs_pepnet_fp32"] for v in par.values()) > 1e-5:
+        sys.exit("ORT fp32 and pepnet fp32 disagree: the benchmark would compare different functions")
+
+    # 1. interleaved rounds per N
+    cur.execute("DEALLOCATE ALL")
+    cur.execute("PREPARE s(text, int, bigint[], bigint[]) AS SELECT idx, score FROM pepnet_score($1, $2, $3, $4)")
+    cur.execute("PREPARE pr(text, int, bigint[], bigint[]) AS SELECT pepnet_predict($1, $2, $3, $4)")
+    cur.execute("SELECT pg_backend_pid()")
+    backend = cur.fetchone()[0]
+    rounds = 2 if q else 6
+    target = 0.05 if q else 0.4     # seconds of scoring per kind and round, roughly
+    S = {}
+    for si, n in enumerate(NS):
+        lits = [(mref, d, bs.arr_lit(p), bs.arr_lit(f)) for d, p, f in sets[si]]
+        meter = bs.CpuMeter(backend)  # per N
+        acc = {}
+
+        def add(kind, calls, cpu, wall, client=0.0):
+            a = acc.setdefault(kind, {"calls": 0, "cpu": 0.0, "wall": 0.0, "client": 0.0})
+            a["calls"] += calls
+            a["cpu"] += cpu
+            a["wall"] += wall
+            a["client"] += client
+
+        def pg_kind(stmt, prec, calls, start):
+            cur.execute("SET pepnet.precision = " + prec)
+            kind = "%s_%s" % ("predict" if stmt == "pr" else "pepnet", prec)
+            t0 = time.perf_counter()
+
+            def go():
+                for i in range(calls):
+                    cur.execute("EXECUTE " + stmt + "(%s, %s, %s, %s)", lits[(start + i) % len(lits)])
+                    cur.fetchall()
+            meter.measure(kind, calls, go)
+            return kind, time.perf_counter() - t0
+
+        # warm every path, then size the calls per round from a probe
+        for p in ort:
+            ort[p].run(si, 3, 0)
+        for prec in precs:
+            pg_kind("s", prec, 3, 0)
+        if n == 1:
+            pg_kind("pr", "fp32", 3, 0)
+        meter = bs.CpuMeter(backend)  # the warm-up calls not counted
+        cpu1, _ = ort["fp32"].run(si, 5, 0)
+        per = max(3, int(target / max(cpu1 / 5, 1e-6)))
+        start = 0
+        for _ in range(rounds):
+            for p in ("fp32", "int8"):
+                cpu, wall = ort[p].run(si, per, start)
+                add("ort_" + p, per, cpu, wall)
+            for prec in precs:
+                kind, wall = pg_kind("s", prec, per, start)
+                acc.setdefault(kind, {"calls": 0, "cpu": 0.0, "wall": 0.0, "client": 0.0})["wall"] += wall
+            if n == 1:
+                kind, wall = pg_kind("pr", "fp32", per, start)
+                acc.setdefault(kind, {"calls": 0, "cpu": 0.0, "wall": 0.0, "client": 0.0})["wall"] += wall
+            start += per
+        r = {}
+        for kind, a in acc.items():
+            if kind.startswith("ort"):
+                r[kind] = {"calls": a["calls"], "cpu_us_per_call": a["cpu"] / a["calls"] * 1e6,
+                           "cand_per_s_cpu": n * a["calls"] / a["cpu"], "wall_us_per_call": a["wall"] / a["calls"] * 1e6}
+            else:
+                m = meter.per_call(kind)
+                r[kind] = {"calls": meter.acc[kind]["calls"], "cpu_us_per_call": m["server_cpu_ms"] * 1e3,
+                           "client_us_per_call": m["client_cpu_ms"] * 1e3,
+                           "cand_per_s_cpu": n / (m["server_cpu_ms"] * 1e-3),
+                           "cand_per_s_cpu_with_client": n / ((m["server_cpu_ms"] + m["client_cpu_ms"]) * 1e-3),
+                           "wall_us_per_call": a["wall"] / meter.acc[kind]["calls"] * 1e6}
+        S[n] = r
+        log("N=%d cand/s (CPU): %s" % (n, ", ".join("%s %s" % (k, fmt(v["cand_per_s_cpu"])) for k, v in r.items())))
+    cur.execute("SET pepnet.precision = fp32")
+    R["score"] = {str(k): v for k, v in S.items()}
+    for p in ort.values():
+        p.close()
+
+    # 2. end to end
+    top_rows = 20000 if q else args.top_rows
+    rows = 20000 if q else args.rows
+    per_user = 1000
+    users = max(1, rows // per_user)
+    log("loading tables: %d candidates (top-20), %d rows = %d users x %d (table job)" % (top_rows, users * per_user,
+                                                                                        users, per_user))
+    cur.execute("DROP TABLE IF EXISTS e2e_cands, e2e_rows, e2e_out_pepnet, e2e_out_ort")
+    cur.execute("CREATE TABLE e2e_cands (id int, features bigint[])")
+    feats = np.stack([rng.integers(0, 10 * f["buckets"], top_rows) for f in c.features], 1)
+    buf = io.StringIO()
+    for i in range(top_rows):
+        buf.write("%d\t%s\n" % (i + 1, bs.arr_lit(feats[i])))
+    buf.seek(0)
+    cur.copy_expert("COPY e2e_cands FROM STDIN", buf)
+    cur.execute("CREATE TABLE e2e_rows (uid int, id int, domain int, persona bigint[], features bigint[])")
+    buf = io.StringIO()
+    for i, (uid, d, p, f) in enumerate(bs.make_table_rows(rng, c, users, per_user)):
+        buf.write("%d\t%d\t%d\t%s\t%s\n" % (uid, i + 1, d, bs.arr_lit(p), bs.arr_lit(f)))
+    buf.seek(0)
+    cur.copy_expert("COPY e2e_rows FROM STDIN", buf)
+    cur.execute("VACUUM ANALYZE e2e_cands")
+    cur.execute("VACUUM ANALYZE e2e_rows")
+    user_d, user_p = 1, np.array([424242, 3, 17][:len(c.persona)], dtype=np.int64)
+    plit = bs.arr_lit(user_p)
+    jobs = {
+        "top20_pepnet_score_query": ("sql", "SELECT id, score FROM pepnet_score_query('%s', 'SELECT id, %d AS domain, "
+                                     "''%s''::bigint[] AS persona, features FROM e2e_cands') AS t(id int, score float8, "
+                                     "scores float8[]) ORDER BY score DESC LIMIT 20" % (mref, user_d, plit)),
+        "top20_pepnet_score": ("sql", "WITH a AS MATERIALIZED (SELECT array_agg(id) ids, array_agg(features) f "
+                               "FROM e2e_cands) SELECT a.ids[s.idx], s.score FROM a, pepnet_score('%s', %d, '%s', a.f) s "
+                               "ORDER BY s.score DESC LIMIT 20" % (mref, user_d, plit)),
+        "top20_ort_fp32": ("fp32", "top20", str(user_d), ",".join(map(str, user_p)), "e2e_cands"),
+        "top20_ort_int8": ("int8", "top20", str(user_d), ",".join(map(str, user_p)), "e2e_cands"),
+        "table_pepnet_ctas": ("sql", "CREATE TABLE e2e_out_pepnet AS SELECT uid, id, score FROM pepnet_score_query('%s', "
+                              "'SELECT uid, id, domain, persona, features FROM e2e_rows') AS t(uid int, id int, "
+                              "score float8, scores float8[])" % mref),
+        "table_ort_fp32": ("fp32", "table", "e2e_rows", "e2e_out_ort"),
+        "table_ort_int8": ("int8", "table", "e2e_rows", "e2e_out_ort"),
+        # the in-database job without the model: read the rows and write a constant score
+        "table_floor_ctas": ("sql", "CREATE TABLE e2e_out_pepnet AS SELECT uid, id, 0.5::float8 AS score FROM e2e_rows"),
+        # the pipeline's COPY out alone, rows fetched and dropped by the server side
+        "table_floor_copy_out": ("sql", "SELECT count(*) FROM (SELECT uid, id, domain, persona, features FROM e2e_rows) s"),
+    }
+    if "bf16" in precs:
+        for k in ("top20_pepnet_score_query", "table_pepnet_ctas"):
+            jobs[k.replace("pepnet", "pepnet_bf16")] = ("sql", "SET pepnet.precision = bf16; " + jobs[k][1])
+    E = {k: [] for k in jobs}
+    runs = 1 if q else 3
+
+    def run_job(k):
+        j = jobs[k]
+        cur.execute("DROP TABLE IF EXISTS e2e_out_pepnet, e2e_out_ort")
+        if j[0] == "sql":
+            return sql_job(args.build, j[1])
+        return pipeline(args.build, prefix, j[0], list(j[1:]))
+
+    for k in jobs:   # warm: model load, sessions
+        if k.startswith("top20"):
+            run_job(k)
+    checks = {}
+    for rnd in range(runs):
+        for k in jobs:
+            r = run_job(k)
+            E[k].append(r)
+            if rnd == 0 and k == "table_pepnet_ctas":
+                cur.execute("ALTER TABLE e2e_out_pepnet RENAME TO e2e_keep_pepnet")
+            if rnd == 0 and k == "table_ort_fp32":
+                cur.execute("ALTER TABLE e2e_out_ort RENAME TO e2e_keep_ort")
+        log("e2e round %d: %s" % (rnd + 1, ", ".join("%s %.2f s" % (k, E[k][-1]["client_cpu"] + E[k][-1]["backend_cpu"])
+                                                     for k in jobs)))
+    cur.execute("SELECT count(*), count(o.uid), max(abs(p.score - o.score)) FROM e2e_keep_pepnet p "
+                "LEFT JOIN e2e_keep_ort o USING (uid, id)")
+    n_p, n_o, diff = cur.fetchone()
+    checks["table_rows_pepnet"], checks["table_rows_matched"], checks["table_max_abs_diff"] = n_p, n_o, diff
+    cur.execute("DROP TABLE IF EXISTS e2e_keep_pepnet, e2e_keep_ort, e2e_out_pepnet, e2e_out_ort")
+
+    def top_ids(r):
+        return [int(x.split(":")[0]) for x in r["top"].split(",")]
+    checks["top20_same_ids_pepnet_query_vs_ort_fp32"] = top_ids(E["top20_pepnet_score_query"][0]) == top_ids(
+        E["top20_ort_fp32"][0])
+    checks["top20_same_ids_pepnet_score_vs_query"] = top_ids(E["top20_pepnet_score"][0]) == top_ids(
+        E["top20_pepnet_score_query"][0])
+    checks["top20_overlap_ort_int8_vs_fp32"] = len(set(top_ids(E["top20_ort_int8"][0])) & set(top_ids(
+        E["top20_ort_fp32"][0])))
+    R["e2e_checks"] = checks
+    R["e2e"] = {k: {"runs": v, "median_cpu": statistics.median(x["client_cpu"] + x["backend_cpu"] for x in v)}
+                for k, v in E.items()}
+    R["e2e_sizes"] = {"top_rows": top_rows, "rows": users * per_user, "users": users, "per_user": per_user}
+    log("e2e checks: %s" % json.dumps(checks))
+    conn.close()
+    R["loadavg_end"] = os.getloadavg()
+    md = report(R, precs)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "ort.md"), "w") as f:
+        f.write(md + "\n")
+    with open(os.path.join(args.out, "ort.json"), "w") as f:
+        json.dump(R, f, indent=1, default=str)
+    print()
+    print(md)
+
+
+def med(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def report(R, precs):
+    L = []
+    S = R["score"]
+    la0, la1 = R["loadavg_start"], R["loadavg_end"]
+    L.append("Commit %s, %s; CPU: %s (%d CPUs); %s; ONNX Runtime 1.30.0 (npm onnxruntime-node), C API, "
+             "1 thread, ORT_ENABLE_ALL.  Load average (1/5/15 min) %.1f/%.1f/%.1f at the start, %.1f/%.1f/%.1f at "
+             "the end: %s.\n" % (
+                 R["source"].get("commit", "?"), R["started"], R["machine"].get("cpu", "?"), R["machine"].get("nproc", 0),
+                 R["postgres"].split(",")[0], la0[0], la0[1], la0[2], la1[0], la1[1], la1[2],
+                 "a shared, noisy machine" if max(la0[0], la1[0]) > 1.5 else "a quiet machine"))
+    L.append("pepnet bf16: %s.\n" % R["bf16"])
+    L.append("**Scoring, candidates/s per core from CPU time** (ORT: its process; pepnet: the backend, "
+             "`EXECUTE` of a prepared `SELECT idx, score FROM pepnet_score(...)`, rows fetched; in brackets "
+             "with the Python client's CPU):\n")
+    head = ["N", "ORT fp32", "ORT int8 (dynamic)", "pepnet_score fp32"] + (["pepnet_score bf16"] if "bf16" in precs else []) + \
+        ["pepnet fp32 / ORT fp32", "pepnet fp32 / ORT int8"]
+    L.append("| " + " | ".join(head) + " |")
+    L.append("|" + "---|" * len(head))
+    for n in NS:
+        r = S[str(n)]
+        pf = r["pepnet_fp32"]
+        cells = [str(n), fmt(r["ort_fp32"]["cand_per_s_cpu"]), fmt(r["ort_int8"]["cand_per_s_cpu"]),
+                 "%s (%s)%s" % (fmt(pf["cand_per_s_cpu"]), fmt(pf["cand_per_s_cpu_with_client"]),
+                                ("; pepnet_predict %s (%s)" % (fmt(r["predict_fp32"]["cand_per_s_cpu"]),
+                                                               fmt(r["predict_fp32"]["cand_per_s_cpu_with_client"])))
+                                if "predict_fp32" in r else "")]
+        if "bf16" in precs:
+            cells.append("%s (%s)" % (fmt(r["pepnet_bf16"]["cand_per_s_cpu"]), fmt(r["pepnet_bf16"]["cand_per_s_cpu_with_client"])))
+        cells += ["%.2fx" % (pf["cand_per_s_cpu"] / r["ort_fp32"]["cand_per_s_cpu"]),
+                  "%.2fx" % (pf["cand_per_s_cpu"] / r["ort_int8"]["cand_per_s_cpu"])]
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+    L.append("Per call, us of CPU (ORT / pepnet backend / pepnet's Python client): " + "; ".join(
+        "N=%d: %.0f / %.0f / %.0f" % (n, S[str(n)]["ort_fp32"]["cpu_us_per_call"], S[str(n)]["pepnet_fp32"]["cpu_us_per_call"],
+                                      S[str(n)]["pepnet_fp32"]["client_us_per_call"]) for n in NS) + ".\n")
+    L.append("Parity (max abs diff of probabilities, all tasks, same requests): " + "; ".join(
+        "N=%s: %s" % (n, ", ".join("%s %.1e" % (k, v) for k, v in p.items())) for n, p in R["parity"].items()) + ".\n")
+    E = R["e2e"]
+    z = R["e2e_sizes"]
+    L.append("**End to end**, CPU seconds of every process (client + backends), median of %d runs; "
+             "top-20 over %s candidates for one user, table job over %s rows (%d users x %d candidates):\n" % (
+                 len(E["top20_ort_fp32"]["runs"]), fmt(z["top_rows"]), fmt(z["rows"]), z["users"], z["per_user"]))
+    L.append("| job | CPU s total | client | backend(s) | where the time goes | wall s |")
+    L.append("|---|---:|---:|---:|---|---:|")
+    labels = {
+        "top20_pepnet_score_query": "top-20, pepnet_score_query ... ORDER BY score DESC LIMIT 20 (fp32)",
+        "top20_pepnet_bf16_score_query": "top-20, the same in bf16",
+        "top20_pepnet_score": "top-20, pepnet_score over array_agg, ids by subscript (fp32)",
+        "top20_ort_fp32": "top-20, C pipeline: binary COPY out, ORT fp32 batches of 1,000, heap",
+        "top20_ort_int8": "top-20, the same with ORT int8",
+        "table_pepnet_ctas": "table, CREATE TABLE AS ... pepnet_score_query (fp32)",
+        "table_pepnet_bf16_ctas": "table, the same in bf16",
+        "table_ort_fp32": "table, C pipeline: binary COPY out, ORT fp32, binary COPY in (2 connections)",
+        "table_ort_int8": "table, the same with ORT int8",
+        "table_floor_ctas": "(floor) CREATE TABLE AS SELECT uid, id, 0.5 FROM the table: no model",
+        "table_floor_copy_out": "(floor) SELECT count(*) over the data query: reading the rows",
+    }
+    for k, lab in labels.items():
+        if k not in E:
+            continue
+        runs = E[k]["runs"]
+        where = ""
+        if "client_ort" in runs[0]:
+            where = "client: ORT %.2f, hashing %.2f, COPY/libpq/parsing %.2f" % (
+                med(runs, "client_ort"), med(runs, "client_hash"), med(runs, "client_copy_rest"))
+            if "backend_in_cpu" in runs[0]:
+                where += "; backends: COPY out %.2f, COPY in %.2f" % (med(runs, "backend_out_cpu"), med(runs, "backend_in_cpu"))
+        L.append("| %s | **%.2f** | %.2f | %.2f | %s | %.2f |" % (
+            lab, E[k]["median_cpu"], med(runs, "client_cpu"), med(runs, "backend_cpu"), where, med(runs, "wall")))
+    L.append("")
+    L.append("Ratios (pipeline CPU / pepnet CPU, > 1 = pepnet ahead): top-20 fp32 %.2fx (pepnet_score form %.2fx), "
+             "table fp32 %.2fx; against ORT int8: top-20 %.2fx, table %.2fx.\n" % (
+                 E["top20_ort_fp32"]["median_cpu"] / E["top20_pepnet_score_query"]["median_cpu"],
+                 E["top20_ort_fp32"]["median_cpu"] / E["top20_pepnet_score"]["median_cpu"],
+                 E["table_ort_fp32"]["median_cpu"] / E["table_pepnet_ctas"]["median_cpu"],
+                 E["top20_ort_int8"]["median_cpu"] / E["top20_pepnet_score_query"]["median_cpu"],
+                 E["table_ort_int8"]["median_cpu"] / E["table_pepnet_ctas"]["median_cpu"]))
+    L.append("Checks: %s.\n" % json.dumps(R["e2e_checks"]))
+    return "\n".join(L)
+
+
+if __name__ == "__main__":
+    main()
