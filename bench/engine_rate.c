@@ -8,8 +8,8 @@
  *		at several tile sizes.  Random weights of the config (seed 2), random
  *		hashed ids.  CPU time of this thread, median of 7 runs of >= 50 ms.
  *
- *		cc -O3 -Isrc/core -o /tmp/engine_rate bench/engine_rate.c src/core/json.c \
- *			src/core/config.c src/core/model.c src/core/infer.c src/core/engine.c \
+ *		cc -O3 -Isrc/core -o /tmp/engine_rate bench/engine_rate.c src/core/alloc.c src/core/json.c \
+ *			src/core/config.c src/core/model.c src/core/infer.c src/core/dnnl.c src/core/engine.c \
  *			src/core/train.c -ldnnl -lgomp -lopenblas -lm
  *		/tmp/engine_rate bench/bench-config.json [N...]
  *

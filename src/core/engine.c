@@ -15,7 +15,7 @@
  * bit-identical scores.  pn_score (OpenBLAS GEMV, pepnet_predict) sums in
  * another order: it agrees with this path to float rounding only.
  *
- * Threads.  Debian's oneDNN runs on OpenMP; pn_engine_init pins it to one
+ * Threads.  Debian's oneDNN runs on OpenMP; pn_dnnl_init (dnnl.c) pins it to one
  * thread.  Nothing here runs before the first batched score of a backend,
  * so a library preloaded into the postmaster initialises no oneDNN state.
  *
@@ -30,15 +30,14 @@
  * then per row: logit_t = w_out_t . a_L,t + c_t (+ V2_t . ah + e2_t).
  */
 #include "pncore.h"
+#include "pndnnl.h"
 #include "pninternal.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <oneapi/dnnl/dnnl.h>
 
 /* one matmul with its post-ops */
 typedef struct PnOp
@@ -118,38 +117,6 @@ struct PnEngine
 };
 
 static int	engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnError *err);
-
-#define PN_PRIMITIVE_CACHE 128
-
-static dnnl_engine_t dn_engine = NULL;
-static dnnl_stream_t dn_stream = NULL;
-
-/* oneDNN's global objects, made on first use in this process; one OpenMP thread */
-static int
-engine_init(PnError *err)
-{
-	if (dn_engine)
-		return PN_OK;
-	omp_set_num_threads(1);
-	/*
-	 * oneDNN's process-wide primitive cache (1024 by default) keeps the JIT
-	 * code of primitives after their version left pepnet's cache; the engine
-	 * holds its own primitives, so a few model shapes' worth is enough
-	 */
-	dnnl_set_primitive_cache_capacity(PN_PRIMITIVE_CACHE);
-	if (dnnl_engine_create(&dn_engine, dnnl_cpu, 0) != dnnl_success)
-	{
-		dn_engine = NULL;
-		return pn_seterr(err, PN_EENGINE, "could not create the oneDNN CPU engine");
-	}
-	if (dnnl_stream_create(&dn_stream, dn_engine, dnnl_stream_default_flags) != dnnl_success)
-	{
-		dnnl_engine_destroy(dn_engine);
-		dn_engine = NULL;
-		return pn_seterr(err, PN_EENGINE, "could not create a oneDNN stream");
-	}
-	return PN_OK;
-}
 
 bool
 pn_engine_bf16_supported(void)
@@ -283,7 +250,7 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 		if ((po & PO_MUL) && attempt == 0)
 			dnnl_post_ops_append_binary(pops, dnnl_binary_mul, &src1_md);
 		dnnl_primitive_attr_set_post_ops(attr, pops);
-		st = dnnl_primitive_desc_create(&pd, &md, attr, dn_engine, NULL);
+		st = dnnl_primitive_desc_create(&pd, &md, attr, pn_dnnl_engine, NULL);
 		dnnl_post_ops_destroy(pops);
 		dnnl_primitive_attr_destroy(attr);
 		if (st == dnnl_success)
@@ -296,10 +263,9 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 		return pn_seterr(err, PN_EENGINE, "oneDNN has no matmul of %d x %d by %d x %d for this CPU (%s)",
 						 M, K, K, N, pn_engine_isa());
 	{
-		const char *impl = NULL;
+		const char *impl;
 
-		if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
-			impl == NULL || strncmp(impl, "brg", 3) != 0)
+		if (!pn_dnnl_is_brgemm(pd, &impl))
 		{
 			dnnl_primitive_desc_destroy(pd);
 			return pn_seterr(err, PN_EUNSUPPORTED, "oneDNN has no brgemm matmul on this CPU (%s; it chose %s)",
@@ -322,7 +288,7 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 
 		if (sb > eng->scratch_bytes)
 			eng->scratch_bytes = sb;
-		if (sb > 0 && dnnl_memory_create(&op->m_scratch, smd, dn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+		if (sb > 0 && dnnl_memory_create(&op->m_scratch, smd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
 			goto fail;
 	}
 	st = dnnl_primitive_create(&op->prim, pd);
@@ -330,10 +296,10 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 	pd = NULL;
 	if (st != dnnl_success)
 		goto fail;
-	if (dnnl_memory_create(&op->m_src, &src_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-		dnnl_memory_create(&op->m_wei, &op->wmd, dn_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-		dnnl_memory_create(&op->m_bias, &bias_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-		dnnl_memory_create(&op->m_dst, &dst_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+	if (dnnl_memory_create(&op->m_src, &src_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_wei, &op->wmd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_bias, &bias_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_dst, &dst_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
 		goto fail;
 	op->args[0] = (dnnl_exec_arg_t) {DNNL_ARG_SRC, op->m_src};
 	op->args[1] = (dnnl_exec_arg_t) {DNNL_ARG_WEIGHTS, op->m_wei};
@@ -346,7 +312,7 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 	{
 		int			idx = ((po & PO_RELU) ? 1 : 0) + ((po & PO_GATE) ? 1 : 0);
 
-		if (dnnl_memory_create(&op->m_src1, &src1_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+		if (dnnl_memory_create(&op->m_src1, &src1_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
 			goto fail;
 		op->args[op->nargs++] = (dnnl_exec_arg_t) {DNNL_ARG_ATTR_MULTIPLE_POST_OP(idx) | DNNL_ARG_SRC_1, op->m_src1};
 	}
@@ -370,19 +336,19 @@ op_pack(PnOp *op, const float *W, int ldw, void *out, PnError *err)
 	dnnl_status_t st;
 
 	dnnl_memory_desc_init_by_strides(&from_md, 2, (dnnl_dims_t) {op->K, op->N}, dnnl_f32, (dnnl_dims_t) {1, ldw});
-	if (dnnl_reorder_primitive_desc_create(&rpd, &from_md, dn_engine, &op->wmd, dn_engine, NULL) != dnnl_success)
+	if (dnnl_reorder_primitive_desc_create(&rpd, &from_md, pn_dnnl_engine, &op->wmd, pn_dnnl_engine, NULL) != dnnl_success)
 		return pn_seterr(err, PN_EENGINE, "oneDNN cannot pack a %d x %d weight matrix", op->N, op->K);
 	st = dnnl_primitive_create(&r, rpd);
 	dnnl_primitive_desc_destroy(rpd);
 	if (st != dnnl_success)
 		return pn_seterr(err, PN_EENGINE, "oneDNN cannot pack a %d x %d weight matrix", op->N, op->K);
-	dnnl_memory_create(&mf, &from_md, dn_engine, (void *) W);
-	dnnl_memory_create(&mt, &op->wmd, dn_engine, out);
+	dnnl_memory_create(&mf, &from_md, pn_dnnl_engine, (void *) W);
+	dnnl_memory_create(&mt, &op->wmd, pn_dnnl_engine, out);
 	{
 		dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, mf}, {DNNL_ARG_TO, mt}};
 
-		st = dnnl_primitive_execute(r, dn_stream, 2, args);
-		dnnl_stream_wait(dn_stream);
+		st = dnnl_primitive_execute(r, pn_dnnl_stream, 2, args);
+		dnnl_stream_wait(pn_dnnl_stream);
 	}
 	dnnl_memory_destroy(mf);
 	dnnl_memory_destroy(mt);
@@ -465,7 +431,7 @@ op_run(PnOp *op, const void *src, const void *wei, const float *bias, void *dst,
 		dnnl_memory_set_data_handle(op->m_src1, (void *) src1);
 	if (op->m_scratch)
 		dnnl_memory_set_data_handle(op->m_scratch, scratch);
-	return dnnl_primitive_execute(op->prim, dn_stream, op->nargs, op->args) == dnnl_success ? PN_OK : PN_EENGINE;
+	return dnnl_primitive_execute(op->prim, pn_dnnl_stream, op->nargs, op->args) == dnnl_success ? PN_OK : PN_EENGINE;
 }
 
 void
@@ -521,7 +487,7 @@ engine_new_onednn(const PnModel *m, int precision, int tile, PnEngine **out, PnE
 	PnEngine   *eng;
 
 	*out = NULL;
-	if ((rc = engine_init(err)) != PN_OK)
+	if ((rc = pn_dnnl_init(err)) != PN_OK)
 		return rc;
 	if (precision == PN_BF16 && !pn_engine_bf16_supported())
 		return pn_seterr(err, PN_EUNSUPPORTED, "this CPU has no bf16 instructions (oneDNN runs %s)", pn_engine_isa());
@@ -920,7 +886,7 @@ engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 				lout[(size_t) (done * T) + i] = v;
 		}
 	}
-	dnnl_stream_wait(dn_stream);
+	dnnl_stream_wait(pn_dnnl_stream);
 	return PN_OK;
 }
 
