@@ -65,10 +65,8 @@ typedef struct PnPackedDomain
 {
 	void	   *w1;				/* tw1 */
 	void	  **w;				/* [T*(L+1)], layers 2..L */
-	bool	   *shared;			/* [1 + T*(L+1)]: w1, w[x] are pn_pack_share's (not freed) */
+	bool	   *shared;			/* [1 + T*(L+1)]: w1, w[x] are the PnPackShare's (not freed) */
 } PnPackedDomain;
-
-PnPackShare *pn_pack_share = NULL;
 
 struct PnEngine
 {
@@ -116,7 +114,8 @@ struct PnEngine
 	int			nallocs;
 };
 
-static int	engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnError *err);
+static int	engine_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, PnPackedDomain **out,
+						  PnError *err);
 
 bool
 pn_engine_bf16_supported(void)
@@ -358,32 +357,34 @@ op_pack(PnOp *op, const float *W, int ldw, void *out, PnError *err)
 	return PN_OK;
 }
 
-/* Allocate and pack (or use the shared packed weights of key, see pn_pack_share) */
+/* Allocate and pack (or use share's packed weights of key, see PnPackShare) */
 static int
-op_pack_new(PnEngine *eng, PnOp *op, const float *W, int ldw, const char *key, void **out, PnError *err)
+op_pack_new(PnEngine *eng, PnOp *op, const float *W, int ldw, const PnPackShare *share, const char *key,
+			void **out, PnError *err)
 {
 	int			rc;
 
-	if (pn_pack_share && (*out = (void *) pn_pack_share->lookup(pn_pack_share->arg, key, op->wbytes)) != NULL)
+	if (share && (*out = (void *) share->lookup(share->arg, key, op->wbytes)) != NULL)
 		return PN_OK;
 	*out = eng_alloc(eng, op->wbytes);
 	if (!*out)
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing weights");
 	rc = op_pack(op, W, ldw, *out, err);
-	if (rc == PN_OK && pn_pack_share)
-		pn_pack_share->publish(pn_pack_share->arg, key, *out, op->wbytes);
+	if (rc == PN_OK && share)
+		share->publish(share->arg, key, *out, op->wbytes);
 	return rc;
 }
 
 /*
- * A domain's packed matrix: the shared one of key (*raw = it, *shared =
+ * A domain's packed matrix: share's one of key (*raw = it, *shared =
  * true), else a new allocation *raw packed at PN_ALIGN64(*raw) and offered
- * to pn_pack_share.
+ * to share (NULL: no sharing).
  */
 static int
-dom_pack(PnOp *op, const float *W, int ldw, const char *key, void **raw, bool *shared, PnError *err)
+dom_pack(PnOp *op, const float *W, int ldw, const PnPackShare *share, const char *key, void **raw,
+		 bool *shared, PnError *err)
 {
-	const void *p = pn_pack_share ? pn_pack_share->lookup(pn_pack_share->arg, key, op->wbytes) : NULL;
+	const void *p = share ? share->lookup(share->arg, key, op->wbytes) : NULL;
 	int			rc;
 
 	*shared = p != NULL;
@@ -396,8 +397,8 @@ dom_pack(PnOp *op, const float *W, int ldw, const char *key, void **raw, bool *s
 	if (!*raw)
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing weights");
 	rc = op_pack(op, W, ldw, PN_ALIGN64(*raw), err);
-	if (rc == PN_OK && pn_pack_share)
-		pn_pack_share->publish(pn_pack_share->arg, key, PN_ALIGN64(*raw), op->wbytes);
+	if (rc == PN_OK && share)
+		share->publish(share->arg, key, PN_ALIGN64(*raw), op->wbytes);
 	return rc;
 }
 
@@ -470,7 +471,8 @@ pn_engine_free(PnEngine *eng)
  * given precision (PN_FP32, PN_BF16), the version's weights packed.
  */
 static int
-engine_new_onednn(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err)
+engine_new_onednn(const PnModel *m, int precision, int tile, const PnPackShare *share, PnEngine **out,
+				  PnError *err)
 {
 	const PnConfig *c = &m->cfg;
 	int			n0 = c->n0,
@@ -528,8 +530,8 @@ engine_new_onednn(const PnModel *m, int precision, int tile, PnEngine **out, PnE
 	{
 		TRY(op_create(eng, &eng->ep1, n0, he, n0, he, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
 		TRY(op_create(eng, &eng->ep2, he, n0, he, n0, n0, cdt, cdt, dnnl_f32, PO_GATE | PO_MUL, c->gamma, err));
-		TRY(op_pack_new(eng, &eng->ep1, PN_T(m, m->t_ep_w1) + k, k + n0, "ep1", &eng->p_ep1, err));
-		TRY(op_pack_new(eng, &eng->ep2, PN_T(m, m->t_ep_w2), he, "ep2", &eng->p_ep2, err));
+		TRY(op_pack_new(eng, &eng->ep1, PN_T(m, m->t_ep_w1) + k, k + n0, share, "ep1", &eng->p_ep1, err));
+		TRY(op_pack_new(eng, &eng->ep2, PN_T(m, m->t_ep_w2), he, share, "ep2", &eng->p_ep2, err));
 	}
 	/* tower layer 1 of every task at once; its output feeds the gate (or the next layer) */
 	{
@@ -563,15 +565,15 @@ engine_new_onednn(const PnModel *m, int precision, int tile, PnEngine **out, PnE
 			char		key[16];
 
 			snprintf(key, sizeof(key), "g1.%d", l);
-			TRY(op_pack_new(eng, &eng->g1[l], PN_T(m, m->t_pp_w1[l]) + c->pk, c->pk + n0, key, &eng->p_g1[l], err));
+			TRY(op_pack_new(eng, &eng->g1[l], PN_T(m, m->t_pp_w1[l]) + c->pk, c->pk + n0, share, key, &eng->p_g1[l], err));
 			snprintf(key, sizeof(key), "g2.%d", l);
-			TRY(op_pack_new(eng, &eng->g2[l], PN_T(m, m->t_pp_w2[l]), g, key, &eng->p_g2[l], err));
+			TRY(op_pack_new(eng, &eng->g2[l], PN_T(m, m->t_pp_w2[l]), g, share, key, &eng->p_g2[l], err));
 		}
 	}
 	if (c->aux)
 	{
 		TRY(op_create(eng, &eng->aux1, n0, ha, n0, ha, 0, cdt, dnnl_f32, dnnl_f32, PO_RELU, 1.0f, err));
-		TRY(op_pack_new(eng, &eng->aux1, PN_T(m, m->t_aux_w1) + k, k + n0, "aux1", &eng->p_aux1, err));
+		TRY(op_pack_new(eng, &eng->aux1, PN_T(m, m->t_aux_w1) + k, k + n0, share, "aux1", &eng->p_aux1, err));
 	}
 #undef TRY
 	if (eng->scratch_bytes > 0 && !(eng->scratch = eng_alloc(eng, eng->scratch_bytes)))
@@ -592,9 +594,10 @@ fail:
  * fallback described at struct PnEngine; bf16 without them is PN_EUNSUPPORTED.
  */
 int
-pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err)
+pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *share, PnEngine **out,
+			  PnError *err)
 {
-	int			rc = engine_new_onednn(m, precision, tile, out, err);
+	int			rc = engine_new_onednn(m, precision, tile, share, out, err);
 	PnEngine   *eng;
 
 	if (rc != PN_EUNSUPPORTED || precision != PN_FP32)
@@ -621,17 +624,18 @@ pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError
  * domain; allocations in the caller's long-lived context).
  */
 int
-pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, PnError *err)
+pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, PnError *err)
 {
 	PnPackedDomain *dummy;
 
 	if (eng->fallback)
 		return PN_OK;
-	return engine_domain(eng, dc, &dummy, err);
+	return engine_domain(eng, dc, share, &dummy, err);
 }
 
 static int
-engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnError *err)
+engine_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, PnPackedDomain **out,
+			  PnError *err)
 {
 	const PnConfig *c = &eng->m->cfg;
 	int			T = c->ntasks,
@@ -656,7 +660,7 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 	if (!pd->w || !pd->shared)
 		goto oom;
 	snprintf(key, sizeof(key), "d%d.tw1", dc->domain);
-	if ((rc = dom_pack(&eng->tw1, dc->w1, n0, key, &pd->w1, &pd->shared[0], err)) != PN_OK)
+	if ((rc = dom_pack(&eng->tw1, dc->w1, n0, share, key, &pd->w1, &pd->shared[0], err)) != PN_OK)
 		goto fail;
 	for (l = 2; l <= L; l++)
 		for (t = 0; t < T; t++)
@@ -665,7 +669,7 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 			PnOp	   *op = &eng->twl[l - 1];
 
 			snprintf(key, sizeof(key), "d%d.tw[%d]", dc->domain, x);
-			if ((rc = dom_pack(op, dc->w[x], op->K, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
+			if ((rc = dom_pack(op, dc->w[x], op->K, share, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
 				goto fail;
 		}
 	eng->dom[dc->domain] = pd;
