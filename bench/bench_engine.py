@@ -241,7 +241,7 @@ def bench_first(mref, req, conns, log):
 
 def build(bindir, src, name, libs):
     path = os.path.join(bindir, name)
-    core = ["src/core/%s.c" % s for s in ("json", "config", "model", "infer", "engine", "train")]
+    core = ["src/core/%s.c" % s for s in ("alloc", "json", "config", "model", "infer", "dnnl", "engine", "train")]
     cmd = ["cc", "-O3", "-fno-math-errno", "-fno-trapping-math", "-Isrc/core", "-o", path, src] + \
         (core if name == "engine_rate" else []) + libs
     subprocess.run(cmd, check=True, cwd=bs.ROOT)

@@ -12,8 +12,7 @@
  *		from the repository root:
  *
  *			cc $(pg_config --cflags) -O3 -fno-math-errno -Isrc/core -o /tmp/core_score \
- *				bench/core_score.c src/core/json.c src/core/config.c src/core/model.c \
- *				src/core/infer.c src/core/train.c -lopenblas -lm
+ *				bench/core_score.c src/core/*.c -ldnnl -lgomp -lopenblas -lm
  *
  *			/tmp/core_score config.json weights.safetensors block N...
  *

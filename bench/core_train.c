@@ -9,8 +9,8 @@
  *		Build from the repository root with the Makefile's flags for src/core:
  *
  *			cc -O3 -fno-math-errno -fno-trapping-math -g -Isrc/core -o /tmp/core_train \
- *				bench/core_train.c src/core/json.c src/core/config.c src/core/model.c \
- *				src/core/infer.c src/core/engine.c src/core/train.c -ldnnl -lgomp -lopenblas -lm
+ *				bench/core_train.c src/core/alloc.c src/core/json.c src/core/config.c src/core/model.c \
+ *				src/core/infer.c src/core/dnnl.c src/core/engine.c src/core/train.c -ldnnl -lgomp -lopenblas -lm
  *
  *			/tmp/core_train bench/bench-config.json [batch 512] [steps 200] [seed 1]
  *

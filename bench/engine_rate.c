@@ -8,8 +8,8 @@
  *		at several tile sizes.  Random weights of the config (seed 2), random
  *		hashed ids.  CPU time of this thread, median of 7 runs of >= 50 ms.
  *
- *		cc -O3 -Isrc/core -o /tmp/engine_rate bench/engine_rate.c src/core/json.c \
- *			src/core/config.c src/core/model.c src/core/infer.c src/core/engine.c \
+ *		cc -O3 -Isrc/core -o /tmp/engine_rate bench/engine_rate.c src/core/alloc.c src/core/json.c \
+ *			src/core/config.c src/core/model.c src/core/infer.c src/core/dnnl.c src/core/engine.c \
  *			src/core/train.c -ldnnl -lgomp -lopenblas -lm
  *		/tmp/engine_rate bench/bench-config.json [N...]
  *
@@ -192,9 +192,9 @@ main(int argc, char **argv)
 		feat[i] = rnd(1000000);
 	printf("{\"kind\":\"isa\",\"isa\":\"%s\",\"bf16\":%s}\n", pn_engine_isa(), bf16 ? "true" : "false");
 
-	if (pn_engine_new(m, PN_FP32, PN_TILE, &e32, &e) != PN_OK || pn_engine_prepare_domain(e32, dc, &e) != PN_OK)
+	if (pn_engine_new(m, PN_FP32, PN_TILE, NULL, &e32, &e) != PN_OK || pn_engine_prepare_domain(e32, dc, NULL, &e) != PN_OK)
 		die("engine fp32", &e);
-	if (bf16 && (pn_engine_new(m, PN_BF16, PN_TILE, &e16, &e) != PN_OK || pn_engine_prepare_domain(e16, dc, &e) != PN_OK))
+	if (bf16 && (pn_engine_new(m, PN_BF16, PN_TILE, NULL, &e16, &e) != PN_OK || pn_engine_prepare_domain(e16, dc, NULL, &e) != PN_OK))
 		die("engine bf16", &e);
 
 	/* bf16 accuracy against fp32 */
@@ -246,7 +246,7 @@ main(int argc, char **argv)
 		{
 			PnEngine   *eng;
 
-			if (pn_engine_new(m, p, tiles[i], &eng, &e) != PN_OK || pn_engine_prepare_domain(eng, dc, &e) != PN_OK)
+			if (pn_engine_new(m, p, tiles[i], NULL, &eng, &e) != PN_OK || pn_engine_prepare_domain(eng, dc, NULL, &e) != PN_OK)
 				die("engine", &e);
 			for (j = 0; j < nn; j++)
 			{

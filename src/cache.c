@@ -453,9 +453,8 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 					 errhint("SET pepnet.precision = 'fp32'.")));
 		}
 		cb = palloc(sizeof(MemoryContextCallback));
-		pn_pack_share = pepnet_shcache_pack_share(e, precision);	/* packed weights shared when preloaded */
-		rc = pn_engine_new(e->model, precision, PN_TILE, &eng, &err);
-		pn_pack_share = NULL;
+		/* packed weights shared when preloaded */
+		rc = pn_engine_new(e->model, precision, PN_TILE, pepnet_shcache_pack_share(e, precision), &eng, &err);
 		if (rc != PN_OK)
 		{
 			MemoryContextSwitchTo(old);
@@ -469,9 +468,7 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	}
 	/* the domain's packed tower weights (the engine keeps them) */
 	old = MemoryContextSwitchTo(e->cxt);
-	pn_pack_share = pepnet_shcache_pack_share(e, precision);
-	rc = pn_engine_prepare_domain(eng, dc, &err);
-	pn_pack_share = NULL;
+	rc = pn_engine_prepare_domain(eng, dc, pepnet_shcache_pack_share(e, precision), &err);
 	if (rc != PN_OK)
 	{
 		MemoryContextSwitchTo(old);

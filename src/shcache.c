@@ -98,7 +98,7 @@ typedef struct ShModel
 				data_off;
 } ShModel;
 
-/* packed weights of the batched engine (pn_pack_share), a list per entry */
+/* packed weights of the batched engine (its PnPackShare), a list per entry */
 typedef struct ShPacked
 {
 	dsa_pointer next;
@@ -308,7 +308,6 @@ shcache_xact(XactEvent event, void *arg)
 	{
 		abandon_build();
 		unpin_all();
-		pn_pack_share = NULL;	/* in case an error left it set */
 	}
 }
 
@@ -816,7 +815,7 @@ pepnet_shcache_domain(PepnetEntry *e, int d)
 }
 
 /*
- * The batched engine's packed weights (pn_pack_share): per shared entry and
+ * The batched engine's packed weights (a PnPackShare): per shared entry and
  * precision, each matrix by its key, data 64-byte aligned after the header
  * (DSM segments are mapped page-aligned, so the same offset is aligned in
  * every backend).  The engine asks while pepnet_cache_engine makes it or

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* the keys a config may have, in the order pn_config_to_json writes them */
 static const char *const config_keys[] = {
 	"domains", "features", "persona", "dense", "emb_dim", "tasks", "hidden",
 	"gamma", "epnet", "epnet_hidden", "ppnet", "pn", "star", "aux",
@@ -287,8 +288,12 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 			known |= strcmp(config_keys[j], root->items[i]->key) == 0;
 		if (!known)
 		{
+			char		list[256] = "";
+
+			for (j = 0; config_keys[j]; j++)
+				snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", j ? ", " : "", config_keys[j]);
 			pn_seterr(err, PN_ECONFIG, "config has unknown key \"%.*s\"", pn_utf8_prefix(root->items[i]->key, 60), root->items[i]->key);
-			pn_setdetail(err, "Known keys: domains, features, persona, dense, emb_dim, tasks, hidden, gamma, epnet, epnet_hidden, ppnet, pn, star, aux, aux_hidden, l2, negative_rate.");
+			pn_setdetail(err, "Known keys: %s.", list);
 			pn_json_free(root);
 			return PN_ECONFIG;
 		}

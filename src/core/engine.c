@@ -15,7 +15,7 @@
  * bit-identical scores.  pn_score (OpenBLAS GEMV, pepnet_predict) sums in
  * another order: it agrees with this path to float rounding only.
  *
- * Threads.  Debian's oneDNN runs on OpenMP; pn_engine_init pins it to one
+ * Threads.  Debian's oneDNN runs on OpenMP; pn_dnnl_init (dnnl.c) pins it to one
  * thread.  Nothing here runs before the first batched score of a backend,
  * so a library preloaded into the postmaster initialises no oneDNN state.
  *
@@ -30,15 +30,14 @@
  * then per row: logit_t = w_out_t . a_L,t + c_t (+ V2_t . ah + e2_t).
  */
 #include "pncore.h"
+#include "pndnnl.h"
 #include "pninternal.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <oneapi/dnnl/dnnl.h>
 
 /* one matmul with its post-ops */
 typedef struct PnOp
@@ -66,10 +65,8 @@ typedef struct PnPackedDomain
 {
 	void	   *w1;				/* tw1 */
 	void	  **w;				/* [T*(L+1)], layers 2..L */
-	bool	   *shared;			/* [1 + T*(L+1)]: w1, w[x] are pn_pack_share's (not freed) */
+	bool	   *shared;			/* [1 + T*(L+1)]: w1, w[x] are the PnPackShare's (not freed) */
 } PnPackedDomain;
-
-PnPackShare *pn_pack_share = NULL;
 
 struct PnEngine
 {
@@ -117,39 +114,8 @@ struct PnEngine
 	int			nallocs;
 };
 
-static int	engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnError *err);
-
-#define PN_PRIMITIVE_CACHE 128
-
-static dnnl_engine_t dn_engine = NULL;
-static dnnl_stream_t dn_stream = NULL;
-
-/* oneDNN's global objects, made on first use in this process; one OpenMP thread */
-static int
-engine_init(PnError *err)
-{
-	if (dn_engine)
-		return PN_OK;
-	omp_set_num_threads(1);
-	/*
-	 * oneDNN's process-wide primitive cache (1024 by default) keeps the JIT
-	 * code of primitives after their version left pepnet's cache; the engine
-	 * holds its own primitives, so a few model shapes' worth is enough
-	 */
-	dnnl_set_primitive_cache_capacity(PN_PRIMITIVE_CACHE);
-	if (dnnl_engine_create(&dn_engine, dnnl_cpu, 0) != dnnl_success)
-	{
-		dn_engine = NULL;
-		return pn_seterr(err, PN_EENGINE, "could not create the oneDNN CPU engine");
-	}
-	if (dnnl_stream_create(&dn_stream, dn_engine, dnnl_stream_default_flags) != dnnl_success)
-	{
-		dnnl_engine_destroy(dn_engine);
-		dn_engine = NULL;
-		return pn_seterr(err, PN_EENGINE, "could not create a oneDNN stream");
-	}
-	return PN_OK;
-}
+static int	engine_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, PnPackedDomain **out,
+						  PnError *err);
 
 bool
 pn_engine_bf16_supported(void)
@@ -283,7 +249,7 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 		if ((po & PO_MUL) && attempt == 0)
 			dnnl_post_ops_append_binary(pops, dnnl_binary_mul, &src1_md);
 		dnnl_primitive_attr_set_post_ops(attr, pops);
-		st = dnnl_primitive_desc_create(&pd, &md, attr, dn_engine, NULL);
+		st = dnnl_primitive_desc_create(&pd, &md, attr, pn_dnnl_engine, NULL);
 		dnnl_post_ops_destroy(pops);
 		dnnl_primitive_attr_destroy(attr);
 		if (st == dnnl_success)
@@ -296,10 +262,9 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 		return pn_seterr(err, PN_EENGINE, "oneDNN has no matmul of %d x %d by %d x %d for this CPU (%s)",
 						 M, K, K, N, pn_engine_isa());
 	{
-		const char *impl = NULL;
+		const char *impl;
 
-		if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
-			impl == NULL || strncmp(impl, "brg", 3) != 0)
+		if (!pn_dnnl_is_brgemm(pd, &impl))
 		{
 			dnnl_primitive_desc_destroy(pd);
 			return pn_seterr(err, PN_EUNSUPPORTED, "oneDNN has no brgemm matmul on this CPU (%s; it chose %s)",
@@ -322,7 +287,7 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 
 		if (sb > eng->scratch_bytes)
 			eng->scratch_bytes = sb;
-		if (sb > 0 && dnnl_memory_create(&op->m_scratch, smd, dn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+		if (sb > 0 && dnnl_memory_create(&op->m_scratch, smd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
 			goto fail;
 	}
 	st = dnnl_primitive_create(&op->prim, pd);
@@ -330,10 +295,10 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 	pd = NULL;
 	if (st != dnnl_success)
 		goto fail;
-	if (dnnl_memory_create(&op->m_src, &src_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-		dnnl_memory_create(&op->m_wei, &op->wmd, dn_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-		dnnl_memory_create(&op->m_bias, &bias_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-		dnnl_memory_create(&op->m_dst, &dst_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+	if (dnnl_memory_create(&op->m_src, &src_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_wei, &op->wmd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_bias, &bias_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_dst, &dst_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
 		goto fail;
 	op->args[0] = (dnnl_exec_arg_t) {DNNL_ARG_SRC, op->m_src};
 	op->args[1] = (dnnl_exec_arg_t) {DNNL_ARG_WEIGHTS, op->m_wei};
@@ -346,7 +311,7 @@ op_create(PnEngine *eng, PnOp *op, int K, int N, int lda, int ldc, int ld1,
 	{
 		int			idx = ((po & PO_RELU) ? 1 : 0) + ((po & PO_GATE) ? 1 : 0);
 
-		if (dnnl_memory_create(&op->m_src1, &src1_md, dn_engine, DNNL_MEMORY_NONE) != dnnl_success)
+		if (dnnl_memory_create(&op->m_src1, &src1_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
 			goto fail;
 		op->args[op->nargs++] = (dnnl_exec_arg_t) {DNNL_ARG_ATTR_MULTIPLE_POST_OP(idx) | DNNL_ARG_SRC_1, op->m_src1};
 	}
@@ -370,19 +335,19 @@ op_pack(PnOp *op, const float *W, int ldw, void *out, PnError *err)
 	dnnl_status_t st;
 
 	dnnl_memory_desc_init_by_strides(&from_md, 2, (dnnl_dims_t) {op->K, op->N}, dnnl_f32, (dnnl_dims_t) {1, ldw});
-	if (dnnl_reorder_primitive_desc_create(&rpd, &from_md, dn_engine, &op->wmd, dn_engine, NULL) != dnnl_success)
+	if (dnnl_reorder_primitive_desc_create(&rpd, &from_md, pn_dnnl_engine, &op->wmd, pn_dnnl_engine, NULL) != dnnl_success)
 		return pn_seterr(err, PN_EENGINE, "oneDNN cannot pack a %d x %d weight matrix", op->N, op->K);
 	st = dnnl_primitive_create(&r, rpd);
 	dnnl_primitive_desc_destroy(rpd);
 	if (st != dnnl_success)
 		return pn_seterr(err, PN_EENGINE, "oneDNN cannot pack a %d x %d weight matrix", op->N, op->K);
-	dnnl_memory_create(&mf, &from_md, dn_engine, (void *) W);
-	dnnl_memory_create(&mt, &op->wmd, dn_engine, out);
+	dnnl_memory_create(&mf, &from_md, pn_dnnl_engine, (void *) W);
+	dnnl_memory_create(&mt, &op->wmd, pn_dnnl_engine, out);
 	{
 		dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, mf}, {DNNL_ARG_TO, mt}};
 
-		st = dnnl_primitive_execute(r, dn_stream, 2, args);
-		dnnl_stream_wait(dn_stream);
+		st = dnnl_primitive_execute(r, pn_dnnl_stream, 2, args);
+		dnnl_stream_wait(pn_dnnl_stream);
 	}
 	dnnl_memory_destroy(mf);
 	dnnl_memory_destroy(mt);
@@ -392,32 +357,34 @@ op_pack(PnOp *op, const float *W, int ldw, void *out, PnError *err)
 	return PN_OK;
 }
 
-/* Allocate and pack (or use the shared packed weights of key, see pn_pack_share) */
+/* Allocate and pack (or use share's packed weights of key, see PnPackShare) */
 static int
-op_pack_new(PnEngine *eng, PnOp *op, const float *W, int ldw, const char *key, void **out, PnError *err)
+op_pack_new(PnEngine *eng, PnOp *op, const float *W, int ldw, const PnPackShare *share, const char *key,
+			void **out, PnError *err)
 {
 	int			rc;
 
-	if (pn_pack_share && (*out = (void *) pn_pack_share->lookup(pn_pack_share->arg, key, op->wbytes)) != NULL)
+	if (share && (*out = (void *) share->lookup(share->arg, key, op->wbytes)) != NULL)
 		return PN_OK;
 	*out = eng_alloc(eng, op->wbytes);
 	if (!*out)
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing weights");
 	rc = op_pack(op, W, ldw, *out, err);
-	if (rc == PN_OK && pn_pack_share)
-		pn_pack_share->publish(pn_pack_share->arg, key, *out, op->wbytes);
+	if (rc == PN_OK && share)
+		share->publish(share->arg, key, *out, op->wbytes);
 	return rc;
 }
 
 /*
- * A domain's packed matrix: the shared one of key (*raw = it, *shared =
+ * A domain's packed matrix: share's one of key (*raw = it, *shared =
  * true), else a new allocation *raw packed at PN_ALIGN64(*raw) and offered
- * to pn_pack_share.
+ * to share (NULL: no sharing).
  */
 static int
-dom_pack(PnOp *op, const float *W, int ldw, const char *key, void **raw, bool *shared, PnError *err)
+dom_pack(PnOp *op, const float *W, int ldw, const PnPackShare *share, const char *key, void **raw,
+		 bool *shared, PnError *err)
 {
-	const void *p = pn_pack_share ? pn_pack_share->lookup(pn_pack_share->arg, key, op->wbytes) : NULL;
+	const void *p = share ? share->lookup(share->arg, key, op->wbytes) : NULL;
 	int			rc;
 
 	*shared = p != NULL;
@@ -430,8 +397,8 @@ dom_pack(PnOp *op, const float *W, int ldw, const char *key, void **raw, bool *s
 	if (!*raw)
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing weights");
 	rc = op_pack(op, W, ldw, PN_ALIGN64(*raw), err);
-	if (rc == PN_OK && pn_pack_share)
-		pn_pack_share->publish(pn_pack_share->arg, key, PN_ALIGN64(*raw), op->wbytes);
+	if (rc == PN_OK && share)
+		share->publish(share->arg, key, PN_ALIGN64(*raw), op->wbytes);
 	return rc;
 }
 
@@ -465,7 +432,7 @@ op_run(PnOp *op, const void *src, const void *wei, const float *bias, void *dst,
 		dnnl_memory_set_data_handle(op->m_src1, (void *) src1);
 	if (op->m_scratch)
 		dnnl_memory_set_data_handle(op->m_scratch, scratch);
-	return dnnl_primitive_execute(op->prim, dn_stream, op->nargs, op->args) == dnnl_success ? PN_OK : PN_EENGINE;
+	return dnnl_primitive_execute(op->prim, pn_dnnl_stream, op->nargs, op->args) == dnnl_success ? PN_OK : PN_EENGINE;
 }
 
 void
@@ -504,7 +471,8 @@ pn_engine_free(PnEngine *eng)
  * given precision (PN_FP32, PN_BF16), the version's weights packed.
  */
 static int
-engine_new_onednn(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err)
+engine_new_onednn(const PnModel *m, int precision, int tile, const PnPackShare *share, PnEngine **out,
+				  PnError *err)
 {
 	const PnConfig *c = &m->cfg;
 	int			n0 = c->n0,
@@ -521,7 +489,7 @@ engine_new_onednn(const PnModel *m, int precision, int tile, PnEngine **out, PnE
 	PnEngine   *eng;
 
 	*out = NULL;
-	if ((rc = engine_init(err)) != PN_OK)
+	if ((rc = pn_dnnl_init(err)) != PN_OK)
 		return rc;
 	if (precision == PN_BF16 && !pn_engine_bf16_supported())
 		return pn_seterr(err, PN_EUNSUPPORTED, "this CPU has no bf16 instructions (oneDNN runs %s)", pn_engine_isa());
@@ -562,8 +530,8 @@ engine_new_onednn(const PnModel *m, int precision, int tile, PnEngine **out, PnE
 	{
 		TRY(op_create(eng, &eng->ep1, n0, he, n0, he, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
 		TRY(op_create(eng, &eng->ep2, he, n0, he, n0, n0, cdt, cdt, dnnl_f32, PO_GATE | PO_MUL, c->gamma, err));
-		TRY(op_pack_new(eng, &eng->ep1, PN_T(m, m->t_ep_w1) + k, k + n0, "ep1", &eng->p_ep1, err));
-		TRY(op_pack_new(eng, &eng->ep2, PN_T(m, m->t_ep_w2), he, "ep2", &eng->p_ep2, err));
+		TRY(op_pack_new(eng, &eng->ep1, PN_T(m, m->t_ep_w1) + k, k + n0, share, "ep1", &eng->p_ep1, err));
+		TRY(op_pack_new(eng, &eng->ep2, PN_T(m, m->t_ep_w2), he, share, "ep2", &eng->p_ep2, err));
 	}
 	/* tower layer 1 of every task at once; its output feeds the gate (or the next layer) */
 	{
@@ -597,15 +565,15 @@ engine_new_onednn(const PnModel *m, int precision, int tile, PnEngine **out, PnE
 			char		key[16];
 
 			snprintf(key, sizeof(key), "g1.%d", l);
-			TRY(op_pack_new(eng, &eng->g1[l], PN_T(m, m->t_pp_w1[l]) + c->pk, c->pk + n0, key, &eng->p_g1[l], err));
+			TRY(op_pack_new(eng, &eng->g1[l], PN_T(m, m->t_pp_w1[l]) + c->pk, c->pk + n0, share, key, &eng->p_g1[l], err));
 			snprintf(key, sizeof(key), "g2.%d", l);
-			TRY(op_pack_new(eng, &eng->g2[l], PN_T(m, m->t_pp_w2[l]), g, key, &eng->p_g2[l], err));
+			TRY(op_pack_new(eng, &eng->g2[l], PN_T(m, m->t_pp_w2[l]), g, share, key, &eng->p_g2[l], err));
 		}
 	}
 	if (c->aux)
 	{
 		TRY(op_create(eng, &eng->aux1, n0, ha, n0, ha, 0, cdt, dnnl_f32, dnnl_f32, PO_RELU, 1.0f, err));
-		TRY(op_pack_new(eng, &eng->aux1, PN_T(m, m->t_aux_w1) + k, k + n0, "aux1", &eng->p_aux1, err));
+		TRY(op_pack_new(eng, &eng->aux1, PN_T(m, m->t_aux_w1) + k, k + n0, share, "aux1", &eng->p_aux1, err));
 	}
 #undef TRY
 	if (eng->scratch_bytes > 0 && !(eng->scratch = eng_alloc(eng, eng->scratch_bytes)))
@@ -626,9 +594,10 @@ fail:
  * fallback described at struct PnEngine; bf16 without them is PN_EUNSUPPORTED.
  */
 int
-pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError *err)
+pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *share, PnEngine **out,
+			  PnError *err)
 {
-	int			rc = engine_new_onednn(m, precision, tile, out, err);
+	int			rc = engine_new_onednn(m, precision, tile, share, out, err);
 	PnEngine   *eng;
 
 	if (rc != PN_EUNSUPPORTED || precision != PN_FP32)
@@ -655,17 +624,18 @@ pn_engine_new(const PnModel *m, int precision, int tile, PnEngine **out, PnError
  * domain; allocations in the caller's long-lived context).
  */
 int
-pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, PnError *err)
+pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, PnError *err)
 {
 	PnPackedDomain *dummy;
 
 	if (eng->fallback)
 		return PN_OK;
-	return engine_domain(eng, dc, &dummy, err);
+	return engine_domain(eng, dc, share, &dummy, err);
 }
 
 static int
-engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnError *err)
+engine_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, PnPackedDomain **out,
+			  PnError *err)
 {
 	const PnConfig *c = &eng->m->cfg;
 	int			T = c->ntasks,
@@ -690,7 +660,7 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 	if (!pd->w || !pd->shared)
 		goto oom;
 	snprintf(key, sizeof(key), "d%d.tw1", dc->domain);
-	if ((rc = dom_pack(&eng->tw1, dc->w1, n0, key, &pd->w1, &pd->shared[0], err)) != PN_OK)
+	if ((rc = dom_pack(&eng->tw1, dc->w1, n0, share, key, &pd->w1, &pd->shared[0], err)) != PN_OK)
 		goto fail;
 	for (l = 2; l <= L; l++)
 		for (t = 0; t < T; t++)
@@ -699,7 +669,7 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, PnPackedDomain **out, PnEr
 			PnOp	   *op = &eng->twl[l - 1];
 
 			snprintf(key, sizeof(key), "d%d.tw[%d]", dc->domain, x);
-			if ((rc = dom_pack(op, dc->w[x], op->K, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
+			if ((rc = dom_pack(op, dc->w[x], op->K, share, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
 				goto fail;
 		}
 	eng->dom[dc->domain] = pd;
@@ -920,7 +890,7 @@ engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 				lout[(size_t) (done * T) + i] = v;
 		}
 	}
-	dnnl_stream_wait(dn_stream);
+	dnnl_stream_wait(pn_dnnl_stream);
 	return PN_OK;
 }
 

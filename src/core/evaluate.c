@@ -84,7 +84,7 @@ pn_evaluator_new(const PnModel *m, int precision, PnEvaluator **out, PnError *er
 		pn_evaluator_free(ev);
 		return pn_seterr(err, PN_ENOMEM, "out of memory");
 	}
-	if ((rc = pn_engine_new(m, precision, PN_TILE, &ev->eng, err)) != PN_OK)
+	if ((rc = pn_engine_new(m, precision, PN_TILE, NULL, &ev->eng, err)) != PN_OK)
 	{
 		pn_evaluator_free(ev);
 		return rc;
@@ -199,7 +199,7 @@ pn_evaluator_logits(PnEvaluator *ev, const PnBatch *b, float *logits,
 		{
 			if ((rc = pn_domain_build(m, d, &ev->dc[d], err)) != PN_OK)
 				break;
-			if ((rc = pn_engine_prepare_domain(ev->eng, ev->dc[d], err)) != PN_OK)
+			if ((rc = pn_engine_prepare_domain(ev->eng, ev->dc[d], NULL, err)) != PN_OK)
 				break;
 		}
 		if ((rc = pn_persona_build(m, P > 0 ? b->persona + (size_t) first * P : NULL, &pp, err)) != PN_OK)

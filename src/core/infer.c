@@ -70,52 +70,22 @@ partial_bias(const float *W, int ld, int coloff, int rows, int cols, const float
 }
 
 /*
- * Build the per-domain cache: fused W* = W ⊙ W_d and b* = b + b_d of every
- * tower layer, PN (running statistics) folded into each task's first layer,
- * and the dv parts of the first EPNet and aux layers as biases.
+ * The dv parts of the first EPNet and aux layers as domain biases:
+ * ep_bias [he] = ep_b1 + W1[:, :k] dv, aux_bias [ha] = aux_b1 + Wa1[:, :k] dv
+ * (dv [k] the domain's embedding); false when out of memory.
  */
-int
-pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
+static bool
+domain_dv_biases(const PnModel *m, const float *dv, PnDomainCache *dc)
 {
 	const PnConfig *c = &m->cfg;
 	int			k = c->emb_dim,
-				n0 = c->n0,
-				T = c->ntasks,
-				L = c->nhidden,
-				h1 = c->hidden[0],
-				t,
-				l,
-				i,
-				j;
-	PnDomainCache *dc;
-	const float *dv;
-	double	   *scale = NULL,
-			   *shift = NULL;
-
-	*out = NULL;
-	if (d < 0 || d >= c->domains)
-		return pn_seterr(err, PN_EINPUT, "domain %d is out of range for a model of %d domains", d, c->domains);
-	dc = pn_alloc0(sizeof(PnDomainCache));
-	if (!dc)
-		return pn_seterr(err, PN_ENOMEM, "out of memory");
-	dc->domain = d;
-	dc->nw = T * (L + 1);
-	dc->w = pn_alloc0(sizeof(float *) * dc->nw);
-	dc->b = pn_alloc0(sizeof(float *) * dc->nw);
-	dc->w1 = pn_alloc(sizeof(float) * (size_t) T * h1 * n0);
-	dc->b1 = pn_alloc(sizeof(float) * (size_t) T * h1);
-	scale = pn_alloc(sizeof(double) * n0);
-	shift = pn_alloc(sizeof(double) * n0);
-	if (!dc->w || !dc->b || !dc->w1 || !dc->b1 || !scale || !shift)
-		goto oom;
-	dc->bytes = sizeof(float) * ((size_t) T * h1 * n0 + (size_t) T * h1);
-	dv = PN_T(m, m->t_emb_dom) + (size_t) d * k;
+				n0 = c->n0;
 
 	if (c->epnet)
 	{
 		dc->ep_bias = pn_alloc(sizeof(float) * c->epnet_hidden);
 		if (!dc->ep_bias)
-			goto oom;
+			return false;
 		partial_bias(PN_T(m, m->t_ep_w1), k + n0, 0, c->epnet_hidden, k, dv, PN_T(m, m->t_ep_b1), dc->ep_bias);
 		dc->bytes += sizeof(float) * c->epnet_hidden;
 	}
@@ -123,12 +93,24 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 	{
 		dc->aux_bias = pn_alloc(sizeof(float) * c->aux_hidden);
 		if (!dc->aux_bias)
-			goto oom;
+			return false;
 		partial_bias(PN_T(m, m->t_aux_w1), k + n0, 0, c->aux_hidden, k, dv, PN_T(m, m->t_aux_b1), dc->aux_bias);
 		dc->bytes += sizeof(float) * c->aux_hidden;
 	}
+	return true;
+}
 
-	/* PN at inference: xn = scale ⊙ x + shift */
+/*
+ * PN at inference of domain d: xn = scale ⊙ x + shift, scale, shift [n0]
+ * from the running statistics (identity without PN)
+ */
+static void
+partnorm_fold(const PnModel *m, int d, double *scale, double *shift)
+{
+	const PnConfig *c = &m->cfg;
+	int			n0 = c->n0,
+				i;
+
 	for (i = 0; i < n0; i++)
 	{
 		if (c->pn)
@@ -149,58 +131,133 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 			shift[i] = 0.0;
 		}
 	}
+}
 
+/*
+ * Task t's first tower layer of domain d, STAR-fused with PN folded in:
+ * rows [h, n0] of dc->w1 = (W ⊙ W_d) diag(scale), dc->b1 [h] = b + b_d +
+ * (W ⊙ W_d) shift (+ ln w_d when it is the output layer)
+ */
+static void
+star_fuse_first(const PnModel *m, int d, int t, const double *scale, const double *shift, PnDomainCache *dc)
+{
+	const PnConfig *c = &m->cfg;
+	int			n0 = c->n0,
+				L = c->nhidden,
+				h1 = c->hidden[0],
+				h = L >= 1 ? c->hidden[0] : 1,	/* 1 when the first layer is the output layer */
+				x = PN_TW(c, t, 1),
+				i,
+				j;
+	const float *W = PN_T(m, m->t_tw_w[x]);
+	const float *B = PN_T(m, m->t_tw_b[x]);
+	const float *Wd = c->star ? PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * n0 : NULL;
+	const float *Bd = c->star ? PN_T(m, m->t_tw_db[x]) + (size_t) d * h : NULL;
+
+	for (j = 0; j < h; j++)
+	{
+		double		bias = (double) B[j] + (Bd ? Bd[j] : 0.0);
+		float	   *row = dc->w1 + ((size_t) t * h1 + j) * n0;
+
+		for (i = 0; i < n0; i++)
+		{
+			double		wf = (double) W[(size_t) j * n0 + i] * (Wd ? Wd[(size_t) j * n0 + i] : 1.0);
+
+			row[i] = (float) (wf * scale[i]);
+			bias += wf * shift[i];
+		}
+		/* negative down-sampling folded into the output bias: logit + ln w_d */
+		if (L == 0 && c->neg_rate)
+			bias += log((double) c->neg_rate[d]);
+		dc->b1[t * h1 + j] = (float) bias;
+	}
+}
+
+/*
+ * Task t's tower layer l >= 2 (width h, input width prev) of domain d,
+ * STAR-fused: dc->w[x] [h, prev] = W ⊙ W_d, dc->b[x] [h] = b + b_d (+ ln w_d
+ * when it is the output layer); false when out of memory.
+ */
+static bool
+star_fuse_layer(const PnModel *m, int d, int t, int l, int h, int prev, PnDomainCache *dc)
+{
+	const PnConfig *c = &m->cfg;
+	int			x = PN_TW(c, t, l),
+				j;
+	const float *W = PN_T(m, m->t_tw_w[x]);
+	const float *B = PN_T(m, m->t_tw_b[x]);
+	const float *Wd = c->star ? PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * prev : NULL;
+	const float *Bd = c->star ? PN_T(m, m->t_tw_db[x]) + (size_t) d * h : NULL;
+	float	   *fw = pn_alloc(sizeof(float) * (size_t) h * prev);
+	float	   *fb = pn_alloc(sizeof(float) * h);
+
+	dc->w[x] = fw;
+	dc->b[x] = fb;
+	if (!fw || !fb)
+		return false;
+	for (j = 0; j < h * prev; j++)
+		fw[j] = Wd ? W[j] * Wd[j] : W[j];
+	for (j = 0; j < h; j++)
+		fb[j] = Bd ? B[j] + Bd[j] : B[j];
+	/* negative down-sampling folded into the output bias: logit + ln w_d */
+	if (l == c->nhidden + 1 && c->neg_rate)
+		fb[0] = (float) ((double) fb[0] + log((double) c->neg_rate[d]));
+	dc->bytes += sizeof(float) * ((size_t) h * prev + h);
+	return true;
+}
+
+/*
+ * Build the per-domain cache: fused W* = W ⊙ W_d and b* = b + b_d of every
+ * tower layer, PN (running statistics) folded into each task's first layer,
+ * and the dv parts of the first EPNet and aux layers as biases.
+ */
+int
+pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
+{
+	const PnConfig *c = &m->cfg;
+	int			k = c->emb_dim,
+				n0 = c->n0,
+				T = c->ntasks,
+				L = c->nhidden,
+				h1 = c->hidden[0],
+				t,
+				l;
+	PnDomainCache *dc;
+	double	   *scale = NULL,
+			   *shift = NULL;
+
+	*out = NULL;
+	if (d < 0 || d >= c->domains)
+		return pn_seterr(err, PN_EINPUT, "domain %d is out of range for a model of %d domains", d, c->domains);
+	dc = pn_alloc0(sizeof(PnDomainCache));
+	if (!dc)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	dc->domain = d;
+	dc->nw = T * (L + 1);
+	dc->w = pn_alloc0(sizeof(float *) * dc->nw);
+	dc->b = pn_alloc0(sizeof(float *) * dc->nw);
+	dc->w1 = pn_alloc(sizeof(float) * (size_t) T * h1 * n0);
+	dc->b1 = pn_alloc(sizeof(float) * (size_t) T * h1);
+	scale = pn_alloc(sizeof(double) * n0);
+	shift = pn_alloc(sizeof(double) * n0);
+	if (!dc->w || !dc->b || !dc->w1 || !dc->b1 || !scale || !shift)
+		goto oom;
+	dc->bytes = sizeof(float) * ((size_t) T * h1 * n0 + (size_t) T * h1);
+
+	if (!domain_dv_biases(m, PN_T(m, m->t_emb_dom) + (size_t) d * k, dc))
+		goto oom;
+	partnorm_fold(m, d, scale, shift);
 	for (t = 0; t < T; t++)
 	{
-		int			prev = n0;
+		int			prev = c->hidden[0];
 
-		for (l = 1; l <= L + 1; l++)
+		star_fuse_first(m, d, t, scale, shift, dc);
+		for (l = 2; l <= L + 1; l++)
 		{
 			int			h = l <= L ? c->hidden[l - 1] : 1;
-			int			x = PN_TW(c, t, l);
-			const float *W = PN_T(m, m->t_tw_w[x]);
-			const float *B = PN_T(m, m->t_tw_b[x]);
-			const float *Wd = c->star ? PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * prev : NULL;
-			const float *Bd = c->star ? PN_T(m, m->t_tw_db[x]) + (size_t) d * h : NULL;
 
-			if (l == 1)
-			{
-				for (j = 0; j < h; j++)
-				{
-					double		bias = (double) B[j] + (Bd ? Bd[j] : 0.0);
-					float	   *row = dc->w1 + ((size_t) t * h1 + j) * n0;
-
-					for (i = 0; i < n0; i++)
-					{
-						double		wf = (double) W[(size_t) j * n0 + i] * (Wd ? Wd[(size_t) j * n0 + i] : 1.0);
-
-						row[i] = (float) (wf * scale[i]);
-						bias += wf * shift[i];
-					}
-					/* negative down-sampling folded into the output bias: logit + ln w_d */
-					if (l == L + 1 && c->neg_rate)
-						bias += log((double) c->neg_rate[d]);
-					dc->b1[t * h1 + j] = (float) bias;
-				}
-			}
-			else
-			{
-				float	   *fw = pn_alloc(sizeof(float) * (size_t) h * prev);
-				float	   *fb = pn_alloc(sizeof(float) * h);
-
-				dc->w[x] = fw;
-				dc->b[x] = fb;
-				if (!fw || !fb)
-					goto oom;
-				for (j = 0; j < h * prev; j++)
-					fw[j] = Wd ? W[j] * Wd[j] : W[j];
-				for (j = 0; j < h; j++)
-					fb[j] = Bd ? B[j] + Bd[j] : B[j];
-				/* negative down-sampling folded into the output bias: logit + ln w_d */
-				if (l == L + 1 && c->neg_rate)
-					fb[0] = (float) ((double) fb[0] + log((double) c->neg_rate[d]));
-				dc->bytes += sizeof(float) * ((size_t) h * prev + h);
-			}
+			if (!star_fuse_layer(m, d, t, l, h, prev, dc))
+				goto oom;
 			prev = h;
 		}
 	}

@@ -41,17 +41,16 @@
  * compiler vectorizes them; none of them changes the order of a sum.
  */
 #include "pncore.h"
+#include "pndnnl.h"
 #include "pninternal.h"
 
 #include <float.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
-#include <oneapi/dnnl/dnnl.h>
 
 #define PN_MOMENTUM 0.01f
 
@@ -183,9 +182,6 @@ struct PnPrims
 	MmPrim		p[MAX_PRIMS];
 };
 
-static dnnl_engine_t tr_engine = NULL;
-static dnnl_stream_t tr_stream = NULL;
-
 /* C [M,N] = op(A) op(B) + beta C on OpenBLAS (row-major); K = 0 leaves beta C */
 static void
 gemm_blas(char ta, char tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -220,20 +216,8 @@ prim_create(MmPrim *p)
 	dnnl_post_ops_t po = NULL;
 	bool		ok = false;
 
-	if (!tr_engine)
-	{
-		if (dnnl_engine_create(&tr_engine, dnnl_cpu, 0) != dnnl_success)
-		{
-			tr_engine = NULL;
-			return false;
-		}
-		if (dnnl_stream_create(&tr_stream, tr_engine, dnnl_stream_default_flags) != dnnl_success)
-		{
-			dnnl_engine_destroy(tr_engine);
-			tr_engine = NULL;
-			return false;
-		}
-	}
+	if (pn_dnnl_init(NULL) != PN_OK)
+		return false;
 	dnnl_memory_desc_init_by_strides(&amd, 2, (dnnl_dims_t) {p->M, p->K}, dnnl_f32,
 									 p->ta == 'N' ? (dnnl_dims_t) {p->lda, 1} : (dnnl_dims_t) {1, p->lda});
 	dnnl_memory_desc_init_by_strides(&bmd, 2, (dnnl_dims_t) {p->K, p->N}, dnnl_f32,
@@ -246,18 +230,13 @@ prim_create(MmPrim *p)
 	if (p->beta != 0.0f && dnnl_post_ops_append_sum(po, p->beta) != dnnl_success)
 		goto done;
 	if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success ||
-		dnnl_primitive_desc_create(&pd, &md, attr, tr_engine, NULL) != dnnl_success)
+		dnnl_primitive_desc_create(&pd, &md, attr, pn_dnnl_engine, NULL) != dnnl_success)
 		goto done;
-	/*
-	 * brgemm kernels only: oneDNN's other matmul ("gemm:jit", e.g. on a CPU
-	 * without AVX-512) runs the sgemm code that corrupted the backend's heap
-	 * (see above): OpenBLAS then.
-	 */
+	/* brgemm kernels only (pn_dnnl_is_brgemm): OpenBLAS otherwise */
 	{
-		const char *impl = NULL;
+		const char *impl;
 
-		if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
-			impl == NULL || strncmp(impl, "brg", 3) != 0)
+		if (!pn_dnnl_is_brgemm(pd, &impl))
 			goto done;
 	}
 	if (dnnl_primitive_create(&p->prim, pd) != dnnl_success)
@@ -265,9 +244,9 @@ prim_create(MmPrim *p)
 		p->prim = NULL;
 		goto done;
 	}
-	if (dnnl_memory_create(&p->a, &amd, tr_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-		dnnl_memory_create(&p->b, &bmd, tr_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-		dnnl_memory_create(&p->c, &cmd, tr_engine, DNNL_MEMORY_NONE) != dnnl_success)
+	if (dnnl_memory_create(&p->a, &amd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&p->b, &bmd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&p->c, &cmd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
 		goto done;
 	ok = true;
 done:
@@ -354,8 +333,8 @@ gemm(PnPrims *ps, char ta, char tb, int M, int N, int K, const float *A, int lda
 		args[0] = (dnnl_exec_arg_t) {DNNL_ARG_SRC, p->a};
 		args[1] = (dnnl_exec_arg_t) {DNNL_ARG_WEIGHTS, p->b};
 		args[2] = (dnnl_exec_arg_t) {DNNL_ARG_DST, p->c};
-		if (dnnl_primitive_execute(p->prim, tr_stream, 3, args) == dnnl_success &&
-			dnnl_stream_wait(tr_stream) == dnnl_success)
+		if (dnnl_primitive_execute(p->prim, pn_dnnl_stream, 3, args) == dnnl_success &&
+			dnnl_stream_wait(pn_dnnl_stream) == dnnl_success)
 			return;
 		p->ok = false;			/* not again; this call on OpenBLAS (C is untouched on failure) */
 	}
@@ -605,8 +584,7 @@ pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err)
 	float	   *base;
 
 	*out = NULL;
-	/* oneDNN runs on OpenMP: one thread in this backend */
-	omp_set_num_threads(1);
+	pn_dnnl_pin_threads();
 	tr = pn_alloc0(sizeof(PnTrainer));
 	if (!tr)
 		return pn_seterr(err, PN_ENOMEM, "out of memory for the trainer");

@@ -233,12 +233,12 @@ test_score_vs_ref(const char *json, const char *label)
 
 				if (prec == PN_BF16 && !pn_engine_bf16_supported())
 				{
-					CHECK(pn_engine_new(m, prec, PN_TILE, &eng, &e) == PN_EUNSUPPORTED, "bf16 refused without bf16 instructions");
+					CHECK(pn_engine_new(m, prec, PN_TILE, NULL, &eng, &e) == PN_EUNSUPPORTED, "bf16 refused without bf16 instructions");
 					free(eo), free(dup), free(feat5), free(dense5);
 					continue;
 				}
-				rc = pn_engine_new(m, prec, PN_TILE, &eng, &e);
-				rc = rc ? rc : pn_engine_prepare_domain(eng, dc, &e);
+				rc = pn_engine_new(m, prec, PN_TILE, NULL, &eng, &e);
+				rc = rc ? rc : pn_engine_prepare_domain(eng, dc, NULL, &e);
 				rc = rc ? rc : pn_engine_score(eng, dc, pp, n, feat, dense, eo, NULL, &e);
 				for (i = 0; i < n; i++)
 				{
@@ -997,7 +997,7 @@ test_utf8_messages(void)
 }
 
 /*
- * Shared packed weights (pn_pack_share, the glue's shared cache): a provider
+ * Shared packed weights (PnPackShare, the glue's shared cache): a provider
  * that keeps what engines publish.  The first engine packs and publishes
  * every matrix; a second finds every one of them and packs nothing; both
  * score bit-identically to an engine without the provider, also after the
@@ -1080,7 +1080,7 @@ test_pack_share(void)
 	{
 		PnEngine   *probe = NULL;
 
-		if (pn_engine_new(m, PN_FP32, PN_TILE, &probe, &e) == PN_OK && !pn_engine_onednn(probe))
+		if (pn_engine_new(m, PN_FP32, PN_TILE, NULL, &probe, &e) == PN_OK && !pn_engine_onednn(probe))
 		{
 			/* no brgemm matmul here (e.g. ONEDNN_MAX_CPU_ISA=AVX2): nothing is packed to share */
 			pn_engine_free(probe);
@@ -1098,23 +1098,21 @@ test_pack_share(void)
 	rc = pn_persona_build(m, &pers, &pp, &e);
 	for (d = 0; d < 3 && rc == PN_OK; d++)
 		rc = pn_domain_build(m, d, &dc[d], &e);
-	pn_pack_share = &prov;
-	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, &a, &e);
+	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, &prov, &a, &e);
 	for (d = 0; d < 3 && rc == PN_OK; d++)
-		rc = pn_engine_prepare_domain(a, dc[d], &e);
+		rc = pn_engine_prepare_domain(a, dc[d], &prov, &e);
 	after_publishes = npack_publishes;
 	CHECK(rc == PN_OK && npack_hits == 0 && npack_publishes > 3 && npack_publishes == npack_lookups,
 		  "pack share: the first engine packs and publishes every matrix (%d)", npack_publishes);
-	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, &b, &e);
+	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, &prov, &b, &e);
 	for (d = 0; d < 3 && rc == PN_OK; d++)
-		rc = pn_engine_prepare_domain(b, dc[d], &e);
-	pn_pack_share = NULL;
+		rc = pn_engine_prepare_domain(b, dc[d], &prov, &e);
 	CHECK(rc == PN_OK && npack_hits == after_publishes && npack_publishes == after_publishes,
 		  "pack share: the second engine finds all %d and publishes none", npack_hits);
-	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, &own, &e);
+	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, NULL, &own, &e);
 	for (d = 0; d < 3 && rc == PN_OK; d++)
 	{
-		rc = pn_engine_prepare_domain(own, dc[d], &e);
+		rc = pn_engine_prepare_domain(own, dc[d], NULL, &e);
 		rc = rc ? rc : pn_engine_score(a, dc[d], pp, 20, feat, dense, oa, NULL, &e);
 		rc = rc ? rc : pn_engine_score(b, dc[d], pp, 20, feat, dense, ob, NULL, &e);
 		rc = rc ? rc : pn_engine_score(own, dc[d], pp, 20, feat, dense, oo, NULL, &e);
