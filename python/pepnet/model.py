@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .hashing import slots
+from .hashing import as_ids, slots
 from . import safetensors
 
 PN_EPS = 1e-5
@@ -224,13 +224,11 @@ class StarPepNet(nn.Module):
         """Inputs as tensors on the module's device, checked against the config."""
         c = self.config
         dev = self.emb.domain.device
-        domain = torch.as_tensor(np.asarray(domain) if not torch.is_tensor(domain) else domain,
-                                 dtype=torch.int64, device=dev).reshape(-1)
+        domain = as_ids(domain, "domain", device=dev).reshape(-1)
         B = domain.shape[0]
 
         def ids(v, n, what):
-            v = torch.as_tensor(np.asarray(v, dtype=np.int64) if not torch.is_tensor(v) else v,
-                                dtype=torch.int64, device=dev)
+            v = as_ids(v, what, [f["name"] for f in getattr(c, what)], device=dev)
             if n == 0 and v.numel() == 0:
                 return v.reshape(B, 0)
             if v.dim() != 2 or v.shape[0] != B or v.shape[1] != n:
@@ -239,7 +237,7 @@ class StarPepNet(nn.Module):
             return v
 
         features = ids(features, len(c.features), "features")
-        persona = ids(persona if persona is not None else np.zeros((B, 0)), len(c.persona), "persona")
+        persona = ids(persona if persona is not None else np.zeros((B, 0), np.int64), len(c.persona), "persona")
         if c.dense:
             if dense is None:
                 raise ValueError("the config has %d dense features: dense must be [B, %d], not None" % (c.dense, c.dense))
