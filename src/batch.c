@@ -84,8 +84,9 @@ batch_open(BatchReader *r, const char *query, const PnConfig *cfg, TupleDesc res
 	r->keycol = palloc(sizeof(int) * (td->natts + 1));
 	r->nkeys = 0;
 	for (i = 1; i <= td->natts; i++)
-		if (!TupleDescAttr(td, i - 1)->attisdropped && i != rd->c_domain && i != rd->c_persona &&
-			i != rd->c_features && i != rd->c_dense)
+		if (!TupleDescAttr(td, i - 1)->attisdropped &&
+			(rd->fb != NULL ||	/* the named form: every column passes through */
+			 (i != rd->c_domain && i != rd->c_persona && i != rd->c_features && i != rd->c_dense)))
 			r->keycol[r->nkeys++] = i;
 	if (result->natts != r->nkeys + 2)
 		ereport(ERROR,

@@ -16,6 +16,7 @@
  */
 #include "metrics.h"
 #include "reader.h"
+#include "features.h"
 #include "pepshm.h"
 
 #include <math.h>
@@ -64,6 +65,13 @@ typedef struct TrainState
 	double		last_lr;
 	/* negative down-sampling rate per domain (NULL: none) */
 	float	   *neg_rate;
+	/*
+	 * a new config without "inputs": the model is made by _train_setup once
+	 * the data query says which form (config text and seed kept till then)
+	 */
+	char	   *pending_config;
+	int32		seed;
+	bool		explicit_inputs;	/* a new config that says "inputs" */
 } TrainState;
 
 #define SCHED_NONE 0
@@ -143,6 +151,86 @@ train_get(void)
 	return train;
 }
 
+/* The model of a new config (JSON text) with fresh weights from the seed */
+static void
+train_new_model(TrainState *st, const char *text)
+{
+	PnConfig	cfg;
+	PnError		err = {0};
+
+	if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
+		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
+	if (pn_model_new(&cfg, &st->model, &err) != PN_OK)
+		core_error(&err);
+	pn_config_free(&cfg);
+	pn_model_init(st->model, (uint64) (int64) st->seed);
+}
+
+/*
+ * The form of a new config's inputs from the data query (before any row is
+ * read): a query with a column "features" is the arrays form, otherwise
+ * the named form.  A config without "inputs" gets it and its model is made
+ * now; one that says "inputs" must agree with the query (22023 naming the
+ * column that decides).
+ */
+static void
+train_resolve_inputs(TrainState *st, const char *query)
+{
+	TupleDesc	td;
+	bool		has_features;
+
+	if (st->pending_config == NULL && !st->explicit_inputs)
+		return;
+	pepnet_spi_connect();
+	td = reader_describe(query, "data");
+	has_features = features_has_column(td, "features");
+	SPI_finish();
+	if (st->pending_config)
+	{
+		MemoryContext old = MemoryContextSwitchTo(st->cxt);
+		PnError		err = {0};
+		const char *body = st->pending_config + 1;	/* after the object's "{" */
+		char	   *text;
+
+		while (*body == ' ')
+			body++;
+		text = psprintf("{\"inputs\": \"%s\"%s%s", has_features ? "arrays" : "columns",
+						*body == '}' ? "" : ", ", body);
+		train_new_model(st, text);
+		st->pending_config = NULL;
+		if (pn_trainer_new(st->model, st->batch_size, (float) st->base_lr, &st->trainer, &err) != PN_OK)
+			core_error(&err);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	if (st->model->cfg.inputs == PN_INPUTS_ARRAYS && !has_features)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the config says \"inputs\": \"arrays\" but the data query has no column \"features\""),
+				 errdetail("The arrays form reads features bigint[], persona bigint[] and dense real[]; a query without "
+						   "\"features\" is the named form."),
+				 errhint("Return the arrays, or say \"inputs\": \"columns\" (or leave \"inputs\" out) to bind fields to columns by name.")));
+	if (st->model->cfg.inputs == PN_INPUTS_COLUMNS && has_features)
+	{
+		const PnConfig *c = &st->model->cfg;
+		bool		field = false;
+		int			i;
+
+		for (i = 0; i < c->nfeat; i++)
+			field |= strcmp(c->feat[i].name, "features") == 0;
+		for (i = 0; i < c->npers; i++)
+			field |= strcmp(c->pers[i].name, "features") == 0;
+		for (i = 0; i < c->dense; i++)
+			field |= strcmp(c->dfield[i].name, "features") == 0;
+		if (!field)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the config says \"inputs\": \"columns\" but the data query has a column \"features\", the arrays form"),
+					 errdetail("No field of the config is named \"features\"."),
+					 errhint("Return one column per field, or say \"inputs\": \"arrays\" (or leave \"inputs\" out).")));
+	}
+}
+
 /*
  * pepnet._train_begin(name, config, seed, lr, batch_size): a model with
  * fresh weights from config, or (config NULL) the deployed / latest /
@@ -194,16 +282,25 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 		{
 			Jsonb	   *jb = PG_GETARG_JSONB_P(1);
 			char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-			PnConfig	cfg;
+			JsonbValue	k,
+					   *dv;
 
 			pepnet_check_name(name);
-			if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
-				pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
-			if (pn_model_new(&cfg, &st->model, &err) != PN_OK)
-				core_error(&err);
-			pn_config_free(&cfg);
-			pn_model_init(st->model, (uint64) (int64) seed);
 			strlcpy(st->name, name, PEPNET_NAMELEN);
+			st->seed = seed;
+			k.type = jbvString;
+			k.val.string.val = "inputs";
+			k.val.string.len = 6;
+			st->explicit_inputs = JB_ROOT_IS_OBJECT(jb) &&
+				findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k) != NULL;
+			k.val.string.val = "dense";
+			k.val.string.len = 5;
+			if (st->explicit_inputs || !JB_ROOT_IS_OBJECT(jb))
+				train_new_model(st, text);
+			else if ((dv = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k)) != NULL && dv->type == jbvNumeric)
+				train_new_model(st, text);	/* "dense": N is the arrays form's alone */
+			else
+				st->pending_config = text;	/* the form comes from the data query (_train_setup) */
 		}
 		else
 		{
@@ -219,7 +316,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 		at = strchr(st->name, '@');
 		if (at)
 			*at = '\0';
-		if (pn_trainer_new(st->model, bs, (float) lr, &st->trainer, &err) != PN_OK)
+		if (st->model && pn_trainer_new(st->model, bs, (float) lr, &st->trainer, &err) != PN_OK)
 			core_error(&err);
 	}
 	PG_CATCH();
@@ -731,11 +828,13 @@ Datum
 pepnet_train_setup(PG_FUNCTION_ARGS)
 {
 	TrainState *st = train_get();
-	PnConfig   *c = &st->model->cfg;
+	PnConfig   *c;
 	int64		resumed;
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("data query");
+	train_resolve_inputs(st, text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	c = &st->model->cfg;
 	/* the rights to store what training makes, before any work */
 	{
 		Oid			ns = get_namespace_oid("pepnet", false);
