@@ -108,6 +108,12 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 				fdims[2];
 	int32		d = DatumGetInt32(domain);
 
+	if (c->inputs == PN_INPUTS_COLUMNS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model \"%s\" version %d takes rows by name, not arrays", e->name, e->version),
+				 errdetail("Its config says \"inputs\": \"columns\": each field is read from the column of its name."),
+				 errhint("Score it with pepnet_predict(model, row) or pepnet_score_rows(model, ARRAY(SELECT c FROM (...) c)).")));
 	if (d < 0 || d >= c->domains)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
