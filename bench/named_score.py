@@ -105,7 +105,6 @@ def main():
     cur.execute("SET max_parallel_workers_per_gather = 0")
     cur.execute(SETUP)
     arrays, named = configs()
-    cur.execute("SELECT coalesce(max(version), 0) FROM pepnet.models WHERE name IN ('nb_arrays', 'nb_named')")
     cur.execute("SELECT pepnet_create('nb_arrays', %s, 2), pepnet_create('nb_named', %s, 2)",
                 (json.dumps(arrays), json.dumps(named)))
     va, vn = cur.fetchone()
@@ -166,11 +165,11 @@ def main():
     # training: the same rows positional and by name
     cur.execute("DROP TABLE IF EXISTS nb_train")
     cur.execute("""CREATE TABLE nb_train AS
-        SELECT g, g % 4 AS domain, (abs(hashint4(g)) % 20000)::bigint AS item, 'cat-' || (g % 64) AS cat, g % 24 AS hour,
-               (g * 7)::bigint % 1000 AS f3, (g * 11)::bigint % 1000 AS f4, (g * 13)::bigint % 1000 AS f5,
-               (g * 17)::bigint % 1000 AS f6, (g * 19)::bigint % 1000 AS f7,
-               md5((g % 5000)::text)::uuid AS user_id, g % 8 AS age, g % 100 AS p2,
-               (abs(hashint4(g)) % 3 = 0) AS click, (abs(hashint4(-g)) % 7 = 0) AS buy
+        SELECT g, g %% 4 AS domain, (abs(hashint4(g)) %% 20000)::bigint AS item, 'cat-' || (g %% 64) AS cat, g %% 24 AS hour,
+               (g * 7)::bigint %% 1000 AS f3, (g * 11)::bigint %% 1000 AS f4, (g * 13)::bigint %% 1000 AS f5,
+               (g * 17)::bigint %% 1000 AS f6, (g * 19)::bigint %% 1000 AS f7,
+               md5((g %% 5000)::text)::uuid AS user_id, g %% 8 AS age, g %% 100 AS p2,
+               (abs(hashint4(g)) %% 3 = 0) AS click, (abs(hashint4(-g)) %% 7 = 0) AS buy
         FROM generate_series(1, %s) g""", (a.train_rows,))
     cur.execute("ANALYZE nb_train")
     pos_q = ("SELECT domain, ARRAY[abs(hashtext(user_id::text)), age, p2]::bigint[] AS persona, "
