@@ -139,6 +139,18 @@ train_register_callback(void)
 }
 
 
+/* The trainer's model (made by _train_setup or the first epoch), or an error */
+static PnModel *
+train_model(TrainState *st)
+{
+	if (st->model == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the training in this session has no model yet"),
+				 errhint("Use CALL pepnet_train(...).")));
+	return st->model;
+}
+
 /* The trainer, or an error when none is active */
 static TrainState *
 train_get(void)
@@ -181,6 +193,7 @@ train_resolve_inputs(TrainState *st, const char *query)
 
 	if (st->pending_config == NULL && !st->explicit_inputs)
 		return;
+	st->explicit_inputs = false;	/* checked once, before the first epoch */
 	pepnet_spi_connect();
 	td = reader_describe(query, "data");
 	has_features = features_has_column(td, "features");
@@ -451,7 +464,7 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	int32		sbuf = Max(PG_GETARG_INT32(2), 1);
 	int32		seed = PG_GETARG_INT32(3);
-	const PnConfig *c = &st->model->cfg;
+	const PnConfig *c;
 	Reader		r;
 	Rows		in,
 				buf;
@@ -462,6 +475,9 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	MemoryContext old;
 	double		secs;
 
+	/* 0.1.0's pepnet_train calls no _train_setup: the form of a new config is settled here then */
+	train_resolve_inputs(st, query);
+	c = &st->model->cfg;
 	memset(&ep, 0, sizeof(ep));
 	ep.st = st;
 	ep.epoch = PG_GETARG_INT32(1);
@@ -554,7 +570,7 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 	char	   *json;
 
 	pepnet_spi_connect();
-	ms = evaluate(st->model, query, "validation", &nm);
+	ms = evaluate(train_model(st), query, "validation", &nm);
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
 			pepnet_progress_validation(ms[i].logloss, ms[i].auc);
@@ -951,7 +967,7 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 	int			x;
 
 	/* never store what the loader would refuse (training checks each step; this is the last guard) */
-	for (x = 0; x < st->model->ntensors; x++)
+	for (x = 0; x < train_model(st)->ntensors; x++)
 	{
 		const float *p = PN_T(st->model, x);
 		int64		q;
