@@ -169,6 +169,28 @@ SELECT * FROM pepnet_score_rows('nm', NULL::nm_ev[]);
 -- nothing stored by the failed trainings
 SELECT count(*) AS bad_versions FROM pepnet.models WHERE name = 'nm_bad';
 
+-- one call site, rows of alternating types: a binding that failed is made again, never half used
+CREATE FUNCTION nm_alternate() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE r record; x float8; i int; out text := '';
+BEGIN
+  FOR i IN 1..4 LOOP
+    IF i % 2 = 1 THEN
+      SELECT 1 AS domain INTO r;
+    ELSE
+      SELECT * INTO r FROM nm_ev WHERE id = i;
+    END IF;
+    BEGIN
+      x := pepnet_predict('nm', r);
+      out := out || CASE WHEN x = (SELECT score FROM nm_s_pred WHERE id = i) THEN 'scored ' ELSE 'wrong ' END;
+    EXCEPTION WHEN undefined_column THEN
+      out := out || 'refused ';
+    END;
+  END LOOP;
+  RETURN out;
+END $$;
+SELECT nm_alternate();
+DROP FUNCTION nm_alternate();
+
 -- leave the registry as it was
 SELECT tgenabled AS guard_always FROM pg_trigger WHERE tgrelid = 'pepnet.models'::regclass AND tgname = 'models_guard';
 DELETE FROM pepnet.optimizer_state WHERE name IN ('nm', 'nm_arr_t', 'nm_nam_t');

@@ -168,27 +168,6 @@ features_bind(TupleDesc td, const PnConfig *cfg, const char *what, const char *p
 	return b;
 }
 
-/* Whether a binding made for another TupleDesc holds for td (same columns and types) */
-bool
-features_binding_fits(const FeatureBinding *b, TupleDesc td)
-{
-	const PnConfig *c = b->cfg;
-	int			n = c->nfeat + c->npers + c->dense + (b->labels ? c->ntasks : 0),
-				i;
-
-	if (td->natts != b->natts)
-		return false;
-	for (i = -1; i < n; i++)
-	{
-		const FeatureCol *fc = i < 0 ? &b->domain : &b->col[i];
-		Form_pg_attribute a = TupleDescAttr(td, fc->att - 1);
-
-		if (a->attisdropped || getBaseType(a->atttypid) != fc->type)
-			return false;
-	}
-	return true;
-}
-
 /* An error about a value of the current row (the caller's error context names the row) */
 static void row_error(const FeatureBinding *b, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
 

@@ -42,7 +42,6 @@ typedef struct FeatureBinding
 extern bool features_has_column(TupleDesc td, const char *name);
 extern FeatureBinding *features_bind(TupleDesc td, const PnConfig *cfg, const char *what, const char *prefix,
 									 bool labels);
-extern bool features_binding_fits(const FeatureBinding *b, TupleDesc td);
 extern void features_decode(const FeatureBinding *b, const Datum *values, const bool *nulls, int32 *domain,
 							int64 *persona, int64 *features, float *dense, float *labels);
 extern int64 features_text_id(const char *s, int len, bool utf8);

@@ -55,9 +55,24 @@ row_binding(RowBinding *rb, MemoryContext mcxt, PepnetEntry *e, HeapTupleHeader 
 		MemoryContext old = MemoryContextSwitchTo(mcxt);
 		TupleDesc	td = lookup_rowtype_tupdesc(type, typmod);
 
+		/* the binding of another row type or version, or one that failed half made */
+		rb->tuptype = InvalidOid;
 		if (rb->td)
 			FreeTupleDesc(rb->td);
-		rb->tuptype = InvalidOid;
+		if (rb->fb)
+		{
+			pfree(rb->fb->col);
+			pfree(rb->fb);
+		}
+		if (rb->values)
+		{
+			pfree(rb->values);
+			pfree(rb->nulls);
+		}
+		rb->td = NULL;
+		rb->fb = NULL;
+		rb->values = NULL;
+		rb->nulls = NULL;
 		rb->td = CreateTupleDescCopy(td);
 		ReleaseTupleDesc(td);
 		rb->fb = features_bind(rb->td, &e->model->cfg, "candidate row", NULL, false);
