@@ -11,6 +11,10 @@
  *   SELECT * FROM pepnet_score_query('ctr', 'SELECT user_id, item_id, domain, persona, features FROM c')
  *     AS t(user_id bigint, item_id bigint, score float8, scores float8[]);
  *
+ * A version of the named form ("inputs": "columns") reads its fields from
+ * the columns of their names (features.c), and every column of the query
+ * is a key, the fields' included.
+ *
  * The query is read by training's reader (reader.c: a read-only cursor
  * with the caller's rights, the same column and row checks, messages and
  * SQLSTATEs, "data query row N" in the error context), in blocks of

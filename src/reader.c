@@ -4,7 +4,8 @@
  *		a query prepared with the caller's rights and refused unless it is
  *		one read-only SELECT, opened as a cursor; its columns located by
  *		name and checked against the model (domain, persona, features,
- *		dense, label or labels); rows fetched and decoded into columnar
+ *		dense, label or labels; a named version's columns by features.c);
+ *		rows fetched and decoded into columnar
  *		arrays, each value checked, a fault naming its row in the error
  *		context ("data query row N").
  */
