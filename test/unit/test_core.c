@@ -199,9 +199,10 @@ test_named(void)
 					pid = -77,
 					prow;
 		float		dense[2] = {0.5f, -1.0f};
-		double		sa[1],
-					sn[1],
-					smiss[1];
+		double		sa[1] = {-1},
+					sn[1] = {-2},
+					smiss[1] = {-3};
+		bool		built;
 		PnDomainCache *da,
 				   *dn;
 		PnPersona  *pa,
@@ -212,14 +213,19 @@ test_named(void)
 		for (i = 0; i < 2; i++)
 			rows[i] = pn_field_row(&c.feat[i], i, ids[i]);
 		prow = pn_field_row(&c.pers[0], 0, pid);
-		CHECK(pn_domain_build(ma, 1, &da, &e) == PN_OK && pn_domain_build(mn, 1, &dn, &e) == PN_OK &&
-			  pn_persona_build(ma, &pid, &pa, &e) == PN_OK && pn_persona_build(mn, &prow, &pn, &e) == PN_OK &&
-			  pn_score(ma, da, pa, wa, 1, ids, dense, sa, &e) == PN_OK &&
-			  pn_score(mn, dn, pn, wn, 1, rows, dense, sn, &e) == PN_OK && sa[0] == sn[0],
-			  "named rows score bit for bit as the arrays form's ids (%.9g, %.9g)", sa[0], sn[0]);
+		built = pn_domain_build(ma, 1, &da, &e) == PN_OK && pn_domain_build(mn, 1, &dn, &e) == PN_OK &&
+			pn_persona_build(ma, &pid, &pa, &e) == PN_OK && pn_persona_build(mn, &prow, &pn, &e) == PN_OK;
+		if (!built)
+		{
+			fprintf(stderr, "domain or persona build failed: %s\n", e.msg);
+			exit(2);
+		}
+		built = pn_score(ma, da, pa, wa, 1, ids, dense, sa, &e) == PN_OK &&
+			pn_score(mn, dn, pn, wn, 1, rows, dense, sn, &e) == PN_OK;
+		CHECK(built && sa[0] == sn[0], "named rows score bit for bit as the arrays form's ids (%.9g, %.9g)", sa[0], sn[0]);
 		rows[0] = PN_MISSING_ROW(&c.feat[0]);
-		CHECK(pn_score(mn, dn, pn, wn, 1, rows, dense, smiss, &e) == PN_OK && smiss[0] != sn[0] && smiss[0] > 0 && smiss[0] < 1,
-			  "a NULL id scores through the missing row");
+		built = pn_score(mn, dn, pn, wn, 1, rows, dense, smiss, &e) == PN_OK;
+		CHECK(built && smiss[0] != sn[0] && smiss[0] > 0 && smiss[0] < 1, "a NULL id scores through the missing row");
 		pn_domain_free(da);
 		pn_domain_free(dn);
 		pn_persona_free(pa);
