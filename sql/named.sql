@@ -23,6 +23,11 @@ FROM pepnet.models WHERE name = 'nm' AND version = 3;
 -- it learned from the named columns (the missing row of "region" is what tells domain 1's clicks)
 SELECT (metrics->'validation'->>'auc')::float8 > 0.85 AS auc_high FROM pepnet.models WHERE name = 'nm' AND version = 3;
 SELECT domain, task, rows, auc > 0.8 AS auc_high FROM pepnet_evaluate('nm', 'SELECT * FROM nm_ev WHERE id % 10 = 0') ORDER BY domain;
+-- continued by name (no config): Adam's moments of the named tables resume
+CALL pepnet_train('nm', 'SELECT * FROM nm_ev WHERE id % 10 <> 0', epochs => 1, batch_size => 64, lr => 0.01,
+                  progress_interval => 0);
+SELECT version, parent, (metrics->>'resumed_steps')::int > 0 AS resumed, config = (SELECT config FROM pepnet.models WHERE name = 'nm' AND version = 3) AS same_config
+FROM pepnet.models WHERE name = 'nm' AND version = 4;
 -- the tables have the missing row: [buckets + 1, k]
 SELECT length(pepnet_export('nm')) - length(pepnet_export('nm@1')) AS same_size,
        position('"emb.feature.0":{"dtype":"F32","shape":[65,4]' IN convert_from(substring(pepnet_export('nm') FROM 9 FOR 2000), 'UTF8')) > 0 AS item_65_rows,
