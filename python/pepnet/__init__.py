@@ -14,12 +14,12 @@ Runs with Debian's python3-torch, python3-numpy and python3-psycopg2 (psycopg2 o
 ``pepnet.db``); ``python3 -m pepnet.plot`` also needs python3-matplotlib.
 """
 from .config import Config, ConfigError
-from .hashing import slots, splitmix64
-from .model import StarPepNet, Optimizer, StateDictError
+from .hashing import slots, splitmix64, text_id
+from .model import StarPepNet, Optimizer, StateDictError, ColumnError
 from .safetensors import SafetensorsError, load, loads, save, dumps
 
-__all__ = ["Config", "ConfigError", "StarPepNet", "Optimizer", "StateDictError", "SafetensorsError",
-           "slots", "splitmix64", "load", "loads", "save", "dumps"]
+__all__ = ["Config", "ConfigError", "StarPepNet", "Optimizer", "StateDictError", "ColumnError", "SafetensorsError",
+           "slots", "splitmix64", "text_id", "load", "loads", "save", "dumps"]
 __version__ = "0.3.0"
 
 
