@@ -107,7 +107,8 @@ def text_id(s):
         s = s.to_numpy()
     a = np.asarray(s, dtype=object) if not isinstance(s, np.ndarray) else s
     if a.ndim == 0:
-        return text_id(a.item())
+        u = _text_id_bytes(_text_bytes(a.item()))
+        return u - (1 << 64) if u >= 1 << 63 else u
     flat = a.reshape(-1)
     return _text_ids_np([_text_bytes(v) for v in flat.tolist()]).reshape(a.shape)
 
