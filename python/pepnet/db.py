@@ -98,7 +98,10 @@ def import_module(conn, name, module, metrics=None, parent=None):
     is then stored without it (a warning says so; scores do not depend on it).
     """
     tensors = module.tensors()
-    config = json.dumps(module.config.to_dict())
+    config = module.config.to_dict()
+    if config["inputs"] == "arrays":
+        del config["inputs"]  # the default: also taken by servers before 0.3.0, which know no "inputs"
+    config = json.dumps(config)
     version = _import(conn, name, config, tensors)
     if metrics is not None or parent is not None:
         with conn.cursor() as cur:
