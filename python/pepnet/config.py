@@ -189,7 +189,8 @@ class Config:
         self.l2 = _num(v["l2"], '"l2"', 0.0, 1e6)
         self.n0 = len(self.features) * self.emb_dim + self.dense
         if self.n0 < 1:
-            raise ConfigError('config has no inputs: give at least one field in "features" or "dense" > 0')
+            raise ConfigError('config has no inputs: give at least one field in "features" or %s'
+                              % ('a column in "dense"' if named else '"dense" > 0'))
         if self.n0 > 4 * MAX_WIDTH:
             raise ConfigError("config input width %d (features * emb_dim + dense) exceeds the limit of %d"
                               % (self.n0, 4 * MAX_WIDTH))

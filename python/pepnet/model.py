@@ -20,6 +20,7 @@ import decimal
 import math
 import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -296,10 +297,10 @@ class StarPepNet(nn.Module):
                 raise TypeError('this model\'s config has "inputs": "columns": pass one named batch, a dict of '
                                 'columns or a pandas-like mapping (m(batch), m.predict(batch)), not positional arrays')
             return self._named_inputs(domain)
-        if _is_batch(domain):
-            raise TypeError('this model\'s config has "inputs": "arrays": pass m(domain, persona, features, dense); '
-                            'named batches (a dict of columns) need a config with "inputs": "columns"')
         if features is None:
+            if _is_batch(domain):
+                raise TypeError('this model\'s config has "inputs": "arrays": pass m(domain, persona, features, '
+                                'dense); named batches (a dict of columns) need a config with "inputs": "columns"')
             raise TypeError("features [B, %d] ids are required" % len(c.features))
         domain, persona, features, dense = self._inputs(domain, persona, features, dense)
         return domain, self._slots(persona, c.persona), self._slots(features, c.features), dense
@@ -494,11 +495,11 @@ class StarPepNet(nn.Module):
         by B, including rows whose labels are all unknown (as the extension does). With "inputs":
         "columns", labels may be the named batch itself: its task columns (labels()).
         """
-        if _is_batch(labels):
-            if not self.config.named:
-                raise TypeError('this model\'s config has "inputs": "arrays": labels are a [B, T] array; '
-                                'labels from task columns need "inputs": "columns"')
+        if self.config.named and _is_batch(labels):
             labels = self.labels(labels)
+        elif isinstance(labels, Mapping):
+            raise TypeError('this model\'s config has "inputs": "arrays": labels are a [B, T] array; '
+                            'labels from task columns need "inputs": "columns"')
         labels = torch.as_tensor(labels, device=logits.device).to(logits.dtype).reshape(logits.shape)
         mask = ~torch.isnan(labels)
         bce = F.binary_cross_entropy_with_logits(logits, torch.where(mask, labels, torch.zeros_like(labels)),

@@ -383,6 +383,14 @@ def test_refusals():
     ma = pepnet.StarPepNet(ARRAYS, seed=2)
     ok, msg = raises(lambda: ma.predict(b), TypeError, '"inputs": "arrays"', "m(domain, persona, features, dense)")
     check("an arrays-form model refuses a named batch", ok, msg)
+    ok, msg = raises(lambda: ma.loss(ma.predict(b["domain"], np.zeros((5, 2)), np.zeros((5, 3)), np.zeros((5, 2))),
+                                     {"click": [0] * 5, "buy": [1] * 5}), TypeError, '"inputs": "arrays"')
+    check("an arrays-form model's loss refuses labels by column", ok, msg)
+    e = m.predict({k: v[:0] for k, v in b.items()})
+    check("an empty named batch scores to [0, T]", tuple(e.shape) == (0, 2))
+    ok, msg = raises(lambda: pepnet.Config({"inputs": "columns", "domains": 2, "features": []}), pepnet.ConfigError,
+                     'a column in "dense"')
+    check("a named config without fields or dense columns is a ConfigError", ok, msg)
 
 
 class Frame:
@@ -396,6 +404,15 @@ class Frame:
             a = np.empty(len(self.values), dtype=object)
             a[:] = self.values
             return a
+
+        def __array__(self, dtype=None):
+            return np.asarray(self.values, dtype=dtype)
+
+        def __getitem__(self, i):
+            return self.values[i]
+
+        def __len__(self):
+            return len(self.values)
 
     def __init__(self, columns):
         self.columns = {k: list(v) for k, v in columns.items()}
@@ -428,6 +445,13 @@ def test_mappings():
     check("columns as lists, numpy arrays or tensors score alike", torch.equal(m.predict(lists), want)
           and torch.equal(m.predict(tensors), want))
     check("a pandas-like frame (len = rows, frame[col].to_numpy()) scores alike", torch.equal(m.predict(Frame(b)), want))
+    ma = _to_arrays(m)
+    b0 = named_batch(np.random.default_rng(9), 8, nulls=False, texts=False)
+    per = np.stack([b0["user"], b0["age"]], 1).astype(np.int64)
+    feat = np.stack([b0["item"], b0["cat"], b0["city"]], 1).astype(np.int64)
+    dense = np.stack([b0["price"], b0["hour"]], 1).astype(np.float32)
+    check("the arrays form still takes a Series-like domain (array-like with __getitem__)",
+          torch.equal(ma.predict(Frame.Series(b0["domain"]), per, feat, dense), ma.predict(b0["domain"], per, feat, dense)))
     nab = dict(b, item=[NA() if v is None else v for v in b["item"]])
     check("pandas.NA is a NULL id", torch.equal(m.predict(Frame(nab)), want))
     m.train()
@@ -440,6 +464,8 @@ def test_mappings():
     except ImportError:
         print("# pandas is not installed: the pandas-like Frame stands in for it")
         return
+    m.eval()
+    want = m.predict(b)  # the training-mode forwards above moved PN's running statistics
     df = pd.DataFrame(b)
     df["item"] = df["item"].astype(object)
     check("a pandas DataFrame scores as the dict of its columns", torch.equal(m.predict(df), want))
@@ -447,6 +473,11 @@ def test_mappings():
     p = m.predict(df2)
     check("pandas' nullable Int64 column: NA uses the missing row", torch.equal(p[:39], want[:39])
           and not torch.equal(p[39], want[39]))
+    cities = [None if isinstance(v, float) else v for v in b["city"]]
+    df3 = pd.DataFrame(dict(b, city=pd.array(cities, dtype="string")))
+    df4 = pd.DataFrame(dict(b, city=pd.Categorical(cities)))
+    check("pandas string and categorical columns: text ids, NA uses the missing row",
+          torch.equal(m.predict(df3), want) and torch.equal(m.predict(df4), want))
     ok, msg = raises(lambda: m.predict(pd.DataFrame(dict(b, cat=b["cat"].astype(float)))), TypeError, "astype('int64')")
     check("a pandas float64 id column refused", ok, msg)
 
