@@ -62,11 +62,16 @@ def _splitmix64_np(z):
 
 
 def _text_ids_np(values):
-    """text_id of a sequence of bytes values: an int64 numpy array [n]. Distinct values are hashed
-    once, all of them together, one byte position at a time (longest first)."""
-    index, uniq = {}, []
-    pos = np.fromiter((index.setdefault(b, len(index)) for b in values), np.int64, len(values))
-    uniq = list(index)
+    """text_id of a sequence of text values: an int64 numpy array [n]. Distinct values are encoded and
+    hashed once, all of them together, one byte position at a time (longest first)."""
+    index = {}
+    try:
+        pos = np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, len(values))
+    except TypeError:  # an unhashable value: _text_bytes says what it is
+        for v in values:
+            _text_bytes(v)
+        raise
+    uniq = [_text_bytes(v) for v in index]
     n = len(uniq)
     lens = np.fromiter(map(len, uniq), np.int64, n)
     order = np.argsort(-lens, kind="stable")          # longest first: rows still hashing are a prefix
@@ -110,7 +115,7 @@ def text_id(s):
         u = _text_id_bytes(_text_bytes(a.item()))
         return u - (1 << 64) if u >= 1 << 63 else u
     flat = a.reshape(-1)
-    return _text_ids_np([_text_bytes(v) for v in flat.tolist()]).reshape(a.shape)
+    return _text_ids_np(flat.tolist()).reshape(a.shape)
 
 
 def splitmix64(z):

@@ -1,7 +1,9 @@
 """Tests of the Python package's named form ("inputs": "columns", docs/model.md "Named inputs (since 0.3.0)").
 
-No database: config parsing, text ids, the missing row, named batches against the positional form of the
-same weights and against the independent oracle test/python/pepnet_ref.py. Run with /usr/bin/python3.
+Config parsing, text ids, the missing row, named batches against the positional form of the same weights
+and against the independent oracle test/python/pepnet_ref.py; with a PostgreSQL server in the libpq
+environment (PGHOST, PGPORT, PGUSER; no extension needed), pepnet.db.fetch of a named query too.
+Run with /usr/bin/python3.
 Prints one line per check and ends with "N passed, M failed"; exit 1 if any check failed.
 """
 import math
@@ -482,6 +484,37 @@ def test_mappings():
     check("a pandas float64 id column refused", ok, msg)
 
 
+def test_db_fetch(conn):
+    """pepnet.db.fetch of a named config: the query's columns as a named batch, NULL as None, uuid as
+    text, numeric as Decimal, bool labels; score_query scores it in slices as predict does."""
+    import pepnet.db
+    cfg = dict(NAMED, features=[dict(NAMED["features"][0], nullable=True)] + NAMED["features"][1:])
+    m = pepnet.StarPepNet(cfg, seed=4)
+    q = """SELECT 'k' || i AS key, (i %% 3)::int2 AS domain, CASE WHEN i %% 4 = 0 THEN NULL ELSE i * 7919 END AS item,
+                  (i %% 12)::int4 AS cat, CASE WHEN i %% 5 = 0 THEN NULL ELSE 'city ' || (i %% 7) END AS city,
+                  ('00000000-0000-0000-0000-' || lpad(to_hex(i), 12, '0'))::uuid AS "user", (i %% 6)::int8 AS age,
+                  (i * 0.25)::numeric AS price, (i %% 24)::float8 AS hour,
+                  (i %% 2)::bool AS click, CASE WHEN i %% 3 = 0 THEN NULL ELSE 1 END AS buy
+           FROM generate_series(1, %s) i"""
+    data = pepnet.db.fetch(conn, q, cfg, (30,))
+    n = 30
+    by_hand = {"domain": [i % 3 for i in range(1, n + 1)], "item": [None if i % 4 == 0 else i * 7919 for i in range(1, n + 1)],
+               "cat": [i % 12 for i in range(1, n + 1)],
+               "city": [None if i % 5 == 0 else "city %d" % (i % 7) for i in range(1, n + 1)],
+               "user": [uuid.UUID(int=i) for i in range(1, n + 1)], "age": [i % 6 for i in range(1, n + 1)],
+               "price": [i * 0.25 for i in range(1, n + 1)], "hour": [float(i % 24) for i in range(1, n + 1)],
+               "click": [float(i % 2) for i in range(1, n + 1)], "buy": [None if i % 3 == 0 else 1 for i in range(1, n + 1)]}
+    check("db.fetch of a named config: every column of the query, by name", sorted(data) == sorted(list(by_hand) + ["key"])
+          and data["user"][0] == "00000000-0000-0000-0000-000000000001" and data["item"][3] is None)
+    want = m.predict(by_hand)
+    check("the fetched batch scores as the same rows built in Python (uuid text = uuid, numeric, NULLs)",
+          torch.equal(m.predict(data), want))
+    ok, err = close(pepnet.db.score_query(conn, m, q, (30,), batch_size=7), want.numpy())
+    check("db.score_query of a named module, in slices", ok, "max err %g" % err)
+    m.train()
+    check("loss of the fetched batch reads bool and NULL labels", torch.equal(m.loss(m(data), data), m.loss(m(by_hand), by_hand)))
+
+
 def main():
     run("text ids", test_text_id)
     run("config", test_config)
@@ -491,6 +524,15 @@ def main():
     run("missing row", test_missing_row)
     run("refusals", test_refusals)
     run("mappings", test_mappings)
+    try:
+        import psycopg2
+        conn = psycopg2.connect("", connect_timeout=5)
+    except Exception as e:  # noqa: BLE001
+        print("# no PostgreSQL server reachable through the libpq environment (%s): pepnet.db not tested"
+              % str(e).strip().splitlines()[0])
+    else:
+        run("db fetch", test_db_fetch, conn)
+        conn.close()
     passed = sum(RESULTS)
     print("%d passed, %d failed" % (passed, len(RESULTS) - passed))
     sys.exit(0 if passed == len(RESULTS) else 1)
