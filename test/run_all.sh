@@ -93,6 +93,8 @@ suite python_selfcheck $PY test/python/test_ref_selfcheck.py
 suite python_parity $PY test/python/test_parity_score.py
 # the Python package python/pepnet (PyTorch module, safetensors, psycopg2 helpers, plot) against SQL
 suite python_package $PY test/python/test_package.py
+# pip install ./python in a virtual environment (offline, Debian's torch and numpy), then import pepnet
+suite python_install $PY test/python/test_install.py
 # the package's named form ("inputs": "columns"): text ids, missing rows, named batches (no database)
 suite python_named $PY test/python/test_named.py
 for t in test/python/test_train_*.py; do

@@ -10,8 +10,9 @@ the PostgreSQL extension as safetensors without renaming:
     version = pepnet.db.import_module(conn, "ctr", m)        # pepnet_import, a new version
     m2 = pepnet.db.load_module(conn, "ctr@%d" % version)      # pepnet_export + the stored config
 
-Runs with Debian's python3-torch, python3-numpy and python3-psycopg2 (psycopg2 only for
-``pepnet.db``); ``python3 -m pepnet.plot`` also needs python3-matplotlib.
+Installed with ``pip install ./python`` (torch and numpy; the extras ``db`` for psycopg2, which
+``pepnet.db`` needs, and ``plot`` for matplotlib, which ``pepnet-plot`` / ``python3 -m pepnet.plot``
+needs); Debian's python3-torch, python3-numpy and python3-psycopg2 serve it as they are.
 """
 from .config import Config, ConfigError
 from .hashing import slots, splitmix64, text_id

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import psycopg2
 
+from .hashing import as_ids
 from .model import StarPepNet
 from . import safetensors
 
@@ -142,10 +143,14 @@ def _import(conn, name, config, tensors):
 def score(conn, ref, domain, persona, features, dense=None):
     """Probabilities [N, T] from pepnet_score in the database: one request (domain, persona [P])
     and N candidates (features [N, F], dense [N, Nd] or None)."""
-    features = np.asarray(features, dtype=np.int64)
+    features = as_ids(features, "features").numpy()
+    persona = as_ids(persona, "persona").numpy()
+    domain = as_ids(domain, "domain").reshape(-1)
+    if domain.numel() != 1:
+        raise ValueError("domain must be one int (one request), got %d values" % domain.numel())
     with conn.cursor() as cur:
         cur.execute("SELECT scores FROM pepnet_score(%s, %s, %s::bigint[], %s::bigint[], %s::real[]) ORDER BY idx",
-                    (ref, int(domain), np.asarray(persona, dtype=np.int64).tolist(), features.tolist(),
+                    (ref, int(domain[0]), persona.tolist(), features.tolist(),
                      None if dense is None else np.asarray(dense, dtype=np.float32).astype(np.float64).tolist()))
         rows = cur.fetchall()
     return np.array([r[0] for r in rows], dtype=np.float64).reshape(len(rows), -1)

@@ -7,7 +7,12 @@ int64 id to ``splitmix64(uint64(id) + 0x9E3779B97F4A7C15 * (i + 1)) % buckets``;
 torch has no uint64 arithmetic: the 64-bit products wrap in int64 (two's complement, the same
 bits as uint64), right shifts are made logical with a mask, and the unsigned remainder is
 assembled from the two 32-bit halves, so hashing runs on any device.
+
+Ids must be integers: ``as_ids`` refuses floating-point, boolean and other non-integer inputs
+(a float64 id column, what pandas makes of an id column with a missing value, holds integers
+exactly only up to 2^53, so larger ids would hash differently from SQL; NaN has no id at all).
 """
+import numbers
 import uuid
 
 import numpy as np
@@ -145,13 +150,107 @@ def _umod(z, m):
     return ((hi % m) * ((1 << 32) % m) + lo) % m
 
 
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_CAST = ("fill or drop missing values, then cast to an integer dtype, e.g. "
+         "df[col].fillna(0).astype('int64') or np.asarray(ids, dtype=np.int64)")
+
+
+def _where(index, shape, fields):
+    """' at [i, j] (field 'item')' for an element of an id array."""
+    if not shape:
+        return ""
+    pos = np.unravel_index(index, shape)
+    out = " at [%s]" % ", ".join(str(int(i)) for i in pos)
+    if fields is not None and len(shape) >= 1 and int(pos[-1]) < len(fields):
+        out += " (field %r)" % fields[int(pos[-1])]
+    return out
+
+
+def refuse_float_ids(a, what, where=None, hint=_CAST, ids_are="ids must have an integer dtype", dtype=None):
+    """Raise for floating-point ids, the one refusal of both input forms (the arrays of ``as_ids`` and
+    the id columns of a named batch): ValueError naming the first NaN/infinite element (a missing
+    value) or non-integral one, else TypeError (integral floats are refused too: above 2^53 they are
+    not the ids they show).
+
+    a: a numpy float or complex array, or a 0-d one for one element of an object column; what: the
+    argument or field ("features", 'feature field 0 "item" (column "item")'); where(i): the place of
+    flat element i (" at [0, 1] (field 'item')", " at row 3"); hint: the fix to make; ids_are: what
+    ids must be; dtype: the dtype (or the element's type) to name.
+    """
+    a = np.asarray(a)
+    flat = a.reshape(-1)
+    at = where or (lambda i: "")
+    dtype = dtype or str(a.dtype)
+    is_float = ("%s holds a %s%s" % (what, dtype, at(0))) if a.ndim == 0 else ("%s is %s" % (what, dtype))
+    if np.iscomplexobj(flat):
+        raise TypeError("%s: %s; %s" % (is_float, ids_are, hint))
+    bad = np.flatnonzero(~np.isfinite(flat))
+    if bad.size:
+        raise ValueError("%s holds %r%s, which is not an id (a missing value?): %s"
+                         % (what, float(flat[bad[0]]), at(bad[0]), hint))
+    bad = np.flatnonzero(flat != np.trunc(flat))
+    if bad.size:
+        raise ValueError("%s holds %r%s, which is not an integer id: %s; %s"
+                         % (what, float(flat[bad[0]]), at(bad[0]), ids_are, hint))
+    raise TypeError("%s: %s (floating point holds integers exactly only up to 2^53 (float64) "
+                    "or 2^24 (float32), so larger ids would hash differently from SQL); %s"
+                    % (is_float, ids_are, hint))
+
+
+def as_ids(v, what="ids", fields=None, device=None):
+    """Ids (tensor, numpy array, list or scalar) as an int64 tensor, refusing what is not integer.
+
+    Integer dtypes pass (uint64 only below 2^63); floating-point, complex and boolean inputs and
+    object arrays with anything but ints in the int64 range raise TypeError (wrong dtype) or
+    ValueError (NaN, non-integral or out-of-range values), naming ``what`` and, with ``fields``
+    (the names of the last axis), the field.
+    """
+    if torch.is_tensor(v):
+        if (v.dtype.is_floating_point or v.dtype.is_complex) and v.numel():
+            a = v.detach().cpu().to(torch.float64 if not v.dtype.is_complex else torch.complex128).numpy()
+            refuse_float_ids(a, what, lambda i: _where(i, a.shape, fields), dtype=str(v.dtype).replace("torch.", ""))
+        if v.dtype == torch.bool:
+            raise TypeError("%s is a bool tensor: ids must have an integer dtype" % what)
+        return v.to(device=device if device is not None else v.device, dtype=torch.int64)
+    a = np.asarray(v)
+    kind = a.dtype.kind
+    if kind == "i":
+        a = a.astype(np.int64, copy=False)
+    elif kind == "u":
+        if a.size and int(a.max()) > _INT64_MAX:
+            i = int(np.argmax(a.reshape(-1)))
+            raise ValueError("%s holds %d%s, beyond the int8 ids SQL has (at most 2^63 - 1)"
+                             % (what, int(a.reshape(-1)[i]), _where(i, a.shape, fields)))
+        a = a.astype(np.int64)
+    elif kind in "fc" and a.size:
+        refuse_float_ids(a, what, lambda i: _where(i, a.shape, fields))
+    elif kind in "fc" or (kind == "O" and not a.size):
+        a = a.astype(np.int64)          # no ids at all (np.asarray([]) is float64)
+    elif kind == "O":
+        flat = a.reshape(-1)
+        for i, x in enumerate(flat):
+            if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+                if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
+                    refuse_float_ids(np.array(float(x)), what, lambda _: _where(i, a.shape, fields),
+                                     dtype=type(x).__name__)
+                raise TypeError("%s holds %r%s (%s), which is not an integer id: %s"
+                                % (what, x, _where(i, a.shape, fields), type(x).__name__, _CAST))
+            if not _INT64_MIN <= int(x) <= _INT64_MAX:
+                raise ValueError("%s holds %d%s, outside the int8 ids SQL has" % (what, int(x), _where(i, a.shape, fields)))
+        a = np.array([int(x) for x in flat], dtype=np.int64).reshape(a.shape)
+    else:
+        raise TypeError("%s is of dtype %s: ids must have an integer dtype; %s" % (what, a.dtype, _CAST))
+    return torch.as_tensor(a, device=device)
+
+
 def slots(ids, field_index, buckets, hash=True, name=None):
     """Embedding rows [*] (int64) of ids [*] (int64 tensor) in one field.
 
     ``field_index`` is the 0-based position of the field in its list, ``buckets`` its row count.
-    Raises ValueError for an id outside [0, buckets) of an unhashed field.
+    Raises ValueError for an id outside [0, buckets) of an unhashed field, and TypeError or
+    ValueError for ids that are not integers (see ``as_ids``).
     """
-    ids = torch.as_tensor(ids, dtype=torch.int64)
+    ids = as_ids(ids, "ids of field %s" % (repr(name) if name else field_index))
     if not hash:
         if ids.numel():
             bad = (ids < 0) | (ids >= buckets)

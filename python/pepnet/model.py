@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .hashing import slots, text_id
+from .hashing import as_ids, refuse_float_ids, slots, text_id
 from . import safetensors
 
 PN_EPS = 1e-5
@@ -236,13 +236,11 @@ class StarPepNet(nn.Module):
         """Inputs as tensors on the module's device, checked against the config."""
         c = self.config
         dev = self.emb.domain.device
-        domain = torch.as_tensor(np.asarray(domain) if not torch.is_tensor(domain) else domain,
-                                 dtype=torch.int64, device=dev).reshape(-1)
+        domain = as_ids(domain, "domain", device=dev).reshape(-1)
         B = domain.shape[0]
 
         def ids(v, n, what):
-            v = torch.as_tensor(np.asarray(v, dtype=np.int64) if not torch.is_tensor(v) else v,
-                                dtype=torch.int64, device=dev)
+            v = as_ids(v, what, [f["name"] for f in getattr(c, what)], device=dev)
             if n == 0 and v.numel() == 0:
                 return v.reshape(B, 0)
             if v.dim() != 2 or v.shape[0] != B or v.shape[1] != n:
@@ -251,7 +249,7 @@ class StarPepNet(nn.Module):
             return v
 
         features = ids(features, len(c.features), "features")
-        persona = ids(persona if persona is not None else np.zeros((B, 0)), len(c.persona), "persona")
+        persona = ids(persona if persona is not None else np.zeros((B, 0), np.int64), len(c.persona), "persona")
         if c.dense:
             if dense is None:
                 raise ValueError("the config has %d dense features: dense must be [B, %d], not None" % (c.dense, c.dense))
@@ -326,7 +324,8 @@ class StarPepNet(nn.Module):
         1-D sequence of B values (list, numpy array, tensor, pandas Series). Column order and other
         columns do not matter. Ids: integers as they are; str, bytes and uuid.UUID through text_id;
         None, NaN (in an object column) and pandas.NA use the field's missing row (index buckets),
-        refused for a field with "nullable": false. Float ids are refused (TypeError).
+        refused for a field with "nullable": false. Float ids are refused as in the arrays form
+        (``hashing.refuse_float_ids``): TypeError, ValueError naming a NaN in a float column or 1.5.
         """
         c = self.config
         dev = self.emb.domain.device
@@ -556,12 +555,16 @@ def _is_null(x):
 _INT64_MAX = (1 << 63) - 1
 
 
-def _float_ids(key, i, name, dtype):
-    return TypeError(
-        '%s field %d "%s" (column "%s") holds floats (%s): ids are integers, text or uuid, never floats '
-        '(1.0 and 1 would be different ids, NaN no id). Cast the column with astype(\'int64\') after filling '
-        'missing values; keep missing ids as None in an object column (or pandas\' nullable \'Int64\') to use '
-        'the missing row' % (key, i, name, name, dtype))
+_CAST_NAMED = ("keep missing ids as None in an object column or as pandas.NA (df[col].astype('Int64')) to use the "
+               "field's missing row, and cast the column to an integer dtype, e.g. df[col].astype('int64')")
+_IDS_NAMED = "ids must be integers, text or uuid"
+
+
+def _refuse_float_column(a, key, i, name, row=None, dtype=None):
+    """Raise for float ids in field i's column, with the arrays form's refusal (``refuse_float_ids``):
+    a: the column's float values, or a 0-d array of the one float at ``row`` of an object column."""
+    refuse_float_ids(a, '%s field %d "%s" (column "%s")' % (key, i, name, name),
+                     lambda r: " at row %d" % (r if row is None else row), _CAST_NAMED, _IDS_NAMED, dtype)
 
 
 def _id_values(a, key, i, f):
@@ -579,7 +582,7 @@ def _id_values(a, key, i, f):
                              % (key, i, name, name, int(a.max())))
         return a.astype(np.int64), missing
     if kind in "fc":
-        raise _float_ids(key, i, name, a.dtype)
+        _refuse_float_column(a, key, i, name)
     if kind in "US":
         return text_id(a), missing
     if kind != "O":
@@ -611,7 +614,7 @@ def _id_values(a, key, i, f):
         elif _is_null(x):
             missing[r] = True
         elif isinstance(x, (float, np.floating, decimal.Decimal)):
-            raise _float_ids(key, i, name, "%s %r at row %d" % (type(x).__name__, x, r))
+            _refuse_float_column(np.array(float(x)), key, i, name, r, type(x).__name__)
         else:
             raise TypeError('%s field %d "%s" (column "%s") holds a %s at row %d: ids are integers, text or uuid'
                             % (key, i, name, name, type(x).__name__, r))
@@ -661,14 +664,18 @@ def _domain_values(a, name):
     if a.dtype.kind in "iu":
         return a.astype(np.int64)
     what = 'the domain column "%s"' % name
+    cast = "cast it with astype('int64')"
     if a.dtype.kind in "fc":
-        raise TypeError("%s holds floats (%s): domains are integers; cast it with astype('int64')" % (what, a.dtype))
+        refuse_float_ids(a, what, lambda r: " at row %d" % r, cast, "domains must be integers")
     if a.dtype.kind != "O":
         raise TypeError("%s has dtype %s: domains are integers" % (what, a.dtype))
     out = np.zeros(a.shape[0], np.int64)
     for r, x in enumerate(a.tolist()):
         if _is_null(x):
             raise ValueError("%s is NULL at row %d: every row needs a domain" % (what, r))
+        if isinstance(x, (float, np.floating, decimal.Decimal)):
+            refuse_float_ids(np.array(float(x)), what, lambda _: " at row %d" % r, cast, "domains must be integers",
+                             type(x).__name__)
         if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
             raise TypeError("%s holds a %s at row %d: domains are integers" % (what, type(x).__name__, r))
         out[r] = int(x)

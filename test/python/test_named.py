@@ -347,12 +347,30 @@ def test_refusals():
     """Float ids, bad domains, dense NULLs, missing columns and the wrong input form are errors that say why."""
     m = pepnet.StarPepNet(NAMED, seed=2)
     b = named_batch(np.random.default_rng(6), 5, nulls=False)
-    for what, col in (("float64 numpy", np.array([1.0, 2, 3, 4, 5])), ("float32 tensor", torch.ones(5)),
-                      ("floats with NaN", np.array([1.0, np.nan, 3, 4, 5])),
-                      ("a float in an object column", np.array([1, 2, 3.0, 4, 5], dtype=object)),
-                      ("a list of floats", [1.5, 2.0, 3.0, 4.0, 5.0])):
-        ok, msg = raises(lambda: m.predict(dict(b, item=col)), TypeError, '"item"', "astype('int64')", "missing")
-        check("float ids refused with a TypeError naming the field and the cast (%s)" % what, ok, msg)
+    for what, col, exc, needles in (
+            ("float64 numpy", np.array([1.0, 2, 3, 4, 5]), TypeError, ("is float64", "2^53")),
+            ("float32 tensor", torch.ones(5), TypeError, ("is float32",)),
+            ("floats with NaN", np.array([1.0, np.nan, 3, 4, 5]), ValueError, ("holds nan at row 1", "not an id")),
+            ("a float in an object column", np.array([1, 2, 3.0, 4, 5], dtype=object), TypeError,
+             ("holds a float at row 2",)),
+            ("a list of floats", [1.5, 2.0, 3.0, 4.0, 5.0], ValueError, ("holds 1.5 at row 0", "not an integer id"))):
+        ok, msg = raises(lambda: m.predict(dict(b, item=col)), exc, 'feature field 0 "item" (column "item")',
+                         "astype('int64')", "missing", *needles)
+        check("float ids refused with a %s naming the field, the row and the cast (%s)" % (exc.__name__, what), ok, msg)
+    # one refusal for both input forms: the same error and wording after the argument or field named
+    ma = pepnet.StarPepNet(ARRAYS, seed=2)
+    same = []
+    for ids, exc, body in (([[2**53 + 1, 1, 1]], TypeError, "is float64: "), ([[np.nan, 1, 1]], ValueError,
+                           "holds nan at "), ([[1.9, 1, 1]], ValueError, "holds 1.9 at ")):
+        arr = np.array(ids, dtype=np.float64)
+        pos = raises(lambda: ma.predict([0], [[1, 1]], arr, [[0.0, 0.0]]), exc, "features " + body)
+        named = raises(lambda: m.predict({"domain": [0], "item": arr[:, 0], "cat": [1], "city": ["x"], "user": [1],
+                                          "age": [1], "price": [0.0], "hour": [0]}), exc, '(column "item") ' + body)
+        same.append(pos[0] and named[0])
+        if not same[-1]:
+            print("#   arrays: %s\n#   named: %s" % (pos[1], named[1]))
+    check("float ids: the arrays and the named form raise the same error with the same wording (2^53 + 1, NaN, 1.9)",
+          all(same), str(same))
     ok, msg = raises(lambda: m.predict(dict(b, cat=np.ones(5, bool))), TypeError, '"cat"', "bool")
     check("bool ids refused", ok, msg)
     ok, msg = raises(lambda: m.predict(dict(b, domain=np.zeros(5))), TypeError, '"domain"', "astype('int64')")
@@ -382,10 +400,10 @@ def test_refusals():
     ok, msg = raises(lambda: m.predict(b["domain"], np.zeros((5, 2)), np.zeros((5, 3))), TypeError,
                      '"inputs": "columns"', "named batch")
     check("a named-form model refuses positional arrays", ok, msg)
-    ma = pepnet.StarPepNet(ARRAYS, seed=2)
     ok, msg = raises(lambda: ma.predict(b), TypeError, '"inputs": "arrays"', "m(domain, persona, features, dense)")
     check("an arrays-form model refuses a named batch", ok, msg)
-    ok, msg = raises(lambda: ma.loss(ma.predict(b["domain"], np.zeros((5, 2)), np.zeros((5, 3)), np.zeros((5, 2))),
+    zi = np.zeros((5, 3), np.int64)
+    ok, msg = raises(lambda: ma.loss(ma.predict(b["domain"], zi[:, :2], zi, np.zeros((5, 2))),
                                      {"click": [0] * 5, "buy": [1] * 5}), TypeError, '"inputs": "arrays"')
     check("an arrays-form model's loss refuses labels by column", ok, msg)
     e = m.predict({k: v[:0] for k, v in b.items()})

@@ -110,6 +110,48 @@ def test_hashing():
     check("hashing: unhashed id out of range is an error naming the field", ok, msg)
 
 
+def test_float_ids():
+    """Ids that are not integers are refused, naming the argument, the field and the fix (issue 15
+    item 9): a float64 id above 2^53, NaN and 1.9 would otherwise hash to other rows than in SQL."""
+    cfg = {"domains": 2, "features": [{"name": "item", "buckets": 1000}, {"name": "cat", "buckets": 5, "hash": False}],
+           "persona": [{"name": "user", "buckets": 50}], "hidden": [8], "emb_dim": 4}
+    m = pepnet.StarPepNet(cfg, seed=3)
+    big = 2**53 + 1                     # float64 cannot hold it: stored as 2^53
+    good = m.predict([0], [[7]], np.array([[big, 1]], dtype=np.int64))
+    cases = [
+        ("float64 id above 2^53", lambda: m.predict([0], [[7]], np.array([[big, 1]], dtype=np.float64)),
+         TypeError, ("features", "float64", "2^53", "astype('int64')")),
+        ("float64 NaN id (a missing value)", lambda: m.predict([0], [[7]], np.array([[np.nan, 1.0]])),
+         ValueError, ("features", "nan", "'item'", "fillna")),
+        ("id 1.9", lambda: m.predict([0], [[7]], [[1.9, 1]]), ValueError, ("features", "1.9", "'item'", "integer")),
+        ("integral float32 ids", lambda: m.predict([0], [[7]], torch.tensor([[5.0, 1.0]])),
+         TypeError, ("features", "float32")),
+        ("float persona", lambda: m.predict([0], np.array([[7.5]]), [[5, 1]]), ValueError, ("persona", "7.5", "'user'")),
+        ("None in an object array", lambda: m.predict([0], [[7]], np.array([[5, None]], dtype=object)),
+         TypeError, ("features", "None", "'cat'")),
+        ("float domain", lambda: m.predict([1.9], [[7]], [[5, 1]]), ValueError, ("domain", "1.9")),
+        ("bool ids", lambda: m.predict([0], [[7]], torch.tensor([[True, False]])), TypeError, ("features", "bool")),
+        ("uint64 id beyond int8", lambda: m.predict([0], [[7]], np.array([[2**63, 1]], dtype=np.uint64)),
+         ValueError, ("features", "9223372036854775808")),
+        ("pepnet.slots of float ids", lambda: pepnet.slots(np.array([3.0]), 0, 1000, name="item"),
+         TypeError, ("'item'", "float64")),
+        ("pepnet.db.score of float features (before any SQL)",
+         lambda: pepnet.db.score(None, "ctr", 0, [7], np.array([[np.nan, 1.0]])), ValueError, ("features", "nan")),
+        ("pepnet.db.score of a float domain", lambda: pepnet.db.score(None, "ctr", 0.5, [7], [[5, 1]]),
+         ValueError, ("domain", "0.5")),
+    ]
+    for what, fn, exc, needles in cases:
+        ok, msg = raises(fn, exc, *needles)
+        check("ids: %s refused with %s" % (what, exc.__name__), ok, msg)
+    same = [torch.equal(m.predict([0], [[7]], v), good) for v in
+            (np.array([[big, 1]], dtype=np.int64), [[big, 1]], torch.tensor([[big, 1]]),
+             np.array([[big, 1]], dtype=np.uint64), np.array([[big, 1]], dtype=object))]
+    check("ids: int64, list, tensor, uint64 and object ints give the same scores", all(same), str(same))
+    check("ids: an empty persona list is still accepted for a model without persona",
+          pepnet.StarPepNet({"domains": 1, "features": [{"name": "f", "buckets": 10}], "hidden": [4]})
+          .predict([0], [], [[3]]).shape == (1, 1))
+
+
 def test_safetensors():
     """Round trip of every dtype bit for bit; malformed input refused with a message that says why."""
     rng = np.random.default_rng(2)
@@ -515,6 +557,7 @@ def test_example_and_transactions(conn):
 
 def main():
     run("hashing", test_hashing)
+    run("float ids", test_float_ids)
     run("safetensors", test_safetensors)
     run("config and state_dict", test_config_and_state_dict)
     run("PN rule", test_pn_rule)

@@ -1,16 +1,16 @@
-# test/t/007_examples.pl: the documentation's SQL examples run, and examples/synth.sql is quiet.
+# test/t/007_examples.pl: README's SQL runs as written, and its results make sense.
 #
-# Every ```sql block of README.md and then of docs/api.md runs, in order, in one database (each
-# block in its own psql session, ON_ERROR_STOP): no block may fail.  A block that cannot run
-# there (multi-node setups, DROP EXTENSION) is marked in the document by the line
-# "<!-- example not run by test/t/007_examples.pl: REASON -->" right above its fence, and is
-# reported as skipped with that reason.  What the examples leave to
-# the reader is provided here: the roles of the grants example (scorer, trainer, deployer) exist,
-# the tables of the batch-scoring example (candidates, nightly_scores) hold a few rows,
-# and the placeholder path '/path/to/ctr.safetensors' is replaced by a file holding the export
-# of ctr@1 (written before the block that reads it).  Then examples/synth.sql (psql -f, small)
-# runs in a fresh database without error, without any "does not exist, skipping" notice, and
-# creates its three tables.
+# Every ```sql block of README.md runs in order, exactly as written, in one fresh database of a
+# fresh cluster (each block in its own psql session, ON_ERROR_STOP; the database starts without
+# the extension: README's first block creates it).  No block may fail, and each block's result is
+# checked: the example data has positives of both tasks on every day and domain, training stores
+# versions with a validation AUC, evaluation gives an AUC per domain and task, deploys and the
+# rollback are in the history, top-k returns k rows sorted with scores in [0, 1], batch scoring
+# scores every row, copies and chunked copies export the same bytes, a scorer role scores, a
+# pinned reference has its fingerprint.  README's ```python blocks run against that database
+# (PYTHONPATH=python).  Then the ```sql blocks of docs/api.md run in the same
+# database, and examples/synth.sql runs in a fresh database without notices and with positives
+# in every split.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -21,70 +21,189 @@ my $node = PostgreSQL::Test::Cluster->new('examples');
 $node->init;
 $node->append_conf('postgresql.conf', "fsync = off\njit = off\n");
 $node->start;
-my $WORK = PostgreSQL::Test::Utils::tempdir;
-$node->safe_psql('postgres', 'CREATE DATABASE readme; CREATE DATABASE synth; CREATE ROLE scorer; CREATE ROLE trainer; CREATE ROLE deployer;');
-$node->safe_psql('readme', 'CREATE EXTENSION pepnet');
-# the user's tables that the batch-scoring example reads and fills (model ctr of the first examples)
-$node->safe_psql('readme', q{
-CREATE TABLE candidates AS
-SELECT u::bigint AS user_id, (1000 + i)::bigint AS item_id, (u % 3)::int AS domain, ARRAY[u, u % 8]::bigint[] AS persona,
-       ARRAY[1000 + i, i % 500, i % 24]::bigint[] AS features
-FROM generate_series(1, 20) u, generate_series(1, 50) i;
-CREATE TABLE nightly_scores (user_id bigint, item_id bigint, p_click float8);
-});
-$node->safe_psql('synth', 'CREATE EXTENSION pepnet');
+$node->safe_psql('postgres', 'CREATE DATABASE readme; CREATE DATABASE synth;');
 
-my @blocks;
-for my $doc ('README.md', 'docs/api.md')
+sub blocks
 {
+	my ($doc) = @_;
 	my $text = PostgreSQL::Test::Utils::slurp_file($doc);
-	my $n = 0;
-	while ($text =~ /^(?:<!-- example not run by test\/t\/007_examples\.pl: (.*?) -->\n)?```sql\n(.*?)^```$/msg)
-	{
-		push @blocks, [ $doc, ++$n, $2, $1 ];
-	}
+	my @b;
+	push @b, $1 while $text =~ /^```sql\n(.*?)^```$/msg;
+	return @b;
 }
-cmp_ok(scalar(grep { $_->[0] eq 'README.md' } @blocks), '>=', 5, 'README.md has its SQL examples (' . scalar(@blocks) . ' blocks in all)');
 
-my $file = "$WORK/ctr.safetensors";
-for my $b (@blocks)
+sub rq { return $node->safe_psql('readme', $_[0]); }
+
+# a number in [0, 1]
+sub prob { my ($x) = @_; return defined $x && $x =~ /^-?[0-9.]+(?:e-?[0-9]+)?$/ && $x >= 0 && $x <= 1; }
+
+# pepnet_verify's answer shown by a block is true; a fingerprint with a 0x00 byte (one version in
+# about eight) is misreported until issue 15 item 4 is fixed in src/: then this is a skip
+sub verify_ok
 {
-	my ($doc, $n, $sql, $not_run) = @$b;
-	my ($first) = $sql =~ /^(?:--\s*)?(.*)$/m;
+	my ($name, $version, $true) = @_;
   SKIP:
 	{
-	skip("$doc SQL example $n ($first): $not_run", 1) if defined $not_run;
-	my @parts = ($sql);
-	# the statement reading the placeholder path runs once the file holds ctr@1's export
-	my $at = index($sql, '/path/to/ctr.safetensors');
-	if ($at >= 0)
-	{
-		my $cut = rindex($sql, ';', $at) + 1;
-		@parts = (substr($sql, 0, $cut), substr($sql, $cut));
-	}
-	my ($rc, $out, $err) = (0, '', '');
-	for my $part (@parts)
-	{
-		if ($part =~ m{/path/to/ctr\.safetensors})
-		{
-			my $hex = $node->safe_psql('readme', "SELECT encode(pepnet_export('ctr\@1'), 'hex')");
-			open(my $fh, '>:raw', $file) or die "cannot write $file: $!";
-			print $fh pack('H*', $hex);
-			close $fh;
-			$part =~ s{/path/to/ctr\.safetensors}{$file}g;
-		}
-		($rc, $out, $err) = $node->psql('readme', $part, on_error_stop => 1);
-		last if $rc != 0 || $err =~ /ERROR/;
-	}
-	ok($rc == 0 && $err !~ /ERROR/, "$doc SQL example $n runs: $first") or diag("exit $rc\n$err");
+		skip("pepnet_verify('$name\@$version') is false: its fingerprint has a 0x00 byte (issue 15 item 4)", 1)
+		  if !$true && rq("SELECT position('\\x00'::bytea IN fingerprint) > 0 FROM pepnet.models
+		                   WHERE name = '$name' AND version = $version") eq 't';
+		ok($true, "pepnet_verify('$name\@$version') shown true");
 	}
 }
 
-# the batch-scoring example filled the user's table: one probability per candidate
-is($node->safe_psql('readme', 'SELECT count(*) FROM nightly_scores WHERE p_click > 0 AND p_click < 1'),
-	'1000', 'the batch-scoring example scored every candidate into nightly_scores');
+# the checks of README's blocks, each found by a pattern that must match exactly one block
+my @checks = (
+	[ qr/^CREATE EXTENSION pepnet;/m, sub {
+		is(rq("SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.3.0', 'the extension is created at 0.3.0');
+	} ],
+	[ qr/CREATE TABLE events AS/, sub {
+		is(rq("SELECT count(*) || ' ' || count(DISTINCT day) || ' ' || count(DISTINCT domain) FROM events"), '21000 7 3',
+			'example data: 21000 events over 7 days and 3 domains');
+		is(rq("SELECT count(*) FROM (SELECT day, domain FROM events GROUP BY day, domain
+		      HAVING sum(labels[1]) > 0 AND sum(labels[1]) < count(*) AND sum(labels[2]) > 0) g"), '21',
+			'example data: clicks, non-clicks and buys on every day in every domain (validation and test days too)');
+		is(rq("SELECT count(*) FROM items"), '501', 'example data: 501 candidate items');
+	} ],
+	[ qr/CALL pepnet_train\('ctr'/, sub {
+		is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr'"), '3', 'training stored a version per epoch');
+		is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr'
+		      AND (metrics->'validation'->>'auc')::float8 BETWEEN 0.6 AND 1
+		      AND (metrics->'validation'->'tasks'->'buy'->>'auc')::float8 BETWEEN 0.5 AND 1"), '3',
+			'every version has a validation AUC of both tasks (click above 0.6)');
+		is(rq("SELECT count(*) FROM pepnet.deployments WHERE name = 'ctr'"), '1', 'deploy => true deployed a version');
+	} ],
+	[ qr/metrics->>'train_loss'/, sub {
+		my ($out) = @_;
+		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
+		is(scalar(@rows), 3, 'the versions query lists 3 versions');
+		is(scalar(grep { prob($_->[3]) && $_->[3] > 0.6 } @rows), 3, 'each listed version shows a validation AUC')
+			or diag($out);
+	} ],
+	[ qr/FROM pepnet_evaluate\('ctr'/, sub {
+		my ($out) = @_;
+		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
+		is(scalar(@rows), 8, 'evaluation: 3 domains and all domains, 2 tasks');
+		is(scalar(grep { prob($_->[3]) && $_->[4] > 0 && $_->[5] > 0 } @rows), 8,
+			'evaluation: every row has an AUC, a logloss and a PCOC') or diag($out);
+		my ($all) = grep { $_->[0] eq '' && $_->[1] eq 'click' } @rows;
+		ok($all && $all->[3] > 0.6, 'evaluation: the click AUC over all domains is above 0.6') or diag($out);
+	} ],
+	[ qr/pepnet_deploy\('ctr', 'previous'\)/, sub {
+		my $h = rq("SELECT string_agg(strategy, ',' ORDER BY seq) FROM pepnet.deploy_history WHERE name = 'ctr'");
+		like($h, qr/^(best|version),version,(best,)?previous$/, "deploy history records the deploys and the rollback ($h)");
+		is(rq("SELECT d.version = h.to_version FROM pepnet.deployments d JOIN pepnet.deploy_history h USING (name)
+		      WHERE name = 'ctr' ORDER BY h.seq DESC LIMIT 1"), 't', 'the rollback is what is deployed');
+	} ],
+	[ qr/pepnet_score\('ctr', 2, ARRAY\[42, 2\]::bigint\[\], c\.features\)/, sub {
+		my ($out) = @_;
+		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
+		is(scalar(@rows), 10, 'top-k returns k = 10 rows');
+		is(scalar(grep { $_->[0] >= 1000 && $_->[0] <= 1500 && prob($_->[1]) && prob($_->[2]) && $_->[2] <= $_->[1] } @rows), 10,
+			'top-k: items of the table, p_click and p_buy in [0, 1], p_buy <= p_click') or diag($out);
+		my %seen = map { $_->[0] => 1 } @rows;
+		is(scalar(keys %seen), 10, 'top-k: 10 distinct items');
+		is(join(',', map { $_->[1] } @rows), join(',', sort { $b <=> $a } map { $_->[1] } @rows), 'top-k: sorted by p_click');
+	} ],
+	[ qr/avg\(pepnet_predict\('ctr'/, sub {
+		my ($out) = @_;
+		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
+		is(scalar(grep { prob($_->[1]) && $_->[1] > 0 && prob($_->[2]) } @rows), 3,
+			'row by row: a mean prediction and the actual rate per domain') or diag($out);
+	} ],
+	[ qr/pepnet_score_query\('ctr'/, sub {
+		my ($out) = @_;
+		is(rq("SELECT count(*) FROM nightly_scores WHERE score BETWEEN 0 AND 1 AND scores[1] = score
+		      AND scores[2] BETWEEN 0 AND 1 AND cardinality(scores) = 2"), 40 * 501,
+			'batch scoring scored every (request, item) pair with both tasks');
+		like($out, qr/^20040\|0\.\d+\|0\.\d+$/m, 'batch scoring: the summary shows the rows and scores in [0, 1]');
+	} ],
+	[ qr/pepnet_create\('ctr_fresh'/, sub {
+		my ($out) = @_;
+		is(rq("SELECT count(*) FROM pepnet.models WHERE name IN ('ctr_fresh', 'ctr_copy')"), '2', 'a created and an imported version');
+		is(rq("SELECT pepnet_export('ctr_copy') = pepnet_export('ctr\@3')"), 't', 'the imported copy exports the same bytes');
+		like($out, qr/^\d+\|[tf]$/m, 'the export has a size');
+		verify_ok('ctr', 3, $out =~ /^\d+\|t$/m);
+	} ],
+	[ qr/ALTER EXTENSION pepnet UPDATE/, sub {
+		is(rq("SELECT extversion FROM pg_extension WHERE extname = 'pepnet'"), '0.3.0', 'ALTER EXTENSION UPDATE leaves 0.3.0');
+	} ],
+	[ qr/CREATE ROLE scorer/, sub {
+		my ($out) = @_;
+		my @l = grep { /\S/ } split /\n/, $out;
+		ok(@l == 1 && prob($l[0]), 'the scorer role scores with its grants') or diag($out);
+	} ],
+	[ qr/pepnet_preload\('ctr'\)/, sub {
+		my ($out) = @_;
+		like($out, qr/^f\n/, 'pepnet_preload without shared_preload_libraries: false');
+		like($out, qr/^ctr\|\d+\|/m, 'the backend cache lists ctr');
+	} ],
+	[ qr/SET pepnet\.chunk_size/, sub {
+		my ($out) = @_;
+		cmp_ok(rq("SELECT count(*) FROM pepnet.model_chunks WHERE name = 'ctr_chunked'"), '>', 1, 'small chunks: several rows');
+		is(rq("SELECT pepnet_export('ctr_chunked') = pepnet_export('ctr\@3')"), 't', 'the chunked copy exports the same bytes');
+		verify_ok('ctr_chunked', 1, $out =~ /^t$/m);
+	} ],
+	[ qr/pepnet_pin\('ctr'\) AS pinned/, sub {
+		my ($out) = @_;
+		my @l = grep { /\S/ } split /\n/, $out;
+		like($l[0] // '', qr/^ctr\@\d+#[0-9a-f]{64}$/, 'a pinned reference has name, version and fingerprint');
+		ok(prob($l[1]), 'a pinned reference scores');
+		cmp_ok($l[2] // 0, '>', 1000, 'a bundle for another node');
+	} ],
+);
 
-# examples/synth.sql: no notices about tables that do not exist yet
+my @readme = blocks('README.md');
+cmp_ok(scalar(@readme), '>=', 12, 'README.md has its SQL blocks (' . scalar(@readme) . ')');
+for my $c (@checks)
+{
+	my $n = grep { $_ =~ $c->[0] } @readme;
+	is($n, 1, "README has one block matching $c->[0]");
+}
+
+my $i = 0;
+for my $sql (@readme)
+{
+	$i++;
+	my ($first) = $sql =~ /^(.*)$/m;
+	my ($rc, $out, $err) = $node->psql('readme', $sql, on_error_stop => 1);
+	ok($rc == 0 && $err !~ /ERROR/, "README SQL block $i runs: $first") or diag("exit $rc\n$err");
+	for my $c (grep { $sql =~ $_->[0] } @checks)
+	{
+		$c->[1]->($out);
+	}
+}
+
+# README's Python blocks, against the same database (the package from python/, Debian's torch)
+{
+	my $text = PostgreSQL::Test::Utils::slurp_file('README.md');
+	my @py;
+	push @py, $1 while $text =~ /^```python\n(.*?)^```$/msg;
+	cmp_ok(scalar(@py), '>=', 1, 'README has a Python block');
+	my $before = rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr'");
+	for my $code (@py)
+	{
+		local $ENV{PGHOST} = $node->host;
+		local $ENV{PGPORT} = $node->port;
+		local $ENV{PGDATABASE} = 'readme';
+		local $ENV{PYTHONPATH} = 'python';
+		my ($out, $err) = ('', '');
+		my $ok = PostgreSQL::Test::Utils::run_log([ '/usr/bin/python3', '-P', '-c', $code ], '>', \$out, '2>', \$err);
+		ok($ok, 'README Python block runs') or diag($err);
+	}
+	is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr'"), $before + 1, 'the Python block imported a version');
+}
+
+# docs/api.md's examples, in the same database (they use README's model ctr)
+$i = 0;
+for my $sql (blocks('docs/api.md'))
+{
+	$i++;
+	my ($rc, $out, $err) = $node->psql('readme', $sql, on_error_stop => 1);
+	ok($rc == 0 && $err !~ /ERROR/ && $out =~ /\S/, "docs/api.md SQL block $i runs and returns rows") or diag("exit $rc\n$err");
+}
+
+# examples/synth.sql: no notices about tables that do not exist yet; every split has positives
+$node->safe_psql('synth', 'CREATE EXTENSION pepnet');
 my ($out, $err) = ('', '');
 my $rc = PostgreSQL::Test::Utils::run_log(
 	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-v', 'rows=3000', '-v', 'seed=1', '-f', 'examples/synth.sql', '-d', $node->connstr('synth') ],
@@ -93,6 +212,11 @@ ok($rc, 'examples/synth.sql runs in a fresh database') or diag($err);
 unlike($err, qr/does not exist, skipping|NOTICE/, 'examples/synth.sql prints no notices on its first run');
 is($node->safe_psql('synth', 'SELECT (SELECT count(*) FROM synth_train) + (SELECT count(*) FROM synth_valid) + (SELECT count(*) FROM synth_test)'),
 	'3000', 'examples/synth.sql creates synth_train, synth_valid and synth_test (3000 rows together)');
+for my $t ('synth_train', 'synth_valid', 'synth_test')
+{
+	is($node->safe_psql('synth', "SELECT sum(labels[1]) > 0 AND sum(labels[1]) < count(*) AND sum(labels[2]) > 0 FROM $t"),
+		't', "$t has clicks, non-clicks and buys (a validation AUC is defined)");
+}
 
 $node->stop;
 done_testing();
