@@ -3,8 +3,8 @@ Python package's predict of the same weights and the same named rows.
 
 Needs a PostgreSQL server in the libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE) where the
 pepnet extension (0.3.0) can be created, as a superuser (it creates two scratch databases, one of
-them LATIN1, and drops them), and the Python package's named form on the path (python/ of this
-repository, or the directory in PEPNET_PYTHON). Run with /usr/bin/python3.
+them LATIN1, and drops them). The Python package is the one in python/ of this repository. Run with
+/usr/bin/python3.
 
 Checks: a version trained by name in SQL (int, text, uuid, NULL-bearing fields, a numeric dense
 column) exported and scored by pepnet.StarPepNet on the rows fetched by name equals
@@ -24,7 +24,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.environ.get("PEPNET_PYTHON", os.path.join(ROOT, "python")))
+sys.path.insert(0, os.path.join(ROOT, "python"))
 import pepnet  # noqa: E402
 
 torch.set_num_threads(1)
@@ -83,9 +83,6 @@ def scores_of(cur, model):
 
 
 def main():
-    if not hasattr(pepnet, "text_id"):
-        print("not ok - the Python package on the path has no named form (pepnet.text_id); set PEPNET_PYTHON")
-        sys.exit(1)
     admin = psycopg2.connect("")
     admin.autocommit = True
     utf8 = scratch_db(admin, "pepnet_named_utf8", "UTF8")
