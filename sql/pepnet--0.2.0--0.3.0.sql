@@ -904,3 +904,20 @@ ALTER FUNCTION pepnet_score(int, bigint[], bigint[], real[]) SUPPORT pepnet._sco
 CREATE FUNCTION pepnet._score_query_support(internal) RETURNS internal
 	AS 'MODULE_PATHNAME', 'pepnet_score_query_support' LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
 ALTER FUNCTION pepnet_score_query(text, text) SUPPORT pepnet._score_query_support;
+
+-- == named inputs (issue 16): scoring by name ==
+
+-- The first task's probability of one row of any query whose columns carry the version's fields
+-- (config "inputs": "columns"), e.g. SELECT pepnet_predict('ctr', c) FROM (SELECT ...) c.  The
+-- binding of the row type to the fields is made on the first row and kept for the statement.
+CREATE FUNCTION pepnet_predict(model text, candidate record) RETURNS float8
+	AS 'MODULE_PATHNAME', 'pepnet_predict_row' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1000;
+
+-- An array of rows scored in one call (grouped by domain and persona into requests of the batched
+-- engine, as pepnet_score's), each row returned as it came in, in array order:
+--   SELECT (s.candidate).item_id, s.score
+--   FROM pepnet_score_rows('ctr', ARRAY(SELECT c FROM candidates c WHERE c.user_id = 42)) s
+--   ORDER BY s.score DESC LIMIT 20;
+CREATE FUNCTION pepnet_score_rows(model text, candidates anyarray)
+	RETURNS TABLE (candidate anyelement, score float8, scores float8[])
+	AS 'MODULE_PATHNAME', 'pepnet_score_rows' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE ROWS 100;

@@ -11,6 +11,10 @@
  *   SELECT * FROM pepnet_score_query('ctr', 'SELECT user_id, item_id, domain, persona, features FROM c')
  *     AS t(user_id bigint, item_id bigint, score float8, scores float8[]);
  *
+ * A version of the named form ("inputs": "columns") reads its fields from
+ * the columns of their names (features.c), and every column of the query
+ * is a key, the fields' included.
+ *
  * The query is read by training's reader (reader.c: a read-only cursor
  * with the caller's rights, the same column and row checks, messages and
  * SQLSTATEs, "data query row N" in the error context), in blocks of
@@ -84,8 +88,9 @@ batch_open(BatchReader *r, const char *query, const PnConfig *cfg, TupleDesc res
 	r->keycol = palloc(sizeof(int) * (td->natts + 1));
 	r->nkeys = 0;
 	for (i = 1; i <= td->natts; i++)
-		if (!TupleDescAttr(td, i - 1)->attisdropped && i != rd->c_domain && i != rd->c_persona &&
-			i != rd->c_features && i != rd->c_dense)
+		if (!TupleDescAttr(td, i - 1)->attisdropped &&
+			(rd->fb != NULL ||	/* the named form: every column passes through */
+			 (i != rd->c_domain && i != rd->c_persona && i != rd->c_features && i != rd->c_dense)))
 			r->keycol[r->nkeys++] = i;
 	if (result->natts != r->nkeys + 2)
 		ereport(ERROR,

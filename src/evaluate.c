@@ -7,6 +7,7 @@
  *		down-sampling in the output bias), metrics per domain and task
  *		(metrics.c).
  */
+#include "features.h"
 #include "metrics.h"
 #include "reader.h"
 
@@ -226,13 +227,51 @@ typedef struct CheckCount
 } CheckCount;
 
 /*
+ * The text of pepnet_check_data's config: one without "inputs" (and
+ * without the arrays form's "dense": N) takes its form from the data
+ * query as pepnet_train's does: a column "features" is the arrays form,
+ * otherwise the named form.
+ */
+static char *
+check_config_text(Jsonb *jb, const char *query)
+{
+	char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	const char *body;
+	JsonbValue	k,
+			   *dv;
+	bool		has_features;
+
+	if (!JB_ROOT_IS_OBJECT(jb))
+		return text;
+	k.type = jbvString;
+	k.val.string.val = "inputs";
+	k.val.string.len = 6;
+	if (findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k) != NULL)
+		return text;
+	k.val.string.val = "dense";
+	k.val.string.len = 5;
+	if ((dv = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k)) != NULL && dv->type == jbvNumeric)
+		return text;
+	pepnet_spi_connect();
+	has_features = features_has_column(reader_describe(query, "data"), "features");
+	SPI_finish();
+	if (has_features)
+		return text;
+	body = text + 1;			/* after the object's "{" */
+	while (*body == ' ')
+		body++;
+	return psprintf("{\"inputs\": \"columns\"%s%s", *body == '}' ? "" : ", ", body);
+}
+
+/*
  * pepnet_check_data(data, config, model): every row of a data query read
  * and checked as pepnet_train reads it (domain, ids, shapes, labels; a
  * fault raises the error training would, naming the row), without
  * training; returns per domain and task (and per task over all domains,
  * domain NULL) rows, labeled rows, positives and the actual rate.
  * WARNINGs for columns that are not used, domains without rows and
- * (domain, task) groups with one class only.
+ * (domain, task) groups with one class only.  Either input form: a
+ * version's, or the config's (check_config_text).
  */
 Datum
 pepnet_check_data(PG_FUNCTION_ARGS)
@@ -263,8 +302,7 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 	query = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (!PG_ARGISNULL(1))
 	{
-		Jsonb	   *jb = PG_GETARG_JSONB_P(1);
-		char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+		char	   *text = check_config_text(PG_GETARG_JSONB_P(1), query);
 
 		if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfgbuf, &err) != PN_OK)
 			pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
@@ -293,6 +331,15 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 
 		if (TupleDescAttr(td, i)->attisdropped)
 			continue;
+		if (r.fb)
+		{
+			/* the named form: the fields', the domain's and the tasks' columns */
+			if (!features_reads(r.fb, i + 1))
+				ereport(WARNING,
+						(errmsg("data query column \"%s\" is not used by training", col),
+						 errhint("Training reads the column of each field of the config, the domain column and each task's label column; check the column's name.")));
+			continue;
+		}
 		if (strcmp(col, "domain") != 0 && strcmp(col, "persona") != 0 && strcmp(col, "features") != 0 &&
 			strcmp(col, "dense") != 0 && strcmp(col, "label") != 0 && strcmp(col, "labels") != 0)
 			ereport(WARNING,

@@ -4,11 +4,13 @@
  *		a query prepared with the caller's rights and refused unless it is
  *		one read-only SELECT, opened as a cursor; its columns located by
  *		name and checked against the model (domain, persona, features,
- *		dense, label or labels); rows fetched and decoded into columnar
+ *		dense, label or labels; a named version's columns by features.c);
+ *		rows fetched and decoded into columnar
  *		arrays, each value checked, a fault naming its row in the error
  *		context ("data query row N").
  */
 #include "reader.h"
+#include "features.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -143,6 +145,16 @@ reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, b
 	r->cfg = cfg;
 	r->what = what;
 	r->scoring = scoring;
+	if (cfg->inputs == PN_INPUTS_COLUMNS)
+	{
+		/* the named form: each field from the column of its name (features.c) */
+		char	   *q = psprintf("%s query", what);
+
+		r->fb = features_bind(td, cfg, q, scoring ? NULL : q, !scoring);
+		r->values = palloc(sizeof(Datum) * (td->natts + 1));
+		r->nulls = palloc(sizeof(bool) * (td->natts + 1));
+		return;
+	}
 	r->c_domain = column(td, "domain");
 	r->c_persona = column(td, "persona");
 	r->c_features = column(td, "features");
@@ -257,6 +269,27 @@ reader_check(const char *query, const PnConfig *cfg, const char *what, bool need
 }
 
 /*
+ * The result columns of a data query (a copy in the current memory
+ * context), from its plan: nothing runs.  pepnet_train reads the form of a
+ * new config's inputs from it.
+ */
+TupleDesc
+reader_describe(const char *query, const char *what)
+{
+	SPIPlanPtr	plan = reader_prepare(query, what, false);
+	CachedPlanSource *src = (CachedPlanSource *) linitial(SPI_plan_get_plan_sources(plan));
+	TupleDesc	td;
+
+	if (src->resultDesc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s query must be a single read-only SELECT", what)));
+	td = CreateTupleDescCopy(src->resultDesc);
+	SPI_freeplan(plan);
+	return td;
+}
+
+/*
  * Error about a value of the current row (the row is named by the error
  * context): "data query: domain is NULL"; a scoring reader's messages lack
  * the prefix ("domain is NULL").
@@ -325,6 +358,12 @@ reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *domain, int6
 	Datum		d;
 	int			t;
 
+	if (r->fb)
+	{
+		heap_deform_tuple(tup, td, r->values, r->nulls);
+		features_decode(r->fb, r->values, r->nulls, domain, persona, features, dense, NULL);
+		return;
+	}
 	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
 	if (isnull)
 		row_error(r, ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain is NULL");
@@ -376,6 +415,13 @@ decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 
 	r->rowno++;
 	dst->rowno[i] = r->rowno;
+	if (r->fb)
+	{
+		heap_deform_tuple(tup, td, r->values, r->nulls);
+		features_decode(r->fb, r->values, r->nulls, dst->domain + i, dst->persona + (size_t) i * c->npers,
+						dst->features + (size_t) i * c->nfeat, dst->dense + (size_t) i * c->dense, lab);
+		return;
+	}
 	reader_decode_inputs(r, tup, td, dst->domain + i, dst->persona + (size_t) i * c->npers,
 						 dst->features + (size_t) i * c->nfeat, dst->dense + (size_t) i * c->dense);
 	for (t = 0; t < c->ntasks; t++)

@@ -93,6 +93,18 @@ array_shape(ArrayType *a, const char *what, int *ndim, int *dims)
 				 errmsg("%s must not contain NULL elements", what)));
 }
 
+/* The form of the version: arrays ("inputs": "arrays"), not rows by name */
+static void
+check_inputs(const PepnetEntry *e)
+{
+	if (e->model->cfg.inputs == PN_INPUTS_COLUMNS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("model \"%s\" version %d takes rows by name, not arrays", e->name, e->version),
+				 errdetail("Its config says \"inputs\": \"columns\": each field is read from the column of its name."),
+				 errhint("Score it with pepnet_predict(model, row) or pepnet_score_rows(model, ARRAY(SELECT c FROM (...) c)).")));
+}
+
 /* The domain of a request: 0 to D - 1 */
 static void
 check_domain(const PepnetEntry *e, Datum domain, Request *r)
@@ -246,8 +258,8 @@ check_dense(const PepnetEntry *e, ArrayType *dense, int fnd, Request *r)
 
 /*
  * Check the arguments of a request against the model's config, one rule
- * at a time: domain, persona, features, dense.  Errors name the model
- * version, what was given and what it needs.
+ * at a time: the input form, domain, persona, features, dense.  Errors
+ * name the model version, what was given and what it needs.
  */
 static void
 check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType *features,
@@ -255,6 +267,7 @@ check_request(const PepnetEntry *e, Datum domain, ArrayType *persona, ArrayType 
 {
 	int			fnd;
 
+	check_inputs(e);
 	check_domain(e, domain, r);
 	check_persona(e, persona, r);
 	fnd = check_features(e, features, r);

@@ -95,6 +95,7 @@ typedef struct ShModel
 	Size		feat_off,
 				pers_off,
 				neg_off,
+				dfield_off,		/* named dense columns (0: none) */
 				data_off;
 } ShModel;
 
@@ -341,6 +342,7 @@ model_view(dsa_area *area, dsa_pointer hdr)
 	cfg.feat = (PnField *) (base + h->feat_off);
 	cfg.pers = (PnField *) (base + h->pers_off);
 	cfg.neg_rate = h->neg_off ? (float *) (base + h->neg_off) : NULL;
+	cfg.dfield = h->dfield_off ? (PnField *) (base + h->dfield_off) : NULL;
 	if (pn_model_layout(&cfg, &m, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	if (m->total != h->total)
@@ -366,6 +368,7 @@ model_layout(const PnModel *m, const PnModel *lay, ShModel *h)
 	h->cfg = *c;
 	h->cfg.feat = h->cfg.pers = NULL;
 	h->cfg.neg_rate = NULL;
+	h->cfg.dfield = NULL;
 	h->total = lay->total;
 	h->feat_off = off;
 	off = MAXALIGN(off + sizeof(PnField) * c->nfeat);
@@ -375,6 +378,11 @@ model_layout(const PnModel *m, const PnModel *lay, ShModel *h)
 	{
 		h->neg_off = off;
 		off = MAXALIGN(off + sizeof(float) * c->domains);
+	}
+	if (c->dfield)
+	{
+		h->dfield_off = off;
+		off = MAXALIGN(off + sizeof(PnField) * c->dense);
 	}
 	off = TYPEALIGN(64, off);
 	h->data_off = off;
@@ -610,6 +618,8 @@ pepnet_shcache_model(const PepnetRef *ref, int *slot, uint64 *gen)
 			memcpy(dst + h.pers_off, m->cfg.pers, sizeof(PnField) * m->cfg.npers);
 			if (h.neg_off)
 				memcpy(dst + h.neg_off, m->cfg.neg_rate, sizeof(float) * m->cfg.domains);
+			if (h.dfield_off)
+				memcpy(dst + h.dfield_off, m->cfg.dfield, sizeof(PnField) * m->cfg.dense);
 			/*
 			 * the weights streamed chunk by chunk straight into the canonical
 			 * layout in shared memory (never a private copy of their size)

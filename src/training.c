@@ -16,6 +16,7 @@
  */
 #include "metrics.h"
 #include "reader.h"
+#include "features.h"
 #include "pepshm.h"
 
 #include <math.h>
@@ -75,6 +76,13 @@ typedef struct TrainState
 	int64		win_steps,
 				win_first;		/* steps in it, its first step (1-based in this call) */
 	int64		call_steps;		/* optimiser steps of this call */
+	/*
+	 * a new config without "inputs": the model is made by _train_setup once
+	 * the data query says which form (config text and seed kept till then)
+	 */
+	char	   *pending_config;
+	int32		seed;
+	bool		explicit_inputs;	/* a new config that says "inputs" */
 } TrainState;
 
 #define LOSS_WINDOW 20
@@ -232,6 +240,18 @@ train_register_callback(void)
 }
 
 
+/* The trainer's model (made by _train_setup or the first epoch), or an error */
+static PnModel *
+train_model(TrainState *st)
+{
+	if (st->model == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the training in this session has no model yet"),
+				 errhint("Use CALL pepnet_train(...).")));
+	return st->model;
+}
+
 /* The trainer, or an error when none is active */
 static TrainState *
 train_get(void)
@@ -242,6 +262,87 @@ train_get(void)
 				 errmsg("no training in progress in this session"),
 				 errhint("Use CALL pepnet_train(...).")));
 	return train;
+}
+
+/* The model of a new config (JSON text) with fresh weights from the seed */
+static void
+train_new_model(TrainState *st, const char *text)
+{
+	PnConfig	cfg;
+	PnError		err = {0};
+
+	if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
+		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
+	if (pn_model_new(&cfg, &st->model, &err) != PN_OK)
+		core_error(&err);
+	pn_config_free(&cfg);
+	pn_model_init(st->model, (uint64) (int64) st->seed);
+}
+
+/*
+ * The form of a new config's inputs from the data query (before any row is
+ * read): a query with a column "features" is the arrays form, otherwise
+ * the named form.  A config without "inputs" gets it and its model is made
+ * now; one that says "inputs" must agree with the query (22023 naming the
+ * column that decides).
+ */
+static void
+train_resolve_inputs(TrainState *st, const char *query)
+{
+	TupleDesc	td;
+	bool		has_features;
+
+	if (st->pending_config == NULL && !st->explicit_inputs)
+		return;
+	st->explicit_inputs = false;	/* checked once, before the first epoch */
+	pepnet_spi_connect();
+	td = reader_describe(query, "data");
+	has_features = features_has_column(td, "features");
+	SPI_finish();
+	if (st->pending_config)
+	{
+		MemoryContext old = MemoryContextSwitchTo(st->cxt);
+		PnError		err = {0};
+		const char *body = st->pending_config + 1;	/* after the object's "{" */
+		char	   *text;
+
+		while (*body == ' ')
+			body++;
+		text = psprintf("{\"inputs\": \"%s\"%s%s", has_features ? "arrays" : "columns",
+						*body == '}' ? "" : ", ", body);
+		train_new_model(st, text);
+		st->pending_config = NULL;
+		if (pn_trainer_new(st->model, st->batch_size, (float) st->base_lr, &st->trainer, &err) != PN_OK)
+			core_error(&err);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	if (st->model->cfg.inputs == PN_INPUTS_ARRAYS && !has_features)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the config says \"inputs\": \"arrays\" but the data query has no column \"features\""),
+				 errdetail("The arrays form reads features bigint[], persona bigint[] and dense real[]; a query without "
+						   "\"features\" is the named form."),
+				 errhint("Return the arrays, or say \"inputs\": \"columns\" (or leave \"inputs\" out) to bind fields to columns by name.")));
+	if (st->model->cfg.inputs == PN_INPUTS_COLUMNS && has_features)
+	{
+		const PnConfig *c = &st->model->cfg;
+		bool		field = false;
+		int			i;
+
+		for (i = 0; i < c->nfeat; i++)
+			field |= strcmp(c->feat[i].name, "features") == 0;
+		for (i = 0; i < c->npers; i++)
+			field |= strcmp(c->pers[i].name, "features") == 0;
+		for (i = 0; i < c->dense; i++)
+			field |= strcmp(c->dfield[i].name, "features") == 0;
+		if (!field)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the config says \"inputs\": \"columns\" but the data query has a column \"features\", the arrays form"),
+					 errdetail("No field of the config is named \"features\"."),
+					 errhint("Return one column per field, or say \"inputs\": \"arrays\" (or leave \"inputs\" out).")));
+	}
 }
 
 /*
@@ -297,16 +398,25 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 		{
 			Jsonb	   *jb = PG_GETARG_JSONB_P(1);
 			char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-			PnConfig	cfg;
+			JsonbValue	k,
+					   *dv;
 
 			pepnet_check_name(name);
-			if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
-				pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
-			if (pn_model_new(&cfg, &st->model, &err) != PN_OK)
-				core_error(&err);
-			pn_config_free(&cfg);
-			pn_model_init(st->model, (uint64) (int64) seed);
 			strlcpy(st->name, name, PEPNET_NAMELEN);
+			st->seed = seed;
+			k.type = jbvString;
+			k.val.string.val = "inputs";
+			k.val.string.len = 6;
+			st->explicit_inputs = JB_ROOT_IS_OBJECT(jb) &&
+				findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k) != NULL;
+			k.val.string.val = "dense";
+			k.val.string.len = 5;
+			if (st->explicit_inputs || !JB_ROOT_IS_OBJECT(jb))
+				train_new_model(st, text);
+			else if ((dv = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k)) != NULL && dv->type == jbvNumeric)
+				train_new_model(st, text);	/* "dense": N is the arrays form's alone */
+			else
+				st->pending_config = text;	/* the form comes from the data query (_train_setup) */
 		}
 		else
 		{
@@ -322,7 +432,7 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 		at = strchr(st->name, '@');
 		if (at)
 			*at = '\0';
-		if (pn_trainer_new(st->model, bs, (float) lr, &st->trainer, &err) != PN_OK)
+		if (st->model && pn_trainer_new(st->model, bs, (float) lr, &st->trainer, &err) != PN_OK)
 			core_error(&err);
 	}
 	PG_CATCH();
@@ -488,7 +598,7 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	int32		sbuf = Max(PG_GETARG_INT32(2), 1);
 	int32		seed = PG_GETARG_INT32(3);
-	const PnConfig *c = &st->model->cfg;
+	const PnConfig *c;
 	Reader		r;
 	Rows		in,
 				buf;
@@ -499,6 +609,9 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	MemoryContext old;
 	double		secs;
 
+	/* 0.1.0's pepnet_train calls no _train_setup: the form of a new config is settled here then */
+	train_resolve_inputs(st, query);
+	c = &st->model->cfg;
 	memset(&ep, 0, sizeof(ep));
 	ep.st = st;
 	ep.epoch = PG_GETARG_INT32(1);
@@ -595,7 +708,7 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 	char	   *extra;
 
 	pepnet_spi_connect();
-	ms = evaluate_rows(st->model, query, "validation", &nm, &data_hash);
+	ms = evaluate_rows(train_model(st), query, "validation", &nm, &data_hash);
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
 			pepnet_progress_validation(ms[i].logloss, ms[i].auc);
@@ -872,11 +985,13 @@ Datum
 pepnet_train_setup(PG_FUNCTION_ARGS)
 {
 	TrainState *st = train_get();
-	PnConfig   *c = &st->model->cfg;
+	PnConfig   *c;
 	int64		resumed;
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("data query");
+	train_resolve_inputs(st, text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	c = &st->model->cfg;
 	/* the rights to store what training makes, before any work */
 	{
 		Oid			ns = get_namespace_oid("pepnet", false);
@@ -993,7 +1108,7 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 	int			x;
 
 	/* never store what the loader would refuse (training checks each step; this is the last guard) */
-	for (x = 0; x < st->model->ntensors; x++)
+	for (x = 0; x < train_model(st)->ntensors; x++)
 	{
 		const float *p = PN_T(st->model, x);
 		int64		q;

@@ -95,6 +95,10 @@ suite python_parity $PY test/python/test_parity_score.py
 suite python_package $PY test/python/test_package.py
 # pip install ./python in a virtual environment (offline, Debian's torch and numpy), then import pepnet
 suite python_install $PY test/python/test_install.py
+# the package's named form ("inputs": "columns"): text ids, missing rows, named batches (no database)
+suite python_named $PY test/python/test_named.py
+# the named form on both sides: scores by name in SQL against the package's predict, text ids in UTF8 and LATIN1
+suite python_named_server $PY test/python/test_named_server.py
 for t in test/python/test_train_*.py; do
 	[ -e "$t" ] || continue
 	suite "python_$(basename "$t" .py)" $PY "$t"

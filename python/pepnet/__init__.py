@@ -15,12 +15,12 @@ Installed with ``pip install ./python`` (torch and numpy; the extras ``db`` for 
 needs); Debian's python3-torch, python3-numpy and python3-psycopg2 serve it as they are.
 """
 from .config import Config, ConfigError
-from .hashing import slots, splitmix64
-from .model import StarPepNet, Optimizer, StateDictError
+from .hashing import slots, splitmix64, text_id
+from .model import StarPepNet, Optimizer, StateDictError, ColumnError
 from .safetensors import SafetensorsError, load, loads, save, dumps
 
-__all__ = ["Config", "ConfigError", "StarPepNet", "Optimizer", "StateDictError", "SafetensorsError",
-           "slots", "splitmix64", "load", "loads", "save", "dumps"]
+__all__ = ["Config", "ConfigError", "StarPepNet", "Optimizer", "StateDictError", "ColumnError", "SafetensorsError",
+           "slots", "splitmix64", "text_id", "load", "loads", "save", "dumps"]
 __version__ = "0.3.0"
 
 

@@ -4,6 +4,10 @@
 ``pepnet_train`` take, fills in the defaults and checks the same limits as the extension, raising
 ConfigError (a ValueError) that names the key to fix. ``Config.to_dict()`` is the config with every
 default filled in, as ``pepnet.models.config`` stores it.
+
+Two input forms (docs/model.md, "Named inputs (since 0.3.0)"): ``"inputs": "arrays"`` (the default, the
+0.2 positional form) and ``"inputs": "columns"`` (fields bound to columns by name, with ``"nullable"``,
+``"dense"`` as an array of ``{"name": column}`` and ``"domain_column"``).
 """
 import json
 import math
@@ -13,7 +17,10 @@ import numpy as np
 DEFAULTS = {"persona": [], "dense": 0, "emb_dim": 16, "tasks": ["click"], "hidden": [256, 128],
             "gamma": 2.0, "epnet": True, "epnet_hidden": None, "ppnet": True, "pn": True,
             "star": True, "aux": True, "aux_hidden": 32, "l2": 0.0, "negative_rate": None}
-KEYS = ("domains", "features") + tuple(DEFAULTS)
+KEYS = ("domains", "features") + tuple(DEFAULTS) + ("inputs", "domain_column")
+INPUTS = ("arrays", "columns")
+FIELD_KEYS = ("name", "buckets", "hash")
+NAMED_FIELD_KEYS = FIELD_KEYS + ("nullable",)
 
 MAX_DOMAINS = 100000
 MAX_FIELDS = 1024
@@ -60,10 +67,12 @@ def _name(v, what):
     return v
 
 
-def _fields(v, key):
-    """A list of {name, buckets, hash} field specs."""
+def _fields(v, key, named=False):
+    """A list of {name, buckets, hash} field specs ({name, buckets, hash, nullable} in the named form)."""
+    allowed = NAMED_FIELD_KEYS if named else FIELD_KEYS
     if not isinstance(v, list):
-        raise ConfigError('config "%s" must be an array of {"name", "buckets", "hash"} objects' % key)
+        raise ConfigError('config "%s" must be an array of {%s} objects'
+                          % (key, ", ".join('"%s"' % a for a in allowed)))
     if len(v) > MAX_FIELDS:
         raise ConfigError('config "%s" has %d fields, more than the limit of %d' % (key, len(v), MAX_FIELDS))
     out, names = [], set()
@@ -71,24 +80,52 @@ def _fields(v, key):
         where = '"%s"[%d]' % (key, i)
         if not isinstance(f, dict):
             raise ConfigError("config %s must be an object with name and buckets" % where)
-        extra = set(f) - {"name", "buckets", "hash"}
+        if not named and "nullable" in f:
+            raise ConfigError('config %s has the key "nullable" of the named form: it needs "inputs": "columns" '
+                              '(the fields of an "arrays" config are positions of the features/persona arrays, '
+                              'which hold no NULL ids)' % where)
+        extra = set(f) - set(allowed)
         if extra:
-            raise ConfigError("config %s has unknown keys %s (allowed: name, buckets, hash)" % (where, sorted(extra)))
+            raise ConfigError("config %s has unknown keys %s (allowed: %s)" % (where, sorted(extra), ", ".join(allowed)))
         if "name" not in f or "buckets" not in f:
             raise ConfigError("config %s needs a name and a buckets count" % where)
         name = _name(f["name"], where + ".name")
         if name in names:
             raise ConfigError('config "%s" names the field "%s" twice' % (key, name))
         names.add(name)
-        out.append({"name": name, "buckets": _int(f["buckets"], where + ".buckets", 1, MAX_BUCKETS),
-                    "hash": _bool(f.get("hash", True), where + ".hash")})
+        field = {"name": name, "buckets": _int(f["buckets"], where + ".buckets", 1, MAX_BUCKETS),
+                 "hash": _bool(f.get("hash", True), where + ".hash")}
+        if named:
+            field["nullable"] = _bool(f.get("nullable", True), where + ".nullable")
+        out.append(field)
+    return out
+
+
+def _dense_fields(v):
+    """The named form's "dense": an array of {"name": column} objects."""
+    if not isinstance(v, list):
+        raise ConfigError('config "dense" must be an array of {"name": column} objects with "inputs": "columns" '
+                          '(a count of dense features, %r, is the "arrays" form)' % (v,))
+    if len(v) > MAX_DENSE:
+        raise ConfigError('config "dense" has %d fields, more than the limit of %d' % (len(v), MAX_DENSE))
+    out = []
+    for i, f in enumerate(v):
+        where = '"dense"[%d]' % i
+        if not isinstance(f, dict) or "name" not in f:
+            raise ConfigError('config %s must be an object {"name": column}, got %r' % (where, f))
+        extra = set(f) - {"name"}
+        if extra:
+            raise ConfigError("config %s has unknown keys %s (allowed: name)" % (where, sorted(extra)))
+        out.append({"name": _name(f["name"], where + ".name")})
     return out
 
 
 class Config:
     """A parsed configuration; attributes hold the values, defaults filled in.
 
-    domains (D), features and persona (lists of {name, buckets, hash}), dense (Nd), emb_dim (k),
+    inputs ("arrays" or "columns"; named is True for "columns"), domain_column ("domain" unless the
+    named form sets it), domains (D), features and persona (lists of {name, buckets, hash}, plus
+    nullable in the named form), dense (Nd), dense_fields (the named form's [{name}], else None), emb_dim (k),
     tasks (names, T of them), hidden (h_1..h_L), gamma, epnet, epnet_hidden (he), ppnet, pn, star,
     aux, aux_hidden (ha), l2, negative_rate ([D] floats or None); derived: n0 = F*k + Nd, T.
     """
@@ -111,16 +148,37 @@ class Config:
                 raise ConfigError('config needs "%s"' % key)
         v = dict(DEFAULTS)
         v.update(d)
+        self.inputs = v.get("inputs", "arrays")
+        if self.inputs not in INPUTS:
+            raise ConfigError('config "inputs" must be "arrays" (the positional features/persona/dense arrays) or '
+                              '"columns" (fields bound to columns by name), got %r' % (self.inputs,))
+        named = self.inputs == "columns"
+        if not named:
+            if "domain_column" in d:
+                raise ConfigError('config "domain_column" is a key of the named form: it needs "inputs": "columns" '
+                                  '(the "arrays" form reads the domain from column "domain")')
+            if isinstance(v["dense"], list):
+                raise ConfigError('config "dense" is an array of columns, the named form: it needs "inputs": "columns" '
+                                  '(with "inputs": "arrays", "dense" is the number of dense features)')
         self.domains = _int(v["domains"], '"domains"', 1, MAX_DOMAINS)
-        self.features = _fields(v["features"], "features")
-        self.persona = _fields(v["persona"], "persona")
-        self.dense = _int(v["dense"], '"dense"', 0, MAX_DENSE)
+        self.features = _fields(v["features"], "features", named)
+        self.persona = _fields(v["persona"], "persona", named)
+        if named:
+            self.dense_fields = _dense_fields(v["dense"] if "dense" in d else [])
+            self.dense = len(self.dense_fields)
+            self.domain_column = _name(v.get("domain_column", "domain"), '"domain_column"')
+        else:
+            self.dense_fields = None
+            self.dense = _int(v["dense"], '"dense"', 0, MAX_DENSE)
+            self.domain_column = "domain"
         self.emb_dim = _int(v["emb_dim"], '"emb_dim"', 1, MAX_EMB_DIM)
         if not isinstance(v["tasks"], list) or not 1 <= len(v["tasks"]) <= MAX_TASKS:
             raise ConfigError('config "tasks" must be an array of 1 to %d task names' % MAX_TASKS)
         self.tasks = [_name(t, '"tasks"[%d]' % i) for i, t in enumerate(v["tasks"])]
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError('config "tasks" names a task twice: %s' % self.tasks)
+        if named:
+            self._check_columns()
         if not isinstance(v["hidden"], list) or not 1 <= len(v["hidden"]) <= MAX_LAYERS:
             raise ConfigError('config "hidden" must be an array of 1 to %d layer widths' % MAX_LAYERS)
         self.hidden = [_int(h, '"hidden"[%d]' % i, 1, MAX_WIDTH) for i, h in enumerate(v["hidden"])]
@@ -131,13 +189,42 @@ class Config:
         self.l2 = _num(v["l2"], '"l2"', 0.0, 1e6)
         self.n0 = len(self.features) * self.emb_dim + self.dense
         if self.n0 < 1:
-            raise ConfigError('config has no inputs: give at least one field in "features" or "dense" > 0')
+            raise ConfigError('config has no inputs: give at least one field in "features" or %s'
+                              % ('a column in "dense"' if named else '"dense" > 0'))
         if self.n0 > 4 * MAX_WIDTH:
             raise ConfigError("config input width %d (features * emb_dim + dense) exceeds the limit of %d"
                               % (self.n0, 4 * MAX_WIDTH))
         self.epnet_hidden = (self.n0 if v["epnet_hidden"] is None
                              else _int(v["epnet_hidden"], '"epnet_hidden"', 1, 4 * MAX_WIDTH))
         self.negative_rate = self._negative_rate(v["negative_rate"])
+
+    def _check_columns(self):
+        """Named form: field names are column names, unique across features, persona and dense, and
+        neither the domain column nor a task (label) column."""
+        seen = {}
+        for key, fields in (("features", self.features), ("persona", self.persona), ("dense", self.dense_fields)):
+            for i, f in enumerate(fields):
+                where = '"%s"[%d]' % (key, i)
+                if f["name"] in seen:
+                    raise ConfigError('config %s.name "%s" is also the column of %s: with "inputs": "columns" each '
+                                      'field names its own column, unique across features, persona and dense'
+                                      % (where, f["name"], seen[f["name"]]))
+                if f["name"] == self.domain_column:
+                    raise ConfigError('config %s.name "%s" is the domain column (%s); name the field\'s own column'
+                                      % (where, f["name"], '"domain_column"' if self.domain_column != "domain"
+                                         else 'the default of "domain_column"'))
+                if f["name"] in self.tasks:
+                    raise ConfigError('config %s.name "%s" is a task of "tasks", whose column holds its labels; '
+                                      'name the field\'s own column' % (where, f["name"]))
+                seen[f["name"]] = where
+        if self.domain_column in self.tasks:
+            raise ConfigError('config "domain_column" "%s" is a task of "tasks", whose column holds its labels'
+                              % self.domain_column)
+
+    @property
+    def named(self):
+        """Whether the config is in the named form ("inputs": "columns")."""
+        return self.inputs == "columns"
 
     def _negative_rate(self, v):
         """Negative down-sampling rate per domain ([D] floats in (0, 1], float32 values), or None."""
@@ -163,9 +250,12 @@ class Config:
         return len(self.tasks)
 
     def to_dict(self):
-        """The config with every default filled in (as pepnet.models.config stores it)."""
-        return {"domains": self.domains, "features": [dict(f) for f in self.features],
-                "persona": [dict(f) for f in self.persona], "dense": self.dense, "emb_dim": self.emb_dim,
+        """The config with every default filled in (as pepnet.models.config stores it), "inputs" included;
+        the named form also has every field's "nullable", "dense" as its [{"name"}] and "domain_column"."""
+        return {"inputs": self.inputs, "domains": self.domains, "features": [dict(f) for f in self.features],
+                "persona": [dict(f) for f in self.persona],
+                "dense": [dict(f) for f in self.dense_fields] if self.named else self.dense,
+                **({"domain_column": self.domain_column} if self.named else {}), "emb_dim": self.emb_dim,
                 "tasks": list(self.tasks), "hidden": list(self.hidden), "gamma": self.gamma,
                 "epnet": self.epnet, "epnet_hidden": self.epnet_hidden, "ppnet": self.ppnet, "pn": self.pn,
                 "star": self.star, "aux": self.aux, "aux_hidden": self.aux_hidden, "l2": self.l2,

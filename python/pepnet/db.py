@@ -99,7 +99,10 @@ def import_module(conn, name, module, metrics=None, parent=None):
     is then stored without it (a warning says so; scores do not depend on it).
     """
     tensors = module.tensors()
-    config = json.dumps(module.config.to_dict())
+    config = module.config.to_dict()
+    if config["inputs"] == "arrays":
+        del config["inputs"]  # the default: also taken by servers before 0.3.0, which know no "inputs"
+    config = json.dumps(config)
     version = _import(conn, name, config, tensors)
     if metrics is not None or parent is not None:
         with conn.cursor() as cur:
@@ -156,13 +159,24 @@ def score(conn, ref, domain, persona, features, dense=None):
 def fetch(conn, query, config, params=None):
     """Rows of a data query (columns domain, persona, features, optional dense, label or labels, as
     pepnet_train reads them) as numpy arrays {domain [B], persona [B, P], features [B, F],
-    dense [B, Nd] or None, labels [B, T] with NaN = unknown}."""
+    dense [B, Nd] or None, labels [B, T] with NaN = unknown}.
+
+    With a config of "inputs": "columns", the named batch of the query instead: {column: [B] numpy
+    object array} of every column (NULL as None, uuid as its text), which StarPepNet's forward,
+    predict and loss take as it is."""
     from .config import Config
     c = Config(config)
     with conn.cursor() as cur:
         cur.execute(query, params)
         cols = [d.name for d in cur.description]
         rows = cur.fetchall()
+    if c.named:
+        out = {}
+        for j, name in enumerate(cols):
+            a = np.empty(len(rows), dtype=object)
+            a[:] = [r[j] for r in rows]
+            out[name] = a
+        return out
     for need in ("domain", "persona", "features"):
         if need not in cols:
             raise ValueError("data query has no column %r (it returns %s)" % (need, ", ".join(cols)))
@@ -184,13 +198,17 @@ def fetch(conn, query, config, params=None):
 
 
 def score_query(conn, module, query, params=None, batch_size=4096):
-    """The module's probabilities [B, T] for the rows of a data query (scored in PyTorch)."""
+    """The module's probabilities [B, T] for the rows of a data query (scored in PyTorch); for a module
+    of "inputs": "columns", a query whose columns carry its fields by name."""
     import torch
     data = fetch(conn, query, module.config, params)
-    B = len(data["domain"])
+    B = len(next(iter(data.values()))) if module.config.named else len(data["domain"])
     out = []
     for s in range(0, B, batch_size):
         e = min(B, s + batch_size)
+        if module.config.named:
+            out.append(module.predict({k: v[s:e] for k, v in data.items()}))
+            continue
         out.append(module.predict(data["domain"][s:e], data["persona"][s:e], data["features"][s:e],
                                   None if data["dense"] is None else data["dense"][s:e]))
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, module.config.T))

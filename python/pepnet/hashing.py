@@ -13,6 +13,7 @@ Ids must be integers: ``as_ids`` refuses floating-point, boolean and other non-i
 exactly only up to 2^53, so larger ids would hash differently from SQL; NaN has no id at all).
 """
 import numbers
+import uuid
 
 import numpy as np
 import torch
@@ -29,6 +30,97 @@ def _s64(u):
 
 _M1 = _s64(0xBF58476D1CE4E5B9)
 _M2 = _s64(0x94D049BB133111EB)
+TEXT_SEED = 0x6A09E667F3BCC909
+
+
+def _text_bytes(v):
+    """The UTF-8 bytes a text id hashes: str as UTF-8, uuid.UUID as its canonical lower-case hyphenated
+    text, bytes as they are (already UTF-8)."""
+    if isinstance(v, str):
+        try:
+            return v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError("text id %r is not valid Unicode (it cannot be encoded as UTF-8): %s" % (v, e)) from None
+    if isinstance(v, uuid.UUID):
+        return str(v).encode("ascii")
+    if isinstance(v, (bytes, bytearray, np.bytes_)):
+        return bytes(v)
+    if v is None:
+        raise TypeError("text id is None: a NULL id has no text id (a named field maps it to its missing row)")
+    raise TypeError("a text id is a str, bytes (UTF-8) or uuid.UUID, got %s %r" % (type(v).__name__, v))
+
+
+def _text_id_bytes(b):
+    """text_id of one bytes value, as a Python int in [0, 2^64)."""
+    state = TEXT_SEED
+    for c in b:
+        state = splitmix64(state ^ c)
+    return state
+
+
+def _splitmix64_np(z):
+    """splitmix64 on a numpy uint64 array, wrapping."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _text_ids_np(values):
+    """text_id of a sequence of text values: an int64 numpy array [n]. Distinct values are encoded and
+    hashed once, all of them together, one byte position at a time (longest first)."""
+    index = {}
+    try:
+        pos = np.fromiter((index.setdefault(v, len(index)) for v in values), np.int64, len(values))
+    except TypeError:  # an unhashable value: _text_bytes says what it is
+        for v in values:
+            _text_bytes(v)
+        raise
+    uniq = [_text_bytes(v) for v in index]
+    n = len(uniq)
+    lens = np.fromiter(map(len, uniq), np.int64, n)
+    order = np.argsort(-lens, kind="stable")          # longest first: rows still hashing are a prefix
+    lens_s = lens[order]
+    starts = np.zeros(n, np.int64)
+    if n:
+        starts[1:] = np.cumsum(lens)[:-1]
+    starts_s = starts[order]
+    buf = np.frombuffer(b"".join(uniq), np.uint8).astype(np.uint64)
+    state = np.full(n, TEXT_SEED, np.uint64)
+    maxlen = int(lens_s[0]) if n else 0
+    neg = -lens_s                                     # ascending
+    for j in range(maxlen):
+        m = int(np.searchsorted(neg, -j, side="left"))  # rows with more than j bytes
+        state[:m] = _splitmix64_np(state[:m] ^ buf[starts_s[:m] + j])
+    out = np.empty(n, np.uint64)
+    out[order] = state
+    return out.view(np.int64)[pos]
+
+
+def text_id(s):
+    """The int64 id of a text id (docs/model.md, "Hashing ids": text ids, since 0.3.0).
+
+    From the UTF-8 bytes of the text: ``state = 0x6A09E667F3BCC909``, then for each byte ``c``
+    ``state = splitmix64(state ^ c)``; the id is ``state`` as an int64 (two's complement). The id is then
+    hashed into its field's buckets like any integer id (``slots``). The extension computes the same
+    (``pn_text_id``) for text, varchar, bpchar (trailing blanks removed) and uuid columns.
+
+    s: a str (hashed as UTF-8), bytes (taken as UTF-8 bytes), uuid.UUID (its canonical lower-case
+    hyphenated text, as PostgreSQL's uuid output), or an array-like of them (list, tuple, numpy array
+    of str/bytes/objects, pandas Series): an int for a scalar, an int64 numpy array of the same shape
+    otherwise. None (NULL) has no text id: TypeError.
+    """
+    if isinstance(s, (str, bytes, bytearray, uuid.UUID, np.str_, np.bytes_)):
+        u = _text_id_bytes(_text_bytes(s))
+        return u - (1 << 64) if u >= 1 << 63 else u
+    if hasattr(s, "to_numpy") and not isinstance(s, np.ndarray):
+        s = s.to_numpy()
+    a = np.asarray(s, dtype=object) if not isinstance(s, np.ndarray) else s
+    if a.ndim == 0:
+        u = _text_id_bytes(_text_bytes(a.item()))
+        return u - (1 << 64) if u >= 1 << 63 else u
+    flat = a.reshape(-1)
+    return _text_ids_np(flat.tolist()).reshape(a.shape)
 
 
 def splitmix64(z):
@@ -74,24 +166,35 @@ def _where(index, shape, fields):
     return out
 
 
-def _refuse_floats(a, what, fields, dtype=None):
-    """Raise for a floating-point id array: ValueError naming a NaN or non-integral element,
-    else TypeError (integral floats are refused too: above 2^53 they are not the ids they show)."""
+def refuse_float_ids(a, what, where=None, hint=_CAST, ids_are="ids must have an integer dtype", dtype=None):
+    """Raise for floating-point ids, the one refusal of both input forms (the arrays of ``as_ids`` and
+    the id columns of a named batch): ValueError naming the first NaN/infinite element (a missing
+    value) or non-integral one, else TypeError (integral floats are refused too: above 2^53 they are
+    not the ids they show).
+
+    a: a numpy float or complex array, or a 0-d one for one element of an object column; what: the
+    argument or field ("features", 'feature field 0 "item" (column "item")'); where(i): the place of
+    flat element i (" at [0, 1] (field 'item')", " at row 3"); hint: the fix to make; ids_are: what
+    ids must be; dtype: the dtype (or the element's type) to name.
+    """
+    a = np.asarray(a)
     flat = a.reshape(-1)
+    at = where or (lambda i: "")
+    dtype = dtype or str(a.dtype)
+    is_float = ("%s holds a %s%s" % (what, dtype, at(0))) if a.ndim == 0 else ("%s is %s" % (what, dtype))
     if np.iscomplexobj(flat):
-        raise TypeError("%s must hold integer ids, not %s values: %s" % (what, a.dtype, _CAST))
+        raise TypeError("%s: %s; %s" % (is_float, ids_are, hint))
     bad = np.flatnonzero(~np.isfinite(flat))
     if bad.size:
         raise ValueError("%s holds %r%s, which is not an id (a missing value?): %s"
-                         % (what, float(flat[bad[0]]), _where(bad[0], a.shape, fields), _CAST))
+                         % (what, float(flat[bad[0]]), at(bad[0]), hint))
     bad = np.flatnonzero(flat != np.trunc(flat))
     if bad.size:
-        raise ValueError("%s holds %r%s, which is not an integer id: ids must be integers; %s"
-                         % (what, float(flat[bad[0]]), _where(bad[0], a.shape, fields), _CAST))
-    dtype = dtype or str(a.dtype)
-    raise TypeError("%s is %s: ids must have an integer dtype (floating point holds integers exactly "
-                    "only up to 2^53 (float64) or 2^24 (float32), so larger ids would hash differently "
-                    "from SQL); %s" % (what, dtype, _CAST))
+        raise ValueError("%s holds %r%s, which is not an integer id: %s; %s"
+                         % (what, float(flat[bad[0]]), at(bad[0]), ids_are, hint))
+    raise TypeError("%s: %s (floating point holds integers exactly only up to 2^53 (float64) "
+                    "or 2^24 (float32), so larger ids would hash differently from SQL); %s"
+                    % (is_float, ids_are, hint))
 
 
 def as_ids(v, what="ids", fields=None, device=None):
@@ -104,8 +207,8 @@ def as_ids(v, what="ids", fields=None, device=None):
     """
     if torch.is_tensor(v):
         if (v.dtype.is_floating_point or v.dtype.is_complex) and v.numel():
-            _refuse_floats(v.detach().cpu().to(torch.float64 if not v.dtype.is_complex else torch.complex128).numpy(),
-                           what, fields, str(v.dtype).replace("torch.", ""))
+            a = v.detach().cpu().to(torch.float64 if not v.dtype.is_complex else torch.complex128).numpy()
+            refuse_float_ids(a, what, lambda i: _where(i, a.shape, fields), dtype=str(v.dtype).replace("torch.", ""))
         if v.dtype == torch.bool:
             raise TypeError("%s is a bool tensor: ids must have an integer dtype" % what)
         return v.to(device=device if device is not None else v.device, dtype=torch.int64)
@@ -120,7 +223,7 @@ def as_ids(v, what="ids", fields=None, device=None):
                              % (what, int(a.reshape(-1)[i]), _where(i, a.shape, fields)))
         a = a.astype(np.int64)
     elif kind in "fc" and a.size:
-        _refuse_floats(a, what, fields)
+        refuse_float_ids(a, what, lambda i: _where(i, a.shape, fields))
     elif kind in "fc" or (kind == "O" and not a.size):
         a = a.astype(np.int64)          # no ids at all (np.asarray([]) is float64)
     elif kind == "O":
@@ -128,7 +231,8 @@ def as_ids(v, what="ids", fields=None, device=None):
         for i, x in enumerate(flat):
             if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
                 if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
-                    _refuse_floats(np.array(float(x)), what + _where(i, a.shape, fields), None)
+                    refuse_float_ids(np.array(float(x)), what, lambda _: _where(i, a.shape, fields),
+                                     dtype=type(x).__name__)
                 raise TypeError("%s holds %r%s (%s), which is not an integer id: %s"
                                 % (what, x, _where(i, a.shape, fields), type(x).__name__, _CAST))
             if not _INT64_MIN <= int(x) <= _INT64_MAX:

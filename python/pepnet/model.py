@@ -6,12 +6,21 @@
     opt = Optimizer(m, lr=1e-3)                          # Adam + SparseAdam, as the extension trains
     loss = m.loss(logits, labels); opt.zero_grad(); loss.backward(); opt.step()
 
+With ``"inputs": "columns"`` (docs/model.md, "Named inputs (since 0.3.0)") the inputs are one named batch,
+a dict of columns or any mapping by column name such as a pandas DataFrame:
+
+    logits = m(batch)                      # batch["item"], batch["domain"], ... one value per row
+    loss = m.loss(logits, batch)           # labels from the task columns (None/NaN = no label)
+
 ``m.state_dict()`` has exactly the tensors of docs/model.md ("emb.feature.0", "pn.running_mean",
 "pn.num_batches_tracked", "tower.0.1.w", ...), float32, PyTorch's [out, in] layout.
 ``m.load_state_dict`` refuses other names or shapes with a StateDictError that lists them.
 """
+import decimal
 import math
+import uuid
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -19,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .hashing import as_ids, slots
+from .hashing import as_ids, refuse_float_ids, slots, text_id
 from . import safetensors
 
 PN_EPS = 1e-5
@@ -53,6 +62,8 @@ class StarPepNet(nn.Module):
     Inputs of forward/predict, for a batch of B examples (tensors, numpy arrays or lists):
       domain [B] ints in [0, D); persona [B, P] and features [B, F] raw int64 ids (hashed here);
       dense [B, Nd] floats or None when the config has no dense features.
+    With "inputs": "columns" forward/predict take one named batch instead (see _named_inputs) and each
+    named field's table has one more row, the missing row (index buckets) that NULL ids use.
     """
 
     def __init__(self, config, seed=0):
@@ -63,8 +74,9 @@ class StarPepNet(nn.Module):
         self._names = []
 
         self.emb = nn.Module()
-        self.emb.feature = nn.ParameterList([_zeros(f["buckets"], k) for f in c.features])
-        self.emb.persona = nn.ParameterList([_zeros(f["buckets"], k) for f in c.persona])
+        extra = 1 if c.named else 0  # the named form's missing row
+        self.emb.feature = nn.ParameterList([_zeros(f["buckets"] + extra, k) for f in c.features])
+        self.emb.persona = nn.ParameterList([_zeros(f["buckets"] + extra, k) for f in c.persona])
         self.emb.domain = _zeros(D, k)
         self._names += ["emb.feature.%d" % i for i in range(len(c.features))]
         self._names += ["emb.persona.%d" % j for j in range(len(c.persona))]
@@ -258,10 +270,113 @@ class StarPepNet(nn.Module):
 
     def _lookup(self, tables, ids, fields):
         """Concatenated embeddings [B, len(fields)*k] of raw ids [B, n]."""
+        return self._embed(tables, self._slots(ids, fields), fields)
+
+    @staticmethod
+    def _slots(ids, fields):
+        """Embedding rows [B, n] of raw ids [B, n], hashed per field."""
         if not fields:
-            return ids.new_zeros((ids.shape[0], 0), dtype=self.emb.domain.dtype)
-        return torch.cat([F.embedding(slots(ids[:, i], i, f["buckets"], f["hash"], f["name"]), tables[i],
-                                      sparse=self.sparse) for i, f in enumerate(fields)], dim=1)
+            return ids.new_zeros((ids.shape[0], 0))
+        return torch.stack([slots(ids[:, i], i, f["buckets"], f["hash"], f["name"]) for i, f in enumerate(fields)],
+                           dim=1)
+
+    def _embed(self, tables, rows, fields):
+        """Concatenated embeddings [B, len(fields)*k] of embedding rows [B, n]."""
+        if not fields:
+            return rows.new_zeros((rows.shape[0], 0), dtype=self.emb.domain.dtype)
+        return torch.cat([F.embedding(rows[:, i], tables[i], sparse=self.sparse) for i in range(len(fields))], dim=1)
+
+    def _parse(self, domain, persona, features, dense):
+        """(domain [B], persona rows [B, P], feature rows [B, F], dense [B, Nd]) tensors on the module's
+        device, from the positional arrays ("inputs": "arrays") or one named batch ("inputs": "columns")."""
+        c = self.config
+        if c.named:
+            if persona is not None or features is not None or dense is not None or not _is_batch(domain):
+                raise TypeError('this model\'s config has "inputs": "columns": pass one named batch, a dict of '
+                                'columns or a pandas-like mapping (m(batch), m.predict(batch)), not positional arrays')
+            return self._named_inputs(domain)
+        if features is None:
+            if _is_batch(domain):
+                raise TypeError('this model\'s config has "inputs": "arrays": pass m(domain, persona, features, '
+                                'dense); named batches (a dict of columns) need a config with "inputs": "columns"')
+            raise TypeError("features [B, %d] ids are required" % len(c.features))
+        domain, persona, features, dense = self._inputs(domain, persona, features, dense)
+        return domain, self._slots(persona, c.persona), self._slots(features, c.features), dense
+
+    # ------------------------------------------------------------------ named batches
+
+    def _column(self, batch, name, what, B):
+        """Column `name` of a named batch as a 1-D numpy array of B values."""
+        try:
+            col = batch[name]
+        except (KeyError, IndexError):
+            raise ColumnError('the batch has no column "%s" (%s)' % (name, what)) from None
+        a = _as_array(col)
+        if a.ndim != 1 or (B is not None and a.shape[0] != B):
+            raise ValueError('column "%s" (%s) must hold one value per row: %s values, shape %s'
+                             % (name, what, B if B is not None else "B", list(a.shape)))
+        return a
+
+    def _named_inputs(self, batch):
+        """(domain [B], persona rows [B, P], feature rows [B, F], dense [B, Nd]) of a named batch.
+
+        batch: anything with batch[column] (a dict of columns, a pandas DataFrame, ...); each column a
+        1-D sequence of B values (list, numpy array, tensor, pandas Series). Column order and other
+        columns do not matter. Ids: integers as they are; str, bytes and uuid.UUID through text_id;
+        None, NaN (in an object column) and pandas.NA use the field's missing row (index buckets),
+        refused for a field with "nullable": false. Float ids are refused as in the arrays form
+        (``hashing.refuse_float_ids``): TypeError, ValueError naming a NaN in a float column or 1.5.
+        """
+        c = self.config
+        dev = self.emb.domain.device
+        dcol = self._column(batch, c.domain_column, "the domain, an integer in [0, %d)" % c.domains, None)
+        B = dcol.shape[0]
+        domain = torch.from_numpy(_domain_values(dcol, c.domain_column)).to(dev)
+        if B and (int(domain.min()) < 0 or int(domain.max()) >= c.domains):
+            bad = int(domain.min()) if int(domain.min()) < 0 else int(domain.max())
+            raise ValueError("domain %d (column \"%s\") is out of range: the config has %d domains (0 to %d)"
+                             % (bad, c.domain_column, c.domains, c.domains - 1))
+
+        def rows(fields, key):
+            out = torch.zeros(B, len(fields), dtype=torch.int64)
+            for i, f in enumerate(fields):
+                what = '%s field %d "%s": integer ids, text or uuid' % (key, i, f["name"])
+                ids, missing = _id_values(self._column(batch, f["name"], what, B), key, i, f)
+                if not f["nullable"] and missing.any():
+                    r = int(np.flatnonzero(missing)[0])
+                    raise ValueError('%s field %d "%s" (column "%s") is NULL at row %d, and the field says '
+                                     '"nullable": false' % (key, i, f["name"], f["name"], r))
+                ids[missing] = 0  # any valid id: its row is replaced by the missing row below
+                r = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], f["name"])
+                out[:, i] = torch.where(torch.from_numpy(missing), torch.full_like(r, f["buckets"]), r)
+            return out.to(dev)
+
+        frows = rows(c.features, "feature")
+        prows = rows(c.persona, "persona")
+        dense = torch.zeros(B, c.dense, dtype=torch.float32)
+        for i, f in enumerate(c.dense_fields):
+            v = _dense_values(self._column(batch, f["name"], 'dense field %d "%s": numbers' % (i, f["name"]), B),
+                              i, f["name"])
+            dense[:, i] = torch.from_numpy(v)
+        return domain, prows, frows, dense.to(dev, self.emb.domain.dtype)
+
+    def labels(self, batch):
+        """Labels [B, T] of a named batch, from the columns named by "tasks" (NaN = no label).
+
+        Values are 0/1 (or in [0, 1]) as ints, bools or floats; None, NaN and pandas.NA mean no label.
+        """
+        c = self.config
+        if not _is_batch(batch):
+            raise TypeError("labels() takes a named batch (a dict of columns or a pandas-like mapping)")
+        cols = [self._column(batch, t, 'the labels of task "%s": 0/1, bool or NULL' % t, None) for t in c.tasks]
+        B = cols[0].shape[0]
+        out = np.empty((B, c.T), np.float32)
+        for t, (name, a) in enumerate(zip(c.tasks, cols)):
+            if a.shape[0] != B:
+                raise ValueError('column "%s" has %d values, column "%s" %d: every column holds one value per row'
+                                 % (name, a.shape[0], c.tasks[0], B))
+            out[:, t] = _label_values(a, name)
+        return torch.from_numpy(out).to(self.emb.domain.device)
 
     def _gate(self, g, inp):
         """GateNU: gamma * sigmoid(W2 relu(W1 in + b1) + b2)."""
@@ -300,12 +415,15 @@ class StarPepNet(nn.Module):
                 pn.num_batches_tracked[d] += 1
         return torch.cat(parts, dim=0)
 
-    def forward(self, domain, persona, features, dense=None):
+    def forward(self, domain, persona=None, features=None, dense=None):
         """Logits [B, T] (docs/model.md steps 1-8), the ones the loss trains (no negative_rate term).
         In training mode PN uses batch statistics and moves the running statistics; in eval mode it
-        uses the running statistics."""
+        uses the running statistics. With "inputs": "columns", m(batch) with one named batch."""
+        return self._forward(*self._parse(domain, persona, features, dense))
+
+    def _forward(self, domain, persona, features, dense):
+        """Logits [B, T] of parsed inputs: domain [B], persona and feature embedding rows, dense."""
         c = self.config
-        domain, persona, features, dense = self._inputs(domain, persona, features, dense)
         B = domain.shape[0]
         if B == 0:
             return torch.zeros(0, c.T, dtype=self.emb.domain.dtype, device=domain.device)
@@ -318,9 +436,9 @@ class StarPepNet(nn.Module):
             segs.append((d, s, s + n))
             s += n
 
-        x0 = torch.cat([self._lookup(self.emb.feature, features, c.features), dense], dim=1)
+        x0 = torch.cat([self._embed(self.emb.feature, features, c.features), dense], dim=1)
         dv = F.embedding(domain, self.emb.domain, sparse=self.sparse)
-        pv = self._lookup(self.emb.persona, persona, c.persona)
+        pv = self._embed(self.emb.persona, persona, c.persona)
         x = self._gate(self.epnet, torch.cat([dv, x0.detach()], dim=1)) * x0 if c.epnet else x0
         xn = self._pn(x, domain, segs) if c.pn else x
         gates = []
@@ -344,18 +462,19 @@ class StarPepNet(nn.Module):
         return logit[torch.argsort(order)]
 
     @torch.no_grad()
-    def predict(self, domain, persona, features, dense=None):
+    def predict(self, domain, persona=None, features=None, dense=None):
         """Probabilities [B, T] (step 9) in inference mode (running statistics), no gradient: what
         pepnet_score returns. With a config "negative_rate" w_d (the share of domain d's negatives
-        kept in the training data), sigmoid(logit + ln w_d), the rate on undown-sampled data."""
+        kept in the training data), sigmoid(logit + ln w_d), the rate on undown-sampled data.
+        With "inputs": "columns", m.predict(batch) with one named batch."""
         was = self.training
         self.eval()
         try:
-            logit = self.forward(domain, persona, features, dense)
+            inputs = self._parse(domain, persona, features, dense)
+            logit = self._forward(*inputs)
             if self.config.negative_rate is not None and logit.shape[0]:
                 w = torch.tensor(self.config.negative_rate, dtype=torch.float64, device=logit.device)
-                d = torch.as_tensor(np.asarray(domain) if not torch.is_tensor(domain) else domain,
-                                    dtype=torch.int64, device=logit.device).reshape(-1)
+                d = inputs[0].to(logit.device)
                 logit = logit + torch.log(w)[d].unsqueeze(1).to(logit.dtype)
             return torch.sigmoid(logit)
         finally:
@@ -372,8 +491,14 @@ class StarPepNet(nn.Module):
         """Mean over the batch of the summed masked BCE over tasks (NaN label = unknown), + l2 * sum(W^2).
 
         labels: [B, T] (or [B] for one task) of 0/1, NaN where a task has no label; the mean divides
-        by B, including rows whose labels are all unknown (as the extension does).
+        by B, including rows whose labels are all unknown (as the extension does). With "inputs":
+        "columns", labels may be the named batch itself: its task columns (labels()).
         """
+        if self.config.named and _is_batch(labels):
+            labels = self.labels(labels)
+        elif isinstance(labels, Mapping):
+            raise TypeError('this model\'s config has "inputs": "arrays": labels are a [B, T] array; '
+                            'labels from task columns need "inputs": "columns"')
         labels = torch.as_tensor(labels, device=logits.device).to(logits.dtype).reshape(logits.shape)
         mask = ~torch.isnan(labels)
         bce = F.binary_cross_entropy_with_logits(logits, torch.where(mask, labels, torch.zeros_like(labels)),
@@ -382,6 +507,190 @@ class StarPepNet(nn.Module):
         if self.config.l2:
             out = out + self.config.l2 * self.l2_term()
         return out
+
+
+class ColumnError(KeyError):
+    """A named batch without a column the config's fields, domain or tasks need."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+def _is_batch(x):
+    """Whether x is a named batch (a mapping by column name), not an array of values."""
+    if x is None or torch.is_tensor(x) or isinstance(x, (np.ndarray, np.generic, list, tuple, str, bytes, int, float)):
+        return False
+    return hasattr(x, "__getitem__")
+
+
+def _as_array(col):
+    """A column's values as a numpy array (object dtype for lists of mixed values)."""
+    if torch.is_tensor(col):
+        return col.detach().cpu().numpy()
+    if isinstance(col, np.ndarray):
+        return col
+    if hasattr(col, "to_numpy"):  # pandas Series (nullable dtypes come back as objects with pandas.NA)
+        return np.asarray(col.to_numpy())
+    if isinstance(col, (str, bytes)) or not hasattr(col, "__len__"):
+        raise TypeError("a column is a sequence of values (list, numpy array, tensor, Series), got %s"
+                        % type(col).__name__)
+    vals = list(col)
+    a = np.empty(len(vals), dtype=object)
+    for r, v in enumerate(vals):
+        a[r] = v
+    return a
+
+
+def _is_null(x):
+    """None, a float NaN or pandas.NA/NaT (without importing pandas)."""
+    if x is None:
+        return True
+    if isinstance(x, (float, np.floating)):
+        return bool(np.isnan(x))
+    if isinstance(x, decimal.Decimal):
+        return x.is_nan()
+    return type(x).__name__ in ("NAType", "NaTType")
+
+
+_INT64_MAX = (1 << 63) - 1
+
+
+_CAST_NAMED = ("keep missing ids as None in an object column or as pandas.NA (df[col].astype('Int64')) to use the "
+               "field's missing row, and cast the column to an integer dtype, e.g. df[col].astype('int64')")
+_IDS_NAMED = "ids must be integers, text or uuid"
+
+
+def _refuse_float_column(a, key, i, name, row=None, dtype=None):
+    """Raise for float ids in field i's column, with the arrays form's refusal (``refuse_float_ids``):
+    a: the column's float values, or a 0-d array of the one float at ``row`` of an object column."""
+    refuse_float_ids(a, '%s field %d "%s" (column "%s")' % (key, i, name, name),
+                     lambda r: " at row %d" % (r if row is None else row), _CAST_NAMED, _IDS_NAMED, dtype)
+
+
+def _id_values(a, key, i, f):
+    """(int64 ids [B], missing [B] bool) of one id column: ints as they are, str/bytes/uuid as text_id,
+    None/NaN/pandas.NA missing; float, bool and other types refused (TypeError)."""
+    name = f["name"]
+    B = a.shape[0]
+    missing = np.zeros(B, bool)
+    kind = a.dtype.kind
+    if kind == "i":
+        return a.astype(np.int64), missing
+    if kind == "u":
+        if B and int(a.max()) > _INT64_MAX:
+            raise ValueError('%s field %d "%s" (column "%s") holds the id %d, above the int64 range'
+                             % (key, i, name, name, int(a.max())))
+        return a.astype(np.int64), missing
+    if kind in "fc":
+        _refuse_float_column(a, key, i, name)
+    if kind in "US":
+        return text_id(a), missing
+    if kind != "O":
+        raise TypeError('%s field %d "%s" (column "%s") has dtype %s: ids are integers, text (str) or uuid'
+                        % (key, i, name, name, a.dtype))
+    vals = a.tolist()
+    types = set(map(type, vals))
+    if types <= {int}:
+        try:
+            return np.array(vals, dtype=np.int64), missing
+        except OverflowError:
+            pass  # an id outside int64: the loop below names it
+    if types <= {str}:
+        return text_id(vals), missing
+    ids = np.zeros(B, np.int64)
+    tpos, tvals = [], []
+    for r, x in enumerate(vals):
+        if isinstance(x, (bool, np.bool_)):
+            raise TypeError('%s field %d "%s" (column "%s") holds a bool at row %d: ids are integers, text or uuid'
+                            % (key, i, name, name, r))
+        if isinstance(x, (int, np.integer)):
+            if not -_INT64_MAX - 1 <= int(x) <= _INT64_MAX:
+                raise ValueError('%s field %d "%s" (column "%s") holds the id %d at row %d, outside the int64 range'
+                                 % (key, i, name, name, int(x), r))
+            ids[r] = int(x)
+        elif isinstance(x, (str, bytes, uuid.UUID)):
+            tpos.append(r)
+            tvals.append(x)
+        elif _is_null(x):
+            missing[r] = True
+        elif isinstance(x, (float, np.floating, decimal.Decimal)):
+            _refuse_float_column(np.array(float(x)), key, i, name, r, type(x).__name__)
+        else:
+            raise TypeError('%s field %d "%s" (column "%s") holds a %s at row %d: ids are integers, text or uuid'
+                            % (key, i, name, name, type(x).__name__, r))
+    if tpos:
+        ids[np.array(tpos)] = text_id(tvals)
+    return ids, missing
+
+
+def _numbers(a, what, null):
+    """float64 values [B] of a numeric column (ints, floats, Decimal); NaN where None/NaN/NA when null,
+    else those are a ValueError naming the row; bools and other types refused (TypeError)."""
+    kind = a.dtype.kind
+    if kind in "iuf":
+        v = a.astype(np.float64)
+    elif kind == "b" and null:  # labels may be bool
+        v = a.astype(np.float64)
+    elif kind == "O":
+        v = np.empty(a.shape[0], np.float64)
+        for r, x in enumerate(a.tolist()):
+            if _is_null(x):
+                v[r] = np.nan
+            elif isinstance(x, (bool, np.bool_)) and not null:
+                raise TypeError("%s holds a bool at row %d: numbers are expected" % (what, r))
+            elif isinstance(x, (int, float, bool, np.integer, np.floating, np.bool_, decimal.Decimal)):
+                v[r] = float(x)
+            else:
+                raise TypeError("%s holds a %s at row %d: numbers are expected" % (what, type(x).__name__, r))
+    else:
+        raise TypeError("%s has dtype %s: numbers are expected" % (what, a.dtype))
+    if not null and np.isnan(v).any():
+        raise ValueError("%s is NULL (None or NaN) at row %d: a dense field has no missing value"
+                         % (what, int(np.flatnonzero(np.isnan(v))[0])))
+    return v
+
+
+def _dense_values(a, i, name):
+    """float32 values [B] of dense field i's column; NULL and non-finite values refused."""
+    what = 'dense field %d "%s" (column "%s")' % (i, name, name)
+    v = _numbers(a, what, False)
+    if not np.isfinite(v).all():
+        raise ValueError("%s holds an infinite value at row %d" % (what, int(np.flatnonzero(~np.isfinite(v))[0])))
+    return v.astype(np.float32)
+
+
+def _domain_values(a, name):
+    """int64 domains [B] of the domain column: integers only, never NULL."""
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    what = 'the domain column "%s"' % name
+    cast = "cast it with astype('int64')"
+    if a.dtype.kind in "fc":
+        refuse_float_ids(a, what, lambda r: " at row %d" % r, cast, "domains must be integers")
+    if a.dtype.kind != "O":
+        raise TypeError("%s has dtype %s: domains are integers" % (what, a.dtype))
+    out = np.zeros(a.shape[0], np.int64)
+    for r, x in enumerate(a.tolist()):
+        if _is_null(x):
+            raise ValueError("%s is NULL at row %d: every row needs a domain" % (what, r))
+        if isinstance(x, (float, np.floating, decimal.Decimal)):
+            refuse_float_ids(np.array(float(x)), what, lambda _: " at row %d" % r, cast, "domains must be integers",
+                             type(x).__name__)
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+            raise TypeError("%s holds a %s at row %d: domains are integers" % (what, type(x).__name__, r))
+        out[r] = int(x)
+    return out
+
+
+def _label_values(a, task):
+    """float32 labels [B] of one task's column (NaN = no label); values outside [0, 1] refused."""
+    what = 'the label column "%s"' % task
+    v = _numbers(a, what, True)
+    bad = ~np.isnan(v) & ((v < 0) | (v > 1))
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise ValueError("%s holds %g at row %d: labels are 0/1 (in [0, 1]), None or NaN for no label" % (what, v[r], r))
+    return v.astype(np.float32)
 
 
 def _splitmix64_np(z):

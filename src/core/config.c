@@ -13,10 +13,19 @@
 
 /* the keys a config may have, in the order pn_config_to_json writes them */
 static const char *const config_keys[] = {
-	"domains", "features", "persona", "dense", "emb_dim", "tasks", "hidden",
-	"gamma", "epnet", "epnet_hidden", "ppnet", "pn", "star", "aux",
-	"aux_hidden", "l2", "negative_rate", NULL
+	"inputs", "domains", "features", "persona", "domain_column", "dense",
+	"emb_dim", "tasks", "hidden", "gamma", "epnet", "epnet_hidden", "ppnet",
+	"pn", "star", "aux", "aux_hidden", "l2", "negative_rate", NULL
 };
+
+/* The named form's keys in an "arrays" config: an error naming the key */
+static int
+named_only(PnError *err, const char *key)
+{
+	pn_seterr(err, PN_ECONFIG, "config key %s belongs to the named form", key);
+	pn_setdetail(err, "It needs \"inputs\": \"columns\" (fields bound to columns by name); this config's inputs are \"arrays\".");
+	return PN_ECONFIG;
+}
 
 /* Read an integer member within [lo, hi]; absent keeps *out */
 static int
@@ -88,9 +97,9 @@ get_name(const PnJson *v, const char *what, char *out, PnError *err)
 	return PN_OK;
 }
 
-/* Parse an array of field objects {"name", "buckets", "hash"} */
+/* Parse an array of field objects {"name", "buckets", "hash"}, and "nullable" in the named form */
 static int
-get_fields(const PnJson *obj, const char *key, bool required, PnField **out, int *nout, PnError *err)
+get_fields(const PnJson *obj, const char *key, bool required, bool named, PnField **out, int *nout, PnError *err)
 {
 	const PnJson *arr = pn_json_get(obj, key);
 	PnField    *f;
@@ -127,13 +136,19 @@ get_fields(const PnJson *obj, const char *key, bool required, PnField **out, int
 		}
 		for (j = 0; j < e->n; j++)
 			if (strcmp(e->items[j]->key, "name") && strcmp(e->items[j]->key, "buckets") &&
-				strcmp(e->items[j]->key, "hash"))
+				strcmp(e->items[j]->key, "hash") && strcmp(e->items[j]->key, "nullable"))
 			{
 				pn_free(f);
 				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.*s\"", what, pn_utf8_prefix(e->items[j]->key, 40), e->items[j]->key);
-				pn_setdetail(err, "A field takes \"name\", \"buckets\" and \"hash\".");
+				pn_setdetail(err, "A field takes \"name\", \"buckets\", \"hash\" and (named form) \"nullable\".");
 				return PN_ECONFIG;
 			}
+		if (!named && pn_json_get(e, "nullable") != NULL)
+		{
+			pn_free(f);
+			snprintf(what, sizeof(what), "\"%s\"[%d].nullable", key, i);
+			return named_only(err, what);
+		}
 		strcat(what, ".name");
 		if ((rc = get_name(pn_json_get(e, "name"), what, f[i].name, err)) != PN_OK)
 		{
@@ -153,7 +168,10 @@ get_fields(const PnJson *obj, const char *key, bool required, PnField **out, int
 		}
 		f[i].buckets = b;
 		f[i].hash = true;
-		if ((rc = get_bool(e, "hash", &f[i].hash, err)) != PN_OK)
+		f[i].named = named;
+		f[i].nullable = named;
+		if ((rc = get_bool(e, "hash", &f[i].hash, err)) != PN_OK ||
+			(rc = get_bool(e, "nullable", &f[i].nullable, err)) != PN_OK)
 		{
 			pn_free(f);
 			return rc;
@@ -178,8 +196,10 @@ pn_config_free(PnConfig *cfg)
 	pn_free(cfg->feat);
 	pn_free(cfg->pers);
 	pn_free(cfg->neg_rate);
+	pn_free(cfg->dfield);
 	cfg->feat = cfg->pers = NULL;
 	cfg->neg_rate = NULL;
+	cfg->dfield = NULL;
 }
 
 /* Saturating helpers for size arithmetic */
@@ -215,9 +235,9 @@ pn_config_numel(const PnConfig *c)
 				l;
 
 	for (i = 0; i < c->nfeat; i++)
-		tot = sat_add(tot, sat_mul(c->feat[i].buckets, k));
+		tot = sat_add(tot, sat_mul(PN_FIELD_ROWS(&c->feat[i]), k));
 	for (i = 0; i < c->npers; i++)
-		tot = sat_add(tot, sat_mul(c->pers[i].buckets, k));
+		tot = sat_add(tot, sat_mul(PN_FIELD_ROWS(&c->pers[i]), k));
 	tot = sat_add(tot, D * k);
 	if (c->epnet)
 	{
@@ -256,6 +276,108 @@ pn_config_numel(const PnConfig *c)
 		tot = sat_add(tot, sat_mul(ha, k + n0) + ha + T * ha + T);
 	}
 	return tot;
+}
+
+/* The named form's "dense": an array of {"name": column} objects */
+static int
+get_dense_columns(const PnJson *root, PnConfig *cfg, PnError *err)
+{
+	const PnJson *v = pn_json_get(root, "dense");
+	int			i,
+				j;
+
+	cfg->dense = 0;
+	if (v == NULL || (v->type == PNJ_ARRAY && v->n == 0))
+		return PN_OK;
+	if (v->type != PNJ_ARRAY)
+	{
+		pn_seterr(err, PN_ECONFIG, "config \"dense\" must be an array of {\"name\": column} objects in the named form");
+		pn_setdetail(err, "With \"inputs\": \"columns\" each dense feature names its column, e.g. \"dense\": [{\"name\": \"price\"}].");
+		return PN_ECONFIG;
+	}
+	if (v->n > PN_MAX_DENSE)
+		return pn_seterr(err, PN_ETOOBIG, "config \"dense\" has %d columns, more than the limit of %d", v->n, PN_MAX_DENSE);
+	cfg->dfield = pn_alloc0(sizeof(PnField) * v->n);
+	if (!cfg->dfield)
+		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	cfg->dense = v->n;
+	for (i = 0; i < v->n; i++)
+	{
+		const PnJson *e = v->items[i];
+		char		what[64];
+		int			rc;
+
+		snprintf(what, sizeof(what), "\"dense\"[%d]", i);
+		if (e->type != PNJ_OBJECT)
+			return pn_seterr(err, PN_ECONFIG, "config %s must be an object {\"name\": column}", what);
+		for (j = 0; j < e->n; j++)
+			if (strcmp(e->items[j]->key, "name") != 0)
+			{
+				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.*s\"", what, pn_utf8_prefix(e->items[j]->key, 40), e->items[j]->key);
+				pn_setdetail(err, "A dense field takes \"name\".");
+				return PN_ECONFIG;
+			}
+		strcat(what, ".name");
+		if ((rc = get_name(pn_json_get(e, "name"), what, cfg->dfield[i].name, err)) != PN_OK)
+			return rc;
+		cfg->dfield[i].named = true;
+	}
+	return PN_OK;
+}
+
+/*
+ * The named form's column names: unique across features, persona and
+ * dense, and neither the domain column nor a task's label column.
+ */
+static int
+check_column_names(const PnConfig *cfg, PnError *err)
+{
+	int			n = cfg->nfeat + cfg->npers + cfg->dense,
+				i,
+				j,
+				t;
+
+	for (i = 0; i < n; i++)
+	{
+		const char *a = i < cfg->nfeat ? cfg->feat[i].name :
+			i < cfg->nfeat + cfg->npers ? cfg->pers[i - cfg->nfeat].name :
+			cfg->dfield[i - cfg->nfeat - cfg->npers].name;
+
+		if (strcmp(a, cfg->domain_column) == 0)
+		{
+			pn_seterr(err, PN_ECONFIG, "config field \"%s\" is the domain column", a);
+			pn_setdetail(err, "In the named form a field's name is its column; column \"%s\" holds the domain.", cfg->domain_column);
+			return PN_ECONFIG;
+		}
+		for (t = 0; t < cfg->ntasks; t++)
+			if (strcmp(a, cfg->tasks[t]) == 0)
+			{
+				pn_seterr(err, PN_ECONFIG, "config field \"%s\" is the label column of task \"%s\"", a, a);
+				pn_setdetail(err, "In the named form a field's name is its column, and each task reads its labels from the column of its name.");
+				return PN_ECONFIG;
+			}
+		for (j = 0; j < i; j++)
+		{
+			const char *b = j < cfg->nfeat ? cfg->feat[j].name :
+				j < cfg->nfeat + cfg->npers ? cfg->pers[j - cfg->nfeat].name :
+				cfg->dfield[j - cfg->nfeat - cfg->npers].name;
+
+			if (strcmp(a, b) == 0)
+			{
+				pn_seterr(err, PN_ECONFIG, "config names column \"%s\" twice", a);
+				pn_setdetail(err, "In the named form field names are column names, unique across features, persona and dense.");
+				return PN_ECONFIG;
+			}
+		}
+	}
+	for (t = 0; t < cfg->ntasks; t++)
+		if (strcmp(cfg->tasks[t], cfg->domain_column) == 0)
+		{
+			pn_seterr(err, PN_ECONFIG, "config task \"%s\" is the domain column", cfg->tasks[t]);
+			pn_setdetail(err, "In the named form each task reads its labels from the column of its name.");
+			return PN_ECONFIG;
+		}
+	return PN_OK;
 }
 
 /* Parse and validate a configuration; refuses models above max_bytes */
@@ -320,11 +442,46 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 	iv = 0;
 	TRY(get_int(root, "domains", 1, PN_MAX_DOMAINS, &iv, err));
 	cfg->domains = (int) iv;
-	TRY(get_fields(root, "features", true, &cfg->feat, &cfg->nfeat, err));
-	TRY(get_fields(root, "persona", false, &cfg->pers, &cfg->npers, err));
-	iv = 0;
-	TRY(get_int(root, "dense", 0, PN_MAX_DENSE, &iv, err));
-	cfg->dense = (int) iv;
+	/* "inputs": "arrays" (absent: every 0.2 config) or "columns" */
+	cfg->inputs = PN_INPUTS_ARRAYS;
+	if ((v = pn_json_get(root, "inputs")) != NULL)
+	{
+		if (v->type == PNJ_STRING && strcmp(v->str, "columns") == 0)
+			cfg->inputs = PN_INPUTS_COLUMNS;
+		else if (!(v->type == PNJ_STRING && strcmp(v->str, "arrays") == 0))
+		{
+			rc = pn_seterr(err, PN_ECONFIG, "config \"inputs\" must be \"arrays\" or \"columns\"");
+			pn_setdetail(err, "\"arrays\": the positional form (features bigint[], persona bigint[], dense real[]); "
+						 "\"columns\": every field names a column of the query.");
+			goto fail;
+		}
+	}
+	TRY(get_fields(root, "features", true, cfg->inputs == PN_INPUTS_COLUMNS, &cfg->feat, &cfg->nfeat, err));
+	TRY(get_fields(root, "persona", false, cfg->inputs == PN_INPUTS_COLUMNS, &cfg->pers, &cfg->npers, err));
+	v = pn_json_get(root, "dense");
+	if (cfg->inputs == PN_INPUTS_ARRAYS)
+	{
+		if (v != NULL && v->type == PNJ_ARRAY)
+		{
+			rc = named_only(err, "\"dense\" as an array of {\"name\": column} objects");
+			goto fail;
+		}
+		if (pn_json_get(root, "domain_column") != NULL)
+		{
+			rc = named_only(err, "\"domain_column\"");
+			goto fail;
+		}
+		iv = 0;
+		TRY(get_int(root, "dense", 0, PN_MAX_DENSE, &iv, err));
+		cfg->dense = (int) iv;
+	}
+	else
+	{
+		strcpy(cfg->domain_column, "domain");
+		if ((v = pn_json_get(root, "domain_column")) != NULL)
+			TRY(get_name(v, "\"domain_column\"", cfg->domain_column, err));
+		TRY(get_dense_columns(root, cfg, err));
+	}
 	iv = cfg->emb_dim;
 	TRY(get_int(root, "emb_dim", 1, PN_MAX_EMB_DIM, &iv, err));
 	cfg->emb_dim = (int) iv;
@@ -411,6 +568,8 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 		}
 	}
 
+	if (cfg->inputs == PN_INPUTS_COLUMNS)
+		TRY(check_column_names(cfg, err));
 	cfg->n0 = cfg->nfeat * cfg->emb_dim + cfg->dense;
 	cfg->pk = cfg->npers * cfg->emb_dim;
 	if (cfg->n0 < 1)
@@ -527,7 +686,7 @@ sb_str(Sbuf *b, const char *s)
 	sb_add(b, "\"");
 }
 
-/* Write an array of fields */
+/* Write an array of fields ("nullable" in the named form) */
 static void
 sb_fields(Sbuf *b, const PnField *f, int n)
 {
@@ -538,7 +697,10 @@ sb_fields(Sbuf *b, const PnField *f, int n)
 	{
 		sb_add(b, "%s{\"name\": ", i ? ", " : "");
 		sb_str(b, f[i].name);
-		sb_add(b, ", \"buckets\": %lld, \"hash\": %s}", (long long) f[i].buckets, f[i].hash ? "true" : "false");
+		sb_add(b, ", \"buckets\": %lld, \"hash\": %s", (long long) f[i].buckets, f[i].hash ? "true" : "false");
+		if (f[i].named)
+			sb_add(b, ", \"nullable\": %s", f[i].nullable ? "true" : "false");
+		sb_add(b, "}");
 	}
 	sb_add(b, "]");
 }
@@ -570,11 +732,26 @@ pn_config_to_json(const PnConfig *c)
 	if (!b.s)
 		return NULL;
 	b.s[0] = '\0';
-	sb_add(&b, "{\"domains\": %d, \"features\": ", c->domains);
+	sb_add(&b, "{\"inputs\": \"%s\", \"domains\": %d, \"features\": ",
+		   c->inputs == PN_INPUTS_COLUMNS ? "columns" : "arrays", c->domains);
 	sb_fields(&b, c->feat, c->nfeat);
 	sb_add(&b, ", \"persona\": ");
 	sb_fields(&b, c->pers, c->npers);
-	sb_add(&b, ", \"dense\": %d, \"emb_dim\": %d, \"tasks\": [", c->dense, c->emb_dim);
+	if (c->inputs == PN_INPUTS_COLUMNS)
+	{
+		sb_add(&b, ", \"domain_column\": ");
+		sb_str(&b, c->domain_column);
+		sb_add(&b, ", \"dense\": [");
+		for (i = 0; i < c->dense; i++)
+		{
+			sb_add(&b, "%s{\"name\": ", i ? ", " : "");
+			sb_str(&b, c->dfield[i].name);
+			sb_add(&b, "}");
+		}
+		sb_add(&b, "], \"emb_dim\": %d, \"tasks\": [", c->emb_dim);
+	}
+	else
+		sb_add(&b, ", \"dense\": %d, \"emb_dim\": %d, \"tasks\": [", c->dense, c->emb_dim);
 	for (i = 0; i < c->ntasks; i++)
 	{
 		sb_add(&b, i ? ", " : "");

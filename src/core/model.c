@@ -24,9 +24,22 @@ pn_splitmix64(uint64_t z)
 	return z ^ (z >> 31);
 }
 
-/* Embedding row of id in field i; -1 when a non-hashed id is out of range */
+/*
+ * Embedding row of id in field i; -1 when a non-hashed id is out of range.
+ * A named field's ids reach the core as rows (pn_field_row, or the missing
+ * row), so for it this only checks the row.
+ */
 int64_t
 pn_slot(const PnField *f, int field_index, int64_t id)
+{
+	if (f->named)
+		return (id >= 0 && id <= PN_MISSING_ROW(f)) ? id : -1;
+	return pn_field_row(f, field_index, id);
+}
+
+/* Embedding row of id in field i, hashed or not; -1 when a non-hashed id is out of range */
+int64_t
+pn_field_row(const PnField *f, int field_index, int64_t id)
 {
 	if (!f->hash)
 		return (id >= 0 && id < f->buckets) ? id : -1;
@@ -109,6 +122,7 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 		return pn_seterr(err, PN_ENOMEM, "out of memory building the model");
 	m->cfg = *cfg;
 	m->cfg.neg_rate = NULL;
+	m->cfg.dfield = NULL;
 	m->cfg.feat = pn_alloc(sizeof(PnField) * (cfg->nfeat ? cfg->nfeat : 1));
 	m->cfg.pers = pn_alloc(sizeof(PnField) * (cfg->npers ? cfg->npers : 1));
 	m->tensors = pn_alloc0(sizeof(PnTensor) * (8 + cfg->nfeat + cfg->npers + 4 * ntw + 4 * cfg->nhidden + 16));
@@ -138,12 +152,22 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 		}
 		memcpy(m->cfg.neg_rate, cfg->neg_rate, sizeof(float) * cfg->domains);
 	}
+	if (cfg->dfield)
+	{
+		m->cfg.dfield = pn_alloc(sizeof(PnField) * (cfg->dense ? cfg->dense : 1));
+		if (!m->cfg.dfield)
+		{
+			pn_model_free(m);
+			return pn_seterr(err, PN_ENOMEM, "out of memory building the model");
+		}
+		memcpy(m->cfg.dfield, cfg->dfield, sizeof(PnField) * cfg->dense);
+	}
 	c = &m->cfg;
 
 	for (i = 0; i < c->nfeat; i++)
-		m->t_emb_feat[i] = add_tensor(m, PNT_EMBED, true, 2, c->feat[i].buckets, k, 0, "emb.feature.%d", i, 0);
+		m->t_emb_feat[i] = add_tensor(m, PNT_EMBED, true, 2, PN_FIELD_ROWS(&c->feat[i]), k, 0, "emb.feature.%d", i, 0);
 	for (i = 0; i < c->npers; i++)
-		m->t_emb_pers[i] = add_tensor(m, PNT_EMBED, true, 2, c->pers[i].buckets, k, 0, "emb.persona.%d", i, 0);
+		m->t_emb_pers[i] = add_tensor(m, PNT_EMBED, true, 2, PN_FIELD_ROWS(&c->pers[i]), k, 0, "emb.persona.%d", i, 0);
 	m->t_emb_dom = add_tensor(m, PNT_EMBED, true, 2, D, k, 0, "emb.domain", 0, 0);
 	m->t_ep_w1 = m->t_ep_b1 = m->t_ep_w2 = m->t_ep_b2 = -1;
 	if (c->epnet)

@@ -95,10 +95,24 @@ typedef struct PnField
 	char		name[PN_MAX_NAME];
 	int64_t		buckets;
 	bool		hash;
+	/*
+	 * the named form ("inputs": "columns"): the field's table has a missing
+	 * row at index buckets, and the ids the core is given for it are rows
+	 * the glue resolved (pn_field_row); arrays form: false
+	 */
+	bool		named;
+	bool		nullable;		/* named form: NULL uses the missing row (else an error) */
 } PnField;
+
+/* "inputs": the positional 0.2 form or the named form (docs/model.md "Named inputs") */
+#define PN_INPUTS_ARRAYS 0
+#define PN_INPUTS_COLUMNS 1
 
 typedef struct PnConfig
 {
+	int			inputs;			/* PN_INPUTS_ARRAYS or PN_INPUTS_COLUMNS */
+	char		domain_column[PN_MAX_NAME];	/* named form: the domain's column */
+	PnField    *dfield;			/* named form: the dense columns [dense] (names only), else NULL */
 	int			domains;
 	int			nfeat;
 	PnField    *feat;
@@ -138,8 +152,19 @@ char	   *pn_config_to_json(const PnConfig *cfg);
 
 /* ---- hashing ---- */
 uint64_t	pn_splitmix64(uint64_t z);
-/* slot of an id in field i; -1 when a non-hashed id is out of range */
+/*
+ * slot of an id in field i; -1 when a non-hashed id is out of range.  For a
+ * named field the id given is already its row (pn_field_row), in [0, buckets].
+ */
 int64_t		pn_slot(const PnField *f, int field_index, int64_t id);
+/* embedding row of an id in field i, hashed or not; -1 when a non-hashed id is out of range */
+int64_t		pn_field_row(const PnField *f, int field_index, int64_t id);
+/* a named field's missing row (NULL ids) */
+#define PN_MISSING_ROW(f) ((f)->buckets)
+/* rows of a field's embedding table: buckets, + 1 (the missing row) in the named form */
+#define PN_FIELD_ROWS(f) ((f)->buckets + ((f)->named ? 1 : 0))
+/* the int64 id of a text id from its UTF-8 bytes (docs/model.md "Text ids", textid.c) */
+int64_t		pn_text_id(const char *utf8, size_t len);
 
 /* ---- model: every tensor in one float array, docs/model.md's names ---- */
 typedef enum PnKind

@@ -60,7 +60,8 @@ fields_equal(const PnField *a, const PnField *b, int n)
 	int			i;
 
 	for (i = 0; i < n; i++)
-		if (strcmp(a[i].name, b[i].name) != 0 || a[i].buckets != b[i].buckets || a[i].hash != b[i].hash)
+		if (strcmp(a[i].name, b[i].name) != 0 || a[i].buckets != b[i].buckets || a[i].hash != b[i].hash ||
+			a[i].named != b[i].named || a[i].nullable != b[i].nullable)
 			return false;
 	return true;
 }
@@ -73,6 +74,15 @@ config_diff(const PnConfig *a, const PnConfig *b)
 
 	if (a->domains != b->domains)
 		return "domains";
+	if (a->inputs != b->inputs)
+		return "inputs";
+	if (strcmp(a->domain_column, b->domain_column) != 0)
+		return "domain_column";
+	if ((a->dfield == NULL) != (b->dfield == NULL))
+		return "dense";
+	for (i = 0; a->dfield && i < a->dense && i < b->dense; i++)
+		if (strcmp(a->dfield[i].name, b->dfield[i].name) != 0)
+			return "dense";
 	if (a->nfeat != b->nfeat || !fields_equal(a->feat, b->feat, a->nfeat))
 		return "features";
 	if (a->npers != b->npers || !fields_equal(a->pers, b->pers, a->npers))

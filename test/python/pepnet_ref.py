@@ -67,6 +67,33 @@ def slots_np(ids, field_index, buckets, hash=True):
         return (z % np.uint64(buckets)).astype(np.int64)
 
 
+TEXT_SEED = 0x6A09E667F3BCC909
+
+
+def text_id(value):
+    """docs/model.md's text id (since 0.3.0): the int64 id of a str (UTF-8) or uuid (its canonical text),
+    state = 0x6A09E667F3BCC909, then state = splitmix64(state ^ byte) for each byte, as int64."""
+    text = str(value) if not isinstance(value, str) else value   # uuid.UUID: lower-case hyphenated
+    state = TEXT_SEED
+    for byte in text.encode("utf-8"):
+        state = splitmix64(state ^ byte)
+    return state - (1 << 64) if state >> 63 else state
+
+
+def named_slot(value, field_index, field):
+    """Embedding row of one value of a named field (docs/model.md, "Named inputs"): None and NaN ->
+    the missing row (index buckets); a text or uuid through text_id; an integer as it is."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if not field.get("nullable", True):
+            raise ValueError("NULL id in field %s, which is not nullable" % field["name"])
+        return field["buckets"]
+    if isinstance(value, (bool, float, np.bool_, np.floating)):
+        raise TypeError("id %r of field %s is not an integer, text or uuid" % (value, field["name"]))
+    if not isinstance(value, (int, np.integer)):
+        value = text_id(value)
+    return slot(value, field_index, field["buckets"], field["hash"])
+
+
 # ----------------------------------------------------------------------------- config
 
 class Config:
@@ -86,7 +113,11 @@ class Config:
         self.domains = int(v["domains"])
         self.features = [self._field(f, i, "f") for i, f in enumerate(v["features"])]
         self.persona = [self._field(f, i, "p") for i, f in enumerate(v["persona"])]
-        self.dense = int(v["dense"])
+        self.inputs = v.get("inputs", "arrays")
+        self.named = self.inputs == "columns"
+        self.domain_column = v.get("domain_column", "domain")
+        self.dense_names = [f["name"] for f in v["dense"]] if isinstance(v["dense"], list) else None
+        self.dense = len(v["dense"]) if isinstance(v["dense"], list) else int(v["dense"])
         self.emb_dim = int(v["emb_dim"])
         self.tasks = list(v["tasks"])
         self.hidden = [int(h) for h in v["hidden"]]
@@ -105,7 +136,7 @@ class Config:
     def _field(f, i, prefix):
         """Normalise one field spec to {name, buckets, hash}."""
         return {"name": f.get("name", "%s%d" % (prefix, i)), "buckets": int(f["buckets"]),
-                "hash": bool(f.get("hash", True))}
+                "hash": bool(f.get("hash", True)), "nullable": bool(f.get("nullable", True))}
 
     @property
     def T(self):
@@ -136,10 +167,11 @@ class StarPepNet(torch.nn.Module):
         self.buffer_names = []    # docs/model.md names that are buffers (PN running statistics)
         self.sparse_names = []    # embedding tables (SparseAdam)
         k, n0, D, T = c.emb_dim, c.n0, c.domains, c.T
+        missing_row = 1 if c.named else 0     # named form: one more row per table, for NULL ids
         for i, f in enumerate(c.features):
-            self._add("emb.feature.%d" % i, (f["buckets"], k), sparse=True)
+            self._add("emb.feature.%d" % i, (f["buckets"] + missing_row, k), sparse=True)
         for j, f in enumerate(c.persona):
-            self._add("emb.persona.%d" % j, (f["buckets"], k), sparse=True)
+            self._add("emb.persona.%d" % j, (f["buckets"] + missing_row, k), sparse=True)
         self._add("emb.domain", (D, k), sparse=True)
         if c.epnet:
             he = c.epnet_hidden
@@ -271,15 +303,17 @@ class StarPepNet(torch.nn.Module):
 
     # --------------------------------------------------------------- forward
 
-    def _lookup(self, table, ids, fields):
-        """Concatenated embeddings [B, len(fields)*k] of raw ids [B, n] hashed per field."""
+    def _lookup(self, table, ids, fields, rows=False):
+        """Concatenated embeddings [B, len(fields)*k] of raw ids [B, n] hashed per field (of embedding
+        rows [B, n] when rows is true)."""
         B = ids.shape[0]
         if len(fields) == 0:
             return torch.zeros(B, 0, dtype=self.dtype)
         parts = []
         ids_np = ids.cpu().numpy()
         for i, f in enumerate(fields):
-            s = torch.from_numpy(slots_np(ids_np[:, i], i, f["buckets"], f["hash"]))
+            s = (torch.from_numpy(ids_np[:, i].copy()) if rows
+                 else torch.from_numpy(slots_np(ids_np[:, i], i, f["buckets"], f["hash"])))
             parts.append(F.embedding(s, self.t("%s.%d" % (table, i)), sparse=True))
         return torch.cat(parts, dim=1)
 
@@ -337,8 +371,37 @@ class StarPepNet(torch.nn.Module):
         shift = self.t("pn.beta").unsqueeze(0) + self.t("pn.domain_beta")[domain]
         return scale * (x - mean) / torch.sqrt(var + PN_EPS) + shift
 
-    def forward(self, domain, persona, features, dense=None, train=False):
-        """Logits [B, T] of docs/model.md steps 1-9 (raw ids in, hashing done here)."""
+    def named_inputs(self, batch):
+        """(domain [B], persona rows [B, P], feature rows [B, F], dense [B, Nd]) of a named batch (a dict
+        of columns), value by value: docs/model.md's "Named inputs"."""
+        c = self.cfg
+        domain = [int(d) for d in batch[c.domain_column]]
+        B = len(domain)
+
+        def rows(fields):
+            out = np.zeros((B, len(fields)), np.int64)
+            for i, f in enumerate(fields):
+                col = list(batch[f["name"]])
+                for r in range(B):
+                    out[r, i] = named_slot(col[r], i, f)
+            return out
+        dense = np.zeros((B, c.dense), np.float32)
+        for i, name in enumerate(c.dense_names or []):
+            dense[:, i] = [float(x) for x in batch[name]]
+        return np.array(domain, np.int64), rows(c.persona), rows(c.features), dense
+
+    def forward_named(self, batch, train=False):
+        """Logits [B, T] of a named batch (a config with "inputs": "columns")."""
+        return self.forward(*self.named_inputs(batch), train=train, rows=True)
+
+    def named_labels(self, batch):
+        """Labels [B, T] of a named batch's task columns, NaN for None/NaN."""
+        cols = [list(batch[t]) for t in self.cfg.tasks]
+        return np.array([[np.nan if v is None else float(v) for v in r] for r in zip(*cols)], np.float64)
+
+    def forward(self, domain, persona, features, dense=None, train=False, rows=False):
+        """Logits [B, T] of docs/model.md steps 1-9 (raw ids in, hashing done here; embedding rows in
+        when rows is true)."""
         c = self.cfg
         domain = torch.as_tensor(np.asarray(domain), dtype=torch.long).reshape(-1)
         B = domain.shape[0]
@@ -352,9 +415,9 @@ class StarPepNet(torch.nn.Module):
             raise ValueError("domain out of range [0, %d)" % c.domains)
 
         # 1. inputs
-        x0 = torch.cat([self._lookup("emb.feature", features, c.features), dense], dim=1)
+        x0 = torch.cat([self._lookup("emb.feature", features, c.features, rows), dense], dim=1)
         dv = F.embedding(domain, self.t("emb.domain"), sparse=True)
-        pv = self._lookup("emb.persona", persona, c.persona)
+        pv = self._lookup("emb.persona", persona, c.persona, rows)
 
         # 3. EPNet
         if c.epnet:

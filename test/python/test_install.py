@@ -5,7 +5,8 @@ psycopg2 come from Debian's packages; setuptools too), then pip install --no-ind
 --no-build-isolation of a copy of python/ (offline: nothing from PyPI; the copy keeps build files
 out of the repository). Then, in that environment and outside the repository: `import pepnet` is
 the installed copy, its metadata (version 0.3.0, torch and numpy required, psycopg2 an extra), a
-model scores, float ids are refused, the pepnet-plot command runs, and ./python[db] resolves.
+model scores, float ids are refused, the named form (text ids, NULL ids) scores and refuses float ids
+the same way, the pepnet-plot command runs, and ./python[db] resolves.
 Prints one line per check and ends with "N passed, M failed"; exit 1 if any check failed.
 """
 import os
@@ -47,6 +48,15 @@ try:
     print("floatids accepted")
 except ValueError as e:
     print("floatids refused", "nan" in str(e) and "astype" in str(e))
+n = pepnet.StarPepNet({"inputs": "columns", "domains": 2, "features": [{"name": "item", "buckets": 1000}],
+                       "hidden": [8], "emb_dim": 4}, seed=7)
+q = n.predict({"domain": [0, 1, 1], "item": ["zürich", None, 17]})
+print("named", tuple(q.shape), pepnet.text_id("zürich"))
+try:
+    n.predict({"domain": [0], "item": np.array([float("nan")])})
+    print("namedfloat accepted")
+except ValueError as e:
+    print("namedfloat refused", '(column "item") holds nan' in str(e) and "astype" in str(e))
 '''
 
 
@@ -85,6 +95,10 @@ def main():
         check("a model scores in the venv: [2, 1] probabilities", lines.get("scores") == "(2, 1) True", lines.get("scores"))
         check("float ids refused in the venv (NaN: ValueError with the cast to make)",
               lines.get("floatids") == "refused True", lines.get("floatids"))
+        check("the named form in the venv: a batch of text, NULL and integer ids scores; text_id('zürich')",
+              lines.get("named") == "(3, 1) -7350671518096820925", lines.get("named"))
+        check("named float ids refused in the venv as in the arrays form (NaN: ValueError with the cast)",
+              lines.get("namedfloat") == "refused True", lines.get("namedfloat"))
         rc, out = run([os.path.join(venv, "bin", "pepnet-plot"), "--help"], elsewhere)
         check("the pepnet-plot command is installed", rc == 0 and "lineage" in out, out.strip()[-200:])
         rc, out = run([pip, "install", "--no-index", "--no-build-isolation", src + "[db]"], elsewhere)

@@ -71,8 +71,8 @@ config_rejects(const char *json, int code, const char *substr)
 static void
 test_hash(void)
 {
-	PnField		f = {"f", 1000, true};
-	PnField		nh = {"age", 8, false};
+	PnField		f = {"f", 1000, true, false, false};
+	PnField		nh = {"age", 8, false, false, false};
 
 	CHECK(pn_slot(&f, 0, 0) == 535, "hash id 0 -> 535 (got %lld)", (long long) pn_slot(&f, 0, 0));
 	CHECK(pn_slot(&f, 0, 1) == 465, "hash id 1 -> 465");
@@ -120,6 +120,136 @@ test_config(void)
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"tasks\": [\"a\", \"a\"]}", PN_ECONFIG, "twice");
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"gamma\": \"x\"}", PN_ECONFIG, "gamma");
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"\", \"buckets\": 10}]}", PN_ECONFIG, "characters");
+}
+
+/* Text ids and the named form ("inputs": "columns"): config, canonical JSON, missing rows */
+static void
+test_named(void)
+{
+	static const char *named = "{\"inputs\": \"columns\", \"domains\": 2, "
+		"\"features\": [{\"name\": \"item\", \"buckets\": 50}, {\"name\": \"age\", \"buckets\": 5, \"hash\": false, \"nullable\": false}], "
+		"\"persona\": [{\"name\": \"user\", \"buckets\": 9}], \"dense\": [{\"name\": \"price\"}, {\"name\": \"qty\"}], "
+		"\"domain_column\": \"scene\", \"emb_dim\": 3, \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4}";
+	static const char *arrays = "{\"domains\": 2, "
+		"\"features\": [{\"name\": \"item\", \"buckets\": 50}, {\"name\": \"age\", \"buckets\": 5, \"hash\": false}], "
+		"\"persona\": [{\"name\": \"user\", \"buckets\": 9}], \"dense\": 2, "
+		"\"emb_dim\": 3, \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4}";
+	const char *uuid = "123e4567-e89b-12d3-a456-426614174000";
+	PnField		f = {"f", 1000, true, false, false};
+	PnConfig	c,
+				c2,
+				a;
+	PnError		e = {0};
+	char	   *js,
+			   *js2;
+	PnModel    *mn,
+			   *ma;
+	int			i;
+
+	/* docs/model.md's vectors, which the Python package's pepnet.text_id gives too */
+	CHECK(pn_text_id("", 0) == INT64_C(7640891576956012809), "text id '' = 7640891576956012809 (got %lld)", (long long) pn_text_id("", 0));
+	CHECK(pn_text_id("a", 1) == INT64_C(-2763434719279598279), "text id 'a' = -2763434719279598279 (got %lld)", (long long) pn_text_id("a", 1));
+	CHECK(pn_text_id("z\xc3\xbcrich", 7) == INT64_C(-7350671518096820925), "text id 'zürich' = -7350671518096820925 (got %lld)",
+		  (long long) pn_text_id("z\xc3\xbcrich", 7));
+	CHECK(pn_text_id(uuid, strlen(uuid)) == INT64_C(8034182327392527262), "text id of a uuid's text = 8034182327392527262 (got %lld)",
+		  (long long) pn_text_id(uuid, strlen(uuid)));
+	CHECK(pn_field_row(&f, 0, pn_text_id("", 0)) == 746 && pn_field_row(&f, 0, pn_text_id("a", 1)) == 322 &&
+		  pn_field_row(&f, 0, pn_text_id("z\xc3\xbcrich", 7)) == 25 && pn_field_row(&f, 0, pn_text_id(uuid, strlen(uuid))) == 335,
+		  "text ids' slots in field 0 of 1000 buckets: 746, 322, 25, 335");
+	CHECK(pn_text_id("a ", 2) != pn_text_id("a", 1) && pn_text_id("A", 1) != pn_text_id("a", 1), "text is not normalised");
+
+	c = parse(named);
+	CHECK(c.inputs == PN_INPUTS_COLUMNS && c.dense == 2 && c.dfield && strcmp(c.dfield[1].name, "qty") == 0 &&
+		  strcmp(c.domain_column, "scene") == 0 && c.feat[0].named && c.feat[0].nullable && !c.feat[1].nullable &&
+		  c.pers[0].named && c.pers[0].nullable && c.n0 == 2 * 3 + 2, "named config: inputs, dense columns, domain_column, nullable");
+	js = pn_config_to_json(&c);
+	CHECK(js && strstr(js, "\"inputs\": \"columns\"") && strstr(js, "\"nullable\": false") &&
+		  strstr(js, "\"dense\": [{\"name\": \"price\"}, {\"name\": \"qty\"}]") && strstr(js, "\"domain_column\": \"scene\""),
+		  "named config's canonical JSON: %s", js ? js : "(null)");
+	CHECK(js && pn_config_parse(js, strlen(js), 0, &c2, &e) == PN_OK, "named canonical JSON parses back");
+	js2 = pn_config_to_json(&c2);
+	CHECK(js2 && strcmp(js, js2) == 0, "named canonical JSON is a fixed point");
+	pn_free(js2);
+	pn_free(js);
+	pn_config_free(&c2);
+
+	a = parse(arrays);
+	js = pn_config_to_json(&a);
+	CHECK(a.inputs == PN_INPUTS_ARRAYS && !a.feat[0].named && a.dfield == NULL && js &&
+		  strstr(js, "\"inputs\": \"arrays\"") && !strstr(js, "nullable") && strstr(js, "\"dense\": 2"),
+		  "a config without inputs is the arrays form; its canonical JSON says so: %s", js ? js : "(null)");
+	pn_free(js);
+
+	/* tables [buckets + 1, k] in the named form; the first buckets rows are the arrays form's (same seed) */
+	CHECK(pn_model_new(&c, &mn, &e) == PN_OK && pn_model_new(&a, &ma, &e) == PN_OK, "models of both forms");
+	pn_model_init(mn, 7);
+	pn_model_init(ma, 7);
+	CHECK(mn->tensors[mn->t_emb_feat[0]].shape[0] == 51 && mn->tensors[mn->t_emb_feat[1]].shape[0] == 6 &&
+		  mn->tensors[mn->t_emb_pers[0]].shape[0] == 10 && ma->tensors[ma->t_emb_feat[0]].shape[0] == 50 &&
+		  pn_config_numel(&c) == pn_config_numel(&a) + 3 * 3, "named tables have the missing row: [buckets + 1, k]");
+	CHECK(memcmp(PN_T(mn, mn->t_emb_feat[0]), PN_T(ma, ma->t_emb_feat[0]), sizeof(float) * 50 * 3) == 0 &&
+		  memcmp(PN_T(mn, mn->t_tw_w[0]), PN_T(ma, ma->t_tw_w[0]), sizeof(float) * 6 * 8) == 0,
+		  "same seed: the first buckets rows and the other tensors equal the arrays form's");
+	CHECK(pn_slot(&mn->cfg.feat[0], 0, 50) == 50 && pn_slot(&mn->cfg.feat[0], 0, 51) == -1 && pn_slot(&mn->cfg.feat[0], 0, -1) == -1,
+		  "a named field takes rows 0..buckets (the missing row last)");
+	{
+		/* named rows (hashed by the glue) score as the arrays form's ids; a NULL id is the missing row */
+		int64_t		ids[2] = {12345, 3},
+					rows[2],
+					pid = -77,
+					prow;
+		float		dense[2] = {0.5f, -1.0f};
+		double		sa[1] = {-1},
+					sn[1] = {-2},
+					smiss[1] = {-3};
+		bool		built;
+		PnDomainCache *da,
+				   *dn;
+		PnPersona  *pa,
+				   *pn;
+		PnWork	   *wa = pn_work_new(ma, 1),
+				   *wn = pn_work_new(mn, 1);
+
+		for (i = 0; i < 2; i++)
+			rows[i] = pn_field_row(&c.feat[i], i, ids[i]);
+		prow = pn_field_row(&c.pers[0], 0, pid);
+		built = pn_domain_build(ma, 1, &da, &e) == PN_OK && pn_domain_build(mn, 1, &dn, &e) == PN_OK &&
+			pn_persona_build(ma, &pid, &pa, &e) == PN_OK && pn_persona_build(mn, &prow, &pn, &e) == PN_OK;
+		if (!built)
+		{
+			fprintf(stderr, "domain or persona build failed: %s\n", e.msg);
+			exit(2);
+		}
+		built = pn_score(ma, da, pa, wa, 1, ids, dense, sa, &e) == PN_OK &&
+			pn_score(mn, dn, pn, wn, 1, rows, dense, sn, &e) == PN_OK;
+		CHECK(built && sa[0] == sn[0], "named rows score bit for bit as the arrays form's ids (%.9g, %.9g)", sa[0], sn[0]);
+		rows[0] = PN_MISSING_ROW(&c.feat[0]);
+		built = pn_score(mn, dn, pn, wn, 1, rows, dense, smiss, &e) == PN_OK;
+		CHECK(built && smiss[0] != sn[0] && smiss[0] > 0 && smiss[0] < 1, "a NULL id scores through the missing row");
+		pn_domain_free(da);
+		pn_domain_free(dn);
+		pn_persona_free(pa);
+		pn_persona_free(pn);
+		pn_work_free(wa);
+		pn_work_free(wn);
+	}
+	pn_model_free(mn);
+	pn_model_free(ma);
+	pn_config_free(&a);
+	pn_config_free(&c);
+
+	config_rejects("{\"inputs\": \"rows\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}]}", PN_ECONFIG, "\"arrays\" or \"columns\"");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"nullable\": false}]}", PN_ECONFIG, "named form");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\"}]}", PN_ECONFIG, "named form");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_column\": \"d\"}", PN_ECONFIG, "named form");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": 2}", PN_ECONFIG, "{\"name\": column}");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"persona\": [{\"name\": \"a\", \"buckets\": 10}]}", PN_ECONFIG, "twice");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"a\"}]}", PN_ECONFIG, "twice");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"domain\", \"buckets\": 10}]}", PN_ECONFIG, "domain column");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"click\", \"buckets\": 10}]}", PN_ECONFIG, "label column");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"nullable\": 0}]}", PN_ECONFIG, "nullable");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"scale\": 2}]}", PN_ECONFIG, "unknown key");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_column\": \"\"}", PN_ECONFIG, "characters");
 }
 
 /* Random weights everywhere, domain weights around 1, PN statistics non-trivial */
@@ -1143,6 +1273,7 @@ main(void)
 {
 	test_hash();
 	test_config();
+	test_named();
 	test_utf8_messages();
 	test_by_hand();
 	test_safetensors();

@@ -1,0 +1,378 @@
+/*
+ * features.c
+ *		The named form ("inputs": "columns", docs/model.md "Named inputs"):
+ *		a model's fields bound to the columns of a query or row type by name.
+ *
+ * features_bind locates and type-checks every column from a TupleDesc
+ * before any row is read: ids int2/int4/int8 (the integer is the id) or
+ * text/varchar/bpchar/uuid (a text id: pn_text_id of its UTF-8 bytes),
+ * dense float4/float8/int2/int4/int8/numeric, the domain int2/int4/int8,
+ * labels (training, evaluation) int/bool/float/numeric from the column of
+ * each task's name.  Column order never matters; other columns are
+ * ignored.  features_decode turns one row's values into the core's inputs:
+ * each id resolved to its embedding row (a NULL id to the field's missing
+ * row), so that the core never sees a named id.
+ */
+#include "features.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/uuid.h"
+
+#define ID_TYPES "int2, int4, int8, text, varchar, bpchar or uuid"
+#define DENSE_TYPES "float4, float8, int2, int4, int8 or numeric"
+#define LABEL_TYPES "int2, int4, int8, bool, float4, float8 or numeric"
+#define DOMAIN_TYPES "int2, int4 or int8"
+
+/* Attribute number of a column by name, 0 when absent */
+static int
+find_column(TupleDesc td, const char *name)
+{
+	int			i;
+
+	for (i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(td, i);
+
+		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
+			return i + 1;
+	}
+	return 0;
+}
+
+/* Whether a query's result (or a row type) has a column of that name */
+bool
+features_has_column(TupleDesc td, const char *name)
+{
+	return find_column(td, name) != 0;
+}
+
+/* Does the binding read column att (1-based)? */
+bool
+features_reads(const FeatureBinding *b, int att)
+{
+	const PnConfig *c = b->cfg;
+	int			n = c->nfeat + c->npers + c->dense + (b->labels ? c->ntasks : 0),
+				i;
+
+	if (att == b->domain.att)
+		return true;
+	for (i = 0; i < n; i++)
+		if (b->col[i].att == att)
+			return true;
+	return false;
+}
+
+static bool
+id_type(Oid t)
+{
+	return t == INT2OID || t == INT4OID || t == INT8OID || t == TEXTOID || t == VARCHAROID ||
+		t == BPCHAROID || t == UUIDOID;
+}
+
+static bool
+dense_type(Oid t)
+{
+	return t == FLOAT4OID || t == FLOAT8OID || t == INT2OID || t == INT4OID || t == INT8OID || t == NUMERICOID;
+}
+
+static bool
+domain_type(Oid t)
+{
+	return t == INT2OID || t == INT4OID || t == INT8OID;
+}
+
+static bool
+label_type(Oid t)
+{
+	return dense_type(t) || t == BOOLOID;
+}
+
+/*
+ * Bind one column: 42703 when absent, 42804 when of another type; label
+ * says what the column is for ("feature field \"item\"", "the domain"),
+ * types the types accepted, cast the cast of the hint.
+ */
+static FeatureCol
+bind_one(TupleDesc td, const char *what, const char *name, const char *label, bool (*ok) (Oid),
+		 const char *types, const char *cast)
+{
+	FeatureCol	c;
+	Oid			t;
+
+	c.att = find_column(td, name);
+	if (c.att == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("%s lacks column \"%s\" (%s), expected of type %s", what, name, label, types),
+				 errdetail("The model's config says \"inputs\": \"columns\": it reads %s from the column \"%s\".", label, name),
+				 errhint("Return a column named \"%s\" (e.g. SELECT ... AS \"%s\"); column order does not matter.",
+						 name, name)));
+	t = TupleDescAttr(td, c.att - 1)->atttypid;
+	c.type = getBaseType(t);
+	if (!ok(c.type))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s column \"%s\" (%s) has type %s, expected %s", what, name, label,
+						format_type_be(t), types),
+				 errhint("Cast it in the query, e.g. \"%s\"::%s.", name, cast)));
+	return c;
+}
+
+/*
+ * Bind cfg's fields (and with labels, its tasks' label columns) to the
+ * columns of td; what names the query in errors ("data query"), prefix
+ * the row errors' prefix (NULL: none).  The binding is palloc'd in the
+ * current memory context and holds no pointer into td.
+ */
+FeatureBinding *
+features_bind(TupleDesc td, const PnConfig *cfg, const char *what, const char *prefix, bool labels)
+{
+	FeatureBinding *b = palloc0(sizeof(FeatureBinding));
+	int			F = cfg->nfeat,
+				P = cfg->npers,
+				Nd = cfg->dense,
+				T = cfg->ntasks,
+				i;
+
+	Assert(cfg->inputs == PN_INPUTS_COLUMNS);
+	/* a query of the arrays form given to a named model: say so rather than "lacks column" */
+	{
+		int			fc = find_column(td, "features");
+		bool		field = false;
+
+		for (i = 0; i < F; i++)
+			field |= strcmp(cfg->feat[i].name, "features") == 0;
+		for (i = 0; i < P; i++)
+			field |= strcmp(cfg->pers[i].name, "features") == 0;
+		for (i = 0; i < Nd; i++)
+			field |= strcmp(cfg->dfield[i].name, "features") == 0;
+		if (fc && !field && TupleDescAttr(td, fc - 1)->atttypid == INT8ARRAYOID)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s has column \"features\" bigint[], the positional form, but the model's inputs are \"columns\"",
+							what),
+					 errdetail("The model's config says \"inputs\": \"columns\": each field is read from the column of its name."),
+					 errhint("Return one column per field (\"%s\", ...), or use a model whose config says \"inputs\": \"arrays\".",
+							 F ? cfg->feat[0].name : P ? cfg->pers[0].name : cfg->dfield[0].name)));
+	}
+	b->cfg = cfg;
+	b->what = what;
+	b->prefix = prefix;
+	b->natts = td->natts;
+	b->labels = labels;
+	b->utf8 = GetDatabaseEncoding() == PG_UTF8;
+	b->col = palloc0(sizeof(FeatureCol) * (F + P + Nd + T + 1));
+	b->domain = bind_one(td, what, cfg->domain_column, "the domain", domain_type, DOMAIN_TYPES, "int");
+	for (i = 0; i < F; i++)
+		b->col[i] = bind_one(td, what, cfg->feat[i].name, psprintf("feature field \"%s\"", cfg->feat[i].name),
+							 id_type, ID_TYPES, "bigint or ::text");
+	for (i = 0; i < P; i++)
+		b->col[F + i] = bind_one(td, what, cfg->pers[i].name, psprintf("persona field \"%s\"", cfg->pers[i].name),
+								 id_type, ID_TYPES, "bigint or ::text");
+	for (i = 0; i < Nd; i++)
+		b->col[F + P + i] = bind_one(td, what, cfg->dfield[i].name, psprintf("dense field \"%s\"", cfg->dfield[i].name),
+									 dense_type, DENSE_TYPES, "real");
+	if (labels)
+		for (i = 0; i < T; i++)
+			b->col[F + P + Nd + i] = bind_one(td, what, cfg->tasks[i], psprintf("the label of task \"%s\"", cfg->tasks[i]),
+											  label_type, LABEL_TYPES, "real");
+	return b;
+}
+
+/* An error about a value of the current row (the caller's error context names the row) */
+static void row_error(const FeatureBinding *b, int sqlstate, const char *fmt,...) pg_attribute_printf(3, 4);
+
+static void
+row_error(const FeatureBinding *b, int sqlstate, const char *fmt,...)
+{
+	char		buf[1024];
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (b->prefix)
+		ereport(ERROR, (errcode(sqlstate), errmsg("%s: %s", b->prefix, buf)));
+	ereport(ERROR, (errcode(sqlstate), errmsg("%s", buf)));
+}
+
+/*
+ * The int64 id of a text in the server encoding: pn_text_id of its UTF-8
+ * bytes (converted first unless the database is UTF-8).
+ */
+int64
+features_text_id(const char *s, int len, bool utf8)
+{
+	char	   *u;
+	int64		id;
+
+	if (utf8 || len == 0)
+		return pn_text_id(s, (size_t) len);
+	u = pg_server_to_any(s, len, PG_UTF8);
+	if (u == s)
+		return pn_text_id(s, (size_t) len);
+	id = pn_text_id(u, strlen(u));
+	pfree(u);
+	return id;
+}
+
+/* The int64 id of a non-NULL id column's value */
+static int64
+datum_id(const FeatureBinding *b, Oid type, Datum d)
+{
+	switch (type)
+	{
+		case INT2OID:
+			return DatumGetInt16(d);
+		case INT4OID:
+			return DatumGetInt32(d);
+		case INT8OID:
+			return DatumGetInt64(d);
+		case UUIDOID:
+			{
+				static const char hex[] = "0123456789abcdef";
+				const unsigned char *u = DatumGetUUIDP(d)->data;
+				char		buf[36];
+				int			i,
+							j = 0;
+
+				/* the canonical text: lower-case hex, hyphens after bytes 4, 6, 8 and 10 */
+				for (i = 0; i < UUID_LEN; i++)
+				{
+					if (i == 4 || i == 6 || i == 8 || i == 10)
+						buf[j++] = '-';
+					buf[j++] = hex[u[i] >> 4];
+					buf[j++] = hex[u[i] & 15];
+				}
+				return pn_text_id(buf, 36);
+			}
+		default:
+			{
+				struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+				char	   *s = VARDATA_ANY(v);
+				int			len = VARSIZE_ANY_EXHDR(v);
+				int64		id;
+
+				if (type == BPCHAROID)
+					len = bpchartruelen(s, len);
+				id = features_text_id(s, len, b->utf8);
+				if ((Pointer) v != DatumGetPointer(d))
+					pfree(v);
+				return id;
+			}
+	}
+}
+
+/* The embedding row of field f (index i, kind "feature"/"persona") for a value, NULL included */
+static int64
+field_row(const FeatureBinding *b, const PnField *f, int i, const char *kind, const FeatureCol *fc,
+		  const Datum *values, const bool *nulls)
+{
+	int64		id,
+				row;
+
+	if (nulls[fc->att - 1])
+	{
+		if (!f->nullable)
+			row_error(b, ERRCODE_NULL_VALUE_NOT_ALLOWED,
+					  "%s field \"%s\" (column \"%s\") is NULL, and the field is not nullable", kind, f->name, f->name);
+		return PN_MISSING_ROW(f);
+	}
+	id = datum_id(b, fc->type, values[fc->att - 1]);
+	row = pn_field_row(f, i, id);
+	if (row < 0)
+		row_error(b, ERRCODE_INVALID_PARAMETER_VALUE, "%s id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+				  kind, id, f->name, (int64) f->buckets);
+	return row;
+}
+
+/* A numeric column's non-NULL value as a double */
+static double
+datum_number(Oid type, Datum d)
+{
+	switch (type)
+	{
+		case FLOAT4OID:
+			return DatumGetFloat4(d);
+		case FLOAT8OID:
+			return DatumGetFloat8(d);
+		case INT2OID:
+			return DatumGetInt16(d);
+		case INT4OID:
+			return DatumGetInt32(d);
+		case INT8OID:
+			return (double) DatumGetInt64(d);
+		case BOOLOID:
+			return DatumGetBool(d) ? 1.0 : 0.0;
+		default:
+			return DatumGetFloat8(DirectFunctionCall1(numeric_float8, d));
+	}
+}
+
+/*
+ * Decode one row (values and nulls of the bound TupleDesc): *domain,
+ * persona [P] and features [F] as embedding rows, dense [Nd], and with a
+ * labels binding labels [T] (NaN = no label).
+ */
+void
+features_decode(const FeatureBinding *b, const Datum *values, const bool *nulls, int32 *domain,
+				int64 *persona, int64 *features, float *dense, float *labels)
+{
+	const PnConfig *c = b->cfg;
+	int			F = c->nfeat,
+				P = c->npers,
+				Nd = c->dense,
+				i;
+
+	if (nulls[b->domain.att - 1])
+		row_error(b, ERRCODE_NULL_VALUE_NOT_ALLOWED, "domain (column \"%s\") is NULL", c->domain_column);
+	{
+		Datum		d = values[b->domain.att - 1];
+		Oid			dt = b->domain.type;
+		int64		v = dt == INT2OID ? DatumGetInt16(d) : dt == INT8OID ? DatumGetInt64(d) : DatumGetInt32(d);
+
+		if (v < 0 || v >= c->domains)
+			row_error(b, ERRCODE_INVALID_PARAMETER_VALUE, "domain %lld is out of range: the model has %d domains",
+					  (long long) v, c->domains);
+		*domain = (int32) v;
+	}
+	for (i = 0; i < F; i++)
+		features[i] = field_row(b, &c->feat[i], i, "feature", &b->col[i], values, nulls);
+	for (i = 0; i < P; i++)
+		persona[i] = field_row(b, &c->pers[i], i, "persona", &b->col[F + i], values, nulls);
+	for (i = 0; i < Nd; i++)
+	{
+		const FeatureCol *fc = &b->col[F + P + i];
+		double		x;
+
+		if (nulls[fc->att - 1])
+			row_error(b, ERRCODE_NULL_VALUE_NOT_ALLOWED, "dense field \"%s\" (column \"%s\") is NULL",
+					  c->dfield[i].name, c->dfield[i].name);
+		x = datum_number(fc->type, values[fc->att - 1]);
+		dense[i] = (float) x;
+		if (!isfinite(dense[i]))
+			row_error(b, ERRCODE_DATA_EXCEPTION, "dense field \"%s\" is %s", c->dfield[i].name,
+					  isnan(x) ? "NaN" : "infinity or beyond float4's range");
+	}
+	if (b->labels)
+		for (i = 0; i < c->ntasks; i++)
+		{
+			const FeatureCol *fc = &b->col[F + P + Nd + i];
+			double		y;
+
+			labels[i] = NAN;
+			if (nulls[fc->att - 1])
+				continue;
+			y = datum_number(fc->type, values[fc->att - 1]);
+			if (!isfinite(y))
+				row_error(b, ERRCODE_DATA_EXCEPTION, "label of task \"%s\" is %s", c->tasks[i], isnan(y) ? "NaN" : "infinity");
+			if (!(y >= 0.0 && y <= 1.0))
+				row_error(b, ERRCODE_INVALID_PARAMETER_VALUE, "label %g of task \"%s\" is outside [0, 1]", y, c->tasks[i]);
+			labels[i] = (float) y;
+		}
+}

@@ -1,0 +1,145 @@
+"""The named form ("inputs": "columns") on both sides: the extension's scores by name against the
+Python package's predict of the same weights and the same named rows.
+
+Needs a PostgreSQL server in the libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE) where the
+pepnet extension (0.3.0) can be created, as a superuser (it creates two scratch databases, one of
+them LATIN1, and drops them). The Python package is the one in python/ of this repository. Run with
+/usr/bin/python3.
+
+Checks: a version trained by name in SQL (int, text, uuid, NULL-bearing fields, a numeric dense
+column) exported and scored by pepnet.StarPepNet on the rows fetched by name equals
+pepnet_score_rows and pepnet_predict(model, row) to float32 rounding; text ids hash alike on both
+sides ('' 'a' 'zürich' and a uuid's text, docs/model.md's vectors), also in a LATIN1 database,
+where the server converts the text to UTF-8 before hashing; weights made in Python and imported
+score alike. Prints one line per check and "N passed, M failed"; exit 1 if any check failed.
+"""
+import json
+import os
+import sys
+import uuid
+
+import numpy as np
+import psycopg2
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "python"))
+import pepnet  # noqa: E402
+
+torch.set_num_threads(1)
+RESULTS = []
+TOL = 2e-6
+
+CFG = {"inputs": "columns", "domains": 3,
+       "features": [{"name": "item", "buckets": 97}, {"name": "city", "buckets": 31},
+                    {"name": "region", "buckets": 7, "hash": False}],
+       "persona": [{"name": "user_id", "buckets": 41}],
+       "dense": [{"name": "price"}], "emb_dim": 4, "tasks": ["click", "buy"], "hidden": [8, 4], "aux_hidden": 5}
+CITIES = ["", "a", "zürich", "123e4567-e89b-12d3-a456-426614174000", "Genève", "köln"]
+ROWS = """SELECT g AS id, g %% 3 AS domain, (g * 7919)::bigint AS item,
+                 CASE WHEN g %% 9 = 0 THEN NULL ELSE (ARRAY[{cities}])[1 + g %% 6] END AS city,
+                 CASE WHEN g %% 4 = 0 THEN NULL ELSE g %% 7 END AS region,
+                 ('00000000-0000-0000-0000-' || lpad(to_hex(g %% 17), 12, '0'))::uuid AS user_id,
+                 (g %% 10) * 0.1 AS price,
+                 (g %% 3 = 0 OR g %% 4 = 0) AS click, CASE WHEN g %% 5 = 0 THEN NULL ELSE (g %% 2)::int END AS buy
+          FROM generate_series(1, 600) g"""
+
+
+def check(name, ok, detail=""):
+    RESULTS.append(bool(ok))
+    print("%s - %s%s" % ("ok" if ok else "not ok", name, (" (%s)" % detail) if detail else ""))
+
+
+def batch_of(rows, cols):
+    """A named batch from fetched rows: uuid as uuid.UUID, NULL as None, numeric as float."""
+    b = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+    b["user_id"] = [uuid.UUID(u) if isinstance(u, str) else u for u in b["user_id"]]
+    b["price"] = [float(p) for p in b["price"]]
+    return b
+
+
+def scratch_db(admin, name, encoding):
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS %s" % name)
+        cur.execute("CREATE DATABASE %s ENCODING '%s' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" % (name, encoding))
+    conn = psycopg2.connect("", dbname=name)
+    conn.autocommit = True
+    conn.set_client_encoding("UTF8")
+    with conn.cursor() as cur:
+        cur.execute("SET client_min_messages = warning")
+        cur.execute("CREATE EXTENSION pepnet")
+        cur.execute("CREATE TABLE ev AS " + ROWS.replace("{cities}", ", ".join(["%s"] * len(CITIES))), CITIES)
+    return conn
+
+
+def scores_of(cur, model):
+    cur.execute("SELECT (s.candidate).id, s.score, s.scores FROM pepnet_score_rows(%s, ARRAY(SELECT c FROM ev c ORDER BY id)) s",
+                (model,))
+    rows = cur.fetchall()
+    cur.execute("SELECT pepnet_predict(%s, c) FROM (SELECT * FROM ev ORDER BY id) c", (model,))
+    pred = [r[0] for r in cur.fetchall()]
+    return np.array([r[2] for r in rows]), np.array(pred)
+
+
+def main():
+    admin = psycopg2.connect("")
+    admin.autocommit = True
+    utf8 = scratch_db(admin, "pepnet_named_utf8", "UTF8")
+    latin1 = scratch_db(admin, "pepnet_named_latin1", "LATIN1")
+    try:
+        cur = utf8.cursor()
+        cur.execute("CALL pepnet_train('nmp', 'SELECT * FROM ev', %s, epochs => 2, batch_size => 32, lr => 0.01, seed => 4, "
+                    "progress_interval => 0)", (json.dumps(CFG),))
+        cur.execute("SELECT config FROM pepnet.models WHERE name = 'nmp' ORDER BY version DESC LIMIT 1")
+        stored = cur.fetchone()[0]
+        cur.execute("SELECT pepnet_export('nmp')")
+        blob = bytes(cur.fetchone()[0])
+        check("the stored config says \"inputs\": \"columns\"", stored.get("inputs") == "columns")
+        m = pepnet.StarPepNet.from_safetensors(stored, blob)
+        m.eval()
+        cur.execute("SELECT * FROM ev ORDER BY id")
+        cols = [d[0] for d in cur.description]
+        b = batch_of(cur.fetchall(), cols)
+        want = m.predict(b).double().numpy()
+        got, pred = scores_of(cur, "nmp")
+        err = float(np.max(np.abs(got - want)))
+        check("pepnet_score_rows == StarPepNet.predict of the exported weights on the same rows by name", err <= TOL,
+              "max err %.3g over %d rows, 2 tasks" % (err, len(got)))
+        err = float(np.max(np.abs(pred - want[:, 0])))
+        check("pepnet_predict(model, row) == StarPepNet.predict", err <= TOL, "max err %.3g" % err)
+        # the rows with a NULL city or region go through the missing rows on both sides
+        nulls = [i for i in range(len(b["city"])) if b["city"][i] is None or b["region"][i] is None]
+        check("rows with NULL ids agree too", len(nulls) > 100 and float(np.max(np.abs(got[nulls] - want[nulls]))) <= TOL)
+        # text ids: docs/model.md's vectors on the server's side, through the scores of one-field rows
+        cur.execute("SELECT count(DISTINCT s.score) FROM pepnet_score_rows('nmp', ARRAY(SELECT c FROM "
+                    "(SELECT 0 AS domain, 1 AS item, t AS city, 1 AS region, '00000000-0000-0000-0000-000000000001'::uuid AS user_id, "
+                    "0.5 AS price FROM unnest(%s::text[]) t) c)) s", (CITIES,))
+        check("distinct text ids score apart", cur.fetchone()[0] == len(CITIES))
+        # the same version in a LATIN1 database: the server converts its text to UTF-8 before hashing
+        lcur = latin1.cursor()
+        lcur.execute("SELECT pepnet_import('nmp', %s, %s)", (json.dumps(stored), psycopg2.Binary(blob)))
+        lgot, lpred = scores_of(lcur, "nmp")
+        check("a LATIN1 database scores the same text ids alike ('zürich', 'Genève', 'köln')",
+              np.array_equal(lgot, got) and np.array_equal(lpred, pred))
+        # weights made in Python, imported, score as Python predicts
+        mp = pepnet.StarPepNet(CFG, seed=11)
+        mp.eval()
+        cur.execute("SELECT pepnet_import('nmpy', %s, %s)", (json.dumps(CFG), psycopg2.Binary(mp.to_safetensors())))
+        got2, _ = scores_of(cur, "nmpy")
+        err = float(np.max(np.abs(got2 - mp.predict(b).double().numpy())))
+        check("Python's weights imported score as StarPepNet.predict", err <= TOL, "max err %.3g" % err)
+    finally:
+        utf8.close()
+        latin1.close()
+        with admin.cursor() as cur:
+            cur.execute("DROP DATABASE IF EXISTS pepnet_named_utf8")
+            cur.execute("DROP DATABASE IF EXISTS pepnet_named_latin1")
+        admin.close()
+    passed = sum(RESULTS)
+    print("%d passed, %d failed" % (passed, len(RESULTS) - passed))
+    sys.exit(0 if passed == len(RESULTS) else 1)
+
+
+if __name__ == "__main__":
+    main()
