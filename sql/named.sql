@@ -23,6 +23,17 @@ FROM pepnet.models WHERE name = 'nm' AND version = 3;
 -- it learned from the named columns (the missing row of "region" is what tells domain 1's clicks)
 SELECT (metrics->'validation'->>'auc')::float8 > 0.85 AS auc_high FROM pepnet.models WHERE name = 'nm' AND version = 3;
 SELECT domain, task, rows, auc > 0.8 AS auc_high FROM pepnet_evaluate('nm', 'SELECT * FROM nm_ev WHERE id % 10 = 0') ORDER BY domain;
+-- the named validation's rows have a data_hash, the one an evaluation of the same query records
+SELECT count(*) AS evaluated FROM pepnet_evaluate('nm@3', 'SELECT * FROM nm_ev WHERE id % 10 = 0', record => 'nm_val');
+SELECT metrics->'validation'->>'data_hash' ~ '^[0-9a-f]{16}$' AS hashed,
+       metrics->'validation'->>'data_hash' = metrics->'evaluations'->'nm_val'->>'data_hash' AS same_rows_same_hash
+FROM pepnet.models WHERE name = 'nm' AND version = 3;
+-- pepnet_check_data reads a named query as training does, against a config without "inputs" (the
+-- form from the query) or the stored version; column id is the one the fields do not use
+SELECT domain, task, rows, labeled, positives > 0 AND positives < rows AS both_classes
+FROM pepnet_check_data('SELECT * FROM nm_ev WHERE id <= 300', config => :'ncfg') ORDER BY domain NULLS LAST;
+SELECT count(*) AS groups, sum(rows) FILTER (WHERE domain IS NULL) AS all_rows
+FROM pepnet_check_data('SELECT domain, item, cat, region, user_id, price, click FROM nm_ev WHERE id <= 300', model => 'nm@3');
 -- continued by name (no config): Adam's moments of the named tables resume
 CALL pepnet_train('nm', 'SELECT * FROM nm_ev WHERE id % 10 <> 0', epochs => 1, batch_size => 64, lr => 0.01,
                   progress_interval => 0);
@@ -149,6 +160,11 @@ SELECT pepnet_predict('nm', 0, NULL, '{1,2,3}');
 SELECT pepnet_predict('nm_old', c) FROM (SELECT 1 AS domain) c;
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM pepnet_score_rows('nm_arr', ARRAY(SELECT c FROM nm_eq c));
+\echo :LAST_ERROR_SQLSTATE
+-- a grid's configs without "inputs" are checked in the form they can have before the first run trains
+CALL pepnet_train('nm_bad', 'SELECT * FROM nm_ev', jsonb_build_array(:'ncfg'::jsonb,
+                  '{"domains": 3, "features": [{"name": "item", "buckets": 0}], "dense": [{"name": "price"}]}'::jsonb),
+                  epochs => 1, progress_interval => 0);
 \echo :LAST_ERROR_SQLSTATE
 -- named keys in an arrays config (22023)
 SELECT pepnet_create('nm_bad', '{"domains": 1, "features": [{"name": "a", "buckets": 2, "nullable": false}]}');

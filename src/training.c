@@ -279,6 +279,48 @@ train_new_model(TrainState *st, const char *text)
 	pn_model_init(st->model, (uint64) (int64) st->seed);
 }
 
+/* A config's JSON text (an object) with "inputs" set to form, first */
+static char *
+config_with_inputs(const char *text, const char *form)
+{
+	const char *body = text + 1;	/* after the object's "{" */
+
+	while (*body == ' ')
+		body++;
+	return psprintf("{\"inputs\": \"%s\"%s%s", form, *body == '}' ? "" : ", ", body);
+}
+
+/*
+ * A new config without "inputs", whose form waits for the data query,
+ * checked now (as every config is checked before any training, a grid's
+ * every run before the first): it must be valid in one of the two forms.
+ * The error is the arrays form's, or the named form's when the config has
+ * keys of the named form only.
+ */
+static void
+train_check_pending(const char *text)
+{
+	PnConfig	cfg;
+	PnError		ea = {0},
+				ec = {0};
+	char	   *named;
+
+	if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfg, &ea) == PN_OK)
+	{
+		pn_config_free(&cfg);
+		return;
+	}
+	named = config_with_inputs(text, "columns");
+	if (pn_config_parse(named, strlen(named), pepnet_max_model_bytes(), &cfg, &ec) == PN_OK)
+	{
+		pn_config_free(&cfg);
+		pfree(named);
+		return;
+	}
+	pfree(named);
+	pepnet_report(strstr(ea.msg, "belongs to the named form") ? &ec : &ea, ERRCODE_INVALID_PARAMETER_VALUE);
+}
+
 /*
  * The form of a new config's inputs from the data query (before any row is
  * read): a query with a column "features" is the arrays form, otherwise
@@ -303,14 +345,8 @@ train_resolve_inputs(TrainState *st, const char *query)
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->cxt);
 		PnError		err = {0};
-		const char *body = st->pending_config + 1;	/* after the object's "{" */
-		char	   *text;
 
-		while (*body == ' ')
-			body++;
-		text = psprintf("{\"inputs\": \"%s\"%s%s", has_features ? "arrays" : "columns",
-						*body == '}' ? "" : ", ", body);
-		train_new_model(st, text);
+		train_new_model(st, config_with_inputs(st->pending_config, has_features ? "arrays" : "columns"));
 		st->pending_config = NULL;
 		if (pn_trainer_new(st->model, st->batch_size, (float) st->base_lr, &st->trainer, &err) != PN_OK)
 			core_error(&err);
@@ -416,7 +452,10 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 			else if ((dv = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k)) != NULL && dv->type == jbvNumeric)
 				train_new_model(st, text);	/* "dense": N is the arrays form's alone */
 			else
+			{
+				train_check_pending(text);
 				st->pending_config = text;	/* the form comes from the data query (_train_setup) */
+			}
 		}
 		else
 		{
