@@ -66,6 +66,8 @@ if ! $SUDO make -s install PG_CONFIG="$PG_CONFIG" >>"$LOG/build.log" 2>&1; then
 fi
 
 suite unit make -s unittest
+# the glue's layering (docs/source-layout.md): no call cycle among src/*.c but the shared-memory hub
+suite layering bash -c 'python3 test/layering.py && echo "1 passed, 0 failed" || { echo "not ok - a call cycle among src/*.c beyond the shared-memory hub"; echo "0 passed, 1 failed"; }'
 # libFuzzer + ASan/UBSan on the weight reader and the config parser, a bounded time each
 suite fuzz bash test/fuzz/run.sh "${FUZZ_SECONDS:-60}"
 
