@@ -276,6 +276,13 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Name the evaluation with 1 to 63 letters, digits, _ . : or -, e.g. ''holdout_june''.';
 	END IF;
+	-- pepnet.runs's source of pepnet_train's validation figures
+	IF pg_catalog.lower(record) OPERATOR(pg_catalog.=) 'validation' THEN
+		RAISE EXCEPTION 'evaluation name "%" is reserved', record
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'pepnet.runs shows pepnet_train''s validation figures as source ''validation''; an evaluation of that name would mix with them.',
+				  HINT = 'Name the evaluation otherwise, e.g. ''holdout'' or ''validation_june''.';
+	END IF;
 	IF NOT pg_catalog.has_table_privilege('pepnet.models', 'UPDATE') THEN
 		RAISE EXCEPTION 'permission denied to record an evaluation: it needs UPDATE on pepnet.models'
 			USING ERRCODE = 'insufficient_privilege',
@@ -402,9 +409,29 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'An evaluation name chooses the figures of strategy ''best''.';
 	END IF;
+	-- the rights it needs, before any read (the error names them, without internal statements)
+	IF NOT (has_schema_privilege('pepnet', 'USAGE') AND has_table_privilege('pepnet.models', 'SELECT')
+			AND has_table_privilege('pepnet.deployments', 'SELECT') AND has_table_privilege('pepnet.deployments', 'INSERT')
+			AND has_table_privilege('pepnet.deployments', 'UPDATE')) THEN
+		RAISE EXCEPTION 'permission denied to deploy model "%"', pepnet_deploy.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'pepnet_deploy needs USAGE on schema pepnet, SELECT on pepnet.models and SELECT, INSERT, UPDATE on pepnet.deployments.',
+				  HINT = 'Deploy as a role with the deployer grants, or GRANT SELECT, INSERT, UPDATE ON pepnet.deployments.';
+	END IF;
 	IF s ~ '^[0-9]{1,9}$' THEN
-		PERFORM @extschema@.pepnet_deploy(pepnet_deploy.name, s::int);
-		RETURN s::int;
+		-- a version by number (as pepnet_deploy(name, version))
+		v := s::int;
+		IF NOT EXISTS (SELECT 1 FROM pepnet.models m WHERE m.name = pepnet_deploy.name AND m.version = v) THEN
+			SELECT max(m.version) INTO cur FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
+			IF cur IS NULL THEN
+				RAISE EXCEPTION 'model "%" does not exist', pepnet_deploy.name
+					USING ERRCODE = 'undefined_object';
+			END IF;
+			RAISE EXCEPTION 'model "%" has no version %', pepnet_deploy.name, v
+				USING ERRCODE = 'undefined_object', DETAIL = format('Its latest version is %s.', cur);
+		END IF;
+		PERFORM pepnet._deploy(pepnet_deploy.name, v, 'version');
+		RETURN v;
 	END IF;
 	IF s NOT IN ('latest', 'best', 'previous') THEN
 		RAISE EXCEPTION 'unknown deploy strategy "%"', pepnet_deploy.strategy
@@ -499,7 +526,7 @@ BEGIN
 					  HINT = 'Train with a validation query (CALL pepnet_train(..., validation => ...)), or deploy a version by number.';
 		END IF;
 		-- recorded in pepnet.deploy_history.metric
-		s := format('best|%s = %s (%s)', metric, fig, src);
+		s := 'best|' || pepnet._deploy_figure(metric, fig, src);
 	ELSE
 		IF cur IS NULL THEN
 			RAISE EXCEPTION 'model "%" is not deployed: there is nothing to roll back', pepnet_deploy.name
@@ -538,11 +565,33 @@ BEGIN
 END $$;
 
 /*
+ * A figure a deploy chose by, as pepnet.deploy_history.metric records it (one format for
+ * pepnet_deploy's 'best', pepnet_train's deploy => true and a grid's): the metric as the caller
+ * named it, the figure rounded to 4 decimals, its source: 'auc:click = 0.8123 (validation)',
+ * 'logloss = 0.4107 (evaluation "holdout")'.
+ */
+CREATE FUNCTION pepnet._deploy_figure(metric text, fig float8, source text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT format('%s = %s (%s)', metric, COALESCE(round(fig::numeric, 4)::text, 'NULL'), source)
+$$;
+
+/*
+ * What pepnet._train_begin checks of a config (its errors, the model's size, the rights to store
+ * versions), the trainer made and freed at once; unlike _train_begin callable in a subtransaction,
+ * so that a grid names the run whose config fails.
+ */
+CREATE FUNCTION pepnet._train_check(name text, config jsonb, seed int, lr float8, batch_size int) RETURNS void
+	AS 'MODULE_PATHNAME', 'pepnet_train_check' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+/*
  * Runs: pepnet_train's config may be a JSON array, a grid of runs trained one after another under
- * name, each from fresh weights: its elements are configs, or objects {"config": {...}, "lr": x,
- * "batch_size": n, "seed": s, "epochs": e} overriding the call's arguments for that run.  A NOTICE
- * names each run's versions; deploy => true deploys the grid's best version by selection.
- * pepnet._train_grid runs it (a CALL of pepnet_train per run, each committing its epochs).
+ * name, each from fresh weights: its elements are configs, stored versions' references (JSON
+ * strings, "ctr@3": its config), or objects {"config": <config or reference>, "lr": x,
+ * "batch_size": n, "seed": s, "epochs": e} overriding the call's arguments for that run (no other
+ * keys).  Every element, override and config is checked before the first run trains; errors name
+ * the run ('run 2 of the grid: ...').  A NOTICE names each run's versions; deploy => true deploys
+ * the grid's best version by selection.  pepnet._train_grid runs it (a CALL of pepnet_train per
+ * run, each committing its epochs).
  */
 CREATE PROCEDURE pepnet._train_grid(name text, data text, config jsonb, validation text,
 	epochs int, batch_size int, lr float8, seed int, shuffle_buffer int, deploy boolean, patience int,
@@ -550,6 +599,7 @@ CREATE PROCEDURE pepnet._train_grid(name text, data text, config jsonb, validati
 LANGUAGE plpgsql AS $$
 DECLARE
 	best_v int;
+	best_fig float8;
 	metric text;
 	base text := pg_catalog.split_part(name, '@', 1);
 	run jsonb;
@@ -559,16 +609,21 @@ DECLARE
 	grid_from int;
 	grid_task text;
 	cfg jsonb;
+	ov jsonb;   -- a run's overrides (an element with "config")
+	cfgs jsonb[];
+	k text;
+	ints text[] := ARRAY['batch_size', 'seed', 'epochs'];
+	e_state text;
+	e_msg text;
+	e_detail text;
+	e_hint text;
 BEGIN
 	-- a grid: one run per element, each a CALL of its own (commits per epoch as usual)
 	runs := pg_catalog.jsonb_array_length(config);
-	IF runs OPERATOR(pg_catalog.=) 0 OR runs OPERATOR(pg_catalog.>) 1000
-	   OR EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(config) e
-				  WHERE pg_catalog.jsonb_typeof(e) NOT IN ('object', 'string')
-					 OR (e OPERATOR(pg_catalog.?) 'config' AND pg_catalog.jsonb_typeof(e OPERATOR(pg_catalog.->) 'config') OPERATOR(pg_catalog.<>) 'object')) THEN
-		RAISE EXCEPTION 'a grid of configs must be a JSON array of 1 to 1000 objects, got %', pg_catalog.left(config::text, 200)
+	IF runs OPERATOR(pg_catalog.=) 0 OR runs OPERATOR(pg_catalog.>) 1000 THEN
+		RAISE EXCEPTION 'a grid of configs must be a JSON array of 1 to 1000 elements, got %', runs
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Each element is a config, a stored version''s reference as a JSON string ("ctr@3": its config), or {"config": {...}, "lr": 0.01, "batch_size": 256, "seed": 1, "epochs": 2}.';
+				  HINT = 'Each element is a config, a stored version''s reference as a JSON string ("ctr@3": its config), or {"config": <config or reference>, "lr": 0.01, "batch_size": 256, "seed": 1, "epochs": 2}.';
 	END IF;
 	IF pg_catalog.strpos(name, '@') OPERATOR(pg_catalog.>) 0 THEN
 		RAISE EXCEPTION 'a grid of configs trains fresh versions of a model name, not of the reference "%"', name
@@ -578,48 +633,108 @@ BEGIN
 		RAISE EXCEPTION 'deploy => true with a grid of configs needs a validation query to choose the best run'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	-- every run's arguments and config checked before the first one trains (a trainer is made and
-	-- freed for each config: the config's own errors, the rights to store versions)
+	-- every run's element, arguments and config checked before the first one trains (a trainer is
+	-- made and freed for each config: the config's own errors, the rights to store versions)
 	FOR i IN 0 .. runs OPERATOR(pg_catalog.-) 1 LOOP
 		run := config OPERATOR(pg_catalog.->) i;
-		IF NOT COALESCE((run OPERATOR(pg_catalog.->>) 'lr')::float8, lr) OPERATOR(pg_catalog.>) 0
-		   OR COALESCE((run OPERATOR(pg_catalog.->>) 'lr')::float8, lr) OPERATOR(pg_catalog.>) 10
-		   OR COALESCE((run OPERATOR(pg_catalog.->>) 'batch_size')::int, batch_size) NOT BETWEEN 1 AND 65536
-		   OR COALESCE((run OPERATOR(pg_catalog.->>) 'epochs')::int, epochs) NOT BETWEEN 1 AND 100000 THEN
+		IF pg_catalog.jsonb_typeof(run) OPERATOR(pg_catalog.=) 'null' THEN
+			RAISE EXCEPTION 'run % of the grid: the element is null', i OPERATOR(pg_catalog.+) 1
+				USING ERRCODE = 'null_value_not_allowed', DETAIL = 'No run was trained.',
+					  HINT = 'Each element is a config, a stored version''s reference ("ctr@3") or {"config": ..., "lr": ...}.';
+		END IF;
+		IF pg_catalog.jsonb_typeof(run) NOT IN ('object', 'string') THEN
+			RAISE EXCEPTION 'run % of the grid: an element must be an object or a string, got %', i OPERATOR(pg_catalog.+) 1,
+				pg_catalog.left(run::text, 200)
+				USING ERRCODE = 'invalid_parameter_value', DETAIL = 'No run was trained.',
+					  HINT = 'Each element is a config, a stored version''s reference as a JSON string ("ctr@3": its config), or {"config": <config or reference>, "lr": 0.01, "batch_size": 256, "seed": 1, "epochs": 2}.';
+		END IF;
+		IF run OPERATOR(pg_catalog.?) 'config' THEN
+			-- an element with overrides: only the overrides and its config, each not null, integers whole
+			SELECT j.key INTO k FROM pg_catalog.jsonb_object_keys(run) j(key)
+			WHERE j.key NOT IN ('config', 'lr', 'batch_size', 'seed', 'epochs') ORDER BY 1 LIMIT 1;
+			IF k IS NOT NULL THEN
+				RAISE EXCEPTION 'run % of the grid: unknown key "%"', i OPERATOR(pg_catalog.+) 1, k
+					USING ERRCODE = 'invalid_parameter_value', DETAIL = 'No run was trained.',
+						  HINT = 'An element with "config" takes the keys config, lr, batch_size, seed and epochs.';
+			END IF;
+			SELECT j.key INTO k FROM pg_catalog.jsonb_each(run) j WHERE pg_catalog.jsonb_typeof(j.value) OPERATOR(pg_catalog.=) 'null' ORDER BY 1 LIMIT 1;
+			IF k IS NOT NULL THEN
+				RAISE EXCEPTION 'run % of the grid: "%" is null', i OPERATOR(pg_catalog.+) 1, k
+					USING ERRCODE = 'null_value_not_allowed', DETAIL = 'No run was trained.',
+						  HINT = 'Leave the key out to use the call''s argument.';
+			END IF;
+			IF pg_catalog.jsonb_typeof(run OPERATOR(pg_catalog.->) 'config') NOT IN ('object', 'string') THEN
+				RAISE EXCEPTION 'run % of the grid: "config" must be a config (an object) or a stored version''s reference (a string), got %',
+					i OPERATOR(pg_catalog.+) 1, pg_catalog.left((run OPERATOR(pg_catalog.->) 'config')::text, 200)
+					USING ERRCODE = 'invalid_parameter_value', DETAIL = 'No run was trained.';
+			END IF;
+			SELECT j.key INTO k FROM pg_catalog.jsonb_each(run) j
+			WHERE (j.key OPERATOR(pg_catalog.=) 'lr' AND pg_catalog.jsonb_typeof(j.value) OPERATOR(pg_catalog.<>) 'number')
+			   OR (j.key OPERATOR(pg_catalog.=) ANY (ints) AND NOT (pg_catalog.jsonb_typeof(j.value) OPERATOR(pg_catalog.=) 'number'
+					AND j.value::text OPERATOR(pg_catalog.~) '^-?[0-9]{1,9}$'))
+			ORDER BY 1 LIMIT 1;
+			IF k IS NOT NULL THEN
+				RAISE EXCEPTION 'run % of the grid: "%" must be %, got %', i OPERATOR(pg_catalog.+) 1, k,
+					CASE WHEN k OPERATOR(pg_catalog.=) 'lr' THEN 'a number' ELSE 'an integer' END,
+					pg_catalog.left((run OPERATOR(pg_catalog.->) k)::text, 100)
+					USING ERRCODE = 'invalid_parameter_value', DETAIL = 'No run was trained.';
+			END IF;
+			cfg := run OPERATOR(pg_catalog.->) 'config';
+			ov := run;
+		ELSE
+			cfg := run;
+			ov := '{}';
+		END IF;
+		IF NOT COALESCE((ov OPERATOR(pg_catalog.->>) 'lr')::float8, lr) OPERATOR(pg_catalog.>) 0
+		   OR COALESCE((ov OPERATOR(pg_catalog.->>) 'lr')::float8, lr) OPERATOR(pg_catalog.>) 10
+		   OR COALESCE((ov OPERATOR(pg_catalog.->>) 'batch_size')::int, batch_size) NOT BETWEEN 1 AND 65536
+		   OR COALESCE((ov OPERATOR(pg_catalog.->>) 'epochs')::int, epochs) NOT BETWEEN 1 AND 100000 THEN
 			RAISE EXCEPTION 'run % of the grid: lr must be in (0, 10], batch_size 1 to 65536 and epochs 1 to 100000', i OPERATOR(pg_catalog.+) 1
 				USING ERRCODE = 'invalid_parameter_value', DETAIL = 'No run was trained.';
 		END IF;
-		cfg := CASE WHEN run OPERATOR(pg_catalog.?) 'config' THEN run OPERATOR(pg_catalog.->) 'config' ELSE run END;
-		IF pg_catalog.jsonb_typeof(cfg) OPERATOR(pg_catalog.=) 'string' THEN
-			cfg := pepnet._config_of(cfg OPERATOR(pg_catalog.#>>) '{}');
-		END IF;
-		PERFORM pepnet._train_begin(base, cfg, 0, 1e-3, 1);
-		PERFORM pepnet._train_end();
+		BEGIN
+			IF pg_catalog.jsonb_typeof(cfg) OPERATOR(pg_catalog.=) 'string' THEN
+				cfg := pepnet._config_of(cfg OPERATOR(pg_catalog.#>>) '{}');
+			END IF;
+			PERFORM pepnet._train_check(base, cfg, 0, 1e-3, 1);
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL,
+									e_hint = PG_EXCEPTION_HINT;
+			e_detail := COALESCE(NULLIF(e_detail, '') OPERATOR(pg_catalog.||) ' ', '') OPERATOR(pg_catalog.||) 'No run was trained.';
+			IF COALESCE(e_hint, '') OPERATOR(pg_catalog.=) '' THEN
+				RAISE EXCEPTION 'run % of the grid: %', i OPERATOR(pg_catalog.+) 1, e_msg USING ERRCODE = e_state, DETAIL = e_detail;
+			END IF;
+			RAISE EXCEPTION 'run % of the grid: %', i OPERATOR(pg_catalog.+) 1, e_msg
+				USING ERRCODE = e_state, DETAIL = e_detail, HINT = e_hint;
+		END;
+		cfgs := cfgs OPERATOR(pg_catalog.||) cfg;   -- the resolved config, for the run's NOTICE
 	END LOOP;
 	SELECT n.last_version INTO grid_from FROM pepnet.model_names n WHERE n.name OPERATOR(pg_catalog.=) base;
 	grid_from := COALESCE(grid_from, 0);
 	FOR i IN 0 .. runs OPERATOR(pg_catalog.-) 1 LOOP
 		run := config OPERATOR(pg_catalog.->) i;
+		ov := CASE WHEN run OPERATOR(pg_catalog.?) 'config' THEN run ELSE '{}' END;
 		SELECT n.last_version INTO first_v FROM pepnet.model_names n WHERE n.name OPERATOR(pg_catalog.=) base;
 		CALL @extschema@.pepnet_train(base, data,
 			CASE WHEN run OPERATOR(pg_catalog.?) 'config' THEN run OPERATOR(pg_catalog.->) 'config' ELSE run END,
 			validation,
-			COALESCE((run OPERATOR(pg_catalog.->>) 'epochs')::int, epochs),
-			COALESCE((run OPERATOR(pg_catalog.->>) 'batch_size')::int, batch_size),
-			COALESCE((run OPERATOR(pg_catalog.->>) 'lr')::float8, lr),
-			COALESCE((run OPERATOR(pg_catalog.->>) 'seed')::int, seed),
+			COALESCE((ov OPERATOR(pg_catalog.->>) 'epochs')::int, epochs),
+			COALESCE((ov OPERATOR(pg_catalog.->>) 'batch_size')::int, batch_size),
+			COALESCE((ov OPERATOR(pg_catalog.->>) 'lr')::float8, lr),
+			COALESCE((ov OPERATOR(pg_catalog.->>) 'seed')::int, seed),
 			shuffle_buffer, false, patience, progress_interval, selection, lr_schedule, negative_rate);
 		SELECT n.last_version INTO last_v FROM pepnet.model_names n WHERE n.name OPERATOR(pg_catalog.=) base;
+		cfg := cfgs[i OPERATOR(pg_catalog.+) 1];
 		RAISE NOTICE 'pepnet_train "%": run % of % (%, hidden %, lr %): versions % to %', base, i OPERATOR(pg_catalog.+) 1, runs,
-			pepnet._config_parts(CASE WHEN run OPERATOR(pg_catalog.?) 'config' THEN run OPERATOR(pg_catalog.->) 'config' ELSE run END),
-			COALESCE((CASE WHEN run OPERATOR(pg_catalog.?) 'config' THEN run OPERATOR(pg_catalog.->) 'config' ELSE run END) OPERATOR(pg_catalog.->>) 'hidden', '-'),
-			COALESCE((run OPERATOR(pg_catalog.->>) 'lr')::float8, lr),
+			pepnet._config_parts(cfg), COALESCE(cfg OPERATOR(pg_catalog.->>) 'hidden', '-'),
+			COALESCE((ov OPERATOR(pg_catalog.->>) 'lr')::float8, lr),
 			COALESCE(first_v, 0) OPERATOR(pg_catalog.+) 1, last_v;
 	END LOOP;
 	IF deploy THEN
 		metric := COALESCE(NULLIF(pg_catalog.split_part(selection, ':', 1), ''), 'logloss');
 		grid_task := NULLIF(pg_catalog.split_part(selection, ':', 2), '');
-		SELECT r.version INTO best_v FROM pepnet.runs r
+		SELECT r.version, CASE metric WHEN 'auc' THEN r.auc WHEN 'pcoc' THEN r.pcoc ELSE r.logloss END INTO best_v, best_fig
+		FROM pepnet.runs r
 		WHERE r.model OPERATOR(pg_catalog.=) base AND r.version OPERATOR(pg_catalog.>) grid_from
 		  AND r.source OPERATOR(pg_catalog.=) 'validation' AND r.domain IS NULL
 		  AND r.task OPERATOR(pg_catalog.=) COALESCE(grid_task, (SELECT COALESCE(m.config OPERATOR(pg_catalog.->) 'tasks' OPERATOR(pg_catalog.->>) 0, 'click')
@@ -630,7 +745,7 @@ BEGIN
 							 ELSE r.logloss END, r.version DESC
 		LIMIT 1;
 		IF best_v IS NOT NULL THEN
-			PERFORM pepnet._deploy(base, best_v, pg_catalog.format('best|%s (validation, grid of %s runs)', selection, runs));
+			PERFORM pepnet._deploy(base, best_v, 'best|' OPERATOR(pg_catalog.||) pepnet._deploy_figure(COALESCE(selection, 'logloss'), best_fig, 'validation'));
 			RAISE NOTICE 'pepnet_train "%": deployed version % (best validation % of the grid)', base, best_v, selection;
 			COMMIT;
 		END IF;
@@ -653,6 +768,7 @@ DECLARE
 	v int;
 	best_v int;
 	best float8;
+	best_raw float8;   -- the best version's figure as measured (best: PCOC as |ln PCOC|)
 	since_best int := 0;
 	fig float8;
 	better boolean;
@@ -663,6 +779,11 @@ BEGIN PERFORM pepnet._chunk_size(); IF pg_catalog.jsonb_typeof(config) OPERATOR(
 	IF name IS NULL OR data IS NULL THEN
 		RAISE EXCEPTION 'pepnet_train needs a model name and a data query, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF epochs IS NULL OR batch_size IS NULL OR lr IS NULL OR seed IS NULL OR shuffle_buffer IS NULL OR deploy IS NULL THEN
+		RAISE EXCEPTION 'pepnet_train''s % must not be NULL', CASE WHEN epochs IS NULL THEN 'epochs' WHEN batch_size IS NULL THEN 'batch_size'
+			WHEN lr IS NULL THEN 'lr' WHEN seed IS NULL THEN 'seed' WHEN shuffle_buffer IS NULL THEN 'shuffle_buffer' ELSE 'deploy' END
+			USING ERRCODE = 'null_value_not_allowed', HINT = 'Leave the argument out for its default.';
 	END IF;
 	IF epochs IS NULL OR epochs OPERATOR(pg_catalog.<) 1 OR epochs OPERATOR(pg_catalog.>) 100000 THEN
 		RAISE EXCEPTION 'epochs must be between 1 and 100000, got %', epochs USING ERRCODE = 'invalid_parameter_value';
@@ -720,6 +841,7 @@ BEGIN PERFORM pepnet._chunk_size(); IF pg_catalog.jsonb_typeof(config) OPERATOR(
 		IF validation IS NULL OR better THEN
 			best_v := v;
 			best := fig;
+			best_raw := (val OPERATOR(pg_catalog.->) 'tasks' OPERATOR(pg_catalog.->) task OPERATOR(pg_catalog.->>) metric)::float8;
 			since_best := 0;
 		ELSE
 			since_best := since_best OPERATOR(pg_catalog.+) 1;
@@ -734,8 +856,7 @@ BEGIN PERFORM pepnet._chunk_size(); IF pg_catalog.jsonb_typeof(config) OPERATOR(
 	IF deploy THEN
 		-- the deploy history records the selection figure (pepnet.deploy_history.metric)
 		PERFORM pepnet._deploy(base, best_v, CASE WHEN validation IS NULL THEN 'version'
-			ELSE pg_catalog.format('version|%s:%s = %s (validation, pepnet_train)', metric, task,
-				CASE WHEN metric OPERATOR(pg_catalog.=) 'pcoc' THEN 'exp(+-' OPERATOR(pg_catalog.||) best OPERATOR(pg_catalog.||) ')' ELSE best::text END) END);
+			ELSE 'best|' OPERATOR(pg_catalog.||) pepnet._deploy_figure(COALESCE(selection, 'logloss'), best_raw, 'validation') END);
 		RAISE NOTICE 'pepnet_train "%": deployed version % (best validation % of task "%")', base, best_v,
 			COALESCE(metric, '-'), COALESCE(task, '-');
 		COMMIT;
@@ -762,18 +883,33 @@ BEGIN
 	IF pepnet_prune_optimizer.name IS NULL THEN
 		RAISE EXCEPTION 'pepnet_prune_optimizer needs a model name, not NULL' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF keep_latest IS NULL OR keep_latest < 0 THEN
-		RAISE EXCEPTION 'keep_latest must be 0 or more versions, got %', COALESCE(keep_latest::text, 'NULL')
+	IF keep_latest IS NULL THEN
+		RAISE EXCEPTION 'pepnet_prune_optimizer''s keep_latest must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'Leave it out for 1 (the highest version keeps its state), or give versions => ARRAY[...] to prune exactly those.';
+	END IF;
+	IF keep_latest < 0 THEN
+		RAISE EXCEPTION 'keep_latest must be 0 or more versions, got %', keep_latest
 			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF array_position(versions, NULL) IS NOT NULL THEN
+		RAISE EXCEPTION 'pepnet_prune_optimizer''s versions has a NULL element' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- the rights it needs, before any read (no internal statement in the error)
+	IF NOT (has_schema_privilege('pepnet', 'USAGE') AND has_table_privilege('pepnet.models', 'SELECT')
+			AND has_table_privilege('pepnet.optimizer_state', 'SELECT') AND has_table_privilege('pepnet.optimizer_state', 'DELETE')) THEN
+		RAISE EXCEPTION 'permission denied to prune the optimizer state of model "%"', pepnet_prune_optimizer.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'pepnet_prune_optimizer needs USAGE on schema pepnet, SELECT on pepnet.models and SELECT, DELETE on pepnet.optimizer_state.',
+				  HINT = 'Run it as the role that trains the model, or GRANT SELECT, DELETE ON pepnet.optimizer_state.';
 	END IF;
 	IF NOT EXISTS (SELECT 1 FROM pepnet.models m WHERE m.name = pepnet_prune_optimizer.name) THEN
 		RAISE EXCEPTION 'model "%" does not exist', pepnet_prune_optimizer.name
 			USING ERRCODE = 'undefined_object';
 	END IF;
-	IF versions IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(versions) v WHERE v IS NULL OR NOT EXISTS (
+	IF versions IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(versions) v WHERE NOT EXISTS (
 			SELECT 1 FROM pepnet.models m WHERE m.name = pepnet_prune_optimizer.name AND m.version = v)) THEN
 		RAISE EXCEPTION 'model "%" has no version %', pepnet_prune_optimizer.name,
-			(SELECT COALESCE(v::text, 'NULL') FROM unnest(versions) v WHERE v IS NULL OR NOT EXISTS (
+			(SELECT v FROM unnest(versions) v WHERE NOT EXISTS (
 				SELECT 1 FROM pepnet.models m WHERE m.name = pepnet_prune_optimizer.name AND m.version = v) LIMIT 1)
 			USING ERRCODE = 'undefined_object';
 	END IF;
@@ -874,6 +1010,15 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
 								pepnet_deploy.version);
+	END IF;
+	-- the rights it needs, before any read (the error names them, without internal statements)
+	IF NOT (has_schema_privilege('pepnet', 'USAGE') AND has_table_privilege('pepnet.models', 'SELECT')
+			AND has_table_privilege('pepnet.deployments', 'SELECT') AND has_table_privilege('pepnet.deployments', 'INSERT')
+			AND has_table_privilege('pepnet.deployments', 'UPDATE')) THEN
+		RAISE EXCEPTION 'permission denied to deploy model "%"', pepnet_deploy.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'pepnet_deploy needs USAGE on schema pepnet, SELECT on pepnet.models and SELECT, INSERT, UPDATE on pepnet.deployments.',
+				  HINT = 'Deploy as a role with the deployer grants, or GRANT SELECT, INSERT, UPDATE ON pepnet.deployments.';
 	END IF;
 	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
 				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN

@@ -39,7 +39,10 @@ WHERE r.model = 'g' AND r.domain IS NOT NULL;
 -- the grid deployed its best validation AUC, and the history says by which figure
 SELECT d.version = (SELECT version FROM pepnet.runs WHERE model = 'g' AND domain IS NULL ORDER BY auc DESC, version DESC LIMIT 1) AS best_deployed
 FROM pepnet.deployments d WHERE d.name = 'g';
-SELECT strategy, metric FROM pepnet.deploy_history WHERE name = 'g' ORDER BY seq;
+SELECT h.strategy, h.metric ~ '^auc = 0\.[0-9]{4} \(validation\)$' AS metric_format,
+       split_part(split_part(h.metric, ' = ', 2), ' ', 1)::numeric = round(r.auc::numeric, 4) AS its_figure
+FROM pepnet.deploy_history h JOIN pepnet.runs r ON r.model = h.name AND r.version = h.to_version AND r.domain IS NULL
+WHERE h.name = 'g' ORDER BY h.seq;
 
 -- 3. evaluate and record any version: a version without metrics (created, as an import would be)
 SELECT pepnet_create('imp', :'cfg', 7) AS created;
@@ -222,3 +225,82 @@ BEGIN;
 CALL pepnet_train('tx', :'train', :'cfg');
 ROLLBACK;
 \set VERBOSITY terse
+
+-- 10. grid elements, reserved names, NULL arguments, the figure a deploy chose by, clean errors
+-- a grid element's keys: unknown ones refused (the first named), before any run trains
+CALL pepnet_train('g4', :'train', jsonb_build_array(jsonb_build_object('config', :'cfg'::jsonb, 'epoch', 3, 'learning_rate', 0.01)), progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('g4', :'train', jsonb_build_array(:'cfg'::jsonb, jsonb_build_object('config', :'cfg'::jsonb, 'epochs', 1.5)), progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('g4', :'train', jsonb_build_array(jsonb_build_object('config', :'cfg'::jsonb, 'lr', '0.01')), progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('g4', :'train', jsonb_build_array(jsonb_build_object('config', :'cfg'::jsonb, 'lr', NULL)), progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('g4', :'train', jsonb_build_array(:'cfg'::jsonb, NULL), progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('g4', :'train', '[{"config": 5}]', progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('g4', :'train', '[{"config": "nope@1", "lr": 0.01}]', progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS none_stored FROM pepnet.models WHERE name = 'g4';
+-- a stored version's reference as an element's config, with overrides; each run's NOTICE shows
+-- the config it trains (the referenced version's parts and hidden sizes)
+SET client_min_messages = notice;
+CALL pepnet_train('g4', :'train', '[{"config": "g@5", "lr": 0.01, "epochs": 2}, "g@3"]', batch_size => 256, progress_interval => 0);
+SET client_min_messages = warning;
+SELECT m.version, m.metrics->>'lr' AS lr, m.config = g.config AS config_of_reference
+FROM pepnet.models m JOIN pepnet.models g ON g.name = 'g' AND g.version = CASE WHEN m.version <= 2 THEN 5 ELSE 3 END
+WHERE m.name = 'g4' ORDER BY m.version;
+-- 'validation' is pepnet.runs's source of pepnet_train's validation figures: not an evaluation name
+SELECT * FROM pepnet_evaluate('imp', :'holdout', record => 'validation');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_evaluate('imp', :'holdout', record => 'Validation');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS validation_rows_of_imp FROM pepnet.runs WHERE model = 'imp' AND source = 'validation';
+-- NULL arguments are 22004, naming the argument
+SELECT * FROM pepnet_prune_optimizer('pr', keep_latest => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_prune_optimizer('pr', versions => ARRAY[NULL]::int[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_prune_optimizer('pr', versions => ARRAY[1, NULL]);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('nul', :'train', :'cfg', epochs => NULL);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('nul', :'train', :'cfg', lr => NULL);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('nul', :'train', :'cfg', deploy => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data(:'train', config => NULL, model => NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_deploy('g', 'best', NULL);
+\echo :LAST_ERROR_SQLSTATE
+-- the deploy history records every chosen figure alike: 'best', "metric = 0.1234 (source)"
+CALL pepnet_train('fig', :'train', :'cfg', validation => :'holdout', epochs => 2, batch_size => 256, deploy => true,
+  selection => 'auc:click', progress_interval => 0);
+SELECT pepnet_deploy('fig', 'best', 'pcoc');
+SELECT pepnet_deploy('imp', 'best', 'logloss', evaluation => 'holdout');
+SELECT h.name, h.strategy,
+       h.metric ~ '^(auc:click|pcoc|logloss) = [0-9]+\.[0-9]{4} \((validation|evaluation "holdout")\)$' AS metric_format,
+       split_part(split_part(h.metric, ' = ', 2), ' ', 1)::numeric
+         = round(CASE split_part(h.metric, ' ', 1) WHEN 'auc:click' THEN r.auc WHEN 'pcoc' THEN r.pcoc ELSE r.logloss END::numeric, 4) AS its_figure
+FROM pepnet.deploy_history h
+JOIN pepnet.runs r ON r.model = h.name AND r.version = h.to_version AND r.domain IS NULL
+ AND r.source = CASE WHEN h.metric LIKE '%evaluation%' THEN 'holdout' ELSE 'validation' END
+WHERE h.name IN ('fig', 'imp') AND h.metric IS NOT NULL ORDER BY h.name, h.seq;
+-- a role without rights gets one clean error (no internal statement as context)
+CREATE ROLE regress_pepnet_nr;
+\set VERBOSITY default
+\set SHOW_CONTEXT errors
+SET ROLE regress_pepnet_nr;
+SELECT * FROM pepnet_prune_optimizer('pr');
+SELECT pepnet_deploy('g', '3');
+SELECT pepnet_deploy('g', 3);
+SELECT pepnet_deploy('g', 'best', 'auc');
+RESET ROLE;
+-- in a read-only transaction: what pepnet_prune_optimizer writes
+BEGIN READ ONLY;
+SELECT * FROM pepnet_prune_optimizer('pr');
+ROLLBACK;
+\set VERBOSITY terse
+\set SHOW_CONTEXT never
+DROP ROLE regress_pepnet_nr;

@@ -294,7 +294,12 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("data query");
-	if (PG_ARGISNULL(1) == PG_ARGISNULL(2))
+	if (PG_ARGISNULL(1) && PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("pepnet_check_data needs a config or a model, not both NULL"),
+				 errhint("Check against the config you will train with (config => ...) or a stored version (model => 'ctr@3').")));
+	if (!PG_ARGISNULL(1) && !PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("pepnet_check_data needs a config or a model, one of them"),

@@ -343,6 +343,17 @@ pepnet_check_writable(const char *what)
  * read-only transaction or on a read-only node (pepnet.read_only), before
  * it does any work.
  */
+/* the tables a writing function (what) writes, as its read-only error says */
+static const char *
+writes_of(const char *what)
+{
+	if (strcmp(what, "pepnet_prune_optimizer") == 0)
+		return "pepnet.optimizer_state and pepnet.optimizer_chunks (it deletes Adam state)";
+	if (strcmp(what, "pepnet_evaluate") == 0)
+		return "pepnet.models (the evaluated version's metrics)";
+	return "pepnet.models or pepnet.deployments";
+}
+
 void
 pepnet_require_writable(const char *what)
 {
@@ -358,7 +369,7 @@ pepnet_require_writable(const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 				 errmsg("%s cannot run in a read-only transaction", what),
-				 errdetail("%s writes to pepnet.models or pepnet.deployments.", what),
+				 errdetail("%s writes to %s.", what, writes_of(what)),
 				 errhint("Run it in a read-write transaction on the primary (BEGIN READ WRITE, or SET default_transaction_read_only = off).")));
 }
 

@@ -42,6 +42,10 @@ PG_FUNCTION_INFO_V1(pepnet_train_epoch);
 PG_FUNCTION_INFO_V1(pepnet_train_eval);
 PG_FUNCTION_INFO_V1(pepnet_train_save);
 PG_FUNCTION_INFO_V1(pepnet_train_end);
+PG_FUNCTION_INFO_V1(pepnet_train_check);
+
+/* pepnet._train_check is running _train_begin's checks (no COMMIT follows) */
+static bool train_checking = false;
 PG_FUNCTION_INFO_V1(pepnet_train_setup);
 
 /* the backend's trainer */
@@ -401,14 +405,14 @@ pepnet_train_begin(PG_FUNCTION_ARGS)
 
 	pepnet_require_writable("pepnet_train");	/* on a standby, before any work */
 	/* before anything is read: training COMMITs a version per epoch */
-	if (IsTransactionBlock())
+	if (!train_checking && IsTransactionBlock())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 				 errmsg("pepnet_train cannot run inside a transaction block"),
 				 errdetail("It commits a new version after each epoch."),
 				 errhint("Run CALL pepnet_train(...) on its own, outside BEGIN ... COMMIT; from a driver that opens transactions "
 						 "itself, turn autocommit on first (psycopg: conn.autocommit = True; JDBC: setAutoCommit(true)).")));
-	if (!SPI_inside_nonatomic_context())
+	if (!train_checking && !SPI_inside_nonatomic_context())
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
 				 errmsg("pepnet_train cannot run where it cannot COMMIT"),
@@ -1164,6 +1168,30 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 	st->parent = version;
 	optimizer_save(st, version);
 	PG_RETURN_INT32(version);
+}
+
+/*
+ * pepnet._train_check(name, config, seed, lr, batch_size): what
+ * _train_begin checks of a config (the config's errors, the model's size,
+ * the rights to store versions), the trainer made and freed at once.
+ * Callable in a subtransaction (a grid checks each run's config in an
+ * exception block, to name the run in the error): nothing is trained.
+ */
+Datum
+pepnet_train_check(PG_FUNCTION_ARGS)
+{
+	train_checking = true;
+	PG_TRY();
+	{
+		(void) pepnet_train_begin(fcinfo);
+	}
+	PG_FINALLY();
+	{
+		train_checking = false;
+	}
+	PG_END_TRY();
+	train_free();
+	PG_RETURN_VOID();
 }
 
 /* pepnet._train_end(): release the trainer */

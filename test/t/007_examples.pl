@@ -216,7 +216,7 @@ for my $sql (@readme)
 
 # README's one command for the comparison as a picture
 {
-	my ($cmd) = PostgreSQL::Test::Utils::slurp_file('README.md') =~ /`(python3 -m pepnet\.plot --compare [^`]+)`/;
+	my ($cmd) = PostgreSQL::Test::Utils::slurp_file('README.md') =~ /`(?:PYTHONPATH=python )?(python3 -m pepnet\.plot --compare [^`]+)`/;
 	ok(defined $cmd, 'README gives the plot command of a comparison');
 	my $png = PostgreSQL::Test::Utils::tempdir() . '/runs.png';
 	my @argv = split ' ', $cmd;
