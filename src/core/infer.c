@@ -582,8 +582,9 @@ sigmoid8_avx2(__m256 v, __m256 gamma)
 				scale;
 	__m256i		n;
 
-	v = _mm256_max_ps(v, _mm256_set1_ps(-87.0f));
-	v = _mm256_min_ps(v, _mm256_set1_ps(87.0f));
+	/* clamped to [-87, 87]; a NaN stays NaN (max/min return their second operand then) */
+	v = _mm256_max_ps(_mm256_set1_ps(-87.0f), v);
+	v = _mm256_min_ps(_mm256_set1_ps(87.0f), v);
 	v = _mm256_sub_ps(_mm256_setzero_ps(), v);	/* the exponent is -v */
 	t = _mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f));
 	n = _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_blendv_ps(_mm256_set1_ps(-0.5f), _mm256_set1_ps(0.5f),
