@@ -356,7 +356,7 @@ pn_work_new(const PnModel *m, int nmax)
  * its bits unchanged (OpenBLAS's sgemm and sgemv do not: their kernels sum
  * a row in an order that depends on M and on the row's place in the block,
  * see test_rowwise_gemm in test/unit/test_core.c).  AVX2 + FMA kernels of
- * 4 x 2 and 1 x 8 elements where the CPU has them; elsewhere fmaf in the
+ * 4 x 3 and 1 x 8 elements where the CPU has them; elsewhere fmaf in the
  * same order (the same bits, slowly).
  */
 #define PN_HSUM8(p) ((((p)[0] + (p)[4]) + ((p)[2] + (p)[6])) + (((p)[1] + (p)[5]) + ((p)[3] + (p)[7])))
@@ -421,7 +421,7 @@ gemm_rows_avx2(int M, int N, int K, const float *A, int lda, const float *W, int
 				k;
 
 	/*
-	 * Blocks of 4 rows x 2 columns (8 accumulators, 6 loads per 8 FMAs),
+	 * Blocks of 4 rows x 3 columns (12 accumulators, 7 loads per 12 FMAs),
 	 * over panels of RB rows (about 16 kB of A, kept in L1 while the
 	 * columns pass)
 	 */
@@ -431,10 +431,11 @@ gemm_rows_avx2(int M, int N, int K, const float *A, int lda, const float *W, int
 	{
 	int			rend = r0 + RB < M4 ? r0 + RB : M4;
 
-	for (j = 0; j + 2 <= N; j += 2)
+	for (j = 0; j + 3 <= N; j += 3)
 	{
 		const float *w0 = W + (size_t) j * ldw,
-				   *w1 = w0 + ldw;
+				   *w1 = w0 + ldw,
+				   *w2 = w1 + ldw;
 
 		for (r = r0; r < rend; r += 4)
 		{
@@ -444,49 +445,65 @@ gemm_rows_avx2(int M, int N, int K, const float *A, int lda, const float *W, int
 					   *a3 = a2 + lda;
 			__m256		c00 = _mm256_setzero_ps(),
 						c01 = _mm256_setzero_ps(),
+						c02 = _mm256_setzero_ps(),
 						c10 = _mm256_setzero_ps(),
 						c11 = _mm256_setzero_ps(),
+						c12 = _mm256_setzero_ps(),
 						c20 = _mm256_setzero_ps(),
 						c21 = _mm256_setzero_ps(),
+						c22 = _mm256_setzero_ps(),
 						c30 = _mm256_setzero_ps(),
-						c31 = _mm256_setzero_ps();
+						c31 = _mm256_setzero_ps(),
+						c32 = _mm256_setzero_ps();
 			float	   *c = C + (size_t) r * ldc + j;
 
 			for (k = 0; k < K8; k += 8)
 			{
 				__m256		v0 = _mm256_loadu_ps(w0 + k),
 							v1 = _mm256_loadu_ps(w1 + k),
+							v2 = _mm256_loadu_ps(w2 + k),
 							x;
 
+				PN_REG(v0);
+				PN_REG(v1);
+				PN_REG(v2);
 				x = _mm256_loadu_ps(a0 + k);
 				PN_REG(x);
 				c00 = _mm256_fmadd_ps(x, v0, c00);
 				c01 = _mm256_fmadd_ps(x, v1, c01);
+				c02 = _mm256_fmadd_ps(x, v2, c02);
 				x = _mm256_loadu_ps(a1 + k);
 				PN_REG(x);
 				c10 = _mm256_fmadd_ps(x, v0, c10);
 				c11 = _mm256_fmadd_ps(x, v1, c11);
+				c12 = _mm256_fmadd_ps(x, v2, c12);
 				x = _mm256_loadu_ps(a2 + k);
 				PN_REG(x);
 				c20 = _mm256_fmadd_ps(x, v0, c20);
 				c21 = _mm256_fmadd_ps(x, v1, c21);
+				c22 = _mm256_fmadd_ps(x, v2, c22);
 				x = _mm256_loadu_ps(a3 + k);
 				PN_REG(x);
 				c30 = _mm256_fmadd_ps(x, v0, c30);
 				c31 = _mm256_fmadd_ps(x, v1, c31);
+				c32 = _mm256_fmadd_ps(x, v2, c32);
 			}
 			finish_avx2(c00, a0, w0, K8, K, c);
 			finish_avx2(c01, a0, w1, K8, K, c + 1);
+			finish_avx2(c02, a0, w2, K8, K, c + 2);
 			finish_avx2(c10, a1, w0, K8, K, c + ldc);
 			finish_avx2(c11, a1, w1, K8, K, c + ldc + 1);
+			finish_avx2(c12, a1, w2, K8, K, c + ldc + 2);
 			finish_avx2(c20, a2, w0, K8, K, c + 2 * (size_t) ldc);
 			finish_avx2(c21, a2, w1, K8, K, c + 2 * (size_t) ldc + 1);
+			finish_avx2(c22, a2, w2, K8, K, c + 2 * (size_t) ldc + 2);
 			finish_avx2(c30, a3, w0, K8, K, c + 3 * (size_t) ldc);
 			finish_avx2(c31, a3, w1, K8, K, c + 3 * (size_t) ldc + 1);
+			finish_avx2(c32, a3, w2, K8, K, c + 3 * (size_t) ldc + 2);
 		}
 	}
-	/* the last column of an odd N, 4 rows at a time */
-	if (j < N)
+	/* the last N mod 3 columns, 4 rows at a time */
+	for (; j < N; j++)
 		for (r = r0; r < rend; r += 4)
 		{
 			const float *w0 = W + (size_t) j * ldw;
