@@ -30,9 +30,13 @@
  * operands) or 16 (operands swapped), each of which pays OpenBLAS's
  * per-call packing of every weight matrix: M = 8 ran at 1.3x the one-row
  * GEMVs, a fixed 16-row tile would have cost N = 1 16 rows of work
- * (test_rowwise_gemm in test/unit/test_core.c checks both findings).
- * pn_gemm_rows's 4 x 2 AVX2 blocks reach OpenBLAS's blocked rate at
- * N >= 16 and GEMV speed or better at N = 1 (BENCHMARKS.md).
+ * (test_rowwise_gemm in test/unit/test_core.c reports OpenBLAS's rows and
+ * checks pn_gemm_rows's).  pn_gemm_rows's 4 x 3 AVX2 blocks run at about
+ * OpenBLAS sgemm's rate on these shapes, without its per-call packing:
+ * on Zen 3, 3.0-3.6x the row-by-row GEMVs at N >= 10 and 1.4x at N = 1,
+ * above OpenBLAS sgemm over whole blocks (BENCHMARKS.md).  Trade-off:
+ * the row-wise sums (eight partial sums per element, then a fixed tree)
+ * cost a horizontal add per output element, ~10-20% of a K = 128 layer.
  *
  * Threads.  Debian's oneDNN runs on OpenMP; pn_dnnl_init (dnnl.c) pins it to one
  * thread.  Nothing here runs before the first batched score of a backend,
