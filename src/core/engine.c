@@ -929,7 +929,7 @@ pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, in
 	return engine_score(eng, dc, pp, n, features, dense, NULL, logits, interrupt, err);
 }
 
-/* Whether the engine runs oneDNN matmuls (false: the GEMV fallback of a CPU without brgemm) */
+/* Whether the engine runs oneDNN matmuls (false: the row-wise fallback of a CPU without brgemm) */
 bool
 pn_engine_onednn(const PnEngine *eng)
 {

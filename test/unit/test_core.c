@@ -1314,7 +1314,7 @@ test_pack_share(void)
 			pn_engine_free(probe);
 			pn_model_free(m);
 			pn_config_free(&c);
-			CHECK(1, "pack share: skipped, the engine runs its GEMV fallback on this CPU (%s)", pn_engine_isa());
+			CHECK(1, "pack share: skipped, the engine runs its row-wise fallback (no oneDNN brgemm) on this CPU (%s)", pn_engine_isa());
 			return;
 		}
 		pn_engine_free(probe);
