@@ -15,6 +15,29 @@
  * bit-identical scores.  pn_score (OpenBLAS GEMV, pepnet_predict) sums in
  * another order: it agrees with this path to float rounding only.
  *
+ * The fallback.  Where oneDNN has no brgemm matmul (AVX2 CPUs: oneDNN 2.6
+ * has it from AVX-512 on), requests are scored in blocks of up to
+ * PN_FALLBACK_BLOCK rows, one pn_score call per block, in a workspace of
+ * pn_work_new_rowwise: every matmul is pn_gemm_rows (infer.c), whose
+ * elements are summed in an order that depends on the inner dimension
+ * only, and the output dots are per row.  So no padding is needed: a block
+ * of 1 row costs one row's work, and a candidate's bits do not depend on
+ * where the request is cut into blocks.  OpenBLAS could not give that:
+ * with 0.3.21's Zen/Haswell kernels a row's sgemm result depends on M and
+ * on its position (12-row panels whose two halves sum differently, 4- and
+ * 8-row remainders, one-row GEMV another order again), and the only
+ * row-uniform sgemm shapes found were M = 1..3, 4 and 8 (row-major
+ * operands) or 16 (operands swapped), each of which pays OpenBLAS's
+ * per-call packing of every weight matrix: M = 8 ran at 1.3x the one-row
+ * GEMVs, a fixed 16-row tile would have cost N = 1 16 rows of work
+ * (test_rowwise_gemm in test/unit/test_core.c reports OpenBLAS's rows and
+ * checks pn_gemm_rows's).  pn_gemm_rows's 4 x 3 AVX2 blocks run at about
+ * OpenBLAS sgemm's rate on these shapes, without its per-call packing:
+ * on Zen 3, 3.0-3.6x the row-by-row GEMVs at N >= 10 and 1.4x at N = 1,
+ * above OpenBLAS sgemm over whole blocks (BENCHMARKS.md).  Trade-off:
+ * the row-wise sums (eight partial sums per element, then a fixed tree)
+ * cost a horizontal add per output element, ~10-20% of a K = 128 layer.
+ *
  * Threads.  Debian's oneDNN runs on OpenMP; pn_dnnl_init (dnnl.c) pins it to one
  * thread.  Nothing here runs before the first batched score of a backend,
  * so a library preloaded into the postmaster initialises no oneDNN state.
@@ -38,6 +61,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PN_FALLBACK_BLOCK 64	/* rows per pn_score call of the fallback */
 
 /* one matmul with its post-ops */
 typedef struct PnOp
@@ -76,12 +100,11 @@ struct PnEngine
 	/*
 	 * No brgemm matmul on this CPU (oneDNN 2.6 has it from AVX-512 on): its
 	 * other matmul, gemm:jit, corrupted the heap under load (AVX2, see
-	 * BENCHMARKS.md), so rows are scored one at a time by pn_score's GEMVs,
-	 * as pepnet_predict does: still the same path for every row (ties stay
-	 * bit-identical), at GEMV speed.
+	 * BENCHMARKS.md), so blocks of up to PN_FALLBACK_BLOCK rows go through
+	 * pn_score with a row-wise workspace (see "The fallback" above).
 	 */
 	bool		fallback;
-	PnWork	   *work;			/* fallback: pn_score's workspace for one row */
+	PnWork	   *work;			/* fallback: pn_work_new_rowwise of PN_FALLBACK_BLOCK rows */
 	PnOp		ep1,
 				ep2,
 				tw1,
@@ -609,7 +632,7 @@ pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *shar
 	eng->precision = precision;
 	eng->tile = tile;
 	eng->fallback = true;
-	eng->work = pn_work_new(m, 1);
+	eng->work = pn_work_new_rowwise(m, PN_FALLBACK_BLOCK);
 	if (eng->work == NULL)
 	{
 		pn_free(eng);
@@ -826,29 +849,25 @@ engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 
 	if (eng->fallback)
 	{
-		for (done = 0; done < n; done++)
-		{
-			double		p[PN_MAX_TASKS];
-			int			rc1,
-						t;
+		double		p[PN_FALLBACK_BLOCK * PN_MAX_TASKS];
 
-			if (interrupt && done % 256 == 0)
+		for (done = 0; done < n; done += PN_FALLBACK_BLOCK)
+		{
+			int			nb = (int) (n - done < PN_FALLBACK_BLOCK ? n - done : PN_FALLBACK_BLOCK),
+						rc1;
+
+			if (interrupt)
 				interrupt();
-			rc1 = pn_score(m, dc, pp, eng->work, 1, features ? features + done * c->nfeat : NULL,
-						   dense ? dense + done * c->dense : NULL, p, err);
+			rc1 = pn_score(m, dc, pp, eng->work, nb, features ? features + done * c->nfeat : NULL,
+						   dense ? dense + done * c->dense : NULL, out ? out + (size_t) done * T : p, err);
 			if (rc1 != PN_OK)
 			{
 				if (err->row >= 0)
-					err->row = done;
+					err->row += done;
 				return rc1;
 			}
-			for (t = 0; t < T; t++)
-			{
-				if (out)
-					out[(size_t) done * T + t] = p[t];
-				else
-					lout[(size_t) done * T + t] = pn_work_logits(eng->work)[t];
-			}
+			if (!out)
+				memcpy(lout + (size_t) done * T, pn_work_logits(eng->work), sizeof(float) * (size_t) nb * T);
 		}
 		return PN_OK;
 	}
@@ -910,7 +929,7 @@ pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, in
 	return engine_score(eng, dc, pp, n, features, dense, NULL, logits, interrupt, err);
 }
 
-/* Whether the engine runs oneDNN matmuls (false: the GEMV fallback of a CPU without brgemm) */
+/* Whether the engine runs oneDNN matmuls (false: the row-wise fallback of a CPU without brgemm) */
 bool
 pn_engine_onednn(const PnEngine *eng)
 {

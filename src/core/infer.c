@@ -14,6 +14,7 @@
 #include "pninternal.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 struct PnWork
 {
 	int			nmax;
+	bool		rowwise;		/* pn_gemm_rows for every matmul (see pn_work_new_rowwise) */
 	float	   *x0;				/* [n, n0] embeddings and dense */
 	float	   *x;				/* [n, n0] EPNet output */
 	float	   *eh;				/* [n, he] EPNet hidden */
@@ -355,6 +357,21 @@ pn_work_free(PnWork *w)
 	pn_free(w);
 }
 
+/*
+ * Workspace for blocks of up to nmax candidates whose every matmul is
+ * pn_gemm_rows and whose output dots are per row: a candidate's scores
+ * then depend on it alone, not on n or its place in the block.
+ */
+PnWork *
+pn_work_new_rowwise(const PnModel *m, int nmax)
+{
+	PnWork	   *w = pn_work_new(m, nmax);
+
+	if (w)
+		w->rowwise = true;
+	return w;
+}
+
 /* Workspace for blocks of up to nmax candidates; NULL when out of memory */
 PnWork *
 pn_work_new(const PnModel *m, int nmax)
@@ -385,15 +402,417 @@ pn_work_new(const PnModel *m, int nmax)
 	return w;
 }
 
+
 /*
- * C [n, out] += A [n, in] W [out, in]^T: one GEMM, or a GEMV for a single
- * candidate (pepnet_predict), where OpenBLAS's sgemv is several times
- * faster than an sgemm with one row.
+ * Row-wise GEMM: C [M, N] += A [M, K] W [N, K]^T (row strides lda, ldw,
+ * ldc), each element summed in an order that depends on K only: eight
+ * partial sums over k = l (mod 8) by fused multiply-adds for k < K & ~7,
+ * then ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)), then the tail
+ * k >= K & ~7 by fused multiply-adds, then added to C.  Which rows and
+ * columns share a register block, M, and a row's position therefore leave
+ * its bits unchanged (OpenBLAS's sgemm and sgemv do not: their kernels sum
+ * a row in an order that depends on M and on the row's place in the block,
+ * see test_rowwise_gemm in test/unit/test_core.c).  AVX2 + FMA kernels of
+ * 4 x 3 and 1 x 8 elements where the CPU has them; elsewhere fmaf in the
+ * same order (the same bits, slowly).
+ */
+#define PN_HSUM8(p) ((((p)[0] + (p)[4]) + ((p)[2] + (p)[6])) + (((p)[1] + (p)[5]) + ((p)[3] + (p)[7])))
+
+static void
+gemm_rows_portable(int M, int N, int K, const float *A, int lda, const float *W, int ldw, float *C, int ldc)
+{
+	int			K8 = K & ~7,
+				r,
+				j,
+				k,
+				l;
+
+	for (r = 0; r < M; r++)
+		for (j = 0; j < N; j++)
+		{
+			const float *a = A + (size_t) r * lda,
+					   *w = W + (size_t) j * ldw;
+			float		p[8] = {0},
+						s;
+
+			for (k = 0; k < K8; k += 8)
+				for (l = 0; l < 8; l++)
+					p[l] = fmaf(a[k + l], w[k + l], p[l]);
+			s = PN_HSUM8(p);
+			for (k = K8; k < K; k++)
+				s = fmaf(a[k], w[k], s);
+			C[(size_t) r * ldc + j] += s;
+		}
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PN_AVX2 __attribute__((target("avx2,fma")))
+/* keep a loaded vector in its register (GCC would reload it as an FMA memory operand per use) */
+#define PN_REG(v) __asm__("" : "+x"(v))
+
+/* the horizontal sum of PN_HSUM8, then the tail, then into *c */
+static inline PN_AVX2 void
+finish_avx2(__m256 acc, const float *a, const float *w, int K8, int K, float *c)
+{
+	__m128		lo = _mm256_castps256_ps128(acc),
+				hi = _mm256_extractf128_ps(acc, 1),
+				q = _mm_add_ps(lo, hi);	/* p0+p4, p1+p5, p2+p6, p3+p7 */
+	__m128		h = _mm_add_ps(q, _mm_movehl_ps(q, q));	/* (p0+p4)+(p2+p6), (p1+p5)+(p3+p7) */
+	__m128		s = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+	int			k;
+
+	for (k = K8; k < K; k++)
+		s = _mm_fmadd_ss(_mm_set_ss(a[k]), _mm_set_ss(w[k]), s);
+	*c += _mm_cvtss_f32(s);
+}
+
+static PN_AVX2 void
+gemm_rows_avx2(int M, int N, int K, const float *A, int lda, const float *W, int ldw, float *C, int ldc)
+{
+	int			K8 = K & ~7,
+				M4 = M & ~3,
+				RB = (int) ((16384 / ((size_t) K * sizeof(float))) & ~(size_t) 3),
+				r0,
+				r,
+				j,
+				k;
+
+	/*
+	 * Blocks of 4 rows x 3 columns (12 accumulators, 7 loads per 12 FMAs),
+	 * over panels of RB rows (about 16 kB of A, kept in L1 while the
+	 * columns pass)
+	 */
+	if (RB < 4)
+		RB = 4;
+	for (r0 = 0; r0 < M4; r0 += RB)
+	{
+	int			rend = r0 + RB < M4 ? r0 + RB : M4;
+
+	for (j = 0; j + 3 <= N; j += 3)
+	{
+		const float *w0 = W + (size_t) j * ldw,
+				   *w1 = w0 + ldw,
+				   *w2 = w1 + ldw;
+
+		for (r = r0; r < rend; r += 4)
+		{
+			const float *a0 = A + (size_t) r * lda,
+					   *a1 = a0 + lda,
+					   *a2 = a1 + lda,
+					   *a3 = a2 + lda;
+			__m256		c00 = _mm256_setzero_ps(),
+						c01 = _mm256_setzero_ps(),
+						c02 = _mm256_setzero_ps(),
+						c10 = _mm256_setzero_ps(),
+						c11 = _mm256_setzero_ps(),
+						c12 = _mm256_setzero_ps(),
+						c20 = _mm256_setzero_ps(),
+						c21 = _mm256_setzero_ps(),
+						c22 = _mm256_setzero_ps(),
+						c30 = _mm256_setzero_ps(),
+						c31 = _mm256_setzero_ps(),
+						c32 = _mm256_setzero_ps();
+			float	   *c = C + (size_t) r * ldc + j;
+
+			for (k = 0; k < K8; k += 8)
+			{
+				__m256		v0 = _mm256_loadu_ps(w0 + k),
+							v1 = _mm256_loadu_ps(w1 + k),
+							v2 = _mm256_loadu_ps(w2 + k),
+							x;
+
+				PN_REG(v0);
+				PN_REG(v1);
+				PN_REG(v2);
+				x = _mm256_loadu_ps(a0 + k);
+				PN_REG(x);
+				c00 = _mm256_fmadd_ps(x, v0, c00);
+				c01 = _mm256_fmadd_ps(x, v1, c01);
+				c02 = _mm256_fmadd_ps(x, v2, c02);
+				x = _mm256_loadu_ps(a1 + k);
+				PN_REG(x);
+				c10 = _mm256_fmadd_ps(x, v0, c10);
+				c11 = _mm256_fmadd_ps(x, v1, c11);
+				c12 = _mm256_fmadd_ps(x, v2, c12);
+				x = _mm256_loadu_ps(a2 + k);
+				PN_REG(x);
+				c20 = _mm256_fmadd_ps(x, v0, c20);
+				c21 = _mm256_fmadd_ps(x, v1, c21);
+				c22 = _mm256_fmadd_ps(x, v2, c22);
+				x = _mm256_loadu_ps(a3 + k);
+				PN_REG(x);
+				c30 = _mm256_fmadd_ps(x, v0, c30);
+				c31 = _mm256_fmadd_ps(x, v1, c31);
+				c32 = _mm256_fmadd_ps(x, v2, c32);
+			}
+			finish_avx2(c00, a0, w0, K8, K, c);
+			finish_avx2(c01, a0, w1, K8, K, c + 1);
+			finish_avx2(c02, a0, w2, K8, K, c + 2);
+			finish_avx2(c10, a1, w0, K8, K, c + ldc);
+			finish_avx2(c11, a1, w1, K8, K, c + ldc + 1);
+			finish_avx2(c12, a1, w2, K8, K, c + ldc + 2);
+			finish_avx2(c20, a2, w0, K8, K, c + 2 * (size_t) ldc);
+			finish_avx2(c21, a2, w1, K8, K, c + 2 * (size_t) ldc + 1);
+			finish_avx2(c22, a2, w2, K8, K, c + 2 * (size_t) ldc + 2);
+			finish_avx2(c30, a3, w0, K8, K, c + 3 * (size_t) ldc);
+			finish_avx2(c31, a3, w1, K8, K, c + 3 * (size_t) ldc + 1);
+			finish_avx2(c32, a3, w2, K8, K, c + 3 * (size_t) ldc + 2);
+		}
+	}
+	/* the last N mod 3 columns, 4 rows at a time */
+	for (; j < N; j++)
+		for (r = r0; r < rend; r += 4)
+		{
+			const float *w0 = W + (size_t) j * ldw;
+			__m256		c0 = _mm256_setzero_ps(),
+						c1 = _mm256_setzero_ps(),
+						c2 = _mm256_setzero_ps(),
+						c3 = _mm256_setzero_ps();
+			const float *a0 = A + (size_t) r * lda;
+
+			for (k = 0; k < K8; k += 8)
+			{
+				__m256		v0 = _mm256_loadu_ps(w0 + k);
+
+				c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + k), v0, c0);
+				c1 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + lda + k), v0, c1);
+				c2 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + 2 * (size_t) lda + k), v0, c2);
+				c3 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + 3 * (size_t) lda + k), v0, c3);
+			}
+			finish_avx2(c0, a0, w0, K8, K, C + (size_t) r * ldc + j);
+			finish_avx2(c1, a0 + lda, w0, K8, K, C + (size_t) (r + 1) * ldc + j);
+			finish_avx2(c2, a0 + 2 * (size_t) lda, w0, K8, K, C + (size_t) (r + 2) * ldc + j);
+			finish_avx2(c3, a0 + 3 * (size_t) lda, w0, K8, K, C + (size_t) (r + 3) * ldc + j);
+		}
+	}
+	/* the last M mod 4 rows: 8 columns at a time, then one */
+	for (r = M4; r < M; r++)
+	{
+		const float *a0 = A + (size_t) r * lda;
+		float	   *c = C + (size_t) r * ldc;
+
+		for (j = 0; j + 8 <= N; j += 8)
+		{
+			const float *w0 = W + (size_t) j * ldw;
+			__m256		c0 = _mm256_setzero_ps(),
+						c1 = _mm256_setzero_ps(),
+						c2 = _mm256_setzero_ps(),
+						c3 = _mm256_setzero_ps(),
+						c4 = _mm256_setzero_ps(),
+						c5 = _mm256_setzero_ps(),
+						c6 = _mm256_setzero_ps(),
+						c7 = _mm256_setzero_ps();
+
+			for (k = 0; k < K8; k += 8)
+			{
+				__m256		x = _mm256_loadu_ps(a0 + k);
+
+				c0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w0 + k), c0);
+				c1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w0 + ldw + k), c1);
+				c2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w0 + 2 * (size_t) ldw + k), c2);
+				c3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w0 + 3 * (size_t) ldw + k), c3);
+				c4 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w0 + 4 * (size_t) ldw + k), c4);
+				c5 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w0 + 5 * (size_t) ldw + k), c5);
+				c6 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w0 + 6 * (size_t) ldw + k), c6);
+				c7 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w0 + 7 * (size_t) ldw + k), c7);
+			}
+			finish_avx2(c0, a0, w0, K8, K, c + j);
+			finish_avx2(c1, a0, w0 + ldw, K8, K, c + j + 1);
+			finish_avx2(c2, a0, w0 + 2 * (size_t) ldw, K8, K, c + j + 2);
+			finish_avx2(c3, a0, w0 + 3 * (size_t) ldw, K8, K, c + j + 3);
+			finish_avx2(c4, a0, w0 + 4 * (size_t) ldw, K8, K, c + j + 4);
+			finish_avx2(c5, a0, w0 + 5 * (size_t) ldw, K8, K, c + j + 5);
+			finish_avx2(c6, a0, w0 + 6 * (size_t) ldw, K8, K, c + j + 6);
+			finish_avx2(c7, a0, w0 + 7 * (size_t) ldw, K8, K, c + j + 7);
+		}
+		for (; j < N; j++)
+		{
+			const float *w0 = W + (size_t) j * ldw;
+			__m256		c0 = _mm256_setzero_ps();
+
+			for (k = 0; k < K8; k += 8)
+				c0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + k), _mm256_loadu_ps(w0 + k), c0);
+			finish_avx2(c0, a0, w0, K8, K, c + j);
+		}
+	}
+}
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/*
+ * pn_sigmoid_scale (vmath.h) on 8 lanes, the same operations in the same
+ * order (no fused multiply-adds), so the same bits; the tail goes through
+ * the same code in a padded vector
+ */
+static inline PN_AVX2 __m256
+sigmoid8_avx2(__m256 v, __m256 gamma)
+{
+	const __m256 one = _mm256_set1_ps(1.0f);
+	__m256		t,
+				fn,
+				r,
+				r2,
+				p,
+				scale;
+	__m256i		n;
+
+	/* clamped to [-87, 87]; a NaN stays NaN (max/min return their second operand then) */
+	v = _mm256_max_ps(_mm256_set1_ps(-87.0f), v);
+	v = _mm256_min_ps(_mm256_set1_ps(87.0f), v);
+	v = _mm256_sub_ps(_mm256_setzero_ps(), v);	/* the exponent is -v */
+	t = _mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f));
+	n = _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_blendv_ps(_mm256_set1_ps(-0.5f), _mm256_set1_ps(0.5f),
+															   _mm256_cmp_ps(t, _mm256_setzero_ps(), _CMP_GE_OQ))));
+	fn = _mm256_cvtepi32_ps(n);
+	r = _mm256_add_ps(_mm256_sub_ps(v, _mm256_mul_ps(fn, _mm256_set1_ps(0.693359375f))),
+					  _mm256_mul_ps(fn, _mm256_set1_ps(2.12194440e-4f)));
+	r2 = _mm256_mul_ps(r, r);
+	p = _mm256_set1_ps(1.9875691500e-4f);
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
+	p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, r2), r), one);
+	scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+	return _mm256_div_ps(gamma, _mm256_add_ps(one, _mm256_mul_ps(p, scale)));
+}
+
+static PN_AVX2 void
+sigmoid_scale_avx2(float *y, size_t n, float gamma)
+{
+	__m256		g = _mm256_set1_ps(gamma);
+	size_t		i;
+
+	for (i = 0; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(y + i, sigmoid8_avx2(_mm256_loadu_ps(y + i), g));
+	if (i < n)
+	{
+		float		buf[8] = {0};
+
+		memcpy(buf, y + i, sizeof(float) * (n - i));
+		_mm256_storeu_ps(buf, sigmoid8_avx2(_mm256_loadu_ps(buf), g));
+		memcpy(y + i, buf, sizeof(float) * (n - i));
+	}
+}
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* y = max(y, 0) as pn_relu (NaN and -0 give +0) */
+static PN_AVX2 void
+relu_avx2(float *y, size_t n)
+{
+	size_t		i;
+
+	for (i = 0; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(y + i, _mm256_max_ps(_mm256_loadu_ps(y + i), _mm256_setzero_ps()));
+	for (; i < n; i++)
+		y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+}
+
+/* y *= x */
+static PN_AVX2 void
+mul_avx2(float *y, const float *x, size_t n)
+{
+	size_t		i;
+
+	for (i = 0; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+	for (; i < n; i++)
+		y[i] *= x[i];
+}
+#endif
+
+/* relu over y [n] (8 lanes in a row-wise workspace on AVX2 CPUs, the same bits) */
+static void
+relu(const PnWork *w, float *y, size_t n)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (w->rowwise && pn_gemm_rows_avx2())
+	{
+		relu_avx2(y, n);
+		return;
+	}
+#endif
+	pn_relu(y, n);
+}
+
+/* y [n] *= x [n] */
+static void
+mul(const PnWork *w, float *y, const float *x, size_t n)
+{
+	size_t		i;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (w->rowwise && pn_gemm_rows_avx2())
+	{
+		mul_avx2(y, x, n);
+		return;
+	}
+#endif
+	for (i = 0; i < n; i++)
+		y[i] *= x[i];
+}
+
+/* gamma * sigmoid over y [n]: 8 lanes in a row-wise workspace on AVX2 CPUs (the same bits) */
+static void
+sigmoid_scale(const PnWork *w, float *y, size_t n, float gamma)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (w->rowwise && pn_gemm_rows_avx2())
+	{
+		sigmoid_scale_avx2(y, n, gamma);
+		return;
+	}
+#endif
+	pn_sigmoid_scale(y, n, gamma);
+}
+
+/* Whether pn_gemm_rows runs its AVX2 + FMA kernels on this CPU */
+bool
+pn_gemm_rows_avx2(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	static int	have = -1;
+
+	if (have < 0)
+	{
+		__builtin_cpu_init();
+		have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+	}
+	return have;
+#else
+	return false;
+#endif
+}
+
+void
+pn_gemm_rows(int M, int N, int K, const float *A, int lda, const float *W, int ldw, float *C, int ldc)
+{
+	if (M <= 0 || N <= 0)
+		return;
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (pn_gemm_rows_avx2())
+	{
+		gemm_rows_avx2(M, N, K, A, lda, W, ldw, C, ldc);
+		return;
+	}
+#endif
+	gemm_rows_portable(M, N, K, A, lda, W, ldw, C, ldc);
+}
+
+/*
+ * C [n, out] += A [n, in] W [out, in]^T: pn_gemm_rows in a row-wise
+ * workspace; else one GEMM, or a GEMV for a single candidate
+ * (pepnet_predict), where OpenBLAS's sgemv is several times faster than
+ * an sgemm with one row.
  */
 static void
-linear_acc(int n, int out, int in, const float *A, int lda, const float *W, int ldw, float *C, int ldc)
+linear_acc(const PnWork *w, int n, int out, int in, const float *A, int lda, const float *W, int ldw, float *C, int ldc)
 {
-	if (n == 1)
+	if (w->rowwise)
+		pn_gemm_rows(n, out, in, A, lda, W, ldw, C, ldc);
+	else if (n == 1)
 		cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, ldw, A, 1, 1.0f, C, 1);
 	else
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
@@ -444,11 +863,11 @@ ppnet_gate(const PnModel *m, const PnPersona *pp, PnWork *w, int n, int l)
 				ld = c->pk + c->n0;
 
 	pn_fill_rows(w->gh, n, g, pp->gbias[l]);
-	linear_acc(n, g, c->n0, w->x, c->n0, PN_T(m, m->t_pp_w1[l]) + c->pk, ld, w->gh, g);
-	pn_relu(w->gh, (size_t) n * g);
+	linear_acc(w, n, g, c->n0, w->x, c->n0, PN_T(m, m->t_pp_w1[l]) + c->pk, ld, w->gh, g);
+	relu(w, w->gh, (size_t) n * g);
 	pn_fill_rows(w->g, n, g, PN_T(m, m->t_pp_b2[l]));
-	linear_acc(n, g, g, w->gh, g, PN_T(m, m->t_pp_w2[l]), g, w->g, g);
-	pn_sigmoid_scale(w->g, (size_t) n * g, c->gamma);
+	linear_acc(w, n, g, g, w->gh, g, PN_T(m, m->t_pp_w2[l]), g, w->g, g);
+	sigmoid_scale(w, w->g, (size_t) n * g, c->gamma);
 }
 
 /*
@@ -491,13 +910,12 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 		int			he = c->epnet_hidden;
 
 		pn_fill_rows(w->eh, n, he, dc->ep_bias);
-		linear_acc(n, he, n0, w->x0, n0, PN_T(m, m->t_ep_w1) + k, k + n0, w->eh, he);
-		pn_relu(w->eh, (size_t) n * he);
+		linear_acc(w, n, he, n0, w->x0, n0, PN_T(m, m->t_ep_w1) + k, k + n0, w->eh, he);
+		relu(w, w->eh, (size_t) n * he);
 		pn_fill_rows(w->x, n, n0, PN_T(m, m->t_ep_b2));
-		linear_acc(n, n0, he, w->eh, he, PN_T(m, m->t_ep_w2), he, w->x, n0);
-		pn_sigmoid_scale(w->x, (size_t) n * n0, c->gamma);
-		for (i = 0; i < (size_t) n * n0; i++)
-			w->x[i] *= w->x0[i];
+		linear_acc(w, n, n0, he, w->eh, he, PN_T(m, m->t_ep_w2), he, w->x, n0);
+		sigmoid_scale(w, w->x, (size_t) n * n0, c->gamma);
+		mul(w, w->x, w->x0, (size_t) n * n0);
 	}
 	else
 		memcpy(w->x, w->x0, sizeof(float) * (size_t) n * n0);
@@ -509,13 +927,12 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 		int			g = T * c->hidden[0];
 
 		pn_fill_rows(a, n, g, dc->b1);
-		linear_acc(n, g, n0, w->x, n0, dc->w1, n0, a, g);
-		pn_relu(a, (size_t) n * g);
+		linear_acc(w, n, g, n0, w->x, n0, dc->w1, n0, a, g);
+		relu(w, a, (size_t) n * g);
 		if (c->ppnet)
 		{
 			ppnet_gate(m, pp, w, n, 0);
-			for (i = 0; i < (size_t) n * g; i++)
-				a[i] *= w->g[i];
+			mul(w, a, w->g, (size_t) n * g);
 		}
 	}
 	/* hidden layers 2..L, per task on its column block */
@@ -531,14 +948,13 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 
 			for (r = 0; r < n; r++)
 				memcpy(b + (size_t) r * T * h + t * h, dc->b[x], sizeof(float) * h);
-			linear_acc(n, h, hp, a + t * hp, T * hp, dc->w[x], hp, b + t * h, T * h);
+			linear_acc(w, n, h, hp, a + t * hp, T * hp, dc->w[x], hp, b + t * h, T * h);
 		}
-		pn_relu(b, (size_t) n * T * h);
+		relu(w, b, (size_t) n * T * h);
 		if (c->ppnet)
 		{
 			ppnet_gate(m, pp, w, n, l - 1);
-			for (i = 0; i < (size_t) n * T * h; i++)
-				b[i] *= w->g[i];
+			mul(w, b, w->g, (size_t) n * T * h);
 		}
 		{
 			float	   *s = a;
@@ -556,8 +972,14 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 			int			x = PN_TW(c, t, L + 1);
 			int			r;
 
-			cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hL, 1.0f, a + t * hL, T * hL,
-						dc->w[x], 1, 0.0f, w->tmp, 1);
+			if (w->rowwise)
+			{
+				memset(w->tmp, 0, sizeof(float) * n);
+				pn_gemm_rows(n, 1, hL, a + t * hL, T * hL, dc->w[x], hL, w->tmp, 1);
+			}
+			else
+				cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hL, 1.0f, a + t * hL, T * hL,
+							dc->w[x], 1, 0.0f, w->tmp, 1);
 			for (r = 0; r < n; r++)
 				w->logit[(size_t) r * T + t] = w->tmp[r] + dc->b[x][0];
 		}
@@ -569,12 +991,12 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 		int			r;
 
 		pn_fill_rows(w->ah, n, ha, dc->aux_bias);
-		linear_acc(n, ha, n0, w->x0, n0, PN_T(m, m->t_aux_w1) + k, k + n0, w->ah, ha);
-		pn_relu(w->ah, (size_t) n * ha);
+		linear_acc(w, n, ha, n0, w->x0, n0, PN_T(m, m->t_aux_w1) + k, k + n0, w->ah, ha);
+		relu(w, w->ah, (size_t) n * ha);
 		for (r = 0; r < n; r++)
 			for (t = 0; t < T; t++)
 				w->logit[(size_t) r * T + t] += PN_T(m, m->t_aux_b2)[t];
-		linear_acc(n, T, ha, w->ah, ha, PN_T(m, m->t_aux_w2), ha, w->logit, T);
+		linear_acc(w, n, T, ha, w->ah, ha, PN_T(m, m->t_aux_w2), ha, w->logit, T);
 	}
 	for (i = 0; i < (size_t) n * T; i++)
 	{

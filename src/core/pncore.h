@@ -298,6 +298,21 @@ void		pn_persona_free(PnPersona *p);
  */
 typedef struct PnWork PnWork;
 PnWork	   *pn_work_new(const PnModel *m, int nmax);
+/*
+ * A workspace whose pn_score runs every matmul with pn_gemm_rows and the
+ * output dots per row: each candidate's scores are then a function of its
+ * own inputs alone (bit for bit, whatever n and its place in the block);
+ * the batched engine's fallback on CPUs without oneDNN brgemm uses it.
+ */
+PnWork	   *pn_work_new_rowwise(const PnModel *m, int nmax);
+/*
+ * C [M, N] += A [M, K] W [N, K]^T (row strides lda, ldw, ldc), every
+ * element summed in an order that depends on K only (infer.c); AVX2 + FMA
+ * kernels where pn_gemm_rows_avx2(), else fmaf in the same order.
+ */
+void		pn_gemm_rows(int M, int N, int K, const float *A, int lda, const float *W, int ldw,
+						 float *C, int ldc);
+bool		pn_gemm_rows_avx2(void);
 void		pn_work_free(PnWork *w);
 const float *pn_work_logits(const PnWork *w);
 int			pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,

@@ -11,11 +11,14 @@
 #include "pncore.h"
 #include "ref_forward.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+extern void openblas_set_num_threads(int);
 
 static int	npass,
 			nfail;
@@ -401,6 +404,239 @@ test_score_vs_ref(const char *json, const char *label)
 		free(dense);
 		free(out);
 	}
+	pn_model_free(m);
+	pn_config_free(&c);
+}
+
+
+/* xorshift floats in [-1, 1) for the row tests */
+static uint64_t rows_rs = 88172645463325252ULL;
+static float
+rows_rand(void)
+{
+	rows_rs ^= rows_rs << 13;
+	rows_rs ^= rows_rs >> 7;
+	rows_rs ^= rows_rs << 17;
+	return (float) ((double) (rows_rs >> 11) / 9007199254740992.0) * 2.0f - 1.0f;
+}
+
+/*
+ * Row-wise bit identity of the matmuls of the engine's fallback: a row of
+ * C [M, N] += A [M, K] W [N, K]^T computed by pn_gemm_rows in calls of
+ * M = 1..64 rows, at every position, is bit-identical to that row alone,
+ * for pepnet's shapes (K up to 1300, N up to 1280, tails of K mod 8 and
+ * odd N).  OpenBLAS's sgemm of the same operands (row-major, W
+ * transposed) is measured too and reported, not checked: with 0.3.21's
+ * Zen/Haswell kernels it is not row-wise stable (a row's sum order depends
+ * on M and on its place in the block), which is why the fallback does not
+ * use it (engine.c).
+ */
+static void
+test_rowwise_gemm(void)
+{
+	static const int shapes[][2] = {{1300, 1280}, {1288, 128}, {128, 512}, {512, 512}, {256, 128},
+	{1288, 16}, {16, 1288}, {53, 37}, {37, 5}, {130, 3}, {7, 2}, {128, 1}};
+	int			s;
+	/* PN_TEST_QUICK (set by test/t/003_memory.pl under valgrind): the small shapes only */
+	bool		quick = getenv("PN_TEST_QUICK") != NULL;
+
+	openblas_set_num_threads(1);
+	for (s = 0; s < (int) (sizeof(shapes) / sizeof(shapes[0])); s++)
+	{
+		int			K = shapes[s][0],
+					N = shapes[s][1],
+					big = (size_t) K * N > 100000,
+					M,
+					r,
+					i,
+					bad = 0,
+					bad_blas = 0,
+					rows = 0;
+		float	   *W = malloc(sizeof(float) * (size_t) N * K),
+				   *A = malloc(sizeof(float) * (size_t) 64 * K),
+				   *bias = malloc(sizeof(float) * N),
+				   *ref = malloc(sizeof(float) * (size_t) 64 * N),
+				   *refb = malloc(sizeof(float) * (size_t) 64 * N),
+				   *C = malloc(sizeof(float) * (size_t) 64 * N),
+				   *Cb = malloc(sizeof(float) * (size_t) 64 * N);
+
+		if (quick && big)
+		{
+			free(W), free(A), free(bias), free(ref), free(refb), free(C), free(Cb);
+			continue;
+		}
+
+		for (i = 0; i < N * K; i++)
+			W[i] = rows_rand();
+		for (i = 0; i < 64 * K; i++)
+			A[i] = rows_rand();
+		for (i = 0; i < N; i++)
+			bias[i] = rows_rand();
+		/* each of 64 rows alone (M = 1) */
+		for (r = 0; r < 64; r++)
+		{
+			memcpy(ref + (size_t) r * N, bias, sizeof(float) * N);
+			memcpy(refb + (size_t) r * N, bias, sizeof(float) * N);
+			pn_gemm_rows(1, N, K, A + (size_t) r * K, K, W, K, ref + (size_t) r * N, N);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, N, K, 1.0f, A + (size_t) r * K, K, W, K,
+						1.0f, refb + (size_t) r * N, N);
+		}
+		/* blocks of M rows starting at row `first`: row first + p sits at position p */
+		for (M = 1; M <= 64; M++)
+		{
+			int			first = (M * 7) % (65 - M);
+
+			if (big && M > 4 && M % 4 != 0 && M % 16 != 1 && M % 16 != 14 && M != 63)
+				continue;
+			for (r = 0; r < M; r++)
+			{
+				memcpy(C + (size_t) r * N, bias, sizeof(float) * N);
+				memcpy(Cb + (size_t) r * N, bias, sizeof(float) * N);
+			}
+			pn_gemm_rows(M, N, K, A + (size_t) first * K, K, W, K, C, N);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A + (size_t) first * K, K, W, K,
+						1.0f, Cb, N);
+			for (r = 0; r < M; r++)
+			{
+				bad += memcmp(C + (size_t) r * N, ref + (size_t) (first + r) * N, sizeof(float) * N) != 0;
+				bad_blas += memcmp(Cb + (size_t) r * N, refb + (size_t) (first + r) * N, sizeof(float) * N) != 0;
+				rows++;
+			}
+		}
+		/* and the same rows agree with OpenBLAS to float rounding */
+		{
+			double		maxd = 0;
+
+			for (i = 0; i < 64 * N; i++)
+				if (fabs((double) ref[i] - refb[i]) > maxd)
+					maxd = fabs((double) ref[i] - refb[i]);
+			CHECK(maxd < 1e-4 * sqrt((double) K), "pn_gemm_rows = OpenBLAS sgemm to float rounding, K %d N %d (max |d| %.2e)",
+				  K, N, maxd);
+		}
+		CHECK(bad == 0, "pn_gemm_rows (%s): K %d N %d, %d rows in calls of M = 1..64 at every position: %d differ from the row alone",
+			  pn_gemm_rows_avx2() ? "AVX2" : "portable", K, N, rows, bad);
+		printf("# OpenBLAS sgemm, K %d N %d: %d of %d rows differ from the row alone (M = 1)\n", K, N, bad_blas, rows);
+		free(W), free(A), free(bias), free(ref), free(refb), free(C), free(Cb);
+	}
+}
+
+/*
+ * The batched engine where it runs here (the fallback on CPUs without
+ * oneDNN brgemm, else the oneDNN tiles): one candidate at positions 0, 15,
+ * 16, 17, 63, 64, 999 of requests of 1, 16, 17 and 1000 candidates (the
+ * others random) has bit-identical scores everywhere, and every score
+ * agrees with pn_score one row at a time (pepnet_predict) within 1e-6.
+ */
+static void
+test_engine_positions(const char *json, const char *label)
+{
+	PnConfig	c = parse(json);
+	PnModel    *m;
+	PnError		e = {0};
+	PnDomainCache *dc;
+	PnPersona  *pp;
+	PnEngine   *eng;
+	PnWork	   *w1;
+	int64_t		pers[PN_MAX_FIELDS];
+	int			sizes[] = {1, 16, 17, 1000},
+				positions[] = {0, 15, 16, 17, 63, 64, 999},
+				F,
+				Nd,
+				T,
+				si,
+				pi,
+				i,
+				t,
+				placed = 0,
+				ties = 1,
+				rc;
+	int64_t    *feat;
+	float	   *dense;
+	double	   *out,
+				probe[PN_MAX_TASKS],
+				maxd = 0;
+	bool		have = false;
+
+	if (pn_model_new(&c, &m, &e) != PN_OK)
+	{
+		CHECK(0, "model_new %s: %s", label, e.msg);
+		return;
+	}
+	randomize(m, 11);
+	F = c.nfeat;
+	Nd = c.dense;
+	T = c.ntasks;
+	srand(5);
+	for (i = 0; i < c.npers; i++)
+		pers[i] = c.pers[i].hash ? (int64_t) rand() * 7919 : rand() % c.pers[i].buckets;
+	feat = malloc(sizeof(int64_t) * 1001 * (F + 1));
+	dense = malloc(sizeof(float) * 1001 * (Nd + 1));
+	out = malloc(sizeof(double) * 1000 * T);
+	rc = pn_domain_build(m, 1, &dc, &e);
+	rc = rc ? rc : pn_persona_build(m, pers, &pp, &e);
+	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, NULL, &eng, &e);
+	rc = rc ? rc : pn_engine_prepare_domain(eng, dc, NULL, &e);
+	w1 = pn_work_new(m, 1);
+	if (rc != PN_OK || !w1)
+	{
+		CHECK(0, "engine %s: %s", label, e.msg);
+		return;
+	}
+	/* the probe candidate: row 1000 */
+	for (i = 0; i < F; i++)
+		feat[(size_t) 1000 * F + i] = c.feat[i].hash ? ((int64_t) rand() << 33) ^ rand() : rand() % c.feat[i].buckets;
+	for (i = 0; i < Nd; i++)
+		dense[(size_t) 1000 * Nd + i] = (float) rand() / RAND_MAX * 4 - 2;
+	for (si = 0; si < 4; si++)
+		for (pi = 0; pi < 7; pi++)
+		{
+			int			n = sizes[si],
+						pos = positions[pi];
+
+			if (pos >= n)
+				continue;
+			for (i = 0; i < n * F; i++)
+				feat[i] = c.feat[i % F].hash ? ((int64_t) rand() << 33) ^ rand() : rand() % c.feat[i % F].buckets;
+			for (i = 0; i < n * Nd; i++)
+				dense[i] = (float) rand() / RAND_MAX * 4 - 2;
+			memcpy(feat + (size_t) pos * F, feat + (size_t) 1000 * F, sizeof(int64_t) * F);
+			memcpy(dense + (size_t) pos * Nd, dense + (size_t) 1000 * Nd, sizeof(float) * Nd);
+			if (pn_engine_score(eng, dc, pp, n, feat, Nd ? dense : NULL, out, NULL, &e) != PN_OK)
+			{
+				CHECK(0, "engine score %s: %s", label, e.msg);
+				continue;
+			}
+			placed++;
+			for (t = 0; t < T; t++)
+			{
+				if (!have)
+					probe[t] = out[(size_t) pos * T + t];
+				else
+					ties &= memcmp(&probe[t], &out[(size_t) pos * T + t], sizeof(double)) == 0;
+			}
+			have = true;
+			/* every row against pn_score alone (pepnet_predict's GEMVs), in the request of 1000 */
+			if (n == 1000 && pos == 999)
+				for (i = 0; i < n; i++)
+				{
+					double		one[PN_MAX_TASKS];
+
+					if (pn_score(m, dc, pp, w1, 1, feat + (size_t) i * F, Nd ? dense + (size_t) i * Nd : NULL, one, &e) != PN_OK)
+						continue;
+					for (t = 0; t < T; t++)
+						if (fabs(one[t] - out[(size_t) i * T + t]) > maxd)
+							maxd = fabs(one[t] - out[(size_t) i * T + t]);
+				}
+		}
+	CHECK(placed == 13 && ties, "engine %s (%s): one candidate at positions 0, 15, 16, 17, 63, 64, 999 of requests of 1, 16, 17, 1000: bit-identical in all %d",
+		  pn_engine_onednn(eng) ? "oneDNN tiles" : "fallback", label, placed);
+	CHECK(maxd < 1e-6, "engine %s (%s): 1000 scores = pn_score one row at a time within 1e-6 (max |dp| %.2e)",
+		  pn_engine_onednn(eng) ? "oneDNN tiles" : "fallback", label, maxd);
+	pn_engine_free(eng);
+	pn_work_free(w1);
+	pn_domain_free(dc);
+	pn_persona_free(pp);
+	free(feat), free(dense), free(out);
 	pn_model_free(m);
 	pn_config_free(&c);
 }
@@ -1216,7 +1452,7 @@ test_pack_share(void)
 			pn_engine_free(probe);
 			pn_model_free(m);
 			pn_config_free(&c);
-			CHECK(1, "pack share: skipped, the engine runs its GEMV fallback on this CPU (%s)", pn_engine_isa());
+			CHECK(1, "pack share: skipped, the engine runs its row-wise fallback (no oneDNN brgemm) on this CPU (%s)", pn_engine_isa());
 			return;
 		}
 		pn_engine_free(probe);
@@ -1278,6 +1514,16 @@ main(void)
 	test_by_hand();
 	test_safetensors();
 	test_bad_ids();
+	test_rowwise_gemm();
+	test_engine_positions("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 500}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}, "
+						  "{\"name\": \"c\", \"buckets\": 90}], \"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 5, \"emb_dim\": 16, "
+						  "\"tasks\": [\"click\", \"buy\"], \"hidden\": [37, 19], \"epnet_hidden\": 21, \"aux_hidden\": 11}",
+						  "all parts on, odd widths");
+	if (!getenv("PN_TEST_QUICK"))	/* the bench model's widths: minutes under valgrind */
+		test_engine_positions("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 5000}, {\"name\": \"b\", \"buckets\": 64}, "
+						  "{\"name\": \"c\", \"buckets\": 100}, {\"name\": \"d\", \"buckets\": 100}], \"persona\": [{\"name\": \"u\", \"buckets\": 100}], "
+						  "\"emb_dim\": 16, \"tasks\": [\"click\", \"buy\"], \"hidden\": [256, 128]}",
+						  "the bench model's widths, 4 features");
 	test_score_vs_ref("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
 					  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}, {\"name\": \"g\", \"buckets\": 3, \"hash\": false}], "
 					  "\"dense\": 3, \"emb_dim\": 4, \"tasks\": [\"click\", \"buy\"], \"hidden\": [8, 6, 5], \"epnet_hidden\": 7, \"aux_hidden\": 5}",
