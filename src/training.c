@@ -665,6 +665,9 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	rows_init(&buf, c, sbuf);
 	rows_init(&ep.batch, c, st->batch_size);
 	reader_open(&r, query, c, "data", false);
+	/* a named field's id kind, when its config has none, is the data query's: kept in the version */
+	if (r.fb)
+		features_fill_ids(r.fb, &st->model->cfg);
 	for (;;)
 	{
 		int			i;
