@@ -250,6 +250,12 @@ SELECT pepnet_create('nm_id', '{"inputs": "columns", "domains": 3, "features": [
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_create('nm_id', '{"domains": 3, "features": [{"name": "item", "buckets": 64, "id": "text"}]}');
 \echo :LAST_ERROR_SQLSTATE
+-- a new config's kinds are fixed from the data query before training: a validation query of the other
+-- kind is refused before any epoch, nothing stored
+CALL pepnet_train('nm_id4', 'SELECT * FROM nm_ev', '{"domains": 3, "features": [{"name": "item", "buckets": 64}], "emb_dim": 4, "hidden": [4]}',
+                  validation => 'SELECT domain, item::text AS item, click FROM nm_ev', epochs => 1, progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS nm_id4_versions FROM pepnet.models WHERE name = 'nm_id4';
 \set ON_ERROR_STOP 1
 -- a version without "id" (pepnet_create) accepts either kind; its first training fixes it
 SELECT pepnet_create('nm_id', '{"inputs": "columns", "domains": 3, "features": [{"name": "item", "buckets": 64}, {"name": "cat", "buckets": 16, "id": "text"}], "emb_dim": 4, "hidden": [4]}') AS created;

@@ -288,6 +288,26 @@ reader_check(const char *query, const PnConfig *cfg, const char *what, bool need
 }
 
 /*
+ * A named config's id kinds not yet fixed ("id" absent), from the data
+ * query's columns (nothing runs): pepnet_train fixes them before any
+ * training, so that its validation query is checked against them.
+ */
+void
+reader_fill_ids(const char *query, PnConfig *cfg)
+{
+	SPIPlanPtr	plan;
+	CachedPlanSource *src;
+
+	if (cfg->inputs != PN_INPUTS_COLUMNS)
+		return;
+	plan = reader_prepare(query, "data", false);
+	src = (CachedPlanSource *) linitial(SPI_plan_get_plan_sources(plan));
+	if (src->resultDesc != NULL)
+		features_fill_ids(features_bind(src->resultDesc, cfg, "data query", "data query", true), cfg);
+	SPI_freeplan(plan);
+}
+
+/*
  * The result columns of a data query (a copy in the current memory
  * context), from its plan: nothing runs.  pepnet_train reads the form of a
  * new config's inputs from it.

@@ -1055,6 +1055,8 @@ pepnet_train_setup(PG_FUNCTION_ARGS)
 	}
 	pepnet_spi_connect();
 	reader_check(text_to_cstring(PG_GETARG_TEXT_PP(0)), c, "data", false);
+	/* the id kinds a new named config lacks, from the data query: the validation query must agree */
+	reader_fill_ids(text_to_cstring(PG_GETARG_TEXT_PP(0)), &st->model->cfg);
 	if (!PG_ARGISNULL(1))
 		reader_check(text_to_cstring(PG_GETARG_TEXT_PP(1)), c, "validation", true);
 	SPI_finish();
