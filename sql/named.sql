@@ -212,6 +212,115 @@ END $$;
 SELECT nm_alternate();
 DROP FUNCTION nm_alternate();
 
+-- the id kind of each named field ("id": "integer" or "text"): filled in by pepnet_train from the data
+-- query, kept in every later version, and at every bind a column of the other kind is 42804
+SELECT config->'features'->0->>'id' AS item_id, config->'features'->1->>'id' AS cat_id,
+       config->'features'->2->>'id' AS region_id, config->'persona'->0->>'id' AS user_id_id
+FROM pepnet.models WHERE name = 'nm' AND version = 3;
+SELECT count(*) AS versions, bool_and(config->'features'->0->>'id' = 'integer') AS all_integer
+FROM pepnet.models WHERE name = 'nm' AND version >= 3;
+\set ON_ERROR_STOP 0
+\set VERBOSITY default
+SELECT pepnet_predict('nm', c) FROM (SELECT domain, item::text AS item, cat, region, user_id, price FROM nm_ev WHERE id = 1) c;
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY terse
+SELECT * FROM pepnet_score_rows('nm', ARRAY(SELECT c FROM (SELECT domain, item::text AS item, cat, region, user_id, price FROM nm_ev WHERE id <= 3) c));
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_score_query('nm', 'SELECT domain, item, cat, region::text AS region, user_id, price FROM nm_ev') AS t(domain int, item int, cat text, region text, user_id uuid, price float8, score float8, scores float8[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_evaluate('nm', 'SELECT domain, item, cat, region::text AS region, user_id, price, click FROM nm_ev');
+-- a uuid column read as text is the same kind (its canonical text is the id)
+SELECT count(*) AS groups FROM pepnet_evaluate('nm', 'SELECT domain, item, cat, region, user_id::text AS user_id, price, click FROM nm_ev');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data('SELECT domain, item::text AS item, cat, region, user_id, price, click FROM nm_ev', model => 'nm');
+\echo :LAST_ERROR_SQLSTATE
+-- a text id column for an integer field: cat is text, so an int column is refused too
+SELECT * FROM pepnet_check_data('SELECT domain, item, length(cat) AS cat, region, user_id, price, click FROM nm_ev', model => 'nm');
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('nm', 'SELECT domain, item::text AS item, cat, region, user_id, price, click FROM nm_ev', epochs => 1, progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+CALL pepnet_train('nm', 'SELECT * FROM nm_ev', validation => 'SELECT domain, item::varchar AS item, cat, region, user_id, price, click FROM nm_ev',
+                  epochs => 1, progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+-- explicit values are accepted and checked
+CALL pepnet_train('nm_id', 'SELECT * FROM nm_ev', '{"domains": 3, "features": [{"name": "item", "buckets": 64, "id": "text"}], "emb_dim": 4, "hidden": [4]}',
+                  epochs => 1, progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('nm_id', '{"inputs": "columns", "domains": 3, "features": [{"name": "item", "buckets": 64, "id": "int"}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('nm_id', '{"domains": 3, "features": [{"name": "item", "buckets": 64, "id": "text"}]}');
+\echo :LAST_ERROR_SQLSTATE
+-- a new config's kinds are fixed from the data query before training: a validation query of the other
+-- kind is refused before any epoch, nothing stored
+CALL pepnet_train('nm_id4', 'SELECT * FROM nm_ev', '{"domains": 3, "features": [{"name": "item", "buckets": 64}], "emb_dim": 4, "hidden": [4]}',
+                  validation => 'SELECT domain, item::text AS item, click FROM nm_ev', epochs => 1, progress_interval => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) AS nm_id4_versions FROM pepnet.models WHERE name = 'nm_id4';
+\set ON_ERROR_STOP 1
+-- a version without "id" (pepnet_create) accepts either kind; its first training fixes it
+SELECT pepnet_create('nm_id', '{"inputs": "columns", "domains": 3, "features": [{"name": "item", "buckets": 64}, {"name": "cat", "buckets": 16, "id": "text"}], "emb_dim": 4, "hidden": [4]}') AS created;
+SELECT config->'features'->0 ? 'id' AS has_id, config->'features'->1->>'id' AS cat_id FROM pepnet.models WHERE name = 'nm_id' AND version = 1;
+SELECT count(*) AS either_kind FROM (SELECT pepnet_predict('nm_id', c) FROM (SELECT domain, item, cat FROM nm_ev WHERE id <= 2) c
+  UNION ALL SELECT pepnet_predict('nm_id', c) FROM (SELECT domain, item::text AS item, cat FROM nm_ev WHERE id <= 2) c) x;
+CALL pepnet_train('nm_id', 'SELECT domain, item::text AS item, cat, click FROM nm_ev', epochs => 1, progress_interval => 0);
+SELECT version, config->'features'->0->>'id' AS item_id FROM pepnet.models WHERE name = 'nm_id' ORDER BY version;
+\set ON_ERROR_STOP 0
+SELECT pepnet_predict('nm_id', c) FROM (SELECT domain, item, cat FROM nm_ev WHERE id = 1) c;
+\echo :LAST_ERROR_SQLSTATE
+-- a text column for a field with "hash": false is refused at bind time (its ids are rows)
+\set VERBOSITY default
+SELECT * FROM pepnet_check_data('SELECT domain, (id % 24)::text AS hour, click FROM nm_ev',
+  config => '{"domains": 3, "features": [{"name": "hour", "buckets": 24, "hash": false}], "emb_dim": 4, "hidden": [4]}');
+\echo :LAST_ERROR_SQLSTATE
+-- a column the model reads that appears twice is 42702, in every reader and scorer
+SELECT pepnet_predict('nm_id', c) FROM (SELECT 1 AS domain, 5 AS item, 'x' AS cat, 77 AS item) c;
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY terse
+SELECT * FROM pepnet_score_rows('nm_id', ARRAY(SELECT c FROM (SELECT 1 AS domain, '5' AS item, 'x' AS cat, 2 AS domain) c));
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data('SELECT domain, item::text AS item, cat, click, click FROM nm_ev', model => 'nm_id');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_score_query('nm_id', 'SELECT domain, item::text AS item, cat, id AS cat FROM nm_ev') AS t(domain int, item text, cat text, cat2 int, score float8, scores float8[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data('SELECT 0 AS domain, ARRAY[1::bigint] AS features, 1 AS label, ARRAY[2::bigint] AS features',
+  config => '{"domains": 1, "features": [{"name": "a", "buckets": 4}], "emb_dim": 4, "hidden": [4]}');
+\echo :LAST_ERROR_SQLSTATE
+-- columns not read may repeat
+SELECT count(*) AS scored FROM (SELECT pepnet_predict('nm_id', c) FROM (SELECT 1 AS domain, '5' AS item, 'x' AS cat, 1 AS k, 2 AS k) c) x;
+-- field names: 1 to 63 bytes (a column name's limit), hints quote identifiers
+SELECT pepnet_create('nm_id2', jsonb_build_object('inputs', 'columns', 'domains', 1, 'features', jsonb_build_array(jsonb_build_object('name', repeat('é', 32), 'buckets', 2))));
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+SELECT * FROM pepnet_check_data('SELECT 0 AS domain, 1 AS click',
+  config => '{"domains": 1, "features": [{"name": "a\"b", "buckets": 4}], "emb_dim": 4, "hidden": [4]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data('SELECT 0 AS domain, 1.5 AS "a""b", 1 AS click',
+  config => '{"domains": 1, "features": [{"name": "a\"b", "buckets": 4}], "emb_dim": 4, "hidden": [4]}');
+\echo :LAST_ERROR_SQLSTATE
+-- pepnet_check_data: a misspelled label names the query's other columns; a config without "inputs"
+-- read as the arrays form because of a column "features" says so; a query that is no SELECT
+SELECT * FROM pepnet_check_data('SELECT 0 AS domain, ARRAY[1::bigint] AS features, 1 AS lable',
+  config => '{"domains": 1, "features": [{"name": "a", "buckets": 4}], "emb_dim": 4, "hidden": [4]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data('SELECT 0 AS domain, ARRAY[1::bigint] AS features, 1 AS click',
+  config => '{"domains": 1, "features": [{"name": "a", "buckets": 4, "nullable": false}], "emb_dim": 4, "hidden": [4]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data('', config => :'ncfg');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM pepnet_check_data('EXPLAIN SELECT 1', config => :'ncfg');
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY terse
+\set ON_ERROR_STOP 1
+-- a version reference as the config (a JSON string), as pepnet_train takes it
+SELECT count(*) AS groups FROM pepnet_check_data('SELECT domain, item, cat, region, user_id, price, click FROM nm_ev WHERE id <= 300', config => '"nm@3"');
+-- a stored arrays config made named: its "dense": 0 is no dense field
+SELECT pepnet_create('nm_id3a', '{"domains": 1, "features": [{"name": "a", "buckets": 4}], "emb_dim": 4, "hidden": [4]}') AS created;
+SELECT config->'dense' AS stored_dense FROM pepnet.models WHERE name = 'nm_id3a';
+SELECT pepnet_create('nm_id3', (SELECT config || '{"inputs": "columns"}' FROM pepnet.models WHERE name = 'nm_id3a')) AS created;
+SELECT config->>'inputs' AS inputs, config->'dense' AS dense FROM pepnet.models WHERE name = 'nm_id3';
+DELETE FROM pepnet.optimizer_state WHERE name IN ('nm_id', 'nm_id3');
+DELETE FROM pepnet.models WHERE name IN ('nm_id', 'nm_id2', 'nm_id3', 'nm_id3a');
+
 -- leave the registry as it was
 SELECT tgenabled AS guard_always FROM pg_trigger WHERE tgrelid = 'pepnet.models'::regclass AND tgname = 'models_guard';
 DELETE FROM pepnet.optimizer_state WHERE name IN ('nm', 'nm_arr_t', 'nm_nam_t');

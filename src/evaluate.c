@@ -233,7 +233,7 @@ typedef struct CheckCount
  * otherwise the named form.
  */
 static char *
-check_config_text(Jsonb *jb, const char *query)
+check_config_text(Jsonb *jb, const char *query, bool *arrays_by_query)
 {
 	char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 	const char *body;
@@ -241,6 +241,7 @@ check_config_text(Jsonb *jb, const char *query)
 			   *dv;
 	bool		has_features;
 
+	*arrays_by_query = false;
 	if (!JB_ROOT_IS_OBJECT(jb))
 		return text;
 	k.type = jbvString;
@@ -256,7 +257,10 @@ check_config_text(Jsonb *jb, const char *query)
 	has_features = features_has_column(reader_describe(query, "data"), "features");
 	SPI_finish();
 	if (has_features)
+	{
+		*arrays_by_query = true;
 		return text;
+	}
 	body = text + 1;			/* after the object's "{" */
 	while (*body == ' ')
 		body++;
@@ -291,6 +295,7 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 				i;
 	TupleDesc	td;
 	MemoryContext caller;
+	char	   *reference = NULL;
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("data query");
@@ -307,19 +312,41 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 	query = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	if (!PG_ARGISNULL(1))
 	{
-		char	   *text = check_config_text(PG_GETARG_JSONB_P(1), query);
+		Jsonb	   *jb = PG_GETARG_JSONB_P(1);
+		JsonbValue	sv;
 
-		if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfgbuf, &err) != PN_OK)
-			pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
-		c = &cfgbuf;
+		/* a version reference as a JSON string ('"ctr@1"', as pepnet_train takes it): that version */
+		if (JB_ROOT_IS_SCALAR(jb) && JsonbExtractScalar(&jb->root, &sv) && sv.type == jbvString)
+			reference = pnstrdup(sv.val.string.val, sv.val.string.len);
+		else
+		{
+			bool		arrays_by_query;
+			char	   *text = check_config_text(jb, query, &arrays_by_query);
+
+			if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfgbuf, &err) != PN_OK)
+			{
+				if (arrays_by_query)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("%s", err.msg),
+							 errdetail("The config has no \"inputs\" and the data query has a column \"features\", "
+									   "so the config was read as the arrays form.%s%s", err.detail[0] ? " " : "", err.detail),
+							 errhint("Say \"inputs\": \"columns\" in the config, or rename the query's column \"features\" "
+									 "if it is not the arrays form's features bigint[].")));
+				pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
+			}
+			c = &cfgbuf;
+		}
 	}
 	else
+		reference = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (reference)
 	{
 		PepnetRef	ref;
 		char		name[PEPNET_NAMELEN];
 		int32		version;
 
-		pepnet_resolve(text_to_cstring(PG_GETARG_TEXT_PP(2)), &ref);
+		pepnet_resolve(reference, &ref);
 		model = pepnet_load_model(&ref, name, &version);
 		c = &model->cfg;
 	}

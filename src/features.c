@@ -44,6 +44,35 @@ find_column(TupleDesc td, const char *name)
 	return 0;
 }
 
+/*
+ * Attribute number of a column the model reads, 0 when absent; a name
+ * that appears twice is 42702 (which one is meant is not known).  what
+ * names the query or row in the error.  Also for the arrays form's
+ * columns (reader.c).
+ */
+int
+features_column(TupleDesc td, const char *name, const char *what)
+{
+	int			att = find_column(td, name),
+				i;
+
+	if (att == 0)
+		return 0;
+	for (i = att; i < td->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(td, i);
+
+		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_AMBIGUOUS_COLUMN),
+					 errmsg("%s column \"%s\" appears more than once (columns %d and %d)", what, name, att, i + 1),
+					 errdetail("pepnet reads the column by its name, so which one is meant is not known."),
+					 errhint("Return the column once: rename the other (e.g. SELECT ... AS %s) or leave it out.",
+							 quote_identifier(psprintf("%s_2", name)))));
+	}
+	return att;
+}
+
 /* Whether a query's result (or a row type) has a column of that name */
 bool
 features_has_column(TupleDesc td, const char *name)
@@ -104,14 +133,14 @@ bind_one(TupleDesc td, const char *what, const char *name, const char *label, bo
 	FeatureCol	c;
 	Oid			t;
 
-	c.att = find_column(td, name);
+	c.att = features_column(td, name, what);
 	if (c.att == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("%s lacks column \"%s\" (%s), expected of type %s", what, name, label, types),
 				 errdetail("The model's config says \"inputs\": \"columns\": it reads %s from the column \"%s\".", label, name),
-				 errhint("Return a column named \"%s\" (e.g. SELECT ... AS \"%s\"); column order does not matter.",
-						 name, name)));
+				 errhint("Return a column named \"%s\" (e.g. SELECT ... AS %s); column order does not matter.",
+						 name, quote_identifier(name))));
 	t = TupleDescAttr(td, c.att - 1)->atttypid;
 	c.type = getBaseType(t);
 	if (!ok(c.type))
@@ -119,8 +148,65 @@ bind_one(TupleDesc td, const char *what, const char *name, const char *label, bo
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("%s column \"%s\" (%s) has type %s, expected %s", what, name, label,
 						format_type_be(t), types),
-				 errhint("Cast it in the query, e.g. \"%s\"::%s.", name, cast)));
+				 errhint("Cast it in the query, e.g. %s::%s.", quote_identifier(name), cast)));
 	return c;
+}
+
+static bool
+text_id_type(Oid t)
+{
+	return t == TEXTOID || t == VARCHAROID || t == BPCHAROID || t == UUIDOID;
+}
+
+/*
+ * Bind an id field's column: of an id type, an integer column for a
+ * field with "hash": false (its ids are rows themselves), and of the id
+ * kind the version was trained with ("id", when the config has it).
+ */
+static FeatureCol
+bind_field(TupleDesc td, const char *what, const PnField *f, const char *kind)
+{
+	char	   *label = psprintf("%s field \"%s\"", kind, f->name);
+	FeatureCol	c = bind_one(td, what, f->name, label, id_type, ID_TYPES, "bigint or ::text");
+	Oid			t = TupleDescAttr(td, c.att - 1)->atttypid;
+	bool		text = text_id_type(c.type);
+
+	if (text && !f->hash)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s column \"%s\" (%s) has type %s, but the field has \"hash\": false and needs an integer column",
+						what, f->name, label, format_type_be(t)),
+				 errdetail("A field without hashing uses its integer ids as embedding rows [0, " INT64_FORMAT "); a text id is hashed.",
+						   (int64) f->buckets),
+				 errhint("Return the integer id (e.g. %s::bigint), or make the field \"hash\": true.",
+						 quote_identifier(f->name))));
+	if (f->id != PN_ID_ANY && text != (f->id == PN_ID_TEXT))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s column \"%s\" (%s) has type %s, but the version was trained with %s ids for it",
+						what, f->name, label, format_type_be(t), f->id == PN_ID_TEXT ? "text" : "integer"),
+				 errdetail("The config says \"id\": \"%s\": an integer id and its text are different ids (another embedding row).",
+						   f->id == PN_ID_TEXT ? "text" : "integer"),
+				 errhint("Cast it in the query, e.g. %s::%s.", quote_identifier(f->name),
+						 f->id == PN_ID_TEXT ? "text" : "bigint")));
+	return c;
+}
+
+/*
+ * The id kind of each field whose config has none ("id" absent), from the
+ * bound columns: pepnet_train fixes it in the version it trains.
+ */
+void
+features_fill_ids(const FeatureBinding *b, PnConfig *cfg)
+{
+	int			i;
+
+	for (i = 0; i < cfg->nfeat; i++)
+		if (cfg->feat[i].id == PN_ID_ANY)
+			cfg->feat[i].id = text_id_type(b->col[i].type) ? PN_ID_TEXT : PN_ID_INTEGER;
+	for (i = 0; i < cfg->npers; i++)
+		if (cfg->pers[i].id == PN_ID_ANY)
+			cfg->pers[i].id = text_id_type(b->col[cfg->nfeat + i].type) ? PN_ID_TEXT : PN_ID_INTEGER;
 }
 
 /*
@@ -169,11 +255,9 @@ features_bind(TupleDesc td, const PnConfig *cfg, const char *what, const char *p
 	b->col = palloc0(sizeof(FeatureCol) * (F + P + Nd + T + 1));
 	b->domain = bind_one(td, what, cfg->domain_column, "the domain", domain_type, DOMAIN_TYPES, "int");
 	for (i = 0; i < F; i++)
-		b->col[i] = bind_one(td, what, cfg->feat[i].name, psprintf("feature field \"%s\"", cfg->feat[i].name),
-							 id_type, ID_TYPES, "bigint or ::text");
+		b->col[i] = bind_field(td, what, &cfg->feat[i], "feature");
 	for (i = 0; i < P; i++)
-		b->col[F + i] = bind_one(td, what, cfg->pers[i].name, psprintf("persona field \"%s\"", cfg->pers[i].name),
-								 id_type, ID_TYPES, "bigint or ::text");
+		b->col[F + i] = bind_field(td, what, &cfg->pers[i], "persona");
 	for (i = 0; i < Nd; i++)
 		b->col[F + P + i] = bind_one(td, what, cfg->dfield[i].name, psprintf("dense field \"%s\"", cfg->dfield[i].name),
 									 dense_type, DENSE_TYPES, "real");

@@ -40,6 +40,8 @@ typedef struct FeatureBinding
 
 /* features.c */
 extern bool features_has_column(TupleDesc td, const char *name);
+extern int	features_column(TupleDesc td, const char *name, const char *what);
+extern void features_fill_ids(const FeatureBinding *b, PnConfig *cfg);
 extern bool features_reads(const FeatureBinding *b, int att);
 extern FeatureBinding *features_bind(TupleDesc td, const PnConfig *cfg, const char *what, const char *prefix,
 									 bool labels);

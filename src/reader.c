@@ -59,20 +59,31 @@ rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig *c)
 	memcpy(dst->labels + (size_t) di * c->ntasks, src->labels + (size_t) si * c->ntasks, sizeof(float) * c->ntasks);
 }
 
-/* Column number by name, 0 when absent */
-static int
-column(TupleDesc td, const char *name)
+/*
+ * The hint of a missing label: the query's columns the arrays form does
+ * not read (a misspelled "label" is one of them).
+ */
+static char *
+unused_columns_hint(TupleDesc td)
 {
-	int			i;
+	StringInfoData b;
+	int			i,
+				n = 0;
 
+	initStringInfo(&b);
 	for (i = 0; i < td->natts; i++)
 	{
-		Form_pg_attribute a = TupleDescAttr(td, i);
+		const char *col = NameStr(TupleDescAttr(td, i)->attname);
 
-		if (!a->attisdropped && strcmp(NameStr(a->attname), name) == 0)
-			return i + 1;
+		if (TupleDescAttr(td, i)->attisdropped || strcmp(col, "domain") == 0 || strcmp(col, "persona") == 0 ||
+			strcmp(col, "features") == 0 || strcmp(col, "dense") == 0)
+			continue;
+		appendStringInfo(&b, "%s%s", n++ ? ", " : "", quote_identifier(col));
 	}
-	return 0;
+	if (n == 0)
+		return "Return the label as a column named label (one task) or labels real[] (one per task, in config order).";
+	return psprintf("Return the label as a column named label (one task) or labels real[] (one per task, in config order); "
+					"the query's other columns are %s.", b.data);
 }
 
 /* Refuse a column of the wrong type */
@@ -127,8 +138,10 @@ static SPIPlanPtr
 reader_prepare(const char *query, const char *what, bool scoring)
 {
 	return pepnet_prepare_select(query, what, scoring ?
-								 "pepnet_score_query reads rows to score; it never runs statements that write." :
-								 "pepnet reads training and evaluation data; it never runs statements that write.");
+								 "Give one SELECT (or VALUES or TABLE) that returns the rows to score; pepnet_score_query "
+								 "never runs statements that write, EXPLAIN or more than one statement." :
+								 "Give one SELECT (or VALUES or TABLE) that returns the training or evaluation rows; pepnet "
+								 "never runs statements that write, EXPLAIN or more than one statement.");
 }
 
 /*
@@ -155,12 +168,17 @@ reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, b
 		r->nulls = palloc(sizeof(bool) * (td->natts + 1));
 		return;
 	}
-	r->c_domain = column(td, "domain");
-	r->c_persona = column(td, "persona");
-	r->c_features = column(td, "features");
-	r->c_dense = column(td, "dense");
-	r->c_label = scoring ? 0 : column(td, "label");
-	r->c_labels = scoring ? 0 : column(td, "labels");
+	{
+		char	   *q = psprintf("%s query", what);
+
+		/* each column the arrays form reads, once (42702 when twice) */
+		r->c_domain = features_column(td, "domain", q);
+		r->c_persona = features_column(td, "persona", q);
+		r->c_features = features_column(td, "features", q);
+		r->c_dense = features_column(td, "dense", q);
+		r->c_label = scoring ? 0 : features_column(td, "label", q);
+		r->c_labels = scoring ? 0 : features_column(td, "labels", q);
+	}
 	if (!r->c_domain || (!r->c_persona && cfg->npers > 0) || !r->c_features)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
@@ -215,7 +233,8 @@ reader_columns(Reader *r, TupleDesc td, const PnConfig *cfg, const char *what, b
 	else if (!scoring)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("%s query lacks column \"label\" or \"labels\"", what)));
+				 errmsg("%s query lacks column \"label\" or \"labels\"", what),
+				 errhint("%s", unused_columns_hint(td))));
 }
 
 /*
@@ -265,6 +284,26 @@ reader_check(const char *query, const PnConfig *cfg, const char *what, bool need
 		SPI_freetuptable(SPI_tuptable);
 		SPI_cursor_close(portal);
 	}
+	SPI_freeplan(plan);
+}
+
+/*
+ * A named config's id kinds not yet fixed ("id" absent), from the data
+ * query's columns (nothing runs): pepnet_train fixes them before any
+ * training, so that its validation query is checked against them.
+ */
+void
+reader_fill_ids(const char *query, PnConfig *cfg)
+{
+	SPIPlanPtr	plan;
+	CachedPlanSource *src;
+
+	if (cfg->inputs != PN_INPUTS_COLUMNS)
+		return;
+	plan = reader_prepare(query, "data", false);
+	src = (CachedPlanSource *) linitial(SPI_plan_get_plan_sources(plan));
+	if (src->resultDesc != NULL)
+		features_fill_ids(features_bind(src->resultDesc, cfg, "data query", "data query", true), cfg);
 	SPI_freeplan(plan);
 }
 

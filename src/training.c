@@ -669,6 +669,9 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	rows_init(&buf, c, sbuf);
 	rows_init(&ep.batch, c, st->batch_size);
 	reader_open(&r, query, c, "data", false);
+	/* a named field's id kind, when its config has none, is the data query's: kept in the version */
+	if (r.fb)
+		features_fill_ids(r.fb, &st->model->cfg);
 	for (;;)
 	{
 		int			i;
@@ -1056,6 +1059,8 @@ pepnet_train_setup(PG_FUNCTION_ARGS)
 	}
 	pepnet_spi_connect();
 	reader_check(text_to_cstring(PG_GETARG_TEXT_PP(0)), c, "data", false);
+	/* the id kinds a new named config lacks, from the data query: the validation query must agree */
+	reader_fill_ids(text_to_cstring(PG_GETARG_TEXT_PP(0)), &st->model->cfg);
 	if (!PG_ARGISNULL(1))
 		reader_check(text_to_cstring(PG_GETARG_TEXT_PP(1)), c, "validation", true);
 	SPI_finish();

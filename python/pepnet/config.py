@@ -20,7 +20,8 @@ DEFAULTS = {"persona": [], "dense": 0, "emb_dim": 16, "tasks": ["click"], "hidde
 KEYS = ("domains", "features") + tuple(DEFAULTS) + ("inputs", "domain_column")
 INPUTS = ("arrays", "columns")
 FIELD_KEYS = ("name", "buckets", "hash")
-NAMED_FIELD_KEYS = FIELD_KEYS + ("nullable",)
+NAMED_FIELD_KEYS = FIELD_KEYS + ("nullable", "id")
+ID_KINDS = ("integer", "text")
 
 MAX_DOMAINS = 100000
 MAX_FIELDS = 1024
@@ -61,9 +62,9 @@ def _num(v, key, lo, hi):
 
 
 def _name(v, what):
-    """A name of 1 to 63 characters."""
+    """A name of 1 to 63 bytes of UTF-8 (a column name's limit)."""
     if not isinstance(v, str) or not 1 <= len(v.encode("utf-8")) <= MAX_NAME:
-        raise ConfigError("config %s must be a string of 1 to %d characters, got %r" % (what, MAX_NAME, v))
+        raise ConfigError("config %s must be a string of 1 to %d bytes (UTF-8), got %r" % (what, MAX_NAME, v))
     return v
 
 
@@ -80,10 +81,11 @@ def _fields(v, key, named=False):
         where = '"%s"[%d]' % (key, i)
         if not isinstance(f, dict):
             raise ConfigError("config %s must be an object with name and buckets" % where)
-        if not named and "nullable" in f:
-            raise ConfigError('config %s has the key "nullable" of the named form: it needs "inputs": "columns" '
-                              '(the fields of an "arrays" config are positions of the features/persona arrays, '
-                              'which hold no NULL ids)' % where)
+        for k in ("nullable", "id"):
+            if not named and k in f:
+                raise ConfigError('config %s has the key "%s" of the named form: it needs "inputs": "columns" '
+                                  '(the fields of an "arrays" config are positions of the features/persona arrays)'
+                                  % (where, k))
         extra = set(f) - set(allowed)
         if extra:
             raise ConfigError("config %s has unknown keys %s (allowed: %s)" % (where, sorted(extra), ", ".join(allowed)))
@@ -97,12 +99,19 @@ def _fields(v, key, named=False):
                  "hash": _bool(f.get("hash", True), where + ".hash")}
         if named:
             field["nullable"] = _bool(f.get("nullable", True), where + ".nullable")
+            if "id" in f:
+                if f["id"] not in ID_KINDS:
+                    raise ConfigError('config %s.id must be "integer" or "text", got %r' % (where, f["id"]))
+                field["id"] = f["id"]
         out.append(field)
     return out
 
 
 def _dense_fields(v):
-    """The named form's "dense": an array of {"name": column} objects."""
+    """The named form's "dense": an array of {"name": column} objects (0, as a stored arrays config has it:
+    none)."""
+    if v == 0 and not isinstance(v, bool):
+        return []
     if not isinstance(v, list):
         raise ConfigError('config "dense" must be an array of {"name": column} objects with "inputs": "columns" '
                           '(a count of dense features, %r, is the "arrays" form)' % (v,))

@@ -567,24 +567,45 @@ def _refuse_float_column(a, key, i, name, row=None, dtype=None):
                      lambda r: " at row %d" % (r if row is None else row), _CAST_NAMED, _IDS_NAMED, dtype)
 
 
+def _id_kind(f, key, i, kind, r=None):
+    """Refuse ids of the kind ("integer" or "text") other than the field's "id" (TypeError): an integer
+    id and its text are different ids."""
+    want = f.get("id")
+    if want is None or want == kind:
+        return
+    raise TypeError('%s field %d "%s" (column "%s") holds %s ids%s, but the model was trained with %s ids for it '
+                    '("id": "%s"); convert the column (e.g. %s)'
+                    % (key, i, f["name"], f["name"], kind, "" if r is None else " (row %d)" % r, want, want,
+                       "str(x)" if want == "text" else "int(x)"))
+
+
 def _id_values(a, key, i, f):
     """(int64 ids [B], missing [B] bool) of one id column: ints as they are, str/bytes/uuid as text_id,
-    None/NaN/pandas.NA missing; float, bool and other types refused (TypeError)."""
+    None/NaN/pandas.NA missing; float, bool and other types refused (TypeError). With the field's "id"
+    set, ids of the other kind are a TypeError."""
+    ids, missing, kinds = _id_values_kinds(a, key, i, f)
+    for kind, r in kinds if a.shape[0] else ():
+        _id_kind(f, key, i, kind, r)
+    return ids, missing
+
+
+def _id_values_kinds(a, key, i, f):
+    """_id_values, and the id kinds seen: (kind, first row or None) pairs."""
     name = f["name"]
     B = a.shape[0]
     missing = np.zeros(B, bool)
     kind = a.dtype.kind
     if kind == "i":
-        return a.astype(np.int64), missing
+        return a.astype(np.int64), missing, [("integer", None)]
     if kind == "u":
         if B and int(a.max()) > _INT64_MAX:
             raise ValueError('%s field %d "%s" (column "%s") holds the id %d, above the int64 range'
                              % (key, i, name, name, int(a.max())))
-        return a.astype(np.int64), missing
+        return a.astype(np.int64), missing, [("integer", None)]
     if kind in "fc":
         _refuse_float_column(a, key, i, name)
     if kind in "US":
-        return text_id(a), missing
+        return text_id(a), missing, [("text", None)]
     if kind != "O":
         raise TypeError('%s field %d "%s" (column "%s") has dtype %s: ids are integers, text (str) or uuid'
                         % (key, i, name, name, a.dtype))
@@ -592,13 +613,14 @@ def _id_values(a, key, i, f):
     types = set(map(type, vals))
     if types <= {int}:
         try:
-            return np.array(vals, dtype=np.int64), missing
+            return np.array(vals, dtype=np.int64), missing, [("integer", None)]
         except OverflowError:
             pass  # an id outside int64: the loop below names it
     if types <= {str}:
-        return text_id(vals), missing
+        return text_id(vals), missing, [("text", None)]
     ids = np.zeros(B, np.int64)
     tpos, tvals = [], []
+    first_int = None
     for r, x in enumerate(vals):
         if isinstance(x, (bool, np.bool_)):
             raise TypeError('%s field %d "%s" (column "%s") holds a bool at row %d: ids are integers, text or uuid'
@@ -608,6 +630,8 @@ def _id_values(a, key, i, f):
                 raise ValueError('%s field %d "%s" (column "%s") holds the id %d at row %d, outside the int64 range'
                                  % (key, i, name, name, int(x), r))
             ids[r] = int(x)
+            if first_int is None:
+                first_int = r
         elif isinstance(x, (str, bytes, uuid.UUID)):
             tpos.append(r)
             tvals.append(x)
@@ -620,7 +644,8 @@ def _id_values(a, key, i, f):
                             % (key, i, name, name, type(x).__name__, r))
     if tpos:
         ids[np.array(tpos)] = text_id(tvals)
-    return ids, missing
+    kinds = ([("integer", first_int)] if first_int is not None else []) + ([("text", tpos[0])] if tpos else [])
+    return ids, missing, kinds
 
 
 def _numbers(a, what, null):

@@ -90,7 +90,7 @@ get_name(const PnJson *v, const char *what, char *out, PnError *err)
 	n = strlen(v->str);
 	if (n == 0 || n >= PN_MAX_NAME)
 	{
-		pn_seterr(err, PN_ECONFIG, "config %s \"%.*s\" must have 1 to %d characters", what, pn_utf8_prefix(v->str, 40), v->str, PN_MAX_NAME - 1);
+		pn_seterr(err, PN_ECONFIG, "config %s \"%.*s\" must have 1 to %d bytes (UTF-8)", what, pn_utf8_prefix(v->str, 40), v->str, PN_MAX_NAME - 1);
 		return PN_ECONFIG;
 	}
 	memcpy(out, v->str, n + 1);
@@ -136,18 +136,39 @@ get_fields(const PnJson *obj, const char *key, bool required, bool named, PnFiel
 		}
 		for (j = 0; j < e->n; j++)
 			if (strcmp(e->items[j]->key, "name") && strcmp(e->items[j]->key, "buckets") &&
-				strcmp(e->items[j]->key, "hash") && strcmp(e->items[j]->key, "nullable"))
+				strcmp(e->items[j]->key, "hash") && strcmp(e->items[j]->key, "nullable") &&
+				strcmp(e->items[j]->key, "id"))
 			{
 				pn_free(f);
 				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.*s\"", what, pn_utf8_prefix(e->items[j]->key, 40), e->items[j]->key);
-				pn_setdetail(err, "A field takes \"name\", \"buckets\", \"hash\" and (named form) \"nullable\".");
+				pn_setdetail(err, "A field takes \"name\", \"buckets\", \"hash\" and (named form) \"nullable\" and \"id\".");
 				return PN_ECONFIG;
 			}
-		if (!named && pn_json_get(e, "nullable") != NULL)
+		if (!named && (pn_json_get(e, "nullable") != NULL || pn_json_get(e, "id") != NULL))
 		{
 			pn_free(f);
-			snprintf(what, sizeof(what), "\"%s\"[%d].nullable", key, i);
+			snprintf(what, sizeof(what), "\"%s\"[%d].%s", key, i, pn_json_get(e, "id") != NULL ? "id" : "nullable");
 			return named_only(err, what);
+		}
+		{
+			const PnJson *idv = pn_json_get(e, "id");
+
+			f[i].id = PN_ID_ANY;
+			if (idv != NULL)
+			{
+				if (idv->type == PNJ_STRING && strcmp(idv->str, "integer") == 0)
+					f[i].id = PN_ID_INTEGER;
+				else if (idv->type == PNJ_STRING && strcmp(idv->str, "text") == 0)
+					f[i].id = PN_ID_TEXT;
+				else
+				{
+					pn_free(f);
+					pn_seterr(err, PN_ECONFIG, "config %s.id must be \"integer\" or \"text\"", what);
+					pn_setdetail(err, "\"integer\": the field's column is int2, int4 or int8; \"text\": text, varchar, bpchar or uuid. "
+								 "Left out, pepnet_train fills it in from the data query's column.");
+					return PN_ECONFIG;
+				}
+			}
 		}
 		strcat(what, ".name");
 		if ((rc = get_name(pn_json_get(e, "name"), what, f[i].name, err)) != PN_OK)
@@ -287,7 +308,8 @@ get_dense_columns(const PnJson *root, PnConfig *cfg, PnError *err)
 				j;
 
 	cfg->dense = 0;
-	if (v == NULL || (v->type == PNJ_ARRAY && v->n == 0))
+	/* "dense": 0, as a stored arrays config has it: no dense fields */
+	if (v == NULL || (v->type == PNJ_ARRAY && v->n == 0) || (v->type == PNJ_NUMBER && v->num == 0))
 		return PN_OK;
 	if (v->type != PNJ_ARRAY)
 	{
@@ -700,6 +722,8 @@ sb_fields(Sbuf *b, const PnField *f, int n)
 		sb_add(b, ", \"buckets\": %lld, \"hash\": %s", (long long) f[i].buckets, f[i].hash ? "true" : "false");
 		if (f[i].named)
 			sb_add(b, ", \"nullable\": %s", f[i].nullable ? "true" : "false");
+		if (f[i].named && f[i].id != PN_ID_ANY)
+			sb_add(b, ", \"id\": \"%s\"", f[i].id == PN_ID_TEXT ? "text" : "integer");
 		sb_add(b, "}");
 	}
 	sb_add(b, "]");

@@ -102,7 +102,13 @@ typedef struct PnField
 	 */
 	bool		named;
 	bool		nullable;		/* named form: NULL uses the missing row (else an error) */
+	int			id;				/* named form: the id kind it was trained with, PN_ID_* */
 } PnField;
+
+/* a named field's "id": not fixed yet (absent), "integer" or "text" */
+#define PN_ID_ANY 0
+#define PN_ID_INTEGER 1
+#define PN_ID_TEXT 2
 
 /* "inputs": the positional 0.2 form or the named form (docs/model.md "Named inputs") */
 #define PN_INPUTS_ARRAYS 0

@@ -533,6 +533,41 @@ def test_db_fetch(conn):
     check("loss of the fetched batch reads bool and NULL labels", torch.equal(m.loss(m(data), data), m.loss(m(by_hand), by_hand)))
 
 
+def test_id_kind():
+    """A named field's "id" ("integer" or "text"): accepted and kept by the config, refused in an arrays config
+    or with another value; a named batch with ids of the other kind is a TypeError; "dense": 0 is no dense
+    field in the named form; names are limited in bytes."""
+    cfg = dict(NAMED, features=[dict(NAMED["features"][0], id="integer"), NAMED["features"][1],
+                                dict(NAMED["features"][2], id="text")])
+    c = pepnet.Config(cfg)
+    check('"id" kept by to_dict()', c.to_dict()["features"][0]["id"] == "integer"
+          and c.to_dict()["features"][2]["id"] == "text" and "id" not in c.to_dict()["features"][1])
+    ok, msg = raises(lambda: pepnet.Config(dict(cfg, features=[dict(NAMED["features"][0], id="int")])),
+                     pepnet.ConfigError, '"features"[0].id must be "integer" or "text"')
+    check('"id" other than integer/text refused', ok, msg)
+    ok, msg = raises(lambda: pepnet.Config(dict(ARRAYS, features=[dict(NAMED["features"][0], id="text")])),
+                     pepnet.ConfigError, 'the key "id" of the named form')
+    check('"id" in an arrays config refused', ok, msg)
+    m = pepnet.StarPepNet(cfg, seed=2)
+    b = named_batch(np.random.default_rng(6), 5, nulls=False)
+    check("ids of the kind the field says are scored", np.all(np.isfinite(m.predict(b).detach().numpy())))
+    ok, msg = raises(lambda: m.predict(dict(b, item=[str(x) for x in b["item"]])), TypeError,
+                     'feature field 0 "item" (column "item") holds text ids', '"id": "integer"')
+    check('text ids for an "id": "integer" field: TypeError', ok, msg)
+    ok, msg = raises(lambda: m.predict(dict(b, city=np.arange(5))), TypeError,
+                     'feature field 2 "city" (column "city") holds integer ids', '"id": "text"')
+    check('integer ids for an "id": "text" field: TypeError', ok, msg)
+    mixed = np.array(["a", "b", 3, "c", "d"], dtype=object)
+    ok, msg = raises(lambda: m.predict(dict(b, city=mixed)), TypeError, "holds integer ids (row 2)")
+    check("an integer among text ids names its row", ok, msg)
+    named_zero = dict(NAMED, dense=0)
+    check('"dense": 0 in the named form is no dense field', pepnet.Config(named_zero).dense == 0
+          and pepnet.Config(named_zero).to_dict()["dense"] == [])
+    ok, msg = raises(lambda: pepnet.Config(dict(NAMED, features=[{"name": "é" * 32, "buckets": 5}])),
+                     pepnet.ConfigError, "1 to 63 bytes")
+    check("a name of 32 two-byte characters (64 bytes) refused in bytes", ok, msg)
+
+
 def main():
     run("text ids", test_text_id)
     run("config", test_config)
@@ -542,6 +577,7 @@ def main():
     run("missing row", test_missing_row)
     run("refusals", test_refusals)
     run("mappings", test_mappings)
+    run("id kind", test_id_kind)
     try:
         import psycopg2
         conn = psycopg2.connect("", connect_timeout=5)

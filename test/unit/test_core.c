@@ -122,7 +122,7 @@ test_config(void)
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"hidden\": [65536, 65536, 65536]}", PN_ETOOBIG, "MB");
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"tasks\": [\"a\", \"a\"]}", PN_ECONFIG, "twice");
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"gamma\": \"x\"}", PN_ECONFIG, "gamma");
-	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"\", \"buckets\": 10}]}", PN_ECONFIG, "characters");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"\", \"buckets\": 10}]}", PN_ECONFIG, "63 bytes");
 }
 
 /* Text ids and the named form ("inputs": "columns"): config, canonical JSON, missing rows */
@@ -252,7 +252,30 @@ test_named(void)
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"click\", \"buckets\": 10}]}", PN_ECONFIG, "label column");
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"nullable\": 0}]}", PN_ECONFIG, "nullable");
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"scale\": 2}]}", PN_ECONFIG, "unknown key");
-	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_column\": \"\"}", PN_ECONFIG, "characters");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_column\": \"\"}", PN_ECONFIG, "63 bytes");
+	/* a named field's "id": "integer" or "text", kept by the stored config; named form only */
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"id\": \"int\"}]}", PN_ECONFIG, "\"integer\" or \"text\"");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"id\": \"text\"}]}", PN_ECONFIG, "named form");
+	{
+		const char *t = "{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"id\": \"text\"}, "
+			"{\"name\": \"b\", \"buckets\": 10}], \"persona\": [{\"name\": \"u\", \"buckets\": 10, \"id\": \"integer\"}], \"dense\": 0}";
+		PnConfig	ci;
+		PnError		ei = {0};
+		char	   *js = NULL;
+
+		CHECK(pn_config_parse(t, strlen(t), 0, &ci, &ei) == PN_OK, "a named config with \"id\" and \"dense\": 0 parses (%s)", ei.msg);
+		if (ei.code == PN_OK)
+		{
+			js = pn_config_to_json(&ci);
+			CHECK(ci.feat[0].id == PN_ID_TEXT && ci.feat[1].id == PN_ID_ANY && ci.pers[0].id == PN_ID_INTEGER && ci.dense == 0,
+				  "\"id\" parsed per field, absent = not fixed; \"dense\": 0 is no dense field");
+			CHECK(js && strstr(js, "\"name\": \"a\", \"buckets\": 10, \"hash\": true, \"nullable\": true, \"id\": \"text\"}") &&
+				  strstr(js, "\"name\": \"b\", \"buckets\": 10, \"hash\": true, \"nullable\": true}") &&
+				  strstr(js, "\"id\": \"integer\"") && strstr(js, "\"dense\": []"), "the stored config keeps \"id\" (%s)", js ? js : "");
+			pn_free(js);
+			pn_config_free(&ci);
+		}
+	}
 }
 
 /* Random weights everywhere, domain weights around 1, PN statistics non-trivial */
