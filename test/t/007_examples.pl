@@ -138,6 +138,25 @@ my @checks = (
 			'batch scoring scored every (request, item) pair with both tasks');
 		like($out, qr/^20040\|0\.\d+\|0\.\d+$/m, 'batch scoring: the summary shows the rows and scores in [0, 1]');
 	} ],
+	[ qr/CALL pepnet_train\('ctr_named'/, sub {
+		my ($out) = @_;
+		is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr_named' AND config->>'inputs' = 'columns'
+		      AND (metrics->'validation'->>'auc')::float8 BETWEEN 0.6 AND 1"), '2',
+			'by column name: two versions in the named form, each with a validation AUC above 0.6');
+		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
+		is(scalar(grep { prob($_->[0]) && $_->[1] =~ /^[01]$/ } @rows), 3, 'pepnet_predict(model, row) scores rows of the table')
+			or diag($out);
+	} ],
+	[ qr/pepnet_score_rows\('ctr_named'/, sub {
+		my ($out) = @_;
+		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
+		is(scalar(grep { $_->[0] >= 1000 && $_->[0] <= 1500 && prob($_->[1]) } @rows), 5,
+			'pepnet_score_rows: the top 5 candidates, rows handed back') or diag($out);
+		is(rq("SELECT count(*) FROM pepnet_score_rows('ctr_named', ARRAY(SELECT c FROM candidates c)) s
+		      JOIN candidates c ON c.item_id = (s.candidate).item_id
+		      WHERE abs(s.score - pepnet_predict('ctr_named', c)) < 1e-6"), '501',
+			'pepnet_score_rows agrees with pepnet_predict(model, row) on every candidate');
+	} ],
 	[ qr/pepnet_create\('ctr_fresh'/, sub {
 		my ($out) = @_;
 		is(rq("SELECT count(*) FROM pepnet.models WHERE name IN ('ctr_fresh', 'ctr_copy')"), '2', 'a created and an imported version');
