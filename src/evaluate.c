@@ -2,7 +2,7 @@
  * evaluate.c
  *		pepnet_evaluate(model, data) and the evaluation pepnet_train runs on
  *		its validation query: every row of a labelled data query scored in
- *		blocks of EVAL_BATCH by the scoring engine in fp32 (src/core/
+ *		blocks of eval_block_rows() rows by the scoring engine in fp32 (src/core/
  *		evaluate.c: PN's running statistics, ties bit-identical, negative
  *		down-sampling in the output bias), metrics per domain and task
  *		(metrics.c).
@@ -29,9 +29,22 @@ PG_FUNCTION_INFO_V1(pepnet_check_data);
  * a block this large lets rows of one persona that stand apart in the query
  * share their persona's work and fill the engine's tiles, so evaluation does
  * not depend on the query's order for its speed (logits do not depend on the
- * grouping).  Memory: the block's inputs, about 8 bytes per id.
+ * grouping).  Memory is bounded: the block holds at most EVAL_BLOCK_BYTES of
+ * inputs and logits (8 bytes per id, 4 per dense value, label and logit),
+ * between EVAL_BLOCK_MIN and EVAL_BLOCK_MAX rows.
  */
-#define EVAL_BATCH 32768
+#define EVAL_BLOCK_BYTES ((Size) 64 * 1024 * 1024)
+#define EVAL_BLOCK_MIN 4096
+#define EVAL_BLOCK_MAX 262144
+
+static int
+eval_block_rows(const PnConfig *c)
+{
+	Size		row = sizeof(int64) * (c->nfeat + c->npers) + sizeof(float) * (c->dense + 2 * c->ntasks) + 16;
+	Size		n = EVAL_BLOCK_BYTES / row;
+
+	return (int) Max(EVAL_BLOCK_MIN, Min(EVAL_BLOCK_MAX, n));
+}
 
 /*
  * The identity of the rows of a batch, added to *sum: each row's domain,
@@ -86,12 +99,13 @@ evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, ui
 	float	   *logits;
 	Metric	   *ms;
 	bool		more = true;
+	int			block = eval_block_rows(c);
 
 	/* scored by the engine, as pepnet_score serves it (fp32): ties bit-identical, see src/core/evaluate.c */
 	if (pn_evaluator_new(m, PN_FP32, &ev, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
-	rows_init(&rows, c, EVAL_BATCH);
-	logits = palloc(sizeof(float) * EVAL_BATCH * c->ntasks);
+	rows_init(&rows, c, block);
+	logits = palloc_extended(sizeof(float) * (Size) block * c->ntasks, MCXT_ALLOC_HUGE);
 	preds = palloc_extended(sizeof(Pred) * cap, MCXT_ALLOC_HUGE);
 	reader_open(&r, query, c, what, false);
 	while (more)
@@ -100,8 +114,8 @@ evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, ui
 
 		CHECK_FOR_INTERRUPTS();
 		rows.n = 0;
-		while (rows.n < EVAL_BATCH)
-			if (reader_fetch(&r, &rows, EVAL_BATCH - rows.n) == 0)
+		while (rows.n < block)
+			if (reader_fetch(&r, &rows, block - rows.n) == 0)
 			{
 				more = false;
 				break;
