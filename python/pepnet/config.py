@@ -120,8 +120,8 @@ def _finite32(v):
 
 
 def _dense_field(f, where):
-    """One named dense field {"name", "log1p", "clip", "normalize", "mean", "std"} (docs/model.md, "Dense
-    transforms"), written back as the extension writes it: keys only when set, numbers as float32."""
+    """One named dense field {"name", "log1p", "clip", "normalize", "mean", "std"} (docs/model.md, "Named
+    inputs", dense transforms), written back as the extension writes it: keys only when set, numbers as float32."""
     name = _name(f["name"], where + ".name")
     out = {"name": name}
     what = 'config dense field "%s"' % name

@@ -691,7 +691,7 @@ def _dense_values(a, i, name, field=None):
 
 
 def dense_transform(v, field, what=None):
-    """A named dense field's transforms (docs/model.md, "Dense transforms"), as the extension applies them:
+    """A named dense field's transforms (docs/model.md, "Named inputs", dense transforms), as the extension applies them:
     ``log1p`` (x -> ln(1 + x), refusing x <= -1), then ``clip`` [lo, hi], then ``"normalize": "zscore"``
     ((x - mean) / std with the field's stored mean and std; NaN, a NULL, becomes 0, the mean). v: float32
     values [B] (NaN = NULL); returns float32 [B], bit for bit the server's values."""

@@ -104,7 +104,7 @@ typedef struct PnField
 	bool		nullable;		/* named form: NULL uses the missing row (else an error) */
 	int			id;				/* named form: the id kind it was trained with, PN_ID_* */
 	/*
-	 * a named dense field's transforms (docs/model.md "Dense transforms"),
+	 * a named dense field's transforms (docs/model.md "Named inputs", dense transforms),
 	 * applied by the glue in the order log1p, clip, zscore
 	 */
 	bool		log1p;

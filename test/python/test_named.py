@@ -570,7 +570,7 @@ def test_id_kind():
 
 
 def test_dense_transforms():
-    """Dense transforms (docs/model.md, "Dense transforms"): log1p, then clip, then zscore with the stored
+    """Dense transforms (docs/model.md "Named inputs", dense transforms): log1p, then clip, then zscore with the stored
     mean and std, float32 as the extension computes them; a NULL of a z-scored field imputed with the mean
     (0 after zscore); dense_stats computes mean/std as pepnet_train does; config errors."""
     f = {"name": "x", "log1p": True, "clip": [0, 6], "normalize": "zscore", "mean": 1, "std": 2}
