@@ -369,6 +369,8 @@ SELECT e.domain, e.rows, abs(e.mean_p - a.mp) < 1e-5 AS evaluate_agrees
 FROM pepnet_evaluate('nd', 'SELECT * FROM nd_ev') e
 JOIN (SELECT domain, avg(p) AS mp FROM nd_pred GROUP BY domain) a USING (domain) ORDER BY e.domain;
 SELECT count(*) AS checked FROM pepnet_check_data('SELECT domain, item, x, y, click FROM nd_ev', model => 'nd');
+-- pepnet_check_data of a new config computes the statistics as pepnet_train would (NULLs pass)
+SELECT count(*) AS checked_config FROM pepnet_check_data('SELECT domain, item, x, y, click FROM nd_ev', config => :'dcfg');
 -- continued training keeps the stored statistics
 CALL pepnet_train('nd', 'SELECT * FROM nd_ev WHERE id % 10 = 0', epochs => 1, seed => 3,
                   batch_size => 64, lr => 0.01, progress_interval => 0);
