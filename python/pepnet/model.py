@@ -686,13 +686,14 @@ def _dense_values(a, i, name, field=None):
     with np.errstate(over="ignore"):
         v = v.astype(np.float32)
     if not np.isfinite(v[~np.isnan(v)]).all():
-        raise ValueError("%s holds a value beyond float32's range at row %d" % (what, int(np.flatnonzero(np.isinf(v))[0])))
+        raise ValueError("%s holds a value beyond float32's range at row %d"
+                         % (what, int(np.flatnonzero(np.isinf(v))[0])))
     return v if field is None else dense_transform(v, field, what)
 
 
 def dense_transform(v, field, what=None):
-    """A named dense field's transforms (docs/model.md, "Named inputs", dense transforms), as the extension applies them:
-    ``log1p`` (x -> ln(1 + x), refusing x <= -1), then ``clip`` [lo, hi], then ``"normalize": "zscore"``
+    """A named dense field's transforms (docs/model.md, "Named inputs", dense transforms), as the extension
+    applies them: ``log1p`` (x -> ln(1 + x), refusing x <= -1), then ``clip`` [lo, hi], then ``"normalize": "zscore"``
     ((x - mean) / std with the field's stored mean and std; NaN, a NULL, becomes 0, the mean). v: float32
     values [B] (NaN = NULL); returns float32 [B], bit for bit the server's values."""
     what = what or 'dense field "%s"' % field["name"]
