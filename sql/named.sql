@@ -328,3 +328,94 @@ DELETE FROM pepnet.models WHERE name IN ('nm', 'nm_arr', 'nm_nam', 'nm_arr_t', '
 SELECT count(*) AS left_behind FROM pepnet.models WHERE name IN ('nm', 'nm_arr', 'nm_nam', 'nm_arr_t', 'nm_nam_t', 'nm_old');
 DROP TABLE nm_ev, nm_s_rows, nm_s_query, nm_s_pred, nm_eq, nm_old_scores;
 DROP DOMAIN nm_catname;
+
+-- Dense transforms (since 0.3.0): "log1p", "clip" and "normalize": "zscore" with the mean and std of the
+-- training data stored in the version, NULL imputed with the mean, the same values in every reader
+CREATE TABLE nd_ev AS
+SELECT g AS id, g % 2 AS domain, (abs(hashint4(g)) % 30)::int AS item,
+       CASE WHEN g % 17 = 0 THEN NULL ELSE exp((abs(hashint4(g + 7)) % 1000) / 125.0) END AS x,
+       ((abs(hashint4(g + 3)) % 100) / 10.0)::real AS y,
+       ((abs(hashint4(g + 7)) % 1000) > 500) <> (g % 7 = 0) AS click
+FROM generate_series(1, 2000) g;
+\set dcfg '{"domains": 2, "features": [{"name": "item", "buckets": 32}], "dense": [{"name": "x", "log1p": true, "normalize": "zscore"}, {"name": "y", "clip": [0, 5]}], "emb_dim": 4, "hidden": [8]}'
+CALL pepnet_train('nd', 'SELECT * FROM nd_ev WHERE id % 10 <> 0', :'dcfg', epochs => 1, seed => 3,
+                  batch_size => 64, lr => 0.01, progress_interval => 0);
+SELECT jsonb_object_keys(config->'dense'->0) AS x_keys FROM pepnet.models WHERE name = 'nd' AND version = 1 ORDER BY 1;
+SELECT config->'dense'->1 AS y_field FROM pepnet.models WHERE name = 'nd' AND version = 1;
+-- the stored mean and std are those of ln(1 + x) over the training query's non-NULL values
+SELECT abs((config->'dense'->0->>'mean')::float8 / s.m - 1) < 1e-5 AS mean_ok,
+       abs((config->'dense'->0->>'std')::float8 / s.sd - 1) < 1e-5 AS std_ok
+FROM pepnet.models, (SELECT avg(ln(1 + x)) AS m, stddev_pop(ln(1 + x)) AS sd FROM nd_ev WHERE id % 10 <> 0) s
+WHERE name = 'nd' AND version = 1;
+-- a NULL x scores as the row whose x is the stored mean (in log space); y is clipped to [0, 5]
+SELECT abs(pepnet_predict('nd', c1) - pepnet_predict('nd', c2)) < 1e-6 AS null_is_mean,
+       abs(pepnet_predict('nd', c1) - pepnet_predict('nd', c3)) > 1e-4 AS x_matters
+FROM (SELECT 1 AS domain, 3 AS item, NULL::float8 AS x, 2.5::real AS y) c1,
+     (SELECT 1 AS domain, 3 AS item, 2000.0 AS x, 2.5::real AS y) c3,
+     (SELECT 1 AS domain, 3 AS item, exp((config->'dense'->0->>'mean')::float8) - 1 AS x, 2.5::real AS y
+      FROM pepnet.models WHERE name = 'nd' AND version = 1) c2;
+SELECT pepnet_predict('nd', c1) = pepnet_predict('nd', c2) AS clipped,
+       pepnet_predict('nd', c1) <> pepnet_predict('nd', c3) AS not_constant
+FROM (SELECT 0 AS domain, 3 AS item, 10.0 AS x, 100::real AS y) c1, (SELECT 0 AS domain, 3 AS item, 10.0 AS x, 5::real AS y) c2,
+     (SELECT 0 AS domain, 3 AS item, 10.0 AS x, 1::real AS y) c3;
+-- the same transformed values in pepnet_predict(model, row), pepnet_score_rows, pepnet_score_query and pepnet_evaluate
+CREATE TABLE nd_pred AS SELECT id, domain, click, pepnet_predict('nd', c) AS p FROM (SELECT id, domain, item, x, y, click FROM nd_ev) c;
+SELECT count(*) AS rows, max(abs(p.p - s.score)) < 1e-5 AS rows_agree
+FROM nd_pred p JOIN (SELECT (s.candidate).id, s.score FROM pepnet_score_rows('nd', ARRAY(SELECT c FROM nd_ev c)) s) s USING (id);
+SELECT count(*) AS rows, max(abs(p.p - q.score)) < 1e-5 AS query_agrees
+FROM nd_pred p JOIN pepnet_score_query('nd', 'SELECT * FROM nd_ev')
+     AS q(id int, domain int, item int, x numeric, y real, click bool, score float8, scores float8[]) USING (id);
+SELECT e.domain, e.rows, abs(e.mean_p - a.mp) < 1e-5 AS evaluate_agrees
+FROM pepnet_evaluate('nd', 'SELECT * FROM nd_ev') e
+JOIN (SELECT domain, avg(p) AS mp FROM nd_pred GROUP BY domain) a USING (domain) ORDER BY e.domain;
+SELECT count(*) AS checked FROM pepnet_check_data('SELECT domain, item, x, y, click FROM nd_ev', model => 'nd');
+-- pepnet_check_data of a new config computes the statistics as pepnet_train would (NULLs pass)
+SELECT count(*) AS checked_config FROM pepnet_check_data('SELECT domain, item, x, y, click FROM nd_ev', config => :'dcfg');
+-- continued training keeps the stored statistics
+CALL pepnet_train('nd', 'SELECT * FROM nd_ev WHERE id % 10 = 0', epochs => 1, seed => 3,
+                  batch_size => 64, lr => 0.01, progress_interval => 0);
+SELECT a.config->'dense' = b.config->'dense' AS stats_kept
+FROM pepnet.models a, pepnet.models b WHERE a.name = 'nd' AND a.version = 1 AND b.name = 'nd' AND b.version = 2;
+-- given statistics are kept as given and written back; a constant column's std is stored as 1
+SELECT pepnet_create('nd_given', '{"inputs": "columns", "domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "clip": [-2.5, 1e6], "normalize": "zscore", "mean": 1.5, "std": 0.25}], "emb_dim": 4, "hidden": [4]}') AS created;
+SELECT config->'dense' AS given FROM pepnet.models WHERE name = 'nd_given';
+CALL pepnet_train('nd_const', 'SELECT domain, item, 7.0 AS z, click FROM nd_ev',
+                  '{"domains": 2, "features": [{"name": "item", "buckets": 32}], "dense": [{"name": "z", "normalize": "zscore"}], "emb_dim": 4, "hidden": [4]}',
+                  epochs => 1, batch_size => 64, progress_interval => 0);
+SELECT config->'dense' AS constant FROM pepnet.models WHERE name = 'nd_const';
+\set ON_ERROR_STOP 0
+\set VERBOSITY default
+-- log1p refuses x <= -1, naming the field and the row
+SELECT * FROM pepnet_check_data('SELECT domain, item, x, y, click FROM nd_ev UNION ALL SELECT 0, 1, -1, 0, true', model => 'nd');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_predict('nd', c) FROM (SELECT 0 AS domain, 1 AS item, -1.5 AS x, 0::real AS y) c;
+\echo :LAST_ERROR_SQLSTATE
+-- without zscore a NULL dense value is still 22004
+SELECT pepnet_predict('nd', c) FROM (SELECT 0 AS domain, 1 AS item, 1.0 AS x, NULL::real AS y) c;
+\echo :LAST_ERROR_SQLSTATE
+-- a z-scored field without statistics cannot score yet
+SELECT pepnet_create('nd_nostats', '{"inputs": "columns", "domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "normalize": "zscore"}], "emb_dim": 4, "hidden": [4]}') AS created;
+SELECT pepnet_predict('nd_nostats', c) FROM (SELECT 0 AS domain, 1 AS a, 1.0 AS x) c;
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY terse
+-- config errors: a bad clip, zscore in the arrays form, std <= 0, mean without zscore, an unknown key
+SELECT pepnet_create('nd_bad', '{"inputs": "columns", "domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "clip": [5, 1]}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('nd_bad', '{"inputs": "columns", "domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "clip": [0]}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('nd_bad', '{"domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "normalize": "zscore"}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('nd_bad', '{"inputs": "columns", "domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "normalize": "zscore", "mean": 0, "std": 0}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('nd_bad', '{"inputs": "columns", "domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "normalize": "zscore", "mean": 0, "std": -1}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('nd_bad', '{"inputs": "columns", "domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "mean": 0, "std": 1}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('nd_bad', '{"inputs": "columns", "domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "normalize": "minmax"}]}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('nd_bad', '{"inputs": "columns", "domains": 1, "features": [{"name": "a", "buckets": 4}], "dense": [{"name": "x", "scale": 2}]}');
+\echo :LAST_ERROR_SQLSTATE
+\set ON_ERROR_STOP 1
+DELETE FROM pepnet.optimizer_state WHERE name IN ('nd', 'nd_const');
+DELETE FROM pepnet.models WHERE name IN ('nd', 'nd_given', 'nd_const', 'nd_nostats', 'nd_bad');
+DROP TABLE nd_ev, nd_pred;

@@ -368,6 +368,9 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 	caller = CurrentMemoryContext;
 	cnt = palloc0(sizeof(CheckCount) * c->domains * c->ntasks);
 	pepnet_spi_connect();
+	/* a new config's z-scored dense fields: their statistics as pepnet_train would compute them */
+	if (c == &cfgbuf)
+		reader_dense_stats(query, &cfgbuf);
 	rows_init(&rows, c, FETCH_ROWS);
 	reader_open(&r, query, c, "data", false);
 	td = r.portal->tupDesc;

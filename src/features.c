@@ -11,7 +11,9 @@
  * each task's name.  Column order never matters; other columns are
  * ignored.  features_decode turns one row's values into the core's inputs:
  * each id resolved to its embedding row (a NULL id to the field's missing
- * row), so that the core never sees a named id.
+ * row), so that the core never sees a named id, and each dense value
+ * transformed by its field's log1p, clip and zscore (a NULL one of a
+ * z-scored field imputed with the stored mean).
  */
 #include "features.h"
 
@@ -399,6 +401,40 @@ datum_number(Oid type, Datum d)
 }
 
 /*
+ * Dense field i's value of a row after its "log1p" and "clip" (in that
+ * order; "normalize" is the caller's): false when NULL.  Non-finite values
+ * and, with log1p, values <= -1 are errors naming the field.
+ */
+bool
+features_dense_value(const FeatureBinding *b, int i, const Datum *values, const bool *nulls, float *out)
+{
+	const PnConfig *c = b->cfg;
+	const PnField *f = &c->dfield[i];
+	const FeatureCol *fc = &b->col[c->nfeat + c->npers + i];
+	double		x;
+	float		v;
+
+	if (nulls[fc->att - 1])
+		return false;
+	x = datum_number(fc->type, values[fc->att - 1]);
+	v = (float) x;
+	if (!isfinite(v))
+		row_error(b, ERRCODE_DATA_EXCEPTION, "dense field \"%s\" is %s", f->name,
+				  isnan(x) ? "NaN" : "infinity or beyond float4's range");
+	if (f->log1p)
+	{
+		if (!(v > -1.0f))
+			row_error(b, ERRCODE_INVALID_PARAMETER_VALUE, "dense field \"%s\" is %g, but its \"log1p\" needs values above -1",
+					  f->name, (double) v);
+		v = (float) log1p((double) v);
+	}
+	if (f->clip)
+		v = v < f->clip_lo ? f->clip_lo : v > f->clip_hi ? f->clip_hi : v;
+	*out = v;
+	return true;
+}
+
+/*
  * Decode one row (values and nulls of the bound TupleDesc): *domain,
  * persona [P] and features [F] as embedding rows, dense [Nd], and with a
  * labels binding labels [T] (NaN = no label).
@@ -431,17 +467,24 @@ features_decode(const FeatureBinding *b, const Datum *values, const bool *nulls,
 		persona[i] = field_row(b, &c->pers[i], i, "persona", &b->col[F + i], values, nulls);
 	for (i = 0; i < Nd; i++)
 	{
-		const FeatureCol *fc = &b->col[F + P + i];
-		double		x;
+		const PnField *f = &c->dfield[i];
 
-		if (nulls[fc->att - 1])
-			row_error(b, ERRCODE_NULL_VALUE_NOT_ALLOWED, "dense field \"%s\" (column \"%s\") is NULL",
-					  c->dfield[i].name, c->dfield[i].name);
-		x = datum_number(fc->type, values[fc->att - 1]);
-		dense[i] = (float) x;
-		if (!isfinite(dense[i]))
-			row_error(b, ERRCODE_DATA_EXCEPTION, "dense field \"%s\" is %s", c->dfield[i].name,
-					  isnan(x) ? "NaN" : "infinity or beyond float4's range");
+		if (f->zscore && !f->stats)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("dense field \"%s\" has \"normalize\": \"zscore\" but the version has no stored \"mean\" and \"std\"",
+							f->name),
+					 errdetail("pepnet_train computes them from its data query before the first step and stores them with the version."),
+					 errhint("Train the version first, or give \"mean\" and \"std\" in the config.")));
+		if (!features_dense_value(b, i, values, nulls, &dense[i]))
+		{
+			if (!f->zscore)
+				row_error(b, ERRCODE_NULL_VALUE_NOT_ALLOWED, "dense field \"%s\" (column \"%s\") is NULL",
+						  f->name, f->name);
+			dense[i] = 0.0f;	/* imputed with the stored mean: (mean - mean) / std */
+		}
+		else if (f->zscore)
+			dense[i] = (dense[i] - f->mean) / f->std;
 	}
 	if (b->labels)
 		for (i = 0; i < c->ntasks; i++)

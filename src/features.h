@@ -47,6 +47,8 @@ extern FeatureBinding *features_bind(TupleDesc td, const PnConfig *cfg, const ch
 									 bool labels);
 extern void features_decode(const FeatureBinding *b, const Datum *values, const bool *nulls, int32 *domain,
 							int64 *persona, int64 *features, float *dense, float *labels);
+extern bool features_dense_value(const FeatureBinding *b, int i, const Datum *values, const bool *nulls,
+								 float *out);
 extern int64 features_text_id(const char *s, int len, bool utf8);
 
 #endif							/* PEPNET_FEATURES_H */

@@ -308,6 +308,108 @@ reader_fill_ids(const char *query, PnConfig *cfg)
 }
 
 /*
+ * The mean and population standard deviation of every z-scored dense field
+ * whose config has none, over the data query's non-NULL values after the
+ * field's log1p and clip: one read of the query before training's first
+ * step.  A standard deviation of 0 (or a field without values) is stored
+ * as 1.  The values are kept in cfg, so the version stores them.
+ */
+void
+reader_dense_stats(const char *query, PnConfig *cfg)
+{
+	SPIPlanPtr	plan;
+	CachedPlanSource *src;
+	FeatureBinding *fb;
+	Portal		portal;
+	RowContext	rc;
+	ErrorContextCallback cb;
+	Datum	   *values;
+	bool	   *nulls;
+	double	   *mean,
+			   *m2;
+	int64	   *n,
+				rowno = 0;
+	int			Nd = cfg->dense,
+				i;
+	bool		need = false;
+
+	if (cfg->inputs != PN_INPUTS_COLUMNS)
+		return;
+	for (i = 0; i < Nd; i++)
+		need |= cfg->dfield[i].zscore && !cfg->dfield[i].stats;
+	if (!need)
+		return;
+	plan = reader_prepare(query, "data", false);
+	src = (CachedPlanSource *) linitial(SPI_plan_get_plan_sources(plan));
+	if (src->resultDesc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("data query must be a single read-only SELECT")));
+	fb = features_bind(src->resultDesc, cfg, "data query", "data query", false);
+	values = palloc(sizeof(Datum) * fb->natts);
+	nulls = palloc(sizeof(bool) * fb->natts);
+	mean = palloc0(sizeof(double) * Nd);
+	m2 = palloc0(sizeof(double) * Nd);
+	n = palloc0(sizeof(int64) * Nd);
+	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
+	rc.what = "data";
+	rc.row = 0;
+	cb.callback = row_context_callback;
+	cb.arg = &rc;
+	cb.previous = error_context_stack;
+	error_context_stack = &cb;
+	for (;;)
+	{
+		uint64		k;
+
+		CHECK_FOR_INTERRUPTS();
+		SPI_cursor_fetch(portal, true, FETCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		for (k = 0; k < SPI_processed; k++)
+		{
+			rc.row = ++rowno;
+			heap_deform_tuple(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, values, nulls);
+			for (i = 0; i < Nd; i++)
+			{
+				float		v;
+				double		d;
+
+				if (!cfg->dfield[i].zscore || cfg->dfield[i].stats ||
+					!features_dense_value(fb, i, values, nulls, &v))
+					continue;
+				/* Welford's update */
+				d = v - mean[i];
+				n[i]++;
+				mean[i] += d / n[i];
+				m2[i] += d * (v - mean[i]);
+			}
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	error_context_stack = cb.previous;
+	SPI_cursor_close(portal);
+	SPI_freeplan(plan);
+	for (i = 0; i < Nd; i++)
+	{
+		PnField    *f = &cfg->dfield[i];
+		float		sd;
+
+		if (!f->zscore || f->stats)
+			continue;
+		sd = n[i] > 0 ? (float) sqrt(m2[i] / n[i]) : 0.0f;
+		f->mean = (float) mean[i];
+		f->std = sd > 0.0f && isfinite(sd) ? sd : 1.0f;
+		f->stats = true;
+	}
+	pfree(values);
+	pfree(nulls);
+	pfree(mean);
+	pfree(m2);
+	pfree(n);
+}
+
+/*
  * The result columns of a data query (a copy in the current memory
  * context), from its plan: nothing runs.  pepnet_train reads the form of a
  * new config's inputs from it.

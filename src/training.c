@@ -668,6 +668,7 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	rows_init(&in, c, FETCH_ROWS);
 	rows_init(&buf, c, sbuf);
 	rows_init(&ep.batch, c, st->batch_size);
+	reader_dense_stats(query, &st->model->cfg);	/* when no _train_setup computed them */
 	reader_open(&r, query, c, "data", false);
 	/* a named field's id kind, when its config has none, is the data query's: kept in the version */
 	if (r.fb)
@@ -1061,6 +1062,8 @@ pepnet_train_setup(PG_FUNCTION_ARGS)
 	reader_check(text_to_cstring(PG_GETARG_TEXT_PP(0)), c, "data", false);
 	/* the id kinds a new named config lacks, from the data query: the validation query must agree */
 	reader_fill_ids(text_to_cstring(PG_GETARG_TEXT_PP(0)), &st->model->cfg);
+	/* z-scored dense fields without stored statistics: one read of the data query, kept in the version */
+	reader_dense_stats(text_to_cstring(PG_GETARG_TEXT_PP(0)), &st->model->cfg);
 	if (!PG_ARGISNULL(1))
 		reader_check(text_to_cstring(PG_GETARG_TEXT_PP(1)), c, "validation", true);
 	SPI_finish();

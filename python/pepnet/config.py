@@ -107,9 +107,53 @@ def _fields(v, key, named=False):
     return out
 
 
+DENSE_KEYS = ("name", "log1p", "clip", "normalize", "mean", "std")
+
+
+def _finite32(v):
+    """A finite number as the float32 the extension stores, or None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    with np.errstate(over="ignore"):
+        x = float(np.float32(v))
+    return x if math.isfinite(x) else None
+
+
+def _dense_field(f, where):
+    """One named dense field {"name", "log1p", "clip", "normalize", "mean", "std"} (docs/model.md, "Named
+    inputs", dense transforms), written back as the extension writes it: keys only when set, numbers as float32."""
+    name = _name(f["name"], where + ".name")
+    out = {"name": name}
+    what = 'config dense field "%s"' % name
+    if "log1p" in f:
+        if not isinstance(f["log1p"], bool):
+            raise ConfigError('%s: "log1p" must be true or false, got %r' % (what, f["log1p"]))
+        if f["log1p"]:
+            out["log1p"] = True
+    if "clip" in f:
+        c = f["clip"]
+        lo, hi = (_finite32(c[0]), _finite32(c[1])) if isinstance(c, (list, tuple)) and len(c) == 2 else (None, None)
+        if lo is None or hi is None or not lo < hi:
+            raise ConfigError('%s: "clip" must be [lo, hi], two finite numbers with lo < hi, got %r' % (what, c))
+        out["clip"] = [lo, hi]
+    if "normalize" in f:
+        if f["normalize"] != "zscore":
+            raise ConfigError('%s: "normalize" must be "zscore", got %r' % (what, f["normalize"]))
+        out["normalize"] = "zscore"
+    if "mean" in f or "std" in f:
+        if "normalize" not in out:
+            raise ConfigError('%s has "mean" or "std" without "normalize": "zscore"' % what)
+        mean, std = _finite32(f.get("mean")), _finite32(f.get("std"))
+        if mean is None or std is None or not std > 0:
+            raise ConfigError('%s: "mean" and "std" must both be given, finite, with std > 0 (leave both out and '
+                              'training computes them)' % what)
+        out["mean"], out["std"] = mean, std
+    return out
+
+
 def _dense_fields(v):
-    """The named form's "dense": an array of {"name": column} objects (0, as a stored arrays config has it:
-    none)."""
+    """The named form's "dense": an array of {"name": column} objects with their transforms (0, as a stored
+    arrays config has it: none)."""
     if v == 0 and not isinstance(v, bool):
         return []
     if not isinstance(v, list):
@@ -122,10 +166,10 @@ def _dense_fields(v):
         where = '"dense"[%d]' % i
         if not isinstance(f, dict) or "name" not in f:
             raise ConfigError('config %s must be an object {"name": column}, got %r' % (where, f))
-        extra = set(f) - {"name"}
+        extra = set(f) - set(DENSE_KEYS)
         if extra:
-            raise ConfigError("config %s has unknown keys %s (allowed: name)" % (where, sorted(extra)))
-        out.append({"name": _name(f["name"], where + ".name")})
+            raise ConfigError("config %s has unknown keys %s (allowed: %s)" % (where, sorted(extra), ", ".join(DENSE_KEYS)))
+        out.append(_dense_field(f, where))
     return out
 
 

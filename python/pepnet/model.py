@@ -356,7 +356,7 @@ class StarPepNet(nn.Module):
         dense = torch.zeros(B, c.dense, dtype=torch.float32)
         for i, f in enumerate(c.dense_fields):
             v = _dense_values(self._column(batch, f["name"], 'dense field %d "%s": numbers' % (i, f["name"]), B),
-                              i, f["name"])
+                              i, f["name"], f)
             dense[:, i] = torch.from_numpy(v)
         return domain, prows, frows, dense.to(dev, self.emb.domain.dtype)
 
@@ -675,13 +675,71 @@ def _numbers(a, what, null):
     return v
 
 
-def _dense_values(a, i, name):
-    """float32 values [B] of dense field i's column; NULL and non-finite values refused."""
+def _dense_values(a, i, name, field=None):
+    """float32 values [B] of dense field i's column after its transforms (``dense_transform``); NULL
+    refused unless the field is z-scored (then imputed with its mean), non-finite values refused."""
     what = 'dense field %d "%s" (column "%s")' % (i, name, name)
-    v = _numbers(a, what, False)
-    if not np.isfinite(v).all():
-        raise ValueError("%s holds an infinite value at row %d" % (what, int(np.flatnonzero(~np.isfinite(v))[0])))
-    return v.astype(np.float32)
+    zscore = field is not None and field.get("normalize") == "zscore"
+    v = _numbers(a, what, zscore)
+    if not np.isfinite(v[~np.isnan(v)]).all():
+        raise ValueError("%s holds an infinite value at row %d" % (what, int(np.flatnonzero(np.isinf(v))[0])))
+    with np.errstate(over="ignore"):
+        v = v.astype(np.float32)
+    if not np.isfinite(v[~np.isnan(v)]).all():
+        raise ValueError("%s holds a value beyond float32's range at row %d"
+                         % (what, int(np.flatnonzero(np.isinf(v))[0])))
+    return v if field is None else dense_transform(v, field, what)
+
+
+def dense_transform(v, field, what=None):
+    """A named dense field's transforms (docs/model.md, "Named inputs", dense transforms), as the extension
+    applies them: ``log1p`` (x -> ln(1 + x), refusing x <= -1), then ``clip`` [lo, hi], then ``"normalize": "zscore"``
+    ((x - mean) / std with the field's stored mean and std; NaN, a NULL, becomes 0, the mean). v: float32
+    values [B] (NaN = NULL); returns float32 [B], bit for bit the server's values."""
+    what = what or 'dense field "%s"' % field["name"]
+    v = np.asarray(v, np.float32).copy()
+    null = np.isnan(v)
+    if field.get("log1p"):
+        bad = ~null & ~(v > np.float32(-1))
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise ValueError('%s is %g at row %d, but its "log1p" needs values above -1' % (what, v[r], r))
+        v = np.log1p(v.astype(np.float64)).astype(np.float32)
+    if "clip" in field:
+        lo, hi = np.float32(field["clip"][0]), np.float32(field["clip"][1])
+        v = np.where(v < lo, lo, np.where(v > hi, hi, v)).astype(np.float32)
+    if field.get("normalize") == "zscore":
+        if "mean" not in field:
+            raise ValueError('%s has "normalize": "zscore" but the config has no "mean" and "std": compute them '
+                             'with pepnet.dense_stats(config, batch) or train on the server' % what)
+        v = ((v - np.float32(field["mean"])) / np.float32(field["std"])).astype(np.float32)
+        v[null] = 0
+    return v
+
+
+def dense_stats(config, batch):
+    """The config (a dict) with the "mean" and "std" of every z-scored named dense field that has none,
+    computed as ``pepnet_train`` computes them: over the batch's non-NULL values after the field's log1p
+    and clip, the population standard deviation (0 stored as 1), as float32. batch: a named batch (a
+    dict of columns or a DataFrame). Fields with statistics keep them."""
+    from .config import Config
+    c = Config(config)
+    d = c.to_dict()
+    for i, f in enumerate(d["dense"] if c.named else []):
+        if f.get("normalize") != "zscore" or "mean" in f:
+            continue
+        what = 'dense field %d "%s" (column "%s")' % (i, f["name"], f["name"])
+        pre = {k: x for k, x in f.items() if k not in ("normalize", "mean", "std")}
+        try:
+            col = batch[f["name"]]
+        except (KeyError, IndexError):
+            raise ColumnError('the batch has no column "%s" (%s)' % (f["name"], what)) from None
+        v = dense_transform(_numbers(_as_array(col), what, True).astype(np.float32), pre, what)
+        v = v[~np.isnan(v)].astype(np.float64)
+        mean = float(v.mean()) if v.size else 0.0
+        std = float(np.float32(np.sqrt(((v - mean) ** 2).mean()))) if v.size else 0.0
+        f["mean"], f["std"] = float(np.float32(mean)), std if std > 0 and math.isfinite(std) else 1.0
+    return d
 
 
 def _domain_values(a, name):

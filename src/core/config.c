@@ -299,7 +299,74 @@ pn_config_numel(const PnConfig *c)
 	return tot;
 }
 
-/* The named form's "dense": an array of {"name": column} objects */
+/* A finite number as a float (the value stored and written back) */
+static bool
+finite_float(const PnJson *v, float *out)
+{
+	if (v == NULL || v->type != PNJ_NUMBER || !isfinite((float) v->num))
+		return false;
+	*out = (float) v->num;
+	return true;
+}
+
+/*
+ * A named dense field's transforms: "log1p": true, "clip": [lo, hi],
+ * "normalize": "zscore" with its "mean" and "std" (absent until training
+ * computes them from the data query).
+ */
+static int
+get_dense_transforms(const PnJson *e, PnField *f, PnError *err)
+{
+	const PnJson *v;
+	int			rc;
+
+	if ((rc = get_bool(e, "log1p", &f->log1p, err)) != PN_OK)
+	{
+		pn_seterr(err, PN_ECONFIG, "config dense field \"%s\": \"log1p\" must be true or false", f->name);
+		return PN_ECONFIG;
+	}
+	if ((v = pn_json_get(e, "clip")) != NULL)
+	{
+		if (v->type != PNJ_ARRAY || v->n != 2 || !finite_float(v->items[0], &f->clip_lo) ||
+			!finite_float(v->items[1], &f->clip_hi) || !(f->clip_lo < f->clip_hi))
+		{
+			pn_seterr(err, PN_ECONFIG, "config dense field \"%s\": \"clip\" must be [lo, hi], two finite numbers with lo < hi", f->name);
+			pn_setdetail(err, "Values below lo become lo and values above hi become hi (after \"log1p\", before \"normalize\").");
+			return PN_ECONFIG;
+		}
+		f->clip = true;
+	}
+	if ((v = pn_json_get(e, "normalize")) != NULL)
+	{
+		if (v->type != PNJ_STRING || strcmp(v->str, "zscore") != 0)
+		{
+			pn_seterr(err, PN_ECONFIG, "config dense field \"%s\": \"normalize\" must be \"zscore\"", f->name);
+			pn_setdetail(err, "\"zscore\": (x - mean) / std with the mean and standard deviation of the training data.");
+			return PN_ECONFIG;
+		}
+		f->zscore = true;
+	}
+	if (pn_json_get(e, "mean") != NULL || pn_json_get(e, "std") != NULL)
+	{
+		if (!f->zscore)
+		{
+			pn_seterr(err, PN_ECONFIG, "config dense field \"%s\" has \"mean\" or \"std\" without \"normalize\": \"zscore\"", f->name);
+			pn_setdetail(err, "\"mean\" and \"std\" are the statistics of a z-scored field.");
+			return PN_ECONFIG;
+		}
+		if (!finite_float(pn_json_get(e, "mean"), &f->mean) || !finite_float(pn_json_get(e, "std"), &f->std) ||
+			!(f->std > 0.0f))
+		{
+			pn_seterr(err, PN_ECONFIG, "config dense field \"%s\": \"mean\" and \"std\" must both be given, finite, with std > 0", f->name);
+			pn_setdetail(err, "Leave both out and pepnet_train computes them from its data query.");
+			return PN_ECONFIG;
+		}
+		f->stats = true;
+	}
+	return PN_OK;
+}
+
+/* The named form's "dense": an array of {"name": column} objects and their transforms */
 static int
 get_dense_columns(const PnJson *root, PnConfig *cfg, PnError *err)
 {
@@ -333,16 +400,20 @@ get_dense_columns(const PnJson *root, PnConfig *cfg, PnError *err)
 		if (e->type != PNJ_OBJECT)
 			return pn_seterr(err, PN_ECONFIG, "config %s must be an object {\"name\": column}", what);
 		for (j = 0; j < e->n; j++)
-			if (strcmp(e->items[j]->key, "name") != 0)
+			if (strcmp(e->items[j]->key, "name") && strcmp(e->items[j]->key, "log1p") &&
+				strcmp(e->items[j]->key, "clip") && strcmp(e->items[j]->key, "normalize") &&
+				strcmp(e->items[j]->key, "mean") && strcmp(e->items[j]->key, "std"))
 			{
 				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.*s\"", what, pn_utf8_prefix(e->items[j]->key, 40), e->items[j]->key);
-				pn_setdetail(err, "A dense field takes \"name\".");
+				pn_setdetail(err, "A dense field takes \"name\", \"log1p\", \"clip\", \"normalize\", \"mean\" and \"std\".");
 				return PN_ECONFIG;
 			}
 		strcat(what, ".name");
 		if ((rc = get_name(pn_json_get(e, "name"), what, cfg->dfield[i].name, err)) != PN_OK)
 			return rc;
 		cfg->dfield[i].named = true;
+		if ((rc = get_dense_transforms(e, &cfg->dfield[i], err)) != PN_OK)
+			return rc;
 	}
 	return PN_OK;
 }
@@ -768,8 +839,28 @@ pn_config_to_json(const PnConfig *c)
 		sb_add(&b, ", \"dense\": [");
 		for (i = 0; i < c->dense; i++)
 		{
+			const PnField *f = &c->dfield[i];
+			char		n1[32],
+						n2[32];
+
 			sb_add(&b, "%s{\"name\": ", i ? ", " : "");
-			sb_str(&b, c->dfield[i].name);
+			sb_str(&b, f->name);
+			if (f->log1p)
+				sb_add(&b, ", \"log1p\": true");
+			if (f->clip)
+			{
+				float_str(n1, sizeof(n1), f->clip_lo);
+				float_str(n2, sizeof(n2), f->clip_hi);
+				sb_add(&b, ", \"clip\": [%s, %s]", n1, n2);
+			}
+			if (f->zscore)
+				sb_add(&b, ", \"normalize\": \"zscore\"");
+			if (f->stats)
+			{
+				float_str(n1, sizeof(n1), f->mean);
+				float_str(n2, sizeof(n2), f->std);
+				sb_add(&b, ", \"mean\": %s, \"std\": %s", n1, n2);
+			}
 			sb_add(&b, "}");
 		}
 		sb_add(&b, "], \"emb_dim\": %d, \"tasks\": [", c->emb_dim);

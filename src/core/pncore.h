@@ -103,6 +103,18 @@ typedef struct PnField
 	bool		named;
 	bool		nullable;		/* named form: NULL uses the missing row (else an error) */
 	int			id;				/* named form: the id kind it was trained with, PN_ID_* */
+	/*
+	 * a named dense field's transforms (docs/model.md "Named inputs", dense transforms),
+	 * applied by the glue in the order log1p, clip, zscore
+	 */
+	bool		log1p;
+	bool		clip;
+	float		clip_lo,
+				clip_hi;
+	bool		zscore;
+	bool		stats;			/* zscore: mean and std are set (stored or computed) */
+	float		mean,
+				std;
 } PnField;
 
 /* a named field's "id": not fixed yet (absent), "integer" or "text" */

@@ -6,6 +6,7 @@ environment (PGHOST, PGPORT, PGUSER; no extension needed), pepnet.db.fetch of a 
 Run with /usr/bin/python3.
 Prints one line per check and ends with "N passed, M failed"; exit 1 if any check failed.
 """
+import json
 import math
 import os
 import sys
@@ -568,6 +569,79 @@ def test_id_kind():
     check("a name of 32 two-byte characters (64 bytes) refused in bytes", ok, msg)
 
 
+def test_dense_transforms():
+    """Dense transforms (docs/model.md "Named inputs", dense transforms): log1p, then clip, then zscore with the stored
+    mean and std, float32 as the extension computes them; a NULL of a z-scored field imputed with the mean
+    (0 after zscore); dense_stats computes mean/std as pepnet_train does; config errors."""
+    f = {"name": "x", "log1p": True, "clip": [0, 6], "normalize": "zscore", "mean": 1, "std": 2}
+    x = np.array([0.5, np.nan, 1000.0, -0.5, 3.0], np.float32)
+    want = []
+    for v in x.tolist():
+        if math.isnan(v):
+            want.append(0.0)
+            continue
+        y = float(np.float32(math.log1p(v)))
+        y = min(max(y, 0.0), 6.0)
+        want.append(float(np.float32((np.float32(y) - np.float32(1)) / np.float32(2))))
+    got = pepnet.dense_transform(x, pepnet.Config(dict(NAMED, dense=[f])).dense_fields[0])
+    check("log1p -> clip -> zscore equals the hand-computed float32 values", got.dtype == np.float32
+          and got.tolist() == [float(np.float32(w)) for w in want], "%s vs %s" % (got.tolist(), want))
+    ok, msg = raises(lambda: pepnet.dense_transform(np.array([2.0, -1.0], np.float32), f), ValueError,
+                     'dense field "x" is -1 at row 1', '"log1p" needs values above -1')
+    check("log1p refuses -1 naming the field and the row", ok, msg)
+    # the same weights: a model with transforms on raw values = a model without them on transformed values
+    tcfg = dict(NAMED, dense=[{"name": "price", "log1p": True, "normalize": "zscore", "mean": 2.5, "std": 1.5},
+                              {"name": "hour", "clip": [2, 20]}])
+    m1 = pepnet.StarPepNet(tcfg, seed=4)
+    m2 = pepnet.StarPepNet(NAMED, seed=4)
+    m1.eval()
+    m2.eval()
+    b = named_batch(np.random.default_rng(8), 40)
+    price = np.exp(np.random.default_rng(9).uniform(0, 8, 40)).astype(object)
+    price[[3, 17]] = None
+    hour = np.random.default_rng(10).uniform(-5, 30, 40)
+    raw = dict(b, price=price, hour=hour)
+    hand = np.array([0.0 if p is None else float(np.float32((np.float32(math.log1p(float(np.float32(p)))) - np.float32(2.5))
+                                                            / np.float32(1.5))) for p in price], np.float32)
+    done = dict(b, price=hand, hour=np.clip(hour.astype(np.float32), 2, 20))
+    a1, a2 = m1.predict(raw).detach().numpy(), m2.predict(done).detach().numpy()
+    check("named batch applies the config's transforms (same weights, hand-transformed values)",
+          np.array_equal(a1, a2), "max %g" % float(np.abs(a1 - a2).max()))
+    mean_row = dict(raw, price=np.where(price == None, math.expm1(2.5), price).astype(object))  # noqa: E711
+    a3 = m1.predict(mean_row).detach().numpy()
+    ok, err = close(a1, a3)
+    check("a NULL of a z-scored field scores as its mean", ok, "max %g" % err)
+    ok, msg = raises(lambda: m1.predict(dict(raw, hour=np.where(np.arange(40) == 5, np.nan, hour))), ValueError,
+                     'dense field 1 "hour"', "row 5")
+    check("a NULL of a field without zscore is still refused", ok, msg)
+    # statistics from a batch, as pepnet_train computes them (population std over non-NULL values after log1p)
+    d = pepnet.dense_stats(dict(tcfg, dense=[{"name": "price", "log1p": True, "normalize": "zscore"},
+                                             {"name": "hour", "clip": [2, 20]}]), raw)
+    v = np.log1p(np.array([p for p in price if p is not None], np.float32).astype(np.float64)).astype(np.float32)
+    v = v.astype(np.float64)
+    check("dense_stats: mean and population std of log1p(x) over non-NULL values",
+          abs(d["dense"][0]["mean"] / v.mean() - 1) < 1e-6 and abs(d["dense"][0]["std"] / v.std() - 1) < 1e-6
+          and "mean" not in d["dense"][1], str(d["dense"]))
+    ok, msg = raises(lambda: pepnet.StarPepNet(dict(tcfg, dense=[{"name": "price", "normalize": "zscore"}]),
+                                               seed=1).predict(raw), ValueError, 'no "mean" and "std"', "dense_stats")
+    check("zscore without statistics refused, pointing at dense_stats", ok, msg)
+    c = pepnet.Config(dict(NAMED, dense=[{"name": "x", "clip": [-2.5, 1e6], "normalize": "zscore", "mean": 1.5,
+                                          "std": 0.25, "log1p": False}]))
+    check("to_dict writes the transforms back as the extension does",
+          c.to_dict()["dense"] == [{"name": "x", "clip": [-2.5, 1e6], "normalize": "zscore", "mean": 1.5, "std": 0.25}],
+          str(c.to_dict()["dense"]))
+    for bad, needle in (({"clip": [5, 1]}, '"clip" must be [lo, hi]'), ({"clip": [0]}, '"clip" must be [lo, hi]'),
+                        ({"normalize": "zscore", "mean": 0, "std": 0}, "std > 0"),
+                        ({"normalize": "zscore", "mean": 0}, "must both be given"),
+                        ({"mean": 0, "std": 1}, 'without "normalize": "zscore"'),
+                        ({"normalize": "minmax"}, '"normalize" must be "zscore"'), ({"scale": 2}, "unknown keys")):
+        ok, msg = raises(lambda: pepnet.Config(dict(NAMED, dense=[dict({"name": "x"}, **bad)])), pepnet.ConfigError, needle)
+        check("config refuses %s" % json.dumps(bad), ok, msg)
+    ok, msg = raises(lambda: pepnet.Config(dict(ARRAYS, dense=[{"name": "x", "normalize": "zscore"}])), pepnet.ConfigError,
+                     "named form")
+    check("zscore in the arrays form refused", ok, msg)
+
+
 def main():
     run("text ids", test_text_id)
     run("config", test_config)
@@ -578,6 +652,7 @@ def main():
     run("refusals", test_refusals)
     run("mappings", test_mappings)
     run("id kind", test_id_kind)
+    run("dense transforms", test_dense_transforms)
     try:
         import psycopg2
         conn = psycopg2.connect("", connect_timeout=5)

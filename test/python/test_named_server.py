@@ -10,8 +10,9 @@ Checks: a version trained by name in SQL (int, text, uuid, NULL-bearing fields, 
 column) exported and scored by pepnet.StarPepNet on the rows fetched by name equals
 pepnet_score_rows and pepnet_predict(model, row) to float32 rounding; text ids hash alike on both
 sides ('' 'a' 'zürich' and a uuid's text, docs/model.md's vectors), also in a LATIN1 database,
-where the server converts the text to UTF-8 before hashing; weights made in Python and imported
-score alike. Prints one line per check and "N passed, M failed"; exit 1 if any check failed.
+where the server converts the text to UTF-8 before hashing; a version with dense transforms (log1p,
+clip, zscore with NULLs) scores alike and its stored statistics equal pepnet.dense_stats of the same
+rows; weights made in Python and imported score alike. Prints one line per check and "N passed, M failed"; exit 1 if any check failed.
 """
 import json
 import os
@@ -122,6 +123,32 @@ def main():
         lgot, lpred = scores_of(lcur, "nmp")
         check("a LATIN1 database scores the same text ids alike ('zürich', 'Genève', 'köln')",
               np.array_equal(lgot, got) and np.array_equal(lpred, pred))
+        # dense transforms: log1p, clip and zscore with the statistics pepnet_train stored, NULL imputed
+        tq = ("SELECT id, domain, item, city, region, user_id, price, click, buy, "
+              "CASE WHEN id % 8 = 0 THEN NULL ELSE exp((id * 37 % 100) / 12.0)::float8 END AS w FROM ev")
+        tcfg = dict(CFG, dense=[{"name": "price", "clip": [0.1, 0.7], "normalize": "zscore"},
+                                {"name": "w", "log1p": True, "normalize": "zscore"}])
+        cur.execute("CALL pepnet_train('nmt', %s, %s, epochs => 2, batch_size => 32, lr => 0.01, seed => 4, "
+                    "progress_interval => 0)", (tq, json.dumps(tcfg)))
+        cur.execute("SELECT config FROM pepnet.models WHERE name = 'nmt' ORDER BY version DESC LIMIT 1")
+        tstored = cur.fetchone()[0]
+        cur.execute("SELECT pepnet_export('nmt')")
+        mt = pepnet.StarPepNet.from_safetensors(tstored, bytes(cur.fetchone()[0]))
+        mt.eval()
+        cur.execute(tq + " ORDER BY id")
+        tcols = [d[0] for d in cur.description]
+        tb = batch_of(cur.fetchall(), tcols)
+        stats = pepnet.dense_stats(tcfg, tb)["dense"]
+        check("dense_stats of the fetched rows == the statistics pepnet_train stored",
+              all(abs(stats[i][k] - tstored["dense"][i][k]) <= 1e-6 * abs(tstored["dense"][i][k])
+                  for i in range(2) for k in ("mean", "std")), "%s vs %s" % (stats, tstored["dense"]))
+        twant = mt.predict(tb).double().numpy()
+        cur.execute("SELECT s.scores FROM pepnet_score_rows('nmt', ARRAY(SELECT c FROM (" + tq
+                    + ") c ORDER BY id)) s")
+        tgot = np.array([r[0] for r in cur.fetchall()])
+        err = float(np.max(np.abs(tgot - twant)))
+        check("dense transforms: pepnet_score_rows == StarPepNet.predict (log1p, clip, zscore, NULL imputed)",
+              err <= 1e-5 and len(tgot) == 600, "max err %.3g" % err)
         # weights made in Python, imported, score as Python predicts
         mp = pepnet.StarPepNet(CFG, seed=11)
         mp.eval()

@@ -253,6 +253,47 @@ test_named(void)
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"nullable\": 0}]}", PN_ECONFIG, "nullable");
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"scale\": 2}]}", PN_ECONFIG, "unknown key");
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_column\": \"\"}", PN_ECONFIG, "63 bytes");
+	/* dense transforms (named form): parsed, written back only when set, the canonical JSON a fixed point */
+	{
+		const char *t = "{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], "
+			"\"dense\": [{\"name\": \"p\", \"log1p\": true, \"clip\": [-2.5, 1e6], \"normalize\": \"zscore\", \"mean\": 0.1, \"std\": 3}, "
+			"{\"name\": \"q\", \"normalize\": \"zscore\"}, {\"name\": \"r\", \"log1p\": false}]}";
+		PnConfig	ct,
+					ct2;
+		PnError		et = {0};
+		char	   *js = NULL,
+				   *js2 = NULL;
+
+		CHECK(pn_config_parse(t, strlen(t), 0, &ct, &et) == PN_OK, "a named config with dense transforms parses (%s)", et.msg);
+		if (et.code == PN_OK)
+		{
+			CHECK(ct.dfield[0].log1p && ct.dfield[0].clip && ct.dfield[0].clip_lo == -2.5f && ct.dfield[0].clip_hi == 1e6f &&
+				  ct.dfield[0].zscore && ct.dfield[0].stats && ct.dfield[0].mean == 0.1f && ct.dfield[0].std == 3.0f &&
+				  ct.dfield[1].zscore && !ct.dfield[1].stats && !ct.dfield[2].log1p && !ct.dfield[2].zscore,
+				  "dense transforms parsed per field");
+			js = pn_config_to_json(&ct);
+			CHECK(js && strstr(js, "{\"name\": \"p\", \"log1p\": true, \"clip\": [-2.5, 1e+06], \"normalize\": \"zscore\", "
+							   "\"mean\": 0.1, \"std\": 3}, {\"name\": \"q\", \"normalize\": \"zscore\"}, {\"name\": \"r\"}]"),
+				  "dense transforms written back when set (%s)", js ? js : "");
+			CHECK(js && pn_config_parse(js, strlen(js), 0, &ct2, &et) == PN_OK, "dense transforms' canonical JSON parses back");
+			if (et.code == PN_OK)
+			{
+				js2 = pn_config_to_json(&ct2);
+				CHECK(js2 && strcmp(js, js2) == 0, "dense transforms' canonical JSON is a fixed point");
+				pn_free(js2);
+				pn_config_free(&ct2);
+			}
+			pn_free(js);
+			pn_config_free(&ct);
+		}
+	}
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"clip\": [1, 1]}]}", PN_ECONFIG, "lo < hi");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"clip\": [0, \"x\"]}]}", PN_ECONFIG, "\"clip\"");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"log1p\": 1}]}", PN_ECONFIG, "\"log1p\"");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"normalize\": \"minmax\"}]}", PN_ECONFIG, "\"zscore\"");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"normalize\": \"zscore\", \"mean\": 1, \"std\": 0}]}", PN_ECONFIG, "std > 0");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"normalize\": \"zscore\", \"std\": 1}]}", PN_ECONFIG, "both");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"mean\": 1, \"std\": 1}]}", PN_ECONFIG, "without");
 	/* a named field's "id": "integer" or "text", kept by the stored config; named form only */
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"id\": \"int\"}]}", PN_ECONFIG, "\"integer\" or \"text\"");
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"id\": \"text\"}]}", PN_ECONFIG, "named form");
