@@ -161,6 +161,19 @@ extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCach
 extern void pepnet_score_init(void);
 extern struct ArrayType *scores_array(int T);
 
+/*
+ * A call site's model reference (both pepnet_predict forms keep one in
+ * fn_extra): resolved once per statement, again only when the text changes.
+ */
+typedef struct PredictRef
+{
+	char	   *ref;			/* reference text resolved */
+	PepnetRef	pr;				/* its version */
+	LocalTransactionId lxid;	/* the statement it was resolved in */
+	TimestampTz stmt_start;
+} PredictRef;
+extern bool pepnet_predict_resolve(PredictRef *p, MemoryContext mcxt, const char *ref);
+
 /* scaleout.c */
 extern void pepnet_pinned_init(void);
 

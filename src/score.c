@@ -411,13 +411,37 @@ pepnet_score_default(PG_FUNCTION_ARGS)
 	return score_common(fcinfo, default_model(), 0);
 }
 
+/*
+ * Resolve a call site's reference once per statement (again only if its
+ * text changes): true when it now names another version than before.
+ */
+bool
+pepnet_predict_resolve(PredictRef *p, MemoryContext mcxt, const char *ref)
+{
+	PepnetRef	pr;
+	bool		changed;
+
+	if (p->ref != NULL && strcmp(p->ref, ref) == 0 && p->lxid == MyProc->lxid &&
+		p->stmt_start == GetCurrentStatementStartTimestamp())
+		return false;
+	pepnet_resolve(ref, &pr);
+	if (p->ref == NULL || strcmp(p->ref, ref) != 0)
+	{
+		if (p->ref)
+			pfree(p->ref);
+		p->ref = MemoryContextStrdup(mcxt, ref);
+	}
+	changed = pr.version != p->pr.version || pr.xmin != p->pr.xmin || strcmp(pr.name, p->pr.name) != 0;
+	p->pr = pr;
+	p->lxid = MyProc->lxid;
+	p->stmt_start = GetCurrentStatementStartTimestamp();
+	return changed;
+}
+
 /* What pepnet_predict keeps across the rows of one statement */
 typedef struct PredictState
 {
-	char	   *ref;			/* reference text resolved */
-	PepnetRef	pr;				/* its version */
-	LocalTransactionId lxid;	/* the statement it was resolved in */
-	TimestampTz stmt_start;
+	PredictRef	ref;			/* the call site's reference */
 	MemoryContext cxt;			/* persona of the previous row */
 	PnPersona  *pp;
 	int			npers;
@@ -450,30 +474,13 @@ pepnet_predict(PG_FUNCTION_ARGS)
 		st->cxt = AllocSetContextCreate(fcinfo->flinfo->fn_mcxt, "pepnet predict", ALLOCSET_SMALL_SIZES);
 		fcinfo->flinfo->fn_extra = st;
 	}
-	/* resolve once per statement (again only if the reference changes) */
-	if (st->ref == NULL || strcmp(st->ref, ref) != 0 || st->lxid != MyProc->lxid ||
-		st->stmt_start != GetCurrentStatementStartTimestamp())
+	if (pepnet_predict_resolve(&st->ref, fcinfo->flinfo->fn_mcxt, ref))
 	{
-		PepnetRef	pr;
-
-		pepnet_resolve(ref, &pr);
-		if (st->ref == NULL || strcmp(st->ref, ref) != 0)
-		{
-			if (st->ref)
-				pfree(st->ref);
-			st->ref = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, ref);
-		}
-		if (pr.version != st->pr.version || pr.xmin != st->pr.xmin || strcmp(pr.name, st->pr.name) != 0)
-		{
-			/* another version: its persona parts differ */
-			MemoryContextReset(st->cxt);
-			st->have_persona = false;
-		}
-		st->pr = pr;
-		st->lxid = MyProc->lxid;
-		st->stmt_start = GetCurrentStatementStartTimestamp();
+		/* another version: its persona parts differ */
+		MemoryContextReset(st->cxt);
+		st->have_persona = false;
 	}
-	e = pepnet_cache_get(&st->pr);
+	e = pepnet_cache_get(&st->ref.pr);
 	check_request(e, PG_GETARG_DATUM(1), PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2), PG_GETARG_ARRAYTYPE_P(3),
 				  PG_ARGISNULL(4) ? NULL : PG_GETARG_ARRAYTYPE_P(4), &r);
 	if (r.n != 1)

@@ -118,10 +118,7 @@ require_named(const PepnetEntry *e)
 /* What pepnet_predict(model, candidate) keeps across the rows of one statement */
 typedef struct PredictRowState
 {
-	char	   *ref;			/* reference text resolved */
-	PepnetRef	pr;				/* its version */
-	LocalTransactionId lxid;	/* the statement it was resolved in */
-	TimestampTz stmt_start;
+	PredictRef	ref;			/* the call site's reference */
 	RowBinding	rb;
 	MemoryContext cxt;			/* persona of the previous row */
 	PnPersona  *pp;
@@ -160,31 +157,14 @@ pepnet_predict_row(PG_FUNCTION_ARGS)
 		st->cxt = AllocSetContextCreate(mcxt, "pepnet predict row", ALLOCSET_SMALL_SIZES);
 		fcinfo->flinfo->fn_extra = st;
 	}
-	/* resolve once per statement (again only if the reference changes) */
-	if (st->ref == NULL || strcmp(st->ref, ref) != 0 || st->lxid != MyProc->lxid ||
-		st->stmt_start != GetCurrentStatementStartTimestamp())
+	if (pepnet_predict_resolve(&st->ref, mcxt, ref))
 	{
-		PepnetRef	pr;
-
-		pepnet_resolve(ref, &pr);
-		if (st->ref == NULL || strcmp(st->ref, ref) != 0)
-		{
-			if (st->ref)
-				pfree(st->ref);
-			st->ref = MemoryContextStrdup(mcxt, ref);
-		}
-		if (pr.version != st->pr.version || pr.xmin != st->pr.xmin || strcmp(pr.name, st->pr.name) != 0)
-		{
-			/* another version: its persona parts and buffers differ */
-			MemoryContextReset(st->cxt);
-			st->have_persona = false;
-			st->ppersona = NULL;
-		}
-		st->pr = pr;
-		st->lxid = MyProc->lxid;
-		st->stmt_start = GetCurrentStatementStartTimestamp();
+		/* another version: its persona parts and buffers differ */
+		MemoryContextReset(st->cxt);
+		st->have_persona = false;
+		st->ppersona = NULL;
 	}
-	e = pepnet_cache_get(&st->pr);
+	e = pepnet_cache_get(&st->ref.pr);
 	require_named(e);
 	c = &e->model->cfg;
 	if (st->ppersona == NULL)
