@@ -182,7 +182,9 @@ while (time() < $end)
 	my $pid = $p[ int(rand(@p)) ];
 	if (!$killed && time() > $start + $SECONDS / 3)
 	{
-		kill 'KILL', $pid;
+		# the backend may have ended since the query above (a loader reconnecting): count the
+		# kill only when a process got the signal, else try another one on the next round
+		next unless kill('KILL', $pid);
 		$killed = 1;
 		$faults{kill9}++;
 		wait_up() or BAIL_OUT('the server did not come back after kill -9');
