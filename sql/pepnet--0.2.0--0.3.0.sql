@@ -364,6 +364,32 @@ END $$;
 CREATE TRIGGER deploy_history_metric BEFORE INSERT ON pepnet.deploy_history
 	FOR EACH ROW EXECUTE FUNCTION pepnet._deploy_history_metric();
 
+-- The checks both pepnet_deploy forms make of a model name and the caller's rights, before any
+-- read: 63 characters at most, a name and not a 'name@version' reference (the hint shows the call
+-- with the version given as version_hint), the deployer grants (the error names them).
+CREATE FUNCTION pepnet._deploy_check(name text, version_hint text) RETURNS void
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF char_length(_deploy_check.name) > 63 THEN
+		RAISE EXCEPTION 'model name "%" is longer than 63 characters', left(_deploy_check.name, 20) || '...'
+			USING ERRCODE = 'name_too_long';
+	END IF;
+	IF strpos(_deploy_check.name, '@') > 0 THEN
+		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', _deploy_check.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(_deploy_check.name, '@', 1),
+								_deploy_check.version_hint);
+	END IF;
+	IF NOT (has_schema_privilege('pepnet', 'USAGE') AND has_table_privilege('pepnet.models', 'SELECT')
+			AND has_table_privilege('pepnet.deployments', 'SELECT') AND has_table_privilege('pepnet.deployments', 'INSERT')
+			AND has_table_privilege('pepnet.deployments', 'UPDATE')) THEN
+		RAISE EXCEPTION 'permission denied to deploy model "%"', _deploy_check.name
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = 'pepnet_deploy needs USAGE on schema pepnet, SELECT on pepnet.models and SELECT, INSERT, UPDATE on pepnet.deployments.',
+				  HINT = 'Deploy as a role with the deployer grants, or GRANT SELECT, INSERT, UPDATE ON pepnet.deployments.';
+	END IF;
+END $$;
+
 /*
  * pepnet_deploy(name, strategy, metric, evaluation): one function for every strategy.  'best'
  * ranks by pepnet_train's validation figures (metrics->'validation'), or, with evaluation, by a
@@ -394,30 +420,12 @@ BEGIN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF char_length(pepnet_deploy.name) > 63 THEN
-		RAISE EXCEPTION 'model name "%" is longer than 63 characters', left(pepnet_deploy.name, 20) || '...'
-			USING ERRCODE = 'name_too_long';
-	END IF;
-	IF strpos(pepnet_deploy.name, '@') > 0 THEN
-		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
-								COALESCE(NULLIF(split_part(pepnet_deploy.name, '@', 2), ''), 'version'));
-	END IF;
 	IF pepnet_deploy.evaluation IS NOT NULL AND s <> 'best' THEN
 		RAISE EXCEPTION 'deploy strategy ''%'' takes no evaluation', pepnet_deploy.strategy
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'An evaluation name chooses the figures of strategy ''best''.';
 	END IF;
-	-- the rights it needs, before any read (the error names them, without internal statements)
-	IF NOT (has_schema_privilege('pepnet', 'USAGE') AND has_table_privilege('pepnet.models', 'SELECT')
-			AND has_table_privilege('pepnet.deployments', 'SELECT') AND has_table_privilege('pepnet.deployments', 'INSERT')
-			AND has_table_privilege('pepnet.deployments', 'UPDATE')) THEN
-		RAISE EXCEPTION 'permission denied to deploy model "%"', pepnet_deploy.name
-			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = 'pepnet_deploy needs USAGE on schema pepnet, SELECT on pepnet.models and SELECT, INSERT, UPDATE on pepnet.deployments.',
-				  HINT = 'Deploy as a role with the deployer grants, or GRANT SELECT, INSERT, UPDATE ON pepnet.deployments.';
-	END IF;
+	PERFORM pepnet._deploy_check(pepnet_deploy.name, COALESCE(NULLIF(split_part(pepnet_deploy.name, '@', 2), ''), 'version'));
 	IF s ~ '^[0-9]{1,9}$' THEN
 		-- a version by number (as pepnet_deploy(name, version))
 		v := s::int;
@@ -1001,25 +1009,7 @@ BEGIN
 		RAISE EXCEPTION 'pepnet_deploy needs a model name and a version, not NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF char_length(pepnet_deploy.name) > 63 THEN
-		RAISE EXCEPTION 'model name "%" is longer than 63 characters', left(pepnet_deploy.name, 20) || '...'
-			USING ERRCODE = 'name_too_long';
-	END IF;
-	IF strpos(pepnet_deploy.name, '@') > 0 THEN
-		RAISE EXCEPTION 'pepnet_deploy takes a model name, not the reference "%"', pepnet_deploy.name
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = format('Name the version separately: pepnet_deploy(%L, %s).', split_part(pepnet_deploy.name, '@', 1),
-								pepnet_deploy.version);
-	END IF;
-	-- the rights it needs, before any read (the error names them, without internal statements)
-	IF NOT (has_schema_privilege('pepnet', 'USAGE') AND has_table_privilege('pepnet.models', 'SELECT')
-			AND has_table_privilege('pepnet.deployments', 'SELECT') AND has_table_privilege('pepnet.deployments', 'INSERT')
-			AND has_table_privilege('pepnet.deployments', 'UPDATE')) THEN
-		RAISE EXCEPTION 'permission denied to deploy model "%"', pepnet_deploy.name
-			USING ERRCODE = 'insufficient_privilege',
-				  DETAIL = 'pepnet_deploy needs USAGE on schema pepnet, SELECT on pepnet.models and SELECT, INSERT, UPDATE on pepnet.deployments.',
-				  HINT = 'Deploy as a role with the deployer grants, or GRANT SELECT, INSERT, UPDATE ON pepnet.deployments.';
-	END IF;
+	PERFORM pepnet._deploy_check(pepnet_deploy.name, pepnet_deploy.version::text);
 	IF NOT EXISTS (SELECT 1 FROM pepnet.models m
 				   WHERE m.name = pepnet_deploy.name AND m.version = pepnet_deploy.version) THEN
 		SELECT max(m.version) INTO latest FROM pepnet.models m WHERE m.name = pepnet_deploy.name;
