@@ -278,5 +278,34 @@ for my $t ('synth_train', 'synth_valid', 'synth_test')
 		't', "$t has clicks, non-clicks and buys (a validation AUC is defined)");
 }
 
+# examples/synth.sql -v form=columns (the demo's): the same rows as columns by name
+$node->safe_psql('postgres', 'CREATE DATABASE synth_named');
+$node->safe_psql('synth_named', 'CREATE EXTENSION pepnet');
+($out, $err) = ('', '');
+$rc = PostgreSQL::Test::Utils::run_log(
+	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-v', 'rows=3000', '-v', 'seed=1', '-v', 'form=columns', '-f', 'examples/synth.sql',
+	  '-d', $node->connstr('synth_named') ],
+	'>', \$out, '2>', \$err);
+ok($rc, 'examples/synth.sql -v form=columns runs in a fresh database') or diag($err);
+unlike($err, qr/does not exist, skipping|NOTICE/, 'examples/synth.sql -v form=columns prints no notices');
+is($node->safe_psql('synth_named', "SELECT string_agg(format_type(atttypid, atttypmod), ',' ORDER BY attnum) FROM pg_attribute
+                                   WHERE attrelid = 'synth_train'::regclass AND attnum > 0 AND NOT attisdropped AND attname IN
+                                   ('domain', 'user_id', 'age', 'item_id', 'category', 'item_views', 'click', 'buy')"),
+	'integer,uuid,integer,bigint,text,integer,integer,integer',
+	'form=columns: an integer domain, a uuid user id, an integer age, a bigint item id, a text category, an integer count, int labels');
+my $q = "SELECT string_agg(concat_ws(':', domain, %s, %s), ',' ORDER BY ord) FROM (SELECT *, row_number() OVER () AS ord FROM %s) t";
+for my $t ('synth_train', 'synth_valid', 'synth_test')
+{
+	is($node->safe_psql('synth_named', sprintf($q, 'click', 'buy', $t)), $node->safe_psql('synth', sprintf($q, 'labels[1]::int', 'labels[2]::int', $t)),
+		"$t: form=columns has the rows and labels of form=arrays");
+}
+is($node->safe_psql('synth_named', "SELECT min(item_views) >= 1 AND max(item_views) > 100 * percentile_cont(0.5) WITHIN GROUP (ORDER BY item_views)
+                                   FROM synth_train"), 't', 'form=columns: item_views is heavy-tailed (max over 100x the median)');
+($out, $err) = ('', '');
+$rc = PostgreSQL::Test::Utils::run_log(
+	[ 'psql', '-X', '-q', '-v', 'rows=30', '-v', 'form=named', '-f', 'examples/synth.sql', '-d', $node->connstr('synth_named') ],
+	'>', \$out, '2>', \$err);
+like($err, qr/form must be arrays or columns/, 'examples/synth.sql refuses an unknown form');
+
 $node->stop;
 done_testing();
