@@ -1,10 +1,15 @@
 -- examples/synth.sql: a synthetic multi-domain CTR/CVR data set for pepnet.
 --
---   psql -v rows=200000 -v seed=1 -f examples/synth.sql     (defaults: rows 200000, seed 0)
+--   psql -v rows=200000 -v seed=1 [-v form=columns] -f examples/synth.sql
+--                                          (defaults: rows 200000, seed 0, form arrays)
 --
--- Creates synth_train / synth_valid / synth_test (about 80/10/10) in the current schema with
--- columns domain int, persona bigint[] = {user, age, segment}, features bigint[] =
--- {item, category, hour, device, noise1, noise2}, label real (= click), labels real[] = {click, buy}.
+-- Creates synth_train / synth_valid / synth_test (about 80/10/10) in the current schema. With
+-- form=arrays, columns for the positional form: domain int, persona bigint[] = {user, age,
+-- segment}, features bigint[] = {item, category, hour, device, noise1, noise2}, label real
+-- (= click), labels real[] = {click, buy}.  With form=columns, the same rows as columns by name
+-- ("inputs": "columns"): domain int, user_id uuid (md5 of 'user' || user), age int, segment int,
+-- item_id bigint, category text ('cat-' || category), hour int, device int, noise1 bigint,
+-- noise2 bigint, item_views int (see below), click int, buy int.
 -- Same rows and seed give the same tables (every draw is a hash of (seed, stream, key); no random()).
 --
 -- Generating model (N = normal, U = uniform, all drawn once per entity):
@@ -22,7 +27,11 @@
 --               + <t_u, v_i> / sqrt(8) persona x item affinity
 --   buy (only after a click) logit = a'_d + .6 m_s + .5 m_c + .5 <t_u, v_i> / sqrt(8)
 --                             (a'_d calibrated to P(buy | click) = 30, 25, 20, 15 % by domain);
---   hour, device (4) and the two noise fields (1000 and 50 ids, no effect) are uniform.
+--   hour, device (4) and the two noise fields (1000 and 50 ids, no effect) are uniform;
+--   item_views (form=columns only; no new effect, no draw that changes the others) is the item's
+--     view count, heavy-tailed: floor(50000 exp(.25 N) / rank_i), 1 to about 100,000, so that
+--     ln(1 + item_views) is close to a linear function of pop_i (a dense field for "log1p" and
+--     "normalize": "zscore").
 -- Overall CTR comes out near 6 %, buy rate near 1.3 %. Ids: user 1..5000, item 1000001..1020000,
 -- category 0..63, hour 0..23, device 0..3, age 0..7, segment 0..19 (the small ones fit "hash": false).
 
@@ -34,7 +43,16 @@
 \else
 \set seed 0
 \endif
+\if :{?form}
+\else
+\set form arrays
+\endif
 \set ON_ERROR_STOP on
+SELECT :'form' IN ('arrays', 'columns') AS form_ok, :'form' = 'columns' AS by_name \gset
+\if :form_ok
+\else
+DO $$ BEGIN RAISE EXCEPTION 'examples/synth.sql: form must be arrays or columns'; END $$;
+\endif
 
 BEGIN;
 
@@ -159,26 +177,45 @@ UPDATE s_cal2 cl SET ab = cl.ab + (c1.cvr - q.mp) / q.mv FROM s_cal c1,
   (SELECT e.domain, avg(1 / (1 + exp(-(c.ab + e.zb)))) mp, avg(1 / (1 + exp(-(c.ab + e.zb))) * (1 - 1 / (1 + exp(-(c.ab + e.zb))))) mv
    FROM s_click e JOIN s_cal2 c ON c.d = e.domain WHERE e.click = 1 GROUP BY e.domain) q WHERE q.domain = cl.d AND c1.d = cl.d;
 
-CREATE TEMP TABLE s_all ON COMMIT DROP AS
-SELECT e.r, e.domain, ARRAY[e.uid, e.age, e.seg]::bigint[] AS persona,
-       ARRAY[e.iid, e.cat, e.hour, e.device, e.n1, e.n2]::bigint[] AS features,
-       e.click::real AS label,
-       ARRAY[e.click, e.click * (pg_temp.u(:seed, 71, e.r) < 1 / (1 + exp(-(c2.ab + e.zb))))::int]::real[] AS labels,
+CREATE TEMP TABLE s_lab ON COMMIT DROP AS
+SELECT e.*, e.click * (pg_temp.u(:seed, 71, e.r) < 1 / (1 + exp(-(c2.ab + e.zb))))::int AS buy,
        pg_temp.u(:seed, 80, e.r) AS split
 FROM s_click e JOIN s_cal2 c2 ON c2.d = e.domain;
+
+-- the tables' columns, by form
+\if :by_name
+CREATE TEMP TABLE s_all ON COMMIT DROP AS
+SELECT r, split, domain, md5('user' || uid)::uuid AS user_id, age, seg AS segment, iid::bigint AS item_id,
+       'cat-' || cat AS category, hour, device, n1 AS noise1, n2 AS noise2,
+       floor(50000 * exp(0.25 * pg_temp.n(:seed, 90, iid)) / (iid - 1000000))::int AS item_views, click, buy
+       -- multi-valued fields go here: e.g. the item's tags as a text[] column (a field with "pooling")
+FROM s_lab;
+\set cols 'domain, user_id, age, segment, item_id, category, hour, device, noise1, noise2, item_views, click, buy'
+\set click 'click'
+\set buy 'buy'
+\else
+CREATE TEMP TABLE s_all ON COMMIT DROP AS
+SELECT r, split, domain, ARRAY[uid, age, seg]::bigint[] AS persona,
+       ARRAY[iid, cat, hour, device, n1, n2]::bigint[] AS features,
+       click::real AS label, ARRAY[click, buy]::real[] AS labels
+FROM s_lab;
+\set cols 'domain, persona, features, label, labels'
+\set click 'labels[1]'
+\set buy 'labels[2]'
+\endif
 
 -- quiet: no "does not exist, skipping" notices on the first run (reverts at COMMIT)
 SET LOCAL client_min_messages = warning;
 DROP TABLE IF EXISTS synth_train, synth_valid, synth_test;
-CREATE TABLE synth_train AS SELECT domain, persona, features, label, labels FROM s_all WHERE split < 0.8 ORDER BY r;
-CREATE TABLE synth_valid AS SELECT domain, persona, features, label, labels FROM s_all WHERE split >= 0.8 AND split < 0.9 ORDER BY r;
-CREATE TABLE synth_test  AS SELECT domain, persona, features, label, labels FROM s_all WHERE split >= 0.9 ORDER BY r;
+CREATE TABLE synth_train AS SELECT :cols FROM s_all WHERE split < 0.8 ORDER BY r;
+CREATE TABLE synth_valid AS SELECT :cols FROM s_all WHERE split >= 0.8 AND split < 0.9 ORDER BY r;
+CREATE TABLE synth_test  AS SELECT :cols FROM s_all WHERE split >= 0.9 ORDER BY r;
 
 COMMIT;
 ANALYZE synth_train, synth_valid, synth_test;
 
-SELECT t AS "table", count(*) AS rows, round(avg(labels[1])::numeric, 4) AS ctr, round(avg(labels[2])::numeric, 4) AS buy_rate
-FROM (SELECT 'synth_train' t, labels FROM synth_train UNION ALL SELECT 'synth_valid', labels FROM synth_valid
-      UNION ALL SELECT 'synth_test', labels FROM synth_test) x GROUP BY t ORDER BY t;
-SELECT domain, count(*) AS rows, round(avg(labels[1])::numeric, 4) AS ctr, round(avg(labels[2])::numeric, 4) AS buy_rate
+SELECT t AS "table", count(*) AS rows, round(avg(c)::numeric, 4) AS ctr, round(avg(b)::numeric, 4) AS buy_rate
+FROM (SELECT 'synth_train' t, :click c, :buy b FROM synth_train UNION ALL SELECT 'synth_valid', :click, :buy FROM synth_valid
+      UNION ALL SELECT 'synth_test', :click, :buy FROM synth_test) x GROUP BY t ORDER BY t;
+SELECT domain, count(*) AS rows, round(avg(:click)::numeric, 4) AS ctr, round(avg(:buy)::numeric, 4) AS buy_rate
 FROM synth_train GROUP BY domain ORDER BY domain;

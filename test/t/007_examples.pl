@@ -3,11 +3,12 @@
 # Every ```sql block of README.md runs in order, exactly as written, in one fresh database of a
 # fresh cluster (each block in its own psql session, ON_ERROR_STOP; the database starts without
 # the extension: README's first block creates it).  No block may fail, and each block's result is
-# checked: the example data has positives of both tasks on every day and domain, training stores
-# versions with a validation AUC, evaluation gives an AUC per domain and task, deploys and the
-# rollback are in the history, top-k returns k rows sorted with scores in [0, 1], batch scoring
-# scores every row, copies and chunked copies export the same bytes, a scorer role scores, a
-# pinned reference has its fingerprint.  README's ```python blocks run against that database
+# checked: the example data has positives of both tasks on every day and domain, training by
+# column name stores versions with a validation AUC and the dense field's statistics, evaluation
+# gives an AUC per domain and task, deploys and the rollback are in the history, top-k by name
+# returns k rows sorted with scores in [0, 1] that agree with pepnet_predict(model, row), batch
+# scoring scores every row, the positional (low-level) form trains and scores, copies and chunked
+# copies export the same bytes, a scorer role scores, a pinned reference has its fingerprint.  README's ```python blocks run against that database
 # (PYTHONPATH=python).  Then the ```sql blocks of docs/api.md run in the same
 # database, and examples/synth.sql runs in a fresh database without notices and with positives
 # in every split.
@@ -64,12 +65,18 @@ my @checks = (
 		is(rq("SELECT count(*) || ' ' || count(DISTINCT day) || ' ' || count(DISTINCT domain) FROM events"), '21000 7 3',
 			'example data: 21000 events over 7 days and 3 domains');
 		is(rq("SELECT count(*) FROM (SELECT day, domain FROM events GROUP BY day, domain
-		      HAVING sum(labels[1]) > 0 AND sum(labels[1]) < count(*) AND sum(labels[2]) > 0) g"), '21',
+		      HAVING sum(click) > 0 AND sum(click) < count(*) AND sum(buy) > 0) g"), '21',
 			'example data: clicks, non-clicks and buys on every day in every domain (validation and test days too)');
 		is(rq("SELECT count(*) FROM items"), '501', 'example data: 501 candidate items');
+		is(rq("SELECT count(DISTINCT user_id) > 400 AND max(price) > 20 * min(price) FROM events"), 't',
+			'example data: hundreds of users, a heavy-tailed price');
 	} ],
-	[ qr/CALL pepnet_train\('ctr'/, sub {
+	[ qr/CALL pepnet_train\('ctr',/, sub {
 		is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr'"), '3', 'training stored a version per epoch');
+		is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr' AND config->>'inputs' = 'columns'
+		      AND (config->'dense'->0->>'std')::float8 > 0 AND config->'features'->1->>'id' = 'text'
+		      AND config->'persona'->0->>'id' = 'text'"), '3',
+			'the versions are in the named form, with the dense statistics and the text and uuid fields\' id kind');
 		is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr'
 		      AND (metrics->'validation'->>'auc')::float8 BETWEEN 0.6 AND 1
 		      AND (metrics->'validation'->'tasks'->'buy'->>'auc')::float8 BETWEEN 0.5 AND 1"), '3',
@@ -115,17 +122,22 @@ my @checks = (
 		is(rq("SELECT d.version = h.to_version FROM pepnet.deployments d JOIN pepnet.deploy_history h USING (name)
 		      WHERE name = 'ctr' ORDER BY h.seq DESC LIMIT 1"), 't', 'the rollback is what is deployed');
 	} ],
-	[ qr/pepnet_score\('ctr', 2, ARRAY\[42, 2\]::bigint\[\], c\.features\)/, sub {
+	[ qr/pepnet_score_rows\('ctr', ARRAY/, sub {
 		my ($out) = @_;
 		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
 		is(scalar(@rows), 10, 'top-k returns k = 10 rows');
-		is(scalar(grep { $_->[0] >= 1000 && $_->[0] <= 1500 && prob($_->[1]) && prob($_->[2]) && $_->[2] <= $_->[1] } @rows), 10,
-			'top-k: items of the table, p_click and p_buy in [0, 1], p_buy <= p_click') or diag($out);
+		is(scalar(grep { $_->[0] >= 1000 && $_->[0] <= 1500 && $_->[1] =~ /^cat-\d+$/ && prob($_->[2]) && prob($_->[3])
+		                 && $_->[3] <= $_->[2] } @rows), 10,
+			'top-k: items of the table handed back, p_click and p_buy in [0, 1], p_buy <= p_click') or diag($out);
 		my %seen = map { $_->[0] => 1 } @rows;
 		is(scalar(keys %seen), 10, 'top-k: 10 distinct items');
-		is(join(',', map { $_->[1] } @rows), join(',', sort { $b <=> $a } map { $_->[1] } @rows), 'top-k: sorted by p_click');
+		is(join(',', map { $_->[2] } @rows), join(',', sort { $b <=> $a } map { $_->[2] } @rows), 'top-k: sorted by p_click');
+		is(rq("SELECT count(*) FROM pepnet_score_rows('ctr', ARRAY(SELECT c FROM candidates c WHERE request_id = 1)) s
+		      JOIN candidates c ON c.request_id = 1 AND c.item_id = (s.candidate).item_id
+		      WHERE abs(s.score - pepnet_predict('ctr', c)) < 1e-6"), '501',
+			'pepnet_score_rows agrees with pepnet_predict(model, row) on every candidate');
 	} ],
-	[ qr/avg\(pepnet_predict\('ctr'/, sub {
+	[ qr/avg\(pepnet_predict\('ctr', e\)/, sub {
 		my ($out) = @_;
 		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
 		is(scalar(grep { prob($_->[1]) && $_->[1] > 0 && prob($_->[2]) } @rows), 3,
@@ -138,24 +150,13 @@ my @checks = (
 			'batch scoring scored every (request, item) pair with both tasks');
 		like($out, qr/^20040\|0\.\d+\|0\.\d+$/m, 'batch scoring: the summary shows the rows and scores in [0, 1]');
 	} ],
-	[ qr/CALL pepnet_train\('ctr_named'/, sub {
+	[ qr/CALL pepnet_train\('ctr_arrays'/, sub {
 		my ($out) = @_;
-		is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr_named' AND config->>'inputs' = 'columns'
-		      AND (metrics->'validation'->>'auc')::float8 BETWEEN 0.6 AND 1"), '2',
-			'by column name: two versions in the named form, each with a validation AUC above 0.6');
+		is(rq("SELECT count(*) FROM pepnet.models WHERE name = 'ctr_arrays' AND config->>'inputs' = 'arrays'"), '2',
+			'the low-level interface: two versions in the positional form');
 		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
-		is(scalar(grep { prob($_->[0]) && $_->[1] =~ /^[01]$/ } @rows), 3, 'pepnet_predict(model, row) scores rows of the table')
+		is(scalar(grep { $_->[0] =~ /^[12]$/ && prob($_->[1]) && prob($_->[2]) } @rows), 2, 'pepnet_score scores positional candidates')
 			or diag($out);
-	} ],
-	[ qr/pepnet_score_rows\('ctr_named'/, sub {
-		my ($out) = @_;
-		my @rows = map { [ split /\|/, $_, -1 ] } grep { /\S/ } split /\n/, $out;
-		is(scalar(grep { $_->[0] >= 1000 && $_->[0] <= 1500 && prob($_->[1]) } @rows), 5,
-			'pepnet_score_rows: the top 5 candidates, rows handed back') or diag($out);
-		is(rq("SELECT count(*) FROM pepnet_score_rows('ctr_named', ARRAY(SELECT c FROM candidates c)) s
-		      JOIN candidates c ON c.item_id = (s.candidate).item_id
-		      WHERE abs(s.score - pepnet_predict('ctr_named', c)) < 1e-6"), '501',
-			'pepnet_score_rows agrees with pepnet_predict(model, row) on every candidate');
 	} ],
 	[ qr/pepnet_create\('ctr_fresh'/, sub {
 		my ($out) = @_;
@@ -276,6 +277,35 @@ for my $t ('synth_train', 'synth_valid', 'synth_test')
 	is($node->safe_psql('synth', "SELECT sum(labels[1]) > 0 AND sum(labels[1]) < count(*) AND sum(labels[2]) > 0 FROM $t"),
 		't', "$t has clicks, non-clicks and buys (a validation AUC is defined)");
 }
+
+# examples/synth.sql -v form=columns (the demo's): the same rows as columns by name
+$node->safe_psql('postgres', 'CREATE DATABASE synth_named');
+$node->safe_psql('synth_named', 'CREATE EXTENSION pepnet');
+($out, $err) = ('', '');
+$rc = PostgreSQL::Test::Utils::run_log(
+	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-v', 'rows=3000', '-v', 'seed=1', '-v', 'form=columns', '-f', 'examples/synth.sql',
+	  '-d', $node->connstr('synth_named') ],
+	'>', \$out, '2>', \$err);
+ok($rc, 'examples/synth.sql -v form=columns runs in a fresh database') or diag($err);
+unlike($err, qr/does not exist, skipping|NOTICE/, 'examples/synth.sql -v form=columns prints no notices');
+is($node->safe_psql('synth_named', "SELECT string_agg(format_type(atttypid, atttypmod), ',' ORDER BY attnum) FROM pg_attribute
+                                   WHERE attrelid = 'synth_train'::regclass AND attnum > 0 AND NOT attisdropped AND attname IN
+                                   ('domain', 'user_id', 'age', 'item_id', 'category', 'item_views', 'click', 'buy')"),
+	'integer,uuid,integer,bigint,text,integer,integer,integer',
+	'form=columns: an integer domain, a uuid user id, an integer age, a bigint item id, a text category, an integer count, int labels');
+my $q = "SELECT string_agg(concat_ws(':', domain, %s, %s), ',' ORDER BY ord) FROM (SELECT *, row_number() OVER () AS ord FROM %s) t";
+for my $t ('synth_train', 'synth_valid', 'synth_test')
+{
+	is($node->safe_psql('synth_named', sprintf($q, 'click', 'buy', $t)), $node->safe_psql('synth', sprintf($q, 'labels[1]::int', 'labels[2]::int', $t)),
+		"$t: form=columns has the rows and labels of form=arrays");
+}
+is($node->safe_psql('synth_named', "SELECT min(item_views) >= 1 AND max(item_views) > 100 * percentile_cont(0.5) WITHIN GROUP (ORDER BY item_views)
+                                   FROM synth_train"), 't', 'form=columns: item_views is heavy-tailed (max over 100x the median)');
+($out, $err) = ('', '');
+$rc = PostgreSQL::Test::Utils::run_log(
+	[ 'psql', '-X', '-q', '-v', 'rows=30', '-v', 'form=named', '-f', 'examples/synth.sql', '-d', $node->connstr('synth_named') ],
+	'>', \$out, '2>', \$err);
+like($err, qr/form must be arrays or columns/, 'examples/synth.sql refuses an unknown form');
 
 $node->stop;
 done_testing();
