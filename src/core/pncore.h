@@ -472,6 +472,11 @@ float	   *pn_trainer_moment(PnTrainer *tr, int which);	/* 1: first, 2: second */
 void		pn_trainer_set_lr(PnTrainer *tr, float lr);
 float	   *pn_trainer_grad(PnTrainer *tr);
 int			pn_trainer_freeze_sg(PnTrainer *tr, bool on);
+/*
+ * With multi-valued fields a batch may grow the trainer's room for the rows
+ * it touches (pn_alloc): call pn_train_grad, pn_train_step and
+ * pn_train_predict where pn_alloc allocates for the trainer's lifetime.
+ */
 /* loss and gradients of a batch, no optimiser step */
 int			pn_train_grad(PnTrainer *tr, const PnBatch *b, bool update_stats, double *loss, PnError *err);
 /* the optimiser step for the gradients of the last pn_train_grad */
