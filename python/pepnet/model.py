@@ -18,6 +18,7 @@ a dict of columns or any mapping by column name such as a pandas DataFrame:
 """
 import decimal
 import math
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -453,7 +454,8 @@ class StarPepNet(nn.Module):
         left out with their weights; a NULL or empty list, or total weight 0, uses the empty row. Its
         "weights" column holds a list of non-negative finite numbers per row, one per id."""
         name = f["name"]
-        where = '%s field %d "%s" (column "%s")' % (key, i, name, name)
+        field = '%s field %d "%s"' % (key, i, name)
+        where = '%s (column "%s")' % (field, name)
         col = self._bag_column(batch, name, '%s field %d "%s": lists of ids' % (key, i, name), B)
         wcol = None
         if "weights" in f:
@@ -477,34 +479,48 @@ class StarPepNet(nn.Module):
                 if _is_null(wr):
                     if any(not _is_null(x) for x in vals):
                         raise ValueError('the weights of %s (column "%s") are NULL at row %d, but the row has ids'
-                                         % (where, f["weights"], r))
+                                         % (field, f["weights"], r))
                     continue
                 wv = list(wr)
                 if len(wv) != len(vals):
                     raise ValueError('the weights of %s (column "%s") have %d elements at row %d, but the row has '
-                                     '%d ids: one weight per id' % (where, f["weights"], len(wv), r, len(vals)))
+                                     '%d ids: one weight per id' % (field, f["weights"], len(wv), r, len(vals)))
             for j, x in enumerate(vals):
                 if _is_null(x):
                     continue
                 if wv is not None:
-                    if _is_null(wv[j]):
+                    if wv[j] is None or type(wv[j]).__name__ == "NAType":
                         raise ValueError('weight %d of %s (column "%s") at row %d is NULL, but its id is not'
-                                         % (j + 1, where, f["weights"], r))
-                    wj = float(np.float32(wv[j]))
+                                         % (j + 1, field, f["weights"], r))
+                    if isinstance(wv[j], (bool, np.bool_)) or not isinstance(wv[j], (int, float, np.integer,
+                                                                                      np.floating, decimal.Decimal)):
+                        raise TypeError('weight %d of %s (column "%s") at row %d is a %s: weights are numbers'
+                                        % (j + 1, field, f["weights"], r, type(wv[j]).__name__))
+                    with np.errstate(over="ignore"):
+                        wj = float(np.float32(wv[j]))
                     if not math.isfinite(wj) or wj < 0:
                         raise ValueError('weight %d of %s (column "%s") at row %d is %r: weights must be finite '
-                                         'and >= 0' % (j + 1, where, f["weights"], r, wv[j]))
+                                         'and >= 0' % (j + 1, field, f["weights"], r, wv[j]))
                     wts.append(wj)
                 flat.append(x)
                 seg.append(r)
-        a = np.empty(len(flat), dtype=object)
-        for j, x in enumerate(flat):
-            a[j] = x
-        if len(flat) and all(isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) for x in flat):
-            a = np.array([int(x) for x in flat], dtype=object)
-        ids, _, kinds = _id_values_kinds(a, key, i, f)
-        for kind, r in kinds if len(flat) else ():
-            _id_kind(f, key, i, kind, None if r is None else seg[r])
+        ids = np.zeros(len(flat), np.int64)
+        j = 0
+        while j < len(flat):
+            # one batch row's ids at a time, so that an error names the row (and the element)
+            r, e = seg[j], j
+            while e < len(flat) and seg[e] == r:
+                e += 1
+            a = np.empty(e - j, dtype=object)
+            a[:] = flat[j:e]
+            try:
+                ids[j:e], _, kinds = _id_values_kinds(a, key, i, f)
+            except (TypeError, ValueError) as err:
+                raise type(err)(re.sub(r" at row (\d+)", lambda mt: " at row %d (element %d of its list)"
+                                       % (r, int(mt.group(1)) + 1), str(err), count=1)) from None
+            for kind, _ in kinds:
+                _id_kind(f, key, i, kind, r)
+            j = e
         rows = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], name)
         return (rows, torch.tensor(seg, dtype=torch.int64),
                 None if wcol is None else torch.tensor(wts, dtype=torch.float32))
