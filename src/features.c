@@ -13,7 +13,10 @@
  * each id resolved to its embedding row (a NULL id to the field's missing
  * row), so that the core never sees a named id, and each dense value
  * transformed by its field's log1p, clip and zscore (a NULL one of a
- * z-scored field imputed with the stored mean).
+ * z-scored field imputed with the stored mean).  A multi-valued field
+ * ("pooling") reads an array of ids (and its "weights" column): each row's
+ * ids are decoded into a RowBag, and a block's RowBags become the core's
+ * PnBag CSR (features_bags_block).
  */
 #include "features.h"
 
