@@ -36,7 +36,7 @@ SELECT domain, rows, auc > 0.9 AS auc_high FROM pepnet_evaluate('bags_m', 'SELEC
 SELECT count(*) AS groups, sum(rows) FILTER (WHERE domain IS NULL) AS all_rows
 FROM pepnet_check_data('SELECT * FROM bags_ev WHERE id <= 300', model => 'bags_m');
 
--- the entry points agree: pepnet_score_rows, pepnet_predict(model, record), pepnet_score_query
+-- the entry points agree: pepnet_score_rows, pepnet_predict(model, record) (by GEMVs: float32 rounding), pepnet_score_query
 CREATE TABLE bags_s_rows AS
 SELECT (s.candidate).id, s.score FROM pepnet_score_rows('bags_m', ARRAY(SELECT c FROM bags_ev c WHERE id <= 300)) s;
 CREATE TABLE bags_s_query AS
@@ -86,6 +86,14 @@ FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t4}'::text[] AS tags, '{
      (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t4}'::text[] AS tags, '{2,6}'::float8[] AS tw, '{1,2}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) b,
      (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t4}'::text[] AS tags, '{3,1}'::real[] AS tw, '{1,2}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c,
      (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t4}'::varchar[] AS tags, '{1,3}'::real[] AS tw, '{1,2}'::int2[] AS hist, '{1}'::int8[] AS likes, 0.1 AS price) d;
+-- uuid[] elements hash as their canonical text, bpchar[] elements without trailing blanks
+SELECT pepnet_predict('bags_m', a) = pepnet_predict('bags_m', b) AS uuid_is_its_text,
+       pepnet_predict('bags_m', c) = pepnet_predict('bags_m', d) AS bpchar_trimmed,
+       pepnet_predict('bags_m', a) <> pepnet_predict('bags_m', d) AS other_ids_differ
+FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{123e4567-e89b-12d3-a456-426614174000}'::text[] AS tags, '{1}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) a,
+     (SELECT 0 AS domain, 3 AS item, 2 AS user_id, ARRAY['123E4567-E89B-12D3-A456-426614174000'::uuid] AS tags, '{1}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) b,
+     (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,s2}'::char(4)[] AS tags, '{1,3}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c,
+     (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,s2}'::text[] AS tags, '{1,3}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) d;
 -- rows of several persona bags in one pepnet_score_rows call: each scored with its own persona
 SELECT bool_and(abs(s.score - pepnet_predict('bags_m', s.candidate)) < 1e-6) AS grouped_by_persona_bags, count(*) AS rows
 FROM pepnet_score_rows('bags_m', ARRAY(SELECT c FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1}'::text[] AS tags, '{1}'::real[] AS tw,
