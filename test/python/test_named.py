@@ -532,6 +532,31 @@ def test_db_fetch(conn):
     check("db.score_query of a named module, in slices", ok, "max err %g" % err)
     m.train()
     check("loss of the fetched batch reads bool and NULL labels", torch.equal(m.loss(m(data), data), m.loss(m(by_hand), by_hand)))
+    # multi-valued fields: array columns come back as lists (NULL lists and elements as None), equal lengths too
+    mb = pepnet.StarPepNet(BAGS, seed=4)
+    qb = """SELECT (i %% 2) AS domain, i AS item, i %% 5 AS "user", 0.5 AS price, (i %% 2)::int AS click,
+                   CASE WHEN i %% 4 = 0 THEN NULL ELSE ARRAY['a', CASE WHEN i %% 3 = 0 THEN NULL ELSE 'b' END] END AS tags,
+                   CASE WHEN i %% 4 = 0 THEN NULL ELSE ARRAY[1, i]::real[] END AS tw,
+                   ARRAY[i, i + 1]::bigint[] AS hist, CASE WHEN i %% 5 = 0 THEN '{}' ELSE ARRAY[i %% 3] END AS likes
+            FROM generate_series(1, %s) i"""
+    qu = qb.replace("ARRAY['a', CASE WHEN i %% 3 = 0 THEN NULL ELSE 'b' END]",
+                    "ARRAY['123e4567-e89b-12d3-a456-426614174000'::uuid, CASE WHEN i %% 3 = 0 THEN NULL ELSE "
+                    "'00000000-0000-0000-0000-000000000001'::uuid END]")
+    datab = pepnet.db.fetch(conn, qb, BAGS, (12,))
+    by_hand = {"domain": [i % 2 for i in range(1, 13)], "item": list(range(1, 13)), "user": [i % 5 for i in range(1, 13)],
+               "price": [0.5] * 12, "click": [i % 2 for i in range(1, 13)],
+               "tags": [None if i % 4 == 0 else ["a", None if i % 3 == 0 else "b"] for i in range(1, 13)],
+               "tw": [None if i % 4 == 0 else [1.0, float(i)] for i in range(1, 13)],
+               "hist": [[i, i + 1] for i in range(1, 13)], "likes": [[] if i % 5 == 0 else [i % 3] for i in range(1, 13)]}
+    check("db.fetch of multi-valued columns: lists per row, scored as the same rows built in Python",
+          isinstance(datab["hist"][0], list) and datab["tags"][3] is None and torch.equal(mb.predict(datab), mb.predict(by_hand)))
+    datau = pepnet.db.fetch(conn, qu, BAGS, (12,))
+    by_hand["tags"] = [None if t is None else [uuid.UUID("123e4567-e89b-12d3-a456-426614174000"),
+                                               None if x is None else uuid.UUID(int=1)] for t, x in
+                       zip(by_hand["tags"], [t and t[1] for t in by_hand["tags"]])]
+    check("db.fetch of a uuid[] column: lists of the uuids' texts (NULL elements None), scored as uuid.UUID",
+          datau["tags"][0] == ["123e4567-e89b-12d3-a456-426614174000", "00000000-0000-0000-0000-000000000001"]
+          and datau["tags"][2][1] is None and torch.equal(mb.predict(datau), mb.predict(by_hand)))
 
 
 def test_id_kind():
