@@ -24,6 +24,7 @@
  * candidate's score is the one pepnet_score gives it (the same tiles).
  */
 #include "reader.h"
+#include "features.h"
 
 #include <math.h>
 
@@ -66,6 +67,8 @@ typedef struct Block
 	float	   *gdense;
 	double	   *gout;			/* one group's scores [n, T] */
 	double	   *out;			/* [n, T] in row order */
+	RowBag	   *bags;			/* [n, F + P] multi-valued fields' ids, NULL when none */
+	BagBlock	gbags;			/* one group's, as the core takes them */
 } Block;
 
 /*
@@ -125,7 +128,8 @@ decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b,
 	int			t;
 
 	reader_decode_inputs(&r->rd, tup, td, b->domain + i, b->persona + (size_t) i * c->npers,
-						 b->features + (size_t) i * c->nfeat, b->dense + (size_t) i * c->dense);
+						 b->features + (size_t) i * c->nfeat, b->dense + (size_t) i * c->dense,
+						 b->bags ? b->bags + (size_t) i * (c->nfeat + c->npers) : NULL);
 	for (t = 0; t < r->nkeys; t++)
 	{
 		Form_pg_attribute a = TupleDescAttr(td, r->keycol[t] - 1);
@@ -138,7 +142,19 @@ decode(BatchReader *r, const PnConfig *c, HeapTuple tup, TupleDesc td, Block *b,
 
 /* qsort by (domain, persona), then row: stable groups */
 static const Block *sort_block;
+static const PnConfig *sort_cfg;
 static int	sort_npers;
+
+/* the order of rows x and y by their multi-valued persona fields' bags */
+static int
+bags_cmp(const PnConfig *c, const Block *b, int x, int y)
+{
+	int			nf = c->nfeat + c->npers;
+
+	if (b->bags == NULL)
+		return 0;
+	return features_bags_cmp_persona(c, b->bags + (size_t) x * nf, b->bags + (size_t) y * nf);
+}
 
 static int
 row_cmp(const void *pa, const void *pb)
@@ -157,14 +173,18 @@ row_cmp(const void *pa, const void *pb)
 		if (x != y)
 			return x < y ? -1 : 1;
 	}
+	i = bags_cmp(sort_cfg, sort_block, a, b);
+	if (i != 0)
+		return i;
 	return a < b ? -1 : a > b;
 }
 
 static bool
-same_group(const Block *b, int npers, int x, int y)
+same_group(const PnConfig *c, const Block *b, int npers, int x, int y)
 {
 	return b->domain[x] == b->domain[y] &&
-		(npers == 0 || memcmp(b->persona + (size_t) x * npers, b->persona + (size_t) y * npers, sizeof(int64) * npers) == 0);
+		(npers == 0 || memcmp(b->persona + (size_t) x * npers, b->persona + (size_t) y * npers, sizeof(int64) * npers) == 0) &&
+		bags_cmp(c, b, x, y) == 0;
 }
 
 /* Score the rows of a block, group by group; b->out [n, T] in row order */
@@ -182,6 +202,7 @@ score_block(PepnetEntry *e, Block *b, BatchReader *r)
 	for (i = 0; i < b->n; i++)
 		b->order[i] = i;
 	sort_block = b;
+	sort_cfg = c;
 	sort_npers = P;
 	qsort(b->order, b->n, sizeof(int), row_cmp);
 	while (start < b->n)
@@ -194,7 +215,7 @@ score_block(PepnetEntry *e, Block *b, BatchReader *r)
 		PnEngine   *eng;
 		PnError		err = {0};
 
-		while (end < b->n && same_group(b, P, first, b->order[end]))
+		while (end < b->n && same_group(c, b, P, first, b->order[end]))
 			end++;
 		g = end - start;
 		for (i = 0; i < g; i++)
@@ -207,8 +228,12 @@ score_block(PepnetEntry *e, Block *b, BatchReader *r)
 		}
 		dc = pepnet_cache_domain(e, b->domain[first]);
 		eng = pepnet_cache_engine(e, pepnet_precision, dc);
-		if (pn_persona_build(e->model, P ? b->persona + (size_t) first * P : NULL, &pp, &err) != PN_OK ||
-			pn_engine_score(eng, dc, pp, g, b->gfeat, Nd ? b->gdense : NULL, b->gout, pepnet_interrupt_check, &err) != PN_OK)
+		if (b->bags)
+			features_bags_block(c, &b->gbags, b->bags, b->order + start, g);
+		if (pn_persona_build_bags(e->model, P ? b->persona + (size_t) first * P : NULL, b->bags ? b->gbags.pbag : NULL,
+								  &pp, &err) != PN_OK ||
+			pn_engine_score_bags(eng, dc, pp, g, b->gfeat, b->bags ? b->gbags.fbag : NULL, Nd ? b->gdense : NULL,
+								 b->gout, pepnet_interrupt_check, &err) != PN_OK)
 		{
 			if (err.row >= 0)
 			{
@@ -271,6 +296,7 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 	b.gdense = palloc(sizeof(float) * BATCH_ROWS * (c->dense + 1));
 	b.gout = palloc(sizeof(double) * BATCH_ROWS * T);
 	b.out = palloc(sizeof(double) * BATCH_ROWS * T);
+	b.bags = features_bags_new(c, BATCH_ROWS);
 	values = palloc(sizeof(Datum) * (r.nkeys + 2));
 	nulls = palloc0(sizeof(bool) * (r.nkeys + 2));
 	arr = scores_array(T);

@@ -69,6 +69,8 @@ rows_hash(const Rows *rows, const PnConfig *c, uint64 *sum)
 													  sizeof(float) * c->dense, 3));
 		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) (rows->labels + (int64) i * c->ntasks),
 												  sizeof(float) * c->ntasks, 4));
+		if (rows->bags)
+			h = features_bags_hash(c, rows->bags + (int64) i * (c->nfeat + c->npers), h);
 		*sum += h;
 	}
 }
@@ -100,6 +102,7 @@ evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, ui
 	Metric	   *ms;
 	bool		more = true;
 	int			block = eval_block_rows(c);
+	BagBlock	bags = {0};
 
 	/* scored by the engine, as pepnet_score serves it (fp32): ties bit-identical, see src/core/evaluate.c */
 	if (pn_evaluator_new(m, PN_FP32, &ev, &err) != PN_OK)
@@ -130,6 +133,14 @@ evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, ui
 		b.features = rows.features;
 		b.dense = c->dense ? rows.dense : NULL;
 		b.labels = NULL;
+		b.fbag = NULL;
+		b.pbag = NULL;
+		if (rows.bags)
+		{
+			features_bags_block(c, &bags, rows.bags, NULL, rows.n);
+			b.fbag = bags.fbag;
+			b.pbag = bags.pbag;
+		}
 		if (pn_evaluator_logits(ev, &b, logits, pepnet_interrupt_check, &err) != PN_OK)
 			train_core_error(&err, what, &rows);
 		for (i = 0; i < (int64) rows.n * c->ntasks; i++)

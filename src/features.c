@@ -13,14 +13,19 @@
  * each id resolved to its embedding row (a NULL id to the field's missing
  * row), so that the core never sees a named id, and each dense value
  * transformed by its field's log1p, clip and zscore (a NULL one of a
- * z-scored field imputed with the stored mean).
+ * z-scored field imputed with the stored mean).  A multi-valued field
+ * ("pooling") reads an array of ids (and its "weights" column): each row's
+ * ids are decoded into a RowBag, and a block's RowBags become the core's
+ * PnBag CSR (features_bags_block).
  */
 #include "features.h"
 
 #include <math.h>
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "mb/pg_wchar.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/uuid.h"
@@ -29,6 +34,8 @@
 #define DENSE_TYPES "float4, float8, int2, int4, int8 or numeric"
 #define LABEL_TYPES "int2, int4, int8, bool, float4, float8 or numeric"
 #define DOMAIN_TYPES "int2, int4 or int8"
+#define BAG_TYPES "int2[], int4[], int8[], text[], varchar[], bpchar[] or uuid[]"
+#define WEIGHT_TYPES "real[] or float8[]"
 
 /* Attribute number of a column by name, 0 when absent */
 static int
@@ -94,6 +101,9 @@ features_reads(const FeatureBinding *b, int att)
 		return true;
 	for (i = 0; i < n; i++)
 		if (b->col[i].att == att)
+			return true;
+	for (i = 0; i < c->nfeat + c->npers; i++)
+		if (b->wcol[i].att == att)
 			return true;
 	return false;
 }
@@ -165,13 +175,94 @@ text_id_type(Oid t)
  * field with "hash": false (its ids are rows themselves), and of the id
  * kind the version was trained with ("id", when the config has it).
  */
+/* An array column's element type (base types) and how to read its elements */
+static bool
+array_of(FeatureCol *c, bool (*ok) (Oid))
+{
+	Oid			elem = get_element_type(c->type);
+
+	if (!OidIsValid(elem) || !ok(getBaseType(elem)))
+		return false;
+	c->array = true;
+	c->arraytype = c->type;
+	c->type = getBaseType(elem);
+	get_typlenbyvalalign(elem, &c->elmlen, &c->elmbyval, &c->elmalign);
+	return true;
+}
+
+static bool
+any_type(Oid t)
+{
+	return true;
+}
+
+static bool
+weight_type(Oid t)
+{
+	return t == FLOAT4OID || t == FLOAT8OID;
+}
+
+/*
+ * Bind a multi-valued field's column (an array of ids) and its weights
+ * column (an array of real or float8), 42804 naming the field, the column,
+ * its type and the types accepted.
+ */
 static FeatureCol
-bind_field(TupleDesc td, const char *what, const PnField *f, const char *kind)
+bind_bag(TupleDesc td, const char *what, const PnField *f, const char *label, FeatureCol *wc)
+{
+	FeatureCol	c = bind_one(td, what, f->name, label, any_type, BAG_TYPES, "bigint[]");
+	Oid			t = TupleDescAttr(td, c.att - 1)->atttypid;
+
+	if (!array_of(&c, id_type))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s column \"%s\" (%s) has type %s, expected %s", what, f->name, label, format_type_be(t), BAG_TYPES),
+				 errdetail("The field has \"pooling\": \"%s\": its column is an array of ids.", f->pooling == PN_POOL_SUM ? "sum" : "mean"),
+				 errhint("Return an array of ids, e.g. ARRAY[%s]::bigint[] or array_agg(...), or leave \"pooling\" out for one id per row.",
+						 quote_identifier(f->name))));
+	if (f->weights[0])
+	{
+		char	   *wl = psprintf("the weights of %s", label);
+		Oid			wt;
+
+		*wc = bind_one(td, what, f->weights, wl, any_type, WEIGHT_TYPES, "real[]");
+		wt = TupleDescAttr(td, wc->att - 1)->atttypid;
+		if (!array_of(wc, weight_type))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("%s column \"%s\" (%s) has type %s, expected %s", what, f->weights, wl, format_type_be(wt),
+							WEIGHT_TYPES),
+					 errhint("Cast it in the query, e.g. %s::real[].", quote_identifier(f->weights))));
+	}
+	return c;
+}
+
+static FeatureCol
+bind_field(TupleDesc td, const char *what, const PnField *f, const char *kind, FeatureCol *wc)
 {
 	char	   *label = psprintf("%s field \"%s\"", kind, f->name);
-	FeatureCol	c = bind_one(td, what, f->name, label, id_type, ID_TYPES, "bigint or ::text");
-	Oid			t = TupleDescAttr(td, c.att - 1)->atttypid;
-	bool		text = text_id_type(c.type);
+	FeatureCol	c;
+	Oid			t;
+	bool		text;
+
+	if (f->pooling != PN_POOL_NONE)
+		c = bind_bag(td, what, f, label, wc);
+	else
+	{
+		int			att = features_column(td, f->name, what);
+
+		/* an array for a field of one id: say how to make it multi-valued */
+		if (att > 0 && OidIsValid(get_element_type(getBaseType(TupleDescAttr(td, att - 1)->atttypid))))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("%s column \"%s\" (%s) has type %s, expected %s", what, f->name, label,
+							format_type_be(TupleDescAttr(td, att - 1)->atttypid), ID_TYPES),
+					 errdetail("The field takes one id per row."),
+					 errhint("For a multi-valued field (several ids per row) give the field \"pooling\": \"sum\" or \"mean\".")));
+		c = bind_one(td, what, f->name, label, id_type, ID_TYPES, "bigint or ::text");
+	}
+	t = TupleDescAttr(td, c.att - 1)->atttypid;
+	text = text_id_type(c.type);
 
 	if (text && !f->hash)
 		ereport(ERROR,
@@ -255,11 +346,12 @@ features_bind(TupleDesc td, const PnConfig *cfg, const char *what, const char *p
 	b->labels = labels;
 	b->utf8 = GetDatabaseEncoding() == PG_UTF8;
 	b->col = palloc0(sizeof(FeatureCol) * (F + P + Nd + T + 1));
+	b->wcol = palloc0(sizeof(FeatureCol) * (F + P + 1));
 	b->domain = bind_one(td, what, cfg->domain_column, "the domain", domain_type, DOMAIN_TYPES, "int");
 	for (i = 0; i < F; i++)
-		b->col[i] = bind_field(td, what, &cfg->feat[i], "feature");
+		b->col[i] = bind_field(td, what, &cfg->feat[i], "feature", &b->wcol[i]);
 	for (i = 0; i < P; i++)
-		b->col[F + i] = bind_field(td, what, &cfg->pers[i], "persona");
+		b->col[F + i] = bind_field(td, what, &cfg->pers[i], "persona", &b->wcol[F + i]);
 	for (i = 0; i < Nd; i++)
 		b->col[F + P + i] = bind_one(td, what, cfg->dfield[i].name, psprintf("dense field \"%s\"", cfg->dfield[i].name),
 									 dense_type, DENSE_TYPES, "real");
@@ -377,6 +469,300 @@ field_row(const FeatureBinding *b, const PnField *f, int i, const char *kind, co
 	return row;
 }
 
+/* Room for n ids in a row's bag (weights too when w) */
+static void
+bag_reserve(RowBag *bag, int n, bool w)
+{
+	if (n > bag->cap)
+	{
+		int			cap = Max(n, Max(8, bag->cap * 2));
+
+		bag->rows = bag->rows ? repalloc(bag->rows, sizeof(int64) * cap) :
+			MemoryContextAlloc(bag->cxt, sizeof(int64) * cap);
+		if (bag->w)
+			bag->w = repalloc(bag->w, sizeof(float) * cap);
+		bag->cap = cap;
+	}
+	if (w && bag->w == NULL && bag->cap > 0)
+		bag->w = MemoryContextAlloc(bag->cxt, sizeof(float) * bag->cap);
+}
+
+/* Free an array detoasted from d */
+static void
+bag_free_copy(ArrayType *a, Datum d)
+{
+	if ((Pointer) a != DatumGetPointer(d))
+		pfree(a);
+}
+
+/*
+ * A multi-valued field's bag of one row: each non-NULL id of its array
+ * column resolved to its row as a single id of the field, with its weight
+ * (weights column) when the field has one.  A NULL array is the empty bag
+ * (22004 when the field is not nullable), NULL elements are left out with
+ * their weights; more than PN_MAX_BAG elements are 54000, weights of
+ * another length, NULL for an id, negative or not finite are 22023/22004.
+ */
+static void
+field_bag(const FeatureBinding *b, const PnField *f, int i, const char *kind, const FeatureCol *fc,
+		  const FeatureCol *wc, const Datum *values, const bool *nulls, RowBag *bag)
+{
+	ArrayType  *a,
+			   *wa = NULL;
+	Datum	   *el,
+			   *wel = NULL;
+	bool	   *en,
+			   *wen = NULL;
+	int			n,
+				wn = 0,
+				j;
+
+	bag->n = 0;
+	if (nulls[fc->att - 1])
+	{
+		if (!f->nullable)
+			row_error(b, ERRCODE_NULL_VALUE_NOT_ALLOWED,
+					  "%s field \"%s\" (column \"%s\") is NULL, and the field is not nullable (an empty array is taken)",
+					  kind, f->name, f->name);
+		return;
+	}
+	a = DatumGetArrayTypeP(values[fc->att - 1]);
+	if (ARR_NDIM(a) > 1)
+		row_error(b, ERRCODE_INVALID_PARAMETER_VALUE, "%s field \"%s\" (column \"%s\") must be a 1-D array, got %d dimensions",
+				  kind, f->name, f->name, ARR_NDIM(a));
+	n = ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a));
+	if (n > PN_MAX_BAG)
+		row_error(b, ERRCODE_PROGRAM_LIMIT_EXCEEDED, "%s field \"%s\" (column \"%s\") has %d ids, more than the limit of %d per row",
+				  kind, f->name, f->name, n, PN_MAX_BAG);
+	if (wc->att > 0)
+	{
+		if (!nulls[wc->att - 1])
+		{
+			wa = DatumGetArrayTypeP(values[wc->att - 1]);
+			wn = ArrayGetNItems(ARR_NDIM(wa), ARR_DIMS(wa));
+			if (ARR_NDIM(wa) > 1 || wn != n)
+				row_error(b, ERRCODE_INVALID_PARAMETER_VALUE,
+						  "weights of field \"%s\" (column \"%s\") have %d elements, but column \"%s\" has %d ids: one weight per id",
+						  f->name, f->weights, wn, f->name, n);
+		}
+	}
+	if (n == 0)
+	{
+		bag_free_copy(a, values[fc->att - 1]);
+		if (wa)
+			bag_free_copy(wa, values[wc->att - 1]);
+		return;
+	}
+	deconstruct_array(a, ARR_ELEMTYPE(a), fc->elmlen, fc->elmbyval, fc->elmalign, &el, &en, &n);
+	if (wa)
+		deconstruct_array(wa, ARR_ELEMTYPE(wa), wc->elmlen, wc->elmbyval, wc->elmalign, &wel, &wen, &wn);
+	bag_reserve(bag, n, wc->att > 0);
+	for (j = 0; j < n; j++)
+	{
+		int64		id,
+					row;
+
+		if (en[j])
+			continue;			/* a NULL element is left out, with its weight */
+		if (wc->att > 0 && wa == NULL)
+			row_error(b, ERRCODE_INVALID_PARAMETER_VALUE,
+					  "weights of field \"%s\" (column \"%s\") are NULL, but column \"%s\" has ids", f->name,
+					  f->weights, f->name);
+		if (wel)
+		{
+			double		w;
+
+			if (wen[j])
+				row_error(b, ERRCODE_NULL_VALUE_NOT_ALLOWED, "weight %d of field \"%s\" (column \"%s\") is NULL, but its id is not",
+						  j + 1, f->name, f->weights);
+			w = wc->type == FLOAT4OID ? DatumGetFloat4(wel[j]) : DatumGetFloat8(wel[j]);
+			if (!isfinite(w) || !((float) w >= 0) || !isfinite((float) w))
+				row_error(b, ERRCODE_INVALID_PARAMETER_VALUE,
+						  "weight %d of field \"%s\" (column \"%s\") is %g: weights must be finite and >= 0",
+						  j + 1, f->name, f->weights, w);
+			bag->w[bag->n] = (float) w;
+		}
+		id = datum_id(b, fc->type, el[j]);
+		row = pn_field_row(f, i, id);
+		if (row < 0)
+			row_error(b, ERRCODE_INVALID_PARAMETER_VALUE, "%s id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
+					  kind, id, f->name, (int64) f->buckets);
+		bag->rows[bag->n++] = row;
+	}
+	pfree(el);
+	pfree(en);
+	bag_free_copy(a, values[fc->att - 1]);
+	if (wel)
+	{
+		pfree(wel);
+		pfree(wen);
+		bag_free_copy(wa, values[wc->att - 1]);
+	}
+}
+
+/* The RowBags of nrows rows ([nrows, F + P]: each row's fields), NULL when c has no multi-valued field */
+RowBag *
+features_bags_new(const PnConfig *c, int nrows)
+{
+	RowBag	   *bags;
+	size_t		i,
+				n = (size_t) nrows * (c->nfeat + c->npers);
+
+	if (!c->bags)
+		return NULL;
+	bags = palloc_extended(sizeof(RowBag) * (n + 1), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	for (i = 0; i < n; i++)
+		bags[i].cxt = CurrentMemoryContext;
+	return bags;
+}
+
+/* Copy one row's bags (its F + P RowBags) into dst's storage */
+void
+features_bags_copy(const PnConfig *c, RowBag *dst, const RowBag *src)
+{
+	int			i;
+
+	if (dst == src)
+		return;
+	for (i = 0; i < c->nfeat + c->npers; i++)
+	{
+		bool		pooled = i < c->nfeat ? c->feat[i].pooling != PN_POOL_NONE : c->pers[i - c->nfeat].pooling != PN_POOL_NONE;
+
+		if (!pooled)
+			continue;
+		bag_reserve(&dst[i], src[i].n, src[i].w != NULL);
+		dst[i].n = src[i].n;
+		if (src[i].n > 0)
+		{
+			memcpy(dst[i].rows, src[i].rows, sizeof(int64) * src[i].n);
+			if (src[i].w)
+				memcpy(dst[i].w, src[i].w, sizeof(float) * src[i].n);
+		}
+	}
+}
+
+/* Order of two rows' multi-valued persona bags (0: equal, the same persona) */
+int
+features_bags_cmp_persona(const PnConfig *c, const RowBag *x, const RowBag *y)
+{
+	int			i,
+				j;
+
+	if (x == NULL)
+		return 0;
+	for (i = c->nfeat; i < c->nfeat + c->npers; i++)
+	{
+		if (c->pers[i - c->nfeat].pooling == PN_POOL_NONE)
+			continue;
+		if (x[i].n != y[i].n)
+			return x[i].n < y[i].n ? -1 : 1;
+		for (j = 0; j < x[i].n; j++)
+			if (x[i].rows[j] != y[i].rows[j])
+				return x[i].rows[j] < y[i].rows[j] ? -1 : 1;
+		for (j = 0; x[i].w && j < x[i].n; j++)
+			if (x[i].w[j] != y[i].w[j])
+				return x[i].w[j] < y[i].w[j] ? -1 : 1;
+	}
+	return 0;
+}
+
+/* h combined with a row's bags (the identity of validation rows) */
+uint64
+features_bags_hash(const PnConfig *c, const RowBag *bags, uint64 h)
+{
+	int			i;
+
+	for (i = 0; bags && i < c->nfeat + c->npers; i++)
+	{
+		if (bags[i].n == 0)
+			continue;
+		h = hash_combine64(h, hash_bytes_extended((const unsigned char *) bags[i].rows, sizeof(int64) * bags[i].n, 5 + i));
+		if (bags[i].w)
+			h = hash_combine64(h, hash_bytes_extended((const unsigned char *) bags[i].w, sizeof(float) * bags[i].n, 5 + i));
+	}
+	return h;
+}
+
+/*
+ * The core's bags (bb->fbag, bb->pbag) of n rows whose RowBags are bags
+ * [row, F + P], in the order order (NULL: 0..n-1)
+ */
+void
+features_bags_block(const PnConfig *c, BagBlock *bb, const RowBag *bags, const int *order, int n)
+{
+	int			nf = c->nfeat + c->npers,
+				i,
+				r;
+	int64		total = 0,
+				at = 0;
+
+	if (bb->fbag == NULL)
+	{
+		bb->fbag = palloc0(sizeof(PnBag) * (c->nfeat + 1));
+		bb->pbag = palloc0(sizeof(PnBag) * (c->npers + 1));
+	}
+	if (n > bb->rcap)
+	{
+		if (bb->off)
+			pfree(bb->off);
+		bb->off = palloc_extended(sizeof(int64) * (size_t) (n + 1) * nf, MCXT_ALLOC_HUGE);
+		bb->rcap = n;
+	}
+	for (r = 0; r < n; r++)
+	{
+		const RowBag *rb = bags + (size_t) (order ? order[r] : r) * nf;
+
+		for (i = 0; i < nf; i++)
+			total += rb[i].n;
+	}
+	if (total > bb->ecap || bb->rows == NULL)
+	{
+		int64		cap = Max(total, Max(64, bb->ecap * 2));
+
+		if (bb->rows)
+		{
+			pfree(bb->rows);
+			pfree(bb->w);
+		}
+		bb->rows = palloc_extended(sizeof(int64) * cap, MCXT_ALLOC_HUGE);
+		bb->w = palloc_extended(sizeof(float) * cap, MCXT_ALLOC_HUGE);
+		bb->ecap = cap;
+	}
+	for (i = 0; i < nf; i++)
+	{
+		const PnField *f = i < c->nfeat ? &c->feat[i] : &c->pers[i - c->nfeat];
+		PnBag	   *pb = i < c->nfeat ? &bb->fbag[i] : &bb->pbag[i - c->nfeat];
+		int64	   *off = bb->off + (size_t) i * (bb->rcap + 1);
+
+		if (f->pooling == PN_POOL_NONE)
+			continue;
+		pb->off = off;
+		pb->rows = bb->rows;
+		pb->weights = f->weights[0] ? bb->w : NULL;
+		for (r = 0; r < n; r++)
+		{
+			const RowBag *rb = bags + (size_t) (order ? order[r] : r) * nf + i;
+
+			off[r] = at;
+			if (rb->n > 0)
+			{
+				memcpy(bb->rows + at, rb->rows, sizeof(int64) * rb->n);
+				if (rb->w)
+					memcpy(bb->w + at, rb->w, sizeof(float) * rb->n);
+				else if (f->weights[0])
+				{
+					int			j;
+
+					for (j = 0; j < rb->n; j++)
+						bb->w[at + j] = 1.0f;
+				}
+			}
+			at += rb->n;
+		}
+		off[n] = at;
+	}
+}
+
 /* A numeric column's non-NULL value as a double */
 static double
 datum_number(Oid type, Datum d)
@@ -441,7 +827,7 @@ features_dense_value(const FeatureBinding *b, int i, const Datum *values, const 
  */
 void
 features_decode(const FeatureBinding *b, const Datum *values, const bool *nulls, int32 *domain,
-				int64 *persona, int64 *features, float *dense, float *labels)
+				int64 *persona, int64 *features, float *dense, float *labels, RowBag *bags)
 {
 	const PnConfig *c = b->cfg;
 	int			F = c->nfeat,
@@ -462,9 +848,25 @@ features_decode(const FeatureBinding *b, const Datum *values, const bool *nulls,
 		*domain = (int32) v;
 	}
 	for (i = 0; i < F; i++)
+	{
+		if (c->feat[i].pooling != PN_POOL_NONE)
+		{
+			field_bag(b, &c->feat[i], i, "feature", &b->col[i], &b->wcol[i], values, nulls, &bags[i]);
+			features[i] = 0;	/* not read: the bag is */
+			continue;
+		}
 		features[i] = field_row(b, &c->feat[i], i, "feature", &b->col[i], values, nulls);
+	}
 	for (i = 0; i < P; i++)
+	{
+		if (c->pers[i].pooling != PN_POOL_NONE)
+		{
+			field_bag(b, &c->pers[i], i, "persona", &b->col[F + i], &b->wcol[F + i], values, nulls, &bags[F + i]);
+			persona[i] = 0;
+			continue;
+		}
 		persona[i] = field_row(b, &c->pers[i], i, "persona", &b->col[F + i], values, nulls);
+	}
 	for (i = 0; i < Nd; i++)
 	{
 		const PnField *f = &c->dfield[i];

@@ -45,6 +45,7 @@ rows_init(Rows *r, const PnConfig *c, int cap)
 	r->features = palloc_extended(sizeof(int64) * ((size_t) cap * c->nfeat + 1), MCXT_ALLOC_HUGE);
 	r->dense = palloc_extended(sizeof(float) * ((size_t) cap * c->dense + 1), MCXT_ALLOC_HUGE);
 	r->labels = palloc_extended(sizeof(float) * (size_t) cap * c->ntasks, MCXT_ALLOC_HUGE);
+	r->bags = features_bags_new(c, cap);
 }
 
 /* Copy row si of src to row di of dst */
@@ -57,6 +58,9 @@ rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig *c)
 	memcpy(dst->features + (size_t) di * c->nfeat, src->features + (size_t) si * c->nfeat, sizeof(int64) * c->nfeat);
 	memcpy(dst->dense + (size_t) di * c->dense, src->dense + (size_t) si * c->dense, sizeof(float) * c->dense);
 	memcpy(dst->labels + (size_t) di * c->ntasks, src->labels + (size_t) si * c->ntasks, sizeof(float) * c->ntasks);
+	if (dst->bags)
+		features_bags_copy(c, dst->bags + (size_t) di * (c->nfeat + c->npers),
+						   src->bags + (size_t) si * (c->nfeat + c->npers));
 }
 
 /*
@@ -492,7 +496,7 @@ get_array(Reader *r, HeapTuple tup, TupleDesc td, int col, const char *name, int
  */
 void
 reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *domain, int64 *persona,
-					 int64 *features, float *dense)
+					 int64 *features, float *dense, RowBag *bags)
 {
 	const PnConfig *c = r->cfg;
 	bool		isnull;
@@ -502,7 +506,7 @@ reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *domain, int6
 	if (r->fb)
 	{
 		heap_deform_tuple(tup, td, r->values, r->nulls);
-		features_decode(r->fb, r->values, r->nulls, domain, persona, features, dense, NULL);
+		features_decode(r->fb, r->values, r->nulls, domain, persona, features, dense, NULL, bags);
 		return;
 	}
 	d = SPI_getbinval(tup, td, r->c_domain, &isnull);
@@ -560,11 +564,12 @@ decode(Reader *r, HeapTuple tup, TupleDesc td, Rows *dst, int i)
 	{
 		heap_deform_tuple(tup, td, r->values, r->nulls);
 		features_decode(r->fb, r->values, r->nulls, dst->domain + i, dst->persona + (size_t) i * c->npers,
-						dst->features + (size_t) i * c->nfeat, dst->dense + (size_t) i * c->dense, lab);
+						dst->features + (size_t) i * c->nfeat, dst->dense + (size_t) i * c->dense, lab,
+						dst->bags ? dst->bags + (size_t) i * (c->nfeat + c->npers) : NULL);
 		return;
 	}
 	reader_decode_inputs(r, tup, td, dst->domain + i, dst->persona + (size_t) i * c->npers,
-						 dst->features + (size_t) i * c->nfeat, dst->dense + (size_t) i * c->dense);
+						 dst->features + (size_t) i * c->nfeat, dst->dense + (size_t) i * c->dense, NULL);
 	for (t = 0; t < c->ntasks; t++)
 		lab[t] = NAN;
 	if (r->c_label)

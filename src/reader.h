@@ -13,6 +13,8 @@
 
 #include "executor/spi.h"
 
+struct RowBag;
+
 /* rows a reader fetches from its cursor at a time */
 #define FETCH_ROWS 1000
 
@@ -27,6 +29,7 @@ typedef struct Rows
 	int64	   *features;
 	float	   *dense;
 	float	   *labels;
+	struct RowBag *bags;		/* [cap, F + P] multi-valued fields' ids (features.h), NULL when none */
 } Rows;
 
 /*
@@ -74,7 +77,7 @@ extern void reader_dense_stats(const char *query, PnConfig *cfg);
 extern TupleDesc reader_describe(const char *query, const char *what);
 extern int	reader_fetch(Reader *r, Rows *dst, int max);
 extern void reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *domain, int64 *persona,
-								 int64 *features, float *dense);
+								 int64 *features, float *dense, struct RowBag *bags);
 extern void train_core_error(PnError *err, const char *what, const Rows *rows) pg_attribute_noreturn();
 
 #endif							/* PEPNET_READER_H */

@@ -91,7 +91,8 @@ row_binding(RowBinding *rb, MemoryContext mcxt, PepnetEntry *e, HeapTupleHeader 
 
 /* Decode one candidate row into the core's inputs */
 static void
-decode_row(RowBinding *rb, HeapTupleHeader th, int32 *domain, int64 *persona, int64 *features, float *dense)
+decode_row(RowBinding *rb, HeapTupleHeader th, int32 *domain, int64 *persona, int64 *features, float *dense,
+		   RowBag *bags)
 {
 	HeapTupleData tuple;
 
@@ -100,7 +101,7 @@ decode_row(RowBinding *rb, HeapTupleHeader th, int32 *domain, int64 *persona, in
 	tuple.t_tableOid = InvalidOid;
 	tuple.t_data = th;
 	heap_deform_tuple(&tuple, rb->td, rb->values, rb->nulls);
-	features_decode(rb->fb, rb->values, rb->nulls, domain, persona, features, dense, NULL);
+	features_decode(rb->fb, rb->values, rb->nulls, domain, persona, features, dense, NULL, bags);
 }
 
 /* Refuse a version of the arrays form: it is scored with arrays */
@@ -127,6 +128,10 @@ typedef struct PredictRowState
 	int64	   *ppersona;		/* this row's: [P], features [F], dense [Nd] */
 	int64	   *features;
 	float	   *dense;
+	/* multi-valued fields (NULL when none): this row's and the previous persona's ids, the core's form */
+	RowBag	   *bags;
+	RowBag	   *pbags;
+	BagBlock	bb;
 } PredictRowState;
 
 /*
@@ -163,6 +168,9 @@ pepnet_predict_row(PG_FUNCTION_ARGS)
 		MemoryContextReset(st->cxt);
 		st->have_persona = false;
 		st->ppersona = NULL;
+		st->bags = NULL;
+		st->pbags = NULL;
+		memset(&st->bb, 0, sizeof(st->bb));
 	}
 	e = pepnet_cache_get(&st->ref.pr);
 	require_named(e);
@@ -173,28 +181,47 @@ pepnet_predict_row(PG_FUNCTION_ARGS)
 		st->persona = MemoryContextAlloc(st->cxt, sizeof(int64) * (c->npers + 1));
 		st->features = MemoryContextAlloc(st->cxt, sizeof(int64) * (c->nfeat + 1));
 		st->dense = MemoryContextAlloc(st->cxt, sizeof(float) * (c->dense + 1));
+		if (c->bags)
+		{
+			MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
+			st->bags = features_bags_new(c, 1);
+			st->pbags = features_bags_new(c, 1);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	{
 		HeapTupleHeader th = PG_GETARG_HEAPTUPLEHEADER(1);
 
-		decode_row(row_binding(&st->rb, mcxt, e, th), th, &domain, st->ppersona, st->features, st->dense);
+		decode_row(row_binding(&st->rb, mcxt, e, th), th, &domain, st->ppersona, st->features, st->dense, st->bags);
+	}
+	if (st->bags)
+	{
+		MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
+		features_bags_block(c, &st->bb, st->bags, NULL, 1);
+		MemoryContextSwitchTo(old);
 	}
 	/* the persona part of the gates is reused while the persona repeats */
-	if (!st->have_persona || (c->npers > 0 && memcmp(st->persona, st->ppersona, sizeof(int64) * c->npers) != 0))
+	if (!st->have_persona || (c->npers > 0 && memcmp(st->persona, st->ppersona, sizeof(int64) * c->npers) != 0) ||
+		features_bags_cmp_persona(c, st->bags, st->pbags) != 0)
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
 		if (st->have_persona)
 			pn_persona_free(st->pp);
 		st->have_persona = false;
-		if (pn_persona_build(e->model, st->ppersona, &st->pp, &err) != PN_OK)
+		if (pn_persona_build_bags(e->model, st->ppersona, st->bags ? st->bb.pbag : NULL, &st->pp, &err) != PN_OK)
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 		memcpy(st->persona, st->ppersona, sizeof(int64) * c->npers);
+		if (st->bags)
+			features_bags_copy(c, st->pbags, st->bags);
 		st->have_persona = true;
 		MemoryContextSwitchTo(old);
 	}
 	dc = pepnet_cache_domain(e, domain);
-	if (pn_score(e->model, dc, st->pp, e->work, 1, st->features, c->dense ? st->dense : NULL, out, &err) != PN_OK)
+	if (pn_score_bags(e->model, dc, st->pp, e->work, 1, st->features, st->bags ? st->bb.fbag : NULL,
+					  c->dense ? st->dense : NULL, out, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	PG_RETURN_FLOAT8(out[0]);
 }
@@ -212,7 +239,20 @@ candidate_context(void *arg)
 /* rows of one pepnet_score_rows call, for the (domain, persona) sort */
 static const int32 *sort_domain;
 static const int64 *sort_persona;
+static const RowBag *sort_bags;
+static const PnConfig *sort_cfg;
 static int	sort_npers;
+
+/* the order of rows x and y by their multi-valued persona fields' bags (bags NULL: none) */
+static int
+bags_cmp(const PnConfig *c, const RowBag *bags, int x, int y)
+{
+	int			nf = c->nfeat + c->npers;
+
+	if (bags == NULL)
+		return 0;
+	return features_bags_cmp_persona(c, bags + (size_t) x * nf, bags + (size_t) y * nf);
+}
 
 static int
 group_cmp(const void *pa, const void *pb)
@@ -231,14 +271,18 @@ group_cmp(const void *pa, const void *pb)
 		if (x != y)
 			return x < y ? -1 : 1;
 	}
+	i = bags_cmp(sort_cfg, sort_bags, a, b);
+	if (i != 0)
+		return i;
 	return a < b ? -1 : a > b;
 }
 
 static bool
-same_group(const int32 *domain, const int64 *persona, int P, int x, int y)
+same_group(const PnConfig *c, const int32 *domain, const int64 *persona, const RowBag *bags, int P, int x, int y)
 {
 	return domain[x] == domain[y] &&
-		(P == 0 || memcmp(persona + (size_t) x * P, persona + (size_t) y * P, sizeof(int64) * P) == 0);
+		(P == 0 || memcmp(persona + (size_t) x * P, persona + (size_t) y * P, sizeof(int64) * P) == 0) &&
+		bags_cmp(c, bags, x, y) == 0;
 }
 
 /*
@@ -249,15 +293,16 @@ same_group(const int32 *domain, const int64 *persona, int P, int x, int y)
  */
 static void
 score_group(PepnetEntry *e, int32 domain, const int64 *persona, int g, const int64 *features,
-			const float *dense, double *out, const int *order, int *cand)
+			const BagBlock *bb, const float *dense, double *out, const int *order, int *cand)
 {
 	PnDomainCache *dc = pepnet_cache_domain(e, domain);
 	PnEngine   *eng = pepnet_cache_engine(e, pepnet_precision, dc);
 	PnPersona  *pp = NULL;
 	PnError		err = {0};
 
-	if (pn_persona_build(e->model, persona, &pp, &err) != PN_OK ||
-		pn_engine_score(eng, dc, pp, g, features, dense, out, pepnet_interrupt_check, &err) != PN_OK)
+	if (pn_persona_build_bags(e->model, persona, bb ? bb->pbag : NULL, &pp, &err) != PN_OK ||
+		pn_engine_score_bags(eng, dc, pp, g, features, bb ? bb->fbag : NULL, dense, out, pepnet_interrupt_check,
+							 &err) != PN_OK)
 	{
 		if (err.row >= 0 && err.row < g)
 			*cand = (order ? order[err.row] : (int) err.row) + 1;
@@ -305,6 +350,8 @@ pepnet_score_rows(PG_FUNCTION_ARGS)
 			   *features;
 	float	   *dense;
 	double	   *out;
+	RowBag	   *bags;
+	BagBlock	bb = {0};
 	MemoryContext tmp,
 				old;
 	ErrorContextCallback ecb;
@@ -359,6 +406,7 @@ pepnet_score_rows(PG_FUNCTION_ARGS)
 	features = palloc_extended(sizeof(int64) * ((size_t) n * F + 1), MCXT_ALLOC_HUGE);
 	dense = palloc_extended(sizeof(float) * ((size_t) n * Nd + 1), MCXT_ALLOC_HUGE);
 	out = palloc_extended(sizeof(double) * (size_t) n * T, MCXT_ALLOC_HUGE);
+	bags = features_bags_new(c, n);
 
 	ecb.callback = candidate_context;
 	ecb.arg = &cand;
@@ -375,7 +423,8 @@ pepnet_score_rows(PG_FUNCTION_ARGS)
 					 errmsg("candidate %d is NULL", i + 1)));
 		th = DatumGetHeapTupleHeader(elems[i]);
 		decode_row(row_binding(&st->rb, fcinfo->flinfo->fn_mcxt, e, th), th, domain + i,
-				   persona + (size_t) i * P, features + (size_t) i * F, dense + (size_t) i * Nd);
+				   persona + (size_t) i * P, features + (size_t) i * F, dense + (size_t) i * Nd,
+				   bags ? bags + (size_t) i * (F + P) : NULL);
 		if ((i & 1023) == 1023)
 			CHECK_FOR_INTERRUPTS();
 	}
@@ -383,10 +432,15 @@ pepnet_score_rows(PG_FUNCTION_ARGS)
 
 	/* one request of the engine per (domain, persona): usually the whole array is one */
 	for (i = 1; i < n; i++)
-		if (!same_group(domain, persona, P, 0, i))
+		if (!same_group(c, domain, persona, bags, P, 0, i))
 			break;
 	if (i == n)
-		score_group(e, domain[0], P ? persona : NULL, n, features, Nd ? dense : NULL, out, NULL, &cand);
+	{
+		if (bags)
+			features_bags_block(c, &bb, bags, NULL, n);
+		score_group(e, domain[0], P ? persona : NULL, n, features, bags ? &bb : NULL, Nd ? dense : NULL, out, NULL,
+					&cand);
+	}
 	else
 	{
 		int		   *order = palloc(sizeof(int) * n);
@@ -399,6 +453,8 @@ pepnet_score_rows(PG_FUNCTION_ARGS)
 			order[i] = i;
 		sort_domain = domain;
 		sort_persona = persona;
+		sort_bags = bags;
+		sort_cfg = c;
 		sort_npers = P;
 		qsort(order, n, sizeof(int), group_cmp);
 		while (start < n)
@@ -407,7 +463,7 @@ pepnet_score_rows(PG_FUNCTION_ARGS)
 						first = order[start],
 						g;
 
-			while (end < n && same_group(domain, persona, P, first, order[end]))
+			while (end < n && same_group(c, domain, persona, bags, P, first, order[end]))
 				end++;
 			g = end - start;
 			for (i = 0; i < g; i++)
@@ -418,8 +474,10 @@ pepnet_score_rows(PG_FUNCTION_ARGS)
 				if (Nd)
 					memcpy(gdense + (size_t) i * Nd, dense + (size_t) row * Nd, sizeof(float) * Nd);
 			}
-			score_group(e, domain[first], P ? persona + (size_t) first * P : NULL, g, gfeat, Nd ? gdense : NULL,
-						gout, order + start, &cand);
+			if (bags)
+				features_bags_block(c, &bb, bags, order + start, g);
+			score_group(e, domain[first], P ? persona + (size_t) first * P : NULL, g, gfeat, bags ? &bb : NULL,
+						Nd ? gdense : NULL, gout, order + start, &cand);
 			for (i = 0; i < g; i++)
 				memcpy(out + (size_t) order[start + i] * T, gout + (size_t) i * T, sizeof(double) * T);
 			start = end;

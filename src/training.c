@@ -496,6 +496,7 @@ typedef struct Epoch
 {
 	TrainState *st;
 	Rows		batch;
+	BagBlock	bags;			/* the batch's multi-valued fields, as the core takes them */
 	int32		epoch;
 	double		t0,
 				last,
@@ -580,6 +581,14 @@ epoch_step(Epoch *ep)
 	b.features = ep->batch.features;
 	b.dense = c->dense ? ep->batch.dense : NULL;
 	b.labels = ep->batch.labels;
+	b.fbag = NULL;
+	b.pbag = NULL;
+	if (ep->batch.bags)
+	{
+		features_bags_block(c, &ep->bags, ep->batch.bags, NULL, b.n);
+		b.fbag = ep->bags.fbag;
+		b.pbag = ep->bags.pbag;
+	}
 	CHECK_FOR_INTERRUPTS();
 	{
 		int			i,
@@ -595,8 +604,15 @@ epoch_step(Epoch *ep)
 	}
 	ep->st->last_lr = schedule_lr(ep->st, pn_trainer_steps(ep->st->trainer) + 1);
 	pn_trainer_set_lr(ep->st->trainer, (float) ep->st->last_lr);
-	if (pn_train_step(ep->st->trainer, &b, &loss, &err) != PN_OK)
-		train_core_error(&err, "data", &ep->batch);
+	{
+		/* the trainer's room for the rows of multi-valued fields grows in its own context */
+		MemoryContext old = MemoryContextSwitchTo(ep->st->cxt);
+		int			rc = pn_train_step(ep->st->trainer, &b, &loss, &err);
+
+		MemoryContextSwitchTo(old);
+		if (rc != PN_OK)
+			train_core_error(&err, "data", &ep->batch);
+	}
 	loss_window(ep->st, loss);
 	ep->loss_sum += loss * b.n;
 	ep->run_loss += loss * b.n;

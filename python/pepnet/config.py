@@ -20,7 +20,8 @@ DEFAULTS = {"persona": [], "dense": 0, "emb_dim": 16, "tasks": ["click"], "hidde
 KEYS = ("domains", "features") + tuple(DEFAULTS) + ("inputs", "domain_column")
 INPUTS = ("arrays", "columns")
 FIELD_KEYS = ("name", "buckets", "hash")
-NAMED_FIELD_KEYS = FIELD_KEYS + ("nullable", "id")
+NAMED_FIELD_KEYS = FIELD_KEYS + ("nullable", "id", "pooling", "weights")
+POOLINGS = ("sum", "mean")
 ID_KINDS = ("integer", "text")
 
 MAX_DOMAINS = 100000
@@ -81,7 +82,7 @@ def _fields(v, key, named=False):
         where = '"%s"[%d]' % (key, i)
         if not isinstance(f, dict):
             raise ConfigError("config %s must be an object with name and buckets" % where)
-        for k in ("nullable", "id"):
+        for k in ("nullable", "id", "pooling", "weights"):
             if not named and k in f:
                 raise ConfigError('config %s has the key "%s" of the named form: it needs "inputs": "columns" '
                                   '(the fields of an "arrays" config are positions of the features/persona arrays)'
@@ -103,6 +104,16 @@ def _fields(v, key, named=False):
                 if f["id"] not in ID_KINDS:
                     raise ConfigError('config %s.id must be "integer" or "text", got %r' % (where, f["id"]))
                 field["id"] = f["id"]
+            if "pooling" in f:
+                if f["pooling"] not in POOLINGS:
+                    raise ConfigError('config %s.pooling must be "sum" or "mean" (a multi-valued field: its column '
+                                      'holds a list of ids per row), got %r' % (where, f["pooling"]))
+                field["pooling"] = f["pooling"]
+            if "weights" in f:
+                if "pooling" not in f:
+                    raise ConfigError('config %s has "weights" but no "pooling": the weights column belongs to a '
+                                      'multi-valued field' % where)
+                field["weights"] = _name(f["weights"], where + ".weights")
         out.append(field)
     return out
 
@@ -273,6 +284,15 @@ class Config:
         if self.domain_column in self.tasks:
             raise ConfigError('config "domain_column" "%s" is a task of "tasks", whose column holds its labels'
                               % self.domain_column)
+        for key, fields in (("features", self.features), ("persona", self.persona)):
+            for i, f in enumerate(fields):
+                w = f.get("weights")
+                if w is None:
+                    continue
+                if w in seen or w == self.domain_column or w in self.tasks:
+                    raise ConfigError('config "%s"[%d] has "weights": "%s", a column the model reads otherwise; '
+                                      'a weights column holds only its field\'s weights' % (key, i, w))
+                seen[w] = '"%s"[%d].weights' % (key, i)
 
     @property
     def named(self):

@@ -156,6 +156,9 @@ def score(conn, ref, domain, persona, features, dense=None):
     return np.array([r[0] for r in rows], dtype=np.float64).reshape(len(rows), -1)
 
 
+_UUID_ARRAY = 2951  # the type OID of uuid[]
+
+
 def fetch(conn, query, config, params=None):
     """Rows of a data query (columns domain, persona, features, optional dense, label or labels, as
     pepnet_train reads them) as numpy arrays {domain [B], persona [B, P], features [B, F],
@@ -169,12 +172,18 @@ def fetch(conn, query, config, params=None):
     with conn.cursor() as cur:
         cur.execute(query, params)
         cols = [d.name for d in cur.description]
+        types = [d.type_code for d in cur.description]
         rows = cur.fetchall()
     if c.named:
         out = {}
         for j, name in enumerate(cols):
             a = np.empty(len(rows), dtype=object)
-            a[:] = [r[j] for r in rows]
+            for i, r in enumerate(rows):
+                v = r[j]
+                if types[j] == _UUID_ARRAY and isinstance(v, str):
+                    # psycopg2 leaves uuid[] as its text: a list of the uuids' texts (NULL elements None)
+                    v = [None if x == "NULL" else x for x in v.strip("{}").split(",")] if v != "{}" else []
+                a[i] = v  # one value per row, a list for an array column (a multi-valued field)
             out[name] = a
         return out
     for need in ("domain", "persona", "features"):

@@ -18,6 +18,7 @@ a dict of columns or any mapping by column name such as a pandas DataFrame:
 """
 import decimal
 import math
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from .hashing import as_ids, refuse_float_ids, slots, text_id
 from . import safetensors
 
 PN_EPS = 1e-5
+MAX_BAG = 10000  # ids of a multi-valued field in one row
 PN_MIN_MOMENTUM = 0.01
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
@@ -281,10 +283,37 @@ class StarPepNet(nn.Module):
                            dim=1)
 
     def _embed(self, tables, rows, fields):
-        """Concatenated embeddings [B, len(fields)*k] of embedding rows [B, n]."""
+        """Concatenated embeddings [B, len(fields)*k] of embedding rows [B, n] (a _Rows with the bags of
+        multi-valued fields in the named form: those pooled, docs/model.md "Multi-valued fields")."""
+        bags = {}
+        if isinstance(rows, _Rows):
+            rows, bags = rows.rows, rows.bags
         if not fields:
             return rows.new_zeros((rows.shape[0], 0), dtype=self.emb.domain.dtype)
-        return torch.cat([F.embedding(rows[:, i], tables[i], sparse=self.sparse) for i in range(len(fields))], dim=1)
+        return torch.cat([self._pool(tables[i], bags[i], f, rows.shape[0]) if i in bags
+                          else F.embedding(rows[:, i], tables[i], sparse=self.sparse)
+                          for i, f in enumerate(fields)], dim=1)
+
+    def _pool(self, table, bag, f, B):
+        """Pooled embeddings [B, k] of a multi-valued field's bags: sum_j w_j E[rows_j] ("sum"), divided by
+        sum_j w_j ("mean"); a row without ids or of total weight 0 takes the empty row (index buckets).
+        Only the rows a pooled value uses get a (sparse) gradient, as in the extension's lazy Adam."""
+        ids, seg, w = bag
+        dtype = table.dtype
+        wf = torch.ones(ids.shape[0], dtype=dtype, device=table.device) if w is None else w.to(dtype)
+        tot = torch.zeros(B, dtype=torch.float64, device=table.device).index_add_(0, seg, wf.double())
+        empty = ~(tot > 0)
+        keep = ~empty[seg]
+        ids, seg, wf = ids[keep], seg[keep], wf[keep]
+        e = F.embedding(ids, table, sparse=self.sparse) * wf[:, None]
+        pooled = torch.zeros(B, table.shape[1], dtype=dtype, device=table.device).index_add(0, seg, e)
+        if f["pooling"] == "mean":
+            pooled = pooled / torch.where(empty, torch.ones_like(tot), tot).to(dtype)[:, None]
+        if bool(empty.any()):
+            ei = torch.nonzero(empty).squeeze(1)
+            pooled = pooled.index_copy(0, ei, F.embedding(torch.full_like(ei, f["buckets"]), table,
+                                                          sparse=self.sparse))
+        return pooled
 
     def _parse(self, domain, persona, features, dense):
         """(domain [B], persona rows [B, P], feature rows [B, F], dense [B, Nd]) tensors on the module's
@@ -339,7 +368,11 @@ class StarPepNet(nn.Module):
 
         def rows(fields, key):
             out = torch.zeros(B, len(fields), dtype=torch.int64)
+            bags = {}
             for i, f in enumerate(fields):
+                if "pooling" in f:
+                    bags[i] = tuple(None if t is None else t.to(dev) for t in self._bag(batch, f, key, i, B))
+                    continue
                 what = '%s field %d "%s": integer ids, text or uuid' % (key, i, f["name"])
                 ids, missing = _id_values(self._column(batch, f["name"], what, B), key, i, f)
                 if not f["nullable"] and missing.any():
@@ -349,7 +382,7 @@ class StarPepNet(nn.Module):
                 ids[missing] = 0  # any valid id: its row is replaced by the missing row below
                 r = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], f["name"])
                 out[:, i] = torch.where(torch.from_numpy(missing), torch.full_like(r, f["buckets"]), r)
-            return out.to(dev)
+            return _Rows(out.to(dev), bags) if bags else out.to(dev)
 
         frows = rows(c.features, "feature")
         prows = rows(c.persona, "persona")
@@ -415,6 +448,105 @@ class StarPepNet(nn.Module):
                 pn.num_batches_tracked[d] += 1
         return torch.cat(parts, dim=0)
 
+    def _bag(self, batch, f, key, i, B):
+        """(rows [E], row of each id [E], weights [E] or None) of multi-valued field i of a named batch: its
+        column holds per row a list (tuple, numpy array) of ids or None (a NULL list); None elements are
+        left out with their weights; a NULL or empty list, or total weight 0, uses the empty row. Its
+        "weights" column holds a list of non-negative finite numbers per row, one per id."""
+        name = f["name"]
+        field = '%s field %d "%s"' % (key, i, name)
+        where = '%s (column "%s")' % (field, name)
+        col = self._bag_column(batch, name, '%s field %d "%s": lists of ids' % (key, i, name), B)
+        wcol = None
+        if "weights" in f:
+            wcol = self._bag_column(batch, f["weights"], 'the weights of %s field %d "%s": lists of numbers'
+                                    % (key, i, name), B)
+        flat, seg, wts = [], [], []
+        for r in range(B):
+            v = col[r]
+            if _is_null(v):
+                if not f["nullable"]:
+                    raise ValueError('%s is NULL at row %d, and the field says "nullable": false (an empty list '
+                                     'is taken)' % (where, r))
+                continue
+            vals = list(v)
+            if len(vals) > MAX_BAG:
+                raise ValueError("%s has %d ids at row %d, more than the limit of %d per row"
+                                 % (where, len(vals), r, MAX_BAG))
+            wv = None
+            if wcol is not None:
+                wr = wcol[r]
+                if _is_null(wr):
+                    if any(not _is_null(x) for x in vals):
+                        raise ValueError('the weights of %s (column "%s") are NULL at row %d, but the row has ids'
+                                         % (field, f["weights"], r))
+                    continue
+                wv = list(wr)
+                if len(wv) != len(vals):
+                    raise ValueError('the weights of %s (column "%s") have %d elements at row %d, but the row has '
+                                     '%d ids: one weight per id' % (field, f["weights"], len(wv), r, len(vals)))
+            for j, x in enumerate(vals):
+                if _is_null(x):
+                    continue
+                if wv is not None:
+                    if wv[j] is None or type(wv[j]).__name__ == "NAType":
+                        raise ValueError('weight %d of %s (column "%s") at row %d is NULL, but its id is not'
+                                         % (j + 1, field, f["weights"], r))
+                    if isinstance(wv[j], (bool, np.bool_)) or not isinstance(wv[j], (int, float, np.integer,
+                                                                                      np.floating, decimal.Decimal)):
+                        raise TypeError('weight %d of %s (column "%s") at row %d is a %s: weights are numbers'
+                                        % (j + 1, field, f["weights"], r, type(wv[j]).__name__))
+                    with np.errstate(over="ignore"):
+                        wj = float(np.float32(wv[j]))
+                    if not math.isfinite(wj) or wj < 0:
+                        raise ValueError('weight %d of %s (column "%s") at row %d is %r: weights must be finite '
+                                         'and >= 0' % (j + 1, field, f["weights"], r, wv[j]))
+                    wts.append(wj)
+                flat.append(x)
+                seg.append(r)
+        ids = np.zeros(len(flat), np.int64)
+        j = 0
+        while j < len(flat):
+            # one batch row's ids at a time, so that an error names the row (and the element)
+            r, e = seg[j], j
+            while e < len(flat) and seg[e] == r:
+                e += 1
+            a = np.empty(e - j, dtype=object)
+            a[:] = flat[j:e]
+            try:
+                ids[j:e], _, kinds = _id_values_kinds(a, key, i, f)
+            except (TypeError, ValueError) as err:
+                raise type(err)(re.sub(r" at row (\d+)", lambda mt: " at row %d (element %d of its list)"
+                                       % (r, int(mt.group(1)) + 1), str(err), count=1)) from None
+            for kind, _ in kinds:
+                _id_kind(f, key, i, kind, r)
+            j = e
+        rows = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], name)
+        return (rows, torch.tensor(seg, dtype=torch.int64),
+                None if wcol is None else torch.tensor(wts, dtype=torch.float32))
+
+    def _bag_column(self, batch, name, what, B):
+        """A multi-valued column of a named batch: B values, each a list of values or None."""
+        try:
+            col = batch[name]
+        except (KeyError, IndexError):
+            raise ColumnError('the batch has no column "%s" (%s)' % (name, what)) from None
+        if torch.is_tensor(col):
+            col = col.detach().cpu().numpy()
+        if hasattr(col, "to_numpy") and not isinstance(col, np.ndarray):
+            col = col.to_numpy()
+        if isinstance(col, (str, bytes)) or not hasattr(col, "__len__"):
+            raise TypeError('column "%s" (%s) is a sequence of lists, got %s' % (name, what, type(col).__name__))
+        vals = list(col)
+        if len(vals) != B:
+            raise ValueError('column "%s" (%s) must hold one list per row: %d values for %d rows'
+                             % (name, what, len(vals), B))
+        for r, v in enumerate(vals):
+            if not _is_null(v) and (isinstance(v, (str, bytes)) or not hasattr(v, "__len__")):
+                raise TypeError('column "%s" (%s) holds a %s at row %d: a multi-valued field takes a list of ids '
+                                'per row (or None)' % (name, what, type(v).__name__, r))
+        return vals
+
     def forward(self, domain, persona=None, features=None, dense=None):
         """Logits [B, T] (docs/model.md steps 1-8), the ones the loss trains (no negative_rate term).
         In training mode PN uses batch statistics and moves the running statistics; in eval mode it
@@ -429,16 +561,26 @@ class StarPepNet(nn.Module):
             return torch.zeros(0, c.T, dtype=self.emb.domain.dtype, device=domain.device)
         # rows grouped by domain (stable), restored at the end
         order = torch.argsort(domain, stable=True)
-        domain, persona, features, dense = domain[order], persona[order], features[order], dense[order]
+        if isinstance(features, _Rows) or isinstance(persona, _Rows):
+            # multi-valued fields: pooled in the input order, then sorted with the rows
+            femb = self._embed(self.emb.feature, features, c.features)[order]
+            pemb = self._embed(self.emb.persona, persona, c.persona)[order]
+            features = persona = None
+        domain, dense = domain[order], dense[order]
+        if features is not None:
+            persona, features = persona[order], features[order]
         doms, counts = torch.unique_consecutive(domain, return_counts=True)
         segs, s = [], 0
         for d, n in zip(doms.tolist(), counts.tolist()):
             segs.append((d, s, s + n))
             s += n
 
-        x0 = torch.cat([self._embed(self.emb.feature, features, c.features), dense], dim=1)
+        if features is not None:
+            femb = self._embed(self.emb.feature, features, c.features)
+            pemb = self._embed(self.emb.persona, persona, c.persona)
+        x0 = torch.cat([femb, dense], dim=1)
         dv = F.embedding(domain, self.emb.domain, sparse=self.sparse)
-        pv = self._embed(self.emb.persona, persona, c.persona)
+        pv = pemb
         x = self._gate(self.epnet, torch.cat([dv, x0.detach()], dim=1)) * x0 if c.epnet else x0
         xn = self._pn(x, domain, segs) if c.pn else x
         gates = []
@@ -507,6 +649,15 @@ class StarPepNet(nn.Module):
         if self.config.l2:
             out = out + self.config.l2 * self.l2_term()
         return out
+
+
+class _Rows:
+    """Embedding rows of a named batch's fields: rows [B, n] of the single-valued fields and, for each
+    multi-valued field i, bags[i] = (rows [E], the batch row of each id [E], weights [E] or None)."""
+
+    def __init__(self, rows, bags):
+        self.rows = rows
+        self.bags = bags
 
 
 class ColumnError(KeyError):

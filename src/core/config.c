@@ -97,6 +97,49 @@ get_name(const PnJson *v, const char *what, char *out, PnError *err)
 	return PN_OK;
 }
 
+/*
+ * A named field's "pooling" ("sum" or "mean": a multi-valued field, its
+ * column an array of ids) and "weights" (the column of its per-id weights,
+ * only with "pooling"); what names the field in errors.
+ */
+static int
+get_pooling(const PnJson *e, const char *what, PnField *f, PnError *err)
+{
+	const PnJson *p = pn_json_get(e, "pooling"),
+			   *w = pn_json_get(e, "weights");
+
+	f->pooling = PN_POOL_NONE;
+	f->weights[0] = '\0';
+	if (p != NULL)
+	{
+		if (p->type == PNJ_STRING && strcmp(p->str, "sum") == 0)
+			f->pooling = PN_POOL_SUM;
+		else if (p->type == PNJ_STRING && strcmp(p->str, "mean") == 0)
+			f->pooling = PN_POOL_MEAN;
+		else
+		{
+			pn_seterr(err, PN_ECONFIG, "config %s.pooling must be \"sum\" or \"mean\"", what);
+			pn_setdetail(err, "A field with \"pooling\" is multi-valued: its column is an array of ids whose embedding rows are "
+						 "summed or averaged; leave \"pooling\" out for a field of one id per row.");
+			return PN_ECONFIG;
+		}
+	}
+	if (w != NULL)
+	{
+		char		wwhat[112];
+
+		if (f->pooling == PN_POOL_NONE)
+		{
+			pn_seterr(err, PN_ECONFIG, "config %s has \"weights\" but no \"pooling\"", what);
+			pn_setdetail(err, "\"weights\" names the column of the per-id weights of a multi-valued field (\"pooling\": \"sum\" or \"mean\").");
+			return PN_ECONFIG;
+		}
+		snprintf(wwhat, sizeof(wwhat), "%s.weights", what);
+		return get_name(w, wwhat, f->weights, err);
+	}
+	return PN_OK;
+}
+
 /* Parse an array of field objects {"name", "buckets", "hash"}, and "nullable" in the named form */
 static int
 get_fields(const PnJson *obj, const char *key, bool required, bool named, PnField **out, int *nout, PnError *err)
@@ -137,18 +180,27 @@ get_fields(const PnJson *obj, const char *key, bool required, bool named, PnFiel
 		for (j = 0; j < e->n; j++)
 			if (strcmp(e->items[j]->key, "name") && strcmp(e->items[j]->key, "buckets") &&
 				strcmp(e->items[j]->key, "hash") && strcmp(e->items[j]->key, "nullable") &&
-				strcmp(e->items[j]->key, "id"))
+				strcmp(e->items[j]->key, "id") && strcmp(e->items[j]->key, "pooling") &&
+				strcmp(e->items[j]->key, "weights"))
 			{
 				pn_free(f);
 				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.*s\"", what, pn_utf8_prefix(e->items[j]->key, 40), e->items[j]->key);
-				pn_setdetail(err, "A field takes \"name\", \"buckets\", \"hash\" and (named form) \"nullable\" and \"id\".");
+				pn_setdetail(err, "A field takes \"name\", \"buckets\", \"hash\" and (named form) \"nullable\", \"id\", \"pooling\" and \"weights\".");
 				return PN_ECONFIG;
 			}
-		if (!named && (pn_json_get(e, "nullable") != NULL || pn_json_get(e, "id") != NULL))
+		if (!named && (pn_json_get(e, "nullable") != NULL || pn_json_get(e, "id") != NULL ||
+					   pn_json_get(e, "pooling") != NULL || pn_json_get(e, "weights") != NULL))
 		{
 			pn_free(f);
-			snprintf(what, sizeof(what), "\"%s\"[%d].%s", key, i, pn_json_get(e, "id") != NULL ? "id" : "nullable");
+			snprintf(what, sizeof(what), "\"%s\"[%d].%s", key, i,
+					 pn_json_get(e, "id") != NULL ? "id" : pn_json_get(e, "nullable") != NULL ? "nullable" :
+					 pn_json_get(e, "pooling") != NULL ? "pooling" : "weights");
 			return named_only(err, what);
+		}
+		if ((rc = get_pooling(e, what, &f[i], err)) != PN_OK)
+		{
+			pn_free(f);
+			return rc;
 		}
 		{
 			const PnJson *idv = pn_json_get(e, "id");
@@ -463,6 +515,32 @@ check_column_names(const PnConfig *cfg, PnError *err)
 			}
 		}
 	}
+	/* a weights column is read once, for one field, and is no other column */
+	for (i = 0; i < cfg->nfeat + cfg->npers; i++)
+	{
+		const PnField *f = i < cfg->nfeat ? &cfg->feat[i] : &cfg->pers[i - cfg->nfeat];
+
+		if (f->weights[0] == '\0')
+			continue;
+		for (j = 0; j < n + cfg->ntasks + 1 + i; j++)
+		{
+			const char *b = j < cfg->nfeat ? cfg->feat[j].name :
+				j < cfg->nfeat + cfg->npers ? cfg->pers[j - cfg->nfeat].name :
+				j < n ? cfg->dfield[j - cfg->nfeat - cfg->npers].name :
+				j < n + cfg->ntasks ? cfg->tasks[j - n] :
+				j == n + cfg->ntasks ? cfg->domain_column :
+				(j - n - cfg->ntasks - 1 < cfg->nfeat ? cfg->feat[j - n - cfg->ntasks - 1].weights :
+				 cfg->pers[j - n - cfg->ntasks - 1 - cfg->nfeat].weights);
+
+			if (strcmp(f->weights, b) == 0)
+			{
+				pn_seterr(err, PN_ECONFIG, "config field \"%s\" has \"weights\": \"%s\", a column the model reads otherwise",
+						  f->name, f->weights);
+				pn_setdetail(err, "A multi-valued field's weights column holds only its weights: no field, label, domain or other weights column.");
+				return PN_ECONFIG;
+			}
+		}
+	}
 	for (t = 0; t < cfg->ntasks; t++)
 		if (strcmp(cfg->tasks[t], cfg->domain_column) == 0)
 		{
@@ -665,6 +743,9 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 		TRY(check_column_names(cfg, err));
 	cfg->n0 = cfg->nfeat * cfg->emb_dim + cfg->dense;
 	cfg->pk = cfg->npers * cfg->emb_dim;
+	cfg->bags = false;
+	for (i = 0; i < cfg->nfeat + cfg->npers; i++)
+		cfg->bags |= (i < cfg->nfeat ? cfg->feat[i].pooling : cfg->pers[i - cfg->nfeat].pooling) != PN_POOL_NONE;
 	if (cfg->n0 < 1)
 	{
 		rc = pn_seterr(err, PN_ECONFIG, "config has no input: give at least one feature or dense > 0");
@@ -795,6 +876,13 @@ sb_fields(Sbuf *b, const PnField *f, int n)
 			sb_add(b, ", \"nullable\": %s", f[i].nullable ? "true" : "false");
 		if (f[i].named && f[i].id != PN_ID_ANY)
 			sb_add(b, ", \"id\": \"%s\"", f[i].id == PN_ID_TEXT ? "text" : "integer");
+		if (f[i].pooling != PN_POOL_NONE)
+			sb_add(b, ", \"pooling\": \"%s\"", f[i].pooling == PN_POOL_SUM ? "sum" : "mean");
+		if (f[i].weights[0])
+		{
+			sb_add(b, ", \"weights\": ");
+			sb_str(b, f[i].weights);
+		}
 		sb_add(b, "}");
 	}
 	sb_add(b, "]");

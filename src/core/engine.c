@@ -833,11 +833,54 @@ engine_tile(PnEngine *eng, const PnDomainCache *dc, const PnPackedDomain *pd, co
  * features [n, F], dense [n, Nd], out [n, T] probabilities.  err->row is
  * the 0-based candidate of an error.
  */
+/*
+ * The bags of rows done.. of a block: view [F] of fbag with the offsets of
+ * the multi-valued fields advanced by done; NULL when fbag is
+ */
+static const PnBag *
+bag_view(const PnConfig *c, PnBag *view, const PnBag *fbag, int64_t done)
+{
+	int			i;
+
+	if (fbag == NULL)
+		return NULL;
+	for (i = 0; i < c->nfeat; i++)
+		if (c->feat[i].pooling != PN_POOL_NONE)
+		{
+			view[i] = fbag[i];
+			view[i].off = fbag[i].off + done;
+		}
+	return view;
+}
+
+static int	engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+						 const int64_t *features, const PnBag *fbag, PnBag *view, const float *dense,
+						 double *out, float *lout, void (*interrupt) (void), PnError *err);
+
 /* the tiles of pn_engine_score; probabilities into out, or logits into lout when out is NULL */
 static int
 engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
-			 const int64_t *features, const float *dense, double *out, float *lout,
+			 const int64_t *features, const PnBag *fbag, const float *dense, double *out, float *lout,
 			 void (*interrupt) (void), PnError *err)
+{
+	PnBag	   *view = NULL;
+	int			rc;
+
+	if (fbag != NULL && eng->m->cfg.bags)
+	{
+		view = pn_alloc(sizeof(PnBag) * (size_t) eng->m->cfg.nfeat);
+		if (view == NULL)
+			return pn_seterr(err, PN_ENOMEM, "out of memory");
+	}
+	rc = engine_tiles(eng, dc, pp, n, features, view ? fbag : NULL, view, dense, out, lout, interrupt, err);
+	pn_free(view);
+	return rc;
+}
+
+static int
+engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+			 const int64_t *features, const PnBag *fbag, PnBag *view, const float *dense,
+			 double *out, float *lout, void (*interrupt) (void), PnError *err)
 {
 	const PnModel *m = eng->m;
 	const PnConfig *c = &m->cfg;
@@ -858,8 +901,9 @@ engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 
 			if (interrupt)
 				interrupt();
-			rc1 = pn_score(m, dc, pp, eng->work, nb, features ? features + done * c->nfeat : NULL,
-						   dense ? dense + done * c->dense : NULL, out ? out + (size_t) done * T : p, err);
+			rc1 = pn_score_bags(m, dc, pp, eng->work, nb, features ? features + done * c->nfeat : NULL,
+								bag_view(c, view, fbag, done), dense ? dense + done * c->dense : NULL,
+								out ? out + (size_t) done * T : p, err);
 			if (rc1 != PN_OK)
 			{
 				if (err->row >= 0)
@@ -882,7 +926,8 @@ engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 		if (interrupt)
 			interrupt();
 		if ((rc = pn_gather_x0(m, nb, features ? features + done * c->nfeat : NULL,
-							   dense ? dense + done * c->dense : NULL, eng->x0, err)) != PN_OK)
+							   bag_view(c, view, fbag, done), dense ? dense + done * c->dense : NULL,
+							   eng->x0, err)) != PN_OK)
 		{
 			if (err->row >= 0)
 				err->row += done;
@@ -918,7 +963,23 @@ pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int
 				const int64_t *features, const float *dense, double *out,
 				void (*interrupt) (void), PnError *err)
 {
-	return engine_score(eng, dc, pp, n, features, dense, out, NULL, interrupt, err);
+	return engine_score(eng, dc, pp, n, features, NULL, dense, out, NULL, interrupt, err);
+}
+
+int
+pn_engine_score_bags(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+					 const int64_t *features, const PnBag *fbag, const float *dense, double *out,
+					 void (*interrupt) (void), PnError *err)
+{
+	return engine_score(eng, dc, pp, n, features, fbag, dense, out, NULL, interrupt, err);
+}
+
+int
+pn_engine_logits_bags(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+					  const int64_t *features, const PnBag *fbag, const float *dense, float *logits,
+					  void (*interrupt) (void), PnError *err)
+{
+	return engine_score(eng, dc, pp, n, features, fbag, dense, NULL, logits, interrupt, err);
 }
 
 int
@@ -926,7 +987,7 @@ pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, in
 				 const int64_t *features, const float *dense, float *logits,
 				 void (*interrupt) (void), PnError *err)
 {
-	return engine_score(eng, dc, pp, n, features, dense, NULL, logits, interrupt, err);
+	return engine_score(eng, dc, pp, n, features, NULL, dense, NULL, logits, interrupt, err);
 }
 
 /* Whether the engine runs oneDNN matmuls (false: the row-wise fallback of a CPU without brgemm) */

@@ -32,13 +32,64 @@ struct PnEvaluator
 	int64_t    *feat;			/* [cap, F] */
 	float	   *dense;			/* [cap, Nd] */
 	float	   *logit;			/* [cap, T] */
+	/* multi-valued fields: one group's feature bags gathered, a row's persona bags */
+	PnBag	   *gbag;			/* [F] views into boff, brows, bw */
+	PnBag	   *pview;			/* [P] */
+	int64_t    *boff;			/* [F, cap + 1] */
+	int64_t    *brows;			/* [bcap] */
+	float	   *bw;				/* [bcap] */
+	int64_t		bcap;
 };
 
 /* the batch being grouped (qsort has no context argument) */
 static const PnBatch *sort_batch;
 static int	sort_npers;
 
-/* by domain, then persona ids, then position: equal keys stay in input order */
+static const PnConfig *sort_cfg;
+
+/* rows x and y by their multi-valued persona fields' bags: ids, then weights */
+static int
+cmp_pbags(const PnBatch *B, int x, int y)
+{
+	const PnConfig *c = sort_cfg;
+	int			j;
+
+	if (B->pbag == NULL)
+		return 0;
+	for (j = 0; j < c->npers; j++)
+	{
+		const PnBag *g = &B->pbag[j];
+		int64_t		nx,
+					ny,
+					e;
+
+		if (c->pers[j].pooling == PN_POOL_NONE)
+			continue;
+		nx = g->off[x + 1] - g->off[x];
+		ny = g->off[y + 1] - g->off[y];
+		if (nx != ny)
+			return nx < ny ? -1 : 1;
+		for (e = 0; e < nx; e++)
+		{
+			int64_t		u = g->rows[g->off[x] + e],
+						v = g->rows[g->off[y] + e];
+
+			if (u != v)
+				return u < v ? -1 : 1;
+		}
+		for (e = 0; g->weights && e < nx; e++)
+		{
+			float		u = g->weights[g->off[x] + e],
+						v = g->weights[g->off[y] + e];
+
+			if (u != v)
+				return u < v ? -1 : 1;
+		}
+	}
+	return 0;
+}
+
+/* by domain, then persona ids and bags, then position: equal keys stay in input order */
 static int
 cmp_rows(const void *a, const void *b)
 {
@@ -57,6 +108,9 @@ cmp_rows(const void *a, const void *b)
 		if (u != v)
 			return u < v ? -1 : 1;
 	}
+	j = cmp_pbags(B, x, y);
+	if (j != 0)
+		return j;
 	return (x > y) - (x < y);
 }
 
@@ -64,7 +118,8 @@ static bool
 same_group(const PnBatch *B, int P, int x, int y)
 {
 	return B->domain[x] == B->domain[y] &&
-		(P == 0 || memcmp(B->persona + (size_t) x * P, B->persona + (size_t) y * P, sizeof(int64_t) * P) == 0);
+		(P == 0 || memcmp(B->persona + (size_t) x * P, B->persona + (size_t) y * P, sizeof(int64_t) * P) == 0) &&
+		cmp_pbags(B, x, y) == 0;
 }
 
 /* An evaluator of model m (which must outlive it) at precision PN_FP32 or PN_BF16 */
@@ -109,6 +164,11 @@ pn_evaluator_free(PnEvaluator *ev)
 	pn_free(ev->feat);
 	pn_free(ev->dense);
 	pn_free(ev->logit);
+	pn_free(ev->gbag);
+	pn_free(ev->pview);
+	pn_free(ev->boff);
+	pn_free(ev->brows);
+	pn_free(ev->bw);
 	pn_free(ev);
 }
 
@@ -124,6 +184,18 @@ reserve(PnEvaluator *ev, int n, PnError *err)
 	pn_free(ev->feat);
 	pn_free(ev->dense);
 	pn_free(ev->logit);
+	pn_free(ev->boff);
+	ev->boff = NULL;
+	if (c->bags)
+	{
+		ev->boff = pn_alloc(sizeof(int64_t) * (size_t) (n + 1) * (c->nfeat > 0 ? c->nfeat : 1));
+		if (ev->gbag == NULL)
+			ev->gbag = pn_alloc0(sizeof(PnBag) * (size_t) (c->nfeat > 0 ? c->nfeat : 1));
+		if (ev->pview == NULL)
+			ev->pview = pn_alloc0(sizeof(PnBag) * (size_t) (c->npers > 0 ? c->npers : 1));
+		if (!ev->boff || !ev->gbag || !ev->pview)
+			return pn_seterr(err, PN_ENOMEM, "out of memory");
+	}
 	ev->rows = pn_alloc(sizeof(int) * (size_t) n);
 	ev->feat = pn_alloc(sizeof(int64_t) * (size_t) n * (c->nfeat > 0 ? c->nfeat : 1));
 	ev->dense = pn_alloc(sizeof(float) * (size_t) n * (c->dense > 0 ? c->dense : 1));
@@ -133,6 +205,62 @@ reserve(PnEvaluator *ev, int n, PnError *err)
 	{
 		ev->cap = 0;
 		return pn_seterr(err, PN_ENOMEM, "out of memory");
+	}
+	return PN_OK;
+}
+
+/*
+ * The bags of a group's g rows (ev->rows) of b's multi-valued feature
+ * fields, gathered into ev->gbag
+ */
+static int
+gather_bags(PnEvaluator *ev, const PnBatch *b, int g, PnError *err)
+{
+	const PnConfig *c = &ev->m->cfg;
+	int64_t		need = 0,
+				at = 0;
+	int			j,
+				r;
+
+	for (j = 0; j < c->nfeat; j++)
+		if (c->feat[j].pooling != PN_POOL_NONE)
+			for (r = 0; r < g; r++)
+				need += b->fbag[j].off[ev->rows[r] + 1] - b->fbag[j].off[ev->rows[r]];
+	if (need > ev->bcap)
+	{
+		pn_free(ev->brows);
+		pn_free(ev->bw);
+		ev->brows = pn_alloc(sizeof(int64_t) * (size_t) need);
+		ev->bw = pn_alloc(sizeof(float) * (size_t) need);
+		ev->bcap = need;
+		if (!ev->brows || !ev->bw)
+		{
+			ev->bcap = 0;
+			return pn_seterr(err, PN_ENOMEM, "out of memory");
+		}
+	}
+	for (j = 0; j < c->nfeat; j++)
+	{
+		const PnBag *src = &b->fbag[j];
+		int64_t    *off = ev->boff + (size_t) j * (ev->cap + 1);
+
+		if (c->feat[j].pooling == PN_POOL_NONE)
+			continue;
+		ev->gbag[j].off = off;
+		ev->gbag[j].rows = ev->brows;
+		ev->gbag[j].weights = src->weights ? ev->bw : NULL;
+		for (r = 0; r < g; r++)
+		{
+			int64_t		a = src->off[ev->rows[r]],
+						len = src->off[ev->rows[r] + 1] - a;
+
+			off[r] = at;
+			memcpy(ev->brows + at, src->rows + a, sizeof(int64_t) * (size_t) len);
+			if (src->weights)
+				memcpy(ev->bw + at, src->weights + a, sizeof(float) * (size_t) len);
+			at += len;
+		}
+		off[g] = at;
 	}
 	return PN_OK;
 }
@@ -165,7 +293,13 @@ pn_evaluator_logits(PnEvaluator *ev, const PnBatch *b, float *logits,
 		return pn_seterr(err, PN_ENOMEM, "out of memory");
 	for (i = 0; i < b->n; i++)
 		ord[i] = i;
+	if (c->bags && ((c->nfeat > 0 && b->fbag == NULL) || (c->npers > 0 && b->pbag == NULL)))
+	{
+		pn_free(ord);
+		return pn_seterr(err, PN_EINPUT, "the model has multi-valued fields, but the batch has no bags");
+	}
 	sort_batch = b;
+	sort_cfg = c;
 	sort_npers = P;
 	qsort(ord, b->n, sizeof(int), cmp_rows);
 	sort_batch = NULL;
@@ -202,13 +336,25 @@ pn_evaluator_logits(PnEvaluator *ev, const PnBatch *b, float *logits,
 			if ((rc = pn_engine_prepare_domain(ev->eng, ev->dc[d], NULL, err)) != PN_OK)
 				break;
 		}
-		if ((rc = pn_persona_build(m, P > 0 ? b->persona + (size_t) first * P : NULL, &pp, err)) != PN_OK)
+		if (c->bags)
+		{
+			for (k = 0; k < P; k++)
+				if (c->pers[k].pooling != PN_POOL_NONE)
+				{
+					ev->pview[k] = b->pbag[k];
+					ev->pview[k].off = b->pbag[k].off + first;
+				}
+			if ((rc = gather_bags(ev, b, g, err)) != PN_OK)
+				break;
+		}
+		if ((rc = pn_persona_build_bags(m, P > 0 ? b->persona + (size_t) first * P : NULL,
+										c->bags ? ev->pview : NULL, &pp, err)) != PN_OK)
 		{
 			err->row = first;
 			break;
 		}
-		rc = pn_engine_logits(ev->eng, ev->dc[d], pp, g, F > 0 ? ev->feat : NULL,
-							  Nd > 0 ? ev->dense : NULL, ev->logit, interrupt, err);
+		rc = pn_engine_logits_bags(ev->eng, ev->dc[d], pp, g, F > 0 ? ev->feat : NULL, c->bags ? ev->gbag : NULL,
+								   Nd > 0 ? ev->dense : NULL, ev->logit, interrupt, err);
 		pn_persona_free(pp);
 		if (rc != PN_OK)
 		{

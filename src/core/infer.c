@@ -296,6 +296,13 @@ pn_persona_free(PnPersona *p)
 int
 pn_persona_build(const PnModel *m, const int64_t *persona, PnPersona **out, PnError *err)
 {
+	return pn_persona_build_bags(m, persona, NULL, out, err);
+}
+
+int
+pn_persona_build_bags(const PnModel *m, const int64_t *persona, const PnBag *pbag, PnPersona **out,
+					  PnError *err)
+{
 	const PnConfig *c = &m->cfg;
 	int			k = c->emb_dim,
 				i,
@@ -311,8 +318,26 @@ pn_persona_build(const PnModel *m, const int64_t *persona, PnPersona **out, PnEr
 		goto oom;
 	for (i = 0; i < c->npers; i++)
 	{
-		int64_t		s = pn_slot_checked(&c->pers[i], i, persona[i], "persona", err);
+		int64_t		s;
 
+		if (c->pers[i].pooling != PN_POOL_NONE)
+		{
+			/* a multi-valued persona field: pooled once per request */
+			if (pbag == NULL)
+			{
+				pn_persona_free(p);
+				return pn_seterr(err, PN_EINPUT, "persona field \"%s\" is multi-valued, but no bags were given",
+								 c->pers[i].name);
+			}
+			if (pn_bag_pool(&c->pers[i], i, "persona", PN_T(m, m->t_emb_pers[i]), k, &pbag[i], 0,
+							p->pv + i * k, err) != PN_OK)
+			{
+				pn_persona_free(p);
+				return PN_EINPUT;
+			}
+			continue;
+		}
+		s = pn_slot_checked(&c->pers[i], i, persona[i], "persona", err);
 		if (s < 0)
 		{
 			pn_persona_free(p);
@@ -824,7 +849,8 @@ linear_acc(const PnWork *w, int n, int out, int in, const float *A, int lda, con
  * Fails on an out-of-range id of a non-hashed field.
  */
 int
-pn_gather_x0(const PnModel *m, int n, const int64_t *features, const float *dense, float *x0, PnError *err)
+pn_gather_x0(const PnModel *m, int n, const int64_t *features, const PnBag *fbag, const float *dense,
+			 float *x0, PnError *err)
 {
 	const PnConfig *c = &m->cfg;
 	int			k = c->emb_dim,
@@ -838,9 +864,25 @@ pn_gather_x0(const PnModel *m, int n, const int64_t *features, const float *dens
 
 		for (i = 0; i < F; i++)
 		{
-			int64_t		id = features[(size_t) r * F + i];
-			int64_t		s = pn_slot_checked(&c->feat[i], i, id, "feature", err);
+			int64_t		id,
+						s;
 
+			if (c->feat[i].pooling != PN_POOL_NONE)
+			{
+				/* a multi-valued field: its bag pooled (bag.c) */
+				if (fbag == NULL)
+					return pn_seterr(err, PN_EINPUT, "feature field \"%s\" is multi-valued, but no bags were given",
+									 c->feat[i].name);
+				if (pn_bag_pool(&c->feat[i], i, "feature", PN_T(m, m->t_emb_feat[i]), k, &fbag[i], r,
+								row + i * k, err) != PN_OK)
+				{
+					err->row = r;
+					return PN_EINPUT;
+				}
+				continue;
+			}
+			id = features[(size_t) r * F + i];
+			s = pn_slot_checked(&c->feat[i], i, id, "feature", err);
 			if (s < 0)
 			{
 				err->row = r;
@@ -885,6 +927,14 @@ int
 pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork *w,
 		 int n, const int64_t *features, const float *dense, double *out, PnError *err)
 {
+	return pn_score_bags(m, dc, pp, w, n, features, NULL, dense, out, err);
+}
+
+int
+pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork *w,
+			  int n, const int64_t *features, const PnBag *fbag, const float *dense, double *out,
+			  PnError *err)
+{
 	const PnConfig *c = &m->cfg;
 	int			n0 = c->n0,
 				k = c->emb_dim,
@@ -901,7 +951,7 @@ pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, PnWork 
 		return PN_OK;
 	if (n > w->nmax)
 		return pn_seterr(err, PN_EINPUT, "block of %d candidates exceeds the workspace of %d", n, w->nmax);
-	if ((rc = pn_gather_x0(m, n, features, dense, w->x0, err)) != PN_OK)
+	if ((rc = pn_gather_x0(m, n, features, fbag, dense, w->x0, err)) != PN_OK)
 		return rc;
 
 	/* EPNet: x = gamma * sigmoid(W2 relu(W1 [dv; x0] + b1) + b2) ⊙ x0 */

@@ -115,7 +115,21 @@ typedef struct PnField
 	bool		stats;			/* zscore: mean and std are set (stored or computed) */
 	float		mean,
 				std;
+	/*
+	 * a multi-valued field (named form, "pooling"): PN_POOL_SUM or
+	 * PN_POOL_MEAN of the embedding rows of its ids, weighted by the column
+	 * weights ("" = every weight 1); its ids reach the core as a PnBag
+	 */
+	int			pooling;
+	char		weights[PN_MAX_NAME];
 } PnField;
+
+/* a field's "pooling": single-valued, or a multi-valued field's combiner */
+#define PN_POOL_NONE 0
+#define PN_POOL_SUM 1
+#define PN_POOL_MEAN 2
+/* the most ids a multi-valued field takes in one row */
+#define PN_MAX_BAG 10000
 
 /* a named field's "id": not fixed yet (absent), "integer" or "text" */
 #define PN_ID_ANY 0
@@ -160,6 +174,7 @@ typedef struct PnConfig
 	/* derived */
 	int			n0;				/* nfeat * emb_dim + dense */
 	int			pk;				/* npers * emb_dim */
+	bool		bags;			/* some feature or persona field is multi-valued */
 } PnConfig;
 
 int			pn_config_parse(const char *text, size_t len, int64_t max_bytes,
@@ -183,6 +198,37 @@ int64_t		pn_field_row(const PnField *f, int field_index, int64_t id);
 #define PN_FIELD_ROWS(f) ((f)->buckets + ((f)->named ? 1 : 0))
 /* the int64 id of a text id from its UTF-8 bytes (docs/model.md "Text ids", textid.c) */
 int64_t		pn_text_id(const char *utf8, size_t len);
+
+/*
+ * The ids of one multi-valued field ("pooling") for a block of rows, as a
+ * CSR: row r's embedding rows (resolved by pn_field_row, like a single id
+ * of the field) are rows[off[r] .. off[r + 1]), with weights[j] (finite,
+ * >= 0) or, when weights is NULL, weight 1.  off need not start at 0, so
+ * &off[r0] is the view of rows r0.. of the same block.  Pooled with
+ * weights w_j: sum = sum_j w_j E[rows_j], mean = that / sum_j w_j; a row
+ * without ids, or with total weight 0, takes the field's empty row (its
+ * missing row, index buckets).  Scoring and training calls take the bags
+ * of a block as an array indexed by field (feature or persona), NULL when
+ * the config has no multi-valued field; entries of single-valued fields
+ * are not read, nor are a multi-valued field's entries of the features /
+ * persona id arrays.
+ */
+typedef struct PnBag
+{
+	const int64_t *off;			/* [n + 1] */
+	const int64_t *rows;
+	const float *weights;		/* or NULL */
+} PnBag;
+
+/*
+ * Pool row r of a multi-valued field f (index i, kind "feature" or
+ * "persona" for errors) into out [k] from its table; an out-of-range row
+ * is PN_EINPUT.  *scale_out (may be NULL) gets the factor of every id's
+ * weight in the pooled value (1 for sum, 1 / sum w for mean; 0 when the
+ * empty row was used).
+ */
+int			pn_bag_pool(const PnField *f, int i, const char *kind, const float *table, int k,
+						const PnBag *bag, int64_t r, float *out, PnError *err);
 
 /* ---- model: every tensor in one float array, docs/model.md's names ---- */
 typedef enum PnKind
@@ -305,6 +351,9 @@ typedef struct PnPersona
 int			pn_domain_build(const PnModel *m, int domain, PnDomainCache **out, PnError *err);
 void		pn_domain_free(PnDomainCache *dc);
 int			pn_persona_build(const PnModel *m, const int64_t *persona, PnPersona **out, PnError *err);
+/* the same with the persona's multi-valued fields: pbag [P] (row 0 of each), NULL when none */
+int			pn_persona_build_bags(const PnModel *m, const int64_t *persona, const PnBag *pbag,
+								  PnPersona **out, PnError *err);
 void		pn_persona_free(PnPersona *p);
 
 /*
@@ -336,6 +385,10 @@ const float *pn_work_logits(const PnWork *w);
 int			pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,
 					 PnWork *w, int n, const int64_t *features, const float *dense,
 					 double *out, PnError *err);
+/* the same with the multi-valued feature fields' bags fbag [F] of the n rows (NULL when none) */
+int			pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,
+						  PnWork *w, int n, const int64_t *features, const PnBag *fbag, const float *dense,
+						  double *out, PnError *err);
 
 /*
  * Batched scoring (engine.c): oneDNN matmuls over tiles of exactly `tile`
@@ -378,6 +431,13 @@ int			pn_engine_score(PnEngine *eng, const PnDomainCache *dc, const PnPersona *p
 int			pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
 							 const int64_t *features, const float *dense, float *logits,
 							 void (*interrupt) (void), PnError *err);
+/* both with the multi-valued feature fields' bags fbag [F] of the n rows (NULL when none) */
+int			pn_engine_score_bags(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+								 const int64_t *features, const PnBag *fbag, const float *dense, double *out,
+								 void (*interrupt) (void), PnError *err);
+int			pn_engine_logits_bags(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_t n,
+								  const int64_t *features, const PnBag *fbag, const float *dense, float *logits,
+								  void (*interrupt) (void), PnError *err);
 int			pn_engine_tile(const PnEngine *eng);
 bool		pn_engine_onednn(const PnEngine *eng);
 
@@ -396,6 +456,8 @@ typedef struct PnBatch
 	const int64_t *features;	/* [n, F] */
 	const float *dense;			/* [n, Nd] or NULL when Nd = 0 */
 	const float *labels;		/* [n, T] */
+	const PnBag *fbag;			/* [F] multi-valued feature fields' bags, or NULL when none */
+	const PnBag *pbag;			/* [P] multi-valued persona fields' bags, or NULL when none */
 } PnBatch;
 
 typedef struct PnTrainer PnTrainer;
@@ -410,6 +472,11 @@ float	   *pn_trainer_moment(PnTrainer *tr, int which);	/* 1: first, 2: second */
 void		pn_trainer_set_lr(PnTrainer *tr, float lr);
 float	   *pn_trainer_grad(PnTrainer *tr);
 int			pn_trainer_freeze_sg(PnTrainer *tr, bool on);
+/*
+ * With multi-valued fields a batch may grow the trainer's room for the rows
+ * it touches (pn_alloc): call pn_train_grad, pn_train_step and
+ * pn_train_predict where pn_alloc allocates for the trainer's lifetime.
+ */
 /* loss and gradients of a batch, no optimiser step */
 int			pn_train_grad(PnTrainer *tr, const PnBatch *b, bool update_stats, double *loss, PnError *err);
 /* the optimiser step for the gradients of the last pn_train_grad */

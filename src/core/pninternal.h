@@ -99,8 +99,14 @@ pn_slot_checked(const PnField *f, int i, int64_t id, const char *what, PnError *
 	return s;
 }
 
-/* x0 [n, n0] of n candidates (infer.c) */
-int			pn_gather_x0(const PnModel *m, int n, const int64_t *features, const float *dense,
-						 float *x0, PnError *err);
+/*
+ * x0 [n, n0] of n candidates (infer.c); fbag [F]: the multi-valued feature
+ * fields' bags of the n rows, NULL when none
+ */
+int			pn_gather_x0(const PnModel *m, int n, const int64_t *features, const PnBag *fbag,
+						 const float *dense, float *x0, PnError *err);
+
+/* the factor of each id's weight in row r of a multi-valued field's bag, 0: the empty row (bag.c) */
+float		pn_bag_scale(const PnField *f, const PnBag *bag, int64_t r);
 
 #endif							/* PN_INTERNAL_H */

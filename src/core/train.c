@@ -87,6 +87,11 @@ struct PnTrainer
 	int64_t    *touched;		/* [ntensors] offsets into touched_rows */
 	int64_t    *touched_rows;	/* unique embedding rows touched per table */
 	int		   *ntouched;
+	/* multi-valued fields: the batch's bags (read by the backward) and room for their rows */
+	const PnBag *fbag,
+			   *pbag;
+	int64_t		uniq_cap,
+				touched_cap;
 
 	struct PnPrims *prims;		/* oneDNN matmuls of the fixed-shape GEMMs */
 
@@ -605,8 +610,10 @@ pn_trainer_new(PnModel *m, int bmax, float lr, PnTrainer **out, PnError *err)
 	tr->pslot = pn_alloc(sizeof(int64_t) * n * (c->npers + 1));
 	tr->dom = pn_alloc(sizeof(int) * n);
 	tr->uniq = pn_alloc(sizeof(int64_t) * n);
+	tr->uniq_cap = n;
 	tr->touched = pn_alloc(sizeof(int64_t) * (m->ntensors + 1));
 	tr->touched_rows = pn_alloc(sizeof(int64_t) * n * (c->nfeat + c->npers + 1));
+	tr->touched_cap = (int64_t) n * (c->nfeat + c->npers + 1);
 	tr->ntouched = pn_alloc0(sizeof(int) * (m->ntensors + 1));
 	tr->pn_acc = pn_alloc(sizeof(double) * 4 * (c->n0 + 1));
 	tr->prims = pn_alloc0(sizeof(PnPrims));
@@ -825,6 +832,98 @@ record_rows(PnTrainer *tr, int x, const int64_t *rows, int stride, int64_t *pos)
 	*pos += u;
 }
 
+/* Record the unique rows of multi-valued field f's table x used by the batch (its bag, empty rows) */
+static void
+record_bag_rows(PnTrainer *tr, int x, const PnField *f, const PnBag *bag, int64_t *pos)
+{
+	int64_t		nu = 0,
+				u = 0,
+				i,
+				j;
+
+	for (i = 0; i < tr->n; i++)
+	{
+		int			o = tr->order[i];
+
+		if (pn_bag_scale(f, bag, o) == 0.0f)
+			tr->uniq[nu++] = PN_MISSING_ROW(f);
+		else
+			for (j = bag->off[o]; j < bag->off[o + 1]; j++)
+				tr->uniq[nu++] = bag->rows[j];
+	}
+	qsort(tr->uniq, nu, sizeof(int64_t), cmp_i64);
+	tr->touched[x] = *pos;
+	for (i = 0; i < nu; i++)
+		if (i == 0 || tr->uniq[i] != tr->uniq[i - 1])
+			tr->touched_rows[*pos + u++] = tr->uniq[i];
+	tr->ntouched[x] = (int) u;
+	*pos += u;
+}
+
+/*
+ * Room for the rows of the batch's multi-valued fields in uniq and
+ * touched_rows (the rows recorded so far are kept: pn_train_predict runs
+ * between a step's backward and the next step's zero_grads).
+ */
+static int
+bag_reserve(PnTrainer *tr, const PnBatch *b, PnError *err)
+{
+	const PnConfig *c = &tr->m->cfg;
+	int64_t		most = 0,
+				total = 0;
+	int			j,
+				i;
+
+	for (j = 0; j < c->nfeat + c->npers; j++)
+	{
+		const PnField *f = j < c->nfeat ? &c->feat[j] : &c->pers[j - c->nfeat];
+		const PnBag *bag = j < c->nfeat ? (b->fbag ? &b->fbag[j] : NULL) : (b->pbag ? &b->pbag[j - c->nfeat] : NULL);
+		int64_t		e = 0;
+
+		if (f->pooling == PN_POOL_NONE)
+			continue;
+		if (bag == NULL)
+			return pn_seterr(err, PN_EINPUT, "%s field \"%s\" is multi-valued, but the batch has no bags",
+							 j < c->nfeat ? "feature" : "persona", f->name);
+		for (i = 0; i < b->n; i++)
+		{
+			if (bag->off[i + 1] < bag->off[i] || bag->off[i + 1] - bag->off[i] > PN_MAX_BAG)
+			{
+				pn_seterr(err, PN_EINPUT, "the bag of field \"%s\" has %lld ids, more than %d", f->name,
+						  (long long) (bag->off[i + 1] - bag->off[i]), PN_MAX_BAG);
+				err->row = i;
+				return PN_EINPUT;
+			}
+			e += bag->off[i + 1] - bag->off[i];
+		}
+		total += e;
+		most = e > most ? e : most;
+	}
+	if (most + tr->n > tr->uniq_cap)
+	{
+		int64_t    *u = pn_alloc(sizeof(int64_t) * (size_t) (most + tr->n));
+
+		if (u == NULL)
+			return pn_seterr(err, PN_ENOMEM, "out of memory for the trainer");
+		pn_free(tr->uniq);
+		tr->uniq = u;
+		tr->uniq_cap = most + tr->n;
+	}
+	if ((int64_t) tr->n * (c->nfeat + c->npers + 1) + total > tr->touched_cap)
+	{
+		int64_t		cap = (int64_t) tr->n * (c->nfeat + c->npers + 1) + total;
+		int64_t    *t = pn_alloc(sizeof(int64_t) * (size_t) cap);
+
+		if (t == NULL)
+			return pn_seterr(err, PN_ENOMEM, "out of memory for the trainer");
+		memcpy(t, tr->touched_rows, sizeof(int64_t) * (size_t) tr->touched_cap);
+		pn_free(tr->touched_rows);
+		tr->touched_rows = t;
+		tr->touched_cap = cap;
+	}
+	return PN_OK;
+}
+
 /* ------------------------------------------------------------- embeddings */
 
 /*
@@ -889,8 +988,13 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 				P = c->npers,
 				T = c->ntasks,
 				i,
-				j;
+				j,
+				rc;
 
+	tr->fbag = b->fbag;
+	tr->pbag = b->pbag;
+	if (c->bags && (rc = bag_reserve(tr, b, err)) != PN_OK)
+		return rc;
 	for (i = 0; i < n; i++)
 	{
 		int			o = tr->order[i];
@@ -901,8 +1005,21 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 		memcpy(ie, PN_T(m, m->t_emb_dom) + (size_t) tr->dom[i] * k, sizeof(float) * k);
 		for (j = 0; j < F; j++)
 		{
-			int64_t		s = pn_slot_checked(&c->feat[j], j, b->features[(size_t) o * F + j], "feature", err);
+			int64_t		s;
 
+			if (c->feat[j].pooling != PN_POOL_NONE)
+			{
+				/* a multi-valued field: its bag pooled (bag.c); the backward scatters by the bag */
+				if (pn_bag_pool(&c->feat[j], j, "feature", PN_T(m, m->t_emb_feat[j]), k, &b->fbag[j], o,
+								ie + k + j * k, err) != PN_OK)
+				{
+					err->row = o;
+					return PN_EINPUT;
+				}
+				tr->fslot[(size_t) i * F + j] = -1;
+				continue;
+			}
+			s = pn_slot_checked(&c->feat[j], j, b->features[(size_t) o * F + j], "feature", err);
 			if (s < 0)
 			{
 				err->row = o;
@@ -925,8 +1042,20 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 		}
 		for (j = 0; j < P; j++)
 		{
-			int64_t		s = pn_slot_checked(&c->pers[j], j, b->persona[(size_t) o * P + j], "persona", err);
+			int64_t		s;
 
+			if (c->pers[j].pooling != PN_POOL_NONE)
+			{
+				if (pn_bag_pool(&c->pers[j], j, "persona", PN_T(m, m->t_emb_pers[j]), k, &b->pbag[j], o,
+								ip + j * k, err) != PN_OK)
+				{
+					err->row = o;
+					return PN_EINPUT;
+				}
+				tr->pslot[(size_t) i * P + j] = -1;
+				continue;
+			}
+			s = pn_slot_checked(&c->pers[j], j, b->persona[(size_t) o * P + j], "persona", err);
 			if (s < 0)
 			{
 				err->row = o;
@@ -959,6 +1088,47 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
  *   dpv [n, pk] -> emb.persona.j (PPNet only)
  *   ddv [n, k] -> emb.domain (EPNet or aux only)
  */
+/*
+ * The backward of a multi-valued field's pooling: row i's gradient d [k]
+ * (src + i * ld) goes to each id's row scaled by its weight times the
+ * pooling's factor (w_j for sum, w_j / sum w for mean), or whole to the
+ * empty row; the rows used are recorded.
+ */
+static void
+bag_backward(PnTrainer *tr, int x, const PnField *f, const PnBag *bag, const float *src, int ld, int64_t *pos)
+{
+	int			k = tr->m->cfg.emb_dim,
+				i,
+				e;
+	float	   *g = G(tr, x);
+
+	for (i = 0; i < tr->n; i++)
+	{
+		int			o = tr->order[i];
+		const float *restrict d = src + (size_t) i * ld;
+		float		s = pn_bag_scale(f, bag, o);
+		int64_t		j;
+
+		if (s == 0.0f)
+		{
+			float	   *restrict gr = g + PN_MISSING_ROW(f) * k;
+
+			for (e = 0; e < k; e++)
+				gr[e] += d[e];
+			continue;
+		}
+		for (j = bag->off[o]; j < bag->off[o + 1]; j++)
+		{
+			float	   *restrict gr = g + bag->rows[j] * k;
+			float		w = (bag->weights ? bag->weights[j] : 1.0f) * s;
+
+			for (e = 0; e < k; e++)
+				gr[e] += w * d[e];
+		}
+	}
+	record_bag_rows(tr, x, f, bag, pos);
+}
+
 static void
 embed_backward(PnTrainer *tr)
 {
@@ -975,6 +1145,11 @@ embed_backward(PnTrainer *tr)
 	for (j = 0; j < c->nfeat; j++)
 	{
 		x = m->t_emb_feat[j];
+		if (c->feat[j].pooling != PN_POOL_NONE)
+		{
+			bag_backward(tr, x, &c->feat[j], &tr->fbag[j], tr->dx0 + j * k, n0, &pos);
+			continue;
+		}
 		for (i = 0; i < n; i++)
 		{
 			float	   *restrict gr = G(tr, x) + tr->fslot[(size_t) i * c->nfeat + j] * k;
@@ -989,6 +1164,11 @@ embed_backward(PnTrainer *tr)
 	for (j = 0; c->ppnet && j < c->npers; j++)
 	{
 		x = m->t_emb_pers[j];
+		if (c->pers[j].pooling != PN_POOL_NONE)
+		{
+			bag_backward(tr, x, &c->pers[j], &tr->pbag[j], tr->dpv + j * k, c->pk, &pos);
+			continue;
+		}
 		for (i = 0; i < n; i++)
 		{
 			float	   *restrict gr = G(tr, x) + tr->pslot[(size_t) i * c->npers + j] * k;

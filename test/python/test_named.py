@@ -532,6 +532,31 @@ def test_db_fetch(conn):
     check("db.score_query of a named module, in slices", ok, "max err %g" % err)
     m.train()
     check("loss of the fetched batch reads bool and NULL labels", torch.equal(m.loss(m(data), data), m.loss(m(by_hand), by_hand)))
+    # multi-valued fields: array columns come back as lists (NULL lists and elements as None), equal lengths too
+    mb = pepnet.StarPepNet(BAGS, seed=4)
+    qb = """SELECT (i %% 2) AS domain, i AS item, i %% 5 AS "user", 0.5 AS price, (i %% 2)::int AS click,
+                   CASE WHEN i %% 4 = 0 THEN NULL ELSE ARRAY['a', CASE WHEN i %% 3 = 0 THEN NULL ELSE 'b' END] END AS tags,
+                   CASE WHEN i %% 4 = 0 THEN NULL ELSE ARRAY[1, i]::real[] END AS tw,
+                   ARRAY[i, i + 1]::bigint[] AS hist, CASE WHEN i %% 5 = 0 THEN '{}' ELSE ARRAY[i %% 3] END AS likes
+            FROM generate_series(1, %s) i"""
+    qu = qb.replace("ARRAY['a', CASE WHEN i %% 3 = 0 THEN NULL ELSE 'b' END]",
+                    "ARRAY['123e4567-e89b-12d3-a456-426614174000'::uuid, CASE WHEN i %% 3 = 0 THEN NULL ELSE "
+                    "'00000000-0000-0000-0000-000000000001'::uuid END]")
+    datab = pepnet.db.fetch(conn, qb, BAGS, (12,))
+    by_hand = {"domain": [i % 2 for i in range(1, 13)], "item": list(range(1, 13)), "user": [i % 5 for i in range(1, 13)],
+               "price": [0.5] * 12, "click": [i % 2 for i in range(1, 13)],
+               "tags": [None if i % 4 == 0 else ["a", None if i % 3 == 0 else "b"] for i in range(1, 13)],
+               "tw": [None if i % 4 == 0 else [1.0, float(i)] for i in range(1, 13)],
+               "hist": [[i, i + 1] for i in range(1, 13)], "likes": [[] if i % 5 == 0 else [i % 3] for i in range(1, 13)]}
+    check("db.fetch of multi-valued columns: lists per row, scored as the same rows built in Python",
+          isinstance(datab["hist"][0], list) and datab["tags"][3] is None and torch.equal(mb.predict(datab), mb.predict(by_hand)))
+    datau = pepnet.db.fetch(conn, qu, BAGS, (12,))
+    by_hand["tags"] = [None if t is None else [uuid.UUID("123e4567-e89b-12d3-a456-426614174000"),
+                                               None if x is None else uuid.UUID(int=1)] for t, x in
+                       zip(by_hand["tags"], [t and t[1] for t in by_hand["tags"]])]
+    check("db.fetch of a uuid[] column: lists of the uuids' texts (NULL elements None), scored as uuid.UUID",
+          datau["tags"][0] == ["123e4567-e89b-12d3-a456-426614174000", "00000000-0000-0000-0000-000000000001"]
+          and datau["tags"][2][1] is None and torch.equal(mb.predict(datau), mb.predict(by_hand)))
 
 
 def test_id_kind():
@@ -642,6 +667,112 @@ def test_dense_transforms():
     check("zscore in the arrays form refused", ok, msg)
 
 
+# ---------------------------------------------------------------------------- multi-valued fields
+
+BAGS = {"inputs": "columns", "domains": 2,
+        "features": [{"name": "item", "buckets": 50}, {"name": "tags", "buckets": 17, "pooling": "mean", "weights": "tw"},
+                     {"name": "hist", "buckets": 13, "pooling": "sum"}],
+        "persona": [{"name": "user", "buckets": 9}, {"name": "likes", "buckets": 7, "pooling": "sum"}],
+        "dense": [{"name": "price"}], "emb_dim": 3, "tasks": ["click"], "hidden": [6, 4], "aux_hidden": 4}
+
+
+def _bags_batch():
+    return {"domain": [0, 1, 0, 1, 0, 1], "item": [1, 2, 3, 4, 5, 6],
+            "tags": [["a", "b"], None, [], [None, "c"], ["a", "a"], ["b", "c"]],
+            "tw": [[0.3, 1.7], None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]],
+            "hist": [[1, 2, 3], [], [4], np.array([4, 4]), [7, None], None],
+            "user": [1, 2, 3, 1, 2, 3], "likes": [[1, 2], None, [3], [], [2, 1], [5]],
+            "price": [0.5, -1.0, 0.2, 0.0, 1.0, 0.3], "click": [1, 0, None, 1, 0, 1]}
+
+
+def _pool_by_hand(table, ids, weights, mean, buckets):
+    """The pooled vector of one row, in float64 as docs/model.md says it (the empty row without weight)."""
+    t = table.detach().double()
+    pairs = [(x, 1.0 if weights is None else float(w)) for x, w in zip(ids, weights or [None] * len(ids))
+             if x is not None]
+    sw = sum(w for _, w in pairs)
+    if not pairs or sw <= 0:
+        return t[buckets]
+    s = sum(w * t[x] for x, w in pairs)
+    return s / sw if mean else s
+
+
+def test_bags():
+    """Multi-valued fields: pooled as docs/model.md says (sum, weighted mean, the empty row), gradients only
+    to the rows used, the config keys, and the refusals (with the field, column and row)."""
+    c = pepnet.Config(BAGS)
+    check("config: pooling and weights kept", c.features[1]["pooling"] == "mean" and c.features[1]["weights"] == "tw"
+          and c.persona[1]["pooling"] == "sum" and "pooling" not in c.features[0])
+    for bad, needle in ((dict(BAGS, inputs="arrays", dense=1), "named form"),
+                        (dict(BAGS, features=[dict(BAGS["features"][1], pooling="max")]), '"sum" or "mean"'),
+                        (dict(BAGS, features=[{"name": "t", "buckets": 3, "weights": "w"}]), 'no "pooling"'),
+                        (dict(BAGS, features=[dict(BAGS["features"][1], weights="item"), BAGS["features"][0]]), "reads otherwise")):
+        ok, msg = raises(lambda: pepnet.Config(bad), pepnet.ConfigError, needle)
+        check("config refused: %s" % needle, ok, msg)
+    m = pepnet.StarPepNet(BAGS, seed=3)
+    m.eval()
+    b = _bags_batch()
+    p = m.predict(b)
+    # the reference: each row's pooled vectors by hand, put in the missing rows of the same model without pooling
+    plain = json.loads(json.dumps(BAGS))
+    for f in plain["features"] + plain["persona"]:
+        f.pop("pooling", None)
+        f.pop("weights", None)
+    u = pepnet.StarPepNet(plain, seed=3)
+    u.eval()
+    worst = 0.0
+    for r in range(6):
+        u.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            tag_ids = None if b["tags"][r] is None else [None if x is None else pepnet.slots(
+                torch.tensor([pepnet.text_id(x)]), 1, 17, True, "tags").item() for x in b["tags"][r]]
+            hist_ids = None if b["hist"][r] is None else [None if x is None else pepnet.slots(
+                torch.tensor([int(x)]), 2, 13, True, "hist").item() for x in b["hist"][r]]
+            like_ids = None if b["likes"][r] is None else [pepnet.slots(torch.tensor([x]), 1, 7, True, "likes").item()
+                                                             for x in b["likes"][r]]
+            u.emb.feature[1][17] = _pool_by_hand(m.emb.feature[1], tag_ids or [], b["tw"][r], True, 17).float()
+            u.emb.feature[2][13] = _pool_by_hand(m.emb.feature[2], hist_ids or [], None, False, 13).float()
+            u.emb.persona[1][7] = _pool_by_hand(m.emb.persona[1], like_ids or [], None, False, 7).float()
+        row = {k: [v[r]] for k, v in b.items()}
+        row.update(tags=[None], tw=[None], hist=[None], likes=[None])
+        worst = max(worst, float((u.predict(row)[0] - p[r]).abs().max()))
+    check("pooled rows score as the rows pooled by hand (sum, weighted mean, NULL/empty lists, NULL elements, "
+          "total weight 0)", worst < 1e-6, "max err %.3g" % worst)
+    same = dict(b, hist=[[3, 2, 1], [], [4], [4, 4], [None, 7], None])
+    check("the order of a sum's ids does not matter", close(m.predict(same), p)[0])
+    # gradients reach exactly the rows the pooled values use (the empty row only where used)
+    m.train()
+    m.sparse = False
+    m.zero_grad()
+    m.loss(m(b), b).backward()
+    g = m.emb.feature[1].grad
+    used = {pepnet.slots(torch.tensor([pepnet.text_id(x)]), 1, 17, True, "tags").item() for x in ("a", "b", "c")}
+    nz = set(torch.nonzero(g.abs().sum(1)).flatten().tolist())
+    check("gradient of a weighted mean: the rows of its ids and the empty row, nothing else", nz <= used | {17} and 17 in nz,
+          "%s vs %s" % (sorted(nz), sorted(used)))
+    m.sparse = True
+    # refusals
+    for col, val, exc, needles in (
+            ("tags", [["a", "b"], None, [], [None, "c"], ["a", "a"], ["b", 1.5]], ValueError,
+             ('"tags"', "1.5", "row 5 (element 2")),
+            ("tw", [[1.0, 3.0], None, [], [5.0], [1.0, 1.0], [0.0, 0.0]], ValueError, ("one weight per id", "row 3")),
+            ("tw", [[1.0, -3.0], None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]], ValueError, ("finite and >= 0", "row 0")),
+            ("tw", [[1.0, float("nan")], None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]], ValueError, ("finite", "row 0")),
+            ("tw", [None, None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]], ValueError, ("NULL", "row 0")),
+            ("hist", [[1] * 10001, [], [4], [4], [7], None], ValueError, ("10000", "row 0")),
+            ("tags", ["ab", None, [], [None, "c"], ["a"], ["b"]], TypeError, ("list of ids", "row 0"))):
+        ok, msg = raises(lambda: m.predict(dict(b, **{col: val})), exc, *needles)
+        check("refused: %s %s" % (col, needles), ok, msg)
+    nn = json.loads(json.dumps(BAGS))
+    nn["features"][2]["nullable"] = False
+    ok, msg = raises(lambda: pepnet.StarPepNet(nn, seed=1).predict(b), ValueError, '"hist"', "row 5", '"nullable": false')
+    check('"nullable": false refuses a NULL list (takes an empty one)', ok, msg)
+    nb = dict(b, hist=[[1], [], [4], [4], [7], []])
+    check('"nullable": false takes empty lists', pepnet.StarPepNet(nn, seed=1).predict(nb).shape == (6, 1))
+    ok, msg = raises(lambda: m.predict({k: v for k, v in b.items() if k != "tw"}), pepnet.ColumnError, '"tw"')
+    check("a missing weights column is a ColumnError", ok, msg)
+
+
 def main():
     run("text ids", test_text_id)
     run("config", test_config)
@@ -653,6 +784,7 @@ def main():
     run("mappings", test_mappings)
     run("id kind", test_id_kind)
     run("dense transforms", test_dense_transforms)
+    run("multi-valued fields", test_bags)
     try:
         import psycopg2
         conn = psycopg2.connect("", connect_timeout=5)

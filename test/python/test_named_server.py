@@ -12,7 +12,11 @@ pepnet_score_rows and pepnet_predict(model, row) to float32 rounding; text ids h
 sides ('' 'a' 'zürich' and a uuid's text, docs/model.md's vectors), also in a LATIN1 database,
 where the server converts the text to UTF-8 before hashing; a version with dense transforms (log1p,
 clip, zscore with NULLs) scores alike and its stored statistics equal pepnet.dense_stats of the same
-rows; weights made in Python and imported score alike. Prints one line per check and "N passed, M failed"; exit 1 if any check failed.
+rows; weights made in Python and imported score alike; multi-valued fields ("pooling": "sum"/"mean",
+"weights"; NULL lists, empty lists, NULL elements, total weight 0, a multi-valued persona field)
+score alike on every entry point, and one training step on the server from Python's weights equals
+pepnet.Optimizer's step on the same batch (every tensor, and the same embedding rows move).
+Prints one line per check and "N passed, M failed"; exit 1 if any check failed.
 """
 import json
 import os
@@ -83,6 +87,88 @@ def scores_of(cur, model):
     return np.array([r[2] for r in rows]), np.array(pred)
 
 
+BCFG = {"inputs": "columns", "domains": 3,
+        "features": [{"name": "item", "buckets": 97}, {"name": "tags", "buckets": 23, "pooling": "mean", "weights": "tw"},
+                     {"name": "hist", "buckets": 19, "pooling": "sum"}],
+        "persona": [{"name": "user_id", "buckets": 41}, {"name": "likes", "buckets": 13, "pooling": "sum"}],
+        "dense": [{"name": "price"}], "emb_dim": 4, "tasks": ["click", "buy"], "hidden": [8, 4], "aux_hidden": 5}
+BROWS = """SELECT id, domain, item, user_id, price, click, buy,
+                  CASE WHEN id % 11 = 0 THEN NULL WHEN id % 13 = 0 THEN '{}'::text[]
+                       ELSE ARRAY['t' || (id % 5), CASE WHEN id % 3 = 0 THEN NULL ELSE 'zürich' || (id % 4) END, 'u' || (id % 7)] END AS tags,
+                  CASE WHEN id % 11 = 0 THEN NULL WHEN id % 13 = 0 THEN '{}'::real[]
+                       WHEN id % 17 = 0 THEN '{0,0,0}'::real[] ELSE ARRAY[1 + id % 3, 0.25, (id % 4) * 0.5]::real[] END AS tw,
+                  ARRAY(SELECT (id * k) % 31 FROM generate_series(1, id % 4) k)::bigint[] AS hist,
+                  CASE WHEN id % 10 = 0 THEN NULL ELSE ARRAY[id % 5, id % 3]::int[] END AS likes
+           FROM ev"""
+
+
+def bags(cur):
+    """Multi-valued fields: the server's scores and one training step against the package's."""
+    cur.execute("CALL pepnet_train('nmb', %s, %s, epochs => 2, batch_size => 32, lr => 0.01, seed => 4, "
+                "progress_interval => 0)", (BROWS, json.dumps(BCFG)))
+    cur.execute("SELECT config FROM pepnet.models WHERE name = 'nmb' ORDER BY version DESC LIMIT 1")
+    stored = cur.fetchone()[0]
+    cur.execute("SELECT pepnet_export('nmb')")
+    m = pepnet.StarPepNet.from_safetensors(stored, bytes(cur.fetchone()[0]))
+    m.eval()
+    cur.execute(BROWS + " ORDER BY id")
+    cols = [d[0] for d in cur.description]
+    b = batch_of(cur.fetchall(), cols)
+    check("the fetched multi-valued columns are lists, with NULL lists and NULL elements",
+          any(t is None for t in b["tags"]) and any(t == [] for t in b["tags"]) and
+          any(t is not None and None in t for t in b["tags"]) and any(h == [] for h in b["hist"]))
+    want = m.predict(b).double().numpy()
+    cur.execute("SELECT s.scores FROM pepnet_score_rows('nmb', ARRAY(SELECT c FROM (" + BROWS + ") c ORDER BY id)) s")
+    got = np.array([r[0] for r in cur.fetchall()])
+    err = float(np.max(np.abs(got - want)))
+    check("multi-valued fields: pepnet_score_rows == StarPepNet.predict (sum, weighted mean, empty rows, persona bags)",
+          err <= TOL and len(got) == 600, "max err %.3g" % err)
+    cur.execute("SELECT pepnet_predict('nmb', c) FROM (" + BROWS + ") c ORDER BY id")
+    pred = np.array([r[0] for r in cur.fetchall()])
+    err = float(np.max(np.abs(pred - want[:, 0])))
+    check("multi-valued fields: pepnet_predict(model, row) == StarPepNet.predict", err <= TOL, "max err %.3g" % err)
+    cur.execute("SELECT id, score FROM pepnet_score_query('nmb', %s) AS t(id int, domain int, item bigint, user_id uuid, "
+                "price numeric, click boolean, buy int, tags text[], tw real[], hist bigint[], likes int[], score float8, "
+                "scores float8[]) ORDER BY id", (BROWS,))
+    q = np.array([r[1] for r in cur.fetchall()])
+    check("multi-valued fields: pepnet_score_query == pepnet_score_rows", np.array_equal(q, got[:, 0]))
+    empty = [i for i in range(600) if not b["tags"][i] or all(t is None for t in b["tags"][i]) or
+             (b["tw"][i] is not None and sum(w for t, w in zip(b["tags"][i], b["tw"][i]) if t is not None) == 0)]
+    check("rows of the empty row (NULL, empty, zero weight) are among them", len(empty) > 60, "%d rows" % len(empty))
+
+    # one training step from Python's weights: the server's step == pepnet.Optimizer's
+    mp = pepnet.StarPepNet(BCFG, seed=21)
+    cur.execute("SELECT pepnet_import('nmbt', %s, %s)", (json.dumps(BCFG), psycopg2.Binary(mp.to_safetensors())))
+    first = BROWS + " ORDER BY id LIMIT 64"
+    cur.execute("CALL pepnet_train('nmbt', %s, epochs => 1, batch_size => 64, lr => 0.01, shuffle_buffer => 1, "
+                "progress_interval => 0)", (first,))
+    cur.execute("SELECT pepnet_export('nmbt')")
+    server = pepnet.StarPepNet.from_safetensors(BCFG, bytes(cur.fetchone()[0])).state_dict()
+    cur.execute(first)
+    b1 = batch_of(cur.fetchall(), [d[0] for d in cur.description])
+    before = {k: v.clone() for k, v in mp.state_dict().items()}
+    mp.train()
+    opt = pepnet.Optimizer(mp, lr=0.01)
+    opt.zero_grad()
+    mp.loss(mp(b1), b1).backward()
+    opt.step()
+    after = mp.state_dict()
+    worst, moved_alike = 0.0, True
+    for k, v in after.items():
+        if k == "pn.num_batches_tracked":
+            continue
+        worst = max(worst, float((server[k].double() - v.double()).abs().max()))
+        if k.startswith("emb."):
+            moved_p = (v != before[k]).any(dim=1)
+            moved_s = (server[k] != before[k]).any(dim=1)
+            moved_alike &= bool(torch.equal(moved_p, moved_s))
+    check("one training step with multi-valued fields: the server's weights == pepnet.Optimizer's", worst <= 1e-4,
+          "max |diff| %.3g" % worst)
+    check("the step moves the same embedding rows (the pooled ids, the empty rows) on both sides", moved_alike)
+    tag_rows = {int(r) for r in torch.nonzero((after["emb.feature.1"] != before["emb.feature.1"]).any(dim=1))}
+    check("the step moves the tags' empty row and pooled rows", 23 in tag_rows and len(tag_rows) > 5, str(sorted(tag_rows)))
+
+
 def main():
     admin = psycopg2.connect("")
     admin.autocommit = True
@@ -149,6 +235,7 @@ def main():
         err = float(np.max(np.abs(tgot - twant)))
         check("dense transforms: pepnet_score_rows == StarPepNet.predict (log1p, clip, zscore, NULL imputed)",
               err <= 1e-5 and len(tgot) == 600, "max err %.3g" % err)
+        bags(cur)
         # weights made in Python, imported, score as Python predicts
         mp = pepnet.StarPepNet(CFG, seed=11)
         mp.eval()

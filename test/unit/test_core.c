@@ -1016,6 +1016,82 @@ make_batch(const PnConfig *c, int n, unsigned seed, int32_t *dom, int64_t *pers,
  * towers' GEMMs in 64-row tiles (train.c's gemm, gemm_rows); n < bmax runs
  * every GEMM on OpenBLAS.
  */
+/*
+ * Bags of the multi-valued fields of c for n rows (test data): row r has
+ * no ids when r % 5 == 0, total weight 0 when r % 7 == 3 (weighted
+ * fields), else 1 to 4 ids (repeats possible) with weights in [0, 2).
+ */
+typedef struct TestBags
+{
+	PnBag		fb[8],
+				pb[8];
+	void	   *mem[48];
+	int			nmem;
+} TestBags;
+
+static void *
+tb_alloc(TestBags *tb, size_t n)
+{
+	void	   *p = calloc(1, n ? n : 1);
+
+	tb->mem[tb->nmem++] = p;
+	return p;
+}
+
+static void
+tb_free(TestBags *tb)
+{
+	int			i;
+
+	for (i = 0; i < tb->nmem; i++)
+		free(tb->mem[i]);
+	tb->nmem = 0;
+}
+
+static void
+make_bags(const PnConfig *c, int n, unsigned seed, TestBags *tb)
+{
+	int			j,
+				r;
+
+	srand(seed);
+	memset(tb, 0, sizeof(*tb));
+	for (j = 0; j < c->nfeat + c->npers; j++)
+	{
+		const PnField *f = j < c->nfeat ? &c->feat[j] : &c->pers[j - c->nfeat];
+		PnBag	   *bag = j < c->nfeat ? &tb->fb[j] : &tb->pb[j - c->nfeat];
+		int64_t    *off,
+				   *rows;
+		float	   *w = NULL;
+		int64_t		at = 0;
+
+		if (f->pooling == PN_POOL_NONE)
+			continue;
+		off = tb_alloc(tb, sizeof(int64_t) * (n + 1));
+		rows = tb_alloc(tb, sizeof(int64_t) * n * 4);
+		if (f->weights[0])
+			w = tb_alloc(tb, sizeof(float) * n * 4);
+		for (r = 0; r < n; r++)
+		{
+			int			len = r % 5 == 0 ? 0 : 1 + rand() % 4,
+						e;
+
+			off[r] = at;
+			for (e = 0; e < len; e++)
+			{
+				rows[at] = rand() % f->buckets;
+				if (w)
+					w[at] = (r % 7 == 3) ? 0.0f : (float) rand() / RAND_MAX * 2;
+				at++;
+			}
+		}
+		off[n] = at;
+		bag->off = off;
+		bag->rows = rows;
+		bag->weights = w;
+	}
+}
+
 static void
 test_gradcheck_n(const char *json, const char *label, int n, int bmax)
 {
@@ -1035,10 +1111,14 @@ test_gradcheck_n(const char *json, const char *label, int n, int bmax)
 	PnBatch		b;
 	double		loss,
 				worst = 0;
+	TestBags	tb;
 
 	pn_model_new(&c, &m, &e);
 	randomize(m, 11);
 	make_batch(&c, n, 5, dom, pers, feat, dense, labels);
+	make_bags(&c, n, 6, &tb);
+	b.fbag = c.bags ? tb.fb : NULL;
+	b.pbag = c.bags ? tb.pb : NULL;
 	b.n = n;
 	b.domain = dom;
 	b.persona = pers;
@@ -1082,7 +1162,19 @@ test_gradcheck_n(const char *json, const char *label, int n, int bmax)
 				{
 					int			fi = atoi(strrchr(t->name, '.') + 1);
 
-					if (strncmp(t->name, "emb.feature", 11) == 0)
+					bool		isf = strncmp(t->name, "emb.feature", 11) == 0;
+					const PnField *f = isf ? &c.feat[fi] : &c.pers[fi];
+
+					if (f->pooling != PN_POOL_NONE)
+					{
+						/* a row of a bag, or the empty row (tries 0: row 0's bag is empty) */
+						const PnBag *bg = isf ? &tb.fb[fi] : &tb.pb[fi];
+						int			r = 1 + tries % (n - 1);
+
+						row = tries == 0 || bg->off[r + 1] == bg->off[r] ? PN_MISSING_ROW(f) :
+							bg->rows[bg->off[r] + tries % (bg->off[r + 1] - bg->off[r])];
+					}
+					else if (isf)
 						row = pn_slot(&c.feat[fi], fi, feat[(tries % n) * c.nfeat + fi]);
 					else
 						row = pn_slot(&c.pers[fi], fi, pers[(tries % n) * c.npers + fi]);
@@ -1123,6 +1215,7 @@ test_gradcheck_n(const char *json, const char *label, int n, int bmax)
 		}
 	}
 	CHECK(bad == 0, "gradient check %s: %d elements, %d off (worst |diff| %.2e)", label, checked, bad, worst);
+	tb_free(&tb);
 	free(grad);
 	free(dom);
 	free(pers);
@@ -1568,6 +1661,327 @@ test_pack_share(void)
 		free(pack_items[i].p);
 }
 
+/*
+ * Multi-valued fields: pooled by hand in double (weights, mean's division,
+ * the empty row for no ids or total weight 0) into the missing row of the
+ * same model without "pooling", scored as that row; every forward path
+ * (pn_score, the engine's tiles, the evaluator, the trainer's forward) must
+ * give the pooled model's scores.
+ */
+static const char *bags_json =
+	"{\"inputs\": \"columns\", \"domains\": 2, "
+	"\"features\": [{\"name\": \"item\", \"buckets\": 11}, {\"name\": \"tags\", \"buckets\": 9, \"pooling\": \"mean\", \"weights\": \"tw\"}, "
+	"{\"name\": \"hist\", \"buckets\": 13, \"pooling\": \"sum\"}], "
+	"\"persona\": [{\"name\": \"user\", \"buckets\": 7}, {\"name\": \"likes\", \"buckets\": 8, \"pooling\": \"sum\", \"weights\": \"lw\"}], "
+	"\"dense\": [{\"name\": \"price\"}], \"emb_dim\": 4, \"tasks\": [\"click\", \"buy\"], \"hidden\": [8, 5], \"epnet_hidden\": 6, \"aux_hidden\": 5}";
+
+/* the pooled vector of row r of a bag, in double, as docs/model.md says it */
+static void
+pool_by_hand(const PnModel *m, const PnField *f, const float *table, const PnBag *bag, int r, float *out)
+{
+	int			k = m->cfg.emb_dim,
+				e;
+	int64_t		j;
+	double		sw = 0,
+				acc[64] = {0};
+
+	for (j = bag->off[r]; j < bag->off[r + 1]; j++)
+	{
+		double		w = bag->weights ? bag->weights[j] : 1.0;
+
+		sw += w;
+		for (e = 0; e < k; e++)
+			acc[e] += w * table[bag->rows[j] * k + e];
+	}
+	for (e = 0; e < k; e++)
+		out[e] = sw > 0 ? (float) (f->pooling == PN_POOL_MEAN ? acc[e] / sw : acc[e]) : table[PN_MISSING_ROW(f) * k + e];
+}
+
+static void
+test_bags(void)
+{
+	PnConfig	c = parse(bags_json),
+				u;
+	char	   *plain;
+	PnModel    *m,
+			   *mu;
+	PnError		e = {0};
+	enum
+	{
+		N = 40
+	};
+	int32_t		dom[N];
+	int64_t		pers[N * 2],
+				feat[N * 3],
+				urow[3],
+				upers[2];
+	float		dense[N],
+				labels[N * 2],
+				lev[N * 2],
+				ltr[N * 2];
+	double		sc[N * 2],
+				se[N * 2],
+				ref[N * 2];
+	TestBags	tb;
+	PnBatch		b;
+	PnWork	   *w;
+	PnEngine   *eng = NULL;
+	PnEvaluator *ev = NULL;
+	PnTrainer  *tr = NULL;
+	PnDomainCache *dc[2];
+	int			r,
+				i,
+				rc = 0;
+	double		worst = 0,
+				worst_tr = 0,
+				worst_ev = 0,
+				worst_eng = 0;
+	char	   *js;
+
+	/* config: parsed, written back, rejected where wrong */
+	CHECK(c.bags && c.feat[1].pooling == PN_POOL_MEAN && strcmp(c.feat[1].weights, "tw") == 0 &&
+		  c.feat[2].pooling == PN_POOL_SUM && c.feat[2].weights[0] == '\0' && c.feat[0].pooling == PN_POOL_NONE &&
+		  c.pers[1].pooling == PN_POOL_SUM && c.n0 == 3 * 4 + 1, "multi-valued fields parsed: pooling, weights");
+	js = pn_config_to_json(&c);
+	CHECK(js && strstr(js, "\"name\": \"tags\", \"buckets\": 9, \"hash\": true, \"nullable\": true, \"pooling\": \"mean\", \"weights\": \"tw\"}") &&
+		  strstr(js, "\"name\": \"hist\", \"buckets\": 13, \"hash\": true, \"nullable\": true, \"pooling\": \"sum\"}") &&
+		  !strstr(js, "\"name\": \"item\", \"buckets\": 11, \"hash\": true, \"nullable\": true, \"pooling\""),
+		  "pooling and weights written back when set (%s)", js ? js : "");
+	pn_free(js);
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"pooling\": \"sum\"}]}", PN_ECONFIG, "named form");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"pooling\": \"max\"}]}", PN_ECONFIG, "\"sum\" or \"mean\"");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"weights\": \"w\"}]}", PN_ECONFIG, "no \"pooling\"");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"pooling\": \"sum\", \"weights\": \"b\"}, "
+				   "{\"name\": \"b\", \"buckets\": 10}]}", PN_ECONFIG, "reads otherwise");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10, \"pooling\": \"sum\", \"weights\": \"w\"}, "
+				   "{\"name\": \"b\", \"buckets\": 10, \"pooling\": \"mean\", \"weights\": \"w\"}]}", PN_ECONFIG, "reads otherwise");
+
+	/* the same config without pooling: the same tensors */
+	plain = strdup(bags_json);
+	{
+		char	   *q;
+
+		while ((q = strstr(plain, ", \"pooling\": \"mean\", \"weights\": \"tw\"")) != NULL)
+			memmove(q, q + 36, strlen(q + 36) + 1);
+		while ((q = strstr(plain, ", \"pooling\": \"sum\", \"weights\": \"lw\"")) != NULL)
+			memmove(q, q + 35, strlen(q + 35) + 1);
+		while ((q = strstr(plain, ", \"pooling\": \"sum\"")) != NULL)
+			memmove(q, q + 18, strlen(q + 18) + 1);
+	}
+	u = parse(plain);
+	CHECK(!u.bags && pn_config_numel(&u) == pn_config_numel(&c), "without pooling: the same tensors (%s)", plain);
+	pn_model_new(&c, &m, &e);
+	pn_model_new(&u, &mu, &e);
+	randomize(m, 3);
+	make_batch(&c, N, 9, dom, pers, feat, dense, labels);
+	for (r = 0; r < N; r++)
+		for (i = 0; i < 3; i++)
+			feat[r * 3 + i] %= c.feat[i].buckets;
+	make_bags(&c, N, 10, &tb);
+	b.n = N;
+	b.domain = dom;
+	b.persona = pers;
+	b.features = feat;
+	b.dense = dense;
+	b.labels = labels;
+	b.fbag = tb.fb;
+	b.pbag = tb.pb;
+
+	/* every path of the pooled model; the persona of row 0 throughout for pn_score / the engine */
+	w = pn_work_new(m, N);
+	rc |= pn_engine_new(m, PN_FP32, PN_TILE, NULL, &eng, &e);
+	for (i = 0; i < 2; i++)
+	{
+		rc |= pn_domain_build(m, i, &dc[i], &e);
+		rc |= pn_engine_prepare_domain(eng, dc[i], NULL, &e);
+	}
+	for (r = 0; r < N && rc == 0; r++)
+	{
+		PnPersona  *pp = NULL,
+				   *pu = NULL;
+		PnBag		pv[2],
+					fv[3];
+		PnDomainCache *du = NULL;
+		PnWork	   *wu = pn_work_new(mu, 1);
+		int			t;
+
+		/* the reference: row r's bags pooled by hand into mu's missing rows */
+		memcpy(mu->data, m->data, sizeof(float) * m->total);
+		for (i = 0; i < 3; i++)
+		{
+			urow[i] = feat[r * 3 + i];
+			if (c.feat[i].pooling != PN_POOL_NONE)
+			{
+				pool_by_hand(m, &c.feat[i], PN_T(m, m->t_emb_feat[i]), &tb.fb[i], r,
+							 PN_T(mu, mu->t_emb_feat[i]) + PN_MISSING_ROW(&c.feat[i]) * c.emb_dim);
+				urow[i] = PN_MISSING_ROW(&c.feat[i]);
+			}
+		}
+		for (i = 0; i < 2; i++)
+		{
+			upers[i] = pers[r * 2 + i];
+			if (c.pers[i].pooling != PN_POOL_NONE)
+			{
+				pool_by_hand(m, &c.pers[i], PN_T(m, m->t_emb_pers[i]), &tb.pb[i], r,
+							 PN_T(mu, mu->t_emb_pers[i]) + PN_MISSING_ROW(&c.pers[i]) * c.emb_dim);
+				upers[i] = PN_MISSING_ROW(&c.pers[i]);
+			}
+		}
+		rc |= pn_domain_build(mu, dom[r], &du, &e);
+		rc |= pn_persona_build(mu, upers, &pu, &e);
+		rc |= pn_score(mu, du, pu, wu, 1, urow, dense + r, ref + r * 2, &e);
+		/* the pooled model, row r alone (views of the block's bags) */
+		for (i = 0; i < 2; i++)
+		{
+			pv[i] = tb.pb[i];
+			if (c.pers[i].pooling != PN_POOL_NONE)
+				pv[i].off += r;
+		}
+		for (i = 0; i < 3; i++)
+		{
+			fv[i] = tb.fb[i];
+			if (c.feat[i].pooling != PN_POOL_NONE)
+				fv[i].off += r;
+		}
+		rc |= pn_persona_build_bags(m, pers + r * 2, pv, &pp, &e);
+		rc |= pn_score_bags(m, dc[dom[r]], pp, w, 1, feat + r * 3, fv, dense + r, sc + r * 2, &e);
+		for (t = 0; t < 2 && rc == 0; t++)
+			worst = fmax(worst, fabs(sc[r * 2 + t] - ref[r * 2 + t]));
+		pn_persona_free(pp);
+		pn_persona_free(pu);
+		pn_domain_free(du);
+		pn_work_free(wu);
+	}
+	CHECK(rc == 0 && worst < 2e-6, "pooled rows (sum, weighted mean, empty, zero weight) score as the rows pooled by hand (worst %.2e) %s",
+		  worst, rc ? e.msg : "");
+	/* the engine's tiles over the whole block (a view per tile), persona of row 0 */
+	{
+		PnPersona  *pp = NULL;
+		PnBag		pv[2];
+
+		for (i = 0; i < 2; i++)
+			pv[i] = tb.pb[i];
+		rc |= pn_persona_build_bags(m, pers, pv, &pp, &e);
+		rc |= pn_engine_score_bags(eng, dc[0], pp, N, feat, tb.fb, dense, se, NULL, &e);
+		rc |= pn_score_bags(m, dc[0], pp, w, N, feat, tb.fb, dense, sc, &e);
+		for (i = 0; i < N * 2 && rc == 0; i++)
+			worst_eng = fmax(worst_eng, fabs(se[i] - sc[i]));
+		CHECK(rc == 0 && worst_eng < 1e-5, "the engine's tiles pool as pn_score does, %d rows over %d-row tiles (worst %.2e) %s",
+			  N, PN_TILE, worst_eng, rc ? e.msg : "");
+		pn_persona_free(pp);
+	}
+	/* the evaluator (rows grouped by domain and persona bags) and the trainer's forward, every row its own */
+	rc |= pn_evaluator_new(m, PN_FP32, &ev, &e);
+	rc |= pn_evaluator_logits(ev, &b, lev, NULL, &e);
+	rc |= pn_trainer_new(m, N, 1e-2f, &tr, &e);
+	rc |= pn_train_predict(tr, &b, ltr, &e);
+	for (i = 0; i < N * 2 && rc == 0; i++)
+	{
+		worst_ev = fmax(worst_ev, fabs(1 / (1 + exp(-(double) lev[i])) - ref[i]));
+		worst_tr = fmax(worst_tr, fabs(1 / (1 + exp(-(double) ltr[i])) - ref[i]));
+	}
+	CHECK(rc == 0 && worst_ev < 1e-5, "the evaluator pools every row's own bags (worst %.2e) %s", worst_ev, rc ? e.msg : "");
+	CHECK(rc == 0 && worst_tr < 1e-5, "the trainer's forward pools as scoring does (worst %.2e) %s", worst_tr, rc ? e.msg : "");
+	/* the order of a sum's ids does not matter; an out-of-range row is refused */
+	{
+		int64_t    *rows = (int64_t *) tb.fb[2].rows;
+		int64_t		a,
+					z,
+					tmp;
+		int			q = 1;
+		double		s2[N * 2];
+		PnPersona  *pp = NULL;
+
+		while (q < N - 1 && tb.fb[2].off[q + 1] - tb.fb[2].off[q] < 2)
+			q++;
+		a = tb.fb[2].off[q];
+		z = tb.fb[2].off[q + 1] - 1;
+		while (z > a && rows[z] == rows[a])
+			z--;
+		rc |= pn_persona_build_bags(m, pers, tb.pb, &pp, &e);
+		rc |= pn_score_bags(m, dc[0], pp, w, N, feat, tb.fb, dense, sc, &e);
+		tmp = rows[a];
+		rows[a] = rows[z];
+		rows[z] = tmp;
+		rc |= pn_score_bags(m, dc[0], pp, w, N, feat, tb.fb, dense, s2, &e);
+		CHECK(rc == 0 && z > a && fabs(s2[q * 2] - sc[q * 2]) < 1e-6 && s2[0] == sc[0],
+			  "a sum's ids in another order score the same (row %d: %.9g, %.9g)", q, sc[q * 2], s2[q * 2]);
+		tmp = rows[a];
+		rows[a] = rows[z];
+		rows[z] = tmp;
+		a = tb.fb[2].off[1];
+		tmp = rows[a];
+		rows[a] = 13 + 1;
+		CHECK(pn_score_bags(m, dc[0], pp, w, N, feat, tb.fb, dense, s2, &e) == PN_EINPUT && e.row == 1 && strstr(e.msg, "hist"),
+			  "a bag's row beyond the empty row is refused, naming the field and row (%s)", e.msg);
+		rows[a] = tmp;
+		CHECK(pn_score(m, dc[0], pp, w, 1, feat, dense, s2, &e) == PN_EINPUT && strstr(e.msg, "multi-valued"),
+			  "scoring a model with multi-valued fields without bags is refused (%s)", e.msg);
+		pn_persona_free(pp);
+	}
+	/* lazy Adam: a step moves every pooled row (and the empty row) and no other row of the table */
+	{
+		float	   *before = malloc(sizeof(float) * m->total);
+		const PnTensor *t = &m->tensors[m->t_emb_feat[2]];
+		int			k = c.emb_dim,
+					moved = 0,
+					wrong = 0;
+		bool		used[14] = {false};
+		double		loss;
+		int64_t		j;
+
+		for (j = 0; j < tb.fb[2].off[N]; j++)
+			used[tb.fb[2].rows[j]] = true;
+		used[13] = true;		/* row 0's bag is empty */
+		/* a row no bag uses */
+		for (j = 0; j < 13 && used[j]; j++)
+			;
+		if (j < 13)
+			used[j] = false;
+		memcpy(before, m->data, sizeof(float) * m->total);
+		rc = pn_train_step(tr, &b, &loss, &e);
+		for (j = 0; j < 14; j++)
+		{
+			bool		changed = memcmp(before + t->offset + j * k, m->data + t->offset + j * k, sizeof(float) * k) != 0;
+
+			moved += changed;
+			wrong += changed != used[j];
+		}
+		CHECK(rc == 0 && wrong == 0 && moved > 0, "a step moves the %d rows of the bags and the empty row, no other (%d wrong) %s",
+			  moved, wrong, rc ? e.msg : "");
+		/* the next step's batch uses no bag of "hist": its rows keep their values (zero_grads cleared them) */
+		memcpy(before, m->data, sizeof(float) * m->total);
+		{
+			int64_t    *off = (int64_t *) tb.fb[2].off;
+			int64_t		saved[N + 1];
+
+			memcpy(saved, off, sizeof(saved));
+			for (j = 0; j <= N; j++)
+				off[j] = 0;		/* every bag empty: only the empty row */
+			rc = pn_train_step(tr, &b, &loss, &e);
+			memcpy(off, saved, sizeof(saved));
+		}
+		moved = 0;
+		for (j = 0; j < 13; j++)
+			moved += memcmp(before + t->offset + j * k, m->data + t->offset + j * k, sizeof(float) * k) != 0;
+		CHECK(rc == 0 && moved == 0 && memcmp(before + t->offset + 13 * k, m->data + t->offset + 13 * k, sizeof(float) * k) != 0,
+			  "a batch of empty bags moves only the empty row (%d others moved)", moved);
+		free(before);
+	}
+	pn_trainer_free(tr);
+	pn_evaluator_free(ev);
+	for (i = 0; i < 2; i++)
+		pn_domain_free(dc[i]);
+	pn_engine_free(eng);
+	pn_work_free(w);
+	tb_free(&tb);
+	pn_model_free(m);
+	pn_model_free(mu);
+	pn_config_free(&c);
+	pn_config_free(&u);
+	free(plain);
+}
+
 int
 main(void)
 {
@@ -1613,6 +2027,17 @@ main(void)
 					 "\"persona\": [{\"name\": \"u\", \"buckets\": 5}], "
 					 "\"dense\": 2, \"emb_dim\": 3, \"tasks\": [\"click\", \"buy\"], \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4, \"l2\": 0.01}",
 					 "all parts on, a full batch of 150 rows (oneDNN primitives, 64-row tower tiles)", 150, 150);
+	test_bags();
+	test_gradcheck("{\"inputs\": \"columns\", \"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}, "
+				   "{\"name\": \"t\", \"buckets\": 9, \"pooling\": \"mean\", \"weights\": \"tw\"}, {\"name\": \"h\", \"buckets\": 8, \"pooling\": \"sum\"}], "
+				   "\"persona\": [{\"name\": \"u\", \"buckets\": 7}, {\"name\": \"l\", \"buckets\": 8, \"pooling\": \"mean\"}, "
+				   "{\"name\": \"s\", \"buckets\": 8, \"pooling\": \"sum\", \"weights\": \"sw\"}], "
+				   "\"dense\": [{\"name\": \"p\"}], \"emb_dim\": 3, \"tasks\": [\"click\", \"buy\"], \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4, \"l2\": 0.01}",
+				   "multi-valued fields: sum and mean, weighted, empty bags, zero weights");
+	test_gradcheck_n("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"t\", \"buckets\": 9, \"pooling\": \"mean\", \"weights\": \"tw\"}, "
+					 "{\"name\": \"h\", \"buckets\": 8, \"pooling\": \"sum\"}], \"persona\": [{\"name\": \"s\", \"buckets\": 8, \"pooling\": \"sum\", \"weights\": \"sw\"}], "
+					 "\"emb_dim\": 3, \"hidden\": [6], \"epnet_hidden\": 5, \"aux_hidden\": 4}",
+					 "multi-valued fields, a full batch of 150 rows (oneDNN primitives)", 150, 150);
 	test_training_learns();
 	test_pn_running_stats();
 	test_optional_count();
