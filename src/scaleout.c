@@ -261,9 +261,9 @@ pinned_check(PinnedState *st)
 /* ---------------------------------------------------------------- */
 
 /*
- * The pinned pepnet_predict is IMMUTABLE (so that postgres_fdw ships it),
- * and PostgreSQL evaluates an IMMUTABLE function with constant arguments
- * once, while planning, as the planning role.  Its privilege checks (USAGE
+ * The pinned pepnet_predict (either form) is IMMUTABLE (so that postgres_fdw
+ * ships it), and PostgreSQL evaluates an IMMUTABLE function with constant
+ * arguments once, while planning, as the planning role.  Its privilege checks (USAGE
  * on schema pepnet, SELECT on pepnet.models, row-level security) then ran
  * for that role only, and a cached plan (a prepared statement, a plpgsql
  * function's statements) would hand the folded score to any role that runs
