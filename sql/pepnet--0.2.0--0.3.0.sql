@@ -1056,3 +1056,41 @@ CREATE FUNCTION pepnet_predict(model text, candidate record) RETURNS float8
 CREATE FUNCTION pepnet_score_rows(model text, candidates anyarray)
 	RETURNS TABLE (candidate anyelement, score float8, scores float8[])
 	AS 'MODULE_PATHNAME', 'pepnet_score_rows' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE ROWS 100;
+
+-- == pinned references: scoring by name ==
+
+/*
+ * pepnet_predict(pepnet_pinned, candidate record): the by-name form (config "inputs": "columns")
+ * of the pinned pepnet_predict, with the guarantees of the arrays form: IMMUTABLE, not STRICT,
+ * PARALLEL SAFE, COST 1000; this node's version must have the pin's fingerprint (55000); plans
+ * into which it was folded depend on the role and on pepnet.models (src/scaleout.c); a version of
+ * the arrays form is refused as by pepnet_predict(text, record) (22023).
+ */
+CREATE FUNCTION pepnet_predict(model pepnet_pinned, candidate record) RETURNS float8
+	AS 'MODULE_PATHNAME', 'pepnet_pinned_predict_row' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1000;
+
+-- No stored generated column, index or constraint may call either pinned form (the event trigger
+-- pepnet_pinned_guard refuses them, through this function).
+CREATE OR REPLACE FUNCTION pepnet._pinned_dependants(rel oid) RETURNS TABLE (what text)
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+	WITH f AS (
+		SELECT p.oid FROM pg_proc p JOIN pg_depend e ON e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'
+		JOIN pg_extension x ON x.oid = e.refobjid AND x.extname = 'pepnet'
+		WHERE p.prosrc IN ('pepnet_pinned_predict', 'pepnet_pinned_predict_row'))
+	SELECT format('generated column %s of table %s', quote_ident(a.attname), ad.adrelid::regclass)
+	FROM pg_depend d JOIN f ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+	JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+	JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+	WHERE rel IS NULL OR ad.adrelid = rel
+	UNION ALL
+	SELECT format('index %s on table %s', i.indexrelid::regclass, i.indrelid::regclass)
+	FROM pg_depend d JOIN f ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+	JOIN pg_index i ON d.classid = 'pg_class'::regclass AND i.indexrelid = d.objid
+	WHERE rel IS NULL OR i.indexrelid = rel OR i.indrelid = rel
+	UNION ALL
+	SELECT format('constraint %s on %s', quote_ident(c.conname),
+				  CASE WHEN c.conrelid <> 0 THEN 'table ' || c.conrelid::regclass::text ELSE 'domain ' || c.contypid::regtype::text END)
+	FROM pg_depend d JOIN f ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
+	JOIN pg_constraint c ON d.classid = 'pg_constraint'::regclass AND c.oid = d.objid
+	WHERE rel IS NULL OR c.conrelid = rel OR c.contypid = rel
+$$;

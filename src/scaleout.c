@@ -5,14 +5,16 @@
  *		- the type pepnet_pinned ('ctr@3#<fingerprint>'): a version-pinned
  *		  model reference that is not collatable, so that postgres_fdw ships
  *		  the IMMUTABLE pepnet_predict(pepnet_pinned, ...) to the shards, and
- *		  that refuses to score on a node whose version has other weights;
+ *		  that refuses to score on a node whose version has other weights
+ *		  (both forms: arrays, and a candidate row by name);
  *		- version bundles (pepnet_export_version, pepnet_import_version) that
  *		  copy a version between nodes keeping its name, number, parent,
  *		  metrics and fingerprint.
  *
- * Scoring itself is the score path of score.c (pepnet_predict), called
- * with the pinned reference as 'name@version' once the fingerprint of this
- * node's version has been checked.
+ * Scoring itself is the score path of score.c (pepnet_predict) or of
+ * score_rows.c (pepnet_predict_row, by name), called with the pinned
+ * reference as 'name@version' once the fingerprint of this node's version
+ * has been checked.
  */
 #include "pepnet.h"
 
@@ -44,11 +46,13 @@ PG_FUNCTION_INFO_V1(pepnet_pinned_recv);
 PG_FUNCTION_INFO_V1(pepnet_pinned_send);
 PG_FUNCTION_INFO_V1(pepnet_pin);
 PG_FUNCTION_INFO_V1(pepnet_pinned_predict);
+PG_FUNCTION_INFO_V1(pepnet_pinned_predict_row);
 PG_FUNCTION_INFO_V1(pepnet_export_version);
 PG_FUNCTION_INFO_V1(pepnet_import_version);
 
-/* the scoring path this file reuses (score.c) */
+/* the scoring paths this file reuses (score.c, score_rows.c) */
 extern Datum pepnet_predict(PG_FUNCTION_ARGS);
+extern Datum pepnet_predict_row(PG_FUNCTION_ARGS);
 
 #define BUNDLE_MAGIC "PEPNETV1"
 #define BUNDLE_MAGIC_LEN 8
@@ -207,7 +211,7 @@ pepnet_pin(PG_FUNCTION_ARGS)
 /* What pepnet_predict(pepnet_pinned, ...) keeps across the rows of a statement */
 typedef struct PinnedState
 {
-	FmgrInfo	inner;			/* score.c's pepnet_predict, with its own fn_extra */
+	FmgrInfo	inner;			/* the text form's scorer, with its own fn_extra */
 	Pinned	   *pin;			/* the reference it was set up for */
 	text	   *ref;			/* 'name@version' */
 	LocalTransactionId lxid;	/* statement last checked */
@@ -257,9 +261,9 @@ pinned_check(PinnedState *st)
 /* ---------------------------------------------------------------- */
 
 /*
- * The pinned pepnet_predict is IMMUTABLE (so that postgres_fdw ships it),
- * and PostgreSQL evaluates an IMMUTABLE function with constant arguments
- * once, while planning, as the planning role.  Its privilege checks (USAGE
+ * The pinned pepnet_predict (either form) is IMMUTABLE (so that postgres_fdw
+ * ships it), and PostgreSQL evaluates an IMMUTABLE function with constant
+ * arguments once, while planning, as the planning role.  Its privilege checks (USAGE
  * on schema pepnet, SELECT on pepnet.models, row-level security) then ran
  * for that role only, and a cached plan (a prepared statement, a plpgsql
  * function's statements) would hand the folded score to any role that runs
@@ -341,12 +345,13 @@ pepnet_pinned_init(void)
 }
 
 /*
- * pepnet_predict(model pepnet_pinned, domain, persona, features, dense):
- * IMMUTABLE (a pinned version's scores never change), so postgres_fdw may
- * ship it; scored by score.c's pepnet_predict.
+ * A pinned score: this node's version checked against the pin's fingerprint,
+ * then scored by the text form's function inner (nargs arguments, the model
+ * first) with the reference 'name@version'; the other arguments as given
+ * (those the call leaves out NULL).
  */
-Datum
-pepnet_pinned_predict(PG_FUNCTION_ARGS)
+static Datum
+pinned_score(FunctionCallInfo fcinfo, PGFunction inner_fn, int nargs)
 {
 	PinnedState *st = (PinnedState *) fcinfo->flinfo->fn_extra;
 	Pinned	   *p;
@@ -355,6 +360,7 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 
 	LOCAL_FCINFO(inner, 5);
 
+	Assert(nargs <= 5);
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
 	p = PG_GETARG_PINNED(0);
@@ -363,9 +369,9 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 	if (st == NULL)
 	{
 		st = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(PinnedState));
-		st->inner.fn_addr = pepnet_predict;
+		st->inner.fn_addr = inner_fn;
 		st->inner.fn_oid = InvalidOid;
-		st->inner.fn_nargs = 5;
+		st->inner.fn_nargs = nargs;
 		st->inner.fn_strict = false;
 		st->inner.fn_retset = false;
 		st->inner.fn_stats = TRACK_FUNC_OFF;
@@ -396,10 +402,10 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 	}
 	pinned_check(st);
 
-	InitFunctionCallInfoData(*inner, &st->inner, 5, InvalidOid, NULL, NULL);
+	InitFunctionCallInfoData(*inner, &st->inner, nargs, InvalidOid, NULL, NULL);
 	inner->args[0].value = PointerGetDatum(st->ref);
 	inner->args[0].isnull = false;
-	for (i = 1; i < 5; i++)
+	for (i = 1; i < nargs; i++)
 	{
 		inner->args[i].value = i < PG_NARGS() ? PG_GETARG_DATUM(i) : (Datum) 0;
 		inner->args[i].isnull = i < PG_NARGS() ? PG_ARGISNULL(i) : true;
@@ -408,6 +414,28 @@ pepnet_pinned_predict(PG_FUNCTION_ARGS)
 	if (inner->isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
+}
+
+/*
+ * pepnet_predict(model pepnet_pinned, domain, persona, features, dense):
+ * IMMUTABLE (a pinned version's scores never change), so postgres_fdw may
+ * ship it; scored by score.c's pepnet_predict.
+ */
+Datum
+pepnet_pinned_predict(PG_FUNCTION_ARGS)
+{
+	return pinned_score(fcinfo, pepnet_predict, 5);
+}
+
+/*
+ * pepnet_predict(model pepnet_pinned, candidate record): the by-name form,
+ * IMMUTABLE as the arrays form; scored by score_rows.c's pepnet_predict_row
+ * (which refuses a version of the arrays form as its text form does).
+ */
+Datum
+pepnet_pinned_predict_row(PG_FUNCTION_ARGS)
+{
+	return pinned_score(fcinfo, pepnet_predict_row, 2);
 }
 
 /* ---------------------------------------------------------------- */

@@ -8,7 +8,7 @@
 # gives an AUC per domain and task, deploys and the rollback are in the history, top-k by name
 # returns k rows sorted with scores in [0, 1] that agree with pepnet_predict(model, row), batch
 # scoring scores every row, the positional (low-level) form trains and scores, copies and chunked
-# copies export the same bytes, a scorer role scores, a pinned reference has its fingerprint.  README's ```python blocks run against that database
+# copies export the same bytes, a scorer role scores, a pinned reference has its fingerprint and scores a row by name as the text reference.  README's ```python blocks run against that database
 # (PYTHONPATH=python).  Then the ```sql blocks of docs/api.md run in the same
 # database, and examples/synth.sql runs in a fresh database without notices and with positives
 # in every split.
@@ -189,6 +189,8 @@ my @checks = (
 		my @l = grep { /\S/ } split /\n/, $out;
 		like($l[0] // '', qr/^ctr\@\d+#[0-9a-f]{64}$/, 'a pinned reference has name, version and fingerprint');
 		ok(prob($l[1]), 'a pinned reference scores');
+		is($l[1], rq("SELECT pepnet_predict('ctr', c) FROM candidates c WHERE request_id = 1 AND item_id = 1001"),
+			'a pinned reference scores a row by name as the text reference');
 		cmp_ok($l[2] // 0, '>', 1000, 'a bundle for another node');
 	} ],
 );

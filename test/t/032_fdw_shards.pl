@@ -10,6 +10,10 @@
 # results; per-domain AUC and logloss combined from per-shard aggregates equal pepnet_evaluate on
 # one node; the version is the coordinator's pin whatever each shard has deployed; a version number
 # that means other weights on a shard is refused there (scoring and copying), never renumbered.
+# A named model: pepnet_predict(pepnet_pinned, candidate record) over a foreign table is not shipped
+# (postgres_fdw ships no whole-row reference) and scores on the coordinator as on one node; views on
+# the shards that score with the pin are, the filter and top-k on their score running on the shards
+# with the single node's results, and a shard whose version has other weights refuses.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -195,6 +199,90 @@ is(sq($s2, "SELECT pepnet_import_version(bundle) FROM registry_bundles WHERE nam
 	'shard2 takes version 3 as version 3');
 is(sq($coord, "SELECT count(*) FROM cands_p2 WHERE pepnet_predict('ctr\@3'::pepnet_pinned, domain, persona, features) >= 0"),
 	sq($s2, 'SELECT count(*) FROM cands_p2'), 'shard2 now scores the coordinator\'s version 3');
+
+# --- a named model ("inputs": "columns"): the pinned by-name form --------------------------------
+# postgres_fdw (PostgreSQL 15) ships no whole-row reference: its type is the table's row type (not
+# built-in, not an extension's), and it would reach the shard as an anonymous ROW(...) without
+# column names.  pepnet_predict(pepnet_pinned, candidate record) over a foreign table therefore
+# runs on the coordinator; shard-side scoring goes through a view on each shard that scores with
+# the pin, the coordinator's filter, sort and aggregate on its score column being shipped.
+my $NCFG = '{"inputs": "columns", "domains": 3, "features": [{"name": "item", "buckets": 500}, {"name": "cat", "buckets": 40}], "persona": [{"name": "user_id", "buckets": 100}], "emb_dim": 4, "hidden": [16, 8]}';
+sq($coord, "SELECT pepnet_create('nm', '$NCFG', 11), pepnet_create('nm', '$NCFG', 12)");
+my $nb = sq($coord, "SELECT pepnet_export_version('nm\@1')");
+is(sq($s1, "SELECT pepnet_import_version('$nb')"), 1, 'named: shard1 imports version 1 of the named model');
+is(sq($s2, "SELECT pepnet_import_version(bundle) FROM registry_bundles WHERE name = 'nm' AND version = 1"), 1,
+	'named: shard2 pulls version 1 of the named model');
+my $npin = sq($coord, "SELECT pepnet_pin('nm\@1')");
+for my $i (1, 2)
+{
+	my $s = $n{"shard$i"};
+	sq($s, "CREATE TABLE ncands_p$i (id bigint PRIMARY KEY, domain int, item bigint, cat text, user_id bigint);
+	        CREATE VIEW ncands_scored_p$i AS SELECT c.*, pepnet_predict('$npin'::pepnet_pinned, c) AS score FROM ncands_p$i c;");
+}
+sq($coord, q{
+	CREATE TABLE ncands_load (id bigint, domain int, item bigint, cat text, user_id bigint) PARTITION BY HASH (id);
+	CREATE FOREIGN TABLE ncands_load_p1 PARTITION OF ncands_load FOR VALUES WITH (modulus 2, remainder 0)
+		SERVER shard1 OPTIONS (table_name 'ncands_p1');
+	CREATE FOREIGN TABLE ncands_load_p2 PARTITION OF ncands_load FOR VALUES WITH (modulus 2, remainder 1)
+		SERVER shard2 OPTIONS (table_name 'ncands_p2');
+	CREATE TABLE ncands (id bigint, domain int, item bigint, cat text, user_id bigint, score float8) PARTITION BY HASH (id);
+	CREATE FOREIGN TABLE ncands_p1 PARTITION OF ncands FOR VALUES WITH (modulus 2, remainder 0)
+		SERVER shard1 OPTIONS (table_name 'ncands_scored_p1');
+	CREATE FOREIGN TABLE ncands_p2 PARTITION OF ncands FOR VALUES WITH (modulus 2, remainder 1)
+		SERVER shard2 OPTIONS (table_name 'ncands_scored_p2');
+	CREATE TABLE ncands_local AS
+	SELECT i::bigint AS id, i % 3 AS domain, ((i * 7919) % 1000)::bigint AS item, 'cat-' || (i % 37) AS cat,
+	       (i % 17)::bigint AS user_id
+	FROM generate_series(1, 600) i;
+	INSERT INTO ncands_load SELECT * FROM ncands_local;
+});
+sq($_, 'ANALYZE') for ($s1, $s2);
+sq($coord, 'ANALYZE ncands, ncands_local');
+my $NP = "pepnet_predict('nm\@1'::pepnet_pinned, c)";
+my $nlocal = sq($coord, "SELECT string_agg(id || ':' || pepnet_predict('nm\@1', c), ',' ORDER BY id) FROM ncands_local c");
+is(sq($coord, "SELECT string_agg(id || ':' || $NP, ',' ORDER BY id) FROM ncands_local c"), $nlocal,
+	'named: the pinned by-name form scores as the text form on the coordinator');
+is(sq($coord, "SELECT string_agg(id || ':' || score, ',' ORDER BY id) FROM ncands"), $nlocal,
+	'named: the shards\' views score every candidate exactly as the single node');
+
+# the call over a foreign table: computed on the coordinator (not in Remote SQL), the same scores
+my $nt = sq($coord, "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY $NP) FROM ncands_local c WHERE domain = 1");
+my $nfilt = "SELECT string_agg(id::text, ',' ORDER BY id) FROM %s c WHERE domain = 1 AND $NP > $nt";
+$plan = sq($coord, 'EXPLAIN (VERBOSE, COSTS OFF) ' . sprintf($nfilt, 'ncands_load'));
+@remote = ($plan =~ /Remote SQL: (.*)/g);
+ok(@remote == 2 && !grep({ /pepnet_predict/ } @remote) && (() = $plan =~ /Filter: .*pepnet_predict\('nm\@1#[0-9a-f]{64}'::pepnet_pinned, \(c_\d\.\*\)/g) == 2,
+	'named: postgres_fdw does not ship a whole-row argument: the coordinator scores the fetched rows')
+	or diag($plan);
+my $nwant = sq($coord, sprintf($nfilt, 'ncands_local'));
+is(sq($coord, sprintf($nfilt, 'ncands_load')), $nwant, 'named: and selects the single node\'s candidates');
+
+# through the shards' views: the filter on the score runs on the shards
+my $vfilt = "SELECT string_agg(id::text, ',' ORDER BY id) FROM ncands WHERE domain = 1 AND score > $nt";
+$plan = sq($coord, "EXPLAIN (VERBOSE, COSTS OFF) $vfilt");
+@remote = ($plan =~ /Remote SQL: (.*)/g);
+is(scalar(grep { /FROM public\.ncands_scored_p\d WHERE .*\(score > / } @remote), 2,
+	'named: the filter on the views\' score is in each Remote SQL') or diag($plan);
+like(sq($s1, "EXPLAIN (VERBOSE, COSTS OFF) SELECT id FROM ncands_scored_p1 WHERE domain = 1 AND score > $nt"),
+	qr/pepnet_predict\('nm\@1#[0-9a-f]{64}'::pepnet_pinned, c\.\*\)/, 'named: the shard scores with the pinned by-name form');
+is(sq($coord, $vfilt), $nwant, 'named: filtered on the shards, the single node\'s candidates');
+
+# top-k: each shard sorts by its view's score, the coordinator merges
+my $ntopk = "SELECT string_agg(id || ':' || s, ',' ORDER BY s DESC, id) FROM (SELECT id, %s AS s FROM %s WHERE domain = 2 ORDER BY s DESC LIMIT 10) q";
+$plan = sq($coord, "SET enable_sort = off; EXPLAIN (VERBOSE, COSTS OFF) " . sprintf($ntopk, 'score', 'ncands'));
+@remote = ($plan =~ /Remote SQL: (.*)/g);
+is(scalar(grep { /ORDER BY score DESC/ } @remote), 2, 'named top-k: each shard orders by its score') or diag($plan);
+is(sq($coord, "SET enable_sort = off; " . sprintf($ntopk, 'score', 'ncands')), sq($coord, sprintf($ntopk, $NP, 'ncands_local c')),
+	'named top-k: the same 10 candidates and scores as on one node');
+
+# a shard whose version of the pinned number has other weights refuses (55000), through the coordinator
+sq($s1, "SELECT pepnet_create('nm', '$NCFG', 13)");    # shard1's own version 2
+my $npin2 = sq($coord, "SELECT pepnet_pin('nm\@2')");   # the coordinator's version 2: other weights
+sq($s1, "CREATE OR REPLACE VIEW ncands_scored_p1 AS SELECT c.*, pepnet_predict('$npin2'::pepnet_pinned, c) AS score FROM ncands_p1 c");
+like(err_of($coord, "SELECT count(*) FROM ncands WHERE score > 0.5"),
+	qr/55000: model "nm" version 2 on this node \("shard1"\) is not the pinned version/,
+	'named: shard1 refuses to score the pinned version 2 with other weights, and the coordinator says so');
+$err = err_of($coord, "SELECT count(*) FROM ncands_local c WHERE pepnet_predict('nm\@1'::pepnet_pinned, 1, NULL, '{1, 2}') > 0");
+like($err, qr/22023: model "nm" version 1 takes rows by name, not arrays/, 'named: the arrays form refuses the named version');
 
 # --- training over the shards: reproducible with an ORDER BY ---------------------------------
 # (async foreign scans deliver the shards' rows in varying order, and the seeded shuffle permutes

@@ -5,7 +5,8 @@
 # every shard and returns the union.  Asserts: the union equals scoring all rows on one node; the
 # pinned version travels with its fingerprint, so a shard whose version has other weights refuses
 # (and the error reaches the caller); a version pinned on the coordinator is scored even where a
-# shard deployed another one.
+# shard deployed another one; a named model's top k per shard (pepnet_predict(pepnet_pinned, candidate
+# record)) merges into one node's top k, and a shard whose version has other weights refuses.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -75,6 +76,30 @@ sq($s2, "SELECT pepnet_create('ctr', '$CFG', 4)");
 my ($rc, $out, $err) = $coord->psql($db, "SELECT count(*) FROM score_batch('ctr\@3', 0)");
 isnt($rc, 0, 'scoring a version 3 that shard2 holds with other weights fails');
 like($err, qr/model "ctr" version 3 on this node \("shard2"\) is not the pinned version/, 'the error names the shard and the cause');
+
+# a named model: each shard's top k by the pinned by-name form, merged on the coordinator
+my $NCFG = '{"inputs": "columns", "domains": 2, "features": [{"name": "item", "buckets": 400}, {"name": "cat", "buckets": 30}], "persona": [{"name": "user_id", "buckets": 60}], "emb_dim": 4, "hidden": [16]}';
+sq($coord, "SELECT pepnet_create('nm', '$NCFG', 21);
+            CREATE TABLE ncands AS SELECT id, domain, features[1] AS item, 'cat-' || features[2] AS cat, persona[1] AS user_id FROM cands;");
+for my $i (1, 2)
+{
+	my $s = $n{"shard$i"};
+	sq($s, "SELECT pepnet_import_version('" . sq($coord, "SELECT pepnet_export_version('nm\@1')") . "')");
+	sq($s, "CREATE TABLE ncands AS SELECT id, domain, features[1] AS item, 'cat-' || features[2] AS cat, persona[1] AS user_id FROM cands;
+	        CREATE FUNCTION top_k(model pepnet_pinned, domain int, k int, OUT id bigint, OUT score float8) RETURNS SETOF record
+	        LANGUAGE sql STABLE AS \$\$ SELECT c.id, pepnet_predict(model, c) AS s FROM ncands c WHERE c.domain = top_k.domain
+	                                  ORDER BY s DESC, c.id LIMIT k \$\$;");
+}
+sq($coord, "CREATE FUNCTION top_k(model pepnet_pinned, domain int, k int, OUT id bigint, OUT score float8) RETURNS SETOF record
+            LANGUAGE plproxy AS \$\$ CLUSTER 'shards'; RUN ON ALL; \$\$;");
+my $ntop = "SELECT string_agg(id || ':' || score, ',' ORDER BY score DESC, id) FROM (SELECT * FROM %s ORDER BY score DESC, id LIMIT 8) t";
+my $nwant = sq($coord, sprintf($ntop, "(SELECT id, pepnet_predict('nm\@1', c) AS score FROM ncands c WHERE domain = 1) l"));
+is(sq($coord, sprintf($ntop, "top_k('nm\@1', 1, 8)")), $nwant, 'named: the shards\' top 8 merged equal one node\'s top 8');
+is(scalar(split /,/, $nwant), 8, 'named: eight candidates');
+sq($s2, "SELECT pepnet_create('nm', '$NCFG', 22)");      # shard2's own version 2
+sq($coord, "SELECT pepnet_create('nm', '$NCFG', 23)");    # the coordinator's: other weights
+($rc, $out, $err) = $coord->psql($db, "SELECT count(*) FROM top_k('nm\@2', 0, 3)");
+like($err, qr/model "nm" version 2 on this node \("shard2"\) is not the pinned version/, 'named: a shard whose version has other weights refuses');
 
 $_->stop for values %n;
 done_testing();
