@@ -102,5 +102,7 @@ pn_slot_checked(const PnField *f, int i, int64_t id, const char *what, PnError *
 /* x0 [n, n0] of n candidates (infer.c) */
 int			pn_gather_x0(const PnModel *m, int n, const int64_t *features, const float *dense,
 						 float *x0, PnError *err);
+/* with domain_input, the domain embedding dv into the last k columns of x0 [n, n0] (infer.c) */
+void		pn_x0_domain(const PnModel *m, int domain, int n, float *x0);
 
 #endif							/* PN_INTERNAL_H */
