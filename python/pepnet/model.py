@@ -436,8 +436,10 @@ class StarPepNet(nn.Module):
             segs.append((d, s, s + n))
             s += n
 
-        x0 = torch.cat([self._embed(self.emb.feature, features, c.features), dense], dim=1)
         dv = F.embedding(domain, self.emb.domain, sparse=self.sparse)
+        # x0 = [feature embeddings ; dense] (; dv with "domain_input", the shared-bottom input)
+        x0 = torch.cat([self._embed(self.emb.feature, features, c.features), dense]
+                       + ([dv] if c.domain_input else []), dim=1)
         pv = self._embed(self.emb.persona, persona, c.persona)
         x = self._gate(self.epnet, torch.cat([dv, x0.detach()], dim=1)) * x0 if c.epnet else x0
         xn = self._pn(x, domain, segs) if c.pn else x

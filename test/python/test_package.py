@@ -37,7 +37,10 @@ BASE = {"domains": 3,
 CONFIGS = {"star_pepnet": BASE,                                   # every part on
            "shared_mlp": dict(BASE, **OFF),                       # every part off
            "star": dict(BASE, **dict(OFF, star=True, pn=True, aux=True)),
-           "pepnet": dict(BASE, **dict(OFF, epnet=True, ppnet=True), dense=0, persona=[])}
+           "pepnet": dict(BASE, **dict(OFF, epnet=True, ppnet=True), dense=0, persona=[]),
+           # the shared-bottom baseline: every part off, the domain embedding in x0 (domain_input)
+           "shared_bottom": dict(BASE, **OFF, domain_input=True),
+           "star_pepnet_domain": dict(BASE, domain_input=True)}
 
 
 def check(name, ok, detail=""):
