@@ -16,6 +16,11 @@ SELECT pepnet_create('baseline_bad', ('{' || :'base' || ', "domain_input": null}
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_create('baseline_bad', ('{' || :'base' || ', "domain_inputs": true}')::jsonb);
 \echo :LAST_ERROR_SQLSTATE
+-- PN (on by default) and domain_input exclude each other: dv is constant within a domain
+\set VERBOSITY default
+SELECT pepnet_create('baseline_bad', ('{' || :'base' || ', "epnet": false, "domain_input": true}')::jsonb);
+\set VERBOSITY terse
+\echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS none_stored FROM pepnet.models WHERE name = 'baseline_bad';
 
 -- 2. a 0.2 config keeps its canonical stored config (no "domain_input" key), and "domain_input":

@@ -240,6 +240,10 @@ class Config:
         self.gamma = _num(v["gamma"], '"gamma"', 1e-6, 1e6)
         for key in ("epnet", "ppnet", "pn", "star", "aux", "domain_input"):
             setattr(self, key, _bool(v[key], '"%s"' % key))
+        if self.domain_input and self.pn:
+            raise ConfigError('config "domain_input" needs "pn": false: the domain embedding is the same for every row '
+                              'of a domain, so PN\'s per-domain statistics would erase it in training and amplify its '
+                              'drift at inference; PN\'s domain scale and shift already tell domains apart')
         self.aux_hidden = _int(v["aux_hidden"], '"aux_hidden"', 1, MAX_WIDTH)
         self.l2 = _num(v["l2"], '"l2"', 0.0, 1e6)
         # domain_input (since 0.3.0): x0 ends with the domain embedding dv

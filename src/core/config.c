@@ -626,6 +626,18 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 	TRY(get_bool(root, "star", &cfg->star, err));
 	TRY(get_bool(root, "aux", &cfg->aux, err));
 	TRY(get_bool(root, "domain_input", &cfg->domain_input, err));
+	if (cfg->domain_input && cfg->pn)
+	{
+		/*
+		 * dv is constant within a domain: PN's batch variance of its columns
+		 * is 0 (centred away in training, its drift amplified by
+		 * 1/sqrt(eps) by the running statistics at inference)
+		 */
+		rc = pn_seterr(err, PN_ECONFIG, "config \"domain_input\" needs \"pn\": false");
+		pn_setdetail(err, "The domain embedding is the same for every row of a domain: PN's per-domain statistics would erase it "
+					 "in training and amplify its drift at inference. The shared-bottom baseline: every part off and \"domain_input\": true.");
+		goto fail;
+	}
 	iv = cfg->aux_hidden;
 	TRY(get_int(root, "aux_hidden", 1, PN_MAX_WIDTH, &iv, err));
 	cfg->aux_hidden = (int) iv;

@@ -40,7 +40,7 @@ CONFIGS = {"star_pepnet": BASE,                                   # every part o
            "pepnet": dict(BASE, **dict(OFF, epnet=True, ppnet=True), dense=0, persona=[]),
            # the shared-bottom baseline: every part off, the domain embedding in x0 (domain_input)
            "shared_bottom": dict(BASE, **OFF, domain_input=True),
-           "star_pepnet_domain": dict(BASE, domain_input=True)}
+           "no_pn_domain": dict(BASE, pn=False, domain_input=True)}     # domain_input excludes PN
 
 
 def check(name, ok, detail=""):

@@ -62,10 +62,11 @@ CONFIGS = {
     "parity_shared_bottom": dict({"domains": 3, "features": [{"name": "a", "buckets": 300}, {"name": "b", "buckets": 30}],
                                   "persona": [{"name": "user", "buckets": 100}], "dense": 2, "emb_dim": 6,
                                   "hidden": [16, 8], "domain_input": True}, **OFF),
-    # every part on with domain_input: EPNet, PN, PPNet and aux see dv in x0
+    # every part but PN (which domain_input excludes) on: EPNet, PPNet, aux and the STAR towers see dv in x0
     "parity_all_domain": {"domains": 3, "features": [{"name": "item", "buckets": 1000}, {"name": "cat", "buckets": 50}],
                           "persona": [{"name": "user", "buckets": 500}], "dense": 1, "emb_dim": 5,
-                          "tasks": ["click", "buy"], "hidden": [12, 6], "aux_hidden": 6, "domain_input": True},
+                          "tasks": ["click", "buy"], "hidden": [12, 6], "aux_hidden": 6, "pn": False,
+                          "domain_input": True},
 }
 
 RESULTS = []

@@ -103,9 +103,7 @@ CASES = [
            "persona": [{"name": "user", "buckets": 100}], "dense": 2, "emb_dim": 6, "hidden": [16, 8],
            "domain_input": True}, **OFF),
      230, 120, "labels", {0: {2: 1}}, 105),
-    # every part but PN on with domain_input (EPNet, PPNet, aux and the STAR towers see dv in x0).
-    # Not PN: dv is constant within a domain, so PN's batch variance of its columns is ~0 and their
-    # gradients are float noise amplified by 1/sqrt(eps) (docs/model.md "Baselines")
+    # every part but PN (which domain_input excludes) on: EPNet, PPNet, aux and the STAR towers see dv in x0
     ("tparity_all_domain",
      dict({"domains": 3, "features": [{"name": "item", "buckets": 1000}, {"name": "cat", "buckets": 50}],
            "persona": [{"name": "user", "buckets": 500}], "dense": 2, "emb_dim": 5, "tasks": ["click", "buy"],

@@ -126,8 +126,11 @@ test_config(void)
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_input\": 1}", PN_ECONFIG, "\"domain_input\" must be true or false");
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_input\": \"yes\"}", PN_ECONFIG, "\"domain_input\" must be true or false");
 
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_input\": true}", PN_ECONFIG, "\"domain_input\" needs \"pn\": false");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"epnet\": false, \"domain_input\": true}", PN_ECONFIG, "\"domain_input\" needs \"pn\": false");
+
 	/* domain_input: n0 grows by k; the canonical JSON has the key only when it is on */
-	c = parse("{\"domains\": 3, \"features\": [{\"name\": \"item\", \"buckets\": 100}], \"dense\": 2, \"emb_dim\": 4, \"domain_input\": true}");
+	c = parse("{\"domains\": 3, \"features\": [{\"name\": \"item\", \"buckets\": 100}], \"dense\": 2, \"emb_dim\": 4, \"pn\": false, \"domain_input\": true}");
 	CHECK(c.domain_input && c.n0 == 4 + 2 + 4 && c.epnet_hidden == 10, "domain_input: n0 = F*k + Nd + k");
 	js = pn_config_to_json(&c);
 	CHECK(js && strstr(js, ", \"domain_input\": true}") != NULL && pn_config_parse(js, strlen(js), 0, &c2, &e) == PN_OK &&
@@ -145,7 +148,7 @@ test_config(void)
 		  "domain_input false: the canonical JSON of 0.2 (%s)", js ? js : "NULL");
 	pn_free(js);
 	pn_config_free(&c);
-	c = parse("{\"domains\": 2, \"features\": [], \"emb_dim\": 3, \"domain_input\": true}");
+	c = parse("{\"domains\": 2, \"features\": [], \"emb_dim\": 3, \"pn\": false, \"domain_input\": true}");
 	CHECK(c.n0 == 3, "domain_input alone is an input (n0 = k)");
 	pn_config_free(&c);
 }
@@ -1692,8 +1695,8 @@ main(void)
 					  "shared-bottom (all off, domain_input)");
 	test_score_vs_ref("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
 					  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 1, \"emb_dim\": 4, \"tasks\": [\"click\", \"buy\"], "
-					  "\"hidden\": [8, 6], \"epnet_hidden\": 7, \"aux_hidden\": 5, \"domain_input\": true}",
-					  "all parts on, domain_input");
+					  "\"hidden\": [8, 6], \"epnet_hidden\": 7, \"aux_hidden\": 5, \"pn\": false, \"domain_input\": true}",
+					  "every part but PN on, domain_input");
 	test_domain_input();
 	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}, {\"name\": \"b\", \"buckets\": 5, \"hash\": false}], "
 				   "\"persona\": [{\"name\": \"u\", \"buckets\": 5}, {\"name\": \"g\", \"buckets\": 3, \"hash\": false}], "
@@ -1708,8 +1711,8 @@ main(void)
 				   "shared-bottom (all off, domain_input)");
 	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}, {\"name\": \"b\", \"buckets\": 5, \"hash\": false}], "
 				   "\"persona\": [{\"name\": \"u\", \"buckets\": 5}], \"dense\": 2, \"emb_dim\": 3, \"tasks\": [\"click\", \"buy\"], "
-				   "\"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4, \"l2\": 0.01, \"domain_input\": true}",
-				   "all parts on, domain_input");
+				   "\"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4, \"l2\": 0.01, \"pn\": false, \"domain_input\": true}",
+				   "every part but PN on, domain_input");
 	/* a full batch: oneDNN matmul primitives; domain 0 holds 149 rows = two 64-row tower tiles + 21 */
 	test_gradcheck_n("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 7}, {\"name\": \"b\", \"buckets\": 5, \"hash\": false}], "
 					 "\"persona\": [{\"name\": \"u\", \"buckets\": 5}], "
