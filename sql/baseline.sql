@@ -93,6 +93,9 @@ WHERE s.domain IS NOT NULL ORDER BY s.domain;
 SELECT s.auc - m.auc > 0.05 AS overall_auc_gain
 FROM pepnet_evaluate('baseline_sb', :'valid') s, pepnet_evaluate('baseline_mlp', :'valid') m
 WHERE s.domain IS NULL AND m.domain IS NULL;
+-- the parts that pepnet.runs shows tell the shared bottom from every part off
+SELECT name, pepnet._config_parts(config) AS parts FROM pepnet.models
+WHERE name IN ('baseline_mlp', 'baseline_sb') AND version = 1 ORDER BY name;
 -- every version keeps "domain_input"
 SELECT version, config->'domain_input' AS domain_input FROM pepnet.models WHERE name = 'baseline_sb' ORDER BY version;
 

@@ -1066,3 +1066,15 @@ CREATE FUNCTION pepnet_predict(model text, candidate record) RETURNS float8
 CREATE FUNCTION pepnet_score_rows(model text, candidates anyarray)
 	RETURNS TABLE (candidate anyelement, score float8, scores float8[])
 	AS 'MODULE_PATHNAME', 'pepnet_score_rows' LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE ROWS 100;
+
+-- ---------------------------------------------------------------------------------------------
+-- The shared-bottom baseline (issue 16, item 6): a config with "domain_input": true names it in
+-- its parts, after the parts switched on ('mlp+domain_input' is the shared bottom), so that
+-- pepnet.runs tells it from every part off ('mlp')
+CREATE OR REPLACE FUNCTION pepnet._config_parts(config jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT COALESCE(string_agg(p, '+' ORDER BY o), 'mlp')
+		|| CASE WHEN config ->> 'domain_input' = 'true' THEN '+domain_input' ELSE '' END
+	FROM unnest(ARRAY['star', 'pn', 'epnet', 'ppnet', 'aux']) WITH ORDINALITY AS u(p, o)
+	WHERE COALESCE(config ->> p, 'true') <> 'false'
+$$;
