@@ -183,8 +183,9 @@ class Data:
 class FastStarPepNet(ref.StarPepNet):
     """The reference model fed with precomputed embedding rows, STAR layers computed per domain."""
 
-    def _lookup(self, table, ids, fields):
-        """Embeddings of precomputed slots [B, n] (no hashing here)."""
+    def _lookup(self, table, ids, fields, rows=True):
+        """Embeddings of precomputed slots [B, n] (no hashing here; rows, the reference's flag for
+        ids that are already rows, is always true here)."""
         if len(fields) == 0:
             return torch.zeros(ids.shape[0], 0, dtype=self.dtype)
         return torch.cat([F.embedding(ids[:, i], self.t("%s.%d" % (table, i)), sparse=True)
