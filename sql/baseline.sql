@@ -70,6 +70,18 @@ FROM unnest(ARRAY['baseline_plain', 'baseline_on']) m, generate_series(0, 2) d, 
      LATERAL pepnet_score(m, d, '{}', ARRAY[[f, f % 5]]::bigint[], '{{0.25}}') s
 GROUP BY m ORDER BY m;
 
+-- the named form takes the key too: scoring a row by name (pepnet_predict(model, row)) tells the
+-- domains apart with it and not without
+SELECT pepnet_create('baseline_named', ('{"inputs": "columns", "domains": 3, "features": [{"name": "item", "buckets": 200}], '
+                                       '"dense": [{"name": "price"}], "emb_dim": 4, "hidden": [8], ' || :'off' || '}')::jsonb, 5);
+SELECT pepnet_create('baseline_named_di', ('{"inputs": "columns", "domains": 3, "features": [{"name": "item", "buckets": 200}], '
+                                          '"dense": [{"name": "price"}], "emb_dim": 4, "hidden": [8], ' || :'off' || ', "domain_input": true}')::jsonb, 5);
+SELECT m AS model, (SELECT config->'domain_input' FROM pepnet.models WHERE name = m) AS domain_input,
+       count(DISTINCT pepnet_predict(m, c)) AS distinct_scores_over_3_domains
+FROM unnest(ARRAY['baseline_named', 'baseline_named_di']) m,
+     LATERAL (SELECT d AS domain, 'book'::text AS item, 2.5::float8 AS price FROM generate_series(0, 2) d) c
+GROUP BY m ORDER BY m;
+
 -- 5. training on data whose click rate differs by domain (5% / 20% / 50%, the features independent of
 --    the domain): the shared-bottom model is calibrated per domain; the all-off one predicts about
 --    the mixed rate everywhere (PCOC ~5 in domain 0, ~0.5 in domain 2; domain 1 is near the mix)
