@@ -8,8 +8,9 @@
 Normally run by bench/quality.sh, which installs, builds, starts a cluster and loads the data.
 
 quality: for each data set (synth = public.synth_*, examples/synth.sql; mind and douban =
-data.<name>_*, bench/load_data.py) and each configuration of docs/model.md (shared MLP: epnet, ppnet,
-pn, star, aux all false; STAR: star+pn+aux; PEPNet: epnet+ppnet; STAR-PEPNet: all on), trains
+data.<name>_*, bench/load_data.py) and each configuration of docs/model.md (shared bottom: epnet, ppnet,
+pn, star, aux all false and domain_input; all off without the domain; STAR: star+pn+aux; PEPNet:
+epnet+ppnet; STAR-PEPNet: all on), trains
 with CALL pepnet_train(..., validation => ..., epochs => E, batch_size => 512, lr => 1e-3,
 seed => 0) and evaluates the LAST epoch's version with pepnet_evaluate on the test table, and
 runs bench/train_torch.py with the same config, epochs, batch size, lr and seed (also the last
@@ -49,7 +50,10 @@ ROOT = os.path.dirname(HERE)
 PY = "/usr/bin/python3"
 
 VARIANTS = [  # (key for train_torch.py --variant, label, switches)
-    ("shared", "shared MLP", dict(epnet=False, ppnet=False, pn=False, star=False, aux=False)),
+    # the baseline of the STAR and PEPNet papers: one MLP over the features and the domain embedding
+    ("bottom", "shared bottom", dict(epnet=False, ppnet=False, pn=False, star=False, aux=False, domain_input=True)),
+    # every part off without the domain: cannot tell domains apart (docs/model.md "Baselines")
+    ("shared", "all off (no domain)", dict(epnet=False, ppnet=False, pn=False, star=False, aux=False)),
     ("star", "STAR", dict(epnet=False, ppnet=False, pn=True, star=True, aux=True)),
     ("pepnet", "PEPNet", dict(epnet=True, ppnet=True, pn=False, star=False, aux=False)),
     ("full", "STAR-PEPNet", dict(epnet=True, ppnet=True, pn=True, star=True, aux=True)),
@@ -565,7 +569,7 @@ def main():
     q.add_argument("--epochs-synth", type=int, default=2)
     q.add_argument("--epochs-real", type=int, default=5)
     q.add_argument("--only", help="comma-separated data sets (synth,mind,douban)")
-    q.add_argument("--variants", help="comma-separated configurations (shared,star,pepnet,full)")
+    q.add_argument("--variants", help="comma-separated configurations (bottom,shared,star,pepnet,full)")
     q.add_argument("--out", default=os.path.join(HERE, "out"))
     s = sub.add_parser("speed")
     s.add_argument("--epochs", type=int, default=1)

@@ -15,6 +15,10 @@
 #   calibration  predicted vs actual rate (PCOC) and AUC per domain of the deployed version on the MIND
 #            and Douban test tables, pepnet vs PyTorch (bench/quality_calibration.py: 5 epochs, batch 64,
 #            lr 1e-3, 20 warm-up steps then cosine decay). Writes bench/out/calibration.md and .json.
+#   baselines  docs/model.md's baselines on the synthetic data and the MIND and Douban samples:
+#            all off, the shared bottom (all off + "domain_input") and STAR-PEPNet, CALL pepnet_train
+#            only (bench/baselines.py: test AUC, logloss and PCOC overall and per domain).
+#            Writes bench/out/baselines.md and .json.
 #   all      quality and speed (the default).
 #
 # Environment: EPOCHS_SYNTH (2), EPOCHS_REAL (5), EPOCHS_SPEED (1), RUNS (3), QUIET_WAIT (60: seconds to
@@ -23,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
-case "$MODE" in quality|speed|calibration|all) ;; *) echo "usage: $0 [quality|speed|calibration|all]" >&2; exit 2 ;; esac
+case "$MODE" in quality|speed|calibration|baselines|all) ;; *) echo "usage: $0 [quality|speed|calibration|baselines|all]" >&2; exit 2 ;; esac
 export PGTEST_DIR=${PGTEST_DIR:-/tmp/pepnet-quality} PGTEST_PORT=${PGTEST_PORT:-54389}
 PY=/usr/bin/python3
 
@@ -44,6 +48,14 @@ if [ "$MODE" = calibration ]; then
 	$PY bench/load_data.py douban
 	$PY bench/quality_calibration.py --epochs 5 --batch-size 64 --lr 1e-3 --warmup-steps 20 --cosine --out bench/out
 	echo "quality.sh calibration done: see bench/out/calibration.md"
+	exit 0
+fi
+if [ "$MODE" = baselines ]; then
+	$PSQL -v rows=200000 -v seed=1 -f examples/synth.sql
+	$PY bench/load_data.py mind
+	$PY bench/load_data.py douban
+	$PY bench/baselines.py --only synth,mind,douban --epochs-synth "${EPOCHS_SYNTH:-2}" --epochs-real "${EPOCHS_REAL:-5}" --out bench/out
+	echo "quality.sh baselines done: see bench/out/baselines.md"
 	exit 0
 fi
 if [ "$MODE" != speed ]; then

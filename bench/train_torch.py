@@ -14,7 +14,7 @@ and per domain.
 
 DATASET names the tables <schema>.<DATASET>_train / _valid / _test (schema: public for synth, data
 otherwise; --schema overrides) and the config bench/configs/<DATASET>.json (--config overrides).
---variant picks docs/model.md's switches: shared (all off), star (star+pn+aux), pepnet (epnet+ppnet),
+--variant picks docs/model.md's switches: bottom (the shared-bottom baseline: all off, domain_input), shared (all off), star (star+pn+aux), pepnet (epnet+ppnet),
 full (all on), all (the four in turn; the output is then a JSON list), or config (as in the file).
 --set key=json overrides config keys, e.g. --set 'hidden=[64,32]' --set emb_dim=8.
 
@@ -65,6 +65,7 @@ import pepnet_ref as ref  # noqa: E402
 torch.set_num_threads(1)
 
 VARIANTS = {
+    "bottom": dict(epnet=False, ppnet=False, pn=False, star=False, aux=False, domain_input=True),
     "shared": dict(epnet=False, ppnet=False, pn=False, star=False, aux=False),
     "star": dict(epnet=False, ppnet=False, pn=True, star=True, aux=True),
     "pepnet": dict(epnet=True, ppnet=True, pn=False, star=False, aux=False),
@@ -182,8 +183,9 @@ class Data:
 class FastStarPepNet(ref.StarPepNet):
     """The reference model fed with precomputed embedding rows, STAR layers computed per domain."""
 
-    def _lookup(self, table, ids, fields):
-        """Embeddings of precomputed slots [B, n] (no hashing here)."""
+    def _lookup(self, table, ids, fields, rows=True):
+        """Embeddings of precomputed slots [B, n] (no hashing here; rows, the reference's flag for
+        ids that are already rows, is always true here)."""
         if len(fields) == 0:
             return torch.zeros(ids.shape[0], 0, dtype=self.dtype)
         return torch.cat([F.embedding(ids[:, i], self.t("%s.%d" % (table, i)), sparse=True)

@@ -1094,3 +1094,15 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 	JOIN pg_constraint c ON d.classid = 'pg_constraint'::regclass AND c.oid = d.objid
 	WHERE rel IS NULL OR c.conrelid = rel OR c.contypid = rel
 $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The shared-bottom baseline (issue 16, item 6): a config with "domain_input": true names it in
+-- its parts, after the parts switched on ('mlp+domain_input' is the shared bottom), so that
+-- pepnet.runs tells it from every part off ('mlp')
+CREATE OR REPLACE FUNCTION pepnet._config_parts(config jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+	SELECT COALESCE(string_agg(p, '+' ORDER BY o), 'mlp')
+		|| CASE WHEN config ->> 'domain_input' = 'true' THEN '+domain_input' ELSE '' END
+	FROM unnest(ARRAY['star', 'pn', 'epnet', 'ppnet', 'aux']) WITH ORDINALITY AS u(p, o)
+	WHERE COALESCE(config ->> p, 'true') <> 'false'
+$$;

@@ -16,7 +16,8 @@ import numpy as np
 
 DEFAULTS = {"persona": [], "dense": 0, "emb_dim": 16, "tasks": ["click"], "hidden": [256, 128],
             "gamma": 2.0, "epnet": True, "epnet_hidden": None, "ppnet": True, "pn": True,
-            "star": True, "aux": True, "aux_hidden": 32, "l2": 0.0, "negative_rate": None}
+            "star": True, "aux": True, "aux_hidden": 32, "l2": 0.0, "negative_rate": None,
+            "domain_input": False}
 KEYS = ("domains", "features") + tuple(DEFAULTS) + ("inputs", "domain_column")
 INPUTS = ("arrays", "columns")
 FIELD_KEYS = ("name", "buckets", "hash")
@@ -191,7 +192,8 @@ class Config:
     named form sets it), domains (D), features and persona (lists of {name, buckets, hash}, plus
     nullable in the named form), dense (Nd), dense_fields (the named form's [{name}], else None), emb_dim (k),
     tasks (names, T of them), hidden (h_1..h_L), gamma, epnet, epnet_hidden (he), ppnet, pn, star,
-    aux, aux_hidden (ha), l2, negative_rate ([D] floats or None); derived: n0 = F*k + Nd, T.
+    aux, aux_hidden (ha), l2, negative_rate ([D] floats or None), domain_input; derived:
+    n0 = F*k + Nd (+ k with domain_input), T.
     """
 
     def __init__(self, d):
@@ -247,16 +249,21 @@ class Config:
             raise ConfigError('config "hidden" must be an array of 1 to %d layer widths' % MAX_LAYERS)
         self.hidden = [_int(h, '"hidden"[%d]' % i, 1, MAX_WIDTH) for i, h in enumerate(v["hidden"])]
         self.gamma = _num(v["gamma"], '"gamma"', 1e-6, 1e6)
-        for key in ("epnet", "ppnet", "pn", "star", "aux"):
+        for key in ("epnet", "ppnet", "pn", "star", "aux", "domain_input"):
             setattr(self, key, _bool(v[key], '"%s"' % key))
+        if self.domain_input and self.pn:
+            raise ConfigError('config "domain_input" needs "pn": false: the domain embedding is the same for every row '
+                              'of a domain, so PN\'s per-domain statistics would erase it in training and amplify its '
+                              'drift at inference; PN\'s domain scale and shift already tell domains apart')
         self.aux_hidden = _int(v["aux_hidden"], '"aux_hidden"', 1, MAX_WIDTH)
         self.l2 = _num(v["l2"], '"l2"', 0.0, 1e6)
-        self.n0 = len(self.features) * self.emb_dim + self.dense
+        # domain_input (since 0.3.0): x0 ends with the domain embedding dv
+        self.n0 = len(self.features) * self.emb_dim + self.dense + (self.emb_dim if self.domain_input else 0)
         if self.n0 < 1:
             raise ConfigError('config has no inputs: give at least one field in "features" or %s'
                               % ('a column in "dense"' if named else '"dense" > 0'))
         if self.n0 > 4 * MAX_WIDTH:
-            raise ConfigError("config input width %d (features * emb_dim + dense) exceeds the limit of %d"
+            raise ConfigError("config input width %d (features * emb_dim + dense, + emb_dim with domain_input) exceeds the limit of %d"
                               % (self.n0, 4 * MAX_WIDTH))
         self.epnet_hidden = (self.n0 if v["epnet_hidden"] is None
                              else _int(v["epnet_hidden"], '"epnet_hidden"', 1, 4 * MAX_WIDTH))
@@ -333,7 +340,8 @@ class Config:
                 "epnet": self.epnet, "epnet_hidden": self.epnet_hidden, "ppnet": self.ppnet, "pn": self.pn,
                 "star": self.star, "aux": self.aux, "aux_hidden": self.aux_hidden, "l2": self.l2,
                 **({} if self.negative_rate is None else {"negative_rate": (
-                    self.negative_rate[0] if len(set(self.negative_rate)) == 1 else list(self.negative_rate))})}
+                    self.negative_rate[0] if len(set(self.negative_rate)) == 1 else list(self.negative_rate))}),
+                **({"domain_input": True} if self.domain_input else {})}
 
     def to_json(self):
         """to_dict() as JSON text."""

@@ -578,8 +578,9 @@ class StarPepNet(nn.Module):
         if features is not None:
             femb = self._embed(self.emb.feature, features, c.features)
             pemb = self._embed(self.emb.persona, persona, c.persona)
-        x0 = torch.cat([femb, dense], dim=1)
         dv = F.embedding(domain, self.emb.domain, sparse=self.sparse)
+        # x0 = [feature embeddings ; dense] (; dv with "domain_input", the shared-bottom input)
+        x0 = torch.cat([femb, dense] + ([dv] if c.domain_input else []), dim=1)
         pv = pemb
         x = self._gate(self.epnet, torch.cat([dv, x0.detach()], dim=1)) * x0 if c.epnet else x0
         xn = self._pn(x, domain, segs) if c.pn else x

@@ -15,7 +15,7 @@
 static const char *const config_keys[] = {
 	"inputs", "domains", "features", "persona", "domain_column", "dense",
 	"emb_dim", "tasks", "hidden", "gamma", "epnet", "epnet_hidden", "ppnet",
-	"pn", "star", "aux", "aux_hidden", "l2", "negative_rate", NULL
+	"pn", "star", "aux", "aux_hidden", "l2", "negative_rate", "domain_input", NULL
 };
 
 /* The named form's keys in an "arrays" config: an error naming the key */
@@ -703,6 +703,19 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 	TRY(get_bool(root, "pn", &cfg->pn, err));
 	TRY(get_bool(root, "star", &cfg->star, err));
 	TRY(get_bool(root, "aux", &cfg->aux, err));
+	TRY(get_bool(root, "domain_input", &cfg->domain_input, err));
+	if (cfg->domain_input && cfg->pn)
+	{
+		/*
+		 * dv is constant within a domain: PN's batch variance of its columns
+		 * is 0 (centred away in training, its drift amplified by
+		 * 1/sqrt(eps) by the running statistics at inference)
+		 */
+		rc = pn_seterr(err, PN_ECONFIG, "config \"domain_input\" needs \"pn\": false");
+		pn_setdetail(err, "The domain embedding is the same for every row of a domain: PN's per-domain statistics would erase it "
+					 "in training and amplify its drift at inference. The shared-bottom baseline: every part off and \"domain_input\": true.");
+		goto fail;
+	}
 	iv = cfg->aux_hidden;
 	TRY(get_int(root, "aux_hidden", 1, PN_MAX_WIDTH, &iv, err));
 	cfg->aux_hidden = (int) iv;
@@ -741,7 +754,7 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 
 	if (cfg->inputs == PN_INPUTS_COLUMNS)
 		TRY(check_column_names(cfg, err));
-	cfg->n0 = cfg->nfeat * cfg->emb_dim + cfg->dense;
+	cfg->n0 = cfg->nfeat * cfg->emb_dim + cfg->dense + (cfg->domain_input ? cfg->emb_dim : 0);
 	cfg->pk = cfg->npers * cfg->emb_dim;
 	cfg->bags = false;
 	for (i = 0; i < cfg->nfeat + cfg->npers; i++)
@@ -753,7 +766,7 @@ pn_config_parse(const char *text, size_t len, int64_t max_bytes, PnConfig *cfg, 
 	}
 	if ((int64_t) cfg->n0 > PN_MAX_WIDTH * 4)
 	{
-		rc = pn_seterr(err, PN_ETOOBIG, "config input width %d (features * emb_dim + dense) exceeds the limit of %d", cfg->n0, PN_MAX_WIDTH * 4);
+		rc = pn_seterr(err, PN_ETOOBIG, "config input width %d (features * emb_dim + dense, + emb_dim with domain_input) exceeds the limit of %d", cfg->n0, PN_MAX_WIDTH * 4);
 		goto fail;
 	}
 	cfg->epnet_hidden = cfg->n0;
@@ -992,6 +1005,12 @@ pn_config_to_json(const PnConfig *c)
 			}
 			sb_add(&b, "]}");
 		}
+	}
+	/* written only when on, so that every config without it keeps its canonical text */
+	if (c->domain_input)
+	{
+		b.len--;				/* reopen the object */
+		sb_add(&b, ", \"domain_input\": true}");
 	}
 	if (b.oom)
 	{

@@ -933,6 +933,7 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 				err->row += done;
 			return rc;
 		}
+		pn_x0_domain(m, dc->domain, nb, eng->x0);
 		if (nb < M)
 			memset(eng->x0 + (size_t) nb * c->n0, 0, sizeof(float) * (size_t) (M - nb) * c->n0);
 		if ((rc = engine_tile(eng, dc, pd, pp, err)) != PN_OK)

@@ -845,7 +845,8 @@ linear_acc(const PnWork *w, int n, int out, int in, const float *A, int lda, con
 
 
 /*
- * Gather x0 [n, n0]: the embedding rows of each feature field, then dense.
+ * Gather x0 [n, n0]: the embedding rows of each feature field, then dense
+ * (the domain_input tail is pn_x0_domain's).
  * Fails on an out-of-range id of a non-hashed field.
  */
 int
@@ -894,6 +895,24 @@ pn_gather_x0(const PnModel *m, int n, const int64_t *features, const PnBag *fbag
 			memcpy(row + F * k, dense + (size_t) r * c->dense, sizeof(float) * c->dense);
 	}
 	return PN_OK;
+}
+
+/*
+ * With "domain_input": the last k columns of every row of x0 [n, n0] are the
+ * domain's embedding dv (docs/model.md step 1); nothing without it.
+ */
+void
+pn_x0_domain(const PnModel *m, int domain, int n, float *x0)
+{
+	const PnConfig *c = &m->cfg;
+	int			k = c->emb_dim,
+				r;
+	const float *dv = PN_T(m, m->t_emb_dom) + (size_t) domain * k;
+
+	if (!c->domain_input)
+		return;
+	for (r = 0; r < n; r++)
+		memcpy(x0 + (size_t) r * c->n0 + (c->n0 - k), dv, sizeof(float) * k);
 }
 
 /* gate [n, g] = gamma * sigmoid(W2 relu(W1x x + gbias) + b2) of PPNet layer l (0-based) */
@@ -953,6 +972,7 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 		return pn_seterr(err, PN_EINPUT, "block of %d candidates exceeds the workspace of %d", n, w->nmax);
 	if ((rc = pn_gather_x0(m, n, features, fbag, dense, w->x0, err)) != PN_OK)
 		return rc;
+	pn_x0_domain(m, dc->domain, n, w->x0);
 
 	/* EPNet: x = gamma * sigmoid(W2 relu(W1 [dv; x0] + b1) + b2) ⊙ x0 */
 	if (c->epnet)

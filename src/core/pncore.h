@@ -171,8 +171,13 @@ typedef struct PnConfig
 	 * sigmoid(logit + ln w_d) = q / (q + (1 - q) / w_d)
 	 */
 	float	   *neg_rate;
+	/*
+	 * the shared-bottom input: x0 ends with the domain embedding dv,
+	 * x0 = [features ; dense ; dv] (docs/model.md step 1)
+	 */
+	bool		domain_input;
 	/* derived */
-	int			n0;				/* nfeat * emb_dim + dense */
+	int			n0;				/* nfeat * emb_dim + dense (+ emb_dim with domain_input) */
 	int			pk;				/* npers * emb_dim */
 	bool		bags;			/* some feature or persona field is multi-valued */
 } PnConfig;

@@ -108,5 +108,7 @@ int			pn_gather_x0(const PnModel *m, int n, const int64_t *features, const PnBag
 
 /* the factor of each id's weight in row r of a multi-valued field's bag, 0: the empty row (bag.c) */
 float		pn_bag_scale(const PnField *f, const PnBag *bag, int64_t r);
+/* with domain_input, the domain embedding dv into the last k columns of x0 [n, n0] (infer.c) */
+void		pn_x0_domain(const PnModel *m, int domain, int n, float *x0);
 
 #endif							/* PN_INTERNAL_H */

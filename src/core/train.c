@@ -739,7 +739,9 @@ column_name(const PnConfig *c, int j, char *buf, size_t len)
 {
 	int			fk = c->nfeat * c->emb_dim;
 
-	if (j >= fk)
+	if (j >= fk + c->dense)
+		snprintf(buf, len, "domain embedding (domain_input)");
+	else if (j >= fk)
 		snprintf(buf, len, "dense value %d", j - fk + 1);
 	else
 		snprintf(buf, len, "embedding of feature \"%s\"", c->feat[j / c->emb_dim].name);
@@ -971,7 +973,7 @@ sort_batch(PnTrainer *tr, const PnBatch *b, PnError *err)
 
 /*
  * Embedding lookups and input checks, in sorted order (docs/model.md step 1):
- *   in_e [n, ke] = [dv ; x0],  x0 = [E_f0[slot] .. E_f(F-1)[slot], dense]
+ *   in_e [n, ke] = [dv ; x0],  x0 = [E_f0[slot] .. E_f(F-1)[slot], dense (, dv with domain_input)]
  *   in_p [n, kp] first pk columns = pv = [E_p0[slot] .. E_p(P-1)[slot]]
  *   labels [n, T]; fslot [n, F], pslot [n, P], dom [n] for the backward.
  * Fails on out-of-range ids, non-finite dense values, labels outside [0, 1].
@@ -1040,6 +1042,9 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 			}
 			ie[k + F * k + j] = v;
 		}
+		/* domain_input: x0's last k columns are dv too */
+		if (c->domain_input)
+			memcpy(ie + n0, ie, sizeof(float) * k);
 		for (j = 0; j < P; j++)
 		{
 			int64_t		s;
@@ -1086,7 +1091,8 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
  * summed), recording the rows touched for SparseAdam and zero_grads:
  *   dx0 [n, n0] (first F*k columns) -> emb.feature.j
  *   dpv [n, pk] -> emb.persona.j (PPNet only)
- *   ddv [n, k] -> emb.domain (EPNet or aux only)
+ *   ddv [n, k] -> emb.domain (EPNet or aux only), and with domain_input
+ *   dx0's last k columns -> emb.domain
  */
 /*
  * The backward of a multi-valued field's pooling: row i's gradient d [k]
@@ -1180,7 +1186,7 @@ embed_backward(PnTrainer *tr)
 		}
 		record_rows(tr, x, tr->pslot + j, c->npers, &pos);
 	}
-	if (c->epnet || c->aux)
+	if (c->epnet || c->aux || c->domain_input)
 	{
 		int64_t    *tmp = tr->touched_rows + pos;	/* room: n entries */
 
@@ -1189,6 +1195,16 @@ embed_backward(PnTrainer *tr)
 		{
 			float	   *restrict gr = G(tr, x) + (size_t) tr->dom[i] * k;
 			const float *restrict src = tr->ddv + (size_t) i * k;
+			int			e;
+
+			for (e = 0; e < k; e++)
+				gr[e] += src[e];
+		}
+		/* domain_input: the gradient of x0's dv tail */
+		for (i = 0; c->domain_input && i < n; i++)
+		{
+			float	   *restrict gr = G(tr, x) + (size_t) tr->dom[i] * k;
+			const float *restrict src = tr->dx0 + (size_t) i * n0 + (n0 - k);
 			int			e;
 
 			for (e = 0; e < k; e++)

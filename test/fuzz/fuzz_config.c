@@ -122,6 +122,8 @@ config_diff(const PnConfig *a, const PnConfig *b)
 	if ((a->neg_rate == NULL) != (b->neg_rate == NULL) ||
 		(a->neg_rate && memcmp(a->neg_rate, b->neg_rate, sizeof(float) * a->domains) != 0))
 		return "negative_rate";
+	if (a->domain_input != b->domain_input)
+		return "domain_input";
 	if (a->n0 != b->n0)
 		return "n0";
 	if (a->pk != b->pk)

@@ -129,7 +129,9 @@ class Config:
         self.aux = bool(v["aux"])
         self.aux_hidden = int(v["aux_hidden"])
         self.l2 = float(v["l2"])
-        self.n0 = len(self.features) * self.emb_dim + self.dense
+        # "domain_input" (since 0.3.0): x0 ends with the domain embedding
+        self.domain_input = bool(v.get("domain_input", False))
+        self.n0 = len(self.features) * self.emb_dim + self.dense + (self.emb_dim if self.domain_input else 0)
         self.epnet_hidden = self.n0 if v["epnet_hidden"] is None else int(v["epnet_hidden"])
 
     @staticmethod
@@ -415,8 +417,9 @@ class StarPepNet(torch.nn.Module):
             raise ValueError("domain out of range [0, %d)" % c.domains)
 
         # 1. inputs
-        x0 = torch.cat([self._lookup("emb.feature", features, c.features, rows), dense], dim=1)
         dv = F.embedding(domain, self.t("emb.domain"), sparse=True)
+        x0 = torch.cat([self._lookup("emb.feature", features, c.features, rows), dense]
+                       + ([dv] if c.domain_input else []), dim=1)
         pv = self._lookup("emb.persona", persona, c.persona, rows)
 
         # 3. EPNet

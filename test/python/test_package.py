@@ -37,7 +37,10 @@ BASE = {"domains": 3,
 CONFIGS = {"star_pepnet": BASE,                                   # every part on
            "shared_mlp": dict(BASE, **OFF),                       # every part off
            "star": dict(BASE, **dict(OFF, star=True, pn=True, aux=True)),
-           "pepnet": dict(BASE, **dict(OFF, epnet=True, ppnet=True), dense=0, persona=[])}
+           "pepnet": dict(BASE, **dict(OFF, epnet=True, ppnet=True), dense=0, persona=[]),
+           # the shared-bottom baseline: every part off, the domain embedding in x0 (domain_input)
+           "shared_bottom": dict(BASE, **OFF, domain_input=True),
+           "no_pn_domain": dict(BASE, pn=False, domain_input=True)}     # domain_input excludes PN
 
 
 def check(name, ok, detail=""):
@@ -211,9 +214,19 @@ def test_config_and_state_dict():
     for what, cfg, needle in (("unknown key", {"domains": 2, "features": [], "hiden": [3]}, "hiden"),
                               ("missing domains", {"features": []}, "domains"),
                               ("hidden out of range", dict(BASE, hidden=[0]), "hidden"),
-                              ("duplicate field name", dict(BASE, features=[{"name": "a", "buckets": 2}] * 2), "twice")):
+                              ("duplicate field name", dict(BASE, features=[{"name": "a", "buckets": 2}] * 2), "twice"),
+                              ("domain_input not a bool", dict(BASE, pn=False, domain_input=1), "domain_input"),
+                              ("domain_input with PN", dict(BASE, domain_input=True), '"domain_input" needs "pn": false')):
         ok, msg = raises(lambda: pepnet.Config(cfg), pepnet.ConfigError, needle)
         check("config: %s is a ConfigError naming it" % what, ok, msg)
+
+    sb = pepnet.Config(CONFIGS["shared_bottom"])
+    check("config: domain_input: n0 = F*k + Nd + k, to_dict has it only when true",
+          sb.n0 == 3 * 6 + 2 + 6 and sb.to_dict()["domain_input"] is True
+          and "domain_input" not in pepnet.Config(dict(CONFIGS["shared_mlp"], domain_input=False)).to_dict()
+          and pepnet.Config(dict(CONFIGS["shared_mlp"], domain_input=False)) == pepnet.Config(CONFIGS["shared_mlp"]))
+    shapes = pepnet.StarPepNet(CONFIGS["shared_bottom"], seed=1).tensor_shapes()
+    check("domain_input: the first tower layer reads n0 = 26 columns", shapes["tower.0.1.w"] == (16, 26), str(shapes["tower.0.1.w"]))
 
     m = pepnet.StarPepNet(BASE, seed=1)
     names = m.tensor_names()

@@ -58,6 +58,15 @@ CONFIGS = {
     "parity_nopersona": {"domains": 2, "features": [{"name": "a", "buckets": 100}, {"name": "b", "buckets": 9}],
                          "persona": [], "dense": 2, "emb_dim": 3, "tasks": ["click", "buy", "share"],
                          "hidden": [6], "gamma": 1.5, "epnet_hidden": 5, "aux_hidden": 4},
+    # the shared-bottom baseline: all parts off, the domain embedding at the end of x0 (domain_input)
+    "parity_shared_bottom": dict({"domains": 3, "features": [{"name": "a", "buckets": 300}, {"name": "b", "buckets": 30}],
+                                  "persona": [{"name": "user", "buckets": 100}], "dense": 2, "emb_dim": 6,
+                                  "hidden": [16, 8], "domain_input": True}, **OFF),
+    # every part but PN (which domain_input excludes) on: EPNet, PPNet, aux and the STAR towers see dv in x0
+    "parity_all_domain": {"domains": 3, "features": [{"name": "item", "buckets": 1000}, {"name": "cat", "buckets": 50}],
+                          "persona": [{"name": "user", "buckets": 500}], "dense": 1, "emb_dim": 5,
+                          "tasks": ["click", "buy"], "hidden": [12, 6], "aux_hidden": 6, "pn": False,
+                          "domain_input": True},
 }
 
 RESULTS = []

@@ -96,6 +96,19 @@ CASES = [
            "epnet_hidden": 9},
           **dict(OFF, epnet=True, ppnet=True)),
      220, 140, "labels", {1: {2: 1}}, 104),
+    # the shared-bottom baseline: all parts off, dv at the end of x0 (domain_input): emb.domain
+    # trains through the towers alone; a single-row domain
+    ("tparity_shared_bottom",
+     dict({"domains": 3, "features": [{"name": "a", "buckets": 300}, {"name": "b", "buckets": 30}],
+           "persona": [{"name": "user", "buckets": 100}], "dense": 2, "emb_dim": 6, "hidden": [16, 8],
+           "domain_input": True}, **OFF),
+     230, 120, "labels", {0: {2: 1}}, 105),
+    # every part but PN (which domain_input excludes) on: EPNet, PPNet, aux and the STAR towers see dv in x0
+    ("tparity_all_domain",
+     dict({"domains": 3, "features": [{"name": "item", "buckets": 1000}, {"name": "cat", "buckets": 50}],
+           "persona": [{"name": "user", "buckets": 500}], "dense": 2, "emb_dim": 5, "tasks": ["click", "buy"],
+           "hidden": [12, 6], "aux_hidden": 6, "domain_input": True}, pn=False),
+     240, 150, "labels", {1: {0: 1}}, 106),
 ]
 
 RESULTS = []

@@ -108,6 +108,9 @@ pn_forward_ref(const PnModel *m, int d, const int64_t *persona, const int64_t *f
 	}
 	for (i = 0; i < c->dense; i++)
 		x0[c->nfeat * k + i] = dense[i];
+	if (c->domain_input)
+		for (i = 0; i < k; i++)
+			x0[c->nfeat * k + c->dense + i] = dv[i];
 	for (j = 0; j < c->npers; j++)
 	{
 		int64_t		s = pn_slot(&c->pers[j], j, persona[j]);

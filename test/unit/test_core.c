@@ -123,6 +123,96 @@ test_config(void)
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"tasks\": [\"a\", \"a\"]}", PN_ECONFIG, "twice");
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"gamma\": \"x\"}", PN_ECONFIG, "gamma");
 	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"\", \"buckets\": 10}]}", PN_ECONFIG, "63 bytes");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_input\": 1}", PN_ECONFIG, "\"domain_input\" must be true or false");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_input\": \"yes\"}", PN_ECONFIG, "\"domain_input\" must be true or false");
+
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"domain_input\": true}", PN_ECONFIG, "\"domain_input\" needs \"pn\": false");
+	config_rejects("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"epnet\": false, \"domain_input\": true}", PN_ECONFIG, "\"domain_input\" needs \"pn\": false");
+
+	/* domain_input: n0 grows by k; the canonical JSON has the key only when it is on */
+	c = parse("{\"domains\": 3, \"features\": [{\"name\": \"item\", \"buckets\": 100}], \"dense\": 2, \"emb_dim\": 4, \"pn\": false, \"domain_input\": true}");
+	CHECK(c.domain_input && c.n0 == 4 + 2 + 4 && c.epnet_hidden == 10, "domain_input: n0 = F*k + Nd + k");
+	js = pn_config_to_json(&c);
+	CHECK(js && strstr(js, ", \"domain_input\": true}") != NULL && pn_config_parse(js, strlen(js), 0, &c2, &e) == PN_OK &&
+		  c2.domain_input && c2.n0 == c.n0, "domain_input: canonical JSON writes it and parses back (%s)", js ? js : "NULL");
+	pn_free(js);
+	pn_config_free(&c2);
+	pn_config_free(&c);
+	c = parse("{\"domains\": 3, \"features\": [{\"name\": \"item\", \"buckets\": 100}], \"dense\": 2, \"emb_dim\": 4, \"domain_input\": false}");
+	js = pn_config_to_json(&c);
+	CHECK(!c.domain_input && c.n0 == 6 && js && strstr(js, "domain_input") == NULL &&
+		  strcmp(js, "{\"inputs\": \"arrays\", \"domains\": 3, \"features\": [{\"name\": \"item\", \"buckets\": 100, \"hash\": true}], "
+				 "\"persona\": [], \"dense\": 2, \"emb_dim\": 4, \"tasks\": [\"click\"], \"hidden\": [256, 128], \"gamma\": 2, "
+				 "\"epnet\": true, \"epnet_hidden\": 6, \"ppnet\": true, \"pn\": true, \"star\": true, \"aux\": true, "
+				 "\"aux_hidden\": 32, \"l2\": 0}") == 0,
+		  "domain_input false: the canonical JSON of 0.2 (%s)", js ? js : "NULL");
+	pn_free(js);
+	pn_config_free(&c);
+	c = parse("{\"domains\": 2, \"features\": [], \"emb_dim\": 3, \"pn\": false, \"domain_input\": true}");
+	CHECK(c.n0 == 3, "domain_input alone is an input (n0 = k)");
+	pn_config_free(&c);
+}
+
+/*
+ * domain_input: an all-off model scores the same features differently per
+ * domain (x0 ends with dv), and without it equally; the scores agree with
+ * the engine's and the domain embedding's change moves them.
+ */
+static void
+test_domain_input(void)
+{
+	const char *cfgs[2] = {
+		"{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 1, \"emb_dim\": 4, \"hidden\": [8, 4], "
+		"\"epnet\": false, \"ppnet\": false, \"pn\": false, \"star\": false, \"aux\": false}",
+		"{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 1, \"emb_dim\": 4, \"hidden\": [8, 4], "
+		"\"epnet\": false, \"ppnet\": false, \"pn\": false, \"star\": false, \"aux\": false, \"domain_input\": true}"
+	};
+	int			v;
+
+	for (v = 0; v < 2; v++)
+	{
+		PnConfig	c = parse(cfgs[v]);
+		PnModel    *m;
+		PnError		e = {0};
+		PnEngine   *eng = NULL;
+		int64_t		feat[2] = {17, 42};
+		float		dense[2] = {0.5f, -1.0f};
+		double		p[3][2],
+					q[2];
+		int			d;
+		bool		differ = false,
+					engine_ok = true;
+
+		pn_model_new(&c, &m, &e);
+		pn_model_init(m, 3);
+		if (pn_engine_new(m, PN_FP32, PN_TILE, NULL, &eng, &e) != PN_OK)
+			engine_ok = false;
+		for (d = 0; d < 3; d++)
+		{
+			PnDomainCache *dc;
+			PnPersona  *pp;
+			PnWork	   *w = pn_work_new(m, 2);
+
+			pn_domain_build(m, d, &dc, &e);
+			pn_persona_build(m, NULL, &pp, &e);
+			pn_score(m, dc, pp, w, 2, feat, dense, p[d], &e);
+			if (engine_ok && (pn_engine_prepare_domain(eng, dc, NULL, &e) != PN_OK ||
+							  pn_engine_score(eng, dc, pp, 2, feat, dense, q, NULL, &e) != PN_OK ||
+							  fabs(q[0] - p[d][0]) > 1e-6 || fabs(q[1] - p[d][1]) > 1e-6))
+				engine_ok = false;
+			if (d > 0)
+				differ |= p[d][0] != p[0][0] || p[d][1] != p[0][1];
+			pn_work_free(w);
+			pn_persona_free(pp);
+			pn_domain_free(dc);
+		}
+		CHECK(engine_ok, "domain_input %s: the engine's scores equal pn_score's", v ? "on" : "off");
+		CHECK(v ? differ : !differ, "domain_input %s: an all-off model's scores %s across domains (%.6f %.6f %.6f)",
+			  v ? "on" : "off", v ? "differ" : "are equal", p[0][0], p[1][0], p[2][0]);
+		pn_engine_free(eng);
+		pn_model_free(m);
+		pn_config_free(&c);
+	}
 }
 
 /* Text ids and the named form ("inputs": "columns"): config, canonical JSON, missing rows */
@@ -2014,6 +2104,14 @@ main(void)
 					  "\"epnet\": false, \"ppnet\": false}", "STAR");
 	test_score_vs_ref("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 1, \"emb_dim\": 3, \"hidden\": [6], "
 					  "\"negative_rate\": [0.05, 0.5, 1]}", "negative down-sampling per domain");
+	test_score_vs_ref("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 2, \"emb_dim\": 4, \"hidden\": [8, 4], "
+					  "\"epnet\": false, \"ppnet\": false, \"pn\": false, \"star\": false, \"aux\": false, \"domain_input\": true}",
+					  "shared-bottom (all off, domain_input)");
+	test_score_vs_ref("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
+					  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 1, \"emb_dim\": 4, \"tasks\": [\"click\", \"buy\"], "
+					  "\"hidden\": [8, 6], \"epnet_hidden\": 7, \"aux_hidden\": 5, \"pn\": false, \"domain_input\": true}",
+					  "every part but PN on, domain_input");
+	test_domain_input();
 	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}, {\"name\": \"b\", \"buckets\": 5, \"hash\": false}], "
 				   "\"persona\": [{\"name\": \"u\", \"buckets\": 5}, {\"name\": \"g\", \"buckets\": 3, \"hash\": false}], "
 				   "\"dense\": 2, \"emb_dim\": 3, \"tasks\": [\"click\", \"buy\"], \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4, \"l2\": 0.01}",
@@ -2022,6 +2120,13 @@ main(void)
 				   "\"epnet\": false, \"ppnet\": false, \"pn\": false, \"star\": false, \"aux\": false}", "shared MLP");
 	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}], \"dense\": 1, \"emb_dim\": 3, \"hidden\": [5, 3], "
 				   "\"epnet\": false, \"ppnet\": false}", "STAR");
+	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}], \"dense\": 1, \"emb_dim\": 3, \"hidden\": [5], "
+				   "\"epnet\": false, \"ppnet\": false, \"pn\": false, \"star\": false, \"aux\": false, \"domain_input\": true}",
+				   "shared-bottom (all off, domain_input)");
+	test_gradcheck("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}, {\"name\": \"b\", \"buckets\": 5, \"hash\": false}], "
+				   "\"persona\": [{\"name\": \"u\", \"buckets\": 5}], \"dense\": 2, \"emb_dim\": 3, \"tasks\": [\"click\", \"buy\"], "
+				   "\"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4, \"l2\": 0.01, \"pn\": false, \"domain_input\": true}",
+				   "every part but PN on, domain_input");
 	/* a full batch: oneDNN matmul primitives; domain 0 holds 149 rows = two 64-row tower tiles + 21 */
 	test_gradcheck_n("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 7}, {\"name\": \"b\", \"buckets\": 5, \"hash\": false}], "
 					 "\"persona\": [{\"name\": \"u\", \"buckets\": 5}], "
