@@ -371,10 +371,31 @@ field_row(const FeatureBinding *b, const PnField *f, int i, const char *kind, co
 	}
 	id = datum_id(b, fc->type, values[fc->att - 1]);
 	row = pn_field_row(f, i, id);
+	if (row < 0 && f->min_count > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s field \"%s\" has no vocabulary", kind, f->name),
+				 errdetail("A field with \"min_count\" maps ids to rows through the vocabulary pepnet_train builds from its data query."),
+				 errhint("Train the model with its config first.")));
 	if (row < 0)
 		row_error(b, ERRCODE_INVALID_PARAMETER_VALUE, "%s id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
 				  kind, id, f->name, (int64) f->buckets);
 	return row;
+}
+
+/*
+ * The int64 id of field g (0..F-1 the features, F.. the persona fields) in
+ * a row: false when NULL.  The ids a vocabulary counts (reader.c).
+ */
+bool
+features_field_id(const FeatureBinding *b, int g, const Datum *values, const bool *nulls, int64 *id)
+{
+	const FeatureCol *fc = &b->col[g];
+
+	if (nulls[fc->att - 1])
+		return false;
+	*id = datum_id(b, fc->type, values[fc->att - 1]);
+	return true;
 }
 
 /* A numeric column's non-NULL value as a double */

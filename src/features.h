@@ -49,6 +49,7 @@ extern void features_decode(const FeatureBinding *b, const Datum *values, const 
 							int64 *persona, int64 *features, float *dense, float *labels);
 extern bool features_dense_value(const FeatureBinding *b, int i, const Datum *values, const bool *nulls,
 								 float *out);
+extern bool features_field_id(const FeatureBinding *b, int g, const Datum *values, const bool *nulls, int64 *id);
 extern int64 features_text_id(const char *s, int len, bool utf8);
 
 #endif							/* PEPNET_FEATURES_H */
