@@ -20,7 +20,7 @@ DEFAULTS = {"persona": [], "dense": 0, "emb_dim": 16, "tasks": ["click"], "hidde
 KEYS = ("domains", "features") + tuple(DEFAULTS) + ("inputs", "domain_column")
 INPUTS = ("arrays", "columns")
 FIELD_KEYS = ("name", "buckets", "hash")
-NAMED_FIELD_KEYS = FIELD_KEYS + ("nullable", "id")
+NAMED_FIELD_KEYS = FIELD_KEYS + ("nullable", "id", "min_count")
 ID_KINDS = ("integer", "text")
 
 MAX_DOMAINS = 100000
@@ -81,7 +81,7 @@ def _fields(v, key, named=False):
         where = '"%s"[%d]' % (key, i)
         if not isinstance(f, dict):
             raise ConfigError("config %s must be an object with name and buckets" % where)
-        for k in ("nullable", "id"):
+        for k in ("nullable", "id", "min_count"):
             if not named and k in f:
                 raise ConfigError('config %s has the key "%s" of the named form: it needs "inputs": "columns" '
                                   '(the fields of an "arrays" config are positions of the features/persona arrays)'
@@ -103,6 +103,14 @@ def _fields(v, key, named=False):
                 if f["id"] not in ID_KINDS:
                     raise ConfigError('config %s.id must be "integer" or "text", got %r' % (where, f["id"]))
                 field["id"] = f["id"]
+            if "min_count" in f:
+                mc = f["min_count"]
+                if isinstance(mc, bool) or not isinstance(mc, int) or not 1 <= mc <= 2 ** 31 - 1:
+                    raise ConfigError('config field "%s": "min_count" must be an integer of at least 1, got %r'
+                                      % (name, mc))
+                if not field["hash"]:
+                    raise ConfigError('config field "%s": "min_count" needs a hashed field, not "hash": false' % name)
+                field["min_count"] = mc
         out.append(field)
     return out
 
