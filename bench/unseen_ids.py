@@ -54,9 +54,11 @@ BASE = {"inputs": "columns", "domains": 3, "emb_dim": 8, "hidden": [32, 16], "au
         "persona": [{"name": "ugroup", "buckets": 16}]}
 MODELS = {
     "hashed": dict(BASE, features=[{"name": "user_id", "buckets": 4096}, {"name": "item", "buckets": 2048}]),
-    "min_count": dict(BASE, features=[{"name": "user_id", "buckets": 8192, "min_count": 3},
-                                      {"name": "item", "buckets": 2048}]),
 }
+
+
+def min_count_model(k):
+    return dict(BASE, features=[{"name": "user_id", "buckets": 8192, "min_count": k}, {"name": "item", "buckets": 2048}])
 
 
 def auc(y, p):
@@ -86,6 +88,7 @@ def main():
     ap.add_argument("--seed", type=float, default=0.42)
     ap.add_argument("--activity", type=float, default=0.0,
                     help="logit of the user effect per unit of ln(rows of the user): > 0, active users click more")
+    ap.add_argument("--min-count", type=int, default=3, help="the min_count model's min_count")
     ap.add_argument("--db", default="pepnet_bench_unseen")
     args = ap.parse_args()
 
@@ -96,7 +99,7 @@ def main():
         cur.execute("CREATE DATABASE %s" % args.db)
     conn = psycopg2.connect("", dbname=args.db)
     conn.autocommit = True
-    out = {"users": args.users, "new_users": args.new_users, "epochs": args.epochs, "activity": args.activity,
+    out = {"min_count": args.min_count, "users": args.users, "new_users": args.new_users, "epochs": args.epochs, "activity": args.activity,
            "seed": args.seed}
     try:
         cur = conn.cursor()
@@ -108,9 +111,11 @@ def main():
                     "avg(click::int) FROM ev")
         out["train_rows"], out["seen_test_rows"], out["unseen_rows"], out["unseen_users"], out["ctr"] = cur.fetchone()
         out["ctr"] = float(out["ctr"])
-        cur.execute("SELECT count(*) FROM (SELECT user_id FROM ev WHERE seen AND NOT holdout GROUP BY 1 HAVING count(*) < 3) r")
+        cur.execute("SELECT count(*) FROM (SELECT user_id FROM ev WHERE seen AND NOT holdout GROUP BY 1 HAVING count(*) < %s) r",
+                    (args.min_count,))
         out["rare_train_users"] = cur.fetchone()[0]
         rows = {}
+        MODELS["min_count"] = min_count_model(args.min_count)
         for name, cfg in MODELS.items():
             t0 = time.time()
             cur.execute("CALL pepnet_train(%s, 'SELECT domain, user_id, ugroup, item, click FROM ev WHERE seen AND NOT holdout', "
@@ -123,7 +128,7 @@ def main():
             res = {"train_seconds": round(secs, 1), "user_buckets": buckets}
             for group, where in (("seen", "seen AND holdout"), ("unseen", "NOT seen"),
                                  ("rare_train", "seen AND NOT holdout AND user_id IN (SELECT user_id FROM ev WHERE seen AND NOT holdout "
-                                                "GROUP BY 1 HAVING count(*) < 3)")):
+                                                "GROUP BY 1 HAVING count(*) < %d)" % args.min_count)):
                 cur.execute("SELECT click, pepnet_predict(%%s, c) FROM (SELECT domain, user_id, ugroup, item, click FROM ev WHERE %s) c"
                             % where, ("u_" + name,))
                 r = cur.fetchall()
@@ -141,7 +146,7 @@ def main():
         out["commit"] = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
     except Exception:
         pass
-    print("rows: %d training (%d users, %d of them seen fewer than 3 times), %d held-out rows of those users, "
+    print("rows: %d training (%d users, %d of them seen fewer than min_count times), %d held-out rows of those users, "
           "%d rows of %d new users; CTR %.3f" % (out["train_rows"], args.users, out["rare_train_users"], out["seen_test_rows"],
                                                  out["unseen_rows"], out["unseen_users"], out["ctr"]))
     print("| model | user rows | PCOC seen users | AUC seen users | PCOC unseen users | AUC unseen users | PCOC rare users (training rows) | train s |")
