@@ -8,7 +8,7 @@ trained in the server on the same rows and seed:
 
   hashed     user_id hashed into 4096 buckets (20,000 training users share them; an unseen user's
              bucket is some trained users' row)
-  min_count  user_id with "min_count": 3 (at most 8192 rows): users seen fewer than 3 times train the
+  min_count  user_id with "min_count": 3 (--min-count; at most 8192 rows): users seen fewer than 3 times train the
              out-of-vocabulary row, which every unseen user scores with
 
 and scored on held-out rows of the training users ("seen") and all rows of the new users ("unseen").
