@@ -116,7 +116,7 @@ class StarPepNet(nn.Module):
             self.aux = _Module(w1=(ha, k + n0), b1=(ha,), w2=(T, ha), b2=(T,))
             self._names += ["aux.w1", "aux.b1", "aux.w2", "aux.b2"]
         # vocabularies of "min_count" fields: int64 buffers vocab.feature.{i} / vocab.persona.{j} of
-        # buckets - 1 ids, ascending, after every float tensor (docs/model.md "Vocabularies")
+        # buckets - 1 ids, ascending, after every float tensor (docs/model.md "Vocabularies and unseen ids")
         self.vocab = nn.Module()
         self.vocab.feature = nn.Module()
         self.vocab.persona = nn.Module()
