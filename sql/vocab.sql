@@ -97,7 +97,8 @@ CREATE TABLE vocab_more AS
 SELECT g AS id, g % 2 AS domain, (500 + g % 10)::bigint AS item, 'u' || (g % 50) AS usr, g % 3 = 0 AS click
 FROM generate_series(1, 600) g;
 CALL pepnet_train('vocab_a', 'SELECT * FROM vocab_more', epochs => 1, batch_size => 64, lr => 0.02, progress_interval => 0);
-SELECT version, parent, config = (SELECT config FROM pepnet.models WHERE name = 'vocab_a' AND version = 2) AS same_config,
+SELECT version, parent, (metrics->>'resumed_steps')::int > 0 AS adam_resumed,
+       config = (SELECT config FROM pepnet.models WHERE name = 'vocab_a' AND version = 2) AS same_config,
        vocab_ids(pepnet_export('vocab_a@3'), 'vocab.feature.0') = vocab_ids(pepnet_export('vocab_a@2'), 'vocab.feature.0') AS same_item_vocab,
        vocab_ids(pepnet_export('vocab_a@3'), 'vocab.persona.0') = vocab_ids(pepnet_export('vocab_a@2'), 'vocab.persona.0') AS same_usr_vocab
 FROM pepnet.models WHERE name = 'vocab_a' AND version = 3;
@@ -116,6 +117,23 @@ FROM vocab_s v, LATERAL (SELECT (CASE WHEN v.k LIKE 'user%' THEN 0 ELSE 1 END) A
                                 CASE v.k WHEN 'user_unseen_a' THEN 'nobody' WHEN 'user_unseen_b' THEN 'ghost'
                                          WHEN 'user_rare' THEN 'rare2' WHEN 'user_seen' THEN 'u7' WHEN 'user_null' THEN NULL
                                          ELSE 'u3' END AS usr) c;
+
+-- stored in chunks of 100 bytes (the vocabularies cross chunk boundaries): the same bytes and scores;
+-- training with Adam's moments in such chunks resumes from them (the moments have no vocabulary)
+SET pepnet.chunk_size = 100;
+SELECT pepnet_import('vocab_ch', (SELECT config FROM pepnet.models WHERE name = 'vocab_a' AND version = 2),
+                     pepnet_export('vocab_a@2')) AS imported;
+SELECT pepnet_export('vocab_ch') = pepnet_export('vocab_a@2') AS chunked_same, pepnet_verify('vocab_ch') AS verified,
+       (SELECT count(*) FROM pepnet.model_chunks WHERE name = 'vocab_ch') > 20 AS many_chunks;
+SELECT count(*) FILTER (WHERE pepnet_predict('vocab_ch', c) = pepnet_predict('vocab_b', c)) AS same_scores
+FROM (VALUES (1, 777777::bigint, 'u3'), (1, 3, 'nobody'), (0, NULL, NULL), (0, 1002, 'rare1')) c(domain, item, usr);
+CALL pepnet_train('vocab_ch2', 'SELECT * FROM vocab_ev', :'vcfg', epochs => 1, seed => 1, batch_size => 64, lr => 0.02,
+                  progress_interval => 0);
+CALL pepnet_train('vocab_ch2', 'SELECT * FROM vocab_ev', epochs => 1, batch_size => 64, lr => 0.02, progress_interval => 0);
+SELECT version, (metrics->>'resumed_steps')::int > 0 AS adam_resumed,
+       vocab_ids(pepnet_export('vocab_ch2@2'), 'vocab.feature.0') = vocab_ids(pepnet_export('vocab_a@1'), 'vocab.feature.0') AS same_vocab
+FROM pepnet.models WHERE name = 'vocab_ch2' ORDER BY version;
+RESET pepnet.chunk_size;
 
 -- import refuses a vocabulary that is missing, not I64, of another shape, or not ascending and unique (22P03)
 SET client_min_messages = notice;
