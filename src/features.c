@@ -385,7 +385,9 @@ field_row(const FeatureBinding *b, const PnField *f, int i, const char *kind, co
 
 /*
  * The int64 id of field g (0..F-1 the features, F.. the persona fields) in
- * a row: false when NULL.  The ids a vocabulary counts (reader.c).
+ * a row: false when NULL.  The ids a vocabulary counts (reader.c): each is
+ * an id that field_row maps through the vocabulary, so a column holding
+ * several ids (an array) must count each of its ids.
  */
 bool
 features_field_id(const FeatureBinding *b, int g, const Datum *values, const bool *nulls, int64 *id)
