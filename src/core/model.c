@@ -78,7 +78,6 @@ add_tensor(PnModel *m, PnKind kind, bool trainable, int ndim, int64_t a, int64_t
 		   const char *fmt, int i, int j)
 {
 	PnTensor   *t = &m->tensors[m->ntensors];
-	int64_t		floats;
 
 	snprintf(t->name, sizeof(t->name), fmt, i, j);
 	t->ndim = ndim;
@@ -89,8 +88,7 @@ add_tensor(PnModel *m, PnKind kind, bool trainable, int ndim, int64_t a, int64_t
 	t->kind = kind;
 	t->trainable = trainable;
 	t->offset = m->total;
-	floats = t->numel;
-	m->total += (floats + PN_ALIGN - 1) / PN_ALIGN * PN_ALIGN;
+	m->total += (t->numel + PN_ALIGN - 1) / PN_ALIGN * PN_ALIGN;
 	return m->ntensors++;
 }
 
