@@ -26,7 +26,7 @@
 #define PN_MAX_EMB_DIM 1024
 #define PN_MAX_DENSE 65536
 #define PN_MAX_BUCKETS ((int64_t) 1 << 31)
-#define PN_MAX_TENSORS (4 + 2 * PN_MAX_FIELDS + 8 * PN_MAX_TASKS * (PN_MAX_LAYERS + 1) + 8 * PN_MAX_LAYERS + 16)
+#define PN_MAX_TENSORS (4 + 4 * PN_MAX_FIELDS + 8 * PN_MAX_TASKS * (PN_MAX_LAYERS + 1) + 8 * PN_MAX_LAYERS + 16)
 
 /* error classes; the glue maps each to a SQLSTATE */
 #define PN_OK 0
