@@ -92,6 +92,14 @@ FROM vocab_s v JOIN (SELECT (to_jsonb(s.candidate)->>'k') AS k, s.score
                                              ('seen_3', 1, 3, 'u3'), ('null', 1, NULL, 'u3')) c(k, domain, item, usr))) s) s
   ON s.k = v.k;
 
+-- pepnet_score_query and pepnet_evaluate read the same rows through the vocabularies
+SELECT count(*) FILTER (WHERE abs(q.score - v.p) < 1e-6) AS score_query_same, count(*) AS rows
+FROM pepnet_score_query('vocab_a', 'SELECT k, domain, item, usr FROM (VALUES (''unseen_a'', 1, 777777::bigint, ''u3''), (''rare'', 1, 1002, ''u3''),
+                                     (''seen_3'', 1, 3, ''u3''), (''null'', 1, NULL, ''u3''), (''user_unseen_a'', 0, 4, ''nobody'')) c(k, domain, item, usr)')
+     AS q(k text, domain int, item bigint, usr text, score float8, scores float8[])
+JOIN vocab_s v USING (k);
+SELECT domain, rows, auc > 0.6 AS learned FROM pepnet_evaluate('vocab_a', 'SELECT * FROM vocab_ev') WHERE domain IS NULL;
+
 -- continued training keeps the vocabulary: new frequent ids (items 500..509) go to the OOV row
 CREATE TABLE vocab_more AS
 SELECT g AS id, g % 2 AS domain, (500 + g % 10)::bigint AS item, 'u' || (g % 50) AS usr, g % 3 = 0 AS click
