@@ -11,7 +11,8 @@ of the training rows (integer and text ids, ties at the buckets limit, NULLs); S
 exported weights scores as pepnet_predict and pepnet_score_rows, to float32 rounding, rows with seen,
 rare (count < min_count) and unseen ids and NULLs, and two unseen ids alike; a module made in Python
 with build_vocab, moved by pepnet.db.import_module, scores alike in the server and comes back by
-pepnet.db.load_module with its vocabularies. Prints one line per check and "N passed, M failed";
+pepnet.db.load_module with its vocabularies; one training step of it on both sides moves the same
+embedding rows (the OOV rows among them) to the same values and leaves the vocabularies. Prints one line per check and "N passed, M failed";
 exit 1 if any check failed.
 """
 import json
@@ -131,6 +132,38 @@ def main():
         back = pepnet.db.load_module(conn, "vp_py")
         check("pepnet.db.load_module brings its vocabularies back", torch.equal(back.vocab.persona._buffers["0"], vocab["vocab.persona.0"]) and
               back.to_safetensors() == mp.to_safetensors())
+        # one training step from the same weights on both sides: the OOV rows train alike, rows of
+        # ids outside the batch stay (lazy Adam), the vocabularies do not move
+        q = "SELECT * FROM ev WHERE id <= 39 OR id > 975 ORDER BY id"  # 64 rows: one batch
+        cur.execute("CALL pepnet_train('vp_py', %s, epochs => 1, batch_size => 64, lr => 0.01, shuffle_buffer => 1, "
+                    "progress_interval => 0)", (q,))
+        cur.execute("SELECT pepnet_export('vp_py@2')")
+        after = pepnet.loads(bytes(cur.fetchone()[0]))
+        cur.execute(q)
+        tb = batch_of(cur.fetchall(), [d[0] for d in cur.description])
+        before = mp.tensors()
+        mp.train()
+        opt = pepnet.Optimizer(mp, lr=0.01)
+        loss = mp.loss(mp(tb), tb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mp.eval()
+        py = mp.tensors()
+        _, prow, frow, _ = mp._named_inputs(tb)
+        oov_f, oov_p = built["features"][0]["buckets"] - 1, built["persona"][0]["buckets"] - 1
+        check("the training batch holds OOV ids of both vocabulary fields", bool((frow[:, 0] == oov_f).any() and (prow[:, 0] == oov_p).any()))
+        for name in ("emb.feature.0", "emb.persona.0"):
+            moved_c = (after[name] != before[name]).any(dim=1)
+            moved_p = (py[name] != before[name]).any(dim=1)
+            err = float((after[name] - py[name]).abs().max())
+            check("%s after one step: the same rows moved (the OOV row among them), values alike" % name,
+                  torch.equal(moved_c, moved_p) and bool(moved_c[oov_f if name == "emb.feature.0" else oov_p]) and err <= 1e-5,
+                  "%d rows moved, max err %.3g" % (int(moved_c.sum()), err))
+        check("training leaves the vocabularies as they were", torch.equal(after["vocab.feature.0"], before["vocab.feature.0"]) and
+              torch.equal(after["vocab.persona.0"], before["vocab.persona.0"]) and torch.equal(py["vocab.persona.0"], before["vocab.persona.0"]))
+        err = max(float((after[n] - py[n]).abs().max()) for n in py if not n.startswith("vocab.") and n != "pn.num_batches_tracked")
+        check("every float tensor after one step alike", err <= 1e-4, "max err %.3g" % err)
         # refusals: a vocabulary not ascending, of another length
         bad = dict(vocab)
         bad["vocab.feature.0"] = bad["vocab.feature.0"].flip(0)
