@@ -190,3 +190,9 @@ SELECT config->'features'->0->'buckets' AS buckets, vocab_entry(pepnet_export('v
 FROM pepnet.models WHERE name = 'vocab_c';
 SELECT count(DISTINCT pepnet_predict('vocab_c', c)) AS one_score
 FROM (SELECT 1 AS domain, g::bigint AS item FROM generate_series(1, 5) g) c;
+
+-- a version bundle (pepnet_export_version / pepnet_import_version, scale-out) carries the vocabulary
+CREATE TABLE vocab_bundle AS SELECT pepnet_export_version('vocab_c@1') AS b, pepnet_export('vocab_c@1') AS w;
+DELETE FROM pepnet.models WHERE name = 'vocab_c';
+SELECT pepnet_import_version(b) AS version FROM vocab_bundle;
+SELECT pepnet_export('vocab_c@1') = w AS same_weights, pepnet_verify('vocab_c@1') AS verified FROM vocab_bundle;
