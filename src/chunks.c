@@ -175,7 +175,7 @@ source_fingerprint(const char *canon, const WeightSource *s, uint8 *out)
 		hash_slices(ctx, s->prefix, s->plen);
 		for (i = 0; i < s->m->ntensors; i++)
 			hash_slices(ctx, (const uint8 *) (s->m->data + s->m->tensors[i].offset),
-						(uint64) s->m->tensors[i].numel * 4);
+						PN_TENSOR_BYTES(&s->m->tensors[i]));
 	}
 	else
 		hash_slices(ctx, s->bytes, s->len);

@@ -381,7 +381,22 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 	pepnet_spi_connect();
 	/* a new config's z-scored dense fields: their statistics as pepnet_train would compute them */
 	if (c == &cfgbuf)
-		reader_dense_stats(query, &cfgbuf);
+	{
+		static const int64 no_ids = 0;
+
+		reader_dense_stats(query, &cfgbuf, NULL, NULL);
+		/* a min_count field's ids are checked, not counted: an empty vocabulary (every id its OOV row) */
+		for (i = 0; i < cfgbuf.nfeat + cfgbuf.npers; i++)
+		{
+			PnField    *f = i < cfgbuf.nfeat ? &cfgbuf.feat[i] : &cfgbuf.pers[i - cfgbuf.nfeat];
+
+			if (f->min_count > 0)
+			{
+				f->vocab = &no_ids;
+				f->nvocab = 0;
+			}
+		}
+	}
 	rows_init(&rows, c, FETCH_ROWS);
 	reader_open(&r, query, c, "data", false);
 	td = r.portal->tupDesc;

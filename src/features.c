@@ -463,6 +463,12 @@ field_row(const FeatureBinding *b, const PnField *f, int i, const char *kind, co
 	}
 	id = datum_id(b, fc->type, values[fc->att - 1]);
 	row = pn_field_row(f, i, id);
+	if (row < 0 && f->min_count > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s field \"%s\" has no vocabulary", kind, f->name),
+				 errdetail("A field with \"min_count\" maps ids to rows through the vocabulary pepnet_train builds from its data query."),
+				 errhint("Train the model with its config first.")));
 	if (row < 0)
 		row_error(b, ERRCODE_INVALID_PARAMETER_VALUE, "%s id " INT64_FORMAT " of field \"%s\" is outside [0, " INT64_FORMAT ")",
 				  kind, id, f->name, (int64) f->buckets);
@@ -761,6 +767,43 @@ features_bags_block(const PnConfig *c, BagBlock *bb, const RowBag *bags, const i
 		}
 		off[n] = at;
 	}
+}
+
+/*
+ * The int64 ids of field g (0..F-1 the features, F.. the persona fields) in
+ * a row, each passed to fn: none when the column is NULL, its id for a
+ * single-valued field, each non-NULL element's id for a multi-valued one.
+ * These are the ids a vocabulary counts (reader.c): each is an id that
+ * pn_field_row maps through the vocabulary.
+ */
+void
+features_field_ids(const FeatureBinding *b, int g, const Datum *values, const bool *nulls,
+				   void (*fn) (int64 id, void *arg), void *arg)
+{
+	const FeatureCol *fc = &b->col[g];
+	const PnConfig *c = b->cfg;
+	const PnField *f = g < c->nfeat ? &c->feat[g] : &c->pers[g - c->nfeat];
+	ArrayType  *a;
+	Datum	   *el;
+	bool	   *en;
+	int			n,
+				j;
+
+	if (nulls[fc->att - 1])
+		return;
+	if (f->pooling == PN_POOL_NONE)
+	{
+		fn(datum_id(b, fc->type, values[fc->att - 1]), arg);
+		return;
+	}
+	a = DatumGetArrayTypeP(values[fc->att - 1]);
+	deconstruct_array(a, ARR_ELEMTYPE(a), fc->elmlen, fc->elmbyval, fc->elmalign, &el, &en, &n);
+	for (j = 0; j < n; j++)
+		if (!en[j])
+			fn(datum_id(b, fc->type, el[j]), arg);
+	pfree(el);
+	pfree(en);
+	bag_free_copy(a, values[fc->att - 1]);
 }
 
 /* A numeric column's non-NULL value as a double */

@@ -90,6 +90,8 @@ extern void features_bags_block(const PnConfig *c, BagBlock *bb, const RowBag *b
 extern uint64 features_bags_hash(const PnConfig *c, const RowBag *bags, uint64 h);
 extern bool features_dense_value(const FeatureBinding *b, int i, const Datum *values, const bool *nulls,
 								 float *out);
+extern void features_field_ids(const FeatureBinding *b, int g, const Datum *values, const bool *nulls,
+							   void (*fn) (int64 id, void *arg), void *arg);
 extern int64 features_text_id(const char *s, int len, bool utf8);
 
 #endif							/* PEPNET_FEATURES_H */

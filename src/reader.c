@@ -19,6 +19,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/plancache.h"
@@ -311,15 +312,103 @@ reader_fill_ids(const char *query, PnConfig *cfg)
 	SPI_freeplan(plan);
 }
 
+/* one id of a vocabulary field and its count (reader_dense_stats) */
+typedef struct VocabCount
+{
+	int64		id;
+	int64		count;
+} VocabCount;
+
+/* count one id in a vocabulary field's table (features_field_ids' callback) */
+static void
+vocab_count(int64 id, void *arg)
+{
+	bool		found;
+	VocabCount *e = hash_search((HTAB *) arg, &id, HASH_ENTER, &found);
+
+	if (!found)
+		e->count = 0;
+	e->count++;
+}
+
+/* the most frequent first, ties by the smaller id */
+static int
+vocab_count_cmp(const void *a, const void *b)
+{
+	const VocabCount *x = a,
+			   *y = b;
+
+	if (x->count != y->count)
+		return x->count > y->count ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id ? 1 : 0;
+}
+
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a,
+				y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /*
- * The mean and population standard deviation of every z-scored dense field
- * whose config has none, over the data query's non-NULL values after the
- * field's log1p and clip: one read of the query before training's first
- * step.  A standard deviation of 0 (or a field without values) is stored
- * as 1.  The values are kept in cfg, so the version stores them.
+ * A vocabulary field's vocabulary from its ids' counts: the ids seen at
+ * least min_count times, at most buckets - 1 of them (the most frequent,
+ * ties by the smaller id), ascending, palloc'd in the current context.
+ */
+static int64 *
+vocab_select(HTAB *h, const PnField *f, int64 *nout)
+{
+	HASH_SEQ_STATUS seq;
+	VocabCount *e,
+			   *kept;
+	int64		n = 0,
+				i,
+				cap = hash_get_num_entries(h),
+				max = f->buckets - 1;
+	int64	   *ids;
+
+	kept = palloc_extended(sizeof(VocabCount) * (cap + 1), MCXT_ALLOC_HUGE);
+	hash_seq_init(&seq, h);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if ((n & 65535) == 0)
+			CHECK_FOR_INTERRUPTS();
+		if (e->count >= f->min_count)
+			kept[n++] = *e;
+	}
+	if (n > max)
+	{
+		qsort(kept, n, sizeof(VocabCount), vocab_count_cmp);
+		n = max;
+	}
+	CHECK_FOR_INTERRUPTS();
+	ids = palloc_extended(sizeof(int64) * (n + 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < n; i++)
+		ids[i] = kept[i].id;
+	qsort(ids, n, sizeof(int64), int64_cmp);
+	pfree(kept);
+	*nout = n;
+	return ids;
+}
+
+/*
+ * What pepnet_train computes from its data query before the first step, in
+ * one read of it:
+ * - the mean and population standard deviation of every z-scored dense
+ *   field whose config has none, over the query's non-NULL values after the
+ *   field's log1p and clip.  A standard deviation of 0 (or a field without
+ *   values) is stored as 1.  The values are kept in cfg, so the version
+ *   stores them.
+ * - with vocab (not NULL): the vocabulary of every feature and persona
+ *   field with "min_count" (vocab[g], nvocab[g] for field g, the F features
+ *   then the P persona fields; NULL for the others): the ids seen at least
+ *   min_count times, at most buckets - 1 of them, ascending (vocab_select).
+ *   The counts live in hash tables of a memory context deleted at the end.
  */
 void
-reader_dense_stats(const char *query, PnConfig *cfg)
+reader_dense_stats(const char *query, PnConfig *cfg, int64 **vocab, int64 *nvocab)
 {
 	SPIPlanPtr	plan;
 	CachedPlanSource *src;
@@ -334,13 +423,42 @@ reader_dense_stats(const char *query, PnConfig *cfg)
 	int64	   *n,
 				rowno = 0;
 	int			Nd = cfg->dense,
+				G = cfg->nfeat + cfg->npers,
 				i;
 	bool		need = false;
+	HTAB	  **counts = NULL;
+	MemoryContext vcxt = NULL;
 
 	if (cfg->inputs != PN_INPUTS_COLUMNS)
 		return;
 	for (i = 0; i < Nd; i++)
 		need |= cfg->dfield[i].zscore && !cfg->dfield[i].stats;
+	if (vocab)
+	{
+		for (i = 0; i < G; i++)
+		{
+			const PnField *f = i < cfg->nfeat ? &cfg->feat[i] : &cfg->pers[i - cfg->nfeat];
+
+			vocab[i] = NULL;
+			nvocab[i] = 0;
+			if (f->min_count > 0)
+			{
+				HASHCTL		ctl;
+
+				if (counts == NULL)
+				{
+					vcxt = AllocSetContextCreate(CurrentMemoryContext, "pepnet vocabulary", ALLOCSET_DEFAULT_SIZES);
+					counts = MemoryContextAllocZero(vcxt, sizeof(HTAB *) * G);
+				}
+				memset(&ctl, 0, sizeof(ctl));
+				ctl.keysize = sizeof(int64);
+				ctl.entrysize = sizeof(VocabCount);
+				ctl.hcxt = vcxt;
+				counts[i] = hash_create("pepnet vocabulary counts", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+				need = true;
+			}
+		}
+	}
 	if (!need)
 		return;
 	plan = reader_prepare(query, "data", false);
@@ -352,9 +470,9 @@ reader_dense_stats(const char *query, PnConfig *cfg)
 	fb = features_bind(src->resultDesc, cfg, "data query", "data query", false);
 	values = palloc(sizeof(Datum) * fb->natts);
 	nulls = palloc(sizeof(bool) * fb->natts);
-	mean = palloc0(sizeof(double) * Nd);
-	m2 = palloc0(sizeof(double) * Nd);
-	n = palloc0(sizeof(int64) * Nd);
+	mean = palloc0(sizeof(double) * (Nd + 1));
+	m2 = palloc0(sizeof(double) * (Nd + 1));
+	n = palloc0(sizeof(int64) * (Nd + 1));
 	portal = SPI_cursor_open(NULL, plan, NULL, NULL, true);
 	rc.what = "data";
 	rc.row = 0;
@@ -388,6 +506,10 @@ reader_dense_stats(const char *query, PnConfig *cfg)
 				mean[i] += d / n[i];
 				m2[i] += d * (v - mean[i]);
 			}
+			if (counts)
+				for (i = 0; i < G; i++)
+					if (counts[i] != NULL)	/* NULL ids use the missing row: not counted */
+						features_field_ids(fb, i, values, nulls, vocab_count, counts[i]);
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
@@ -405,6 +527,14 @@ reader_dense_stats(const char *query, PnConfig *cfg)
 		f->mean = (float) mean[i];
 		f->std = sd > 0.0f && isfinite(sd) ? sd : 1.0f;
 		f->stats = true;
+	}
+	if (counts)
+	{
+		for (i = 0; i < G; i++)
+			if (counts[i])
+				vocab[i] = vocab_select(counts[i], i < cfg->nfeat ? &cfg->feat[i] : &cfg->pers[i - cfg->nfeat],
+										&nvocab[i]);
+		MemoryContextDelete(vcxt);
 	}
 	pfree(values);
 	pfree(nulls);

@@ -73,7 +73,7 @@ extern void rows_copy(Rows *dst, int di, const Rows *src, int si, const PnConfig
 extern void reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what, bool scoring);
 extern void reader_check(const char *query, const PnConfig *cfg, const char *what, bool need_rows);
 extern void reader_fill_ids(const char *query, PnConfig *cfg);
-extern void reader_dense_stats(const char *query, PnConfig *cfg);
+extern void reader_dense_stats(const char *query, PnConfig *cfg, int64 **vocab, int64 *nvocab);
 extern TupleDesc reader_describe(const char *query, const char *what);
 extern int	reader_fetch(Reader *r, Rows *dst, int max);
 extern void reader_decode_inputs(Reader *r, HeapTuple tup, TupleDesc td, int32 *domain, int64 *persona,

@@ -350,6 +350,7 @@ model_view(dsa_area *area, dsa_pointer hdr)
 			 (long long) m->total, (long long) h->total);
 	m->data = (float *) (base + h->data_off);
 	m->borrowed = true;
+	pn_model_attach_vocab(m);
 	return m;
 }
 

@@ -87,6 +87,12 @@ typedef struct TrainState
 	char	   *pending_config;
 	int32		seed;
 	bool		explicit_inputs;	/* a new config that says "inputs" */
+	/*
+	 * a new config with "min_count" fields: their vocabularies come from the
+	 * data query before the first step (train_data_stats), and the model is
+	 * made again with each such field's buckets = V + 1
+	 */
+	bool		vocab_pending;
 } TrainState;
 
 #define LOSS_WINDOW 20
@@ -274,6 +280,7 @@ train_new_model(TrainState *st, const char *text)
 {
 	PnConfig	cfg;
 	PnError		err = {0};
+	int			i;
 
 	if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
@@ -281,6 +288,82 @@ train_new_model(TrainState *st, const char *text)
 		core_error(&err);
 	pn_config_free(&cfg);
 	pn_model_init(st->model, (uint64) (int64) st->seed);
+	st->vocab_pending = false;
+	for (i = 0; i < st->model->cfg.nfeat; i++)
+		st->vocab_pending |= st->model->cfg.feat[i].min_count > 0;
+	for (i = 0; i < st->model->cfg.npers; i++)
+		st->vocab_pending |= st->model->cfg.pers[i].min_count > 0;
+}
+
+/*
+ * The model of a new config made again with the vocabularies built from
+ * the data query (vocab[g], nvocab[g] of field g, the features then the
+ * persona fields): each vocabulary field's buckets is V + 1 (rows 0..V-1
+ * the vocabulary's ids, V the out-of-vocabulary row, then the missing
+ * row), weights initialised from the seed as for that config, and a new
+ * trainer.  Nothing has been trained yet.
+ */
+static void
+train_set_vocab(TrainState *st, int64 **vocab, const int64 *nvocab)
+{
+	MemoryContext old = MemoryContextSwitchTo(st->cxt);
+	PnConfig	nc = st->model->cfg;
+	PnModel    *m;
+	PnError		err = {0};
+	int			F = nc.nfeat,
+				g;
+
+	nc.feat = palloc(sizeof(PnField) * (F + 1));
+	nc.pers = palloc(sizeof(PnField) * (nc.npers + 1));
+	memcpy(nc.feat, st->model->cfg.feat, sizeof(PnField) * F);
+	memcpy(nc.pers, st->model->cfg.pers, sizeof(PnField) * nc.npers);
+	for (g = 0; g < F + nc.npers; g++)
+		if (vocab[g])
+			(g < F ? &nc.feat[g] : &nc.pers[g - F])->buckets = nvocab[g] + 1;
+	if (pn_model_new(&nc, &m, &err) != PN_OK)
+		core_error(&err);
+	pn_model_init(m, (uint64) (int64) st->seed);
+	for (g = 0; g < F + nc.npers; g++)
+	{
+		int			x = g < F ? m->t_vocab_feat[g] : m->t_vocab_pers[g - F];
+
+		if (vocab[g] && nvocab[g] > 0)
+			memcpy(PN_T(m, x), vocab[g], sizeof(int64) * nvocab[g]);
+	}
+	pn_model_attach_vocab(m);
+	pfree(nc.feat);
+	pfree(nc.pers);
+	pn_trainer_free(st->trainer);
+	st->trainer = NULL;
+	pn_model_free(st->model);
+	st->model = m;
+	if (pn_trainer_new(st->model, st->batch_size, (float) st->base_lr, &st->trainer, &err) != PN_OK)
+		core_error(&err);
+	st->vocab_pending = false;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * What a new config takes from the data query before the first step, in
+ * one read of it (reader_dense_stats): z-scored dense fields' statistics
+ * and min_count fields' vocabularies.  Continued training keeps the
+ * version's (it has both).  SPI connected.
+ */
+static void
+train_data_stats(TrainState *st, const char *query)
+{
+	int			G = st->model->cfg.nfeat + st->model->cfg.npers;
+	int64	  **vocab = NULL,
+			   *nvocab = NULL;
+
+	if (st->vocab_pending)
+	{
+		vocab = palloc0(sizeof(int64 *) * (G + 1));
+		nvocab = palloc0(sizeof(int64) * (G + 1));
+	}
+	reader_dense_stats(query, &st->model->cfg, vocab, nvocab);
+	if (vocab)
+		train_set_vocab(st, vocab, nvocab);
 }
 
 /* A config's JSON text (an object) with "inputs" set to form, first */
@@ -684,7 +767,16 @@ pepnet_train_epoch(PG_FUNCTION_ARGS)
 	rows_init(&in, c, FETCH_ROWS);
 	rows_init(&buf, c, sbuf);
 	rows_init(&ep.batch, c, st->batch_size);
-	reader_dense_stats(query, &st->model->cfg);	/* when no _train_setup computed them */
+	/* when no _train_setup computed them (0.1.0's pepnet_train) */
+	if (st->vocab_pending)
+	{
+		MemoryContextSwitchTo(old);
+		train_data_stats(st, query);
+		MemoryContextSwitchTo(tmp);
+		c = &st->model->cfg;
+	}
+	else
+		reader_dense_stats(query, &st->model->cfg, NULL, NULL);
 	reader_open(&r, query, c, "data", false);
 	/* a named field's id kind, when its config has none, is the data query's: kept in the version */
 	if (r.fb)
@@ -784,6 +876,17 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 										DirectFunctionCall1(jsonb_in, CStringGetDatum(extra))));
 }
 
+/*
+ * A copy of the model's layout for Adam's moments: its float tensors only
+ * (a vocabulary is not trained and has no moments)
+ */
+static void
+moments_layout(PnModel *mm)
+{
+	mm->ntensors -= mm->nvocab;
+	mm->nvocab = 0;
+}
+
 /* Adam's first (which = 1) or second (2) moments as a safetensors bytea, the model's tensor names */
 static bytea *
 moments_bytea(TrainState *st, int which)
@@ -794,6 +897,7 @@ moments_bytea(TrainState *st, int which)
 
 	mm.data = pn_trainer_moment(st->trainer, which);
 	mm.borrowed = true;
+	moments_layout(&mm);
 	n = pn_safetensors_size(&mm);
 	if (n > MaxAllocSize - VARHDRSZ)
 		ereport(ERROR,
@@ -860,6 +964,7 @@ optimizer_save(TrainState *st, int32 version)
 
 			mm.data = pn_trainer_moment(st->trainer, which);
 			mm.borrowed = true;
+			moments_layout(&mm);
 			pepnet_write_moment_chunks(st->name, version, which, &mm);
 		}
 	}
@@ -879,6 +984,7 @@ moments_read(TrainState *st, int which, bytea *b)
 
 	mm.data = pn_trainer_moment(st->trainer, which);
 	mm.borrowed = false;		/* copy into mm.data (mm is never freed) */
+	moments_layout(&mm);
 	return pn_safetensors_read(&mm, (const uint8_t *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b), &err) == PN_OK;
 }
 
@@ -923,6 +1029,8 @@ optimizer_load(TrainState *st)
 			mm1.borrowed = false;	/* copy into mm.data (mm is never freed) */
 			mm2.data = pn_trainer_moment(st->trainer, 2);
 			mm2.borrowed = false;
+			moments_layout(&mm1);
+			moments_layout(&mm2);
 			n2 = n3 = !(pepnet_read_moment_chunks(st->name, st->parent, 1, &mm1) &&
 						pepnet_read_moment_chunks(st->name, st->parent, 2, &mm2));
 			m = v = (Datum) 0;
@@ -1079,7 +1187,9 @@ pepnet_train_setup(PG_FUNCTION_ARGS)
 	/* the id kinds a new named config lacks, from the data query: the validation query must agree */
 	reader_fill_ids(text_to_cstring(PG_GETARG_TEXT_PP(0)), &st->model->cfg);
 	/* z-scored dense fields without stored statistics: one read of the data query, kept in the version */
-	reader_dense_stats(text_to_cstring(PG_GETARG_TEXT_PP(0)), &st->model->cfg);
+	/* and min_count fields' vocabularies, in the same read: the model is made again with them */
+	train_data_stats(st, text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	c = &st->model->cfg;
 	if (!PG_ARGISNULL(1))
 		reader_check(text_to_cstring(PG_GETARG_TEXT_PP(1)), c, "validation", true);
 	SPI_finish();
@@ -1175,7 +1285,7 @@ pepnet_train_save(PG_FUNCTION_ARGS)
 	int			x;
 
 	/* never store what the loader would refuse (training checks each step; this is the last guard) */
-	for (x = 0; x < train_model(st)->ntensors; x++)
+	for (x = 0; x < PN_NFLOAT(train_model(st)); x++)
 	{
 		const float *p = PN_T(st->model, x);
 		int64		q;

@@ -108,6 +108,24 @@ pepnet_create(PG_FUNCTION_ARGS)
 
 	pepnet_require_writable("pepnet_create");
 	m = model_from_args(fcinfo, "seed", &name);
+	/* a vocabulary comes from data: pepnet_train builds it, pepnet_import takes it */
+	{
+		int			g;
+
+		for (g = 0; g < m->cfg.nfeat + m->cfg.npers; g++)
+		{
+			const PnField *f = g < m->cfg.nfeat ? &m->cfg.feat[g] : &m->cfg.pers[g - m->cfg.nfeat];
+
+			if (f->min_count > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("pepnet_create cannot make field \"%s\" with \"min_count\": its vocabulary is built from data", f->name),
+						 errdetail("pepnet_train builds a min_count field's vocabulary from its data query before the first step; "
+								   "pepnet_import takes it with the weights (tensor \"vocab.%s.%d\").",
+								   g < m->cfg.nfeat ? "feature" : "persona", g < m->cfg.nfeat ? g : g - m->cfg.nfeat),
+						 errhint("Train with the config: CALL pepnet_train('%s', data_query, config => ...).", name)));
+		}
+	}
 	pn_model_init(m, (uint64) (int64) PG_GETARG_INT32(2));
 	version = pepnet_store_model(name, m, NULL, 0);
 	pn_model_free(m);

@@ -101,6 +101,10 @@ suite python_install $PY test/python/test_install.py
 suite python_named $PY test/python/test_named.py
 # the named form on both sides: scores by name in SQL against the package's predict, text ids in UTF8 and LATIN1
 suite python_named_server $PY test/python/test_named_server.py
+# the package's vocabularies (min_count): build_vocab, vocab_rows, the I64 buffers (no database)
+suite python_vocab $PY test/python/test_vocab.py
+# vocabularies (min_count) on both sides: build_vocab against pepnet_train's, scores of seen, rare and unseen ids
+suite python_vocab_server $PY test/python/test_vocab_server.py
 for t in test/python/test_train_*.py; do
 	[ -e "$t" ] || continue
 	suite "python_$(basename "$t" .py)" $PY "$t"

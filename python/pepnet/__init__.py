@@ -16,11 +16,11 @@ needs); Debian's python3-torch, python3-numpy and python3-psycopg2 serve it as t
 """
 from .config import Config, ConfigError
 from .hashing import slots, splitmix64, text_id
-from .model import StarPepNet, Optimizer, StateDictError, ColumnError, dense_stats, dense_transform
+from .model import StarPepNet, Optimizer, StateDictError, ColumnError, build_vocab, dense_stats, dense_transform, vocab_rows
 from .safetensors import SafetensorsError, load, loads, save, dumps
 
 __all__ = ["Config", "ConfigError", "StarPepNet", "Optimizer", "StateDictError", "ColumnError", "SafetensorsError",
-           "dense_stats", "dense_transform", "slots", "splitmix64", "text_id", "load", "loads", "save", "dumps"]
+           "build_vocab", "vocab_rows", "dense_stats", "dense_transform", "slots", "splitmix64", "text_id", "load", "loads", "save", "dumps"]
 __version__ = "0.3.0"
 
 

@@ -21,7 +21,7 @@ DEFAULTS = {"persona": [], "dense": 0, "emb_dim": 16, "tasks": ["click"], "hidde
 KEYS = ("domains", "features") + tuple(DEFAULTS) + ("inputs", "domain_column")
 INPUTS = ("arrays", "columns")
 FIELD_KEYS = ("name", "buckets", "hash")
-NAMED_FIELD_KEYS = FIELD_KEYS + ("nullable", "id", "pooling", "weights")
+NAMED_FIELD_KEYS = FIELD_KEYS + ("nullable", "id", "pooling", "weights", "min_count")
 POOLINGS = ("sum", "mean")
 ID_KINDS = ("integer", "text")
 
@@ -83,7 +83,7 @@ def _fields(v, key, named=False):
         where = '"%s"[%d]' % (key, i)
         if not isinstance(f, dict):
             raise ConfigError("config %s must be an object with name and buckets" % where)
-        for k in ("nullable", "id", "pooling", "weights"):
+        for k in ("nullable", "id", "pooling", "weights", "min_count"):
             if not named and k in f:
                 raise ConfigError('config %s has the key "%s" of the named form: it needs "inputs": "columns" '
                                   '(the fields of an "arrays" config are positions of the features/persona arrays)'
@@ -115,6 +115,14 @@ def _fields(v, key, named=False):
                     raise ConfigError('config %s has "weights" but no "pooling": the weights column belongs to a '
                                       'multi-valued field' % where)
                 field["weights"] = _name(f["weights"], where + ".weights")
+            if "min_count" in f:
+                mc = f["min_count"]
+                if isinstance(mc, bool) or not isinstance(mc, int) or not 1 <= mc <= 2 ** 31 - 1:
+                    raise ConfigError('config field "%s": "min_count" must be an integer of at least 1, got %r'
+                                      % (name, mc))
+                if not field["hash"]:
+                    raise ConfigError('config field "%s": "min_count" needs a hashed field, not "hash": false' % name)
+                field["min_count"] = mc
         out.append(field)
     return out
 

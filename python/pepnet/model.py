@@ -68,7 +68,7 @@ class StarPepNet(nn.Module):
     named field's table has one more row, the missing row (index buckets) that NULL ids use.
     """
 
-    def __init__(self, config, seed=0):
+    def __init__(self, config, seed=0, vocab=None):
         super().__init__()
         self.config = c = Config(config)
         self.sparse = True  # embedding gradients as sparse tensors (for SparseAdam)
@@ -117,8 +117,33 @@ class StarPepNet(nn.Module):
             ha = c.aux_hidden
             self.aux = _Module(w1=(ha, k + n0), b1=(ha,), w2=(T, ha), b2=(T,))
             self._names += ["aux.w1", "aux.b1", "aux.w2", "aux.b2"]
+        # vocabularies of "min_count" fields: int64 buffers vocab.feature.{i} / vocab.persona.{j} of
+        # buckets - 1 ids, ascending, after every float tensor (docs/model.md "Vocabularies and unseen ids")
+        self.vocab = nn.Module()
+        self.vocab.feature = nn.Module()
+        self.vocab.persona = nn.Module()
+        for key, fields in (("feature", c.features), ("persona", c.persona)):
+            for i, f in enumerate(fields):
+                if f.get("min_count"):
+                    getattr(self.vocab, key).register_buffer(str(i), torch.zeros(f["buckets"] - 1, dtype=torch.int64))
+                    self._names.append("vocab.%s.%d" % (key, i))
         if seed is not None:
             self.init_weights(seed)
+        if vocab is not None:
+            self.set_vocab(vocab)
+
+    def set_vocab(self, vocab):
+        """Set the vocabularies from {"vocab.feature.0": ids, ...} (as build_vocab returns them): each
+        the int64 ids of rows 0..V-1, ascending and unique, V = the field's buckets - 1."""
+        own = self.state_dict()
+        names = [n for n in self._names if n.startswith("vocab.")]
+        if set(vocab) != set(names):
+            raise StateDictError("vocabularies %s given, the config has %s" % (sorted(vocab), names))
+        for n in names:
+            v = torch.as_tensor(np.asarray(vocab[n], dtype=np.int64))
+            _check_vocab(n, v, tuple(own[n].shape))
+            own[n].copy_(v)
+        return self
 
     # ------------------------------------------------------------------ names and tensors
 
@@ -132,9 +157,10 @@ class StarPepNet(nn.Module):
         return OrderedDict((n, tuple(sd[n].shape)) for n in self._names)
 
     def tensors(self):
-        """{name: float32 CPU tensor} in documented order (copies)."""
+        """{name: float32 CPU tensor} in documented order (copies); the vocabularies int64."""
         sd = self.state_dict()
-        return OrderedDict((n, sd[n].detach().to("cpu", torch.float32).contiguous().clone()) for n in self._names)
+        return OrderedDict((n, sd[n].detach().to("cpu", torch.int64 if n.startswith("vocab.") else torch.float32)
+                            .contiguous().clone()) for n in self._names)
 
     def to_safetensors(self):
         """The weights as safetensors bytes, byte for byte what pepnet_export writes for them."""
@@ -188,6 +214,11 @@ class StarPepNet(nn.Module):
         own = self.state_dict()
         for n, v in sd.items():
             if n in own:
+                if n.startswith("vocab."):
+                    v = torch.as_tensor(v)
+                    if v.dtype != torch.int64:
+                        raise StateDictError("tensor %s has dtype %s, expected int64 (I64): a vocabulary" % (n, v.dtype))
+                    _check_vocab(n, v, tuple(own[n].shape))
                 sd[n] = torch.as_tensor(v).to(own[n].dtype)
         if assign:
             return super().load_state_dict(sd, strict=strict, assign=assign)
@@ -208,6 +239,8 @@ class StarPepNet(nn.Module):
         seed64 = _U64(int(seed) & 0xFFFFFFFFFFFFFFFF)
         for name in self._names:
             t = sd[name]
+            if name.startswith("vocab."):
+                continue  # the vocabularies are data, not weights
             if name.startswith("emb."):
                 bound = 0.05
             elif name.endswith((".w", ".w1", ".w2")):
@@ -380,7 +413,10 @@ class StarPepNet(nn.Module):
                     raise ValueError('%s field %d "%s" (column "%s") is NULL at row %d, and the field says '
                                      '"nullable": false' % (key, i, f["name"], f["name"], r))
                 ids[missing] = 0  # any valid id: its row is replaced by the missing row below
-                r = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], f["name"])
+                if f.get("min_count"):
+                    r = vocab_rows(getattr(getattr(self.vocab, key), str(i)).cpu(), torch.from_numpy(ids))
+                else:
+                    r = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], f["name"])
                 out[:, i] = torch.where(torch.from_numpy(missing), torch.full_like(r, f["buckets"]), r)
             return _Rows(out.to(dev), bags) if bags else out.to(dev)
 
@@ -521,7 +557,10 @@ class StarPepNet(nn.Module):
             for kind, _ in kinds:
                 _id_kind(f, key, i, kind, r)
             j = e
-        rows = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], name)
+        if f.get("min_count"):
+            rows = vocab_rows(getattr(getattr(self.vocab, key), str(i)).cpu(), torch.from_numpy(ids))
+        else:
+            rows = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], name)
         return (rows, torch.tensor(seg, dtype=torch.int64),
                 None if wcol is None else torch.tensor(wts, dtype=torch.float32))
 
@@ -867,6 +906,69 @@ def dense_transform(v, field, what=None):
         v = ((v - np.float32(field["mean"])) / np.float32(field["std"])).astype(np.float32)
         v[null] = 0
     return v
+
+
+def _check_vocab(name, v, shape):
+    """Refuse a vocabulary of another shape, or not ascending and unique (StateDictError)."""
+    if tuple(v.shape) != shape:
+        raise StateDictError("vocabulary %s has shape %s, the config needs %s (buckets - 1 ids)"
+                             % (name, list(v.shape), list(shape)))
+    if v.numel() > 1:
+        bad = torch.nonzero(v[1:] <= v[:-1])
+        if bad.numel():
+            j = int(bad[0]) + 1
+            raise StateDictError("vocabulary %s is not ascending and unique at element %d (id %d follows %d)"
+                                 % (name, j, int(v[j]), int(v[j - 1])))
+
+
+def vocab_rows(vocab, ids):
+    """Rows of int64 ids [B] through a vocabulary (int64 [V], ascending): the id's position when it is
+    in the vocabulary, else V (the out-of-vocabulary row), as the extension's pn_field_row."""
+    V = vocab.numel()
+    ids = torch.as_tensor(ids, dtype=torch.int64)
+    if V == 0:
+        return torch.zeros_like(ids)
+    pos = torch.searchsorted(vocab, ids)
+    found = vocab[pos.clamp(max=V - 1)] == ids
+    return torch.where(found & (pos < V), pos, torch.full_like(pos, V))
+
+
+def build_vocab(config, batch):
+    """(config, vocab) of a named config's "min_count" fields from a named batch, as ``pepnet_train``
+    builds them from its data query: the ids seen at least min_count times (NULLs not counted; text
+    ids as pepnet.text_id), at most buckets - 1 of them (the most frequent, ties by the smaller id),
+    ascending; a multi-valued field counts each non-NULL element of its lists. config: the dict with each
+    such field's "buckets" = V + 1; vocab: {"vocab.feature.0": int64 tensor [V], ...}. Give both to
+    StarPepNet(config, seed, vocab=vocab)."""
+    from .config import Config
+    c = Config(config)
+    d = c.to_dict()
+    vocab = OrderedDict()
+    for key, fields in (("feature", d["features"] if c.named else []), ("persona", d["persona"] if c.named else [])):
+        for i, f in enumerate(fields):
+            if not f.get("min_count"):
+                continue
+            what = '%s field %d "%s": integer ids, text or uuid' % (key, i, f["name"])
+            try:
+                col = batch[f["name"]]
+            except (KeyError, IndexError):
+                raise ColumnError('the batch has no column "%s" (%s)' % (f["name"], what)) from None
+            a = _as_array(col)
+            if "pooling" in f:
+                # a multi-valued field: each non-NULL element of each row's list is one id counted
+                flat = [x for v in list(a) if not _is_null(v) for x in list(v) if not _is_null(x)]
+                a = np.empty(len(flat), dtype=object)
+                a[:] = flat
+            ids, missing = _id_values(a, key, i, f)
+            u, n = np.unique(ids[~missing], return_counts=True)
+            keep = n >= f["min_count"]
+            u, n = u[keep], n[keep]
+            if u.size > f["buckets"] - 1:
+                order = np.lexsort((u, -n))  # the most frequent first, ties by the smaller id
+                u = np.sort(u[order[:f["buckets"] - 1]])
+            vocab["vocab.%s.%d" % (key, i)] = torch.from_numpy(u.astype(np.int64))
+            f["buckets"] = int(u.size) + 1
+    return d, vocab
 
 
 def dense_stats(config, batch):

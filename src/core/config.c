@@ -181,20 +181,21 @@ get_fields(const PnJson *obj, const char *key, bool required, bool named, PnFiel
 			if (strcmp(e->items[j]->key, "name") && strcmp(e->items[j]->key, "buckets") &&
 				strcmp(e->items[j]->key, "hash") && strcmp(e->items[j]->key, "nullable") &&
 				strcmp(e->items[j]->key, "id") && strcmp(e->items[j]->key, "pooling") &&
-				strcmp(e->items[j]->key, "weights"))
+				strcmp(e->items[j]->key, "weights") && strcmp(e->items[j]->key, "min_count"))
 			{
 				pn_free(f);
 				pn_seterr(err, PN_ECONFIG, "config %s has unknown key \"%.*s\"", what, pn_utf8_prefix(e->items[j]->key, 40), e->items[j]->key);
-				pn_setdetail(err, "A field takes \"name\", \"buckets\", \"hash\" and (named form) \"nullable\", \"id\", \"pooling\" and \"weights\".");
+				pn_setdetail(err, "A field takes \"name\", \"buckets\", \"hash\" and (named form) \"nullable\", \"id\", \"pooling\", \"weights\" and \"min_count\".");
 				return PN_ECONFIG;
 			}
 		if (!named && (pn_json_get(e, "nullable") != NULL || pn_json_get(e, "id") != NULL ||
-					   pn_json_get(e, "pooling") != NULL || pn_json_get(e, "weights") != NULL))
+					   pn_json_get(e, "pooling") != NULL || pn_json_get(e, "weights") != NULL ||
+					   pn_json_get(e, "min_count") != NULL))
 		{
 			pn_free(f);
 			snprintf(what, sizeof(what), "\"%s\"[%d].%s", key, i,
 					 pn_json_get(e, "id") != NULL ? "id" : pn_json_get(e, "nullable") != NULL ? "nullable" :
-					 pn_json_get(e, "pooling") != NULL ? "pooling" : "weights");
+					 pn_json_get(e, "pooling") != NULL ? "pooling" : pn_json_get(e, "weights") != NULL ? "weights" : "min_count");
 			return named_only(err, what);
 		}
 		if ((rc = get_pooling(e, what, &f[i], err)) != PN_OK)
@@ -248,6 +249,27 @@ get_fields(const PnJson *obj, const char *key, bool required, bool named, PnFiel
 		{
 			pn_free(f);
 			return rc;
+		}
+		/* "min_count": k, a vocabulary of the ids seen at least k times (docs/model.md) */
+		if (pn_json_get(e, "min_count") != NULL)
+		{
+			const PnJson *mc = pn_json_get(e, "min_count");
+
+			if (mc->type != PNJ_NUMBER || !mc->is_int || mc->ival < 1 || mc->ival > INT32_MAX)
+			{
+				pn_seterr(err, PN_ECONFIG, "config field \"%s\": \"min_count\" must be an integer of at least 1", f[i].name);
+				pn_setdetail(err, "The field's vocabulary holds the ids seen at least min_count times in the training data.");
+				pn_free(f);
+				return PN_ECONFIG;
+			}
+			if (!f[i].hash)
+			{
+				pn_seterr(err, PN_ECONFIG, "config field \"%s\": \"min_count\" needs a hashed field, not \"hash\": false", f[i].name);
+				pn_setdetail(err, "A field with \"hash\": false takes its ids as rows; \"min_count\" maps ids to rows through a vocabulary.");
+				pn_free(f);
+				return PN_ECONFIG;
+			}
+			f[i].min_count = mc->ival;
 		}
 		for (j = 0; j < i; j++)
 			if (strcmp(f[j].name, f[i].name) == 0)
@@ -307,10 +329,13 @@ pn_config_numel(const PnConfig *c)
 				t,
 				l;
 
+	/* a vocabulary's int64 ids count as 2 floats each */
 	for (i = 0; i < c->nfeat; i++)
-		tot = sat_add(tot, sat_mul(PN_FIELD_ROWS(&c->feat[i]), k));
+		tot = sat_add(tot, sat_add(sat_mul(PN_FIELD_ROWS(&c->feat[i]), k),
+								   c->feat[i].min_count > 0 ? 2 * (c->feat[i].buckets - 1) : 0));
 	for (i = 0; i < c->npers; i++)
-		tot = sat_add(tot, sat_mul(PN_FIELD_ROWS(&c->pers[i]), k));
+		tot = sat_add(tot, sat_add(sat_mul(PN_FIELD_ROWS(&c->pers[i]), k),
+								   c->pers[i].min_count > 0 ? 2 * (c->pers[i].buckets - 1) : 0));
 	tot = sat_add(tot, D * k);
 	if (c->epnet)
 	{
@@ -896,6 +921,8 @@ sb_fields(Sbuf *b, const PnField *f, int n)
 			sb_add(b, ", \"weights\": ");
 			sb_str(b, f[i].weights);
 		}
+		if (f[i].min_count > 0)
+			sb_add(b, ", \"min_count\": %lld", (long long) f[i].min_count);
 		sb_add(b, "}");
 	}
 	sb_add(b, "]");

@@ -37,10 +37,35 @@ pn_slot(const PnField *f, int field_index, int64_t id)
 	return pn_field_row(f, field_index, id);
 }
 
-/* Embedding row of id in field i, hashed or not; -1 when a non-hashed id is out of range */
+/*
+ * Embedding row of id in field i, hashed, not hashed or through its
+ * vocabulary; -1 when a non-hashed id is out of range or a vocabulary
+ * field has none attached.  A vocabulary is searched by bisection
+ * (BENCHMARKS.md "Unseen ids and vocabularies": a few hundred nanoseconds
+ * at a million ids, against tens of microseconds of scoring per candidate).
+ */
 int64_t
 pn_field_row(const PnField *f, int field_index, int64_t id)
 {
+	if (f->min_count > 0)
+	{
+		const int64_t *v = f->vocab;
+		int64_t		lo = 0,
+					hi = f->nvocab;
+
+		if (v == NULL)
+			return -1;
+		while (lo < hi)
+		{
+			int64_t		mid = lo + (hi - lo) / 2;
+
+			if (v[mid] < id)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		return (lo < f->nvocab && v[lo] == id) ? lo : PN_OOV_ROW(f);
+	}
 	if (!f->hash)
 		return (id >= 0 && id < f->buckets) ? id : -1;
 	return (int64_t) (pn_splitmix64((uint64_t) id + UINT64_C(0x9E3779B97F4A7C15) * (uint64_t) (field_index + 1))
@@ -67,6 +92,49 @@ add_tensor(PnModel *m, PnKind kind, bool trainable, int ndim, int64_t a, int64_t
 	return m->ntensors++;
 }
 
+/* Append a vocabulary (int64 [n], never trained) to the layout being built */
+static int
+add_vocab(PnModel *m, int64_t n, const char *fmt, int i)
+{
+	int			x = add_tensor(m, PNT_OTHER, false, 1, n, 0, 0, fmt, i, 0);
+	PnTensor   *t = &m->tensors[x];
+
+	/* an int64 takes 2 floats; offsets stay multiples of PN_ALIGN floats (8-byte aligned) */
+	m->total = t->offset + (2 * n + PN_ALIGN - 1) / PN_ALIGN * PN_ALIGN;
+	t->i64 = true;
+	m->nvocab++;
+	return x;
+}
+
+/* Point the vocabulary fields of m->cfg at their tensors in m->data */
+void
+pn_model_attach_vocab(PnModel *m)
+{
+	int			i;
+
+	for (i = 0; i < m->cfg.nfeat; i++)
+	{
+		PnField    *f = &m->cfg.feat[i];
+
+		/* a copy of the layout without the vocabularies (Adam's moments) leaves the fields alone */
+		if (m->t_vocab_feat[i] >= 0 && m->t_vocab_feat[i] < m->ntensors && m->data)
+		{
+			f->vocab = (const int64_t *) (m->data + m->tensors[m->t_vocab_feat[i]].offset);
+			f->nvocab = m->tensors[m->t_vocab_feat[i]].numel;
+		}
+	}
+	for (i = 0; i < m->cfg.npers; i++)
+	{
+		PnField    *f = &m->cfg.pers[i];
+
+		if (m->t_vocab_pers[i] >= 0 && m->t_vocab_pers[i] < m->ntensors && m->data)
+		{
+			f->vocab = (const int64_t *) (m->data + m->tensors[m->t_vocab_pers[i]].offset);
+			f->nvocab = m->tensors[m->t_vocab_pers[i]].numel;
+		}
+	}
+}
+
 static int	model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err);
 
 /* Free a model and everything it owns */
@@ -80,6 +148,8 @@ pn_model_free(PnModel *m)
 	pn_free(m->tensors);
 	pn_free(m->t_emb_feat);
 	pn_free(m->t_emb_pers);
+	pn_free(m->t_vocab_feat);
+	pn_free(m->t_vocab_pers);
 	pn_free(m->t_tw_w);
 	pn_free(m->t_tw_b);
 	pn_free(m->t_tw_dw);
@@ -125,14 +195,17 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 	m->cfg.dfield = NULL;
 	m->cfg.feat = pn_alloc(sizeof(PnField) * (cfg->nfeat ? cfg->nfeat : 1));
 	m->cfg.pers = pn_alloc(sizeof(PnField) * (cfg->npers ? cfg->npers : 1));
-	m->tensors = pn_alloc0(sizeof(PnTensor) * (8 + cfg->nfeat + cfg->npers + 4 * ntw + 4 * cfg->nhidden + 16));
+	m->tensors = pn_alloc0(sizeof(PnTensor) * (8 + 2 * cfg->nfeat + 2 * cfg->npers + 4 * ntw + 4 * cfg->nhidden + 16));
 	m->t_emb_feat = pn_alloc(sizeof(int) * (cfg->nfeat + 1));
 	m->t_emb_pers = pn_alloc(sizeof(int) * (cfg->npers + 1));
+	m->t_vocab_feat = pn_alloc(sizeof(int) * (cfg->nfeat + 1));
+	m->t_vocab_pers = pn_alloc(sizeof(int) * (cfg->npers + 1));
 	m->t_tw_w = pn_alloc(sizeof(int) * ntw);
 	m->t_tw_b = pn_alloc(sizeof(int) * ntw);
 	m->t_tw_dw = pn_alloc(sizeof(int) * ntw);
 	m->t_tw_db = pn_alloc(sizeof(int) * ntw);
 	if (!m->cfg.feat || !m->cfg.pers || !m->tensors || !m->t_emb_feat || !m->t_emb_pers ||
+		!m->t_vocab_feat || !m->t_vocab_pers ||
 		!m->t_tw_w || !m->t_tw_b || !m->t_tw_dw || !m->t_tw_db)
 	{
 		pn_model_free(m);
@@ -235,6 +308,21 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 		m->t_aux_w2 = add_tensor(m, PNT_WEIGHT, true, 2, c->ntasks, ha, 0, "aux.w2", 0, 0);
 		m->t_aux_b2 = add_tensor(m, PNT_OTHER, true, 1, c->ntasks, 0, 0, "aux.b2", 0, 0);
 	}
+	/* the vocabularies (int64) last: every float tensor before them */
+	for (i = 0; i < c->nfeat; i++)
+	{
+		m->cfg.feat[i].vocab = NULL;
+		m->cfg.feat[i].nvocab = 0;
+		m->t_vocab_feat[i] = c->feat[i].min_count > 0 ?
+			add_vocab(m, c->feat[i].buckets - 1, "vocab.feature.%d", i) : -1;
+	}
+	for (i = 0; i < c->npers; i++)
+	{
+		m->cfg.pers[i].vocab = NULL;
+		m->cfg.pers[i].nvocab = 0;
+		m->t_vocab_pers[i] = c->pers[i].min_count > 0 ?
+			add_vocab(m, c->pers[i].buckets - 1, "vocab.persona.%d", i) : -1;
+	}
 	if (!alloc)
 	{
 		*out = m;
@@ -249,6 +337,7 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 		return pn_seterr(err, PN_ENOMEM, "out of memory allocating %.1f MB of weights",
 						 (double) total * 4 / (1024.0 * 1024.0));
 	}
+	pn_model_attach_vocab(m);
 	*out = m;
 	return PN_OK;
 }
@@ -299,8 +388,10 @@ pn_model_init(PnModel *m, uint64_t seed)
 {
 	int			i;
 
-	memset(m->data, 0, sizeof(float) * (size_t) m->total);
-	for (i = 0; i < m->ntensors; i++)
+	for (i = 0; i < PN_NFLOAT(m); i++)
+		memset(m->data + m->tensors[i].offset, 0, sizeof(float) * (size_t) m->tensors[i].numel);
+	/* the vocabularies (int64) are left as they are */
+	for (i = 0; i < PN_NFLOAT(m); i++)
 	{
 		PnTensor   *t = &m->tensors[i];
 		float	   *p = m->data + t->offset;
@@ -446,11 +537,13 @@ pn_safetensors_plan(PnModel *m, const uint8_t *blob, size_t headlen, uint64_t le
 			goto done;
 		}
 		dt = pn_json_get(e, "dtype");
-		if (dt == NULL || dt->type != PNJ_STRING || strcmp(dt->str, "F32") != 0)
+		if (dt == NULL || dt->type != PNJ_STRING || strcmp(dt->str, t->i64 ? "I64" : "F32") != 0)
 		{
-			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has dtype %.*s, expected F32", t->name,
+			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has dtype %.*s, expected %s", t->name,
 						   pn_utf8_prefix((dt && dt->type == PNJ_STRING) ? dt->str : "(missing)", 20),
-						   (dt && dt->type == PNJ_STRING) ? dt->str : "(missing)");
+						   (dt && dt->type == PNJ_STRING) ? dt->str : "(missing)", t->i64 ? "I64" : "F32");
+			if (t->i64)
+				pn_setdetail(err, "A vocabulary is int64: the ids of the field's rows 0..V-1, ascending.");
 			goto done;
 		}
 		sh = pn_json_get(e, "shape");
@@ -493,11 +586,11 @@ pn_safetensors_plan(PnModel *m, const uint8_t *blob, size_t headlen, uint64_t le
 						   t->name, (unsigned long long) dlen);
 			goto done;
 		}
-		if ((uint64_t) (off->items[1]->ival - off->items[0]->ival) != (uint64_t) t->numel * 4)
+		if ((uint64_t) (off->items[1]->ival - off->items[0]->ival) != PN_TENSOR_BYTES(t))
 		{
 			rc = pn_seterr(err, PN_EFORMAT, "tensor \"%s\" has %lld bytes of data, its shape needs %lld",
 						   t->name, (long long) (off->items[1]->ival - off->items[0]->ival),
-						   (long long) t->numel * 4);
+						   (long long) PN_TENSOR_BYTES(t));
 			goto done;
 		}
 		spans[nspans].begin = (uint64_t) off->items[0]->ival;
@@ -569,11 +662,28 @@ pn_safetensors_check(PnModel *m, const PnStSpan *spans, int nspans, PnError *err
 		const float *p = m->data + t->offset;
 		int64_t		j;
 
+		if (t->i64)
+		{
+			/* a vocabulary: ascending and unique, so that lookups bisect it */
+			const int64_t *v = (const int64_t *) p;
+
+			for (j = 1; j < t->numel; j++)
+				if (v[j] <= v[j - 1])
+				{
+					pn_seterr(err, PN_EFORMAT, "tensor \"%s\" is not ascending and unique at element %lld",
+							  t->name, (long long) j);
+					pn_setdetail(err, "A vocabulary lists the field's ids in ascending order, each once (id %lld follows %lld).",
+								 (long long) v[j], (long long) v[j - 1]);
+					return PN_EFORMAT;
+				}
+			continue;
+		}
 		for (j = 0; j < t->numel; j++)
 			if (!isfinite(p[j]))
 				return pn_seterr(err, PN_EFORMAT, "tensor \"%s\" holds a non-finite value at element %lld",
 								 t->name, (long long) j);
 	}
+	pn_model_attach_vocab(m);
 	return PN_OK;
 }
 
@@ -605,7 +715,8 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 		bool		aligned = ((uintptr_t) data % sizeof(float)) == 0;
 
 		for (i = 0; i < nspans; i++)
-			aligned &= spans[i].begin % sizeof(float) == 0;
+			aligned &= spans[i].begin % sizeof(float) == 0 &&
+				(!m->tensors[spans[i].tensor].i64 || ((uintptr_t) (data + spans[i].begin)) % sizeof(int64_t) == 0);
 		/* an absent optional tensor has no place in the blob: copy instead */
 		if (aligned && m->nabsent == 0)
 		{
@@ -625,7 +736,7 @@ pn_safetensors_read(PnModel *m, const uint8_t *blob, size_t len, PnError *err)
 	for (i = 0; i < nspans; i++)
 		if (!m->borrowed)
 			memcpy(m->data + m->tensors[spans[i].tensor].offset, data + spans[i].begin,
-				   (size_t) m->tensors[spans[i].tensor].numel * 4);
+				   (size_t) PN_TENSOR_BYTES(&m->tensors[spans[i].tensor]));
 	rc = pn_safetensors_check(m, spans, nspans, err);
 done:
 	pn_free(spans);
@@ -650,7 +761,7 @@ header_write(const PnModel *m, char *buf)
 	{
 		const PnTensor *t = &m->tensors[i];
 
-		snprintf(tmp, sizeof(tmp), ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t->name);
+		snprintf(tmp, sizeof(tmp), ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name, t->i64 ? "I64" : "F32");
 		PUT(tmp);
 		for (d = 0; d < t->ndim; d++)
 		{
@@ -658,9 +769,9 @@ header_write(const PnModel *m, char *buf)
 			PUT(tmp);
 		}
 		snprintf(tmp, sizeof(tmp), "],\"data_offsets\":[%llu,%llu]}", (unsigned long long) off,
-				 (unsigned long long) (off + (uint64_t) t->numel * 4));
+				 (unsigned long long) (off + PN_TENSOR_BYTES(t)));
 		PUT(tmp);
-		off += (uint64_t) t->numel * 4;
+		off += PN_TENSOR_BYTES(t);
 	}
 	PUT("}");
 	/* pad with spaces so the data starts 8-byte aligned */
@@ -701,7 +812,7 @@ pn_safetensors_size(const PnModel *m)
 	int			i;
 
 	for (i = 0; i < m->ntensors; i++)
-		n += (size_t) m->tensors[i].numel * 4;
+		n += (size_t) PN_TENSOR_BYTES(&m->tensors[i]);
 	return n;
 }
 
@@ -718,8 +829,8 @@ pn_safetensors_write(const PnModel *m, uint8_t *out)
 	pos = 8 + hlen;
 	for (i = 0; i < m->ntensors; i++)
 	{
-		memcpy(out + pos, m->data + m->tensors[i].offset, (size_t) m->tensors[i].numel * 4);
-		pos += (size_t) m->tensors[i].numel * 4;
+		memcpy(out + pos, m->data + m->tensors[i].offset, (size_t) PN_TENSOR_BYTES(&m->tensors[i]));
+		pos += (size_t) PN_TENSOR_BYTES(&m->tensors[i]);
 	}
 }
 
@@ -754,7 +865,7 @@ pn_safetensors_write_range(const PnModel *m, const uint8_t *prefix, size_t prefi
 	pos = prefixlen;
 	for (i = 0; i < m->ntensors && pos < end; i++)
 	{
-		uint64_t	nb = (uint64_t) m->tensors[i].numel * 4,
+		uint64_t	nb = PN_TENSOR_BYTES(&m->tensors[i]),
 					b = pos > off ? pos : off,
 					e = pos + nb < end ? pos + nb : end;
 

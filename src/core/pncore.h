@@ -26,7 +26,7 @@
 #define PN_MAX_EMB_DIM 1024
 #define PN_MAX_DENSE 65536
 #define PN_MAX_BUCKETS ((int64_t) 1 << 31)
-#define PN_MAX_TENSORS (4 + 2 * PN_MAX_FIELDS + 8 * PN_MAX_TASKS * (PN_MAX_LAYERS + 1) + 8 * PN_MAX_LAYERS + 16)
+#define PN_MAX_TENSORS (4 + 4 * PN_MAX_FIELDS + 8 * PN_MAX_TASKS * (PN_MAX_LAYERS + 1) + 8 * PN_MAX_LAYERS + 16)
 
 /* error classes; the glue maps each to a SQLSTATE */
 #define PN_OK 0
@@ -103,6 +103,16 @@ typedef struct PnField
 	bool		named;
 	bool		nullable;		/* named form: NULL uses the missing row (else an error) */
 	int			id;				/* named form: the id kind it was trained with, PN_ID_* */
+	/*
+	 * named form, "min_count": k (0: none): the field's ids map through its
+	 * vocabulary, V ascending unique ids (tensor "vocab.feature.{i}" /
+	 * "vocab.persona.{j}", int64) to rows 0..V-1; every other id to the
+	 * out-of-vocabulary row V = buckets - 1.  vocab points into the model's
+	 * data (pn_model_attach_vocab), NULL while the model has none.
+	 */
+	int64_t		min_count;
+	const int64_t *vocab;
+	int64_t		nvocab;
 	/*
 	 * a named dense field's transforms (docs/model.md "Named inputs", dense transforms),
 	 * applied by the glue in the order log1p, clip, zscore
@@ -195,8 +205,14 @@ uint64_t	pn_splitmix64(uint64_t z);
  * named field the id given is already its row (pn_field_row), in [0, buckets].
  */
 int64_t		pn_slot(const PnField *f, int field_index, int64_t id);
-/* embedding row of an id in field i, hashed or not; -1 when a non-hashed id is out of range */
+/*
+ * embedding row of an id in field i, hashed, not hashed or through the
+ * field's vocabulary (min_count); -1 when a non-hashed id is out of range
+ * or a vocabulary field has no vocabulary attached
+ */
 int64_t		pn_field_row(const PnField *f, int field_index, int64_t id);
+/* a vocabulary field's out-of-vocabulary row (ids not in its vocabulary) */
+#define PN_OOV_ROW(f) ((f)->buckets - 1)
 /* a named field's missing row (NULL ids) */
 #define PN_MISSING_ROW(f) ((f)->buckets)
 /* rows of a field's embedding table: buckets, + 1 (the missing row) in the named form */
@@ -253,7 +269,16 @@ typedef struct PnTensor
 	PnKind		kind;
 	bool		trainable;		/* false for PN running statistics */
 	bool		optional;		/* may be absent from a safetensors blob (then 0) */
+	/*
+	 * int64 (safetensors dtype I64): a vocabulary, numel int64 values at
+	 * data + offset (8-byte aligned, 2 floats each); never trained, last in
+	 * the layout
+	 */
+	bool		i64;
 } PnTensor;
+
+/* bytes of a tensor's values */
+#define PN_TENSOR_BYTES(t) ((uint64_t) (t)->numel * ((t)->i64 ? 8 : 4))
 
 /* index of tower tensors: task t (0-based), layer l (1..L+1) */
 #define PN_TW(cfg, t, l) ((t) * ((cfg)->nhidden + 1) + (l) - 1)
@@ -261,9 +286,10 @@ typedef struct PnTensor
 typedef struct PnModel
 {
 	PnConfig	cfg;
-	int			ntensors;
+	int			ntensors;		/* every tensor, the nvocab int64 tensors last */
 	PnTensor   *tensors;
-	int64_t		total;			/* floats */
+	int			nvocab;			/* int64 tensors (vocabularies), tensors[ntensors - nvocab ..] */
+	int64_t		total;			/* floats (an int64 counts as 2) */
 	float	   *data;
 	bool		borrowed;		/* data points into a blob the model does not own */
 	int			nabsent;		/* optional tensors the blob read lacked (set to 0) */
@@ -278,6 +304,8 @@ typedef struct PnModel
 	int			t_pp_w1[PN_MAX_LAYERS], t_pp_b1[PN_MAX_LAYERS],
 				t_pp_w2[PN_MAX_LAYERS], t_pp_b2[PN_MAX_LAYERS];
 	int			t_aux_w1, t_aux_b1, t_aux_w2, t_aux_b2;
+	int		   *t_vocab_feat;	/* [F] vocab.feature.{i}, -1 without min_count */
+	int		   *t_vocab_pers;	/* [P] */
 } PnModel;
 
 #define PN_T(m, idx) ((m)->data + (m)->tensors[idx].offset)
@@ -289,6 +317,10 @@ int			pn_model_new(const PnConfig *cfg, PnModel **out, PnError *err);
 /* the layout only, no storage: for pn_safetensors_read to point into its blob */
 int			pn_model_layout(const PnConfig *cfg, PnModel **out, PnError *err);
 void		pn_model_free(PnModel *m);
+/* point the vocabulary fields of m->cfg at their tensors in m->data (after data is set) */
+void		pn_model_attach_vocab(PnModel *m);
+/* tensors trained or stored as float32 (the vocabularies excluded) */
+#define PN_NFLOAT(m) ((m)->ntensors - (m)->nvocab)
 int			pn_model_find(const PnModel *m, const char *name);
 /* deterministic initialisation from a seed (scheme in README.md) */
 void		pn_model_init(PnModel *m, uint64_t seed);

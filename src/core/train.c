@@ -788,7 +788,7 @@ zero_grads(PnTrainer *tr)
 	int			x,
 				i;
 
-	for (x = 0; x < m->ntensors; x++)
+	for (x = 0; x < PN_NFLOAT(m); x++)
 	{
 		PnTensor   *t = &m->tensors[x];
 
@@ -2112,7 +2112,7 @@ apply(PnTrainer *tr)
 	tr->step++;
 	bc1 = 1.0 - pow(b1, (double) tr->step);
 	bc2 = 1.0 - pow(b2, (double) tr->step);
-	for (x = 0; x < m->ntensors; x++)
+	for (x = 0; x < PN_NFLOAT(m); x++)
 	{
 		PnTensor   *t = &m->tensors[x];
 		int			nf;

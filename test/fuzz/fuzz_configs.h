@@ -27,6 +27,10 @@ static const char *const pn_fuzz_configs[] = {
 	"\"persona\": [{\"name\": \"u\", \"buckets\": 2}, {\"name\": \"v\", \"buckets\": 1}], "
 	"\"emb_dim\": 1, \"tasks\": [\"t1\", \"t2\", \"t3\"], \"hidden\": [2, 1, 1], "
 	"\"star\": false, \"pn\": false, \"epnet\": false, \"aux_hidden\": 1}",
+	/* 4: the named form with vocabularies (int64 tensors, I64): V = 2 and V = 0 */
+	"{\"inputs\": \"columns\", \"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 3, \"min_count\": 2}, "
+	"{\"name\": \"b\", \"buckets\": 2}], \"persona\": [{\"name\": \"p\", \"buckets\": 1, \"min_count\": 1}], "
+	"\"emb_dim\": 1, \"hidden\": [1], \"epnet\": false, \"star\": false, \"aux\": false}",
 };
 
 #define PN_FUZZ_NCONFIGS ((int) (sizeof(pn_fuzz_configs) / sizeof(pn_fuzz_configs[0])))

@@ -98,12 +98,22 @@ check_contents(const PnModel *m, const uint8_t *blob, size_t len)
 		if (idx < 0 || off == NULL || off->n != 2)
 			fail("accepted blob with an unknown tensor or bad data_offsets", NULL);
 		if (memcmp(PN_T(m, idx), blob + 8 + hlen + off->items[0]->ival,
-				   (size_t) m->tensors[idx].numel * 4) != 0)
+				   (size_t) PN_TENSOR_BYTES(&m->tensors[idx])) != 0)
 			fail("tensor contents differ from the blob", NULL);
 		p = PN_T(m, idx);
-		for (j = 0; j < m->tensors[idx].numel; j++)
-			if (!isfinite(p[j]))
-				fail("accepted a non-finite value", NULL);
+		if (m->tensors[idx].i64)
+		{
+			/* a vocabulary: ascending and unique ids, attached to its field */
+			const int64_t *v = (const int64_t *) p;
+
+			for (j = 1; j < m->tensors[idx].numel; j++)
+				if (v[j] <= v[j - 1])
+					fail("accepted a vocabulary that is not ascending and unique", NULL);
+		}
+		else
+			for (j = 0; j < m->tensors[idx].numel; j++)
+				if (!isfinite(p[j]))
+					fail("accepted a non-finite value", NULL);
 		found++;
 	}
 	/* optional tensors (pn.num_batches_tracked, docs/model.md 0.2) may be absent: then read as 0 */
@@ -142,7 +152,7 @@ check_round_trip(const PnModel *m, const PnConfig *cfg)
 	if (pn_safetensors_read(m2, out, n, &e) != PN_OK)
 		fail("written blob does not read back", &e);
 	for (i = 0; i < m->ntensors; i++)
-		if (memcmp(PN_T(m, i), PN_T(m2, i), (size_t) m->tensors[i].numel * 4) != 0)
+		if (memcmp(PN_T(m, i), PN_T(m2, i), (size_t) PN_TENSOR_BYTES(&m->tensors[i])) != 0)
 			fail("round trip is not bit for bit", NULL);
 	if (pn_safetensors_size(m2) != n)
 		fail("size differs after round trip", NULL);

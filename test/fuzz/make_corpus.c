@@ -167,6 +167,15 @@ model_of(int idx)
 		die("config %d: %s", idx, e.msg);
 	pn_config_free(&c);
 	pn_model_init(m, 1234 + idx);
+	/* vocabularies: ascending ids -1000, 0, 1000, ... */
+	{
+		int			x;
+		int64_t		j;
+
+		for (x = m->ntensors - m->nvocab; x < m->ntensors; x++)
+			for (j = 0; j < m->tensors[x].numel; j++)
+				((int64_t *) PN_T(m, x))[j] = (j - 1) * 1000;
+	}
 	return m;
 }
 

@@ -2072,12 +2072,158 @@ test_bags(void)
 	free(plain);
 }
 
+/* Replace the first occurrence of from (same length) in a blob's header */
+static void
+blob_patch(uint8_t *blob, size_t len, const char *from, const char *to)
+{
+	uint8_t    *p = memmem(blob, len, from, strlen(from));
+
+	if (p)
+		memcpy(p, to, strlen(to));
+}
+
+/*
+ * Vocabularies ("min_count"): the config key and its refusals, the int64
+ * tensor in the layout (after every float tensor, untouched by init), the
+ * lookup (ids of the vocabulary to rows 0..V-1, any other id to the OOV
+ * row V), the safetensors round trip (dtype I64) and the import checks.
+ */
+static void
+test_vocab(void)
+{
+	const char *json = "{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 6, \"min_count\": 2}, "
+		"{\"name\": \"b\", \"buckets\": 9}], \"persona\": [{\"name\": \"u\", \"buckets\": 1, \"min_count\": 1}], \"emb_dim\": 3, \"hidden\": [4]}";
+	PnConfig	c = parse(json),
+				c2;
+	PnModel    *m,
+			   *m2,
+			   *mb;
+	PnError		e = {0};
+	char	   *js;
+	int64_t		ids[5] = {-9, 3, 17, 100, INT64_MAX};
+	int64_t    *v;
+	uint8_t    *blob,
+			   *bad;
+	size_t		n;
+	int			x,
+				i;
+	bool		ok;
+
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 6, \"min_count\": 0}]}",
+				   PN_ECONFIG, "\"min_count\" must be an integer of at least 1");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 6, \"min_count\": \"2\"}]}",
+				   PN_ECONFIG, "\"min_count\" must be an integer of at least 1");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 6, \"hash\": false, \"min_count\": 2}]}",
+				   PN_ECONFIG, "needs a hashed field");
+	config_rejects("{\"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 6, \"min_count\": 2}]}",
+				   PN_ECONFIG, "min_count belongs to the named form");
+	CHECK(c.feat[0].min_count == 2 && c.feat[1].min_count == 0 && c.pers[0].min_count == 1, "min_count parsed");
+	js = pn_config_to_json(&c);
+	CHECK(js && strstr(js, "\"buckets\": 6, \"hash\": true, \"nullable\": true, \"min_count\": 2}") &&
+		  pn_config_parse(js, strlen(js), 0, &c2, &e) == PN_OK && c2.feat[0].min_count == 2,
+		  "the canonical JSON keeps min_count: %s", js ? js : "(null)");
+	pn_config_free(&c2);
+	pn_free(js);
+
+	CHECK(pn_model_new(&c, &m, &e) == PN_OK, "model with vocabularies");
+	x = m->t_vocab_feat[0];
+	CHECK(m->nvocab == 2 && m->t_vocab_feat[1] == -1 && x == m->ntensors - 2 && m->t_vocab_pers[0] == m->ntensors - 1 &&
+		  m->tensors[x].i64 && !m->tensors[x].trainable && m->tensors[x].numel == 5 &&
+		  strcmp(m->tensors[x].name, "vocab.feature.0") == 0 && m->tensors[m->t_vocab_pers[0]].numel == 0 &&
+		  m->tensors[m->t_emb_feat[0]].shape[0] == 7 && m->tensors[x].offset % 2 == 0,
+		  "vocab.feature.0 int64 [buckets - 1] and vocab.persona.0 [0], last, 8-byte aligned");
+	v = (int64_t *) PN_T(m, x);
+	v[0] = -9;
+	v[1] = 3;
+	v[2] = 17;
+	v[3] = 100;
+	v[4] = INT64_MAX;
+	pn_model_init(m, 3);
+	CHECK(v[0] == -9 && v[4] == INT64_MAX, "initialisation leaves the vocabularies alone");
+	ok = m->cfg.feat[0].vocab == v && m->cfg.feat[0].nvocab == 5;
+	for (i = 0; i < 5; i++)
+		ok &= pn_field_row(&m->cfg.feat[0], 0, ids[i]) == i;
+	CHECK(ok, "vocabulary ids map to rows 0..V-1");
+	CHECK(pn_field_row(&m->cfg.feat[0], 0, 4) == 5 && pn_field_row(&m->cfg.feat[0], 0, -10) == 5 &&
+		  pn_field_row(&m->cfg.feat[0], 0, INT64_MIN) == 5 && pn_field_row(&m->cfg.feat[0], 0, 101) == 5 &&
+		  PN_OOV_ROW(&m->cfg.feat[0]) == 5 && PN_MISSING_ROW(&m->cfg.feat[0]) == 6,
+		  "ids outside the vocabulary map to the OOV row V = buckets - 1; the missing row stays buckets");
+	CHECK(pn_field_row(&m->cfg.pers[0], 0, 42) == 0 && pn_field_row(&m->cfg.feat[1], 1, 42) == pn_field_row(&c.feat[1], 1, 42),
+		  "an empty vocabulary maps every id to its OOV row; other fields hash as before");
+	CHECK(pn_field_row(&c.feat[0], 0, 3) == -1, "a vocabulary field without its vocabulary attached has no row");
+
+	/* safetensors: dtype I64, the same bytes back, the vocabulary attached after reading */
+	n = pn_safetensors_size(m);
+	blob = malloc(n);
+	pn_safetensors_write(m, blob);
+	CHECK(memmem(blob, n, "\"vocab.feature.0\":{\"dtype\":\"I64\",\"shape\":[5]", 44) != NULL, "exported as I64 [5]");
+	CHECK(pn_model_new(&c, &m2, &e) == PN_OK && pn_safetensors_read(m2, blob, n, &e) == PN_OK &&
+		  m2->cfg.feat[0].vocab == (const int64_t *) PN_T(m2, x) && pn_field_row(&m2->cfg.feat[0], 0, 100) == 3,
+		  "read back: the vocabulary attached (%s)", e.msg);
+	{
+		uint8_t    *again = malloc(n);
+
+		pn_safetensors_write(m2, again);
+		CHECK(memcmp(blob, again, n) == 0, "round trip bit for bit");
+		free(again);
+	}
+	/* a blob read in place (pn_model_layout) points its vocabulary into the blob, or copies it */
+	CHECK(pn_model_layout(&c, &mb, &e) == PN_OK && pn_safetensors_read(mb, blob, n, &e) == PN_OK &&
+		  pn_field_row(&mb->cfg.feat[0], 0, INT64_MAX) == 4 && pn_field_row(&mb->cfg.feat[0], 0, 5) == 5,
+		  "read into a layout: lookups work (%s)", e.msg);
+	pn_model_free(mb);
+	bad = malloc(n);
+	memcpy(bad, blob, n);
+	blob_patch(bad, n, "\"vocab.feature.0\":{\"dtype\":\"I64\"", "\"vocab.feature.0\":{\"dtype\":\"F32\"");
+	e.msg[0] = 0;
+	CHECK(pn_safetensors_read(m2, bad, n, &e) == PN_EFORMAT && strstr(e.msg, "has dtype F32, expected I64"),
+		  "import refuses a vocabulary of dtype F32 (%s)", e.msg);
+	memcpy(bad, blob, n);
+	blob_patch(bad, n, "\"emb.feature.0\":{\"dtype\":\"F32\"", "\"emb.feature.0\":{\"dtype\":\"I64\"");
+	CHECK(pn_safetensors_read(m2, bad, n, &e) == PN_EFORMAT && strstr(e.msg, "has dtype I64, expected F32"),
+		  "import refuses a float tensor of dtype I64 (%s)", e.msg);
+	{
+		uint64_t	hl = 0;
+		uint8_t    *d;
+		const char *key = "\"vocab.feature.0\":{\"dtype\":\"I64\",\"shape\":[5],\"data_offsets\":[";
+		uint8_t    *p;
+
+		for (i = 7; i >= 0; i--)
+			hl = (hl << 8) | blob[i];
+		p = memmem(blob, n, key, strlen(key));
+		d = bad + 8 + hl + strtoull((const char *) p + strlen(key), NULL, 10);
+		memcpy(bad, blob, n);
+		memcpy(d + 8, d + 16, 8);	/* ids -9, 17, 17, 100, max */
+		CHECK(pn_safetensors_read(m2, bad, n, &e) == PN_EFORMAT && strstr(e.msg, "not ascending and unique at element 2"),
+			  "import refuses a repeated id (%s)", e.msg);
+		memcpy(bad, blob, n);
+		memcpy(d, d + 32, 8);	/* ids max, 3, ... */
+		CHECK(pn_safetensors_read(m2, bad, n, &e) == PN_EFORMAT && strstr(e.msg, "not ascending and unique at element 1"),
+			  "import refuses ids out of order (%s)", e.msg);
+	}
+	free(bad);
+	free(blob);
+	/* the layout without the vocabularies (Adam's moments) leaves the fields' vocabularies alone */
+	{
+		PnModel		mm = *m2;
+
+		mm.ntensors -= mm.nvocab;
+		mm.nvocab = 0;
+		pn_model_attach_vocab(&mm);
+		CHECK(m2->cfg.feat[0].vocab == (const int64_t *) PN_T(m2, x), "a moments layout does not re-point the vocabularies");
+	}
+	pn_model_free(m2);
+	pn_model_free(m);
+	pn_config_free(&c);
+}
+
 int
 main(void)
 {
 	test_hash();
 	test_config();
 	test_named();
+	test_vocab();
 	test_utf8_messages();
 	test_by_hand();
 	test_safetensors();
