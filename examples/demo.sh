@@ -41,9 +41,6 @@ $PSQL -c "SELECT * FROM synth_train LIMIT 3"
 FEATURES='{"name": "item_id", "buckets": 20000}, {"name": "category", "buckets": 1000},
                {"name": "hour", "buckets": 24, "hash": false}, {"name": "device", "buckets": 4, "hash": false},
                {"name": "noise1", "buckets": 1000}, {"name": "noise2", "buckets": 64}'
-# >>> MULTI-VALUED FIELDS GO HERE: an array column of synth_train (e.g. the item's tags, text[]),
-# >>> appended to FEATURES as {"name": "tags", "buckets": 1000, "pooling": "mean"}
-# >>> (issue 16 item 2; the column is generated in examples/synth.sql's form=columns block).
 CONFIG='{"inputs": "columns", "domains": 4,
   "features": ['"$FEATURES"'],
   "persona": [{"name": "user_id", "buckets": 5000}, {"name": "age", "buckets": 8, "hash": false},

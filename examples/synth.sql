@@ -188,7 +188,6 @@ CREATE TEMP TABLE s_all ON COMMIT DROP AS
 SELECT r, split, domain, md5('user' || uid)::uuid AS user_id, age, seg AS segment, iid::bigint AS item_id,
        'cat-' || cat AS category, hour, device, n1 AS noise1, n2 AS noise2,
        floor(50000 * exp(0.25 * pg_temp.n(:seed, 90, iid)) / (iid - 1000000))::int AS item_views, click, buy
-       -- multi-valued fields go here: e.g. the item's tags as a text[] column (a field with "pooling")
 FROM s_lab;
 \set cols 'domain, user_id, age, segment, item_id, category, hour, device, noise1, noise2, item_views, click, buy'
 \set click 'click'
