@@ -19,7 +19,8 @@ four ways, interleaved, ROUNDS rounds:
 Per job: wall time of the statement, and CPU time: the backend's (/proc/PID/stat utime + stime)
 plus its parallel workers' (they are children of the postmaster, which reaps them when they exit:
 the postmaster's cutime + cstime grow by their CPU; run this on a cluster of its own so that no
-other backend exits meanwhile).  Needs to read /proc of the server's processes (same user or
+other backend exits meanwhile; the tables are made with autovacuum off, so that no autovacuum
+worker's CPU is counted).  Needs to read /proc of the server's processes (same user or
 root).  Checks after the first round: the parallel tables equal the serial ones row for row
 (same keys, scores bit-identical).  Prints a markdown table (medians) to stdout.
 """
@@ -86,9 +87,9 @@ def main():
     cur.execute("SELECT count(*) FROM generate_series(0, 3) d, pepnet_score('pbench', d, '{1, 2, 3}', '{{1, 2, 3, 4, 5, 6, 7, 8}}') s")
 
     data = "SELECT uid, id, domain, persona, features FROM pb_big"
-    sq = (f"CREATE TABLE pb_out AS SELECT uid, id, score, scores FROM pepnet_score_query('pbench', '{data}') "
+    sq = (f"CREATE TABLE pb_out WITH (autovacuum_enabled = off) AS SELECT uid, id, score, scores FROM pepnet_score_query('pbench', '{data}') "
           "AS t(uid int, id int, score float8, scores float8[])")
-    pr = ("CREATE TABLE pb_out AS SELECT uid, id, pepnet_predict('pbench', domain, persona, features) AS score "
+    pr = ("CREATE TABLE pb_out WITH (autovacuum_enabled = off) AS SELECT uid, id, pepnet_predict('pbench', domain, persona, features) AS score "
           "FROM pb_big")
     par = (f"SET max_parallel_workers_per_gather = {args.workers}; SET parallel_setup_cost = 0; "
            "SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0; SET parallel_leader_participation = on")

@@ -22,25 +22,29 @@
  * (domain, persona) so that each group is one request of the batched engine
  * (GEMMs over tiles); results come out in the query's row order.  A
  * candidate's score is the one pepnet_score gives it (the same tiles).
+ *
+ * A query of more than one block is scored in parallel workers (below,
+ * pq_run): the leader reads and decodes, the workers score blocks, the
+ * leader puts the rows out in order; the same blocks by the same code, so
+ * the same scores.
  */
 #include "reader.h"
 
 #include <math.h>
 
 #include "access/parallel.h"
-#include "optimizer/clauses.h"
-#include "optimizer/cost.h"
-#include "optimizer/optimizer.h"
-#include "storage/proc.h"
-#include "storage/shm_mq.h"
-#include "storage/shm_toc.h"
-
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "optimizer/clauses.h"
+#include "optimizer/cost.h"
+#include "optimizer/optimizer.h"
+#include "storage/proc.h"
+#include "storage/shm_mq.h"
+#include "storage/shm_toc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -542,7 +546,8 @@ pq_run(BatchReader *r, const PepnetRef *pr, PepnetEntry *e, Emitter *em, Block *
 				count = 0,
 				next_slot = 0,
 				i;
-	bool		more = true;
+	bool		more = true,
+				have_first = true;
 
 	inq = MAXALIGN(Max(pq_inputs_bytes(&(PqHeader) {.npers = c->npers, .nfeat = c->nfeat, .dense = c->dense}, BATCH_ROWS) / 2,
 					   (Size) 65536));
@@ -611,7 +616,9 @@ pq_run(BatchReader *r, const PepnetRef *pr, PepnetEntry *e, Emitter *em, Block *
 		{
 			Block	   *b = &ring[(head + count) % cap];
 
-			if (count > 0 && !read_block(r, c, b))
+			if (have_first)
+				have_first = false; /* ring[0] is the block read before */
+			else if (!read_block(r, c, b))
 			{
 				more = false;
 				continue;
