@@ -9,8 +9,8 @@
 #    pg_stat_activity shows its parallel workers (leader_pid = the job's backend);
 #  - a job cancelled there (pg_cancel_backend) fails with 57014 and leaves no worker behind; a
 #    worker terminated there (pg_terminate_backend of the worker) makes the job fail with the
-#    worker's SQLSTATE (57P01) and "parallel worker" in its context, not hang; the session that ran
-#    each one scores again afterwards, identically;
+#    worker's SQLSTATE (57P01) and "parallel worker" in its context, not hang; no worker of either
+#    job is left, and a parallel job afterwards gives the serial result;
 #  - a job over a data query of the leader's temporary table runs in workers (they read no data
 #    query) and equals the serial job.
 use strict;
@@ -41,8 +41,9 @@ sub bg
 {
 	my ($sql) = @_;
 	my $r = { out => '', err => '' };
+	$sql .= "\n";	# psql runs a line once it is complete
 	$r->{h} = IPC::Run::start([ 'psql', '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr($db) ],
-		'<', \$sql, '>', \$r->{out}, '2>', \$r->{err}, IPC::Run::timeout(300));
+		'<', \$sql, '>', \$r->{out}, '2>', \$r->{err}, IPC::Run::timeout(180));
 	return $r;
 }
 
@@ -111,8 +112,7 @@ for my $case ([ 'cancel', 'pg_cancel_backend(%LEADER%)', qr/57014/ ],
 	[ 'terminated worker', 'pg_terminate_backend(%WORKER%)', qr/57P01.*parallel worker/s ])
 {
 	my ($what, $call, $expect) = @$case;
-	my $r = bg("\\set VERBOSITY verbose\n$PAR SELECT pg_backend_pid(); SELECT count(*) FROM " . job($SLOW) . " x;\n"
-		  . "\\set ON_ERROR_STOP 0\n");
+	my $r = bg("\\set VERBOSITY verbose\n$PAR SELECT pg_backend_pid(); SELECT count(*) FROM (" . job($SLOW) . ") x;");
 	$r->{h}->pump until $r->{out} =~ /^(\d+)$/m || !$r->{h}->pumpable;
 	my ($leader) = $r->{out} =~ /^(\d+)$/m;
 	$node->poll_query_until($db,
