@@ -113,8 +113,21 @@ BEGIN
 END $$;
 SELECT pb_launched('CREATE TABLE pb_pred AS SELECT id, pepnet_predict(''pb'', domain, persona, features, dense) AS p FROM pb_cands') AS workers_launched;
 SELECT pb_launched('CREATE TABLE pbn_pred AS SELECT id, pepnet_predict(''pbn'', c) AS p FROM pbn_cands c') AS workers_launched_named;
+-- the pinned form (IMMUTABLE; each worker checks the fingerprint), and a bare name deployed
+-- earlier in the same, uncommitted transaction: the workers score the version the leader sees
+SELECT pb_launched('CREATE TABLE pb_pinned AS SELECT id, pepnet_predict(''pb@1''::pepnet_pinned, domain, persona, features, dense) AS p FROM pb_cands') AS workers_launched_pinned;
+BEGIN;
+SELECT pepnet_create('pb', :'cfg', 7) AS v2;
+SELECT pepnet_deploy('pb', 2);
+SELECT pb_launched('CREATE TABLE pb_deployed AS SELECT id, pepnet_predict(''pb'', domain, persona, features, dense) AS p FROM pb_cands') AS workers_launched_deployed;
+SET LOCAL max_parallel_workers_per_gather = 0;
+SELECT count(*) AS rows, bool_and(d.p = pepnet_predict('pb@2', c.domain, c.persona, c.features, c.dense)) AS version_2,
+       bool_and(d.p <> pepnet_predict('pb@1', c.domain, c.persona, c.features, c.dense)) AS not_version_1
+FROM pb_deployed d JOIN pb_cands c USING (id);
+ROLLBACK;
 RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
 SET max_parallel_workers_per_gather = 0;
+SELECT count(*) AS rows, bool_and(p.p = s.p) AS equal_text_form FROM pb_pinned p JOIN pb_pred s USING (id);
 SELECT count(*) AS rows, bool_and(p.p = pepnet_predict('pb', c.domain, c.persona, c.features, c.dense)) AS equal_serial,
        max(abs(p.p - s.score)) < 1e-6 AS close_to_batch
 FROM pb_pred p JOIN pb_cands c USING (id) JOIN pb_serial s USING (id);
