@@ -81,7 +81,7 @@ typedef struct Block
 	float	   *gdense;
 	double	   *gout;			/* one group's scores [n, T] */
 	double	   *out;			/* [n, T] in row order */
-	int			slot;			/* parallel: the worker scoring it, -1 the leader */
+	int			slot;			/* parallel: the worker scoring it, -1 the leader (scored) */
 } Block;
 
 /*
@@ -325,10 +325,11 @@ emit_block(Emitter *em, const Block *b)
 /*
  * Parallel workers (PostgreSQL's, through a ParallelContext, as parallel
  * CREATE INDEX starts them).  The leader reads the data query and decodes
- * its rows, as the serial path does, and deals the blocks round-robin to the
- * workers and, with parallel_leader_participation, to itself; a worker
- * scores a block's inputs and returns its scores [n, T]; the leader puts the
- * rows out in the query's order.  Each block is scored by the same code on
+ * its rows, as the serial path does, and deals the blocks to the workers
+ * (the least busy first) and, with parallel_leader_participation, scores
+ * blocks itself while every worker has enough to do; a worker scores a
+ * block's inputs and returns its scores [n, T]; the leader puts the rows
+ * out in the query's order.  Each block is scored by the same code on
  * the same rows whoever scores it, so the scores are those of the serial
  * path bit for bit.  A worker scores exactly the version the leader
  * resolved (name, version and row xmin are passed), with the leader's
@@ -540,12 +541,11 @@ pq_run(BatchReader *r, const PepnetRef *pr, PepnetEntry *e, Emitter *em, Block *
 				outq;
 	Block	   *ring;
 	int			nw,
-				nslots,
 				cap,
 				head = 0,
 				count = 0,
-				next_slot = 0,
 				i;
+	int		   *outstanding;
 	bool		more = true,
 				have_first = true;
 
@@ -602,17 +602,29 @@ pq_run(BatchReader *r, const PepnetRef *pr, PepnetEntry *e, Emitter *em, Block *
 		outh[i] = shm_mq_attach(pq_queue(queues, h, i, true), pcxt->seg, pcxt->worker[i].bgwhandle);
 	}
 
-	/* slots 0 .. nw - 1 the workers, nw the leader when it takes part */
-	nslots = nw + (parallel_leader_participation ? 1 : 0);
-	cap = PQ_DEPTH * nslots;
+	/*
+	 * Blocks in the query's order, up to PQ_DEPTH per worker and as many
+	 * again scored by the leader: each block goes to the worker with the
+	 * fewest outstanding; when all have PQ_DEPTH the leader, if it takes part,
+	 * scores the block itself, else it waits for the oldest.  A worker returns
+	 * its blocks in the order it got them, so the oldest block's scores are
+	 * the next message of its worker.
+	 */
+	cap = PQ_DEPTH * (nw + 1);
 	ring = palloc(sizeof(Block) * cap);
 	ring[0] = *first;
 	for (i = 1; i < cap; i++)
 		block_alloc(&ring[i], c, em->nkeys);
+	outstanding = palloc0(sizeof(int) * nw);
 
 	for (;;)
 	{
-		if (more && count < cap)
+		int			w = -1;
+
+		for (i = 0; i < nw; i++)
+			if (outstanding[i] < PQ_DEPTH && (w < 0 || outstanding[i] < outstanding[w]))
+				w = i;
+		if (more && count < cap && (w >= 0 || parallel_leader_participation))
 		{
 			Block	   *b = &ring[(head + count) % cap];
 
@@ -623,10 +635,15 @@ pq_run(BatchReader *r, const PepnetRef *pr, PepnetEntry *e, Emitter *em, Block *
 				more = false;
 				continue;
 			}
-			b->slot = next_slot < nw ? next_slot : -1;
-			next_slot = (next_slot + 1) % nslots;
-			if (b->slot >= 0 && pq_send_block(inh[b->slot], h, b) != SHM_MQ_SUCCESS)
-				pq_worker_gone(pcxt);
+			b->slot = w;
+			if (w >= 0)
+			{
+				if (pq_send_block(inh[w], h, b) != SHM_MQ_SUCCESS)
+					pq_worker_gone(pcxt);
+				outstanding[w]++;
+			}
+			else
+				score_block(e, pepnet_precision, b, r->rd.ctx);
 			count++;
 			continue;
 		}
@@ -636,9 +653,7 @@ pq_run(BatchReader *r, const PepnetRef *pr, PepnetEntry *e, Emitter *em, Block *
 		{
 			Block	   *b = &ring[head];
 
-			if (b->slot < 0)
-				score_block(e, pepnet_precision, b, r->rd.ctx);
-			else
+			if (b->slot >= 0)
 			{
 				Size		len;
 				void	   *data;
@@ -651,6 +666,7 @@ pq_run(BatchReader *r, const PepnetRef *pr, PepnetEntry *e, Emitter *em, Block *
 					len != sizeof(m) + sizeof(double) * (Size) b->n * c->ntasks)
 					elog(ERROR, "parallel worker %d returned scores of another block", b->slot);
 				memcpy(b->out, (const char *) data + sizeof(m), sizeof(double) * (Size) b->n * c->ntasks);
+				outstanding[b->slot]--;
 			}
 			emit_block(em, b);
 			head = (head + 1) % cap;
