@@ -68,6 +68,25 @@ RESET parallel_leader_participation;
 -- a row error the leader finds while reading (an id out of range of "hour", not hashed)
 SELECT pb_error('SELECT id, tag, domain, persona, CASE WHEN id = 20000 THEN ARRAY[1, 2, 99] ELSE features END AS features, dense FROM pb_cands ORDER BY id') AS read_error;
 
+-- in INSERT ... SELECT (only the leader writes): the serial rows; a worker's error from there
+CREATE TABLE pb_ins (id int, tag text, score float8, scores float8[]);
+SET parallel_leader_participation = off;
+INSERT INTO pb_ins SELECT * FROM pepnet_score_query('pb', :'q') AS t(id int, tag text, score float8, scores float8[]);
+SELECT count(*) AS rows, bool_and(i.score = s.score AND i.scores = s.scores AND i.tag = s.tag) AS identical
+FROM pb_ins i JOIN pb_serial s USING (id);
+CREATE FUNCTION pb_insert_error(query text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; ctx text;
+BEGIN
+  EXECUTE format('INSERT INTO pb_ins SELECT * FROM pepnet_score_query(''pb'', %L) AS t(id int, tag text, score float8, scores float8[])', query);
+  RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, ctx = PG_EXCEPTION_CONTEXT;
+  RETURN st || CASE WHEN ctx ~ 'parallel worker' THEN ' in a parallel worker' ELSE ' in the leader' END;
+END $$;
+SELECT pb_insert_error(:'bad') AS insert_worker_error;
+RESET parallel_leader_participation;
+SELECT count(*) AS rows_kept FROM pb_ins;
+
 -- a data query calling a PARALLEL UNSAFE function is read in a serial run (nothing fails)
 CREATE FUNCTION pb_unsafe(i int) RETURNS int LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE AS $$ BEGIN RETURN i; END $$;
 SELECT count(*) AS rows, bool_and(p.score = s.score AND p.scores = s.scores AND p.id = s.id) AS identical
