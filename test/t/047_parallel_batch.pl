@@ -12,7 +12,8 @@
 #    worker's SQLSTATE (57P01) and "parallel worker" in its context, not hang; no worker of either
 #    job is left, and a parallel job afterwards gives the serial result;
 #  - a job over a data query of the leader's temporary table runs in workers (they read no data
-#    query) and equals the serial job.
+#    query) and equals the serial job;
+#  - the leader's memory after 20 parallel jobs in one session is not more than after 10.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -137,6 +138,15 @@ is( sq( "CREATE TEMP TABLE tc AS SELECT * FROM cands; $WORKERS
 	     SELECT 1'), '1', 'a job over a temporary table, workers only');
 is(same_as_serial('s_temp'), '60000 60000', 'over the temporary table: the serial rows, order and scores');
 ok(sq("SELECT hits > 0 FROM pepnet.shared_cache WHERE model = 'm'") eq 't', 'the version was served from the shared cache');
+
+# ---------------------------------------------------------------- the leader's memory stays flat
+{
+	my $loop = "DO \$\$ BEGIN FOR i IN 1..10 LOOP PERFORM count(*) FROM ROWS FROM (pepnet_score_query('m', '$DATA')
+	            AS (id int, score float8, scores float8[])) t; END LOOP; END \$\$;";
+	my @mem = split /\n/, sq("$PAR $loop SELECT sum(total_bytes) FROM pg_backend_memory_contexts;
+	                          $loop SELECT sum(total_bytes) FROM pg_backend_memory_contexts;");
+	cmp_ok($mem[1], '<=', $mem[0], "the leader's memory after 20 parallel jobs ($mem[1] bytes) is not more than after 10 ($mem[0])");
+}
 
 $node->stop;
 done_testing();
