@@ -33,15 +33,19 @@ SELECT pb_run('pb_workers', :'q') AS workers_only_rows;
 RESET parallel_leader_participation;
 SET max_parallel_workers_per_gather = 7;
 SELECT pb_run('pb_seven', :'q') AS seven_workers_rows;
+SET max_parallel_workers = 0;
+SELECT pb_run('pb_none', :'q') AS no_worker_started_rows;
+RESET max_parallel_workers;
 RESET max_parallel_workers_per_gather;
 
+-- (no worker could start: max_parallel_workers = 0, the leader alone)
 -- the same rows at the same positions with the same keys and bit-identical scores (all tasks)
 SELECT w.tbl, count(*) AS rows,
        count(*) FILTER (WHERE p.pos = s.pos AND p.id = s.id AND p.tag = s.tag AND p.score = s.score AND p.scores = s.scores) AS identical,
        bool_and(p.pos = p.id) AS query_order
-FROM (VALUES ('pb_par'), ('pb_workers'), ('pb_seven')) w(tbl),
+FROM (VALUES ('pb_par'), ('pb_workers'), ('pb_seven'), ('pb_none')) w(tbl),
      LATERAL (SELECT * FROM pb_par WHERE w.tbl = 'pb_par' UNION ALL SELECT * FROM pb_workers WHERE w.tbl = 'pb_workers'
-              UNION ALL SELECT * FROM pb_seven WHERE w.tbl = 'pb_seven') p
+              UNION ALL SELECT * FROM pb_seven WHERE w.tbl = 'pb_seven' UNION ALL SELECT * FROM pb_none WHERE w.tbl = 'pb_none') p
      FULL JOIN pb_serial s ON s.pos = p.pos
 GROUP BY w.tbl ORDER BY w.tbl;
 SELECT count(*) AS rows, count(DISTINCT id) AS ids, bool_and(pos = id) AS query_order FROM pb_serial;

@@ -497,8 +497,7 @@ pq_workers(BatchReader *r)
 {
 	ListCell   *lc;
 
-	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() || !IsUnderPostmaster ||
-		max_parallel_workers <= 0)
+	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() || !IsUnderPostmaster)
 		return 0;
 	foreach(lc, SPI_plan_get_plan_sources(r->rd.plan))
 	{
