@@ -548,8 +548,16 @@ pq_run(BatchReader *r, const PepnetRef *pr, PepnetEntry *e, Emitter *em, Block *
 	bool		more = true,
 				have_first = true;
 
-	inq = MAXALIGN(Max(pq_inputs_bytes(&(PqHeader) {.npers = c->npers, .nfeat = c->nfeat, .dense = c->dense}, BATCH_ROWS) / 2,
-					   (Size) 65536));
+	/*
+	 * An input queue of half a full block (64 kB to 4 MB: a larger block
+	 * streams through it); an output queue that holds PQ_DEPTH blocks' scores
+	 * with room to spare, so that a worker never waits to send them.
+	 */
+	{
+		PqHeader	dims = {.npers = c->npers, .nfeat = c->nfeat, .dense = c->dense};
+
+		inq = MAXALIGN(Min(Max(pq_inputs_bytes(&dims, BATCH_ROWS) / 2, (Size) 65536), (Size) 4 * 1024 * 1024));
+	}
 	outq = MAXALIGN((sizeof(PqBlockMsg) + sizeof(double) * (Size) BATCH_ROWS * c->ntasks + 2 * MAXIMUM_ALIGNOF) * (PQ_DEPTH + 1));
 
 	EnterParallelMode();
