@@ -508,7 +508,8 @@ pq_workers(BatchReader *r)
 			if (max_parallel_hazard(lfirst_node(Query, lq)) == PROPARALLEL_UNSAFE)
 				return 0;
 	}
-	return max_parallel_workers_per_gather;
+	/* the shared memory is sized for the workers asked for: no more than could ever start */
+	return Min(max_parallel_workers_per_gather, max_worker_processes);
 }
 
 /* A worker's queue has gone: its error if it raised one, else this */
