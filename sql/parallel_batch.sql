@@ -148,8 +148,13 @@ SELECT count(*) AS rows, bool_and(d.p = pepnet_predict('pb@2', c.domain, c.perso
        bool_and(d.p <> pepnet_predict('pb@1', c.domain, c.persona, c.features, c.dense)) AS not_version_1
 FROM pb_deployed d JOIN pb_cands c USING (id);
 ROLLBACK;
+-- pepnet_score_rows per request (an array of rows each) on a LATERAL below the Gather
+CREATE TABLE pbn_reqs AS SELECT user_id, array_agg(c ORDER BY id) AS cands FROM pbn_cands c GROUP BY user_id;
+SELECT pb_launched('CREATE TABLE pbn_rows_par AS SELECT (s.candidate).id, s.score, s.scores FROM pbn_reqs r, LATERAL pepnet_score_rows(''pbn'', r.cands) s') AS workers_launched_score_rows;
 RESET parallel_setup_cost; RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
 SET max_parallel_workers_per_gather = 0;
+SELECT count(*) AS rows, count(*) FILTER (WHERE p.score = s.score AND p.scores = s.scores) AS identical
+FROM pbn_rows_par p JOIN (SELECT (s.candidate).id, s.score, s.scores FROM pbn_reqs r, LATERAL pepnet_score_rows('pbn', r.cands) s) s USING (id);
 SELECT count(*) AS rows, bool_and(p.p = s.p) AS equal_text_form FROM pb_pinned p JOIN pb_pred s USING (id);
 SELECT count(*) AS rows, bool_and(p.p = pepnet_predict('pb', c.domain, c.persona, c.features, c.dense)) AS equal_serial,
        max(abs(p.p - s.score)) < 1e-6 AS close_to_batch
