@@ -22,17 +22,30 @@
  * (domain, persona) so that each group is one request of the batched engine
  * (GEMMs over tiles); results come out in the query's row order.  A
  * candidate's score is the one pepnet_score gives it (the same tiles).
+ *
+ * A query of more than one block is scored in parallel workers (below,
+ * pq_run): the leader reads and decodes, the workers score blocks, the
+ * leader puts the rows out in order; the same blocks by the same code, so
+ * the same scores.
  */
 #include "reader.h"
 #include "features.h"
 
 #include <math.h>
 
+#include "access/parallel.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "optimizer/clauses.h"
+#include "optimizer/cost.h"
+#include "optimizer/optimizer.h"
+#include "storage/proc.h"
+#include "storage/shm_mq.h"
+#include "storage/shm_toc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -56,12 +69,14 @@ typedef struct BatchReader
 typedef struct Block
 {
 	int			n;
+	int64		first_row;		/* rows of the query before this block */
 	int32	   *domain;			/* [n] */
 	int64	   *persona;		/* [n, P] */
 	int64	   *features;		/* [n, F] */
 	float	   *dense;			/* [n, Nd] */
 	Datum	   *keys;			/* [n, nkeys] */
 	bool	   *keynulls;
+	MemoryContext keycxt;		/* the keys' values */
 	int		   *order;			/* rows sorted by (domain, persona) */
 	int64	   *gfeat;			/* one group's features, contiguous */
 	float	   *gdense;
@@ -69,6 +84,7 @@ typedef struct Block
 	double	   *out;			/* [n, T] in row order */
 	RowBag	   *bags;			/* [n, F + P] multi-valued fields' ids, NULL when none */
 	BagBlock	gbags;			/* one group's, as the core takes them */
+	int			slot;			/* parallel: the worker scoring it, -1 the leader (scored) */
 } Block;
 
 /*
@@ -187,9 +203,12 @@ same_group(const PnConfig *c, const Block *b, int npers, int x, int y)
 		bags_cmp(c, b, x, y) == 0;
 }
 
-/* Score the rows of a block, group by group; b->out [n, T] in row order */
+/*
+ * Score the rows of a block, group by group; b->out [n, T] in row order.
+ * A row's error names it in ctx (the query's row).
+ */
 static void
-score_block(PepnetEntry *e, Block *b, BatchReader *r)
+score_block(PepnetEntry *e, int precision, Block *b, RowContext *ctx)
 {
 	const PnConfig *c = &e->model->cfg;
 	int			F = c->nfeat,
@@ -227,7 +246,7 @@ score_block(PepnetEntry *e, Block *b, BatchReader *r)
 				memcpy(b->gdense + (size_t) i * Nd, b->dense + (size_t) row * Nd, sizeof(float) * Nd);
 		}
 		dc = pepnet_cache_domain(e, b->domain[first]);
-		eng = pepnet_cache_engine(e, pepnet_precision, dc);
+		eng = pepnet_cache_engine(e, precision, dc);
 		if (b->bags)
 			features_bags_block(c, &b->gbags, b->bags, b->order + start, g);
 		if (pn_persona_build_bags(e->model, P ? b->persona + (size_t) first * P : NULL, b->bags ? b->gbags.pbag : NULL,
@@ -237,7 +256,7 @@ score_block(PepnetEntry *e, Block *b, BatchReader *r)
 		{
 			if (err.row >= 0)
 			{
-				r->rd.ctx->row = r->rd.ctx->row - b->n + 1 + b->order[start + err.row];
+				ctx->row = b->first_row + 1 + b->order[start + err.row];
 				err.row = -1;
 			}
 			pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
@@ -247,6 +266,454 @@ score_block(PepnetEntry *e, Block *b, BatchReader *r)
 			memcpy(b->out + (size_t) b->order[start + i] * T, b->gout + (size_t) i * T, sizeof(double) * T);
 		start = end;
 	}
+}
+
+/* Buffers for a block of up to BATCH_ROWS rows, allocated once */
+static void
+block_alloc(Block *b, const PnConfig *c, int nkeys)
+{
+	int			T = c->ntasks;
+
+	memset(b, 0, sizeof(*b));
+	b->domain = palloc(sizeof(int32) * BATCH_ROWS);
+	b->persona = palloc(sizeof(int64) * BATCH_ROWS * (c->npers + 1));
+	b->features = palloc(sizeof(int64) * BATCH_ROWS * (c->nfeat + 1));
+	b->dense = palloc(sizeof(float) * BATCH_ROWS * (c->dense + 1));
+	b->keys = palloc(sizeof(Datum) * BATCH_ROWS * (nkeys + 1));
+	b->keynulls = palloc(sizeof(bool) * BATCH_ROWS * (nkeys + 1));
+	b->order = palloc(sizeof(int) * BATCH_ROWS);
+	b->gfeat = palloc(sizeof(int64) * BATCH_ROWS * (c->nfeat + 1));
+	b->gdense = palloc(sizeof(float) * BATCH_ROWS * (c->dense + 1));
+	b->gout = palloc(sizeof(double) * BATCH_ROWS * T);
+	b->out = palloc(sizeof(double) * BATCH_ROWS * T);
+	b->keycxt = AllocSetContextCreate(CurrentMemoryContext, "pepnet score query block", ALLOCSET_DEFAULT_SIZES);
+	b->bags = features_bags_new(c, BATCH_ROWS);
+}
+
+/* The next block of the data query (its model inputs and keys); false at the end */
+static bool
+read_block(BatchReader *r, const PnConfig *c, Block *b)
+{
+	MemoryContext old;
+	int			i;
+
+	CHECK_FOR_INTERRUPTS();
+	SPI_cursor_fetch(r->rd.portal, true, BATCH_ROWS);
+	b->n = (int) SPI_processed;
+	if (b->n == 0)
+		return false;
+	b->first_row = r->rd.ctx->row;
+	MemoryContextReset(b->keycxt);
+	old = MemoryContextSwitchTo(b->keycxt);
+	for (i = 0; i < b->n; i++)
+	{
+		r->rd.ctx->row++;
+		decode(r, c, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, b, i);
+	}
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	return true;
+}
+
+/* What the leader and every row need to put a block's rows into the result */
+typedef struct Emitter
+{
+	ReturnSetInfo *rsinfo;
+	int			nkeys;
+	int			T;
+	Datum	   *values;
+	bool	   *nulls;
+	ArrayType  *arr;
+	ErrorContextCallback *outer_ecs;	/* the error context around the call */
+} Emitter;
+
+static void
+emit_block(Emitter *em, const Block *b)
+{
+	int			i,
+				k,
+				T = em->T;
+
+	for (i = 0; i < b->n; i++)
+	{
+		for (k = 0; k < em->nkeys; k++)
+		{
+			em->values[k] = b->keys[(size_t) i * em->nkeys + k];
+			em->nulls[k] = b->keynulls[(size_t) i * em->nkeys + k];
+		}
+		em->values[em->nkeys] = Float8GetDatum(b->out[(size_t) i * T]);
+		memcpy(ARR_DATA_PTR(em->arr), b->out + (size_t) i * T, sizeof(float8) * T);
+		em->values[em->nkeys + 1] = PointerGetDatum(em->arr);
+		tuplestore_putvalues(em->rsinfo->setResult, em->rsinfo->setDesc, em->values, em->nulls);
+	}
+}
+
+/*
+ * Parallel workers (PostgreSQL's, through a ParallelContext, as parallel
+ * CREATE INDEX starts them).  The leader reads the data query and decodes
+ * its rows, as the serial path does, and deals the blocks to the workers
+ * (the least busy first) and, with parallel_leader_participation, scores
+ * blocks itself while every worker has enough to do; a worker scores a
+ * block's inputs and returns its scores [n, T]; the leader puts the rows
+ * out in the query's order.  Each block is scored by the same code on
+ * the same rows whoever scores it, so the scores are those of the serial
+ * path bit for bit.  A worker scores exactly the version the leader
+ * resolved (name, version and row xmin are passed), with the leader's
+ * snapshot, settings and transaction (ParallelContext restores them).
+ *
+ * Each worker has an input queue (blocks of inputs) and an output queue
+ * (scores).  At most PQ_DEPTH blocks per worker are outstanding, and its
+ * output queue holds PQ_DEPTH blocks' scores, so a worker never waits on
+ * the leader while the leader waits on it.
+ */
+#define PQ_DEPTH		2
+#define PQ_KEY_HEADER	UINT64CONST(0x7065706E65740001)
+#define PQ_KEY_QUEUES	UINT64CONST(0x7065706E65740002)
+
+typedef struct PqHeader
+{
+	PepnetRef	ref;
+	int			precision;
+	int			npers,
+				nfeat,
+				dense,
+				ntasks;
+	Size		inq_size;		/* bytes of each worker's input queue */
+	Size		outq_size;		/* and output queue, after it */
+} PqHeader;
+
+/* a block of inputs as sent: header, then domain, persona, features, dense */
+typedef struct PqBlockMsg
+{
+	int64		first_row;
+	int32		n;
+	int32		pad;
+} PqBlockMsg;
+
+static Size
+pq_inputs_bytes(const PqHeader *h, int n)
+{
+	return sizeof(PqBlockMsg) + (Size) n * (sizeof(int32) + sizeof(int64) * (h->npers + h->nfeat) + sizeof(float) * h->dense);
+}
+
+/* One message of a block's inputs to a worker */
+static shm_mq_result
+pq_send_block(shm_mq_handle *mqh, const PqHeader *h, const Block *b)
+{
+	PqBlockMsg	m;
+	shm_mq_iovec iov[5];
+	int			k = 0;
+
+	m.first_row = b->first_row;
+	m.n = b->n;
+	m.pad = 0;
+	iov[k].data = (const char *) &m;
+	iov[k++].len = sizeof(m);
+	iov[k].data = (const char *) b->domain;
+	iov[k++].len = sizeof(int32) * b->n;
+	if (h->npers)
+	{
+		iov[k].data = (const char *) b->persona;
+		iov[k++].len = sizeof(int64) * (Size) b->n * h->npers;
+	}
+	if (h->nfeat)
+	{
+		iov[k].data = (const char *) b->features;
+		iov[k++].len = sizeof(int64) * (Size) b->n * h->nfeat;
+	}
+	if (h->dense)
+	{
+		iov[k].data = (const char *) b->dense;
+		iov[k++].len = sizeof(float) * (Size) b->n * h->dense;
+	}
+	return shm_mq_sendv(mqh, iov, k, false, true);
+}
+
+/* A worker's queues, in the DSM after the header */
+static shm_mq *
+pq_queue(char *base, const PqHeader *h, int worker, bool output)
+{
+	return (shm_mq *) (base + (Size) worker * (h->inq_size + h->outq_size) + (output ? h->inq_size : 0));
+}
+
+/*
+ * The worker's side: score blocks until the leader detaches from the input
+ * queue.  Errors (a row's, with the data query's row in the context) reach
+ * the leader with their SQLSTATE through the ParallelContext.
+ */
+PGDLLEXPORT void pepnet_score_query_worker(dsm_segment *seg, shm_toc *toc);
+
+void
+pepnet_score_query_worker(dsm_segment *seg, shm_toc *toc)
+{
+	PqHeader   *h = shm_toc_lookup(toc, PQ_KEY_HEADER, false);
+	char	   *queues = shm_toc_lookup(toc, PQ_KEY_QUEUES, false);
+	shm_mq	   *inq = pq_queue(queues, h, ParallelWorkerNumber, false),
+			   *outq = pq_queue(queues, h, ParallelWorkerNumber, true);
+	shm_mq_handle *inh,
+			   *outh;
+	PepnetEntry *e;
+	const PnConfig *c;
+	Block		b;
+	RowContext	rc = {"data", 0};
+	ErrorContextCallback ecb;
+
+	shm_mq_set_receiver(inq, MyProc);
+	shm_mq_set_sender(outq, MyProc);
+	inh = shm_mq_attach(inq, seg, NULL);
+	outh = shm_mq_attach(outq, seg, NULL);
+
+	e = pepnet_cache_get(&h->ref);
+	c = &e->model->cfg;
+	if (c->npers != h->npers || c->nfeat != h->nfeat || c->dense != h->dense || c->ntasks != h->ntasks)
+		elog(ERROR, "model \"%s\" version %d has another shape in a parallel worker", h->ref.name, h->ref.version);
+	block_alloc(&b, c, 0);
+
+	ecb.callback = row_context_callback;
+	ecb.arg = &rc;
+	ecb.previous = error_context_stack;
+	error_context_stack = &ecb;
+	for (;;)
+	{
+		Size		len;
+		void	   *data;
+		const char *p;
+		PqBlockMsg	m;
+		shm_mq_iovec iov[2];
+
+		if (shm_mq_receive(inh, &len, &data, false) != SHM_MQ_SUCCESS)
+			break;				/* the leader is done */
+		if (len < sizeof(PqBlockMsg))
+			elog(ERROR, "malformed block message of %zu bytes", len);
+		memcpy(&m, data, sizeof(m));
+		if (m.n <= 0 || m.n > BATCH_ROWS || len != pq_inputs_bytes(h, m.n))
+			elog(ERROR, "malformed block message of %zu bytes for %d rows", len, m.n);
+		p = (const char *) data + sizeof(m);
+		b.n = m.n;
+		b.first_row = m.first_row;
+		memcpy(b.domain, p, sizeof(int32) * b.n);
+		p += sizeof(int32) * b.n;
+		memcpy(b.persona, p, sizeof(int64) * (Size) b.n * c->npers);
+		p += sizeof(int64) * (Size) b.n * c->npers;
+		memcpy(b.features, p, sizeof(int64) * (Size) b.n * c->nfeat);
+		p += sizeof(int64) * (Size) b.n * c->nfeat;
+		memcpy(b.dense, p, sizeof(float) * (Size) b.n * c->dense);
+
+		score_block(e, h->precision, &b, &rc);
+		rc.row = 0;
+
+		iov[0].data = (const char *) &m;
+		iov[0].len = sizeof(m);
+		iov[1].data = (const char *) b.out;
+		iov[1].len = sizeof(double) * (Size) b.n * c->ntasks;
+		if (shm_mq_sendv(outh, iov, 2, false, true) != SHM_MQ_SUCCESS)
+			break;				/* the leader has gone (its error) */
+	}
+	error_context_stack = ecb.previous;
+}
+
+/*
+ * The number of workers to ask for: max_parallel_workers_per_gather, when
+ * the leader may start workers (not itself in parallel mode, not in a
+ * single-user backend) and the data query may run in parallel mode (no
+ * PARALLEL UNSAFE function: the leader reads it while its workers run).
+ */
+static int
+pq_workers(BatchReader *r)
+{
+	ListCell   *lc;
+
+	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() || !IsUnderPostmaster)
+		return 0;
+	foreach(lc, SPI_plan_get_plan_sources(r->rd.plan))
+	{
+		CachedPlanSource *src = (CachedPlanSource *) lfirst(lc);
+		ListCell   *lq;
+
+		foreach(lq, src->query_list)
+			if (max_parallel_hazard(lfirst_node(Query, lq)) == PROPARALLEL_UNSAFE)
+				return 0;
+	}
+	/* the shared memory is sized for the workers asked for: no more than could ever start */
+	return Min(max_parallel_workers_per_gather, max_worker_processes);
+}
+
+/* A worker's queue has gone: its error if it raised one, else this */
+static void pg_attribute_noreturn()
+pq_worker_gone(ParallelContext *pcxt)
+{
+	WaitForParallelWorkersToFinish(pcxt);
+	ereport(ERROR,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("a parallel worker of pepnet_score_query exited before it returned its scores")));
+}
+
+/*
+ * Score the rest of the data query with nworkers workers, starting with
+ * the block first (read, not scored).  Returns false, having done nothing,
+ * when no worker could be started.
+ */
+static bool
+pq_run(BatchReader *r, const PepnetRef *pr, PepnetEntry *e, Emitter *em, Block *first, int nworkers)
+{
+	const PnConfig *c = &e->model->cfg;
+	ParallelContext *pcxt;
+	ErrorContextCallback *saved_ecs = error_context_stack;
+	PqHeader   *h;
+	char	   *queues;
+	shm_mq_handle **inh,
+			  **outh;
+	Size		inq,
+				outq;
+	Block	   *ring;
+	int			nw,
+				cap,
+				head = 0,
+				count = 0,
+				i;
+	int		   *outstanding;
+	bool		more = true,
+				have_first = true;
+
+	/*
+	 * An input queue of half a full block (64 kB to 4 MB: a larger block
+	 * streams through it); an output queue that holds PQ_DEPTH blocks' scores
+	 * with room to spare, so that a worker never waits to send them.
+	 */
+	{
+		PqHeader	dims = {.npers = c->npers, .nfeat = c->nfeat, .dense = c->dense};
+
+		inq = MAXALIGN(Min(Max(pq_inputs_bytes(&dims, BATCH_ROWS) / 2, (Size) 65536), (Size) 4 * 1024 * 1024));
+	}
+	outq = MAXALIGN((sizeof(PqBlockMsg) + sizeof(double) * (Size) BATCH_ROWS * c->ntasks + 2 * MAXIMUM_ALIGNOF) * (PQ_DEPTH + 1));
+
+	EnterParallelMode();
+	/* a worker's error is rethrown with the context of this call, not with the leader's row */
+	error_context_stack = em->outer_ecs;
+	pcxt = CreateParallelContext("$libdir/pepnet", "pepnet_score_query_worker", nworkers);
+	error_context_stack = saved_ecs;
+	shm_toc_estimate_chunk(&pcxt->estimator, sizeof(PqHeader));
+	shm_toc_estimate_chunk(&pcxt->estimator, (inq + outq) * nworkers);
+	shm_toc_estimate_keys(&pcxt->estimator, 2);
+	InitializeParallelDSM(pcxt);
+	if (pcxt->seg == NULL)
+	{
+		/* no dynamic shared memory: serially */
+		DestroyParallelContext(pcxt);
+		ExitParallelMode();
+		return false;
+	}
+	h = shm_toc_allocate(pcxt->toc, sizeof(PqHeader));
+	h->ref = *pr;
+	h->precision = pepnet_precision;
+	h->npers = c->npers;
+	h->nfeat = c->nfeat;
+	h->dense = c->dense;
+	h->ntasks = c->ntasks;
+	h->inq_size = inq;
+	h->outq_size = outq;
+	shm_toc_insert(pcxt->toc, PQ_KEY_HEADER, h);
+	queues = shm_toc_allocate(pcxt->toc, (inq + outq) * nworkers);
+	shm_toc_insert(pcxt->toc, PQ_KEY_QUEUES, queues);
+	for (i = 0; i < nworkers; i++)
+	{
+		shm_mq_set_sender(shm_mq_create(pq_queue(queues, h, i, false), inq), MyProc);
+		shm_mq_set_receiver(shm_mq_create(pq_queue(queues, h, i, true), outq), MyProc);
+	}
+	LaunchParallelWorkers(pcxt);
+	nw = pcxt->nworkers_launched;
+	if (nw == 0)
+	{
+		DestroyParallelContext(pcxt);
+		ExitParallelMode();
+		return false;
+	}
+	inh = palloc0(sizeof(shm_mq_handle *) * nw);
+	outh = palloc0(sizeof(shm_mq_handle *) * nw);
+	for (i = 0; i < nw; i++)
+	{
+		inh[i] = shm_mq_attach(pq_queue(queues, h, i, false), pcxt->seg, pcxt->worker[i].bgwhandle);
+		outh[i] = shm_mq_attach(pq_queue(queues, h, i, true), pcxt->seg, pcxt->worker[i].bgwhandle);
+	}
+
+	/*
+	 * Blocks in the query's order, up to PQ_DEPTH per worker and as many
+	 * again scored by the leader: each block goes to the worker with the
+	 * fewest outstanding; when all have PQ_DEPTH the leader, if it takes part,
+	 * scores the block itself, else it waits for the oldest.  A worker returns
+	 * its blocks in the order it got them, so the oldest block's scores are
+	 * the next message of its worker.
+	 */
+	cap = PQ_DEPTH * (nw + 1);
+	ring = palloc(sizeof(Block) * cap);
+	ring[0] = *first;
+	for (i = 1; i < cap; i++)
+		block_alloc(&ring[i], c, em->nkeys);
+	outstanding = palloc0(sizeof(int) * nw);
+
+	for (;;)
+	{
+		int			w = -1;
+
+		for (i = 0; i < nw; i++)
+			if (outstanding[i] < PQ_DEPTH && (w < 0 || outstanding[i] < outstanding[w]))
+				w = i;
+		if (more && count < cap && (w >= 0 || parallel_leader_participation))
+		{
+			Block	   *b = &ring[(head + count) % cap];
+
+			if (have_first)
+				have_first = false; /* ring[0] is the block read before */
+			else if (!read_block(r, c, b))
+			{
+				more = false;
+				continue;
+			}
+			b->slot = w;
+			if (w >= 0)
+			{
+				if (pq_send_block(inh[w], h, b) != SHM_MQ_SUCCESS)
+					pq_worker_gone(pcxt);
+				outstanding[w]++;
+			}
+			else
+				score_block(e, pepnet_precision, b, r->rd.ctx);
+			count++;
+			continue;
+		}
+		if (count == 0)
+			break;
+		/* the oldest block: its scores, then its rows */
+		{
+			Block	   *b = &ring[head];
+
+			if (b->slot >= 0)
+			{
+				Size		len;
+				void	   *data;
+				PqBlockMsg	m;
+
+				if (shm_mq_receive(outh[b->slot], &len, &data, false) != SHM_MQ_SUCCESS)
+					pq_worker_gone(pcxt);
+				memcpy(&m, data, sizeof(m));
+				if (m.n != b->n || m.first_row != b->first_row ||
+					len != sizeof(m) + sizeof(double) * (Size) b->n * c->ntasks)
+					elog(ERROR, "parallel worker %d returned scores of another block", b->slot);
+				memcpy(b->out, (const char *) data + sizeof(m), sizeof(double) * (Size) b->n * c->ntasks);
+				outstanding[b->slot]--;
+			}
+			emit_block(em, b);
+			head = (head + 1) % cap;
+			count--;
+		}
+	}
+
+	for (i = 0; i < nw; i++)
+		shm_mq_detach(inh[i]);
+	WaitForParallelWorkersToFinish(pcxt);
+	DestroyParallelContext(pcxt);
+	ExitParallelMode();
+	return true;
 }
 
 /* pepnet_score_query(model text, data text) RETURNS SETOF record */
@@ -260,13 +727,9 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 	char	   *query;
 	BatchReader r;
 	Block		b;
+	Emitter		em;
 	ErrorContextCallback ecb;
-	MemoryContext blockcxt,
-				old;
-	Datum	   *values;
-	bool	   *nulls;
-	ArrayType  *arr;
-	int			T;
+	int			nworkers;
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("model reference");
@@ -277,69 +740,37 @@ pepnet_score_query(PG_FUNCTION_ARGS)
 	query = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	e = pepnet_cache_get(&pr);
 	c = &e->model->cfg;
-	T = c->ntasks;
 
 	memset(&r, 0, sizeof(r));
 	pepnet_spi_connect();
 	batch_open(&r, query, c, rsinfo->setDesc);
 
-	/* block buffers, allocated once */
-	memset(&b, 0, sizeof(b));
-	b.domain = palloc(sizeof(int32) * BATCH_ROWS);
-	b.persona = palloc(sizeof(int64) * BATCH_ROWS * (c->npers + 1));
-	b.features = palloc(sizeof(int64) * BATCH_ROWS * (c->nfeat + 1));
-	b.dense = palloc(sizeof(float) * BATCH_ROWS * (c->dense + 1));
-	b.keys = palloc(sizeof(Datum) * BATCH_ROWS * (r.nkeys + 1));
-	b.keynulls = palloc(sizeof(bool) * BATCH_ROWS * (r.nkeys + 1));
-	b.order = palloc(sizeof(int) * BATCH_ROWS);
-	b.gfeat = palloc(sizeof(int64) * BATCH_ROWS * (c->nfeat + 1));
-	b.gdense = palloc(sizeof(float) * BATCH_ROWS * (c->dense + 1));
-	b.gout = palloc(sizeof(double) * BATCH_ROWS * T);
-	b.out = palloc(sizeof(double) * BATCH_ROWS * T);
-	b.bags = features_bags_new(c, BATCH_ROWS);
-	values = palloc(sizeof(Datum) * (r.nkeys + 2));
-	nulls = palloc0(sizeof(bool) * (r.nkeys + 2));
-	arr = scores_array(T);
-	blockcxt = AllocSetContextCreate(CurrentMemoryContext, "pepnet score query block", ALLOCSET_DEFAULT_SIZES);
+	block_alloc(&b, c, r.nkeys);
+	em.rsinfo = rsinfo;
+	em.nkeys = r.nkeys;
+	em.T = c->ntasks;
+	em.values = palloc(sizeof(Datum) * (r.nkeys + 2));
+	em.nulls = palloc0(sizeof(bool) * (r.nkeys + 2));
+	em.arr = scores_array(c->ntasks);
+	em.outer_ecs = error_context_stack;
 
 	ecb.callback = row_context_callback;
 	ecb.arg = r.rd.ctx;
 	ecb.previous = error_context_stack;
 	error_context_stack = &ecb;
 
-	for (;;)
+	/* more than one block: in parallel workers, when there may be some */
+	if (read_block(&r, c, &b))
 	{
-		int			i,
-					k;
-		int64		first_row = r.rd.ctx->row;
-
-		CHECK_FOR_INTERRUPTS();
-		SPI_cursor_fetch(r.rd.portal, true, BATCH_ROWS);
-		if (SPI_processed == 0)
-			break;
-		MemoryContextReset(blockcxt);
-		old = MemoryContextSwitchTo(blockcxt);
-		b.n = (int) SPI_processed;
-		for (i = 0; i < b.n; i++)
+		/* a model with multi-valued fields is scored serially (its blocks' bags are not sent to workers) */
+		if (b.n < BATCH_ROWS || c->bags || (nworkers = pq_workers(&r)) == 0 || !pq_run(&r, &pr, e, &em, &b, nworkers))
 		{
-			r.rd.ctx->row++;
-			decode(&r, c, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &b, i);
-		}
-		MemoryContextSwitchTo(old);
-		SPI_freetuptable(SPI_tuptable);
-		score_block(e, &b, &r);
-		r.rd.ctx->row = first_row + b.n;
-		for (i = 0; i < b.n; i++)
-		{
-			for (k = 0; k < r.nkeys; k++)
+			do
 			{
-				values[k] = b.keys[(size_t) i * r.nkeys + k];
-				nulls[k] = b.keynulls[(size_t) i * r.nkeys + k];
-			}
-			values[r.nkeys] = Float8GetDatum(b.out[(size_t) i * T]);
-			memcpy(ARR_DATA_PTR(arr), b.out + (size_t) i * T, sizeof(float8) * T);
-			values[r.nkeys + 1] = PointerGetDatum(arr);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+				score_block(e, pepnet_precision, &b, r.rd.ctx);
+				r.rd.ctx->row = b.first_row + b.n;
+				emit_block(&em, &b);
+			} while (read_block(&r, c, &b));
 		}
 	}
 	error_context_stack = ecb.previous;

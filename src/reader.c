@@ -254,6 +254,7 @@ reader_open(Reader *r, const char *query, const PnConfig *cfg, const char *what,
 
 	reader_columns(r, portal->tupDesc, cfg, what, scoring);
 	r->portal = portal;
+	r->plan = plan;
 	r->ctx = palloc0(sizeof(RowContext));
 	r->ctx->what = what;
 }

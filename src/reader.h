@@ -47,6 +47,7 @@ typedef struct RowContext
 typedef struct Reader
 {
 	Portal		portal;
+	SPIPlanPtr	plan;			/* the cursor's plan (its queries: the parallel hazard) */
 	const PnConfig *cfg;
 	const char *what;			/* "data", "validation" */
 	int			c_domain,
