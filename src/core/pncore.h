@@ -331,6 +331,20 @@ PnWork	   *pn_work_new_rowwise(const PnModel *m, int nmax);
 void		pn_gemm_rows(int M, int N, int K, const float *A, int lda, const float *W, int ldw,
 						 float *C, int ldc);
 bool		pn_gemm_rows_avx2(void);
+/*
+ * The fallback engine's matmul (gemm.c): C [M, N] = epi(bias + A [M, K]
+ * W [N, K]^T) with W packed by pn_panels_pack into pn_panels_floats(N, K)
+ * floats (32-byte aligned) of 16-column panels; epi PN_EPI_NONE, PN_EPI_RELU
+ * or PN_EPI_GATE (gamma * sigmoid(.) * X [M, N], row stride ldx; C may be
+ * X).  Every element is summed in an order that depends on K only.
+ */
+#define PN_EPI_NONE 0
+#define PN_EPI_RELU 1
+#define PN_EPI_GATE 2
+size_t		pn_panels_floats(int N, int K);
+void		pn_panels_pack(int N, int K, const float *W, int ldw, float *Wp);
+void		pn_gemm_panels(int M, int N, int K, const float *A, int lda, const float *Wp, const float *bias,
+						   float *C, int ldc, int epi, float gamma, const float *X, int ldx);
 void		pn_work_free(PnWork *w);
 const float *pn_work_logits(const PnWork *w);
 int			pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,
