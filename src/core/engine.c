@@ -17,26 +17,27 @@
  *
  * The fallback.  Where oneDNN has no brgemm matmul (AVX2 CPUs: oneDNN 2.6
  * has it from AVX-512 on), requests are scored in blocks of up to
- * PN_FALLBACK_BLOCK rows, one pn_score call per block, in a workspace of
- * pn_work_new_rowwise: every matmul is pn_gemm_rows (infer.c), whose
- * elements are summed in an order that depends on the inner dimension
- * only, and the output dots are per row.  So no padding is needed: a block
- * of 1 row costs one row's work, and a candidate's bits do not depend on
- * where the request is cut into blocks.  OpenBLAS could not give that:
- * with 0.3.21's Zen/Haswell kernels a row's sgemm result depends on M and
- * on its position (12-row panels whose two halves sum differently, 4- and
- * 8-row remainders, one-row GEMV another order again), and the only
- * row-uniform sgemm shapes found were M = 1..3, 4 and 8 (row-major
- * operands) or 16 (operands swapped), each of which pays OpenBLAS's
- * per-call packing of every weight matrix: M = 8 ran at 1.3x the one-row
- * GEMVs, a fixed 16-row tile would have cost N = 1 16 rows of work
- * (test_rowwise_gemm in test/unit/test_core.c reports OpenBLAS's rows and
- * checks pn_gemm_rows's).  pn_gemm_rows's 4 x 3 AVX2 blocks run at about
- * OpenBLAS sgemm's rate on these shapes, without its per-call packing:
- * on Zen 3, 3.0-3.6x the row-by-row GEMVs at N >= 10 and 1.4x at N = 1,
- * above OpenBLAS sgemm over whole blocks (BENCHMARKS.md).  Trade-off:
- * the row-wise sums (eight partial sums per element, then a fixed tree)
- * cost a horizontal add per output element, ~10-20% of a K = 128 layer.
+ * PN_FALLBACK_BLOCK rows by pepnet's own matmul, pn_gemm_panels (gemm.c):
+ * weights packed once per version and domain into panels of 16 output
+ * columns, the bias and the post-op (relu, or the gate's gamma * sigmoid
+ * times its input) applied to each register block before it is stored,
+ * and every element summed in an order that depends on the inner dimension
+ * only.  So no padding is needed: a block of 1 row costs one row's work,
+ * and a candidate's bits depend neither on its position nor on where the
+ * request is cut into blocks.  The matmuls that read the same input are
+ * one pass over it with their weight rows concatenated (struct
+ * PnFallback): EPNet's and aux's first layers on x0, every task's tower
+ * layer 1 and every PPNet gate's layer 1 on x (their domain and persona
+ * parts as biases, the persona's assembled per request).  OpenBLAS could
+ * not give the ties: with 0.3.21's Zen/Haswell kernels a row's sgemm
+ * result depends on M and on its position (12-row panels whose two halves
+ * sum differently, 4- and 8-row remainders, one-row GEMV another order
+ * again), and the only row-uniform sgemm shapes found were M = 1..3, 4
+ * and 8 (row-major operands) or 16 (operands swapped), each paying
+ * OpenBLAS's per-call packing of every weight matrix (test_rowwise_gemm in
+ * test/unit/test_core.c reports OpenBLAS's rows).  pn_gemm_panels runs at
+ * about OpenBLAS's big square sgemm rate on these shapes, and its 1- to
+ * 5-row kernels read each weight once per call (BENCHMARKS.md).
  *
  * Threads.  Debian's oneDNN runs on OpenMP; pn_dnnl_init (dnnl.c) pins it to one
  * thread.  Nothing here runs before the first batched score of a backend,
@@ -152,7 +153,7 @@ struct PnEngine
 	 * No brgemm matmul on this CPU (oneDNN 2.6 has it from AVX-512 on): its
 	 * other matmul, gemm:jit, corrupted the heap under load (AVX2, see
 	 * BENCHMARKS.md), so blocks of up to PN_FALLBACK_BLOCK rows go through
-	 * pn_score with a row-wise workspace (see "The fallback" above).
+	 * pn_gemm_panels (see "The fallback" above).
 	 */
 	bool		fallback;
 	PnFallback *fb;				/* its packed weights and workspace */

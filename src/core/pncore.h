@@ -319,8 +319,8 @@ PnWork	   *pn_work_new(const PnModel *m, int nmax);
 /*
  * A workspace whose pn_score runs every matmul with pn_gemm_rows and the
  * output dots per row: each candidate's scores are then a function of its
- * own inputs alone (bit for bit, whatever n and its place in the block);
- * the batched engine's fallback on CPUs without oneDNN brgemm uses it.
+ * own inputs alone (bit for bit, whatever n and its place in the block).
+ * (The batched engine's fallback runs pn_gemm_panels instead, engine.c.)
  */
 PnWork	   *pn_work_new_rowwise(const PnModel *m, int nmax);
 /*
