@@ -62,7 +62,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PN_FALLBACK_BLOCK 64	/* rows per pn_score call of the fallback */
+#define PN_FALLBACK_BLOCK 64	/* rows per block of the fallback */
+/*
+ * 1: every gate's layer 1 packed into each domain's x block with the towers'
+ * layer 1, one pass over x; 0: the gates' part one copy per version (less
+ * memory per domain), a second pass.  The same bits either way (each
+ * element's sum is the same chain); through SQL on Zen 3 the two measured
+ * the same within noise (BENCHMARKS.md).
+ */
+#ifndef PN_FALLBACK_X_PER_DOMAIN
+#define PN_FALLBACK_X_PER_DOMAIN 1
+#endif
 
 /* one matmul with its post-ops */
 typedef struct PnOp
@@ -93,7 +103,7 @@ typedef struct PnOp
  */
 typedef struct PnFallbackDomain
 {
-	float	   *xw;				/* [nx, n0] packed */
+	float	   *xw;				/* [nxd, n0] packed */
 	float	   *x0b;			/* [nx0]: ep_bias, aux_bias */
 	float	   *tw[PN_MAX_TASKS * (PN_MAX_LAYERS + 1)];	/* PN_TW(t, l), l >= 2, packed */
 	void	   *mem;			/* the one allocation of all of them */
@@ -116,8 +126,10 @@ typedef struct PnFallback
 {
 	int			nx0,			/* he + ha (the parts that exist) */
 				nx,				/* T h_1 + (PPNet: sum of T h_l) */
+				nxd,			/* the x block's rows packed per domain: nx, or T h_1 */
 				goff[PN_MAX_LAYERS];	/* gate l's first column in xc */
-	float	   *x0w,			/* [nx0, n0] packed */
+	float	   *gw,				/* [nx - nxd, n0] packed: the rest of the x block */
+			   *x0w,			/* [nx0, n0] packed */
 			   *ep2,			/* [n0, he] packed */
 			   *g2[PN_MAX_LAYERS],	/* [T h_l, T h_l] packed */
 			   *aux2;			/* [T, ha] packed */
@@ -742,15 +754,18 @@ fallback_new(const PnModel *m)
 			fb->goff[l] = fb->nx;
 			fb->nx += T * c->hidden[l];
 		}
+	fb->nxd = PN_FALLBACK_X_PER_DOMAIN ? fb->nx : T * c->hidden[0];
 	fb->dom = pn_alloc0(sizeof(PnFallbackDomain *) * c->domains);
 	/* the packed matrices */
+	if (fb->nxd < fb->nx)
+		bytes += 4 * pn_panels_floats(fb->nx - fb->nxd, n0) + 64;
 	bytes += 4 * pn_panels_floats(fb->nx0 > 0 ? fb->nx0 : 1, n0) + 64;
 	bytes += 4 * pn_panels_floats(n0, he > 0 ? he : 1) + 64;
 	for (l = 0; l < L; l++)
 		bytes += 4 * pn_panels_floats(T * c->hidden[l], T * c->hidden[l]) + 64;
 	bytes += 4 * pn_panels_floats(T, ha > 0 ? ha : 1) + 64;
 	fb->mem = pn_alloc(bytes);
-	tmp = pn_alloc(sizeof(float) * (size_t) (fb->nx0 > 0 ? fb->nx0 : 1) * n0);
+	tmp = pn_alloc(sizeof(float) * (size_t) (fb->nx0 > fb->nx ? fb->nx0 : fb->nx) * n0);
 	if (!fb->dom || !fb->mem || !tmp)
 	{
 		pn_free(tmp);
@@ -758,6 +773,21 @@ fallback_new(const PnModel *m)
 		return NULL;
 	}
 	p = PN_ALIGN64(fb->mem);
+	if (fb->nxd < fb->nx)
+	{
+		/* the gates' layer 1 on x, every layer's rows one after another */
+		for (l = 0; l < L; l++)
+		{
+			int			g = T * c->hidden[l],
+						j;
+
+			for (j = 0; j < g; j++)
+				memcpy(tmp + (size_t) (fb->goff[l] - fb->nxd + j) * n0,
+					   PN_T(m, m->t_pp_w1[l]) + (size_t) j * (c->pk + n0) + c->pk, sizeof(float) * n0);
+		}
+		fb->gw = carve(&p, pn_panels_floats(fb->nx - fb->nxd, n0));
+		pn_panels_pack(fb->nx - fb->nxd, n0, tmp, n0, fb->gw);
+	}
 	if (fb->nx0 > 0)
 	{
 		int			j;
@@ -838,12 +868,12 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	fd = pn_alloc0(sizeof(PnFallbackDomain));
 	if (fd == NULL)
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing the weights of domain %d", dc->domain);
-	bytes += 4 * pn_panels_floats(fb->nx, n0) + 64 + 4 * (size_t) (fb->nx0 + 1) + 64;
+	bytes += 4 * pn_panels_floats(fb->nxd, n0) + 64 + 4 * (size_t) (fb->nx0 + 1) + 64;
 	for (t = 0; t < T; t++)
 		for (l = 2; l <= L + 1; l++)
 			bytes += 4 * pn_panels_floats(tower_out(c, l), tower_in(c, l)) + 64;
 	fd->mem = pn_alloc(bytes);
-	tmp = pn_alloc(sizeof(float) * (size_t) fb->nx * n0);
+	tmp = pn_alloc(sizeof(float) * (size_t) fb->nxd * n0);
 	if (!fd->mem || !tmp)
 	{
 		pn_free(tmp);
@@ -853,8 +883,8 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	}
 	p = PN_ALIGN64(fd->mem);
 	memcpy(tmp, dc->w1, sizeof(float) * (size_t) h1 * n0);
-	if (c->ppnet)
-		for (l = 0; l < L; l++)
+	if (fb->nxd == fb->nx)
+		for (l = 0; l < L && c->ppnet; l++)
 		{
 			int			g = T * c->hidden[l],
 						j;
@@ -863,8 +893,8 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 				memcpy(tmp + (size_t) (fb->goff[l] + j) * n0, PN_T(m, m->t_pp_w1[l]) + (size_t) j * (c->pk + n0) + c->pk,
 					   sizeof(float) * n0);
 		}
-	fd->xw = carve(&p, pn_panels_floats(fb->nx, n0));
-	pn_panels_pack(fb->nx, n0, tmp, n0, fd->xw);
+	fd->xw = carve(&p, pn_panels_floats(fb->nxd, n0));
+	pn_panels_pack(fb->nxd, n0, tmp, n0, fd->xw);
 	pn_free(tmp);
 	fd->x0b = carve(&p, fb->nx0 + 1);
 	if (he > 0)
@@ -912,7 +942,10 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 		x = fb->x;
 	}
 	/* every task's tower layer 1 and every gate's layer 1: one pass over x */
-	pn_gemm_panels(nb, nx, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
+	pn_gemm_panels(nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
+	if (fb->nxd < nx)
+		pn_gemm_panels(nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx, PN_EPI_RELU, 0,
+					   NULL, 0);
 	a = fb->xc;
 	lda = nx;
 	for (l = 1; l <= L; l++)
