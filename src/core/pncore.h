@@ -357,7 +357,9 @@ int			pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,
  * only on its own inputs: identical candidates get bit-identical scores
  * whatever their position and the request's size.  One engine per cached
  * version and precision; the tower weights of a domain are packed on its
- * first use.  pn_engine_score: features [n, F], dense [n, Nd] or NULL,
+ * first use.  Where oneDNN has no brgemm matmul (AVX2 CPUs), fp32 runs the
+ * fallback: blocks of up to 64 candidates through pn_gemm_panels, no
+ * padding, the same ties.  pn_engine_score: features [n, F], dense [n, Nd] or NULL,
  * out [n, T] probabilities; interrupt (may be NULL) is called per tile.
  */
 #define PN_FP32 0
