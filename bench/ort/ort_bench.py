@@ -102,6 +102,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rows", type=int, default=200000, help="rows of the table-scoring job")
     ap.add_argument("--top-rows", type=int, default=100000, help="candidates of the top-20 job")
+    ap.add_argument("--score-only", action="store_true", help="part 1 only (scoring per request size)")
+    ap.add_argument("--before-so", help="another build's pepnet.so: its pepnet_score and pepnet_predict "
+                    "measured too, interleaved, in a second backend (A/B of two builds in one run)")
     args = ap.parse_args()
     q = args.quick
     t_start = time.time()
@@ -186,14 +189,50 @@ def main():
     cur.execute("DEALLOCATE ALL")
     cur.execute("PREPARE s(text, int, bigint[], bigint[]) AS SELECT idx, score FROM pepnet_score($1, $2, $3, $4)")
     cur.execute("PREPARE pr(text, int, bigint[], bigint[]) AS SELECT pepnet_predict($1, $2, $3, $4)")
+    # pepnet_predict over the N candidates of a request, one call per row ($4[i:i]: a 1 x F slice)
+    PRN = ("PREPARE prn(text, int, bigint[], bigint[]) AS SELECT i, pepnet_predict($1, $2, $3, $4[i:i]) "
+           "FROM generate_series(1, array_length($4, 1)) i")
+    cur.execute(PRN)
     cur.execute("SELECT pg_backend_pid()")
     backend = cur.fetchone()[0]
+    # --before-so: a second backend that loaded the other build (pepnet.so swapped in by rename while
+    # it connects and loads it, then this build's put back: each backend keeps the file it mapped)
+    cur_b = backend_b = None
+    if args.before_so:
+        cur.execute("SHOW dynamic_library_path")
+        libdir = subprocess.run([os.environ.get("PG_CONFIG", "pg_config"), "--pkglibdir"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        so = os.path.join(libdir, "pepnet.so")
+        keep = so + ".after"
+        subprocess.run(["cp", "-p", so, keep], check=True)
+        subprocess.run(["cp", args.before_so, so + ".tmp"], check=True)
+        os.rename(so + ".tmp", so)
+        try:
+            conn_b = psycopg2.connect("", options="-c max_parallel_workers_per_gather=0")
+            conn_b.autocommit = True
+            cur_b = conn_b.cursor()
+            d, p, f = sets[1][0]
+            cur_b.execute("SELECT count(*) FROM pepnet_score(%s, %s, %s::bigint[], %s::bigint[])",
+                          (mref, d, bs.arr_lit(p), bs.arr_lit(f)))
+        finally:
+            os.rename(keep, so)
+        cur_b.execute("PREPARE s(text, int, bigint[], bigint[]) AS SELECT idx, score FROM pepnet_score($1, $2, $3, $4)")
+        cur_b.execute("PREPARE pr(text, int, bigint[], bigint[]) AS SELECT pepnet_predict($1, $2, $3, $4)")
+        cur_b.execute(PRN)
+        cur_b.execute("SELECT pg_backend_pid()")
+        backend_b = cur_b.fetchone()[0]
+        maps = open("/proc/%d/maps" % backend_b).read()
+        if "pepnet.so (deleted)" not in maps:
+            sys.exit("the second backend did not keep the --before-so build mapped")
+        R["before_so"] = args.before_so
+        log("second backend %d runs %s" % (backend_b, args.before_so))
     rounds = 2 if q else 6
     target = 0.05 if q else 0.4     # seconds of scoring per kind and round, roughly
     S = {}
     for si, n in enumerate(NS):
         lits = [(mref, d, bs.arr_lit(p), bs.arr_lit(f)) for d, p, f in sets[si]]
         meter = bs.CpuMeter(backend)  # per N
+        meter_b = bs.CpuMeter(backend_b) if cur_b else None
         acc = {}
 
         def add(kind, calls, cpu, wall, client=0.0):
@@ -203,16 +242,17 @@ def main():
             a["wall"] += wall
             a["client"] += client
 
-        def pg_kind(stmt, prec, calls, start):
-            cur.execute("SET pepnet.precision = " + prec)
-            kind = "%s_%s" % ("predict" if stmt == "pr" else "pepnet", prec)
+        def pg_kind(stmt, prec, calls, start, before=False):
+            cu, me = (cur_b, meter_b) if before else (cur, meter)
+            cu.execute("SET pepnet.precision = " + prec)
+            kind = "%s_%s%s" % ("predict" if stmt in ("pr", "prn") else "pepnet", prec, "_before" if before else "")
             t0 = time.perf_counter()
 
             def go():
                 for i in range(calls):
-                    cur.execute("EXECUTE " + stmt + "(%s, %s, %s, %s)", lits[(start + i) % len(lits)])
-                    cur.fetchall()
-            meter.measure(kind, calls, go)
+                    cu.execute("EXECUTE " + stmt + "(%s, %s, %s, %s)", lits[(start + i) % len(lits)])
+                    cu.fetchall()
+            me.measure(kind, calls, go)
             return kind, time.perf_counter() - t0
 
         # warm every path, then size the calls per round from a probe
@@ -222,7 +262,14 @@ def main():
             pg_kind("s", prec, 3, 0)
         if n == 1:
             pg_kind("pr", "fp32", 3, 0)
+        if cur_b:
+            pg_kind("s", "fp32", 3, 0, True)
+            pg_kind("pr" if n == 1 else "prn", "fp32", 3, 0, True)
+            if n > 1:
+                pg_kind("prn", "fp32", 3, 0)
         meter = bs.CpuMeter(backend)  # the warm-up calls not counted
+        meter_b = bs.CpuMeter(backend_b) if cur_b else None
+        predict_all = cur_b is not None   # A/B runs: pepnet_predict at every N too
         cpu1, _ = ort["fp32"].run(si, 5, 0)
         per = max(3, int(target / max(cpu1 / 5, 1e-6)))
         start = 0
@@ -233,9 +280,13 @@ def main():
             for prec in precs:
                 kind, wall = pg_kind("s", prec, per, start)
                 acc.setdefault(kind, {"calls": 0, "cpu": 0.0, "wall": 0.0, "client": 0.0})["wall"] += wall
-            if n == 1:
-                kind, wall = pg_kind("pr", "fp32", per, start)
+            if n == 1 or predict_all:
+                kind, wall = pg_kind("pr" if n == 1 else "prn", "fp32", per, start)
                 acc.setdefault(kind, {"calls": 0, "cpu": 0.0, "wall": 0.0, "client": 0.0})["wall"] += wall
+            if cur_b:
+                for stmt in ("s", "pr" if n == 1 else "prn"):
+                    kind, wall = pg_kind(stmt, "fp32", per, start, True)
+                    acc.setdefault(kind, {"calls": 0, "cpu": 0.0, "wall": 0.0, "client": 0.0})["wall"] += wall
             start += per
         r = {}
         for kind, a in acc.items():
@@ -243,18 +294,32 @@ def main():
                 r[kind] = {"calls": a["calls"], "cpu_us_per_call": a["cpu"] / a["calls"] * 1e6,
                            "cand_per_s_cpu": n * a["calls"] / a["cpu"], "wall_us_per_call": a["wall"] / a["calls"] * 1e6}
             else:
-                m = meter.per_call(kind)
-                r[kind] = {"calls": meter.acc[kind]["calls"], "cpu_us_per_call": m["server_cpu_ms"] * 1e3,
+                me = meter_b if kind.endswith("_before") else meter
+                m = me.per_call(kind)
+                r[kind] = {"calls": me.acc[kind]["calls"], "cpu_us_per_call": m["server_cpu_ms"] * 1e3,
                            "client_us_per_call": m["client_cpu_ms"] * 1e3,
                            "cand_per_s_cpu": n / (m["server_cpu_ms"] * 1e-3),
                            "cand_per_s_cpu_with_client": n / ((m["server_cpu_ms"] + m["client_cpu_ms"]) * 1e-3),
-                           "wall_us_per_call": a["wall"] / meter.acc[kind]["calls"] * 1e6}
+                           "wall_us_per_call": a["wall"] / me.acc[kind]["calls"] * 1e6}
         S[n] = r
         log("N=%d cand/s (CPU): %s" % (n, ", ".join("%s %s" % (k, fmt(v["cand_per_s_cpu"])) for k, v in r.items())))
     cur.execute("SET pepnet.precision = fp32")
     R["score"] = {str(k): v for k, v in S.items()}
     for p in ort.values():
         p.close()
+
+    if args.score_only:
+        conn.close()
+        R["loadavg_end"] = os.getloadavg()
+        md = score_report(R)
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "ort_score.md"), "w") as f:
+            f.write(md + "\n")
+        with open(os.path.join(args.out, "ort_score.json"), "w") as f:
+            json.dump(R, f, indent=1, default=str)
+        print()
+        print(md)
+        return
 
     # 2. end to end
     top_rows = 20000 if q else args.top_rows
@@ -360,6 +425,33 @@ def main():
 
 def med(runs, key):
     return statistics.median(r[key] for r in runs)
+
+
+def score_report(R):
+    """Part 1 alone (--score-only): candidates/s from CPU time per kind, and the ratios to ORT fp32."""
+    S = R["score"]
+    la0, la1 = R["loadavg_start"], R["loadavg_end"]
+    L = ["Commit %s, %s; CPU: %s (%d CPUs); %s; ONNX Runtime 1.30.0, C API, 1 thread.  Load average "
+         "%.1f/%.1f/%.1f at the start, %.1f/%.1f/%.1f at the end.%s\n" % (
+             R["source"].get("commit", "?"), R["started"], R["machine"].get("cpu", "?"), R["machine"].get("nproc", 0),
+             R["postgres"].split(",")[0], la0[0], la0[1], la0[2], la1[0], la1[1], la1[2],
+             (" Before: %s in a second backend." % R["before_so"]) if R.get("before_so") else "")]
+    kinds = [k for k in ("ort_fp32", "ort_int8", "pepnet_fp32", "pepnet_fp32_before", "predict_fp32",
+                         "predict_fp32_before", "pepnet_bf16") if any(k in S[str(n)] for n in NS)]
+    L.append("| N | " + " | ".join(kinds) + " | pepnet_fp32 / ORT fp32 | pepnet_fp32 / before | pepnet_fp32 / predict_fp32 |")
+    L.append("|---|" + "---|" * (len(kinds) + 3))
+    for n in NS:
+        r = S[str(n)]
+
+        def cs(k):
+            return r[k]["cand_per_s_cpu"] if k in r else float("nan")
+        L.append("| %d | %s | %.2fx | %.2fx | %.2fx |" % (
+            n, " | ".join(fmt(cs(k)) if k in r else "" for k in kinds), cs("pepnet_fp32") / cs("ort_fp32"),
+            cs("pepnet_fp32") / cs("pepnet_fp32_before"), cs("pepnet_fp32") / cs("predict_fp32")))
+    L.append("")
+    L.append("CPU us per call: " + "; ".join("N=%d: %s" % (n, ", ".join("%s %.0f" % (k, S[str(n)][k]["cpu_us_per_call"])
+                                                                       for k in kinds if k in S[str(n)])) for n in NS))
+    return "\n".join(L)
 
 
 def report(R, precs):

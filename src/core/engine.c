@@ -17,26 +17,27 @@
  *
  * The fallback.  Where oneDNN has no brgemm matmul (AVX2 CPUs: oneDNN 2.6
  * has it from AVX-512 on), requests are scored in blocks of up to
- * PN_FALLBACK_BLOCK rows, one pn_score call per block, in a workspace of
- * pn_work_new_rowwise: every matmul is pn_gemm_rows (infer.c), whose
- * elements are summed in an order that depends on the inner dimension
- * only, and the output dots are per row.  So no padding is needed: a block
- * of 1 row costs one row's work, and a candidate's bits do not depend on
- * where the request is cut into blocks.  OpenBLAS could not give that:
- * with 0.3.21's Zen/Haswell kernels a row's sgemm result depends on M and
- * on its position (12-row panels whose two halves sum differently, 4- and
- * 8-row remainders, one-row GEMV another order again), and the only
- * row-uniform sgemm shapes found were M = 1..3, 4 and 8 (row-major
- * operands) or 16 (operands swapped), each of which pays OpenBLAS's
- * per-call packing of every weight matrix: M = 8 ran at 1.3x the one-row
- * GEMVs, a fixed 16-row tile would have cost N = 1 16 rows of work
- * (test_rowwise_gemm in test/unit/test_core.c reports OpenBLAS's rows and
- * checks pn_gemm_rows's).  pn_gemm_rows's 4 x 3 AVX2 blocks run at about
- * OpenBLAS sgemm's rate on these shapes, without its per-call packing:
- * on Zen 3, 3.0-3.6x the row-by-row GEMVs at N >= 10 and 1.4x at N = 1,
- * above OpenBLAS sgemm over whole blocks (BENCHMARKS.md).  Trade-off:
- * the row-wise sums (eight partial sums per element, then a fixed tree)
- * cost a horizontal add per output element, ~10-20% of a K = 128 layer.
+ * PN_FALLBACK_BLOCK rows by pepnet's own matmul, pn_gemm_panels (gemm.c):
+ * weights packed once per version and domain into panels of 16 output
+ * columns, the bias and the post-op (relu, or the gate's gamma * sigmoid
+ * times its input) applied to each register block before it is stored,
+ * and every element summed in an order that depends on the inner dimension
+ * only.  So no padding is needed: a block of 1 row costs one row's work,
+ * and a candidate's bits depend neither on its position nor on where the
+ * request is cut into blocks.  The matmuls that read the same input are
+ * one pass over it with their weight rows concatenated (struct
+ * PnFallback): EPNet's and aux's first layers on x0, every task's tower
+ * layer 1 and every PPNet gate's layer 1 on x (their domain and persona
+ * parts as biases, the persona's assembled per request).  OpenBLAS could
+ * not give the ties: with 0.3.21's Zen/Haswell kernels a row's sgemm
+ * result depends on M and on its position (12-row panels whose two halves
+ * sum differently, 4- and 8-row remainders, one-row GEMV another order
+ * again), and the only row-uniform sgemm shapes found were M = 1..3, 4
+ * and 8 (row-major operands) or 16 (operands swapped), each paying
+ * OpenBLAS's per-call packing of every weight matrix (test_rowwise_gemm in
+ * test/unit/test_core.c reports OpenBLAS's rows).  pn_gemm_panels runs at
+ * about OpenBLAS's big square sgemm rate on these shapes, and its 1- to
+ * 5-row kernels read each weight once per call (BENCHMARKS.md).
  *
  * Threads.  Debian's oneDNN runs on OpenMP; pn_dnnl_init (dnnl.c) pins it to one
  * thread.  Nothing here runs before the first batched score of a backend,
@@ -61,7 +62,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PN_FALLBACK_BLOCK 64	/* rows per pn_score call of the fallback */
+#define PN_FALLBACK_BLOCK 64	/* rows per block of the fallback */
+/*
+ * 1: every gate's layer 1 packed into each domain's x block with the towers'
+ * layer 1, one pass over x; 0: the gates' part one copy per version (less
+ * memory per domain), a second pass.  The same bits either way (each
+ * element's sum is the same chain); through SQL on Zen 3 the two measured
+ * the same within noise (BENCHMARKS.md).
+ */
+#ifndef PN_FALLBACK_X_PER_DOMAIN
+#define PN_FALLBACK_X_PER_DOMAIN 1
+#endif
 
 /* one matmul with its post-ops */
 typedef struct PnOp
@@ -84,6 +95,59 @@ typedef struct PnOp
 	dnnl_data_type_t dst_dt;
 } PnOp;
 
+/*
+ * The fallback's weights of a domain, packed for pn_gemm_panels: the
+ * matmuls that read x merged into one (every task's tower layer 1, then
+ * every PPNet gate's layer 1), the tower layers 2..L+1 per task, and the
+ * domain's biases of the merged x0 matmul.
+ */
+typedef struct PnFallbackDomain
+{
+	float	   *xw;				/* [nxd, n0] packed */
+	float	   *x0b;			/* [nx0]: ep_bias, aux_bias */
+	float	   *tw[PN_MAX_TASKS * (PN_MAX_LAYERS + 1)];	/* PN_TW(t, l), l >= 2, packed */
+	void	   *mem;			/* the one allocation of all of them */
+} PnFallbackDomain;
+
+/*
+ * The fallback (no oneDNN brgemm): the version's weights packed once into
+ * 16-column panels (gemm.c), matmuls that read the same input merged, and
+ * a workspace of PN_FALLBACK_BLOCK rows.
+ *
+ *   x0 block  h0 [M, nx0] = relu(x0 [W1x; V1x]^T + [ep_bias_d; aux_bias_d])
+ *   ep2       x  [M, n0]  = gamma * sigmoid(eh W2^T + b2) * x0   (eh: h0's first he columns)
+ *   x block   xc [M, nx]  = relu(x [w1_d; P1x_0; ..; P1x_L-1]^T + [b1_d; gbias_0; ..])
+ *   gate l    a_l = gamma * sigmoid(gh_l P2_l^T + pb2_l) * a_l   (gh_l: xc's columns of gate l, in place)
+ *   tower l   a_l [M, T h_l] per task = relu(a_l-1,t w_dt^T + b_dt)
+ *   output    o [M, T] per task = a_L,t w_out^T + c_t, oa [M, T] = ah V2^T + e2 (ah: h0's last ha columns)
+ *   logit = o + oa
+ */
+typedef struct PnFallback
+{
+	int			nx0,			/* he + ha (the parts that exist) */
+				nx,				/* T h_1 + (PPNet: sum of T h_l) */
+				nxd,			/* the x block's rows packed per domain: nx, or T h_1 */
+				goff[PN_MAX_LAYERS];	/* gate l's first column in xc */
+	float	   *gw,				/* [nx - nxd, n0] packed: the rest of the x block */
+			   *x0w,			/* [nx0, n0] packed */
+			   *ep2,			/* [n0, he] packed */
+			   *g2[PN_MAX_LAYERS],	/* [T h_l, T h_l] packed */
+			   *aux2;			/* [T, ha] packed */
+	void	   *mem;
+	PnFallbackDomain **dom;		/* [D], packed by pn_engine_prepare_domain */
+	/* workspace */
+	float	   *x0,				/* [M, n0] */
+			   *h0,				/* [M, nx0] */
+			   *x,				/* [M, n0] */
+			   *xc,				/* [M, nx] */
+			   *t1,
+			   *t2,				/* [M, T hmax] */
+			   *bx,				/* [nx] the x block's biases of the request */
+			   *o,
+			   *oa;				/* [M, T] */
+	void	   *wmem;
+} PnFallback;
+
 /* per domain: the fused tower weights packed for the primitives */
 typedef struct PnPackedDomain
 {
@@ -101,10 +165,10 @@ struct PnEngine
 	 * No brgemm matmul on this CPU (oneDNN 2.6 has it from AVX-512 on): its
 	 * other matmul, gemm:jit, corrupted the heap under load (AVX2, see
 	 * BENCHMARKS.md), so blocks of up to PN_FALLBACK_BLOCK rows go through
-	 * pn_score with a row-wise workspace (see "The fallback" above).
+	 * pn_gemm_panels (see "The fallback" above).
 	 */
 	bool		fallback;
-	PnWork	   *work;			/* fallback: pn_work_new_rowwise of PN_FALLBACK_BLOCK rows */
+	PnFallback *fb;				/* its packed weights and workspace */
 	PnOp		ep1,
 				ep2,
 				tw1,
@@ -139,6 +203,7 @@ struct PnEngine
 
 static int	engine_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, PnPackedDomain **out,
 						  PnError *err);
+static void fallback_free(PnFallback *fb, int D);
 
 bool
 pn_engine_bf16_supported(void)
@@ -466,8 +531,8 @@ pn_engine_free(PnEngine *eng)
 
 	if (eng == NULL)
 		return;
-	if (eng->work)
-		pn_work_free(eng->work);
+	if (eng->fb)
+		fallback_free(eng->fb, eng->m->cfg.domains);
 	op_free(&eng->ep1);
 	op_free(&eng->ep2);
 	op_free(&eng->tw1);
@@ -611,6 +676,324 @@ fail:
 	return rc;
 }
 
+/* the width of task t's input to tower layer l (1-based; L + 1: the output) */
+static int
+tower_in(const PnConfig *c, int l)
+{
+	return c->hidden[l - 2];
+}
+
+static int
+tower_out(const PnConfig *c, int l)
+{
+	return l <= c->nhidden ? c->hidden[l - 1] : 1;
+}
+
+static void
+fallback_free(PnFallback *fb, int D)
+{
+	int			d;
+
+	if (fb == NULL)
+		return;
+	if (fb->dom)
+	{
+		for (d = 0; d < D; d++)
+			if (fb->dom[d])
+			{
+				pn_free(fb->dom[d]->mem);
+				pn_free(fb->dom[d]);
+			}
+		pn_free(fb->dom);
+	}
+	pn_free(fb->mem);
+	pn_free(fb->wmem);
+	pn_free(fb);
+}
+
+/* bump allocation of 64-byte aligned floats from *p */
+static float *
+carve(char **p, size_t floats)
+{
+	float	   *r = (float *) *p;
+
+	*p += (floats * sizeof(float) + 63) & ~(size_t) 63;
+	return r;
+}
+
+/*
+ * The fallback's version-wide part: the x0 block (EPNet layer 1 and aux
+ * layer 1 on x0), EPNet layer 2, the gates' layer 2 and aux layer 2 packed,
+ * and the workspace; NULL when out of memory.
+ */
+static PnFallback *
+fallback_new(const PnModel *m)
+{
+	const PnConfig *c = &m->cfg;
+	int			n0 = c->n0,
+				k = c->emb_dim,
+				T = c->ntasks,
+				L = c->nhidden,
+				he = c->epnet ? c->epnet_hidden : 0,
+				ha = c->aux ? c->aux_hidden : 0,
+				M = PN_FALLBACK_BLOCK,
+				l;
+	size_t		wide = (size_t) T * pn_max_hidden(c),
+				bytes = 64;
+	PnFallback *fb = pn_alloc0(sizeof(PnFallback));
+	char	   *p;
+	float	   *tmp;
+
+	if (fb == NULL)
+		return NULL;
+	fb->nx0 = he + ha;
+	fb->nx = T * c->hidden[0];
+	for (l = 0; l < L; l++)
+		if (c->ppnet)
+		{
+			fb->goff[l] = fb->nx;
+			fb->nx += T * c->hidden[l];
+		}
+	fb->nxd = PN_FALLBACK_X_PER_DOMAIN ? fb->nx : T * c->hidden[0];
+	fb->dom = pn_alloc0(sizeof(PnFallbackDomain *) * c->domains);
+	/* the packed matrices */
+	if (fb->nxd < fb->nx)
+		bytes += 4 * pn_panels_floats(fb->nx - fb->nxd, n0) + 64;
+	bytes += 4 * pn_panels_floats(fb->nx0 > 0 ? fb->nx0 : 1, n0) + 64;
+	bytes += 4 * pn_panels_floats(n0, he > 0 ? he : 1) + 64;
+	for (l = 0; l < L; l++)
+		bytes += 4 * pn_panels_floats(T * c->hidden[l], T * c->hidden[l]) + 64;
+	bytes += 4 * pn_panels_floats(T, ha > 0 ? ha : 1) + 64;
+	fb->mem = pn_alloc(bytes);
+	tmp = pn_alloc(sizeof(float) * (size_t) (fb->nx0 > fb->nx ? fb->nx0 : fb->nx) * n0);
+	if (!fb->dom || !fb->mem || !tmp)
+	{
+		pn_free(tmp);
+		fallback_free(fb, c->domains);
+		return NULL;
+	}
+	p = PN_ALIGN64(fb->mem);
+	if (fb->nxd < fb->nx)
+	{
+		/* the gates' layer 1 on x, every layer's rows one after another */
+		for (l = 0; l < L; l++)
+		{
+			int			g = T * c->hidden[l],
+						j;
+
+			for (j = 0; j < g; j++)
+				memcpy(tmp + (size_t) (fb->goff[l] - fb->nxd + j) * n0,
+					   PN_T(m, m->t_pp_w1[l]) + (size_t) j * (c->pk + n0) + c->pk, sizeof(float) * n0);
+		}
+		fb->gw = carve(&p, pn_panels_floats(fb->nx - fb->nxd, n0));
+		pn_panels_pack(fb->nx - fb->nxd, n0, tmp, n0, fb->gw);
+	}
+	if (fb->nx0 > 0)
+	{
+		int			j;
+
+		/* [W1x; V1x]: the x0 columns of EPNet's and aux's first layers */
+		for (j = 0; j < he; j++)
+			memcpy(tmp + (size_t) j * n0, PN_T(m, m->t_ep_w1) + (size_t) j * (k + n0) + k, sizeof(float) * n0);
+		for (j = 0; j < ha; j++)
+			memcpy(tmp + (size_t) (he + j) * n0, PN_T(m, m->t_aux_w1) + (size_t) j * (k + n0) + k, sizeof(float) * n0);
+		fb->x0w = carve(&p, pn_panels_floats(fb->nx0, n0));
+		pn_panels_pack(fb->nx0, n0, tmp, n0, fb->x0w);
+	}
+	pn_free(tmp);
+	if (he > 0)
+	{
+		fb->ep2 = carve(&p, pn_panels_floats(n0, he));
+		pn_panels_pack(n0, he, PN_T(m, m->t_ep_w2), he, fb->ep2);
+	}
+	if (c->ppnet)
+		for (l = 0; l < L; l++)
+		{
+			int			g = T * c->hidden[l];
+
+			fb->g2[l] = carve(&p, pn_panels_floats(g, g));
+			pn_panels_pack(g, g, PN_T(m, m->t_pp_w2[l]), g, fb->g2[l]);
+		}
+	if (ha > 0)
+	{
+		fb->aux2 = carve(&p, pn_panels_floats(T, ha));
+		pn_panels_pack(T, ha, PN_T(m, m->t_aux_w2), ha, fb->aux2);
+	}
+	/* workspace */
+	bytes = 64 + 4 * ((size_t) M * n0 + (size_t) M * (fb->nx0 + 1) + (size_t) M * n0 + (size_t) M * fb->nx +
+					  2 * (size_t) M * wide + fb->nx + 2 * (size_t) M * T) + 9 * 64;
+	fb->wmem = pn_alloc(bytes);
+	if (!fb->wmem)
+	{
+		fallback_free(fb, c->domains);
+		return NULL;
+	}
+	p = PN_ALIGN64(fb->wmem);
+	fb->x0 = carve(&p, (size_t) M * n0);
+	fb->h0 = carve(&p, (size_t) M * (fb->nx0 + 1));
+	fb->x = carve(&p, (size_t) M * n0);
+	fb->xc = carve(&p, (size_t) M * fb->nx);
+	fb->t1 = carve(&p, (size_t) M * wide);
+	fb->t2 = carve(&p, (size_t) M * wide);
+	fb->bx = carve(&p, fb->nx);
+	fb->o = carve(&p, (size_t) M * T);
+	fb->oa = carve(&p, (size_t) M * T);
+	return fb;
+}
+
+/*
+ * The fallback's part of domain dc: the x block [w1_d; P1x_0; ...] (the
+ * fused tower layer 1 of every task, then every gate's layer 1 on x), the
+ * tower layers 2..L+1 packed, the x0 block's biases; once per domain.
+ */
+static int
+fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnError *err)
+{
+	const PnConfig *c = &m->cfg;
+	int			n0 = c->n0,
+				T = c->ntasks,
+				L = c->nhidden,
+				h1 = T * c->hidden[0],
+				he = c->epnet ? c->epnet_hidden : 0,
+				ha = c->aux ? c->aux_hidden : 0,
+				t,
+				l;
+	size_t		bytes = 64;
+	PnFallbackDomain *fd;
+	char	   *p;
+	float	   *tmp;
+
+	if (fb->dom[dc->domain])
+		return PN_OK;
+	fd = pn_alloc0(sizeof(PnFallbackDomain));
+	if (fd == NULL)
+		return pn_seterr(err, PN_ENOMEM, "out of memory packing the weights of domain %d", dc->domain);
+	bytes += 4 * pn_panels_floats(fb->nxd, n0) + 64 + 4 * (size_t) (fb->nx0 + 1) + 64;
+	for (t = 0; t < T; t++)
+		for (l = 2; l <= L + 1; l++)
+			bytes += 4 * pn_panels_floats(tower_out(c, l), tower_in(c, l)) + 64;
+	fd->mem = pn_alloc(bytes);
+	tmp = pn_alloc(sizeof(float) * (size_t) fb->nxd * n0);
+	if (!fd->mem || !tmp)
+	{
+		pn_free(tmp);
+		pn_free(fd->mem);
+		pn_free(fd);
+		return pn_seterr(err, PN_ENOMEM, "out of memory packing the weights of domain %d", dc->domain);
+	}
+	p = PN_ALIGN64(fd->mem);
+	memcpy(tmp, dc->w1, sizeof(float) * (size_t) h1 * n0);
+	if (fb->nxd == fb->nx)
+		for (l = 0; l < L && c->ppnet; l++)
+		{
+			int			g = T * c->hidden[l],
+						j;
+
+			for (j = 0; j < g; j++)
+				memcpy(tmp + (size_t) (fb->goff[l] + j) * n0, PN_T(m, m->t_pp_w1[l]) + (size_t) j * (c->pk + n0) + c->pk,
+					   sizeof(float) * n0);
+		}
+	fd->xw = carve(&p, pn_panels_floats(fb->nxd, n0));
+	pn_panels_pack(fb->nxd, n0, tmp, n0, fd->xw);
+	pn_free(tmp);
+	fd->x0b = carve(&p, fb->nx0 + 1);
+	if (he > 0)
+		memcpy(fd->x0b, dc->ep_bias, sizeof(float) * he);
+	if (ha > 0)
+		memcpy(fd->x0b + he, dc->aux_bias, sizeof(float) * ha);
+	for (t = 0; t < T; t++)
+		for (l = 2; l <= L + 1; l++)
+		{
+			int			x = PN_TW(c, t, l);
+
+			fd->tw[x] = carve(&p, pn_panels_floats(tower_out(c, l), tower_in(c, l)));
+			pn_panels_pack(tower_out(c, l), tower_in(c, l), dc->w[x], tower_in(c, l), fd->tw[x]);
+		}
+	fb->dom[dc->domain] = fd;
+	return PN_OK;
+}
+
+/* Logits [nb, T] of a block of nb <= PN_FALLBACK_BLOCK candidates whose x0 is in fb->x0 */
+static void
+fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const PnFallbackDomain *fd, int nb,
+			   float *logit)
+{
+	const PnConfig *c = &m->cfg;
+	int			n0 = c->n0,
+				T = c->ntasks,
+				L = c->nhidden,
+				he = c->epnet ? c->epnet_hidden : 0,
+				ha = c->aux ? c->aux_hidden : 0,
+				nx = fb->nx,
+				t,
+				l,
+				r;
+	const float *x = fb->x0;
+	float	   *a,
+			   *b;
+	int			lda;
+
+	if (fb->nx0 > 0)
+		pn_gemm_panels(nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0, NULL, 0);
+	if (he > 0)
+	{
+		pn_gemm_panels(nb, n0, he, fb->h0, fb->nx0, fb->ep2, PN_T(m, m->t_ep_b2), fb->x, n0, PN_EPI_GATE, c->gamma,
+					   fb->x0, n0);
+		x = fb->x;
+	}
+	/* every task's tower layer 1 and every gate's layer 1: one pass over x */
+	pn_gemm_panels(nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
+	if (fb->nxd < nx)
+		pn_gemm_panels(nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx, PN_EPI_RELU, 0,
+					   NULL, 0);
+	a = fb->xc;
+	lda = nx;
+	for (l = 1; l <= L; l++)
+	{
+		int			g = T * c->hidden[l - 1];
+
+		if (l > 1)
+		{
+			int			hp = c->hidden[l - 2],
+						h = c->hidden[l - 1];
+
+			b = a == fb->t1 ? fb->t2 : fb->t1;
+			for (t = 0; t < T; t++)
+			{
+				int			xi = PN_TW(c, t, l);
+
+				pn_gemm_panels(nb, h, hp, a + t * hp, lda, fd->tw[xi], dc->b[xi], b + t * h, g, PN_EPI_RELU, 0,
+							   NULL, 0);
+			}
+			a = b;
+			lda = g;
+		}
+		if (c->ppnet)
+			pn_gemm_panels(nb, g, g, fb->xc + fb->goff[l - 1], nx, fb->g2[l - 1], PN_T(m, m->t_pp_b2[l - 1]), a, lda,
+						   PN_EPI_GATE, c->gamma, a, lda);
+	}
+	/* output layer per task, aux layer 2, then their sum */
+	{
+		int			hL = c->hidden[L - 1];
+
+		for (t = 0; t < T; t++)
+		{
+			int			xi = PN_TW(c, t, L + 1);
+
+			pn_gemm_panels(nb, 1, hL, a + t * hL, lda, fd->tw[xi], dc->b[xi], fb->o + t, T, PN_EPI_NONE, 0, NULL, 0);
+		}
+	}
+	if (ha > 0)
+	{
+		pn_gemm_panels(nb, T, ha, fb->h0 + he, fb->nx0, fb->aux2, PN_T(m, m->t_aux_b2), fb->oa, T, PN_EPI_NONE, 0,
+					   NULL, 0);
+		for (r = 0; r < nb * T; r++)
+			logit[r] = fb->o[r] + fb->oa[r];
+	}
+	else
+		memcpy(logit, fb->o, sizeof(float) * (size_t) nb * T);
+}
+
 /*
  * An engine of m at precision (PN_FP32, PN_BF16) for tiles of `tile` rows:
  * oneDNN brgemm matmuls where this CPU has them, else (fp32) the GEMV
@@ -632,8 +1015,8 @@ pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *shar
 	eng->precision = precision;
 	eng->tile = tile;
 	eng->fallback = true;
-	eng->work = pn_work_new_rowwise(m, PN_FALLBACK_BLOCK);
-	if (eng->work == NULL)
+	eng->fb = fallback_new(m);
+	if (eng->fb == NULL)
 	{
 		pn_free(eng);
 		return pn_seterr(err, PN_ENOMEM, "out of memory for the scoring workspace");
@@ -652,7 +1035,7 @@ pn_engine_prepare_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackSha
 	PnPackedDomain *dummy;
 
 	if (eng->fallback)
-		return PN_OK;
+		return fallback_domain(eng->m, eng->fb, dc, err);
 	return engine_domain(eng, dc, share, &dummy, err);
 }
 
@@ -892,26 +1275,51 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 
 	if (eng->fallback)
 	{
-		double		p[PN_FALLBACK_BLOCK * PN_MAX_TASKS];
+		PnFallback *fb = eng->fb;
+		PnFallbackDomain *fd = fb->dom[dc->domain];
+		float		lg[PN_FALLBACK_BLOCK * PN_MAX_TASKS];
+		int			l;
 
+		if (fd == NULL)
+			return pn_seterr(err, PN_EENGINE, "domain %d was not prepared for scoring", dc->domain);
+		/* the x block's biases of this request: the domain's tower layer 1, the persona's gates */
+		memcpy(fb->bx, dc->b1, sizeof(float) * T * c->hidden[0]);
+		if (c->ppnet)
+			for (l = 0; l < c->nhidden; l++)
+				memcpy(fb->bx + fb->goff[l], pp->gbias[l], sizeof(float) * T * c->hidden[l]);
 		for (done = 0; done < n; done += PN_FALLBACK_BLOCK)
 		{
 			int			nb = (int) (n - done < PN_FALLBACK_BLOCK ? n - done : PN_FALLBACK_BLOCK),
-						rc1;
+						i;
 
 			if (interrupt)
 				interrupt();
-			rc1 = pn_score_bags(m, dc, pp, eng->work, nb, features ? features + done * c->nfeat : NULL,
-								bag_view(c, view, fbag, done), dense ? dense + done * c->dense : NULL,
-								out ? out + (size_t) done * T : p, err);
-			if (rc1 != PN_OK)
+			if ((rc = pn_gather_x0(m, nb, features ? features + done * c->nfeat : NULL,
+								   bag_view(c, view, fbag, done), dense ? dense + done * c->dense : NULL,
+								   fb->x0, err)) != PN_OK)
 			{
 				if (err->row >= 0)
 					err->row += done;
-				return rc1;
+				return rc;
 			}
-			if (!out)
-				memcpy(lout + (size_t) done * T, pn_work_logits(eng->work), sizeof(float) * (size_t) nb * T);
+			pn_x0_domain(m, dc->domain, nb, fb->x0);
+			fallback_block(m, fb, dc, fd, nb, lg);
+			for (i = 0; i < nb * T; i++)
+			{
+				float		v = lg[i];
+
+				if (isnan(v))
+				{
+					pn_seterr(err, PN_EINPUT, "score overflowed float32");
+					pn_setdetail(err, "The dense values are too large in magnitude; scale dense features to a sensible range.");
+					err->row = done + i / T;
+					return PN_EINPUT;
+				}
+				if (out)
+					out[(size_t) (done * T) + i] = pn_sigmoidd(v);
+				else
+					lout[(size_t) (done * T) + i] = v;
+			}
 		}
 		return PN_OK;
 	}

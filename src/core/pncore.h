@@ -405,8 +405,8 @@ PnWork	   *pn_work_new(const PnModel *m, int nmax);
 /*
  * A workspace whose pn_score runs every matmul with pn_gemm_rows and the
  * output dots per row: each candidate's scores are then a function of its
- * own inputs alone (bit for bit, whatever n and its place in the block);
- * the batched engine's fallback on CPUs without oneDNN brgemm uses it.
+ * own inputs alone (bit for bit, whatever n and its place in the block).
+ * (The batched engine's fallback runs pn_gemm_panels instead, engine.c.)
  */
 PnWork	   *pn_work_new_rowwise(const PnModel *m, int nmax);
 /*
@@ -417,6 +417,20 @@ PnWork	   *pn_work_new_rowwise(const PnModel *m, int nmax);
 void		pn_gemm_rows(int M, int N, int K, const float *A, int lda, const float *W, int ldw,
 						 float *C, int ldc);
 bool		pn_gemm_rows_avx2(void);
+/*
+ * The fallback engine's matmul (gemm.c): C [M, N] = epi(bias + A [M, K]
+ * W [N, K]^T) with W packed by pn_panels_pack into pn_panels_floats(N, K)
+ * floats (32-byte aligned) of 16-column panels; epi PN_EPI_NONE, PN_EPI_RELU
+ * or PN_EPI_GATE (gamma * sigmoid(.) * X [M, N], row stride ldx; C may be
+ * X).  Every element is summed in an order that depends on K only.
+ */
+#define PN_EPI_NONE 0
+#define PN_EPI_RELU 1
+#define PN_EPI_GATE 2
+size_t		pn_panels_floats(int N, int K);
+void		pn_panels_pack(int N, int K, const float *W, int ldw, float *Wp);
+void		pn_gemm_panels(int M, int N, int K, const float *A, int lda, const float *Wp, const float *bias,
+						   float *C, int ldc, int epi, float gamma, const float *X, int ldx);
 void		pn_work_free(PnWork *w);
 const float *pn_work_logits(const PnWork *w);
 int			pn_score(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp,
@@ -433,7 +447,9 @@ int			pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *
  * only on its own inputs: identical candidates get bit-identical scores
  * whatever their position and the request's size.  One engine per cached
  * version and precision; the tower weights of a domain are packed on its
- * first use.  pn_engine_score: features [n, F], dense [n, Nd] or NULL,
+ * first use.  Where oneDNN has no brgemm matmul (AVX2 CPUs), fp32 runs the
+ * fallback: blocks of up to 64 candidates through pn_gemm_panels, no
+ * padding, the same ties.  pn_engine_score: features [n, F], dense [n, Nd] or NULL,
  * out [n, T] probabilities; interrupt (may be NULL) is called per tile.
  */
 #define PN_FP32 0

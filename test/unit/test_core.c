@@ -10,6 +10,7 @@
 #define _GNU_SOURCE				/* memmem */
 #include "pncore.h"
 #include "ref_forward.h"
+#include "vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -74,8 +75,8 @@ config_rejects(const char *json, int code, const char *substr)
 static void
 test_hash(void)
 {
-	PnField		f = {"f", 1000, true, false, false};
-	PnField		nh = {"age", 8, false, false, false};
+	PnField		f = {.name = "f", .buckets = 1000, .hash = true};
+	PnField		nh = {.name = "age", .buckets = 8, .hash = false};
 
 	CHECK(pn_slot(&f, 0, 0) == 535, "hash id 0 -> 535 (got %lld)", (long long) pn_slot(&f, 0, 0));
 	CHECK(pn_slot(&f, 0, 1) == 465, "hash id 1 -> 465");
@@ -228,7 +229,7 @@ test_named(void)
 		"\"persona\": [{\"name\": \"user\", \"buckets\": 9}], \"dense\": 2, "
 		"\"emb_dim\": 3, \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4}";
 	const char *uuid = "123e4567-e89b-12d3-a456-426614174000";
-	PnField		f = {"f", 1000, true, false, false};
+	PnField		f = {.name = "f", .buckets = 1000, .hash = true};
 	PnConfig	c,
 				c2,
 				a;
@@ -672,6 +673,279 @@ test_rowwise_gemm(void)
 		printf("# OpenBLAS sgemm, K %d N %d: %d of %d rows differ from the row alone (M = 1)\n", K, N, bad_blas, rows);
 		free(W), free(A), free(bias), free(ref), free(refb), free(C), free(Cb);
 	}
+}
+
+/* the panel kernel's element in its documented order: bias, then chunks of 64 fused multiply-adds */
+static float
+panels_ref(const float *a, const float *w, int ldw, int K, float bias, int epi, float gamma, float x)
+{
+	float		t = bias;
+	int			kc,
+				k;
+
+	for (kc = 0; kc < K; kc += 64)
+	{
+		float		s = 0.0f;
+
+		for (k = kc; k < K && k < kc + 64; k++)
+			s = fmaf(a[k], w[(size_t) k * ldw], s);
+		t = t + s;
+	}
+	if (epi == PN_EPI_RELU)
+		return t > 0.0f ? t : 0.0f;
+	if (epi == PN_EPI_GATE)
+	{
+		t = t < -87.0f ? -87.0f : (t > 87.0f ? 87.0f : t);
+		return gamma / (1.0f + pn_expf(-t)) * x;
+	}
+	return t;
+}
+
+/*
+ * The fallback's packed matmul (pn_gemm_panels over pn_panels_pack):
+ * (1) each row of a call of M = 1..64 rows, at every position, is
+ * bit-identical to the row alone (M = 1), for every post-op; (2) the
+ * merged form (two matrices' rows concatenated, one pass over the input,
+ * as the engine merges EPNet + aux layer 1 and the towers' + the gates'
+ * layer 1) is bit-identical to the two matmuls apart: each element's sum
+ * is the same chain; (3) relu and no post-op are bit-identical to the
+ * documented order computed with fmaf (the gate to 1e-6: the scalar
+ * sigmoid may be contracted differently by the compiler); (4) against
+ * pn_gemm_rows (eight partial sums per element, another order) to 1e-6
+ * relative to the sum of |terms|.
+ */
+static void
+test_panels_gemm(void)
+{
+	static const int shapes[][2] = {{128, 1280}, {512, 512}, {256, 128}, {128, 96}, {53, 37}, {37, 5}, {130, 3},
+	{7, 2}, {128, 1}, {1288, 16}, {64, 17}, {65, 33}};
+	int			s;
+	bool		quick = getenv("PN_TEST_QUICK") != NULL;
+
+	for (s = 0; s < (int) (sizeof(shapes) / sizeof(shapes[0])); s++)
+	{
+		int			K = shapes[s][0],
+					N = shapes[s][1],
+					N1 = N / 3,
+					epi,
+					M,
+					r,
+					j,
+					i,
+					rows = 0,
+					bad = 0,
+					bad_merge = 0,
+					bad_ref = 0;
+		double		maxd_gate = 0,
+					maxd_rows = 0;
+		float	   *W = malloc(sizeof(float) * (size_t) N * K),
+				   *A = malloc(sizeof(float) * (size_t) 64 * K),
+				   *X = malloc(sizeof(float) * (size_t) 64 * N),
+				   *bias = malloc(sizeof(float) * N),
+				   *ref = malloc(sizeof(float) * (size_t) 64 * N),
+				   *C = malloc(sizeof(float) * (size_t) 64 * N),
+				   *C2 = malloc(sizeof(float) * (size_t) 64 * N),
+				   *Wp = aligned_alloc(64, sizeof(float) * (pn_panels_floats(N, K) + 16)),
+				   *Wp1 = aligned_alloc(64, sizeof(float) * (pn_panels_floats(N1 > 0 ? N1 : 1, K) + 16)),
+				   *Wp2 = aligned_alloc(64, sizeof(float) * (pn_panels_floats(N - N1, K) + 16));
+
+		if (quick && (size_t) K * N > 100000)
+		{
+			free(W), free(A), free(X), free(bias), free(ref), free(C), free(C2), free(Wp), free(Wp1), free(Wp2);
+			continue;
+		}
+		for (i = 0; i < N * K; i++)
+			W[i] = rows_rand();
+		for (i = 0; i < 64 * K; i++)
+			A[i] = rows_rand();
+		for (i = 0; i < 64 * N; i++)
+			X[i] = rows_rand();
+		for (i = 0; i < N; i++)
+			bias[i] = rows_rand();
+		pn_panels_pack(N, K, W, K, Wp);
+		if (N1 > 0)
+			pn_panels_pack(N1, K, W, K, Wp1);
+		pn_panels_pack(N - N1, K, W + (size_t) N1 * K, K, Wp2);
+		for (epi = PN_EPI_NONE; epi <= PN_EPI_GATE; epi++)
+		{
+			const float *x = epi == PN_EPI_GATE ? X : NULL;
+
+			/* each row alone; against the documented order */
+			for (r = 0; r < 64; r++)
+			{
+				pn_gemm_panels(1, N, K, A + (size_t) r * K, K, Wp, bias, ref + (size_t) r * N, N, epi, 0.9f,
+							   x ? x + (size_t) r * N : NULL, N);
+				for (j = 0; j < N; j++)
+				{
+					float		e = panels_ref(A + (size_t) r * K, W + (size_t) j * K, 1, K, bias[j], epi, 0.9f,
+											   x ? x[(size_t) r * N + j] : 0.0f);
+
+					if (epi == PN_EPI_GATE)
+						maxd_gate = fmax(maxd_gate, fabs((double) e - ref[(size_t) r * N + j]));
+					else
+						bad_ref += memcmp(&e, &ref[(size_t) r * N + j], sizeof(float)) != 0;
+				}
+			}
+			for (M = 1; M <= 64; M++)
+			{
+				int			first = (M * 7) % (65 - M);
+
+				/* large shapes, and every shape under valgrind (PN_TEST_QUICK): a sample of M */
+				if (((size_t) K * N > 100000 || quick) && M > 8 && M % 6 != 0 && M % 16 != 1 && M != 63)
+					continue;
+				/* the gate multiply in place (C is X), as the engine runs it */
+				if (x)
+					memcpy(C, X + (size_t) first * N, sizeof(float) * (size_t) M * N);
+				pn_gemm_panels(M, N, K, A + (size_t) first * K, K, Wp, bias, C, N, epi, 0.9f, x ? C : NULL, N);
+				/* merged = apart: the first N1 output columns, then the rest, into C2 */
+				if (x)
+					memcpy(C2, X + (size_t) first * N, sizeof(float) * (size_t) M * N);
+				if (N1 > 0)
+					pn_gemm_panels(M, N1, K, A + (size_t) first * K, K, Wp1, bias, C2, N, epi, 0.9f, x ? C2 : NULL, N);
+				pn_gemm_panels(M, N - N1, K, A + (size_t) first * K, K, Wp2, bias + N1, C2 + N1, N, epi, 0.9f,
+							   x ? C2 + N1 : NULL, N);
+				for (r = 0; r < M; r++)
+				{
+					bad += memcmp(C + (size_t) r * N, ref + (size_t) (first + r) * N, sizeof(float) * N) != 0;
+					bad_merge += memcmp(C + (size_t) r * N, C2 + (size_t) r * N, sizeof(float) * N) != 0;
+					rows++;
+				}
+			}
+		}
+		/* against pn_gemm_rows's order (no post-op): float rounding of sums of K terms */
+		for (r = 0; r < 64; r++)
+		{
+			float		row[1280];
+			const float *a = A + (size_t) r * K;
+
+			memcpy(row, bias, sizeof(float) * N);
+			pn_gemm_rows(1, N, K, a, K, W, K, row, N);
+			pn_gemm_panels(1, N, K, a, K, Wp, bias, C, N, PN_EPI_NONE, 0, NULL, 0);
+			for (j = 0; j < N; j++)
+			{
+				double		mag = fabs(bias[j]);
+
+				for (i = 0; i < K; i++)
+					mag += fabs((double) a[i] * W[(size_t) j * K + i]);
+				maxd_rows = fmax(maxd_rows, fabs((double) row[j] - C[j]) / mag);
+			}
+		}
+		CHECK(bad == 0 && bad_merge == 0,
+			  "pn_gemm_panels (%s): K %d N %d, %d rows in calls of M = 1..64 at every position, 3 post-ops: "
+			  "%d differ from the row alone, %d from the merged matrix's two parts apart",
+			  pn_gemm_rows_avx2() ? "AVX2" : "portable", K, N, rows, bad, bad_merge);
+		CHECK(bad_ref == 0 && maxd_gate < 1e-6,
+			  "pn_gemm_panels K %d N %d = its documented order (fmaf chains of 64, then the bias-first sum): "
+			  "%d of %d relu/none elements differ, gate max |d| %.2e", K, N, bad_ref, 128 * N, maxd_gate);
+		CHECK(maxd_rows < 1e-6, "pn_gemm_panels K %d N %d = pn_gemm_rows to float rounding (max |d| / sum |terms| %.2e)",
+			  K, N, maxd_rows);
+		free(W), free(A), free(X), free(bias), free(ref), free(C), free(C2), free(Wp), free(Wp1), free(Wp2);
+	}
+}
+
+/*
+ * Small requests on the engine: every request of N = 1..33 candidates
+ * (random ones, plus a probe at every position) scores each candidate
+ * within 1e-6 of pn_score one at a time (pepnet_predict's GEMVs: another
+ * summation order), and the probe bit-identical to the probe alone (N = 1).
+ */
+static void
+test_engine_small(const char *json, const char *label)
+{
+	PnConfig	c = parse(json);
+	PnModel    *m;
+	PnError		e = {0};
+	PnDomainCache *dc;
+	PnPersona  *pp;
+	PnEngine   *eng;
+	PnWork	   *w1;
+	int64_t		pers[PN_MAX_FIELDS];
+	int			F,
+				Nd,
+				T,
+				n,
+				pos,
+				i,
+				t,
+				ties = 1,
+				calls = 0,
+				rc;
+	int64_t    *feat;
+	float	   *dense;
+	double		out[34 * PN_MAX_TASKS],
+				alone[PN_MAX_TASKS],
+				maxd = 0;
+
+	if (pn_model_new(&c, &m, &e) != PN_OK)
+	{
+		CHECK(0, "model_new %s: %s", label, e.msg);
+		return;
+	}
+	randomize(m, 13);
+	F = c.nfeat;
+	Nd = c.dense;
+	T = c.ntasks;
+	srand(9);
+	for (i = 0; i < c.npers; i++)
+		pers[i] = c.pers[i].hash ? (int64_t) rand() * 7919 : rand() % c.pers[i].buckets;
+	feat = malloc(sizeof(int64_t) * 35 * (F + 1));
+	dense = malloc(sizeof(float) * 35 * (Nd + 1));
+	rc = pn_domain_build(m, 0, &dc, &e);
+	rc = rc ? rc : pn_persona_build(m, pers, &pp, &e);
+	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, NULL, &eng, &e);
+	rc = rc ? rc : pn_engine_prepare_domain(eng, dc, NULL, &e);
+	w1 = pn_work_new(m, 1);
+	if (rc != PN_OK || !w1)
+	{
+		CHECK(0, "engine %s: %s", label, e.msg);
+		return;
+	}
+	/* the probe: row 34, scored alone */
+	for (i = 0; i < F; i++)
+		feat[(size_t) 34 * F + i] = c.feat[i].hash ? ((int64_t) rand() << 33) ^ rand() : rand() % c.feat[i].buckets;
+	for (i = 0; i < Nd; i++)
+		dense[(size_t) 34 * Nd + i] = (float) rand() / RAND_MAX * 4 - 2;
+	rc = pn_engine_score(eng, dc, pp, 1, feat + (size_t) 34 * F, Nd ? dense + (size_t) 34 * Nd : NULL, alone, NULL, &e);
+	for (n = 1; n <= 33 && rc == PN_OK; n++)
+		for (pos = 0; pos < n; pos += (n > 8 ? 3 : 1))
+		{
+			/* under valgrind (PN_TEST_QUICK): N = 1..8, 13, 17, 33, the probe first, middle or last */
+			if (getenv("PN_TEST_QUICK") && ((n > 8 && n != 13 && n != 17 && n != 33) ||
+											(pos != 0 && pos != n / 2 && pos != n - 1)))
+				continue;
+			for (i = 0; i < n * F; i++)
+				feat[i] = c.feat[i % F].hash ? ((int64_t) rand() << 33) ^ rand() : rand() % c.feat[i % F].buckets;
+			for (i = 0; i < n * Nd; i++)
+				dense[i] = (float) rand() / RAND_MAX * 4 - 2;
+			memcpy(feat + (size_t) pos * F, feat + (size_t) 34 * F, sizeof(int64_t) * F);
+			memcpy(dense + (size_t) pos * Nd, dense + (size_t) 34 * Nd, sizeof(float) * Nd);
+			if ((rc = pn_engine_score(eng, dc, pp, n, feat, Nd ? dense : NULL, out, NULL, &e)) != PN_OK)
+				break;
+			calls++;
+			for (t = 0; t < T; t++)
+				ties &= memcmp(&alone[t], &out[(size_t) pos * T + t], sizeof(double)) == 0;
+			for (i = 0; i < n; i++)
+			{
+				double		one[PN_MAX_TASKS];
+
+				if ((rc = pn_score(m, dc, pp, w1, 1, feat + (size_t) i * F, Nd ? dense + (size_t) i * Nd : NULL, one, &e)) != PN_OK)
+					break;
+				for (t = 0; t < T; t++)
+					maxd = fmax(maxd, fabs(one[t] - out[(size_t) i * T + t]));
+			}
+		}
+	CHECK(rc == PN_OK, "engine small requests (%s): %s", label, rc == PN_OK ? "ok" : e.msg);
+	CHECK(ties, "engine small requests (%s): a candidate placed in %d requests of 1..33 candidates (%s) is bit-identical to it alone",
+		  label, calls, getenv("PN_TEST_QUICK") ? "a sample of sizes and positions" : "every position up to 8, every third beyond");
+	CHECK(maxd < 1e-6, "engine small requests (%s): every score of requests of 1..33 = pn_score one at a time (pepnet_predict) within 1e-6 (max |dp| %.2e)",
+		  label, maxd);
+	pn_engine_free(eng);
+	pn_work_free(w1);
+	pn_domain_free(dc);
+	pn_persona_free(pp);
+	free(feat), free(dense);
+	pn_model_free(m);
+	pn_config_free(&c);
 }
 
 /*
@@ -1338,7 +1612,7 @@ test_training_learns(void)
 				feat[64];
 	float		labels[64],
 				logits[64];
-	PnBatch		b = {64, dom, pers, feat, NULL, labels};
+	PnBatch		b = {.n = 64, .domain = dom, .persona = pers, .features = feat, .dense = NULL, .labels = labels};
 	double		first = 0,
 				last = 0;
 	int			i,
@@ -1397,7 +1671,7 @@ test_pn_running_stats(void)
 	int64_t		dummy[5] = {0};
 	float		dense[5],
 				labels[5] = {0, 1, 0, 1, 1};
-	PnBatch		b = {5, dom, dummy, dummy, dense, labels};
+	PnBatch		b = {.n = 5, .domain = dom, .persona = dummy, .features = dummy, .dense = dense, .labels = labels};
 	double		loss,
 				means[3] = {0},
 				vars[3] = {0},
@@ -2229,6 +2503,16 @@ main(void)
 	test_safetensors();
 	test_bad_ids();
 	test_rowwise_gemm();
+	test_panels_gemm();
+	test_engine_small("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 500}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
+					  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 3, \"emb_dim\": 8, "
+					  "\"tasks\": [\"click\", \"buy\"], \"hidden\": [37, 19], \"epnet_hidden\": 21, \"aux_hidden\": 11}",
+					  "all parts on, odd widths");
+	if (!getenv("PN_TEST_QUICK"))
+		test_engine_small("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 5000}, {\"name\": \"b\", \"buckets\": 64}, "
+						  "{\"name\": \"c\", \"buckets\": 100}, {\"name\": \"d\", \"buckets\": 100}], \"persona\": [{\"name\": \"u\", \"buckets\": 100}], "
+						  "\"emb_dim\": 16, \"tasks\": [\"click\", \"buy\"], \"hidden\": [256, 128]}",
+						  "the bench model's widths, 4 features");
 	test_engine_positions("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 500}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}, "
 						  "{\"name\": \"c\", \"buckets\": 90}], \"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 5, \"emb_dim\": 16, "
 						  "\"tasks\": [\"click\", \"buy\"], \"hidden\": [37, 19], \"epnet_hidden\": 21, \"aux_hidden\": 11}",
