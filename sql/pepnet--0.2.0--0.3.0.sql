@@ -140,7 +140,8 @@ ALTER TABLE pepnet.models ADD COLUMN id bigint;
 COMMENT ON COLUMN pepnet.models.id IS 'not used by pepnet: takes the id column of backups taken under 0.1.0 (NULL since 0.2.0)';
 
 /*
- * The pinned pepnet_predict stays IMMUTABLE (postgres_fdw ships only IMMUTABLE functions; README,
+ * The pinned pepnet_predict (both forms: arrays and, since the section "pinned references: scoring
+ * by name" below, a row by name) stays IMMUTABLE (postgres_fdw ships only IMMUTABLE functions; README,
  * Sharded candidates) and so may be evaluated once while planning.  src/scaleout.c marks every plan
  * into which it was folded as depending on the role and on pepnet.models, so that a cached plan
  * is planned again, and the privileges checked again, when another role runs it or after a
@@ -156,7 +157,7 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 	WITH f AS (
 		SELECT p.oid FROM pg_proc p JOIN pg_depend e ON e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'
 		JOIN pg_extension x ON x.oid = e.refobjid AND x.extname = 'pepnet'
-		WHERE p.prosrc = 'pepnet_pinned_predict')
+		WHERE p.prosrc IN ('pepnet_pinned_predict', 'pepnet_pinned_predict_row'))
 	SELECT format('generated column %s of table %s', quote_ident(a.attname), ad.adrelid::regclass)
 	FROM pg_depend d JOIN f ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
 	JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
@@ -1069,31 +1070,6 @@ CREATE FUNCTION pepnet_score_rows(model text, candidates anyarray)
 CREATE FUNCTION pepnet_predict(model pepnet_pinned, candidate record) RETURNS float8
 	AS 'MODULE_PATHNAME', 'pepnet_pinned_predict_row' LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE COST 1000;
 
--- No stored generated column, index or constraint may call either pinned form (the event trigger
--- pepnet_pinned_guard refuses them, through this function).
-CREATE OR REPLACE FUNCTION pepnet._pinned_dependants(rel oid) RETURNS TABLE (what text)
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-	WITH f AS (
-		SELECT p.oid FROM pg_proc p JOIN pg_depend e ON e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e'
-		JOIN pg_extension x ON x.oid = e.refobjid AND x.extname = 'pepnet'
-		WHERE p.prosrc IN ('pepnet_pinned_predict', 'pepnet_pinned_predict_row'))
-	SELECT format('generated column %s of table %s', quote_ident(a.attname), ad.adrelid::regclass)
-	FROM pg_depend d JOIN f ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
-	JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
-	JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-	WHERE rel IS NULL OR ad.adrelid = rel
-	UNION ALL
-	SELECT format('index %s on table %s', i.indexrelid::regclass, i.indrelid::regclass)
-	FROM pg_depend d JOIN f ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
-	JOIN pg_index i ON d.classid = 'pg_class'::regclass AND i.indexrelid = d.objid
-	WHERE rel IS NULL OR i.indexrelid = rel OR i.indrelid = rel
-	UNION ALL
-	SELECT format('constraint %s on %s', quote_ident(c.conname),
-				  CASE WHEN c.conrelid <> 0 THEN 'table ' || c.conrelid::regclass::text ELSE 'domain ' || c.contypid::regtype::text END)
-	FROM pg_depend d JOIN f ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = f.oid
-	JOIN pg_constraint c ON d.classid = 'pg_constraint'::regclass AND c.oid = d.objid
-	WHERE rel IS NULL OR c.conrelid = rel OR c.contypid = rel
-$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- The shared-bottom baseline (issue 16, item 6): a config with "domain_input": true names it in
