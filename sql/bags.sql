@@ -127,6 +127,20 @@ SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS use
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t2}'::text[] AS tags, '{1,NaN}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c;
 \echo :LAST_ERROR_SQLSTATE
+-- weights are float32, 0 or normal: a subnormal weight (a mean would divide by it) and one beyond
+-- float4's range are refused, naming the range
+SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t2}'::text[] AS tags, '{1,1e-39}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c;
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t2}'::text[] AS tags, '{1,1e300}'::float8[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c;
+\echo :LAST_ERROR_SQLSTATE
+-- the smallest normal weight pools like any other: one id of weight 1.2e-38 is that id's row
+SELECT pepnet_predict('bags_m', c1) = pepnet_predict('bags_m', c2) AS tiny_weight_is_the_id
+FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1}'::text[] AS tags, '{1.2e-38}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c1,
+     (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1}'::text[] AS tags, '{1}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c2;
+-- a sum of weights beyond float4's range still pools (the mean's 1 / sum w is computed in float8)
+SELECT abs(pepnet_predict('bags_m', c1) - pepnet_predict('bags_m', c2)) < 1e-6 AS huge_weights_pool
+FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t2}'::text[] AS tags, '{2e38,2e38}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c1,
+     (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t2}'::text[] AS tags, '{1,1}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c2;
 SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t2}'::text[] AS tags, '{1,NULL}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c;
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t2}'::text[] AS tags, NULL::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c;

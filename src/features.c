@@ -20,6 +20,7 @@
  */
 #include "features.h"
 
+#include <float.h>
 #include <math.h>
 
 #include "catalog/pg_type.h"
@@ -582,10 +583,15 @@ field_bag(const FeatureBinding *b, const PnField *f, int i, const char *kind, co
 				row_error(b, ERRCODE_NULL_VALUE_NOT_ALLOWED, "weight %d of field \"%s\" (column \"%s\") is NULL, but its id is not",
 						  j + 1, f->name, f->weights);
 			w = wc->type == FLOAT4OID ? DatumGetFloat4(wel[j]) : DatumGetFloat8(wel[j]);
-			if (!isfinite(w) || !((float) w >= 0) || !isfinite((float) w))
+			if (!isfinite(w) || !(w >= 0))
 				row_error(b, ERRCODE_INVALID_PARAMETER_VALUE,
 						  "weight %d of field \"%s\" (column \"%s\") is %g: weights must be finite and >= 0",
 						  j + 1, f->name, f->weights, w);
+			/* weights are float32: within its range, 0 or normal (a mean divides by their sum) */
+			if (!isfinite((float) w) || ((float) w > 0 && (float) w < FLT_MIN))
+				row_error(b, ERRCODE_INVALID_PARAMETER_VALUE,
+						  "weight %d of field \"%s\" (column \"%s\") is %g: a weight is 0 or between %g and %g (a float4's normal range)",
+						  j + 1, f->name, f->weights, w, (double) FLT_MIN, (double) FLT_MAX);
 			bag->w[bag->n] = (float) w;
 		}
 		id = datum_id(b, fc->type, el[j]);

@@ -34,6 +34,8 @@ from . import safetensors
 
 PN_EPS = 1e-5
 MAX_BAG = 10000  # ids of a multi-valued field in one row
+FLT_MIN = float(np.finfo(np.float32).tiny)  # the smallest normal float32
+FLT_MAX = float(np.finfo(np.float32).max)
 PN_MIN_MOMENTUM = 0.01
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
@@ -338,10 +340,13 @@ class StarPepNet(nn.Module):
         empty = ~(tot > 0)
         keep = ~empty[seg]
         ids, seg, wf = ids[keep], seg[keep], wf[keep]
+        if f["pooling"] == "mean":
+            # each id's factor w_j * s with s = 1 / sum w (in float64, rounded to float32), as the server
+            # computes it (src/core/bag.c), so that a sum of weights beyond float32's range still pools
+            s = (1.0 / torch.where(empty, torch.ones_like(tot), tot)).to(dtype)
+            wf = wf * s[seg]
         e = F.embedding(ids, table, sparse=self.sparse) * wf[:, None]
         pooled = torch.zeros(B, table.shape[1], dtype=dtype, device=table.device).index_add(0, seg, e)
-        if f["pooling"] == "mean":
-            pooled = pooled / torch.where(empty, torch.ones_like(tot), tot).to(dtype)[:, None]
         if bool(empty.any()):
             ei = torch.nonzero(empty).squeeze(1)
             pooled = pooled.index_copy(0, ei, F.embedding(torch.full_like(ei, f["buckets"]), table,
@@ -532,11 +537,17 @@ class StarPepNet(nn.Module):
                                                                                       np.floating, decimal.Decimal)):
                         raise TypeError('weight %d of %s (column "%s") at row %d is a %s: weights are numbers'
                                         % (j + 1, field, f["weights"], r, type(wv[j]).__name__))
-                    with np.errstate(over="ignore"):
-                        wj = float(np.float32(wv[j]))
-                    if not math.isfinite(wj) or wj < 0:
+                    wd = float(wv[j])
+                    if not math.isfinite(wd) or wd < 0:
                         raise ValueError('weight %d of %s (column "%s") at row %d is %r: weights must be finite '
                                          'and >= 0' % (j + 1, field, f["weights"], r, wv[j]))
+                    with np.errstate(over="ignore", under="ignore"):
+                        wj = float(np.float32(wd))
+                    # weights are float32: within its range, 0 or normal (a mean divides by their sum)
+                    if not math.isfinite(wj) or 0 < wj < FLT_MIN:
+                        raise ValueError('weight %d of %s (column "%s") at row %d is %r: a weight is 0 or between '
+                                         '%g and %g (a float32\'s normal range)'
+                                         % (j + 1, field, f["weights"], r, wv[j], FLT_MIN, FLT_MAX))
                     wts.append(wj)
                 flat.append(x)
                 seg.append(r)

@@ -759,10 +759,17 @@ def test_bags():
             ("tw", [[1.0, -3.0], None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]], ValueError, ("finite and >= 0", "row 0")),
             ("tw", [[1.0, float("nan")], None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]], ValueError, ("finite", "row 0")),
             ("tw", [None, None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]], ValueError, ("NULL", "row 0")),
+            ("tw", [[1.0, 1e-39], None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]], ValueError, ("normal range", "row 0")),
+            ("tw", [[1.0, 1e300], None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]], ValueError, ("normal range", "row 0")),
             ("hist", [[1] * 10001, [], [4], [4], [7], None], ValueError, ("10000", "row 0")),
             ("tags", ["ab", None, [], [None, "c"], ["a"], ["b"]], TypeError, ("list of ids", "row 0"))):
         ok, msg = raises(lambda: m.predict(dict(b, **{col: val})), exc, *needles)
         check("refused: %s %s" % (col, needles), ok, msg)
+    m.eval()
+    big = m.predict(dict(b, tw=[[2e38, 2e38], None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]]))
+    one = m.predict(dict(b, tw=[[1.0, 1.0], None, [], [5.0, 2.0], [1.0, 1.0], [0.0, 0.0]]))
+    check("a weighted mean whose sum of weights exceeds float32 pools as the server does (1 / sum w in float64)",
+          float((big[0] - one[0]).abs().max()) < 1e-6, "%s vs %s" % (big[0].tolist(), one[0].tolist()))
     nn = json.loads(json.dumps(BAGS))
     nn["features"][2]["nullable"] = False
     ok, msg = raises(lambda: pepnet.StarPepNet(nn, seed=1).predict(b), ValueError, '"hist"', "row 5", '"nullable": false')
