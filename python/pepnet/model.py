@@ -129,10 +129,22 @@ class StarPepNet(nn.Module):
                 if f.get("min_count"):
                     getattr(self.vocab, key).register_buffer(str(i), torch.zeros(f["buckets"] - 1, dtype=torch.int64))
                     self._names.append("vocab.%s.%d" % (key, i))
+        # the vocabularies not set yet (by set_vocab or load_state_dict): scoring a batch refuses them
+        self._vocab_unset = {n for n in self._names if n.startswith("vocab.")}
         if seed is not None:
             self.init_weights(seed)
         if vocab is not None:
             self.set_vocab(vocab)
+
+    def _vocab(self, key, i, f):
+        """The vocabulary buffer of a "min_count" field (int64 [V], CPU), refused while it is not set."""
+        name = "vocab.%s.%d" % (key, i)
+        if name in self._vocab_unset:
+            raise ValueError('%s field %d "%s" has "min_count" but this module has no vocabulary for it: build '
+                             'it with config, vocab = pepnet.build_vocab(config, batch) and pass vocab=vocab to '
+                             'StarPepNet, or load a version\'s weights (StarPepNet.from_safetensors, '
+                             'pepnet.db.load_module)' % (key, i, f["name"]))
+        return getattr(getattr(self.vocab, key), str(i)).cpu()
 
     def set_vocab(self, vocab):
         """Set the vocabularies from {"vocab.feature.0": ids, ...} (as build_vocab returns them): each
@@ -145,6 +157,7 @@ class StarPepNet(nn.Module):
             v = torch.as_tensor(np.asarray(vocab[n], dtype=np.int64))
             _check_vocab(n, v, tuple(own[n].shape))
             own[n].copy_(v)
+        self._vocab_unset = set()
         return self
 
     # ------------------------------------------------------------------ names and tensors
@@ -221,6 +234,7 @@ class StarPepNet(nn.Module):
                     if v.dtype != torch.int64:
                         raise StateDictError("tensor %s has dtype %s, expected int64 (I64): a vocabulary" % (n, v.dtype))
                     _check_vocab(n, v, tuple(own[n].shape))
+                    self._vocab_unset.discard(n)
                 sd[n] = torch.as_tensor(v).to(own[n].dtype)
         if assign:
             return super().load_state_dict(sd, strict=strict, assign=assign)
@@ -419,7 +433,7 @@ class StarPepNet(nn.Module):
                                      '"nullable": false' % (key, i, f["name"], f["name"], r))
                 ids[missing] = 0  # any valid id: its row is replaced by the missing row below
                 if f.get("min_count"):
-                    r = vocab_rows(getattr(getattr(self.vocab, key), str(i)).cpu(), torch.from_numpy(ids))
+                    r = vocab_rows(self._vocab(key, i, f), torch.from_numpy(ids))
                 else:
                     r = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], f["name"])
                 out[:, i] = torch.where(torch.from_numpy(missing), torch.full_like(r, f["buckets"]), r)
@@ -569,7 +583,7 @@ class StarPepNet(nn.Module):
                 _id_kind(f, key, i, kind, r)
             j = e
         if f.get("min_count"):
-            rows = vocab_rows(getattr(getattr(self.vocab, key), str(i)).cpu(), torch.from_numpy(ids))
+            rows = vocab_rows(self._vocab(key, i, f), torch.from_numpy(ids))
         else:
             rows = slots(torch.from_numpy(ids), i, f["buckets"], f["hash"], name)
         return (rows, torch.tensor(seg, dtype=torch.int64),

@@ -116,6 +116,15 @@ def main():
     with torch.no_grad():
         p = tm.predict({"domain": [0, 0, 0, 0], "tags": [["c"], ["zz"], ["zz", "c"], ["a"]]})[:, 0].tolist()
     check("a multi-valued field's unseen and rare ids pool the OOV row", p[0] == p[1] == p[2] and p[3] != p[0], str(p))
+    # a module of a min_count config without its vocabulary refuses to map ids (it would map them all
+    # to the OOV row, or id 0 to row 0) and says how to get one
+    bare = pepnet.StarPepNet(tbuilt, seed=1)
+    check("a min_count field without a vocabulary is refused with how to build one",
+          raises(ValueError, lambda: bare.predict({"domain": [0], "tags": [["a"]]}), "pepnet.build_vocab"))
+    loaded = pepnet.StarPepNet.from_safetensors(tbuilt, pepnet.dumps(tm.tensors()))
+    check("a vocabulary loaded with the weights is set (from_safetensors scores as the module it came from)",
+          torch.equal(loaded.predict({"domain": [0, 0], "tags": [["a"], ["zz"]]}),
+                      tm.predict({"domain": [0, 0], "tags": [["a"], ["zz"]]})))
     print("%d passed, %d failed" % (sum(RESULTS), len(RESULTS) - sum(RESULTS)))
     return 0 if all(RESULTS) else 1
 
