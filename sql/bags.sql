@@ -127,6 +127,11 @@ SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS use
 \echo :LAST_ERROR_SQLSTATE
 SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t2}'::text[] AS tags, '{1,NaN}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c;
 \echo :LAST_ERROR_SQLSTATE
+-- the hints of array columns: an id kind cast to an array type, weights made an array
+\set VERBOSITY default
+SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1}'::text[] AS tags, '{1}'::real[] AS tw, '{1}'::text[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c;
+SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1}'::text[] AS tags, 1::bigint AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c;
+\set VERBOSITY terse
 -- weights are float32, 0 or normal: a subnormal weight (a mean would divide by it) and one beyond
 -- float4's range are refused, naming the range
 SELECT pepnet_predict('bags_m', c) FROM (SELECT 0 AS domain, 3 AS item, 2 AS user_id, '{t1,t2}'::text[] AS tags, '{1,1e-39}'::real[] AS tw, '{1}'::bigint[] AS hist, '{1}'::int4[] AS likes, 0.1 AS price) c;

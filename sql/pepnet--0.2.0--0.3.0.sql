@@ -866,8 +866,12 @@ BEGIN PERFORM pepnet._chunk_size(); IF pg_catalog.jsonb_typeof(config) OPERATOR(
 		-- the deploy history records the selection figure (pepnet.deploy_history.metric)
 		PERFORM pepnet._deploy(base, best_v, CASE WHEN validation IS NULL THEN 'version'
 			ELSE 'best|' OPERATOR(pg_catalog.||) pepnet._deploy_figure(COALESCE(selection, 'logloss'), best_raw, 'validation') END);
-		RAISE NOTICE 'pepnet_train "%": deployed version % (best validation % of task "%")', base, best_v,
-			COALESCE(metric, '-'), COALESCE(task, '-');
+		IF validation IS NULL THEN
+			RAISE NOTICE 'pepnet_train "%": deployed version % (the last: no validation query to choose by)', base, best_v;
+		ELSE
+			RAISE NOTICE 'pepnet_train "%": deployed version % (best validation % of task "%")', base, best_v,
+				COALESCE(metric, '-'), COALESCE(task, '-');
+		END IF;
 		COMMIT;
 	END IF;
 END $$;

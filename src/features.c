@@ -143,7 +143,7 @@ static FeatureCol
 bind_one(TupleDesc td, const char *what, const char *name, const char *label, bool (*ok) (Oid),
 		 const char *types, const char *cast)
 {
-	FeatureCol	c;
+	FeatureCol	c = {0};
 	Oid			t;
 
 	c.att = features_column(td, name, what);
@@ -233,7 +233,10 @@ bind_bag(TupleDesc td, const char *what, const PnField *f, const char *label, Fe
 					(errcode(ERRCODE_DATATYPE_MISMATCH),
 					 errmsg("%s column \"%s\" (%s) has type %s, expected %s", what, f->weights, wl, format_type_be(wt),
 							WEIGHT_TYPES),
-					 errhint("Cast it in the query, e.g. %s::real[].", quote_identifier(f->weights))));
+					 OidIsValid(get_element_type(getBaseType(wt))) ?
+					 errhint("Cast it in the query, e.g. %s::real[].", quote_identifier(f->weights)) :
+					 errhint("Return an array with one weight per id, e.g. ARRAY[%s]::real[] or array_agg(...).",
+							 quote_identifier(f->weights))));
 	}
 	return c;
 }
@@ -272,8 +275,8 @@ bind_field(TupleDesc td, const char *what, const PnField *f, const char *kind, F
 						what, f->name, label, format_type_be(t)),
 				 errdetail("A field without hashing uses its integer ids as embedding rows [0, " INT64_FORMAT "); a text id is hashed.",
 						   (int64) f->buckets),
-				 errhint("Return the integer id (e.g. %s::bigint), or make the field \"hash\": true.",
-						 quote_identifier(f->name))));
+				 errhint("Return the integer id%s (e.g. %s::bigint%s), or make the field \"hash\": true.",
+						 c.array ? "s" : "", quote_identifier(f->name), c.array ? "[]" : "")));
 	if (f->id != PN_ID_ANY && text != (f->id == PN_ID_TEXT))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
@@ -281,8 +284,8 @@ bind_field(TupleDesc td, const char *what, const PnField *f, const char *kind, F
 						what, f->name, label, format_type_be(t), f->id == PN_ID_TEXT ? "text" : "integer"),
 				 errdetail("The config says \"id\": \"%s\": an integer id and its text are different ids (another embedding row).",
 						   f->id == PN_ID_TEXT ? "text" : "integer"),
-				 errhint("Cast it in the query, e.g. %s::%s.", quote_identifier(f->name),
-						 f->id == PN_ID_TEXT ? "text" : "bigint")));
+				 errhint("Cast it in the query, e.g. %s::%s%s.", quote_identifier(f->name),
+						 f->id == PN_ID_TEXT ? "text" : "bigint", c.array ? "[]" : "")));
 	return c;
 }
 
