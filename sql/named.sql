@@ -419,3 +419,14 @@ SELECT pepnet_create('nd_bad', '{"inputs": "columns", "domains": 1, "features": 
 DELETE FROM pepnet.optimizer_state WHERE name IN ('nd', 'nd_const');
 DELETE FROM pepnet.models WHERE name IN ('nd', 'nd_given', 'nd_const', 'nd_nostats', 'nd_bad');
 DROP TABLE nd_ev, nd_pred;
+
+-- a z-score that leaves float4's range (a huge value over a small std) is an error naming the
+-- field; a subnormal std is refused by the config
+\set ON_ERROR_STOP 0
+SELECT pepnet_create('named_zs0', '{"inputs": "columns", "domains": 1, "features": [{"name": "item", "buckets": 10}], "dense": [{"name": "price", "normalize": "zscore", "mean": 1, "std": 1e-40}], "emb_dim": 2, "hidden": [4]}') AS v;
+\echo :LAST_ERROR_SQLSTATE
+SELECT pepnet_create('named_zs', '{"inputs": "columns", "domains": 1, "features": [{"name": "item", "buckets": 10}], "dense": [{"name": "price", "normalize": "zscore", "mean": 1, "std": 1e-30}], "emb_dim": 2, "hidden": [4]}') AS v;
+SELECT pepnet_predict('named_zs', c) FROM (SELECT 0 AS domain, 1 AS item, 1e10 AS price) c;
+\echo :LAST_ERROR_SQLSTATE
+\set ON_ERROR_STOP 1
+DELETE FROM pepnet.models WHERE name = 'named_zs';

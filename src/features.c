@@ -938,7 +938,13 @@ features_decode(const FeatureBinding *b, const Datum *values, const bool *nulls,
 			dense[i] = 0.0f;	/* imputed with the stored mean: (mean - mean) / std */
 		}
 		else if (f->zscore)
+		{
 			dense[i] = (dense[i] - f->mean) / f->std;
+			if (!isfinite(dense[i]))
+				row_error(b, ERRCODE_DATA_EXCEPTION,
+						  "dense field \"%s\" is not finite in float4 after its \"zscore\" (mean %g, std %g)",
+						  f->name, (double) f->mean, (double) f->std);
+		}
 	}
 	if (b->labels)
 		for (i = 0; i < c->ntasks; i++)

@@ -12,6 +12,7 @@
 #include "reader.h"
 #include "features.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 
@@ -526,7 +527,7 @@ reader_dense_stats(const char *query, PnConfig *cfg, int64 **vocab, int64 *nvoca
 			continue;
 		sd = n[i] > 0 ? (float) sqrt(m2[i] / n[i]) : 0.0f;
 		f->mean = (float) mean[i];
-		f->std = sd > 0.0f && isfinite(sd) ? sd : 1.0f;
+		f->std = sd >= FLT_MIN && isfinite(sd) ? sd : 1.0f;	/* 0 (or subnormal): 1 */
 		f->stats = true;
 	}
 	if (counts)

@@ -164,9 +164,9 @@ def _dense_field(f, where):
         if "normalize" not in out:
             raise ConfigError('%s has "mean" or "std" without "normalize": "zscore"' % what)
         mean, std = _finite32(f.get("mean")), _finite32(f.get("std"))
-        if mean is None or std is None or not std > 0:
-            raise ConfigError('%s: "mean" and "std" must both be given, finite, with std > 0 (leave both out and '
-                              'training computes them)' % what)
+        if mean is None or std is None or not std >= float(np.finfo(np.float32).tiny):
+            raise ConfigError('%s: "mean" and "std" must both be given, finite, with std >= %g (a normal float32; '
+                              'leave both out and training computes them)' % (what, float(np.finfo(np.float32).tiny)))
         out["mean"], out["std"] = mean, std
     return out
 

@@ -1017,7 +1017,7 @@ def dense_stats(config, batch):
         v = v[~np.isnan(v)].astype(np.float64)
         mean = float(v.mean()) if v.size else 0.0
         std = float(np.float32(np.sqrt(((v - mean) ** 2).mean()))) if v.size else 0.0
-        f["mean"], f["std"] = float(np.float32(mean)), std if std > 0 and math.isfinite(std) else 1.0
+        f["mean"], f["std"] = float(np.float32(mean)), std if std >= FLT_MIN and math.isfinite(std) else 1.0
     return d
 
 

@@ -5,6 +5,7 @@
  */
 #include "pncore.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -432,9 +433,10 @@ get_dense_transforms(const PnJson *e, PnField *f, PnError *err)
 			return PN_ECONFIG;
 		}
 		if (!finite_float(pn_json_get(e, "mean"), &f->mean) || !finite_float(pn_json_get(e, "std"), &f->std) ||
-			!(f->std > 0.0f))
+			!(f->std >= FLT_MIN))
 		{
-			pn_seterr(err, PN_ECONFIG, "config dense field \"%s\": \"mean\" and \"std\" must both be given, finite, with std > 0", f->name);
+			pn_seterr(err, PN_ECONFIG, "config dense field \"%s\": \"mean\" and \"std\" must both be given, finite, with std >= %g (a normal float32)",
+					  f->name, (double) FLT_MIN);
 			pn_setdetail(err, "Leave both out and pepnet_train computes them from its data query.");
 			return PN_ECONFIG;
 		}

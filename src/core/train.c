@@ -741,6 +741,8 @@ column_name(const PnConfig *c, int j, char *buf, size_t len)
 
 	if (j >= fk + c->dense)
 		snprintf(buf, len, "domain embedding (domain_input)");
+	else if (j >= fk && c->dfield)
+		snprintf(buf, len, "dense field \"%s\"", c->dfield[j - fk].name);
 	else if (j >= fk)
 		snprintf(buf, len, "dense value %d", j - fk + 1);
 	else
@@ -1036,7 +1038,10 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 
 			if (!isfinite(v))
 			{
-				pn_seterr(err, PN_EINPUT, "dense value %d is not finite", j + 1);
+				if (c->dfield)
+					pn_seterr(err, PN_EINPUT, "dense field \"%s\" is not finite", c->dfield[j].name);
+				else
+					pn_seterr(err, PN_EINPUT, "dense value %d is not finite", j + 1);
 				err->row = o;
 				return PN_EINPUT;
 			}

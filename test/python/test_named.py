@@ -656,7 +656,8 @@ def test_dense_transforms():
           c.to_dict()["dense"] == [{"name": "x", "clip": [-2.5, 1e6], "normalize": "zscore", "mean": 1.5, "std": 0.25}],
           str(c.to_dict()["dense"]))
     for bad, needle in (({"clip": [5, 1]}, '"clip" must be [lo, hi]'), ({"clip": [0]}, '"clip" must be [lo, hi]'),
-                        ({"normalize": "zscore", "mean": 0, "std": 0}, "std > 0"),
+                        ({"normalize": "zscore", "mean": 0, "std": 0}, "std >= 1.17549e-38"),
+                        ({"normalize": "zscore", "mean": 0, "std": 1e-40}, "a normal float32"),
                         ({"normalize": "zscore", "mean": 0}, "must both be given"),
                         ({"mean": 0, "std": 1}, 'without "normalize": "zscore"'),
                         ({"normalize": "minmax"}, '"normalize" must be "zscore"'), ({"scale": 2}, "unknown keys")):

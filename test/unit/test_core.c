@@ -382,7 +382,8 @@ test_named(void)
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"clip\": [0, \"x\"]}]}", PN_ECONFIG, "\"clip\"");
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"log1p\": 1}]}", PN_ECONFIG, "\"log1p\"");
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"normalize\": \"minmax\"}]}", PN_ECONFIG, "\"zscore\"");
-	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"normalize\": \"zscore\", \"mean\": 1, \"std\": 0}]}", PN_ECONFIG, "std > 0");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"normalize\": \"zscore\", \"mean\": 1, \"std\": 0}]}", PN_ECONFIG, "std >= 1.17549e-38");
+	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"normalize\": \"zscore\", \"mean\": 1, \"std\": 1e-40}]}", PN_ECONFIG, "a normal float32");
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"normalize\": \"zscore\", \"std\": 1}]}", PN_ECONFIG, "both");
 	config_rejects("{\"inputs\": \"columns\", \"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 10}], \"dense\": [{\"name\": \"p\", \"mean\": 1, \"std\": 1}]}", PN_ECONFIG, "without");
 	/* a named field's "id": "integer" or "text", kept by the stored config; named form only */
