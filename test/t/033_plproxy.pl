@@ -98,6 +98,9 @@ is(sq($coord, sprintf($ntop, "top_k('nm\@1', 1, 8)")), $nwant, 'named: the shard
 is(scalar(split /,/, $nwant), 8, 'named: eight candidates');
 sq($s2, "SELECT pepnet_create('nm', '$NCFG', 22)");      # shard2's own version 2
 sq($coord, "SELECT pepnet_create('nm', '$NCFG', 23)");    # the coordinator's: other weights
+# shard1 holds the coordinator's version 2 (so that shard2's refusal, not a missing version, is the
+# error: RUN ON ALL reports whichever shard fails first)
+sq($n{shard1}, "SELECT pepnet_import_version('" . sq($coord, "SELECT pepnet_export_version('nm\@2')") . "')");
 ($rc, $out, $err) = $coord->psql($db, "SELECT count(*) FROM top_k('nm\@2', 0, 3)");
 like($err, qr/model "nm" version 2 on this node \("shard2"\) is not the pinned version/, 'named: a shard whose version has other weights refuses');
 
