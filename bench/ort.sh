@@ -12,6 +12,7 @@
 #   bench/ort.sh                    # the full run (table job over 200,000 rows)
 #   bench/ort.sh --rows 1000000     # the table job over 1M rows
 #   bench/ort.sh --quick            # a smoke test (numbers not meaningful)
+#   bench/ort.sh --rows 1000000 --e2e-only   # the end-to-end jobs alone (ort_bench.py --help: options)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS="postgresql-15 postgresql-server-dev-15 libopenblas-dev libdnnl-dev build-essential"

@@ -73,10 +73,10 @@ class OrtScorer:
         self.p.wait()
 
 
-def pipeline(build, prefix, prec, args):
+def pipeline(build, prefix, prec, args, workers=0):
     env = dict(os.environ, ORT_LIB=ort_lib())
     out = subprocess.run([os.path.join(build, "ort_pipeline"), prefix + ".meta", prefix, prec,
-                          "options='-c max_parallel_workers_per_gather=0'"] + list(args),
+                          "options='-c max_parallel_workers_per_gather=%d'" % workers] + list(args),
                          capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError("ort_pipeline %s: %s" % (" ".join(args[:1]), out.stderr))
@@ -87,8 +87,39 @@ def pipeline(build, prefix, prec, args):
     return r
 
 
-def sql_job(build, query):
-    return pipeline(build, "-", "-", ["sql", query])
+def reaped_cpu(pid):
+    """CPU seconds of the exited children a process has reaped (cutime + cstime of /proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        st = f.read().rsplit(")", 1)[1].split()
+    return (int(st[13]) + int(st[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def parent_pid(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def sql_job(build, query, workers=0, postmaster=None):
+    """The job in SQL on a connection of its own.  With workers > 0 (max_parallel_workers_per_gather)
+    the parallel workers' CPU is the postmaster's reaped-children CPU over the job (the workers and,
+    once it exits, the job's backend, whose own CPU in the query is subtracted: its connection
+    start and exit, a few ms, count as the workers')."""
+    t0 = reaped_cpu(postmaster) if postmaster else 0.0
+    r = pipeline(build, "-", "-", ["sql", query], workers)
+    r["workers_cpu"] = 0.0
+    if workers and postmaster:
+        pid = int(r["pid"])
+        for _ in range(500):
+            if not os.path.exists("/proc/%d" % pid):
+                break
+            time.sleep(0.01)
+        time.sleep(0.05)
+        r["workers_cpu"] = max(0.0, reaped_cpu(postmaster) - t0 - r["backend_cpu"])
+    return r
+
+
+def total_cpu(r):
+    return r["client_cpu"] + r["backend_cpu"] + r.get("workers_cpu", 0.0)
 
 
 def fmt(v):
@@ -103,6 +134,9 @@ def main():
     ap.add_argument("--rows", type=int, default=200000, help="rows of the table-scoring job")
     ap.add_argument("--top-rows", type=int, default=100000, help="candidates of the top-20 job")
     ap.add_argument("--score-only", action="store_true", help="part 1 only (scoring per request size)")
+    ap.add_argument("--e2e-only", action="store_true", help="part 2 only (the end-to-end jobs; parity still checked)")
+    ap.add_argument("--workers", type=int, default=2, help="max_parallel_workers_per_gather of the parallel "
+                    "pepnet_score_query rows (0: no parallel rows)")
     ap.add_argument("--before-so", help="another build's pepnet.so: its pepnet_score and pepnet_predict "
                     "measured too, interleaved, in a second backend (A/B of two builds in one run)")
     args = ap.parse_args()
@@ -230,6 +264,8 @@ def main():
     target = 0.05 if q else 0.4     # seconds of scoring per kind and round, roughly
     S = {}
     for si, n in enumerate(NS):
+        if args.e2e_only:
+            break
         lits = [(mref, d, bs.arr_lit(p), bs.arr_lit(f)) for d, p, f in sets[si]]
         meter = bs.CpuMeter(backend)  # per N
         meter_b = bs.CpuMeter(backend_b) if cur_b else None
@@ -346,6 +382,31 @@ def main():
     cur.execute("VACUUM ANALYZE e2e_rows")
     user_d, user_p = 1, np.array([424242, 3, 17][:len(c.persona)], dtype=np.int64)
     plit = bs.arr_lit(user_p)
+    # the named form (since 0.3.0): the same weights as a version whose fields are columns (bigint
+    # ids: the same ids as the arrays form), the candidates as a table of columns and the user's
+    # domain and persona added by a view (a named row type for (s.candidate).id)
+    ncfg = json.loads(json.dumps(cfg))
+    ncfg["inputs"] = "columns"
+    nt = model.tensors()
+    for k in nt:   # the named tables' missing row (docs/model.md), never used here: no NULL ids
+        if k.startswith("emb.feature.") or k.startswith("emb.persona."):
+            nt[k] = torch.cat([nt[k], torch.zeros(1, nt[k].shape[1], dtype=nt[k].dtype)])
+    cur.execute("SELECT pepnet_import(%s, %s::jsonb, %s::bytea)",
+                (MODEL + "_named", json.dumps(ncfg), psycopg2.Binary(bs.ref.safetensors_dumps(nt))))
+    nref = "%s_named@%d" % (MODEL, cur.fetchone()[0])
+    fq = lambda n: '"%s"' % n  # noqa: E731
+    cur.execute("DROP VIEW IF EXISTS e2e_cands_v")
+    cur.execute("DROP TABLE IF EXISTS e2e_cands_n")
+    cur.execute("CREATE TABLE e2e_cands_n AS SELECT id, %s FROM e2e_cands" % ", ".join(
+        "features[%d] AS %s" % (i + 1, fq(f["name"])) for i, f in enumerate(cfg["features"])))
+    cur.execute("CREATE VIEW e2e_cands_v AS SELECT c.*, %d AS domain, %s FROM e2e_cands_n c" % (user_d, ", ".join(
+        "%d::bigint AS %s" % (v, fq(f["name"])) for v, f in zip(user_p, cfg["persona"]))))
+    cur.execute("VACUUM ANALYZE e2e_cands_n")
+    cur.execute("SELECT pg_backend_pid()")
+    postmaster = parent_pid(cur.fetchone()[0])
+    # no autovacuum worker (reaped by the postmaster) during the jobs: it would count as parallel workers' CPU
+    cur.execute("ALTER SYSTEM SET autovacuum = off")
+    cur.execute("SELECT pg_reload_conf()")
     jobs = {
         "top20_pepnet_score_query": ("sql", "SELECT id, score FROM pepnet_score_query('%s', 'SELECT id, %d AS domain, "
                                      "''%s''::bigint[] AS persona, features FROM e2e_cands') AS t(id int, score float8, "
@@ -353,6 +414,8 @@ def main():
         "top20_pepnet_score": ("sql", "WITH a AS MATERIALIZED (SELECT array_agg(id) ids, array_agg(features) f "
                                "FROM e2e_cands) SELECT a.ids[s.idx], s.score FROM a, pepnet_score('%s', %d, '%s', a.f) s "
                                "ORDER BY s.score DESC LIMIT 20" % (mref, user_d, plit)),
+        "top20_pepnet_score_rows": ("sql", "SELECT (s.candidate).id, s.score FROM pepnet_score_rows('%s', "
+                                    "ARRAY(SELECT c FROM e2e_cands_v c)) s ORDER BY s.score DESC LIMIT 20" % nref),
         "top20_ort_fp32": ("fp32", "top20", str(user_d), ",".join(map(str, user_p)), "e2e_cands"),
         "top20_ort_int8": ("int8", "top20", str(user_d), ",".join(map(str, user_p)), "e2e_cands"),
         "table_pepnet_ctas": ("sql", "CREATE TABLE e2e_out_pepnet AS SELECT uid, id, score FROM pepnet_score_query('%s', "
@@ -365,6 +428,9 @@ def main():
         # the pipeline's COPY out alone, rows fetched and dropped by the server side
         "table_floor_copy_out": ("sql", "SELECT count(*) FROM (SELECT uid, id, domain, persona, features FROM e2e_rows) s"),
     }
+    if args.workers > 0:
+        for k in ("top20_pepnet_score_query", "table_pepnet_ctas"):
+            jobs[k + "_parallel"] = ("sql", jobs[k][1], args.workers)
     if "bf16" in precs:
         for k in ("top20_pepnet_score_query", "table_pepnet_ctas"):
             jobs[k.replace("pepnet", "pepnet_bf16")] = ("sql", "SET pepnet.precision = bf16; " + jobs[k][1])
@@ -375,7 +441,7 @@ def main():
         j = jobs[k]
         cur.execute("DROP TABLE IF EXISTS e2e_out_pepnet, e2e_out_ort")
         if j[0] == "sql":
-            return sql_job(args.build, j[1])
+            return sql_job(args.build, j[1], j[2] if len(j) > 2 else 0, postmaster)
         return pipeline(args.build, prefix, j[0], list(j[1:]))
 
     for k in jobs:   # warm: model load, sessions
@@ -388,15 +454,24 @@ def main():
             E[k].append(r)
             if rnd == 0 and k == "table_pepnet_ctas":
                 cur.execute("ALTER TABLE e2e_out_pepnet RENAME TO e2e_keep_pepnet")
+            if rnd == 0 and k == "table_pepnet_ctas_parallel":
+                cur.execute("ALTER TABLE e2e_out_pepnet RENAME TO e2e_keep_pepnet_par")
             if rnd == 0 and k == "table_ort_fp32":
                 cur.execute("ALTER TABLE e2e_out_ort RENAME TO e2e_keep_ort")
-        log("e2e round %d: %s" % (rnd + 1, ", ".join("%s %.2f s" % (k, E[k][-1]["client_cpu"] + E[k][-1]["backend_cpu"])
-                                                     for k in jobs)))
+        log("e2e round %d: %s" % (rnd + 1, ", ".join("%s %.2f s" % (k, total_cpu(E[k][-1])) for k in jobs)))
     cur.execute("SELECT count(*), count(o.uid), max(abs(p.score - o.score)) FROM e2e_keep_pepnet p "
                 "LEFT JOIN e2e_keep_ort o USING (uid, id)")
     n_p, n_o, diff = cur.fetchone()
     checks["table_rows_pepnet"], checks["table_rows_matched"], checks["table_max_abs_diff"] = n_p, n_o, diff
-    cur.execute("DROP TABLE IF EXISTS e2e_keep_pepnet, e2e_keep_ort, e2e_out_pepnet, e2e_out_ort")
+    if "table_pepnet_ctas_parallel" in jobs:
+        cur.execute("SELECT count(*), count(q.uid), count(*) FILTER (WHERE p.score = q.score AND p.uid = q.uid AND "
+                    "p.id = q.id) FROM (SELECT row_number() OVER () n, * FROM e2e_keep_pepnet) p LEFT JOIN "
+                    "(SELECT row_number() OVER () n, * FROM e2e_keep_pepnet_par) q USING (n)")
+        n_s, n_q, n_eq = cur.fetchone()
+        checks["table_parallel_rows_equal_serial"] = "%d of %d (rows in the same order, scores bit for bit)" % (n_eq, n_s)
+    cur.execute("DROP TABLE IF EXISTS e2e_keep_pepnet, e2e_keep_pepnet_par, e2e_keep_ort, e2e_out_pepnet, e2e_out_ort")
+    cur.execute("ALTER SYSTEM RESET autovacuum")
+    cur.execute("SELECT pg_reload_conf()")
 
     def top_ids(r):
         return [int(x.split(":")[0]) for x in r["top"].split(",")]
@@ -404,11 +479,17 @@ def main():
         E["top20_ort_fp32"][0])
     checks["top20_same_ids_pepnet_score_vs_query"] = top_ids(E["top20_pepnet_score"][0]) == top_ids(
         E["top20_pepnet_score_query"][0])
+    if "top20_pepnet_score_query_parallel" in E:
+        checks["top20_same_ids_parallel_vs_serial"] = top_ids(E["top20_pepnet_score_query_parallel"][0]) == top_ids(
+            E["top20_pepnet_score_query"][0])
+    checks["top20_same_ids_pepnet_score_rows_vs_query"] = top_ids(E["top20_pepnet_score_rows"][0]) == top_ids(
+        E["top20_pepnet_score_query"][0])
     checks["top20_overlap_ort_int8_vs_fp32"] = len(set(top_ids(E["top20_ort_int8"][0])) & set(top_ids(
         E["top20_ort_fp32"][0])))
     R["e2e_checks"] = checks
-    R["e2e"] = {k: {"runs": v, "median_cpu": statistics.median(x["client_cpu"] + x["backend_cpu"] for x in v)}
+    R["e2e"] = {k: {"runs": v, "median_cpu": statistics.median(total_cpu(x) for x in v)}
                 for k, v in E.items()}
+    R["workers"] = args.workers
     R["e2e_sizes"] = {"top_rows": top_rows, "rows": users * per_user, "users": users, "per_user": per_user}
     log("e2e checks: %s" % json.dumps(checks))
     conn.close()
@@ -424,7 +505,7 @@ def main():
 
 
 def med(runs, key):
-    return statistics.median(r[key] for r in runs)
+    return statistics.median(r.get(key, 0.0) for r in runs)
 
 
 def score_report(R):
@@ -454,17 +535,12 @@ def score_report(R):
     return "\n".join(L)
 
 
-def report(R, precs):
+def score_table(R, precs):
+    """Part 1's table (candidates/s per N), parity, per-call CPU."""
     L = []
     S = R["score"]
-    la0, la1 = R["loadavg_start"], R["loadavg_end"]
-    L.append("Commit %s, %s; CPU: %s (%d CPUs); %s; ONNX Runtime 1.30.0 (npm onnxruntime-node), C API, "
-             "1 thread, ORT_ENABLE_ALL.  Load average (1/5/15 min) %.1f/%.1f/%.1f at the start, %.1f/%.1f/%.1f at "
-             "the end: %s.\n" % (
-                 R["source"].get("commit", "?"), R["started"], R["machine"].get("cpu", "?"), R["machine"].get("nproc", 0),
-                 R["postgres"].split(",")[0], la0[0], la0[1], la0[2], la1[0], la1[1], la1[2],
-                 "a shared, noisy machine" if max(la0[0], la1[0]) > 1.5 else "a quiet machine"))
-    L.append("pepnet bf16: %s.\n" % R["bf16"])
+    if not S:
+        return L
     L.append("**Scoring, candidates/s per core from CPU time** (ORT: its process; pepnet: the backend, "
              "`EXECUTE` of a prepared `SELECT idx, score FROM pepnet_score(...)`, rows fetched; in brackets "
              "with the Python client's CPU):\n")
@@ -489,22 +565,40 @@ def report(R, precs):
     L.append("Per call, us of CPU (ORT / pepnet backend / pepnet's Python client): " + "; ".join(
         "N=%d: %.0f / %.0f / %.0f" % (n, S[str(n)]["ort_fp32"]["cpu_us_per_call"], S[str(n)]["pepnet_fp32"]["cpu_us_per_call"],
                                       S[str(n)]["pepnet_fp32"]["client_us_per_call"]) for n in NS) + ".\n")
+    return L
+
+
+def report(R, precs):
+    L = []
+    la0, la1 = R["loadavg_start"], R["loadavg_end"]
+    L.append("Commit %s, %s; CPU: %s (%d CPUs); %s; ONNX Runtime 1.30.0 (npm onnxruntime-node), C API, "
+             "1 thread, ORT_ENABLE_ALL.  Load average (1/5/15 min) %.1f/%.1f/%.1f at the start, %.1f/%.1f/%.1f at "
+             "the end: %s.\n" % (
+                 R["source"].get("commit", "?"), R["started"], R["machine"].get("cpu", "?"), R["machine"].get("nproc", 0),
+                 R["postgres"].split(",")[0], la0[0], la0[1], la0[2], la1[0], la1[1], la1[2],
+                 "a shared, noisy machine" if max(la0[0], la1[0]) > 1.5 else "a quiet machine"))
+    L.append("pepnet bf16: %s.\n" % R["bf16"])
+    L += score_table(R, precs)
     L.append("Parity (max abs diff of probabilities, all tasks, same requests): " + "; ".join(
         "N=%s: %s" % (n, ", ".join("%s %.1e" % (k, v) for k, v in p.items())) for n, p in R["parity"].items()) + ".\n")
     E = R["e2e"]
     z = R["e2e_sizes"]
-    L.append("**End to end**, CPU seconds of every process (client + backends), median of %d runs; "
+    L.append("**End to end**, CPU seconds of every process (client + backends + parallel workers), median of %d runs; "
              "top-20 over %s candidates for one user, table job over %s rows (%d users x %d candidates):\n" % (
                  len(E["top20_ort_fp32"]["runs"]), fmt(z["top_rows"]), fmt(z["rows"]), z["users"], z["per_user"]))
     L.append("| job | CPU s total | client | backend(s) | where the time goes | wall s |")
     L.append("|---|---:|---:|---:|---|---:|")
+    w = R.get("workers", 0)
     labels = {
-        "top20_pepnet_score_query": "top-20, pepnet_score_query ... ORDER BY score DESC LIMIT 20 (fp32)",
+        "top20_pepnet_score_query": "top-20, pepnet_score_query ... ORDER BY score DESC LIMIT 20 (fp32, serial)",
+        "top20_pepnet_score_query_parallel": "top-20, the same with max_parallel_workers_per_gather = %d" % w,
         "top20_pepnet_bf16_score_query": "top-20, the same in bf16",
         "top20_pepnet_score": "top-20, pepnet_score over array_agg, ids by subscript (fp32)",
+        "top20_pepnet_score_rows": "top-20, named form: pepnet_score_rows over ARRAY(SELECT c FROM view c) (fp32)",
         "top20_ort_fp32": "top-20, C pipeline: binary COPY out, ORT fp32 batches of 1,000, heap",
         "top20_ort_int8": "top-20, the same with ORT int8",
-        "table_pepnet_ctas": "table, CREATE TABLE AS ... pepnet_score_query (fp32)",
+        "table_pepnet_ctas": "table, CREATE TABLE AS ... pepnet_score_query (fp32, serial)",
+        "table_pepnet_ctas_parallel": "table, the same with max_parallel_workers_per_gather = %d" % w,
         "table_pepnet_bf16_ctas": "table, the same in bf16",
         "table_ort_fp32": "table, C pipeline: binary COPY out, ORT fp32, binary COPY in (2 connections)",
         "table_ort_int8": "table, the same with ORT int8",
@@ -521,16 +615,23 @@ def report(R, precs):
                 med(runs, "client_ort"), med(runs, "client_hash"), med(runs, "client_copy_rest"))
             if "backend_in_cpu" in runs[0]:
                 where += "; backends: COPY out %.2f, COPY in %.2f" % (med(runs, "backend_out_cpu"), med(runs, "backend_in_cpu"))
+        if k.endswith("_parallel"):
+            where = "leader %.2f + workers %.2f" % (med(runs, "backend_cpu"), med(runs, "workers_cpu"))
         L.append("| %s | **%.2f** | %.2f | %.2f | %s | %.2f |" % (
-            lab, E[k]["median_cpu"], med(runs, "client_cpu"), med(runs, "backend_cpu"), where, med(runs, "wall")))
+            lab, E[k]["median_cpu"], med(runs, "client_cpu"), med(runs, "backend_cpu") + med(runs, "workers_cpu"),
+            where, med(runs, "wall")))
     L.append("")
-    L.append("Ratios (pipeline CPU / pepnet CPU, > 1 = pepnet ahead): top-20 fp32 %.2fx (pepnet_score form %.2fx), "
-             "table fp32 %.2fx; against ORT int8: top-20 %.2fx, table %.2fx.\n" % (
-                 E["top20_ort_fp32"]["median_cpu"] / E["top20_pepnet_score_query"]["median_cpu"],
-                 E["top20_ort_fp32"]["median_cpu"] / E["top20_pepnet_score"]["median_cpu"],
-                 E["table_ort_fp32"]["median_cpu"] / E["table_pepnet_ctas"]["median_cpu"],
-                 E["top20_ort_int8"]["median_cpu"] / E["top20_pepnet_score_query"]["median_cpu"],
-                 E["table_ort_int8"]["median_cpu"] / E["table_pepnet_ctas"]["median_cpu"]))
+
+    def ratio(a, b):
+        return E[a]["median_cpu"] / E[b]["median_cpu"] if a in E and b in E else float("nan")
+    L.append("Ratios (pipeline CPU / pepnet CPU, > 1 = pepnet ahead): top-20 fp32 %.2fx (parallel %.2fx, pepnet_score "
+             "form %.2fx, pepnet_score_rows %.2fx), table fp32 %.2fx (parallel %.2fx); against ORT int8: top-20 %.2fx, "
+             "table %.2fx.\n" % (
+                 ratio("top20_ort_fp32", "top20_pepnet_score_query"),
+                 ratio("top20_ort_fp32", "top20_pepnet_score_query_parallel"),
+                 ratio("top20_ort_fp32", "top20_pepnet_score"), ratio("top20_ort_fp32", "top20_pepnet_score_rows"),
+                 ratio("table_ort_fp32", "table_pepnet_ctas"), ratio("table_ort_fp32", "table_pepnet_ctas_parallel"),
+                 ratio("top20_ort_int8", "top20_pepnet_score_query"), ratio("table_ort_int8", "table_pepnet_ctas")))
     L.append("Checks: %s.\n" % json.dumps(R["e2e_checks"]))
     return "\n".join(L)
 

@@ -14,7 +14,9 @@
  *		Runtime per request in batches of at most 1,000, binary COPY in on a
  *		second connection, streamed
  *	ort_pipeline - - - CONNINFO sql QUERY
- *		runs QUERY (e.g. the same job done by pepnet in SQL), rows fetched
+ *		runs QUERY (e.g. the same job done by pepnet in SQL), rows fetched;
+ *		prints the backend's pid too (its parallel workers' CPU is read by
+ *		the caller from the postmaster's cutime once they are reaped)
  *
  * Prints one line of key=value: wall and CPU seconds of the client and of
  * every backend used (from /proc/<pid>/schedstat), the client's CPU split
@@ -442,8 +444,8 @@ main(int argc, char **argv)
 		}
 		w1 = ns(CLOCK_MONOTONIC);
 		cpu = cpu_self() - c0;
-		printf("wall=%.4f client_cpu=%.4f backend_cpu=%.4f rows=%d", (w1 - w0) * 1e-9, cpu, backend_cpu(pid) - b0,
-			   PQntuples(r));
+		printf("wall=%.4f client_cpu=%.4f backend_cpu=%.4f rows=%d pid=%d", (w1 - w0) * 1e-9, cpu,
+			   backend_cpu(pid) - b0, PQntuples(r), pid);
 		if (PQnfields(r) >= 2)
 		{
 			printf(" top=");
