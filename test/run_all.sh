@@ -66,6 +66,9 @@ if ! $SUDO make -s install PG_CONFIG="$PG_CONFIG" >>"$LOG/build.log" 2>&1; then
 fi
 
 suite unit make -s unittest
+# the same unit tests with oneDNN matmuls of any implementation: on a CPU without brgemm kernels
+# (AVX2) the engine's oneDNN tiles and the trainer's primitives, which the server uses on AVX-512
+suite unit_any_matmul ./test/unit/test_core --any-matmul
 # the glue's layering (docs/source-layout.md): no call cycle among src/*.c but the shared-memory hub
 suite layering bash -c 'python3 test/layering.py && echo "1 passed, 0 failed" || { echo "not ok - a call cycle among src/*.c beyond the shared-memory hub"; echo "0 passed, 1 failed"; }'
 # libFuzzer + ASan/UBSan on the weight reader and the config parser, a bounded time each

@@ -37,5 +37,12 @@ int			pn_dnnl_init(PnError *err);
  * train.c).
  */
 bool		pn_dnnl_is_brgemm(const_dnnl_primitive_desc_t pd, const char **impl);
+/*
+ * Tests only (test_core --any-matmul): take any oneDNN matmul implementation,
+ * so that the engine's oneDNN tiles and the trainer's primitives run on a
+ * CPU without brgemm kernels (never set in the server: its gemm:jit kernels
+ * corrupted the heap under load)
+ */
+extern bool pn_dnnl_any_impl;
 
 #endif							/* PN_DNNL_H */

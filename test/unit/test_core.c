@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE				/* memmem */
 #include "pncore.h"
+#include "pndnnl.h"
 #include "ref_forward.h"
 #include "vmath.h"
 
@@ -2492,9 +2493,20 @@ test_vocab(void)
 	pn_config_free(&c);
 }
 
+/*
+ * test_core [--any-matmul]: with --any-matmul the oneDNN matmul primitives
+ * take any implementation (pn_dnnl_any_impl), so that on a CPU without
+ * brgemm kernels (AVX2) the engine's oneDNN tiles and the trainer's
+ * primitives are the paths tested rather than the fallback and OpenBLAS
+ */
 int
-main(void)
+main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "--any-matmul") == 0)
+	{
+		pn_dnnl_any_impl = true;
+		printf("# --any-matmul: oneDNN matmuls of any implementation (the engine's tiles on this CPU)\n");
+	}
 	test_hash();
 	test_config();
 	test_named();
