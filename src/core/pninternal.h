@@ -9,6 +9,7 @@
 #define PN_INTERNAL_H
 
 #include "pncore.h"
+#include "plan.h"
 #include "vmath.h"
 
 #include <math.h>
