@@ -316,34 +316,36 @@ pn_persona_build_bags(const PnModel *m, const int64_t *persona, const PnBag *pba
 	p->pv = pn_alloc(sizeof(float) * (c->pk + 1));
 	if (!p->pv)
 		goto oom;
-	for (i = 0; i < c->npers; i++)
+	for (i = 0; i < m->plan->npvseg; i++)
 	{
+		const PnSeg *sg = &m->plan->pvseg[i];
+		const PnField *f = &c->pers[sg->field];
 		int64_t		s;
 
-		if (c->pers[i].pooling != PN_POOL_NONE)
+		if (sg->kind == PN_SEG_BAG)
 		{
 			/* a multi-valued persona field: pooled once per request */
 			if (pbag == NULL)
 			{
 				pn_persona_free(p);
 				return pn_seterr(err, PN_EINPUT, "persona field \"%s\" is multi-valued, but no bags were given",
-								 c->pers[i].name);
+								 f->name);
 			}
-			if (pn_bag_pool(&c->pers[i], i, "persona", PN_T(m, m->t_emb_pers[i]), k, &pbag[i], 0,
-							p->pv + i * k, err) != PN_OK)
+			if (pn_bag_pool(f, sg->field, "persona", PN_T(m, sg->table), k, &pbag[sg->field], 0,
+							p->pv + sg->off, err) != PN_OK)
 			{
 				pn_persona_free(p);
 				return PN_EINPUT;
 			}
 			continue;
 		}
-		s = pn_slot_checked(&c->pers[i], i, persona[i], "persona", err);
+		s = pn_slot_checked(f, sg->field, persona[sg->field], "persona", err);
 		if (s < 0)
 		{
 			pn_persona_free(p);
 			return PN_EINPUT;
 		}
-		memcpy(p->pv + i * k, PN_T(m, m->t_emb_pers[i]) + s * k, sizeof(float) * k);
+		memcpy(p->pv + sg->off, PN_T(m, sg->table) + s * k, sizeof(float) * k);
 	}
 	if (c->ppnet)
 		for (l = 0; l < c->nhidden; l++)
@@ -845,8 +847,9 @@ linear_acc(const PnWork *w, int n, int out, int in, const float *A, int lda, con
 
 
 /*
- * Gather x0 [n, n0]: the embedding rows of each feature field, then dense
- * (the domain_input tail is pn_x0_domain's).
+ * Gather x0 [n, n0] by the plan's input segments: the embedding row of each
+ * single-id feature field, the pooled bag of each multi-valued one, the
+ * dense values (the domain_input tail is pn_x0_domain's).
  * Fails on an out-of-range id of a non-hashed field.
  */
 int
@@ -854,6 +857,7 @@ pn_gather_x0(const PnModel *m, int n, const int64_t *features, const PnBag *fbag
 			 float *x0, PnError *err)
 {
 	const PnConfig *c = &m->cfg;
+	const PnPlan *p = m->plan;
 	int			k = c->emb_dim,
 				F = c->nfeat,
 				r,
@@ -863,56 +867,66 @@ pn_gather_x0(const PnModel *m, int n, const int64_t *features, const PnBag *fbag
 	{
 		float	   *row = x0 + (size_t) r * c->n0;
 
-		for (i = 0; i < F; i++)
+		for (i = 0; i < p->nx0seg; i++)
 		{
-			int64_t		id,
-						s;
+			const PnSeg *sg = &p->x0seg[i];
+			const PnField *f;
+			int64_t		s;
 
-			if (c->feat[i].pooling != PN_POOL_NONE)
+			switch (sg->kind)
 			{
-				/* a multi-valued field: its bag pooled (bag.c) */
-				if (fbag == NULL)
-					return pn_seterr(err, PN_EINPUT, "feature field \"%s\" is multi-valued, but no bags were given",
-									 c->feat[i].name);
-				if (pn_bag_pool(&c->feat[i], i, "feature", PN_T(m, m->t_emb_feat[i]), k, &fbag[i], r,
-								row + i * k, err) != PN_OK)
-				{
-					err->row = r;
-					return PN_EINPUT;
-				}
-				continue;
+				case PN_SEG_ID:
+					f = &c->feat[sg->field];
+					s = pn_slot_checked(f, sg->field, features[(size_t) r * F + sg->field], "feature", err);
+					if (s < 0)
+					{
+						err->row = r;
+						return PN_EINPUT;
+					}
+					memcpy(row + sg->off, PN_T(m, sg->table) + s * k, sizeof(float) * k);
+					break;
+				case PN_SEG_BAG:
+					/* a multi-valued field: its bag pooled (bag.c) */
+					f = &c->feat[sg->field];
+					if (fbag == NULL)
+						return pn_seterr(err, PN_EINPUT, "feature field \"%s\" is multi-valued, but no bags were given",
+										 f->name);
+					if (pn_bag_pool(f, sg->field, "feature", PN_T(m, sg->table), k, &fbag[sg->field], r,
+									row + sg->off, err) != PN_OK)
+					{
+						err->row = r;
+						return PN_EINPUT;
+					}
+					break;
+				case PN_SEG_DENSE:
+					memcpy(row + sg->off, dense + (size_t) r * sg->width, sizeof(float) * sg->width);
+					break;
+				default:
+					break;		/* PN_SEG_DOMAIN: pn_x0_domain */
 			}
-			id = features[(size_t) r * F + i];
-			s = pn_slot_checked(&c->feat[i], i, id, "feature", err);
-			if (s < 0)
-			{
-				err->row = r;
-				return PN_EINPUT;
-			}
-			memcpy(row + i * k, PN_T(m, m->t_emb_feat[i]) + s * k, sizeof(float) * k);
 		}
-		if (c->dense)
-			memcpy(row + F * k, dense + (size_t) r * c->dense, sizeof(float) * c->dense);
 	}
 	return PN_OK;
 }
 
 /*
- * With "domain_input": the last k columns of every row of x0 [n, n0] are the
- * domain's embedding dv (docs/model.md step 1); nothing without it.
+ * With "domain_input": the plan's domain segment of every row of x0 [n, n0]
+ * (its last k columns) is the domain's embedding dv (docs/model.md step 1);
+ * nothing without it.
  */
 void
 pn_x0_domain(const PnModel *m, int domain, int n, float *x0)
 {
-	const PnConfig *c = &m->cfg;
-	int			k = c->emb_dim,
-				r;
-	const float *dv = PN_T(m, m->t_emb_dom) + (size_t) domain * k;
+	const PnPlan *p = m->plan;
+	const PnSeg *sg = p->nx0seg > 0 ? &p->x0seg[p->nx0seg - 1] : NULL;
+	const float *dv;
+	int			r;
 
-	if (!c->domain_input)
+	if (sg == NULL || sg->kind != PN_SEG_DOMAIN)
 		return;
+	dv = PN_T(m, sg->table) + (size_t) domain * sg->width;
 	for (r = 0; r < n; r++)
-		memcpy(x0 + (size_t) r * c->n0 + (c->n0 - k), dv, sizeof(float) * k);
+		memcpy(x0 + (size_t) r * m->cfg.n0 + sg->off, dv, sizeof(float) * sg->width);
 }
 
 /* gate [n, g] = gamma * sigmoid(W2 relu(W1x x + gbias) + b2) of PPNet layer l (0-based) */

@@ -983,6 +983,7 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 {
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
+	const PnPlan *p = m->plan;
 	int			n = tr->n,
 				k = c->emb_dim,
 				n0 = c->n0,
@@ -1005,69 +1006,81 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 
 		tr->dom[i] = b->domain[o];
 		memcpy(ie, PN_T(m, m->t_emb_dom) + (size_t) tr->dom[i] * k, sizeof(float) * k);
-		for (j = 0; j < F; j++)
+		/* x0 = in_e[:, k:] by the plan's input segments */
+		for (j = 0; j < p->nx0seg; j++)
 		{
+			const PnSeg *sg = &p->x0seg[j];
+			float	   *x0 = ie + k + sg->off;
+			int64_t		s;
+			int			e;
+
+			switch (sg->kind)
+			{
+				case PN_SEG_ID:
+					s = pn_slot_checked(&c->feat[sg->field], sg->field, b->features[(size_t) o * F + sg->field],
+										"feature", err);
+					if (s < 0)
+					{
+						err->row = o;
+						return PN_EINPUT;
+					}
+					tr->fslot[(size_t) i * F + sg->field] = s;
+					memcpy(x0, PN_T(m, sg->table) + s * k, sizeof(float) * k);
+					break;
+				case PN_SEG_BAG:
+					/* a multi-valued field: its bag pooled (bag.c); the backward scatters by the bag */
+					if (pn_bag_pool(&c->feat[sg->field], sg->field, "feature", PN_T(m, sg->table), k,
+									&b->fbag[sg->field], o, x0, err) != PN_OK)
+					{
+						err->row = o;
+						return PN_EINPUT;
+					}
+					tr->fslot[(size_t) i * F + sg->field] = -1;
+					break;
+				case PN_SEG_DENSE:
+					for (e = 0; e < sg->width; e++)
+					{
+						float		v = b->dense[(size_t) o * sg->width + e];
+
+						if (!isfinite(v))
+						{
+							pn_seterr(err, PN_EINPUT, "dense value %d is not finite", e + 1);
+							err->row = o;
+							return PN_EINPUT;
+						}
+						x0[e] = v;
+					}
+					break;
+				case PN_SEG_DOMAIN:
+					/* domain_input: dv, also in_e's first k columns */
+					memcpy(x0, ie, sizeof(float) * k);
+					break;
+			}
+		}
+		for (j = 0; j < p->npvseg; j++)
+		{
+			const PnSeg *sg = &p->pvseg[j];
 			int64_t		s;
 
-			if (c->feat[j].pooling != PN_POOL_NONE)
+			if (sg->kind == PN_SEG_BAG)
 			{
-				/* a multi-valued field: its bag pooled (bag.c); the backward scatters by the bag */
-				if (pn_bag_pool(&c->feat[j], j, "feature", PN_T(m, m->t_emb_feat[j]), k, &b->fbag[j], o,
-								ie + k + j * k, err) != PN_OK)
+				if (pn_bag_pool(&c->pers[sg->field], sg->field, "persona", PN_T(m, sg->table), k,
+								&b->pbag[sg->field], o, ip + sg->off, err) != PN_OK)
 				{
 					err->row = o;
 					return PN_EINPUT;
 				}
-				tr->fslot[(size_t) i * F + j] = -1;
+				tr->pslot[(size_t) i * P + sg->field] = -1;
 				continue;
 			}
-			s = pn_slot_checked(&c->feat[j], j, b->features[(size_t) o * F + j], "feature", err);
+			s = pn_slot_checked(&c->pers[sg->field], sg->field, b->persona[(size_t) o * P + sg->field], "persona", err);
 			if (s < 0)
 			{
 				err->row = o;
 				return PN_EINPUT;
 			}
-			tr->fslot[(size_t) i * F + j] = s;
-			memcpy(ie + k + j * k, PN_T(m, m->t_emb_feat[j]) + s * k, sizeof(float) * k);
-		}
-		for (j = 0; j < c->dense; j++)
-		{
-			float		v = b->dense[(size_t) o * c->dense + j];
-
-			if (!isfinite(v))
-			{
-				pn_seterr(err, PN_EINPUT, "dense value %d is not finite", j + 1);
-				err->row = o;
-				return PN_EINPUT;
-			}
-			ie[k + F * k + j] = v;
-		}
-		/* domain_input: x0's last k columns are dv too */
-		if (c->domain_input)
-			memcpy(ie + n0, ie, sizeof(float) * k);
-		for (j = 0; j < P; j++)
-		{
-			int64_t		s;
-
-			if (c->pers[j].pooling != PN_POOL_NONE)
-			{
-				if (pn_bag_pool(&c->pers[j], j, "persona", PN_T(m, m->t_emb_pers[j]), k, &b->pbag[j], o,
-								ip + j * k, err) != PN_OK)
-				{
-					err->row = o;
-					return PN_EINPUT;
-				}
-				tr->pslot[(size_t) i * P + j] = -1;
-				continue;
-			}
-			s = pn_slot_checked(&c->pers[j], j, b->persona[(size_t) o * P + j], "persona", err);
-			if (s < 0)
-			{
-				err->row = o;
-				return PN_EINPUT;
-			}
-			tr->pslot[(size_t) i * P + j] = s;
-			memcpy(ip + j * k, PN_T(m, m->t_emb_pers[j]) + s * k, sizeof(float) * k);
+			tr->pslot[(size_t) i * P + sg->field] = s;
+			memcpy(ip + sg->off, PN_T(m, sg->table) + s * k, sizeof(float) * k);
 		}
 		if (b->labels)
 			for (j = 0; j < T; j++)
@@ -1140,6 +1153,7 @@ embed_backward(PnTrainer *tr)
 {
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
+	const PnPlan *p = m->plan;
 	int			n = tr->n,
 				k = c->emb_dim,
 				n0 = c->n0,
@@ -1148,43 +1162,52 @@ embed_backward(PnTrainer *tr)
 				x;
 	int64_t		pos = 0;
 
-	for (j = 0; j < c->nfeat; j++)
+	/* dx0 [n, n0] by the plan's input segments into their fields' rows */
+	for (j = 0; j < p->nx0seg; j++)
 	{
-		x = m->t_emb_feat[j];
-		if (c->feat[j].pooling != PN_POOL_NONE)
+		const PnSeg *sg = &p->x0seg[j];
+		int			f = sg->field;
+
+		x = sg->table;
+		if (sg->kind == PN_SEG_BAG)
 		{
-			bag_backward(tr, x, &c->feat[j], &tr->fbag[j], tr->dx0 + j * k, n0, &pos);
+			bag_backward(tr, x, &c->feat[f], &tr->fbag[f], tr->dx0 + sg->off, n0, &pos);
 			continue;
 		}
+		if (sg->kind != PN_SEG_ID)
+			continue;
 		for (i = 0; i < n; i++)
 		{
-			float	   *restrict gr = G(tr, x) + tr->fslot[(size_t) i * c->nfeat + j] * k;
-			const float *restrict src = tr->dx0 + (size_t) i * n0 + j * k;
+			float	   *restrict gr = G(tr, x) + tr->fslot[(size_t) i * c->nfeat + f] * k;
+			const float *restrict src = tr->dx0 + (size_t) i * n0 + sg->off;
 			int			e;
 
 			for (e = 0; e < k; e++)
 				gr[e] += src[e];
 		}
-		record_rows(tr, x, tr->fslot + j, c->nfeat, &pos);
+		record_rows(tr, x, tr->fslot + f, c->nfeat, &pos);
 	}
-	for (j = 0; c->ppnet && j < c->npers; j++)
+	for (j = 0; c->ppnet && j < p->npvseg; j++)
 	{
-		x = m->t_emb_pers[j];
-		if (c->pers[j].pooling != PN_POOL_NONE)
+		const PnSeg *sg = &p->pvseg[j];
+		int			f = sg->field;
+
+		x = sg->table;
+		if (sg->kind == PN_SEG_BAG)
 		{
-			bag_backward(tr, x, &c->pers[j], &tr->pbag[j], tr->dpv + j * k, c->pk, &pos);
+			bag_backward(tr, x, &c->pers[f], &tr->pbag[f], tr->dpv + sg->off, c->pk, &pos);
 			continue;
 		}
 		for (i = 0; i < n; i++)
 		{
-			float	   *restrict gr = G(tr, x) + tr->pslot[(size_t) i * c->npers + j] * k;
-			const float *restrict src = tr->dpv + (size_t) i * c->pk + j * k;
+			float	   *restrict gr = G(tr, x) + tr->pslot[(size_t) i * c->npers + f] * k;
+			const float *restrict src = tr->dpv + (size_t) i * c->pk + sg->off;
 			int			e;
 
 			for (e = 0; e < k; e++)
 				gr[e] += src[e];
 		}
-		record_rows(tr, x, tr->pslot + j, c->npers, &pos);
+		record_rows(tr, x, tr->pslot + f, c->npers, &pos);
 	}
 	if (c->epnet || c->aux || c->domain_input)
 	{
@@ -1200,11 +1223,11 @@ embed_backward(PnTrainer *tr)
 			for (e = 0; e < k; e++)
 				gr[e] += src[e];
 		}
-		/* domain_input: the gradient of x0's dv tail */
+		/* domain_input: the gradient of x0's dv segment (its last) */
 		for (i = 0; c->domain_input && i < n; i++)
 		{
 			float	   *restrict gr = G(tr, x) + (size_t) tr->dom[i] * k;
-			const float *restrict src = tr->dx0 + (size_t) i * n0 + (n0 - k);
+			const float *restrict src = tr->dx0 + (size_t) i * n0 + p->x0seg[p->nx0seg - 1].off;
 			int			e;
 
 			for (e = 0; e < k; e++)
