@@ -399,27 +399,34 @@ pn_work_new_rowwise(const PnModel *m, int nmax)
 	return w;
 }
 
-/* Workspace for blocks of up to nmax candidates; NULL when out of memory */
+/* floats of n rows of activation a in the plan's size table (at least one) */
+static size_t
+act_floats(const PnModel *m, PnAct a, size_t n)
+{
+	size_t		w = m->plan->width[a];
+
+	return n * (w > 0 ? w : 1);
+}
+
+/* Workspace for blocks of up to nmax candidates (widths: the plan's size table); NULL when out of memory */
 PnWork *
 pn_work_new(const PnModel *m, int nmax)
 {
-	const PnConfig *c = &m->cfg;
-	size_t		n = nmax,
-				wide = (size_t) c->ntasks * pn_max_hidden(c);
+	size_t		n = nmax;
 	PnWork	   *w = pn_alloc0(sizeof(PnWork));
 
 	if (!w)
 		return NULL;
 	w->nmax = nmax;
-	w->x0 = pn_alloc(sizeof(float) * n * c->n0);
-	w->x = pn_alloc(sizeof(float) * n * c->n0);
-	w->eh = pn_alloc(sizeof(float) * n * c->epnet_hidden);
-	w->a = pn_alloc(sizeof(float) * n * wide);
-	w->b = pn_alloc(sizeof(float) * n * wide);
-	w->gh = pn_alloc(sizeof(float) * n * wide);
-	w->g = pn_alloc(sizeof(float) * n * wide);
-	w->ah = pn_alloc(sizeof(float) * n * c->aux_hidden);
-	w->logit = pn_alloc(sizeof(float) * n * c->ntasks);
+	w->x0 = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_X0, n));
+	w->x = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_X, n));
+	w->eh = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_EH, n));
+	w->a = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_A, n));
+	w->b = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_A, n));
+	w->gh = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_GH, n));
+	w->g = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_G, n));
+	w->ah = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_AH, n));
+	w->logit = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_LOGIT, n));
 	w->tmp = pn_alloc(sizeof(float) * n);
 	if (!w->x0 || !w->x || !w->eh || !w->a || !w->b || !w->gh || !w->g || !w->ah || !w->logit || !w->tmp)
 	{
@@ -929,22 +936,6 @@ pn_x0_domain(const PnModel *m, int domain, int n, float *x0)
 		memcpy(x0 + (size_t) r * m->cfg.n0 + sg->off, dv, sizeof(float) * sg->width);
 }
 
-/* gate [n, g] = gamma * sigmoid(W2 relu(W1x x + gbias) + b2) of PPNet layer l (0-based) */
-static void
-ppnet_gate(const PnModel *m, const PnPersona *pp, PnWork *w, int n, int l)
-{
-	const PnConfig *c = &m->cfg;
-	int			g = c->ntasks * c->hidden[l],
-				ld = c->pk + c->n0;
-
-	pn_fill_rows(w->gh, n, g, pp->gbias[l]);
-	linear_acc(w, n, g, c->n0, w->x, c->n0, PN_T(m, m->t_pp_w1[l]) + c->pk, ld, w->gh, g);
-	relu(w, w->gh, (size_t) n * g);
-	pn_fill_rows(w->g, n, g, PN_T(m, m->t_pp_b2[l]));
-	linear_acc(w, n, g, g, w->gh, g, PN_T(m, m->t_pp_w2[l]), g, w->g, g);
-	sigmoid_scale(w, w->g, (size_t) n * g, c->gamma);
-}
-
 /*
  * Vectorized forward pass of n candidates of one request (one domain, one
  * persona).  features [n, F], dense [n, Nd], out [n, T] probabilities.
@@ -969,16 +960,14 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 			  PnError *err)
 {
 	const PnConfig *c = &m->cfg;
+	const PnPlan *p = m->plan;
 	int			n0 = c->n0,
-				k = c->emb_dim,
 				T = c->ntasks,
-				L = c->nhidden,
-				t,
-				l,
+				li,
 				rc;
 	size_t		i;
-	float	   *a,
-			   *b;
+	float	   *a = w->a,
+			   *b = w->b;
 
 	if (n <= 0)
 		return PN_OK;
@@ -987,100 +976,129 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 	if ((rc = pn_gather_x0(m, n, features, fbag, dense, w->x0, err)) != PN_OK)
 		return rc;
 	pn_x0_domain(m, dc->domain, n, w->x0);
-
-	/* EPNet: x = gamma * sigmoid(W2 relu(W1 [dv; x0] + b1) + b2) ⊙ x0 */
-	if (c->epnet)
-	{
-		int			he = c->epnet_hidden;
-
-		pn_fill_rows(w->eh, n, he, dc->ep_bias);
-		linear_acc(w, n, he, n0, w->x0, n0, PN_T(m, m->t_ep_w1) + k, k + n0, w->eh, he);
-		relu(w, w->eh, (size_t) n * he);
-		pn_fill_rows(w->x, n, n0, PN_T(m, m->t_ep_b2));
-		linear_acc(w, n, n0, he, w->eh, he, PN_T(m, m->t_ep_w2), he, w->x, n0);
-		sigmoid_scale(w, w->x, (size_t) n * n0, c->gamma);
-		mul(w, w->x, w->x0, (size_t) n * n0);
-	}
-	else
+	/* without EPNet, x = x0 */
+	if (!c->epnet)
 		memcpy(w->x, w->x0, sizeof(float) * (size_t) n * n0);
 
-	/* first layer of every task at once, PN folded in: a [n, T*h1] */
-	a = w->a;
-	b = w->b;
+	/*
+	 * The plan's layers in order.  The dv and pv prefixes of the first
+	 * EPNet, aux and gate layers are the domain's and persona's biases; STAR
+	 * fusion and PN are the domain's fused matrices (dc); the first tower
+	 * layers of every task read x together: one matmul of dc->w1.
+	 */
+	for (li = 0; li < p->nlayers; li++)
 	{
-		int			g = T * c->hidden[0];
+		const PnLayer *ly = &p->layers[li];
+		int			g = ly->nout;
 
-		pn_fill_rows(a, n, g, dc->b1);
-		linear_acc(w, n, g, n0, w->x, n0, dc->w1, n0, a, g);
-		relu(w, a, (size_t) n * g);
-		if (c->ppnet)
+		switch (ly->part)
 		{
-			ppnet_gate(m, pp, w, n, 0);
-			mul(w, a, w->g, (size_t) n * g);
+			case PN_PART_EPNET:
+				if (ly->step == 1)
+				{
+					/* eh = relu(W1 [dv; x0] + b1) */
+					pn_fill_rows(w->eh, n, g, dc->ep_bias);
+					linear_acc(w, n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->eh, g);
+					relu(w, w->eh, (size_t) n * g);
+				}
+				else
+				{
+					/* x = gamma * sigmoid(W2 eh + b2) ⊙ x0 */
+					pn_fill_rows(w->x, n, g, PN_T(m, ly->b));
+					linear_acc(w, n, g, ly->nin, w->eh, ly->nin, PN_T(m, ly->w), ly->ldw, w->x, g);
+					sigmoid_scale(w, w->x, (size_t) n * g, c->gamma);
+					mul(w, w->x, w->x0, (size_t) n * g);
+				}
+				break;
+			case PN_PART_TOWER:
+				if (ly->layer == 1)
+				{
+					/* every task's first layer at once, PN folded in: a [n, T*h1] */
+					int			tg = T * g;
+
+					if (ly->task != 0)
+						break;
+					pn_fill_rows(a, n, tg, dc->b1);
+					linear_acc(w, n, tg, ly->nin, w->x, n0, dc->w1, ly->nin, a, tg);
+					relu(w, a, (size_t) n * tg);
+				}
+				else
+				{
+					/* task t's layer l on its column block of a, into b */
+					int			hp = ly->nin,
+								x = PN_TW(c, ly->task, ly->layer),
+								r;
+
+					for (r = 0; r < n; r++)
+						memcpy(b + (size_t) r * T * g + ly->task * g, dc->b[x], sizeof(float) * g);
+					linear_acc(w, n, g, hp, a + ly->task * hp, T * hp, dc->w[x], hp, b + ly->task * g, T * g);
+					if (ly->task == T - 1)
+					{
+						float	   *s = a;
+
+						relu(w, b, (size_t) n * T * g);
+						a = b;
+						b = s;
+					}
+				}
+				break;
+			case PN_PART_PPNET:
+				if (ly->step == 1)
+				{
+					/* gh = relu(W1 [pv; x] + b1), the pv part is the persona's bias */
+					pn_fill_rows(w->gh, n, g, pp->gbias[ly->layer]);
+					linear_acc(w, n, g, ly->nin, w->x, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->gh, g);
+					relu(w, w->gh, (size_t) n * g);
+				}
+				else
+				{
+					/* g = gamma * sigmoid(W2 gh + b2), times every task's tower layer */
+					pn_fill_rows(w->g, n, g, PN_T(m, ly->b));
+					linear_acc(w, n, g, ly->nin, w->gh, ly->nin, PN_T(m, ly->w), ly->ldw, w->g, g);
+					sigmoid_scale(w, w->g, (size_t) n * g, c->gamma);
+					mul(w, a, w->g, (size_t) n * g);
+				}
+				break;
+			case PN_PART_OUTPUT:
+				{
+					/* logit_t = w*_t . a_L + c*_t */
+					int			hL = ly->nin,
+								x = PN_TW(c, ly->task, ly->layer),
+								r;
+
+					if (w->rowwise)
+					{
+						memset(w->tmp, 0, sizeof(float) * n);
+						pn_gemm_rows(n, 1, hL, a + ly->task * hL, T * hL, dc->w[x], hL, w->tmp, 1);
+					}
+					else
+						cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hL, 1.0f, a + ly->task * hL, T * hL,
+									dc->w[x], 1, 0.0f, w->tmp, 1);
+					for (r = 0; r < n; r++)
+						w->logit[(size_t) r * T + ly->task] = w->tmp[r] + dc->b[x][0];
+				}
+				break;
+			case PN_PART_AUX:
+				if (ly->step == 1)
+				{
+					/* ah = relu(V1 [dv; x0] + e1) */
+					pn_fill_rows(w->ah, n, g, dc->aux_bias);
+					linear_acc(w, n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->ah, g);
+					relu(w, w->ah, (size_t) n * g);
+				}
+				else
+				{
+					/* logit += V2 ah + e2 */
+					int			r,
+								t;
+
+					for (r = 0; r < n; r++)
+						for (t = 0; t < T; t++)
+							w->logit[(size_t) r * T + t] += PN_T(m, ly->b)[t];
+					linear_acc(w, n, g, ly->nin, w->ah, ly->nin, PN_T(m, ly->w), ly->ldw, w->logit, T);
+				}
+				break;
 		}
-	}
-	/* hidden layers 2..L, per task on its column block */
-	for (l = 2; l <= L; l++)
-	{
-		int			hp = c->hidden[l - 2],
-					h = c->hidden[l - 1];
-
-		for (t = 0; t < T; t++)
-		{
-			int			x = PN_TW(c, t, l);
-			int			r;
-
-			for (r = 0; r < n; r++)
-				memcpy(b + (size_t) r * T * h + t * h, dc->b[x], sizeof(float) * h);
-			linear_acc(w, n, h, hp, a + t * hp, T * hp, dc->w[x], hp, b + t * h, T * h);
-		}
-		relu(w, b, (size_t) n * T * h);
-		if (c->ppnet)
-		{
-			ppnet_gate(m, pp, w, n, l - 1);
-			mul(w, b, w->g, (size_t) n * T * h);
-		}
-		{
-			float	   *s = a;
-
-			a = b;
-			b = s;
-		}
-	}
-	/* output layer: logit_t = w*_t . a_L + c*_t */
-	{
-		int			hL = c->hidden[L - 1];
-
-		for (t = 0; t < T; t++)
-		{
-			int			x = PN_TW(c, t, L + 1);
-			int			r;
-
-			if (w->rowwise)
-			{
-				memset(w->tmp, 0, sizeof(float) * n);
-				pn_gemm_rows(n, 1, hL, a + t * hL, T * hL, dc->w[x], hL, w->tmp, 1);
-			}
-			else
-				cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hL, 1.0f, a + t * hL, T * hL,
-							dc->w[x], 1, 0.0f, w->tmp, 1);
-			for (r = 0; r < n; r++)
-				w->logit[(size_t) r * T + t] = w->tmp[r] + dc->b[x][0];
-		}
-	}
-	/* aux: logit += V2 relu(V1 [dv; x0] + e1) + e2 */
-	if (c->aux)
-	{
-		int			ha = c->aux_hidden;
-		int			r;
-
-		pn_fill_rows(w->ah, n, ha, dc->aux_bias);
-		linear_acc(w, n, ha, n0, w->x0, n0, PN_T(m, m->t_aux_w1) + k, k + n0, w->ah, ha);
-		relu(w, w->ah, (size_t) n * ha);
-		for (r = 0; r < n; r++)
-			for (t = 0; t < T; t++)
-				w->logit[(size_t) r * T + t] += PN_T(m, m->t_aux_b2)[t];
-		linear_acc(w, n, T, ha, w->ah, ha, PN_T(m, m->t_aux_w2), ha, w->logit, T);
 	}
 	for (i = 0; i < (size_t) n * T; i++)
 	{
