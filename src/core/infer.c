@@ -72,32 +72,30 @@ partial_bias(const float *W, int ld, int coloff, int rows, int cols, const float
 }
 
 /*
- * The dv parts of the first EPNet and aux layers as domain biases:
- * ep_bias [he] = ep_b1 + W1[:, :k] dv, aux_bias [ha] = aux_b1 + Wa1[:, :k] dv
- * (dv [k] the domain's embedding); false when out of memory.
+ * The dv parts of the plan's layers that read [dv ; x0] (the first EPNet
+ * and aux layers) as domain biases: ep_bias [he] = ep_b1 + W1[:, :k] dv,
+ * aux_bias [ha] = aux_b1 + Wa1[:, :k] dv (dv [k] the domain's embedding);
+ * false when out of memory.
  */
 static bool
 domain_dv_biases(const PnModel *m, const float *dv, PnDomainCache *dc)
 {
-	const PnConfig *c = &m->cfg;
-	int			k = c->emb_dim,
-				n0 = c->n0;
+	const PnPlan *p = m->plan;
+	int			li;
 
-	if (c->epnet)
+	for (li = 0; li < p->nlayers; li++)
 	{
-		dc->ep_bias = pn_alloc(sizeof(float) * c->epnet_hidden);
-		if (!dc->ep_bias)
+		const PnLayer *ly = &p->layers[li];
+		float	  **bias;
+
+		if (ly->pre != PN_ACT_DV)
+			continue;
+		bias = ly->part == PN_PART_EPNET ? &dc->ep_bias : &dc->aux_bias;
+		*bias = pn_alloc(sizeof(float) * ly->nout);
+		if (!*bias)
 			return false;
-		partial_bias(PN_T(m, m->t_ep_w1), k + n0, 0, c->epnet_hidden, k, dv, PN_T(m, m->t_ep_b1), dc->ep_bias);
-		dc->bytes += sizeof(float) * c->epnet_hidden;
-	}
-	if (c->aux)
-	{
-		dc->aux_bias = pn_alloc(sizeof(float) * c->aux_hidden);
-		if (!dc->aux_bias)
-			return false;
-		partial_bias(PN_T(m, m->t_aux_w1), k + n0, 0, c->aux_hidden, k, dv, PN_T(m, m->t_aux_b1), dc->aux_bias);
-		dc->bytes += sizeof(float) * c->aux_hidden;
+		partial_bias(PN_T(m, ly->w), ly->ldw, 0, ly->nout, ly->npre, dv, PN_T(m, ly->b), *bias);
+		dc->bytes += sizeof(float) * ly->nout;
 	}
 	return true;
 }
@@ -136,30 +134,30 @@ partnorm_fold(const PnModel *m, int d, double *scale, double *shift)
 }
 
 /*
- * Task t's first tower layer of domain d, STAR-fused with PN folded in:
- * rows [h, n0] of dc->w1 = (W ⊙ W_d) diag(scale), dc->b1 [h] = b + b_d +
- * (W ⊙ W_d) shift (+ ln w_d when it is the output layer)
+ * Task t's first tower layer ly (the output layer when L = 0) of domain d,
+ * STAR-fused with PN folded in: rows [h, n0] of dc->w1 = (W ⊙ W_d)
+ * diag(scale), dc->b1 [h] = b + b_d + (W ⊙ W_d) shift (+ ln w_d when it is
+ * the output layer)
  */
 static void
-star_fuse_first(const PnModel *m, int d, int t, const double *scale, const double *shift, PnDomainCache *dc)
+star_fuse_first(const PnModel *m, int d, const PnLayer *ly, const double *scale, const double *shift,
+				PnDomainCache *dc)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
-				L = c->nhidden,
-				h1 = c->hidden[0],
-				h = L >= 1 ? c->hidden[0] : 1,	/* 1 when the first layer is the output layer */
-				x = PN_TW(c, t, 1),
+	int			n0 = ly->nin,
+				h = ly->nout,
+				t = ly->task,
 				i,
 				j;
-	const float *W = PN_T(m, m->t_tw_w[x]);
-	const float *B = PN_T(m, m->t_tw_b[x]);
-	const float *Wd = c->star ? PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * n0 : NULL;
-	const float *Bd = c->star ? PN_T(m, m->t_tw_db[x]) + (size_t) d * h : NULL;
+	const float *W = PN_T(m, ly->w);
+	const float *B = PN_T(m, ly->b);
+	const float *Wd = ly->dw >= 0 ? PN_T(m, ly->dw) + (size_t) d * h * n0 : NULL;
+	const float *Bd = ly->db >= 0 ? PN_T(m, ly->db) + (size_t) d * h : NULL;
 
 	for (j = 0; j < h; j++)
 	{
 		double		bias = (double) B[j] + (Bd ? Bd[j] : 0.0);
-		float	   *row = dc->w1 + ((size_t) t * h1 + j) * n0;
+		float	   *row = dc->w1 + ((size_t) t * h + j) * n0;
 
 		for (i = 0; i < n0; i++)
 		{
@@ -169,27 +167,29 @@ star_fuse_first(const PnModel *m, int d, int t, const double *scale, const doubl
 			bias += wf * shift[i];
 		}
 		/* negative down-sampling folded into the output bias: logit + ln w_d */
-		if (L == 0 && c->neg_rate)
+		if (ly->part == PN_PART_OUTPUT && c->neg_rate)
 			bias += log((double) c->neg_rate[d]);
-		dc->b1[t * h1 + j] = (float) bias;
+		dc->b1[t * h + j] = (float) bias;
 	}
 }
 
 /*
- * Task t's tower layer l >= 2 (width h, input width prev) of domain d,
+ * Task t's tower layer ly (l >= 2, width h, input width prev) of domain d,
  * STAR-fused: dc->w[x] [h, prev] = W ⊙ W_d, dc->b[x] [h] = b + b_d (+ ln w_d
  * when it is the output layer); false when out of memory.
  */
 static bool
-star_fuse_layer(const PnModel *m, int d, int t, int l, int h, int prev, PnDomainCache *dc)
+star_fuse_layer(const PnModel *m, int d, const PnLayer *ly, PnDomainCache *dc)
 {
 	const PnConfig *c = &m->cfg;
-	int			x = PN_TW(c, t, l),
+	int			h = ly->nout,
+				prev = ly->nin,
+				x = PN_TW(c, ly->task, ly->layer),
 				j;
-	const float *W = PN_T(m, m->t_tw_w[x]);
-	const float *B = PN_T(m, m->t_tw_b[x]);
-	const float *Wd = c->star ? PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * prev : NULL;
-	const float *Bd = c->star ? PN_T(m, m->t_tw_db[x]) + (size_t) d * h : NULL;
+	const float *W = PN_T(m, ly->w);
+	const float *B = PN_T(m, ly->b);
+	const float *Wd = ly->dw >= 0 ? PN_T(m, ly->dw) + (size_t) d * h * prev : NULL;
+	const float *Bd = ly->db >= 0 ? PN_T(m, ly->db) + (size_t) d * h : NULL;
 	float	   *fw = pn_alloc(sizeof(float) * (size_t) h * prev);
 	float	   *fb = pn_alloc(sizeof(float) * h);
 
@@ -202,7 +202,7 @@ star_fuse_layer(const PnModel *m, int d, int t, int l, int h, int prev, PnDomain
 	for (j = 0; j < h; j++)
 		fb[j] = Bd ? B[j] + Bd[j] : B[j];
 	/* negative down-sampling folded into the output bias: logit + ln w_d */
-	if (l == c->nhidden + 1 && c->neg_rate)
+	if (ly->part == PN_PART_OUTPUT && c->neg_rate)
 		fb[0] = (float) ((double) fb[0] + log((double) c->neg_rate[d]));
 	dc->bytes += sizeof(float) * ((size_t) h * prev + h);
 	return true;
@@ -222,7 +222,6 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 				T = c->ntasks,
 				L = c->nhidden,
 				h1 = c->hidden[0],
-				t,
 				l;
 	PnDomainCache *dc;
 	double	   *scale = NULL,
@@ -249,19 +248,17 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 	if (!domain_dv_biases(m, PN_T(m, m->t_emb_dom) + (size_t) d * k, dc))
 		goto oom;
 	partnorm_fold(m, d, scale, shift);
-	for (t = 0; t < T; t++)
+	/* every tower and output layer of the plan: the first of each task with PN folded in */
+	for (l = 0; l < m->plan->nlayers; l++)
 	{
-		int			prev = c->hidden[0];
+		const PnLayer *ly = &m->plan->layers[l];
 
-		star_fuse_first(m, d, t, scale, shift, dc);
-		for (l = 2; l <= L + 1; l++)
-		{
-			int			h = l <= L ? c->hidden[l - 1] : 1;
-
-			if (!star_fuse_layer(m, d, t, l, h, prev, dc))
-				goto oom;
-			prev = h;
-		}
+		if (ly->part != PN_PART_TOWER && ly->part != PN_PART_OUTPUT)
+			continue;
+		if (ly->layer == 1)
+			star_fuse_first(m, d, ly, scale, shift, dc);
+		else if (!star_fuse_layer(m, d, ly, dc))
+			goto oom;
 	}
 	pn_free(scale);
 	pn_free(shift);
@@ -347,17 +344,18 @@ pn_persona_build_bags(const PnModel *m, const int64_t *persona, const PnBag *pba
 		}
 		memcpy(p->pv + sg->off, PN_T(m, sg->table) + s * k, sizeof(float) * k);
 	}
-	if (c->ppnet)
-		for (l = 0; l < c->nhidden; l++)
-		{
-			int			g = c->ntasks * c->hidden[l];
+	/* the pv parts of the plan's layers that read [pv ; x] (the PPNet gates' first layers) */
+	for (l = 0; l < m->plan->nlayers; l++)
+	{
+		const PnLayer *ly = &m->plan->layers[l];
 
-			p->gbias[l] = pn_alloc(sizeof(float) * g);
-			if (!p->gbias[l])
-				goto oom;
-			partial_bias(PN_T(m, m->t_pp_w1[l]), c->pk + c->n0, 0, g, c->pk, p->pv,
-						 PN_T(m, m->t_pp_b1[l]), p->gbias[l]);
-		}
+		if (ly->pre != PN_ACT_PV)
+			continue;
+		p->gbias[ly->layer] = pn_alloc(sizeof(float) * ly->nout);
+		if (!p->gbias[ly->layer])
+			goto oom;
+		partial_bias(PN_T(m, ly->w), ly->ldw, 0, ly->nout, ly->npre, p->pv, PN_T(m, ly->b), p->gbias[ly->layer]);
+	}
 	*out = p;
 	return PN_OK;
 oom:
