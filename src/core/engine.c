@@ -125,6 +125,8 @@ typedef struct PnFallbackDomain
 typedef struct PnFallback
 {
 	int			nx0,			/* he + ha (the parts that exist) */
+				ehoff,			/* EPNet's hidden: its first column in h0 */
+				ahoff,			/* aux's hidden: its first column in h0 */
 				nx,				/* T h_1 + (PPNet: sum of T h_l) */
 				nxd,			/* the x block's rows packed per domain: nx, or T h_1 */
 				goff[PN_MAX_LAYERS];	/* gate l's first column in xc */
@@ -676,19 +678,6 @@ fail:
 	return rc;
 }
 
-/* the width of task t's input to tower layer l (1-based; L + 1: the output) */
-static int
-tower_in(const PnConfig *c, int l)
-{
-	return c->hidden[l - 2];
-}
-
-static int
-tower_out(const PnConfig *c, int l)
-{
-	return l <= c->nhidden ? c->hidden[l - 1] : 1;
-}
-
 static void
 fallback_free(PnFallback *fb, int D)
 {
@@ -722,53 +711,104 @@ carve(char **p, size_t floats)
 }
 
 /*
- * The fallback's version-wide part: the x0 block (EPNet layer 1 and aux
- * layer 1 on x0), EPNet layer 2, the gates' layer 2 and aux layer 2 packed,
- * and the workspace; NULL when out of memory.
+ * Copy the rows of the layers idx[0..n) of the plan (those that read one
+ * input) one after another into tmp [sum nout, nin]: each layer's weight
+ * columns past its prefix (the prefix is a bias of the domain or persona)
+ */
+static void
+merged_rows(const PnModel *m, const int *idx, int n, float *tmp)
+{
+	size_t		row = 0;
+	int			i,
+				j;
+
+	for (i = 0; i < n; i++)
+	{
+		const PnLayer *ly = PN_LAYER(m, idx[i]);
+
+		for (j = 0; j < ly->nout; j++, row++)
+			memcpy(tmp + row * ly->nin, PN_T(m, ly->w) + (size_t) j * ly->ldw + ly->npre, sizeof(float) * ly->nin);
+	}
+}
+
+/*
+ * The fallback's version-wide part: the x0 block (the plan's layers that
+ * read x0: EPNet layer 1 and aux layer 1), the layers reading x that need
+ * no domain (the gates' layer 1, when not packed per domain), EPNet layer
+ * 2, the gates' layer 2 and aux layer 2 packed, and the workspace; NULL
+ * when out of memory.
  */
 static PnFallback *
 fallback_new(const PnModel *m)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
-				k = c->emb_dim,
+	const PnPlan *pl = m->plan;
+	int			n0 = pl->width[PN_ACT_X0],
 				T = c->ntasks,
-				L = c->nhidden,
-				he = c->epnet ? c->epnet_hidden : 0,
-				ha = c->aux ? c->aux_hidden : 0,
 				M = PN_FALLBACK_BLOCK,
-				l;
-	size_t		wide = (size_t) T * pn_max_hidden(c),
+				nr0,
+				nrx,
+				i;
+	size_t		wide = (size_t) pl->wide,
 				bytes = 64;
 	PnFallback *fb = pn_alloc0(sizeof(PnFallback));
 	char	   *p;
 	float	   *tmp;
+	int		   *r0 = pn_alloc(sizeof(int) * (pl->nlayers + 1)),
+			   *rx = pn_alloc(sizeof(int) * (pl->nlayers + 1));
 
-	if (fb == NULL)
+	if (fb == NULL || r0 == NULL || rx == NULL)
+	{
+		pn_free(fb);
+		pn_free(r0);
+		pn_free(rx);
 		return NULL;
-	fb->nx0 = he + ha;
-	fb->nx = T * c->hidden[0];
-	for (l = 0; l < L; l++)
-		if (c->ppnet)
-		{
-			fb->goff[l] = fb->nx;
-			fb->nx += T * c->hidden[l];
-		}
-	fb->nxd = PN_FALLBACK_X_PER_DOMAIN ? fb->nx : T * c->hidden[0];
+	}
+	/* the merged matmuls: the layers that read x0; those that read xn (PN folded: x), then x */
+	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
+	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
+	fb->nx0 = 0;
+	for (i = 0; i < nr0; i++)
+	{
+		const PnLayer *ly = PN_LAYER(m, r0[i]);
+
+		if (ly->part == PN_PART_EPNET)
+			fb->ehoff = fb->nx0;
+		else
+			fb->ahoff = fb->nx0;
+		fb->nx0 += ly->nout;
+	}
+	fb->nx = 0;
+	for (i = 0; i < pl->nlayers; i++)
+		if (pl->layers[i].in == PN_ACT_XN)
+			fb->nx += pl->layers[i].nout;
+	fb->nxd = fb->nx;			/* the towers' layer 1: per domain */
+	for (i = 0; i < nrx; i++)
+	{
+		fb->goff[PN_LAYER(m, rx[i])->layer] = fb->nx;
+		fb->nx += PN_LAYER(m, rx[i])->nout;
+	}
+	if (PN_FALLBACK_X_PER_DOMAIN)
+		fb->nxd = fb->nx;
 	fb->dom = pn_alloc0(sizeof(PnFallbackDomain *) * c->domains);
 	/* the packed matrices */
 	if (fb->nxd < fb->nx)
 		bytes += 4 * pn_panels_floats(fb->nx - fb->nxd, n0) + 64;
 	bytes += 4 * pn_panels_floats(fb->nx0 > 0 ? fb->nx0 : 1, n0) + 64;
-	bytes += 4 * pn_panels_floats(n0, he > 0 ? he : 1) + 64;
-	for (l = 0; l < L; l++)
-		bytes += 4 * pn_panels_floats(T * c->hidden[l], T * c->hidden[l]) + 64;
-	bytes += 4 * pn_panels_floats(T, ha > 0 ? ha : 1) + 64;
+	for (i = 0; i < pl->nlayers; i++)
+	{
+		const PnLayer *ly = &pl->layers[i];
+
+		if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || ly->in == PN_ACT_AH)
+			bytes += 4 * pn_panels_floats(ly->nout, ly->nin) + 64;
+	}
 	fb->mem = pn_alloc(bytes);
 	tmp = pn_alloc(sizeof(float) * (size_t) (fb->nx0 > fb->nx ? fb->nx0 : fb->nx) * n0);
 	if (!fb->dom || !fb->mem || !tmp)
 	{
 		pn_free(tmp);
+		pn_free(r0);
+		pn_free(rx);
 		fallback_free(fb, c->domains);
 		return NULL;
 	}
@@ -776,48 +816,36 @@ fallback_new(const PnModel *m)
 	if (fb->nxd < fb->nx)
 	{
 		/* the gates' layer 1 on x, every layer's rows one after another */
-		for (l = 0; l < L; l++)
-		{
-			int			g = T * c->hidden[l],
-						j;
-
-			for (j = 0; j < g; j++)
-				memcpy(tmp + (size_t) (fb->goff[l] - fb->nxd + j) * n0,
-					   PN_T(m, m->t_pp_w1[l]) + (size_t) j * (c->pk + n0) + c->pk, sizeof(float) * n0);
-		}
+		merged_rows(m, rx, nrx, tmp);
 		fb->gw = carve(&p, pn_panels_floats(fb->nx - fb->nxd, n0));
 		pn_panels_pack(fb->nx - fb->nxd, n0, tmp, n0, fb->gw);
 	}
 	if (fb->nx0 > 0)
 	{
-		int			j;
-
 		/* [W1x; V1x]: the x0 columns of EPNet's and aux's first layers */
-		for (j = 0; j < he; j++)
-			memcpy(tmp + (size_t) j * n0, PN_T(m, m->t_ep_w1) + (size_t) j * (k + n0) + k, sizeof(float) * n0);
-		for (j = 0; j < ha; j++)
-			memcpy(tmp + (size_t) (he + j) * n0, PN_T(m, m->t_aux_w1) + (size_t) j * (k + n0) + k, sizeof(float) * n0);
+		merged_rows(m, r0, nr0, tmp);
 		fb->x0w = carve(&p, pn_panels_floats(fb->nx0, n0));
 		pn_panels_pack(fb->nx0, n0, tmp, n0, fb->x0w);
 	}
 	pn_free(tmp);
-	if (he > 0)
+	pn_free(r0);
+	pn_free(rx);
+	/* the second layers: EPNet's, the gates', aux's */
+	for (i = 0; i < pl->nlayers; i++)
 	{
-		fb->ep2 = carve(&p, pn_panels_floats(n0, he));
-		pn_panels_pack(n0, he, PN_T(m, m->t_ep_w2), he, fb->ep2);
-	}
-	if (c->ppnet)
-		for (l = 0; l < L; l++)
-		{
-			int			g = T * c->hidden[l];
+		const PnLayer *ly = &pl->layers[i];
+		float	   *pk;
 
-			fb->g2[l] = carve(&p, pn_panels_floats(g, g));
-			pn_panels_pack(g, g, PN_T(m, m->t_pp_w2[l]), g, fb->g2[l]);
-		}
-	if (ha > 0)
-	{
-		fb->aux2 = carve(&p, pn_panels_floats(T, ha));
-		pn_panels_pack(T, ha, PN_T(m, m->t_aux_w2), ha, fb->aux2);
+		if (ly->in != PN_ACT_EH && ly->in != PN_ACT_GH && ly->in != PN_ACT_AH)
+			continue;
+		pk = carve(&p, pn_panels_floats(ly->nout, ly->nin));
+		pn_panels_pack(ly->nout, ly->nin, PN_T(m, ly->w), ly->ldw, pk);
+		if (ly->part == PN_PART_EPNET)
+			fb->ep2 = pk;
+		else if (ly->part == PN_PART_PPNET)
+			fb->g2[ly->layer] = pk;
+		else
+			fb->aux2 = pk;
 	}
 	/* workspace */
 	bytes = 64 + 4 * ((size_t) M * n0 + (size_t) M * (fb->nx0 + 1) + (size_t) M * n0 + (size_t) M * fb->nx +
@@ -850,146 +878,187 @@ static int
 fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnError *err)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
-				T = c->ntasks,
-				L = c->nhidden,
-				h1 = T * c->hidden[0],
-				he = c->epnet ? c->epnet_hidden : 0,
-				ha = c->aux ? c->aux_hidden : 0,
-				t,
-				l;
-	size_t		bytes = 64;
+	const PnPlan *pl = m->plan;
+	int			n0 = pl->width[PN_ACT_X0],
+				nr0,
+				nrx,
+				i;
+	size_t		bytes = 64,
+				h1 = 0;
 	PnFallbackDomain *fd;
 	char	   *p;
 	float	   *tmp;
+	int		   *r0,
+			   *rx;
 
 	if (fb->dom[dc->domain])
 		return PN_OK;
 	fd = pn_alloc0(sizeof(PnFallbackDomain));
-	if (fd == NULL)
+	r0 = pn_alloc(sizeof(int) * (pl->nlayers + 1));
+	rx = pn_alloc(sizeof(int) * (pl->nlayers + 1));
+	if (fd == NULL || r0 == NULL || rx == NULL)
+	{
+		pn_free(fd);
+		pn_free(r0);
+		pn_free(rx);
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing the weights of domain %d", dc->domain);
+	}
+	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
+	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
 	bytes += 4 * pn_panels_floats(fb->nxd, n0) + 64 + 4 * (size_t) (fb->nx0 + 1) + 64;
-	for (t = 0; t < T; t++)
-		for (l = 2; l <= L + 1; l++)
-			bytes += 4 * pn_panels_floats(tower_out(c, l), tower_in(c, l)) + 64;
+	for (i = 0; i < pl->nlayers; i++)
+	{
+		const PnLayer *ly = &pl->layers[i];
+
+		if (ly->in == PN_ACT_A)
+			bytes += 4 * pn_panels_floats(ly->nout, ly->nin) + 64;
+		else if (ly->in == PN_ACT_XN)
+			h1 += ly->nout;
+	}
 	fd->mem = pn_alloc(bytes);
 	tmp = pn_alloc(sizeof(float) * (size_t) fb->nxd * n0);
 	if (!fd->mem || !tmp)
 	{
 		pn_free(tmp);
+		pn_free(r0);
+		pn_free(rx);
 		pn_free(fd->mem);
 		pn_free(fd);
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing the weights of domain %d", dc->domain);
 	}
 	p = PN_ALIGN64(fd->mem);
-	memcpy(tmp, dc->w1, sizeof(float) * (size_t) h1 * n0);
+	/* the layers that read xn (PN and STAR folded into dc->w1), then those that read x */
+	memcpy(tmp, dc->w1, sizeof(float) * h1 * n0);
 	if (fb->nxd == fb->nx)
-		for (l = 0; l < L && c->ppnet; l++)
-		{
-			int			g = T * c->hidden[l],
-						j;
-
-			for (j = 0; j < g; j++)
-				memcpy(tmp + (size_t) (fb->goff[l] + j) * n0, PN_T(m, m->t_pp_w1[l]) + (size_t) j * (c->pk + n0) + c->pk,
-					   sizeof(float) * n0);
-		}
+		merged_rows(m, rx, nrx, tmp + h1 * n0);
 	fd->xw = carve(&p, pn_panels_floats(fb->nxd, n0));
 	pn_panels_pack(fb->nxd, n0, tmp, n0, fd->xw);
 	pn_free(tmp);
+	/* the x0 block's biases: the dv parts of its layers */
 	fd->x0b = carve(&p, fb->nx0 + 1);
-	if (he > 0)
-		memcpy(fd->x0b, dc->ep_bias, sizeof(float) * he);
-	if (ha > 0)
-		memcpy(fd->x0b + he, dc->aux_bias, sizeof(float) * ha);
-	for (t = 0; t < T; t++)
-		for (l = 2; l <= L + 1; l++)
-		{
-			int			x = PN_TW(c, t, l);
+	for (i = 0; i < nr0; i++)
+	{
+		const PnLayer *ly = PN_LAYER(m, r0[i]);
 
-			fd->tw[x] = carve(&p, pn_panels_floats(tower_out(c, l), tower_in(c, l)));
-			pn_panels_pack(tower_out(c, l), tower_in(c, l), dc->w[x], tower_in(c, l), fd->tw[x]);
-		}
+		if (ly->part == PN_PART_EPNET)
+			memcpy(fd->x0b + fb->ehoff, dc->ep_bias, sizeof(float) * ly->nout);
+		else
+			memcpy(fd->x0b + fb->ahoff, dc->aux_bias, sizeof(float) * ly->nout);
+	}
+	pn_free(r0);
+	pn_free(rx);
+	/* the tower layers 2..L+1, STAR-fused (dc->w) */
+	for (i = 0; i < pl->nlayers; i++)
+	{
+		const PnLayer *ly = &pl->layers[i];
+		int			x;
+
+		if (ly->in != PN_ACT_A)
+			continue;
+		x = PN_TW(c, ly->task, ly->layer);
+		fd->tw[x] = carve(&p, pn_panels_floats(ly->nout, ly->nin));
+		pn_panels_pack(ly->nout, ly->nin, dc->w[x], ly->nin, fd->tw[x]);
+	}
 	fb->dom[dc->domain] = fd;
 	return PN_OK;
 }
 
-/* Logits [nb, T] of a block of nb <= PN_FALLBACK_BLOCK candidates whose x0 is in fb->x0 */
+/*
+ * Logits [nb, T] of a block of nb <= PN_FALLBACK_BLOCK candidates whose x0
+ * is in fb->x0: the plan's layers in order, those that read x0 one matmul
+ * (the x0 block, at the first of them), those that read x (or xn, PN
+ * folded) one matmul (the x block, at the first of them)
+ */
 static void
 fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const PnFallbackDomain *fd, int nb,
 			   float *logit)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
+	const PnPlan *pl = m->plan;
+	int			n0 = pl->width[PN_ACT_X0],
 				T = c->ntasks,
-				L = c->nhidden,
-				he = c->epnet ? c->epnet_hidden : 0,
-				ha = c->aux ? c->aux_hidden : 0,
 				nx = fb->nx,
-				t,
-				l,
+				li,
 				r;
 	const float *x = fb->x0;
-	float	   *a,
+	float	   *a = fb->xc,
 			   *b;
-	int			lda;
+	int			lda = nx;
+	bool		x0done = false,
+				xdone = false,
+				aux = false;
 
-	if (fb->nx0 > 0)
-		pn_gemm_panels(nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0, NULL, 0);
-	if (he > 0)
+	for (li = 0; li < pl->nlayers; li++)
 	{
-		pn_gemm_panels(nb, n0, he, fb->h0, fb->nx0, fb->ep2, PN_T(m, m->t_ep_b2), fb->x, n0, PN_EPI_GATE, c->gamma,
-					   fb->x0, n0);
-		x = fb->x;
-	}
-	/* every task's tower layer 1 and every gate's layer 1: one pass over x */
-	pn_gemm_panels(nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
-	if (fb->nxd < nx)
-		pn_gemm_panels(nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx, PN_EPI_RELU, 0,
-					   NULL, 0);
-	a = fb->xc;
-	lda = nx;
-	for (l = 1; l <= L; l++)
-	{
-		int			g = T * c->hidden[l - 1];
+		const PnLayer *ly = &pl->layers[li];
 
-		if (l > 1)
+		switch (ly->in)
 		{
-			int			hp = c->hidden[l - 2],
-						h = c->hidden[l - 1];
+			case PN_ACT_X0:
+				/* EPNet's and aux's layer 1 */
+				if (!x0done)
+					pn_gemm_panels(nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
+								   NULL, 0);
+				x0done = true;
+				break;
+			case PN_ACT_EH:
+				/* EPNet's layer 2: x = gate ⊙ x0 */
+				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, fb->ep2, PN_T(m, ly->b), fb->x, n0,
+							   PN_EPI_GATE, c->gamma, fb->x0, n0);
+				x = fb->x;
+				break;
+			case PN_ACT_XN:
+			case PN_ACT_X:
+				/* every task's tower layer 1 and every gate's layer 1: one pass over x */
+				if (!xdone)
+				{
+					pn_gemm_panels(nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
+					if (fb->nxd < nx)
+						pn_gemm_panels(nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
+									   PN_EPI_RELU, 0, NULL, 0);
+				}
+				xdone = true;
+				break;
+			case PN_ACT_A:
+				{
+					int			xi = PN_TW(c, ly->task, ly->layer),
+								hp = ly->nin,
+								h = ly->nout;
 
-			b = a == fb->t1 ? fb->t2 : fb->t1;
-			for (t = 0; t < T; t++)
-			{
-				int			xi = PN_TW(c, t, l);
-
-				pn_gemm_panels(nb, h, hp, a + t * hp, lda, fd->tw[xi], dc->b[xi], b + t * h, g, PN_EPI_RELU, 0,
-							   NULL, 0);
-			}
-			a = b;
-			lda = g;
+					if (ly->part == PN_PART_OUTPUT)
+					{
+						pn_gemm_panels(nb, 1, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
+									   PN_EPI_NONE, 0, NULL, 0);
+						break;
+					}
+					/* task t's tower layer l on its column block */
+					b = a == fb->t1 ? fb->t2 : fb->t1;
+					pn_gemm_panels(nb, h, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
+								   PN_EPI_RELU, 0, NULL, 0);
+					if (ly->task == T - 1)
+					{
+						a = b;
+						lda = T * h;
+					}
+				}
+				break;
+			case PN_ACT_GH:
+				/* gate l's layer 2, times every task's tower layer l + 1 (in place) */
+				pn_gemm_panels(nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, fb->g2[ly->layer],
+							   PN_T(m, ly->b), a, lda, PN_EPI_GATE, c->gamma, a, lda);
+				break;
+			case PN_ACT_AH:
+				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, fb->aux2, PN_T(m, ly->b), fb->oa, T,
+							   PN_EPI_NONE, 0, NULL, 0);
+				aux = true;
+				break;
+			default:
+				break;
 		}
-		if (c->ppnet)
-			pn_gemm_panels(nb, g, g, fb->xc + fb->goff[l - 1], nx, fb->g2[l - 1], PN_T(m, m->t_pp_b2[l - 1]), a, lda,
-						   PN_EPI_GATE, c->gamma, a, lda);
 	}
-	/* output layer per task, aux layer 2, then their sum */
-	{
-		int			hL = c->hidden[L - 1];
-
-		for (t = 0; t < T; t++)
-		{
-			int			xi = PN_TW(c, t, L + 1);
-
-			pn_gemm_panels(nb, 1, hL, a + t * hL, lda, fd->tw[xi], dc->b[xi], fb->o + t, T, PN_EPI_NONE, 0, NULL, 0);
-		}
-	}
-	if (ha > 0)
-	{
-		pn_gemm_panels(nb, T, ha, fb->h0 + he, fb->nx0, fb->aux2, PN_T(m, m->t_aux_b2), fb->oa, T, PN_EPI_NONE, 0,
-					   NULL, 0);
+	if (aux)
 		for (r = 0; r < nb * T; r++)
 			logit[r] = fb->o[r] + fb->oa[r];
-	}
 	else
 		memcpy(logit, fb->o, sizeof(float) * (size_t) nb * T);
 }
@@ -1282,11 +1351,20 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 
 		if (fd == NULL)
 			return pn_seterr(err, PN_EENGINE, "domain %d was not prepared for scoring", dc->domain);
-		/* the x block's biases of this request: the domain's tower layer 1, the persona's gates */
-		memcpy(fb->bx, dc->b1, sizeof(float) * T * c->hidden[0]);
-		if (c->ppnet)
-			for (l = 0; l < c->nhidden; l++)
-				memcpy(fb->bx + fb->goff[l], pp->gbias[l], sizeof(float) * T * c->hidden[l]);
+		/*
+		 * the x block's biases of this request: the domain's tower layer 1
+		 * (the layers that read xn), the persona's gates (those that read x)
+		 */
+		for (l = 0; l < m->plan->nlayers; l++)
+		{
+			const PnLayer *ly = PN_LAYER(m, l);
+
+			if (ly->in == PN_ACT_XN)
+				memcpy(fb->bx + (size_t) ly->task * ly->nout, dc->b1 + (size_t) ly->task * ly->nout,
+					   sizeof(float) * ly->nout);
+			else if (ly->in == PN_ACT_X)
+				memcpy(fb->bx + fb->goff[ly->layer], pp->gbias[ly->layer], sizeof(float) * ly->nout);
+		}
 		for (done = 0; done < n; done += PN_FALLBACK_BLOCK)
 		{
 			int			nb = (int) (n - done < PN_FALLBACK_BLOCK ? n - done : PN_FALLBACK_BLOCK),
