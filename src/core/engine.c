@@ -565,14 +565,14 @@ engine_new_onednn(const PnModel *m, int precision, int tile, const PnPackShare *
 				  PnError *err)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
-				k = c->emb_dim,
+	const PnPlan *pl = m->plan;
+	int			n0 = pl->width[PN_ACT_X0],
 				T = c->ntasks,
 				L = c->nhidden,
-				he = c->epnet_hidden,
-				ha = c->aux_hidden,
-				hmax = pn_max_hidden(c),
-				l,
+				he = pl->width[PN_ACT_EH],
+				ha = pl->width[PN_ACT_AH],
+				hmax = pl->hmax,
+				li,
 				rc;
 	dnnl_data_type_t cdt = precision == PN_BF16 ? dnnl_bf16 : dnnl_f32;
 	size_t		es = precision == PN_BF16 ? 2 : 4;
@@ -593,7 +593,7 @@ engine_new_onednn(const PnModel *m, int precision, int tile, const PnPackShare *
 	/* tile workspace */
 	{
 		size_t		M = tile,
-					wide = (size_t) T * hmax;
+					wide = (size_t) pl->wide;	/* the plan's size table */
 
 		eng->x0 = eng_alloc(eng, 4 * M * n0);
 		eng->x0h = precision == PN_BF16 ? eng_alloc(eng, es * M * n0) : (void *) eng->x0;
@@ -616,54 +616,86 @@ engine_new_onednn(const PnModel *m, int precision, int tile, const PnPackShare *
 	}
 
 #define TRY(call) do { if ((rc = (call)) != PN_OK) goto fail; } while (0)
-	if (c->epnet)
+	/*
+	 * One primitive per layer of the plan (every task's tower layer 1 at
+	 * once, one per tower layer l >= 2 shared by the tasks), the version's
+	 * weights packed; the dv / pv prefixes are the domain's and persona's
+	 * biases.  The output and aux layer 2 are dot products per row
+	 * (engine_tile).
+	 */
+	for (li = 0; li < m->plan->nlayers; li++)
 	{
-		TRY(op_create(eng, &eng->ep1, n0, he, n0, he, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
-		TRY(op_create(eng, &eng->ep2, he, n0, he, n0, n0, cdt, cdt, dnnl_f32, PO_GATE | PO_MUL, c->gamma, err));
-		TRY(op_pack_new(eng, &eng->ep1, PN_T(m, m->t_ep_w1) + k, k + n0, share, "ep1", &eng->p_ep1, err));
-		TRY(op_pack_new(eng, &eng->ep2, PN_T(m, m->t_ep_w2), he, share, "ep2", &eng->p_ep2, err));
-	}
-	/* tower layer 1 of every task at once; its output feeds the gate (or the next layer) */
-	{
-		int			g = T * c->hidden[0];
-		dnnl_data_type_t tdt = (c->ppnet || L > 1) ? cdt : dnnl_f32;
+		const PnLayer *ly = PN_LAYER(m, li);
+		int			K = ly->nin,
+					N = ly->nout;
+		/* a layer feeding the output dots writes f32 */
+		dnnl_data_type_t odt = (ly->layer == L - 1 && ly->part == PN_PART_PPNET) ? dnnl_f32 : cdt;
+		char		key[16];
 
-		TRY(op_create(eng, &eng->tw1, n0, g, n0, g, 0, cdt, tdt, dnnl_f32, PO_RELU, 1.0f, err));
-	}
-	for (l = 0; l < L; l++)
-	{
-		int			g = T * c->hidden[l];
-		dnnl_data_type_t odt = l == L - 1 ? dnnl_f32 : cdt;	/* the last layer feeds the output dots */
-
-		if (l > 0)
+		switch (ly->part)
 		{
-			int			hp = c->hidden[l - 1],
-						h = c->hidden[l];
+			case PN_PART_EPNET:
+				if (ly->step == 1)
+				{
+					TRY(op_create(eng, &eng->ep1, K, N, K, N, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
+					TRY(op_pack_new(eng, &eng->ep1, PN_T(m, ly->w) + ly->npre, ly->ldw, share, "ep1", &eng->p_ep1, err));
+				}
+				else
+				{
+					TRY(op_create(eng, &eng->ep2, K, N, K, N, N, cdt, cdt, dnnl_f32, PO_GATE | PO_MUL, c->gamma, err));
+					TRY(op_pack_new(eng, &eng->ep2, PN_T(m, ly->w), ly->ldw, share, "ep2", &eng->p_ep2, err));
+				}
+				break;
+			case PN_PART_TOWER:
+				if (ly->task != 0)
+					break;
+				if (ly->layer == 1)
+				{
+					/* tower layer 1 of every task at once; its output feeds the gate (or the next layer) */
+					int			g = T * N;
+					dnnl_data_type_t tdt = (c->ppnet || L > 1) ? cdt : dnnl_f32;
 
-			/*
-			 * src and dst contiguous (copies of the task's columns): oneDNN 2.6's
-			 * brgemm matmul takes no row strides; with them it falls back to its
-			 * slower gemm path, whose first run JITs for 20 ms
-			 */
-			TRY(op_create(eng, &eng->twl[l], hp, h, hp, h, 0, cdt, c->ppnet ? cdt : odt, dnnl_f32,
-						  PO_RELU, 1.0f, err));
-		}
-		if (c->ppnet)
-		{
-			TRY(op_create(eng, &eng->g1[l], n0, g, n0, g, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
-			TRY(op_create(eng, &eng->g2[l], g, g, g, g, g, cdt, odt, cdt, PO_GATE | PO_MUL, c->gamma, err));
-			char		key[16];
+					TRY(op_create(eng, &eng->tw1, K, g, K, g, 0, cdt, tdt, dnnl_f32, PO_RELU, 1.0f, err));
+				}
+				else
+				{
+					/*
+					 * src and dst contiguous (copies of the task's columns): oneDNN 2.6's
+					 * brgemm matmul takes no row strides; with them it falls back to its
+					 * slower gemm path, whose first run JITs for 20 ms
+					 */
+					dnnl_data_type_t tdt = c->ppnet ? cdt : (ly->layer == L ? dnnl_f32 : cdt);
 
-			snprintf(key, sizeof(key), "g1.%d", l);
-			TRY(op_pack_new(eng, &eng->g1[l], PN_T(m, m->t_pp_w1[l]) + c->pk, c->pk + n0, share, key, &eng->p_g1[l], err));
-			snprintf(key, sizeof(key), "g2.%d", l);
-			TRY(op_pack_new(eng, &eng->g2[l], PN_T(m, m->t_pp_w2[l]), g, share, key, &eng->p_g2[l], err));
+					TRY(op_create(eng, &eng->twl[ly->layer - 1], K, N, K, N, 0, cdt, tdt, dnnl_f32,
+								  PO_RELU, 1.0f, err));
+				}
+				break;
+			case PN_PART_PPNET:
+				if (ly->step == 1)
+				{
+					TRY(op_create(eng, &eng->g1[ly->layer], K, N, K, N, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
+					snprintf(key, sizeof(key), "g1.%d", ly->layer);
+					TRY(op_pack_new(eng, &eng->g1[ly->layer], PN_T(m, ly->w) + ly->npre, ly->ldw, share, key,
+									&eng->p_g1[ly->layer], err));
+				}
+				else
+				{
+					TRY(op_create(eng, &eng->g2[ly->layer], K, N, K, N, N, cdt, odt, cdt, PO_GATE | PO_MUL, c->gamma, err));
+					snprintf(key, sizeof(key), "g2.%d", ly->layer);
+					TRY(op_pack_new(eng, &eng->g2[ly->layer], PN_T(m, ly->w), ly->ldw, share, key,
+									&eng->p_g2[ly->layer], err));
+				}
+				break;
+			case PN_PART_AUX:
+				if (ly->step == 1)
+				{
+					TRY(op_create(eng, &eng->aux1, K, N, K, N, 0, cdt, dnnl_f32, dnnl_f32, PO_RELU, 1.0f, err));
+					TRY(op_pack_new(eng, &eng->aux1, PN_T(m, ly->w) + ly->npre, ly->ldw, share, "aux1", &eng->p_aux1, err));
+				}
+				break;
+			case PN_PART_OUTPUT:
+				break;
 		}
-	}
-	if (c->aux)
-	{
-		TRY(op_create(eng, &eng->aux1, n0, ha, n0, ha, 0, cdt, dnnl_f32, dnnl_f32, PO_RELU, 1.0f, err));
-		TRY(op_pack_new(eng, &eng->aux1, PN_T(m, m->t_aux_w1) + k, k + n0, share, "aux1", &eng->p_aux1, err));
 	}
 #undef TRY
 	if (eng->scratch_bytes > 0 && !(eng->scratch = eng_alloc(eng, eng->scratch_bytes)))
@@ -1115,9 +1147,8 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, 
 	const PnConfig *c = &eng->m->cfg;
 	int			T = c->ntasks,
 				L = c->nhidden,
-				n0 = c->n0,
-				t,
-				l,
+				n0 = eng->m->plan->width[PN_ACT_X0],
+				li,
 				rc;
 	char		key[32];
 	PnPackedDomain *pd = eng->dom[dc->domain];
@@ -1137,16 +1168,21 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, 
 	snprintf(key, sizeof(key), "d%d.tw1", dc->domain);
 	if ((rc = dom_pack(&eng->tw1, dc->w1, n0, share, key, &pd->w1, &pd->shared[0], err)) != PN_OK)
 		goto fail;
-	for (l = 2; l <= L; l++)
-		for (t = 0; t < T; t++)
-		{
-			int			x = PN_TW(c, t, l);
-			PnOp	   *op = &eng->twl[l - 1];
+	/* the plan's tower layers 2..L of every task (the output layers are dot products) */
+	for (li = 0; li < eng->m->plan->nlayers; li++)
+	{
+		const PnLayer *ly = PN_LAYER(eng->m, li);
+		int			x;
+		PnOp	   *op;
 
-			snprintf(key, sizeof(key), "d%d.tw[%d]", dc->domain, x);
-			if ((rc = dom_pack(op, dc->w[x], op->K, share, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
-				goto fail;
-		}
+		if (ly->part != PN_PART_TOWER || ly->layer < 2)
+			continue;
+		x = PN_TW(c, ly->task, ly->layer);
+		op = &eng->twl[ly->layer - 1];
+		snprintf(key, sizeof(key), "d%d.tw[%d]", dc->domain, x);
+		if ((rc = dom_pack(op, dc->w[x], ly->nin, share, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
+			goto fail;
+	}
 	eng->dom[dc->domain] = pd;
 	*out = pd;
 	return PN_OK;
@@ -1192,18 +1228,22 @@ mul_rows(float *dst, int lddst, const float *src, int ldsrc, int M, int N)
 		mul_rows((float *) (d), (op).N, (const float *) (s1), (op).N, eng->tile, (op).N); \
 } while (0)
 
-/* One tile: x0 filled (M rows), logits [M, T] out */
+/*
+ * One tile: x0 filled (M rows), logits [M, T] out.  The plan's layers in
+ * order: every task's tower layer 1 is one primitive (at task 0's layer),
+ * the output layers and aux layer 2 dot products per row in a fixed order.
+ */
 static int
 engine_tile(PnEngine *eng, const PnDomainCache *dc, const PnPackedDomain *pd, const PnPersona *pp, PnError *err)
 {
 	const PnModel *m = eng->m;
 	const PnConfig *c = &m->cfg;
+	const PnPlan *pl = m->plan;
 	int			M = eng->tile,
-				n0 = c->n0,
+				n0 = pl->width[PN_ACT_X0],
 				T = c->ntasks,
 				L = c->nhidden,
-				t,
-				l,
+				li,
 				r;
 	size_t		es = eng->precision == PN_BF16 ? 2 : 4;
 	char	   *a = eng->a,
@@ -1211,71 +1251,86 @@ engine_tile(PnEngine *eng, const PnDomainCache *dc, const PnPackedDomain *pd, co
 
 	if (eng->precision == PN_BF16)
 		to_bf16(eng->x0, eng->x0h, (size_t) M * n0);
-	if (c->epnet)
+	for (li = 0; li < pl->nlayers; li++)
 	{
-		RUN(eng->ep1, eng->x0h, eng->p_ep1, dc->ep_bias, eng->eh, NULL);
-		RUN(eng->ep2, eng->eh, eng->p_ep2, PN_T(m, m->t_ep_b2), eng->x, eng->x0);
-	}
-	RUN(eng->tw1, eng->x, PN_ALIGN64(pd->w1), dc->b1, a, NULL);
-	for (l = 0; l < L; l++)
-	{
-		if (l > 0)
+		const PnLayer *ly = PN_LAYER(m, li);
+
+		switch (ly->part)
 		{
-			int			hp = c->hidden[l - 1],
-						h = c->hidden[l];
-			size_t		oes = (c->ppnet || l < L - 1) ? es : 4;
+			case PN_PART_EPNET:
+				if (ly->step == 1)
+					RUN(eng->ep1, eng->x0h, eng->p_ep1, dc->ep_bias, eng->eh, NULL);
+				else
+					RUN(eng->ep2, eng->eh, eng->p_ep2, PN_T(m, ly->b), eng->x, eng->x0);
+				break;
+			case PN_PART_TOWER:
+				if (ly->layer == 1)
+				{
+					if (ly->task == 0)
+						RUN(eng->tw1, eng->x, PN_ALIGN64(pd->w1), dc->b1, a, NULL);
+				}
+				else
+				{
+					/* task t's columns of a, contiguous, through layer l, into its columns of b */
+					int			hp = ly->nin,
+								h = ly->nout,
+								t = ly->task,
+								x = PN_TW(c, t, ly->layer);
+					size_t		oes = (c->ppnet || ly->layer < L) ? es : 4;
 
-			for (t = 0; t < T; t++)
-			{
-				int			x = PN_TW(c, t, l + 1);
+					for (r = 0; r < M; r++)
+						memcpy((char *) eng->ts + (size_t) r * hp * es, a + ((size_t) r * T * hp + (size_t) t * hp) * es, hp * es);
+					RUN(eng->twl[ly->layer - 1], eng->ts, PN_ALIGN64(pd->w[x]), dc->b[x], eng->td, NULL);
+					for (r = 0; r < M; r++)
+						memcpy(b + ((size_t) r * T * h + (size_t) t * h) * oes, (char *) eng->td + (size_t) r * h * oes, h * oes);
+					if (t == T - 1)
+					{
+						char	   *s = a;
 
-				for (r = 0; r < M; r++)
-					memcpy((char *) eng->ts + (size_t) r * hp * es, a + ((size_t) r * T * hp + (size_t) t * hp) * es, hp * es);
-				RUN(eng->twl[l], eng->ts, PN_ALIGN64(pd->w[x]), dc->b[x], eng->td, NULL);
-				for (r = 0; r < M; r++)
-					memcpy(b + ((size_t) r * T * h + (size_t) t * h) * oes, (char *) eng->td + (size_t) r * h * oes, h * oes);
-			}
-			{
-				char	   *s = a;
+						a = b;
+						b = s;
+					}
+				}
+				break;
+			case PN_PART_PPNET:
+				if (ly->step == 1)
+					RUN(eng->g1[ly->layer], eng->x, eng->p_g1[ly->layer], pp->gbias[ly->layer], eng->gh, NULL);
+				else
+				{
+					char	   *s = a;
 
-				a = b;
-				b = s;
-			}
+					RUN(eng->g2[ly->layer], eng->gh, eng->p_g2[ly->layer], PN_T(m, ly->b), b, a);
+					a = b;
+					b = s;
+				}
+				break;
+			case PN_PART_OUTPUT:
+				{
+					/* logit_t = w*_t . a_L,t + c*_t per row */
+					int			hL = ly->nin,
+								t = ly->task,
+								x = PN_TW(c, t, ly->layer);
+					const float *aL = (const float *) a;
+
+					for (r = 0; r < M; r++)
+						eng->logit[r * T + t] = pn_dot(aL + (size_t) r * T * hL + t * hL, dc->w[x], hL) + dc->b[x][0];
+				}
+				break;
+			case PN_PART_AUX:
+				if (ly->step == 1)
+					RUN(eng->aux1, eng->x0h, eng->p_aux1, dc->aux_bias, eng->ah, NULL);
+				else
+				{
+					int			ha = ly->nin,
+								t;
+
+					for (r = 0; r < M; r++)
+						for (t = 0; t < T; t++)
+							eng->logit[r * T + t] += pn_dot(eng->ah + (size_t) r * ha, PN_T(m, ly->w) + (size_t) t * ha, ha)
+								+ PN_T(m, ly->b)[t];
+				}
+				break;
 		}
-		if (c->ppnet)
-		{
-			RUN(eng->g1[l], eng->x, eng->p_g1[l], pp->gbias[l], eng->gh, NULL);
-			RUN(eng->g2[l], eng->gh, eng->p_g2[l], PN_T(m, m->t_pp_b2[l]), b, a);
-			{
-				char	   *s = a;
-
-				a = b;
-				b = s;
-			}
-		}
-	}
-	/* output layer and aux, per row in a fixed order */
-	{
-		int			hL = c->hidden[L - 1];
-		const float *aL = (const float *) a;
-
-		for (r = 0; r < M; r++)
-			for (t = 0; t < T; t++)
-			{
-				int			x = PN_TW(c, t, L + 1);
-
-				eng->logit[r * T + t] = pn_dot(aL + (size_t) r * T * hL + t * hL, dc->w[x], hL) + dc->b[x][0];
-			}
-	}
-	if (c->aux)
-	{
-		int			ha = c->aux_hidden;
-
-		RUN(eng->aux1, eng->x0h, eng->p_aux1, dc->aux_bias, eng->ah, NULL);
-		for (r = 0; r < M; r++)
-			for (t = 0; t < T; t++)
-				eng->logit[r * T + t] += pn_dot(eng->ah + (size_t) r * ha, PN_T(m, m->t_aux_w2) + (size_t) t * ha, ha)
-					+ PN_T(m, m->t_aux_b2)[t];
 	}
 	return PN_OK;
 }
