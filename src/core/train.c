@@ -1257,11 +1257,13 @@ epnet_forward(PnTrainer *tr)
 	int			n = tr->n,
 				k = c->emb_dim,
 				n0 = c->n0,
-				he = c->epnet_hidden,
-				ke = k + n0,
+				ke = m->plan->width[PN_ACT_IN_E],
+				he,
 				i,
 				j;
 	const float *gin = tr->in_e;
+	const PnLayer *ep1,
+			   *ep2;
 
 	if (!c->epnet)
 	{
@@ -1269,6 +1271,10 @@ epnet_forward(PnTrainer *tr)
 			memcpy(tr->x + (size_t) i * n0, tr->in_e + (size_t) i * ke + k, sizeof(float) * n0);
 		return;
 	}
+	/* the plan's EPNet layers: [dv ; x0] -> eh, eh -> gate */
+	ep1 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_EPNET, 1, -1, 0));
+	ep2 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_EPNET, 2, -1, 0));
+	he = ep1->nout;
 	if (tr->sg_frozen)
 	{
 		/* gradient checks: live dv, frozen x0 */
@@ -1276,11 +1282,11 @@ epnet_forward(PnTrainer *tr)
 			memcpy(tr->sg_in_e + (size_t) i * ke, tr->in_e + (size_t) i * ke, sizeof(float) * k);
 		gin = tr->sg_in_e;
 	}
-	pn_fill_rows(tr->eh, n, he, PN_T(m, m->t_ep_b1));
-	mm_nt(FIXED(tr), n, he, ke, gin, ke, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->eh, he);
+	pn_fill_rows(tr->eh, n, he, PN_T(m, ep1->b));
+	mm_nt(FIXED(tr), n, he, ep1->ldw, gin, ke, PN_T(m, ep1->w), ep1->ldw, 1.0f, tr->eh, he);
 	pn_relu(tr->eh, (size_t) n * he);
-	pn_fill_rows(tr->ge, n, n0, PN_T(m, m->t_ep_b2));
-	mm_nt(FIXED(tr), n, n0, he, tr->eh, he, PN_T(m, m->t_ep_w2), he, 1.0f, tr->ge, n0);
+	pn_fill_rows(tr->ge, n, ep2->nout, PN_T(m, ep2->b));
+	mm_nt(FIXED(tr), n, ep2->nout, ep2->nin, tr->eh, he, PN_T(m, ep2->w), ep2->ldw, 1.0f, tr->ge, n0);
 	pn_sigmoid_scale(tr->ge, (size_t) n * n0, c->gamma);
 	for (i = 0; i < n; i++)
 	{
@@ -1310,12 +1316,14 @@ epnet_backward(PnTrainer *tr)
 	int			n = tr->n,
 				k = c->emb_dim,
 				n0 = c->n0,
-				he = c->epnet_hidden,
-				ke = k + n0,
+				he,
+				ke,
 				i,
 				j;
 	float		gamma = c->gamma;
 	float	   *dgl = tr->dxn;	/* reuse: [n, n0], dxn is spent */
+	const PnLayer *ep1,
+			   *ep2;
 
 	if (!c->epnet)
 	{
@@ -1328,6 +1336,11 @@ epnet_backward(PnTrainer *tr)
 			d0[q] += dx[q];
 		return;
 	}
+	/* the plan's EPNet layers, in reverse */
+	ep2 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_EPNET, 2, -1, 0));
+	ep1 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_EPNET, 1, -1, 0));
+	he = ep2->nin;
+	ke = ep1->ldw;
 	for (i = 0; i < n; i++)
 	{
 		const float *restrict x0 = tr->in_e + (size_t) i * ke + k,
@@ -1342,13 +1355,13 @@ epnet_backward(PnTrainer *tr)
 			dl[j] = dx[j] * x0[j] * g[j] * (1.0f - g[j] / gamma);
 		}
 	}
-	mm_tn(FIXED(tr), n0, he, n, dgl, n0, tr->eh, he, 1.0f, G(tr, m->t_ep_w2), he);
-	col_sums(dgl, n, n0, n0, G(tr, m->t_ep_b2));
-	mm_nn(FIXED(tr), n, he, n0, dgl, n0, PN_T(m, m->t_ep_w2), he, 0.0f, tr->dgh, he);
+	mm_tn(FIXED(tr), n0, he, n, dgl, n0, tr->eh, he, 1.0f, G(tr, ep2->w), he);
+	col_sums(dgl, n, n0, n0, G(tr, ep2->b));
+	mm_nn(FIXED(tr), n, he, n0, dgl, n0, PN_T(m, ep2->w), he, 0.0f, tr->dgh, he);
 	relu_backward(tr->dgh, tr->eh, (size_t) n * he);
-	mm_tn(FIXED(tr), he, ke, n, tr->dgh, he, tr->sg_frozen ? tr->sg_in_e : tr->in_e, ke, 1.0f, G(tr, m->t_ep_w1), ke);
-	col_sums(tr->dgh, n, he, he, G(tr, m->t_ep_b1));
-	mm_nn(FIXED(tr), n, k, he, tr->dgh, he, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->ddv, k);
+	mm_tn(FIXED(tr), he, ke, n, tr->dgh, he, tr->sg_frozen ? tr->sg_in_e : tr->in_e, ke, 1.0f, G(tr, ep1->w), ke);
+	col_sums(tr->dgh, n, he, he, G(tr, ep1->b));
+	mm_nn(FIXED(tr), n, ep1->npre, he, tr->dgh, he, PN_T(m, ep1->w), ke, 1.0f, tr->ddv, k);
 }
 
 /* ------------------------------------------------ Partitioned Normalization */
@@ -1581,25 +1594,36 @@ ppnet_forward(PnTrainer *tr)
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
 				n0 = c->n0,
-				kp = c->pk + n0,
+				kp = m->plan->width[PN_ACT_IN_P],
 				i,
-				l;
+				li;
 	const float *xs = tr->sg_frozen ? tr->sg_x : tr->x;
 
 	if (!c->ppnet)
 		return;
 	for (i = 0; i < n; i++)
-		memcpy(tr->in_p + (size_t) i * kp + c->pk, xs + (size_t) i * n0, sizeof(float) * n0);
-	for (l = 0; l < c->nhidden; l++)
+		memcpy(tr->in_p + (size_t) i * kp + m->plan->width[PN_ACT_PV], xs + (size_t) i * n0, sizeof(float) * n0);
+	/* the plan's PPNet layers: [pv ; x] -> gh_l (step 1), gh_l -> gg_l (step 2) */
+	for (li = 0; li < m->plan->nlayers; li++)
 	{
-		int			g = c->ntasks * c->hidden[l];
+		const PnLayer *ly = PN_LAYER(m, li);
+		int			l = ly->layer,
+					g = ly->nout;
 
-		pn_fill_rows(tr->gh[l], n, g, PN_T(m, m->t_pp_b1[l]));
-		mm_nt(FIXED(tr), n, g, kp, tr->in_p, kp, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->gh[l], g);
-		pn_relu(tr->gh[l], (size_t) n * g);
-		pn_fill_rows(tr->gg[l], n, g, PN_T(m, m->t_pp_b2[l]));
-		mm_nt(FIXED(tr), n, g, g, tr->gh[l], g, PN_T(m, m->t_pp_w2[l]), g, 1.0f, tr->gg[l], g);
-		pn_sigmoid_scale(tr->gg[l], (size_t) n * g, c->gamma);
+		if (ly->part != PN_PART_PPNET)
+			continue;
+		if (ly->step == 1)
+		{
+			pn_fill_rows(tr->gh[l], n, g, PN_T(m, ly->b));
+			mm_nt(FIXED(tr), n, g, ly->ldw, tr->in_p, kp, PN_T(m, ly->w), ly->ldw, 1.0f, tr->gh[l], g);
+			pn_relu(tr->gh[l], (size_t) n * g);
+		}
+		else
+		{
+			pn_fill_rows(tr->gg[l], n, g, PN_T(m, ly->b));
+			mm_nt(FIXED(tr), n, g, ly->nin, tr->gh[l], ly->nin, PN_T(m, ly->w), ly->ldw, 1.0f, tr->gg[l], g);
+			pn_sigmoid_scale(tr->gg[l], (size_t) n * g, c->gamma);
+		}
 	}
 }
 
@@ -1616,26 +1640,34 @@ ppnet_backward(PnTrainer *tr)
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
-				kp = c->pk + c->n0,
-				l;
+				kp = m->plan->width[PN_ACT_IN_P],
+				pk = m->plan->width[PN_ACT_PV],
+				li;
 
 	if (!c->ppnet)
 		return;
-	memset(tr->dpv, 0, sizeof(float) * (size_t) n * c->pk);
-	for (l = 0; l < c->nhidden; l++)
+	memset(tr->dpv, 0, sizeof(float) * (size_t) n * pk);
+	/* per gate, the plan's step 2 then step 1 (its layers, gate by gate, each pair in reverse) */
+	for (li = 0; li < m->plan->nlayers; li++)
 	{
-		int			g = c->ntasks * c->hidden[l];
+		const PnLayer *l2 = PN_LAYER(m, li),
+				   *l1;
+		int			l = l2->layer,
+					g = l2->nout;
 		float	   *dg = tr->dgg[l];
 
+		if (l2->part != PN_PART_PPNET || l2->step != 2)
+			continue;
+		l1 = PN_LAYER(m, li - 1);	/* step 1 of the same gate precedes it */
 		gate_backward(dg, tr->gg[l], (size_t) n * g, c->gamma);
-		mm_tn(FIXED(tr), g, g, n, dg, g, tr->gh[l], g, 1.0f, G(tr, m->t_pp_w2[l]), g);
-		col_sums(dg, n, g, g, G(tr, m->t_pp_b2[l]));
-		mm_nn(FIXED(tr), n, g, g, dg, g, PN_T(m, m->t_pp_w2[l]), g, 0.0f, tr->dgh, g);
-		relu_backward(tr->dgh, tr->gh[l], (size_t) n * g);
-		mm_tn(FIXED(tr), g, kp, n, tr->dgh, g, tr->in_p, kp, 1.0f, G(tr, m->t_pp_w1[l]), kp);
-		col_sums(tr->dgh, n, g, g, G(tr, m->t_pp_b1[l]));
-		if (c->pk)
-			mm_nn(FIXED(tr), n, c->pk, g, tr->dgh, g, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->dpv, c->pk);
+		mm_tn(FIXED(tr), g, l2->nin, n, dg, g, tr->gh[l], l2->nin, 1.0f, G(tr, l2->w), l2->ldw);
+		col_sums(dg, n, g, g, G(tr, l2->b));
+		mm_nn(FIXED(tr), n, l2->nin, g, dg, g, PN_T(m, l2->w), l2->ldw, 0.0f, tr->dgh, l2->nin);
+		relu_backward(tr->dgh, tr->gh[l], (size_t) n * l1->nout);
+		mm_tn(FIXED(tr), l1->nout, l1->ldw, n, tr->dgh, l1->nout, tr->in_p, kp, 1.0f, G(tr, l1->w), l1->ldw);
+		col_sums(tr->dgh, n, l1->nout, l1->nout, G(tr, l1->b));
+		if (l1->npre)
+			mm_nn(FIXED(tr), n, l1->npre, l1->nout, tr->dgh, l1->nout, PN_T(m, l1->w), l1->ldw, 1.0f, tr->dpv, pk);
 	}
 }
 
@@ -1844,22 +1876,28 @@ aux_forward(PnTrainer *tr)
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
 				T = c->ntasks,
-				ha = c->aux_hidden,
-				ke = c->emb_dim + c->n0,
+				ha,
+				ke = m->plan->width[PN_ACT_IN_E],
 				i,
 				t;
 	const float *e2;
+	const PnLayer *a1,
+			   *a2;
 
 	if (!c->aux)
 		return;
-	e2 = PN_T(m, m->t_aux_b2);
-	pn_fill_rows(tr->ah, n, ha, PN_T(m, m->t_aux_b1));
-	mm_nt(FIXED(tr), n, ha, ke, tr->in_e, ke, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ah, ha);
+	/* the plan's aux layers: [dv ; x0] -> ah, ah -> logit += */
+	a1 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_AUX, 1, -1, 0));
+	a2 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_AUX, 2, -1, 0));
+	ha = a1->nout;
+	e2 = PN_T(m, a2->b);
+	pn_fill_rows(tr->ah, n, ha, PN_T(m, a1->b));
+	mm_nt(FIXED(tr), n, ha, a1->ldw, tr->in_e, ke, PN_T(m, a1->w), a1->ldw, 1.0f, tr->ah, ha);
 	pn_relu(tr->ah, (size_t) n * ha);
 	for (i = 0; i < n; i++)
 		for (t = 0; t < T; t++)
 			tr->logit[(size_t) i * T + t] += e2[t];
-	mm_nt(FIXED(tr), n, T, ha, tr->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, tr->logit, T);
+	mm_nt(FIXED(tr), n, a2->nout, a2->nin, tr->ah, ha, PN_T(m, a2->w), a2->ldw, 1.0f, tr->logit, T);
 }
 
 /*
@@ -1876,20 +1914,27 @@ aux_backward(PnTrainer *tr)
 				k = c->emb_dim,
 				n0 = c->n0,
 				T = c->ntasks,
-				ha = c->aux_hidden,
-				ke = k + n0;
+				ha,
+				ke;
+	const PnLayer *a1,
+			   *a2;
 
 	if (!c->aux)
 		return;
-	mm_tn(FIXED(tr), T, ha, n, tr->dlogit, T, tr->ah, ha, 1.0f, G(tr, m->t_aux_w2), ha);
-	col_sums(tr->dlogit, n, T, T, G(tr, m->t_aux_b2));
-	mm_nn(FIXED(tr), n, ha, T, tr->dlogit, T, PN_T(m, m->t_aux_w2), ha, 0.0f, tr->dgh, ha);
+	/* the plan's aux layers in reverse */
+	a2 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_AUX, 2, -1, 0));
+	a1 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_AUX, 1, -1, 0));
+	ha = a2->nin;
+	ke = a1->ldw;
+	mm_tn(FIXED(tr), T, ha, n, tr->dlogit, T, tr->ah, ha, 1.0f, G(tr, a2->w), ha);
+	col_sums(tr->dlogit, n, T, T, G(tr, a2->b));
+	mm_nn(FIXED(tr), n, ha, T, tr->dlogit, T, PN_T(m, a2->w), ha, 0.0f, tr->dgh, ha);
 	relu_backward(tr->dgh, tr->ah, (size_t) n * ha);
-	mm_tn(FIXED(tr), ha, ke, n, tr->dgh, ha, tr->in_e, ke, 1.0f, G(tr, m->t_aux_w1), ke);
-	col_sums(tr->dgh, n, ha, ha, G(tr, m->t_aux_b1));
+	mm_tn(FIXED(tr), ha, ke, n, tr->dgh, ha, tr->in_e, ke, 1.0f, G(tr, a1->w), ke);
+	col_sums(tr->dgh, n, ha, ha, G(tr, a1->b));
 	/* d [dv ; x0]: dv part and x0 part */
-	mm_nn(FIXED(tr), n, k, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ddv, k);
-	mm_nn(FIXED(tr), n, n0, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1) + k, ke, 1.0f, tr->dx0, n0);
+	mm_nn(FIXED(tr), n, a1->npre, ha, tr->dgh, ha, PN_T(m, a1->w), ke, 1.0f, tr->ddv, k);
+	mm_nn(FIXED(tr), n, a1->nin, ha, tr->dgh, ha, PN_T(m, a1->w) + a1->npre, ke, 1.0f, tr->dx0, n0);
 }
 
 /* ------------------------------------------------------------------- loss */
