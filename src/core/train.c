@@ -466,47 +466,52 @@ typedef struct BufSpec
 static int
 buffer_table(PnTrainer *tr, bool grads, BufSpec *spec)
 {
-	const PnConfig *c = &tr->m->cfg;
+	const PnModel *m = tr->m;
+	const PnPlan *p = m->plan;
 	size_t		n = tr->bmax;
-	int			k = c->emb_dim,
-				n0 = c->n0,
-				T = c->ntasks,
-				L = c->nhidden,
-				hmax = pn_max_hidden(c),
+	int			k = p->width[PN_ACT_DV],
+				n0 = p->width[PN_ACT_X0],
+				T = p->width[PN_ACT_LOGIT],
+				L = m->cfg.nhidden,
+				hmax = p->hmax,
 				wmax = n0 > hmax ? n0 : hmax,
-				wide = T * hmax,
+				wide = p->wide,
 				nb = 0,
 				l,
 				t;
 
-	if (c->epnet_hidden > wide)
-		wide = c->epnet_hidden;
-	if (c->aux_hidden > wide)
-		wide = c->aux_hidden;
+	/* the widths of the plan's size table and layers */
+	if (p->width[PN_ACT_EH] > wide)
+		wide = p->width[PN_ACT_EH];
+	if (p->width[PN_ACT_AH] > wide)
+		wide = p->width[PN_ACT_AH];
 
 	BUF(tr->labels, n * T);
-	BUF(tr->in_e, n * (k + n0));
-	BUF(tr->eh, c->epnet ? n * c->epnet_hidden : 0);
-	BUF(tr->ge, c->epnet ? n * n0 : 0);
-	BUF(tr->x, n * n0);
+	BUF(tr->in_e, n * p->width[PN_ACT_IN_E]);
+	BUF(tr->eh, n * p->width[PN_ACT_EH]);
+	BUF(tr->ge, p->width[PN_ACT_EH] ? n * n0 : 0);
+	BUF(tr->x, n * p->width[PN_ACT_X]);
 	BUF(tr->xhat, n * n0);
 	BUF(tr->istd, n * n0);
-	BUF(tr->xn, n * n0);
-	BUF(tr->in_p, n * (c->pk + n0));
+	BUF(tr->xn, n * p->width[PN_ACT_XN]);
+	BUF(tr->in_p, n * p->width[PN_ACT_IN_P]);
 	for (l = 0; l < L; l++)
 	{
-		size_t		g = (size_t) T * c->hidden[l];
+		int			g1 = pn_plan_find(p, PN_PART_PPNET, 1, -1, l),
+					g2 = pn_plan_find(p, PN_PART_PPNET, 2, -1, l);
 
-		BUF(tr->gh[l], c->ppnet ? n * g : 0);
-		BUF(tr->gg[l], c->ppnet ? n * g : 0);
-		BUF(tr->dgg[l], c->ppnet && grads ? n * g : 0);
+		BUF(tr->gh[l], g1 >= 0 ? n * p->layers[g1].nout : 0);
+		BUF(tr->gg[l], g2 >= 0 ? n * p->layers[g2].nout : 0);
+		BUF(tr->dgg[l], g2 >= 0 && grads ? n * p->layers[g2].nout : 0);
 		for (t = 0; t < T; t++)
 		{
-			BUF(tr->r[t * L + l], n * c->hidden[l]);
-			BUF(tr->a[t * L + l], n * c->hidden[l]);
+			size_t		h = p->layers[pn_plan_find(p, PN_PART_TOWER, 0, t, l + 1)].nout;
+
+			BUF(tr->r[t * L + l], n * h);
+			BUF(tr->a[t * L + l], n * h);
 		}
 	}
-	BUF(tr->ah, c->aux ? n * c->aux_hidden : 0);
+	BUF(tr->ah, n * p->width[PN_ACT_AH]);
 	BUF(tr->logit, n * T);
 	BUF(tr->fw, (size_t) hmax * wmax);
 	BUF(tr->fb, hmax);
@@ -524,7 +529,7 @@ buffer_table(PnTrainer *tr, bool grads, BufSpec *spec)
 		BUF(tr->dx, n * n0);
 		BUF(tr->dx0, n * n0);
 		BUF(tr->ddv, n * k);
-		BUF(tr->dpv, n * (c->pk + 1));
+		BUF(tr->dpv, n * (p->width[PN_ACT_PV] + 1));
 		BUF(tr->dgh, n * wide);
 		BUF(tr->dwt, (size_t) hmax * wmax);
 	}
@@ -705,21 +710,21 @@ pn_trainer_grad(PnTrainer *tr)
 
 /* ------------------------------------------------ shared by the parts */
 
-/* Fused W* = W ⊙ W_d[d] and b* = b + b_d[d] of tower (t, l) into tr->fw, tr->fb */
+/* Fused W* = W ⊙ W_d[d] and b* = b + b_d[d] of a tower or output layer of the plan into tr->fw, tr->fb */
 static void
-fuse(PnTrainer *tr, int t, int l, int d, int h, int prev)
+fuse(PnTrainer *tr, const PnLayer *ly, int d)
 {
 	PnModel    *m = tr->m;
-	const PnConfig *c = &m->cfg;
-	int			x = PN_TW(c, t, l);
-	const float *W = PN_T(m, m->t_tw_w[x]);
-	const float *B = PN_T(m, m->t_tw_b[x]);
+	int			h = ly->nout,
+				prev = ly->nin;
+	const float *W = PN_T(m, ly->w);
+	const float *B = PN_T(m, ly->b);
 	size_t		i;
 
-	if (c->star)
+	if (ly->dw >= 0)
 	{
-		const float *Wd = PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * prev;
-		const float *Bd = PN_T(m, m->t_tw_db[x]) + (size_t) d * h;
+		const float *Wd = PN_T(m, ly->dw) + (size_t) d * h * prev;
+		const float *Bd = PN_T(m, ly->db) + (size_t) d * h;
 
 		for (i = 0; i < (size_t) h * prev; i++)
 			tr->fw[i] = W[i] * Wd[i];
@@ -1686,26 +1691,31 @@ tower_forward(PnTrainer *tr, int t)
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
-				n0 = c->n0,
 				T = c->ntasks,
 				L = c->nhidden,
 				i,
 				j,
 				s,
-				l;
+				li;
 
-	for (l = 1; l <= L + 1; l++)
+	/* the plan's layers of task t, in order: its tower layers 1..L, its output layer */
+	for (li = 0; li < m->plan->nlayers; li++)
 	{
-		int			h = l <= L ? c->hidden[l - 1] : 1;
-		int			prev = l == 1 ? n0 : c->hidden[l - 2];
-		const float *in = l == 1 ? tr->xn : tr->a[t * L + l - 2];
+		const PnLayer *ly = PN_LAYER(m, li);
+		int			l = ly->layer,
+					h = ly->nout,
+					prev = ly->nin;
+		const float *in;
 
+		if (ly->task != t)
+			continue;
+		in = ly->in == PN_ACT_XN ? tr->xn : tr->a[t * L + ly->in_layer - 1];
 		for (s = 0; s < tr->nseg; s++)
 		{
 			Seg		   *sg = &tr->segs[s];
 
-			fuse(tr, t, l, sg->domain, h, prev);
-			if (l <= L)
+			fuse(tr, ly, sg->domain);
+			if (ly->part == PN_PART_TOWER)
 			{
 				float	   *z = tr->r[t * L + l - 1] + (size_t) sg->start * h;
 
@@ -1723,14 +1733,15 @@ tower_forward(PnTrainer *tr, int t)
 					tr->logit[(size_t) i * T + t] = acc;
 				}
 		}
-		if (l <= L)
+		if (ly->part == PN_PART_TOWER)
 			for (i = 0; i < n; i++)
 			{
 				float	   *restrict rr = tr->r[t * L + l - 1] + (size_t) i * h,
 						   *restrict aa = tr->a[t * L + l - 1] + (size_t) i * h;
 
-				if (c->ppnet)
+				if (ly->gate >= 0)
 				{
+					/* times the task's columns of the gate (PPNet) */
 					const float *restrict g = tr->gg[l - 1] + (size_t) i * T * h + t * h;
 
 					for (j = 0; j < h; j++)
@@ -1763,27 +1774,36 @@ tower_backward(PnTrainer *tr, int t)
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
-				n0 = c->n0,
 				T = c->ntasks,
 				L = c->nhidden,
 				i,
 				j,
 				s,
-				l;
+				li;
 
-	for (l = L + 1; l >= 1; l--)
+	/* the plan's layers of task t in reverse: its output layer, its tower layers L..1 */
+	for (li = m->plan->nlayers - 1; li >= 0; li--)
 	{
-		int			h = l <= L ? c->hidden[l - 1] : 1;
-		int			prev = l == 1 ? n0 : c->hidden[l - 2];
-		const float *in = l == 1 ? tr->xn : tr->a[t * L + l - 2];
-		int			xi = PN_TW(c, t, l);
-		float	   *gW = G(tr, m->t_tw_w[xi]),
-				   *gB = G(tr, m->t_tw_b[xi]);
-		float	   *dout = l == 1 ? tr->dxn : tr->dprev;
-		float		dbeta = l == 1 ? 1.0f : 0.0f;	/* tasks add into dxn */
+		const PnLayer *ly = PN_LAYER(m, li);
+		int			l = ly->layer,
+					h = ly->nout,
+					prev = ly->nin;
+		const float *in;
+		float	   *gW,
+				   *gB,
+				   *dout;
+		float		dbeta;
+
+		if (ly->task != t)
+			continue;
+		in = ly->in == PN_ACT_XN ? tr->xn : tr->a[t * L + ly->in_layer - 1];
+		gW = G(tr, ly->w);
+		gB = G(tr, ly->b);
+		dout = ly->in == PN_ACT_XN ? tr->dxn : tr->dprev;
+		dbeta = ly->in == PN_ACT_XN ? 1.0f : 0.0f;	/* tasks add into dxn */
 
 		/* dz [n, h]: gradient at the pre-activation of this layer */
-		if (l == L + 1)
+		if (ly->part == PN_PART_OUTPUT)
 			for (i = 0; i < n; i++)
 				tr->dz[i] = tr->dlogit[(size_t) i * T + t];
 		else
@@ -1794,7 +1814,7 @@ tower_backward(PnTrainer *tr, int t)
 						   *restrict da = tr->da + (size_t) i * h;
 				float	   *restrict dz = tr->dz + (size_t) i * h;
 
-				if (c->ppnet)
+				if (ly->gate >= 0)
 				{
 					const float *restrict g = tr->gg[l - 1] + (size_t) i * T * h + t * h;
 					float	   *restrict dg = tr->dgg[l - 1] + (size_t) i * T * h + t * h;
@@ -1825,17 +1845,17 @@ tower_backward(PnTrainer *tr, int t)
 			size_t		hp = (size_t) h * prev,
 						q;
 
-			fuse(tr, t, l, d, h, prev);
+			fuse(tr, ly, d);
 			/* dW* = dz^T a_prev over the segment */
 			gemm_rows(tr, 'T', 'N', h, prev, sg->count, dzs, h, ins, prev, 0.0f, tr->dwt, prev);
-			if (c->star)
+			if (ly->dw >= 0)
 			{
-				const float *restrict W = PN_T(m, m->t_tw_w[xi]);
-				const float *restrict Wd = PN_T(m, m->t_tw_dw[xi]) + (size_t) d * hp;
+				const float *restrict W = PN_T(m, ly->w);
+				const float *restrict Wd = PN_T(m, ly->dw) + (size_t) d * hp;
 				const float *restrict dwt = tr->dwt;
 				float	   *restrict gWs = gW;
-				float	   *restrict gWd = G(tr, m->t_tw_dw[xi]) + (size_t) d * hp;
-				float	   *gBd = G(tr, m->t_tw_db[xi]) + (size_t) d * h;
+				float	   *restrict gWd = G(tr, ly->dw) + (size_t) d * hp;
+				float	   *gBd = G(tr, ly->db) + (size_t) d * h;
 
 				for (q = 0; q < hp; q++)
 				{
@@ -1857,7 +1877,7 @@ tower_backward(PnTrainer *tr, int t)
 			gemm_rows(tr, 'N', 'N', sg->count, prev, h, dzs, h, tr->fw, prev, dbeta,
 				  dout + (size_t) sg->start * prev, prev);
 		}
-		if (l > 1)
+		if (ly->in != PN_ACT_XN)
 			memcpy(tr->da, tr->dprev, sizeof(float) * (size_t) n * prev);
 	}
 }
