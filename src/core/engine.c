@@ -24,9 +24,9 @@
  * and every element summed in an order that depends on the inner dimension
  * only.  So no padding is needed: a block of 1 row costs one row's work,
  * and a candidate's bits depend neither on its position nor on where the
- * request is cut into blocks.  The matmuls that read the same input are
- * one pass over it with their weight rows concatenated (struct
- * PnFallback): EPNet's and aux's first layers on x0, every task's tower
+ * request is cut into blocks.  The matmuls that read the same input (the
+ * layer plan's layers grouped by input, pn_plan_readers) are one pass over
+ * it with their weight rows concatenated (struct PnFallback): EPNet's and aux's first layers on x0, every task's tower
  * layer 1 and every PPNet gate's layer 1 on x (their domain and persona
  * parts as biases, the persona's assembled per request).  OpenBLAS could
  * not give the ties: with 0.3.21's Zen/Haswell kernels a row's sgemm

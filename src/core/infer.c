@@ -3,9 +3,11 @@
  *		Inference of STAR-PEPNet: per-domain fused matrices (STAR fusion, PN
  *		folded into the first tower layer, domain parts of the first EPNet and
  *		aux layers as biases), per-request persona parts of the PPNet gates,
- *		and the forward pass of pepnet_predict (one candidate: GEMVs).  The
- *		batched forward of pepnet_score is engine.c's; the unfused reference
- *		forward the tests compare against is test/unit/ref_forward.c.
+ *		and the forward pass of pepnet_predict (one candidate: GEMVs), each
+ *		executing the model's layer plan (plan.c: x0's segments, the layers
+ *		in order, the workspace widths).  The batched forward of
+ *		pepnet_score is engine.c's; the unfused reference forward the tests
+ *		compare against is test/unit/ref_forward.c.
  *
  * Shapes: n candidates, n0 input width, k emb_dim, T tasks, h_l hidden
  * widths, he EPNet hidden, ha aux hidden.  Matrices are row-major [out, in].

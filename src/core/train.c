@@ -19,9 +19,12 @@
  *
  * and the backward functions in reverse, ending in embed_backward (the
  * scatter-add into the embedding rows).  forward() and backward() are
- * short chains of these calls.  Every activation and activation-gradient
- * buffer is listed, with its size, in one table (buffer_table), and carved
- * out of one allocation when the trainer is made.
+ * short chains of these calls.  Each part reads its shapes and tensors
+ * from the model's layer plan (plan.c): embed_* its x0 / pv segments, the
+ * others its layers (the towers' backward walks them in reverse).  Every
+ * activation and activation-gradient buffer is listed, with its size from
+ * the plan's size table, in one table (buffer_table), and carved out of
+ * one allocation when the trainer is made.
  *
  * Rows of a batch are first sorted by domain (a counting sort), so that
  * each domain's fused STAR matrices W* = W ⊙ W_d are formed once per step
