@@ -732,6 +732,10 @@ fallback_free(PnFallback *fb, int D)
 	pn_free(fb);
 }
 
+/* the fallback passes a layer's post-op to pn_gemm_panels as its epilogue */
+typedef char pn_post_is_epi[(PN_POST_NONE == PN_EPI_NONE && PN_POST_RELU == PN_EPI_RELU &&
+							 PN_POST_GATE == PN_EPI_GATE) ? 1 : -1];
+
 /* bump allocation of 64-byte aligned floats from *p */
 static float *
 carve(char **p, size_t floats)
@@ -1036,7 +1040,7 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 			case PN_ACT_EH:
 				/* EPNet's layer 2: x = gate ⊙ x0 */
 				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, fb->ep2, PN_T(m, ly->b), fb->x, n0,
-							   PN_EPI_GATE, c->gamma, fb->x0, n0);
+							   ly->post, c->gamma, fb->x0, n0);
 				x = fb->x;
 				break;
 			case PN_ACT_XN:
@@ -1060,13 +1064,13 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 					if (ly->part == PN_PART_OUTPUT)
 					{
 						pn_gemm_panels(nb, 1, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
-									   PN_EPI_NONE, 0, NULL, 0);
+									   ly->post, 0, NULL, 0);
 						break;
 					}
 					/* task t's tower layer l on its column block */
 					b = a == fb->t1 ? fb->t2 : fb->t1;
 					pn_gemm_panels(nb, h, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
-								   PN_EPI_RELU, 0, NULL, 0);
+								   ly->post, 0, NULL, 0);
 					if (ly->task == T - 1)
 					{
 						a = b;
@@ -1077,11 +1081,11 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 			case PN_ACT_GH:
 				/* gate l's layer 2, times every task's tower layer l + 1 (in place) */
 				pn_gemm_panels(nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, fb->g2[ly->layer],
-							   PN_T(m, ly->b), a, lda, PN_EPI_GATE, c->gamma, a, lda);
+							   PN_T(m, ly->b), a, lda, ly->post, c->gamma, a, lda);
 				break;
 			case PN_ACT_AH:
 				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, fb->aux2, PN_T(m, ly->b), fb->oa, T,
-							   PN_EPI_NONE, 0, NULL, 0);
+							   ly->post, 0, NULL, 0);
 				aux = true;
 				break;
 			default:

@@ -802,6 +802,26 @@ sigmoid_scale(const PnWork *w, float *y, size_t n, float gamma)
 	pn_sigmoid_scale(y, n, gamma);
 }
 
+/*
+ * A layer's post-op on its output y [n, nout] (relu or gamma * sigmoid),
+ * then what it multiplies: EPNet's gate times x0 (in y), a PPNet gate
+ * times the towers' layer (tower *= y)
+ */
+static void
+post_op(const PnModel *m, const PnWork *w, const PnLayer *ly, int n, float *y, float *tower)
+{
+	size_t		cnt = (size_t) n * ly->nout;
+
+	if (ly->post == PN_POST_RELU)
+		relu(w, y, cnt);
+	else if (ly->post == PN_POST_GATE)
+		sigmoid_scale(w, y, cnt, m->cfg.gamma);
+	if (ly->mul == PN_MUL_X0)
+		mul(w, y, w->x0, cnt);
+	else if (ly->mul == PN_MUL_TOWER)
+		mul(w, tower, y, cnt);
+}
+
 /* Whether pn_gemm_rows runs its AVX2 + FMA kernels on this CPU */
 bool
 pn_gemm_rows_avx2(void)
@@ -999,15 +1019,14 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 					/* eh = relu(W1 [dv; x0] + b1) */
 					pn_fill_rows(w->eh, n, g, dc->ep_bias);
 					linear_acc(w, n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->eh, g);
-					relu(w, w->eh, (size_t) n * g);
+					post_op(m, w, ly, n, w->eh, NULL);
 				}
 				else
 				{
 					/* x = gamma * sigmoid(W2 eh + b2) ⊙ x0 */
 					pn_fill_rows(w->x, n, g, PN_T(m, ly->b));
 					linear_acc(w, n, g, ly->nin, w->eh, ly->nin, PN_T(m, ly->w), ly->ldw, w->x, g);
-					sigmoid_scale(w, w->x, (size_t) n * g, c->gamma);
-					mul(w, w->x, w->x0, (size_t) n * g);
+					post_op(m, w, ly, n, w->x, NULL);
 				}
 				break;
 			case PN_PART_TOWER:
@@ -1048,15 +1067,14 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 					/* gh = relu(W1 [pv; x] + b1), the pv part is the persona's bias */
 					pn_fill_rows(w->gh, n, g, pp->gbias[ly->layer]);
 					linear_acc(w, n, g, ly->nin, w->x, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->gh, g);
-					relu(w, w->gh, (size_t) n * g);
+					post_op(m, w, ly, n, w->gh, NULL);
 				}
 				else
 				{
 					/* g = gamma * sigmoid(W2 gh + b2), times every task's tower layer */
 					pn_fill_rows(w->g, n, g, PN_T(m, ly->b));
 					linear_acc(w, n, g, ly->nin, w->gh, ly->nin, PN_T(m, ly->w), ly->ldw, w->g, g);
-					sigmoid_scale(w, w->g, (size_t) n * g, c->gamma);
-					mul(w, a, w->g, (size_t) n * g);
+					post_op(m, w, ly, n, w->g, a);
 				}
 				break;
 			case PN_PART_OUTPUT:
@@ -1084,7 +1102,7 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 					/* ah = relu(V1 [dv; x0] + e1) */
 					pn_fill_rows(w->ah, n, g, dc->aux_bias);
 					linear_acc(w, n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->ah, g);
-					relu(w, w->ah, (size_t) n * g);
+					post_op(m, w, ly, n, w->ah, NULL);
 				}
 				else
 				{

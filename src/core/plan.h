@@ -62,10 +62,10 @@ typedef enum PnPart
 	PN_PART_AUX					/* step 1: relu(V1 [dv ; x0] + e1), 2: V2 ah + e2 added to the logits */
 } PnPart;
 
-/* a layer's post-op */
+/* a layer's post-op (the values of pn_gemm_panels' PN_EPI_*, which the fallback passes on) */
 #define PN_POST_NONE 0
 #define PN_POST_RELU 1
-#define PN_POST_GATE 2			/* gamma * sigmoid */
+#define PN_POST_GATE 2			/* gamma * sigmoid (PN_EPI_GATE: and times its mul input) */
 
 /* what a layer's output multiplies (after its post-op) */
 #define PN_MUL_NONE 0
