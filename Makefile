@@ -3,7 +3,7 @@ EXTENSION = pepnet
 EXTVERSION = 0.3.0
 
 MODULE_big = pepnet
-CORE_OBJS = src/core/alloc.o src/core/json.o src/core/config.o src/core/model.o src/core/textid.o src/core/infer.o src/core/gemm.o src/core/dnnl.o src/core/engine.o src/core/train.o src/core/evaluate.o src/core/bag.o
+CORE_OBJS = src/core/alloc.o src/core/json.o src/core/config.o src/core/model.o src/core/textid.o src/core/infer.o src/core/gemm.o src/core/dnnl.o src/core/engine.o src/core/train.o src/core/evaluate.o src/core/bag.o src/core/plan.o
 OBJS = src/pepnet.o src/util.o src/fingerprint.o src/models.o src/cache.o src/score.o src/batch.o src/reader.o src/features.o src/score_rows.o src/metrics.o src/evaluate.o \
 	src/training.o src/scaleout.o src/shmem.o src/shcache.o src/progress.o src/chunks.o src/transfer.o src/support.o $(CORE_OBJS)
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql sql/pepnet--0.2.0--0.3.0.sql
@@ -41,14 +41,14 @@ sql/pepnet--0.3.0.sql: sql/pepnet--0.3.0.sql.in sql/pepnet--0.1.0.sql sql/pepnet
 # After include $(PGXS), so that its "all" stays the default goal (a rule above it would become
 # the default and plain `make` would build one object file).
 # PGXS tracks no header dependencies: every object depends on the headers
-$(OBJS): src/core/pncore.h src/core/vmath.h src/core/pninternal.h src/core/pndnnl.h src/pepnet.h src/pepshm.h src/reader.h src/metrics.h src/features.h
+$(OBJS): src/core/pncore.h src/core/vmath.h src/core/pninternal.h src/core/plan.h src/core/pndnnl.h src/pepnet.h src/pepshm.h src/reader.h src/metrics.h src/features.h
 
 # the numeric core's loops (sigmoid, Adam, PN) vectorize at -O3; it never reads errno or FP traps
 $(CORE_OBJS): CFLAGS += -O3 -fno-math-errno -fno-trapping-math
 
 # C unit tests of the numeric core: no PostgreSQL involved
 CORE_SRC = $(CORE_OBJS:.o=.c)
-test/unit/test_core: test/unit/test_core.c test/unit/ref_forward.c $(CORE_SRC) src/core/pncore.h src/core/pninternal.h src/core/pndnnl.h
+test/unit/test_core: test/unit/test_core.c test/unit/ref_forward.c $(CORE_SRC) src/core/pncore.h src/core/pninternal.h src/core/plan.h src/core/pndnnl.h
 	$(CC) -std=gnu99 -O3 -fno-math-errno -fno-trapping-math -g -Wall -Wextra -Wno-unused-parameter -Isrc/core -Itest/unit -o $@ test/unit/test_core.c test/unit/ref_forward.c $(CORE_SRC) -ldnnl -lgomp -lopenblas -lm
 
 unittest: test/unit/test_core

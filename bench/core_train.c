@@ -10,7 +10,7 @@
  *
  *			cc -O3 -fno-math-errno -fno-trapping-math -g -Isrc/core -o /tmp/core_train \
  *				bench/core_train.c src/core/alloc.c src/core/json.c src/core/config.c src/core/model.c \
- *				src/core/infer.c src/core/dnnl.c src/core/engine.c src/core/train.c -ldnnl -lgomp -lopenblas -lm
+ *				src/core/infer.c src/core/dnnl.c src/core/engine.c src/core/train.c src/core/gemm.c src/core/bag.c src/core/plan.c -ldnnl -lgomp -lopenblas -lm
  *
  *			/tmp/core_train bench/bench-config.json [batch 512] [steps 200] [seed 1]
  *

@@ -10,7 +10,7 @@
  *
  *		cc -O3 -Isrc/core -o /tmp/engine_rate bench/engine_rate.c src/core/alloc.c src/core/json.c \
  *			src/core/config.c src/core/model.c src/core/infer.c src/core/dnnl.c src/core/engine.c \
- *			src/core/train.c -ldnnl -lgomp -lopenblas -lm
+ *			src/core/train.c src/core/gemm.c src/core/bag.c src/core/plan.c -ldnnl -lgomp -lopenblas -lm
  *		/tmp/engine_rate bench/bench-config.json [N...]
  *
  *		Output: one JSON object per line.

@@ -7,7 +7,7 @@
  *		looked up in the vocabulary and half not (OOV), in random order.
  *		Thread CPU time, best of 5 runs of 4M lookups.
  *
- *		cc -O2 -Isrc/core -o /tmp/vocab_lookup bench/vocab_lookup.c src/core/model.c src/core/alloc.c src/core/json.c src/core/config.c -lm
+ *		cc -O2 -Isrc/core -o /tmp/vocab_lookup bench/vocab_lookup.c src/core/model.c src/core/plan.c src/core/alloc.c src/core/json.c src/core/config.c -lm
  *		/tmp/vocab_lookup            # one JSON object per line
  */
 #include "pncore.h"

@@ -4,7 +4,7 @@
 #   bench/qgemm/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CORE="src/core/infer.c src/core/alloc.c src/core/config.c src/core/json.c src/core/model.c src/core/textid.c"
+CORE="src/core/infer.c src/core/alloc.c src/core/config.c src/core/json.c src/core/model.c src/core/textid.c src/core/bag.c src/core/plan.c"
 cc -std=gnu99 -O3 -fno-math-errno -fno-trapping-math -Wall -Isrc/core -Ibench/qgemm -o /tmp/pn_test_qgemm \
 	bench/qgemm/test_qgemm.c bench/qgemm/qgemm.c src/core/alloc.c src/core/config.c src/core/json.c -lm
 /tmp/pn_test_qgemm

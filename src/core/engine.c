@@ -24,9 +24,9 @@
  * and every element summed in an order that depends on the inner dimension
  * only.  So no padding is needed: a block of 1 row costs one row's work,
  * and a candidate's bits depend neither on its position nor on where the
- * request is cut into blocks.  The matmuls that read the same input are
- * one pass over it with their weight rows concatenated (struct
- * PnFallback): EPNet's and aux's first layers on x0, every task's tower
+ * request is cut into blocks.  The matmuls that read the same input (the
+ * layer plan's layers grouped by input, pn_plan_readers) are one pass over
+ * it with their weight rows concatenated (struct PnFallback): EPNet's and aux's first layers on x0, every task's tower
  * layer 1 and every PPNet gate's layer 1 on x (their domain and persona
  * parts as biases, the persona's assembled per request).  OpenBLAS could
  * not give the ties: with 0.3.21's Zen/Haswell kernels a row's sgemm
@@ -125,6 +125,8 @@ typedef struct PnFallbackDomain
 typedef struct PnFallback
 {
 	int			nx0,			/* he + ha (the parts that exist) */
+				ehoff,			/* EPNet's hidden: its first column in h0 */
+				ahoff,			/* aux's hidden: its first column in h0 */
 				nx,				/* T h_1 + (PPNet: sum of T h_l) */
 				nxd,			/* the x block's rows packed per domain: nx, or T h_1 */
 				goff[PN_MAX_LAYERS];	/* gate l's first column in xc */
@@ -563,14 +565,14 @@ engine_new_onednn(const PnModel *m, int precision, int tile, const PnPackShare *
 				  PnError *err)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
-				k = c->emb_dim,
+	const PnPlan *pl = m->plan;
+	int			n0 = pl->width[PN_ACT_X0],
 				T = c->ntasks,
 				L = c->nhidden,
-				he = c->epnet_hidden,
-				ha = c->aux_hidden,
-				hmax = pn_max_hidden(c),
-				l,
+				he = pl->width[PN_ACT_EH],
+				ha = pl->width[PN_ACT_AH],
+				hmax = pl->hmax,
+				li,
 				rc;
 	dnnl_data_type_t cdt = precision == PN_BF16 ? dnnl_bf16 : dnnl_f32;
 	size_t		es = precision == PN_BF16 ? 2 : 4;
@@ -591,7 +593,7 @@ engine_new_onednn(const PnModel *m, int precision, int tile, const PnPackShare *
 	/* tile workspace */
 	{
 		size_t		M = tile,
-					wide = (size_t) T * hmax;
+					wide = (size_t) pl->wide;	/* the plan's size table */
 
 		eng->x0 = eng_alloc(eng, 4 * M * n0);
 		eng->x0h = precision == PN_BF16 ? eng_alloc(eng, es * M * n0) : (void *) eng->x0;
@@ -614,54 +616,86 @@ engine_new_onednn(const PnModel *m, int precision, int tile, const PnPackShare *
 	}
 
 #define TRY(call) do { if ((rc = (call)) != PN_OK) goto fail; } while (0)
-	if (c->epnet)
+	/*
+	 * One primitive per layer of the plan (every task's tower layer 1 at
+	 * once, one per tower layer l >= 2 shared by the tasks), the version's
+	 * weights packed; the dv / pv prefixes are the domain's and persona's
+	 * biases.  The output and aux layer 2 are dot products per row
+	 * (engine_tile).
+	 */
+	for (li = 0; li < m->plan->nlayers; li++)
 	{
-		TRY(op_create(eng, &eng->ep1, n0, he, n0, he, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
-		TRY(op_create(eng, &eng->ep2, he, n0, he, n0, n0, cdt, cdt, dnnl_f32, PO_GATE | PO_MUL, c->gamma, err));
-		TRY(op_pack_new(eng, &eng->ep1, PN_T(m, m->t_ep_w1) + k, k + n0, share, "ep1", &eng->p_ep1, err));
-		TRY(op_pack_new(eng, &eng->ep2, PN_T(m, m->t_ep_w2), he, share, "ep2", &eng->p_ep2, err));
-	}
-	/* tower layer 1 of every task at once; its output feeds the gate (or the next layer) */
-	{
-		int			g = T * c->hidden[0];
-		dnnl_data_type_t tdt = (c->ppnet || L > 1) ? cdt : dnnl_f32;
+		const PnLayer *ly = PN_LAYER(m, li);
+		int			K = ly->nin,
+					N = ly->nout;
+		/* a layer feeding the output dots writes f32 */
+		dnnl_data_type_t odt = (ly->layer == L - 1 && ly->part == PN_PART_PPNET) ? dnnl_f32 : cdt;
+		char		key[16];
 
-		TRY(op_create(eng, &eng->tw1, n0, g, n0, g, 0, cdt, tdt, dnnl_f32, PO_RELU, 1.0f, err));
-	}
-	for (l = 0; l < L; l++)
-	{
-		int			g = T * c->hidden[l];
-		dnnl_data_type_t odt = l == L - 1 ? dnnl_f32 : cdt;	/* the last layer feeds the output dots */
-
-		if (l > 0)
+		switch (ly->part)
 		{
-			int			hp = c->hidden[l - 1],
-						h = c->hidden[l];
+			case PN_PART_EPNET:
+				if (ly->step == 1)
+				{
+					TRY(op_create(eng, &eng->ep1, K, N, K, N, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
+					TRY(op_pack_new(eng, &eng->ep1, PN_T(m, ly->w) + ly->npre, ly->ldw, share, "ep1", &eng->p_ep1, err));
+				}
+				else
+				{
+					TRY(op_create(eng, &eng->ep2, K, N, K, N, N, cdt, cdt, dnnl_f32, PO_GATE | PO_MUL, c->gamma, err));
+					TRY(op_pack_new(eng, &eng->ep2, PN_T(m, ly->w), ly->ldw, share, "ep2", &eng->p_ep2, err));
+				}
+				break;
+			case PN_PART_TOWER:
+				if (ly->task != 0)
+					break;
+				if (ly->layer == 1)
+				{
+					/* tower layer 1 of every task at once; its output feeds the gate (or the next layer) */
+					int			g = T * N;
+					dnnl_data_type_t tdt = (c->ppnet || L > 1) ? cdt : dnnl_f32;
 
-			/*
-			 * src and dst contiguous (copies of the task's columns): oneDNN 2.6's
-			 * brgemm matmul takes no row strides; with them it falls back to its
-			 * slower gemm path, whose first run JITs for 20 ms
-			 */
-			TRY(op_create(eng, &eng->twl[l], hp, h, hp, h, 0, cdt, c->ppnet ? cdt : odt, dnnl_f32,
-						  PO_RELU, 1.0f, err));
-		}
-		if (c->ppnet)
-		{
-			TRY(op_create(eng, &eng->g1[l], n0, g, n0, g, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
-			TRY(op_create(eng, &eng->g2[l], g, g, g, g, g, cdt, odt, cdt, PO_GATE | PO_MUL, c->gamma, err));
-			char		key[16];
+					TRY(op_create(eng, &eng->tw1, K, g, K, g, 0, cdt, tdt, dnnl_f32, PO_RELU, 1.0f, err));
+				}
+				else
+				{
+					/*
+					 * src and dst contiguous (copies of the task's columns): oneDNN 2.6's
+					 * brgemm matmul takes no row strides; with them it falls back to its
+					 * slower gemm path, whose first run JITs for 20 ms
+					 */
+					dnnl_data_type_t tdt = c->ppnet ? cdt : (ly->layer == L ? dnnl_f32 : cdt);
 
-			snprintf(key, sizeof(key), "g1.%d", l);
-			TRY(op_pack_new(eng, &eng->g1[l], PN_T(m, m->t_pp_w1[l]) + c->pk, c->pk + n0, share, key, &eng->p_g1[l], err));
-			snprintf(key, sizeof(key), "g2.%d", l);
-			TRY(op_pack_new(eng, &eng->g2[l], PN_T(m, m->t_pp_w2[l]), g, share, key, &eng->p_g2[l], err));
+					TRY(op_create(eng, &eng->twl[ly->layer - 1], K, N, K, N, 0, cdt, tdt, dnnl_f32,
+								  PO_RELU, 1.0f, err));
+				}
+				break;
+			case PN_PART_PPNET:
+				if (ly->step == 1)
+				{
+					TRY(op_create(eng, &eng->g1[ly->layer], K, N, K, N, 0, cdt, cdt, dnnl_f32, PO_RELU, 1.0f, err));
+					snprintf(key, sizeof(key), "g1.%d", ly->layer);
+					TRY(op_pack_new(eng, &eng->g1[ly->layer], PN_T(m, ly->w) + ly->npre, ly->ldw, share, key,
+									&eng->p_g1[ly->layer], err));
+				}
+				else
+				{
+					TRY(op_create(eng, &eng->g2[ly->layer], K, N, K, N, N, cdt, odt, cdt, PO_GATE | PO_MUL, c->gamma, err));
+					snprintf(key, sizeof(key), "g2.%d", ly->layer);
+					TRY(op_pack_new(eng, &eng->g2[ly->layer], PN_T(m, ly->w), ly->ldw, share, key,
+									&eng->p_g2[ly->layer], err));
+				}
+				break;
+			case PN_PART_AUX:
+				if (ly->step == 1)
+				{
+					TRY(op_create(eng, &eng->aux1, K, N, K, N, 0, cdt, dnnl_f32, dnnl_f32, PO_RELU, 1.0f, err));
+					TRY(op_pack_new(eng, &eng->aux1, PN_T(m, ly->w) + ly->npre, ly->ldw, share, "aux1", &eng->p_aux1, err));
+				}
+				break;
+			case PN_PART_OUTPUT:
+				break;
 		}
-	}
-	if (c->aux)
-	{
-		TRY(op_create(eng, &eng->aux1, n0, ha, n0, ha, 0, cdt, dnnl_f32, dnnl_f32, PO_RELU, 1.0f, err));
-		TRY(op_pack_new(eng, &eng->aux1, PN_T(m, m->t_aux_w1) + k, k + n0, share, "aux1", &eng->p_aux1, err));
 	}
 #undef TRY
 	if (eng->scratch_bytes > 0 && !(eng->scratch = eng_alloc(eng, eng->scratch_bytes)))
@@ -674,19 +708,6 @@ engine_new_onednn(const PnModel *m, int precision, int tile, const PnPackShare *
 fail:
 	pn_engine_free(eng);
 	return rc;
-}
-
-/* the width of task t's input to tower layer l (1-based; L + 1: the output) */
-static int
-tower_in(const PnConfig *c, int l)
-{
-	return c->hidden[l - 2];
-}
-
-static int
-tower_out(const PnConfig *c, int l)
-{
-	return l <= c->nhidden ? c->hidden[l - 1] : 1;
 }
 
 static void
@@ -711,6 +732,10 @@ fallback_free(PnFallback *fb, int D)
 	pn_free(fb);
 }
 
+/* the fallback passes a layer's post-op to pn_gemm_panels as its epilogue */
+typedef char pn_post_is_epi[(PN_POST_NONE == PN_EPI_NONE && PN_POST_RELU == PN_EPI_RELU &&
+							 PN_POST_GATE == PN_EPI_GATE) ? 1 : -1];
+
 /* bump allocation of 64-byte aligned floats from *p */
 static float *
 carve(char **p, size_t floats)
@@ -722,53 +747,104 @@ carve(char **p, size_t floats)
 }
 
 /*
- * The fallback's version-wide part: the x0 block (EPNet layer 1 and aux
- * layer 1 on x0), EPNet layer 2, the gates' layer 2 and aux layer 2 packed,
- * and the workspace; NULL when out of memory.
+ * Copy the rows of the layers idx[0..n) of the plan (those that read one
+ * input) one after another into tmp [sum nout, nin]: each layer's weight
+ * columns past its prefix (the prefix is a bias of the domain or persona)
+ */
+static void
+merged_rows(const PnModel *m, const int *idx, int n, float *tmp)
+{
+	size_t		row = 0;
+	int			i,
+				j;
+
+	for (i = 0; i < n; i++)
+	{
+		const PnLayer *ly = PN_LAYER(m, idx[i]);
+
+		for (j = 0; j < ly->nout; j++, row++)
+			memcpy(tmp + row * ly->nin, PN_T(m, ly->w) + (size_t) j * ly->ldw + ly->npre, sizeof(float) * ly->nin);
+	}
+}
+
+/*
+ * The fallback's version-wide part: the x0 block (the plan's layers that
+ * read x0: EPNet layer 1 and aux layer 1), the layers reading x that need
+ * no domain (the gates' layer 1, when not packed per domain), EPNet layer
+ * 2, the gates' layer 2 and aux layer 2 packed, and the workspace; NULL
+ * when out of memory.
  */
 static PnFallback *
 fallback_new(const PnModel *m)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
-				k = c->emb_dim,
+	const PnPlan *pl = m->plan;
+	int			n0 = pl->width[PN_ACT_X0],
 				T = c->ntasks,
-				L = c->nhidden,
-				he = c->epnet ? c->epnet_hidden : 0,
-				ha = c->aux ? c->aux_hidden : 0,
 				M = PN_FALLBACK_BLOCK,
-				l;
-	size_t		wide = (size_t) T * pn_max_hidden(c),
+				nr0,
+				nrx,
+				i;
+	size_t		wide = (size_t) pl->wide,
 				bytes = 64;
 	PnFallback *fb = pn_alloc0(sizeof(PnFallback));
 	char	   *p;
 	float	   *tmp;
+	int		   *r0 = pn_alloc(sizeof(int) * (pl->nlayers + 1)),
+			   *rx = pn_alloc(sizeof(int) * (pl->nlayers + 1));
 
-	if (fb == NULL)
+	if (fb == NULL || r0 == NULL || rx == NULL)
+	{
+		pn_free(fb);
+		pn_free(r0);
+		pn_free(rx);
 		return NULL;
-	fb->nx0 = he + ha;
-	fb->nx = T * c->hidden[0];
-	for (l = 0; l < L; l++)
-		if (c->ppnet)
-		{
-			fb->goff[l] = fb->nx;
-			fb->nx += T * c->hidden[l];
-		}
-	fb->nxd = PN_FALLBACK_X_PER_DOMAIN ? fb->nx : T * c->hidden[0];
+	}
+	/* the merged matmuls: the layers that read x0; those that read xn (PN folded: x), then x */
+	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
+	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
+	fb->nx0 = 0;
+	for (i = 0; i < nr0; i++)
+	{
+		const PnLayer *ly = PN_LAYER(m, r0[i]);
+
+		if (ly->part == PN_PART_EPNET)
+			fb->ehoff = fb->nx0;
+		else
+			fb->ahoff = fb->nx0;
+		fb->nx0 += ly->nout;
+	}
+	fb->nx = 0;
+	for (i = 0; i < pl->nlayers; i++)
+		if (pl->layers[i].in == PN_ACT_XN)
+			fb->nx += pl->layers[i].nout;
+	fb->nxd = fb->nx;			/* the towers' layer 1: per domain */
+	for (i = 0; i < nrx; i++)
+	{
+		fb->goff[PN_LAYER(m, rx[i])->layer] = fb->nx;
+		fb->nx += PN_LAYER(m, rx[i])->nout;
+	}
+	if (PN_FALLBACK_X_PER_DOMAIN)
+		fb->nxd = fb->nx;
 	fb->dom = pn_alloc0(sizeof(PnFallbackDomain *) * c->domains);
 	/* the packed matrices */
 	if (fb->nxd < fb->nx)
 		bytes += 4 * pn_panels_floats(fb->nx - fb->nxd, n0) + 64;
 	bytes += 4 * pn_panels_floats(fb->nx0 > 0 ? fb->nx0 : 1, n0) + 64;
-	bytes += 4 * pn_panels_floats(n0, he > 0 ? he : 1) + 64;
-	for (l = 0; l < L; l++)
-		bytes += 4 * pn_panels_floats(T * c->hidden[l], T * c->hidden[l]) + 64;
-	bytes += 4 * pn_panels_floats(T, ha > 0 ? ha : 1) + 64;
+	for (i = 0; i < pl->nlayers; i++)
+	{
+		const PnLayer *ly = &pl->layers[i];
+
+		if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || ly->in == PN_ACT_AH)
+			bytes += 4 * pn_panels_floats(ly->nout, ly->nin) + 64;
+	}
 	fb->mem = pn_alloc(bytes);
 	tmp = pn_alloc(sizeof(float) * (size_t) (fb->nx0 > fb->nx ? fb->nx0 : fb->nx) * n0);
 	if (!fb->dom || !fb->mem || !tmp)
 	{
 		pn_free(tmp);
+		pn_free(r0);
+		pn_free(rx);
 		fallback_free(fb, c->domains);
 		return NULL;
 	}
@@ -776,48 +852,36 @@ fallback_new(const PnModel *m)
 	if (fb->nxd < fb->nx)
 	{
 		/* the gates' layer 1 on x, every layer's rows one after another */
-		for (l = 0; l < L; l++)
-		{
-			int			g = T * c->hidden[l],
-						j;
-
-			for (j = 0; j < g; j++)
-				memcpy(tmp + (size_t) (fb->goff[l] - fb->nxd + j) * n0,
-					   PN_T(m, m->t_pp_w1[l]) + (size_t) j * (c->pk + n0) + c->pk, sizeof(float) * n0);
-		}
+		merged_rows(m, rx, nrx, tmp);
 		fb->gw = carve(&p, pn_panels_floats(fb->nx - fb->nxd, n0));
 		pn_panels_pack(fb->nx - fb->nxd, n0, tmp, n0, fb->gw);
 	}
 	if (fb->nx0 > 0)
 	{
-		int			j;
-
 		/* [W1x; V1x]: the x0 columns of EPNet's and aux's first layers */
-		for (j = 0; j < he; j++)
-			memcpy(tmp + (size_t) j * n0, PN_T(m, m->t_ep_w1) + (size_t) j * (k + n0) + k, sizeof(float) * n0);
-		for (j = 0; j < ha; j++)
-			memcpy(tmp + (size_t) (he + j) * n0, PN_T(m, m->t_aux_w1) + (size_t) j * (k + n0) + k, sizeof(float) * n0);
+		merged_rows(m, r0, nr0, tmp);
 		fb->x0w = carve(&p, pn_panels_floats(fb->nx0, n0));
 		pn_panels_pack(fb->nx0, n0, tmp, n0, fb->x0w);
 	}
 	pn_free(tmp);
-	if (he > 0)
+	pn_free(r0);
+	pn_free(rx);
+	/* the second layers: EPNet's, the gates', aux's */
+	for (i = 0; i < pl->nlayers; i++)
 	{
-		fb->ep2 = carve(&p, pn_panels_floats(n0, he));
-		pn_panels_pack(n0, he, PN_T(m, m->t_ep_w2), he, fb->ep2);
-	}
-	if (c->ppnet)
-		for (l = 0; l < L; l++)
-		{
-			int			g = T * c->hidden[l];
+		const PnLayer *ly = &pl->layers[i];
+		float	   *pk;
 
-			fb->g2[l] = carve(&p, pn_panels_floats(g, g));
-			pn_panels_pack(g, g, PN_T(m, m->t_pp_w2[l]), g, fb->g2[l]);
-		}
-	if (ha > 0)
-	{
-		fb->aux2 = carve(&p, pn_panels_floats(T, ha));
-		pn_panels_pack(T, ha, PN_T(m, m->t_aux_w2), ha, fb->aux2);
+		if (ly->in != PN_ACT_EH && ly->in != PN_ACT_GH && ly->in != PN_ACT_AH)
+			continue;
+		pk = carve(&p, pn_panels_floats(ly->nout, ly->nin));
+		pn_panels_pack(ly->nout, ly->nin, PN_T(m, ly->w), ly->ldw, pk);
+		if (ly->part == PN_PART_EPNET)
+			fb->ep2 = pk;
+		else if (ly->part == PN_PART_PPNET)
+			fb->g2[ly->layer] = pk;
+		else
+			fb->aux2 = pk;
 	}
 	/* workspace */
 	bytes = 64 + 4 * ((size_t) M * n0 + (size_t) M * (fb->nx0 + 1) + (size_t) M * n0 + (size_t) M * fb->nx +
@@ -850,146 +914,187 @@ static int
 fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnError *err)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
-				T = c->ntasks,
-				L = c->nhidden,
-				h1 = T * c->hidden[0],
-				he = c->epnet ? c->epnet_hidden : 0,
-				ha = c->aux ? c->aux_hidden : 0,
-				t,
-				l;
-	size_t		bytes = 64;
+	const PnPlan *pl = m->plan;
+	int			n0 = pl->width[PN_ACT_X0],
+				nr0,
+				nrx,
+				i;
+	size_t		bytes = 64,
+				h1 = 0;
 	PnFallbackDomain *fd;
 	char	   *p;
 	float	   *tmp;
+	int		   *r0,
+			   *rx;
 
 	if (fb->dom[dc->domain])
 		return PN_OK;
 	fd = pn_alloc0(sizeof(PnFallbackDomain));
-	if (fd == NULL)
+	r0 = pn_alloc(sizeof(int) * (pl->nlayers + 1));
+	rx = pn_alloc(sizeof(int) * (pl->nlayers + 1));
+	if (fd == NULL || r0 == NULL || rx == NULL)
+	{
+		pn_free(fd);
+		pn_free(r0);
+		pn_free(rx);
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing the weights of domain %d", dc->domain);
+	}
+	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
+	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
 	bytes += 4 * pn_panels_floats(fb->nxd, n0) + 64 + 4 * (size_t) (fb->nx0 + 1) + 64;
-	for (t = 0; t < T; t++)
-		for (l = 2; l <= L + 1; l++)
-			bytes += 4 * pn_panels_floats(tower_out(c, l), tower_in(c, l)) + 64;
+	for (i = 0; i < pl->nlayers; i++)
+	{
+		const PnLayer *ly = &pl->layers[i];
+
+		if (ly->in == PN_ACT_A)
+			bytes += 4 * pn_panels_floats(ly->nout, ly->nin) + 64;
+		else if (ly->in == PN_ACT_XN)
+			h1 += ly->nout;
+	}
 	fd->mem = pn_alloc(bytes);
 	tmp = pn_alloc(sizeof(float) * (size_t) fb->nxd * n0);
 	if (!fd->mem || !tmp)
 	{
 		pn_free(tmp);
+		pn_free(r0);
+		pn_free(rx);
 		pn_free(fd->mem);
 		pn_free(fd);
 		return pn_seterr(err, PN_ENOMEM, "out of memory packing the weights of domain %d", dc->domain);
 	}
 	p = PN_ALIGN64(fd->mem);
-	memcpy(tmp, dc->w1, sizeof(float) * (size_t) h1 * n0);
+	/* the layers that read xn (PN and STAR folded into dc->w1), then those that read x */
+	memcpy(tmp, dc->w1, sizeof(float) * h1 * n0);
 	if (fb->nxd == fb->nx)
-		for (l = 0; l < L && c->ppnet; l++)
-		{
-			int			g = T * c->hidden[l],
-						j;
-
-			for (j = 0; j < g; j++)
-				memcpy(tmp + (size_t) (fb->goff[l] + j) * n0, PN_T(m, m->t_pp_w1[l]) + (size_t) j * (c->pk + n0) + c->pk,
-					   sizeof(float) * n0);
-		}
+		merged_rows(m, rx, nrx, tmp + h1 * n0);
 	fd->xw = carve(&p, pn_panels_floats(fb->nxd, n0));
 	pn_panels_pack(fb->nxd, n0, tmp, n0, fd->xw);
 	pn_free(tmp);
+	/* the x0 block's biases: the dv parts of its layers */
 	fd->x0b = carve(&p, fb->nx0 + 1);
-	if (he > 0)
-		memcpy(fd->x0b, dc->ep_bias, sizeof(float) * he);
-	if (ha > 0)
-		memcpy(fd->x0b + he, dc->aux_bias, sizeof(float) * ha);
-	for (t = 0; t < T; t++)
-		for (l = 2; l <= L + 1; l++)
-		{
-			int			x = PN_TW(c, t, l);
+	for (i = 0; i < nr0; i++)
+	{
+		const PnLayer *ly = PN_LAYER(m, r0[i]);
 
-			fd->tw[x] = carve(&p, pn_panels_floats(tower_out(c, l), tower_in(c, l)));
-			pn_panels_pack(tower_out(c, l), tower_in(c, l), dc->w[x], tower_in(c, l), fd->tw[x]);
-		}
+		if (ly->part == PN_PART_EPNET)
+			memcpy(fd->x0b + fb->ehoff, dc->ep_bias, sizeof(float) * ly->nout);
+		else
+			memcpy(fd->x0b + fb->ahoff, dc->aux_bias, sizeof(float) * ly->nout);
+	}
+	pn_free(r0);
+	pn_free(rx);
+	/* the tower layers 2..L+1, STAR-fused (dc->w) */
+	for (i = 0; i < pl->nlayers; i++)
+	{
+		const PnLayer *ly = &pl->layers[i];
+		int			x;
+
+		if (ly->in != PN_ACT_A)
+			continue;
+		x = PN_TW(c, ly->task, ly->layer);
+		fd->tw[x] = carve(&p, pn_panels_floats(ly->nout, ly->nin));
+		pn_panels_pack(ly->nout, ly->nin, dc->w[x], ly->nin, fd->tw[x]);
+	}
 	fb->dom[dc->domain] = fd;
 	return PN_OK;
 }
 
-/* Logits [nb, T] of a block of nb <= PN_FALLBACK_BLOCK candidates whose x0 is in fb->x0 */
+/*
+ * Logits [nb, T] of a block of nb <= PN_FALLBACK_BLOCK candidates whose x0
+ * is in fb->x0: the plan's layers in order, those that read x0 one matmul
+ * (the x0 block, at the first of them), those that read x (or xn, PN
+ * folded) one matmul (the x block, at the first of them)
+ */
 static void
 fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const PnFallbackDomain *fd, int nb,
 			   float *logit)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
+	const PnPlan *pl = m->plan;
+	int			n0 = pl->width[PN_ACT_X0],
 				T = c->ntasks,
-				L = c->nhidden,
-				he = c->epnet ? c->epnet_hidden : 0,
-				ha = c->aux ? c->aux_hidden : 0,
 				nx = fb->nx,
-				t,
-				l,
+				li,
 				r;
 	const float *x = fb->x0;
-	float	   *a,
+	float	   *a = fb->xc,
 			   *b;
-	int			lda;
+	int			lda = nx;
+	bool		x0done = false,
+				xdone = false,
+				aux = false;
 
-	if (fb->nx0 > 0)
-		pn_gemm_panels(nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0, NULL, 0);
-	if (he > 0)
+	for (li = 0; li < pl->nlayers; li++)
 	{
-		pn_gemm_panels(nb, n0, he, fb->h0, fb->nx0, fb->ep2, PN_T(m, m->t_ep_b2), fb->x, n0, PN_EPI_GATE, c->gamma,
-					   fb->x0, n0);
-		x = fb->x;
-	}
-	/* every task's tower layer 1 and every gate's layer 1: one pass over x */
-	pn_gemm_panels(nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
-	if (fb->nxd < nx)
-		pn_gemm_panels(nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx, PN_EPI_RELU, 0,
-					   NULL, 0);
-	a = fb->xc;
-	lda = nx;
-	for (l = 1; l <= L; l++)
-	{
-		int			g = T * c->hidden[l - 1];
+		const PnLayer *ly = &pl->layers[li];
 
-		if (l > 1)
+		switch (ly->in)
 		{
-			int			hp = c->hidden[l - 2],
-						h = c->hidden[l - 1];
+			case PN_ACT_X0:
+				/* EPNet's and aux's layer 1 */
+				if (!x0done)
+					pn_gemm_panels(nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
+								   NULL, 0);
+				x0done = true;
+				break;
+			case PN_ACT_EH:
+				/* EPNet's layer 2: x = gate ⊙ x0 */
+				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, fb->ep2, PN_T(m, ly->b), fb->x, n0,
+							   ly->post, c->gamma, fb->x0, n0);
+				x = fb->x;
+				break;
+			case PN_ACT_XN:
+			case PN_ACT_X:
+				/* every task's tower layer 1 and every gate's layer 1: one pass over x */
+				if (!xdone)
+				{
+					pn_gemm_panels(nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
+					if (fb->nxd < nx)
+						pn_gemm_panels(nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
+									   PN_EPI_RELU, 0, NULL, 0);
+				}
+				xdone = true;
+				break;
+			case PN_ACT_A:
+				{
+					int			xi = PN_TW(c, ly->task, ly->layer),
+								hp = ly->nin,
+								h = ly->nout;
 
-			b = a == fb->t1 ? fb->t2 : fb->t1;
-			for (t = 0; t < T; t++)
-			{
-				int			xi = PN_TW(c, t, l);
-
-				pn_gemm_panels(nb, h, hp, a + t * hp, lda, fd->tw[xi], dc->b[xi], b + t * h, g, PN_EPI_RELU, 0,
-							   NULL, 0);
-			}
-			a = b;
-			lda = g;
+					if (ly->part == PN_PART_OUTPUT)
+					{
+						pn_gemm_panels(nb, 1, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
+									   ly->post, 0, NULL, 0);
+						break;
+					}
+					/* task t's tower layer l on its column block */
+					b = a == fb->t1 ? fb->t2 : fb->t1;
+					pn_gemm_panels(nb, h, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
+								   ly->post, 0, NULL, 0);
+					if (ly->task == T - 1)
+					{
+						a = b;
+						lda = T * h;
+					}
+				}
+				break;
+			case PN_ACT_GH:
+				/* gate l's layer 2, times every task's tower layer l + 1 (in place) */
+				pn_gemm_panels(nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, fb->g2[ly->layer],
+							   PN_T(m, ly->b), a, lda, ly->post, c->gamma, a, lda);
+				break;
+			case PN_ACT_AH:
+				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, fb->aux2, PN_T(m, ly->b), fb->oa, T,
+							   ly->post, 0, NULL, 0);
+				aux = true;
+				break;
+			default:
+				break;
 		}
-		if (c->ppnet)
-			pn_gemm_panels(nb, g, g, fb->xc + fb->goff[l - 1], nx, fb->g2[l - 1], PN_T(m, m->t_pp_b2[l - 1]), a, lda,
-						   PN_EPI_GATE, c->gamma, a, lda);
 	}
-	/* output layer per task, aux layer 2, then their sum */
-	{
-		int			hL = c->hidden[L - 1];
-
-		for (t = 0; t < T; t++)
-		{
-			int			xi = PN_TW(c, t, L + 1);
-
-			pn_gemm_panels(nb, 1, hL, a + t * hL, lda, fd->tw[xi], dc->b[xi], fb->o + t, T, PN_EPI_NONE, 0, NULL, 0);
-		}
-	}
-	if (ha > 0)
-	{
-		pn_gemm_panels(nb, T, ha, fb->h0 + he, fb->nx0, fb->aux2, PN_T(m, m->t_aux_b2), fb->oa, T, PN_EPI_NONE, 0,
-					   NULL, 0);
+	if (aux)
 		for (r = 0; r < nb * T; r++)
 			logit[r] = fb->o[r] + fb->oa[r];
-	}
 	else
 		memcpy(logit, fb->o, sizeof(float) * (size_t) nb * T);
 }
@@ -1046,9 +1151,8 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, 
 	const PnConfig *c = &eng->m->cfg;
 	int			T = c->ntasks,
 				L = c->nhidden,
-				n0 = c->n0,
-				t,
-				l,
+				n0 = eng->m->plan->width[PN_ACT_X0],
+				li,
 				rc;
 	char		key[32];
 	PnPackedDomain *pd = eng->dom[dc->domain];
@@ -1068,16 +1172,21 @@ engine_domain(PnEngine *eng, const PnDomainCache *dc, const PnPackShare *share, 
 	snprintf(key, sizeof(key), "d%d.tw1", dc->domain);
 	if ((rc = dom_pack(&eng->tw1, dc->w1, n0, share, key, &pd->w1, &pd->shared[0], err)) != PN_OK)
 		goto fail;
-	for (l = 2; l <= L; l++)
-		for (t = 0; t < T; t++)
-		{
-			int			x = PN_TW(c, t, l);
-			PnOp	   *op = &eng->twl[l - 1];
+	/* the plan's tower layers 2..L of every task (the output layers are dot products) */
+	for (li = 0; li < eng->m->plan->nlayers; li++)
+	{
+		const PnLayer *ly = PN_LAYER(eng->m, li);
+		int			x;
+		PnOp	   *op;
 
-			snprintf(key, sizeof(key), "d%d.tw[%d]", dc->domain, x);
-			if ((rc = dom_pack(op, dc->w[x], op->K, share, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
-				goto fail;
-		}
+		if (ly->part != PN_PART_TOWER || ly->layer < 2)
+			continue;
+		x = PN_TW(c, ly->task, ly->layer);
+		op = &eng->twl[ly->layer - 1];
+		snprintf(key, sizeof(key), "d%d.tw[%d]", dc->domain, x);
+		if ((rc = dom_pack(op, dc->w[x], ly->nin, share, key, &pd->w[x], &pd->shared[1 + x], err)) != PN_OK)
+			goto fail;
+	}
 	eng->dom[dc->domain] = pd;
 	*out = pd;
 	return PN_OK;
@@ -1123,18 +1232,22 @@ mul_rows(float *dst, int lddst, const float *src, int ldsrc, int M, int N)
 		mul_rows((float *) (d), (op).N, (const float *) (s1), (op).N, eng->tile, (op).N); \
 } while (0)
 
-/* One tile: x0 filled (M rows), logits [M, T] out */
+/*
+ * One tile: x0 filled (M rows), logits [M, T] out.  The plan's layers in
+ * order: every task's tower layer 1 is one primitive (at task 0's layer),
+ * the output layers and aux layer 2 dot products per row in a fixed order.
+ */
 static int
 engine_tile(PnEngine *eng, const PnDomainCache *dc, const PnPackedDomain *pd, const PnPersona *pp, PnError *err)
 {
 	const PnModel *m = eng->m;
 	const PnConfig *c = &m->cfg;
+	const PnPlan *pl = m->plan;
 	int			M = eng->tile,
-				n0 = c->n0,
+				n0 = pl->width[PN_ACT_X0],
 				T = c->ntasks,
 				L = c->nhidden,
-				t,
-				l,
+				li,
 				r;
 	size_t		es = eng->precision == PN_BF16 ? 2 : 4;
 	char	   *a = eng->a,
@@ -1142,71 +1255,86 @@ engine_tile(PnEngine *eng, const PnDomainCache *dc, const PnPackedDomain *pd, co
 
 	if (eng->precision == PN_BF16)
 		to_bf16(eng->x0, eng->x0h, (size_t) M * n0);
-	if (c->epnet)
+	for (li = 0; li < pl->nlayers; li++)
 	{
-		RUN(eng->ep1, eng->x0h, eng->p_ep1, dc->ep_bias, eng->eh, NULL);
-		RUN(eng->ep2, eng->eh, eng->p_ep2, PN_T(m, m->t_ep_b2), eng->x, eng->x0);
-	}
-	RUN(eng->tw1, eng->x, PN_ALIGN64(pd->w1), dc->b1, a, NULL);
-	for (l = 0; l < L; l++)
-	{
-		if (l > 0)
+		const PnLayer *ly = PN_LAYER(m, li);
+
+		switch (ly->part)
 		{
-			int			hp = c->hidden[l - 1],
-						h = c->hidden[l];
-			size_t		oes = (c->ppnet || l < L - 1) ? es : 4;
+			case PN_PART_EPNET:
+				if (ly->step == 1)
+					RUN(eng->ep1, eng->x0h, eng->p_ep1, dc->ep_bias, eng->eh, NULL);
+				else
+					RUN(eng->ep2, eng->eh, eng->p_ep2, PN_T(m, ly->b), eng->x, eng->x0);
+				break;
+			case PN_PART_TOWER:
+				if (ly->layer == 1)
+				{
+					if (ly->task == 0)
+						RUN(eng->tw1, eng->x, PN_ALIGN64(pd->w1), dc->b1, a, NULL);
+				}
+				else
+				{
+					/* task t's columns of a, contiguous, through layer l, into its columns of b */
+					int			hp = ly->nin,
+								h = ly->nout,
+								t = ly->task,
+								x = PN_TW(c, t, ly->layer);
+					size_t		oes = (c->ppnet || ly->layer < L) ? es : 4;
 
-			for (t = 0; t < T; t++)
-			{
-				int			x = PN_TW(c, t, l + 1);
+					for (r = 0; r < M; r++)
+						memcpy((char *) eng->ts + (size_t) r * hp * es, a + ((size_t) r * T * hp + (size_t) t * hp) * es, hp * es);
+					RUN(eng->twl[ly->layer - 1], eng->ts, PN_ALIGN64(pd->w[x]), dc->b[x], eng->td, NULL);
+					for (r = 0; r < M; r++)
+						memcpy(b + ((size_t) r * T * h + (size_t) t * h) * oes, (char *) eng->td + (size_t) r * h * oes, h * oes);
+					if (t == T - 1)
+					{
+						char	   *s = a;
 
-				for (r = 0; r < M; r++)
-					memcpy((char *) eng->ts + (size_t) r * hp * es, a + ((size_t) r * T * hp + (size_t) t * hp) * es, hp * es);
-				RUN(eng->twl[l], eng->ts, PN_ALIGN64(pd->w[x]), dc->b[x], eng->td, NULL);
-				for (r = 0; r < M; r++)
-					memcpy(b + ((size_t) r * T * h + (size_t) t * h) * oes, (char *) eng->td + (size_t) r * h * oes, h * oes);
-			}
-			{
-				char	   *s = a;
+						a = b;
+						b = s;
+					}
+				}
+				break;
+			case PN_PART_PPNET:
+				if (ly->step == 1)
+					RUN(eng->g1[ly->layer], eng->x, eng->p_g1[ly->layer], pp->gbias[ly->layer], eng->gh, NULL);
+				else
+				{
+					char	   *s = a;
 
-				a = b;
-				b = s;
-			}
+					RUN(eng->g2[ly->layer], eng->gh, eng->p_g2[ly->layer], PN_T(m, ly->b), b, a);
+					a = b;
+					b = s;
+				}
+				break;
+			case PN_PART_OUTPUT:
+				{
+					/* logit_t = w*_t . a_L,t + c*_t per row */
+					int			hL = ly->nin,
+								t = ly->task,
+								x = PN_TW(c, t, ly->layer);
+					const float *aL = (const float *) a;
+
+					for (r = 0; r < M; r++)
+						eng->logit[r * T + t] = pn_dot(aL + (size_t) r * T * hL + t * hL, dc->w[x], hL) + dc->b[x][0];
+				}
+				break;
+			case PN_PART_AUX:
+				if (ly->step == 1)
+					RUN(eng->aux1, eng->x0h, eng->p_aux1, dc->aux_bias, eng->ah, NULL);
+				else
+				{
+					int			ha = ly->nin,
+								t;
+
+					for (r = 0; r < M; r++)
+						for (t = 0; t < T; t++)
+							eng->logit[r * T + t] += pn_dot(eng->ah + (size_t) r * ha, PN_T(m, ly->w) + (size_t) t * ha, ha)
+								+ PN_T(m, ly->b)[t];
+				}
+				break;
 		}
-		if (c->ppnet)
-		{
-			RUN(eng->g1[l], eng->x, eng->p_g1[l], pp->gbias[l], eng->gh, NULL);
-			RUN(eng->g2[l], eng->gh, eng->p_g2[l], PN_T(m, m->t_pp_b2[l]), b, a);
-			{
-				char	   *s = a;
-
-				a = b;
-				b = s;
-			}
-		}
-	}
-	/* output layer and aux, per row in a fixed order */
-	{
-		int			hL = c->hidden[L - 1];
-		const float *aL = (const float *) a;
-
-		for (r = 0; r < M; r++)
-			for (t = 0; t < T; t++)
-			{
-				int			x = PN_TW(c, t, L + 1);
-
-				eng->logit[r * T + t] = pn_dot(aL + (size_t) r * T * hL + t * hL, dc->w[x], hL) + dc->b[x][0];
-			}
-	}
-	if (c->aux)
-	{
-		int			ha = c->aux_hidden;
-
-		RUN(eng->aux1, eng->x0h, eng->p_aux1, dc->aux_bias, eng->ah, NULL);
-		for (r = 0; r < M; r++)
-			for (t = 0; t < T; t++)
-				eng->logit[r * T + t] += pn_dot(eng->ah + (size_t) r * ha, PN_T(m, m->t_aux_w2) + (size_t) t * ha, ha)
-					+ PN_T(m, m->t_aux_b2)[t];
 	}
 	return PN_OK;
 }
@@ -1282,11 +1410,20 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 
 		if (fd == NULL)
 			return pn_seterr(err, PN_EENGINE, "domain %d was not prepared for scoring", dc->domain);
-		/* the x block's biases of this request: the domain's tower layer 1, the persona's gates */
-		memcpy(fb->bx, dc->b1, sizeof(float) * T * c->hidden[0]);
-		if (c->ppnet)
-			for (l = 0; l < c->nhidden; l++)
-				memcpy(fb->bx + fb->goff[l], pp->gbias[l], sizeof(float) * T * c->hidden[l]);
+		/*
+		 * the x block's biases of this request: the domain's tower layer 1
+		 * (the layers that read xn), the persona's gates (those that read x)
+		 */
+		for (l = 0; l < m->plan->nlayers; l++)
+		{
+			const PnLayer *ly = PN_LAYER(m, l);
+
+			if (ly->in == PN_ACT_XN)
+				memcpy(fb->bx + (size_t) ly->task * ly->nout, dc->b1 + (size_t) ly->task * ly->nout,
+					   sizeof(float) * ly->nout);
+			else if (ly->in == PN_ACT_X)
+				memcpy(fb->bx + fb->goff[ly->layer], pp->gbias[ly->layer], sizeof(float) * ly->nout);
+		}
 		for (done = 0; done < n; done += PN_FALLBACK_BLOCK)
 		{
 			int			nb = (int) (n - done < PN_FALLBACK_BLOCK ? n - done : PN_FALLBACK_BLOCK),

@@ -17,6 +17,7 @@
  * and one persona gate computation, as a scoring request does.
  */
 #include "pncore.h"
+#include "pninternal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -216,16 +217,21 @@ reserve(PnEvaluator *ev, int n, PnError *err)
 static int
 gather_bags(PnEvaluator *ev, const PnBatch *b, int g, PnError *err)
 {
-	const PnConfig *c = &ev->m->cfg;
+	const PnPlan *p = ev->m->plan;
 	int64_t		need = 0,
 				at = 0;
-	int			j,
+	int			i,
+				j,
 				r;
 
-	for (j = 0; j < c->nfeat; j++)
-		if (c->feat[j].pooling != PN_POOL_NONE)
+	/* the multi-valued fields: the plan's x0 segments of pooled bags */
+	for (i = 0; i < p->nx0seg; i++)
+		if (p->x0seg[i].kind == PN_SEG_BAG)
+		{
+			j = p->x0seg[i].field;
 			for (r = 0; r < g; r++)
 				need += b->fbag[j].off[ev->rows[r] + 1] - b->fbag[j].off[ev->rows[r]];
+		}
 	if (need > ev->bcap)
 	{
 		pn_free(ev->brows);
@@ -239,13 +245,16 @@ gather_bags(PnEvaluator *ev, const PnBatch *b, int g, PnError *err)
 			return pn_seterr(err, PN_ENOMEM, "out of memory");
 		}
 	}
-	for (j = 0; j < c->nfeat; j++)
+	for (i = 0; i < p->nx0seg; i++)
 	{
-		const PnBag *src = &b->fbag[j];
-		int64_t    *off = ev->boff + (size_t) j * (ev->cap + 1);
+		const PnBag *src;
+		int64_t    *off;
 
-		if (c->feat[j].pooling == PN_POOL_NONE)
+		if (p->x0seg[i].kind != PN_SEG_BAG)
 			continue;
+		j = p->x0seg[i].field;
+		src = &b->fbag[j];
+		off = ev->boff + (size_t) j * (ev->cap + 1);
 		ev->gbag[j].off = off;
 		ev->gbag[j].rows = ev->brows;
 		ev->gbag[j].weights = src->weights ? ev->bw : NULL;
@@ -338,11 +347,14 @@ pn_evaluator_logits(PnEvaluator *ev, const PnBatch *b, float *logits,
 		}
 		if (c->bags)
 		{
-			for (k = 0; k < P; k++)
-				if (c->pers[k].pooling != PN_POOL_NONE)
+			/* the group's view of the persona's bags (the plan's pv segments of pooled bags) */
+			for (k = 0; k < m->plan->npvseg; k++)
+				if (m->plan->pvseg[k].kind == PN_SEG_BAG)
 				{
-					ev->pview[k] = b->pbag[k];
-					ev->pview[k].off = b->pbag[k].off + first;
+					int			f = m->plan->pvseg[k].field;
+
+					ev->pview[f] = b->pbag[f];
+					ev->pview[f].off = b->pbag[f].off + first;
 				}
 			if ((rc = gather_bags(ev, b, g, err)) != PN_OK)
 				break;

@@ -3,9 +3,11 @@
  *		Inference of STAR-PEPNet: per-domain fused matrices (STAR fusion, PN
  *		folded into the first tower layer, domain parts of the first EPNet and
  *		aux layers as biases), per-request persona parts of the PPNet gates,
- *		and the forward pass of pepnet_predict (one candidate: GEMVs).  The
- *		batched forward of pepnet_score is engine.c's; the unfused reference
- *		forward the tests compare against is test/unit/ref_forward.c.
+ *		and the forward pass of pepnet_predict (one candidate: GEMVs), each
+ *		executing the model's layer plan (plan.c: x0's segments, the layers
+ *		in order, the workspace widths).  The batched forward of
+ *		pepnet_score is engine.c's; the unfused reference forward the tests
+ *		compare against is test/unit/ref_forward.c.
  *
  * Shapes: n candidates, n0 input width, k emb_dim, T tasks, h_l hidden
  * widths, he EPNet hidden, ha aux hidden.  Matrices are row-major [out, in].
@@ -72,32 +74,30 @@ partial_bias(const float *W, int ld, int coloff, int rows, int cols, const float
 }
 
 /*
- * The dv parts of the first EPNet and aux layers as domain biases:
- * ep_bias [he] = ep_b1 + W1[:, :k] dv, aux_bias [ha] = aux_b1 + Wa1[:, :k] dv
- * (dv [k] the domain's embedding); false when out of memory.
+ * The dv parts of the plan's layers that read [dv ; x0] (the first EPNet
+ * and aux layers) as domain biases: ep_bias [he] = ep_b1 + W1[:, :k] dv,
+ * aux_bias [ha] = aux_b1 + Wa1[:, :k] dv (dv [k] the domain's embedding);
+ * false when out of memory.
  */
 static bool
 domain_dv_biases(const PnModel *m, const float *dv, PnDomainCache *dc)
 {
-	const PnConfig *c = &m->cfg;
-	int			k = c->emb_dim,
-				n0 = c->n0;
+	const PnPlan *p = m->plan;
+	int			li;
 
-	if (c->epnet)
+	for (li = 0; li < p->nlayers; li++)
 	{
-		dc->ep_bias = pn_alloc(sizeof(float) * c->epnet_hidden);
-		if (!dc->ep_bias)
+		const PnLayer *ly = &p->layers[li];
+		float	  **bias;
+
+		if (ly->pre != PN_ACT_DV)
+			continue;
+		bias = ly->part == PN_PART_EPNET ? &dc->ep_bias : &dc->aux_bias;
+		*bias = pn_alloc(sizeof(float) * ly->nout);
+		if (!*bias)
 			return false;
-		partial_bias(PN_T(m, m->t_ep_w1), k + n0, 0, c->epnet_hidden, k, dv, PN_T(m, m->t_ep_b1), dc->ep_bias);
-		dc->bytes += sizeof(float) * c->epnet_hidden;
-	}
-	if (c->aux)
-	{
-		dc->aux_bias = pn_alloc(sizeof(float) * c->aux_hidden);
-		if (!dc->aux_bias)
-			return false;
-		partial_bias(PN_T(m, m->t_aux_w1), k + n0, 0, c->aux_hidden, k, dv, PN_T(m, m->t_aux_b1), dc->aux_bias);
-		dc->bytes += sizeof(float) * c->aux_hidden;
+		partial_bias(PN_T(m, ly->w), ly->ldw, 0, ly->nout, ly->npre, dv, PN_T(m, ly->b), *bias);
+		dc->bytes += sizeof(float) * ly->nout;
 	}
 	return true;
 }
@@ -136,30 +136,30 @@ partnorm_fold(const PnModel *m, int d, double *scale, double *shift)
 }
 
 /*
- * Task t's first tower layer of domain d, STAR-fused with PN folded in:
- * rows [h, n0] of dc->w1 = (W ⊙ W_d) diag(scale), dc->b1 [h] = b + b_d +
- * (W ⊙ W_d) shift (+ ln w_d when it is the output layer)
+ * Task t's first tower layer ly (the output layer when L = 0) of domain d,
+ * STAR-fused with PN folded in: rows [h, n0] of dc->w1 = (W ⊙ W_d)
+ * diag(scale), dc->b1 [h] = b + b_d + (W ⊙ W_d) shift (+ ln w_d when it is
+ * the output layer)
  */
 static void
-star_fuse_first(const PnModel *m, int d, int t, const double *scale, const double *shift, PnDomainCache *dc)
+star_fuse_first(const PnModel *m, int d, const PnLayer *ly, const double *scale, const double *shift,
+				PnDomainCache *dc)
 {
 	const PnConfig *c = &m->cfg;
-	int			n0 = c->n0,
-				L = c->nhidden,
-				h1 = c->hidden[0],
-				h = L >= 1 ? c->hidden[0] : 1,	/* 1 when the first layer is the output layer */
-				x = PN_TW(c, t, 1),
+	int			n0 = ly->nin,
+				h = ly->nout,
+				t = ly->task,
 				i,
 				j;
-	const float *W = PN_T(m, m->t_tw_w[x]);
-	const float *B = PN_T(m, m->t_tw_b[x]);
-	const float *Wd = c->star ? PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * n0 : NULL;
-	const float *Bd = c->star ? PN_T(m, m->t_tw_db[x]) + (size_t) d * h : NULL;
+	const float *W = PN_T(m, ly->w);
+	const float *B = PN_T(m, ly->b);
+	const float *Wd = ly->dw >= 0 ? PN_T(m, ly->dw) + (size_t) d * h * n0 : NULL;
+	const float *Bd = ly->db >= 0 ? PN_T(m, ly->db) + (size_t) d * h : NULL;
 
 	for (j = 0; j < h; j++)
 	{
 		double		bias = (double) B[j] + (Bd ? Bd[j] : 0.0);
-		float	   *row = dc->w1 + ((size_t) t * h1 + j) * n0;
+		float	   *row = dc->w1 + ((size_t) t * h + j) * n0;
 
 		for (i = 0; i < n0; i++)
 		{
@@ -169,27 +169,29 @@ star_fuse_first(const PnModel *m, int d, int t, const double *scale, const doubl
 			bias += wf * shift[i];
 		}
 		/* negative down-sampling folded into the output bias: logit + ln w_d */
-		if (L == 0 && c->neg_rate)
+		if (ly->part == PN_PART_OUTPUT && c->neg_rate)
 			bias += log((double) c->neg_rate[d]);
-		dc->b1[t * h1 + j] = (float) bias;
+		dc->b1[t * h + j] = (float) bias;
 	}
 }
 
 /*
- * Task t's tower layer l >= 2 (width h, input width prev) of domain d,
+ * Task t's tower layer ly (l >= 2, width h, input width prev) of domain d,
  * STAR-fused: dc->w[x] [h, prev] = W ⊙ W_d, dc->b[x] [h] = b + b_d (+ ln w_d
  * when it is the output layer); false when out of memory.
  */
 static bool
-star_fuse_layer(const PnModel *m, int d, int t, int l, int h, int prev, PnDomainCache *dc)
+star_fuse_layer(const PnModel *m, int d, const PnLayer *ly, PnDomainCache *dc)
 {
 	const PnConfig *c = &m->cfg;
-	int			x = PN_TW(c, t, l),
+	int			h = ly->nout,
+				prev = ly->nin,
+				x = PN_TW(c, ly->task, ly->layer),
 				j;
-	const float *W = PN_T(m, m->t_tw_w[x]);
-	const float *B = PN_T(m, m->t_tw_b[x]);
-	const float *Wd = c->star ? PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * prev : NULL;
-	const float *Bd = c->star ? PN_T(m, m->t_tw_db[x]) + (size_t) d * h : NULL;
+	const float *W = PN_T(m, ly->w);
+	const float *B = PN_T(m, ly->b);
+	const float *Wd = ly->dw >= 0 ? PN_T(m, ly->dw) + (size_t) d * h * prev : NULL;
+	const float *Bd = ly->db >= 0 ? PN_T(m, ly->db) + (size_t) d * h : NULL;
 	float	   *fw = pn_alloc(sizeof(float) * (size_t) h * prev);
 	float	   *fb = pn_alloc(sizeof(float) * h);
 
@@ -202,7 +204,7 @@ star_fuse_layer(const PnModel *m, int d, int t, int l, int h, int prev, PnDomain
 	for (j = 0; j < h; j++)
 		fb[j] = Bd ? B[j] + Bd[j] : B[j];
 	/* negative down-sampling folded into the output bias: logit + ln w_d */
-	if (l == c->nhidden + 1 && c->neg_rate)
+	if (ly->part == PN_PART_OUTPUT && c->neg_rate)
 		fb[0] = (float) ((double) fb[0] + log((double) c->neg_rate[d]));
 	dc->bytes += sizeof(float) * ((size_t) h * prev + h);
 	return true;
@@ -222,7 +224,6 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 				T = c->ntasks,
 				L = c->nhidden,
 				h1 = c->hidden[0],
-				t,
 				l;
 	PnDomainCache *dc;
 	double	   *scale = NULL,
@@ -249,19 +250,17 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 	if (!domain_dv_biases(m, PN_T(m, m->t_emb_dom) + (size_t) d * k, dc))
 		goto oom;
 	partnorm_fold(m, d, scale, shift);
-	for (t = 0; t < T; t++)
+	/* every tower and output layer of the plan: the first of each task with PN folded in */
+	for (l = 0; l < m->plan->nlayers; l++)
 	{
-		int			prev = c->hidden[0];
+		const PnLayer *ly = &m->plan->layers[l];
 
-		star_fuse_first(m, d, t, scale, shift, dc);
-		for (l = 2; l <= L + 1; l++)
-		{
-			int			h = l <= L ? c->hidden[l - 1] : 1;
-
-			if (!star_fuse_layer(m, d, t, l, h, prev, dc))
-				goto oom;
-			prev = h;
-		}
+		if (ly->part != PN_PART_TOWER && ly->part != PN_PART_OUTPUT)
+			continue;
+		if (ly->layer == 1)
+			star_fuse_first(m, d, ly, scale, shift, dc);
+		else if (!star_fuse_layer(m, d, ly, dc))
+			goto oom;
 	}
 	pn_free(scale);
 	pn_free(shift);
@@ -316,46 +315,49 @@ pn_persona_build_bags(const PnModel *m, const int64_t *persona, const PnBag *pba
 	p->pv = pn_alloc(sizeof(float) * (c->pk + 1));
 	if (!p->pv)
 		goto oom;
-	for (i = 0; i < c->npers; i++)
+	for (i = 0; i < m->plan->npvseg; i++)
 	{
+		const PnSeg *sg = &m->plan->pvseg[i];
+		const PnField *f = &c->pers[sg->field];
 		int64_t		s;
 
-		if (c->pers[i].pooling != PN_POOL_NONE)
+		if (sg->kind == PN_SEG_BAG)
 		{
 			/* a multi-valued persona field: pooled once per request */
 			if (pbag == NULL)
 			{
 				pn_persona_free(p);
 				return pn_seterr(err, PN_EINPUT, "persona field \"%s\" is multi-valued, but no bags were given",
-								 c->pers[i].name);
+								 f->name);
 			}
-			if (pn_bag_pool(&c->pers[i], i, "persona", PN_T(m, m->t_emb_pers[i]), k, &pbag[i], 0,
-							p->pv + i * k, err) != PN_OK)
+			if (pn_bag_pool(f, sg->field, "persona", PN_T(m, sg->table), k, &pbag[sg->field], 0,
+							p->pv + sg->off, err) != PN_OK)
 			{
 				pn_persona_free(p);
 				return PN_EINPUT;
 			}
 			continue;
 		}
-		s = pn_slot_checked(&c->pers[i], i, persona[i], "persona", err);
+		s = pn_slot_checked(f, sg->field, persona[sg->field], "persona", err);
 		if (s < 0)
 		{
 			pn_persona_free(p);
 			return PN_EINPUT;
 		}
-		memcpy(p->pv + i * k, PN_T(m, m->t_emb_pers[i]) + s * k, sizeof(float) * k);
+		memcpy(p->pv + sg->off, PN_T(m, sg->table) + s * k, sizeof(float) * k);
 	}
-	if (c->ppnet)
-		for (l = 0; l < c->nhidden; l++)
-		{
-			int			g = c->ntasks * c->hidden[l];
+	/* the pv parts of the plan's layers that read [pv ; x] (the PPNet gates' first layers) */
+	for (l = 0; l < m->plan->nlayers; l++)
+	{
+		const PnLayer *ly = &m->plan->layers[l];
 
-			p->gbias[l] = pn_alloc(sizeof(float) * g);
-			if (!p->gbias[l])
-				goto oom;
-			partial_bias(PN_T(m, m->t_pp_w1[l]), c->pk + c->n0, 0, g, c->pk, p->pv,
-						 PN_T(m, m->t_pp_b1[l]), p->gbias[l]);
-		}
+		if (ly->pre != PN_ACT_PV)
+			continue;
+		p->gbias[ly->layer] = pn_alloc(sizeof(float) * ly->nout);
+		if (!p->gbias[ly->layer])
+			goto oom;
+		partial_bias(PN_T(m, ly->w), ly->ldw, 0, ly->nout, ly->npre, p->pv, PN_T(m, ly->b), p->gbias[ly->layer]);
+	}
 	*out = p;
 	return PN_OK;
 oom:
@@ -397,27 +399,34 @@ pn_work_new_rowwise(const PnModel *m, int nmax)
 	return w;
 }
 
-/* Workspace for blocks of up to nmax candidates; NULL when out of memory */
+/* floats of n rows of activation a in the plan's size table (at least one) */
+static size_t
+act_floats(const PnModel *m, PnAct a, size_t n)
+{
+	size_t		w = m->plan->width[a];
+
+	return n * (w > 0 ? w : 1);
+}
+
+/* Workspace for blocks of up to nmax candidates (widths: the plan's size table); NULL when out of memory */
 PnWork *
 pn_work_new(const PnModel *m, int nmax)
 {
-	const PnConfig *c = &m->cfg;
-	size_t		n = nmax,
-				wide = (size_t) c->ntasks * pn_max_hidden(c);
+	size_t		n = nmax;
 	PnWork	   *w = pn_alloc0(sizeof(PnWork));
 
 	if (!w)
 		return NULL;
 	w->nmax = nmax;
-	w->x0 = pn_alloc(sizeof(float) * n * c->n0);
-	w->x = pn_alloc(sizeof(float) * n * c->n0);
-	w->eh = pn_alloc(sizeof(float) * n * c->epnet_hidden);
-	w->a = pn_alloc(sizeof(float) * n * wide);
-	w->b = pn_alloc(sizeof(float) * n * wide);
-	w->gh = pn_alloc(sizeof(float) * n * wide);
-	w->g = pn_alloc(sizeof(float) * n * wide);
-	w->ah = pn_alloc(sizeof(float) * n * c->aux_hidden);
-	w->logit = pn_alloc(sizeof(float) * n * c->ntasks);
+	w->x0 = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_X0, n));
+	w->x = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_X, n));
+	w->eh = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_EH, n));
+	w->a = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_A, n));
+	w->b = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_A, n));
+	w->gh = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_GH, n));
+	w->g = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_G, n));
+	w->ah = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_AH, n));
+	w->logit = pn_alloc(sizeof(float) * act_floats(m, PN_ACT_LOGIT, n));
 	w->tmp = pn_alloc(sizeof(float) * n);
 	if (!w->x0 || !w->x || !w->eh || !w->a || !w->b || !w->gh || !w->g || !w->ah || !w->logit || !w->tmp)
 	{
@@ -793,6 +802,26 @@ sigmoid_scale(const PnWork *w, float *y, size_t n, float gamma)
 	pn_sigmoid_scale(y, n, gamma);
 }
 
+/*
+ * A layer's post-op on its output y [n, nout] (relu or gamma * sigmoid),
+ * then what it multiplies: EPNet's gate times x0 (in y), a PPNet gate
+ * times the towers' layer (tower *= y)
+ */
+static void
+post_op(const PnModel *m, const PnWork *w, const PnLayer *ly, int n, float *y, float *tower)
+{
+	size_t		cnt = (size_t) n * ly->nout;
+
+	if (ly->post == PN_POST_RELU)
+		relu(w, y, cnt);
+	else if (ly->post == PN_POST_GATE)
+		sigmoid_scale(w, y, cnt, m->cfg.gamma);
+	if (ly->mul == PN_MUL_X0)
+		mul(w, y, w->x0, cnt);
+	else if (ly->mul == PN_MUL_TOWER)
+		mul(w, tower, y, cnt);
+}
+
 /* Whether pn_gemm_rows runs its AVX2 + FMA kernels on this CPU */
 bool
 pn_gemm_rows_avx2(void)
@@ -845,8 +874,9 @@ linear_acc(const PnWork *w, int n, int out, int in, const float *A, int lda, con
 
 
 /*
- * Gather x0 [n, n0]: the embedding rows of each feature field, then dense
- * (the domain_input tail is pn_x0_domain's).
+ * Gather x0 [n, n0] by the plan's input segments: the embedding row of each
+ * single-id feature field, the pooled bag of each multi-valued one, the
+ * dense values (the domain_input tail is pn_x0_domain's).
  * Fails on an out-of-range id of a non-hashed field.
  */
 int
@@ -854,6 +884,7 @@ pn_gather_x0(const PnModel *m, int n, const int64_t *features, const PnBag *fbag
 			 float *x0, PnError *err)
 {
 	const PnConfig *c = &m->cfg;
+	const PnPlan *p = m->plan;
 	int			k = c->emb_dim,
 				F = c->nfeat,
 				r,
@@ -863,72 +894,66 @@ pn_gather_x0(const PnModel *m, int n, const int64_t *features, const PnBag *fbag
 	{
 		float	   *row = x0 + (size_t) r * c->n0;
 
-		for (i = 0; i < F; i++)
+		for (i = 0; i < p->nx0seg; i++)
 		{
-			int64_t		id,
-						s;
+			const PnSeg *sg = &p->x0seg[i];
+			const PnField *f;
+			int64_t		s;
 
-			if (c->feat[i].pooling != PN_POOL_NONE)
+			switch (sg->kind)
 			{
-				/* a multi-valued field: its bag pooled (bag.c) */
-				if (fbag == NULL)
-					return pn_seterr(err, PN_EINPUT, "feature field \"%s\" is multi-valued, but no bags were given",
-									 c->feat[i].name);
-				if (pn_bag_pool(&c->feat[i], i, "feature", PN_T(m, m->t_emb_feat[i]), k, &fbag[i], r,
-								row + i * k, err) != PN_OK)
-				{
-					err->row = r;
-					return PN_EINPUT;
-				}
-				continue;
+				case PN_SEG_ID:
+					f = &c->feat[sg->field];
+					s = pn_slot_checked(f, sg->field, features[(size_t) r * F + sg->field], "feature", err);
+					if (s < 0)
+					{
+						err->row = r;
+						return PN_EINPUT;
+					}
+					memcpy(row + sg->off, PN_T(m, sg->table) + s * k, sizeof(float) * k);
+					break;
+				case PN_SEG_BAG:
+					/* a multi-valued field: its bag pooled (bag.c) */
+					f = &c->feat[sg->field];
+					if (fbag == NULL)
+						return pn_seterr(err, PN_EINPUT, "feature field \"%s\" is multi-valued, but no bags were given",
+										 f->name);
+					if (pn_bag_pool(f, sg->field, "feature", PN_T(m, sg->table), k, &fbag[sg->field], r,
+									row + sg->off, err) != PN_OK)
+					{
+						err->row = r;
+						return PN_EINPUT;
+					}
+					break;
+				case PN_SEG_DENSE:
+					memcpy(row + sg->off, dense + (size_t) r * sg->width, sizeof(float) * sg->width);
+					break;
+				default:
+					break;		/* PN_SEG_DOMAIN: pn_x0_domain */
 			}
-			id = features[(size_t) r * F + i];
-			s = pn_slot_checked(&c->feat[i], i, id, "feature", err);
-			if (s < 0)
-			{
-				err->row = r;
-				return PN_EINPUT;
-			}
-			memcpy(row + i * k, PN_T(m, m->t_emb_feat[i]) + s * k, sizeof(float) * k);
 		}
-		if (c->dense)
-			memcpy(row + F * k, dense + (size_t) r * c->dense, sizeof(float) * c->dense);
 	}
 	return PN_OK;
 }
 
 /*
- * With "domain_input": the last k columns of every row of x0 [n, n0] are the
- * domain's embedding dv (docs/model.md step 1); nothing without it.
+ * With "domain_input": the plan's domain segment of every row of x0 [n, n0]
+ * (its last k columns) is the domain's embedding dv (docs/model.md step 1);
+ * nothing without it.
  */
 void
 pn_x0_domain(const PnModel *m, int domain, int n, float *x0)
 {
-	const PnConfig *c = &m->cfg;
-	int			k = c->emb_dim,
-				r;
-	const float *dv = PN_T(m, m->t_emb_dom) + (size_t) domain * k;
+	const PnPlan *p = m->plan;
+	const PnSeg *sg = p->nx0seg > 0 ? &p->x0seg[p->nx0seg - 1] : NULL;
+	const float *dv;
+	int			r;
 
-	if (!c->domain_input)
+	if (sg == NULL || sg->kind != PN_SEG_DOMAIN)
 		return;
+	dv = PN_T(m, sg->table) + (size_t) domain * sg->width;
 	for (r = 0; r < n; r++)
-		memcpy(x0 + (size_t) r * c->n0 + (c->n0 - k), dv, sizeof(float) * k);
-}
-
-/* gate [n, g] = gamma * sigmoid(W2 relu(W1x x + gbias) + b2) of PPNet layer l (0-based) */
-static void
-ppnet_gate(const PnModel *m, const PnPersona *pp, PnWork *w, int n, int l)
-{
-	const PnConfig *c = &m->cfg;
-	int			g = c->ntasks * c->hidden[l],
-				ld = c->pk + c->n0;
-
-	pn_fill_rows(w->gh, n, g, pp->gbias[l]);
-	linear_acc(w, n, g, c->n0, w->x, c->n0, PN_T(m, m->t_pp_w1[l]) + c->pk, ld, w->gh, g);
-	relu(w, w->gh, (size_t) n * g);
-	pn_fill_rows(w->g, n, g, PN_T(m, m->t_pp_b2[l]));
-	linear_acc(w, n, g, g, w->gh, g, PN_T(m, m->t_pp_w2[l]), g, w->g, g);
-	sigmoid_scale(w, w->g, (size_t) n * g, c->gamma);
+		memcpy(x0 + (size_t) r * m->cfg.n0 + sg->off, dv, sizeof(float) * sg->width);
 }
 
 /*
@@ -955,16 +980,14 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 			  PnError *err)
 {
 	const PnConfig *c = &m->cfg;
+	const PnPlan *p = m->plan;
 	int			n0 = c->n0,
-				k = c->emb_dim,
 				T = c->ntasks,
-				L = c->nhidden,
-				t,
-				l,
+				li,
 				rc;
 	size_t		i;
-	float	   *a,
-			   *b;
+	float	   *a = w->a,
+			   *b = w->b;
 
 	if (n <= 0)
 		return PN_OK;
@@ -973,100 +996,127 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 	if ((rc = pn_gather_x0(m, n, features, fbag, dense, w->x0, err)) != PN_OK)
 		return rc;
 	pn_x0_domain(m, dc->domain, n, w->x0);
-
-	/* EPNet: x = gamma * sigmoid(W2 relu(W1 [dv; x0] + b1) + b2) ⊙ x0 */
-	if (c->epnet)
-	{
-		int			he = c->epnet_hidden;
-
-		pn_fill_rows(w->eh, n, he, dc->ep_bias);
-		linear_acc(w, n, he, n0, w->x0, n0, PN_T(m, m->t_ep_w1) + k, k + n0, w->eh, he);
-		relu(w, w->eh, (size_t) n * he);
-		pn_fill_rows(w->x, n, n0, PN_T(m, m->t_ep_b2));
-		linear_acc(w, n, n0, he, w->eh, he, PN_T(m, m->t_ep_w2), he, w->x, n0);
-		sigmoid_scale(w, w->x, (size_t) n * n0, c->gamma);
-		mul(w, w->x, w->x0, (size_t) n * n0);
-	}
-	else
+	/* without EPNet, x = x0 */
+	if (!c->epnet)
 		memcpy(w->x, w->x0, sizeof(float) * (size_t) n * n0);
 
-	/* first layer of every task at once, PN folded in: a [n, T*h1] */
-	a = w->a;
-	b = w->b;
+	/*
+	 * The plan's layers in order.  The dv and pv prefixes of the first
+	 * EPNet, aux and gate layers are the domain's and persona's biases; STAR
+	 * fusion and PN are the domain's fused matrices (dc); the first tower
+	 * layers of every task read x together: one matmul of dc->w1.
+	 */
+	for (li = 0; li < p->nlayers; li++)
 	{
-		int			g = T * c->hidden[0];
+		const PnLayer *ly = &p->layers[li];
+		int			g = ly->nout;
 
-		pn_fill_rows(a, n, g, dc->b1);
-		linear_acc(w, n, g, n0, w->x, n0, dc->w1, n0, a, g);
-		relu(w, a, (size_t) n * g);
-		if (c->ppnet)
+		switch (ly->part)
 		{
-			ppnet_gate(m, pp, w, n, 0);
-			mul(w, a, w->g, (size_t) n * g);
+			case PN_PART_EPNET:
+				if (ly->step == 1)
+				{
+					/* eh = relu(W1 [dv; x0] + b1) */
+					pn_fill_rows(w->eh, n, g, dc->ep_bias);
+					linear_acc(w, n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->eh, g);
+					post_op(m, w, ly, n, w->eh, NULL);
+				}
+				else
+				{
+					/* x = gamma * sigmoid(W2 eh + b2) ⊙ x0 */
+					pn_fill_rows(w->x, n, g, PN_T(m, ly->b));
+					linear_acc(w, n, g, ly->nin, w->eh, ly->nin, PN_T(m, ly->w), ly->ldw, w->x, g);
+					post_op(m, w, ly, n, w->x, NULL);
+				}
+				break;
+			case PN_PART_TOWER:
+				if (ly->layer == 1)
+				{
+					/* every task's first layer at once, PN folded in: a [n, T*h1] */
+					int			tg = T * g;
+
+					if (ly->task != 0)
+						break;
+					pn_fill_rows(a, n, tg, dc->b1);
+					linear_acc(w, n, tg, ly->nin, w->x, n0, dc->w1, ly->nin, a, tg);
+					relu(w, a, (size_t) n * tg);
+				}
+				else
+				{
+					/* task t's layer l on its column block of a, into b */
+					int			hp = ly->nin,
+								x = PN_TW(c, ly->task, ly->layer),
+								r;
+
+					for (r = 0; r < n; r++)
+						memcpy(b + (size_t) r * T * g + ly->task * g, dc->b[x], sizeof(float) * g);
+					linear_acc(w, n, g, hp, a + ly->task * hp, T * hp, dc->w[x], hp, b + ly->task * g, T * g);
+					if (ly->task == T - 1)
+					{
+						float	   *s = a;
+
+						relu(w, b, (size_t) n * T * g);
+						a = b;
+						b = s;
+					}
+				}
+				break;
+			case PN_PART_PPNET:
+				if (ly->step == 1)
+				{
+					/* gh = relu(W1 [pv; x] + b1), the pv part is the persona's bias */
+					pn_fill_rows(w->gh, n, g, pp->gbias[ly->layer]);
+					linear_acc(w, n, g, ly->nin, w->x, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->gh, g);
+					post_op(m, w, ly, n, w->gh, NULL);
+				}
+				else
+				{
+					/* g = gamma * sigmoid(W2 gh + b2), times every task's tower layer */
+					pn_fill_rows(w->g, n, g, PN_T(m, ly->b));
+					linear_acc(w, n, g, ly->nin, w->gh, ly->nin, PN_T(m, ly->w), ly->ldw, w->g, g);
+					post_op(m, w, ly, n, w->g, a);
+				}
+				break;
+			case PN_PART_OUTPUT:
+				{
+					/* logit_t = w*_t . a_L + c*_t */
+					int			hL = ly->nin,
+								x = PN_TW(c, ly->task, ly->layer),
+								r;
+
+					if (w->rowwise)
+					{
+						memset(w->tmp, 0, sizeof(float) * n);
+						pn_gemm_rows(n, 1, hL, a + ly->task * hL, T * hL, dc->w[x], hL, w->tmp, 1);
+					}
+					else
+						cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hL, 1.0f, a + ly->task * hL, T * hL,
+									dc->w[x], 1, 0.0f, w->tmp, 1);
+					for (r = 0; r < n; r++)
+						w->logit[(size_t) r * T + ly->task] = w->tmp[r] + dc->b[x][0];
+				}
+				break;
+			case PN_PART_AUX:
+				if (ly->step == 1)
+				{
+					/* ah = relu(V1 [dv; x0] + e1) */
+					pn_fill_rows(w->ah, n, g, dc->aux_bias);
+					linear_acc(w, n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->ah, g);
+					post_op(m, w, ly, n, w->ah, NULL);
+				}
+				else
+				{
+					/* logit += V2 ah + e2 */
+					int			r,
+								t;
+
+					for (r = 0; r < n; r++)
+						for (t = 0; t < T; t++)
+							w->logit[(size_t) r * T + t] += PN_T(m, ly->b)[t];
+					linear_acc(w, n, g, ly->nin, w->ah, ly->nin, PN_T(m, ly->w), ly->ldw, w->logit, T);
+				}
+				break;
 		}
-	}
-	/* hidden layers 2..L, per task on its column block */
-	for (l = 2; l <= L; l++)
-	{
-		int			hp = c->hidden[l - 2],
-					h = c->hidden[l - 1];
-
-		for (t = 0; t < T; t++)
-		{
-			int			x = PN_TW(c, t, l);
-			int			r;
-
-			for (r = 0; r < n; r++)
-				memcpy(b + (size_t) r * T * h + t * h, dc->b[x], sizeof(float) * h);
-			linear_acc(w, n, h, hp, a + t * hp, T * hp, dc->w[x], hp, b + t * h, T * h);
-		}
-		relu(w, b, (size_t) n * T * h);
-		if (c->ppnet)
-		{
-			ppnet_gate(m, pp, w, n, l - 1);
-			mul(w, b, w->g, (size_t) n * T * h);
-		}
-		{
-			float	   *s = a;
-
-			a = b;
-			b = s;
-		}
-	}
-	/* output layer: logit_t = w*_t . a_L + c*_t */
-	{
-		int			hL = c->hidden[L - 1];
-
-		for (t = 0; t < T; t++)
-		{
-			int			x = PN_TW(c, t, L + 1);
-			int			r;
-
-			if (w->rowwise)
-			{
-				memset(w->tmp, 0, sizeof(float) * n);
-				pn_gemm_rows(n, 1, hL, a + t * hL, T * hL, dc->w[x], hL, w->tmp, 1);
-			}
-			else
-				cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hL, 1.0f, a + t * hL, T * hL,
-							dc->w[x], 1, 0.0f, w->tmp, 1);
-			for (r = 0; r < n; r++)
-				w->logit[(size_t) r * T + t] = w->tmp[r] + dc->b[x][0];
-		}
-	}
-	/* aux: logit += V2 relu(V1 [dv; x0] + e1) + e2 */
-	if (c->aux)
-	{
-		int			ha = c->aux_hidden;
-		int			r;
-
-		pn_fill_rows(w->ah, n, ha, dc->aux_bias);
-		linear_acc(w, n, ha, n0, w->x0, n0, PN_T(m, m->t_aux_w1) + k, k + n0, w->ah, ha);
-		relu(w, w->ah, (size_t) n * ha);
-		for (r = 0; r < n; r++)
-			for (t = 0; t < T; t++)
-				w->logit[(size_t) r * T + t] += PN_T(m, m->t_aux_b2)[t];
-		linear_acc(w, n, T, ha, w->ah, ha, PN_T(m, m->t_aux_w2), ha, w->logit, T);
 	}
 	for (i = 0; i < (size_t) n * T; i++)
 	{

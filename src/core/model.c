@@ -7,6 +7,7 @@
 #define _GNU_SOURCE				/* memmem */
 #endif
 #include "pncore.h"
+#include "plan.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -145,6 +146,7 @@ pn_model_free(PnModel *m)
 		return;
 	if (!m->borrowed)
 		pn_free(m->data);
+	pn_plan_free(m->plan);
 	pn_free(m->tensors);
 	pn_free(m->t_emb_feat);
 	pn_free(m->t_emb_pers);
@@ -322,6 +324,15 @@ model_build(const PnConfig *cfg, bool alloc, PnModel **out, PnError *err)
 		m->cfg.pers[i].nvocab = 0;
 		m->t_vocab_pers[i] = c->pers[i].min_count > 0 ?
 			add_vocab(m, c->pers[i].buckets - 1, "vocab.persona.%d", i) : -1;
+	}
+	{
+		int			rc = pn_plan_build(m, &m->plan, err);
+
+		if (rc != PN_OK)
+		{
+			pn_model_free(m);
+			return rc;
+		}
 	}
 	if (!alloc)
 	{

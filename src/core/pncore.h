@@ -283,9 +283,13 @@ typedef struct PnTensor
 /* index of tower tensors: task t (0-based), layer l (1..L+1) */
 #define PN_TW(cfg, t, l) ((t) * ((cfg)->nhidden + 1) + (l) - 1)
 
+/* the layer plan of a model (plan.h), made with its layout */
+typedef struct PnPlan PnPlan;
+
 typedef struct PnModel
 {
 	PnConfig	cfg;
+	PnPlan	   *plan;			/* the forward pass's layers, inputs and sizes (plan.c) */
 	int			ntensors;		/* every tensor, the nvocab int64 tensors last */
 	PnTensor   *tensors;
 	int			nvocab;			/* int64 tensors (vocabularies), tensors[ntensors - nvocab ..] */

@@ -3,12 +3,14 @@
  *		Helpers shared inside the numeric core (not part of its interface):
  *		the logistic function in double, relu, row fills, the widest tower
  *		layer, PN's epsilon, a dot product summed in a fixed order, and the
- *		checked slot lookup that words the out-of-range-id error once.
+ *		checked slot lookup that words the out-of-range-id error once; and
+ *		the layer plan (plan.h).
  */
 #ifndef PN_INTERNAL_H
 #define PN_INTERNAL_H
 
 #include "pncore.h"
+#include "plan.h"
 #include "vmath.h"
 
 #include <math.h>

@@ -19,9 +19,12 @@
  *
  * and the backward functions in reverse, ending in embed_backward (the
  * scatter-add into the embedding rows).  forward() and backward() are
- * short chains of these calls.  Every activation and activation-gradient
- * buffer is listed, with its size, in one table (buffer_table), and carved
- * out of one allocation when the trainer is made.
+ * short chains of these calls.  Each part reads its shapes and tensors
+ * from the model's layer plan (plan.c): embed_* its x0 / pv segments, the
+ * others its layers (the towers' backward walks them in reverse).  Every
+ * activation and activation-gradient buffer is listed, with its size from
+ * the plan's size table, in one table (buffer_table), and carved out of
+ * one allocation when the trainer is made.
  *
  * Rows of a batch are first sorted by domain (a counting sort), so that
  * each domain's fused STAR matrices W* = W ⊙ W_d are formed once per step
@@ -466,47 +469,52 @@ typedef struct BufSpec
 static int
 buffer_table(PnTrainer *tr, bool grads, BufSpec *spec)
 {
-	const PnConfig *c = &tr->m->cfg;
+	const PnModel *m = tr->m;
+	const PnPlan *p = m->plan;
 	size_t		n = tr->bmax;
-	int			k = c->emb_dim,
-				n0 = c->n0,
-				T = c->ntasks,
-				L = c->nhidden,
-				hmax = pn_max_hidden(c),
+	int			k = p->width[PN_ACT_DV],
+				n0 = p->width[PN_ACT_X0],
+				T = p->width[PN_ACT_LOGIT],
+				L = m->cfg.nhidden,
+				hmax = p->hmax,
 				wmax = n0 > hmax ? n0 : hmax,
-				wide = T * hmax,
+				wide = p->wide,
 				nb = 0,
 				l,
 				t;
 
-	if (c->epnet_hidden > wide)
-		wide = c->epnet_hidden;
-	if (c->aux_hidden > wide)
-		wide = c->aux_hidden;
+	/* the widths of the plan's size table and layers */
+	if (p->width[PN_ACT_EH] > wide)
+		wide = p->width[PN_ACT_EH];
+	if (p->width[PN_ACT_AH] > wide)
+		wide = p->width[PN_ACT_AH];
 
 	BUF(tr->labels, n * T);
-	BUF(tr->in_e, n * (k + n0));
-	BUF(tr->eh, c->epnet ? n * c->epnet_hidden : 0);
-	BUF(tr->ge, c->epnet ? n * n0 : 0);
-	BUF(tr->x, n * n0);
+	BUF(tr->in_e, n * p->width[PN_ACT_IN_E]);
+	BUF(tr->eh, n * p->width[PN_ACT_EH]);
+	BUF(tr->ge, p->width[PN_ACT_EH] ? n * n0 : 0);
+	BUF(tr->x, n * p->width[PN_ACT_X]);
 	BUF(tr->xhat, n * n0);
 	BUF(tr->istd, n * n0);
-	BUF(tr->xn, n * n0);
-	BUF(tr->in_p, n * (c->pk + n0));
+	BUF(tr->xn, n * p->width[PN_ACT_XN]);
+	BUF(tr->in_p, n * p->width[PN_ACT_IN_P]);
 	for (l = 0; l < L; l++)
 	{
-		size_t		g = (size_t) T * c->hidden[l];
+		int			g1 = pn_plan_find(p, PN_PART_PPNET, 1, -1, l),
+					g2 = pn_plan_find(p, PN_PART_PPNET, 2, -1, l);
 
-		BUF(tr->gh[l], c->ppnet ? n * g : 0);
-		BUF(tr->gg[l], c->ppnet ? n * g : 0);
-		BUF(tr->dgg[l], c->ppnet && grads ? n * g : 0);
+		BUF(tr->gh[l], g1 >= 0 ? n * p->layers[g1].nout : 0);
+		BUF(tr->gg[l], g2 >= 0 ? n * p->layers[g2].nout : 0);
+		BUF(tr->dgg[l], g2 >= 0 && grads ? n * p->layers[g2].nout : 0);
 		for (t = 0; t < T; t++)
 		{
-			BUF(tr->r[t * L + l], n * c->hidden[l]);
-			BUF(tr->a[t * L + l], n * c->hidden[l]);
+			size_t		h = p->layers[pn_plan_find(p, PN_PART_TOWER, 0, t, l + 1)].nout;
+
+			BUF(tr->r[t * L + l], n * h);
+			BUF(tr->a[t * L + l], n * h);
 		}
 	}
-	BUF(tr->ah, c->aux ? n * c->aux_hidden : 0);
+	BUF(tr->ah, n * p->width[PN_ACT_AH]);
 	BUF(tr->logit, n * T);
 	BUF(tr->fw, (size_t) hmax * wmax);
 	BUF(tr->fb, hmax);
@@ -524,7 +532,7 @@ buffer_table(PnTrainer *tr, bool grads, BufSpec *spec)
 		BUF(tr->dx, n * n0);
 		BUF(tr->dx0, n * n0);
 		BUF(tr->ddv, n * k);
-		BUF(tr->dpv, n * (c->pk + 1));
+		BUF(tr->dpv, n * (p->width[PN_ACT_PV] + 1));
 		BUF(tr->dgh, n * wide);
 		BUF(tr->dwt, (size_t) hmax * wmax);
 	}
@@ -705,21 +713,21 @@ pn_trainer_grad(PnTrainer *tr)
 
 /* ------------------------------------------------ shared by the parts */
 
-/* Fused W* = W ⊙ W_d[d] and b* = b + b_d[d] of tower (t, l) into tr->fw, tr->fb */
+/* Fused W* = W ⊙ W_d[d] and b* = b + b_d[d] of a tower or output layer of the plan into tr->fw, tr->fb */
 static void
-fuse(PnTrainer *tr, int t, int l, int d, int h, int prev)
+fuse(PnTrainer *tr, const PnLayer *ly, int d)
 {
 	PnModel    *m = tr->m;
-	const PnConfig *c = &m->cfg;
-	int			x = PN_TW(c, t, l);
-	const float *W = PN_T(m, m->t_tw_w[x]);
-	const float *B = PN_T(m, m->t_tw_b[x]);
+	int			h = ly->nout,
+				prev = ly->nin;
+	const float *W = PN_T(m, ly->w);
+	const float *B = PN_T(m, ly->b);
 	size_t		i;
 
-	if (c->star)
+	if (ly->dw >= 0)
 	{
-		const float *Wd = PN_T(m, m->t_tw_dw[x]) + (size_t) d * h * prev;
-		const float *Bd = PN_T(m, m->t_tw_db[x]) + (size_t) d * h;
+		const float *Wd = PN_T(m, ly->dw) + (size_t) d * h * prev;
+		const float *Bd = PN_T(m, ly->db) + (size_t) d * h;
 
 		for (i = 0; i < (size_t) h * prev; i++)
 			tr->fw[i] = W[i] * Wd[i];
@@ -985,6 +993,7 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 {
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
+	const PnPlan *p = m->plan;
 	int			n = tr->n,
 				k = c->emb_dim,
 				n0 = c->n0,
@@ -1007,72 +1016,84 @@ embed_forward(PnTrainer *tr, const PnBatch *b, PnError *err)
 
 		tr->dom[i] = b->domain[o];
 		memcpy(ie, PN_T(m, m->t_emb_dom) + (size_t) tr->dom[i] * k, sizeof(float) * k);
-		for (j = 0; j < F; j++)
+		/* x0 = in_e[:, k:] by the plan's input segments */
+		for (j = 0; j < p->nx0seg; j++)
 		{
+			const PnSeg *sg = &p->x0seg[j];
+			float	   *x0 = ie + k + sg->off;
+			int64_t		s;
+			int			e;
+
+			switch (sg->kind)
+			{
+				case PN_SEG_ID:
+					s = pn_slot_checked(&c->feat[sg->field], sg->field, b->features[(size_t) o * F + sg->field],
+										"feature", err);
+					if (s < 0)
+					{
+						err->row = o;
+						return PN_EINPUT;
+					}
+					tr->fslot[(size_t) i * F + sg->field] = s;
+					memcpy(x0, PN_T(m, sg->table) + s * k, sizeof(float) * k);
+					break;
+				case PN_SEG_BAG:
+					/* a multi-valued field: its bag pooled (bag.c); the backward scatters by the bag */
+					if (pn_bag_pool(&c->feat[sg->field], sg->field, "feature", PN_T(m, sg->table), k,
+									&b->fbag[sg->field], o, x0, err) != PN_OK)
+					{
+						err->row = o;
+						return PN_EINPUT;
+					}
+					tr->fslot[(size_t) i * F + sg->field] = -1;
+					break;
+				case PN_SEG_DENSE:
+					for (e = 0; e < sg->width; e++)
+					{
+						float		v = b->dense[(size_t) o * sg->width + e];
+
+						if (!isfinite(v))
+						{
+							if (c->dfield)
+								pn_seterr(err, PN_EINPUT, "dense field \"%s\" is not finite", c->dfield[e].name);
+							else
+								pn_seterr(err, PN_EINPUT, "dense value %d is not finite", e + 1);
+							err->row = o;
+							return PN_EINPUT;
+						}
+						x0[e] = v;
+					}
+					break;
+				case PN_SEG_DOMAIN:
+					/* domain_input: dv, also in_e's first k columns */
+					memcpy(x0, ie, sizeof(float) * k);
+					break;
+			}
+		}
+		for (j = 0; j < p->npvseg; j++)
+		{
+			const PnSeg *sg = &p->pvseg[j];
 			int64_t		s;
 
-			if (c->feat[j].pooling != PN_POOL_NONE)
+			if (sg->kind == PN_SEG_BAG)
 			{
-				/* a multi-valued field: its bag pooled (bag.c); the backward scatters by the bag */
-				if (pn_bag_pool(&c->feat[j], j, "feature", PN_T(m, m->t_emb_feat[j]), k, &b->fbag[j], o,
-								ie + k + j * k, err) != PN_OK)
+				if (pn_bag_pool(&c->pers[sg->field], sg->field, "persona", PN_T(m, sg->table), k,
+								&b->pbag[sg->field], o, ip + sg->off, err) != PN_OK)
 				{
 					err->row = o;
 					return PN_EINPUT;
 				}
-				tr->fslot[(size_t) i * F + j] = -1;
+				tr->pslot[(size_t) i * P + sg->field] = -1;
 				continue;
 			}
-			s = pn_slot_checked(&c->feat[j], j, b->features[(size_t) o * F + j], "feature", err);
+			s = pn_slot_checked(&c->pers[sg->field], sg->field, b->persona[(size_t) o * P + sg->field], "persona", err);
 			if (s < 0)
 			{
 				err->row = o;
 				return PN_EINPUT;
 			}
-			tr->fslot[(size_t) i * F + j] = s;
-			memcpy(ie + k + j * k, PN_T(m, m->t_emb_feat[j]) + s * k, sizeof(float) * k);
-		}
-		for (j = 0; j < c->dense; j++)
-		{
-			float		v = b->dense[(size_t) o * c->dense + j];
-
-			if (!isfinite(v))
-			{
-				if (c->dfield)
-					pn_seterr(err, PN_EINPUT, "dense field \"%s\" is not finite", c->dfield[j].name);
-				else
-					pn_seterr(err, PN_EINPUT, "dense value %d is not finite", j + 1);
-				err->row = o;
-				return PN_EINPUT;
-			}
-			ie[k + F * k + j] = v;
-		}
-		/* domain_input: x0's last k columns are dv too */
-		if (c->domain_input)
-			memcpy(ie + n0, ie, sizeof(float) * k);
-		for (j = 0; j < P; j++)
-		{
-			int64_t		s;
-
-			if (c->pers[j].pooling != PN_POOL_NONE)
-			{
-				if (pn_bag_pool(&c->pers[j], j, "persona", PN_T(m, m->t_emb_pers[j]), k, &b->pbag[j], o,
-								ip + j * k, err) != PN_OK)
-				{
-					err->row = o;
-					return PN_EINPUT;
-				}
-				tr->pslot[(size_t) i * P + j] = -1;
-				continue;
-			}
-			s = pn_slot_checked(&c->pers[j], j, b->persona[(size_t) o * P + j], "persona", err);
-			if (s < 0)
-			{
-				err->row = o;
-				return PN_EINPUT;
-			}
-			tr->pslot[(size_t) i * P + j] = s;
-			memcpy(ip + j * k, PN_T(m, m->t_emb_pers[j]) + s * k, sizeof(float) * k);
+			tr->pslot[(size_t) i * P + sg->field] = s;
+			memcpy(ip + sg->off, PN_T(m, sg->table) + s * k, sizeof(float) * k);
 		}
 		if (b->labels)
 			for (j = 0; j < T; j++)
@@ -1145,6 +1166,7 @@ embed_backward(PnTrainer *tr)
 {
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
+	const PnPlan *p = m->plan;
 	int			n = tr->n,
 				k = c->emb_dim,
 				n0 = c->n0,
@@ -1153,43 +1175,52 @@ embed_backward(PnTrainer *tr)
 				x;
 	int64_t		pos = 0;
 
-	for (j = 0; j < c->nfeat; j++)
+	/* dx0 [n, n0] by the plan's input segments into their fields' rows */
+	for (j = 0; j < p->nx0seg; j++)
 	{
-		x = m->t_emb_feat[j];
-		if (c->feat[j].pooling != PN_POOL_NONE)
+		const PnSeg *sg = &p->x0seg[j];
+		int			f = sg->field;
+
+		x = sg->table;
+		if (sg->kind == PN_SEG_BAG)
 		{
-			bag_backward(tr, x, &c->feat[j], &tr->fbag[j], tr->dx0 + j * k, n0, &pos);
+			bag_backward(tr, x, &c->feat[f], &tr->fbag[f], tr->dx0 + sg->off, n0, &pos);
 			continue;
 		}
+		if (sg->kind != PN_SEG_ID)
+			continue;
 		for (i = 0; i < n; i++)
 		{
-			float	   *restrict gr = G(tr, x) + tr->fslot[(size_t) i * c->nfeat + j] * k;
-			const float *restrict src = tr->dx0 + (size_t) i * n0 + j * k;
+			float	   *restrict gr = G(tr, x) + tr->fslot[(size_t) i * c->nfeat + f] * k;
+			const float *restrict src = tr->dx0 + (size_t) i * n0 + sg->off;
 			int			e;
 
 			for (e = 0; e < k; e++)
 				gr[e] += src[e];
 		}
-		record_rows(tr, x, tr->fslot + j, c->nfeat, &pos);
+		record_rows(tr, x, tr->fslot + f, c->nfeat, &pos);
 	}
-	for (j = 0; c->ppnet && j < c->npers; j++)
+	for (j = 0; c->ppnet && j < p->npvseg; j++)
 	{
-		x = m->t_emb_pers[j];
-		if (c->pers[j].pooling != PN_POOL_NONE)
+		const PnSeg *sg = &p->pvseg[j];
+		int			f = sg->field;
+
+		x = sg->table;
+		if (sg->kind == PN_SEG_BAG)
 		{
-			bag_backward(tr, x, &c->pers[j], &tr->pbag[j], tr->dpv + j * k, c->pk, &pos);
+			bag_backward(tr, x, &c->pers[f], &tr->pbag[f], tr->dpv + sg->off, c->pk, &pos);
 			continue;
 		}
 		for (i = 0; i < n; i++)
 		{
-			float	   *restrict gr = G(tr, x) + tr->pslot[(size_t) i * c->npers + j] * k;
-			const float *restrict src = tr->dpv + (size_t) i * c->pk + j * k;
+			float	   *restrict gr = G(tr, x) + tr->pslot[(size_t) i * c->npers + f] * k;
+			const float *restrict src = tr->dpv + (size_t) i * c->pk + sg->off;
 			int			e;
 
 			for (e = 0; e < k; e++)
 				gr[e] += src[e];
 		}
-		record_rows(tr, x, tr->pslot + j, c->npers, &pos);
+		record_rows(tr, x, tr->pslot + f, c->npers, &pos);
 	}
 	if (c->epnet || c->aux || c->domain_input)
 	{
@@ -1205,11 +1236,11 @@ embed_backward(PnTrainer *tr)
 			for (e = 0; e < k; e++)
 				gr[e] += src[e];
 		}
-		/* domain_input: the gradient of x0's dv tail */
+		/* domain_input: the gradient of x0's dv segment (its last) */
 		for (i = 0; c->domain_input && i < n; i++)
 		{
 			float	   *restrict gr = G(tr, x) + (size_t) tr->dom[i] * k;
-			const float *restrict src = tr->dx0 + (size_t) i * n0 + (n0 - k);
+			const float *restrict src = tr->dx0 + (size_t) i * n0 + p->x0seg[p->nx0seg - 1].off;
 			int			e;
 
 			for (e = 0; e < k; e++)
@@ -1239,11 +1270,13 @@ epnet_forward(PnTrainer *tr)
 	int			n = tr->n,
 				k = c->emb_dim,
 				n0 = c->n0,
-				he = c->epnet_hidden,
-				ke = k + n0,
+				ke = m->plan->width[PN_ACT_IN_E],
+				he,
 				i,
 				j;
 	const float *gin = tr->in_e;
+	const PnLayer *ep1,
+			   *ep2;
 
 	if (!c->epnet)
 	{
@@ -1251,6 +1284,10 @@ epnet_forward(PnTrainer *tr)
 			memcpy(tr->x + (size_t) i * n0, tr->in_e + (size_t) i * ke + k, sizeof(float) * n0);
 		return;
 	}
+	/* the plan's EPNet layers: [dv ; x0] -> eh, eh -> gate */
+	ep1 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_EPNET, 1, -1, 0));
+	ep2 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_EPNET, 2, -1, 0));
+	he = ep1->nout;
 	if (tr->sg_frozen)
 	{
 		/* gradient checks: live dv, frozen x0 */
@@ -1258,11 +1295,11 @@ epnet_forward(PnTrainer *tr)
 			memcpy(tr->sg_in_e + (size_t) i * ke, tr->in_e + (size_t) i * ke, sizeof(float) * k);
 		gin = tr->sg_in_e;
 	}
-	pn_fill_rows(tr->eh, n, he, PN_T(m, m->t_ep_b1));
-	mm_nt(FIXED(tr), n, he, ke, gin, ke, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->eh, he);
+	pn_fill_rows(tr->eh, n, he, PN_T(m, ep1->b));
+	mm_nt(FIXED(tr), n, he, ep1->ldw, gin, ke, PN_T(m, ep1->w), ep1->ldw, 1.0f, tr->eh, he);
 	pn_relu(tr->eh, (size_t) n * he);
-	pn_fill_rows(tr->ge, n, n0, PN_T(m, m->t_ep_b2));
-	mm_nt(FIXED(tr), n, n0, he, tr->eh, he, PN_T(m, m->t_ep_w2), he, 1.0f, tr->ge, n0);
+	pn_fill_rows(tr->ge, n, ep2->nout, PN_T(m, ep2->b));
+	mm_nt(FIXED(tr), n, ep2->nout, ep2->nin, tr->eh, he, PN_T(m, ep2->w), ep2->ldw, 1.0f, tr->ge, n0);
 	pn_sigmoid_scale(tr->ge, (size_t) n * n0, c->gamma);
 	for (i = 0; i < n; i++)
 	{
@@ -1292,12 +1329,14 @@ epnet_backward(PnTrainer *tr)
 	int			n = tr->n,
 				k = c->emb_dim,
 				n0 = c->n0,
-				he = c->epnet_hidden,
-				ke = k + n0,
+				he,
+				ke,
 				i,
 				j;
 	float		gamma = c->gamma;
 	float	   *dgl = tr->dxn;	/* reuse: [n, n0], dxn is spent */
+	const PnLayer *ep1,
+			   *ep2;
 
 	if (!c->epnet)
 	{
@@ -1310,6 +1349,11 @@ epnet_backward(PnTrainer *tr)
 			d0[q] += dx[q];
 		return;
 	}
+	/* the plan's EPNet layers, in reverse */
+	ep2 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_EPNET, 2, -1, 0));
+	ep1 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_EPNET, 1, -1, 0));
+	he = ep2->nin;
+	ke = ep1->ldw;
 	for (i = 0; i < n; i++)
 	{
 		const float *restrict x0 = tr->in_e + (size_t) i * ke + k,
@@ -1324,13 +1368,13 @@ epnet_backward(PnTrainer *tr)
 			dl[j] = dx[j] * x0[j] * g[j] * (1.0f - g[j] / gamma);
 		}
 	}
-	mm_tn(FIXED(tr), n0, he, n, dgl, n0, tr->eh, he, 1.0f, G(tr, m->t_ep_w2), he);
-	col_sums(dgl, n, n0, n0, G(tr, m->t_ep_b2));
-	mm_nn(FIXED(tr), n, he, n0, dgl, n0, PN_T(m, m->t_ep_w2), he, 0.0f, tr->dgh, he);
+	mm_tn(FIXED(tr), n0, he, n, dgl, n0, tr->eh, he, 1.0f, G(tr, ep2->w), he);
+	col_sums(dgl, n, n0, n0, G(tr, ep2->b));
+	mm_nn(FIXED(tr), n, he, n0, dgl, n0, PN_T(m, ep2->w), he, 0.0f, tr->dgh, he);
 	relu_backward(tr->dgh, tr->eh, (size_t) n * he);
-	mm_tn(FIXED(tr), he, ke, n, tr->dgh, he, tr->sg_frozen ? tr->sg_in_e : tr->in_e, ke, 1.0f, G(tr, m->t_ep_w1), ke);
-	col_sums(tr->dgh, n, he, he, G(tr, m->t_ep_b1));
-	mm_nn(FIXED(tr), n, k, he, tr->dgh, he, PN_T(m, m->t_ep_w1), ke, 1.0f, tr->ddv, k);
+	mm_tn(FIXED(tr), he, ke, n, tr->dgh, he, tr->sg_frozen ? tr->sg_in_e : tr->in_e, ke, 1.0f, G(tr, ep1->w), ke);
+	col_sums(tr->dgh, n, he, he, G(tr, ep1->b));
+	mm_nn(FIXED(tr), n, ep1->npre, he, tr->dgh, he, PN_T(m, ep1->w), ke, 1.0f, tr->ddv, k);
 }
 
 /* ------------------------------------------------ Partitioned Normalization */
@@ -1563,25 +1607,36 @@ ppnet_forward(PnTrainer *tr)
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
 				n0 = c->n0,
-				kp = c->pk + n0,
+				kp = m->plan->width[PN_ACT_IN_P],
 				i,
-				l;
+				li;
 	const float *xs = tr->sg_frozen ? tr->sg_x : tr->x;
 
 	if (!c->ppnet)
 		return;
 	for (i = 0; i < n; i++)
-		memcpy(tr->in_p + (size_t) i * kp + c->pk, xs + (size_t) i * n0, sizeof(float) * n0);
-	for (l = 0; l < c->nhidden; l++)
+		memcpy(tr->in_p + (size_t) i * kp + m->plan->width[PN_ACT_PV], xs + (size_t) i * n0, sizeof(float) * n0);
+	/* the plan's PPNet layers: [pv ; x] -> gh_l (step 1), gh_l -> gg_l (step 2) */
+	for (li = 0; li < m->plan->nlayers; li++)
 	{
-		int			g = c->ntasks * c->hidden[l];
+		const PnLayer *ly = PN_LAYER(m, li);
+		int			l = ly->layer,
+					g = ly->nout;
 
-		pn_fill_rows(tr->gh[l], n, g, PN_T(m, m->t_pp_b1[l]));
-		mm_nt(FIXED(tr), n, g, kp, tr->in_p, kp, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->gh[l], g);
-		pn_relu(tr->gh[l], (size_t) n * g);
-		pn_fill_rows(tr->gg[l], n, g, PN_T(m, m->t_pp_b2[l]));
-		mm_nt(FIXED(tr), n, g, g, tr->gh[l], g, PN_T(m, m->t_pp_w2[l]), g, 1.0f, tr->gg[l], g);
-		pn_sigmoid_scale(tr->gg[l], (size_t) n * g, c->gamma);
+		if (ly->part != PN_PART_PPNET)
+			continue;
+		if (ly->step == 1)
+		{
+			pn_fill_rows(tr->gh[l], n, g, PN_T(m, ly->b));
+			mm_nt(FIXED(tr), n, g, ly->ldw, tr->in_p, kp, PN_T(m, ly->w), ly->ldw, 1.0f, tr->gh[l], g);
+			pn_relu(tr->gh[l], (size_t) n * g);
+		}
+		else
+		{
+			pn_fill_rows(tr->gg[l], n, g, PN_T(m, ly->b));
+			mm_nt(FIXED(tr), n, g, ly->nin, tr->gh[l], ly->nin, PN_T(m, ly->w), ly->ldw, 1.0f, tr->gg[l], g);
+			pn_sigmoid_scale(tr->gg[l], (size_t) n * g, c->gamma);
+		}
 	}
 }
 
@@ -1598,26 +1653,34 @@ ppnet_backward(PnTrainer *tr)
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
-				kp = c->pk + c->n0,
-				l;
+				kp = m->plan->width[PN_ACT_IN_P],
+				pk = m->plan->width[PN_ACT_PV],
+				li;
 
 	if (!c->ppnet)
 		return;
-	memset(tr->dpv, 0, sizeof(float) * (size_t) n * c->pk);
-	for (l = 0; l < c->nhidden; l++)
+	memset(tr->dpv, 0, sizeof(float) * (size_t) n * pk);
+	/* per gate, the plan's step 2 then step 1 (its layers, gate by gate, each pair in reverse) */
+	for (li = 0; li < m->plan->nlayers; li++)
 	{
-		int			g = c->ntasks * c->hidden[l];
+		const PnLayer *l2 = PN_LAYER(m, li),
+				   *l1;
+		int			l = l2->layer,
+					g = l2->nout;
 		float	   *dg = tr->dgg[l];
 
+		if (l2->part != PN_PART_PPNET || l2->step != 2)
+			continue;
+		l1 = PN_LAYER(m, li - 1);	/* step 1 of the same gate precedes it */
 		gate_backward(dg, tr->gg[l], (size_t) n * g, c->gamma);
-		mm_tn(FIXED(tr), g, g, n, dg, g, tr->gh[l], g, 1.0f, G(tr, m->t_pp_w2[l]), g);
-		col_sums(dg, n, g, g, G(tr, m->t_pp_b2[l]));
-		mm_nn(FIXED(tr), n, g, g, dg, g, PN_T(m, m->t_pp_w2[l]), g, 0.0f, tr->dgh, g);
-		relu_backward(tr->dgh, tr->gh[l], (size_t) n * g);
-		mm_tn(FIXED(tr), g, kp, n, tr->dgh, g, tr->in_p, kp, 1.0f, G(tr, m->t_pp_w1[l]), kp);
-		col_sums(tr->dgh, n, g, g, G(tr, m->t_pp_b1[l]));
-		if (c->pk)
-			mm_nn(FIXED(tr), n, c->pk, g, tr->dgh, g, PN_T(m, m->t_pp_w1[l]), kp, 1.0f, tr->dpv, c->pk);
+		mm_tn(FIXED(tr), g, l2->nin, n, dg, g, tr->gh[l], l2->nin, 1.0f, G(tr, l2->w), l2->ldw);
+		col_sums(dg, n, g, g, G(tr, l2->b));
+		mm_nn(FIXED(tr), n, l2->nin, g, dg, g, PN_T(m, l2->w), l2->ldw, 0.0f, tr->dgh, l2->nin);
+		relu_backward(tr->dgh, tr->gh[l], (size_t) n * l1->nout);
+		mm_tn(FIXED(tr), l1->nout, l1->ldw, n, tr->dgh, l1->nout, tr->in_p, kp, 1.0f, G(tr, l1->w), l1->ldw);
+		col_sums(tr->dgh, n, l1->nout, l1->nout, G(tr, l1->b));
+		if (l1->npre)
+			mm_nn(FIXED(tr), n, l1->npre, l1->nout, tr->dgh, l1->nout, PN_T(m, l1->w), l1->ldw, 1.0f, tr->dpv, pk);
 	}
 }
 
@@ -1636,26 +1699,31 @@ tower_forward(PnTrainer *tr, int t)
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
-				n0 = c->n0,
 				T = c->ntasks,
 				L = c->nhidden,
 				i,
 				j,
 				s,
-				l;
+				li;
 
-	for (l = 1; l <= L + 1; l++)
+	/* the plan's layers of task t, in order: its tower layers 1..L, its output layer */
+	for (li = 0; li < m->plan->nlayers; li++)
 	{
-		int			h = l <= L ? c->hidden[l - 1] : 1;
-		int			prev = l == 1 ? n0 : c->hidden[l - 2];
-		const float *in = l == 1 ? tr->xn : tr->a[t * L + l - 2];
+		const PnLayer *ly = PN_LAYER(m, li);
+		int			l = ly->layer,
+					h = ly->nout,
+					prev = ly->nin;
+		const float *in;
 
+		if (ly->task != t)
+			continue;
+		in = ly->in == PN_ACT_XN ? tr->xn : tr->a[t * L + ly->in_layer - 1];
 		for (s = 0; s < tr->nseg; s++)
 		{
 			Seg		   *sg = &tr->segs[s];
 
-			fuse(tr, t, l, sg->domain, h, prev);
-			if (l <= L)
+			fuse(tr, ly, sg->domain);
+			if (ly->part == PN_PART_TOWER)
 			{
 				float	   *z = tr->r[t * L + l - 1] + (size_t) sg->start * h;
 
@@ -1673,14 +1741,15 @@ tower_forward(PnTrainer *tr, int t)
 					tr->logit[(size_t) i * T + t] = acc;
 				}
 		}
-		if (l <= L)
+		if (ly->part == PN_PART_TOWER)
 			for (i = 0; i < n; i++)
 			{
 				float	   *restrict rr = tr->r[t * L + l - 1] + (size_t) i * h,
 						   *restrict aa = tr->a[t * L + l - 1] + (size_t) i * h;
 
-				if (c->ppnet)
+				if (ly->gate >= 0)
 				{
+					/* times the task's columns of the gate (PPNet) */
 					const float *restrict g = tr->gg[l - 1] + (size_t) i * T * h + t * h;
 
 					for (j = 0; j < h; j++)
@@ -1713,27 +1782,36 @@ tower_backward(PnTrainer *tr, int t)
 	PnModel    *m = tr->m;
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
-				n0 = c->n0,
 				T = c->ntasks,
 				L = c->nhidden,
 				i,
 				j,
 				s,
-				l;
+				li;
 
-	for (l = L + 1; l >= 1; l--)
+	/* the plan's layers of task t in reverse: its output layer, its tower layers L..1 */
+	for (li = m->plan->nlayers - 1; li >= 0; li--)
 	{
-		int			h = l <= L ? c->hidden[l - 1] : 1;
-		int			prev = l == 1 ? n0 : c->hidden[l - 2];
-		const float *in = l == 1 ? tr->xn : tr->a[t * L + l - 2];
-		int			xi = PN_TW(c, t, l);
-		float	   *gW = G(tr, m->t_tw_w[xi]),
-				   *gB = G(tr, m->t_tw_b[xi]);
-		float	   *dout = l == 1 ? tr->dxn : tr->dprev;
-		float		dbeta = l == 1 ? 1.0f : 0.0f;	/* tasks add into dxn */
+		const PnLayer *ly = PN_LAYER(m, li);
+		int			l = ly->layer,
+					h = ly->nout,
+					prev = ly->nin;
+		const float *in;
+		float	   *gW,
+				   *gB,
+				   *dout;
+		float		dbeta;
+
+		if (ly->task != t)
+			continue;
+		in = ly->in == PN_ACT_XN ? tr->xn : tr->a[t * L + ly->in_layer - 1];
+		gW = G(tr, ly->w);
+		gB = G(tr, ly->b);
+		dout = ly->in == PN_ACT_XN ? tr->dxn : tr->dprev;
+		dbeta = ly->in == PN_ACT_XN ? 1.0f : 0.0f;	/* tasks add into dxn */
 
 		/* dz [n, h]: gradient at the pre-activation of this layer */
-		if (l == L + 1)
+		if (ly->part == PN_PART_OUTPUT)
 			for (i = 0; i < n; i++)
 				tr->dz[i] = tr->dlogit[(size_t) i * T + t];
 		else
@@ -1744,7 +1822,7 @@ tower_backward(PnTrainer *tr, int t)
 						   *restrict da = tr->da + (size_t) i * h;
 				float	   *restrict dz = tr->dz + (size_t) i * h;
 
-				if (c->ppnet)
+				if (ly->gate >= 0)
 				{
 					const float *restrict g = tr->gg[l - 1] + (size_t) i * T * h + t * h;
 					float	   *restrict dg = tr->dgg[l - 1] + (size_t) i * T * h + t * h;
@@ -1775,17 +1853,17 @@ tower_backward(PnTrainer *tr, int t)
 			size_t		hp = (size_t) h * prev,
 						q;
 
-			fuse(tr, t, l, d, h, prev);
+			fuse(tr, ly, d);
 			/* dW* = dz^T a_prev over the segment */
 			gemm_rows(tr, 'T', 'N', h, prev, sg->count, dzs, h, ins, prev, 0.0f, tr->dwt, prev);
-			if (c->star)
+			if (ly->dw >= 0)
 			{
-				const float *restrict W = PN_T(m, m->t_tw_w[xi]);
-				const float *restrict Wd = PN_T(m, m->t_tw_dw[xi]) + (size_t) d * hp;
+				const float *restrict W = PN_T(m, ly->w);
+				const float *restrict Wd = PN_T(m, ly->dw) + (size_t) d * hp;
 				const float *restrict dwt = tr->dwt;
 				float	   *restrict gWs = gW;
-				float	   *restrict gWd = G(tr, m->t_tw_dw[xi]) + (size_t) d * hp;
-				float	   *gBd = G(tr, m->t_tw_db[xi]) + (size_t) d * h;
+				float	   *restrict gWd = G(tr, ly->dw) + (size_t) d * hp;
+				float	   *gBd = G(tr, ly->db) + (size_t) d * h;
 
 				for (q = 0; q < hp; q++)
 				{
@@ -1807,7 +1885,7 @@ tower_backward(PnTrainer *tr, int t)
 			gemm_rows(tr, 'N', 'N', sg->count, prev, h, dzs, h, tr->fw, prev, dbeta,
 				  dout + (size_t) sg->start * prev, prev);
 		}
-		if (l > 1)
+		if (ly->in != PN_ACT_XN)
 			memcpy(tr->da, tr->dprev, sizeof(float) * (size_t) n * prev);
 	}
 }
@@ -1826,22 +1904,28 @@ aux_forward(PnTrainer *tr)
 	const PnConfig *c = &m->cfg;
 	int			n = tr->n,
 				T = c->ntasks,
-				ha = c->aux_hidden,
-				ke = c->emb_dim + c->n0,
+				ha,
+				ke = m->plan->width[PN_ACT_IN_E],
 				i,
 				t;
 	const float *e2;
+	const PnLayer *a1,
+			   *a2;
 
 	if (!c->aux)
 		return;
-	e2 = PN_T(m, m->t_aux_b2);
-	pn_fill_rows(tr->ah, n, ha, PN_T(m, m->t_aux_b1));
-	mm_nt(FIXED(tr), n, ha, ke, tr->in_e, ke, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ah, ha);
+	/* the plan's aux layers: [dv ; x0] -> ah, ah -> logit += */
+	a1 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_AUX, 1, -1, 0));
+	a2 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_AUX, 2, -1, 0));
+	ha = a1->nout;
+	e2 = PN_T(m, a2->b);
+	pn_fill_rows(tr->ah, n, ha, PN_T(m, a1->b));
+	mm_nt(FIXED(tr), n, ha, a1->ldw, tr->in_e, ke, PN_T(m, a1->w), a1->ldw, 1.0f, tr->ah, ha);
 	pn_relu(tr->ah, (size_t) n * ha);
 	for (i = 0; i < n; i++)
 		for (t = 0; t < T; t++)
 			tr->logit[(size_t) i * T + t] += e2[t];
-	mm_nt(FIXED(tr), n, T, ha, tr->ah, ha, PN_T(m, m->t_aux_w2), ha, 1.0f, tr->logit, T);
+	mm_nt(FIXED(tr), n, a2->nout, a2->nin, tr->ah, ha, PN_T(m, a2->w), a2->ldw, 1.0f, tr->logit, T);
 }
 
 /*
@@ -1858,20 +1942,27 @@ aux_backward(PnTrainer *tr)
 				k = c->emb_dim,
 				n0 = c->n0,
 				T = c->ntasks,
-				ha = c->aux_hidden,
-				ke = k + n0;
+				ha,
+				ke;
+	const PnLayer *a1,
+			   *a2;
 
 	if (!c->aux)
 		return;
-	mm_tn(FIXED(tr), T, ha, n, tr->dlogit, T, tr->ah, ha, 1.0f, G(tr, m->t_aux_w2), ha);
-	col_sums(tr->dlogit, n, T, T, G(tr, m->t_aux_b2));
-	mm_nn(FIXED(tr), n, ha, T, tr->dlogit, T, PN_T(m, m->t_aux_w2), ha, 0.0f, tr->dgh, ha);
+	/* the plan's aux layers in reverse */
+	a2 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_AUX, 2, -1, 0));
+	a1 = PN_LAYER(m, pn_plan_find(m->plan, PN_PART_AUX, 1, -1, 0));
+	ha = a2->nin;
+	ke = a1->ldw;
+	mm_tn(FIXED(tr), T, ha, n, tr->dlogit, T, tr->ah, ha, 1.0f, G(tr, a2->w), ha);
+	col_sums(tr->dlogit, n, T, T, G(tr, a2->b));
+	mm_nn(FIXED(tr), n, ha, T, tr->dlogit, T, PN_T(m, a2->w), ha, 0.0f, tr->dgh, ha);
 	relu_backward(tr->dgh, tr->ah, (size_t) n * ha);
-	mm_tn(FIXED(tr), ha, ke, n, tr->dgh, ha, tr->in_e, ke, 1.0f, G(tr, m->t_aux_w1), ke);
-	col_sums(tr->dgh, n, ha, ha, G(tr, m->t_aux_b1));
+	mm_tn(FIXED(tr), ha, ke, n, tr->dgh, ha, tr->in_e, ke, 1.0f, G(tr, a1->w), ke);
+	col_sums(tr->dgh, n, ha, ha, G(tr, a1->b));
 	/* d [dv ; x0]: dv part and x0 part */
-	mm_nn(FIXED(tr), n, k, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1), ke, 1.0f, tr->ddv, k);
-	mm_nn(FIXED(tr), n, n0, ha, tr->dgh, ha, PN_T(m, m->t_aux_w1) + k, ke, 1.0f, tr->dx0, n0);
+	mm_nn(FIXED(tr), n, a1->npre, ha, tr->dgh, ha, PN_T(m, a1->w), ke, 1.0f, tr->ddv, k);
+	mm_nn(FIXED(tr), n, a1->nin, ha, tr->dgh, ha, PN_T(m, a1->w) + a1->npre, ke, 1.0f, tr->dx0, n0);
 }
 
 /* ------------------------------------------------------------------- loss */

@@ -10,7 +10,7 @@
  *
  * Regenerate from the repository root (deterministic output):
  *   cc -std=gnu99 -Isrc/core -o /tmp/make_corpus test/fuzz/make_corpus.c \
- *      src/core/json.c src/core/config.c src/core/model.c -lm
+ *      src/core/alloc.c src/core/json.c src/core/config.c src/core/model.c src/core/plan.c -lm
  *   rm -rf test/fuzz/corpus && /tmp/make_corpus test/fuzz/corpus
  */
 #include "pncore.h"

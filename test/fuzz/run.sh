@@ -27,6 +27,8 @@ OUT=$FUZZ/build
 TARGETS="safetensors config"
 CORE_DIR=${FUZZ_CORE_DIR:-src/core}
 CORE="$CORE_DIR/alloc.c $CORE_DIR/json.c $CORE_DIR/config.c $CORE_DIR/model.c"
+# the layer plan a model is made with (plan.c, since 0.3.0); a copy of an older core has none
+[ -f "$CORE_DIR/plan.c" ] && CORE="$CORE $CORE_DIR/plan.c"
 CFLAGS="-g -O1 -std=gnu99 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -I$CORE_DIR ${FUZZ_CFLAGS:-}"
 # -max_len: a valid blob of the fixed configs is <= 6 KB, so 64 KB leaves room
 FLAGS="-max_len=65536 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1"

@@ -7,6 +7,7 @@
  */
 #include "pncore.h"
 #include "pninternal.h"
+#include "plan.h"
 #include "ref_forward.h"
 
 #include <stdlib.h>
@@ -31,6 +32,44 @@ linear_d(const float *W, int ld, int coloff, int rows, int cols, const double *v
 			s += (double) W[(size_t) r * ld + coloff + c] * v[c];
 		y[r] = s;
 	}
+}
+
+/*
+ * The reference keeps its own formulas (it is the independent check); it
+ * only asserts that the layer plan the library's paths execute (plan.c)
+ * agrees with it on shapes: every layer's weight is [out, prefix + in] of
+ * the tensor it names, x0's segments are the fields' k columns in order,
+ * then dense, then dv (domain_input).
+ */
+static int
+plan_agrees(const PnModel *m, PnError *err)
+{
+	const PnConfig *c = &m->cfg;
+	const PnPlan *p = m->plan;
+	int			i,
+				off = 0;
+
+	for (i = 0; i < p->nlayers; i++)
+	{
+		const PnLayer *ly = &p->layers[i];
+		const PnTensor *w = &m->tensors[ly->w];
+
+		if (w->ndim != 2 || w->shape[0] != ly->nout || w->shape[1] != ly->npre + ly->nin ||
+			m->tensors[ly->b].shape[0] != ly->nout)
+			return pn_seterr(err, PN_EFORMAT, "the plan's layer %d does not match tensor %s", i, w->name);
+	}
+	for (i = 0; i < p->nx0seg; i++)
+	{
+		const PnSeg *s = &p->x0seg[i];
+		int			want = i < c->nfeat ? c->emb_dim : (s->kind == PN_SEG_DENSE ? c->dense : c->emb_dim);
+
+		if (s->off != off || s->width != want || (i < c->nfeat && s->field != i))
+			return pn_seterr(err, PN_EFORMAT, "the plan's x0 segment %d is not docs/model.md's", i);
+		off += s->width;
+	}
+	if (off != c->n0)
+		return pn_seterr(err, PN_EFORMAT, "the plan's x0 segments cover %d of %d columns", off, c->n0);
+	return PN_OK;
 }
 
 /*
@@ -70,6 +109,8 @@ pn_forward_ref(const PnModel *m, int d, const int64_t *persona, const int64_t *f
 
 	if (d < 0 || d >= c->domains)
 		return pn_seterr(err, PN_EINPUT, "domain %d is out of range for a model of %d domains", d, c->domains);
+	if ((rc = plan_agrees(m, err)) != PN_OK)
+		return rc;
 	buf = pn_alloc(sizeof(double) * (k + 4 * (size_t) n0 + c->pk + 6 * wide + (size_t) L * T * hmax));
 	gates = pn_alloc(sizeof(double *) * (L + 1));
 	if (!buf || !gates)

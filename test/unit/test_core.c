@@ -10,6 +10,7 @@
 #define _GNU_SOURCE				/* memmem */
 #include "pncore.h"
 #include "pndnnl.h"
+#include "plan.h"
 #include "ref_forward.h"
 #include "vmath.h"
 
@@ -2493,6 +2494,172 @@ test_vocab(void)
 	pn_config_free(&c);
 }
 
+/* a tensor's shape is [a, b] (b < 0: one dimension [a]) */
+static bool
+shape_is(const PnModel *m, int x, int64_t a, int64_t b)
+{
+	const PnTensor *t;
+
+	if (x < 0 || x >= m->ntensors)
+		return false;
+	t = &m->tensors[x];
+	if (b < 0)
+		return t->ndim == 1 && t->shape[0] == a;
+	return t->ndim == 2 && t->shape[0] == a && t->shape[1] == b;
+}
+
+/*
+ * The layer plan of a config (plan.c): every layer's shapes are its
+ * tensors' shapes, the layers chain (each reads the width its input
+ * activation has), every weight matrix is one layer's, x0's segments tile
+ * [0, n0) and pv's [0, P*k), and the size table holds every layer's output.
+ */
+static void
+test_plan(const char *json, const char *what, int expect_layers)
+{
+	PnConfig	c = parse(json);
+	PnModel    *m = NULL;
+	PnError		e = {0};
+	const PnPlan *p;
+	int			i,
+				x,
+				end,
+				nweights = 0,
+				bad = 0,
+				T,
+				L,
+				k;
+	int		   *seen;
+
+	if (pn_model_new(&c, &m, &e) != PN_OK)
+	{
+		CHECK(0, "plan (%s): model: %s", what, e.msg);
+		pn_config_free(&c);
+		return;
+	}
+	p = m->plan;
+	T = c.ntasks;
+	L = c.nhidden;
+	k = c.emb_dim;
+	CHECK(p != NULL && p->nlayers == expect_layers, "plan (%s): %d layers (expected %d)", what,
+		  p ? p->nlayers : -1, expect_layers);
+	seen = calloc(m->ntensors, sizeof(int));
+	for (i = 0; i < p->nlayers; i++)
+	{
+		const PnLayer *ly = &p->layers[i];
+		int			inw;
+
+		/* the shapes of its tensors */
+		if (!shape_is(m, ly->w, ly->nout, ly->ldw) || !shape_is(m, ly->b, ly->nout, -1) || ly->ldw != ly->npre + ly->nin)
+			bad++, printf("# layer %d: weight %s or bias shape differs\n", i, ly->w >= 0 ? m->tensors[ly->w].name : "?");
+		if (c.star && (ly->part == PN_PART_TOWER || ly->part == PN_PART_OUTPUT))
+		{
+			const PnTensor *dw = &m->tensors[ly->dw];
+
+			if (!(dw->ndim == 3 && dw->shape[0] == c.domains && dw->shape[1] == ly->nout && dw->shape[2] == ly->nin) ||
+				!shape_is(m, ly->db, c.domains, ly->nout))
+				bad++, printf("# layer %d: STAR domain tensors' shapes differ\n", i);
+		}
+		else if (ly->dw != -1 || ly->db != -1)
+			bad++, printf("# layer %d: domain tensors without STAR\n", i);
+		/* its prefix and input widths are those of the size table */
+		if (ly->pre != PN_ACT_NONE && ly->npre != p->width[ly->pre])
+			bad++, printf("# layer %d: prefix width %d\n", i, ly->npre);
+		if (ly->in == PN_ACT_A)
+			inw = c.hidden[ly->in_layer - 1];
+		else if (ly->in == PN_ACT_GH)
+			inw = T * c.hidden[ly->in_layer];
+		else
+			inw = p->width[ly->in];
+		if (ly->nin != inw)
+			bad++, printf("# layer %d: reads %d columns, its input has %d\n", i, ly->nin, inw);
+		/* its output fits the size table */
+		if (ly->out == PN_ACT_A || ly->out == PN_ACT_G || ly->out == PN_ACT_GH)
+		{
+			if ((ly->part == PN_PART_TOWER ? T * ly->nout : ly->nout) > p->width[ly->out])
+				bad++, printf("# layer %d: output wider than the size table's\n", i);
+		}
+		else if (ly->out == PN_ACT_LOGIT ? (ly->nout != 1 && ly->nout != T) : ly->nout != p->width[ly->out])
+			bad++, printf("# layer %d: output width %d, size table %d\n", i, ly->nout, p->width[ly->out]);
+		/* gates multiply the tower layer of their index */
+		if (ly->part == PN_PART_TOWER)
+		{
+			if (c.ppnet ? (ly->gate < 0 || p->layers[ly->gate].part != PN_PART_PPNET ||
+						   p->layers[ly->gate].step != 2 || p->layers[ly->gate].layer != ly->layer - 1 ||
+						   p->layers[ly->gate].nout != T * ly->nout) : ly->gate != -1)
+				bad++, printf("# layer %d: gate hookup\n", i);
+		}
+		if (ly->w >= 0 && ly->w < m->ntensors)
+			seen[ly->w]++;
+	}
+	for (x = 0; x < m->ntensors; x++)
+		if (m->tensors[x].kind == PNT_WEIGHT || strstr(m->tensors[x].name, "tower.") == m->tensors[x].name)
+		{
+			if (m->tensors[x].kind == PNT_WEIGHT)
+				nweights++;
+			if (m->tensors[x].kind == PNT_WEIGHT && seen[x] != 1)
+				bad++, printf("# tensor %s is %d layers' weight\n", m->tensors[x].name, seen[x]);
+		}
+	free(seen);
+	CHECK(bad == 0 && nweights > 0, "plan (%s): every layer's shapes are its tensors', the layers chain, every weight matrix is one layer's", what);
+
+	/* x0's segments tile [0, n0) in order, pv's [0, P*k) */
+	bad = 0;
+	end = 0;
+	for (i = 0; i < p->nx0seg; i++)
+	{
+		const PnSeg *s = &p->x0seg[i];
+
+		if (s->off != end || s->width <= 0)
+			bad++;
+		if (s->kind == PN_SEG_ID || s->kind == PN_SEG_BAG)
+		{
+			if (s->width != k || s->table != m->t_emb_feat[s->field] ||
+				(s->kind == PN_SEG_BAG) != (c.feat[s->field].pooling != PN_POOL_NONE))
+				bad++;
+		}
+		else if (s->kind == PN_SEG_DENSE ? s->width != c.dense : (s->width != k || s->table != m->t_emb_dom || !c.domain_input))
+			bad++;
+		end = s->off + s->width;
+	}
+	CHECK(bad == 0 && end == c.n0 && p->width[PN_ACT_X0] == c.n0,
+		  "plan (%s): x0's %d segments tile [0, %d)", what, p->nx0seg, c.n0);
+	bad = 0;
+	end = 0;
+	for (i = 0; i < p->npvseg; i++)
+	{
+		const PnSeg *s = &p->pvseg[i];
+
+		if (s->off != end || s->width != k || s->table != m->t_emb_pers[s->field] ||
+			(s->kind == PN_SEG_BAG) != (c.pers[s->field].pooling != PN_POOL_NONE))
+			bad++;
+		end = s->off + s->width;
+	}
+	CHECK(bad == 0 && end == c.pk && p->npvseg == c.npers, "plan (%s): pv's segments tile [0, %d)", what, c.pk);
+	/* the size table against the tensors the paths read */
+	CHECK(p->width[PN_ACT_IN_E] == k + c.n0 && p->width[PN_ACT_IN_P] == c.pk + c.n0 &&
+		  p->width[PN_ACT_EH] == (c.epnet ? (int) m->tensors[m->t_ep_w1].shape[0] : 0) &&
+		  p->width[PN_ACT_AH] == (c.aux ? (int) m->tensors[m->t_aux_w1].shape[0] : 0) &&
+		  p->width[PN_ACT_LOGIT] == T && p->wide == T * p->hmax &&
+		  p->width[PN_ACT_G] == (c.ppnet ? p->wide : 0) &&
+		  (!c.ppnet || (int) m->tensors[m->t_pp_w1[0]].shape[1] == p->width[PN_ACT_IN_P]) &&
+		  (!c.epnet || (int) m->tensors[m->t_ep_w1].shape[1] == p->width[PN_ACT_IN_E]),
+		  "plan (%s): the size table's widths are the tensors'", what);
+	/* the readers of x0 and x (the fallback's merged matmuls) */
+	{
+		int			idx[64],
+					n0r = pn_plan_readers(p, PN_ACT_X0, 0, idx),
+					nxr = pn_plan_readers(p, PN_ACT_X, 0, idx),
+					nx = pn_plan_readers(p, PN_ACT_XN, 0, idx);
+
+		CHECK(n0r == (c.epnet ? 1 : 0) + (c.aux ? 1 : 0) && nxr == (c.ppnet ? L : 0) && nx == T,
+			  "plan (%s): %d layers read x0, %d x, %d xn", what, n0r, nxr, nx);
+	}
+	pn_model_free(m);
+	pn_config_free(&c);
+}
+
+
 /*
  * test_core [--any-matmul]: with --any-matmul the oneDNN matmul primitives
  * take any implementation (pn_dnnl_any_impl), so that on a CPU without
@@ -2516,6 +2683,27 @@ main(int argc, char **argv)
 	test_safetensors();
 	test_bad_ids();
 	test_rowwise_gemm();
+	/* the layer plan: T = 2, L = 3 with every part: 2 + 3 * (2 + 2) + 2 + 2 */
+	test_plan("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
+			  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}, {\"name\": \"g\", \"buckets\": 3, \"hash\": false}], "
+			  "\"dense\": 3, \"emb_dim\": 4, \"tasks\": [\"click\", \"buy\"], \"hidden\": [8, 6, 5], \"epnet_hidden\": 7, \"aux_hidden\": 5}",
+			  "all parts on", 18);
+	test_plan("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 2, \"emb_dim\": 4, \"hidden\": [8, 4], "
+			  "\"epnet\": false, \"ppnet\": false, \"pn\": false, \"star\": false, \"aux\": false, \"domain_input\": true}",
+			  "shared bottom, domain_input", 3);
+	test_plan("{\"inputs\": \"columns\", \"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 7}, "
+			  "{\"name\": \"t\", \"buckets\": 9, \"pooling\": \"mean\", \"weights\": \"tw\"}, {\"name\": \"h\", \"buckets\": 8, \"pooling\": \"sum\"}], "
+			  "\"persona\": [{\"name\": \"u\", \"buckets\": 7}, {\"name\": \"l\", \"buckets\": 8, \"pooling\": \"mean\"}], "
+			  "\"dense\": [{\"name\": \"p\"}], \"emb_dim\": 3, \"tasks\": [\"click\", \"buy\"], \"hidden\": [6, 4], \"epnet_hidden\": 5, \"aux_hidden\": 4}",
+			  "multi-valued fields", 14);
+	test_plan("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"persona\": [{\"name\": \"u\", \"buckets\": 9}], "
+			  "\"emb_dim\": 3, \"hidden\": [8], \"tasks\": [\"a\", \"b\", \"c\"], \"pn\": false, \"star\": false, \"aux\": false}", "PEPNet only", 10);
+	test_plan("{\"domains\": 4, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 2, \"emb_dim\": 3, \"hidden\": [8, 8], "
+			  "\"epnet\": false, \"ppnet\": false}", "STAR only", 5);
+	test_plan("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
+			  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 1, \"emb_dim\": 4, \"tasks\": [\"click\", \"buy\"], "
+			  "\"hidden\": [8, 6], \"epnet_hidden\": 7, \"aux_hidden\": 5, \"pn\": false, \"domain_input\": true}",
+			  "every part but PN on, domain_input", 14);
 	test_panels_gemm();
 	test_engine_small("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 500}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
 					  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 3, \"emb_dim\": 8, "
