@@ -4,7 +4,7 @@
  *		computes for a few configs (all parts on, shared bottom with
  *		domain_input, multi-valued fields, PEPNet only, STAR with negative
  *		down-sampling, every part but PN with domain_input, the bench
- *		model's widths): pn_score_bags (GEMV and row-wise), the batched
+ *		model's widths): pn_score_bags (the GEMV scorer), the batched
  *		engine, the evaluator, and four training steps (losses, logits, the
  *		weights after them).  Built against two trees, equal output means a
  *		refactoring of the core changed no bit of any path on this CPU.
@@ -44,9 +44,9 @@ static void run(const char *json)
 	for (j = 0; j < 16; j++) { int q = 0; off[j][0] = 0; for (i = 0; i < n; i++) { int cnt = rnd() % 4; while (cnt--) { rows[j][q] = rnd() % 5; wts[j][q] = rf(); q++; } off[j][i + 1] = q; }
 		fbag[j].off = off[j]; fbag[j].rows = rows[j]; fbag[j].weights = (j & 1) ? wts[j] : NULL; pbag[j] = fbag[j]; }
 	PnBag *fb = c.bags ? fbag : NULL, *pb = c.bags ? pbag : NULL;
-	uint64_t hs = 1469598103934665603ULL, he = hs, hr = hs, ht = hs, hv = hs;
+	uint64_t hs = 1469598103934665603ULL, he = hs, ht = hs, hv = hs;
 	PnDomainCache *dc; PnPersona *pp; double *out = malloc(8 * n * T); float *lg = malloc(4 * n * T);
-	PnWork *w = pn_work_new(m, n), *wr = pn_work_new_rowwise(m, n); PnEngine *eng;
+	PnWork *w = pn_work_new(m, n); PnEngine *eng;
 	if (pn_engine_new(m, PN_FP32, PN_TILE, NULL, &eng, &e)) { printf("ERR %s\n", e.msg); exit(1); }
 	for (int d = 0; d < c.domains; d++) {
 		if (pn_domain_build(m, d, &dc, &e) || pn_persona_build_bags(m, pers, pb, &pp, &e)) { printf("ERR %s\n", e.msg); exit(1); }
@@ -54,8 +54,6 @@ static void run(const char *json)
 		hs = h64(out, 8 * n * T, hs);
 		if (pn_score_bags(m, dc, pp, w, 1, feat, fb, dense, out, &e)) { printf("ERR %s\n", e.msg); exit(1); }
 		hs = h64(out, 8 * T, hs);
-		if (pn_score_bags(m, dc, pp, wr, n, feat, fb, dense, out, &e)) { printf("ERR %s\n", e.msg); exit(1); }
-		hr = h64(out, 8 * n * T, hr);
 		if (pn_engine_prepare_domain(eng, dc, NULL, &e) || pn_engine_score_bags(eng, dc, pp, n, feat, fb, dense, out, NULL, &e)) { printf("ERR %s\n", e.msg); exit(1); }
 		he = h64(out, 8 * n * T, he);
 		pn_domain_free(dc); pn_persona_free(pp);
@@ -69,8 +67,8 @@ static void run(const char *json)
 	for (i = 0; i < 4; i++) { if (pn_train_step(tr, &b, &loss, &e)) { printf("ERR tr %s\n", e.msg); exit(1); } ht = h64(&loss, 8, ht); }
 	if (pn_train_predict(tr, &b, lg, &e)) { printf("ERR %s\n", e.msg); exit(1); }
 	ht = h64(lg, 4 * n * T, ht); ht = h64(m->data, 4 * (size_t) m->total, ht);
-	printf("score %016llx rowwise %016llx engine %016llx eval %016llx train %016llx\n", (unsigned long long) hs, (unsigned long long) hr, (unsigned long long) he, (unsigned long long) hv, (unsigned long long) ht);
-	pn_trainer_free(tr); pn_engine_free(eng); pn_work_free(w); pn_work_free(wr); pn_model_free(m); pn_config_free(&c);
+	printf("score %016llx engine %016llx eval %016llx train %016llx\n", (unsigned long long) hs, (unsigned long long) he, (unsigned long long) hv, (unsigned long long) ht);
+	pn_trainer_free(tr); pn_engine_free(eng); pn_work_free(w); pn_model_free(m); pn_config_free(&c);
 }
 
 int main(void)

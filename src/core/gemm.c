@@ -113,8 +113,8 @@ gemm_panels_portable(int M, int N, int K, const float *A, int lda, const float *
 #define PN_INLINE __attribute__((always_inline)) inline
 
 /*
- * gamma * sigmoid on 8 lanes: pn_sigmoid_scale's operations in its order
- * (as sigmoid8_avx2 in infer.c)
+ * gamma * sigmoid on 8 lanes: pn_sigmoid_scale's operations (vmath.h) in
+ * its order
  */
 static PN_INLINE PN_AVX2 __m256
 sigmoid8(__m256 v, __m256 gamma)

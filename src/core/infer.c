@@ -24,7 +24,6 @@
 struct PnWork
 {
 	int			nmax;
-	bool		rowwise;		/* pn_gemm_rows for every matmul (see pn_work_new_rowwise) */
 	float	   *x0;				/* [n, n0] embeddings and dense */
 	float	   *x;				/* [n, n0] EPNet output */
 	float	   *eh;				/* [n, he] EPNet hidden */
@@ -384,21 +383,6 @@ pn_work_free(PnWork *w)
 	pn_free(w);
 }
 
-/*
- * Workspace for blocks of up to nmax candidates whose every matmul is
- * pn_gemm_rows and whose output dots are per row: a candidate's scores
- * then depend on it alone, not on n or its place in the block.
- */
-PnWork *
-pn_work_new_rowwise(const PnModel *m, int nmax)
-{
-	PnWork	   *w = pn_work_new(m, nmax);
-
-	if (w)
-		w->rowwise = true;
-	return w;
-}
-
 /* floats of n rows of activation a in the plan's size table (at least one) */
 static size_t
 act_floats(const PnModel *m, PnAct a, size_t n)
@@ -672,134 +656,14 @@ gemm_rows_avx2(int M, int N, int K, const float *A, int lda, const float *W, int
 }
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__)
-/*
- * pn_sigmoid_scale (vmath.h) on 8 lanes, the same operations in the same
- * order (no fused multiply-adds), so the same bits; the tail goes through
- * the same code in a padded vector
- */
-static inline PN_AVX2 __m256
-sigmoid8_avx2(__m256 v, __m256 gamma)
-{
-	const __m256 one = _mm256_set1_ps(1.0f);
-	__m256		t,
-				fn,
-				r,
-				r2,
-				p,
-				scale;
-	__m256i		n;
-
-	/* clamped to [-87, 87]; a NaN stays NaN (max/min return their second operand then) */
-	v = _mm256_max_ps(_mm256_set1_ps(-87.0f), v);
-	v = _mm256_min_ps(_mm256_set1_ps(87.0f), v);
-	v = _mm256_sub_ps(_mm256_setzero_ps(), v);	/* the exponent is -v */
-	t = _mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f));
-	n = _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_blendv_ps(_mm256_set1_ps(-0.5f), _mm256_set1_ps(0.5f),
-															   _mm256_cmp_ps(t, _mm256_setzero_ps(), _CMP_GE_OQ))));
-	fn = _mm256_cvtepi32_ps(n);
-	r = _mm256_add_ps(_mm256_sub_ps(v, _mm256_mul_ps(fn, _mm256_set1_ps(0.693359375f))),
-					  _mm256_mul_ps(fn, _mm256_set1_ps(2.12194440e-4f)));
-	r2 = _mm256_mul_ps(r, r);
-	p = _mm256_set1_ps(1.9875691500e-4f);
-	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
-	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
-	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
-	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
-	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
-	p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, r2), r), one);
-	scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
-	return _mm256_div_ps(gamma, _mm256_add_ps(one, _mm256_mul_ps(p, scale)));
-}
-
-static PN_AVX2 void
-sigmoid_scale_avx2(float *y, size_t n, float gamma)
-{
-	__m256		g = _mm256_set1_ps(gamma);
-	size_t		i;
-
-	for (i = 0; i + 8 <= n; i += 8)
-		_mm256_storeu_ps(y + i, sigmoid8_avx2(_mm256_loadu_ps(y + i), g));
-	if (i < n)
-	{
-		float		buf[8] = {0};
-
-		memcpy(buf, y + i, sizeof(float) * (n - i));
-		_mm256_storeu_ps(buf, sigmoid8_avx2(_mm256_loadu_ps(buf), g));
-		memcpy(y + i, buf, sizeof(float) * (n - i));
-	}
-}
-#endif
-
-#if defined(__x86_64__) && defined(__GNUC__)
-/* y = max(y, 0) as pn_relu (NaN and -0 give +0) */
-static PN_AVX2 void
-relu_avx2(float *y, size_t n)
-{
-	size_t		i;
-
-	for (i = 0; i + 8 <= n; i += 8)
-		_mm256_storeu_ps(y + i, _mm256_max_ps(_mm256_loadu_ps(y + i), _mm256_setzero_ps()));
-	for (; i < n; i++)
-		y[i] = y[i] > 0.0f ? y[i] : 0.0f;
-}
-
-/* y *= x */
-static PN_AVX2 void
-mul_avx2(float *y, const float *x, size_t n)
-{
-	size_t		i;
-
-	for (i = 0; i + 8 <= n; i += 8)
-		_mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
-	for (; i < n; i++)
-		y[i] *= x[i];
-}
-#endif
-
-/* relu over y [n] (8 lanes in a row-wise workspace on AVX2 CPUs, the same bits) */
-static void
-relu(const PnWork *w, float *y, size_t n)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-	if (w->rowwise && pn_gemm_rows_avx2())
-	{
-		relu_avx2(y, n);
-		return;
-	}
-#endif
-	pn_relu(y, n);
-}
-
 /* y [n] *= x [n] */
 static void
-mul(const PnWork *w, float *y, const float *x, size_t n)
+mul(float *y, const float *x, size_t n)
 {
 	size_t		i;
 
-#if defined(__x86_64__) && defined(__GNUC__)
-	if (w->rowwise && pn_gemm_rows_avx2())
-	{
-		mul_avx2(y, x, n);
-		return;
-	}
-#endif
 	for (i = 0; i < n; i++)
 		y[i] *= x[i];
-}
-
-/* gamma * sigmoid over y [n]: 8 lanes in a row-wise workspace on AVX2 CPUs (the same bits) */
-static void
-sigmoid_scale(const PnWork *w, float *y, size_t n, float gamma)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-	if (w->rowwise && pn_gemm_rows_avx2())
-	{
-		sigmoid_scale_avx2(y, n, gamma);
-		return;
-	}
-#endif
-	pn_sigmoid_scale(y, n, gamma);
 }
 
 /*
@@ -813,13 +677,13 @@ post_op(const PnModel *m, const PnWork *w, const PnLayer *ly, int n, float *y, f
 	size_t		cnt = (size_t) n * ly->nout;
 
 	if (ly->post == PN_POST_RELU)
-		relu(w, y, cnt);
+		pn_relu(y, cnt);
 	else if (ly->post == PN_POST_GATE)
-		sigmoid_scale(w, y, cnt, m->cfg.gamma);
+		pn_sigmoid_scale(y, cnt, m->cfg.gamma);
 	if (ly->mul == PN_MUL_X0)
-		mul(w, y, w->x0, cnt);
+		mul(y, w->x0, cnt);
 	else if (ly->mul == PN_MUL_TOWER)
-		mul(w, tower, y, cnt);
+		mul(tower, y, cnt);
 }
 
 /* Whether pn_gemm_rows runs its AVX2 + FMA kernels on this CPU */
@@ -856,17 +720,14 @@ pn_gemm_rows(int M, int N, int K, const float *A, int lda, const float *W, int l
 }
 
 /*
- * C [n, out] += A [n, in] W [out, in]^T: pn_gemm_rows in a row-wise
- * workspace; else one GEMM, or a GEMV for a single candidate
- * (pepnet_predict), where OpenBLAS's sgemv is several times faster than
- * an sgemm with one row.
+ * C [n, out] += A [n, in] W [out, in]^T: one GEMM, or a GEMV for a single
+ * candidate (pepnet_predict), where OpenBLAS's sgemv is several times
+ * faster than an sgemm with one row.
  */
 static void
-linear_acc(const PnWork *w, int n, int out, int in, const float *A, int lda, const float *W, int ldw, float *C, int ldc)
+linear_acc(int n, int out, int in, const float *A, int lda, const float *W, int ldw, float *C, int ldc)
 {
-	if (w->rowwise)
-		pn_gemm_rows(n, out, in, A, lda, W, ldw, C, ldc);
-	else if (n == 1)
+	if (n == 1)
 		cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, W, ldw, A, 1, 1.0f, C, 1);
 	else
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
@@ -1018,14 +879,14 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 				{
 					/* eh = relu(W1 [dv; x0] + b1) */
 					pn_fill_rows(w->eh, n, g, dc->ep_bias);
-					linear_acc(w, n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->eh, g);
+					linear_acc(n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->eh, g);
 					post_op(m, w, ly, n, w->eh, NULL);
 				}
 				else
 				{
 					/* x = gamma * sigmoid(W2 eh + b2) ⊙ x0 */
 					pn_fill_rows(w->x, n, g, PN_T(m, ly->b));
-					linear_acc(w, n, g, ly->nin, w->eh, ly->nin, PN_T(m, ly->w), ly->ldw, w->x, g);
+					linear_acc(n, g, ly->nin, w->eh, ly->nin, PN_T(m, ly->w), ly->ldw, w->x, g);
 					post_op(m, w, ly, n, w->x, NULL);
 				}
 				break;
@@ -1038,8 +899,8 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 					if (ly->task != 0)
 						break;
 					pn_fill_rows(a, n, tg, dc->b1);
-					linear_acc(w, n, tg, ly->nin, w->x, n0, dc->w1, ly->nin, a, tg);
-					relu(w, a, (size_t) n * tg);
+					linear_acc(n, tg, ly->nin, w->x, n0, dc->w1, ly->nin, a, tg);
+					pn_relu(a, (size_t) n * tg);
 				}
 				else
 				{
@@ -1050,12 +911,12 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 
 					for (r = 0; r < n; r++)
 						memcpy(b + (size_t) r * T * g + ly->task * g, dc->b[x], sizeof(float) * g);
-					linear_acc(w, n, g, hp, a + ly->task * hp, T * hp, dc->w[x], hp, b + ly->task * g, T * g);
+					linear_acc(n, g, hp, a + ly->task * hp, T * hp, dc->w[x], hp, b + ly->task * g, T * g);
 					if (ly->task == T - 1)
 					{
 						float	   *s = a;
 
-						relu(w, b, (size_t) n * T * g);
+						pn_relu(b, (size_t) n * T * g);
 						a = b;
 						b = s;
 					}
@@ -1066,14 +927,14 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 				{
 					/* gh = relu(W1 [pv; x] + b1), the pv part is the persona's bias */
 					pn_fill_rows(w->gh, n, g, pp->gbias[ly->layer]);
-					linear_acc(w, n, g, ly->nin, w->x, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->gh, g);
+					linear_acc(n, g, ly->nin, w->x, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->gh, g);
 					post_op(m, w, ly, n, w->gh, NULL);
 				}
 				else
 				{
 					/* g = gamma * sigmoid(W2 gh + b2), times every task's tower layer */
 					pn_fill_rows(w->g, n, g, PN_T(m, ly->b));
-					linear_acc(w, n, g, ly->nin, w->gh, ly->nin, PN_T(m, ly->w), ly->ldw, w->g, g);
+					linear_acc(n, g, ly->nin, w->gh, ly->nin, PN_T(m, ly->w), ly->ldw, w->g, g);
 					post_op(m, w, ly, n, w->g, a);
 				}
 				break;
@@ -1084,14 +945,8 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 								x = PN_TW(c, ly->task, ly->layer),
 								r;
 
-					if (w->rowwise)
-					{
-						memset(w->tmp, 0, sizeof(float) * n);
-						pn_gemm_rows(n, 1, hL, a + ly->task * hL, T * hL, dc->w[x], hL, w->tmp, 1);
-					}
-					else
-						cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hL, 1.0f, a + ly->task * hL, T * hL,
-									dc->w[x], 1, 0.0f, w->tmp, 1);
+					cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hL, 1.0f, a + ly->task * hL, T * hL,
+								dc->w[x], 1, 0.0f, w->tmp, 1);
 					for (r = 0; r < n; r++)
 						w->logit[(size_t) r * T + ly->task] = w->tmp[r] + dc->b[x][0];
 				}
@@ -1101,7 +956,7 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 				{
 					/* ah = relu(V1 [dv; x0] + e1) */
 					pn_fill_rows(w->ah, n, g, dc->aux_bias);
-					linear_acc(w, n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->ah, g);
+					linear_acc(n, g, ly->nin, w->x0, n0, PN_T(m, ly->w) + ly->npre, ly->ldw, w->ah, g);
 					post_op(m, w, ly, n, w->ah, NULL);
 				}
 				else
@@ -1113,7 +968,7 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 					for (r = 0; r < n; r++)
 						for (t = 0; t < T; t++)
 							w->logit[(size_t) r * T + t] += PN_T(m, ly->b)[t];
-					linear_acc(w, n, g, ly->nin, w->ah, ly->nin, PN_T(m, ly->w), ly->ldw, w->logit, T);
+					linear_acc(n, g, ly->nin, w->ah, ly->nin, PN_T(m, ly->w), ly->ldw, w->logit, T);
 				}
 				break;
 		}

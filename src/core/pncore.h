@@ -407,13 +407,6 @@ void		pn_persona_free(PnPersona *p);
 typedef struct PnWork PnWork;
 PnWork	   *pn_work_new(const PnModel *m, int nmax);
 /*
- * A workspace whose pn_score runs every matmul with pn_gemm_rows and the
- * output dots per row: each candidate's scores are then a function of its
- * own inputs alone (bit for bit, whatever n and its place in the block).
- * (The batched engine's fallback runs pn_gemm_panels instead, engine.c.)
- */
-PnWork	   *pn_work_new_rowwise(const PnModel *m, int nmax);
-/*
  * C [M, N] += A [M, K] W [N, K]^T (row strides lda, ldw, ldc), every
  * element summed in an order that depends on K only (infer.c); AVX2 + FMA
  * kernels where pn_gemm_rows_avx2(), else fmaf in the same order.
