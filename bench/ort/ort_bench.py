@@ -8,7 +8,7 @@ environment) after the ONNX graphs and C programs are built; bench/ort.sh does e
 1. Scoring, N = 1, 10, 100, 1000 candidates per request, interleaved in rounds, one thread each,
    the same weights (bench model, StarPepNet.init_random(2)) and the same requests:
    ONNX Runtime fp32 and int8 (bench/ort/ort_score.c, C API; CPU time of its process) against
-   pepnet_score fp32 (and bf16 where the CPU has it) through a prepared statement, every row
+   pepnet_score fp32 (and bf16, int8 where the build and CPU have them) through a prepared statement, every row
    fetched (CPU time of the backend from /proc/<pid>/schedstat; the Python client's CPU apart),
    and pepnet_predict at N = 1.  Scores are compared first (max abs diff).
 2. End to end (bench/ort/ort_pipeline.c, CPU of every process: client and backends):
@@ -38,6 +38,7 @@ import export_onnx as ex  # noqa: E402
 
 NS = (1, 10, 100, 1000)
 MODEL = "bench_ort"
+REDUCED = ("bf16", "int8")    # pepnet.precision values tried besides fp32
 
 
 def ort_lib():
@@ -179,19 +180,20 @@ def main():
     ex.write_requests(reqfile, sets)
     ort = {p: OrtScorer(args.build, prefix, p, reqfile) for p in ("fp32", "int8")}
 
-    # bf16 where the CPU has it (pepnet refuses it elsewhere)
-    try:
-        cur.execute("SET pepnet.precision = bf16")
-        d, p, f = sets[1][0]
-        cur.execute("SELECT count(*) FROM pepnet_score(%s, %s, %s::bigint[], %s::bigint[])",
-                    (mref, d, bs.arr_lit(p), bs.arr_lit(f)))
-        precs = ["fp32", "bf16"]
-        R["bf16"] = "available"
-    except psycopg2.Error as e:
-        precs = ["fp32"]
-        R["bf16"] = "not available: %s" % e.pgerror.strip().splitlines()[0]
-    cur.execute("SET pepnet.precision = fp32")
-    log("pepnet bf16: %s" % R["bf16"])
+    # the reduced precisions where this build and CPU have them (pepnet refuses them elsewhere)
+    precs = ["fp32"]
+    for pr in REDUCED:
+        try:
+            cur.execute("SET pepnet.precision = " + pr)
+            d, p, f = sets[1][0]
+            cur.execute("SELECT count(*) FROM pepnet_score(%s, %s, %s::bigint[], %s::bigint[])",
+                        (mref, d, bs.arr_lit(p), bs.arr_lit(f)))
+            precs.append(pr)
+            R[pr] = "available"
+        except psycopg2.Error as e:
+            R[pr] = "not available: %s" % e.pgerror.strip().splitlines()[0]
+        cur.execute("SET pepnet.precision = fp32")
+        log("pepnet %s: %s" % (pr, R[pr]))
 
     # parity on the same requests: pepnet fp32 vs ORT fp32 / int8 / PyTorch
     par = {}
@@ -211,8 +213,8 @@ def main():
         par[n] = {"ort_fp32_vs_pepnet_fp32": float(np.abs(got["fp32"] - pf).max()),
                   "ort_int8_vs_pepnet_fp32": float(np.abs(got["int8"] - pf).max()),
                   "torch_vs_pepnet_fp32": float(np.abs(np.concatenate(tch) - pf).max())}
-        if "bf16" in pg:
-            par[n]["pepnet_bf16_vs_fp32"] = float(np.abs(np.array(pg["bf16"]) - pf).max())
+        for pr in precs[1:]:
+            par[n]["pepnet_%s_vs_fp32" % pr] = float(np.abs(np.array(pg[pr]) - pf).max())
     cur.execute("SET pepnet.precision = fp32")
     R["parity"] = {str(k): v for k, v in par.items()}
     log("parity (max abs diff of probabilities): %s" % json.dumps(R["parity"]))
@@ -431,9 +433,9 @@ def main():
     if args.workers > 0:
         for k in ("top20_pepnet_score_query", "table_pepnet_ctas"):
             jobs[k + "_parallel"] = ("sql", jobs[k][1], args.workers)
-    if "bf16" in precs:
+    for pr in precs[1:]:
         for k in ("top20_pepnet_score_query", "table_pepnet_ctas"):
-            jobs[k.replace("pepnet", "pepnet_bf16")] = ("sql", "SET pepnet.precision = bf16; " + jobs[k][1])
+            jobs[k.replace("pepnet", "pepnet_" + pr)] = ("sql", "SET pepnet.precision = %s; %s" % (pr, jobs[k][1]))
     E = {k: [] for k in jobs}
     runs = 1 if q else 3
 
@@ -486,6 +488,9 @@ def main():
         E["top20_pepnet_score_query"][0])
     checks["top20_overlap_ort_int8_vs_fp32"] = len(set(top_ids(E["top20_ort_int8"][0])) & set(top_ids(
         E["top20_ort_fp32"][0])))
+    for pr in precs[1:]:
+        checks["top20_overlap_pepnet_%s_vs_fp32" % pr] = len(set(top_ids(E["top20_pepnet_%s_score_query" % pr][0])) & set(
+            top_ids(E["top20_pepnet_score_query"][0])))
     R["e2e_checks"] = checks
     R["e2e"] = {k: {"runs": v, "median_cpu": statistics.median(total_cpu(x) for x in v)}
                 for k, v in E.items()}
@@ -518,7 +523,7 @@ def score_report(R):
              R["postgres"].split(",")[0], la0[0], la0[1], la0[2], la1[0], la1[1], la1[2],
              (" Before: %s in a second backend." % R["before_so"]) if R.get("before_so") else "")]
     kinds = [k for k in ("ort_fp32", "ort_int8", "pepnet_fp32", "pepnet_fp32_before", "predict_fp32",
-                         "predict_fp32_before", "pepnet_bf16") if any(k in S[str(n)] for n in NS)]
+                         "predict_fp32_before", "pepnet_bf16", "pepnet_int8") if any(k in S[str(n)] for n in NS)]
     L.append("| N | " + " | ".join(kinds) + " | pepnet_fp32 / ORT fp32 | pepnet_fp32 / before | pepnet_fp32 / predict_fp32 |")
     L.append("|---|" + "---|" * (len(kinds) + 3))
     for n in NS:
@@ -544,8 +549,9 @@ def score_table(R, precs):
     L.append("**Scoring, candidates/s per core from CPU time** (ORT: its process; pepnet: the backend, "
              "`EXECUTE` of a prepared `SELECT idx, score FROM pepnet_score(...)`, rows fetched; in brackets "
              "with the Python client's CPU):\n")
-    head = ["N", "ORT fp32", "ORT int8 (dynamic)", "pepnet_score fp32"] + (["pepnet_score bf16"] if "bf16" in precs else []) + \
-        ["pepnet fp32 / ORT fp32", "pepnet fp32 / ORT int8"]
+    head = ["N", "ORT fp32", "ORT int8 (dynamic)", "pepnet_score fp32"] + ["pepnet_score " + pr for pr in precs[1:]] + \
+        ["pepnet fp32 / ORT fp32", "pepnet fp32 / ORT int8"] + \
+        (["pepnet int8 / ORT int8", "pepnet int8 / pepnet fp32"] if "int8" in precs else [])
     L.append("| " + " | ".join(head) + " |")
     L.append("|" + "---|" * len(head))
     for n in NS:
@@ -556,10 +562,13 @@ def score_table(R, precs):
                                 ("; pepnet_predict %s (%s)" % (fmt(r["predict_fp32"]["cand_per_s_cpu"]),
                                                                fmt(r["predict_fp32"]["cand_per_s_cpu_with_client"])))
                                 if "predict_fp32" in r else "")]
-        if "bf16" in precs:
-            cells.append("%s (%s)" % (fmt(r["pepnet_bf16"]["cand_per_s_cpu"]), fmt(r["pepnet_bf16"]["cand_per_s_cpu_with_client"])))
+        for pr in precs[1:]:
+            cells.append("%s (%s)" % (fmt(r["pepnet_" + pr]["cand_per_s_cpu"]), fmt(r["pepnet_" + pr]["cand_per_s_cpu_with_client"])))
         cells += ["%.2fx" % (pf["cand_per_s_cpu"] / r["ort_fp32"]["cand_per_s_cpu"]),
                   "%.2fx" % (pf["cand_per_s_cpu"] / r["ort_int8"]["cand_per_s_cpu"])]
+        if "int8" in precs:
+            cells += ["%.2fx" % (r["pepnet_int8"]["cand_per_s_cpu"] / r["ort_int8"]["cand_per_s_cpu"]),
+                      "%.2fx" % (r["pepnet_int8"]["cand_per_s_cpu"] / pf["cand_per_s_cpu"])]
         L.append("| " + " | ".join(cells) + " |")
     L.append("")
     L.append("Per call, us of CPU (ORT / pepnet backend / pepnet's Python client): " + "; ".join(
@@ -577,7 +586,7 @@ def report(R, precs):
                  R["source"].get("commit", "?"), R["started"], R["machine"].get("cpu", "?"), R["machine"].get("nproc", 0),
                  R["postgres"].split(",")[0], la0[0], la0[1], la0[2], la1[0], la1[1], la1[2],
                  "a shared, noisy machine" if max(la0[0], la1[0]) > 1.5 else "a quiet machine"))
-    L.append("pepnet bf16: %s.\n" % R["bf16"])
+    L.append("".join("pepnet %s: %s.\n" % (pr, R.get(pr, "not tried")) for pr in REDUCED))
     L += score_table(R, precs)
     L.append("Parity (max abs diff of probabilities, all tasks, same requests): " + "; ".join(
         "N=%s: %s" % (n, ", ".join("%s %.1e" % (k, v) for k, v in p.items())) for n, p in R["parity"].items()) + ".\n")
@@ -593,6 +602,7 @@ def report(R, precs):
         "top20_pepnet_score_query": "top-20, pepnet_score_query ... ORDER BY score DESC LIMIT 20 (fp32, serial)",
         "top20_pepnet_score_query_parallel": "top-20, the same with max_parallel_workers_per_gather = %d" % w,
         "top20_pepnet_bf16_score_query": "top-20, the same in bf16",
+        "top20_pepnet_int8_score_query": "top-20, the same in int8",
         "top20_pepnet_score": "top-20, pepnet_score over array_agg, ids by subscript (fp32)",
         "top20_pepnet_score_rows": "top-20, named form: pepnet_score_rows over ARRAY(SELECT c FROM view c) (fp32)",
         "top20_ort_fp32": "top-20, C pipeline: binary COPY out, ORT fp32 batches of 1,000, heap",
@@ -600,6 +610,7 @@ def report(R, precs):
         "table_pepnet_ctas": "table, CREATE TABLE AS ... pepnet_score_query (fp32, serial)",
         "table_pepnet_ctas_parallel": "table, the same with max_parallel_workers_per_gather = %d" % w,
         "table_pepnet_bf16_ctas": "table, the same in bf16",
+        "table_pepnet_int8_ctas": "table, the same in int8",
         "table_ort_fp32": "table, C pipeline: binary COPY out, ORT fp32, binary COPY in (2 connections)",
         "table_ort_int8": "table, the same with ORT int8",
         "table_floor_ctas": "(floor) CREATE TABLE AS SELECT uid, id, 0.5 FROM the table: no model",
@@ -632,6 +643,14 @@ def report(R, precs):
                  ratio("top20_ort_fp32", "top20_pepnet_score"), ratio("top20_ort_fp32", "top20_pepnet_score_rows"),
                  ratio("table_ort_fp32", "table_pepnet_ctas"), ratio("table_ort_fp32", "table_pepnet_ctas_parallel"),
                  ratio("top20_ort_int8", "top20_pepnet_score_query"), ratio("table_ort_int8", "table_pepnet_ctas")))
+    for pr in ("bf16", "int8"):
+        if "top20_pepnet_%s_score_query" % pr in E:
+            L.append("Same precision on both sides where ORT has it: pepnet %s against ORT int8: top-20 %.2fx, table %.2fx; "
+                     "against ORT fp32: top-20 %.2fx, table %.2fx.\n" % (
+                         pr, ratio("top20_ort_int8", "top20_pepnet_%s_score_query" % pr),
+                         ratio("table_ort_int8", "table_pepnet_%s_ctas" % pr),
+                         ratio("top20_ort_fp32", "top20_pepnet_%s_score_query" % pr),
+                         ratio("table_ort_fp32", "table_pepnet_%s_ctas" % pr)))
     L.append("Checks: %s.\n" % json.dumps(R["e2e_checks"]))
     return "\n".join(L)
 
