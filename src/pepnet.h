@@ -73,6 +73,14 @@ typedef struct PepnetRef
 	TransactionId xmin;
 } PepnetRef;
 
+/* pepnet's registry tables as this backend found them by name (cache.c) */
+typedef struct PepnetTables
+{
+	Oid			nsp;			/* schema pepnet */
+	Oid			models;
+	Oid			deployments;	/* InvalidOid when missing */
+} PepnetTables;
+
 /* the files in layer order, each using only those above it (docs/source-layout.md) */
 
 /* util.c */
@@ -137,7 +145,7 @@ extern bool weights_where(const char *name, int32 version, MemoryContext cxt, by
 extern uint64 stream_chunks(const char *name, int32 version, uint64 len, EmitFn emit, void *arg);
 
 /* models.c */
-extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
+extern void pepnet_lookup_ref(const char *name, int32 version, const PepnetTables *tables, PepnetRef *out);
 extern PnModel *pepnet_load_model(const PepnetRef *ref, char *name, int32 *version);
 extern PnModel *pepnet_load_layout(const PepnetRef *ref, char *name, int32 *version);
 extern int32 pepnet_insert_version(const char *name, const char *config_json, const PnModel *model,
