@@ -422,6 +422,8 @@ pepnet_cache_get(const PepnetRef *ref)
 		e->model = m;
 		e->domains = domains;
 		e->engine[0] = e->engine[1] = NULL;
+		e->persona = NULL;
+		e->persona_ids = NULL;
 		e->ndomains = 0;
 		e->work = work;
 		e->xmin = ref->xmin;
@@ -525,6 +527,40 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	e->bytes = MemoryContextMemAllocated(e->cxt, true);
 	evict(e, false);
 	return eng;
+}
+
+/*
+ * The persona part of a request to version e (the persona's embeddings and
+ * the PPNet gates' persona biases), persona: its ids [npers] (NULL without
+ * persona fields).  The last one built for e is kept in e's memory (freed
+ * with the version's entry) and returned while the same ids come again, as
+ * a user's requests in a row do; another persona replaces it.  The ids are
+ * the whole key: the version's weights never change under its entry.
+ */
+const PnPersona *
+pepnet_cache_persona(PepnetEntry *e, const int64 *persona)
+{
+	int			P = e->model->cfg.npers;
+	PnPersona  *pp;
+	PnError		err = {0};
+	MemoryContext old;
+
+	if (e->persona != NULL && (P == 0 || memcmp(e->persona_ids, persona, sizeof(int64) * P) == 0))
+		return e->persona;
+	old = MemoryContextSwitchTo(e->cxt);
+	if (pn_persona_build(e->model, persona, &pp, &err) != PN_OK)
+	{
+		MemoryContextSwitchTo(old);
+		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+	}
+	if (e->persona_ids == NULL)
+		e->persona_ids = palloc(sizeof(int64) * (P + 1));
+	MemoryContextSwitchTo(old);
+	pn_persona_free(e->persona);
+	e->persona = pp;
+	if (P > 0)
+		memcpy(e->persona_ids, persona, sizeof(int64) * P);
+	return pp;
 }
 
 /* pepnet_cache(): what this backend holds */

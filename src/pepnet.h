@@ -53,6 +53,8 @@ typedef struct PepnetEntry
 	int			ndomains;
 	PnWork	   *work;			/* pepnet_predict's workspace (GEMV) */
 	PnEngine   *engine[2];		/* batched scoring per precision, made on first use */
+	PnPersona  *persona;		/* pepnet_score's last persona, reused while it repeats */
+	int64	   *persona_ids;	/* its ids [npers] */
 	Size		bytes;
 	int64		hits;
 	TimestampTz built_at;
@@ -164,6 +166,7 @@ extern void pepnet_resolve(const char *ref, PepnetRef *out);
 extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
 extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc);
+extern const PnPersona *pepnet_cache_persona(PepnetEntry *e, const int64 *persona);
 
 /* score.c */
 extern void pepnet_score_init(void);

@@ -292,7 +292,7 @@ build_persona(PepnetEntry *e, const int64 *persona)
  * scores wherever they stand.
  */
 static void
-score_request(PepnetEntry *e, PnDomainCache *dc, PnPersona *pp, const Request *r, double *out)
+score_request(PepnetEntry *e, PnDomainCache *dc, const PnPersona *pp, const Request *r, double *out)
 {
 	PnEngine   *eng = pepnet_cache_engine(e, pepnet_precision, dc);
 	PnError		err = {0};
@@ -338,7 +338,7 @@ score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
 	PepnetRef	pr;
 	PepnetEntry *e;
 	PnDomainCache *dc;
-	PnPersona  *pp;
+	const PnPersona *pp;
 	Request		r;
 	double	   *out;
 	int			T,
@@ -374,7 +374,7 @@ score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "pepnet score", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(tmp);
 	dc = pepnet_cache_domain(e, r.domain);
-	pp = build_persona(e, r.persona);
+	pp = pepnet_cache_persona(e, r.persona);
 	out = palloc_extended(sizeof(double) * (size_t) r.n * T, MCXT_ALLOC_HUGE);
 	score_request(e, dc, pp, &r, out);
 	arr = scores_array(T);
