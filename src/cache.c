@@ -57,7 +57,6 @@ static HTAB *entries = NULL;	/* (name, version) -> PepnetEntry */
 static HTAB *refs = NULL;		/* reference text -> PepnetRef, per statement */
 static Oid	models_relid = InvalidOid;	/* the table the cached versions came from */
 static PepnetTables tables;		/* pepnet's tables, found by name */
-static bool tables_valid = false;
 static bool callbacks_registered = false;
 static uint64 lru_clock = 0;
 static MemoryContext cache_cxt = NULL;
@@ -144,13 +143,13 @@ static void
 tables_relcache_cb(Datum arg, Oid relid)
 {
 	if (!OidIsValid(relid) || relid == tables.models || relid == tables.deployments)
-		tables_valid = false;
+		tables.valid = false;
 }
 
 static void
 tables_syscache_cb(Datum arg, int cacheid, uint32 hashvalue)
 {
-	tables_valid = false;
+	tables.valid = false;
 }
 
 /*
@@ -174,7 +173,7 @@ ensure_tables(void)
 	}
 	for (;;)
 	{
-		if (!tables_valid)
+		if (!tables.valid)
 		{
 			Oid			nsp = get_namespace_oid("pepnet", true);
 			Oid			mrel = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
@@ -187,11 +186,11 @@ ensure_tables(void)
 			tables.nsp = nsp;
 			tables.models = mrel;
 			tables.deployments = get_relname_relid("deployments", nsp);
-			tables_valid = true;
+			tables.valid = true;
 		}
 		/* taking the lock reads the invalidation messages committed before it */
 		LockRelationOid(tables.models, AccessShareLock);
-		if (tables_valid)
+		if (tables.valid)
 			break;
 		UnlockRelationOid(tables.models, AccessShareLock);
 	}

@@ -326,7 +326,8 @@ lookup_ref_scan(const char *name, int32 version, const PepnetTables *t, PepnetRe
 
 		if (OidIsValid(t->deployments))
 			deploy = try_table_open(t->deployments, AccessShareLock);
-		if (deploy != NULL && plain_table(deploy))
+		/* (locking it read the invalidation messages: are both still the tables of those names?) */
+		if (deploy != NULL && t->valid && plain_table(deploy))
 			dpk = open_pkey(deploy, 1, mcols, dtypes, dfams, dattr);
 		if (dpk == NULL || (dattr[1] = attnameAttNum(deploy, "version", false)) == InvalidAttrNumber ||
 			TupleDescAttr(RelationGetDescr(deploy), dattr[1] - 1)->atttypid != INT4OID)

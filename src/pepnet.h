@@ -81,6 +81,7 @@ typedef struct PepnetTables
 	Oid			nsp;			/* schema pepnet */
 	Oid			models;
 	Oid			deployments;	/* InvalidOid when missing */
+	bool		valid;			/* cleared by invalidation messages naming them */
 } PepnetTables;
 
 /* the files in layer order, each using only those above it (docs/source-layout.md) */
