@@ -2,7 +2,8 @@
  * score.c
  *		pepnet_score (set-returning: the candidates of one request through
  *		the batched oneDNN engine, engine.c, in fixed tiles so that ties are
- *		bit-identical), pepnet_predict (scalar, row by row, OpenBLAS GEMVs: the
+ *		bit-identical; the persona part kept per cached version while it
+ *		repeats, cache.c), pepnet_predict (scalar, row by row, OpenBLAS GEMVs: the
  *		model is resolved once per statement and the persona part of the
  *		PPNet gates is reused across consecutive rows with the same persona),
  *		and the setting pepnet.precision.
