@@ -9,12 +9,12 @@
  * Versions are immutable, so a version's entry, keyed by (name, version)
  * and checked against the row's xmin (a version deleted and stored again,
  * e.g. by a re-created extension or a restore, is another row), never goes
- * stale.  What a
- * reference ('ctr', 'ctr@7') means can change at any commit, so it is
- * looked up once per statement with the statement's snapshot (a kept plan,
- * a few microseconds) and remembered for the rest of that statement: every
- * call of one statement uses the same version, the one deployed when the
- * statement's snapshot was taken.
+ * stale.  What a reference ('ctr', 'ctr@7') means can change at any
+ * commit, so it is looked up once per statement with the statement's
+ * snapshot (index scans of the tables' primary keys, models.c) and
+ * remembered for the rest of that statement: every call of one statement
+ * uses the same version, the one deployed when the statement's snapshot
+ * was taken.
  */
 #include "pepnet.h"
 #include "pepshm.h"
@@ -28,6 +28,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -35,6 +36,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #define REF_KEY_LEN (PEPNET_NAMELEN + 16)
@@ -53,8 +55,9 @@ int			pepnet_cache_size_mb = 256;
 
 static HTAB *entries = NULL;	/* (name, version) -> PepnetEntry */
 static HTAB *refs = NULL;		/* reference text -> PepnetRef, per statement */
-static Oid	models_relid = InvalidOid;
-static Oid	deploy_relid = InvalidOid;
+static Oid	models_relid = InvalidOid;	/* the table the cached versions came from */
+static PepnetTables tables;		/* pepnet's tables, found by name */
+static bool callbacks_registered = false;
 static uint64 lru_clock = 0;
 static MemoryContext cache_cxt = NULL;
 
@@ -131,23 +134,66 @@ xact_cb(XactEvent event, void *arg)
 }
 
 /*
- * Make the hash tables once per backend, and find pepnet's tables.  If the
- * extension was dropped and created again, versions start over: forget all.
+ * pepnet's tables as last found by name: valid until an invalidation
+ * message names one of them (DDL, GRANT, DROP EXTENSION; a relcache reset)
+ * or changes a schema (ALTER SCHEMA ... RENAME), then looked up by name
+ * again.
+ */
+static void
+tables_relcache_cb(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == tables.models || relid == tables.deployments)
+		tables.valid = false;
+}
+
+static void
+tables_syscache_cb(Datum arg, int cacheid, uint32 hashvalue)
+{
+	tables.valid = false;
+}
+
+/*
+ * Make the hash tables once per backend, and find pepnet's tables, with
+ * pepnet.models locked (AccessShareLock, to the end of the transaction, as
+ * any statement reading it).  If the extension was dropped and created
+ * again, versions start over: forget all.
  */
 static void
 ensure_tables(void)
 {
 	HASHCTL		ctl;
-	Oid			nsp = get_namespace_oid("pepnet", true);
-	Oid			mrel = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
 
-	if (!OidIsValid(mrel))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table pepnet.models does not exist"),
-				 errhint("Run CREATE EXTENSION pepnet.")));
 	if (cache_cxt == NULL)
 		cache_cxt = AllocSetContextCreate(TopMemoryContext, "pepnet cache", ALLOCSET_DEFAULT_SIZES);
+	if (!callbacks_registered)
+	{
+		CacheRegisterRelcacheCallback(tables_relcache_cb, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, tables_syscache_cb, (Datum) 0);
+		callbacks_registered = true;
+	}
+	for (;;)
+	{
+		if (!tables.valid)
+		{
+			Oid			nsp = get_namespace_oid("pepnet", true);
+			Oid			mrel = OidIsValid(nsp) ? get_relname_relid("models", nsp) : InvalidOid;
+
+			if (!OidIsValid(mrel))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_TABLE),
+						 errmsg("table pepnet.models does not exist"),
+						 errhint("Run CREATE EXTENSION pepnet.")));
+			tables.nsp = nsp;
+			tables.models = mrel;
+			tables.deployments = get_relname_relid("deployments", nsp);
+			tables.valid = true;
+		}
+		/* taking the lock reads the invalidation messages committed before it */
+		LockRelationOid(tables.models, AccessShareLock);
+		if (tables.valid)
+			break;
+		UnlockRelationOid(tables.models, AccessShareLock);
+	}
 	if (entries == NULL)
 	{
 		memset(&ctl, 0, sizeof(ctl));
@@ -158,9 +204,9 @@ ensure_tables(void)
 		entries = hash_create("pepnet versions", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		RegisterXactCallback(xact_cb, NULL);
 	}
-	if (refs == NULL || mrel != models_relid)
+	if (refs == NULL || tables.models != models_relid)
 	{
-		if (OidIsValid(models_relid) && mrel != models_relid)
+		if (OidIsValid(models_relid) && tables.models != models_relid)
 			entries_clear();
 		if (refs)
 			hash_destroy(refs);
@@ -169,8 +215,7 @@ ensure_tables(void)
 		ctl.entrysize = sizeof(RefEntry);
 		ctl.hcxt = cache_cxt;
 		refs = hash_create("pepnet references", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		models_relid = mrel;
-		deploy_relid = get_relname_relid("deployments", nsp);
+		models_relid = tables.models;
 	}
 }
 
@@ -182,15 +227,16 @@ static void
 check_read_access(bool deployments)
 {
 	Oid			user = GetUserId();
-	Oid			nsp = get_rel_namespace(models_relid);
+	Oid			nsp = tables.nsp;
 
 	if (pg_namespace_aclcheck(nsp, user, ACL_USAGE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for schema pepnet"),
 				 errhint("GRANT USAGE ON SCHEMA pepnet and SELECT ON pepnet.models, pepnet.deployments to roles that score.")));
-	if (pg_class_aclcheck(models_relid, user, ACL_SELECT) != ACLCHECK_OK ||
-		(deployments && OidIsValid(deploy_relid) && pg_class_aclcheck(deploy_relid, user, ACL_SELECT) != ACLCHECK_OK))
+	if (pg_class_aclcheck(tables.models, user, ACL_SELECT) != ACLCHECK_OK ||
+		(deployments && OidIsValid(tables.deployments) &&
+		 pg_class_aclcheck(tables.deployments, user, ACL_SELECT) != ACLCHECK_OK))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", deployments ? "pepnet.models or pepnet.deployments" : "pepnet.models"),
@@ -254,7 +300,7 @@ pepnet_resolve(const char *ref, PepnetRef *out)
 		*out = re->ref;
 		return;
 	}
-	pepnet_lookup_ref(name, version, out);
+	pepnet_lookup_ref(name, version, &tables, out);
 	re = hash_search(refs, key, HASH_ENTER, &found);
 	re->ref = *out;
 	re->lxid = MyProc->lxid;
@@ -375,6 +421,8 @@ pepnet_cache_get(const PepnetRef *ref)
 		e->model = m;
 		e->domains = domains;
 		e->engine[0] = e->engine[1] = NULL;
+		e->persona = NULL;
+		e->persona_ids = NULL;
 		e->ndomains = 0;
 		e->work = work;
 		e->xmin = ref->xmin;
@@ -478,6 +526,40 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	e->bytes = MemoryContextMemAllocated(e->cxt, true);
 	evict(e, false);
 	return eng;
+}
+
+/*
+ * The persona part of a request to version e (the persona's embeddings and
+ * the PPNet gates' persona biases), persona: its ids [npers] (NULL without
+ * persona fields).  The last one built for e is kept in e's memory (freed
+ * with the version's entry) and returned while the same ids come again, as
+ * a user's requests in a row do; another persona replaces it.  The ids are
+ * the whole key: the version's weights never change under its entry.
+ */
+const PnPersona *
+pepnet_cache_persona(PepnetEntry *e, const int64 *persona)
+{
+	int			P = e->model->cfg.npers;
+	PnPersona  *pp;
+	PnError		err = {0};
+	MemoryContext old;
+
+	if (e->persona != NULL && (P == 0 || memcmp(e->persona_ids, persona, sizeof(int64) * P) == 0))
+		return e->persona;
+	old = MemoryContextSwitchTo(e->cxt);
+	if (pn_persona_build(e->model, persona, &pp, &err) != PN_OK)
+	{
+		MemoryContextSwitchTo(old);
+		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
+	}
+	if (e->persona_ids == NULL)
+		e->persona_ids = palloc(sizeof(int64) * (P + 1));
+	MemoryContextSwitchTo(old);
+	pn_persona_free(e->persona);
+	e->persona = pp;
+	if (P > 0)
+		memcpy(e->persona_ids, persona, sizeof(int64) * P);
+	return pp;
 }
 
 /* pepnet_cache(): what this backend holds */

@@ -13,25 +13,37 @@
 
 #include <limits.h>
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_opfamily.h"
 #include "catalog/pg_type.h"
 #include "commands/event_trigger.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "parser/parse_relation.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "catalog/pg_class.h"
 
@@ -159,24 +171,235 @@ kept_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 }
 
 /*
+ * The error of a reference that names no version: a deployment of a
+ * version this node lacks (deployed > 0; foreign keys are not checked by
+ * logical replication's apply worker), a version that does not exist
+ * (latest: the name's latest version, 0 when it has none), or a name
+ * without versions.
+ */
+static void
+pg_attribute_noreturn()
+lookup_error(const char *name, int32 version, int32 deployed, int32 latest)
+{
+	if (deployed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" is deployed at version %d, which does not exist on this node", name, deployed),
+				 errdetail("pepnet.deployments names a version that pepnet.models lacks: it was deleted by logical replication or has not arrived."),
+				 errhint("Deploy an existing version with pepnet_deploy (on the publisher if this node subscribes to it), or score a version by number, as in '%s@N'.", name)));
+	if (version > 0 && latest > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" has no version %d", name, version),
+				 errdetail("Its latest version is %d.", latest)));
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("model \"%s\" does not exist", name),
+			 errhint("Create it with pepnet_create, pepnet_import or pepnet_train; see pepnet.models.")));
+}
+
+/*
+ * The primary key of a registry table, opened (AccessShareLock), when it
+ * is the one pepnet made: a valid unique btree index on the heap columns
+ * cols[0..ncols-1] of types types[] in the default btree operator
+ * families fams[], without expressions.  Else NULL: the lookup then runs
+ * as SQL.  attnums receives the columns' attribute numbers in the heap.
+ */
+static Relation
+open_pkey(Relation heap, int ncols, const char *const *cols, const Oid *types, const Oid *fams,
+		  AttrNumber *attnums)
+{
+	Oid			pk = RelationGetPrimaryKeyIndex(heap);
+	TupleDesc	desc = RelationGetDescr(heap);
+	Relation	idx;
+	int			i;
+
+	if (!OidIsValid(pk))
+		return NULL;
+	idx = index_open(pk, AccessShareLock);
+	if (idx->rd_rel->relam != BTREE_AM_OID || !idx->rd_index->indisvalid || !idx->rd_index->indisunique ||
+		idx->rd_index->indnkeyatts != ncols)
+		goto unusable;
+	for (i = 0; i < ncols; i++)
+	{
+		AttrNumber	a = idx->rd_index->indkey.values[i];
+		Form_pg_attribute att;
+
+		if (a <= 0 || a > desc->natts || idx->rd_opfamily[i] != fams[i] || idx->rd_opcintype[i] != types[i])
+			goto unusable;
+		att = TupleDescAttr(desc, a - 1);
+		if (att->attisdropped || att->atttypid != types[i] || strcmp(NameStr(att->attname), cols[i]) != 0)
+			goto unusable;
+		attnums[i] = a;
+	}
+	return idx;
+unusable:
+	index_close(idx, NoLock);
+	return NULL;
+}
+
+/*
+ * The first row of an index scan of heap through idx in direction dir with
+ * the statement's snapshot: its column attno and, when xmin is not NULL,
+ * the row's xmin.  False when no row is visible.
+ */
+static bool
+scan_first(Relation heap, Relation idx, Snapshot snap, ScanKey keys, int nkeys, ScanDirection dir,
+		   AttrNumber attno, Datum *value, bool *isnull, TransactionId *xmin)
+{
+	TupleTableSlot *slot = table_slot_create(heap, NULL);
+	IndexScanDesc scan = index_beginscan(heap, idx, snap, nkeys, 0);
+	bool		found;
+
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	found = index_getnext_slot(scan, dir, slot);
+	if (found)
+	{
+		*value = slot_getattr(slot, attno, isnull);
+		if (xmin)
+		{
+			bool		n;
+
+			*xmin = DatumGetTransactionId(slot_getsysattr(slot, MinTransactionIdAttributeNumber, &n));
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	return found;
+}
+
+/* a plain heap table without row-level security (which the SQL lookup applies) */
+static bool
+plain_table(Relation rel)
+{
+	return rel->rd_rel->relkind == RELKIND_RELATION && rel->rd_rel->relam == HEAP_TABLE_AM_OID &&
+		!rel->rd_rel->relrowsecurity;
+}
+
+/*
+ * pepnet_lookup_ref by index scans of the primary keys of pepnet.models
+ * (name, version) and pepnet.deployments (name) with the statement's
+ * snapshot: the same rows as the SQL form, without an executor.  False
+ * when the tables are not as pepnet made them (row-level security enabled,
+ * a primary key dropped or changed, no active snapshot): then the SQL form
+ * runs.  The relations stay locked to the end of the transaction, as by a
+ * query.
+ */
+static bool
+lookup_ref_scan(const char *name, int32 version, const PepnetTables *t, PepnetRef *out)
+{
+	static const char *const mcols[2] = {"name", "version"};
+	static const Oid mtypes[2] = {TEXTOID, INT4OID};
+	static const Oid mfams[2] = {TEXT_BTREE_FAM_OID, INTEGER_BTREE_FAM_OID};
+	Snapshot	snap;
+	Relation	models,
+				mpk,
+				deploy = NULL,
+				dpk = NULL;
+	AttrNumber	mattr[2],
+				dattr[2];
+	ScanKeyData keys[2];
+	Datum		namedatum,
+				v;
+	bool		isnull,
+				found;
+	int32		deployed = 0,
+				want,
+				latest = 0;
+	TransactionId xmin = InvalidTransactionId;
+
+	if (!ActiveSnapshotSet())
+		return false;
+	snap = GetActiveSnapshot();
+	models = table_open(t->models, AccessShareLock);
+	mpk = plain_table(models) ? open_pkey(models, 2, mcols, mtypes, mfams, mattr) : NULL;
+	if (mpk == NULL)
+	{
+		table_close(models, NoLock);
+		return false;
+	}
+	namedatum = CStringGetTextDatum(name);
+	if (version == 0)
+	{
+		static const Oid dtypes[1] = {TEXTOID};
+		static const Oid dfams[1] = {TEXT_BTREE_FAM_OID};
+
+		if (OidIsValid(t->deployments))
+			deploy = try_table_open(t->deployments, AccessShareLock);
+		/* (locking it read the invalidation messages: are both still the tables of those names?) */
+		if (deploy != NULL && t->valid && plain_table(deploy))
+			dpk = open_pkey(deploy, 1, mcols, dtypes, dfams, dattr);
+		if (dpk == NULL || (dattr[1] = attnameAttNum(deploy, "version", false)) == InvalidAttrNumber ||
+			TupleDescAttr(RelationGetDescr(deploy), dattr[1] - 1)->atttypid != INT4OID)
+		{
+			if (dpk)
+				index_close(dpk, NoLock);
+			if (deploy)
+				table_close(deploy, NoLock);
+			index_close(mpk, NoLock);
+			table_close(models, NoLock);
+			return false;
+		}
+		ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid, dpk->rd_indcollation[0],
+							   F_TEXTEQ, namedatum);
+		if (scan_first(deploy, dpk, snap, keys, 1, ForwardScanDirection, dattr[1], &v, &isnull, NULL) && !isnull)
+			deployed = DatumGetInt32(v);
+		index_close(dpk, NoLock);
+		table_close(deploy, NoLock);
+	}
+
+	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid, mpk->rd_indcollation[0],
+						   F_TEXTEQ, namedatum);
+	want = version > 0 ? version : deployed;
+	if (want > 0)
+	{
+		/* the version named, or deployed */
+		ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid, mpk->rd_indcollation[1],
+							   F_INT4EQ, Int32GetDatum(want));
+		found = scan_first(models, mpk, snap, keys, 2, ForwardScanDirection, mattr[1], &v, &isnull, &xmin);
+		if (!found && version > 0 &&
+			scan_first(models, mpk, snap, keys, 1, BackwardScanDirection, mattr[1], &v, &isnull, NULL) && !isnull)
+			latest = DatumGetInt32(v);
+	}
+	else
+	{
+		/* the latest version: the first visible row from the top of the name's range */
+		found = scan_first(models, mpk, snap, keys, 1, BackwardScanDirection, mattr[1], &v, &isnull, &xmin);
+	}
+	index_close(mpk, NoLock);
+	table_close(models, NoLock);
+	if (!found || isnull)
+		lookup_error(name, version, deployed, latest);
+	out->version = DatumGetInt32(v);
+	out->xmin = xmin;
+	strlcpy(out->name, name, PEPNET_NAMELEN);
+	return true;
+}
+
+/*
  * Look up name (version 0: the deployed one, else the latest) in the
  * models table with the current snapshot.  Raises an error that names
  * what is missing, including a deployment whose version is gone (foreign
  * keys are not checked by logical replication's apply worker).
  */
 void
-pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
+pepnet_lookup_ref(const char *name, int32 version, const PepnetTables *tables, PepnetRef *out)
 {
 	static SPIPlanPtr by_version = NULL,
 				by_name = NULL,
 				latest = NULL;
 	Oid			argtypes[2] = {TEXTOID, INT4OID};
 	Datum		values[2];
-	bool		isnull,
+	bool		isnull = true,
 				deployed_null;
 	int			rc;
-	int32		deployed = 0;
+	int32		deployed = 0,
+				latest_version = 0;
 
+	if (lookup_ref_scan(name, version, tables, out))
+		return;
+
+	/* the same as SQL (row-level security applied, any indexes) */
 	values[0] = CStringGetTextDatum(name);
 	values[1] = Int32GetDatum(version);
 	pepnet_spi_connect();
@@ -208,13 +431,7 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 	}
 	if (SPI_processed == 0 || isnull)
 	{
-		if (deployed > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("model \"%s\" is deployed at version %d, which does not exist on this node", name, deployed),
-					 errdetail("pepnet.deployments names a version that pepnet.models lacks: it was deleted by logical replication or has not arrived."),
-					 errhint("Deploy an existing version with pepnet_deploy (on the publisher if this node subscribes to it), or score a version by number, as in '%s@N'.", name)));
-		if (version > 0 &&
+		if (deployed == 0 && version > 0 &&
 			SPI_execute_plan(kept_plan(&latest,
 									   "SELECT pg_catalog.max(version) FROM pepnet.models WHERE name OPERATOR(pg_catalog.=) $1",
 									   1, argtypes),
@@ -224,15 +441,9 @@ pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out)
 			Datum		lv = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
 			if (!isnull)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_OBJECT),
-						 errmsg("model \"%s\" has no version %d", name, version),
-						 errdetail("Its latest version is %d.", DatumGetInt32(lv))));
+				latest_version = DatumGetInt32(lv);
 		}
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("model \"%s\" does not exist", name),
-				 errhint("Create it with pepnet_create, pepnet_import or pepnet_train; see pepnet.models.")));
+		lookup_error(name, version, deployed, latest_version);
 	}
 	out->version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	out->xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));

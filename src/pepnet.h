@@ -53,6 +53,8 @@ typedef struct PepnetEntry
 	int			ndomains;
 	PnWork	   *work;			/* pepnet_predict's workspace (GEMV) */
 	PnEngine   *engine[2];		/* batched scoring per precision, made on first use */
+	PnPersona  *persona;		/* pepnet_score's last persona, reused while it repeats */
+	int64	   *persona_ids;	/* its ids [npers] */
 	Size		bytes;
 	int64		hits;
 	TimestampTz built_at;
@@ -72,6 +74,15 @@ typedef struct PepnetRef
 	int32		version;
 	TransactionId xmin;
 } PepnetRef;
+
+/* pepnet's registry tables as this backend found them by name (cache.c) */
+typedef struct PepnetTables
+{
+	Oid			nsp;			/* schema pepnet */
+	Oid			models;
+	Oid			deployments;	/* InvalidOid when missing */
+	bool		valid;			/* cleared by invalidation messages naming them */
+} PepnetTables;
 
 /* the files in layer order, each using only those above it (docs/source-layout.md) */
 
@@ -137,7 +148,7 @@ extern bool weights_where(const char *name, int32 version, MemoryContext cxt, by
 extern uint64 stream_chunks(const char *name, int32 version, uint64 len, EmitFn emit, void *arg);
 
 /* models.c */
-extern void pepnet_lookup_ref(const char *name, int32 version, PepnetRef *out);
+extern void pepnet_lookup_ref(const char *name, int32 version, const PepnetTables *tables, PepnetRef *out);
 extern PnModel *pepnet_load_model(const PepnetRef *ref, char *name, int32 *version);
 extern PnModel *pepnet_load_layout(const PepnetRef *ref, char *name, int32 *version);
 extern int32 pepnet_insert_version(const char *name, const char *config_json, const PnModel *model,
@@ -156,6 +167,7 @@ extern void pepnet_resolve(const char *ref, PepnetRef *out);
 extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
 extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc);
+extern const PnPersona *pepnet_cache_persona(PepnetEntry *e, const int64 *persona);
 
 /* score.c */
 extern void pepnet_score_init(void);

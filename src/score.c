@@ -2,7 +2,8 @@
  * score.c
  *		pepnet_score (set-returning: the candidates of one request through
  *		the batched oneDNN engine, engine.c, in fixed tiles so that ties are
- *		bit-identical), pepnet_predict (scalar, row by row, OpenBLAS GEMVs: the
+ *		bit-identical; the persona part kept per cached version while it
+ *		repeats, cache.c), pepnet_predict (scalar, row by row, OpenBLAS GEMVs: the
  *		model is resolved once per statement and the persona part of the
  *		PPNet gates is reused across consecutive rows with the same persona),
  *		and the setting pepnet.precision.
@@ -292,7 +293,7 @@ build_persona(PepnetEntry *e, const int64 *persona)
  * scores wherever they stand.
  */
 static void
-score_request(PepnetEntry *e, PnDomainCache *dc, PnPersona *pp, const Request *r, double *out)
+score_request(PepnetEntry *e, PnDomainCache *dc, const PnPersona *pp, const Request *r, double *out)
 {
 	PnEngine   *eng = pepnet_cache_engine(e, pepnet_precision, dc);
 	PnError		err = {0};
@@ -338,7 +339,7 @@ score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
 	PepnetRef	pr;
 	PepnetEntry *e;
 	PnDomainCache *dc;
-	PnPersona  *pp;
+	const PnPersona *pp;
 	Request		r;
 	double	   *out;
 	int			T,
@@ -374,7 +375,7 @@ score_common(FunctionCallInfo fcinfo, const char *ref, int argoff)
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "pepnet score", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(tmp);
 	dc = pepnet_cache_domain(e, r.domain);
-	pp = build_persona(e, r.persona);
+	pp = pepnet_cache_persona(e, r.persona);
 	out = palloc_extended(sizeof(double) * (size_t) r.n * T, MCXT_ALLOC_HUGE);
 	score_request(e, dc, pp, &r, out);
 	arr = scores_array(T);

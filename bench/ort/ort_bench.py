@@ -138,6 +138,9 @@ def main():
     ap.add_argument("--e2e-only", action="store_true", help="part 2 only (the end-to-end jobs; parity still checked)")
     ap.add_argument("--workers", type=int, default=2, help="max_parallel_workers_per_gather of the parallel "
                     "pepnet_score_query rows (0: no parallel rows)")
+    ap.add_argument("--user-runs", type=int, default=8, help="pepnet_score at N <= 10 also on the same requests "
+                    "with each persona repeated for this many requests in a row (a user's requests; kind "
+                    "pepnet_fp32_user), 0: not")
     ap.add_argument("--before-so", help="another build's pepnet.so: its pepnet_score and pepnet_predict "
                     "measured too, interleaved, in a second backend (A/B of two builds in one run)")
     args = ap.parse_args()
@@ -269,6 +272,10 @@ def main():
         if args.e2e_only:
             break
         lits = [(mref, d, bs.arr_lit(p), bs.arr_lit(f)) for d, p, f in sets[si]]
+        # the same requests, each persona repeated for args.user_runs requests in a row
+        K = max(1, args.user_runs)
+        lits_user = [(mref, d, bs.arr_lit(sets[si][i - i % K][1]), bs.arr_lit(f)) for i, (d, p, f) in enumerate(sets[si])]
+        user_runs = args.user_runs > 0 and n <= 10
         meter = bs.CpuMeter(backend)  # per N
         meter_b = bs.CpuMeter(backend_b) if cur_b else None
         acc = {}
@@ -280,15 +287,17 @@ def main():
             a["wall"] += wall
             a["client"] += client
 
-        def pg_kind(stmt, prec, calls, start, before=False):
+        def pg_kind(stmt, prec, calls, start, before=False, user=False):
             cu, me = (cur_b, meter_b) if before else (cur, meter)
             cu.execute("SET pepnet.precision = " + prec)
-            kind = "%s_%s%s" % ("predict" if stmt in ("pr", "prn") else "pepnet", prec, "_before" if before else "")
+            kind = "%s_%s%s%s" % ("predict" if stmt in ("pr", "prn") else "pepnet", prec, "_user" if user else "",
+                                  "_before" if before else "")
+            ls = lits_user if user else lits
             t0 = time.perf_counter()
 
             def go():
                 for i in range(calls):
-                    cu.execute("EXECUTE " + stmt + "(%s, %s, %s, %s)", lits[(start + i) % len(lits)])
+                    cu.execute("EXECUTE " + stmt + "(%s, %s, %s, %s)", ls[(start + i) % len(ls)])
                     cu.fetchall()
             me.measure(kind, calls, go)
             return kind, time.perf_counter() - t0
@@ -305,6 +314,10 @@ def main():
             pg_kind("pr" if n == 1 else "prn", "fp32", 3, 0, True)
             if n > 1:
                 pg_kind("prn", "fp32", 3, 0)
+        if user_runs:
+            pg_kind("s", "fp32", 3, 0, user=True)
+            if cur_b:
+                pg_kind("s", "fp32", 3, 0, True, user=True)
         meter = bs.CpuMeter(backend)  # the warm-up calls not counted
         meter_b = bs.CpuMeter(backend_b) if cur_b else None
         predict_all = cur_b is not None   # A/B runs: pepnet_predict at every N too
@@ -324,6 +337,10 @@ def main():
             if cur_b:
                 for stmt in ("s", "pr" if n == 1 else "prn"):
                     kind, wall = pg_kind(stmt, "fp32", per, start, True)
+                    acc.setdefault(kind, {"calls": 0, "cpu": 0.0, "wall": 0.0, "client": 0.0})["wall"] += wall
+            if user_runs:
+                for before in ((False, True) if cur_b else (False,)):
+                    kind, wall = pg_kind("s", "fp32", per, start, before, user=True)
                     acc.setdefault(kind, {"calls": 0, "cpu": 0.0, "wall": 0.0, "client": 0.0})["wall"] += wall
             start += per
         r = {}
@@ -522,8 +539,9 @@ def score_report(R):
              R["source"].get("commit", "?"), R["started"], R["machine"].get("cpu", "?"), R["machine"].get("nproc", 0),
              R["postgres"].split(",")[0], la0[0], la0[1], la0[2], la1[0], la1[1], la1[2],
              (" Before: %s in a second backend." % R["before_so"]) if R.get("before_so") else "")]
-    kinds = [k for k in ("ort_fp32", "ort_int8", "pepnet_fp32", "pepnet_fp32_before", "predict_fp32",
-                         "predict_fp32_before", "pepnet_bf16", "pepnet_int8") if any(k in S[str(n)] for n in NS)]
+    kinds = [k for k in ("ort_fp32", "ort_int8", "pepnet_fp32", "pepnet_fp32_before", "pepnet_fp32_user",
+                         "pepnet_fp32_user_before", "predict_fp32", "predict_fp32_before", "pepnet_bf16", "pepnet_int8")
+             if any(k in S[str(n)] for n in NS)]
     L.append("| N | " + " | ".join(kinds) + " | pepnet_fp32 / ORT fp32 | pepnet_fp32 / before | pepnet_fp32 / predict_fp32 |")
     L.append("|---|" + "---|" * (len(kinds) + 3))
     for n in NS:
