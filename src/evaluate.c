@@ -348,7 +348,7 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 			bool		arrays_by_query;
 			char	   *text = check_config_text(jb, query, &arrays_by_query);
 
-			if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfgbuf, &err) != PN_OK)
+			if (pepnet_config_parse(text, pepnet_max_model_bytes(), &cfgbuf, &err) != PN_OK)
 			{
 				if (arrays_by_query)
 					ereport(ERROR,

@@ -729,7 +729,7 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 	}
 
 	/* the config and the weights, checked as pepnet_import checks them */
-	if (pn_config_parse(cfgtext, strlen(cfgtext), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
+	if (pepnet_config_parse(cfgtext, pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
 	if (pn_model_layout(&cfg, &m, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
