@@ -47,3 +47,20 @@ SELECT (SELECT pepnet_export('rc_m@2')) = (SELECT pepnet_export('rc_m@4')) AS sa
 -- the id kind stays with the reference: an id column of the other kind is refused (42804)
 CALL pepnet_train('rc_m', 'SELECT domain, item::text AS item, x, click FROM rc_b', '"rc_m@1"', progress_interval => 0);
 SELECT max(version) AS last_version FROM pepnet.models WHERE name = 'rc_m';
+
+-- pepnet_check_data with config => '"name@v"' reads the data as pepnet_train with that config
+-- would, with the statistics of its query; model => 'name@v' with the stored ones.  A version
+-- trained on tiny values (std 5e-38): B's values over its std leave float32
+CREATE TABLE rc_tiny AS
+SELECT g % 2 AS domain, (g % 13)::bigint AS item, CASE WHEN g % 2 = 0 THEN 0 ELSE 1e-37 END::float8 AS x, (g % 3 = 0) AS click
+FROM generate_series(1, 200) g;
+CALL pepnet_train('rc_t', 'SELECT * FROM rc_tiny', '{"domains": 2, "features": [{"name": "item", "buckets": 16}], "dense": [{"name": "x", "normalize": "zscore"}], "emb_dim": 4, "hidden": [4]}',
+                  seed => 1, batch_size => 64, progress_interval => 0);
+SELECT (config->'dense'->0->>'std')::float8 < 1e-37 AS tiny_std FROM pepnet.models WHERE name = 'rc_t' AND version = 1;
+SELECT sum(rows) AS rows FROM pepnet_check_data('SELECT * FROM rc_b', model => 'rc_t@1') WHERE domain IS NULL;
+SELECT sum(rows) AS rows FROM pepnet_check_data('SELECT * FROM rc_b', config => '"rc_t@1"') WHERE domain IS NULL;
+CALL pepnet_train('rc_t', 'SELECT * FROM rc_b', '"rc_t@1"', seed => 1, batch_size => 64, progress_interval => 0);
+SELECT version, abs((config->'dense'->0->>'mean')::float8 - (SELECT avg(x) FROM rc_b)) <= 1e-6 * (SELECT avg(x) FROM rc_b) AS mean_of_b
+FROM pepnet.models WHERE name = 'rc_t' ORDER BY version;
+-- continued training on B keeps the tiny std: B's rows are refused as the check said
+CALL pepnet_train('rc_t@1', 'SELECT * FROM rc_b', seed => 1, batch_size => 64, progress_interval => 0);
