@@ -9,7 +9,8 @@
 #  - a name of 31 'é' and one ASCII letter (63 bytes of UTF-8) is accepted: trained (with text ids
 #    of non-ASCII text), exported and loaded by the Python package (pepnet.db.load_module), whose
 #    config keeps the name and whose scores of the named batch equal pepnet_predict's; the package
-#    refuses the 40 'é' name too.
+#    refuses the 40 'é' name too;
+#  - a UTF-8 database refuses that version's bundle (its header has LATIN1 bytes) with 22P03.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -81,6 +82,16 @@ is(sq("SELECT pepnet_import('lat_copy', config, pepnet_export('lat_ok@2')) FROM 
 	'1', 'pepnet_import takes it back');
 ($rc, $out, $err) = $node->psql($db, $verbose . "SELECT pepnet_import('bad', '$bad{\"feature field\"}', pepnet_export('lat_ok@2'))");
 ok($rc != 0 && $err =~ /ERROR:  22023: config "features"\[0\]\.name/, 'pepnet_import refuses the 80-byte name (22023)') or diag($err);
+
+# a version bundle carries its header in this database's encoding: a UTF-8 database refuses one
+# with LATIN1 bytes (22P03) instead of storing text that is not UTF-8
+$node->safe_psql('postgres', "CREATE DATABASE u8 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+$node->safe_psql('u8', 'CREATE EXTENSION pepnet');
+my $bundle = sq("SELECT encode(pepnet_export_version('lat_ok@2'), 'hex')");
+($rc, $out, $err) = $node->psql('u8', $verbose . "SELECT pepnet_import_version(decode('$bundle', 'hex'))");
+ok($rc != 0 && $err =~ /ERROR:  22P03: not a valid pepnet version bundle: its header is not valid text in this database's encoding UTF8/,
+	'a UTF-8 database refuses a bundle of a LATIN1 database with non-ASCII names (22P03)') or diag($err);
+is($node->safe_psql('u8', 'SELECT count(*) FROM pepnet.models'), '0', 'and stores nothing');
 
 my $py = <<'PY';
 import sys
