@@ -54,7 +54,7 @@ my %bad = (
 	'weights column' => qq({"inputs": "columns", "domains": 2, "features": [{"name": "tags", "buckets": 8, "pooling": "mean", "weights": "w$long"}], "emb_dim": 4, "hidden": [4]}),
 	'domain_column' => qq({"inputs": "columns", "domains": 2, "domain_column": "d$long", "features": [$feat_ok], "emb_dim": 4, "hidden": [4]}),
 	'task' => qq({"inputs": "columns", "domains": 2, "tasks": ["t$long"], "features": [$feat_ok], "emb_dim": 4, "hidden": [4]}),
-	'arrays form field' => qq({"inputs": "arrays", "domains": 2, "features": [{"name": "$long", "buckets": 16}], "emb_dim": 4, "hidden": [4]}));
+	'positional (arrays form) field' => qq({"inputs": "arrays", "domains": 2, "features": [{"name": "$long", "buckets": 16}], "emb_dim": 4, "hidden": [4]}));
 my $verbose = "\\set VERBOSITY verbose\n";
 for my $what (sort keys %bad)
 {
