@@ -1086,3 +1086,26 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 	FROM unnest(ARRAY['star', 'pn', 'epnet', 'ppnet', 'aux']) WITH ORDINALITY AS u(p, o)
 	WHERE COALESCE(config ->> p, 'true') <> 'false'
 $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- A stored version's config given to pepnet_train ('"ctr@3"', alone or in a grid): a new config,
+-- trained from fresh weights, so it takes from the new data what a new config takes from its data.
+-- The z-score statistics ("mean", "std" of dense fields) are left out here and computed again from
+-- the data query before the first step, as min_count fields' vocabularies are built again from it
+-- (their stored "buckets", V + 1, stays their most rows).  A field's "id" kind stays: it is the
+-- column's type, part of the feature spec, not a statistic of the rows (another kind is 42804).
+CREATE OR REPLACE FUNCTION pepnet._config_of(model text) RETURNS jsonb
+LANGUAGE plpgsql STABLE CALLED ON NULL INPUT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	pin text[] := regexp_match(@extschema@.pepnet_pin(model)::text, '^(.*)@([0-9]+)#[0-9a-f]+$');
+	cfg jsonb;
+BEGIN
+	SELECT m.config INTO cfg FROM pepnet.models m WHERE m.name = pin[1] AND m.version = pin[2]::int;
+	IF jsonb_typeof(cfg -> 'dense') = 'array' THEN
+		cfg := jsonb_set(cfg, '{dense}',
+			(SELECT COALESCE(jsonb_agg(CASE WHEN jsonb_typeof(d.f) = 'object' THEN d.f - 'mean' - 'std' ELSE d.f END
+									   ORDER BY d.o), '[]')
+			 FROM jsonb_array_elements(cfg -> 'dense') WITH ORDINALITY AS d(f, o)));
+	END IF;
+	RETURN cfg;
+END $$;

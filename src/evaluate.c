@@ -321,6 +321,7 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 	TupleDesc	td;
 	MemoryContext caller;
 	char	   *reference = NULL;
+	bool		restats = false;	/* a reference as config: its statistics from the query */
 
 	if (PG_ARGISNULL(0))
 		pepnet_null_arg("data query");
@@ -348,7 +349,7 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 			bool		arrays_by_query;
 			char	   *text = check_config_text(jb, query, &arrays_by_query);
 
-			if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfgbuf, &err) != PN_OK)
+			if (pepnet_config_parse(text, pepnet_max_model_bytes(), &cfgbuf, &err) != PN_OK)
 			{
 				if (arrays_by_query)
 					ereport(ERROR,
@@ -374,12 +375,26 @@ pepnet_check_data(PG_FUNCTION_ARGS)
 		pepnet_resolve(reference, &ref);
 		model = pepnet_load_model(&ref, name, &version);
 		c = &model->cfg;
+		/*
+		 * config => '"ctr@3"' is the config pepnet_train would train with:
+		 * its z-score statistics come from the data query (model => 'ctr@3'
+		 * checks with the stored ones, as scoring reads them)
+		 */
+		if (!PG_ARGISNULL(1))
+			for (i = 0; i < c->dense && c->dfield != NULL; i++)
+				if (c->dfield[i].zscore)
+				{
+					c->dfield[i].stats = false;
+					restats = true;
+				}
 	}
 	InitMaterializedSRF(fcinfo, 0);
 	caller = CurrentMemoryContext;
 	cnt = palloc0(sizeof(CheckCount) * c->domains * c->ntasks);
 	pepnet_spi_connect();
 	/* a new config's z-scored dense fields: their statistics as pepnet_train would compute them */
+	if (restats)
+		reader_dense_stats(query, &model->cfg, NULL, NULL);
 	if (c == &cfgbuf)
 	{
 		static const int64 no_ids = 0;

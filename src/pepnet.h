@@ -93,6 +93,7 @@ extern void pepnet_report_rows(PnError *err, int format_code, int other_code, co
 							   ErrorContextCallback *rowctx) pg_attribute_noreturn();
 extern int	pepnet_sqlstate(const PnError *err, int format_code, int other_code);
 extern void pepnet_check_name(const char *name);
+extern int	pepnet_config_parse(const char *text, int64 max_bytes, PnConfig *cfg, PnError *err);
 extern void pepnet_null_arg(const char *what) pg_attribute_noreturn();
 extern void pepnet_interrupt_check(void);
 extern const char *pepnet_clip(const char *s, int maxchars);

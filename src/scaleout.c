@@ -24,6 +24,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/pg_bswap.h"
@@ -676,6 +677,15 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 	header = pnstrdup(data + BUNDLE_MAGIC_LEN + 4, hl);
 	if (strlen(header) != hl)
 		bad_bundle("its header contains a NUL byte");
+	/* the header's text is in the encoding of the database that made it: never stored invalid here */
+	if (!pg_verifymbstr(header, hl, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+				 errmsg("not a valid pepnet version bundle: its header is not valid text in this database's encoding %s",
+						GetDatabaseEncodingName()),
+				 errdetail("A bundle carries its config and metrics in the encoding of the database that made it."),
+				 errhint("Copy versions between databases of one encoding, or move this one with pepnet_export and pepnet_import, "
+						 "whose config passes through the client's encoding.")));
 
 	/* the weights as a bytea of their own */
 	{
@@ -729,7 +739,7 @@ pepnet_import_version(PG_FUNCTION_ARGS)
 	}
 
 	/* the config and the weights, checked as pepnet_import checks them */
-	if (pn_config_parse(cfgtext, strlen(cfgtext), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
+	if (pepnet_config_parse(cfgtext, pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
 	if (pn_model_layout(&cfg, &m, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);

@@ -680,49 +680,36 @@ copy_floats(float *dst, const float *src, Size n)
 }
 
 /*
- * Walk the arrays of a domain cache of config c in their order in a
+ * Walk the arrays of a domain cache of model m (pn_domain_arrays: their
+ * order and sizes from m's plan, as pn_domain_build allocates them) in a
  * shared block: with src and dst copy them, with view point view's arrays
  * into base.  Returns the block's size in floats (arrays 64-byte aligned).
  */
 static Size
-dom_walk(const PnConfig *c, const PnDomainCache *src, float *dst, PnDomainCache *view, float *base)
+dom_walk(const PnModel *m, PnDomainCache *src, float *dst, PnDomainCache *view, float *base)
 {
-	int			T = c->ntasks,
-				L = c->nhidden,
-				h1 = c->hidden[0],
-				t,
-				l;
+	int			max = PN_DOMAIN_MAX_ARRAYS(&m->cfg),
+				n,
+				i;
+	float	 ***sslot = palloc(sizeof(float **) * max);
+	float	 ***vslot = palloc(sizeof(float **) * max);
+	size_t	   *floats = palloc(sizeof(size_t) * max);
 	Size		off = 0;
 
-#define ARRAY(SRC, VIEW, N) \
-	do { \
-		Size n_ = (Size) (N); \
-		if (dst && src) copy_floats(dst + off, (SRC), n_); \
-		if (view) (VIEW) = base + off; \
-		off += (n_ + 15) & ~(Size) 15; \
-	} while (0)
-
-	if (c->epnet)
-		ARRAY(src ? src->ep_bias : NULL, view->ep_bias, c->epnet_hidden);
-	if (c->aux)
-		ARRAY(src ? src->aux_bias : NULL, view->aux_bias, c->aux_hidden);
-	ARRAY(src ? src->w1 : NULL, view->w1, (Size) T * h1 * c->n0);
-	ARRAY(src ? src->b1 : NULL, view->b1, (Size) T * h1);
-	for (t = 0; t < T; t++)
+	n = pn_domain_arrays(m, src, sslot, floats);
+	if (view)
+		pn_domain_arrays(m, view, vslot, floats);
+	for (i = 0; i < n; i++)
 	{
-		int			prev = h1;
-
-		for (l = 2; l <= L + 1; l++)
-		{
-			int			h = l <= L ? c->hidden[l - 1] : 1;
-			int			x = PN_TW(c, t, l);
-
-			ARRAY(src ? src->w[x] : NULL, view->w[x], (Size) h * prev);
-			ARRAY(src ? src->b[x] : NULL, view->b[x], h);
-			prev = h;
-		}
+		if (dst && src)
+			copy_floats(dst + off, *sslot[i], floats[i]);
+		if (view)
+			*vslot[i] = base + off;
+		off += ((Size) floats[i] + 15) & ~(Size) 15;
 	}
-#undef ARRAY
+	pfree(sslot);
+	pfree(vslot);
+	pfree(floats);
 	return off;
 }
 
@@ -738,7 +725,7 @@ dom_view(PepnetEntry *e, int d, dsa_pointer p)
 	dc->nw = c->ntasks * (c->nhidden + 1);
 	dc->w = MemoryContextAllocZero(e->cxt, sizeof(float *) * dc->nw);
 	dc->b = MemoryContextAllocZero(e->cxt, sizeof(float *) * dc->nw);
-	n = dom_walk(c, NULL, NULL, dc, (float *) dsa_get_address(pepnet_shmem_area(), p));
+	n = dom_walk(e->model, NULL, NULL, dc, (float *) dsa_get_address(pepnet_shmem_area(), p));
 	dc->bytes = n * sizeof(float);
 	return dc;
 }
@@ -782,7 +769,7 @@ pepnet_shcache_domain(PepnetEntry *e, int d)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	}
 	MemoryContextSwitchTo(old);
-	bytes = sizeof(float) * dom_walk(&e->model->cfg, NULL, NULL, NULL, NULL);
+	bytes = sizeof(float) * dom_walk(e->model, NULL, NULL, NULL, NULL);
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	if (DsaPointerIsValid(doms[d]))
@@ -802,7 +789,7 @@ pepnet_shcache_domain(PepnetEntry *e, int d)
 		return dc;				/* private, in tmp under e->cxt */
 	p = dsa_allocate_extended(area, bytes, DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
 	if (DsaPointerIsValid(p))
-		dom_walk(&e->model->cfg, dc, (float *) dsa_get_address(area, p), NULL, NULL);
+		dom_walk(e->model, dc, (float *) dsa_get_address(area, p), NULL, NULL);
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	if (!DsaPointerIsValid(p) || DsaPointerIsValid(doms[d]))
 	{

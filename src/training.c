@@ -282,7 +282,7 @@ train_new_model(TrainState *st, const char *text)
 	PnError		err = {0};
 	int			i;
 
-	if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
+	if (pepnet_config_parse(text, pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
 	if (pn_model_new(&cfg, &st->model, &err) != PN_OK)
 		core_error(&err);
@@ -392,13 +392,13 @@ train_check_pending(const char *text)
 				ec = {0};
 	char	   *named;
 
-	if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), &cfg, &ea) == PN_OK)
+	if (pepnet_config_parse(text, pepnet_max_model_bytes(), &cfg, &ea) == PN_OK)
 	{
 		pn_config_free(&cfg);
 		return;
 	}
 	named = config_with_inputs(text, "columns");
-	if (pn_config_parse(named, strlen(named), pepnet_max_model_bytes(), &cfg, &ec) == PN_OK)
+	if (pepnet_config_parse(named, pepnet_max_model_bytes(), &cfg, &ec) == PN_OK)
 	{
 		pn_config_free(&cfg);
 		pfree(named);

@@ -52,7 +52,7 @@ parse_config(Jsonb *jb, PnConfig *cfg)
 	char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 	PnError		err = {0};
 
-	if (pn_config_parse(text, strlen(text), pepnet_max_model_bytes(), cfg, &err) != PN_OK)
+	if (pepnet_config_parse(text, pepnet_max_model_bytes(), cfg, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
 	pfree(text);
 }
@@ -478,7 +478,7 @@ import_layout(FunctionCallInfo fcinfo, const char *what3, char **name, uint64 *m
 	}
 	jb = PG_GETARG_JSONB_P(1);
 	cfgtext = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-	if (pn_config_parse(cfgtext, strlen(cfgtext), pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
+	if (pepnet_config_parse(cfgtext, pepnet_max_model_bytes(), &cfg, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_INVALID_PARAMETER_VALUE);
 	numel = pn_config_numel(&cfg);
 	if (pn_model_layout(&cfg, &m, &err) != PN_OK)

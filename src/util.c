@@ -180,6 +180,79 @@ pepnet_fix_encoding(char *s)
 	}
 }
 
+/*
+ * A name of a config (what names it in the message) with more than
+ * PN_MAX_NAME - 1 bytes of UTF-8: PN_ECONFIG in err, as the core reports a
+ * name of too many bytes.  The core counts the bytes it is given, which
+ * are the server encoding's; a name of 63 bytes of a single-byte encoding
+ * (LATIN1: 'é' is one byte, two in UTF-8) can be longer in UTF-8.
+ */
+static int
+name_utf8(const char *name, const char *what, PnError *err)
+{
+	int			len = strlen(name),
+				enc = GetDatabaseEncoding(),
+				u;
+	char	   *conv;
+
+	if (len == 0 || enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return PN_OK;			/* the core's count is UTF-8's (SQL_ASCII: bytes, unconverted) */
+	conv = pg_server_to_any(name, len, PG_UTF8);
+	u = strlen(conv);
+	if (conv != name)
+		pfree(conv);
+	if (u < PN_MAX_NAME)
+		return PN_OK;
+	pn_seterr(err, PN_ECONFIG, "config %s \"%s\" must have 1 to %d bytes (UTF-8)", what,
+			  pepnet_clip(name, 30), PN_MAX_NAME - 1);
+	pn_setdetail(err, "It has %d bytes in UTF-8 (%d in the database's encoding %s). Names count bytes of UTF-8, "
+				 "as the Python package and a UTF-8 database count them, so that a model moves between databases "
+				 "of any encoding.", u, len, GetDatabaseEncodingName());
+	return PN_ECONFIG;
+}
+
+/*
+ * pn_config_parse of a config's JSON text (in the server encoding) with
+ * the limit max_bytes, and every name of the config (fields' and their
+ * weights columns, dense fields', "domain_column", tasks) at most 63 bytes
+ * of UTF-8 in any database encoding (docs/model.md).  On an error cfg is
+ * freed and err says why (PN_ECONFIG for a name, as the core's).
+ */
+int
+pepnet_config_parse(const char *text, int64 max_bytes, PnConfig *cfg, PnError *err)
+{
+	char		what[96];
+	int			rc = pn_config_parse(text, strlen(text), max_bytes, cfg, err),
+				i;
+
+	if (rc != PN_OK)
+		return rc;
+	for (i = 0; rc == PN_OK && i < cfg->nfeat + cfg->npers; i++)
+	{
+		const PnField *f = i < cfg->nfeat ? &cfg->feat[i] : &cfg->pers[i - cfg->nfeat];
+		const char *key = i < cfg->nfeat ? "features" : "persona";
+		int			j = i < cfg->nfeat ? i : i - cfg->nfeat;
+
+		snprintf(what, sizeof(what), "\"%s\"[%d].name", key, j);
+		rc = name_utf8(f->name, what, err);
+		snprintf(what, sizeof(what), "\"%s\"[%d].weights", key, j);
+		if (rc == PN_OK)
+			rc = name_utf8(f->weights, what, err);
+	}
+	for (i = 0; rc == PN_OK && cfg->dfield != NULL && i < cfg->dense; i++)
+	{
+		snprintf(what, sizeof(what), "\"dense\"[%d].name", i);
+		rc = name_utf8(cfg->dfield[i].name, what, err);
+	}
+	if (rc == PN_OK)
+		rc = name_utf8(cfg->domain_column, "\"domain_column\"", err);
+	for (i = 0; rc == PN_OK && i < cfg->ntasks; i++)
+		rc = name_utf8(cfg->tasks[i], "task name", err);
+	if (rc != PN_OK)
+		pn_config_free(cfg);
+	return rc;
+}
+
 /* Point the core's allocations at palloc; called by _PG_init */
 void
 pepnet_util_init(void)

@@ -75,10 +75,10 @@ partial_bias(const float *W, int ld, int coloff, int rows, int cols, const float
 /*
  * The dv parts of the plan's layers that read [dv ; x0] (the first EPNet
  * and aux layers) as domain biases: ep_bias [he] = ep_b1 + W1[:, :k] dv,
- * aux_bias [ha] = aux_b1 + Wa1[:, :k] dv (dv [k] the domain's embedding);
- * false when out of memory.
+ * aux_bias [ha] = aux_b1 + Wa1[:, :k] dv (dv [k] the domain's embedding),
+ * into dc's arrays (allocated by pn_domain_arrays' sizes)
  */
-static bool
+static void
 domain_dv_biases(const PnModel *m, const float *dv, PnDomainCache *dc)
 {
 	const PnPlan *p = m->plan;
@@ -87,18 +87,12 @@ domain_dv_biases(const PnModel *m, const float *dv, PnDomainCache *dc)
 	for (li = 0; li < p->nlayers; li++)
 	{
 		const PnLayer *ly = &p->layers[li];
-		float	  **bias;
 
 		if (ly->pre != PN_ACT_DV)
 			continue;
-		bias = ly->part == PN_PART_EPNET ? &dc->ep_bias : &dc->aux_bias;
-		*bias = pn_alloc(sizeof(float) * ly->nout);
-		if (!*bias)
-			return false;
-		partial_bias(PN_T(m, ly->w), ly->ldw, 0, ly->nout, ly->npre, dv, PN_T(m, ly->b), *bias);
-		dc->bytes += sizeof(float) * ly->nout;
+		partial_bias(PN_T(m, ly->w), ly->ldw, 0, ly->nout, ly->npre, dv, PN_T(m, ly->b),
+					 ly->part == PN_PART_EPNET ? dc->ep_bias : dc->aux_bias);
 	}
-	return true;
 }
 
 /*
@@ -177,9 +171,9 @@ star_fuse_first(const PnModel *m, int d, const PnLayer *ly, const double *scale,
 /*
  * Task t's tower layer ly (l >= 2, width h, input width prev) of domain d,
  * STAR-fused: dc->w[x] [h, prev] = W ⊙ W_d, dc->b[x] [h] = b + b_d (+ ln w_d
- * when it is the output layer); false when out of memory.
+ * when it is the output layer)
  */
-static bool
+static void
 star_fuse_layer(const PnModel *m, int d, const PnLayer *ly, PnDomainCache *dc)
 {
 	const PnConfig *c = &m->cfg;
@@ -191,13 +185,9 @@ star_fuse_layer(const PnModel *m, int d, const PnLayer *ly, PnDomainCache *dc)
 	const float *B = PN_T(m, ly->b);
 	const float *Wd = ly->dw >= 0 ? PN_T(m, ly->dw) + (size_t) d * h * prev : NULL;
 	const float *Bd = ly->db >= 0 ? PN_T(m, ly->db) + (size_t) d * h : NULL;
-	float	   *fw = pn_alloc(sizeof(float) * (size_t) h * prev);
-	float	   *fb = pn_alloc(sizeof(float) * h);
+	float	   *fw = dc->w[x];
+	float	   *fb = dc->b[x];
 
-	dc->w[x] = fw;
-	dc->b[x] = fb;
-	if (!fw || !fb)
-		return false;
 	for (j = 0; j < h * prev; j++)
 		fw[j] = Wd ? W[j] * Wd[j] : W[j];
 	for (j = 0; j < h; j++)
@@ -205,8 +195,61 @@ star_fuse_layer(const PnModel *m, int d, const PnLayer *ly, PnDomainCache *dc)
 	/* negative down-sampling folded into the output bias: logit + ln w_d */
 	if (ly->part == PN_PART_OUTPUT && c->neg_rate)
 		fb[0] = (float) ((double) fb[0] + log((double) c->neg_rate[d]));
-	dc->bytes += sizeof(float) * ((size_t) h * prev + h);
-	return true;
+}
+
+/*
+ * The float arrays of a domain cache of model m, each sized by the plan's
+ * layers, in one order: ep_bias and aux_bias (the outputs of the layers
+ * that read [dv ; x0], when the model has them), w1 and b1 (every task's
+ * first tower layer: [T * h1, n0] and [T * h1]), then task by task its
+ * layers l >= 2 (w[x] [h, prev] and b[x] [h], x = PN_TW(t, l)).  floats[i]
+ * receives array i's floats and, with dc (its w and b allocated, nw
+ * pointers each), slot[i] the address of dc's pointer to it.  Returns the
+ * number of arrays, at most PN_DOMAIN_MAX_ARRAYS(&m->cfg).
+ */
+int
+pn_domain_arrays(const PnModel *m, PnDomainCache *dc, float ***slot, size_t *floats)
+{
+	const PnPlan *p = m->plan;
+	const PnConfig *c = &m->cfg;
+	size_t		w1 = 0,
+				b1 = 0;
+	int			n = 0,
+				li,
+				t,
+				l;
+
+#define PUT(SLOT, N) \
+	do { \
+		if (dc) slot[n] = (SLOT); \
+		floats[n++] = (size_t) (N); \
+	} while (0)
+
+	for (li = 0; li < p->nlayers; li++)
+	{
+		const PnLayer *ly = &p->layers[li];
+
+		if (ly->pre == PN_ACT_DV)
+			PUT(dc ? (ly->part == PN_PART_EPNET ? &dc->ep_bias : &dc->aux_bias) : NULL, ly->nout);
+		else if ((ly->part == PN_PART_TOWER || ly->part == PN_PART_OUTPUT) && ly->layer == 1)
+		{
+			w1 += (size_t) ly->nout * ly->nin;
+			b1 += (size_t) ly->nout;
+		}
+	}
+	PUT(dc ? &dc->w1 : NULL, w1);
+	PUT(dc ? &dc->b1 : NULL, b1);
+	for (t = 0; t < c->ntasks; t++)
+		for (l = 2; l <= c->nhidden + 1; l++)
+		{
+			const PnLayer *ly = &p->layers[pn_plan_find(p, l <= c->nhidden ? PN_PART_TOWER : PN_PART_OUTPUT, 0, t, l)];
+			int			x = PN_TW(c, t, l);
+
+			PUT(dc ? &dc->w[x] : NULL, (size_t) ly->nout * ly->nin);
+			PUT(dc ? &dc->b[x] : NULL, ly->nout);
+		}
+#undef PUT
+	return n;
 }
 
 /*
@@ -220,13 +263,14 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 	const PnConfig *c = &m->cfg;
 	int			k = c->emb_dim,
 				n0 = c->n0,
-				T = c->ntasks,
-				L = c->nhidden,
-				h1 = c->hidden[0],
+				narrays,
+				i,
 				l;
 	PnDomainCache *dc;
 	double	   *scale = NULL,
 			   *shift = NULL;
+	float	 ***slot = NULL;
+	size_t	   *floats = NULL;
 
 	*out = NULL;
 	if (d < 0 || d >= c->domains)
@@ -235,19 +279,26 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 	if (!dc)
 		return pn_seterr(err, PN_ENOMEM, "out of memory");
 	dc->domain = d;
-	dc->nw = T * (L + 1);
+	dc->nw = c->ntasks * (c->nhidden + 1);
 	dc->w = pn_alloc0(sizeof(float *) * dc->nw);
 	dc->b = pn_alloc0(sizeof(float *) * dc->nw);
-	dc->w1 = pn_alloc(sizeof(float) * (size_t) T * h1 * n0);
-	dc->b1 = pn_alloc(sizeof(float) * (size_t) T * h1);
 	scale = pn_alloc(sizeof(double) * n0);
 	shift = pn_alloc(sizeof(double) * n0);
-	if (!dc->w || !dc->b || !dc->w1 || !dc->b1 || !scale || !shift)
+	slot = pn_alloc(sizeof(float **) * PN_DOMAIN_MAX_ARRAYS(c));
+	floats = pn_alloc(sizeof(size_t) * PN_DOMAIN_MAX_ARRAYS(c));
+	if (!dc->w || !dc->b || !scale || !shift || !slot || !floats)
 		goto oom;
-	dc->bytes = sizeof(float) * ((size_t) T * h1 * n0 + (size_t) T * h1);
+	/* the arrays, sized by the plan (pn_domain_arrays: the shared cache lays them out the same) */
+	narrays = pn_domain_arrays(m, dc, slot, floats);
+	for (i = 0; i < narrays; i++)
+	{
+		*slot[i] = pn_alloc(sizeof(float) * (floats[i] > 0 ? floats[i] : 1));
+		if (!*slot[i])
+			goto oom;
+		dc->bytes += sizeof(float) * floats[i];
+	}
 
-	if (!domain_dv_biases(m, PN_T(m, m->t_emb_dom) + (size_t) d * k, dc))
-		goto oom;
+	domain_dv_biases(m, PN_T(m, m->t_emb_dom) + (size_t) d * k, dc);
 	partnorm_fold(m, d, scale, shift);
 	/* every tower and output layer of the plan: the first of each task with PN folded in */
 	for (l = 0; l < m->plan->nlayers; l++)
@@ -258,17 +309,21 @@ pn_domain_build(const PnModel *m, int d, PnDomainCache **out, PnError *err)
 			continue;
 		if (ly->layer == 1)
 			star_fuse_first(m, d, ly, scale, shift, dc);
-		else if (!star_fuse_layer(m, d, ly, dc))
-			goto oom;
+		else
+			star_fuse_layer(m, d, ly, dc);
 	}
 	pn_free(scale);
 	pn_free(shift);
+	pn_free(slot);
+	pn_free(floats);
 	*out = dc;
 	return PN_OK;
 
 oom:
 	pn_free(scale);
 	pn_free(shift);
+	pn_free(slot);
+	pn_free(floats);
 	pn_domain_free(dc);
 	return pn_seterr(err, PN_ENOMEM, "out of memory building the cache of domain %d", d);
 }

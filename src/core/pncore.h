@@ -390,6 +390,14 @@ typedef struct PnPersona
 } PnPersona;
 
 int			pn_domain_build(const PnModel *m, int domain, PnDomainCache **out, PnError *err);
+/*
+ * The arrays of a domain cache sized by the model's plan, in the order
+ * pn_domain_build fills them and the server's shared cache copies them:
+ * floats[i] each one's floats, slot[i] (with dc) the address of dc's
+ * pointer to it; returns their number, at most PN_DOMAIN_MAX_ARRAYS(cfg)
+ */
+#define PN_DOMAIN_MAX_ARRAYS(cfg) (4 + 2 * (cfg)->ntasks * ((cfg)->nhidden + 1))
+int			pn_domain_arrays(const PnModel *m, PnDomainCache *dc, float ***slot, size_t *floats);
 void		pn_domain_free(PnDomainCache *dc);
 int			pn_persona_build(const PnModel *m, const int64_t *persona, PnPersona **out, PnError *err);
 /* the same with the persona's multi-valued fields: pbag [P] (row 0 of each), NULL when none */

@@ -8,7 +8,10 @@
 #    shared cache, in several sessions at once, exactly as backends with their own copies do
 #    (after a restart with pepnet.shared_cache_size = 0);
 #  - a session with the shared copy still binds the rows by the dense columns' names (a query
-#    without them is 42703 naming them).
+#    without them is 42703 naming them);
+#  - versions with "domain_input": true (x0 one embedding wider: every part but PN, and the
+#    shared-bottom baseline), whose shared domain caches are sized by the layer plan, score through
+#    the shared cache bit for bit as in backends with their own copies.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -81,6 +84,27 @@ my ($rc, $out, $err) = $node->psql($db, "SELECT pepnet_predict('nm', c) FROM (SE
 ok($rc != 0 && $err =~ /lacks column "qty" \(dense field "qty"\)/, 'the shared copy keeps the dense columns\' names: a missing one is named')
   or diag($err);
 
+# "domain_input": true, every part but PN on and the shared bottom (every part off): the shared
+# domain caches (their sizes from the layer plan, n0 = F*k + Nd + k) score as the own copies do
+my %di_cfg = (
+	nmdi => '{"domains": 3, "features": [{"name": "item", "buckets": 200}, {"name": "cat", "buckets": 16}], '
+	  . '"persona": [{"name": "user_id", "buckets": 40}], "dense": [{"name": "price"}, {"name": "qty"}], '
+	  . '"emb_dim": 4, "hidden": [8, 4], "tasks": ["click", "buy"], "epnet_hidden": 6, "aux_hidden": 5, "pn": false, "domain_input": true}',
+	nmsb => '{"domains": 3, "features": [{"name": "item", "buckets": 200}, {"name": "cat", "buckets": 16}], '
+	  . '"dense": [{"name": "price"}, {"name": "qty"}], "emb_dim": 4, "hidden": [8, 4], '
+	  . '"epnet": false, "ppnet": false, "pn": false, "star": false, "aux": false, "domain_input": true}');
+my %di_shared;
+for my $m (sort keys %di_cfg)
+{
+	my $data = $m eq 'nmdi' ? 'SELECT *, click AS buy FROM ev' : 'SELECT * FROM ev';
+	sq("CALL pepnet_train('$m', '$data', '$di_cfg{$m}', epochs => 2, batch_size => 32, lr => 0.01, seed => 3, progress_interval => 0)");
+	is(sq("SELECT pepnet_preload('$m')"), 't', "$m (domain_input) is preloaded into the shared cache");
+	$di_shared{$m} = sq("SELECT string_agg(s.scores::text, ',' ORDER BY (s.candidate).id) FROM pepnet_score_rows('$m', ARRAY(SELECT c FROM ev c ORDER BY id)) s")
+	  . '|' . sq("SELECT string_agg(pepnet_predict('$m', c)::text, ',' ORDER BY id) FROM ev c");
+	ok(sq("SELECT hits > 0 AND domains = 3 FROM pepnet.shared_cache WHERE model = '$m'") eq 't',
+		"$m: scored through the shared copy, its 3 domain caches shared");
+}
+
 # the same statements in backends with their own copies (no shared cache)
 $node->append_conf('postgresql.conf', "pepnet.shared_cache_size = 0\n");
 $node->restart;
@@ -88,6 +112,13 @@ is(sq("SELECT count(*) FROM pepnet.shared_cache"), '0', 'restarted without the s
 is(sq($rows), $shared{rows}, 'pepnet_score_rows through the shared cache = own copy, bit for bit, 4 sessions');
 is(sq($pred), $shared{predict}, 'pepnet_predict(model, row) through the shared cache = own copy, bit for bit, 4 sessions');
 is(sq($query), $shared{query}, 'pepnet_score_query of a named query through the shared cache = own copy, 4 sessions');
+for my $m (sort keys %di_cfg)
+{
+	my $own = sq("SELECT string_agg(s.scores::text, ',' ORDER BY (s.candidate).id) FROM pepnet_score_rows('$m', ARRAY(SELECT c FROM ev c ORDER BY id)) s")
+	  . '|' . sq("SELECT string_agg(pepnet_predict('$m', c)::text, ',' ORDER BY id) FROM ev c");
+	ok(length($own) > 1000, "$m: every row scored by the own copy");
+	is($own, $di_shared{$m}, "$m (domain_input): scores through the shared cache = own copy, bit for bit");
+}
 
 $node->stop;
 done_testing();

@@ -2655,6 +2655,44 @@ test_plan(const char *json, const char *what, int expect_layers)
 		CHECK(n0r == (c.epnet ? 1 : 0) + (c.aux ? 1 : 0) && nxr == (c.ppnet ? L : 0) && nx == T,
 			  "plan (%s): %d layers read x0, %d x, %d xn", what, n0r, nxr, nx);
 	}
+	/* a domain cache's arrays (what the shared cache copies): sized by the size table, dc's own */
+	{
+		PnDomainCache *dc = NULL;
+		float	 ***slot = malloc(sizeof(float **) * PN_DOMAIN_MAX_ARRAYS(&c));
+		size_t	   *fl = malloc(sizeof(size_t) * PN_DOMAIN_MAX_ARRAYS(&c)),
+				   *fl2 = malloc(sizeof(size_t) * PN_DOMAIN_MAX_ARRAYS(&c)),
+					sum = 0;
+		int			n = 0,
+					n2 = -1,
+					ok = 0,
+					want = (c.epnet ? 1 : 0) + (c.aux ? 1 : 0) + 2 + 2 * T * L;
+
+		pn_model_init(m, 7);
+		if (pn_domain_build(m, c.domains - 1, &dc, &e) == PN_OK)
+		{
+			n = pn_domain_arrays(m, dc, slot, fl);
+			n2 = pn_domain_arrays(m, NULL, NULL, fl2);
+			ok = n == want && n2 == n && n <= PN_DOMAIN_MAX_ARRAYS(&c);
+			for (i = 0; ok && i < n; i++)
+			{
+				ok = *slot[i] != NULL && fl[i] == fl2[i] && fl[i] > 0;
+				sum += fl[i];
+			}
+			i = 0;
+			if (ok && c.epnet)
+				ok = slot[i] == &dc->ep_bias && fl[i++] == (size_t) p->width[PN_ACT_EH];
+			if (ok && c.aux)
+				ok = slot[i] == &dc->aux_bias && fl[i++] == (size_t) p->width[PN_ACT_AH];
+			ok = ok && slot[i] == &dc->w1 && fl[i] == (size_t) T * c.hidden[0] * p->width[PN_ACT_XN] &&
+				slot[i + 1] == &dc->b1 && fl[i + 1] == (size_t) T * c.hidden[0] && sum * sizeof(float) == dc->bytes;
+		}
+		CHECK(ok, "plan (%s): the domain cache's %d arrays (expected %d) are sized by the plan, %zu bytes (%s)",
+			  what, n, want, sum * sizeof(float), e.msg);
+		pn_domain_free(dc);
+		free(slot);
+		free(fl);
+		free(fl2);
+	}
 	pn_model_free(m);
 	pn_config_free(&c);
 }
