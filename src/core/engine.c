@@ -103,9 +103,9 @@ typedef struct PnOp
  */
 typedef struct PnFallbackDomain
 {
-	float	   *xw;				/* [nxd, n0] packed */
+	void	   *xw;				/* [nxd, n0] packed */
 	float	   *x0b;			/* [nx0]: ep_bias, aux_bias */
-	float	   *tw[PN_MAX_TASKS * (PN_MAX_LAYERS + 1)];	/* PN_TW(t, l), l >= 2, packed */
+	void	   *tw[PN_MAX_TASKS * (PN_MAX_LAYERS + 1)];	/* PN_TW(t, l), l >= 2, packed (int8: not the output layer) */
 	void	   *mem;			/* the one allocation of all of them */
 } PnFallbackDomain;
 
@@ -130,12 +130,14 @@ typedef struct PnFallback
 				nx,				/* T h_1 + (PPNet: sum of T h_l) */
 				nxd,			/* the x block's rows packed per domain: nx, or T h_1 */
 				goff[PN_MAX_LAYERS];	/* gate l's first column in xc */
-	float	   *gw,				/* [nx - nxd, n0] packed: the rest of the x block */
+	bool		q8;				/* int8 (quant.c): every matmul but the output layers and aux layer 2 */
+	void	   *gw,				/* [nx - nxd, n0] packed: the rest of the x block */
 			   *x0w,			/* [nx0, n0] packed */
 			   *ep2,			/* [n0, he] packed */
 			   *g2[PN_MAX_LAYERS],	/* [T h_l, T h_l] packed */
-			   *aux2;			/* [T, ha] packed */
+			   *aux2;			/* [T, ha] packed (fp32 only) */
 	void	   *mem;
+	PnQ8Work	qw;				/* int8: the quantized rows and the int32 sums of a block */
 	PnFallbackDomain **dom;		/* [D], packed by pn_engine_prepare_domain */
 	/* workspace */
 	float	   *x0,				/* [M, n0] */
@@ -729,6 +731,9 @@ fallback_free(PnFallback *fb, int D)
 	}
 	pn_free(fb->mem);
 	pn_free(fb->wmem);
+	pn_free(fb->qw.qa);
+	pn_free(fb->qw.sa);
+	pn_free(fb->qw.acc);
 	pn_free(fb);
 }
 
@@ -744,6 +749,38 @@ carve(char **p, size_t floats)
 
 	*p += (floats * sizeof(float) + 63) & ~(size_t) 63;
 	return r;
+}
+
+/* bytes of W [N, K] packed for the fallback's matmul (fp32 panels or int8) */
+static size_t
+fb_wbytes(const PnFallback *fb, int N, int K)
+{
+	return (fb->q8 ? pn_q8_bytes(N, K) : 4 * pn_panels_floats(N, K)) + 64;
+}
+
+/* W [N, K] (row stride ldw) packed at *p (advanced) */
+static void *
+fb_pack(const PnFallback *fb, char **p, int N, int K, const float *W, int ldw)
+{
+	void	   *r = *p;
+
+	if (fb->q8)
+		pn_q8_pack(N, K, W, ldw, r);
+	else
+		pn_panels_pack(N, K, W, ldw, r);
+	*p += (fb_wbytes(fb, N, K) - 64 + 63) & ~(size_t) 63;
+	return r;
+}
+
+/* the fallback's matmul with its bias and post-op: pn_gemm_panels, or in int8 pn_q8_layer */
+static inline void
+fb_gemm(PnFallback *fb, int M, int N, int K, const float *A, int lda, const void *W, const float *bias,
+		float *C, int ldc, int epi, float gamma, const float *X, int ldx)
+{
+	if (fb->q8)
+		pn_q8_layer(M, N, K, A, lda, W, bias, C, ldc, epi, gamma, X, ldx, &fb->qw);
+	else
+		pn_gemm_panels(M, N, K, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
 }
 
 /*
@@ -775,7 +812,7 @@ merged_rows(const PnModel *m, const int *idx, int n, float *tmp)
  * when out of memory.
  */
 static PnFallback *
-fallback_new(const PnModel *m)
+fallback_new(const PnModel *m, bool q8)
 {
 	const PnConfig *c = &m->cfg;
 	const PnPlan *pl = m->plan;
@@ -800,6 +837,7 @@ fallback_new(const PnModel *m)
 		pn_free(rx);
 		return NULL;
 	}
+	fb->q8 = q8;
 	/* the merged matmuls: the layers that read x0; those that read xn (PN folded: x), then x */
 	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
 	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
@@ -829,14 +867,14 @@ fallback_new(const PnModel *m)
 	fb->dom = pn_alloc0(sizeof(PnFallbackDomain *) * c->domains);
 	/* the packed matrices */
 	if (fb->nxd < fb->nx)
-		bytes += 4 * pn_panels_floats(fb->nx - fb->nxd, n0) + 64;
-	bytes += 4 * pn_panels_floats(fb->nx0 > 0 ? fb->nx0 : 1, n0) + 64;
+		bytes += fb_wbytes(fb, fb->nx - fb->nxd, n0);
+	bytes += fb_wbytes(fb, fb->nx0 > 0 ? fb->nx0 : 1, n0);
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
 
-		if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || ly->in == PN_ACT_AH)
-			bytes += 4 * pn_panels_floats(ly->nout, ly->nin) + 64;
+		if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || (ly->in == PN_ACT_AH && !q8))
+			bytes += fb_wbytes(fb, ly->nout, ly->nin);
 	}
 	fb->mem = pn_alloc(bytes);
 	tmp = pn_alloc(sizeof(float) * (size_t) (fb->nx0 > fb->nx ? fb->nx0 : fb->nx) * n0);
@@ -853,15 +891,13 @@ fallback_new(const PnModel *m)
 	{
 		/* the gates' layer 1 on x, every layer's rows one after another */
 		merged_rows(m, rx, nrx, tmp);
-		fb->gw = carve(&p, pn_panels_floats(fb->nx - fb->nxd, n0));
-		pn_panels_pack(fb->nx - fb->nxd, n0, tmp, n0, fb->gw);
+		fb->gw = fb_pack(fb, &p, fb->nx - fb->nxd, n0, tmp, n0);
 	}
 	if (fb->nx0 > 0)
 	{
 		/* [W1x; V1x]: the x0 columns of EPNet's and aux's first layers */
 		merged_rows(m, r0, nr0, tmp);
-		fb->x0w = carve(&p, pn_panels_floats(fb->nx0, n0));
-		pn_panels_pack(fb->nx0, n0, tmp, n0, fb->x0w);
+		fb->x0w = fb_pack(fb, &p, fb->nx0, n0, tmp, n0);
 	}
 	pn_free(tmp);
 	pn_free(r0);
@@ -870,12 +906,11 @@ fallback_new(const PnModel *m)
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
-		float	   *pk;
+		void	   *pk;
 
-		if (ly->in != PN_ACT_EH && ly->in != PN_ACT_GH && ly->in != PN_ACT_AH)
+		if (ly->in != PN_ACT_EH && ly->in != PN_ACT_GH && (ly->in != PN_ACT_AH || q8))
 			continue;
-		pk = carve(&p, pn_panels_floats(ly->nout, ly->nin));
-		pn_panels_pack(ly->nout, ly->nin, PN_T(m, ly->w), ly->ldw, pk);
+		pk = fb_pack(fb, &p, ly->nout, ly->nin, PN_T(m, ly->w), ly->ldw);
 		if (ly->part == PN_PART_EPNET)
 			fb->ep2 = pk;
 		else if (ly->part == PN_PART_PPNET)
@@ -902,6 +937,23 @@ fallback_new(const PnModel *m)
 	fb->bx = carve(&p, fb->nx);
 	fb->o = carve(&p, (size_t) M * T);
 	fb->oa = carve(&p, (size_t) M * T);
+	if (q8)
+	{
+		/* the widest input and output of a matmul */
+		size_t		kmax = n0;
+
+		kmax = kmax > (size_t) fb->nx0 ? kmax : (size_t) fb->nx0;
+		kmax = kmax > (size_t) fb->nx ? kmax : (size_t) fb->nx;
+		kmax = kmax > wide ? kmax : wide;
+		fb->qw.qa = pn_alloc(sizeof(int16_t) * M * PN_Q8_KP(kmax));
+		fb->qw.sa = pn_alloc(sizeof(float) * M);
+		fb->qw.acc = pn_alloc(sizeof(int32_t) * M * kmax);
+		if (!fb->qw.qa || !fb->qw.sa || !fb->qw.acc)
+		{
+			fallback_free(fb, c->domains);
+			return NULL;
+		}
+	}
 	return fb;
 }
 
@@ -941,13 +993,13 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	}
 	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
 	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
-	bytes += 4 * pn_panels_floats(fb->nxd, n0) + 64 + 4 * (size_t) (fb->nx0 + 1) + 64;
+	bytes += fb_wbytes(fb, fb->nxd, n0) + 4 * (size_t) (fb->nx0 + 1) + 64;
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
 
-		if (ly->in == PN_ACT_A)
-			bytes += 4 * pn_panels_floats(ly->nout, ly->nin) + 64;
+		if (ly->in == PN_ACT_A && !(fb->q8 && ly->part == PN_PART_OUTPUT))
+			bytes += fb_wbytes(fb, ly->nout, ly->nin);
 		else if (ly->in == PN_ACT_XN)
 			h1 += ly->nout;
 	}
@@ -967,8 +1019,7 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	memcpy(tmp, dc->w1, sizeof(float) * h1 * n0);
 	if (fb->nxd == fb->nx)
 		merged_rows(m, rx, nrx, tmp + h1 * n0);
-	fd->xw = carve(&p, pn_panels_floats(fb->nxd, n0));
-	pn_panels_pack(fb->nxd, n0, tmp, n0, fd->xw);
+	fd->xw = fb_pack(fb, &p, fb->nxd, n0, tmp, n0);
 	pn_free(tmp);
 	/* the x0 block's biases: the dv parts of its layers */
 	fd->x0b = carve(&p, fb->nx0 + 1);
@@ -989,11 +1040,10 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 		const PnLayer *ly = &pl->layers[i];
 		int			x;
 
-		if (ly->in != PN_ACT_A)
+		if (ly->in != PN_ACT_A || (fb->q8 && ly->part == PN_PART_OUTPUT))
 			continue;
 		x = PN_TW(c, ly->task, ly->layer);
-		fd->tw[x] = carve(&p, pn_panels_floats(ly->nout, ly->nin));
-		pn_panels_pack(ly->nout, ly->nin, dc->w[x], ly->nin, fd->tw[x]);
+		fd->tw[x] = fb_pack(fb, &p, ly->nout, ly->nin, dc->w[x], ly->nin);
 	}
 	fb->dom[dc->domain] = fd;
 	return PN_OK;
@@ -1033,13 +1083,13 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 			case PN_ACT_X0:
 				/* EPNet's and aux's layer 1 */
 				if (!x0done)
-					pn_gemm_panels(nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
+					fb_gemm(fb, nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
 								   NULL, 0);
 				x0done = true;
 				break;
 			case PN_ACT_EH:
 				/* EPNet's layer 2: x = gate ⊙ x0 */
-				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, fb->ep2, PN_T(m, ly->b), fb->x, n0,
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, fb->ep2, PN_T(m, ly->b), fb->x, n0,
 							   ly->post, c->gamma, fb->x0, n0);
 				x = fb->x;
 				break;
@@ -1048,9 +1098,9 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 				/* every task's tower layer 1 and every gate's layer 1: one pass over x */
 				if (!xdone)
 				{
-					pn_gemm_panels(nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
+					fb_gemm(fb, nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
 					if (fb->nxd < nx)
-						pn_gemm_panels(nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
+						fb_gemm(fb, nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
 									   PN_EPI_RELU, 0, NULL, 0);
 				}
 				xdone = true;
@@ -1061,15 +1111,22 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 								hp = ly->nin,
 								h = ly->nout;
 
+					if (ly->part == PN_PART_OUTPUT && fb->q8)
+					{
+						/* fp32 in int8 too: the dot product of the oneDNN tiles (engine_tile) */
+						for (r = 0; r < nb; r++)
+							fb->o[r * T + ly->task] = pn_dot(a + (size_t) r * lda + ly->task * hp, dc->w[xi], hp) + dc->b[xi][0];
+						break;
+					}
 					if (ly->part == PN_PART_OUTPUT)
 					{
-						pn_gemm_panels(nb, 1, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
+						fb_gemm(fb, nb, 1, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
 									   ly->post, 0, NULL, 0);
 						break;
 					}
 					/* task t's tower layer l on its column block */
 					b = a == fb->t1 ? fb->t2 : fb->t1;
-					pn_gemm_panels(nb, h, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
+					fb_gemm(fb, nb, h, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
 								   ly->post, 0, NULL, 0);
 					if (ly->task == T - 1)
 					{
@@ -1080,11 +1137,23 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 				break;
 			case PN_ACT_GH:
 				/* gate l's layer 2, times every task's tower layer l + 1 (in place) */
-				pn_gemm_panels(nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, fb->g2[ly->layer],
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, fb->g2[ly->layer],
 							   PN_T(m, ly->b), a, lda, ly->post, c->gamma, a, lda);
 				break;
 			case PN_ACT_AH:
-				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, fb->aux2, PN_T(m, ly->b), fb->oa, T,
+				if (fb->q8)
+				{
+					/* fp32 in int8 too, as engine_tile */
+					int			t;
+
+					for (r = 0; r < nb; r++)
+						for (t = 0; t < T; t++)
+							fb->oa[r * T + t] = pn_dot(fb->h0 + (size_t) r * fb->nx0 + fb->ahoff,
+													   PN_T(m, ly->w) + (size_t) t * ly->nin, ly->nin) + PN_T(m, ly->b)[t];
+					aux = true;
+					break;
+				}
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, fb->aux2, PN_T(m, ly->b), fb->oa, T,
 							   ly->post, 0, NULL, 0);
 				aux = true;
 				break;
@@ -1100,18 +1169,19 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 }
 
 /*
- * An engine of m at precision (PN_FP32, PN_BF16) for tiles of `tile` rows:
- * oneDNN brgemm matmuls where this CPU has them, else (fp32) the GEMV
- * fallback described at struct PnEngine; bf16 without them is PN_EUNSUPPORTED.
+ * An engine of m at precision (PN_FP32, PN_BF16, PN_INT8) for tiles of
+ * `tile` rows: oneDNN brgemm matmuls where this CPU has them, else (fp32,
+ * int8) the fallback described at struct PnEngine; bf16 without them is
+ * PN_EUNSUPPORTED.
  */
 int
 pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *share, PnEngine **out,
 			  PnError *err)
 {
-	int			rc = engine_new_onednn(m, precision, tile, share, out, err);
+	int			rc = precision == PN_INT8 ? PN_EUNSUPPORTED : engine_new_onednn(m, precision, tile, share, out, err);
 	PnEngine   *eng;
 
-	if (rc != PN_EUNSUPPORTED || precision != PN_FP32)
+	if (rc != PN_EUNSUPPORTED || precision == PN_BF16)
 		return rc;
 	eng = pn_alloc0(sizeof(PnEngine));
 	if (eng == NULL)
@@ -1120,7 +1190,7 @@ pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *shar
 	eng->precision = precision;
 	eng->tile = tile;
 	eng->fallback = true;
-	eng->fb = fallback_new(m);
+	eng->fb = fallback_new(m, precision == PN_INT8);
 	if (eng->fb == NULL)
 	{
 		pn_free(eng);

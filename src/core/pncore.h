@@ -451,6 +451,7 @@ int			pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *
  */
 #define PN_FP32 0
 #define PN_BF16 1
+#define PN_INT8 2				/* int8 weights and activations (quant.c, docs/model.md) */
 #define PN_TILE 16				/* rows per tile (see BENCHMARKS.md) */
 typedef struct PnEngine PnEngine;
 /*
