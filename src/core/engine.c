@@ -39,6 +39,15 @@
  * about OpenBLAS's big square sgemm rate on these shapes, and its 1- to
  * 5-row kernels read each weight once per call (BENCHMARKS.md).
  *
+ * int8 (PN_INT8, quant.c).  Always the fallback's dataflow (blocks, merged
+ * matmuls) with every matmul but the output layers and aux layer 2 in int8:
+ * each input row quantized, the int32 sums from pepnet's own kernel
+ * (pn_q8_gemm), or where oneDNN has an exact int8 brgemm (VNNI, AMX) from
+ * its s8 x s8 -> s32 matmuls over tiles of `tile` rows padded with zero
+ * rows; then the one epilogue pn_q8_epilogue.  The output layers and aux
+ * layer 2 are fp32 dot products (pn_dot) as in engine_tile.  So a
+ * candidate's bits are the same on every CPU and path.
+ *
  * Threads.  Debian's oneDNN runs on OpenMP; pn_dnnl_init (dnnl.c) pins it to one
  * thread.  Nothing here runs before the first batched score of a backend,
  * so a library preloaded into the postmaster initialises no oneDNN state.
@@ -138,6 +147,18 @@ typedef struct PnFallback
 			   *aux2;			/* [T, ha] packed (fp32 only) */
 	void	   *mem;
 	PnQ8Work	qw;				/* int8: the quantized rows and the int32 sums of a block */
+	/*
+	 * int8 through oneDNN (CPUs with its int8 brgemm: AVX512-VNNI, AMX):
+	 * s8 x s8 -> s32 matmuls of `tile` rows, one per weight shape, instead
+	 * of pn_q8_gemm; the same quantizers and epilogue around them
+	 */
+	bool		dnn;
+	bool		dnn_failed;		/* a matmul failed to run: the block is void */
+	int			tile;
+	int			nops;
+	PnOp		ops[3 + 3 * PN_MAX_LAYERS + 1];
+	int8_t	   *s8;				/* [tile, kmax] one tile's quantized rows */
+	void	   *scratch;
 	PnFallbackDomain **dom;		/* [D], packed by pn_engine_prepare_domain */
 	/* workspace */
 	float	   *x0,				/* [M, n0] */
@@ -215,6 +236,19 @@ pn_engine_bf16_supported(void)
 	dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
 
 	return ((int) isa & (int) dnnl_cpu_isa_avx512_core_bf16) == (int) dnnl_cpu_isa_avx512_core_bf16;
+}
+
+/*
+ * Whether oneDNN runs exact int8 matmuls here (brgemm with VNNI or AMX:
+ * int32 sums without saturation); elsewhere int8 scoring runs pepnet's own
+ * int8 kernel (quant.c)
+ */
+bool
+pn_engine_int8_supported(void)
+{
+	dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+
+	return ((int) isa & (int) dnnl_cpu_isa_avx512_core_vnni) == (int) dnnl_cpu_isa_avx512_core_vnni;
 }
 
 const char *
@@ -518,7 +552,8 @@ op_run(PnOp *op, const void *src, const void *wei, const float *bias, void *dst,
 {
 	dnnl_memory_set_data_handle(op->m_src, (void *) src);
 	dnnl_memory_set_data_handle(op->m_wei, (void *) wei);
-	dnnl_memory_set_data_handle(op->m_bias, (void *) bias);
+	if (op->m_bias)
+		dnnl_memory_set_data_handle(op->m_bias, (void *) bias);
 	dnnl_memory_set_data_handle(op->m_dst, dst);
 	if (op->m_src1)
 		dnnl_memory_set_data_handle(op->m_src1, (void *) src1);
@@ -734,6 +769,10 @@ fallback_free(PnFallback *fb, int D)
 	pn_free(fb->qw.qa);
 	pn_free(fb->qw.sa);
 	pn_free(fb->qw.acc);
+	for (d = 0; d < fb->nops; d++)
+		op_free(&fb->ops[d]);
+	pn_free(fb->s8);
+	pn_free(fb->scratch);
 	pn_free(fb);
 }
 
@@ -751,20 +790,209 @@ carve(char **p, size_t floats)
 	return r;
 }
 
+/*
+ * An int8 matmul of oneDNN: [tile, K] s8 x [K, N] s8 -> [tile, N] s32, no
+ * bias, no post-op (the bias and the post-op are pn_q8_epilogue's, so that
+ * the sums stay exact integers), weights in the layout it asks for.  Only
+ * where the sums are exact: a brgemm kernel on a CPU with VNNI or AMX
+ * (vpdpbusd sums u8 x s8 products in int32 without saturating; oneDNN
+ * shifts s8 sources to u8 and subtracts the weights' compensation, exact
+ * in int32).  oneDNN 2.6's other int8 matmul on AVX2 and AVX-512 without
+ * VNNI (gemm:jit, vpmaddubsw) saturates int16 pair sums of full-range
+ * operands: never used.  Under pn_dnnl_any_impl (the unit tests) a brgemm
+ * or else the reference implementation (ref_int8, exact below 2^24).
+ */
+static int
+op_create_q8(PnOp *op, int tile, int K, int N, size_t *scratch_bytes)
+{
+	dnnl_memory_desc_t src_md,
+				wei_md,
+				dst_md;
+	dnnl_matmul_desc_t md;
+	dnnl_primitive_desc_iterator_t it = NULL;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_primitive_attr_t attr;
+
+	memset(op, 0, sizeof(*op));
+	op->K = K;
+	op->N = N;
+	op->ldc = N;
+	op->dst_dt = dnnl_s32;
+	dnnl_memory_desc_init_by_strides(&src_md, 2, (dnnl_dims_t) {tile, K}, dnnl_s8, (dnnl_dims_t) {K, 1});
+	dnnl_memory_desc_init_by_tag(&wei_md, 2, (dnnl_dims_t) {K, N}, dnnl_s8, dnnl_format_tag_any);
+	dnnl_memory_desc_init_by_strides(&dst_md, 2, (dnnl_dims_t) {tile, N}, dnnl_s32, (dnnl_dims_t) {N, 1});
+	if (dnnl_matmul_desc_init(&md, &src_md, &wei_md, NULL, &dst_md) != dnnl_success)
+		return PN_EUNSUPPORTED;
+	dnnl_primitive_attr_create(&attr);
+	dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+	if (dnnl_primitive_desc_iterator_create(&it, &md, attr, pn_dnnl_engine, NULL) == dnnl_success)
+	{
+		do
+		{
+			const char *impl = NULL;
+			dnnl_primitive_desc_t c = dnnl_primitive_desc_iterator_fetch(it);
+
+			if (c == NULL)
+				break;
+			if (dnnl_primitive_desc_query(c, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+				(strncmp(impl, "brg", 3) == 0 ? pn_engine_int8_supported() || pn_dnnl_any_impl :
+				 pn_dnnl_any_impl && strncmp(impl, "ref", 3) == 0))
+			{
+				pd = c;
+				break;
+			}
+			dnnl_primitive_desc_destroy(c);
+		} while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+		dnnl_primitive_desc_iterator_destroy(it);
+	}
+	dnnl_primitive_attr_destroy(attr);
+	if (pd == NULL)
+		return PN_EUNSUPPORTED;
+	op->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+	op->wbytes = dnnl_memory_desc_get_size(&op->wmd);
+	{
+		const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+		size_t		sb = smd ? dnnl_memory_desc_get_size(smd) : 0;
+
+		if (sb > *scratch_bytes)
+			*scratch_bytes = sb;
+		if (sb > 0 && dnnl_memory_create(&op->m_scratch, smd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
+			goto fail;
+	}
+	if (dnnl_primitive_create(&op->prim, pd) != dnnl_success)
+		goto fail;
+	dnnl_primitive_desc_destroy(pd);
+	pd = NULL;
+	if (dnnl_memory_create(&op->m_src, &src_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_wei, &op->wmd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_dst, &dst_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
+		goto fail;
+	op->args[0] = (dnnl_exec_arg_t) {DNNL_ARG_SRC, op->m_src};
+	op->args[1] = (dnnl_exec_arg_t) {DNNL_ARG_WEIGHTS, op->m_wei};
+	op->args[2] = (dnnl_exec_arg_t) {DNNL_ARG_DST, op->m_dst};
+	op->nargs = 3;
+	if (op->m_scratch)
+		op->args[op->nargs++] = (dnnl_exec_arg_t) {DNNL_ARG_SCRATCHPAD, op->m_scratch};
+	return PN_OK;
+fail:
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	op_free(op);
+	return PN_EUNSUPPORTED;
+}
+
+/* the oneDNN int8 matmul of shape [N, K] */
+static PnOp *
+fb_op(PnFallback *fb, int N, int K)
+{
+	int			i;
+
+	for (i = 0; i < fb->nops; i++)
+		if (fb->ops[i].N == N && fb->ops[i].K == K)
+			return &fb->ops[i];
+	return NULL;
+}
+
+/* bytes of int8 weights packed for op: sw [N], then oneDNN's layout at the next 64 bytes */
+static size_t
+q8_dnn_bytes(const PnOp *op)
+{
+	return (((size_t) op->N * sizeof(float) + 63) & ~(size_t) 63) + op->wbytes;
+}
+
+/* W [N, K] quantized per channel and reordered into op's layout at out (64-byte aligned) */
+static void
+q8_dnn_pack(PnFallback *fb, PnOp *op, const float *W, int ldw, void *out)
+{
+	int			N = op->N,
+				K = op->K;
+	int8_t	   *q = pn_alloc((size_t) N * K + 1);
+	dnnl_memory_desc_t from_md;
+	dnnl_primitive_desc_t rpd;
+	dnnl_primitive_t r = NULL;
+	dnnl_memory_t mf = NULL,
+				mt = NULL;
+	bool		ok = false;
+
+	if (q == NULL)
+	{
+		fb->dnn_failed = true;
+		return;
+	}
+	pn_q8_rows8(N, K, W, ldw, q, K, (float *) out);
+	/* q [N, K] row-major is the [K, N] matrix with strides (1, K) */
+	dnnl_memory_desc_init_by_strides(&from_md, 2, (dnnl_dims_t) {K, N}, dnnl_s8, (dnnl_dims_t) {1, K});
+	if (dnnl_reorder_primitive_desc_create(&rpd, &from_md, pn_dnnl_engine, &op->wmd, pn_dnnl_engine, NULL) == dnnl_success)
+	{
+		if (dnnl_primitive_create(&r, rpd) == dnnl_success &&
+			dnnl_memory_create(&mf, &from_md, pn_dnnl_engine, q) == dnnl_success &&
+			dnnl_memory_create(&mt, &op->wmd, pn_dnnl_engine,
+							   (char *) out + (((size_t) N * sizeof(float) + 63) & ~(size_t) 63)) == dnnl_success)
+		{
+			dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, mf}, {DNNL_ARG_TO, mt}};
+
+			ok = dnnl_primitive_execute(r, pn_dnnl_stream, 2, args) == dnnl_success;
+			dnnl_stream_wait(pn_dnnl_stream);
+		}
+		dnnl_primitive_desc_destroy(rpd);
+	}
+	if (mf)
+		dnnl_memory_destroy(mf);
+	if (mt)
+		dnnl_memory_destroy(mt);
+	if (r)
+		dnnl_primitive_destroy(r);
+	pn_free(q);
+	if (!ok)
+		fb->dnn_failed = true;
+}
+
+/*
+ * A layer through oneDNN's int8 matmul: M rows in tiles (the last padded
+ * with zero rows, whose results are dropped), the rows quantized as
+ * pn_q8_layer does, the shared epilogue
+ */
+static void
+q8_dnn_layer(PnFallback *fb, PnOp *op, int M, const float *A, int lda, const void *W, const float *bias,
+			 float *C, int ldc, int epi, float gamma, const float *X, int ldx)
+{
+	int			N = op->N,
+				K = op->K,
+				r0;
+	const void *wd = (const char *) W + (((size_t) N * sizeof(float) + 63) & ~(size_t) 63);
+
+	for (r0 = 0; r0 < M; r0 += fb->tile)
+	{
+		int			mb = M - r0 < fb->tile ? M - r0 : fb->tile;
+
+		pn_q8_rows8(mb, K, A + (size_t) r0 * lda, lda, fb->s8, K, fb->qw.sa + r0);
+		if (mb < fb->tile)
+			memset(fb->s8 + (size_t) mb * K, 0, (size_t) (fb->tile - mb) * K);
+		if (op_run(op, fb->s8, wd, NULL, fb->qw.acc + (size_t) r0 * N, NULL, fb->scratch) != PN_OK)
+			fb->dnn_failed = true;
+		dnnl_stream_wait(pn_dnnl_stream);
+	}
+	pn_q8_epilogue(M, N, fb->qw.acc, N, fb->qw.sa, (const float *) W, bias, C, ldc, epi, gamma, X, ldx);
+}
+
 /* bytes of W [N, K] packed for the fallback's matmul (fp32 panels or int8) */
 static size_t
-fb_wbytes(const PnFallback *fb, int N, int K)
+fb_wbytes(PnFallback *fb, int N, int K)
 {
+	if (fb->dnn)
+		return q8_dnn_bytes(fb_op(fb, N, K)) + 64;
 	return (fb->q8 ? pn_q8_bytes(N, K) : 4 * pn_panels_floats(N, K)) + 64;
 }
 
 /* W [N, K] (row stride ldw) packed at *p (advanced) */
 static void *
-fb_pack(const PnFallback *fb, char **p, int N, int K, const float *W, int ldw)
+fb_pack(PnFallback *fb, char **p, int N, int K, const float *W, int ldw)
 {
 	void	   *r = *p;
 
-	if (fb->q8)
+	if (fb->dnn)
+		q8_dnn_pack(fb, fb_op(fb, N, K), W, ldw, r);
+	else if (fb->q8)
 		pn_q8_pack(N, K, W, ldw, r);
 	else
 		pn_panels_pack(N, K, W, ldw, r);
@@ -777,7 +1005,9 @@ static inline void
 fb_gemm(PnFallback *fb, int M, int N, int K, const float *A, int lda, const void *W, const float *bias,
 		float *C, int ldc, int epi, float gamma, const float *X, int ldx)
 {
-	if (fb->q8)
+	if (fb->dnn)
+		q8_dnn_layer(fb, fb_op(fb, N, K), M, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
+	else if (fb->q8)
 		pn_q8_layer(M, N, K, A, lda, W, bias, C, ldc, epi, gamma, X, ldx, &fb->qw);
 	else
 		pn_gemm_panels(M, N, K, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
@@ -812,7 +1042,7 @@ merged_rows(const PnModel *m, const int *idx, int n, float *tmp)
  * when out of memory.
  */
 static PnFallback *
-fallback_new(const PnModel *m, bool q8)
+fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 {
 	const PnConfig *c = &m->cfg;
 	const PnPlan *pl = m->plan;
@@ -865,6 +1095,51 @@ fallback_new(const PnModel *m, bool q8)
 	if (PN_FALLBACK_X_PER_DOMAIN)
 		fb->nxd = fb->nx;
 	fb->dom = pn_alloc0(sizeof(PnFallbackDomain *) * c->domains);
+	if (q8 && dnn)
+	{
+		/* oneDNN's int8 matmuls, one per weight shape; the own kernel if it has none of one */
+		int			shapes[3 + 3 * PN_MAX_LAYERS + 1][2],
+					ns = 0,
+					j;
+		size_t		sb = 0;
+
+		shapes[ns][0] = fb->nx0, shapes[ns++][1] = n0;
+		shapes[ns][0] = fb->nxd, shapes[ns++][1] = n0;
+		shapes[ns][0] = fb->nx - fb->nxd, shapes[ns++][1] = n0;
+		for (i = 0; i < pl->nlayers; i++)
+		{
+			const PnLayer *ly = &pl->layers[i];
+
+			if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || (ly->in == PN_ACT_A && ly->part != PN_PART_OUTPUT))
+				shapes[ns][0] = ly->nout, shapes[ns++][1] = ly->nin;
+		}
+		fb->dnn = true;
+		fb->tile = tile;
+		for (j = 0; j < ns && fb->dnn; j++)
+			if (shapes[j][0] > 0 && fb_op(fb, shapes[j][0], shapes[j][1]) == NULL)
+			{
+				if (op_create_q8(&fb->ops[fb->nops], tile, shapes[j][1], shapes[j][0], &sb) == PN_OK)
+					fb->nops++;
+				else
+					fb->dnn = false;
+			}
+		if (fb->dnn)
+		{
+			fb->scratch = pn_alloc(sb + 64);
+			fb->s8 = pn_alloc((size_t) tile * (wide + fb->nx + fb->nx0 + n0));
+		}
+		if (!fb->dnn || !fb->scratch || !fb->s8)
+		{
+			for (j = 0; j < fb->nops; j++)
+				op_free(&fb->ops[j]);
+			fb->nops = 0;
+			pn_free(fb->scratch);
+			pn_free(fb->s8);
+			fb->scratch = NULL;
+			fb->s8 = NULL;
+			fb->dnn = false;
+		}
+	}
 	/* the packed matrices */
 	if (fb->nxd < fb->nx)
 		bytes += fb_wbytes(fb, fb->nx - fb->nxd, n0);
@@ -946,8 +1221,8 @@ fallback_new(const PnModel *m, bool q8)
 		kmax = kmax > (size_t) fb->nx ? kmax : (size_t) fb->nx;
 		kmax = kmax > wide ? kmax : wide;
 		fb->qw.qa = pn_alloc(sizeof(int16_t) * M * PN_Q8_KP(kmax));
-		fb->qw.sa = pn_alloc(sizeof(float) * M);
-		fb->qw.acc = pn_alloc(sizeof(int32_t) * M * kmax);
+		fb->qw.sa = pn_alloc(sizeof(float) * (M + tile));
+		fb->qw.acc = pn_alloc(sizeof(int32_t) * (M + tile) * kmax);
 		if (!fb->qw.qa || !fb->qw.sa || !fb->qw.acc)
 		{
 			fallback_free(fb, c->domains);
@@ -1044,6 +1319,12 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 			continue;
 		x = PN_TW(c, ly->task, ly->layer);
 		fd->tw[x] = fb_pack(fb, &p, ly->nout, ly->nin, dc->w[x], ly->nin);
+	}
+	if (fb->dnn_failed)
+	{
+		pn_free(fd->mem);
+		pn_free(fd);
+		return pn_seterr(err, PN_EENGINE, "oneDNN cannot pack int8 weights of domain %d", dc->domain);
 	}
 	fb->dom[dc->domain] = fd;
 	return PN_OK;
@@ -1179,6 +1460,7 @@ pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *shar
 			  PnError *err)
 {
 	int			rc = precision == PN_INT8 ? PN_EUNSUPPORTED : engine_new_onednn(m, precision, tile, share, out, err);
+	bool		dnn = false;
 	PnEngine   *eng;
 
 	if (rc != PN_EUNSUPPORTED || precision == PN_BF16)
@@ -1190,7 +1472,16 @@ pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *shar
 	eng->precision = precision;
 	eng->tile = tile;
 	eng->fallback = true;
-	eng->fb = fallback_new(m, precision == PN_INT8);
+	if (precision == PN_INT8 && (pn_engine_int8_supported() || pn_dnnl_any_impl) && !pn_q8_portable)
+	{
+		if ((rc = pn_dnnl_init(err)) != PN_OK)
+		{
+			pn_free(eng);
+			return rc;
+		}
+		dnn = true;
+	}
+	eng->fb = fallback_new(m, precision == PN_INT8, dnn, tile);
 	if (eng->fb == NULL)
 	{
 		pn_free(eng);
@@ -1511,6 +1802,8 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 			}
 			pn_x0_domain(m, dc->domain, nb, fb->x0);
 			fallback_block(m, fb, dc, fd, nb, lg);
+			if (fb->dnn_failed)
+				return pn_seterr(err, PN_EENGINE, "oneDNN failed to execute an int8 matmul");
 			for (i = 0; i < nb * T; i++)
 			{
 				float		v = lg[i];
@@ -1610,7 +1903,7 @@ pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, in
 bool
 pn_engine_onednn(const PnEngine *eng)
 {
-	return !eng->fallback;
+	return !eng->fallback || eng->fb->dnn;
 }
 
 int

@@ -492,8 +492,9 @@ int			pn_engine_logits_bags(PnEngine *eng, const PnDomainCache *dc, const PnPers
 int			pn_engine_tile(const PnEngine *eng);
 bool		pn_engine_onednn(const PnEngine *eng);
 
-/* whether oneDNN runs bf16 matmuls natively here; the ISA it uses */
+/* whether oneDNN runs bf16 matmuls natively here; exact int8 ones (VNNI, AMX); the ISA it uses */
 bool		pn_engine_bf16_supported(void);
+bool		pn_engine_int8_supported(void);
 const char *pn_engine_isa(void);
 
 /* ---- training ---- */

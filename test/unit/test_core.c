@@ -1442,7 +1442,24 @@ test_engine_int8(const char *json, const char *label)
 	pn_q8_portable = false;
 	rc = rc ? rc : pn_engine_logits(e8, dc[1], pp[1], 97, feat, Nd ? dense : NULL, lg, NULL, &e);
 	same_p = rc == PN_OK && memcmp(lg, lgp, sizeof(float) * 97 * T) == 0;
-	CHECK(same_p, "engine int8 (%s): portable C = AVX2 bit for bit, 97 candidates %s", label, rc ? e.msg : "");
+	CHECK(same_p, "engine int8 (%s): the portable C kernel = the engine's int8 (%s) bit for bit, 97 candidates %s", label,
+		  pn_engine_onednn(e8) ? "oneDNN int8 tiles" : pn_q8_avx2() ? "AVX2 kernel" : "portable", rc ? e.msg : "");
+	if (pn_engine_onednn(e8) && !pn_engine_int8_supported())
+	{
+		/* --any-matmul on a CPU without oneDNN's int8 brgemm: the fallback's AVX2 kernel against the tiles */
+		PnEngine   *ef = NULL;
+
+		pn_dnnl_any_impl = false;
+		rc = rc ? rc : pn_engine_new(m, PN_INT8, PN_TILE, NULL, &ef, &e);
+		pn_dnnl_any_impl = true;
+		rc = rc ? rc : pn_engine_prepare_domain(ef, dc[1], NULL, &e);
+		rc = rc ? rc : pn_engine_logits(ef, dc[1], pp[1], 97, feat, Nd ? dense : NULL, lgp, NULL, &e);
+		CHECK(rc == PN_OK && !pn_engine_onednn(ef) && memcmp(lg, lgp, sizeof(float) * 97 * T) == 0,
+			  "engine int8 (%s): the oneDNN int8 tiles = the fallback's AVX2 int8 kernel bit for bit, 97 candidates %s", label,
+			  rc ? e.msg : "");
+		if (ef)
+			pn_engine_free(ef);
+	}
 	/* the evaluator: rows of both domains and personas, interleaved */
 	for (i = 0; i < NR; i++)
 	{
