@@ -495,6 +495,8 @@ bool		pn_engine_onednn(const PnEngine *eng);
 /* whether oneDNN runs bf16 matmuls natively here; exact int8 ones (VNNI, AMX); the ISA it uses */
 bool		pn_engine_bf16_supported(void);
 bool		pn_engine_int8_supported(void);
+/* whether pepnet's own int8 kernel runs AVX2 here (else portable C, the same bits) */
+bool		pn_q8_avx2(void);
 const char *pn_engine_isa(void);
 
 /* ---- training ---- */

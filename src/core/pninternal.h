@@ -128,7 +128,6 @@ typedef struct PnQ8Work
 	int32_t    *acc;			/* [M, N] */
 } PnQ8Work;
 extern bool pn_q8_portable;		/* tests: portable C where AVX2 exists */
-bool		pn_q8_avx2(void);
 float		pn_q8_scale(const float *x, int n, float *inv);
 void		pn_q8_rows16(int M, int K, const float *A, int lda, int16_t *qa, float *sa);
 void		pn_q8_rows8(int M, int K, const float *A, int lda, int8_t *q, int ldq, float *sa);
