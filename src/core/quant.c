@@ -24,11 +24,12 @@
  * requests of any size and tiles of any height.
  *
  * The fallback's layout (CPUs without oneDNN's int8 brgemm): values in
- * int16 lanes, rows padded with zeros to Kp = K rounded up to 16; AVX2's
- * vpmaddwd multiplies 16 pairs into 8 int32 sums per instruction with no
- * saturation (|q| <= 127), so the sums are exact for K <= PN_Q8_MAX_K.
- * Packed weights (pn_q8_bytes): sw [N] floats, then q [N, Kp] int16 at the
- * next 64-byte boundary.  Elsewhere portable C gives the same bits.
+ * int16 lanes, input rows padded with zeros to Kp = K rounded up to 16;
+ * AVX2's vpmaddwd multiplies 16 pairs into 8 int32 sums per instruction
+ * with no saturation (|q| <= 127), so the sums are exact for K <=
+ * PN_Q8_MAX_K.  Packed weights (pn_q8_bytes): sw [N] floats, then the
+ * values in panels of 8 output columns (pn_q8_pack).  Elsewhere portable C
+ * gives the same bits.
  */
 #include "pncore.h"
 #include "pninternal.h"
@@ -179,10 +180,22 @@ pn_q8_rows8(int M, int K, const float *A, int lda, int8_t *q, int ldq, float *sa
 	}
 }
 
+/*
+ * Packed weights: sw [N], then at the next 64 bytes the values in panels of
+ * 8 output columns, each inner pair (k, k + 1) of the 8 columns one 32-byte
+ * vector: q [ceil(N / 8)][K2][8][2] int16, K2 = ceil(K / 2), missing
+ * columns and the odd K's last k zero.  vpmaddwd of a broadcast pair of a
+ * row's values and one such vector gives 8 columns' partial sums, no
+ * horizontal sums.
+ */
+#define PN_Q8_PANEL 8
+#define PN_Q8_NP(N) (((N) + PN_Q8_PANEL - 1) / PN_Q8_PANEL)
+
 size_t
 pn_q8_bytes(int N, int K)
 {
-	return (((size_t) (N > 0 ? N : 1) * sizeof(float) + 63) & ~(size_t) 63) + sizeof(int16_t) * (size_t) N * PN_Q8_KP(K);
+	return (((size_t) (N > 0 ? N : 1) * sizeof(float) + 63) & ~(size_t) 63) +
+		sizeof(int16_t) * (size_t) PN_Q8_NP(N) * PN_Q8_PANEL * 2 * ((K + 1) / 2);
 }
 
 /* the parts of packed weights (out 64-byte aligned) */
@@ -196,9 +209,25 @@ void
 pn_q8_pack(int N, int K, const float *W, int ldw, void *out)
 {
 	float	   *sw = out;
-	int16_t    *q = (int16_t *) q8_values(out, N);
+	int16_t    *q = (int16_t *) q8_values(out, N),
+			   *row = pn_alloc(sizeof(int16_t) * (size_t) PN_Q8_KP(K));
+	int			K2 = (K + 1) / 2,
+				n,
+				j;
 
-	pn_q8_rows16(N, K, W, ldw, q, sw);
+	memset(q, 0, sizeof(int16_t) * (size_t) PN_Q8_NP(N) * PN_Q8_PANEL * 2 * K2);
+	for (n = 0; n < N; n++)
+	{
+		int16_t    *d = q + (size_t) (n / PN_Q8_PANEL) * K2 * PN_Q8_PANEL * 2 + (n % PN_Q8_PANEL) * 2;
+
+		sw[n] = quantize_row16(W + (size_t) n * ldw, K, PN_Q8_KP(K), row);
+		for (j = 0; j < K2; j++)
+		{
+			d[(size_t) j * PN_Q8_PANEL * 2] = row[2 * j];
+			d[(size_t) j * PN_Q8_PANEL * 2 + 1] = row[2 * j + 1];
+		}
+	}
+	pn_free(row);
 }
 
 const float *
@@ -207,153 +236,144 @@ pn_q8_sw(const void *wq)
 	return wq;
 }
 
-/* ---- the int8 matmul: acc [M, N] = qa [M, Kp] q [N, Kp]^T ---- */
+/* ---- the int8 matmul: acc [M, N] = qa [M, Kp] q^T ---- */
 
 static void
-q8_gemm_portable(int M, int N, int Kp, const int16_t *qa, const int16_t *qw, int32_t *acc, int ldacc)
+q8_gemm_portable(int M, int N, int K, const int16_t *qa, const int16_t *qw, int32_t *acc, int ldacc)
 {
-	int			m,
+	int			K2 = (K + 1) / 2,
+				Kp = PN_Q8_KP(K),
+				m,
 				n,
-				k;
+				j;
 
 	for (m = 0; m < M; m++)
 		for (n = 0; n < N; n++)
 		{
 			const int16_t *a = qa + (size_t) m * Kp,
-					   *b = qw + (size_t) n * Kp;
+					   *b = qw + (size_t) (n / PN_Q8_PANEL) * K2 * PN_Q8_PANEL * 2 + (n % PN_Q8_PANEL) * 2;
 			int32_t		s = 0;
 
-			for (k = 0; k < Kp; k++)
-				s += (int32_t) a[k] * b[k];
+			for (j = 0; j < K2; j++)
+				s += (int32_t) a[2 * j] * b[(size_t) j * PN_Q8_PANEL * 2] + (int32_t) a[2 * j + 1] * b[(size_t) j * PN_Q8_PANEL * 2 + 1];
 			acc[(size_t) m * ldacc + n] = s;
 		}
 }
 
 #ifdef PN_Q8_X86
-static inline PN_AVX2 int32_t
-hsum_epi32(__m256i v)
-{
-	__m128i		s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-
-	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-	return _mm_cvtsi128_si32(s);
-}
-
-#define PN_ACC(c, r, j) (acc[(size_t) (m + (r)) * ldacc + n + (j)] = hsum_epi32(c))
-#define PN_LD(p) _mm256_loadu_si256((const __m256i *) (p))
+#define PN_INLINE __attribute__((always_inline)) inline
 
 /*
- * Blocks of 4 rows x 2 columns: 8 accumulators, 6 loads per 8 vpmaddwd;
- * integer sums, so any order gives the same result
+ * R rows x P panels (8 columns each) of acc from row a (row stride Kp) and
+ * panel w (panel stride K2 * 16); ncol of the 8 P columns stored.  R and P
+ * are constants at each call: R * P accumulators, P weight vectors, one
+ * broadcast
  */
-static PN_AVX2 void
-q8_gemm_avx2(int M, int N, int Kp, const int16_t *qa, const int16_t *qw, int32_t *acc, int ldacc)
+static PN_INLINE PN_AVX2 void
+q8_kern(const int R, const int P, int K2, int Kp, const int16_t *a, const int16_t *w, int ncol, int32_t *acc,
+		int ldacc)
 {
-	int			M4 = M & ~3,
-				m,
-				n,
-				k;
+	__m256i		c[4][3],
+				v[3];
+	int			r,
+				p,
+				j;
+	size_t		ps = (size_t) K2 * PN_Q8_PANEL * 2;
 
-	for (n = 0; n + 2 <= N; n += 2)
+	for (r = 0; r < R; r++)
+		for (p = 0; p < P; p++)
+			c[r][p] = _mm256_setzero_si256();
+	for (j = 0; j < K2; j++)
 	{
-		const int16_t *w0 = qw + (size_t) n * Kp,
-				   *w1 = w0 + Kp;
+		for (p = 0; p < P; p++)
+			v[p] = _mm256_load_si256((const __m256i *) (w + p * ps + (size_t) j * PN_Q8_PANEL * 2));
+		for (r = 0; r < R; r++)
+		{
+			int32_t		pair;
+			__m256i		b;
+
+			memcpy(&pair, a + (size_t) r * Kp + 2 * j, sizeof(pair));
+			b = _mm256_set1_epi32(pair);
+			for (p = 0; p < P; p++)
+				c[r][p] = _mm256_add_epi32(c[r][p], _mm256_madd_epi16(b, v[p]));
+		}
+	}
+	for (r = 0; r < R; r++)
+		for (p = 0; p < P; p++)
+		{
+			int32_t    *d = acc + (size_t) r * ldacc + p * PN_Q8_PANEL;
+			int			n = ncol - p * PN_Q8_PANEL;
+
+			if (n >= PN_Q8_PANEL)
+				_mm256_storeu_si256((__m256i *) d, c[r][p]);
+			else if (n > 0)
+			{
+				int32_t		t[PN_Q8_PANEL] __attribute__((aligned(32)));
+				int			i;
+
+				_mm256_store_si256((__m256i *) t, c[r][p]);
+				for (i = 0; i < n && i < PN_Q8_PANEL; i++)
+					d[i] = t[i];
+			}
+		}
+}
+
+#define Q8K(R, P) q8_kern(R, P, K2, Kp, qa + (size_t) m * Kp, qw + (size_t) p0 * ps, \
+						  N - p0 * PN_Q8_PANEL < (P) * PN_Q8_PANEL ? N - p0 * PN_Q8_PANEL : (P) * PN_Q8_PANEL, \
+						  acc + (size_t) m * ldacc + p0 * PN_Q8_PANEL, ldacc)
+
+/* groups of 3 panels (24 columns) outer, blocks of 4 rows inner; integer sums: any order, the same result */
+static PN_AVX2 void
+q8_gemm_avx2(int M, int N, int K, const int16_t *qa, const int16_t *qw, int32_t *acc, int ldacc)
+{
+	int			K2 = (K + 1) / 2,
+				Kp = PN_Q8_KP(K),
+				np = PN_Q8_NP(N),
+				M4 = M & ~3,
+				p0,
+				m;
+	size_t		ps = (size_t) K2 * PN_Q8_PANEL * 2;
+
+	for (p0 = 0; p0 < np; p0 += 3)
+	{
+		int			P = np - p0 < 3 ? np - p0 : 3;
 
 		for (m = 0; m < M4; m += 4)
 		{
-			const int16_t *a0 = qa + (size_t) m * Kp,
-					   *a1 = a0 + Kp,
-					   *a2 = a1 + Kp,
-					   *a3 = a2 + Kp;
-			__m256i		c00 = _mm256_setzero_si256(),
-						c01 = _mm256_setzero_si256(),
-						c10 = _mm256_setzero_si256(),
-						c11 = _mm256_setzero_si256(),
-						c20 = _mm256_setzero_si256(),
-						c21 = _mm256_setzero_si256(),
-						c30 = _mm256_setzero_si256(),
-						c31 = _mm256_setzero_si256();
-
-			for (k = 0; k < Kp; k += 16)
-			{
-				__m256i		v0 = PN_LD(w0 + k),
-							v1 = PN_LD(w1 + k),
-							x;
-
-				x = PN_LD(a0 + k);
-				c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(x, v0));
-				c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(x, v1));
-				x = PN_LD(a1 + k);
-				c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(x, v0));
-				c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(x, v1));
-				x = PN_LD(a2 + k);
-				c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(x, v0));
-				c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(x, v1));
-				x = PN_LD(a3 + k);
-				c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(x, v0));
-				c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(x, v1));
-			}
-			PN_ACC(c00, 0, 0);
-			PN_ACC(c01, 0, 1);
-			PN_ACC(c10, 1, 0);
-			PN_ACC(c11, 1, 1);
-			PN_ACC(c20, 2, 0);
-			PN_ACC(c21, 2, 1);
-			PN_ACC(c30, 3, 0);
-			PN_ACC(c31, 3, 1);
+			if (P == 3)
+				Q8K(4, 3);
+			else if (P == 2)
+				Q8K(4, 2);
+			else
+				Q8K(4, 1);
 		}
 		for (; m < M; m++)
 		{
-			const int16_t *a0 = qa + (size_t) m * Kp;
-			__m256i		c00 = _mm256_setzero_si256(),
-						c01 = _mm256_setzero_si256();
-
-			for (k = 0; k < Kp; k += 16)
-			{
-				__m256i		x = PN_LD(a0 + k);
-
-				c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(x, PN_LD(w0 + k)));
-				c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(x, PN_LD(w1 + k)));
-			}
-			PN_ACC(c00, 0, 0);
-			PN_ACC(c01, 0, 1);
-		}
-	}
-	for (; n < N; n++)
-	{
-		const int16_t *w0 = qw + (size_t) n * Kp;
-
-		for (m = 0; m < M; m++)
-		{
-			const int16_t *a0 = qa + (size_t) m * Kp;
-			__m256i		c00 = _mm256_setzero_si256();
-
-			for (k = 0; k < Kp; k += 16)
-				c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(PN_LD(a0 + k), PN_LD(w0 + k)));
-			PN_ACC(c00, 0, 0);
+			if (P == 3)
+				Q8K(1, 3);
+			else if (P == 2)
+				Q8K(1, 2);
+			else
+				Q8K(1, 1);
 		}
 	}
 }
-#undef PN_ACC
-#undef PN_LD
+#undef Q8K
 #endif
 
 void
 pn_q8_gemm(int M, int N, int K, const int16_t *qa, const void *wq, int32_t *acc, int ldacc)
 {
-	int			Kp = PN_Q8_KP(K);
-
 	if (M <= 0 || N <= 0)
 		return;
 #ifdef PN_Q8_X86
 	if (use_avx2())
 	{
-		q8_gemm_avx2(M, N, Kp, qa, q8_values(wq, N), acc, ldacc);
+		q8_gemm_avx2(M, N, K, qa, q8_values(wq, N), acc, ldacc);
 		return;
 	}
 #endif
-	q8_gemm_portable(M, N, Kp, qa, q8_values(wq, N), acc, ldacc);
+	q8_gemm_portable(M, N, K, qa, q8_values(wq, N), acc, ldacc);
 }
 
 /* ---- the epilogue ---- */
@@ -375,11 +395,102 @@ dequant_avx2(int n, const int32_t *acc, float sa, const float *sw, const float *
 }
 #endif
 
+/*
+ * The post-op of n values y of one row into c: relu, the gate (x the
+ * row's input), or none.  Plain float operations without FMA: compiled for
+ * AVX2 (post_avx2, 8 lanes) or not (SSE2), every element gets the same bits
+ */
+static inline __attribute__((always_inline)) void
+post_row(int n, float *y, float *c, int epi, float gamma, const float *x)
+{
+	int			j;
+
+	if (epi == PN_EPI_RELU)
+		for (j = 0; j < n; j++)
+			c[j] = y[j] > 0.0f ? y[j] : 0.0f;
+	else if (epi == PN_EPI_GATE)
+	{
+		pn_sigmoid_scale(y, n, gamma);
+		for (j = 0; j < n; j++)
+			c[j] = y[j] * x[j];
+	}
+	else
+		memcpy(c, y, sizeof(float) * n);
+}
+
+static void
+post_portable(int n, float *y, float *c, int epi, float gamma, const float *x)
+{
+	post_row(n, y, c, epi, gamma, x);
+}
+
+#ifdef PN_Q8_X86
+#define PN_AVX2_NOFMA __attribute__((target("avx2")))
+
+/*
+ * gamma * sigmoid(v) on 8 lanes: pn_sigmoid_scale's operations (vmath.h)
+ * in its order, compiled without FMA so that nothing is contracted: the
+ * same bits as the scalar code
+ */
+static inline __attribute__((always_inline)) PN_AVX2_NOFMA __m256
+sigmoid8_exact(__m256 v, __m256 gamma)
+{
+	const __m256 one = _mm256_set1_ps(1.0f);
+	__m256		t,
+				fn,
+				r,
+				r2,
+				p,
+				scale;
+	__m256i		n;
+
+	v = _mm256_max_ps(_mm256_set1_ps(-87.0f), v);
+	v = _mm256_min_ps(_mm256_set1_ps(87.0f), v);
+	v = _mm256_sub_ps(_mm256_setzero_ps(), v);
+	t = _mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f));
+	n = _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_blendv_ps(_mm256_set1_ps(-0.5f), _mm256_set1_ps(0.5f),
+															   _mm256_cmp_ps(t, _mm256_setzero_ps(), _CMP_GE_OQ))));
+	fn = _mm256_cvtepi32_ps(n);
+	r = _mm256_add_ps(_mm256_sub_ps(v, _mm256_mul_ps(fn, _mm256_set1_ps(0.693359375f))),
+					  _mm256_mul_ps(fn, _mm256_set1_ps(2.12194440e-4f)));
+	r2 = _mm256_mul_ps(r, r);
+	p = _mm256_set1_ps(1.9875691500e-4f);
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
+	p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
+	p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, r2), r), one);
+	scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23));
+	return _mm256_div_ps(gamma, _mm256_add_ps(one, _mm256_mul_ps(p, scale)));
+}
+
+static PN_AVX2_NOFMA void
+post_avx2(int n, float *y, float *c, int epi, float gamma, const float *x)
+{
+	int			j = 0;
+
+	if (epi == PN_EPI_GATE)
+	{
+		__m256		g = _mm256_set1_ps(gamma);
+
+		for (; j + 8 <= n; j += 8)
+			_mm256_storeu_ps(c + j, _mm256_mul_ps(sigmoid8_exact(_mm256_loadu_ps(y + j), g), _mm256_loadu_ps(x + j)));
+	}
+	else if (epi == PN_EPI_RELU)
+		for (; j + 8 <= n; j += 8)
+			_mm256_storeu_ps(c + j, _mm256_max_ps(_mm256_loadu_ps(y + j), _mm256_setzero_ps()));
+	if (j < n)
+		post_row(n - j, y + j, c + j, epi, gamma, x ? x + j : NULL);
+}
+#endif
+
 void
 pn_q8_epilogue(int M, int N, const int32_t *acc, int ldacc, const float *sa, const float *sw, const float *bias,
 			   float *C, int ldc, int epi, float gamma, const float *X, int ldx)
 {
 	float		y[PN_Q8_CHUNK];
+	bool		avx2 = use_avx2();
 	int			m,
 				j0,
 				j;
@@ -390,27 +501,23 @@ pn_q8_epilogue(int M, int N, const int32_t *acc, int ldacc, const float *sa, con
 			int			n = N - j0 < PN_Q8_CHUNK ? N - j0 : PN_Q8_CHUNK;
 			const int32_t *a = acc + (size_t) m * ldacc + j0;
 			float	   *c = C + (size_t) m * ldc + j0;
+			const float *x = epi == PN_EPI_GATE ? X + (size_t) m * ldx + j0 : NULL;
 
 			j = 0;
 #ifdef PN_Q8_X86
-			if (use_avx2())
+			if (avx2)
 				j = dequant_avx2(n, a, sa[m], sw + j0, bias + j0, y);
 #endif
 			for (; j < n; j++)
 				y[j] = fmaf((float) a[j], sa[m] * sw[j0 + j], bias[j0 + j]);
-			if (epi == PN_EPI_RELU)
-				for (j = 0; j < n; j++)
-					c[j] = y[j] > 0.0f ? y[j] : 0.0f;
-			else if (epi == PN_EPI_GATE)
+#ifdef PN_Q8_X86
+			if (avx2)
 			{
-				const float *x = X + (size_t) m * ldx + j0;
-
-				pn_sigmoid_scale(y, n, gamma);
-				for (j = 0; j < n; j++)
-					c[j] = y[j] * x[j];
+				post_avx2(n, y, c, epi, gamma, x);
+				continue;
 			}
-			else
-				memcpy(c, y, sizeof(float) * n);
+#endif
+			post_portable(n, y, c, epi, gamma, x);
 		}
 }
 
