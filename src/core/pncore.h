@@ -446,7 +446,10 @@ int			pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *
  * version and precision; the tower weights of a domain are packed on its
  * first use.  Where oneDNN has no brgemm matmul (AVX2 CPUs), fp32 runs the
  * fallback: blocks of up to 64 candidates through pn_gemm_panels, no
- * padding, the same ties.  pn_engine_score: features [n, F], dense [n, Nd] or NULL,
+ * padding, the same ties.  int8 always runs the fallback's blocks, its
+ * matmuls through oneDNN's int8 primitives where they are exact (VNNI, AMX),
+ * else pn_q8_gemm: the same bits everywhere (quant.c).
+ * pn_engine_score: features [n, F], dense [n, Nd] or NULL,
  * out [n, T] probabilities; interrupt (may be NULL) is called per tile.
  */
 #define PN_FP32 0
@@ -549,7 +552,7 @@ int			pn_train_predict(PnTrainer *tr, const PnBatch *b, float *logits, PnError *
  * so that pepnet_evaluate judges the scores pepnet_score serves, and
  * identical rows get bit-identical logits (exact AUC on ties).  Rows are
  * grouped by (domain, persona); per-domain parts are built on first use.
- * precision: PN_FP32 or PN_BF16.
+ * precision: PN_FP32, PN_BF16 or PN_INT8.
  */
 typedef struct PnEvaluator PnEvaluator;
 int			pn_evaluator_new(const PnModel *m, int precision, PnEvaluator **out, PnError *err);
