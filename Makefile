@@ -3,7 +3,7 @@ EXTENSION = pepnet
 EXTVERSION = 0.3.0
 
 MODULE_big = pepnet
-CORE_OBJS = src/core/alloc.o src/core/json.o src/core/config.o src/core/model.o src/core/textid.o src/core/infer.o src/core/gemm.o src/core/dnnl.o src/core/engine.o src/core/train.o src/core/evaluate.o src/core/bag.o src/core/plan.o
+CORE_OBJS = src/core/alloc.o src/core/json.o src/core/config.o src/core/model.o src/core/textid.o src/core/infer.o src/core/gemm.o src/core/dnnl.o src/core/engine.o src/core/train.o src/core/evaluate.o src/core/bag.o src/core/plan.o src/core/quant.o
 OBJS = src/pepnet.o src/util.o src/fingerprint.o src/models.o src/cache.o src/score.o src/batch.o src/reader.o src/features.o src/score_rows.o src/metrics.o src/evaluate.o \
 	src/training.o src/scaleout.o src/shmem.o src/shcache.o src/progress.o src/chunks.o src/transfer.o src/support.o $(CORE_OBJS)
 DATA = sql/pepnet--0.1.0.sql sql/pepnet--0.1.0--0.2.0.sql sql/pepnet--0.2.0--0.3.0.sql
@@ -14,7 +14,7 @@ PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
 # pg_regress suites (sql/NAME.sql, expected/NAME.out): each runs alone, pg_regress creates the
 # extension in its database first (`make installcheck REGRESS=score`)
-REGRESS = models score batch errors train train_faults calibration security scaleout shared chunks pinned_plans workflow integrity api_errors deploy_best planning named bags pinned_named baseline vocab parallel_batch persona_reuse retrain_config
+REGRESS = models score batch errors train train_faults calibration security scaleout shared chunks pinned_plans workflow integrity api_errors deploy_best planning named bags pinned_named baseline vocab parallel_batch persona_reuse retrain_config int8
 REGRESS_OPTS = --outputdir=test/results --load-extension=pepnet
 
 # TAP tests (test/t/*.pl on PostgreSQL::Test::Cluster; needs libipc-run-perl): each starts its own

@@ -1,16 +1,17 @@
 /*
  * engine_rate.c
  *		The batched scoring core alone, without PostgreSQL: candidates per
- *		second of pn_engine_score (oneDNN, tiles of `tile` rows) in fp32 and
- *		bf16 and of pn_score (OpenBLAS, one call per block of 256, the 0.1
+ *		second of pn_engine_score (oneDNN, tiles of `tile` rows, or the AVX2
+ *		fallback) in fp32, bf16 and int8 (oneDNN's int8 matmuls with VNNI or
+ *		AMX, else pepnet's AVX2 int8 kernel) and of pn_score (OpenBLAS, one call per block of 256, the 0.1
  *		path) for N candidates of one request, all interleaved in one run;
- *		the largest |bf16 - fp32| score; and, for the tile choice, the rate
+ *		the largest |bf16 - fp32| and |int8 - fp32| score; and, for the tile choice, the rate
  *		at several tile sizes.  Random weights of the config (seed 2), random
  *		hashed ids.  CPU time of this thread, median of 7 runs of >= 50 ms.
  *
  *		cc -O3 -Isrc/core -o /tmp/engine_rate bench/engine_rate.c src/core/alloc.c src/core/json.c \
  *			src/core/config.c src/core/model.c src/core/infer.c src/core/dnnl.c src/core/engine.c \
- *			src/core/train.c src/core/gemm.c src/core/bag.c src/core/plan.c -ldnnl -lgomp -lopenblas -lm
+ *			src/core/train.c src/core/gemm.c src/core/bag.c src/core/plan.c src/core/quant.c -ldnnl -lgomp -lopenblas -lm
  *		/tmp/engine_rate bench/bench-config.json [N...]
  *
  *		Output: one JSON object per line.
@@ -149,7 +150,9 @@ main(int argc, char **argv)
 	double	   *o32,
 			   *o16;
 	PnEngine   *e32 = NULL,
-			   *e16 = NULL;
+			   *e16 = NULL,
+			   *e8 = NULL;
+	double	   *o8;
 	bool		bf16 = pn_engine_bf16_supported();
 
 	openblas_set_num_threads(1);
@@ -188,6 +191,7 @@ main(int argc, char **argv)
 	feat = malloc(sizeof(int64_t) * (size_t) maxn * cfg.nfeat);
 	o32 = malloc(sizeof(double) * (size_t) maxn * cfg.ntasks);
 	o16 = malloc(sizeof(double) * (size_t) maxn * cfg.ntasks);
+	o8 = malloc(sizeof(double) * (size_t) maxn * cfg.ntasks);
 	for (i = 0; i < maxn * cfg.nfeat; i++)
 		feat[i] = rnd(1000000);
 	printf("{\"kind\":\"isa\",\"isa\":\"%s\",\"bf16\":%s}\n", pn_engine_isa(), bf16 ? "true" : "false");
@@ -196,6 +200,24 @@ main(int argc, char **argv)
 		die("engine fp32", &e);
 	if (bf16 && (pn_engine_new(m, PN_BF16, PN_TILE, NULL, &e16, &e) != PN_OK || pn_engine_prepare_domain(e16, dc, NULL, &e) != PN_OK))
 		die("engine bf16", &e);
+	if (pn_engine_new(m, PN_INT8, PN_TILE, NULL, &e8, &e) != PN_OK || pn_engine_prepare_domain(e8, dc, NULL, &e) != PN_OK)
+		die("engine int8", &e);
+	{
+		double		mx = 0;
+
+		if (pn_engine_score(e32, dc, pp, maxn, feat, NULL, o32, NULL, &e) != PN_OK ||
+			pn_engine_score(e8, dc, pp, maxn, feat, NULL, o8, NULL, &e) != PN_OK)
+			die("score", &e);
+		for (i = 0; i < maxn * cfg.ntasks; i++)
+		{
+			double		d = o32[i] > o8[i] ? o32[i] - o8[i] : o8[i] - o32[i];
+
+			if (d > mx)
+				mx = d;
+		}
+		printf("{\"kind\":\"int8_error\",\"N\":%d,\"path\":\"%s\",\"max_abs\":%.3g}\n", maxn,
+			   pn_engine_onednn(e8) ? "oneDNN int8" : "AVX2 kernel", mx);
+	}
 
 	/* bf16 accuracy against fp32 */
 	if (bf16)
@@ -220,7 +242,8 @@ main(int argc, char **argv)
 		Ctx			c = {m, dc, pp, e32, pn_work_new(m, 256), ns[i], feat, o32};
 		double		tb,
 					t32,
-					t16 = 0;
+					t16 = 0,
+					t8;
 
 		tb = timeit(run_blas, &c);
 		t32 = timeit(run_engine, &c);
@@ -230,8 +253,12 @@ main(int argc, char **argv)
 			c.out = o16;
 			t16 = timeit(run_engine, &c);
 		}
-		printf("{\"kind\":\"score\",\"N\":%d,\"openblas_cand_s\":%.0f,\"onednn_fp32_cand_s\":%.0f,\"onednn_bf16_cand_s\":%.0f}\n",
-			   ns[i], ns[i] / tb, ns[i] / t32, bf16 ? ns[i] / t16 : 0.0);
+		c.eng = e8;
+		c.out = o8;
+		t8 = timeit(run_engine, &c);
+		printf("{\"kind\":\"score\",\"N\":%d,\"openblas_cand_s\":%.0f,\"onednn_fp32_cand_s\":%.0f,\"onednn_bf16_cand_s\":%.0f,"
+			   "\"int8_cand_s\":%.0f,\"int8_over_fp32\":%.2f}\n",
+			   ns[i], ns[i] / tb, ns[i] / t32, bf16 ? ns[i] / t16 : 0.0, ns[i] / t8, t32 / t8);
 		pn_work_free(c.w);
 		fflush(stdout);
 	}

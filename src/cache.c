@@ -420,7 +420,7 @@ pepnet_cache_get(const PepnetRef *ref)
 		e->cxt = cxt;
 		e->model = m;
 		e->domains = domains;
-		e->engine[0] = e->engine[1] = NULL;
+		e->engine[PN_FP32] = e->engine[PN_BF16] = e->engine[PN_INT8] = NULL;
 		e->persona = NULL;
 		e->persona_ids = NULL;
 		e->ndomains = 0;
@@ -474,6 +474,29 @@ engine_free_cb(void *arg)
 }
 
 /*
+ * ERROR when this CPU cannot score in the precision at its rate: bf16
+ * without AVX512-BF16 or AMX; int8 without AVX2 (int8 runs oneDNN's int8
+ * matmuls with VNNI or AMX, else pepnet's AVX2 int8 kernel at about fp32's
+ * speed, the same scores; docs/api.md)
+ */
+void
+pepnet_check_precision(int precision)
+{
+	if (precision == PN_BF16 && !pn_engine_bf16_supported())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pepnet.precision = bf16 needs a CPU with AVX512-BF16 or AMX instructions"),
+				 errdetail("oneDNN runs this CPU as %s; bf16 there would be emulated and slower than fp32.", pn_engine_isa()),
+				 errhint("SET pepnet.precision = 'fp32'.")));
+	if (precision == PN_INT8 && !pn_engine_int8_supported() && !pn_q8_avx2())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pepnet.precision = int8 needs a CPU with AVX2 (or AVX512-VNNI or AMX)"),
+				 errdetail("oneDNN runs this CPU as %s; int8 there would run portable C, slower than fp32.", pn_engine_isa()),
+				 errhint("SET pepnet.precision = 'fp32'.")));
+}
+
+/*
  * The batched-scoring engine of a cached version in a precision, made on
  * first use: oneDNN primitives (JIT code shared between versions of the
  * same shapes through oneDNN's primitive cache) and the packed weights.
@@ -490,16 +513,8 @@ pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc)
 	{
 		MemoryContextCallback *cb;
 
+		pepnet_check_precision(precision);
 		old = MemoryContextSwitchTo(e->cxt);
-		if (precision == PN_BF16 && !pn_engine_bf16_supported())
-		{
-			MemoryContextSwitchTo(old);
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("pepnet.precision = bf16 needs a CPU with AVX512-BF16 or AMX instructions"),
-					 errdetail("oneDNN runs this CPU as %s; bf16 there would be emulated and slower than fp32.", pn_engine_isa()),
-					 errhint("SET pepnet.precision = 'fp32'.")));
-		}
 		cb = palloc(sizeof(MemoryContextCallback));
 		/* packed weights shared when preloaded */
 		rc = pn_engine_new(e->model, precision, PN_TILE, pepnet_shcache_pack_share(e, precision), &eng, &err);

@@ -82,12 +82,12 @@ rows_hash(const Rows *rows, const PnConfig *c, uint64 *sum)
 Metric *
 evaluate(PnModel *m, const char *query, const char *what, int *nmetrics)
 {
-	return evaluate_rows(m, query, what, nmetrics, NULL);
+	return evaluate_rows(m, query, what, PN_FP32, nmetrics, NULL);
 }
 
 /* evaluate, and (data_hash not NULL) the identity of the query's rows (rows_hash) */
 Metric *
-evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, uint64 *data_hash)
+evaluate_rows(PnModel *m, const char *query, const char *what, int precision, int *nmetrics, uint64 *data_hash)
 {
 	const PnConfig *c = &m->cfg;
 	PnEvaluator *ev;
@@ -104,8 +104,12 @@ evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, ui
 	int			block = eval_block_rows(c);
 	BagBlock	bags = {0};
 
-	/* scored by the engine, as pepnet_score serves it (fp32): ties bit-identical, see src/core/evaluate.c */
-	if (pn_evaluator_new(m, PN_FP32, &ev, &err) != PN_OK)
+	/*
+	 * scored by the engine, as pepnet_score serves it in that precision:
+	 * ties bit-identical, see src/core/evaluate.c
+	 */
+	pepnet_check_precision(precision);
+	if (pn_evaluator_new(m, precision, &ev, &err) != PN_OK)
 		pepnet_report(&err, ERRCODE_DATA_CORRUPTED);
 	rows_init(&rows, c, block);
 	logits = palloc_extended(sizeof(float) * (Size) block * c->ntasks, MCXT_ALLOC_HUGE);
@@ -212,7 +216,8 @@ pepnet_evaluate(PG_FUNCTION_ARGS)
 	with_hash = rsinfo->setDesc->natts >= 9;
 	caller = CurrentMemoryContext;
 	pepnet_spi_connect();
-	ms = evaluate_rows(model, query, "data", &nm, with_hash ? &data_hash : NULL);
+	/* a recorded evaluation (the ninth column) is the version's fp32 quality, as training's validation */
+	ms = evaluate_rows(model, query, "data", with_hash ? PN_FP32 : pepnet_precision, &nm, with_hash ? &data_hash : NULL);
 	MemoryContextSwitchTo(caller);
 	if (with_hash)
 		hash_text = psprintf("%016llx", (unsigned long long) data_hash);

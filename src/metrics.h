@@ -38,6 +38,7 @@ extern char *metrics_json(const Metric *ms, int nm, const PnConfig *c);
 
 /* evaluate.c */
 extern Metric *evaluate(PnModel *m, const char *query, const char *what, int *nmetrics);
-extern Metric *evaluate_rows(PnModel *m, const char *query, const char *what, int *nmetrics, uint64 *data_hash);
+extern Metric *evaluate_rows(PnModel *m, const char *query, const char *what, int precision, int *nmetrics,
+							  uint64 *data_hash);
 
 #endif							/* PEPNET_METRICS_H */

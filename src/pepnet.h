@@ -19,7 +19,7 @@
 extern char *pepnet_default_model;	/* score.c */
 extern int	pepnet_cache_size_mb;	/* cache.c */
 extern int	pepnet_max_model_size_mb;	/* models.c */
-extern int	pepnet_precision;		/* PN_FP32 or PN_BF16 (score.c) */
+extern int	pepnet_precision;		/* PN_FP32, PN_BF16 or PN_INT8 (score.c) */
 
 /*
  * A model name has 1 to 63 characters (not bytes: repeat('é', 32) is a valid
@@ -52,7 +52,7 @@ typedef struct PepnetEntry
 	PnDomainCache **domains;	/* [D], built on first use */
 	int			ndomains;
 	PnWork	   *work;			/* pepnet_predict's workspace (GEMV) */
-	PnEngine   *engine[2];		/* batched scoring per precision, made on first use */
+	PnEngine   *engine[3];		/* batched scoring per precision (PN_FP32, PN_BF16, PN_INT8), made on first use */
 	PnPersona  *persona;		/* pepnet_score's last persona, reused while it repeats */
 	int64	   *persona_ids;	/* its ids [npers] */
 	Size		bytes;
@@ -169,6 +169,7 @@ extern PepnetEntry *pepnet_cache_get(const PepnetRef *ref);
 extern PnDomainCache *pepnet_cache_domain(PepnetEntry *e, int domain);
 extern PnEngine *pepnet_cache_engine(PepnetEntry *e, int precision, PnDomainCache *dc);
 extern const PnPersona *pepnet_cache_persona(PepnetEntry *e, const int64 *persona);
+extern void pepnet_check_precision(int precision);
 
 /* score.c */
 extern void pepnet_score_init(void);

@@ -31,6 +31,7 @@ int			pepnet_precision = PN_FP32;
 static const struct config_enum_entry precision_options[] = {
 	{"fp32", PN_FP32, false},
 	{"bf16", PN_BF16, false},
+	{"int8", PN_INT8, false},
 	{NULL, 0, false}
 };
 
@@ -44,9 +45,12 @@ pepnet_score_init(void)
 							   &pepnet_default_model, "",
 							   PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("pepnet.precision",
-							 "Precision of batched scoring (pepnet_score, pepnet_score_query): fp32 or bf16.",
+							 "Precision of batched scoring (pepnet_score, pepnet_score_query, pepnet_evaluate): fp32, bf16 or int8.",
 							 "bf16 keeps a bf16 copy of the weights per cached version and multiplies in bf16 "
-							 "with fp32 accumulation; it needs AVX512-BF16 or AMX (an ERROR otherwise).",
+							 "with fp32 accumulation; it needs AVX512-BF16 or AMX (an ERROR otherwise). "
+							 "int8 quantizes weights per output channel and inputs per candidate, exact int32 sums; "
+							 "oneDNN's int8 matmuls with AVX512-VNNI or AMX, else pepnet's AVX2 kernel "
+							 "(the same scores, about fp32's speed); an ERROR without AVX2.",
 							 &pepnet_precision, PN_FP32, precision_options,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 }

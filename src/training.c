@@ -863,7 +863,7 @@ pepnet_train_eval(PG_FUNCTION_ARGS)
 	char	   *extra;
 
 	pepnet_spi_connect();
-	ms = evaluate_rows(train_model(st), query, "validation", &nm, &data_hash);
+	ms = evaluate_rows(train_model(st), query, "validation", PN_FP32, &nm, &data_hash);
 	for (i = 0; i < nm; i++)
 		if (ms[i].domain < 0 && ms[i].task == 0)
 			pepnet_progress_validation(ms[i].logloss, ms[i].auc);

@@ -39,6 +39,15 @@
  * about OpenBLAS's big square sgemm rate on these shapes, and its 1- to
  * 5-row kernels read each weight once per call (BENCHMARKS.md).
  *
+ * int8 (PN_INT8, quant.c).  Always the fallback's dataflow (blocks, merged
+ * matmuls) with every matmul but the output layers and aux layer 2 in int8:
+ * each input row quantized, the int32 sums from pepnet's own kernel
+ * (pn_q8_gemm), or where oneDNN has an exact int8 brgemm (VNNI, AMX) from
+ * its s8 x s8 -> s32 matmuls over tiles of `tile` rows padded with zero
+ * rows; then the one epilogue pn_q8_epilogue.  The output layers and aux
+ * layer 2 are fp32 dot products (pn_dot) as in engine_tile.  So a
+ * candidate's bits are the same on every CPU and path.
+ *
  * Threads.  Debian's oneDNN runs on OpenMP; pn_dnnl_init (dnnl.c) pins it to one
  * thread.  Nothing here runs before the first batched score of a backend,
  * so a library preloaded into the postmaster initialises no oneDNN state.
@@ -103,9 +112,9 @@ typedef struct PnOp
  */
 typedef struct PnFallbackDomain
 {
-	float	   *xw;				/* [nxd, n0] packed */
+	void	   *xw;				/* [nxd, n0] packed */
 	float	   *x0b;			/* [nx0]: ep_bias, aux_bias */
-	float	   *tw[PN_MAX_TASKS * (PN_MAX_LAYERS + 1)];	/* PN_TW(t, l), l >= 2, packed */
+	void	   *tw[PN_MAX_TASKS * (PN_MAX_LAYERS + 1)];	/* PN_TW(t, l), l >= 2, packed (int8: not the output layer) */
 	void	   *mem;			/* the one allocation of all of them */
 } PnFallbackDomain;
 
@@ -130,12 +139,26 @@ typedef struct PnFallback
 				nx,				/* T h_1 + (PPNet: sum of T h_l) */
 				nxd,			/* the x block's rows packed per domain: nx, or T h_1 */
 				goff[PN_MAX_LAYERS];	/* gate l's first column in xc */
-	float	   *gw,				/* [nx - nxd, n0] packed: the rest of the x block */
+	bool		q8;				/* int8 (quant.c): every matmul but the output layers and aux layer 2 */
+	void	   *gw,				/* [nx - nxd, n0] packed: the rest of the x block */
 			   *x0w,			/* [nx0, n0] packed */
 			   *ep2,			/* [n0, he] packed */
 			   *g2[PN_MAX_LAYERS],	/* [T h_l, T h_l] packed */
-			   *aux2;			/* [T, ha] packed */
+			   *aux2;			/* [T, ha] packed (fp32 only) */
 	void	   *mem;
+	PnQ8Work	qw;				/* int8: the quantized rows and the int32 sums of a block */
+	/*
+	 * int8 through oneDNN (CPUs with its int8 brgemm: AVX512-VNNI, AMX):
+	 * s8 x s8 -> s32 matmuls of `tile` rows, one per weight shape, instead
+	 * of pn_q8_gemm; the same quantizers and epilogue around them
+	 */
+	bool		dnn;
+	bool		dnn_failed;		/* a matmul failed to run: the block is void */
+	int			tile;
+	int			nops;
+	PnOp		ops[3 + 3 * PN_MAX_LAYERS + 1];
+	int8_t	   *s8;				/* [tile, kmax] one tile's quantized rows */
+	void	   *scratch;
 	PnFallbackDomain **dom;		/* [D], packed by pn_engine_prepare_domain */
 	/* workspace */
 	float	   *x0,				/* [M, n0] */
@@ -213,6 +236,19 @@ pn_engine_bf16_supported(void)
 	dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
 
 	return ((int) isa & (int) dnnl_cpu_isa_avx512_core_bf16) == (int) dnnl_cpu_isa_avx512_core_bf16;
+}
+
+/*
+ * Whether oneDNN runs exact int8 matmuls here (brgemm with VNNI or AMX:
+ * int32 sums without saturation); elsewhere int8 scoring runs pepnet's own
+ * int8 kernel (quant.c)
+ */
+bool
+pn_engine_int8_supported(void)
+{
+	dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+
+	return ((int) isa & (int) dnnl_cpu_isa_avx512_core_vnni) == (int) dnnl_cpu_isa_avx512_core_vnni;
 }
 
 const char *
@@ -516,7 +552,8 @@ op_run(PnOp *op, const void *src, const void *wei, const float *bias, void *dst,
 {
 	dnnl_memory_set_data_handle(op->m_src, (void *) src);
 	dnnl_memory_set_data_handle(op->m_wei, (void *) wei);
-	dnnl_memory_set_data_handle(op->m_bias, (void *) bias);
+	if (op->m_bias)
+		dnnl_memory_set_data_handle(op->m_bias, (void *) bias);
 	dnnl_memory_set_data_handle(op->m_dst, dst);
 	if (op->m_src1)
 		dnnl_memory_set_data_handle(op->m_src1, (void *) src1);
@@ -729,6 +766,13 @@ fallback_free(PnFallback *fb, int D)
 	}
 	pn_free(fb->mem);
 	pn_free(fb->wmem);
+	pn_free(fb->qw.qa);
+	pn_free(fb->qw.sa);
+	pn_free(fb->qw.acc);
+	for (d = 0; d < fb->nops; d++)
+		op_free(&fb->ops[d]);
+	pn_free(fb->s8);
+	pn_free(fb->scratch);
 	pn_free(fb);
 }
 
@@ -744,6 +788,229 @@ carve(char **p, size_t floats)
 
 	*p += (floats * sizeof(float) + 63) & ~(size_t) 63;
 	return r;
+}
+
+/*
+ * An int8 matmul of oneDNN: [tile, K] s8 x [K, N] s8 -> [tile, N] s32, no
+ * bias, no post-op (the bias and the post-op are pn_q8_epilogue's, so that
+ * the sums stay exact integers), weights in the layout it asks for.  Only
+ * where the sums are exact: a brgemm kernel on a CPU with VNNI or AMX
+ * (vpdpbusd sums u8 x s8 products in int32 without saturating; oneDNN
+ * shifts s8 sources to u8 and subtracts the weights' compensation, exact
+ * in int32).  oneDNN 2.6's other int8 matmul on AVX2 and AVX-512 without
+ * VNNI (gemm:jit, vpmaddubsw) saturates int16 pair sums of full-range
+ * operands: never used.  Under pn_dnnl_any_impl (the unit tests) a brgemm
+ * or else the reference implementation (ref_int8, exact below 2^24).
+ */
+static int
+op_create_q8(PnOp *op, int tile, int K, int N, size_t *scratch_bytes)
+{
+	dnnl_memory_desc_t src_md,
+				wei_md,
+				dst_md;
+	dnnl_matmul_desc_t md;
+	dnnl_primitive_desc_iterator_t it = NULL;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_primitive_attr_t attr;
+
+	memset(op, 0, sizeof(*op));
+	op->K = K;
+	op->N = N;
+	op->ldc = N;
+	op->dst_dt = dnnl_s32;
+	dnnl_memory_desc_init_by_strides(&src_md, 2, (dnnl_dims_t) {tile, K}, dnnl_s8, (dnnl_dims_t) {K, 1});
+	dnnl_memory_desc_init_by_tag(&wei_md, 2, (dnnl_dims_t) {K, N}, dnnl_s8, dnnl_format_tag_any);
+	dnnl_memory_desc_init_by_strides(&dst_md, 2, (dnnl_dims_t) {tile, N}, dnnl_s32, (dnnl_dims_t) {N, 1});
+	if (dnnl_matmul_desc_init(&md, &src_md, &wei_md, NULL, &dst_md) != dnnl_success)
+		return PN_EUNSUPPORTED;
+	dnnl_primitive_attr_create(&attr);
+	dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+	if (dnnl_primitive_desc_iterator_create(&it, &md, attr, pn_dnnl_engine, NULL) == dnnl_success)
+	{
+		do
+		{
+			const char *impl = NULL;
+			dnnl_primitive_desc_t c = dnnl_primitive_desc_iterator_fetch(it);
+
+			if (c == NULL)
+				break;
+			if (dnnl_primitive_desc_query(c, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+				(strncmp(impl, "brg", 3) == 0 ? pn_engine_int8_supported() || pn_dnnl_any_impl :
+				 pn_dnnl_any_impl && strncmp(impl, "ref", 3) == 0))
+			{
+				pd = c;
+				break;
+			}
+			dnnl_primitive_desc_destroy(c);
+		} while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+		dnnl_primitive_desc_iterator_destroy(it);
+	}
+	dnnl_primitive_attr_destroy(attr);
+	if (pd == NULL)
+		return PN_EUNSUPPORTED;
+	op->wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+	op->wbytes = dnnl_memory_desc_get_size(&op->wmd);
+	{
+		const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+		size_t		sb = smd ? dnnl_memory_desc_get_size(smd) : 0;
+
+		if (sb > *scratch_bytes)
+			*scratch_bytes = sb;
+		if (sb > 0 && dnnl_memory_create(&op->m_scratch, smd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
+			goto fail;
+	}
+	if (dnnl_primitive_create(&op->prim, pd) != dnnl_success)
+		goto fail;
+	dnnl_primitive_desc_destroy(pd);
+	pd = NULL;
+	if (dnnl_memory_create(&op->m_src, &src_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_wei, &op->wmd, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+		dnnl_memory_create(&op->m_dst, &dst_md, pn_dnnl_engine, DNNL_MEMORY_NONE) != dnnl_success)
+		goto fail;
+	op->args[0] = (dnnl_exec_arg_t) {DNNL_ARG_SRC, op->m_src};
+	op->args[1] = (dnnl_exec_arg_t) {DNNL_ARG_WEIGHTS, op->m_wei};
+	op->args[2] = (dnnl_exec_arg_t) {DNNL_ARG_DST, op->m_dst};
+	op->nargs = 3;
+	if (op->m_scratch)
+		op->args[op->nargs++] = (dnnl_exec_arg_t) {DNNL_ARG_SCRATCHPAD, op->m_scratch};
+	return PN_OK;
+fail:
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	op_free(op);
+	return PN_EUNSUPPORTED;
+}
+
+/* the oneDNN int8 matmul of shape [N, K] */
+static PnOp *
+fb_op(PnFallback *fb, int N, int K)
+{
+	int			i;
+
+	for (i = 0; i < fb->nops; i++)
+		if (fb->ops[i].N == N && fb->ops[i].K == K)
+			return &fb->ops[i];
+	return NULL;
+}
+
+/* bytes of int8 weights packed for op: sw [N], then oneDNN's layout at the next 64 bytes */
+static size_t
+q8_dnn_bytes(const PnOp *op)
+{
+	return (((size_t) op->N * sizeof(float) + 63) & ~(size_t) 63) + op->wbytes;
+}
+
+/* W [N, K] quantized per channel and reordered into op's layout at out (64-byte aligned) */
+static void
+q8_dnn_pack(PnFallback *fb, PnOp *op, const float *W, int ldw, void *out)
+{
+	int			N = op->N,
+				K = op->K;
+	int8_t	   *q = pn_alloc((size_t) N * K + 1);
+	dnnl_memory_desc_t from_md;
+	dnnl_primitive_desc_t rpd;
+	dnnl_primitive_t r = NULL;
+	dnnl_memory_t mf = NULL,
+				mt = NULL;
+	bool		ok = false;
+
+	if (q == NULL)
+	{
+		fb->dnn_failed = true;
+		return;
+	}
+	pn_q8_rows8(N, K, W, ldw, q, K, (float *) out);
+	/* q [N, K] row-major is the [K, N] matrix with strides (1, K) */
+	dnnl_memory_desc_init_by_strides(&from_md, 2, (dnnl_dims_t) {K, N}, dnnl_s8, (dnnl_dims_t) {1, K});
+	if (dnnl_reorder_primitive_desc_create(&rpd, &from_md, pn_dnnl_engine, &op->wmd, pn_dnnl_engine, NULL) == dnnl_success)
+	{
+		if (dnnl_primitive_create(&r, rpd) == dnnl_success &&
+			dnnl_memory_create(&mf, &from_md, pn_dnnl_engine, q) == dnnl_success &&
+			dnnl_memory_create(&mt, &op->wmd, pn_dnnl_engine,
+							   (char *) out + (((size_t) N * sizeof(float) + 63) & ~(size_t) 63)) == dnnl_success)
+		{
+			dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, mf}, {DNNL_ARG_TO, mt}};
+
+			ok = dnnl_primitive_execute(r, pn_dnnl_stream, 2, args) == dnnl_success;
+			dnnl_stream_wait(pn_dnnl_stream);
+		}
+		dnnl_primitive_desc_destroy(rpd);
+	}
+	if (mf)
+		dnnl_memory_destroy(mf);
+	if (mt)
+		dnnl_memory_destroy(mt);
+	if (r)
+		dnnl_primitive_destroy(r);
+	pn_free(q);
+	if (!ok)
+		fb->dnn_failed = true;
+}
+
+/*
+ * A layer through oneDNN's int8 matmul: M rows in tiles (the last padded
+ * with zero rows, whose results are dropped), the rows quantized as
+ * pn_q8_layer does, the shared epilogue
+ */
+static void
+q8_dnn_layer(PnFallback *fb, PnOp *op, int M, const float *A, int lda, const void *W, const float *bias,
+			 float *C, int ldc, int epi, float gamma, const float *X, int ldx)
+{
+	int			N = op->N,
+				K = op->K,
+				r0;
+	const void *wd = (const char *) W + (((size_t) N * sizeof(float) + 63) & ~(size_t) 63);
+
+	for (r0 = 0; r0 < M; r0 += fb->tile)
+	{
+		int			mb = M - r0 < fb->tile ? M - r0 : fb->tile;
+
+		pn_q8_rows8(mb, K, A + (size_t) r0 * lda, lda, fb->s8, K, fb->qw.sa + r0);
+		if (mb < fb->tile)
+			memset(fb->s8 + (size_t) mb * K, 0, (size_t) (fb->tile - mb) * K);
+		if (op_run(op, fb->s8, wd, NULL, fb->qw.acc + (size_t) r0 * N, NULL, fb->scratch) != PN_OK)
+			fb->dnn_failed = true;
+		dnnl_stream_wait(pn_dnnl_stream);
+	}
+	pn_q8_epilogue(M, N, fb->qw.acc, N, fb->qw.sa, (const float *) W, bias, C, ldc, epi, gamma, X, ldx);
+}
+
+/* bytes of W [N, K] packed for the fallback's matmul (fp32 panels or int8) */
+static size_t
+fb_wbytes(PnFallback *fb, int N, int K)
+{
+	if (fb->dnn)
+		return q8_dnn_bytes(fb_op(fb, N, K)) + 64;
+	return (fb->q8 ? pn_q8_bytes(N, K) : 4 * pn_panels_floats(N, K)) + 64;
+}
+
+/* W [N, K] (row stride ldw) packed at *p (advanced) */
+static void *
+fb_pack(PnFallback *fb, char **p, int N, int K, const float *W, int ldw)
+{
+	void	   *r = *p;
+
+	if (fb->dnn)
+		q8_dnn_pack(fb, fb_op(fb, N, K), W, ldw, r);
+	else if (fb->q8)
+		pn_q8_pack(N, K, W, ldw, r);
+	else
+		pn_panels_pack(N, K, W, ldw, r);
+	*p += (fb_wbytes(fb, N, K) - 64 + 63) & ~(size_t) 63;
+	return r;
+}
+
+/* the fallback's matmul with its bias and post-op: pn_gemm_panels, or in int8 pn_q8_layer */
+static inline void
+fb_gemm(PnFallback *fb, int M, int N, int K, const float *A, int lda, const void *W, const float *bias,
+		float *C, int ldc, int epi, float gamma, const float *X, int ldx)
+{
+	if (fb->dnn)
+		q8_dnn_layer(fb, fb_op(fb, N, K), M, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
+	else if (fb->q8)
+		pn_q8_layer(M, N, K, A, lda, W, bias, C, ldc, epi, gamma, X, ldx, &fb->qw);
+	else
+		pn_gemm_panels(M, N, K, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
 }
 
 /*
@@ -775,7 +1042,7 @@ merged_rows(const PnModel *m, const int *idx, int n, float *tmp)
  * when out of memory.
  */
 static PnFallback *
-fallback_new(const PnModel *m)
+fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 {
 	const PnConfig *c = &m->cfg;
 	const PnPlan *pl = m->plan;
@@ -800,6 +1067,7 @@ fallback_new(const PnModel *m)
 		pn_free(rx);
 		return NULL;
 	}
+	fb->q8 = q8;
 	/* the merged matmuls: the layers that read x0; those that read xn (PN folded: x), then x */
 	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
 	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
@@ -827,16 +1095,61 @@ fallback_new(const PnModel *m)
 	if (PN_FALLBACK_X_PER_DOMAIN)
 		fb->nxd = fb->nx;
 	fb->dom = pn_alloc0(sizeof(PnFallbackDomain *) * c->domains);
+	if (q8 && dnn)
+	{
+		/* oneDNN's int8 matmuls, one per weight shape; the own kernel if it has none of one */
+		int			shapes[3 + 3 * PN_MAX_LAYERS + 1][2],
+					ns = 0,
+					j;
+		size_t		sb = 0;
+
+		shapes[ns][0] = fb->nx0, shapes[ns++][1] = n0;
+		shapes[ns][0] = fb->nxd, shapes[ns++][1] = n0;
+		shapes[ns][0] = fb->nx - fb->nxd, shapes[ns++][1] = n0;
+		for (i = 0; i < pl->nlayers; i++)
+		{
+			const PnLayer *ly = &pl->layers[i];
+
+			if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || (ly->in == PN_ACT_A && ly->part != PN_PART_OUTPUT))
+				shapes[ns][0] = ly->nout, shapes[ns++][1] = ly->nin;
+		}
+		fb->dnn = true;
+		fb->tile = tile;
+		for (j = 0; j < ns && fb->dnn; j++)
+			if (shapes[j][0] > 0 && fb_op(fb, shapes[j][0], shapes[j][1]) == NULL)
+			{
+				if (op_create_q8(&fb->ops[fb->nops], tile, shapes[j][1], shapes[j][0], &sb) == PN_OK)
+					fb->nops++;
+				else
+					fb->dnn = false;
+			}
+		if (fb->dnn)
+		{
+			fb->scratch = pn_alloc(sb + 64);
+			fb->s8 = pn_alloc((size_t) tile * (wide + fb->nx + fb->nx0 + n0));
+		}
+		if (!fb->dnn || !fb->scratch || !fb->s8)
+		{
+			for (j = 0; j < fb->nops; j++)
+				op_free(&fb->ops[j]);
+			fb->nops = 0;
+			pn_free(fb->scratch);
+			pn_free(fb->s8);
+			fb->scratch = NULL;
+			fb->s8 = NULL;
+			fb->dnn = false;
+		}
+	}
 	/* the packed matrices */
 	if (fb->nxd < fb->nx)
-		bytes += 4 * pn_panels_floats(fb->nx - fb->nxd, n0) + 64;
-	bytes += 4 * pn_panels_floats(fb->nx0 > 0 ? fb->nx0 : 1, n0) + 64;
+		bytes += fb_wbytes(fb, fb->nx - fb->nxd, n0);
+	bytes += fb_wbytes(fb, fb->nx0 > 0 ? fb->nx0 : 1, n0);
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
 
-		if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || ly->in == PN_ACT_AH)
-			bytes += 4 * pn_panels_floats(ly->nout, ly->nin) + 64;
+		if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || (ly->in == PN_ACT_AH && !q8))
+			bytes += fb_wbytes(fb, ly->nout, ly->nin);
 	}
 	fb->mem = pn_alloc(bytes);
 	tmp = pn_alloc(sizeof(float) * (size_t) (fb->nx0 > fb->nx ? fb->nx0 : fb->nx) * n0);
@@ -853,15 +1166,13 @@ fallback_new(const PnModel *m)
 	{
 		/* the gates' layer 1 on x, every layer's rows one after another */
 		merged_rows(m, rx, nrx, tmp);
-		fb->gw = carve(&p, pn_panels_floats(fb->nx - fb->nxd, n0));
-		pn_panels_pack(fb->nx - fb->nxd, n0, tmp, n0, fb->gw);
+		fb->gw = fb_pack(fb, &p, fb->nx - fb->nxd, n0, tmp, n0);
 	}
 	if (fb->nx0 > 0)
 	{
 		/* [W1x; V1x]: the x0 columns of EPNet's and aux's first layers */
 		merged_rows(m, r0, nr0, tmp);
-		fb->x0w = carve(&p, pn_panels_floats(fb->nx0, n0));
-		pn_panels_pack(fb->nx0, n0, tmp, n0, fb->x0w);
+		fb->x0w = fb_pack(fb, &p, fb->nx0, n0, tmp, n0);
 	}
 	pn_free(tmp);
 	pn_free(r0);
@@ -870,12 +1181,11 @@ fallback_new(const PnModel *m)
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
-		float	   *pk;
+		void	   *pk;
 
-		if (ly->in != PN_ACT_EH && ly->in != PN_ACT_GH && ly->in != PN_ACT_AH)
+		if (ly->in != PN_ACT_EH && ly->in != PN_ACT_GH && (ly->in != PN_ACT_AH || q8))
 			continue;
-		pk = carve(&p, pn_panels_floats(ly->nout, ly->nin));
-		pn_panels_pack(ly->nout, ly->nin, PN_T(m, ly->w), ly->ldw, pk);
+		pk = fb_pack(fb, &p, ly->nout, ly->nin, PN_T(m, ly->w), ly->ldw);
 		if (ly->part == PN_PART_EPNET)
 			fb->ep2 = pk;
 		else if (ly->part == PN_PART_PPNET)
@@ -902,6 +1212,23 @@ fallback_new(const PnModel *m)
 	fb->bx = carve(&p, fb->nx);
 	fb->o = carve(&p, (size_t) M * T);
 	fb->oa = carve(&p, (size_t) M * T);
+	if (q8)
+	{
+		/* the widest input and output of a matmul */
+		size_t		kmax = n0;
+
+		kmax = kmax > (size_t) fb->nx0 ? kmax : (size_t) fb->nx0;
+		kmax = kmax > (size_t) fb->nx ? kmax : (size_t) fb->nx;
+		kmax = kmax > wide ? kmax : wide;
+		fb->qw.qa = pn_alloc(sizeof(int16_t) * M * PN_Q8_KP(kmax));
+		fb->qw.sa = pn_alloc(sizeof(float) * (M + tile));
+		fb->qw.acc = pn_alloc(sizeof(int32_t) * (M + tile) * kmax);
+		if (!fb->qw.qa || !fb->qw.sa || !fb->qw.acc)
+		{
+			fallback_free(fb, c->domains);
+			return NULL;
+		}
+	}
 	return fb;
 }
 
@@ -941,13 +1268,13 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	}
 	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
 	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
-	bytes += 4 * pn_panels_floats(fb->nxd, n0) + 64 + 4 * (size_t) (fb->nx0 + 1) + 64;
+	bytes += fb_wbytes(fb, fb->nxd, n0) + 4 * (size_t) (fb->nx0 + 1) + 64;
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
 
-		if (ly->in == PN_ACT_A)
-			bytes += 4 * pn_panels_floats(ly->nout, ly->nin) + 64;
+		if (ly->in == PN_ACT_A && !(fb->q8 && ly->part == PN_PART_OUTPUT))
+			bytes += fb_wbytes(fb, ly->nout, ly->nin);
 		else if (ly->in == PN_ACT_XN)
 			h1 += ly->nout;
 	}
@@ -967,8 +1294,7 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	memcpy(tmp, dc->w1, sizeof(float) * h1 * n0);
 	if (fb->nxd == fb->nx)
 		merged_rows(m, rx, nrx, tmp + h1 * n0);
-	fd->xw = carve(&p, pn_panels_floats(fb->nxd, n0));
-	pn_panels_pack(fb->nxd, n0, tmp, n0, fd->xw);
+	fd->xw = fb_pack(fb, &p, fb->nxd, n0, tmp, n0);
 	pn_free(tmp);
 	/* the x0 block's biases: the dv parts of its layers */
 	fd->x0b = carve(&p, fb->nx0 + 1);
@@ -989,11 +1315,16 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 		const PnLayer *ly = &pl->layers[i];
 		int			x;
 
-		if (ly->in != PN_ACT_A)
+		if (ly->in != PN_ACT_A || (fb->q8 && ly->part == PN_PART_OUTPUT))
 			continue;
 		x = PN_TW(c, ly->task, ly->layer);
-		fd->tw[x] = carve(&p, pn_panels_floats(ly->nout, ly->nin));
-		pn_panels_pack(ly->nout, ly->nin, dc->w[x], ly->nin, fd->tw[x]);
+		fd->tw[x] = fb_pack(fb, &p, ly->nout, ly->nin, dc->w[x], ly->nin);
+	}
+	if (fb->dnn_failed)
+	{
+		pn_free(fd->mem);
+		pn_free(fd);
+		return pn_seterr(err, PN_EENGINE, "oneDNN cannot pack int8 weights of domain %d", dc->domain);
 	}
 	fb->dom[dc->domain] = fd;
 	return PN_OK;
@@ -1033,13 +1364,13 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 			case PN_ACT_X0:
 				/* EPNet's and aux's layer 1 */
 				if (!x0done)
-					pn_gemm_panels(nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
+					fb_gemm(fb, nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
 								   NULL, 0);
 				x0done = true;
 				break;
 			case PN_ACT_EH:
 				/* EPNet's layer 2: x = gate ⊙ x0 */
-				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, fb->ep2, PN_T(m, ly->b), fb->x, n0,
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, fb->ep2, PN_T(m, ly->b), fb->x, n0,
 							   ly->post, c->gamma, fb->x0, n0);
 				x = fb->x;
 				break;
@@ -1048,9 +1379,9 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 				/* every task's tower layer 1 and every gate's layer 1: one pass over x */
 				if (!xdone)
 				{
-					pn_gemm_panels(nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
+					fb_gemm(fb, nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
 					if (fb->nxd < nx)
-						pn_gemm_panels(nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
+						fb_gemm(fb, nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
 									   PN_EPI_RELU, 0, NULL, 0);
 				}
 				xdone = true;
@@ -1061,15 +1392,22 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 								hp = ly->nin,
 								h = ly->nout;
 
+					if (ly->part == PN_PART_OUTPUT && fb->q8)
+					{
+						/* fp32 in int8 too: the dot product of the oneDNN tiles (engine_tile) */
+						for (r = 0; r < nb; r++)
+							fb->o[r * T + ly->task] = pn_dot(a + (size_t) r * lda + ly->task * hp, dc->w[xi], hp) + dc->b[xi][0];
+						break;
+					}
 					if (ly->part == PN_PART_OUTPUT)
 					{
-						pn_gemm_panels(nb, 1, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
+						fb_gemm(fb, nb, 1, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
 									   ly->post, 0, NULL, 0);
 						break;
 					}
 					/* task t's tower layer l on its column block */
 					b = a == fb->t1 ? fb->t2 : fb->t1;
-					pn_gemm_panels(nb, h, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
+					fb_gemm(fb, nb, h, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
 								   ly->post, 0, NULL, 0);
 					if (ly->task == T - 1)
 					{
@@ -1080,11 +1418,23 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 				break;
 			case PN_ACT_GH:
 				/* gate l's layer 2, times every task's tower layer l + 1 (in place) */
-				pn_gemm_panels(nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, fb->g2[ly->layer],
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, fb->g2[ly->layer],
 							   PN_T(m, ly->b), a, lda, ly->post, c->gamma, a, lda);
 				break;
 			case PN_ACT_AH:
-				pn_gemm_panels(nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, fb->aux2, PN_T(m, ly->b), fb->oa, T,
+				if (fb->q8)
+				{
+					/* fp32 in int8 too, as engine_tile */
+					int			t;
+
+					for (r = 0; r < nb; r++)
+						for (t = 0; t < T; t++)
+							fb->oa[r * T + t] = pn_dot(fb->h0 + (size_t) r * fb->nx0 + fb->ahoff,
+													   PN_T(m, ly->w) + (size_t) t * ly->nin, ly->nin) + PN_T(m, ly->b)[t];
+					aux = true;
+					break;
+				}
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, fb->aux2, PN_T(m, ly->b), fb->oa, T,
 							   ly->post, 0, NULL, 0);
 				aux = true;
 				break;
@@ -1100,18 +1450,20 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 }
 
 /*
- * An engine of m at precision (PN_FP32, PN_BF16) for tiles of `tile` rows:
- * oneDNN brgemm matmuls where this CPU has them, else (fp32) the GEMV
- * fallback described at struct PnEngine; bf16 without them is PN_EUNSUPPORTED.
+ * An engine of m at precision (PN_FP32, PN_BF16, PN_INT8) for tiles of
+ * `tile` rows: oneDNN brgemm matmuls where this CPU has them, else (fp32,
+ * int8) the fallback described at struct PnEngine; bf16 without them is
+ * PN_EUNSUPPORTED.
  */
 int
 pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *share, PnEngine **out,
 			  PnError *err)
 {
-	int			rc = engine_new_onednn(m, precision, tile, share, out, err);
+	int			rc = precision == PN_INT8 ? PN_EUNSUPPORTED : engine_new_onednn(m, precision, tile, share, out, err);
+	bool		dnn = false;
 	PnEngine   *eng;
 
-	if (rc != PN_EUNSUPPORTED || precision != PN_FP32)
+	if (rc != PN_EUNSUPPORTED || precision == PN_BF16)
 		return rc;
 	eng = pn_alloc0(sizeof(PnEngine));
 	if (eng == NULL)
@@ -1120,7 +1472,16 @@ pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *shar
 	eng->precision = precision;
 	eng->tile = tile;
 	eng->fallback = true;
-	eng->fb = fallback_new(m);
+	if (precision == PN_INT8 && (pn_engine_int8_supported() || pn_dnnl_any_impl) && !pn_q8_portable)
+	{
+		if ((rc = pn_dnnl_init(err)) != PN_OK)
+		{
+			pn_free(eng);
+			return rc;
+		}
+		dnn = true;
+	}
+	eng->fb = fallback_new(m, precision == PN_INT8, dnn, tile);
 	if (eng->fb == NULL)
 	{
 		pn_free(eng);
@@ -1441,6 +1802,8 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 			}
 			pn_x0_domain(m, dc->domain, nb, fb->x0);
 			fallback_block(m, fb, dc, fd, nb, lg);
+			if (fb->dnn_failed)
+				return pn_seterr(err, PN_EENGINE, "oneDNN failed to execute an int8 matmul");
 			for (i = 0; i < nb * T; i++)
 			{
 				float		v = lg[i];
@@ -1540,7 +1903,7 @@ pn_engine_logits(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, in
 bool
 pn_engine_onednn(const PnEngine *eng)
 {
-	return !eng->fallback;
+	return !eng->fallback || eng->fb->dnn;
 }
 
 int

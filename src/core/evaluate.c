@@ -123,7 +123,7 @@ same_group(const PnBatch *B, int P, int x, int y)
 		cmp_pbags(B, x, y) == 0;
 }
 
-/* An evaluator of model m (which must outlive it) at precision PN_FP32 or PN_BF16 */
+/* An evaluator of model m (which must outlive it) at precision PN_FP32, PN_BF16 or PN_INT8 */
 int
 pn_evaluator_new(const PnModel *m, int precision, PnEvaluator **out, PnError *err)
 {

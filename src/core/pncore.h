@@ -454,11 +454,15 @@ int			pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *
  * version and precision; the tower weights of a domain are packed on its
  * first use.  Where oneDNN has no brgemm matmul (AVX2 CPUs), fp32 runs the
  * fallback: blocks of up to 64 candidates through pn_gemm_panels, no
- * padding, the same ties.  pn_engine_score: features [n, F], dense [n, Nd] or NULL,
+ * padding, the same ties.  int8 always runs the fallback's blocks, its
+ * matmuls through oneDNN's int8 primitives where they are exact (VNNI, AMX),
+ * else pn_q8_gemm: the same bits everywhere (quant.c).
+ * pn_engine_score: features [n, F], dense [n, Nd] or NULL,
  * out [n, T] probabilities; interrupt (may be NULL) is called per tile.
  */
 #define PN_FP32 0
 #define PN_BF16 1
+#define PN_INT8 2				/* int8 weights and activations (quant.c, docs/model.md) */
 #define PN_TILE 16				/* rows per tile (see BENCHMARKS.md) */
 typedef struct PnEngine PnEngine;
 /*
@@ -499,8 +503,11 @@ int			pn_engine_logits_bags(PnEngine *eng, const PnDomainCache *dc, const PnPers
 int			pn_engine_tile(const PnEngine *eng);
 bool		pn_engine_onednn(const PnEngine *eng);
 
-/* whether oneDNN runs bf16 matmuls natively here; the ISA it uses */
+/* whether oneDNN runs bf16 matmuls natively here; exact int8 ones (VNNI, AMX); the ISA it uses */
 bool		pn_engine_bf16_supported(void);
+bool		pn_engine_int8_supported(void);
+/* whether pepnet's own int8 kernel runs AVX2 here (else portable C, the same bits) */
+bool		pn_q8_avx2(void);
 const char *pn_engine_isa(void);
 
 /* ---- training ---- */
@@ -553,7 +560,7 @@ int			pn_train_predict(PnTrainer *tr, const PnBatch *b, float *logits, PnError *
  * so that pepnet_evaluate judges the scores pepnet_score serves, and
  * identical rows get bit-identical logits (exact AUC on ties).  Rows are
  * grouped by (domain, persona); per-domain parts are built on first use.
- * precision: PN_FP32 or PN_BF16.
+ * precision: PN_FP32, PN_BF16 or PN_INT8.
  */
 typedef struct PnEvaluator PnEvaluator;
 int			pn_evaluator_new(const PnModel *m, int precision, PnEvaluator **out, PnError *err);

@@ -113,4 +113,31 @@ float		pn_bag_scale(const PnField *f, const PnBag *bag, int64_t r);
 /* with domain_input, the domain embedding dv into the last k columns of x0 [n, n0] (infer.c) */
 void		pn_x0_domain(const PnModel *m, int domain, int n, float *x0);
 
+/*
+ * int8 scoring (quant.c; the arithmetic is written out at its top and in
+ * docs/model.md "int8 scoring").  Fallback layout: int16 lanes, rows
+ * padded with zeros to PN_Q8_KP(K); packed weights of pn_q8_bytes(N, K)
+ * bytes (64-byte aligned): sw [N], then the values.
+ */
+#define PN_Q8_KP(K) (((K) + 15) & ~15)
+#define PN_Q8_MAX_K 131072		/* K * 127 * 127 fits an int32 */
+typedef struct PnQ8Work
+{
+	int16_t    *qa;				/* [M, Kp] the quantized input rows */
+	float	   *sa;				/* [M] their scales */
+	int32_t    *acc;			/* [M, N] */
+} PnQ8Work;
+extern bool pn_q8_portable;		/* tests: portable C where AVX2 exists */
+float		pn_q8_scale(const float *x, int n, float *inv);
+void		pn_q8_rows16(int M, int K, const float *A, int lda, int16_t *qa, float *sa);
+void		pn_q8_rows8(int M, int K, const float *A, int lda, int8_t *q, int ldq, float *sa);
+size_t		pn_q8_bytes(int N, int K);
+void		pn_q8_pack(int N, int K, const float *W, int ldw, void *out);
+const float *pn_q8_sw(const void *wq);
+void		pn_q8_gemm(int M, int N, int K, const int16_t *qa, const void *wq, int32_t *acc, int ldacc);
+void		pn_q8_epilogue(int M, int N, const int32_t *acc, int ldacc, const float *sa, const float *sw,
+						   const float *bias, float *C, int ldc, int epi, float gamma, const float *X, int ldx);
+void		pn_q8_layer(int M, int N, int K, const float *A, int lda, const void *wq, const float *bias,
+						float *C, int ldc, int epi, float gamma, const float *X, int ldx, PnQ8Work *ws);
+
 #endif							/* PN_INTERNAL_H */

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE				/* memmem */
 #include "pncore.h"
 #include "pndnnl.h"
+#include "pninternal.h"
 #include "plan.h"
 #include "ref_forward.h"
 #include "vmath.h"
@@ -1068,6 +1069,431 @@ test_engine_positions(const char *json, const char *label)
 	pn_domain_free(dc);
 	pn_persona_free(pp);
 	free(feat), free(dense), free(out);
+	pn_model_free(m);
+	pn_config_free(&c);
+}
+
+/* ---- int8 scoring (quant.c) ---- */
+
+/* docs/model.md "int8 scoring", written out: the scale and values of one row */
+static float
+q8_direct_row(const float *x, int K, int *q)
+{
+	float		amax = 0.0f,
+				inv;
+	int			k;
+
+	for (k = 0; k < K; k++)
+		amax = fmaxf(amax, fabsf(x[k]));
+	inv = 127.0f / amax;
+	if (amax == 0.0f || isinf(inv))
+	{
+		for (k = 0; k < K; k++)
+			q[k] = 0;
+		return 0.0f;
+	}
+	for (k = 0; k < K; k++)
+	{
+		float		r = rintf(x[k] * inv);
+
+		q[k] = r > 127.0f ? 127 : r < -127.0f ? -127 : (int) r;
+	}
+	return amax / 127.0f;
+}
+
+/*
+ * The quantizers: the rounding of ties (to even), a row's scale, zero and
+ * tiny rows, the int8 form (oneDNN's) equal to the int16 lanes (the
+ * fallback's), the portable code equal to AVX2 on rows of every length
+ */
+static void
+test_int8_quantizer(void)
+{
+	float		ties[8] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, 63.5f, -126.5f};
+	int			expect[8] = {127, 0, 2, 2, 0, -2, 64, -126};
+	int16_t		q16[2 * 80],
+				p16[2 * 80];
+	int8_t		q8[80];
+	float		s,
+				s2,
+				x[80],
+				zero[17] = {0},
+				tiny[5] = {1e-38f, -2e-38f, 0, 0, 1e-39f};
+	int			ok = 1,
+				okp = 1,
+				ok8 = 1,
+				i,
+				K,
+				rep;
+
+	pn_q8_rows16(1, 8, ties, 8, q16, &s);
+	for (i = 0; i < 8; i++)
+		ok &= q16[i] == expect[i];
+	for (i = 8; i < 16; i++)
+		ok &= q16[i] == 0;
+	CHECK(ok && s == 1.0f, "int8: halves round to even (0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -2.5 -> -2, 63.5 -> 64), scale = amax / 127 = %g, padding 0", s);
+	pn_q8_rows16(1, 17, zero, 17, q16, &s);
+	ok = s == 0.0f;
+	for (i = 0; i < 32; i++)
+		ok &= q16[i] == 0;
+	pn_q8_rows16(1, 5, tiny, 5, p16, &s2);
+	for (i = 0; i < 16; i++)
+		ok &= p16[i] == 0;
+	CHECK(ok && s2 == 0.0f, "int8: a zero row and a row with 127 / amax beyond float's range have scale 0 and every value 0");
+	/* random rows of every length 1..80, some scaled so that many products are exact halves */
+	srand(21);
+	for (rep = 0; rep < 3; rep++)
+		for (K = 1; K <= 80; K++)
+		{
+			int			qd[80];
+			float		sd,
+						sp,
+						s8;
+
+			for (i = 0; i < K; i++)
+				x[i] = rep == 2 ? (float) ((rand() % 509) - 254) * 0.5f : ((float) rand() / RAND_MAX * 2 - 1) * (rep ? 1e-3f : 10.0f);
+			if (rep == 2)
+				x[rand() % K] = 127.0f;	/* inv = 1: every x.5 a tie */
+			sd = q8_direct_row(x, K, qd);
+			pn_q8_portable = false;
+			pn_q8_rows16(1, K, x, K, q16, &s);
+			pn_q8_portable = true;
+			pn_q8_rows16(1, K, x, K, p16, &sp);
+			pn_q8_portable = false;
+			pn_q8_rows8(1, K, x, K, q8, K, &s8);
+			ok &= s == sd && sp == sd && s8 == sd;
+			okp &= memcmp(q16, p16, sizeof(int16_t) * PN_Q8_KP(K)) == 0;
+			for (i = 0; i < K; i++)
+			{
+				ok &= q16[i] == qd[i];
+				ok8 &= q8[i] == qd[i];
+			}
+			for (i = K; i < PN_Q8_KP(K); i++)
+				ok &= q16[i] == 0;
+		}
+	CHECK(ok, "int8: rows of 1..80 values (random, and halves at scale 1) quantize as the formula says, padded with 0");
+	CHECK(okp, "int8: the portable quantizer = the AVX2 one bit for bit (AVX2 %s)", pn_q8_avx2() ? "on" : "absent: portable twice");
+	CHECK(ok8, "int8: the int8 quantizer (oneDNN's operands) = the int16 lanes (the fallback's)");
+}
+
+/* one layer by the formula: quantize, exact sum in int64, fmaf, post-op */
+static void
+q8_direct_layer(int M, int N, int K, const float *A, const float *W, const float *bias, float *C, int epi,
+				float gamma, const float *X)
+{
+	int		   *qa = malloc(sizeof(int) * M * K),
+			   *qw = malloc(sizeof(int) * N * K);
+	float	   *sa = malloc(sizeof(float) * M),
+			   *sw = malloc(sizeof(float) * N);
+	int			m,
+				n,
+				k;
+
+	for (m = 0; m < M; m++)
+		sa[m] = q8_direct_row(A + (size_t) m * K, K, qa + (size_t) m * K);
+	for (n = 0; n < N; n++)
+		sw[n] = q8_direct_row(W + (size_t) n * K, K, qw + (size_t) n * K);
+	for (m = 0; m < M; m++)
+		for (n = 0; n < N; n++)
+		{
+			int64_t		acc = 0;
+			float		y;
+
+			for (k = 0; k < K; k++)
+				acc += (int64_t) qa[m * K + k] * qw[n * K + k];
+			y = fmaf((float) acc, sa[m] * sw[n], bias[n]);
+			if (epi == PN_EPI_RELU)
+				y = y > 0 ? y : 0;
+			else if (epi == PN_EPI_GATE)
+			{
+				pn_sigmoid_scale(&y, 1, gamma);
+				y *= X[(size_t) m * N + n];
+			}
+			C[(size_t) m * N + n] = y;
+		}
+	free(qa), free(qw), free(sa), free(sw);
+}
+
+/*
+ * The fallback's int8 layer (pn_q8_layer: quantize, pn_q8_gemm, the shared
+ * epilogue) = the formula bit for bit at many shapes (every block and tail
+ * of the AVX2 kernel), each post-op; portable = AVX2; full-range operands
+ * (every value +-127) summed exactly; a row's bits the same in calls of any
+ * M at any position
+ */
+static void
+test_int8_gemm(void)
+{
+	int			Ms[] = {1, 2, 3, 4, 5, 7, 9, 17, 33, 64},
+				Ns[] = {1, 2, 3, 5, 16, 17, 33, 128},
+				Ks[] = {1, 7, 15, 16, 17, 33, 128, 257},
+				mi,
+				ni,
+				ki,
+				shapes = 0,
+				bad = 0,
+				badp = 0,
+				badpos = 0;
+
+	srand(33);
+	for (ki = 0; ki < 8; ki++)
+		for (ni = 0; ni < 8; ni++)
+			for (mi = 0; mi < 10; mi++)
+			{
+				int			M = Ms[mi],
+							N = Ns[ni],
+							K = Ks[ki],
+							epi = (mi + ni + ki) % 3,
+							i;
+				float	   *A = malloc(sizeof(float) * M * K),
+						   *W = malloc(sizeof(float) * N * K),
+						   *b = malloc(sizeof(float) * N),
+						   *X = malloc(sizeof(float) * M * N),
+						   *Cd = malloc(sizeof(float) * M * N),
+						   *C = malloc(sizeof(float) * M * N),
+						   *Cp = malloc(sizeof(float) * M * N),
+						   *C1 = malloc(sizeof(float) * N);
+				void	   *wq = aligned_alloc(64, (pn_q8_bytes(N, K) + 63) & ~(size_t) 63);
+				PnQ8Work	ws;
+
+				if (getenv("PN_TEST_QUICK") && mi % 3 != 0)
+				{
+					free(A), free(W), free(b), free(X), free(Cd), free(C), free(Cp), free(C1), free(wq);
+					continue;
+				}
+				ws.qa = malloc(sizeof(int16_t) * M * PN_Q8_KP(K));
+				ws.sa = malloc(sizeof(float) * M);
+				ws.acc = malloc(sizeof(int32_t) * M * N);
+				for (i = 0; i < M * K; i++)
+					A[i] = (float) rand() / RAND_MAX * 4 - 2;
+				for (i = 0; i < N * K; i++)
+					W[i] = ((float) rand() / RAND_MAX * 2 - 1) / sqrtf((float) K);
+				if (ki == 7 && ni == 7)
+				{
+					/* full range: every product 127 * 127 or its negative */
+					for (i = 0; i < M * K; i++)
+						A[i] = (i % 3) ? 1.0f : -1.0f;
+					for (i = 0; i < N * K; i++)
+						W[i] = -0.25f;
+				}
+				if (N > 3)
+					for (i = 0; i < K; i++)
+						W[2 * K + i] = 0.0f;	/* a zero channel */
+				for (i = 0; i < N; i++)
+					b[i] = (float) rand() / RAND_MAX - 0.5f;
+				for (i = 0; i < M * N; i++)
+					X[i] = (float) rand() / RAND_MAX * 2 - 1;
+				q8_direct_layer(M, N, K, A, W, b, Cd, epi, 1.7f, X);
+				pn_q8_pack(N, K, W, K, wq);
+				pn_q8_layer(M, N, K, A, K, wq, b, C, N, epi, 1.7f, X, N, &ws);
+				pn_q8_portable = true;
+				pn_q8_pack(N, K, W, K, wq);
+				pn_q8_layer(M, N, K, A, K, wq, b, Cp, N, epi, 1.7f, X, N, &ws);
+				pn_q8_portable = false;
+				bad += memcmp(C, Cd, sizeof(float) * M * N) != 0;
+				badp += memcmp(C, Cp, sizeof(float) * M * N) != 0;
+				/* the last row alone */
+				pn_q8_pack(N, K, W, K, wq);
+				pn_q8_layer(1, N, K, A + (size_t) (M - 1) * K, K, wq, b, C1, N, epi, 1.7f, X + (size_t) (M - 1) * N, N, &ws);
+				badpos += memcmp(C1, C + (size_t) (M - 1) * N, sizeof(float) * N) != 0;
+				shapes++;
+				free(A), free(W), free(b), free(X), free(Cd), free(C), free(Cp), free(C1), free(wq);
+				free(ws.qa), free(ws.sa), free(ws.acc);
+			}
+	CHECK(bad == 0, "int8 layer = the formula bit for bit (quantize, exact int32 sum, fmaf, relu / gate / none) at %d shapes M 1..64, N 1..128, K 1..257 incl. full-range operands (%d differ)",
+		  shapes, bad);
+	CHECK(badp == 0, "int8 layer: portable C = AVX2 bit for bit at %d shapes (%d differ; AVX2 %s)", shapes, badp,
+		  pn_q8_avx2() ? "on" : "absent");
+	CHECK(badpos == 0, "int8 layer: the last row of a call = that row alone, %d shapes (%d differ)", shapes, badpos);
+}
+
+/*
+ * The engine in int8 (the fallback's int8 matmuls, or under --any-matmul
+ * oneDNN's int8 tiles where it has them): scores within 1e-2 of fp32 on a
+ * random model, a candidate bit-identical at every position of requests
+ * of 1..33, the portable quantized arithmetic = AVX2, and pn_evaluator in
+ * int8 = the engine's logits bit for bit
+ */
+static void
+test_engine_int8(const char *json, const char *label)
+{
+	PnConfig	c = parse(json);
+	PnModel    *m;
+	PnError		e = {0};
+	PnDomainCache *dc[2] = {NULL, NULL};
+	PnPersona  *pp[2] = {NULL, NULL};
+	PnEngine   *e8 = NULL,
+			   *e32 = NULL,
+			   *ep = NULL;
+	PnEvaluator *ev = NULL;
+	int64_t		pers[2 * PN_MAX_FIELDS];
+	enum
+	{
+	NR = 600};
+	int			F,
+				Nd,
+				T,
+				n,
+				pos,
+				i,
+				t,
+				d,
+				ties = 1,
+				calls = 0,
+				same_p = 1,
+				same_ev = 1,
+				rc = PN_OK;
+	int64_t    *feat;
+	float	   *dense,
+			   *lg,
+			   *lgp,
+			   *lev,
+				one[PN_MAX_TASKS];
+	double	   *o8,
+			   *o32,
+				alone[PN_MAX_TASKS],
+				maxd = 0;
+	int32_t    *dom;
+	int64_t    *bpers;
+	float	   *labels;
+	PnBatch		b;
+
+	if (pn_model_new(&c, &m, &e) != PN_OK)
+	{
+		CHECK(0, "model_new %s: %s", label, e.msg);
+		return;
+	}
+	randomize(m, 17);
+	F = c.nfeat;
+	Nd = c.dense;
+	T = c.ntasks;
+	srand(3);
+	for (i = 0; i < 2 * c.npers; i++)
+		pers[i] = c.pers[i % c.npers].hash ? (int64_t) rand() * 7919 : rand() % c.pers[i % c.npers].buckets;
+	feat = malloc(sizeof(int64_t) * (NR + 1) * (F + 1));
+	dense = malloc(sizeof(float) * (NR + 1) * (Nd + 1));
+	o8 = malloc(sizeof(double) * NR * T);
+	o32 = malloc(sizeof(double) * NR * T);
+	lg = malloc(sizeof(float) * NR * T);
+	lgp = malloc(sizeof(float) * NR * T);
+	lev = malloc(sizeof(float) * NR * T);
+	dom = malloc(sizeof(int32_t) * NR);
+	bpers = malloc(sizeof(int64_t) * NR * (c.npers + 1));
+	labels = calloc((size_t) NR * T, sizeof(float));
+	for (d = 0; d < 2 && rc == PN_OK; d++)
+	{
+		rc = pn_domain_build(m, d, &dc[d], &e);
+		rc = rc ? rc : pn_persona_build(m, pers + d * c.npers, &pp[d], &e);
+	}
+	rc = rc ? rc : pn_engine_new(m, PN_INT8, PN_TILE, NULL, &e8, &e);
+	rc = rc ? rc : pn_engine_new(m, PN_FP32, PN_TILE, NULL, &e32, &e);
+	for (d = 0; d < 2 && rc == PN_OK; d++)
+	{
+		rc = pn_engine_prepare_domain(e8, dc[d], NULL, &e);
+		rc = rc ? rc : pn_engine_prepare_domain(e32, dc[d], NULL, &e);
+	}
+	if (rc != PN_OK)
+	{
+		CHECK(0, "engine int8 %s: %s", label, e.msg);
+		return;
+	}
+	for (i = 0; i < (NR + 1) * F; i++)
+		feat[i] = c.feat[i % F].hash ? ((int64_t) rand() << 33) ^ rand() : rand() % c.feat[i % F].buckets;
+	for (i = 0; i < (NR + 1) * Nd; i++)
+		dense[i] = (float) rand() / RAND_MAX * 4 - 2;
+	/* int8 against fp32 */
+	for (d = 0; d < 2 && rc == PN_OK; d++)
+	{
+		rc = pn_engine_score(e8, dc[d], pp[d], NR, feat, Nd ? dense : NULL, o8, NULL, &e);
+		rc = rc ? rc : pn_engine_score(e32, dc[d], pp[d], NR, feat, Nd ? dense : NULL, o32, NULL, &e);
+		for (i = 0; i < NR * T && rc == PN_OK; i++)
+			maxd = fmax(maxd, fabs(o8[i] - o32[i]));
+	}
+	CHECK(rc == PN_OK && maxd < 1e-2, "engine int8 (%s, %s): %d scores x 2 domains within 1e-2 of fp32 (max |dp| %.2e) %s",
+		  pn_engine_onednn(e8) ? "oneDNN int8 tiles" : "fallback", label, NR, maxd, rc ? e.msg : "");
+	/* the probe (row NR) at every position of requests of 1..33 */
+	rc = rc ? rc : pn_engine_score(e8, dc[0], pp[0], 1, feat + (size_t) NR * F, Nd ? dense + (size_t) NR * Nd : NULL, alone, NULL, &e);
+	for (n = 1; n <= 33 && rc == PN_OK; n++)
+		for (pos = 0; pos < n; pos += (n > 8 ? 3 : 1))
+		{
+			int64_t    *f = feat + (size_t) (n % 7) * F;
+			float	   *dn = dense + (size_t) (n % 7) * Nd;
+			int64_t		save[64];
+			float		saved[64];
+
+			memcpy(save, f + (size_t) pos * F, sizeof(int64_t) * F);
+			memcpy(saved, dn + (size_t) pos * Nd, sizeof(float) * Nd);
+			memcpy(f + (size_t) pos * F, feat + (size_t) NR * F, sizeof(int64_t) * F);
+			memcpy(dn + (size_t) pos * Nd, dense + (size_t) NR * Nd, sizeof(float) * Nd);
+			rc = pn_engine_score(e8, dc[0], pp[0], n, f, Nd ? dn : NULL, o8, NULL, &e);
+			memcpy(f + (size_t) pos * F, save, sizeof(int64_t) * F);
+			memcpy(dn + (size_t) pos * Nd, saved, sizeof(float) * Nd);
+			calls++;
+			for (t = 0; t < T && rc == PN_OK; t++)
+				ties &= memcmp(&alone[t], &o8[(size_t) pos * T + t], sizeof(double)) == 0;
+		}
+	CHECK(rc == PN_OK && ties, "engine int8 (%s): a candidate placed in %d requests of 1..33 candidates is bit-identical to it alone %s",
+		  label, calls, rc ? e.msg : "");
+	/* the portable quantized arithmetic: a new engine with it */
+	pn_q8_portable = true;
+	rc = rc ? rc : pn_engine_new(m, PN_INT8, PN_TILE, NULL, &ep, &e);
+	rc = rc ? rc : pn_engine_prepare_domain(ep, dc[1], NULL, &e);
+	rc = rc ? rc : pn_engine_logits(ep, dc[1], pp[1], 97, feat, Nd ? dense : NULL, lgp, NULL, &e);
+	pn_q8_portable = false;
+	rc = rc ? rc : pn_engine_logits(e8, dc[1], pp[1], 97, feat, Nd ? dense : NULL, lg, NULL, &e);
+	same_p = rc == PN_OK && memcmp(lg, lgp, sizeof(float) * 97 * T) == 0;
+	CHECK(same_p, "engine int8 (%s): the portable C kernel = the engine's int8 (%s) bit for bit, 97 candidates %s", label,
+		  pn_engine_onednn(e8) ? "oneDNN int8 tiles" : pn_q8_avx2() ? "AVX2 kernel" : "portable", rc ? e.msg : "");
+	if (pn_engine_onednn(e8) && !pn_engine_int8_supported())
+	{
+		/* --any-matmul on a CPU without oneDNN's int8 brgemm: the fallback's AVX2 kernel against the tiles */
+		PnEngine   *ef = NULL;
+
+		pn_dnnl_any_impl = false;
+		rc = rc ? rc : pn_engine_new(m, PN_INT8, PN_TILE, NULL, &ef, &e);
+		pn_dnnl_any_impl = true;
+		rc = rc ? rc : pn_engine_prepare_domain(ef, dc[1], NULL, &e);
+		rc = rc ? rc : pn_engine_logits(ef, dc[1], pp[1], 97, feat, Nd ? dense : NULL, lgp, NULL, &e);
+		CHECK(rc == PN_OK && !pn_engine_onednn(ef) && memcmp(lg, lgp, sizeof(float) * 97 * T) == 0,
+			  "engine int8 (%s): the oneDNN int8 tiles = the fallback's AVX2 int8 kernel bit for bit, 97 candidates %s", label,
+			  rc ? e.msg : "");
+		if (ef)
+			pn_engine_free(ef);
+	}
+	/* the evaluator: rows of both domains and personas, interleaved */
+	for (i = 0; i < NR; i++)
+	{
+		dom[i] = (i % 5) < 2;
+		memcpy(bpers + (size_t) i * c.npers, pers + dom[i] * c.npers, sizeof(int64_t) * c.npers);
+	}
+	memset(&b, 0, sizeof(b));
+	b.n = NR;
+	b.domain = dom;
+	b.persona = bpers;
+	b.features = feat;
+	b.dense = Nd ? dense : NULL;
+	b.labels = labels;
+	rc = rc ? rc : pn_evaluator_new(m, PN_INT8, &ev, &e);
+	rc = rc ? rc : pn_evaluator_logits(ev, &b, lev, NULL, &e);
+	for (i = 0; i < NR && rc == PN_OK; i++)
+	{
+		rc = pn_engine_logits(e8, dc[dom[i]], pp[dom[i]], 1, feat + (size_t) i * F, Nd ? dense + (size_t) i * Nd : NULL, one, NULL, &e);
+		same_ev &= memcmp(one, lev + (size_t) i * T, sizeof(float) * T) == 0;
+	}
+	CHECK(rc == PN_OK && same_ev, "pn_evaluator int8 = pn_engine int8 bit for bit, %d rows of 2 domains and personas (%s) %s", NR, label,
+		  rc ? e.msg : "");
+	if (ev)
+		pn_evaluator_free(ev);
+	pn_engine_free(e8);
+	pn_engine_free(e32);
+	if (ep)
+		pn_engine_free(ep);
+	for (d = 0; d < 2; d++)
+	{
+		pn_domain_free(dc[d]);
+		pn_persona_free(pp[d]);
+	}
+	free(feat), free(dense), free(o8), free(o32), free(lg), free(lgp), free(lev), free(dom), free(bpers), free(labels);
 	pn_model_free(m);
 	pn_config_free(&c);
 }
@@ -2761,6 +3187,23 @@ main(int argc, char **argv)
 						  "{\"name\": \"c\", \"buckets\": 100}, {\"name\": \"d\", \"buckets\": 100}], \"persona\": [{\"name\": \"u\", \"buckets\": 100}], "
 						  "\"emb_dim\": 16, \"tasks\": [\"click\", \"buy\"], \"hidden\": [256, 128]}",
 						  "the bench model's widths, 4 features");
+	test_int8_quantizer();
+	test_int8_gemm();
+	test_engine_int8("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 500}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}, "
+					 "{\"name\": \"c\", \"buckets\": 90}], \"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 5, \"emb_dim\": 16, "
+					 "\"tasks\": [\"click\", \"buy\"], \"hidden\": [37, 19], \"epnet_hidden\": 21, \"aux_hidden\": 11}",
+					 "all parts on, odd widths");
+	test_engine_int8("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 50}], \"dense\": 2, \"emb_dim\": 3, \"hidden\": [8, 8], "
+					 "\"epnet\": false, \"ppnet\": false}", "STAR only");
+	test_engine_int8("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
+					 "\"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 1, \"emb_dim\": 4, \"tasks\": [\"click\", \"buy\"], "
+					 "\"hidden\": [8, 6, 5], \"epnet_hidden\": 7, \"aux_hidden\": 5, \"pn\": false, \"domain_input\": true}",
+					 "every part but PN on, three layers, domain_input");
+	if (!getenv("PN_TEST_QUICK"))
+		test_engine_int8("{\"domains\": 2, \"features\": [{\"name\": \"a\", \"buckets\": 5000}, {\"name\": \"b\", \"buckets\": 64}, "
+						 "{\"name\": \"c\", \"buckets\": 100}, {\"name\": \"d\", \"buckets\": 100}], \"persona\": [{\"name\": \"u\", \"buckets\": 100}], "
+						 "\"emb_dim\": 16, \"tasks\": [\"click\", \"buy\"], \"hidden\": [256, 128]}",
+						 "the bench model's widths, 4 features");
 	test_score_vs_ref("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 50}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}], "
 					  "\"persona\": [{\"name\": \"u\", \"buckets\": 40}, {\"name\": \"g\", \"buckets\": 3, \"hash\": false}], "
 					  "\"dense\": 3, \"emb_dim\": 4, \"tasks\": [\"click\", \"buy\"], \"hidden\": [8, 6, 5], \"epnet_hidden\": 7, \"aux_hidden\": 5}",

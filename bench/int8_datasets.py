@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """int8 scoring against fp32 on trained models: probabilities, AUC, logloss, calibration, speed.
 
-    bench/int8_quality.sh                       # throwaway cluster, data, this script (writes bench/out/int8_quality.md)
+    bench/int8_datasets.sh                       # throwaway cluster, data, this script (writes bench/out/int8_datasets.md)
     eval "$(test/pg.sh env)"; export PGDATABASE=...      # or by hand, in a database with pepnet
     bench/load_data.py all                               # data.<name>_{train,valid,test}
-    bench/int8_quality.py [--datasets synth,aliccp,mind,douban] [--rows 200000] [--epochs 2] [--out bench/out]
+    bench/int8_datasets.py [--datasets synth,aliccp,mind,douban] [--rows 200000] [--epochs 2] [--out bench/out]
 
 Issue 18 item 3's accuracy goal: int8 scores within 1e-2 of fp32 and test AUC within 1e-3, on the
 demo and bench models. For each data set a model is trained with CALL pepnet_train (validation
@@ -219,8 +219,8 @@ def main():
     print("[%6.1fs] bench model: max |dp| %.2e" % (time.time() - t0, R["bench_model"]["max_abs_dp"]), flush=True)
     R["loadavg_end"] = os.getloadavg()
     os.makedirs(args.out, exist_ok=True)
-    json.dump(R, open(os.path.join(args.out, "int8_quality.json"), "w"), indent=1, default=str)
-    open(os.path.join(args.out, "int8_quality.md"), "w").write(report(R))
+    json.dump(R, open(os.path.join(args.out, "int8_datasets.json"), "w"), indent=1, default=str)
+    open(os.path.join(args.out, "int8_datasets.md"), "w").write(report(R))
     print(report(R))
     bad = [ds for ds, r in R["datasets"].items() if r["max_abs_dp"] > 1e-2 or any(
         e["d_auc"] is not None and e["domain"] is None and abs(e["d_auc"]) > 1e-3 for e in r["eval"])]
