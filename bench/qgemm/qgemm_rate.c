@@ -79,7 +79,7 @@ main(void)
 				tf[r] = now() - t0;
 				t0 = now();
 				for (long i = 0; i < reps; i++)
-					pn_q8_layer(M, N, K, A, K, wq, bias, C, N, PN_EPI_RELU, 0, NULL, 0, &ws);
+					pn_q8_layer(M, N, K, A, K, false, wq, bias, C, N, PN_EPI_RELU, 0, NULL, 0, &ws);
 				tq[r] = now() - t0;
 			}
 			qsort(tf, 7, sizeof(double), cmp);

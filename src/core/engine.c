@@ -43,8 +43,11 @@
  * matmuls) with every matmul but the output layers and aux layer 2 in int8:
  * each input row quantized, the int32 sums from pepnet's own kernel
  * (pn_q8_gemm), or where oneDNN has an exact int8 brgemm (VNNI, AMX) from
- * its s8 x s8 -> s32 matmuls over tiles of `tile` rows padded with zero
- * rows; then the one epilogue pn_q8_epilogue.  The output layers and aux
+ * its s8 x s8 -> s32 (u8 x s8 -> s32) matmuls over tiles of `tile` rows
+ * padded with zero rows; then the one epilogue pn_q8_epilogue.  The inputs
+ * nonnegative by construction (EPNet's and the gates' layer 2, the tower
+ * layers >= 2: relu outputs, gated or not) are quantized to u8, the others
+ * (x0, x) to s8 (quant.c).  The output layers and aux
  * layer 2 are fp32 dot products (pn_dot) as in engine_tile.  So a
  * candidate's bits are the same on every CPU and path.
  *
@@ -99,6 +102,7 @@ typedef struct PnOp
 	size_t		wbytes;
 	int			K,
 				N;
+	bool		src_u8;			/* int8: a u8 source (else s8) */
 	bool		mul_after;		/* the gate multiply could not be fused: done after */
 	int			ldc;
 	dnnl_data_type_t dst_dt;
@@ -791,7 +795,7 @@ carve(char **p, size_t floats)
 }
 
 /*
- * An int8 matmul of oneDNN: [tile, K] s8 x [K, N] s8 -> [tile, N] s32, no
+ * An int8 matmul of oneDNN: [tile, K] s8 (or u8) x [K, N] s8 -> [tile, N] s32, no
  * bias, no post-op (the bias and the post-op are pn_q8_epilogue's, so that
  * the sums stay exact integers), weights in the layout it asks for.  Only
  * where the sums are exact: a brgemm kernel on a CPU with VNNI or AMX
@@ -803,7 +807,7 @@ carve(char **p, size_t floats)
  * or else the reference implementation (ref_int8, exact below 2^24).
  */
 static int
-op_create_q8(PnOp *op, int tile, int K, int N, size_t *scratch_bytes)
+op_create_q8(PnOp *op, int tile, int K, int N, bool u8, size_t *scratch_bytes)
 {
 	dnnl_memory_desc_t src_md,
 				wei_md,
@@ -818,7 +822,8 @@ op_create_q8(PnOp *op, int tile, int K, int N, size_t *scratch_bytes)
 	op->N = N;
 	op->ldc = N;
 	op->dst_dt = dnnl_s32;
-	dnnl_memory_desc_init_by_strides(&src_md, 2, (dnnl_dims_t) {tile, K}, dnnl_s8, (dnnl_dims_t) {K, 1});
+	op->src_u8 = u8;
+	dnnl_memory_desc_init_by_strides(&src_md, 2, (dnnl_dims_t) {tile, K}, u8 ? dnnl_u8 : dnnl_s8, (dnnl_dims_t) {K, 1});
 	dnnl_memory_desc_init_by_tag(&wei_md, 2, (dnnl_dims_t) {K, N}, dnnl_s8, dnnl_format_tag_any);
 	dnnl_memory_desc_init_by_strides(&dst_md, 2, (dnnl_dims_t) {tile, N}, dnnl_s32, (dnnl_dims_t) {N, 1});
 	if (dnnl_matmul_desc_init(&md, &src_md, &wei_md, NULL, &dst_md) != dnnl_success)
@@ -881,14 +886,14 @@ fail:
 	return PN_EUNSUPPORTED;
 }
 
-/* the oneDNN int8 matmul of shape [N, K] */
+/* the oneDNN int8 matmul of shape [N, K] with a u8 (else s8) source */
 static PnOp *
-fb_op(PnFallback *fb, int N, int K)
+fb_op(PnFallback *fb, int N, int K, bool u8)
 {
 	int			i;
 
 	for (i = 0; i < fb->nops; i++)
-		if (fb->ops[i].N == N && fb->ops[i].K == K)
+		if (fb->ops[i].N == N && fb->ops[i].K == K && fb->ops[i].src_u8 == u8)
 			return &fb->ops[i];
 	return NULL;
 }
@@ -919,7 +924,7 @@ q8_dnn_pack(PnFallback *fb, PnOp *op, const float *W, int ldw, void *out)
 		fb->dnn_failed = true;
 		return;
 	}
-	pn_q8_rows8(N, K, W, ldw, q, K, (float *) out);
+	pn_q8_rows8(N, K, W, ldw, false, q, K, (float *) out);
 	/* q [N, K] row-major is the [K, N] matrix with strides (1, K) */
 	dnnl_memory_desc_init_by_strides(&from_md, 2, (dnnl_dims_t) {K, N}, dnnl_s8, (dnnl_dims_t) {1, K});
 	if (dnnl_reorder_primitive_desc_create(&rpd, &from_md, pn_dnnl_engine, &op->wmd, pn_dnnl_engine, NULL) == dnnl_success)
@@ -965,7 +970,7 @@ q8_dnn_layer(PnFallback *fb, PnOp *op, int M, const float *A, int lda, const voi
 	{
 		int			mb = M - r0 < fb->tile ? M - r0 : fb->tile;
 
-		pn_q8_rows8(mb, K, A + (size_t) r0 * lda, lda, fb->s8, K, fb->qw.sa + r0);
+		pn_q8_rows8(mb, K, A + (size_t) r0 * lda, lda, op->src_u8, fb->s8, K, fb->qw.sa + r0);
 		if (mb < fb->tile)
 			memset(fb->s8 + (size_t) mb * K, 0, (size_t) (fb->tile - mb) * K);
 		if (op_run(op, fb->s8, wd, NULL, fb->qw.acc + (size_t) r0 * N, NULL, fb->scratch) != PN_OK)
@@ -975,40 +980,46 @@ q8_dnn_layer(PnFallback *fb, PnOp *op, int M, const float *A, int lda, const voi
 	pn_q8_epilogue(M, N, fb->qw.acc, N, fb->qw.sa, (const float *) W, bias, C, ldc, epi, gamma, X, ldx);
 }
 
-/* bytes of W [N, K] packed for the fallback's matmul (fp32 panels or int8) */
+/*
+ * bytes of W [N, K] packed for the fallback's matmul (fp32 panels or int8;
+ * u8: for a matmul whose input is quantized to u8)
+ */
 static size_t
-fb_wbytes(PnFallback *fb, int N, int K)
+fb_wbytes(PnFallback *fb, int N, int K, bool u8)
 {
 	if (fb->dnn)
-		return q8_dnn_bytes(fb_op(fb, N, K)) + 64;
+		return q8_dnn_bytes(fb_op(fb, N, K, u8)) + 64;
 	return (fb->q8 ? pn_q8_bytes(N, K) : 4 * pn_panels_floats(N, K)) + 64;
 }
 
 /* W [N, K] (row stride ldw) packed at *p (advanced) */
 static void *
-fb_pack(PnFallback *fb, char **p, int N, int K, const float *W, int ldw)
+fb_pack(PnFallback *fb, char **p, int N, int K, bool u8, const float *W, int ldw)
 {
 	void	   *r = *p;
 
 	if (fb->dnn)
-		q8_dnn_pack(fb, fb_op(fb, N, K), W, ldw, r);
+		q8_dnn_pack(fb, fb_op(fb, N, K, u8), W, ldw, r);
 	else if (fb->q8)
 		pn_q8_pack(N, K, W, ldw, r);
 	else
 		pn_panels_pack(N, K, W, ldw, r);
-	*p += (fb_wbytes(fb, N, K) - 64 + 63) & ~(size_t) 63;
+	*p += (fb_wbytes(fb, N, K, u8) - 64 + 63) & ~(size_t) 63;
 	return r;
 }
 
-/* the fallback's matmul with its bias and post-op: pn_gemm_panels, or in int8 pn_q8_layer */
+/*
+ * the fallback's matmul with its bias and post-op: pn_gemm_panels, or in
+ * int8 pn_q8_layer (u8: the input is nonnegative by the layer's kind)
+ */
 static inline void
-fb_gemm(PnFallback *fb, int M, int N, int K, const float *A, int lda, const void *W, const float *bias,
+fb_gemm(PnFallback *fb, int M, int N, int K, const float *A, int lda, bool u8, const void *W, const float *bias,
 		float *C, int ldc, int epi, float gamma, const float *X, int ldx)
 {
 	if (fb->dnn)
-		q8_dnn_layer(fb, fb_op(fb, N, K), M, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
+		q8_dnn_layer(fb, fb_op(fb, N, K, u8), M, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
 	else if (fb->q8)
-		pn_q8_layer(M, N, K, A, lda, W, bias, C, ldc, epi, gamma, X, ldx, &fb->qw);
+		pn_q8_layer(M, N, K, A, lda, u8, W, bias, C, ldc, epi, gamma, X, ldx, &fb->qw);
 	else
 		pn_gemm_panels(M, N, K, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
 }
@@ -1098,27 +1109,28 @@ fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 	if (q8 && dnn)
 	{
 		/* oneDNN's int8 matmuls, one per weight shape; the own kernel if it has none of one */
-		int			shapes[3 + 3 * PN_MAX_LAYERS + 1][2],
+		int			shapes[3 + 3 * PN_MAX_LAYERS + 1][3],
 					ns = 0,
 					j;
 		size_t		sb = 0;
 
-		shapes[ns][0] = fb->nx0, shapes[ns++][1] = n0;
-		shapes[ns][0] = fb->nxd, shapes[ns++][1] = n0;
-		shapes[ns][0] = fb->nx - fb->nxd, shapes[ns++][1] = n0;
+		/* [N, K, u8]: s8 for the blocks on x0 and x, u8 for the layers on relu outputs */
+		shapes[ns][0] = fb->nx0, shapes[ns][1] = n0, shapes[ns++][2] = 0;
+		shapes[ns][0] = fb->nxd, shapes[ns][1] = n0, shapes[ns++][2] = 0;
+		shapes[ns][0] = fb->nx - fb->nxd, shapes[ns][1] = n0, shapes[ns++][2] = 0;
 		for (i = 0; i < pl->nlayers; i++)
 		{
 			const PnLayer *ly = &pl->layers[i];
 
 			if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || (ly->in == PN_ACT_A && ly->part != PN_PART_OUTPUT))
-				shapes[ns][0] = ly->nout, shapes[ns++][1] = ly->nin;
+				shapes[ns][0] = ly->nout, shapes[ns][1] = ly->nin, shapes[ns++][2] = 1;
 		}
 		fb->dnn = true;
 		fb->tile = tile;
 		for (j = 0; j < ns && fb->dnn; j++)
-			if (shapes[j][0] > 0 && fb_op(fb, shapes[j][0], shapes[j][1]) == NULL)
+			if (shapes[j][0] > 0 && fb_op(fb, shapes[j][0], shapes[j][1], shapes[j][2]) == NULL)
 			{
-				if (op_create_q8(&fb->ops[fb->nops], tile, shapes[j][1], shapes[j][0], &sb) == PN_OK)
+				if (op_create_q8(&fb->ops[fb->nops], tile, shapes[j][1], shapes[j][0], shapes[j][2], &sb) == PN_OK)
 					fb->nops++;
 				else
 					fb->dnn = false;
@@ -1142,14 +1154,14 @@ fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 	}
 	/* the packed matrices */
 	if (fb->nxd < fb->nx)
-		bytes += fb_wbytes(fb, fb->nx - fb->nxd, n0);
-	bytes += fb_wbytes(fb, fb->nx0 > 0 ? fb->nx0 : 1, n0);
+		bytes += fb_wbytes(fb, fb->nx - fb->nxd, n0, false);
+	bytes += fb_wbytes(fb, fb->nx0 > 0 ? fb->nx0 : 1, n0, false);
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
 
 		if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || (ly->in == PN_ACT_AH && !q8))
-			bytes += fb_wbytes(fb, ly->nout, ly->nin);
+			bytes += fb_wbytes(fb, ly->nout, ly->nin, true);
 	}
 	fb->mem = pn_alloc(bytes);
 	tmp = pn_alloc(sizeof(float) * (size_t) (fb->nx0 > fb->nx ? fb->nx0 : fb->nx) * n0);
@@ -1166,13 +1178,13 @@ fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 	{
 		/* the gates' layer 1 on x, every layer's rows one after another */
 		merged_rows(m, rx, nrx, tmp);
-		fb->gw = fb_pack(fb, &p, fb->nx - fb->nxd, n0, tmp, n0);
+		fb->gw = fb_pack(fb, &p, fb->nx - fb->nxd, n0, false, tmp, n0);
 	}
 	if (fb->nx0 > 0)
 	{
 		/* [W1x; V1x]: the x0 columns of EPNet's and aux's first layers */
 		merged_rows(m, r0, nr0, tmp);
-		fb->x0w = fb_pack(fb, &p, fb->nx0, n0, tmp, n0);
+		fb->x0w = fb_pack(fb, &p, fb->nx0, n0, false, tmp, n0);
 	}
 	pn_free(tmp);
 	pn_free(r0);
@@ -1185,7 +1197,7 @@ fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 
 		if (ly->in != PN_ACT_EH && ly->in != PN_ACT_GH && (ly->in != PN_ACT_AH || q8))
 			continue;
-		pk = fb_pack(fb, &p, ly->nout, ly->nin, PN_T(m, ly->w), ly->ldw);
+		pk = fb_pack(fb, &p, ly->nout, ly->nin, true, PN_T(m, ly->w), ly->ldw);
 		if (ly->part == PN_PART_EPNET)
 			fb->ep2 = pk;
 		else if (ly->part == PN_PART_PPNET)
@@ -1268,13 +1280,13 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	}
 	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
 	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
-	bytes += fb_wbytes(fb, fb->nxd, n0) + 4 * (size_t) (fb->nx0 + 1) + 64;
+	bytes += fb_wbytes(fb, fb->nxd, n0, false) + 4 * (size_t) (fb->nx0 + 1) + 64;
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
 
 		if (ly->in == PN_ACT_A && !(fb->q8 && ly->part == PN_PART_OUTPUT))
-			bytes += fb_wbytes(fb, ly->nout, ly->nin);
+			bytes += fb_wbytes(fb, ly->nout, ly->nin, true);
 		else if (ly->in == PN_ACT_XN)
 			h1 += ly->nout;
 	}
@@ -1294,7 +1306,7 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	memcpy(tmp, dc->w1, sizeof(float) * h1 * n0);
 	if (fb->nxd == fb->nx)
 		merged_rows(m, rx, nrx, tmp + h1 * n0);
-	fd->xw = fb_pack(fb, &p, fb->nxd, n0, tmp, n0);
+	fd->xw = fb_pack(fb, &p, fb->nxd, n0, false, tmp, n0);
 	pn_free(tmp);
 	/* the x0 block's biases: the dv parts of its layers */
 	fd->x0b = carve(&p, fb->nx0 + 1);
@@ -1318,7 +1330,7 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 		if (ly->in != PN_ACT_A || (fb->q8 && ly->part == PN_PART_OUTPUT))
 			continue;
 		x = PN_TW(c, ly->task, ly->layer);
-		fd->tw[x] = fb_pack(fb, &p, ly->nout, ly->nin, dc->w[x], ly->nin);
+		fd->tw[x] = fb_pack(fb, &p, ly->nout, ly->nin, true, dc->w[x], ly->nin);
 	}
 	if (fb->dnn_failed)
 	{
@@ -1364,13 +1376,13 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 			case PN_ACT_X0:
 				/* EPNet's and aux's layer 1 */
 				if (!x0done)
-					fb_gemm(fb, nb, fb->nx0, n0, fb->x0, n0, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
+					fb_gemm(fb, nb, fb->nx0, n0, fb->x0, n0, false, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
 								   NULL, 0);
 				x0done = true;
 				break;
 			case PN_ACT_EH:
 				/* EPNet's layer 2: x = gate ⊙ x0 */
-				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, fb->ep2, PN_T(m, ly->b), fb->x, n0,
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, true, fb->ep2, PN_T(m, ly->b), fb->x, n0,
 							   ly->post, c->gamma, fb->x0, n0);
 				x = fb->x;
 				break;
@@ -1379,9 +1391,9 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 				/* every task's tower layer 1 and every gate's layer 1: one pass over x */
 				if (!xdone)
 				{
-					fb_gemm(fb, nb, fb->nxd, n0, x, n0, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
+					fb_gemm(fb, nb, fb->nxd, n0, x, n0, false, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
 					if (fb->nxd < nx)
-						fb_gemm(fb, nb, nx - fb->nxd, n0, x, n0, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
+						fb_gemm(fb, nb, nx - fb->nxd, n0, x, n0, false, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
 									   PN_EPI_RELU, 0, NULL, 0);
 				}
 				xdone = true;
@@ -1401,13 +1413,13 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 					}
 					if (ly->part == PN_PART_OUTPUT)
 					{
-						fb_gemm(fb, nb, 1, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
+						fb_gemm(fb, nb, 1, hp, a + ly->task * hp, lda, true, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
 									   ly->post, 0, NULL, 0);
 						break;
 					}
 					/* task t's tower layer l on its column block */
 					b = a == fb->t1 ? fb->t2 : fb->t1;
-					fb_gemm(fb, nb, h, hp, a + ly->task * hp, lda, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
+					fb_gemm(fb, nb, h, hp, a + ly->task * hp, lda, true, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
 								   ly->post, 0, NULL, 0);
 					if (ly->task == T - 1)
 					{
@@ -1418,7 +1430,7 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 				break;
 			case PN_ACT_GH:
 				/* gate l's layer 2, times every task's tower layer l + 1 (in place) */
-				fb_gemm(fb, nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, fb->g2[ly->layer],
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, true, fb->g2[ly->layer],
 							   PN_T(m, ly->b), a, lda, ly->post, c->gamma, a, lda);
 				break;
 			case PN_ACT_AH:
@@ -1434,7 +1446,7 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 					aux = true;
 					break;
 				}
-				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, fb->aux2, PN_T(m, ly->b), fb->oa, T,
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, true, fb->aux2, PN_T(m, ly->b), fb->oa, T,
 							   ly->post, 0, NULL, 0);
 				aux = true;
 				break;

@@ -120,7 +120,7 @@ void		pn_x0_domain(const PnModel *m, int domain, int n, float *x0);
  * bytes (64-byte aligned): sw [N], then the values.
  */
 #define PN_Q8_KP(K) (((K) + 15) & ~15)
-#define PN_Q8_MAX_K 131072		/* K * 127 * 127 fits an int32 */
+#define PN_Q8_MAX_K 65536		/* K * 255 * 127 fits an int32 (u8 inputs) */
 typedef struct PnQ8Work
 {
 	int16_t    *qa;				/* [M, Kp] the quantized input rows */
@@ -128,16 +128,16 @@ typedef struct PnQ8Work
 	int32_t    *acc;			/* [M, N] */
 } PnQ8Work;
 extern bool pn_q8_portable;		/* tests: portable C where AVX2 exists */
-float		pn_q8_scale(const float *x, int n, float *inv);
-void		pn_q8_rows16(int M, int K, const float *A, int lda, int16_t *qa, float *sa);
-void		pn_q8_rows8(int M, int K, const float *A, int lda, int8_t *q, int ldq, float *sa);
+float		pn_q8_scale(const float *x, int n, bool u8, float *inv);
+void		pn_q8_rows16(int M, int K, const float *A, int lda, bool u8, int16_t *qa, float *sa);
+void		pn_q8_rows8(int M, int K, const float *A, int lda, bool u8, void *q, int ldq, float *sa);
 size_t		pn_q8_bytes(int N, int K);
 void		pn_q8_pack(int N, int K, const float *W, int ldw, void *out);
 const float *pn_q8_sw(const void *wq);
 void		pn_q8_gemm(int M, int N, int K, const int16_t *qa, const void *wq, int32_t *acc, int ldacc);
 void		pn_q8_epilogue(int M, int N, const int32_t *acc, int ldacc, const float *sa, const float *sw,
 						   const float *bias, float *C, int ldc, int epi, float gamma, const float *X, int ldx);
-void		pn_q8_layer(int M, int N, int K, const float *A, int lda, const void *wq, const float *bias,
+void		pn_q8_layer(int M, int N, int K, const float *A, int lda, bool u8, const void *wq, const float *bias,
 						float *C, int ldc, int epi, float gamma, const float *X, int ldx, PnQ8Work *ws);
 
 #endif							/* PN_INTERNAL_H */

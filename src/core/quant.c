@@ -9,24 +9,36 @@
  *   weights      per output channel n of W [N, K]: amax = max_k |W[n,k]|,
  *                sw[n] = amax / 127.0f,
  *                q[n,k] = clamp(rint(W[n,k] * (127.0f / amax)), -127, 127)
- *   activations  the same rule per row m of the matmul's input A [M, K]
- *                (each candidate separately, at each matmul): sa[m], qa[m,k]
- *   a zero row (amax == 0, or so small that 127.0f / amax overflows float:
- *   amax < 3.74e-37) has scale 0 and every q 0
+ *   activations  per row m of the matmul's input A [M, K] (each candidate
+ *                separately, at each matmul), by the layer's kind (the
+ *                plan's input, not the values):
+ *                s8, a signed input (x0, x: EPNet's, aux's, the towers'
+ *                and the gates' layer 1): the weights' rule, sa[m], qa[m,k]
+ *                in [-127, 127];
+ *                u8, an input nonnegative by construction (relu outputs,
+ *                gated or not: EPNet's and the gates' layer 2, the tower
+ *                layers >= 2): amax = max_k |A[m,k]|, sa[m] = amax / 255.0f,
+ *                qa[m,k] = clamp(rint(A[m,k] * (255.0f / amax)), 0, 255)
+ *                (a negative value, which these inputs never hold, clamps
+ *                to 0): twice the resolution of s8
+ *   a zero row (amax == 0, or so small that 127.0f / amax (255.0f / amax)
+ *   overflows float: amax < 3.74e-37 (7.5e-37)) has scale 0 and every q 0
  *   acc[m,n] = sum_k qa[m,k] q[n,k]             exact, int32
+ *                (K * 255 * 127 < 2^31: K <= PN_Q8_MAX_K)
  *   y[m,n]   = fmaf((float) acc[m,n], sa[m] * sw[n], bias[n])
  *   then the layer's post-op in float: none, relu, or GateNU's
  *   gamma * sigmoid(y) * X[m,n] (pn_sigmoid_scale, vmath.h).
  * rint rounds half to even (the default rounding mode).  The clamp follows
- * the x86 min/max rule (a NaN product becomes 127), so the scalar and the
+ * the x86 min/max rule (a NaN product becomes 127, or 255), so the scalar and the
  * AVX2 code agree on every input.  A row's result depends on its own inputs
  * only: identical candidates get identical bits wherever they stand, in
  * requests of any size and tiles of any height.
  *
  * The fallback's layout (CPUs without oneDNN's int8 brgemm): values in
- * int16 lanes, input rows padded with zeros to Kp = K rounded up to 16;
- * AVX2's vpmaddwd multiplies 16 pairs into 8 int32 sums per instruction
- * with no saturation (|q| <= 127), so the sums are exact for K <=
+ * int16 lanes (s8 and u8 inputs alike), input rows padded with zeros to
+ * Kp = K rounded up to 16; AVX2's vpmaddwd multiplies 16 pairs into 8
+ * int32 sums per instruction with no saturation (|qa| <= 255, |q| <= 127:
+ * a pair's sum within 64,770), so the sums are exact for K <=
  * PN_Q8_MAX_K.  Packed weights (pn_q8_bytes): sw [N] floats, then the
  * values in panels of 8 output columns (pn_q8_pack).  Elsewhere portable C
  * gives the same bits.
@@ -70,10 +82,11 @@ pn_q8_avx2(void)
 	return use_avx2();
 }
 
-/* the row's scale: sw (or sa); *inv = 127 / amax, 0 for a zero row */
+/* the row's scale: sw (or sa); *inv = qmax / amax (qmax 127 or 255 for u8), 0 for a zero row */
 float
-pn_q8_scale(const float *x, int n, float *inv)
+pn_q8_scale(const float *x, int n, bool u8, float *inv)
 {
+	float		qmax = u8 ? 255.0f : 127.0f;
 	float		m = 0.0f,
 				r;
 	int			i;
@@ -84,14 +97,14 @@ pn_q8_scale(const float *x, int n, float *inv)
 
 		m = a > m ? a : m;
 	}
-	r = 127.0f / m;
+	r = qmax / m;
 	if (!(m > 0.0f) || !(r <= FLT_MAX))
 	{
 		*inv = 0.0f;
 		return 0.0f;
 	}
 	*inv = r;
-	return m / 127.0f;
+	return m / qmax;
 }
 
 /* one value: rint(v) clamped to [-127, 127] as vminps / vmaxps do (NaN -> 127) */
@@ -103,14 +116,23 @@ q127(float v)
 	return (int) nearbyintf(v);
 }
 
+/* one value: rint(v) clamped to [0, 255] the same way (NaN -> 255, negative -> 0) */
+static inline int
+q255(float v)
+{
+	v = v < 255.0f ? v : 255.0f;
+	v = v > 0.0f ? v : 0.0f;
+	return (int) nearbyintf(v);
+}
+
 #ifdef PN_Q8_X86
 /* q[i] for i < n & ~15 (int16 lanes); returns n & ~15 */
 static PN_AVX2 int
-quantize16_avx2(const float *x, int n, float inv, int16_t *q)
+quantize16_avx2(const float *x, int n, float inv, bool u8, int16_t *q)
 {
 	__m256		vinv = _mm256_set1_ps(inv),
-				hi = _mm256_set1_ps(127.0f),
-				lo = _mm256_set1_ps(-127.0f);
+				hi = _mm256_set1_ps(u8 ? 255.0f : 127.0f),
+				lo = _mm256_set1_ps(u8 ? 0.0f : -127.0f);
 	int			i;
 
 	for (i = 0; i + 16 <= n; i += 16)
@@ -127,10 +149,10 @@ quantize16_avx2(const float *x, int n, float inv, int16_t *q)
 
 /* one row of n values into q [Kp] int16 (zero padded); returns its scale */
 static float
-quantize_row16(const float *x, int n, int Kp, int16_t *q)
+quantize_row16(const float *x, int n, int Kp, bool u8, int16_t *q)
 {
 	float		inv,
-				s = pn_q8_scale(x, n, &inv);
+				s = pn_q8_scale(x, n, u8, &inv);
 	int			i = 0;
 
 	if (s == 0.0f)
@@ -140,28 +162,34 @@ quantize_row16(const float *x, int n, int Kp, int16_t *q)
 	}
 #ifdef PN_Q8_X86
 	if (use_avx2())
-		i = quantize16_avx2(x, n, inv, q);
+		i = quantize16_avx2(x, n, inv, u8, q);
 #endif
-	for (; i < n; i++)
-		q[i] = (int16_t) q127(x[i] * inv);
+	if (u8)
+		for (; i < n; i++)
+			q[i] = (int16_t) q255(x[i] * inv);
+	else
+		for (; i < n; i++)
+			q[i] = (int16_t) q127(x[i] * inv);
 	for (; i < Kp; i++)
 		q[i] = 0;
 	return s;
 }
 
 void
-pn_q8_rows16(int M, int K, const float *A, int lda, int16_t *qa, float *sa)
+pn_q8_rows16(int M, int K, const float *A, int lda, bool u8, int16_t *qa, float *sa)
 {
 	int			Kp = PN_Q8_KP(K),
 				m;
 
 	for (m = 0; m < M; m++)
-		sa[m] = quantize_row16(A + (size_t) m * lda, K, Kp, qa + (size_t) m * Kp);
+		sa[m] = quantize_row16(A + (size_t) m * lda, K, Kp, u8, qa + (size_t) m * Kp);
 }
 
+/* rows into bytes: int8_t, or uint8_t for u8 (oneDNN's s8 and u8 sources) */
 void
-pn_q8_rows8(int M, int K, const float *A, int lda, int8_t *q, int ldq, float *sa)
+pn_q8_rows8(int M, int K, const float *A, int lda, bool u8, void *qv, int ldq, float *sa)
 {
+	int8_t	   *q = qv;
 	int			m,
 				i;
 
@@ -171,9 +199,12 @@ pn_q8_rows8(int M, int K, const float *A, int lda, int8_t *q, int ldq, float *sa
 		int8_t	   *d = q + (size_t) m * ldq;
 		float		inv;
 
-		sa[m] = pn_q8_scale(x, K, &inv);
+		sa[m] = pn_q8_scale(x, K, u8, &inv);
 		if (sa[m] == 0.0f)
 			memset(d, 0, K);
+		else if (u8)
+			for (i = 0; i < K; i++)
+				((uint8_t *) d)[i] = (uint8_t) q255(x[i] * inv);
 		else
 			for (i = 0; i < K; i++)
 				d[i] = (int8_t) q127(x[i] * inv);
@@ -220,7 +251,7 @@ pn_q8_pack(int N, int K, const float *W, int ldw, void *out)
 	{
 		int16_t    *d = q + (size_t) (n / PN_Q8_PANEL) * K2 * PN_Q8_PANEL * 2 + (n % PN_Q8_PANEL) * 2;
 
-		sw[n] = quantize_row16(W + (size_t) n * ldw, K, PN_Q8_KP(K), row);
+		sw[n] = quantize_row16(W + (size_t) n * ldw, K, PN_Q8_KP(K), false, row);
 		for (j = 0; j < K2; j++)
 		{
 			d[(size_t) j * PN_Q8_PANEL * 2] = row[2 * j];
@@ -524,12 +555,12 @@ pn_q8_epilogue(int M, int N, const int32_t *acc, int ldacc, const float *sa, con
 /* ---- a whole layer of the fallback ---- */
 
 void
-pn_q8_layer(int M, int N, int K, const float *A, int lda, const void *wq, const float *bias,
+pn_q8_layer(int M, int N, int K, const float *A, int lda, bool u8, const void *wq, const float *bias,
 			float *C, int ldc, int epi, float gamma, const float *X, int ldx, PnQ8Work *ws)
 {
 	if (M <= 0 || N <= 0)
 		return;
-	pn_q8_rows16(M, K, A, lda, ws->qa, ws->sa);
+	pn_q8_rows16(M, K, A, lda, u8, ws->qa, ws->sa);
 	pn_q8_gemm(M, N, K, ws->qa, wq, ws->acc, N);
 	pn_q8_epilogue(M, N, ws->acc, N, ws->sa, pn_q8_sw(wq), bias, C, ldc, epi, gamma, X, ldx);
 }

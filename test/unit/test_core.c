@@ -1075,17 +1075,19 @@ test_engine_positions(const char *json, const char *label)
 
 /* ---- int8 scoring (quant.c) ---- */
 
-/* docs/model.md "int8 scoring", written out: the scale and values of one row */
+/* docs/model.md "int8 scoring", written out: the scale and values of one row, s8 or u8 */
 static float
-q8_direct_row(const float *x, int K, int *q)
+q8_direct_row(const float *x, int K, bool u8, int *q)
 {
 	float		amax = 0.0f,
+				qmax = u8 ? 255.0f : 127.0f,
+				qmin = u8 ? 0.0f : -127.0f,
 				inv;
 	int			k;
 
 	for (k = 0; k < K; k++)
 		amax = fmaxf(amax, fabsf(x[k]));
-	inv = 127.0f / amax;
+	inv = qmax / amax;
 	if (amax == 0.0f || isinf(inv))
 	{
 		for (k = 0; k < K; k++)
@@ -1096,9 +1098,9 @@ q8_direct_row(const float *x, int K, int *q)
 	{
 		float		r = rintf(x[k] * inv);
 
-		q[k] = r > 127.0f ? 127 : r < -127.0f ? -127 : (int) r;
+		q[k] = r > qmax ? (int) qmax : r < qmin ? (int) qmin : (int) r;
 	}
-	return amax / 127.0f;
+	return amax / qmax;
 }
 
 /*
@@ -1109,11 +1111,14 @@ q8_direct_row(const float *x, int K, int *q)
 static void
 test_int8_quantizer(void)
 {
-	float		ties[8] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, 63.5f, -126.5f};
-	int			expect[8] = {127, 0, 2, 2, 0, -2, 64, -126};
+	float		ties[8] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, 63.5f, -126.5f},
+				uties[8] = {255.0f, 0.5f, 1.5f, 254.5f, -0.5f, -3.0f, 63.5f, 127.5f};
+	int			expect[8] = {127, 0, 2, 2, 0, -2, 64, -126},
+				uexpect[8] = {255, 0, 2, 254, 0, 0, 64, 128};
 	int16_t		q16[2 * 80],
 				p16[2 * 80];
 	int8_t		q8[80];
+	int			u8;
 	float		s,
 				s2,
 				x[80],
@@ -1126,22 +1131,41 @@ test_int8_quantizer(void)
 				K,
 				rep;
 
-	pn_q8_rows16(1, 8, ties, 8, q16, &s);
+	pn_q8_rows16(1, 8, ties, 8, false, q16, &s);
 	for (i = 0; i < 8; i++)
 		ok &= q16[i] == expect[i];
 	for (i = 8; i < 16; i++)
 		ok &= q16[i] == 0;
 	CHECK(ok && s == 1.0f, "int8: halves round to even (0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -2.5 -> -2, 63.5 -> 64), scale = amax / 127 = %g, padding 0", s);
-	pn_q8_rows16(1, 17, zero, 17, q16, &s);
-	ok = s == 0.0f;
-	for (i = 0; i < 32; i++)
-		ok &= q16[i] == 0;
-	pn_q8_rows16(1, 5, tiny, 5, p16, &s2);
-	for (i = 0; i < 16; i++)
-		ok &= p16[i] == 0;
-	CHECK(ok && s2 == 0.0f, "int8: a zero row and a row with 127 / amax beyond float's range have scale 0 and every value 0");
-	/* random rows of every length 1..80, some scaled so that many products are exact halves */
+	for (u8 = 0; u8 < 2; u8++)
+	{
+		pn_q8_portable = u8;
+		pn_q8_rows16(1, 8, uties, 8, true, q16, &s);
+		pn_q8_portable = false;
+		ok = s == 1.0f;
+		for (i = 0; i < 8; i++)
+			ok &= q16[i] == uexpect[i];
+		for (i = 8; i < 16; i++)
+			ok &= q16[i] == 0;
+		CHECK(ok, "int8 u8 (%s): halves round to even (0.5 -> 0, 1.5 -> 2, 254.5 -> 254, 127.5 -> 128), negatives clamp to 0, scale = amax / 255 = %g, padding 0",
+			  u8 ? "portable" : "AVX2 or portable", s);
+	}
+	ok = 1;
+	for (u8 = 0; u8 < 2; u8++)
+	{
+		pn_q8_rows16(1, 17, zero, 17, u8, q16, &s);
+		ok &= s == 0.0f;
+		for (i = 0; i < 32; i++)
+			ok &= q16[i] == 0;
+		pn_q8_rows16(1, 5, tiny, 5, u8, p16, &s2);
+		ok &= s2 == 0.0f;
+		for (i = 0; i < 16; i++)
+			ok &= p16[i] == 0;
+	}
+	CHECK(ok, "int8 s8 and u8: a zero row and a row with 127 / amax (255 / amax) beyond float's range have scale 0 and every value 0");
+	/* random rows of every length 1..80, some scaled so that many products are exact halves; s8 and u8 */
 	srand(21);
+	for (u8 = 0; u8 < 2; u8++)
 	for (rep = 0; rep < 3; rep++)
 		for (K = 1; K <= 80; K++)
 		{
@@ -1152,33 +1176,36 @@ test_int8_quantizer(void)
 
 			for (i = 0; i < K; i++)
 				x[i] = rep == 2 ? (float) ((rand() % 509) - 254) * 0.5f : ((float) rand() / RAND_MAX * 2 - 1) * (rep ? 1e-3f : 10.0f);
+			if (u8)
+				for (i = 0; i < K; i++)
+					x[i] = (i % 11) == 5 ? -x[i] * x[i] : fabsf(x[i]);	/* a few negatives: clamp to 0 */
 			if (rep == 2)
-				x[rand() % K] = 127.0f;	/* inv = 1: every x.5 a tie */
-			sd = q8_direct_row(x, K, qd);
+				x[rand() % K] = u8 ? 255.0f : 127.0f;	/* inv = 1: every x.5 a tie */
+			sd = q8_direct_row(x, K, u8, qd);
 			pn_q8_portable = false;
-			pn_q8_rows16(1, K, x, K, q16, &s);
+			pn_q8_rows16(1, K, x, K, u8, q16, &s);
 			pn_q8_portable = true;
-			pn_q8_rows16(1, K, x, K, p16, &sp);
+			pn_q8_rows16(1, K, x, K, u8, p16, &sp);
 			pn_q8_portable = false;
-			pn_q8_rows8(1, K, x, K, q8, K, &s8);
+			pn_q8_rows8(1, K, x, K, u8, q8, K, &s8);
 			ok &= s == sd && sp == sd && s8 == sd;
 			okp &= memcmp(q16, p16, sizeof(int16_t) * PN_Q8_KP(K)) == 0;
 			for (i = 0; i < K; i++)
 			{
 				ok &= q16[i] == qd[i];
-				ok8 &= q8[i] == qd[i];
+				ok8 &= (u8 ? (int) ((uint8_t *) q8)[i] : (int) q8[i]) == qd[i];
 			}
 			for (i = K; i < PN_Q8_KP(K); i++)
 				ok &= q16[i] == 0;
 		}
-	CHECK(ok, "int8: rows of 1..80 values (random, and halves at scale 1) quantize as the formula says, padded with 0");
-	CHECK(okp, "int8: the portable quantizer = the AVX2 one bit for bit (AVX2 %s)", pn_q8_avx2() ? "on" : "absent: portable twice");
-	CHECK(ok8, "int8: the int8 quantizer (oneDNN's operands) = the int16 lanes (the fallback's)");
+	CHECK(ok, "int8 s8 and u8: rows of 1..80 values (random, and halves at scale 1; u8 with negatives) quantize as the formula says, padded with 0");
+	CHECK(okp, "int8 s8 and u8: the portable quantizer = the AVX2 one bit for bit (AVX2 %s)", pn_q8_avx2() ? "on" : "absent: portable twice");
+	CHECK(ok8, "int8 s8 and u8: the byte quantizer (oneDNN's operands) = the int16 lanes (the fallback's)");
 }
 
 /* one layer by the formula: quantize, exact sum in int64, fmaf, post-op */
 static void
-q8_direct_layer(int M, int N, int K, const float *A, const float *W, const float *bias, float *C, int epi,
+q8_direct_layer(int M, int N, int K, const float *A, bool u8, const float *W, const float *bias, float *C, int epi,
 				float gamma, const float *X)
 {
 	int		   *qa = malloc(sizeof(int) * M * K),
@@ -1190,9 +1217,9 @@ q8_direct_layer(int M, int N, int K, const float *A, const float *W, const float
 				k;
 
 	for (m = 0; m < M; m++)
-		sa[m] = q8_direct_row(A + (size_t) m * K, K, qa + (size_t) m * K);
+		sa[m] = q8_direct_row(A + (size_t) m * K, K, u8, qa + (size_t) m * K);
 	for (n = 0; n < N; n++)
-		sw[n] = q8_direct_row(W + (size_t) n * K, K, qw + (size_t) n * K);
+		sw[n] = q8_direct_row(W + (size_t) n * K, K, false, qw + (size_t) n * K);
 	for (m = 0; m < M; m++)
 		for (n = 0; n < N; n++)
 		{
@@ -1230,12 +1257,14 @@ test_int8_gemm(void)
 				mi,
 				ni,
 				ki,
+				u8,
 				shapes = 0,
 				bad = 0,
 				badp = 0,
 				badpos = 0;
 
 	srand(33);
+	for (u8 = 0; u8 < 2; u8++)
 	for (ki = 0; ki < 8; ki++)
 		for (ni = 0; ni < 8; ni++)
 			for (mi = 0; mi < 10; mi++)
@@ -1265,14 +1294,14 @@ test_int8_gemm(void)
 				ws.sa = malloc(sizeof(float) * M);
 				ws.acc = malloc(sizeof(int32_t) * M * N);
 				for (i = 0; i < M * K; i++)
-					A[i] = (float) rand() / RAND_MAX * 4 - 2;
+					A[i] = u8 ? (float) rand() / RAND_MAX * 2 : (float) rand() / RAND_MAX * 4 - 2;
 				for (i = 0; i < N * K; i++)
 					W[i] = ((float) rand() / RAND_MAX * 2 - 1) / sqrtf((float) K);
 				if (ki == 7 && ni == 7)
 				{
-					/* full range: every product 127 * 127 or its negative */
+					/* full range: every product 127 * 127 (u8: 255 * 127) or its negative */
 					for (i = 0; i < M * K; i++)
-						A[i] = (i % 3) ? 1.0f : -1.0f;
+						A[i] = u8 || (i % 3) ? 1.0f : -1.0f;
 					for (i = 0; i < N * K; i++)
 						W[i] = -0.25f;
 				}
@@ -1283,24 +1312,24 @@ test_int8_gemm(void)
 					b[i] = (float) rand() / RAND_MAX - 0.5f;
 				for (i = 0; i < M * N; i++)
 					X[i] = (float) rand() / RAND_MAX * 2 - 1;
-				q8_direct_layer(M, N, K, A, W, b, Cd, epi, 1.7f, X);
+				q8_direct_layer(M, N, K, A, u8, W, b, Cd, epi, 1.7f, X);
 				pn_q8_pack(N, K, W, K, wq);
-				pn_q8_layer(M, N, K, A, K, wq, b, C, N, epi, 1.7f, X, N, &ws);
+				pn_q8_layer(M, N, K, A, K, u8, wq, b, C, N, epi, 1.7f, X, N, &ws);
 				pn_q8_portable = true;
 				pn_q8_pack(N, K, W, K, wq);
-				pn_q8_layer(M, N, K, A, K, wq, b, Cp, N, epi, 1.7f, X, N, &ws);
+				pn_q8_layer(M, N, K, A, K, u8, wq, b, Cp, N, epi, 1.7f, X, N, &ws);
 				pn_q8_portable = false;
 				bad += memcmp(C, Cd, sizeof(float) * M * N) != 0;
 				badp += memcmp(C, Cp, sizeof(float) * M * N) != 0;
 				/* the last row alone */
 				pn_q8_pack(N, K, W, K, wq);
-				pn_q8_layer(1, N, K, A + (size_t) (M - 1) * K, K, wq, b, C1, N, epi, 1.7f, X + (size_t) (M - 1) * N, N, &ws);
+				pn_q8_layer(1, N, K, A + (size_t) (M - 1) * K, K, u8, wq, b, C1, N, epi, 1.7f, X + (size_t) (M - 1) * N, N, &ws);
 				badpos += memcmp(C1, C + (size_t) (M - 1) * N, sizeof(float) * N) != 0;
 				shapes++;
 				free(A), free(W), free(b), free(X), free(Cd), free(C), free(Cp), free(C1), free(wq);
 				free(ws.qa), free(ws.sa), free(ws.acc);
 			}
-	CHECK(bad == 0, "int8 layer = the formula bit for bit (quantize, exact int32 sum, fmaf, relu / gate / none) at %d shapes M 1..64, N 1..128, K 1..257 incl. full-range operands (%d differ)",
+	CHECK(bad == 0, "int8 layer = the formula bit for bit (quantize s8 and u8 inputs, exact int32 sum, fmaf, relu / gate / none) at %d shapes M 1..64, N 1..128, K 1..257 incl. full-range operands (%d differ)",
 		  shapes, bad);
 	CHECK(badp == 0, "int8 layer: portable C = AVX2 bit for bit at %d shapes (%d differ; AVX2 %s)", shapes, badp,
 		  pn_q8_avx2() ? "on" : "absent");
