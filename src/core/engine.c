@@ -153,7 +153,8 @@ typedef struct PnFallback
 	PnQ8Work	qw;				/* int8: the quantized rows and the int32 sums of a block */
 	/*
 	 * int8 through oneDNN (CPUs with its int8 brgemm: AVX512-VNNI, AMX):
-	 * s8 x s8 -> s32 matmuls of `tile` rows, one per weight shape, instead
+	 * s8 x s8 -> s32 (u8 x s8 -> s32 for the layers with nonnegative
+	 * inputs) matmuls of `tile` rows, one per weight shape and source type, instead
 	 * of pn_q8_gemm; the same quantizers and epilogue around them
 	 */
 	bool		dnn;
