@@ -86,12 +86,11 @@ CREATE TABLE i8_nq8 AS SELECT id, score FROM pepnet_score_query('i8n', 'SELECT *
 SELECT count(*) AS rows, max(abs(a.score - b.score)) < 1e-2 AS named_within_1e2, count(*) FILTER (WHERE a.score <> b.score) > 0 AS int8_differs
 FROM i8_r32 a JOIN i8_r8 b USING (id);
 -- the trained version (13 inputs, layers of 16 and 8: few terms per sum to average the rounding out):
--- the named rows = pepnet_score_query's bit for bit; most scores within 1e-2 of fp32, the worst
--- ~1.4e-2 here (mean 7e-4, 2 of 600 rows >= 1e-2; BENCHMARKS.md "int8 scoring"), asserted as
--- mean |dp| < 2e-3, max < 3e-2 and 99% of the rows within 1e-2
+-- the named rows = pepnet_score_query's bit for bit; every score within 1e-2 of fp32 (the worst
+-- ~5e-3 here, mean 4e-4, since the x block stays fp32; BENCHMARKS.md "int8 scoring"), asserted as
+-- mean |dp| < 1e-3 and max < 1e-2
 SELECT count(*) AS rows, bool_and(b.score = q.score) AS named_rows_eq_query,
-       avg(abs(a.score - b.score)) < 2e-3 AS mean_below_2e3, max(abs(a.score - b.score)) < 3e-2 AS max_below_3e2,
-       count(*) FILTER (WHERE abs(a.score - b.score) < 1e-2) > 0.99 * count(*) AS most_within_1e2
+       avg(abs(a.score - b.score)) < 1e-3 AS mean_below_1e3, max(abs(a.score - b.score)) < 1e-2 AS within_1e2
 FROM i8_n32 a JOIN i8_n8 b USING (id) JOIN i8_nq8 q USING (id);
 
 -- pepnet_evaluate in the session's precision: the held-out rows' AUC under int8 within 1e-3 of fp32

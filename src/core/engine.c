@@ -40,16 +40,20 @@
  * 5-row kernels read each weight once per call (BENCHMARKS.md).
  *
  * int8 (PN_INT8, quant.c).  Always the fallback's dataflow (blocks, merged
- * matmuls) with every matmul but the output layers and aux layer 2 in int8:
+ * matmuls) with every matmul but the x block (every tower's and every gate's
+ * layer 1 on x, EPNet's output), the output layers and aux layer 2 in int8:
  * each input row quantized, the int32 sums from pepnet's own kernel
  * (pn_q8_gemm), or where oneDNN has an exact int8 brgemm (VNNI, AMX) from
  * its s8 x s8 -> s32 (u8 x s8 -> s32) matmuls over tiles of `tile` rows
  * padded with zero rows; then the one epilogue pn_q8_epilogue.  The inputs
  * nonnegative by construction (EPNet's and the gates' layer 2, the tower
  * layers >= 2: relu outputs, gated or not) are quantized to u8, the others
- * (x0, x) to s8 (quant.c).  The output layers and aux
- * layer 2 are fp32 dot products (pn_dot) as in engine_tile.  So a
- * candidate's bits are the same on every CPU and path.
+ * (x0) to s8 (quant.c).  The x block stays fp32, pn_gemm_panels on every
+ * CPU and path: x is signed and a row's few large gated values set its int8
+ * scale, which cost up to 2e-2 of a probability on a trained model
+ * (BENCHMARKS.md "int8 scoring").  The output layers and aux layer 2 are
+ * fp32 dot products (pn_dot) as in engine_tile.  So a candidate's bits are
+ * the same on every CPU and path.
  *
  * Threads.  Debian's oneDNN runs on OpenMP; pn_dnnl_init (dnnl.c) pins it to one
  * thread.  Nothing here runs before the first batched score of a backend,
@@ -981,48 +985,57 @@ q8_dnn_layer(PnFallback *fb, PnOp *op, int M, const float *A, int lda, const voi
 	pn_q8_epilogue(M, N, fb->qw.acc, N, fb->qw.sa, (const float *) W, bias, C, ldc, epi, gamma, X, ldx);
 }
 
+/* the input of a fallback matmul in int8: signed, nonnegative (u8), or kept fp32 */
+#define FB_S8 0
+#define FB_U8 1
+#define FB_F32 2
+
 /*
  * bytes of W [N, K] packed for the fallback's matmul (fp32 panels or int8;
- * u8: for a matmul whose input is quantized to u8)
+ * in: FB_S8 / FB_U8 / FB_F32 as for fb_gemm)
  */
 static size_t
-fb_wbytes(PnFallback *fb, int N, int K, bool u8)
+fb_wbytes(PnFallback *fb, int N, int K, int in)
 {
+	if (in == FB_F32 || !fb->q8)
+		return 4 * pn_panels_floats(N, K) + 64;
 	if (fb->dnn)
-		return q8_dnn_bytes(fb_op(fb, N, K, u8)) + 64;
-	return (fb->q8 ? pn_q8_bytes(N, K) : 4 * pn_panels_floats(N, K)) + 64;
+		return q8_dnn_bytes(fb_op(fb, N, K, in == FB_U8)) + 64;
+	return pn_q8_bytes(N, K) + 64;
 }
 
 /* W [N, K] (row stride ldw) packed at *p (advanced) */
 static void *
-fb_pack(PnFallback *fb, char **p, int N, int K, bool u8, const float *W, int ldw)
+fb_pack(PnFallback *fb, char **p, int N, int K, int in, const float *W, int ldw)
 {
 	void	   *r = *p;
 
-	if (fb->dnn)
-		q8_dnn_pack(fb, fb_op(fb, N, K, u8), W, ldw, r);
-	else if (fb->q8)
-		pn_q8_pack(N, K, W, ldw, r);
-	else
+	if (in == FB_F32 || !fb->q8)
 		pn_panels_pack(N, K, W, ldw, r);
-	*p += (fb_wbytes(fb, N, K, u8) - 64 + 63) & ~(size_t) 63;
+	else if (fb->dnn)
+		q8_dnn_pack(fb, fb_op(fb, N, K, in == FB_U8), W, ldw, r);
+	else
+		pn_q8_pack(N, K, W, ldw, r);
+	*p += (fb_wbytes(fb, N, K, in) - 64 + 63) & ~(size_t) 63;
 	return r;
 }
 
 /*
  * the fallback's matmul with its bias and post-op: pn_gemm_panels, or in
- * int8 pn_q8_layer (u8: the input is nonnegative by the layer's kind)
+ * int8 pn_q8_layer / oneDNN's int8 matmul (in: FB_U8 the input is
+ * nonnegative by the layer's kind, FB_S8 signed, FB_F32 the matmul stays
+ * fp32 in int8 too: the x block, see "int8" above)
  */
 static inline void
-fb_gemm(PnFallback *fb, int M, int N, int K, const float *A, int lda, bool u8, const void *W, const float *bias,
+fb_gemm(PnFallback *fb, int M, int N, int K, const float *A, int lda, int in, const void *W, const float *bias,
 		float *C, int ldc, int epi, float gamma, const float *X, int ldx)
 {
-	if (fb->dnn)
-		q8_dnn_layer(fb, fb_op(fb, N, K, u8), M, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
-	else if (fb->q8)
-		pn_q8_layer(M, N, K, A, lda, u8, W, bias, C, ldc, epi, gamma, X, ldx, &fb->qw);
-	else
+	if (in == FB_F32 || !fb->q8)
 		pn_gemm_panels(M, N, K, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
+	else if (fb->dnn)
+		q8_dnn_layer(fb, fb_op(fb, N, K, in == FB_U8), M, A, lda, W, bias, C, ldc, epi, gamma, X, ldx);
+	else
+		pn_q8_layer(M, N, K, A, lda, in == FB_U8, W, bias, C, ldc, epi, gamma, X, ldx, &fb->qw);
 }
 
 /*
@@ -1115,10 +1128,8 @@ fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 					j;
 		size_t		sb = 0;
 
-		/* [N, K, u8]: s8 for the blocks on x0 and x, u8 for the layers on relu outputs */
+		/* [N, K, u8]: s8 for the block on x0, u8 for the layers on relu outputs (the x block stays fp32) */
 		shapes[ns][0] = fb->nx0, shapes[ns][1] = n0, shapes[ns++][2] = 0;
-		shapes[ns][0] = fb->nxd, shapes[ns][1] = n0, shapes[ns++][2] = 0;
-		shapes[ns][0] = fb->nx - fb->nxd, shapes[ns][1] = n0, shapes[ns++][2] = 0;
 		for (i = 0; i < pl->nlayers; i++)
 		{
 			const PnLayer *ly = &pl->layers[i];
@@ -1155,14 +1166,14 @@ fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 	}
 	/* the packed matrices */
 	if (fb->nxd < fb->nx)
-		bytes += fb_wbytes(fb, fb->nx - fb->nxd, n0, false);
-	bytes += fb_wbytes(fb, fb->nx0 > 0 ? fb->nx0 : 1, n0, false);
+		bytes += fb_wbytes(fb, fb->nx - fb->nxd, n0, FB_F32);
+	bytes += fb_wbytes(fb, fb->nx0 > 0 ? fb->nx0 : 1, n0, FB_S8);
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
 
 		if (ly->in == PN_ACT_EH || ly->in == PN_ACT_GH || (ly->in == PN_ACT_AH && !q8))
-			bytes += fb_wbytes(fb, ly->nout, ly->nin, true);
+			bytes += fb_wbytes(fb, ly->nout, ly->nin, FB_U8);
 	}
 	fb->mem = pn_alloc(bytes);
 	tmp = pn_alloc(sizeof(float) * (size_t) (fb->nx0 > fb->nx ? fb->nx0 : fb->nx) * n0);
@@ -1179,13 +1190,13 @@ fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 	{
 		/* the gates' layer 1 on x, every layer's rows one after another */
 		merged_rows(m, rx, nrx, tmp);
-		fb->gw = fb_pack(fb, &p, fb->nx - fb->nxd, n0, false, tmp, n0);
+		fb->gw = fb_pack(fb, &p, fb->nx - fb->nxd, n0, FB_F32, tmp, n0);
 	}
 	if (fb->nx0 > 0)
 	{
 		/* [W1x; V1x]: the x0 columns of EPNet's and aux's first layers */
 		merged_rows(m, r0, nr0, tmp);
-		fb->x0w = fb_pack(fb, &p, fb->nx0, n0, false, tmp, n0);
+		fb->x0w = fb_pack(fb, &p, fb->nx0, n0, FB_S8, tmp, n0);
 	}
 	pn_free(tmp);
 	pn_free(r0);
@@ -1198,7 +1209,7 @@ fallback_new(const PnModel *m, bool q8, bool dnn, int tile)
 
 		if (ly->in != PN_ACT_EH && ly->in != PN_ACT_GH && (ly->in != PN_ACT_AH || q8))
 			continue;
-		pk = fb_pack(fb, &p, ly->nout, ly->nin, true, PN_T(m, ly->w), ly->ldw);
+		pk = fb_pack(fb, &p, ly->nout, ly->nin, FB_U8, PN_T(m, ly->w), ly->ldw);
 		if (ly->part == PN_PART_EPNET)
 			fb->ep2 = pk;
 		else if (ly->part == PN_PART_PPNET)
@@ -1281,13 +1292,13 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	}
 	nr0 = pn_plan_readers(pl, PN_ACT_X0, 0, r0);
 	nrx = pn_plan_readers(pl, PN_ACT_X, 0, rx);
-	bytes += fb_wbytes(fb, fb->nxd, n0, false) + 4 * (size_t) (fb->nx0 + 1) + 64;
+	bytes += fb_wbytes(fb, fb->nxd, n0, FB_F32) + 4 * (size_t) (fb->nx0 + 1) + 64;
 	for (i = 0; i < pl->nlayers; i++)
 	{
 		const PnLayer *ly = &pl->layers[i];
 
 		if (ly->in == PN_ACT_A && !(fb->q8 && ly->part == PN_PART_OUTPUT))
-			bytes += fb_wbytes(fb, ly->nout, ly->nin, true);
+			bytes += fb_wbytes(fb, ly->nout, ly->nin, FB_U8);
 		else if (ly->in == PN_ACT_XN)
 			h1 += ly->nout;
 	}
@@ -1307,7 +1318,7 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 	memcpy(tmp, dc->w1, sizeof(float) * h1 * n0);
 	if (fb->nxd == fb->nx)
 		merged_rows(m, rx, nrx, tmp + h1 * n0);
-	fd->xw = fb_pack(fb, &p, fb->nxd, n0, false, tmp, n0);
+	fd->xw = fb_pack(fb, &p, fb->nxd, n0, FB_F32, tmp, n0);
 	pn_free(tmp);
 	/* the x0 block's biases: the dv parts of its layers */
 	fd->x0b = carve(&p, fb->nx0 + 1);
@@ -1331,7 +1342,7 @@ fallback_domain(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, PnErr
 		if (ly->in != PN_ACT_A || (fb->q8 && ly->part == PN_PART_OUTPUT))
 			continue;
 		x = PN_TW(c, ly->task, ly->layer);
-		fd->tw[x] = fb_pack(fb, &p, ly->nout, ly->nin, true, dc->w[x], ly->nin);
+		fd->tw[x] = fb_pack(fb, &p, ly->nout, ly->nin, FB_U8, dc->w[x], ly->nin);
 	}
 	if (fb->dnn_failed)
 	{
@@ -1377,13 +1388,13 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 			case PN_ACT_X0:
 				/* EPNet's and aux's layer 1 */
 				if (!x0done)
-					fb_gemm(fb, nb, fb->nx0, n0, fb->x0, n0, false, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
+					fb_gemm(fb, nb, fb->nx0, n0, fb->x0, n0, FB_S8, fb->x0w, fd->x0b, fb->h0, fb->nx0, PN_EPI_RELU, 0,
 								   NULL, 0);
 				x0done = true;
 				break;
 			case PN_ACT_EH:
 				/* EPNet's layer 2: x = gate ⊙ x0 */
-				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, true, fb->ep2, PN_T(m, ly->b), fb->x, n0,
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ehoff, fb->nx0, FB_U8, fb->ep2, PN_T(m, ly->b), fb->x, n0,
 							   ly->post, c->gamma, fb->x0, n0);
 				x = fb->x;
 				break;
@@ -1392,9 +1403,9 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 				/* every task's tower layer 1 and every gate's layer 1: one pass over x */
 				if (!xdone)
 				{
-					fb_gemm(fb, nb, fb->nxd, n0, x, n0, false, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
+					fb_gemm(fb, nb, fb->nxd, n0, x, n0, FB_F32, fd->xw, fb->bx, fb->xc, nx, PN_EPI_RELU, 0, NULL, 0);
 					if (fb->nxd < nx)
-						fb_gemm(fb, nb, nx - fb->nxd, n0, x, n0, false, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
+						fb_gemm(fb, nb, nx - fb->nxd, n0, x, n0, FB_F32, fb->gw, fb->bx + fb->nxd, fb->xc + fb->nxd, nx,
 									   PN_EPI_RELU, 0, NULL, 0);
 				}
 				xdone = true;
@@ -1414,13 +1425,13 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 					}
 					if (ly->part == PN_PART_OUTPUT)
 					{
-						fb_gemm(fb, nb, 1, hp, a + ly->task * hp, lda, true, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
+						fb_gemm(fb, nb, 1, hp, a + ly->task * hp, lda, FB_U8, fd->tw[xi], dc->b[xi], fb->o + ly->task, T,
 									   ly->post, 0, NULL, 0);
 						break;
 					}
 					/* task t's tower layer l on its column block */
 					b = a == fb->t1 ? fb->t2 : fb->t1;
-					fb_gemm(fb, nb, h, hp, a + ly->task * hp, lda, true, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
+					fb_gemm(fb, nb, h, hp, a + ly->task * hp, lda, FB_U8, fd->tw[xi], dc->b[xi], b + ly->task * h, T * h,
 								   ly->post, 0, NULL, 0);
 					if (ly->task == T - 1)
 					{
@@ -1431,7 +1442,7 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 				break;
 			case PN_ACT_GH:
 				/* gate l's layer 2, times every task's tower layer l + 1 (in place) */
-				fb_gemm(fb, nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, true, fb->g2[ly->layer],
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->xc + fb->goff[ly->layer], nx, FB_U8, fb->g2[ly->layer],
 							   PN_T(m, ly->b), a, lda, ly->post, c->gamma, a, lda);
 				break;
 			case PN_ACT_AH:
@@ -1447,7 +1458,7 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 					aux = true;
 					break;
 				}
-				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, true, fb->aux2, PN_T(m, ly->b), fb->oa, T,
+				fb_gemm(fb, nb, ly->nout, ly->nin, fb->h0 + fb->ahoff, fb->nx0, FB_U8, fb->aux2, PN_T(m, ly->b), fb->oa, T,
 							   ly->post, 0, NULL, 0);
 				aux = true;
 				break;
