@@ -16,6 +16,7 @@ EXCEPTION WHEN OTHERS THEN
 END $$;
 
 -- a safetensors blob of F32 tensors, each filled with one value: spec [[name, [dims], value], ...]
+-- (float4send is big-endian, safetensors little-endian)
 CREATE FUNCTION i8l_blob(spec jsonb) RETURNS bytea LANGUAGE plpgsql AS $$
 DECLARE
 	t jsonb; hdr jsonb := '{}'; data bytea := ''; n bigint; off bigint := 0; h text;
@@ -24,7 +25,8 @@ BEGIN
 		SELECT coalesce(exp(sum(ln(d::numeric))), 1)::bigint INTO n FROM jsonb_array_elements_text(t->1) d;
 		hdr := hdr || jsonb_build_object(t->>0, jsonb_build_object('dtype', 'F32', 'shape', t->1,
 		                                                           'data_offsets', jsonb_build_array(off, off + 4 * n)));
-		data := data || decode(repeat(CASE (t->>2)::float4 WHEN 1 THEN '0000803f' ELSE '00000000' END, n::int), 'hex');
+		h := encode(float4send((t->>2)::float4), 'hex');
+		data := data || decode(repeat(substr(h, 7, 2) || substr(h, 5, 2) || substr(h, 3, 2) || substr(h, 1, 2), n::int), 'hex');
 		off := off + 4 * n;
 	END LOOP;
 	h := hdr::text;
@@ -69,3 +71,15 @@ SELECT i8l_error($$SELECT count(*) FROM pepnet_score('i8l_x0', 0, NULL, array_fi
 SET pepnet.precision = 'fp32';
 SELECT count(*) AS fp32_scores FROM pepnet_score('i8l_x0', 0, NULL, array_fill(0::bigint, ARRAY[68]));
 RESET pepnet.precision;
+
+-- a logit beyond float32 from the weights alone (a model without dense features: embedding and
+-- tower weights 3e38, output weight 0: 0 * inf): 22023 in both precisions, the detail naming the
+-- weights, not dense values
+\set wcfg '{"domains": 1, "features": [{"name": "a", "buckets": 1}], "dense": 0, "emb_dim": 1, "hidden": [1], "epnet": false, "ppnet": false, "pn": false, "aux": false, "star": false}'
+SELECT pepnet_import('i8l_big', :'wcfg', i8l_st('[["emb.feature.0", [1, 1], 3e38], ["emb.domain", [1, 1], 0],
+  ["tower.0.1.w", [1, 1], 3e38], ["tower.0.1.b", [1], 0], ["tower.0.2.w", [1, 1], 0], ["tower.0.2.b", [1], 0]]')) AS v;
+SELECT i8l_error($$SELECT score FROM pepnet_score('i8l_big', 0, NULL, '{0}')$$);
+SET pepnet.precision = 'int8';
+SELECT i8l_error($$SELECT score FROM pepnet_score('i8l_big', 0, NULL, '{0}')$$);
+RESET pepnet.precision;
+SELECT i8l_error($$SELECT pepnet_predict('i8l_big', 0, NULL, '{0}')$$);

@@ -1874,12 +1874,7 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 				float		v = lg[i];
 
 				if (isnan(v))
-				{
-					pn_seterr(err, PN_EINPUT, "score overflowed float32");
-					pn_setdetail(err, "The dense values are too large in magnitude; scale dense features to a sensible range.");
-					err->row = done + i / T;
-					return PN_EINPUT;
-				}
+					return pn_overflow_error(c, done + i / T, err);
 				if (out)
 					out[(size_t) (done * T) + i] = pn_sigmoidd(v);
 				else
@@ -1916,12 +1911,7 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 			float		v = eng->logit[i];
 
 			if (isnan(v))
-			{
-				pn_seterr(err, PN_EINPUT, "score overflowed float32");
-				pn_setdetail(err, "The dense values are too large in magnitude; scale dense features to a sensible range.");
-				err->row = done + i / T;
-				return PN_EINPUT;
-			}
+				return pn_overflow_error(c, done + i / T, err);
 			if (out)
 				out[(size_t) (done * T) + i] = pn_sigmoidd(v);
 			else
