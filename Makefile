@@ -14,7 +14,7 @@ PGFILEDESC = "pepnet - STAR-PEPNet CTR scoring and training in SQL"
 
 # pg_regress suites (sql/NAME.sql, expected/NAME.out): each runs alone, pg_regress creates the
 # extension in its database first (`make installcheck REGRESS=score`)
-REGRESS = models score batch errors train train_faults calibration security scaleout shared chunks pinned_plans workflow integrity api_errors deploy_best planning named bags pinned_named baseline vocab parallel_batch persona_reuse retrain_config int8
+REGRESS = models score batch errors train train_faults calibration security scaleout shared chunks pinned_plans workflow integrity api_errors deploy_best planning named bags pinned_named baseline vocab parallel_batch persona_reuse retrain_config int8 int8_limits
 REGRESS_OPTS = --outputdir=test/results --load-extension=pepnet
 
 # TAP tests (test/t/*.pl on PostgreSQL::Test::Cluster; needs libipc-run-perl): each starts its own

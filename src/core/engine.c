@@ -1474,6 +1474,44 @@ fallback_block(const PnModel *m, PnFallback *fb, const PnDomainCache *dc, const 
 }
 
 /*
+ * PN_ETOOBIG when an int8 matmul of m (EPNet's and aux's layer 1 on x0,
+ * EPNet's and the gates' layer 2, the tower layers 2..L) has more than
+ * PN_Q8_MAX_K inputs: its sums of K products of up to 255 x 127 would wrap
+ * in int32.
+ */
+static int
+q8_check_widths(const PnModel *m, PnError *err)
+{
+	const PnPlan *pl = m->plan;
+	int			i;
+
+	for (i = 0; i < pl->nlayers; i++)
+	{
+		const PnLayer *ly = &pl->layers[i];
+		const char *what;
+
+		if (ly->nin <= PN_Q8_MAX_K)
+			continue;
+		if (ly->in == PN_ACT_X0)
+			what = ly->part == PN_PART_EPNET ? "EPNet's layer 1" : "aux's layer 1";
+		else if (ly->in == PN_ACT_EH)
+			what = "EPNet's layer 2";
+		else if (ly->in == PN_ACT_GH)
+			what = "a PPNet gate's layer 2";
+		else if (ly->in == PN_ACT_A && ly->part != PN_PART_OUTPUT)
+			what = "a tower layer";
+		else
+			continue;
+		pn_seterr(err, PN_ETOOBIG, "int8 scoring takes matmuls of at most %d inputs; %s of this model has %d",
+				  PN_Q8_MAX_K, what, ly->nin);
+		pn_setdetail(err, "int8 sums the products of each matmul's inputs in int32, exact up to %d inputs; "
+					 "score this model in fp32 (SET pepnet.precision = 'fp32').", PN_Q8_MAX_K);
+		return PN_ETOOBIG;
+	}
+	return PN_OK;
+}
+
+/*
  * An engine of m at precision (PN_FP32, PN_BF16, PN_INT8) for tiles of
  * `tile` rows: oneDNN brgemm matmuls where this CPU has them, else (fp32,
  * int8) the fallback described at struct PnEngine; bf16 without them is
@@ -1483,10 +1521,13 @@ int
 pn_engine_new(const PnModel *m, int precision, int tile, const PnPackShare *share, PnEngine **out,
 			  PnError *err)
 {
-	int			rc = precision == PN_INT8 ? PN_EUNSUPPORTED : engine_new_onednn(m, precision, tile, share, out, err);
+	int			rc;
 	bool		dnn = false;
 	PnEngine   *eng;
 
+	if (precision == PN_INT8 && (rc = q8_check_widths(m, err)) != PN_OK)
+		return rc;
+	rc = precision == PN_INT8 ? PN_EUNSUPPORTED : engine_new_onednn(m, precision, tile, share, out, err);
 	if (rc != PN_EUNSUPPORTED || precision == PN_BF16)
 		return rc;
 	eng = pn_alloc0(sizeof(PnEngine));
@@ -1833,12 +1874,7 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 				float		v = lg[i];
 
 				if (isnan(v))
-				{
-					pn_seterr(err, PN_EINPUT, "score overflowed float32");
-					pn_setdetail(err, "The dense values are too large in magnitude; scale dense features to a sensible range.");
-					err->row = done + i / T;
-					return PN_EINPUT;
-				}
+					return pn_overflow_error(c, done + i / T, err);
 				if (out)
 					out[(size_t) (done * T) + i] = pn_sigmoidd(v);
 				else
@@ -1875,12 +1911,7 @@ engine_tiles(PnEngine *eng, const PnDomainCache *dc, const PnPersona *pp, int64_
 			float		v = eng->logit[i];
 
 			if (isnan(v))
-			{
-				pn_seterr(err, PN_EINPUT, "score overflowed float32");
-				pn_setdetail(err, "The dense values are too large in magnitude; scale dense features to a sensible range.");
-				err->row = done + i / T;
-				return PN_EINPUT;
-			}
+				return pn_overflow_error(c, done + i / T, err);
 			if (out)
 				out[(size_t) (done * T) + i] = pn_sigmoidd(v);
 			else

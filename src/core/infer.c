@@ -1031,12 +1031,7 @@ pn_score_bags(const PnModel *m, const PnDomainCache *dc, const PnPersona *pp, Pn
 	for (i = 0; i < (size_t) n * T; i++)
 	{
 		if (isnan(w->logit[i]))
-		{
-			pn_seterr(err, PN_EINPUT, "score overflowed float32");
-			pn_setdetail(err, "The dense values are too large in magnitude; scale dense features to a sensible range.");
-			err->row = (int64_t) (i / T);
-			return PN_EINPUT;
-		}
+			return pn_overflow_error(&m->cfg, (int64_t) (i / T), err);
 		out[i] = pn_sigmoidd(w->logit[i]);
 	}
 	return PN_OK;

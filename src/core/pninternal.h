@@ -84,6 +84,25 @@ pn_dot(const float *restrict a, const float *restrict b, int n)
 }
 
 /*
+ * PN_EINPUT for a logit that left float32 (NaN) at row `row`: too large
+ * dense values, or (a model without dense fields too) weights near
+ * float32's limits
+ */
+static inline int
+pn_overflow_error(const PnConfig *c, int64_t row, PnError *err)
+{
+	pn_seterr(err, PN_EINPUT, "score overflowed float32");
+	if (c->dense > 0)
+		pn_setdetail(err, "The dense values or the version's weights are too large in magnitude; "
+					 "scale dense features to a sensible range, or check the weights (pepnet_export).");
+	else
+		pn_setdetail(err, "The version's weights are too large in magnitude (this model has no dense features); "
+					 "check them (pepnet_export).");
+	err->row = row;
+	return PN_EINPUT;
+}
+
+/*
  * The embedding row of id in field f (index i of a list named `what`,
  * "feature" or "persona"); -1 with err set when a non-hashed id is out of
  * range.

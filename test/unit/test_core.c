@@ -1075,6 +1075,47 @@ test_engine_positions(const char *json, const char *label)
 
 /* ---- int8 scoring (quant.c) ---- */
 
+/*
+ * int8's int32 sums are exact up to PN_Q8_MAX_K inputs per matmul: an engine
+ * of a model with a wider int8 matmul (EPNet's layer 2 on epnet_hidden, EPNet's
+ * layer 1 on n0) is refused with PN_ETOOBIG naming the layer; fp32 takes it
+ */
+static void
+test_int8_widths(void)
+{
+	static const char *const cfgs[3] = {
+		"{\"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 1}], \"emb_dim\": 1, \"hidden\": [1], "
+		"\"epnet_hidden\": 65537, \"ppnet\": false, \"pn\": false, \"aux\": false, \"star\": false}",
+		"{\"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 1}], \"dense\": 65536, \"emb_dim\": 1, \"hidden\": [1], "
+		"\"epnet_hidden\": 1, \"ppnet\": false, \"pn\": false, \"aux\": false, \"star\": false}",
+		"{\"domains\": 1, \"features\": [{\"name\": \"a\", \"buckets\": 1}], \"emb_dim\": 1, \"hidden\": [1], "
+		"\"epnet_hidden\": 65536, \"ppnet\": false, \"pn\": false, \"aux\": false, \"star\": false}"};
+	static const char *const layer[2] = {"EPNet's layer 2 of this model has 65537", "EPNet's layer 1 of this model has 65537"};
+	int			i;
+
+	for (i = 0; i < 3; i++)
+	{
+		PnConfig	c = parse(cfgs[i]);
+		PnModel    *m = NULL;
+		PnEngine   *eng = NULL;
+		PnError		e = {0};
+		int			rc;
+
+		pn_model_new(&c, &m, &e);
+		pn_model_init(m, 1);
+		rc = pn_engine_new(m, PN_INT8, PN_TILE, NULL, &eng, &e);
+		if (i < 2)
+			CHECK(rc == PN_ETOOBIG && strstr(e.msg, layer[i]) != NULL, "int8 refuses a matmul of 65,537 inputs: %s", e.msg);
+		else
+			CHECK(rc == PN_OK, "int8 takes a matmul of 65,536 inputs: %s", rc ? e.msg : "ok");
+		pn_engine_free(eng);
+		eng = NULL;
+		CHECK(pn_engine_new(m, PN_FP32, PN_TILE, NULL, &eng, &e) == PN_OK, "fp32 takes it (%d)", i);
+		pn_engine_free(eng);
+		pn_model_free(m);
+	}
+}
+
 /* docs/model.md "int8 scoring", written out: the scale and values of one row, s8 or u8 */
 static float
 q8_direct_row(const float *x, int K, bool u8, int *q)
@@ -3217,6 +3258,7 @@ main(int argc, char **argv)
 						  "\"emb_dim\": 16, \"tasks\": [\"click\", \"buy\"], \"hidden\": [256, 128]}",
 						  "the bench model's widths, 4 features");
 	test_int8_quantizer();
+	test_int8_widths();
 	test_int8_gemm();
 	test_engine_int8("{\"domains\": 3, \"features\": [{\"name\": \"a\", \"buckets\": 500}, {\"name\": \"b\", \"buckets\": 7, \"hash\": false}, "
 					 "{\"name\": \"c\", \"buckets\": 90}], \"persona\": [{\"name\": \"u\", \"buckets\": 40}], \"dense\": 5, \"emb_dim\": 16, "
