@@ -1113,6 +1113,7 @@ test_int8_widths(void)
 		CHECK(pn_engine_new(m, PN_FP32, PN_TILE, NULL, &eng, &e) == PN_OK, "fp32 takes it (%d)", i);
 		pn_engine_free(eng);
 		pn_model_free(m);
+		pn_config_free(&c);
 	}
 }
 
